@@ -1,0 +1,13 @@
+/* cirrdata/cirrdata.h — umbrella header of libcirrdata. */
+#ifndef CIRRDATA_CIRRDATA_H
+#define CIRRDATA_CIRRDATA_H
+
+#include "cirrdata/version.h"
+#include "cirrdata/status.h"
+#include "cirrdata/dtype.h"
+#include "cirrdata/volume.h"
+#include "cirrdata/orient.h"
+#include "cirrdata/nifti.h"
+#include "cirrdata/npy.h"
+
+#endif

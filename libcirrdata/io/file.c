@@ -1,0 +1,122 @@
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/file.h"
+
+cd_status cd_file_open(const char *path, cd_file *f, cd_error *err) {
+    f->fd = -1;
+    f->size = 0;
+    f->path = path;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return cd_fail(err, CD_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return cd_fail(err, CD_ERR_IO, "%s: not a regular file", path);
+    }
+    f->fd = fd;
+    f->size = (uint64_t)st.st_size;
+    return CD_OK;
+}
+
+void cd_file_close(cd_file *f) {
+    if (f && f->fd >= 0) {
+        close(f->fd);
+        f->fd = -1;
+    }
+}
+
+cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t offset, size_t *got,
+                             cd_error *err) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(f->fd, (char *)buf + done, n - done, (off_t)(offset + done));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return cd_fail(err, CD_ERR_IO, "%s: read failed at byte %llu: %s", f->path,
+                           (unsigned long long)(offset + done), strerror(errno));
+        }
+        if (r == 0) break;
+        done += (size_t)r;
+    }
+    *got = done;
+    return CD_OK;
+}
+
+cd_status cd_file_pread_exact(const cd_file *f, void *buf, size_t n, uint64_t offset, cd_error *err) {
+    size_t got;
+    cd_status st = cd_file_pread_some(f, buf, n, offset, &got, err);
+    if (st != CD_OK) return st;
+    if (got < n)
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: file has %llu bytes, needs %llu", f->path,
+                       (unsigned long long)(offset + got), (unsigned long long)(offset + n));
+    return CD_OK;
+}
+
+cd_status cd_file_read_all(const cd_file *f, uint64_t max_bytes, void **buf, size_t *len, cd_error *err) {
+    char a[32], b[32];
+    if (f->size > max_bytes || f->size > SIZE_MAX)
+        return cd_fail(err, CD_ERR_LIMIT, "%s: file of %s is above the limit of %s", f->path,
+                       cd_format_bytes(f->size, a, sizeof a), cd_format_bytes(max_bytes, b, sizeof b));
+    size_t n = (size_t)f->size;
+    void *p = cd_buffer_alloc(n);
+    if (!p) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %zu bytes", f->path, n);
+    cd_status st = cd_file_pread_exact(f, p, n, 0, err);
+    if (st != CD_OK) {
+        cd_buffer_free(p, n);
+        return st;
+    }
+    *buf = p;
+    *len = n;
+    return CD_OK;
+}
+
+int cd_path_has_suffix(const char *path, const char *suffix) {
+    size_t lp = strlen(path), ls = strlen(suffix);
+    return lp >= ls && strcasecmp(path + lp - ls, suffix) == 0;
+}
+
+cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, size_t npieces, cd_error *err) {
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return cd_fail(err, CD_ERR_ARG, "%.200s...: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    for (size_t i = 0; i < npieces; i++) {
+        const char *p = pieces[i].data;
+        size_t left = pieces[i].len;
+        while (left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                int e = (w < 0) ? errno : ENOSPC;
+                close(fd);
+                unlink(tmp);
+                return cd_fail(err, CD_ERR_IO, "%s: write failed: %s", path, strerror(e));
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return cd_fail(err, CD_ERR_IO, "%s: write failed: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return cd_fail(err, CD_ERR_IO, "%s: cannot rename the finished file into place: %s", path, strerror(e));
+    }
+    return CD_OK;
+}

@@ -1,0 +1,294 @@
+/* NIfTI header parsing with nibabel's semantics. niftilib supplies the on-disk structs and the
+ * byte swapping; validation, the affine and the orientation follow nibabel, our reference. */
+#include <math.h>
+#include <string.h>
+
+#include <nifti1.h>
+#include <nifti2.h>
+#include <nifti2_io.h>
+
+#include "cirrdata/orient.h"
+#include "io/nifti_header.h"
+
+static uint32_t bswap32(uint32_t v) { return __builtin_bswap32(v); }
+
+cd_dtype cd_nifti_datatype_to_dtype(int datatype) {
+    switch (datatype) {
+    case NIFTI_TYPE_UINT8: return CD_DTYPE_UINT8;
+    case NIFTI_TYPE_INT8: return CD_DTYPE_INT8;
+    case NIFTI_TYPE_INT16: return CD_DTYPE_INT16;
+    case NIFTI_TYPE_UINT16: return CD_DTYPE_UINT16;
+    case NIFTI_TYPE_INT32: return CD_DTYPE_INT32;
+    case NIFTI_TYPE_UINT32: return CD_DTYPE_UINT32;
+    case NIFTI_TYPE_INT64: return CD_DTYPE_INT64;
+    case NIFTI_TYPE_UINT64: return CD_DTYPE_UINT64;
+    case NIFTI_TYPE_FLOAT32: return CD_DTYPE_FLOAT32;
+    case NIFTI_TYPE_FLOAT64: return CD_DTYPE_FLOAT64;
+    default: return CD_DTYPE_INVALID;
+    }
+}
+
+int cd_nifti_dtype_to_datatype(cd_dtype dtype) {
+    switch (dtype) {
+    case CD_DTYPE_UINT8: return NIFTI_TYPE_UINT8;
+    case CD_DTYPE_INT8: return NIFTI_TYPE_INT8;
+    case CD_DTYPE_INT16: return NIFTI_TYPE_INT16;
+    case CD_DTYPE_UINT16: return NIFTI_TYPE_UINT16;
+    case CD_DTYPE_INT32: return NIFTI_TYPE_INT32;
+    case CD_DTYPE_UINT32: return NIFTI_TYPE_UINT32;
+    case CD_DTYPE_INT64: return NIFTI_TYPE_INT64;
+    case CD_DTYPE_UINT64: return NIFTI_TYPE_UINT64;
+    case CD_DTYPE_FLOAT32: return NIFTI_TYPE_FLOAT32;
+    case CD_DTYPE_FLOAT64: return NIFTI_TYPE_FLOAT64;
+    default: return 0;
+    }
+}
+
+static const char *datatype_label(int datatype) {
+    switch (datatype) {
+    case NIFTI_TYPE_COMPLEX64: return "complex64";
+    case NIFTI_TYPE_COMPLEX128: return "complex128";
+    case NIFTI_TYPE_COMPLEX256: return "complex256";
+    case NIFTI_TYPE_RGB24: return "RGB24";
+    case NIFTI_TYPE_RGBA32: return "RGBA32";
+    case NIFTI_TYPE_FLOAT128: return "float128";
+    case DT_BINARY: return "binary (1 bit)";
+    default: return "unknown";
+    }
+}
+
+void cd_nifti_qform_affine(double qb, double qc, double qd, double qx, double qy, double qz,
+                           const double pixdim[4], double out[4][4]) {
+    /* nibabel.quaternions.fillpositive with threshold -3 * float32 eps, then quat2mat. */
+    double w2 = 1.0 - (qb * qb + qc * qc + qd * qd);
+    double w = (w2 < 0.0) ? 0.0 : sqrt(w2);
+    double x = qb, y = qc, z = qd;
+    double nq = w * w + x * x + y * y + z * z;
+    double r[3][3];
+    if (nq < 2.220446049250313e-16) {
+        memset(r, 0, sizeof r);
+        r[0][0] = r[1][1] = r[2][2] = 1.0;
+    } else {
+        double s = 2.0 / nq;
+        double X = x * s, Y = y * s, Z = z * s;
+        double wX = w * X, wY = w * Y, wZ = w * Z;
+        double xX = x * X, xY = x * Y, xZ = x * Z;
+        double yY = y * Y, yZ = y * Z, zZ = z * Z;
+        r[0][0] = 1.0 - (yY + zZ); r[0][1] = xY - wZ;         r[0][2] = xZ + wY;
+        r[1][0] = xY + wZ;         r[1][1] = 1.0 - (xX + zZ); r[1][2] = yZ - wX;
+        r[2][0] = xZ - wY;         r[2][1] = yZ + wX;         r[2][2] = 1.0 - (xX + yY);
+    }
+    double qfac = (pixdim[0] == 1.0 || pixdim[0] == -1.0) ? pixdim[0] : 1.0;
+    double vox[3];
+    for (int i = 0; i < 3; i++) {
+        vox[i] = fabs(pixdim[i + 1]);
+        if (vox[i] == 0.0) vox[i] = 1.0;
+    }
+    vox[2] *= qfac;
+    memset(out, 0, sizeof(double[4][4]));
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) out[i][j] = r[i][j] * vox[j];
+    out[0][3] = qx;
+    out[1][3] = qy;
+    out[2][3] = qz;
+    out[3][3] = 1.0;
+}
+
+/* nibabel's base affine (shape_zoom_affine with x flipped) for headers without a valid xform. */
+static void base_affine(const cd_nifti_header *h, double out[4][4]) {
+    memset(out, 0, sizeof(double[4][4]));
+    for (int i = 0; i < 3; i++) {
+        double n = (i < h->ndim) ? (double)h->dim[i + 1] : 1.0;
+        double zoom = (i < h->ndim) ? h->pixdim[i + 1] : 1.0;
+        if (i == 0) zoom = -zoom;
+        out[i][i] = zoom;
+        out[i][3] = -((n - 1.0) / 2.0) * zoom;
+    }
+    out[3][3] = 1.0;
+}
+
+/* nibabel resets xform codes outside 0..5 to 0 when it loads a header. */
+static int valid_xform_code(int code) { return (code >= 0 && code <= 5) ? code : 0; }
+
+cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len, bool pair, uint64_t max_bytes,
+                                 cd_nifti_header *h, cd_error *err) {
+    memset(h, 0, sizeof *h);
+    if (len < 4) return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %zu bytes is too short for a NIfTI header", path, len);
+    uint32_t sizeof_hdr;
+    memcpy(&sizeof_hdr, bytes, 4);
+    bool swapped;
+    if (sizeof_hdr == CD_NIFTI1_HEADER_SIZE || sizeof_hdr == CD_NIFTI2_HEADER_SIZE)
+        swapped = false;
+    else if (bswap32(sizeof_hdr) == CD_NIFTI1_HEADER_SIZE || bswap32(sizeof_hdr) == CD_NIFTI2_HEADER_SIZE)
+        swapped = true;
+    else
+        return cd_fail(err, CD_ERR_FORMAT,
+                       "%s: not a NIfTI file (header size field is %u, expected 348 for NIfTI-1 or 540 for NIfTI-2)",
+                       path, sizeof_hdr);
+    uint32_t hsize = swapped ? bswap32(sizeof_hdr) : sizeof_hdr;
+    if (len < hsize)
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: the NIfTI-%d header needs %u bytes, the file has %zu", path,
+                       hsize == CD_NIFTI1_HEADER_SIZE ? 1 : 2, hsize, len);
+    bool little_host = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__);
+    h->big_endian = little_host ? swapped : !swapped;
+    h->pair = pair;
+
+    double quatern[6], srow[3][4];
+    int64_t vox_offset = 0;
+    double vox_offset_f;
+    const char *magic;
+    if (hsize == CD_NIFTI1_HEADER_SIZE) {
+        nifti_1_header n1;
+        memcpy(&n1, bytes, sizeof n1);
+        if (swapped) nifti_swap_as_nifti1(&n1);
+        h->version = 1;
+        magic = n1.magic;
+        if (memcmp(n1.magic, pair ? "ni1" : "n+1", 4) != 0) {
+            if (memcmp(n1.magic, pair ? "n+1" : "ni1", 4) == 0)
+                return cd_fail(err, CD_ERR_FORMAT, "%s: NIfTI-1 magic '%s' is for a %s, not a %s", path, n1.magic,
+                               pair ? "single .nii file" : ".hdr/.img pair", pair ? ".hdr/.img pair" : "single file");
+            return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-1 file (plain Analyze 7.5 is not supported)",
+                           path);
+        }
+        h->ndim = n1.dim[0];
+        for (int i = 1; i < 8; i++) h->dim[i] = n1.dim[i];
+        for (int i = 0; i < 8; i++) h->pixdim[i] = n1.pixdim[i];
+        h->datatype = n1.datatype;
+        h->bitpix = n1.bitpix;
+        vox_offset_f = n1.vox_offset;
+        h->scl_slope = n1.scl_slope;
+        h->scl_inter = n1.scl_inter;
+        h->qform_code = n1.qform_code;
+        h->sform_code = n1.sform_code;
+        quatern[0] = n1.quatern_b; quatern[1] = n1.quatern_c; quatern[2] = n1.quatern_d;
+        quatern[3] = n1.qoffset_x; quatern[4] = n1.qoffset_y; quatern[5] = n1.qoffset_z;
+        for (int j = 0; j < 4; j++) {
+            srow[0][j] = n1.srow_x[j];
+            srow[1][j] = n1.srow_y[j];
+            srow[2][j] = n1.srow_z[j];
+        }
+        h->xyzt_units = n1.xyzt_units;
+        h->intent_code = n1.intent_code;
+        memcpy(h->descrip, n1.descrip, 80);
+    } else {
+        nifti_2_header n2;
+        memcpy(&n2, bytes, sizeof n2);
+        if (swapped) nifti_swap_as_nifti2(&n2);
+        h->version = 2;
+        magic = n2.magic;
+        if (memcmp(n2.magic, pair ? "ni2" : "n+2", 4) != 0) {
+            if (memcmp(n2.magic, pair ? "n+2" : "ni2", 4) == 0)
+                return cd_fail(err, CD_ERR_FORMAT, "%s: NIfTI-2 magic '%s' is for a %s, not a %s", path, n2.magic,
+                               pair ? "single .nii file" : ".hdr/.img pair", pair ? ".hdr/.img pair" : "single file");
+            return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-2 file", path);
+        }
+        if (n2.dim[0] < -32768 || n2.dim[0] > 32767)
+            return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %lld is not a number of dimensions", path, (long long)n2.dim[0]);
+        h->ndim = (int)n2.dim[0];
+        for (int i = 1; i < 8; i++) h->dim[i] = n2.dim[i];
+        for (int i = 0; i < 8; i++) h->pixdim[i] = n2.pixdim[i];
+        h->datatype = n2.datatype;
+        h->bitpix = n2.bitpix;
+        vox_offset_f = NAN;
+        vox_offset = n2.vox_offset;
+        h->scl_slope = n2.scl_slope;
+        h->scl_inter = n2.scl_inter;
+        h->qform_code = n2.qform_code;
+        h->sform_code = n2.sform_code;
+        quatern[0] = n2.quatern_b; quatern[1] = n2.quatern_c; quatern[2] = n2.quatern_d;
+        quatern[3] = n2.qoffset_x; quatern[4] = n2.qoffset_y; quatern[5] = n2.qoffset_z;
+        for (int j = 0; j < 4; j++) {
+            srow[0][j] = n2.srow_x[j];
+            srow[1][j] = n2.srow_y[j];
+            srow[2][j] = n2.srow_z[j];
+        }
+        h->xyzt_units = n2.xyzt_units;
+        h->intent_code = n2.intent_code;
+        memcpy(h->descrip, n2.descrip, 80);
+    }
+    (void)magic;
+    h->descrip[80] = '\0';
+
+    /* Dimensions: everything that sizes an allocation is checked here, before any use. */
+    if (h->ndim < 1 || h->ndim > 7)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %d: the number of dimensions must be 1..7", path, h->ndim);
+    for (int i = 1; i <= 7; i++) {
+        if (i > h->ndim) {
+            h->dim[i] = 1;
+            continue;
+        }
+        if (h->dim[i] < 1)
+            return cd_fail(err, CD_ERR_FORMAT, "%s: dim[%d] = %lld: dimensions must be >= 1", path, i, (long long)h->dim[i]);
+    }
+    h->dtype = cd_nifti_datatype_to_dtype(h->datatype);
+    if (h->dtype == CD_DTYPE_INVALID)
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s)", path, h->datatype,
+                       datatype_label(h->datatype));
+    size_t esize = cd_dtype_size(h->dtype);
+    if (h->bitpix != (int)(8 * esize))
+        return cd_fail(err, CD_ERR_FORMAT, "%s: bitpix %d disagrees with datatype %d (%s, %zu bits)", path, h->bitpix,
+                       h->datatype, cd_dtype_name(h->dtype), 8 * esize);
+    uint64_t vox3 = 1, nvol = 1;
+    for (int i = 1; i <= 3; i++)
+        if (__builtin_mul_overflow(vox3, (uint64_t)h->dim[i], &vox3)) goto overflow;
+    for (int i = 4; i <= 7; i++)
+        if (__builtin_mul_overflow(nvol, (uint64_t)h->dim[i], &nvol)) goto overflow;
+    uint64_t vol_bytes, all_bytes;
+    if (__builtin_mul_overflow(vox3, (uint64_t)esize, &vol_bytes) || __builtin_mul_overflow(vol_bytes, nvol, &all_bytes))
+        goto overflow;
+    h->nvolumes = (int64_t)nvol;
+    h->volume_bytes = vol_bytes;
+    if (vol_bytes > max_bytes) {
+        char a[32], b[32];
+        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld %s is %s, above the limit of %s", path,
+                       (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], cd_dtype_name(h->dtype),
+                       cd_format_bytes(vol_bytes, a, sizeof a), cd_format_bytes(max_bytes, b, sizeof b));
+    }
+
+    /* Where the voxels start. NIfTI-1 stores it as a float. */
+    if (h->version == 1) {
+        if (!isfinite(vox_offset_f) || vox_offset_f < 0 || vox_offset_f > 9.0e15)
+            return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %g is not a valid byte offset", path, vox_offset_f);
+        vox_offset = (int64_t)vox_offset_f; /* nibabel: int(vox_offset) */
+    }
+    if (vox_offset < 0)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %lld is negative", path, (long long)vox_offset);
+    if (!pair && (uint64_t)vox_offset < hsize + 4u)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %lld lies inside the %u-byte header", path,
+                       (long long)vox_offset, hsize + 4u);
+    h->vox_offset = vox_offset;
+
+    /* Scaling, as nibabel's get_slope_inter. */
+    h->has_scaling = h->scl_slope != 0.0 && isfinite(h->scl_slope) && isfinite(h->scl_inter) &&
+                     !(h->scl_slope == 1.0 && h->scl_inter == 0.0);
+
+    /* Affine: sform > qform > base, after nibabel's load-time fixes of codes and pixdims. */
+    h->qform_code = valid_xform_code(h->qform_code);
+    h->sform_code = valid_xform_code(h->sform_code);
+    for (int i = 1; i <= 3; i++) {
+        h->pixdim[i] = fabs(h->pixdim[i]);
+        if (h->pixdim[i] == 0.0) h->pixdim[i] = 1.0;
+    }
+    if (h->pixdim[0] != 1.0 && h->pixdim[0] != -1.0) h->pixdim[0] = 1.0;
+    cd_nifti_qform_affine(quatern[0], quatern[1], quatern[2], quatern[3], quatern[4], quatern[5], h->pixdim, h->qform);
+    memset(h->sform, 0, sizeof h->sform);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) h->sform[i][j] = srow[i][j];
+    h->sform[3][3] = 1.0;
+    if (h->sform_code > 0)
+        memcpy(h->affine, h->sform, sizeof h->affine);
+    else if (h->qform_code > 0)
+        memcpy(h->affine, h->qform, sizeof h->affine);
+    else
+        base_affine(h, h->affine);
+    cd_orientation ornt;
+    if (cd_orientation_from_affine(h->affine, &ornt, NULL) == CD_OK)
+        cd_orientation_codes(&ornt, h->orientation);
+    else
+        memcpy(h->orientation, "???", 4);
+    return CD_OK;
+
+overflow:
+    return cd_fail(err, CD_ERR_LIMIT, "%s: the header's dimensions (%lld x %lld x %lld x %lld ...) overflow a 64-bit size",
+                   path, (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], (long long)h->dim[4]);
+}

@@ -1,0 +1,286 @@
+/* Reading NIfTI volumes: file resolution (.nii, .nii.gz, .hdr/.img pairs), header, voxels.
+ * We do the I/O and the inflate ourselves (whole-buffer libdeflate when sizes are known and agree)
+ * because that is where the time goes; niftilib is used for its structs and byte swapping. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cirrdata/nifti.h"
+#include "core/volume_impl.h"
+#include "io/file.h"
+#include "io/gzip_reader.h"
+#include "io/nifti_header.h"
+
+#define PATH_CAP 4096
+
+/* The one or two files behind a NIfTI path. */
+typedef struct nifti_files {
+    char header_path[PATH_CAP];
+    char data_path[PATH_CAP];
+    bool pair;
+    bool data_found;
+} nifti_files;
+
+static bool file_exists(const char *p) { return access(p, F_OK) == 0; }
+
+/* dst = src with its last len_suffix chars replaced by the first candidate that exists (else by
+ * the first candidate); returns whether one existed. */
+static bool pick_sibling(const char *src, size_t len_suffix, const char *const *cands, size_t ncand, char *dst) {
+    int base = (int)(strlen(src) - len_suffix);
+    for (size_t i = 0; i < ncand; i++) {
+        snprintf(dst, PATH_CAP, "%.*s%s", base, src, cands[i]);
+        if (file_exists(dst)) return true;
+    }
+    snprintf(dst, PATH_CAP, "%.*s%s", base, src, cands[0]);
+    return false;
+}
+
+static cd_status resolve_files(const char *path, nifti_files *f, cd_error *err) {
+    memset(f, 0, sizeof *f);
+    if (strlen(path) >= PATH_CAP - 8) return cd_fail(err, CD_ERR_ARG, "%.200s...: path too long", path);
+    static const char *const img[] = {".img", ".img.gz"}, *const img_gz[] = {".img.gz", ".img"};
+    static const char *const hdr[] = {".hdr", ".hdr.gz"}, *const hdr_gz[] = {".hdr.gz", ".hdr"};
+    if (cd_path_has_suffix(path, ".hdr") || cd_path_has_suffix(path, ".hdr.gz")) {
+        bool gz = cd_path_has_suffix(path, ".gz");
+        f->pair = true;
+        snprintf(f->header_path, PATH_CAP, "%s", path);
+        f->data_found = pick_sibling(path, gz ? 7 : 4, gz ? img_gz : img, 2, f->data_path);
+    } else if (cd_path_has_suffix(path, ".img") || cd_path_has_suffix(path, ".img.gz")) {
+        bool gz = cd_path_has_suffix(path, ".gz");
+        f->pair = true;
+        snprintf(f->data_path, PATH_CAP, "%s", path);
+        f->data_found = file_exists(path);
+        if (!pick_sibling(path, gz ? 7 : 4, gz ? hdr_gz : hdr, 2, f->header_path))
+            return cd_fail(err, CD_ERR_IO, "%s: the header file of this pair (%s) is missing", path, f->header_path);
+    } else {
+        snprintf(f->header_path, PATH_CAP, "%s", path);
+        snprintf(f->data_path, PATH_CAP, "%s", path);
+        f->data_found = true;
+    }
+    return CD_OK;
+}
+
+/* A file's bytes: either in memory (gzip, read whole) or only opened (raw, read with pread). */
+typedef struct source {
+    cd_file file;
+    bool gz;
+    uint8_t *bytes; /* whole file, when gz */
+    size_t len;
+} source;
+
+static void source_close(source *s) {
+    if (s->bytes) cd_buffer_free(s->bytes, s->len);
+    s->bytes = NULL;
+    cd_file_close(&s->file);
+}
+
+static cd_status source_open(const char *path, uint64_t max_bytes, source *s, cd_error *err) {
+    memset(s, 0, sizeof *s);
+    s->file.fd = -1;
+    cd_status st = cd_file_open(path, &s->file, err);
+    if (st != CD_OK) return st;
+    if (s->file.size == 0) {
+        cd_file_close(&s->file);
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: empty file", path);
+    }
+    uint8_t magic[2] = {0, 0};
+    size_t got;
+    st = cd_file_pread_some(&s->file, magic, 2, 0, &got, err);
+    if (st == CD_OK && cd_gzip_is_gzip(magic, got)) {
+        s->gz = true;
+        void *buf;
+        st = cd_file_read_all(&s->file, max_bytes, &buf, &s->len, err);
+        s->bytes = buf;
+    }
+    if (st != CD_OK) source_close(s);
+    return st;
+}
+
+/* The first bytes of a source (inflated if gzip), enough for either header version. */
+static cd_status source_prefix(source *s, uint8_t *buf, size_t want, size_t *got, cd_error *err) {
+    if (s->gz) return cd_gzip_inflate(s->file.path, s->bytes, s->len, buf, want, UINT64_MAX, true, got, err);
+    return cd_file_pread_some(&s->file, buf, want, 0, got, err);
+}
+
+static cd_status read_header_from(const nifti_files *f, source *hs, uint64_t max_bytes, cd_nifti_header *hdr,
+                                  cd_error *err) {
+    uint8_t buf[CD_NIFTI2_HEADER_SIZE];
+    size_t got = 0;
+    cd_status st = source_prefix(hs, buf, sizeof buf, &got, err);
+    if (st != CD_OK) return st;
+    st = cd_nifti_parse_header(f->header_path, buf, got, f->pair, max_bytes, hdr, err);
+    if (st == CD_OK) hdr->compressed = hs->gz;
+    return st;
+}
+
+cd_status cd_nifti_read_header(const char *path, cd_nifti_header *hdr, cd_error *err) {
+    if (!path || !hdr) return cd_fail(err, CD_ERR_ARG, "cd_nifti_read_header: NULL argument");
+    nifti_files f;
+    cd_status st = resolve_files(path, &f, err);
+    if (st != CD_OK) return st;
+    uint64_t max_bytes = cd_resolve_max_bytes(0);
+    source hs;
+    st = source_open(f.header_path, max_bytes, &hs, err);
+    if (st != CD_OK) return st;
+    st = read_header_from(&f, &hs, max_bytes, hdr, err);
+    if (st == CD_OK && f.pair && f.data_found) {
+        /* For pairs, "compressed" describes the image file. */
+        uint8_t m[2] = {0, 0};
+        size_t got = 0;
+        cd_file df;
+        if (cd_file_open(f.data_path, &df, NULL) == CD_OK) {
+            if (cd_file_pread_some(&df, m, 2, 0, &got, NULL) == CD_OK) hdr->compressed = cd_gzip_is_gzip(m, got);
+            cd_file_close(&df);
+        }
+    }
+    source_close(&hs);
+    return st;
+}
+
+static void byteswap_inplace(void *data, size_t count, size_t esize) {
+    switch (esize) {
+    case 2: {
+        uint16_t *p = data;
+        for (size_t i = 0; i < count; i++) p[i] = __builtin_bswap16(p[i]);
+        break;
+    }
+    case 4: {
+        uint32_t *p = data;
+        for (size_t i = 0; i < count; i++) p[i] = __builtin_bswap32(p[i]);
+        break;
+    }
+    case 8: {
+        uint64_t *p = data;
+        for (size_t i = 0; i < count; i++) p[i] = __builtin_bswap64(p[i]);
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Reads volume `vol_index` from the data source into a fresh buffer; buffer, alloc and offset describe
+ * where the voxels ended up. */
+static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_header *h, int64_t vol_index,
+                             uint64_t max_bytes, void **buffer, size_t *alloc, size_t *offset, cd_error *err) {
+    char a[32], b[32];
+    const uint64_t vol_bytes = h->volume_bytes;
+    const uint64_t start = (uint64_t)h->vox_offset + (uint64_t)vol_index * vol_bytes; /* cannot overflow: bounded below */
+    uint64_t total;                                                                   /* end of all the data */
+    if (__builtin_mul_overflow((uint64_t)h->nvolumes, vol_bytes, &total) ||
+        __builtin_add_overflow(total, (uint64_t)h->vox_offset, &total))
+        return cd_fail(err, CD_ERR_LIMIT, "%s: data size overflows", data_path);
+
+    if (!ds->gz) {
+        if (ds->file.size < total)
+            return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: file has %llu bytes, the header needs %llu (%lld volume%s at offset %lld)",
+                           data_path, (unsigned long long)ds->file.size, (unsigned long long)total, (long long)h->nvolumes,
+                           h->nvolumes == 1 ? "" : "s", (long long)h->vox_offset);
+        void *buf = cd_buffer_alloc((size_t)vol_bytes);
+        if (!buf) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(vol_bytes, a, sizeof a));
+        cd_status st = cd_file_pread_exact(&ds->file, buf, (size_t)vol_bytes, start, err);
+        if (st != CD_OK) {
+            cd_buffer_free(buf, (size_t)vol_bytes);
+            return st;
+        }
+        *buffer = buf;
+        *alloc = (size_t)vol_bytes;
+        *offset = 0;
+        return CD_OK;
+    }
+
+    /* gzip: the header's claim must be something the compressed bytes could possibly hold. */
+    if (total > cd_gzip_max_inflated(ds->len))
+        return cd_fail(err, CD_ERR_TRUNCATED,
+                       "%s: truncated or hostile: %s of compressed data cannot hold the %s the header describes",
+                       data_path, cd_format_bytes(ds->len, a, sizeof a), cd_format_bytes(total, b, sizeof b));
+    const uint64_t need = start + vol_bytes;
+    const uint64_t want = (total <= max_bytes) ? total : need;
+    if (want > max_bytes)
+        return cd_fail(err, CD_ERR_LIMIT, "%s: reading volume %lld needs %s of inflated data, above the limit of %s", data_path,
+                       (long long)vol_index, cd_format_bytes(want, a, sizeof a), cd_format_bytes(max_bytes, b, sizeof b));
+    uint8_t *buf = cd_buffer_alloc((size_t)want);
+    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(want, a, sizeof a));
+    cd_status st = cd_gzip_inflate(data_path, ds->bytes, ds->len, buf, (size_t)want, total, false, NULL, err);
+    if (st != CD_OK) {
+        cd_buffer_free(buf, (size_t)want);
+        return st;
+    }
+    size_t esize = cd_dtype_size(h->dtype);
+    if (h->nvolumes > 1 || start % esize != 0) {
+        /* Keep only the requested volume, at an aligned address. */
+        void *one = cd_buffer_alloc((size_t)vol_bytes);
+        if (!one) {
+            cd_buffer_free(buf, (size_t)want);
+            return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(vol_bytes, a, sizeof a));
+        }
+        memcpy(one, buf + start, (size_t)vol_bytes);
+        cd_buffer_free(buf, (size_t)want);
+        *buffer = one;
+        *alloc = (size_t)vol_bytes;
+        *offset = 0;
+    } else {
+        *buffer = buf;
+        *alloc = (size_t)want;
+        *offset = (size_t)start;
+    }
+    return CD_OK;
+}
+
+cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_volume **out, cd_nifti_header *hdr_out,
+                        cd_error *err) {
+    if (!path || !out) return cd_fail(err, CD_ERR_ARG, "cd_nifti_read: NULL argument");
+    *out = NULL;
+    cd_nifti_read_options defaults = CD_NIFTI_READ_OPTIONS_INIT;
+    if (!opts) opts = &defaults;
+    const uint64_t max_bytes = cd_resolve_max_bytes(opts->max_bytes);
+
+    nifti_files f;
+    cd_status st = resolve_files(path, &f, err);
+    if (st != CD_OK) return st;
+    if (f.pair && !f.data_found)
+        return cd_fail(err, CD_ERR_IO, "%s: the image file of this pair (%s) is missing", path, f.data_path);
+
+    source hs, ds;
+    st = source_open(f.header_path, max_bytes, &hs, err);
+    if (st != CD_OK) return st;
+    cd_nifti_header h;
+    st = read_header_from(&f, &hs, max_bytes, &h, err);
+    if (st != CD_OK) {
+        source_close(&hs);
+        return st;
+    }
+    if (opts->volume < 0 || opts->volume >= h.nvolumes) {
+        source_close(&hs);
+        return cd_fail(err, CD_ERR_ARG, "%s: volume %lld does not exist (the file has %lld)", path, (long long)opts->volume,
+                       (long long)h.nvolumes);
+    }
+    source *data_src = &hs;
+    if (f.pair) {
+        source_close(&hs);
+        st = source_open(f.data_path, max_bytes, &ds, err);
+        if (st != CD_OK) return st;
+        data_src = &ds;
+    }
+    h.compressed = data_src->gz;
+
+    void *buffer = NULL;
+    size_t alloc = 0, offset = 0;
+    st = read_voxels(f.data_path, data_src, &h, opts->volume, max_bytes, &buffer, &alloc, &offset, err);
+    source_close(data_src);
+    if (st != CD_OK) return st;
+
+    const int64_t dims[3] = {h.dim[1], h.dim[2], h.dim[3]};
+    cd_volume *v;
+    st = cd_volume_wrap_buffer(buffer, alloc, offset, dims, h.dtype, &v, err);
+    if (st != CD_OK) return st;
+    bool little_host = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__);
+    if (h.big_endian == little_host) byteswap_inplace(v->data, v->count, cd_dtype_size(h.dtype));
+    memcpy(v->affine, h.affine, sizeof v->affine);
+    for (int i = 0; i < 3; i++) v->spacing[i] = (i < h.ndim) ? h.pixdim[i + 1] : 1.0;
+    cd_volume_set_scaling(v, h.scl_slope, h.scl_inter);
+    *out = v;
+    if (hdr_out) *hdr_out = h;
+    return CD_OK;
+}

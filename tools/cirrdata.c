@@ -1,0 +1,41 @@
+/* cirrdata — the command-line tool of libcirrdata. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const cli_command commands[] = {
+    {"info", "print a NIfTI file's header: shape, dtype, spacing, affine, orientation, scaling", cmd_info},
+    {"export", "write a NIfTI volume's voxels as a NumPy .npy file (optionally reoriented to RAS+)", cmd_export},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: cirrdata <command> [options]\n\n"
+                 "libcirrdata %s: fast, exact NIfTI reading and data pipelines for 3D medical imaging.\n\n"
+                 "commands:\n",
+            cd_version());
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'cirrdata <command> --help' describes each command.\n"
+                 "Exit status: 0 success, 1 bad input or failure, 2 wrong usage.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("cirrdata %s\n", cd_version());
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "cirrdata: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return CLI_USAGE;
+}

@@ -1,0 +1,81 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+
+int cli_fail_error(const cd_error *err) {
+    fprintf(stderr, "cirrdata: %s\n", err->message[0] ? err->message : cd_status_name(err->status));
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cirrdata %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'cirrdata %s --help')\n", cmd);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+bool cli_parse_int64(const char *s, int64_t *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_bytes(const char *s, uint64_t *out) {
+    if (!s || !*s || *s == '-') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s) return false;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0': break;
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    case 'T': case 't': shift = 40; end++; break;
+    default: return false;
+    }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end || v > (UINT64_MAX >> shift) || v == 0) return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+json_t *cli_json_real(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+json_t *cli_json_doubles(const double *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, cli_json_real(v[i]));
+    return a;
+}
+
+json_t *cli_json_int64s(const int64_t *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+json_t *cli_json_matrix4(const double m[4][4]) {
+    json_t *a = json_array();
+    for (int i = 0; i < 4; i++) json_array_append_new(a, cli_json_doubles(m[i], 4));
+    return a;
+}
+
+void cli_json_print(json_t *obj) {
+    /* JSON_REAL_PRECISION(17): doubles round-trip exactly. */
+    json_dumpf(obj, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(17) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(obj);
+}
