@@ -9,5 +9,6 @@
 #include "cirrdata/orient.h"
 #include "cirrdata/nifti.h"
 #include "cirrdata/npy.h"
+#include "cirrdata/rng.h"
 
 #endif
