@@ -10,5 +10,8 @@
 #include "cirrdata/nifti.h"
 #include "cirrdata/npy.h"
 #include "cirrdata/rng.h"
+#include "cirrdata/resample.h"
+#include "cirrdata/synth.h"
+#include "cirrdata/shard.h"
 
 #endif
