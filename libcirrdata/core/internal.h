@@ -15,6 +15,10 @@
 #else
 #define CD_PRINTF(a, b)
 #define CD_INTERNAL
+/* IEEE binary16 <-> float32 (round to nearest even). */
+CD_INTERNAL float cd_half_to_float(uint16_t h);
+CD_INTERNAL uint16_t cd_float_to_half(float f);
+
 #endif
 
 /* Sets err (when non-NULL) to status and a formatted message; returns status. */
@@ -37,5 +41,9 @@ CD_INTERNAL uint64_t cd_resolve_max_bytes(uint64_t requested);
 
 /* Formats a byte count as "1.5 GiB" into buf. */
 CD_INTERNAL const char *cd_format_bytes(uint64_t bytes, char *buf, size_t buflen);
+
+/* IEEE binary16 <-> float32 (round to nearest even). */
+CD_INTERNAL float cd_half_to_float(uint16_t h);
+CD_INTERNAL uint16_t cd_float_to_half(float f);
 
 #endif

@@ -144,30 +144,6 @@ void cd_volume_set_scaling(cd_volume *vol, double slope, double inter) {
     }
 }
 
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalise */
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) {
-                mant <<= 1;
-                exp--;
-            }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* One loop per stored type; the scaled value is formed in double so float32 output is correctly
  * rounded from the exact nibabel (float64) result. */
 #define CONVERT_LOOP(T, OUT_T)                                                                     \
@@ -197,7 +173,7 @@ static float half_to_float(uint16_t h) {
         case CD_DTYPE_FLOAT16: {                                                                   \
             const uint16_t *src = (const uint16_t *)vol->data;                                     \
             for (size_t i = 0; i < n; i++) {                                                       \
-                double v = half_to_float(src[i]);                                                  \
+                double v = cd_half_to_float(src[i]);                                                  \
                 out[i] = (OUT_T)(vol->scaled ? v * slope + inter : v);                             \
             }                                                                                      \
             break;                                                                                 \

@@ -44,7 +44,7 @@ int cd_nifti_dtype_to_datatype(cd_dtype dtype) {
     }
 }
 
-static const char *datatype_label(int datatype) {
+const char *cd_nifti_datatype_label(int datatype) {
     switch (datatype) {
     case NIFTI_TYPE_COMPLEX64: return "complex64";
     case NIFTI_TYPE_COMPLEX128: return "complex128";
@@ -220,14 +220,18 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
         if (h->dim[i] < 1)
             return cd_fail(err, CD_ERR_FORMAT, "%s: dim[%d] = %lld: dimensions must be >= 1", path, i, (long long)h->dim[i]);
     }
+    /* An unsupported datatype is still a readable header (info reports it); reading voxels refuses it. */
     h->dtype = cd_nifti_datatype_to_dtype(h->datatype);
-    if (h->dtype == CD_DTYPE_INVALID)
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s)", path, h->datatype,
-                       datatype_label(h->datatype));
     size_t esize = cd_dtype_size(h->dtype);
-    if (h->bitpix != (int)(8 * esize))
+    if (h->dtype == CD_DTYPE_INVALID) {
+        if (h->bitpix < 8 || h->bitpix % 8 || h->bitpix > 256)
+            return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s) with bitpix %d", path, h->datatype,
+                           cd_nifti_datatype_label(h->datatype), h->bitpix);
+        esize = (size_t)h->bitpix / 8;
+    } else if (h->bitpix != (int)(8 * esize)) {
         return cd_fail(err, CD_ERR_FORMAT, "%s: bitpix %d disagrees with datatype %d (%s, %zu bits)", path, h->bitpix,
                        h->datatype, cd_dtype_name(h->dtype), 8 * esize);
+    }
     uint64_t vox3 = 1, nvol = 1;
     for (int i = 1; i <= 3; i++)
         if (__builtin_mul_overflow(vox3, (uint64_t)h->dim[i], &vox3)) goto overflow;
@@ -240,8 +244,8 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
     h->volume_bytes = vol_bytes;
     if (vol_bytes > max_bytes) {
         char a[32], b[32];
-        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld %s is %s, above the limit of %s", path,
-                       (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], cd_dtype_name(h->dtype),
+        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld voxels of %zu bytes is %s, above the limit of %s", path,
+                       (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], esize,
                        cd_format_bytes(vol_bytes, a, sizeof a), cd_format_bytes(max_bytes, b, sizeof b));
     }
 

@@ -21,6 +21,8 @@ CD_INTERNAL cd_status cd_nifti_parse_header(const char *path, const void *bytes,
 /* Maps a NIfTI datatype code to our dtype (CD_DTYPE_INVALID when unsupported). */
 CD_INTERNAL cd_dtype cd_nifti_datatype_to_dtype(int datatype);
 CD_INTERNAL int cd_nifti_dtype_to_datatype(cd_dtype dtype);
+/* A readable name for a NIfTI datatype code we do not support ("complex64", "RGB24", ...). */
+CD_INTERNAL const char *cd_nifti_datatype_label(int datatype);
 
 /* nibabel's quaternion -> 4x4 affine (Nifti1Header.get_qform) with its load-time fixes applied:
  * qfac other than +-1 becomes 1; pixdims are used as absolute values, zeros as 1. */

@@ -90,9 +90,9 @@ static cd_status source_open(const char *path, uint64_t max_bytes, source *s, cd
     st = cd_file_pread_some(&s->file, magic, 2, 0, &got, err);
     if (st == CD_OK && cd_gzip_is_gzip(magic, got)) {
         s->gz = true;
-        void *buf;
+        void *buf = NULL;
         st = cd_file_read_all(&s->file, max_bytes, &buf, &s->len, err);
-        s->bytes = buf;
+        if (st == CD_OK) s->bytes = buf;
     }
     if (st != CD_OK) source_close(s);
     return st;
@@ -247,6 +247,9 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
     if (st != CD_OK) return st;
     cd_nifti_header h;
     st = read_header_from(&f, &hs, max_bytes, &h, err);
+    if (st == CD_OK && h.dtype == CD_DTYPE_INVALID)
+        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s)", path, h.datatype,
+                     cd_nifti_datatype_label(h.datatype));
     if (st != CD_OK) {
         source_close(&hs);
         return st;

@@ -5,6 +5,8 @@
 
 #include <cirrdata/cirrdata.h>
 
+#include "core/internal.h"
+
 static void test_dtype_table(void **state) {
     (void)state;
     assert_int_equal(cd_dtype_size(CD_DTYPE_UINT8), 1);
@@ -171,6 +173,20 @@ static void test_rng_streams(void **state) {
     }
 }
 
+/* Every finite half survives half -> float -> half; midpoints round to even (hand-checked). */
+static void test_float_to_half(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN payloads */
+        assert_int_equal(cd_float_to_half(cd_half_to_float((uint16_t)h)), h);
+    }
+    assert_int_equal(cd_float_to_half(1.0f + ldexpf(1.0f, -11)), 0x3C00);      /* tie -> even (down) */
+    assert_int_equal(cd_float_to_half(1.0f + 3 * ldexpf(1.0f, -11)), 0x3C02);  /* tie -> even (up) */
+    assert_int_equal(cd_float_to_half(65520.0f), 0x7C00);                      /* overflow -> inf */
+    assert_int_equal(cd_float_to_half(-ldexpf(1.0f, -26)), 0x8000);            /* underflow -> -0 */
+    assert_int_equal(cd_float_to_half(ldexpf(1.0f, -24)), 0x0001);             /* smallest subnormal */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_table),
@@ -181,6 +197,7 @@ int main(void) {
         cmocka_unit_test(test_large_volume_uses_big_buffer),
         cmocka_unit_test(test_philox_known_answers),
         cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_float_to_half),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
