@@ -13,5 +13,8 @@
 #include "cirrdata/resample.h"
 #include "cirrdata/synth.h"
 #include "cirrdata/shard.h"
+#include "cirrdata/recipe.h"
+#include "cirrdata/preprocess.h"
+#include "cirrdata/dataset.h"
 
 #endif

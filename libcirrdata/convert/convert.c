@@ -1,0 +1,629 @@
+/* The converter: layout -> cases -> (parallel) read, preprocess, compress -> (in order) shards ->
+ * manifest. Restartable through a journal of finished shards; deterministic shard bytes. */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "cirrdata/dataset.h"
+#include "cirrdata/nifti.h"
+#include "cirrdata/orient.h"
+#include "cirrdata/preprocess.h"
+#include "cirrdata/version.h"
+#include "convert/layout.h"
+#include "convert/manifest.h"
+
+#define JOURNAL_NAME ".convert-journal.json"
+#define PATH_CAP 4200
+
+void cd_convert_options_init(cd_convert_options *o) {
+    memset(o, 0, sizeof *o);
+    o->layout = "cirrmri600";
+    cd_recipe_preset("raw", &o->recipe, NULL);
+    o->healthy = false;
+}
+
+static int online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t file_size(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* ---- one case's work (in a worker thread) ---- */
+
+typedef struct case_result {
+    bool ready;
+    bool skipped;
+    cd_status status;
+    char message[CD_ERROR_MESSAGE_MAX];
+    cd_record_builder *builder;
+    json_t *entry;
+    uint64_t bytes_read;
+} case_result;
+
+static void case_result_clear(case_result *r) {
+    cd_record_builder_destroy(r->builder);
+    json_decref(r->entry);
+    memset(r, 0, sizeof *r);
+}
+
+/* Masks come in any integer or float dtype: labels as uint8. */
+static cd_status mask_to_u8(const cd_volume *m, cd_volume **out, cd_error *err) {
+    int64_t d[3];
+    cd_volume_dims(m, d);
+    cd_status st = cd_volume_create(d, CD_DTYPE_UINT8, out, err);
+    if (st != CD_OK) return st;
+    size_t n = cd_volume_count(m);
+    double *v = malloc(n * sizeof *v);
+    if (!v) {
+        cd_volume_destroy(*out);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    cd_volume_to_float64(m, v);
+    uint8_t *o = cd_volume_data(*out);
+    for (size_t i = 0; i < n; i++) o[i] = (uint8_t)(!(v[i] > 0) ? 0 : v[i] >= 255 ? 255 : lrint(v[i]));
+    free(v);
+    double a[4][4], sp[3];
+    cd_volume_affine(m, a);
+    cd_volume_spacing(m, sp);
+    cd_volume_set_affine(*out, a);
+    cd_volume_set_spacing(*out, sp);
+    return CD_OK;
+}
+
+typedef struct job {
+    const cd_convert_options *opts;
+    const cd_case_list *cases;
+    const double *target_spacing;
+} job;
+
+static void process_case(const job *jb, const cd_case *c, case_result *res) {
+    cd_error err;
+    cd_error_clear(&err);
+    cd_volume *img = NULL, *msk_raw = NULL, *msk = NULL;
+    cd_sample *s = NULL;
+    cd_nifti_read_options ro = CD_NIFTI_READ_OPTIONS_INIT;
+    ro.max_bytes = jb->opts->max_bytes;
+    cd_status st = cd_nifti_read(c->image_path, &ro, &img, NULL, &err);
+    res->bytes_read = file_size(c->image_path);
+    if (st == CD_OK && c->mask_path) {
+        st = cd_nifti_read(c->mask_path, &ro, &msk_raw, NULL, &err);
+        res->bytes_read += file_size(c->mask_path);
+        if (st == CD_OK) st = mask_to_u8(msk_raw, &msk, &err);
+    }
+    if (st == CD_OK) {
+        st = cd_preprocess(&jb->opts->recipe, jb->target_spacing, img, msk, 1, &s, &err);
+        if (st != CD_OK) {
+            /* Name the files: preprocessing messages do not know them. */
+            char m[CD_ERROR_MESSAGE_MAX];
+            snprintf(m, sizeof m, "%s", err.message);
+            cd_fail(&err, st, "%s: %s", c->image_path, m);
+        }
+    }
+    if (st == CD_OK) {
+        cd_source_stats stats;
+        cd_source_stats_compute(img, msk, &stats);
+        const char *cls = c->label >= 0 && (size_t)c->label < jb->cases->nclasses ? jb->cases->classes[c->label] : NULL;
+        json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, s);
+        char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(meta);
+        st = text ? cd_record_builder_create(text, &res->builder, &err) : cd_fail(&err, CD_ERR_NOMEM, "out of memory");
+        free(text);
+        const cd_recipe *r = &jb->opts->recipe;
+        if (st == CD_OK)
+            st = cd_record_builder_add_tensor(res->builder, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD,
+                                              r->zstd_level, s->image, &err);
+        if (st == CD_OK && s->mask)
+            st = cd_record_builder_add_tensor(res->builder, "mask", CD_DTYPE_UINT8, 1, s->shape, r->chunk, CD_CODEC_ZSTD,
+                                              r->zstd_level, s->mask, &err);
+        if (st == CD_OK) res->entry = cd_manifest_entry(c, s, &stats);
+    }
+    cd_sample_destroy(s);
+    cd_volume_destroy(img);
+    cd_volume_destroy(msk_raw);
+    cd_volume_destroy(msk);
+    res->status = st;
+    if (st != CD_OK) {
+        /* A bad input file is a skip; running out of memory or disk is not. */
+        res->skipped = st == CD_ERR_FORMAT || st == CD_ERR_UNSUPPORTED || st == CD_ERR_TRUNCATED || st == CD_ERR_CORRUPT ||
+                       st == CD_ERR_LIMIT || st == CD_ERR_IO;
+        snprintf(res->message, sizeof res->message, "%s", err.message);
+        cd_record_builder_destroy(res->builder);
+        res->builder = NULL;
+    }
+}
+
+/* ---- the pipeline: workers fill a window of slots, the writer drains them in case order ---- */
+
+typedef struct pipeline {
+    job jb;
+    size_t lo, hi;            /* cases to do: [lo, hi) */
+    size_t window;
+    case_result *slots;       /* slot of case i: slots[i % window] */
+    size_t next_claim;        /* next case a worker takes */
+    size_t next_write;        /* next case the writer needs */
+    bool stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pipeline;
+
+static void *worker_main(void *arg) {
+    pipeline *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->next_claim < p->hi && p->next_claim >= p->next_write + p->window) pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop || p->next_claim >= p->hi) break;
+        size_t i = p->next_claim++;
+        pthread_mutex_unlock(&p->mu);
+        case_result r;
+        memset(&r, 0, sizeof r);
+        process_case(&p->jb, &p->jb.cases->cases[i], &r);
+        pthread_mutex_lock(&p->mu);
+        r.ready = true;
+        p->slots[i % p->window] = r;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* ---- journal and fingerprint ---- */
+
+static char *fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi, uint64_t shard_size) {
+    XXH3_state_t *s = XXH3_createState();
+    if (!s) return NULL;
+    XXH3_64bits_reset(s);
+    char buf[256];
+    char *recipe = cd_recipe_to_json(&o->recipe);
+    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
+             o->part_index, o->part_count, o->healthy, lo, hi);
+    XXH3_64bits_update(s, buf, strlen(buf));
+    if (recipe) XXH3_64bits_update(s, recipe, strlen(recipe));
+    free(recipe);
+    for (size_t i = 0; i < l->n; i++) {
+        const cd_case *c = &l->cases[i];
+        snprintf(buf, sizeof buf, "|%s|%s|%s|%d|%llu|%llu", c->key, c->split, c->sequence, c->label,
+                 (unsigned long long)file_size(c->image_path), (unsigned long long)(c->mask_path ? file_size(c->mask_path) : 0));
+        XXH3_64bits_update(s, buf, strlen(buf));
+    }
+    char *out = malloc(17);
+    if (out) snprintf(out, 17, "%016llx", (unsigned long long)XXH3_64bits_digest(s));
+    XXH3_freeState(s);
+    return out;
+}
+
+#define DIR_CAP 3800
+
+typedef struct convert_state {
+    const cd_convert_options *opts;
+    char dir[DIR_CAP];
+    char *fingerprint;
+    json_t *shards;     /* finished: [{path, size, records, xxh3_128, end_case}] */
+    json_t *entries;    /* manifest entries of the records in finished shards */
+    json_t *skipped;    /* [{case, path, reason}] for cases before the resume point */
+    json_t *resolved;
+    size_t resume_case;
+} convert_state;
+
+static cd_status write_journal(convert_state *cs, cd_error *err) {
+    json_t *j = json_object();
+    json_object_set_new(j, "fingerprint", json_string(cs->fingerprint));
+    json_object_set(j, "shards", cs->shards);
+    json_object_set(j, "entries", cs->entries);
+    json_object_set(j, "skipped", cs->skipped);
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs->dir);
+    cd_status st = cd_json_write_atomic(path, j, err);
+    json_decref(j);
+    return st;
+}
+
+/* Reads a journal of an earlier run of the same conversion and keeps the shards that are intact. */
+static void load_journal(convert_state *cs) {
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs->dir);
+    json_t *j = json_load_file(path, 0, NULL);
+    if (!j) return;
+    const char *fp = json_string_value(json_object_get(j, "fingerprint"));
+    json_t *shards = json_object_get(j, "shards"), *entries = json_object_get(j, "entries"), *skipped = json_object_get(j, "skipped");
+    if (!fp || strcmp(fp, cs->fingerprint) || !json_is_array(shards) || !json_is_array(entries) || !json_is_array(skipped)) {
+        json_decref(j);
+        return;
+    }
+    size_t kept_records = 0, i;
+    json_t *sh;
+    json_array_foreach(shards, i, sh) {
+        const char *rel = json_string_value(json_object_get(sh, "path"));
+        const char *hash = json_string_value(json_object_get(sh, "xxh3_128"));
+        char full[PATH_CAP], hex[33];
+        uint64_t size = 0;
+        if (!rel || !hash || strstr(rel, "..") || strlen(rel) > 255) break;
+        snprintf(full, sizeof full, "%s/%.255s", cs->dir, rel);
+        if ((uint64_t)json_integer_value(json_object_get(sh, "size")) != file_size(full)) break;
+        if (cd_file_xxh3_128(full, hex, &size, NULL) != CD_OK || strcmp(hex, hash)) break;
+        json_array_append(cs->shards, sh);
+        kept_records += (size_t)json_integer_value(json_object_get(sh, "records"));
+        cs->resume_case = (size_t)json_integer_value(json_object_get(sh, "end_case"));
+    }
+    for (i = 0; i < kept_records && i < json_array_size(entries); i++) json_array_append(cs->entries, json_array_get(entries, i));
+    json_t *sk;
+    json_array_foreach(skipped, i, sk) if ((size_t)json_integer_value(json_object_get(sk, "case")) < cs->resume_case)
+        json_array_append(cs->skipped, sk);
+    json_decref(j);
+}
+
+/* Removes shard files and temporaries that no finished-shard record vouches for (a killed run's). */
+static void remove_leftovers(convert_state *cs) {
+    char sdir[PATH_CAP];
+    snprintf(sdir, sizeof sdir, "%.3800s/shards", cs->dir);
+    DIR *d = opendir(sdir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        bool ours = !strncmp(e->d_name, "shard-", 6) && ((n > 4 && !strcmp(e->d_name + n - 4, ".cds")) ||
+                                                          (n > 8 && !strcmp(e->d_name + n - 8, ".cds.tmp")));
+        if (!ours) continue;
+        char rel[300];
+        snprintf(rel, sizeof rel, "shards/%.255s", e->d_name);
+        bool kept = false;
+        size_t i;
+        json_t *sh;
+        json_array_foreach(cs->shards, i, sh) kept |= !strcmp(json_string_value(json_object_get(sh, "path")), rel);
+        if (!kept) {
+            char full[PATH_CAP];
+            snprintf(full, sizeof full, "%s/%.290s", cs->dir, rel);
+            unlink(full);
+        }
+    }
+    closedir(d);
+}
+
+static cd_status make_dir(const char *p, cd_error *err) {
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) return cd_fail(err, CD_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+    return CD_OK;
+}
+
+/* nnU-Net's target spacing: per-axis median of the (RAS) source spacings; when the dataset is
+ * anisotropic (max/min median > threshold) the coarse axis takes its 10th percentile instead. */
+static cd_status resolve_median_spacing(const cd_convert_options *o, cd_case_list *l, double out[3], cd_error *err) {
+    double *sp = malloc((l->n ? l->n : 1) * 3 * sizeof *sp);
+    if (!sp) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        cd_nifti_header h;
+        cd_error e;
+        if (cd_nifti_read_header(l->cases[i].image_path, &h, &e) != CD_OK) continue; /* reported when processed */
+        cd_orientation ornt;
+        if (cd_orientation_from_affine(h.affine, &ornt, NULL) != CD_OK || ornt.world_axis[0] < 0 || ornt.world_axis[1] < 0 ||
+            ornt.world_axis[2] < 0)
+            continue;
+        for (int a = 0; a < 3; a++) sp[3 * k + ornt.world_axis[a]] = a < h.ndim ? h.pixdim[a + 1] : 1.0;
+        k++;
+    }
+    if (!k) {
+        free(sp);
+        return cd_fail(err, CD_ERR_FORMAT, "%s: no readable image headers to compute the median spacing from", o->root);
+    }
+    double *col = malloc(k * sizeof *col);
+    double p10[3];
+    for (int a = 0; a < 3; a++) {
+        for (size_t i = 0; i < k; i++) col[i] = sp[3 * i + a];
+        out[a] = cd_percentile_f64(col, k, 50);
+        p10[a] = cd_percentile_f64(col, k, 10);
+    }
+    int coarse = 0, fine = 0;
+    for (int a = 1; a < 3; a++) {
+        if (out[a] > out[coarse]) coarse = a;
+        if (out[a] < out[fine]) fine = a;
+    }
+    if (out[coarse] / out[fine] > o->recipe.anisotropy_threshold) out[coarse] = p10[coarse];
+    free(col);
+    free(sp);
+    return CD_OK;
+}
+
+static json_t *vec3(const double *v) {
+    json_t *a = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_error *err) {
+    const cd_convert_options *o = cs->opts;
+    json_t *m = json_object();
+    json_object_set_new(m, "format", json_string("cirrdata-dataset"));
+    json_object_set_new(m, "format_version", json_integer(1));
+    char by[64];
+    snprintf(by, sizeof by, "libcirrdata %s", cd_version());
+    json_object_set_new(m, "created_by", json_string(by));
+    char *recipe = cd_recipe_to_json(&o->recipe);
+    json_object_set_new(m, "recipe", recipe ? json_loads(recipe, 0, NULL) : json_null());
+    free(recipe);
+    json_object_set(m, "resolved", cs->resolved);
+    json_t *src = json_object();
+    json_object_set_new(src, "layout", json_string(o->layout));
+    json_object_set_new(src, "root", json_string(o->root));
+    if (!strcmp(o->layout, "cirrmri600")) json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
+    json_object_set_new(src, "fingerprint", json_string(cs->fingerprint));
+    json_t *sk = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(cs->skipped, i, x) {
+        json_t *e = json_object();
+        json_object_set(e, "path", json_object_get(x, "path"));
+        json_object_set(e, "reason", json_object_get(x, "reason"));
+        json_array_append_new(sk, e);
+    }
+    for (i = 0; i < l->nskipped; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "path", json_string(l->skipped[i].path));
+        json_object_set_new(e, "reason", json_string(l->skipped[i].reason));
+        json_array_append_new(sk, e);
+    }
+    json_object_set_new(src, "skipped", sk);
+    json_object_set_new(m, "source", src);
+    if (o->part_count > 0) {
+        json_t *p = json_object();
+        json_object_set_new(p, "index", json_integer(o->part_index));
+        json_object_set_new(p, "count", json_integer(o->part_count));
+        json_object_set_new(m, "part", p);
+    }
+    json_t *classes = json_array();
+    for (i = 0; i < l->nclasses; i++) json_array_append_new(classes, json_string(l->classes[i]));
+    json_object_set_new(m, "classes", classes);
+    json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
+    json_object_set_new(m, "statistics", cd_manifest_statistics(cs->entries));
+    json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
+    const char *dt = o->recipe.dtype == CD_DTYPE_INVALID ? "auto" : cd_dtype_name(o->recipe.dtype);
+    json_object_set_new(ti, "dtype", json_string(dt));
+    json_object_set_new(ti, "channels", json_integer(o->recipe.slices ? o->recipe.slice_channels : 1));
+    double ch[3] = {o->recipe.chunk[0], o->recipe.chunk[1], o->recipe.chunk[2]};
+    json_object_set_new(ti, "chunk", vec3(ch));
+    json_object_set_new(tm, "dtype", json_string("uint8"));
+    json_object_set_new(tm, "channels", json_integer(1));
+    json_object_set_new(tm, "chunk", vec3(ch));
+    json_object_set_new(tensors, "image", ti);
+    json_object_set_new(tensors, "mask", tm);
+    json_object_set_new(m, "tensors", tensors);
+    json_t *shards = json_array();
+    json_array_foreach(cs->shards, i, x) {
+        json_t *e = json_object();
+        json_object_set(e, "path", json_object_get(x, "path"));
+        json_object_set(e, "size", json_object_get(x, "size"));
+        json_object_set(e, "records", json_object_get(x, "records"));
+        json_object_set(e, "xxh3_128", json_object_get(x, "xxh3_128"));
+        json_array_append_new(shards, e);
+    }
+    json_object_set_new(m, "shards", shards);
+    json_object_set(m, "records", cs->entries);
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/manifest.json", cs->dir);
+    cd_status st = cd_json_write_atomic(path, m, err);
+    json_decref(m);
+    return st;
+}
+
+/* Records the skip of case i (with its reason) in the state. */
+static void note_skip(convert_state *cs, size_t i, const char *path, const char *reason) {
+    json_t *e = json_object();
+    json_object_set_new(e, "case", json_integer((json_int_t)i));
+    json_object_set_new(e, "path", json_string(path));
+    json_object_set_new(e, "reason", json_string(reason));
+    json_array_append_new(cs->skipped, e);
+}
+
+static cd_status finish_shard(convert_state *cs, cd_shard_writer **w, const char *rel, size_t end_case, cd_convert_result *res,
+                              cd_error *err) {
+    uint64_t size;
+    char hex[33];
+    cd_status st = cd_shard_writer_finish(*w, &size, hex, err);
+    uint64_t nrec = cd_shard_writer_records(*w);
+    cd_shard_writer_destroy(*w);
+    *w = NULL;
+    if (st != CD_OK) return st;
+    json_t *e = json_object();
+    json_object_set_new(e, "path", json_string(rel));
+    json_object_set_new(e, "size", json_integer((json_int_t)size));
+    json_object_set_new(e, "records", json_integer((json_int_t)nrec));
+    json_object_set_new(e, "xxh3_128", json_string(hex));
+    json_object_set_new(e, "end_case", json_integer((json_int_t)end_case));
+    json_array_append_new(cs->shards, e);
+    res->bytes_written += size;
+    return write_journal(cs, err);
+}
+
+cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_error *err) {
+    cd_convert_result local;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (!o || !o->root || !o->out_dir || !o->layout) return cd_fail(err, CD_ERR_ARG, "cd_convert: missing root, out_dir or layout");
+    if (strlen(o->out_dir) >= DIR_CAP) return cd_fail(err, CD_ERR_ARG, "%.100s...: output path too long", o->out_dir);
+    if (o->part_count < 0 || (o->part_count > 0 && (o->part_index < 1 || o->part_index > o->part_count)))
+        return cd_fail(err, CD_ERR_ARG, "part %d/%d: I must be in 1..N", o->part_index, o->part_count);
+    const double t0 = now_s();
+    const uint64_t shard_size = o->shard_size ? o->shard_size : ((uint64_t)256 << 20);
+    cd_case_list cases;
+    cd_status st;
+    if (!strcmp(o->layout, "cirrmri600"))
+        st = cd_layout_cirrmri600(o->root, o->healthy, o->strict, &cases, err);
+    else if (!strcmp(o->layout, "nnunet"))
+        st = cd_layout_nnunet(o->root, o->strict, &cases, err);
+    else
+        return cd_fail(err, CD_ERR_ARG, "unknown layout '%s' (cirrmri600 or nnunet)", o->layout);
+    if (st != CD_OK) return st;
+
+    size_t lo = 0, hi = cases.n;
+    if (o->part_count > 0) {
+        lo = cases.n * (size_t)(o->part_index - 1) / (size_t)o->part_count;
+        hi = cases.n * (size_t)o->part_index / (size_t)o->part_count;
+    }
+    convert_state cs;
+    memset(&cs, 0, sizeof cs);
+    cs.opts = o;
+    snprintf(cs.dir, sizeof cs.dir, "%s", o->out_dir);
+    cs.shards = json_array();
+    cs.entries = json_array();
+    cs.skipped = json_array();
+    cs.resolved = json_object();
+    cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size);
+    cd_shard_writer *w = NULL;
+    pipeline p;
+    memset(&p, 0, sizeof p);
+    pthread_t *threads = NULL;
+    int nthreads = 0;
+    double target[3] = {0, 0, 0};
+    char path[PATH_CAP];
+    if (!cs.fingerprint) {
+        st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+
+    /* An existing complete dataset: the same conversion is done; a different one is never overwritten. */
+    snprintf(path, sizeof path, "%s/manifest.json", cs.dir);
+    json_t *existing = json_load_file(path, 0, NULL);
+    if (existing) {
+        const char *fp = json_string_value(json_object_get(json_object_get(existing, "source"), "fingerprint"));
+        bool same = fp && !strcmp(fp, cs.fingerprint);
+        res->records = json_array_size(json_object_get(existing, "records"));
+        res->shards = json_array_size(json_object_get(existing, "shards"));
+        res->resumed_records = res->records;
+        json_decref(existing);
+        if (!same)
+            st = cd_fail(err, CD_ERR_ARG, "%s: holds a dataset converted from other inputs or with another recipe; choose another --out",
+                         cs.dir);
+        goto done;
+    }
+    if ((st = make_dir(cs.dir, err)) != CD_OK) goto done;
+    snprintf(path, sizeof path, "%s/shards", cs.dir);
+    if ((st = make_dir(path, err)) != CD_OK) goto done;
+
+    if (o->recipe.resample == CD_RESAMPLE_MEDIAN_SPACING) {
+        if ((st = resolve_median_spacing(o, &cases, target, err)) != CD_OK) goto done;
+        json_object_set_new(cs.resolved, "target_spacing", vec3(target));
+    }
+
+    load_journal(&cs);
+    remove_leftovers(&cs);
+    res->resumed_records = json_array_size(cs.entries);
+    if (cs.resume_case < lo) cs.resume_case = lo;
+
+    /* Workers. */
+    nthreads = o->threads > 0 ? o->threads : online_cpus();
+    p.jb.opts = o;
+    p.jb.cases = &cases;
+    p.jb.target_spacing = target;
+    p.lo = cs.resume_case;
+    p.hi = hi;
+    p.next_claim = p.next_write = p.lo;
+    p.window = 2 * (size_t)nthreads;
+    p.slots = calloc(p.window, sizeof *p.slots);
+    threads = calloc((size_t)nthreads, sizeof *threads);
+    if (!p.slots || !threads) {
+        st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    int started = 0;
+    for (; started < nthreads; started++)
+        if (pthread_create(&threads[started], NULL, worker_main, &p) != 0) break;
+    if (started == 0) {
+        st = cd_fail(err, CD_ERR_INTERNAL, "cannot start worker threads");
+        goto join;
+    }
+
+    /* The writer: cases in order; a new shard when the next record would pass the target size. */
+    size_t seq = json_array_size(cs.shards);
+    char rel[256];
+    const int part = o->part_count > 0 ? o->part_index : 0;
+    for (size_t i = p.lo; i < hi && st == CD_OK; i++) {
+        case_result r;
+        pthread_mutex_lock(&p.mu);
+        while (!p.slots[i % p.window].ready) pthread_cond_wait(&p.cv, &p.mu);
+        r = p.slots[i % p.window];
+        memset(&p.slots[i % p.window], 0, sizeof r);
+        p.next_write = i + 1;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+        res->bytes_read += r.bytes_read;
+        if (r.status != CD_OK) {
+            if (!r.skipped || o->strict)
+                st = cd_fail(err, r.status, "%s", r.message);
+            else
+                note_skip(&cs, i, cases.cases[i].image_path, r.message);
+            case_result_clear(&r);
+            if (o->progress) o->progress(o->progress_user, i + 1 - lo, hi - lo, res->bytes_read);
+            continue;
+        }
+        uint64_t rsize = cd_record_builder_size(r.builder);
+        if (w && cd_shard_writer_records(w) > 0 && cd_shard_writer_bytes(w) + rsize > shard_size) {
+            st = finish_shard(&cs, &w, rel, i, res, err);
+            seq++;
+        }
+        if (st == CD_OK && !w) {
+            snprintf(rel, sizeof rel, "shards/shard-%03d-%05zu.cds", part, seq);
+            snprintf(path, sizeof path, "%s/%.255s", cs.dir, rel);
+            st = cd_shard_writer_create(path, &w, err);
+        }
+        if (st == CD_OK) {
+            json_object_set_new(r.entry, "shard", json_integer((json_int_t)seq));
+            json_object_set_new(r.entry, "index", json_integer((json_int_t)cd_shard_writer_records(w)));
+            st = cd_shard_writer_append(w, r.builder, err);
+        }
+        if (st == CD_OK) {
+            json_array_append(cs.entries, r.entry);
+        }
+        case_result_clear(&r);
+        if (o->progress) o->progress(o->progress_user, i + 1 - lo, hi - lo, res->bytes_read);
+    }
+    if (st == CD_OK && w) st = finish_shard(&cs, &w, rel, hi, res, err);
+
+join:
+    pthread_mutex_lock(&p.mu);
+    p.stop = true;
+    pthread_cond_broadcast(&p.cv);
+    pthread_mutex_unlock(&p.mu);
+    for (int t = 0; t < started; t++) pthread_join(threads[t], NULL);
+    for (size_t k = 0; k < p.window; k++) case_result_clear(&p.slots[k]);
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cv);
+    if (st == CD_OK) st = write_manifest(&cs, &cases, err);
+    if (st == CD_OK) {
+        snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs.dir);
+        unlink(path);
+        res->records = json_array_size(cs.entries);
+        res->shards = json_array_size(cs.shards);
+        res->skipped = json_array_size(cs.skipped) + cases.nskipped;
+    }
+done:
+    cd_shard_writer_destroy(w); /* removes an unfinished shard's temporary file */
+    free(p.slots);
+    free(threads);
+    free(cs.fingerprint);
+    json_decref(cs.shards);
+    json_decref(cs.entries);
+    json_decref(cs.skipped);
+    json_decref(cs.resolved);
+    cd_case_list_free(&cases);
+    res->seconds = now_s() - t0;
+    return st;
+}

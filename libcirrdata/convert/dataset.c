@@ -1,0 +1,367 @@
+/* Reading converted datasets: manifest validation, lazy shard opening, verification, merging parts. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cirrdata/dataset.h"
+#include "cirrdata/version.h"
+#include "convert/manifest.h"
+
+#define MANIFEST_MAX_BYTES ((size_t)512 << 20)
+#define PATH_CAP 4200
+
+typedef struct record_loc {
+    uint32_t shard;
+    uint64_t index;
+} record_loc;
+
+struct cd_dataset {
+    char *dir;
+    char *manifest_text;
+    size_t nshards;
+    char **shard_paths;     /* absolute (dir-joined) */
+    uint64_t *shard_records;
+    cd_shard **shards;      /* opened on first use */
+    uint64_t nrecords;
+    record_loc *records;
+    pthread_mutex_t mu;
+};
+
+/* A shard path from a manifest: relative, '/'-separated, no '..' component, no odd characters. */
+static bool safe_relative(const char *p) {
+    if (!p || !*p || p[0] == '/' || strlen(p) > 255) return false;
+    for (const char *c = p; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' ||
+              *c == '-' || *c == '/'))
+            return false;
+    const char *s = p;
+    while (*s) {
+        const char *slash = strchr(s, '/');
+        size_t len = slash ? (size_t)(slash - s) : strlen(s);
+        if (len == 0 || (len == 2 && s[0] == '.' && s[1] == '.') || (len == 1 && s[0] == '.')) return false;
+        s += len;
+        if (*s == '/') s++;
+    }
+    return true;
+}
+
+void cd_dataset_close(cd_dataset *ds) {
+    if (!ds) return;
+    for (size_t i = 0; i < ds->nshards; i++) {
+        if (ds->shards) cd_shard_close(ds->shards[i]);
+        if (ds->shard_paths) free(ds->shard_paths[i]);
+    }
+    free(ds->shards);
+    free(ds->shard_paths);
+    free(ds->shard_records);
+    free(ds->records);
+    free(ds->manifest_text);
+    free(ds->dir);
+    pthread_mutex_destroy(&ds->mu);
+    free(ds);
+}
+
+static char *read_text(const char *path, size_t max, cd_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max, f) : 0;
+    bool big = buf && n == max && fgetc(f) != EOF;
+    fclose(f);
+    if (!buf || big) {
+        free(buf);
+        cd_fail(err, big ? CD_ERR_LIMIT : CD_ERR_NOMEM, "%s: %s", path, big ? "manifest above 512 MiB" : "out of memory");
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
+    if (!dir || !out) return cd_fail(err, CD_ERR_ARG, "cd_dataset_open: NULL argument");
+    *out = NULL;
+    if (strlen(dir) > 3800) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", dir);
+    char path[PATH_CAP];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    cd_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&ds->mu, NULL);
+    ds->dir = strdup(dir);
+    cd_status st = CD_OK;
+    json_t *m = NULL;
+    if (!(ds->manifest_text = read_text(path, MANIFEST_MAX_BYTES, err))) {
+        st = err ? err->status : CD_ERR_IO;
+        if (st == CD_OK) st = CD_ERR_IO;
+        goto fail;
+    }
+    json_error_t jerr;
+    m = json_loads(ds->manifest_text, JSON_REJECT_DUPLICATES, &jerr);
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        st = cd_fail(err, CD_ERR_FORMAT, __VA_ARGS__);                                             \
+        goto fail;                                                                                 \
+    } while (0)
+    if (!m) BAD("%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
+    if (!json_is_object(m) || strcmp(json_string_value(json_object_get(m, "format")) ? json_string_value(json_object_get(m, "format")) : "",
+                                     "cirrdata-dataset"))
+        BAD("%s: not a cirrdata dataset manifest", path);
+    if (json_integer_value(json_object_get(m, "format_version")) != 1)
+        BAD("%s: format_version %lld is not supported (this library reads 1)", path,
+            (long long)json_integer_value(json_object_get(m, "format_version")));
+    json_t *shards = json_object_get(m, "shards"), *records = json_object_get(m, "records");
+    if (!json_is_array(shards) || !json_is_array(records)) BAD("%s: 'shards' and 'records' must be arrays", path);
+    ds->nshards = json_array_size(shards);
+    ds->shard_paths = calloc(ds->nshards ? ds->nshards : 1, sizeof(char *));
+    ds->shard_records = calloc(ds->nshards ? ds->nshards : 1, sizeof(uint64_t));
+    ds->shards = calloc(ds->nshards ? ds->nshards : 1, sizeof(cd_shard *));
+    if (!ds->shard_paths || !ds->shard_records || !ds->shards) {
+        st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(shards, i, e) {
+        const char *rel = json_string_value(json_object_get(e, "path"));
+        if (!safe_relative(rel))
+            BAD("%s: shard %zu: path '%s' is not a plain relative path inside the dataset", path, i, rel ? rel : "(missing)");
+        json_t *nr = json_object_get(e, "records");
+        if (!json_is_integer(nr) || json_integer_value(nr) < 0) BAD("%s: shard %zu: bad 'records'", path, i);
+        ds->shard_records[i] = (uint64_t)json_integer_value(nr);
+        char full[PATH_CAP];
+        snprintf(full, sizeof full, "%s/%.255s", dir, rel);
+        ds->shard_paths[i] = strdup(full);
+    }
+    ds->nrecords = json_array_size(records);
+    ds->records = calloc(ds->nrecords ? ds->nrecords : 1, sizeof *ds->records);
+    if (!ds->records) {
+        st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    json_array_foreach(records, i, e) {
+        json_t *sh = json_object_get(e, "shard"), *ix = json_object_get(e, "index");
+        if (!json_is_integer(sh) || !json_is_integer(ix) || json_integer_value(sh) < 0 ||
+            (size_t)json_integer_value(sh) >= ds->nshards || json_integer_value(ix) < 0 ||
+            (uint64_t)json_integer_value(ix) >= ds->shard_records[json_integer_value(sh)])
+            BAD("%s: record %zu: 'shard'/'index' out of range", path, i);
+        ds->records[i].shard = (uint32_t)json_integer_value(sh);
+        ds->records[i].index = (uint64_t)json_integer_value(ix);
+    }
+#undef BAD
+    json_decref(m);
+    *out = ds;
+    return CD_OK;
+fail:
+    json_decref(m);
+    cd_dataset_close(ds);
+    return st;
+}
+
+uint64_t cd_dataset_record_count(const cd_dataset *ds) { return ds->nrecords; }
+const char *cd_dataset_manifest(const cd_dataset *ds) { return ds->manifest_text; }
+
+cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **rec, const cd_shard **shard, cd_error *err) {
+    if (!ds || !rec) return cd_fail(err, CD_ERR_ARG, "cd_dataset_read_record: NULL argument");
+    if (i >= ds->nrecords)
+        return cd_fail(err, CD_ERR_ARG, "%s: record %llu does not exist (the dataset has %llu)", ds->dir, (unsigned long long)i,
+                       (unsigned long long)ds->nrecords);
+    const record_loc *l = &ds->records[i];
+    pthread_mutex_lock(&ds->mu);
+    cd_status st = CD_OK;
+    if (!ds->shards[l->shard]) {
+        st = cd_shard_open(ds->shard_paths[l->shard], &ds->shards[l->shard], err);
+        if (st == CD_OK && cd_shard_record_count(ds->shards[l->shard]) != ds->shard_records[l->shard]) {
+            st = cd_fail(err, CD_ERR_CORRUPT, "%s: holds %llu records, the manifest says %llu", ds->shard_paths[l->shard],
+                         (unsigned long long)cd_shard_record_count(ds->shards[l->shard]),
+                         (unsigned long long)ds->shard_records[l->shard]);
+            cd_shard_close(ds->shards[l->shard]);
+            ds->shards[l->shard] = NULL;
+        }
+    }
+    cd_shard *s = ds->shards[l->shard];
+    pthread_mutex_unlock(&ds->mu);
+    if (st != CD_OK) return st;
+    if (shard) *shard = s;
+    return cd_shard_read_record(s, l->index, rec, err);
+}
+
+cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, void *user, cd_error *err) {
+    cd_dataset *ds;
+    cd_status st = cd_dataset_open(dir, &ds, err);
+    if (st != CD_OK) return st;
+    json_t *m = json_loads(ds->manifest_text, 0, NULL);
+    json_t *shards = json_object_get(m, "shards");
+    for (size_t i = 0; i < ds->nshards && st == CD_OK; i++) {
+        json_t *e = json_array_get(shards, i);
+        const char *want = json_string_value(json_object_get(e, "xxh3_128"));
+        json_int_t want_size = json_integer_value(json_object_get(e, "size"));
+        char hex[33];
+        uint64_t size;
+        if ((st = cd_file_xxh3_128(ds->shard_paths[i], hex, &size, err)) != CD_OK) break;
+        if ((json_int_t)size != want_size) {
+            st = cd_fail(err, size < (uint64_t)want_size ? CD_ERR_TRUNCATED : CD_ERR_CORRUPT,
+                         "%s: %llu bytes, the manifest says %lld", ds->shard_paths[i], (unsigned long long)size, (long long)want_size);
+            /* Go on to name the damaged record, when the shard structure allows it. */
+        } else if (!want || strcmp(hex, want)) {
+            st = cd_fail(err, CD_ERR_CORRUPT, "%s: XXH3-128 %s differs from the manifest's %s", ds->shard_paths[i], hex,
+                         want ? want : "(missing)");
+        }
+        int64_t bad = -1;
+        cd_error detail;
+        if (cd_shard_verify(ds->shard_paths[i], &bad, &detail) != CD_OK) {
+            st = detail.status;
+            if (err) *err = detail; /* the specific damage: shard, record, tensor, chunk */
+        } else if (st == CD_OK) {
+            cd_shard *s;
+            if (cd_shard_open(ds->shard_paths[i], &s, NULL) == CD_OK) {
+                if (cd_shard_record_count(s) != ds->shard_records[i])
+                    st = cd_fail(err, CD_ERR_CORRUPT, "%s: holds %llu records, the manifest says %llu", ds->shard_paths[i],
+                                 (unsigned long long)cd_shard_record_count(s), (unsigned long long)ds->shard_records[i]);
+                cd_shard_close(s);
+            }
+        }
+        if (progress) progress(user, i + 1, ds->nshards, 0);
+    }
+    json_decref(m);
+    cd_dataset_close(ds);
+    return st;
+}
+
+/* ---- merging parts ---- */
+
+static cd_status link_or_copy(const char *from, const char *to, cd_error *err) {
+    if (link(from, to) == 0) return CD_OK;
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", from, strerror(errno));
+    char tmp[PATH_CAP];
+    snprintf(tmp, sizeof tmp, "%.4100s.tmp", to);
+    int outfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (outfd < 0) {
+        close(in);
+        return cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    }
+    char buf[1 << 16];
+    cd_status st = CD_OK;
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) st = cd_fail(err, CD_ERR_IO, "%s: read failed: %s", from, strerror(errno));
+        if (n <= 0) break;
+        if (write(outfd, buf, (size_t)n) != n) {
+            st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            break;
+        }
+    }
+    if (st == CD_OK && fsync(outfd) != 0) st = cd_fail(err, CD_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
+    close(in);
+    close(outfd);
+    if (st == CD_OK && rename(tmp, to) != 0) st = cd_fail(err, CD_ERR_IO, "%s: cannot rename: %s", to, strerror(errno));
+    if (st != CD_OK) unlink(tmp);
+    return st;
+}
+
+cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int nparts, cd_error *err) {
+    if (!out_dir || !parts || nparts < 1) return cd_fail(err, CD_ERR_ARG, "merge: need an output and at least one part");
+    if (strlen(out_dir) > 3800) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", out_dir);
+    json_t **pm = calloc((size_t)nparts, sizeof *pm);
+    const char **pdir = calloc((size_t)nparts, sizeof *pdir); /* part directory by part index */
+    if (!pm || !pdir) {
+        free(pm);
+        free(pdir);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    cd_status st = CD_OK;
+    char path[PATH_CAP];
+    /* Load, validate and order the parts by their index. */
+    for (int i = 0; i < nparts && st == CD_OK; i++) {
+        cd_dataset *ds;
+        if ((st = cd_dataset_open(parts[i], &ds, err)) != CD_OK) break;
+        json_t *m = json_loads(cd_dataset_manifest(ds), 0, NULL);
+        cd_dataset_close(ds);
+        json_t *part = json_object_get(m, "part");
+        int idx = (int)json_integer_value(json_object_get(part, "index"));
+        int cnt = (int)json_integer_value(json_object_get(part, "count"));
+        if (!part || cnt != nparts || idx < 1 || idx > nparts || pm[idx - 1]) {
+            st = cd_fail(err, CD_ERR_ARG, "%s: not part of a %d-part conversion, or a part given twice (part %d/%d)", parts[i], nparts,
+                         idx, cnt);
+            json_decref(m);
+            break;
+        }
+        pm[idx - 1] = m;
+        pdir[idx - 1] = parts[i];
+    }
+    for (int i = 1; i < nparts && st == CD_OK; i++)
+        if (!json_equal(json_object_get(pm[i], "recipe"), json_object_get(pm[0], "recipe")) ||
+            !json_equal(json_object_get(pm[i], "resolved"), json_object_get(pm[0], "resolved")))
+            st = cd_fail(err, CD_ERR_ARG, "%s: part %d was converted with another recipe than part 1", parts[i], i + 1);
+    if (st == CD_OK) {
+        if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
+        snprintf(path, sizeof path, "%s/shards", out_dir);
+        if (st == CD_OK && mkdir(path, 0755) != 0 && errno != EEXIST)
+            st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        snprintf(path, sizeof path, "%s/manifest.json", out_dir);
+        if (st == CD_OK && access(path, F_OK) == 0) st = cd_fail(err, CD_ERR_ARG, "%s: already exists; merge into a new directory", path);
+    }
+    json_t *shards = json_array(), *records = json_array(), *skipped = json_array();
+    size_t shard_base = 0;
+    for (int i = 0; i < nparts && st == CD_OK; i++) {
+        json_t *m = pm[i];
+        const char *dir = pdir[i];
+        size_t j;
+        json_t *e;
+        json_array_foreach(json_object_get(m, "shards"), j, e) {
+            const char *rel = json_string_value(json_object_get(e, "path"));
+            char from[PATH_CAP], to[PATH_CAP];
+            snprintf(from, sizeof from, "%.3800s/%.255s", dir, rel);
+            snprintf(to, sizeof to, "%.3800s/%.255s", out_dir, rel);
+            if ((st = link_or_copy(from, to, err)) != CD_OK) break;
+            json_array_append(shards, e);
+        }
+        json_array_foreach(json_object_get(m, "records"), j, e) {
+            json_t *c = json_deep_copy(e);
+            json_object_set_new(c, "shard", json_integer((json_int_t)(shard_base + (size_t)json_integer_value(json_object_get(e, "shard")))));
+            json_array_append_new(records, c);
+        }
+        json_array_foreach(json_object_get(json_object_get(m, "source"), "skipped"), j, e) {
+            bool dup = false;
+            size_t k;
+            json_t *x;
+            json_array_foreach(skipped, k, x) dup |= json_equal(x, e);
+            if (!dup) json_array_append(skipped, e);
+        }
+        shard_base += json_array_size(json_object_get(m, "shards"));
+    }
+    if (st == CD_OK) {
+        json_t *out = json_deep_copy(pm[0]);
+        json_object_del(out, "part");
+        char by[64];
+        snprintf(by, sizeof by, "libcirrdata %s", cd_version());
+        json_object_set_new(out, "created_by", json_string(by));
+        json_t *src = json_object_get(out, "source");
+        json_object_del(src, "fingerprint");
+        json_object_set_new(src, "skipped", skipped);
+        skipped = NULL;
+        json_object_set_new(out, "counts", cd_manifest_counts(records));
+        json_object_set_new(out, "statistics", cd_manifest_statistics(records));
+        json_object_set(out, "shards", shards);
+        json_object_set(out, "records", records);
+        snprintf(path, sizeof path, "%s/manifest.json", out_dir);
+        st = cd_json_write_atomic(path, out, err);
+        json_decref(out);
+    }
+    json_decref(shards);
+    json_decref(records);
+    json_decref(skipped);
+    for (int i = 0; i < nparts; i++) json_decref(pm[i]);
+    free(pm);
+    free(pdir);
+    return st;
+}

@@ -1,0 +1,49 @@
+/* Dataset layouts the converter reads (internal): what cases exist, their files and labels. */
+#ifndef CD_CONVERT_LAYOUT_H
+#define CD_CONVERT_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/internal.h"
+
+typedef struct cd_case {
+    char key[96];          /* unique: "<sequence>/<patient_id>" */
+    char patient_id[64];
+    char sequence[32];
+    char split[16];
+    int label;             /* 0-based class, -1 unknown */
+    int stage;             /* dataset's own code (Radiological Evaluation), 0 none */
+    double age;            /* NaN unknown */
+    int gender;            /* -1 unknown */
+    char *image_path;
+    char *mask_path;       /* NULL: no mask */
+} cd_case;
+
+typedef struct cd_skip {
+    char *path;
+    char *reason;
+} cd_skip;
+
+typedef struct cd_case_list {
+    cd_case *cases;
+    size_t n, cap;
+    cd_skip *skipped;
+    size_t nskipped, capskipped;
+    char **classes;        /* class names, label i = classes[i] */
+    size_t nclasses;
+} cd_case_list;
+
+CD_INTERNAL void cd_case_list_free(cd_case_list *l);
+
+/* CirrMRI600+ as published (double nesting, BOMs). healthy_class: add Healthy_subjects as class 3
+ * ("healthy"); otherwise they are not read. strict: any problem with a case is an error instead of
+ * a skip. Cases come sorted by (sequence, split, patient id). */
+CD_INTERNAL cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict, cd_case_list *out,
+                                           cd_error *err);
+
+/* nnU-Net v2 raw / Medical Segmentation Decathlon: dataset.json, imagesTr, labelsTr (imagesTs without
+ * labels becomes split "test" without masks). First channel only. */
+CD_INTERNAL cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_error *err);
+
+#endif

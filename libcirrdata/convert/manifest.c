@@ -1,0 +1,365 @@
+/* Record metadata, manifest entries, dataset statistics. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cirrdata/orient.h"
+#include "cirrdata/version.h"
+#include "convert/manifest.h"
+
+static json_t *mat4(const double m[4][4]) {
+    json_t *a = json_array();
+    for (int i = 0; i < 4; i++) {
+        json_t *row = json_array();
+        for (int j = 0; j < 4; j++) json_array_append_new(row, json_real(m[i][j]));
+        json_array_append_new(a, row);
+    }
+    return a;
+}
+
+static json_t *vec3d(const double *v) {
+    json_t *a = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+static json_t *vec3i(const int64_t *v) {
+    json_t *a = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_source_stats *out) {
+    memset(out, 0, sizeof *out);
+    cd_orientation o;
+    int64_t dims[3];
+    double sp[3], aff[4][4];
+    cd_volume_dims(image, dims);
+    cd_volume_spacing(image, sp);
+    cd_volume_affine(image, aff);
+    if (cd_orientation_from_affine(aff, &o, NULL) == CD_OK && o.world_axis[0] >= 0 && o.world_axis[1] >= 0 &&
+        o.world_axis[2] >= 0) {
+        for (int i = 0; i < 3; i++) {
+            out->spacing_ras[o.world_axis[i]] = sp[i];
+            out->shape_ras[o.world_axis[i]] = dims[i];
+        }
+    } else {
+        memcpy(out->spacing_ras, sp, sizeof sp);
+        memcpy(out->shape_ras, dims, sizeof dims);
+    }
+    size_t n = cd_volume_count(image);
+    double *v = malloc(n * sizeof *v);
+    if (!v) return;
+    cd_volume_to_float64(image, v);
+    const uint8_t *m = mask ? cd_volume_data_const(mask) : NULL;
+    out->min = INFINITY;
+    out->max = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (m && !m[i]) continue;
+        if (!isfinite(v[i])) continue;
+        out->count++;
+        out->sum += v[i];
+        out->sumsq += v[i] * v[i];
+        if (v[i] < out->min) out->min = v[i];
+        if (v[i] > out->max) out->max = v[i];
+    }
+    /* Evenly spaced samples of the in-mask voxels, for dataset percentiles. */
+    if (out->count) {
+        size_t want = out->count < CD_STATS_SAMPLES ? (size_t)out->count : CD_STATS_SAMPLES;
+        uint64_t k = 0;
+        size_t next = 0;
+        for (size_t i = 0; i < n && next < want; i++) {
+            if ((m && !m[i]) || !isfinite(v[i])) continue;
+            if (k == (uint64_t)next * out->count / want) out->samples[next++] = v[i];
+            k++;
+        }
+        out->nsamples = next;
+    } else {
+        out->min = out->max = 0;
+    }
+    free(v);
+}
+
+/* A path relative to root when it lies under it (provenance without machine-specific prefixes). */
+static const char *relative_to(const char *path, const char *root) {
+    size_t n = strlen(root);
+    while (n > 1 && root[n - 1] == '/') n--;
+    if (!strncmp(path, root, n) && path[n] == '/') return path + n + 1;
+    return path;
+}
+
+json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name, const cd_volume *src,
+                                const cd_sample *s) {
+    json_t *o = json_object();
+    json_object_set_new(o, "key", json_string(c->key));
+    json_object_set_new(o, "patient_id", json_string(c->patient_id));
+    json_object_set_new(o, "sequence", json_string(c->sequence));
+    json_object_set_new(o, "split", json_string(c->split));
+    json_object_set_new(o, "label", json_integer(c->label));
+    if (class_name) json_object_set_new(o, "class_name", json_string(class_name));
+    if (c->stage) json_object_set_new(o, "stage", json_integer(c->stage));
+    if (isfinite(c->age)) json_object_set_new(o, "age", json_real(c->age));
+    if (c->gender >= 0) json_object_set_new(o, "gender", json_integer(c->gender));
+    json_object_set_new(o, "affine", mat4(s->affine));
+    json_object_set_new(o, "spacing", vec3d(s->spacing));
+    json_object_set_new(o, "orientation", json_string(s->orientation));
+    json_t *orig = json_object();
+    int64_t dims[3];
+    double sp[3], aff[4][4];
+    char codes[4];
+    cd_volume_dims(src, dims);
+    cd_volume_spacing(src, sp);
+    cd_volume_affine(src, aff);
+    cd_volume_axcodes(src, codes);
+    json_object_set_new(orig, "path", json_string(relative_to(c->image_path, root)));
+    json_object_set_new(orig, "shape", vec3i(dims));
+    json_object_set_new(orig, "spacing", vec3d(sp));
+    json_object_set_new(orig, "affine", mat4(aff));
+    json_object_set_new(orig, "orientation", json_string(codes));
+    json_object_set_new(orig, "dtype", json_string(cd_dtype_name(cd_volume_dtype(src))));
+    if (cd_volume_has_scaling(src)) {
+        double sl, in;
+        cd_volume_scaling(src, &sl, &in);
+        json_object_set_new(orig, "scl_slope", json_real(sl));
+        json_object_set_new(orig, "scl_inter", json_real(in));
+    }
+    json_object_set_new(o, "original", orig);
+    if (c->mask_path) json_object_set_new(o, "mask_path", json_string(relative_to(c->mask_path, root)));
+    if (s->has_bbox) {
+        json_t *b = json_array();
+        for (int a = 0; a < 3; a++) {
+            json_t *p = json_array();
+            json_array_append_new(p, json_integer(s->bbox[a][0]));
+            json_array_append_new(p, json_integer(s->bbox[a][1]));
+            json_array_append_new(b, p);
+        }
+        json_object_set_new(o, "mask_bbox", b);
+    } else {
+        json_object_set_new(o, "mask_bbox", json_null());
+    }
+    json_object_set_new(o, "foreground_voxels", json_integer((json_int_t)s->foreground));
+    if (s->channels > 1) {
+        json_t *ch = json_array();
+        for (uint32_t i = 0; i < s->channels; i++) json_array_append_new(ch, json_string(c->sequence));
+        json_object_set_new(o, "channels", ch);
+    }
+    return o;
+}
+
+json_t *cd_manifest_entry(const cd_case *c, const cd_sample *s, const cd_source_stats *st) {
+    json_t *o = json_object();
+    json_object_set_new(o, "key", json_string(c->key));
+    json_object_set_new(o, "shard", json_integer(0));
+    json_object_set_new(o, "index", json_integer(0));
+    json_object_set_new(o, "patient_id", json_string(c->patient_id));
+    json_object_set_new(o, "sequence", json_string(c->sequence));
+    json_object_set_new(o, "split", json_string(c->split));
+    json_object_set_new(o, "label", json_integer(c->label));
+    int64_t shape[3] = {s->shape[0], s->shape[1], s->shape[2]};
+    json_object_set_new(o, "shape", vec3i(shape));
+    json_object_set_new(o, "foreground_voxels", json_integer((json_int_t)s->foreground));
+    json_t *src = json_object();
+    json_object_set_new(src, "spacing_ras", vec3d(st->spacing_ras));
+    json_object_set_new(src, "shape_ras", vec3i(st->shape_ras));
+    json_object_set_new(o, "source", src);
+    json_t *stats = json_object();
+    json_object_set_new(stats, "count", json_integer((json_int_t)st->count));
+    json_object_set_new(stats, "sum", json_real(st->sum));
+    json_object_set_new(stats, "sumsq", json_real(st->sumsq));
+    json_object_set_new(stats, "min", json_real(st->min));
+    json_object_set_new(stats, "max", json_real(st->max));
+    json_t *smp = json_array();
+    for (size_t i = 0; i < st->nsamples; i++) json_array_append_new(smp, json_real(st->samples[i]));
+    json_object_set_new(stats, "samples", smp);
+    json_object_set_new(o, "stats", stats);
+    return o;
+}
+
+static void incr(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    json_object_set_new(obj, key, json_integer((v ? json_integer_value(v) : 0) + 1));
+}
+
+json_t *cd_manifest_counts(json_t *entries) {
+    json_t *o = json_object(), *bs = json_object(), *bq = json_object(), *bl = json_object(), *bss = json_object();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        const char *split = json_string_value(json_object_get(e, "split"));
+        const char *seq = json_string_value(json_object_get(e, "sequence"));
+        char label[32];
+        snprintf(label, sizeof label, "%lld", (long long)json_integer_value(json_object_get(e, "label")));
+        incr(bs, split ? split : "?");
+        incr(bq, seq ? seq : "?");
+        incr(bl, label);
+        json_t *inner = json_object_get(bss, split ? split : "?");
+        if (!inner) {
+            inner = json_object();
+            json_object_set_new(bss, split ? split : "?", inner);
+        }
+        incr(inner, seq ? seq : "?");
+    }
+    json_object_set_new(o, "records", json_integer((json_int_t)json_array_size(entries)));
+    json_object_set_new(o, "by_split", bs);
+    json_object_set_new(o, "by_sequence", bq);
+    json_object_set_new(o, "by_label", bl);
+    json_object_set_new(o, "by_split_sequence", bss);
+    return o;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double cd_percentile_f64(const double *v, size_t n, double p) {
+    if (!n) return 0.0;
+    double *c = malloc(n * sizeof *c);
+    if (!c) return NAN;
+    memcpy(c, v, n * sizeof *c);
+    qsort(c, n, sizeof *c, cmp_double);
+    double h = (double)(n - 1) * p / 100.0;
+    size_t k = (size_t)floor(h);
+    double r = k + 1 < n ? c[k] + (h - (double)k) * (c[k + 1] - c[k]) : c[n - 1];
+    free(c);
+    return r;
+}
+
+/* Per-axis summary of a list of 3-vectors. */
+static json_t *axis_summary(const double *v, size_t n, bool percentiles) {
+    json_t *o = json_object();
+    static const struct {
+        const char *key;
+        double p;
+    } qs[] = {{"median", 50}, {"p10", 10}, {"p90", 90}, {"min", 0}, {"max", 100}};
+    double *col = malloc((n ? n : 1) * sizeof *col);
+    for (size_t q = 0; q < sizeof qs / sizeof qs[0]; q++) {
+        if (!percentiles && (qs[q].p == 10 || qs[q].p == 90)) continue;
+        double r[3];
+        for (int a = 0; a < 3; a++) {
+            for (size_t i = 0; i < n; i++) col[i] = v[3 * i + a];
+            r[a] = cd_percentile_f64(col, n, qs[q].p);
+        }
+        json_object_set_new(o, qs[q].key, vec3d(r));
+    }
+    free(col);
+    return o;
+}
+
+json_t *cd_manifest_statistics(json_t *entries) {
+    json_t *out = json_object();
+    /* Sequences in first-seen order. */
+    json_t *seqs = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        const char *s = json_string_value(json_object_get(e, "sequence"));
+        bool seen = false;
+        size_t j;
+        json_t *x;
+        json_array_foreach(seqs, j, x) seen |= !strcmp(json_string_value(x), s ? s : "?");
+        if (!seen) json_array_append_new(seqs, json_string(s ? s : "?"));
+    }
+    size_t q;
+    json_t *seqv;
+    json_array_foreach(seqs, q, seqv) {
+        const char *seq = json_string_value(seqv);
+        size_t n = 0, ns = 0;
+        json_array_foreach(entries, i, e) {
+            const char *s = json_string_value(json_object_get(e, "sequence"));
+            if (!strcmp(s ? s : "?", seq)) {
+                n++;
+                ns += json_array_size(json_object_get(json_object_get(e, "stats"), "samples"));
+            }
+        }
+        double *sp = malloc(3 * n * sizeof *sp), *sh = malloc(3 * n * sizeof *sh), *st = malloc(3 * n * sizeof *st);
+        double *samples = malloc((ns ? ns : 1) * sizeof *samples);
+        double sum = 0, sumsq = 0, mn = INFINITY, mx = -INFINITY;
+        uint64_t count = 0;
+        size_t k = 0, m = 0;
+        json_array_foreach(entries, i, e) {
+            const char *s = json_string_value(json_object_get(e, "sequence"));
+            if (strcmp(s ? s : "?", seq)) continue;
+            json_t *src = json_object_get(e, "source"), *stats = json_object_get(e, "stats");
+            for (int a = 0; a < 3; a++) {
+                sp[3 * k + a] = json_number_value(json_array_get(json_object_get(src, "spacing_ras"), (size_t)a));
+                sh[3 * k + a] = json_number_value(json_array_get(json_object_get(src, "shape_ras"), (size_t)a));
+                st[3 * k + a] = json_number_value(json_array_get(json_object_get(e, "shape"), (size_t)a));
+            }
+            k++;
+            json_int_t c = json_integer_value(json_object_get(stats, "count"));
+            if (c > 0) {
+                count += (uint64_t)c;
+                sum += json_number_value(json_object_get(stats, "sum"));
+                sumsq += json_number_value(json_object_get(stats, "sumsq"));
+                mn = fmin(mn, json_number_value(json_object_get(stats, "min")));
+                mx = fmax(mx, json_number_value(json_object_get(stats, "max")));
+            }
+            size_t j;
+            json_t *x;
+            json_array_foreach(json_object_get(stats, "samples"), j, x) samples[m++] = json_number_value(x);
+        }
+        json_t *o = json_object();
+        json_object_set_new(o, "cases", json_integer((json_int_t)n));
+        json_object_set_new(o, "spacing", axis_summary(sp, n, true));
+        json_object_set_new(o, "shape", axis_summary(sh, n, false));
+        json_t *sts = axis_summary(st, n, false);
+        json_object_del(sts, "median");
+        json_object_set_new(o, "stored_shape", sts);
+        json_t *in = json_object();
+        double mean = count ? sum / (double)count : 0.0;
+        double var = count ? sumsq / (double)count - mean * mean : 0.0;
+        json_object_set_new(in, "voxels", json_integer((json_int_t)count));
+        json_object_set_new(in, "mean", json_real(mean));
+        json_object_set_new(in, "std", json_real(var > 0 ? sqrt(var) : 0.0));
+        json_object_set_new(in, "min", json_real(count ? mn : 0.0));
+        json_object_set_new(in, "max", json_real(count ? mx : 0.0));
+        json_t *pct = json_object();
+        static const char *const keys[] = {"0.5", "1", "5", "25", "50", "75", "95", "99", "99.5"};
+        for (size_t p = 0; p < 9; p++) json_object_set_new(pct, keys[p], json_real(cd_percentile_f64(samples, m, atof(keys[p]))));
+        json_object_set_new(in, "percentiles", pct);
+        json_object_set_new(o, "intensity_in_mask", in);
+        json_object_set_new(out, seq, o);
+        free(sp);
+        free(sh);
+        free(st);
+        free(samples);
+    }
+    json_decref(seqs);
+    return out;
+}
+
+cd_status cd_json_write_atomic(const char *path, json_t *value, cd_error *err) {
+    char *text = json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    if (!text) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot serialise JSON", path);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cd_status st = CD_OK;
+    if (fd < 0) {
+        st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+        size_t len = strlen(text), done = 0;
+        while (done < len) {
+            ssize_t w = write(fd, text + done, len - done);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, w < 0 ? strerror(errno) : "disk full");
+                break;
+            }
+            done += (size_t)w;
+        }
+        if (st == CD_OK && (write(fd, "\n", 1) != 1 || fsync(fd) != 0))
+            st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        if (close(fd) != 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+        if (st == CD_OK && rename(tmp, path) != 0)
+            st = cd_fail(err, CD_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+        if (st != CD_OK) unlink(tmp);
+    }
+    free(text);
+    return st;
+}

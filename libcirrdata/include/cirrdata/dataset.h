@@ -1,0 +1,86 @@
+/* cirrdata/dataset.h — converting datasets and reading converted ones.
+ *
+ * A dataset directory holds manifest.json and shards/ (schemas/shard-format.md,
+ * schemas/manifest.schema.json). cd_convert builds one from a source layout; cd_dataset_open reads
+ * one: the manifest is validated (and shard paths must stay inside the directory) before anything
+ * else is touched. */
+#ifndef CIRRDATA_DATASET_H
+#define CIRRDATA_DATASET_H
+
+#include "cirrdata/api.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cirrdata/recipe.h"
+#include "cirrdata/shard.h"
+#include "cirrdata/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- conversion ---- */
+
+typedef void (*cd_convert_progress_fn)(void *user, uint64_t cases_done, uint64_t cases_total, uint64_t bytes_read);
+
+typedef struct cd_convert_options {
+    const char *layout;        /* "cirrmri600" or "nnunet" */
+    const char *root;          /* the source dataset */
+    const char *out_dir;       /* created if missing */
+    cd_recipe recipe;
+    int threads;               /* 0 = online CPUs */
+    uint64_t shard_size;       /* target bytes per shard; 0 = 256 MiB */
+    int part_index, part_count;/* convert part I of N (1-based); 0/0 = everything */
+    bool strict;               /* a bad case is fatal instead of skipped */
+    bool healthy;              /* cirrmri600: Healthy_subjects as class 3 "healthy" (else not read) */
+    uint64_t max_bytes;        /* NIfTI allocation cap; 0 = default */
+    cd_convert_progress_fn progress;
+    void *progress_user;
+} cd_convert_options;
+
+/* Fills defaults: raw recipe, all threads, 256 MiB shards. */
+CD_API void cd_convert_options_init(cd_convert_options *opts);
+
+typedef struct cd_convert_result {
+    uint64_t records;          /* records in the dataset (this part) */
+    uint64_t skipped;          /* cases skipped, listed in the manifest with reasons */
+    uint64_t shards;
+    uint64_t bytes_read;       /* source bytes (compressed files) */
+    uint64_t bytes_written;    /* shard bytes */
+    uint64_t resumed_records;  /* records taken over from an interrupted earlier run */
+    double seconds;
+} cd_convert_result;
+
+/* Converts. Restartable: a killed run leaves finished shards and a journal; running the same
+ * conversion again resumes and produces byte-identical shards. The manifest is written last. */
+CD_API cd_status cd_convert(const cd_convert_options *opts, cd_convert_result *result, cd_error *err);
+
+/* Joins the outputs of `convert --part I/N` (all N parts, same recipe) into out_dir. */
+CD_API cd_status cd_dataset_merge(const char *out_dir, const char *const *part_dirs, int nparts, cd_error *err);
+
+/* ---- reading ---- */
+
+typedef struct cd_dataset cd_dataset;
+
+/* Opens DIR/manifest.json (validated). Shards are opened on first use. The caller owns *out. */
+CD_API cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err);
+CD_API void cd_dataset_close(cd_dataset *ds);
+
+CD_API uint64_t cd_dataset_record_count(const cd_dataset *ds);
+/* The manifest text (owned by the dataset). */
+CD_API const char *cd_dataset_manifest(const cd_dataset *ds);
+
+/* Reads record i's header (its metadata and tensor table); *shard receives the shard to read its
+ * tensors from (owned by the dataset). Thread safe. The caller owns *rec (cd_record_destroy). */
+CD_API cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **rec, const cd_shard **shard,
+                                        cd_error *err);
+
+/* Checks every shard's size and XXH3-128 against the manifest and every record and chunk checksum.
+ * Stops at the first damage (named in the message: shard file, record, tensor, chunk). progress may be
+ * NULL (called with shards done / total). */
+CD_API cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, void *user, cd_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

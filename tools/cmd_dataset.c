@@ -1,0 +1,263 @@
+/* cirrdata convert / verify / inspect / merge: building and checking converted datasets. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cli_progress.h"
+
+static const char convert_help[] =
+    "usage: cirrdata convert --layout cirrmri600|nnunet ROOT --out DIR [options]\n\n"
+    "Converts a dataset into sharded, chunked, checksummed records (schemas/shard-format.md) plus\n"
+    "DIR/manifest.json. Restartable: if killed, run the same command again to resume; the result is\n"
+    "byte-identical to an uninterrupted run.\n\n"
+    "  --layout NAME        cirrmri600 (the published CirrMRI600+ tree) or nnunet (nnU-Net raw / MSD)\n"
+    "  --out DIR            output dataset directory\n"
+    "  --recipe NAME|FILE   raw (default), nnunet-3d, synergynet-3d, cirrhosisstage-2d, or a JSON recipe\n"
+    "  --threads N          worker threads (default: all CPUs)\n"
+    "  --shard-size SIZE    target shard size (default 256M; K/M/G suffixes)\n"
+    "  --part I/N           convert only part I of N (then 'cirrdata merge')\n"
+    "  --healthy            cirrmri600: include Healthy_subjects as class 3 'healthy'\n"
+    "  --strict             a bad case stops the conversion (default: skip it and report it)\n"
+    "  --max-bytes SIZE     NIfTI allocation cap (default 8G)\n"
+    "  --quiet              no progress bar\n"
+    "  --json               print the summary as JSON\n";
+
+static const char verify_help[] =
+    "usage: cirrdata verify DIR [--quiet]\n\n"
+    "Checks every shard's size and XXH3-128 against the manifest and every record and chunk checksum.\n"
+    "Exit 1 naming the damaged shard (and record, tensor, chunk) when anything is wrong.\n";
+
+static const char inspect_help[] =
+    "usage: cirrdata inspect DIR [--json]\n\n"
+    "Prints what a converted dataset holds: counts per split, sequence and label; dataset statistics;\n"
+    "the recipe; the shards.\n";
+
+static const char merge_help[] =
+    "usage: cirrdata merge OUT PART_DIR...\n\n"
+    "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n";
+
+enum { O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP };
+
+static void on_progress(void *user, uint64_t done, uint64_t total, uint64_t bytes) {
+    cli_progress *p = user;
+    cli_progress_set_total(p, total);
+    cli_progress_update(p, done, bytes);
+}
+
+int cmd_convert(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"layout", required_argument, NULL, O_LAYOUT},   {"out", required_argument, NULL, O_OUT},
+        {"recipe", required_argument, NULL, O_RECIPE},   {"threads", required_argument, NULL, O_THREADS},
+        {"shard-size", required_argument, NULL, O_SHARD}, {"part", required_argument, NULL, O_PART},
+        {"healthy", no_argument, NULL, O_HEALTHY},        {"strict", no_argument, NULL, O_STRICT},
+        {"max-bytes", required_argument, NULL, O_MAXB},   {"quiet", no_argument, NULL, O_QUIET},
+        {"json", no_argument, NULL, O_JSON},              {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0}};
+    cd_convert_options co;
+    cd_convert_options_init(&co);
+    const char *recipe = "raw";
+    bool quiet = false, json = false;
+    co.layout = NULL;
+    int c;
+    int64_t v;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        switch (c) {
+        case O_LAYOUT: co.layout = optarg; break;
+        case 'o':
+        case O_OUT: co.out_dir = optarg; break;
+        case O_RECIPE: recipe = optarg; break;
+        case O_THREADS:
+            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --threads '%s'", optarg);
+            co.threads = (int)v;
+            break;
+        case O_SHARD:
+            if (!cli_parse_bytes(optarg, &co.shard_size) || co.shard_size < 4096)
+                return cli_usage_error("convert", "bad --shard-size '%s'", optarg);
+            break;
+        case O_PART:
+            if (sscanf(optarg, "%d/%d", &co.part_index, &co.part_count) != 2 || co.part_count < 1 || co.part_index < 1 ||
+                co.part_index > co.part_count)
+                return cli_usage_error("convert", "bad --part '%s' (expected I/N with 1 <= I <= N)", optarg);
+            break;
+        case O_HEALTHY: co.healthy = true; break;
+        case O_STRICT: co.strict = true; break;
+        case O_MAXB:
+            if (!cli_parse_bytes(optarg, &co.max_bytes)) return cli_usage_error("convert", "bad --max-bytes '%s'", optarg);
+            break;
+        case O_QUIET: quiet = true; break;
+        case O_JSON: json = true; break;
+        case 'h':
+        case O_HELP: fputs(convert_help, stdout); return CLI_OK;
+        default: return cli_usage_error("convert", "unknown option or missing value '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return cli_usage_error("convert", "expected exactly one ROOT");
+    if (!co.layout) return cli_usage_error("convert", "missing --layout (cirrmri600 or nnunet)");
+    if (!co.out_dir) return cli_usage_error("convert", "missing --out DIR");
+    co.root = argv[optind];
+    cd_error err;
+    if (cd_recipe_load(recipe, &co.recipe, &err) != CD_OK) return cli_fail_error(&err);
+    cli_progress *bar = cli_progress_start("convert", 0, quiet || json);
+    co.progress = on_progress;
+    co.progress_user = bar;
+    cd_convert_result res;
+    cd_status st = cd_convert(&co, &res, &err);
+    cli_progress_finish(bar);
+    if (st != CD_OK) return cli_fail_error(&err);
+    double mb = (double)res.bytes_read / 1e6;
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "out", json_string(co.out_dir));
+        json_object_set_new(o, "recipe", json_string(co.recipe.name));
+        json_object_set_new(o, "records", json_integer((json_int_t)res.records));
+        json_object_set_new(o, "skipped", json_integer((json_int_t)res.skipped));
+        json_object_set_new(o, "shards", json_integer((json_int_t)res.shards));
+        json_object_set_new(o, "resumed_records", json_integer((json_int_t)res.resumed_records));
+        json_object_set_new(o, "bytes_read", json_integer((json_int_t)res.bytes_read));
+        json_object_set_new(o, "bytes_written", json_integer((json_int_t)res.bytes_written));
+        json_object_set_new(o, "seconds", json_real(res.seconds));
+        json_object_set_new(o, "cases_per_second", json_real(res.seconds > 0 ? (double)(res.records + res.skipped) / res.seconds : 0));
+        cli_json_print(o);
+    } else {
+        printf("converted %llu records (%llu skipped%s) into %llu shard%s in %s\n", (unsigned long long)res.records,
+               (unsigned long long)res.skipped, res.skipped ? ", listed in the manifest" : "", (unsigned long long)res.shards,
+               res.shards == 1 ? "" : "s", co.out_dir);
+        if (res.resumed_records) printf("resumed: %llu records were already done\n", (unsigned long long)res.resumed_records);
+        printf("read %.1f MB in %.2f s (%.1f MB/s), recipe %s\n", mb, res.seconds, res.seconds > 0 ? mb / res.seconds : 0.0,
+               co.recipe.name);
+    }
+    return CLI_OK;
+}
+
+static void on_verify_progress(void *user, uint64_t done, uint64_t total, uint64_t bytes) {
+    (void)bytes;
+    cli_progress *p = user;
+    cli_progress_set_total(p, total);
+    cli_progress_update(p, done, 0);
+}
+
+int cmd_verify(int argc, char **argv) {
+    static const struct option opts[] = {{"quiet", no_argument, NULL, O_QUIET}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
+    bool quiet = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_QUIET: quiet = true; break;
+        case 'h':
+        case O_HELP: fputs(verify_help, stdout); return CLI_OK;
+        default: return cli_usage_error("verify", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return cli_usage_error("verify", "expected exactly one DIR");
+    cli_progress *bar = cli_progress_start("verify", 0, quiet);
+    cd_error err;
+    cd_status st = cd_dataset_verify(argv[optind], on_verify_progress, bar, &err);
+    cli_progress_finish(bar);
+    if (st != CD_OK) return cli_fail_error(&err);
+    cd_dataset *ds;
+    if (cd_dataset_open(argv[optind], &ds, &err) != CD_OK) return cli_fail_error(&err);
+    if (!quiet) printf("%s: OK (%llu records, every checksum verified)\n", argv[optind], (unsigned long long)cd_dataset_record_count(ds));
+    cd_dataset_close(ds);
+    return CLI_OK;
+}
+
+static void print_counts(const char *title, json_t *obj) {
+    printf("  %-12s", title);
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) printf(" %s=%lld", k, (long long)json_integer_value(v));
+    printf("\n");
+}
+
+int cmd_inspect(int argc, char **argv) {
+    static const struct option opts[] = {{"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
+    bool json = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_JSON: json = true; break;
+        case 'h':
+        case O_HELP: fputs(inspect_help, stdout); return CLI_OK;
+        default: return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return cli_usage_error("inspect", "expected exactly one DIR");
+    cd_dataset *ds;
+    cd_error err;
+    if (cd_dataset_open(argv[optind], &ds, &err) != CD_OK) return cli_fail_error(&err);
+    json_t *m = json_loads(cd_dataset_manifest(ds), 0, NULL);
+    cd_dataset_close(ds);
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "path", json_string(argv[optind]));
+        static const char *const keys[] = {"created_by", "recipe", "resolved", "source", "part", "classes", "counts", "statistics",
+                                           "tensors", "shards"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (json_object_get(m, keys[i])) json_object_set(o, keys[i], json_object_get(m, keys[i]));
+        json_object_del(json_object_get(o, "source"), "fingerprint");
+        cli_json_print(o);
+        json_decref(m);
+        return CLI_OK;
+    }
+    json_t *counts = json_object_get(m, "counts");
+    printf("dataset     %s\n", argv[optind]);
+    printf("created by  %s, recipe %s\n", json_string_value(json_object_get(m, "created_by")),
+           json_string_value(json_object_get(json_object_get(m, "recipe"), "name")));
+    printf("records     %lld in %zu shard(s)\n", (long long)json_integer_value(json_object_get(counts, "records")),
+           json_array_size(json_object_get(m, "shards")));
+    print_counts("by split", json_object_get(counts, "by_split"));
+    print_counts("by sequence", json_object_get(counts, "by_sequence"));
+    json_t *classes = json_object_get(m, "classes");
+    printf("  %-12s", "by label");
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(counts, "by_label"), k, v) {
+        long idx = strtol(k, NULL, 10);
+        const char *name = idx >= 0 ? json_string_value(json_array_get(classes, (size_t)idx)) : NULL;
+        printf(" %s%s%s%s=%lld", k, name ? "(" : "", name ? name : "", name ? ")" : "", (long long)json_integer_value(v));
+    }
+    printf("\n");
+    json_t *skipped = json_object_get(json_object_get(m, "source"), "skipped");
+    if (json_array_size(skipped)) printf("skipped     %zu case(s), see manifest.json source.skipped\n", json_array_size(skipped));
+    json_t *res = json_object_get(json_object_get(m, "resolved"), "target_spacing");
+    if (res)
+        printf("target      spacing %.4g x %.4g x %.4g mm\n", json_number_value(json_array_get(res, 0)),
+               json_number_value(json_array_get(res, 1)), json_number_value(json_array_get(res, 2)));
+    json_object_foreach(json_object_get(m, "statistics"), k, v) {
+        json_t *sp = json_object_get(json_object_get(v, "spacing"), "median");
+        json_t *smin = json_object_get(json_object_get(v, "shape"), "min"), *smax = json_object_get(json_object_get(v, "shape"), "max");
+        json_t *in = json_object_get(v, "intensity_in_mask"), *pct = json_object_get(in, "percentiles");
+        printf("%s (%lld cases)\n", k, (long long)json_integer_value(json_object_get(v, "cases")));
+        printf("  spacing median  %.3g x %.3g x %.3g mm (RAS axes)\n", json_number_value(json_array_get(sp, 0)),
+               json_number_value(json_array_get(sp, 1)), json_number_value(json_array_get(sp, 2)));
+        printf("  shape           %g..%g x %g..%g x %g..%g\n", json_number_value(json_array_get(smin, 0)),
+               json_number_value(json_array_get(smax, 0)), json_number_value(json_array_get(smin, 1)),
+               json_number_value(json_array_get(smax, 1)), json_number_value(json_array_get(smin, 2)),
+               json_number_value(json_array_get(smax, 2)));
+        printf("  in mask         mean %.4g, std %.4g, p0.5 %.4g, p50 %.4g, p99.5 %.4g\n", json_number_value(json_object_get(in, "mean")),
+               json_number_value(json_object_get(in, "std")), json_number_value(json_object_get(pct, "0.5")),
+               json_number_value(json_object_get(pct, "50")), json_number_value(json_object_get(pct, "99.5")));
+    }
+    json_decref(m);
+    return CLI_OK;
+}
+
+int cmd_merge(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(merge_help, stdout);
+        return CLI_OK;
+    }
+    if (argc < 3) return cli_usage_error("merge", "expected OUT and at least one PART_DIR");
+    cd_error err;
+    if (cd_dataset_merge(argv[1], (const char *const *)(argv + 2), argc - 2, &err) != CD_OK) return cli_fail_error(&err);
+    printf("merged %d part(s) into %s\n", argc - 2, argv[1]);
+    return CLI_OK;
+}
