@@ -15,9 +15,15 @@ static size_t mmap_length(size_t nbytes) { return (nbytes + CD_HUGE_PAGE - 1) & 
 void *cd_buffer_alloc(size_t nbytes) {
     if (nbytes == 0) nbytes = 1;
     if (nbytes < CD_MMAP_THRESHOLD) return malloc(nbytes);
+    /* Map 2 MiB more and trim to a 2 MiB boundary: kernels before 6.7 do not align large anonymous
+     * mappings themselves, and an unaligned start cannot use huge pages. */
     size_t len = mmap_length(nbytes);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
+    uint8_t *raw = mmap(NULL, len + CD_HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + CD_HUGE_PAGE - 1) & ~(uintptr_t)(CD_HUGE_PAGE - 1));
+    size_t head = (size_t)(p - raw), tail = CD_HUGE_PAGE - head;
+    if (head) munmap(raw, head);
+    if (tail) munmap(p + len, tail);
 #ifdef MADV_HUGEPAGE
     madvise(p, len, MADV_HUGEPAGE);
 #endif

@@ -54,7 +54,7 @@ cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t off
 }
 
 cd_status cd_file_pread_exact(const cd_file *f, void *buf, size_t n, uint64_t offset, cd_error *err) {
-    size_t got;
+    size_t got = 0;
     cd_status st = cd_file_pread_some(f, buf, n, offset, &got, err);
     if (st != CD_OK) return st;
     if (got < n)
