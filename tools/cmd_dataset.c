@@ -19,6 +19,8 @@ static const char convert_help[] =
     "  --shard-size SIZE    target shard size (default 256M; K/M/G suffixes)\n"
     "  --part I/N           convert only part I of N (then 'cirrdata merge')\n"
     "  --healthy            cirrmri600: include Healthy_subjects as class 3 'healthy'\n"
+    "  --pair-t1t2          cirrmri600: one 2-channel record (T1, T2 resampled onto T1's grid in world\n"
+    "                       space) per patient with both sequences\n"
     "  --strict             a bad case stops the conversion (default: skip it and report it)\n"
     "  --max-bytes SIZE     NIfTI allocation cap (default 8G)\n"
     "  --quiet              no progress bar\n"
@@ -38,7 +40,7 @@ static const char merge_help[] =
     "usage: cirrdata merge OUT PART_DIR...\n\n"
     "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n";
 
-enum { O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP };
+enum { O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_PAIR, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP };
 
 static void on_progress(void *user, uint64_t done, uint64_t total, uint64_t bytes) {
     cli_progress *p = user;
@@ -52,6 +54,7 @@ int cmd_convert(int argc, char **argv) {
         {"recipe", required_argument, NULL, O_RECIPE},   {"threads", required_argument, NULL, O_THREADS},
         {"shard-size", required_argument, NULL, O_SHARD}, {"part", required_argument, NULL, O_PART},
         {"healthy", no_argument, NULL, O_HEALTHY},        {"strict", no_argument, NULL, O_STRICT},
+        {"pair-t1t2", no_argument, NULL, O_PAIR},
         {"max-bytes", required_argument, NULL, O_MAXB},   {"quiet", no_argument, NULL, O_QUIET},
         {"json", no_argument, NULL, O_JSON},              {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
@@ -84,6 +87,7 @@ int cmd_convert(int argc, char **argv) {
                 return cli_usage_error("convert", "bad --part '%s' (expected I/N with 1 <= I <= N)", optarg);
             break;
         case O_HEALTHY: co.healthy = true; break;
+        case O_PAIR: co.pair_sequences = true; break;
         case O_STRICT: co.strict = true; break;
         case O_MAXB:
             if (!cli_parse_bytes(optarg, &co.max_bytes)) return cli_usage_error("convert", "bad --max-bytes '%s'", optarg);

@@ -104,13 +104,19 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
     ro.max_bytes = jb->opts->max_bytes;
     cd_status st = cd_nifti_read(c->image_path, &ro, &img, NULL, &err);
     res->bytes_read = file_size(c->image_path);
+    cd_volume *img2 = NULL;
+    if (st == CD_OK && c->image2_path) {
+        st = cd_nifti_read(c->image2_path, &ro, &img2, NULL, &err);
+        res->bytes_read += file_size(c->image2_path);
+    }
     if (st == CD_OK && c->mask_path) {
         st = cd_nifti_read(c->mask_path, &ro, &msk_raw, NULL, &err);
         res->bytes_read += file_size(c->mask_path);
         if (st == CD_OK) st = mask_to_u8(msk_raw, &msk, &err);
     }
     if (st == CD_OK) {
-        st = cd_preprocess(&jb->opts->recipe, jb->target_spacing, img, msk, 1, &s, &err);
+        const cd_volume *images[2] = {img, img2};
+        st = cd_preprocess_multi(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, msk, 1, &s, &err);
         if (st != CD_OK) {
             /* Name the files: preprocessing messages do not know them. */
             char m[CD_ERROR_MESSAGE_MAX];
@@ -122,7 +128,7 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
         cd_source_stats stats;
         cd_source_stats_compute(img, msk, &stats);
         const char *cls = c->label >= 0 && (size_t)c->label < jb->cases->nclasses ? jb->cases->classes[c->label] : NULL;
-        json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, s);
+        json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, img2, s);
         char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
         json_decref(meta);
         st = text ? cd_record_builder_create(text, &res->builder, &err) : cd_fail(&err, CD_ERR_NOMEM, "out of memory");
@@ -138,6 +144,7 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
     }
     cd_sample_destroy(s);
     cd_volume_destroy(img);
+    cd_volume_destroy(img2);
     cd_volume_destroy(msk_raw);
     cd_volume_destroy(msk);
     res->status = st;
@@ -193,8 +200,8 @@ static char *fingerprint(const cd_convert_options *o, const cd_case_list *l, siz
     XXH3_64bits_reset(s);
     char buf[256];
     char *recipe = cd_recipe_to_json(&o->recipe);
-    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
-             o->part_index, o->part_count, o->healthy, lo, hi);
+    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
+             o->part_index, o->part_count, o->healthy, o->pair_sequences, lo, hi);
     XXH3_64bits_update(s, buf, strlen(buf));
     if (recipe) XXH3_64bits_update(s, recipe, strlen(recipe));
     free(recipe);
@@ -363,6 +370,7 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     json_object_set_new(src, "layout", json_string(o->layout));
     json_object_set_new(src, "root", json_string(o->root));
     if (!strcmp(o->layout, "cirrmri600")) json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
+    if (o->pair_sequences) json_object_set_new(src, "pairing", json_string("T1+T2"));
     json_object_set_new(src, "fingerprint", json_string(cs->fingerprint));
     json_t *sk = json_array();
     size_t i;
@@ -393,14 +401,15 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
     json_object_set_new(m, "statistics", cd_manifest_statistics(cs->entries));
     json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
-    const char *dt = o->recipe.dtype == CD_DTYPE_INVALID ? "auto" : cd_dtype_name(o->recipe.dtype);
+    const char *dt = o->recipe.dtype != CD_DTYPE_INVALID ? cd_dtype_name(o->recipe.dtype) : o->pair_sequences ? "float32" : "auto";
     json_object_set_new(ti, "dtype", json_string(dt));
-    json_object_set_new(ti, "channels", json_integer(o->recipe.slices ? o->recipe.slice_channels : 1));
-    double ch[3] = {o->recipe.chunk[0], o->recipe.chunk[1], o->recipe.chunk[2]};
-    json_object_set_new(ti, "chunk", vec3(ch));
+    json_object_set_new(ti, "channels", json_integer(o->pair_sequences ? 2 : o->recipe.slices ? o->recipe.slice_channels : 1));
+    json_t *chunk = json_array();
+    for (int a = 0; a < 3; a++) json_array_append_new(chunk, json_integer(o->recipe.chunk[a]));
+    json_object_set_new(ti, "chunk", chunk);
     json_object_set_new(tm, "dtype", json_string("uint8"));
     json_object_set_new(tm, "channels", json_integer(1));
-    json_object_set_new(tm, "chunk", vec3(ch));
+    json_object_set(tm, "chunk", chunk);
     json_object_set_new(tensors, "image", ti);
     json_object_set_new(tensors, "mask", tm);
     json_object_set_new(m, "tensors", tensors);
@@ -469,6 +478,13 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
         st = cd_layout_nnunet(o->root, o->strict, &cases, err);
     else
         return cd_fail(err, CD_ERR_ARG, "unknown layout '%s' (cirrmri600 or nnunet)", o->layout);
+    if (st == CD_OK && o->pair_sequences) {
+        if (strcmp(o->layout, "cirrmri600")) {
+            cd_case_list_free(&cases);
+            return cd_fail(err, CD_ERR_ARG, "sequence pairing needs the cirrmri600 layout");
+        }
+        st = cd_layout_pair_sequences(&cases, "T1", "T2", o->strict, err);
+    }
     if (st != CD_OK) return st;
 
     size_t lo = 0, hi = cases.n;

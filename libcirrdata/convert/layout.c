@@ -30,6 +30,7 @@ void cd_case_list_free(cd_case_list *l) {
     for (size_t i = 0; i < l->n; i++) {
         free(l->cases[i].image_path);
         free(l->cases[i].mask_path);
+        free(l->cases[i].image2_path);
     }
     for (size_t i = 0; i < l->nskipped; i++) {
         free(l->skipped[i].path);
@@ -442,4 +443,61 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
     if (st == CD_OK && out->n == 0) st = cd_fail(err, CD_ERR_FORMAT, "%s: no training cases found", root);
     if (st != CD_OK) cd_case_list_free(out);
     return st;
+}
+
+cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b, bool strict, cd_error *err) {
+    cd_case_list out;
+    memset(&out, 0, sizeof out);
+    cd_status st = CD_OK;
+    /* Keep the class names and the earlier skips. */
+    out.classes = l->classes;
+    out.nclasses = l->nclasses;
+    l->classes = NULL;
+    l->nclasses = 0;
+    out.skipped = l->skipped;
+    out.nskipped = l->nskipped;
+    out.capskipped = l->capskipped;
+    l->skipped = NULL;
+    l->nskipped = l->capskipped = 0;
+    for (size_t i = 0; i < l->n && st == CD_OK; i++) {
+        cd_case *x = &l->cases[i];
+        bool is_a = !strcmp(x->sequence, a), is_b = !strcmp(x->sequence, b);
+        if (!is_a && !is_b) continue;
+        cd_case *partner = NULL;
+        for (size_t j = 0; j < l->n && !partner; j++)
+            if (j != i && !strcmp(l->cases[j].sequence, is_a ? b : a) && !id_cmp(l->cases[j].patient_id, x->patient_id) &&
+                strncmp(l->cases[j].key, "healthy-", 8) == strncmp(x->key, "healthy-", 8))
+                partner = &l->cases[j];
+        if (!partner) {
+            char why[128];
+            snprintf(why, sizeof why, "no %s scan of this patient to pair with (pairing %s+%s)", is_a ? b : a, a, b);
+            st = add_skip(&out, x->image_path, why, strict, err);
+            continue;
+        }
+        if (is_b) continue; /* the pair is made from its first sequence */
+        if (partner->label != x->label) {
+            st = add_skip(&out, x->image_path, "the two sequences of this patient have different labels", strict, err);
+            continue;
+        }
+        cd_case *c = add_case(&out, err);
+        if (!c) {
+            st = CD_ERR_NOMEM;
+            break;
+        }
+        *c = *x;
+        pathf(c->sequence, sizeof c->sequence, "%s+%s", a, b);
+        pathf(c->key, sizeof c->key, "%s%s+%s/%s", strncmp(x->key, "healthy-", 8) ? "" : "healthy-", a, b, x->patient_id);
+        c->image_path = x->image_path;
+        c->mask_path = x->mask_path;
+        c->image2_path = partner->image_path;
+        x->image_path = x->mask_path = NULL;
+        partner->image_path = NULL;
+    }
+    cd_case_list_free(l);
+    if (st != CD_OK) {
+        cd_case_list_free(&out);
+        return st;
+    }
+    *l = out;
+    return CD_OK;
 }

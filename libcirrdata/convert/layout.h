@@ -18,6 +18,7 @@ typedef struct cd_case {
     int gender;            /* -1 unknown */
     char *image_path;
     char *mask_path;       /* NULL: no mask */
+    char *image2_path;     /* a second, co-registered sequence (pairing), or NULL */
 } cd_case;
 
 typedef struct cd_skip {
@@ -45,5 +46,10 @@ CD_INTERNAL cd_status cd_layout_cirrmri600(const char *root, bool healthy_class,
 /* nnU-Net v2 raw / Medical Segmentation Decathlon: dataset.json, imagesTr, labelsTr (imagesTs without
  * labels becomes split "test" without masks). First channel only. */
 CD_INTERNAL cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_error *err);
+
+/* Multi-sequence pairing: replaces the list by one case per patient that has both sequences a and b
+ * (same label), key "a+b/<id>", sequence "a+b", image a with its mask plus image2 = b. Patients
+ * with only one of them are skipped with a reason (strict: an error). */
+CD_INTERNAL cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b, bool strict, cd_error *err);
 
 #endif

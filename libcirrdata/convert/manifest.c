@@ -92,8 +92,33 @@ static const char *relative_to(const char *path, const char *root) {
     return path;
 }
 
+/* Where a source volume came from and what it was like before preprocessing. */
+static json_t *original_json(const char *path, const char *root, const cd_volume *src) {
+    json_t *orig = json_object();
+    int64_t dims[3];
+    double sp[3], aff[4][4];
+    char codes[4];
+    cd_volume_dims(src, dims);
+    cd_volume_spacing(src, sp);
+    cd_volume_affine(src, aff);
+    cd_volume_axcodes(src, codes);
+    json_object_set_new(orig, "path", json_string(relative_to(path, root)));
+    json_object_set_new(orig, "shape", vec3i(dims));
+    json_object_set_new(orig, "spacing", vec3d(sp));
+    json_object_set_new(orig, "affine", mat4(aff));
+    json_object_set_new(orig, "orientation", json_string(codes));
+    json_object_set_new(orig, "dtype", json_string(cd_dtype_name(cd_volume_dtype(src))));
+    if (cd_volume_has_scaling(src)) {
+        double sl, in;
+        cd_volume_scaling(src, &sl, &in);
+        json_object_set_new(orig, "scl_slope", json_real(sl));
+        json_object_set_new(orig, "scl_inter", json_real(in));
+    }
+    return orig;
+}
+
 json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name, const cd_volume *src,
-                                const cd_sample *s) {
+                                const cd_volume *src2, const cd_sample *s) {
     json_t *o = json_object();
     json_object_set_new(o, "key", json_string(c->key));
     json_object_set_new(o, "patient_id", json_string(c->patient_id));
@@ -107,27 +132,8 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
     json_object_set_new(o, "affine", mat4(s->affine));
     json_object_set_new(o, "spacing", vec3d(s->spacing));
     json_object_set_new(o, "orientation", json_string(s->orientation));
-    json_t *orig = json_object();
-    int64_t dims[3];
-    double sp[3], aff[4][4];
-    char codes[4];
-    cd_volume_dims(src, dims);
-    cd_volume_spacing(src, sp);
-    cd_volume_affine(src, aff);
-    cd_volume_axcodes(src, codes);
-    json_object_set_new(orig, "path", json_string(relative_to(c->image_path, root)));
-    json_object_set_new(orig, "shape", vec3i(dims));
-    json_object_set_new(orig, "spacing", vec3d(sp));
-    json_object_set_new(orig, "affine", mat4(aff));
-    json_object_set_new(orig, "orientation", json_string(codes));
-    json_object_set_new(orig, "dtype", json_string(cd_dtype_name(cd_volume_dtype(src))));
-    if (cd_volume_has_scaling(src)) {
-        double sl, in;
-        cd_volume_scaling(src, &sl, &in);
-        json_object_set_new(orig, "scl_slope", json_real(sl));
-        json_object_set_new(orig, "scl_inter", json_real(in));
-    }
-    json_object_set_new(o, "original", orig);
+    json_object_set_new(o, "original", original_json(c->image_path, root, src));
+    if (src2 && c->image2_path) json_object_set_new(o, "paired_original", original_json(c->image2_path, root, src2));
     if (c->mask_path) json_object_set_new(o, "mask_path", json_string(relative_to(c->mask_path, root)));
     if (s->has_bbox) {
         json_t *b = json_array();
@@ -143,8 +149,15 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
     }
     json_object_set_new(o, "foreground_voxels", json_integer((json_int_t)s->foreground));
     if (s->channels > 1) {
+        /* Channel names: the sequences of a pair ("T1+T2"), or copies of one sequence. */
         json_t *ch = json_array();
-        for (uint32_t i = 0; i < s->channels; i++) json_array_append_new(ch, json_string(c->sequence));
+        const char *plus = strchr(c->sequence, '+');
+        for (uint32_t i = 0; i < s->channels; i++) {
+            if (plus && src2)
+                json_array_append_new(ch, i == 0 ? json_stringn(c->sequence, (size_t)(plus - c->sequence)) : json_string(plus + 1));
+            else
+                json_array_append_new(ch, json_string(c->sequence));
+        }
         json_object_set_new(o, "channels", ch);
     }
     return o;

@@ -306,10 +306,34 @@ static void store_c_order(const cd_volume *vol, cd_dtype out_dtype, void *dst) {
     }
 }
 
+#define MAX_CHANNELS 8
+
+static void destroy_all(cd_volume **v, int n) {
+    for (int i = 0; i < n; i++) {
+        cd_volume_destroy(v[i]);
+        v[i] = NULL;
+    }
+}
+
+/* Replaces *v by op's result when op succeeds. */
+static cd_status replace(cd_volume **v, cd_volume *result) {
+    cd_volume_destroy(*v);
+    *v = result;
+    return CD_OK;
+}
+
 cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], const cd_volume *image, const cd_volume *mask,
                         int threads, cd_sample **out, cd_error *err) {
-    if (!r || !image || !out) return cd_fail(err, CD_ERR_ARG, "cd_preprocess: NULL argument");
+    const cd_volume *images[1] = {image};
+    return cd_preprocess_multi(r, target_spacing, images, 1, mask, threads, out, err);
+}
+
+cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images, int nimages,
+                              const cd_volume *mask, int threads, cd_sample **out, cd_error *err) {
+    if (!r || !images || nimages < 1 || nimages > MAX_CHANNELS || !images[0] || !out)
+        return cd_fail(err, CD_ERR_ARG, "cd_preprocess: invalid argument");
     *out = NULL;
+    const cd_volume *image = images[0];
     if (mask && cd_volume_dtype(mask) != CD_DTYPE_UINT8)
         return cd_fail(err, CD_ERR_ARG, "cd_preprocess: the mask must be uint8 (got %s)", cd_dtype_name(cd_volume_dtype(mask)));
     if (mask && !same_grid(image, mask)) {
@@ -319,54 +343,72 @@ cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], cons
         return cd_fail(err, CD_ERR_FORMAT, "image and mask grids differ (image %lldx%lldx%lld, mask %lldx%lldx%lld, or affines)",
                        (long long)a[0], (long long)a[1], (long long)a[2], (long long)b[0], (long long)b[1], (long long)b[2]);
     }
-    const cd_dtype out_dtype = cd_recipe_output_dtype(r, image);
-    const bool keep_raw = out_dtype != CD_DTYPE_FLOAT32 && out_dtype != CD_DTYPE_FLOAT16 && r->resample == CD_RESAMPLE_NONE &&
-                          r->normalize == CD_NORM_NONE && !r->has_then && !cd_volume_has_scaling(image) &&
-                          r->dtype == CD_DTYPE_INVALID;
-    cd_volume *img = NULL, *msk = NULL, *tmp = NULL;
+    /* Resampled extra channels are never lossless in the stored dtype: "auto" means float32 then. */
+    const cd_dtype out_dtype = nimages > 1 && r->dtype == CD_DTYPE_INVALID ? CD_DTYPE_FLOAT32 : cd_recipe_output_dtype(r, image);
+    const bool keep_raw = nimages == 1 && out_dtype != CD_DTYPE_FLOAT32 && out_dtype != CD_DTYPE_FLOAT16 &&
+                          r->resample == CD_RESAMPLE_NONE && r->normalize == CD_NORM_NONE && !r->has_then &&
+                          !cd_volume_has_scaling(image) && r->dtype == CD_DTYPE_INVALID;
+    cd_volume *ch[MAX_CHANNELS] = {NULL}, *msk = NULL, *tmp = NULL;
     cd_status st = CD_OK;
     cd_sample *s = NULL;
+    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    ro.threads = threads;
 
-    /* 1. Reorient (exact), and work on physical float values unless the raw values are stored. */
+    /* 1. Reorient the first image (exact) and its mask; work on physical float values unless the raw
+     *    values are stored. Further images (other sequences) are resampled onto the first one's grid
+     *    in world space, through their affines, with trilinear interpolation. */
     if (r->reorient) {
-        if ((st = cd_volume_reorient_canonical(image, &img, err)) != CD_OK) goto done;
+        if ((st = cd_volume_reorient_canonical(image, &ch[0], err)) != CD_OK) goto done;
         if (mask && (st = cd_volume_reorient_canonical(mask, &msk, err)) != CD_OK) goto done;
     } else {
-        if ((st = cd_volume_clone(image, &img, err)) != CD_OK) goto done;
+        if ((st = cd_volume_clone(image, &ch[0], err)) != CD_OK) goto done;
         if (mask && (st = cd_volume_clone(mask, &msk, err)) != CD_OK) goto done;
     }
     if (!keep_raw) {
-        if ((st = to_float_volume(img, &tmp, err)) != CD_OK) goto done;
-        cd_volume_destroy(img);
-        img = tmp;
+        if ((st = to_float_volume(ch[0], &tmp, err)) != CD_OK) goto done;
+        replace(&ch[0], tmp);
         tmp = NULL;
+    }
+    if (nimages > 1) {
+        cd_grid base;
+        cd_grid_of_volume(ch[0], &base);
+        ro.interp = CD_INTERP_LINEAR;
+        ro.out_dtype = CD_DTYPE_FLOAT32;
+        for (int c = 1; c < nimages && st == CD_OK; c++) {
+            if (!images[c]) {
+                st = cd_fail(err, CD_ERR_ARG, "cd_preprocess: image %d is NULL", c);
+                break;
+            }
+            st = cd_resample(images[c], &base, &ro, &ch[c], err);
+        }
+        if (st != CD_OK) goto done;
     }
 
     /* 2. Resample onto the recipe's grid. */
     if (r->resample != CD_RESAMPLE_NONE) {
         cd_grid grid;
         int64_t dims[3];
-        cd_volume_dims(img, dims);
+        cd_volume_dims(ch[0], dims);
         if (r->resample == CD_RESAMPLE_SHAPE) {
             int64_t shape[3] = {r->shape[0], r->shape[1], r->shape[2] > 0 ? r->shape[2] : dims[2]};
-            st = cd_grid_for_shape(img, shape, &grid, err);
+            st = cd_grid_for_shape(ch[0], shape, &grid, err);
         } else {
             const double *sp = r->resample == CD_RESAMPLE_SPACING ? r->spacing : target_spacing;
             if (!sp) {
                 st = cd_fail(err, CD_ERR_ARG, "cd_preprocess: recipe '%s' needs the dataset's target spacing", r->name);
                 goto done;
             }
-            st = cd_grid_for_spacing(img, sp, &grid, err);
+            st = cd_grid_for_spacing(ch[0], sp, &grid, err);
         }
         if (st != CD_OK) goto done;
-        cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
         ro.interp = (cd_interp)r->image_order;
         ro.out_dtype = CD_DTYPE_FLOAT32;
-        ro.threads = threads;
-        if ((st = cd_resample(img, &grid, &ro, &tmp, err)) != CD_OK) goto done;
-        cd_volume_destroy(img);
-        img = tmp;
-        tmp = NULL;
+        for (int c = 0; c < nimages && st == CD_OK; c++)
+            if ((st = cd_resample(ch[c], &grid, &ro, &tmp, err)) == CD_OK) {
+                replace(&ch[c], tmp);
+                tmp = NULL;
+            }
+        if (st != CD_OK) goto done;
         if (msk) {
             if (r->mask_order == 1) {
                 st = resample_mask_linear(msk, &grid, threads, &tmp, err);
@@ -376,56 +418,58 @@ cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], cons
                 st = cd_resample(msk, &grid, &ro, &tmp, err);
             }
             if (st != CD_OK) goto done;
-            cd_volume_destroy(msk);
-            msk = tmp;
+            replace(&msk, tmp);
             tmp = NULL;
         }
     }
 
-    /* 3. Crop to the mask's (or the image's nonzero) bounding box plus margin. */
+    /* 3. Crop every channel and the mask to the mask's (or the first image's nonzero) bounding box
+     *    plus margin. */
     if (r->crop != CD_CROP_NONE && (r->crop == CD_CROP_NONZERO || msk)) {
         int64_t lo[3], hi[3], d[3];
         bool found;
         if (r->crop == CD_CROP_MASK)
             bbox_of(msk, false, lo, hi, &found);
         else if (!keep_raw)
-            bbox_of(img, true, lo, hi, &found);
+            bbox_of(ch[0], true, lo, hi, &found);
         else {
-            if ((st = to_float_volume(img, &tmp, err)) != CD_OK) goto done;
+            if ((st = to_float_volume(ch[0], &tmp, err)) != CD_OK) goto done;
             bbox_of(tmp, true, lo, hi, &found);
             cd_volume_destroy(tmp);
             tmp = NULL;
         }
-        cd_volume_dims(img, d);
+        cd_volume_dims(ch[0], d);
         if (found) {
             for (int a = 0; a < 3; a++) {
                 lo[a] = lo[a] - r->margin[a] < 0 ? 0 : lo[a] - r->margin[a];
                 hi[a] = hi[a] + r->margin[a] > d[a] ? d[a] : hi[a] + r->margin[a];
             }
-            if ((st = crop_volume(img, lo, hi, &tmp, err)) != CD_OK) goto done;
-            cd_volume_destroy(img);
-            img = tmp;
-            tmp = NULL;
-            if (msk) {
-                if ((st = crop_volume(msk, lo, hi, &tmp, err)) != CD_OK) goto done;
-                cd_volume_destroy(msk);
-                msk = tmp;
+            for (int c = 0; c < nimages && st == CD_OK; c++)
+                if ((st = crop_volume(ch[c], lo, hi, &tmp, err)) == CD_OK) {
+                    replace(&ch[c], tmp);
+                    tmp = NULL;
+                }
+            if (st == CD_OK && msk && (st = crop_volume(msk, lo, hi, &tmp, err)) == CD_OK) {
+                replace(&msk, tmp);
                 tmp = NULL;
             }
+            if (st != CD_OK) goto done;
         }
     }
 
-    /* 4. Normalise (float path only). */
-    if (!keep_raw) normalize(r, cd_volume_data(img), cd_volume_count(img), msk ? cd_volume_data(msk) : NULL);
+    /* 4. Normalise each channel on its own statistics (float path only). */
+    if (!keep_raw)
+        for (int c = 0; c < nimages; c++)
+            normalize(r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL);
 
-    /* 5. Store: C order, channels, cast. */
+    /* 5. Store: C order, channels (sequences, or copies of one grey image for 2D backbones), cast. */
     s = calloc(1, sizeof *s);
     if (!s) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
         goto done;
     }
     int64_t d[3];
-    cd_volume_dims(img, d);
+    cd_volume_dims(ch[0], d);
     for (int a = 0; a < 3; a++) {
         if (d[a] > UINT32_MAX) {
             st = cd_fail(err, CD_ERR_LIMIT, "preprocessed volume too large");
@@ -433,21 +477,26 @@ cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], cons
         }
         s->shape[a] = (uint32_t)d[a];
     }
-    s->channels = r->slices ? (uint32_t)r->slice_channels : 1;
+    s->channels = nimages > 1 ? (uint32_t)nimages : r->slices ? (uint32_t)r->slice_channels : 1;
     s->dtype = out_dtype;
-    const size_t nvox = cd_volume_count(img), es = cd_dtype_size(out_dtype);
+    const size_t nvox = cd_volume_count(ch[0]), es = cd_dtype_size(out_dtype);
     s->image = malloc(nvox * es * s->channels);
     if (!s->image) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory for the preprocessed image");
         goto done;
     }
-    store_c_order(img, out_dtype, s->image);
-    for (uint32_t c = 1; c < s->channels; c++) memcpy((uint8_t *)s->image + c * nvox * es, s->image, nvox * es);
-    cd_volume_affine(img, s->affine);
+    for (uint32_t c = 0; c < s->channels; c++) {
+        uint8_t *dst = (uint8_t *)s->image + c * nvox * es;
+        if (nimages > 1 || c == 0)
+            store_c_order(ch[nimages > 1 ? c : 0], out_dtype, dst);
+        else
+            memcpy(dst, s->image, nvox * es);
+    }
+    cd_volume_affine(ch[0], s->affine);
     for (int a = 0; a < 3; a++)
         s->spacing[a] = sqrt(s->affine[0][a] * s->affine[0][a] + s->affine[1][a] * s->affine[1][a] +
                              s->affine[2][a] * s->affine[2][a]);
-    cd_volume_axcodes(img, s->orientation);
+    cd_volume_axcodes(ch[0], s->orientation);
     if (msk) {
         s->mask = malloc(nvox);
         if (!s->mask) {
@@ -467,7 +516,7 @@ cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], cons
         for (size_t i = 0; i < nvox; i++) s->foreground += m[i] != 0;
     }
 done:
-    cd_volume_destroy(img);
+    destroy_all(ch, MAX_CHANNELS);
     cd_volume_destroy(msk);
     cd_volume_destroy(tmp);
     if (st != CD_OK) {

@@ -33,6 +33,7 @@ typedef struct cd_convert_options {
     int part_index, part_count;/* convert part I of N (1-based); 0/0 = everything */
     bool strict;               /* a bad case is fatal instead of skipped */
     bool healthy;              /* cirrmri600: Healthy_subjects as class 3 "healthy" (else not read) */
+    bool pair_sequences;       /* cirrmri600: one 2-channel (T1, T2-on-T1-grid) record per patient with both */
     uint64_t max_bytes;        /* NIfTI allocation cap; 0 = default */
     cd_convert_progress_fn progress;
     void *progress_user;

@@ -37,6 +37,12 @@ typedef struct cd_sample {
  * image's grid. threads: 0 = online CPUs. The caller owns *out (cd_sample_destroy). */
 CD_API cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], const cd_volume *image,
                                const cd_volume *mask, int threads, cd_sample **out, cd_error *err);
+/* Several co-registered inputs as channels (e.g. T1 and T2 of one patient): images[0] defines the
+ * grid; images[1..] are first resampled onto images[0]'s (reoriented) grid in world space through
+ * their affines (trilinear, 0 outside), then every channel goes through the recipe, each normalised
+ * on its own statistics. The mask belongs to images[0]. At most 8 images. */
+CD_API cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
+                                     int nimages, const cd_volume *mask, int threads, cd_sample **out, cd_error *err);
 CD_API void cd_sample_destroy(cd_sample *s);
 
 /* The dtype a recipe stores for an image (resolving "auto" from the image's stored dtype and values). */
