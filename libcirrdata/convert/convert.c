@@ -401,8 +401,18 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
     json_object_set_new(m, "statistics", cd_manifest_statistics(cs->entries));
     json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
-    const char *dt = o->recipe.dtype != CD_DTYPE_INVALID ? cd_dtype_name(o->recipe.dtype) : o->pair_sequences ? "float32" : "auto";
-    json_object_set_new(ti, "dtype", json_string(dt));
+    /* The image dtype the records really have ("auto" recipes keep each source's lossless dtype). */
+    const char *dt = NULL;
+    bool mixed = false;
+    json_t *x2;
+    size_t i2;
+    json_array_foreach(cs->entries, i2, x2) {
+        const char *d = json_string_value(json_object_get(x2, "dtype"));
+        if (!d) continue;
+        if (dt && strcmp(dt, d)) mixed = true;
+        if (!dt) dt = d;
+    }
+    json_object_set_new(ti, "dtype", json_string(mixed ? "mixed" : dt ? dt : "float32"));
     json_object_set_new(ti, "channels", json_integer(o->pair_sequences ? 2 : o->recipe.slices ? o->recipe.slice_channels : 1));
     json_t *chunk = json_array();
     for (int a = 0; a < 3; a++) json_array_append_new(chunk, json_integer(o->recipe.chunk[a]));

@@ -175,6 +175,8 @@ json_t *cd_manifest_entry(const cd_case *c, const cd_sample *s, const cd_source_
     int64_t shape[3] = {s->shape[0], s->shape[1], s->shape[2]};
     json_object_set_new(o, "shape", vec3i(shape));
     json_object_set_new(o, "foreground_voxels", json_integer((json_int_t)s->foreground));
+    json_object_set_new(o, "dtype", json_string(cd_dtype_name(s->dtype)));
+    json_object_set_new(o, "channels", json_integer(s->channels));
     json_t *src = json_object();
     json_object_set_new(src, "spacing_ras", vec3d(st->spacing_ras));
     json_object_set_new(src, "shape_ras", vec3i(st->shape_ras));

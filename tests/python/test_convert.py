@@ -15,7 +15,16 @@ import sys
 import tempfile
 import time
 
+import jsonschema
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cdshard  # noqa: E402  (the independent reader written from schemas/shard-format.md)
+
 PASSED = FAILED = 0
+SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "schemas")
 
 
 def check(ok, what):
@@ -43,6 +52,52 @@ def shard_hashes(d):
 def manifest(d):
     with open(os.path.join(d, "manifest.json")) as f:
         return json.load(f)
+
+
+def schema_validator():
+    with open(os.path.join(SCHEMAS, "manifest.schema.json")) as f:
+        manifest_schema = json.load(f)
+    with open(os.path.join(SCHEMAS, "recipe.schema.json")) as f:
+        recipe_schema = json.load(f)
+    resolver = jsonschema.RefResolver.from_schema(manifest_schema, store={
+        recipe_schema["$id"]: recipe_schema, "recipe.schema.json": recipe_schema})
+    return jsonschema.Draft202012Validator(manifest_schema, resolver=resolver)
+
+
+def check_schema(validator, d, what):
+    errors = sorted(validator.iter_errors(manifest(d)), key=lambda e: list(e.path))
+    check(not errors, f"{what}: manifest violates schemas/manifest.schema.json: "
+          + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:3]))
+
+
+def check_pairing(cli, src, work):
+    """--pair-t1t2 with the raw recipe: channel 0 is the canonical T1, channel 1 the T2 resampled onto
+    the T1 grid through the affines, compared with scipy.ndimage.map_coordinates (order 1)."""
+    d = os.path.join(work, "paired")
+    r = run([cli, "convert", "--layout", "cirrmri600", src, "--out", d, "--pair-t1t2", "--quiet"])
+    check(r.returncode == 0, f"--pair-t1t2: {r.stderr.strip()}")
+    if r.returncode:
+        return
+    m, records = cdshard.read_dataset(d)
+    check(len(records) > 0 and all(e["sequence"] == "T1+T2" for e in m["records"]), "paired records")
+    check(m["tensors"]["image"]["channels"] == 2, "paired tensors must have 2 channels")
+    rec = records[0]
+    meta = rec["metadata"]
+    img = rec["tensors"]["image"]
+    check(img.shape[0] == 2 and img.dtype == np.float32, f"paired image {img.shape} {img.dtype}")
+    t1 = nib.as_closest_canonical(nib.load(os.path.join(src, meta["original"]["path"])))
+    t2 = nib.load(os.path.join(src, meta["paired_original"]["path"]))
+    check(np.allclose(np.asarray(meta["affine"]), t1.affine, atol=1e-5), "paired affine is not the canonical T1 affine")
+    ref1 = t1.get_fdata()
+    check(np.allclose(img[0], ref1, rtol=0, atol=1e-6 * max(1.0, np.abs(ref1).max())), "channel 0 differs from the T1")
+    vox = np.linalg.inv(t2.affine) @ t1.affine
+    grid = np.indices(ref1.shape).reshape(3, -1)
+    coords = vox[:3, :3] @ grid + vox[:3, 3:4]
+    ref2 = ndimage.map_coordinates(t2.get_fdata(), coords, order=1, mode="constant", cval=0.0).reshape(ref1.shape)
+    # float32 storage of values up to a few thousand: 1e-4 of the range covers rounding, not errors.
+    tol = 1e-4 * max(1.0, np.abs(ref2).max())
+    diff = np.abs(img[1] - ref2)
+    check(float(diff.max()) <= tol, f"channel 1 differs from scipy map_coordinates by {float(diff.max())} (tol {tol})")
 
 
 def main():
@@ -74,6 +129,11 @@ def main():
         check(not os.path.exists(os.path.join(a, ".convert-journal.json")), "journal left behind after success")
         r = run([cli, "verify", a, "--quiet"])
         check(r.returncode == 0, f"verify of a fresh dataset failed: {r.stderr.strip()}")
+        validator = schema_validator()
+        check_schema(validator, a, "raw")
+        ma_read, recs = cdshard.read_dataset(a)
+        check(len(recs) == len(keys), "independent reader disagrees on the record count")
+        check_pairing(cli, src, work)
 
         # Rerunning a finished conversion is a no-op; another recipe into the same dir is refused.
         r = run(conv + ["--out", a, "--threads", "1", "--shard-size", "3M"])
@@ -129,6 +189,7 @@ def main():
             check("part" not in mm, "merged manifest still has part info")
             check(mm["counts"] == ma["counts"], "merged counts differ")
             check(run([cli, "verify", merged, "--quiet"]).returncode == 0, "merged dataset does not verify")
+            check_schema(validator, merged, "merged")
         r = run([cli, "merge", os.path.join(work, "merged2")] + parts[:2])
         check(r.returncode == 1, "merge with a missing part must fail")
 
@@ -179,6 +240,7 @@ def main():
             check(m["counts"]["records"] == 3, f"nnunet records: {m['counts']['records']}")
             check(any("escapes" in s["reason"] for s in m["source"]["skipped"]), "escaping path not reported")
             check(m["resolved"]["target_spacing"][0] > 0, "nnunet-3d must resolve a target spacing")
+            check_schema(validator, d, "nnunet")
         r = run([cli, "convert", "--layout", "nnunet", nn, "--out", os.path.join(work, "nnstrict"), "--strict", "--quiet"])
         check(r.returncode == 1 and "escapes" in r.stderr, f"--strict with an escaping path: {r.stderr.strip()}")
 
