@@ -7,6 +7,12 @@
 static const cli_command commands[] = {
     {"info", "print a NIfTI file's header: shape, dtype, spacing, affine, orientation, scaling", cmd_info},
     {"export", "write a NIfTI volume's voxels as a NumPy .npy file (optionally reoriented to RAS+)", cmd_export},
+    {"synth", "write a synthetic dataset (CirrMRI600+ layout: T1/T2 phantoms, liver masks, metadata)", cmd_synth},
+    {"convert", "convert a dataset (CirrMRI600+, nnU-Net) into checksummed, chunked shards with a recipe", cmd_convert},
+    {"verify", "check every checksum of a converted dataset; name the damaged shard and record", cmd_verify},
+    {"inspect", "print a converted dataset's counts, statistics, recipe and shards", cmd_inspect},
+    {"merge", "join the parts of a 'convert --part I/N' run into one dataset", cmd_merge},
+    {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)", cmd_resample},
 };
 
 static void usage(FILE *out) {

@@ -37,5 +37,11 @@ void cli_json_print(json_t *obj);
 
 int cmd_info(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_resample(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #endif

@@ -148,6 +148,26 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
         json_object_set_new(o, "mask_bbox", json_null());
     }
     json_object_set_new(o, "foreground_voxels", json_integer((json_int_t)s->foreground));
+    /* Evenly spaced foreground voxels: patch samplers centre patches on them without reading the mask. */
+    if (s->mask && s->foreground) {
+        json_t *fg = json_array();
+        const uint64_t want = s->foreground < CD_FG_LOCATIONS ? s->foreground : CD_FG_LOCATIONS;
+        uint64_t k = 0, next = 0;
+        const size_t Y = s->shape[1], Z = s->shape[2], n = (size_t)s->shape[0] * Y * Z;
+        for (size_t i = 0; i < n && next < want; i++) {
+            if (!s->mask[i]) continue;
+            if (k == next * s->foreground / want) {
+                json_t *p = json_array();
+                json_array_append_new(p, json_integer((json_int_t)(i / (Y * Z))));
+                json_array_append_new(p, json_integer((json_int_t)(i / Z % Y)));
+                json_array_append_new(p, json_integer((json_int_t)(i % Z)));
+                json_array_append_new(fg, p);
+                next++;
+            }
+            k++;
+        }
+        json_object_set_new(o, "fg_locations", fg);
+    }
     if (s->channels > 1) {
         /* Channel names: the sequences of a pair ("T1+T2"), or copies of one sequence. */
         json_t *ch = json_array();

@@ -11,6 +11,7 @@
 #include "core/internal.h"
 
 #define CD_STATS_SAMPLES 256
+#define CD_FG_LOCATIONS 256
 
 /* Source-image facts gathered per case for the dataset statistics. */
 typedef struct cd_source_stats {

@@ -1,0 +1,296 @@
+#!/usr/bin/python3
+"""`cirrdata resample` vs scipy.ndimage.map_coordinates and vs SPM12 (nibabel's test data).
+
+  /usr/bin/python3 tests/python/test_resample_scipy.py --cirrdata build/tools/cirrdata \
+      [--workdir DIR] [--nibabel-data DIR] [--cases N] [--seed S]
+
+(a) random volumes (float32, int16 with scaling, uint8) with random oblique, anisotropic, possibly
+    flipped source affines and perturbed target affines: `resample --like` for orders 0, 1, 3 vs
+    map_coordinates(mode='constant', cval=0, prefilter=True) on inv(A_src) @ A_ref voxel coordinates.
+(b) nibabel's SPM12 reslice outputs (resampled_anat_moved.nii, reoriented_anat_moved.nii), rebuilt
+    from anatomical.nii as make_moved_anat.py / resample_using_spm.m describe (trilinear, SPM
+    'interp' 1), compared on the voxels nibabel's test_processing compares.
+(c) --spacing and --shape: shape and affine vs a hand computation, values vs map_coordinates.
+
+Tolerances:
+  * Both sides snap positions within EDGE_TOL = 1e-4 voxel outside [0, n-1] onto the edge (the
+    library's documented band; scipy itself has none). Otherwise the reference is scipy's.
+  * Order 0 is exact, except where a coordinate lies within 1e-6 of a .5 tie: there the two sides'
+    coordinates differ by round-off (numpy's inv() @ product vs the library's snapped matrix), so
+    either neighbour is accepted (round-half-up vs round-half-down of the same tie).
+  * Orders 1 and 3 are written as float32: |ours - scipy| <= 1e-5 * max|data| (float32 storage of
+    the result is ~6e-8 relative; the cubic's float32 coefficients add ~1e-7 of the coefficient
+    magnitude, which is at most ~3x the data range).
+  * SPM: nibabel compares its scipy resampling with SPM at rtol 1e-5, atol 1e-8 (assert_allclose_safely)
+    after masking voxels whose source position is outside [0, n-1] (SPM's 0.05-voxel edge tolerance
+    and different boundary handling); we use the same mask and the same tolerances.
+Prints one line per failure and ends with `resample: N passed, M failed`; exit 1 on failure.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import nibabel as nib
+from scipy import ndimage
+
+EDGE_TOL = 1e-4
+TIE_TOL = 1e-6
+REL_TOL = 1e-5
+
+failures = []
+passed = 0
+
+
+def check(ok, what):
+    global passed
+    if ok:
+        passed += 1
+    else:
+        failures.append(what)
+        print('FAIL %s' % what)
+    return ok
+
+
+def run(cli, args):
+    p = subprocess.run([cli] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def coords(M, shape):
+    idx = np.indices(shape).reshape(3, -1).astype(np.float64)
+    return M[:3, :3] @ idx + M[:3, 3:4]
+
+
+def reference(data, M, shape, order, fill=0.0, nudge=0.0):
+    """scipy's map_coordinates on inv(A_src) @ A_ref coordinates, with the edge band applied."""
+    c = coords(M, shape) + nudge
+    n = np.array(data.shape, dtype=np.float64)[:, None]
+    inside = np.all((c >= -EDGE_TOL) & (c <= n - 1 + EDGE_TOL), axis=0)
+    out = ndimage.map_coordinates(data.astype(np.float64), np.clip(c, 0, n - 1), order=order,
+                                  mode='constant', cval=0.0, prefilter=True)
+    out[~inside] = fill
+    ties = np.any(np.abs(c - np.floor(c) - 0.5) < TIE_TOL, axis=0)
+    return out.reshape(shape), ties.reshape(shape)
+
+
+def compare(name, ours, data, M, order, fill=0.0):
+    ref, ties = reference(data, M, ours.shape, order, fill)
+    if order == 0:
+        # At ties accept either rounding direction, independently per axis.
+        any_ok = np.zeros(ours.shape, dtype=bool)
+        for signs in np.ndindex(2, 2, 2):
+            nudge = (np.array(signs, dtype=float)[:, None] * 2 - 1) * 10 * TIE_TOL
+            alt, _ = reference(data, M, ours.shape, 0, fill, nudge=nudge)
+            any_ok |= ours == alt
+        ok = np.where(ties, any_ok, ours == ref)
+        bad = np.count_nonzero(~ok)
+        return check(bad == 0, '%s order 0: %d of %d voxels differ from scipy (%d ties)' %
+                     (name, bad, ours.size, np.count_nonzero(ties)))
+    atol = REL_TOL * max(1e-30, float(np.max(np.abs(data))))
+    err = np.abs(ours - ref)
+    return check(err.max() <= atol, '%s order %d: max |ours - scipy| %.3g > %.3g' % (name, order, err.max(), atol))
+
+
+def random_rotation(rng):
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))  # det may be -1: flipped axes included
+
+
+def random_affine(rng):
+    a = np.eye(4)
+    a[:3, :3] = random_rotation(rng) @ np.diag(rng.uniform(0.5, 3.0, 3))
+    a[:3, 3] = rng.uniform(-50, 50, 3)
+    return a
+
+
+def perturbed(rng, a, shape):
+    """A target grid overlapping the source: small rotation + shear, new zooms, shifted."""
+    small = np.eye(3) + rng.normal(scale=0.15, size=(3, 3))
+    b = np.eye(4)
+    b[:3, :3] = a[:3, :3] @ small @ np.diag(rng.uniform(0.6, 1.6, 3))
+    centre = a[:3, :3] @ ((np.array(shape) - 1) / 2) + a[:3, 3]
+    tshape = tuple(int(x) for x in rng.integers(4, 30, 3))
+    b[:3, 3] = centre - b[:3, :3] @ ((np.array(tshape) - 1) / 2) + rng.normal(scale=3, size=3)
+    return b, tshape
+
+
+def part_a(cli, work, rng, ncases):
+    for case in range(ncases):
+        shape = tuple(int(x) for x in rng.integers(4, 28, 3))
+        kind = ('float32', 'int16', 'uint8')[case % 3]
+        if kind == 'float32':
+            raw = (rng.normal(size=shape) * 100).astype(np.float32)
+        elif kind == 'int16':
+            raw = rng.integers(-3000, 3000, shape).astype(np.int16)
+        else:
+            raw = rng.integers(0, 4, shape).astype(np.uint8)  # a label mask
+        a = random_affine(rng)
+        img = nib.Nifti1Image(raw, a)
+        if kind == 'int16':
+            img.header.set_slope_inter(0.5, 0.0)
+        src = os.path.join(work, 'a%d_src.nii' % case)
+        nib.save(img, src)
+        b, tshape = perturbed(rng, a, shape)
+        ref = os.path.join(work, 'a%d_ref.nii.gz' % case)
+        nib.save(nib.Nifti1Image(np.zeros(tshape, np.uint8), b), ref)
+        src_img, ref_img = nib.load(src), nib.load(ref)
+        data = src_img.get_fdata()
+        M = np.linalg.inv(src_img.affine) @ ref_img.affine  # affines as stored (float32 sform)
+        for order in (0, 1, 3):
+            name = 'a%d %s %s->%s' % (case, kind, shape, tshape)
+            out = os.path.join(work, 'a%d_o%d.nii' % (case, order))
+            rc, so, se = run(cli, ['resample', src, '--like', ref, '-o', out, '--order', str(order),
+                                   '--threads', str(1 + (case + order) % 3), '--json'])
+            if not check(rc == 0, '%s order %d: exit %d: %s' % (name, order, rc, se.strip()[:300])):
+                continue
+            meta = json.loads(so)
+            o = nib.load(out)
+            check(o.shape == tshape and meta['shape'] == list(tshape), '%s order %d: shape %s' % (name, order, o.shape))
+            check(np.allclose(o.affine, ref_img.affine, rtol=0, atol=1e-4), '%s order %d: affine' % (name, order))
+            want_dtype = kind if order == 0 else 'float32'
+            check(meta['dtype'] == want_dtype and o.get_data_dtype() == np.dtype(want_dtype),
+                  '%s order %d: dtype %s, want %s' % (name, order, meta['dtype'], want_dtype))
+            compare(name, o.get_fdata(), data, M, order)
+
+
+def part_b(cli, work, datadir):
+    anat = os.path.join(datadir, 'anatomical.nii')
+    if not os.path.exists(anat):
+        check(False, 'SPM data not found in %s' % datadir)
+        return
+    from nibabel.affines import from_matvec
+    from nibabel.eulerangles import euler2mat
+    # make_moved_anat.py, verbatim in effect.
+    img = nib.load(anat)
+    extra = from_matvec(euler2mat(0.1, 0.2, 0.3), [3, 4, 5])
+    moved = nib.Nifti1Image(img.dataobj, extra.dot(img.affine), img.header)
+    moved.set_data_dtype(np.float32)
+    moved_path = os.path.join(work, 'anat_moved.nii')
+    nib.save(moved, moved_path)
+    moved = nib.load(moved_path)
+    for spm_name in ('resampled_anat_moved.nii', 'reoriented_anat_moved.nii'):
+        spm = nib.load(os.path.join(datadir, spm_name))
+        out = os.path.join(work, 'ours_' + spm_name)
+        # resample_using_spm.m: spm_reslice / to_canonical with interp 1 (trilinear).
+        rc, so, se = run(cli, ['resample', moved_path, '--like', os.path.join(datadir, spm_name), '-o', out,
+                               '--order', '1'])
+        if not check(rc == 0, 'spm %s: exit %d: %s' % (spm_name, rc, se.strip()[:300])):
+            continue
+        ours = nib.load(out)
+        # nibabel's assert_spm_resampling_close: mask positions outside [0, n-1].
+        M = np.linalg.inv(moved.affine) @ spm.affine
+        c = coords(M, spm.shape).T.reshape(spm.shape + (3,))
+        outside = np.any((c < 0) | (c - np.array(moved.shape) > -1), axis=-1)
+        a = ours.get_fdata()[~outside]
+        s = np.asarray(spm.dataobj, dtype=np.float64)[~outside]
+        ok = np.allclose(a, s, rtol=1e-5, atol=1e-8)
+        rel = np.max(np.abs(a - s) / np.maximum(np.abs(s), 1e-30)) if a.size else 0.0
+        check(ok and a.size > 0, 'spm %s: %d compared voxels, max relative difference %.3g (nibabel allows 1e-5)'
+              % (spm_name, a.size, rel))
+        check(np.allclose(ours.affine, spm.affine, atol=1e-5), 'spm %s: affine differs' % spm_name)
+        # And the same voxels against scipy directly.
+        ref, _ = reference(moved.get_fdata(), M, spm.shape, 1)
+        check(np.max(np.abs(ours.get_fdata() - ref)) <= REL_TOL * np.max(np.abs(moved.get_fdata())),
+              'spm %s: differs from scipy' % spm_name)
+
+
+def hand_grid(a, shape, new_spacing=None, new_shape=None):
+    norms = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    shape = np.array(shape, dtype=float)
+    if new_spacing is not None:
+        dims = np.maximum(1, np.floor(shape * norms / new_spacing + 0.5)).astype(int)
+        sp = np.asarray(new_spacing, dtype=float)
+    else:
+        dims = np.asarray(new_shape, dtype=int)
+        sp = shape * norms / dims
+    g = np.eye(4)
+    g[:3, :3] = a[:3, :3] / norms * sp
+    centre = a[:3, :3] @ ((shape - 1) / 2) + a[:3, 3]
+    g[:3, 3] = centre - g[:3, :3] @ ((dims - 1) / 2)
+    return tuple(int(x) for x in dims), g
+
+
+def part_c(cli, work, rng):
+    cases = []
+    for case in range(6):
+        shape = tuple(int(x) for x in rng.integers(5, 25, 3))
+        a = random_affine(rng) if case % 2 else np.diag([-1.0, 1.0, 2.0, 1.0])  # oblique and axis-aligned
+        data = (rng.normal(size=shape) * 50).astype(np.float32)
+        src = os.path.join(work, 'c%d.nii' % case)
+        nib.save(nib.Nifti1Image(data, a), src)
+        sp = [round(float(x), 3) for x in rng.uniform(0.4, 3.0, 3)]
+        if case == 0:
+            sp = [0.5, 2.0, 1.0]  # exact ratios: order-0 ties everywhere along x
+        nshape = [int(x) for x in rng.integers(3, 30, 3)]
+        cases.append((case, src, ['--spacing', ','.join('%r' % x for x in sp)], dict(new_spacing=sp)))
+        cases.append((case, src, ['--shape', ','.join(str(x) for x in nshape)], dict(new_shape=nshape)))
+    for case, src, opt, kw in cases:
+        img = nib.load(src)
+        want_shape, want_aff = hand_grid(img.affine, img.shape, **kw)
+        for order in (0, 1, 3):
+            name = 'c%d %s %s order %d' % (case, opt[0], opt[1], order)
+            out = os.path.join(work, 'c_out.nii.gz')
+            rc, so, se = run(cli, ['resample', src, '-o', out, '--order', str(order), '--json'] + opt)
+            if not check(rc == 0, '%s: exit %d: %s' % (name, rc, se.strip()[:300])):
+                continue
+            meta = json.loads(so)
+            aff = np.array(meta['affine'])
+            check(tuple(meta['shape']) == want_shape, '%s: shape %s, want %s' % (name, meta['shape'], want_shape))
+            check(np.allclose(aff, want_aff, rtol=0, atol=1e-9), '%s: affine %s, want %s' % (name, aff, want_aff))
+            check(np.allclose(meta['spacing'], np.sqrt((want_aff[:3, :3] ** 2).sum(0)), atol=1e-9),
+                  '%s: spacing %s' % (name, meta['spacing']))
+            check(meta['order'] == order and meta['output'] == out, '%s: JSON order/output' % name)
+            o = nib.load(out)
+            check(o.shape == want_shape and np.allclose(o.affine, aff, atol=1e-4), '%s: file shape/affine' % name)
+            # The library used the double-precision grid; the file's sform is float32.
+            compare(name, o.get_fdata(), img.get_fdata(), np.linalg.inv(img.affine) @ aff, order)
+
+
+def part_usage(cli, work):
+    src = os.path.join(work, 'c0.nii')
+    for args, want in ((['resample', src, '--spacing', '1'], 2),
+                       (['resample', src, '-o', os.path.join(work, 'u.nii'), '--spacing', '1', '--order', '2'], 2),
+                       (['resample', src, '-o', os.path.join(work, 'u.nii'), '--spacing', '1', '--shape', '3,3,3'], 2),
+                       (['resample', src, '-o', os.path.join(work, 'u.nii'), '--spacing', '0,1,1'], 2),
+                       (['resample', src, '-o', os.path.join(work, 'u.nii'), '--dtype', 'bogus', '--spacing', '1'], 2),
+                       (['resample', os.path.join(work, 'missing.nii'), '-o', os.path.join(work, 'u.nii'),
+                         '--spacing', '1'], 1),
+                       (['resample', src, '-o', os.path.join(work, 'u.nii'), '--like',
+                         os.path.join(work, 'missing.nii')], 1),
+                       (['resample', '--help'], 0)):
+        rc, so, se = run(cli, args)
+        check(rc == want, 'usage %s: exit %d, want %d (%s)' % (' '.join(args[1:]), rc, want, se.strip()[:200]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--cirrdata', required=True)
+    ap.add_argument('--workdir')
+    ap.add_argument('--nibabel-data', default=os.path.join(os.path.dirname(nib.__file__), 'tests', 'data'))
+    ap.add_argument('--cases', type=int, default=24)
+    ap.add_argument('--seed', type=int, default=20240611)
+    args = ap.parse_args()
+    work = args.workdir or tempfile.mkdtemp(prefix='cirrdata-resample-')
+    os.makedirs(work, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    try:
+        part_a(args.cirrdata, work, rng, args.cases)
+        part_b(args.cirrdata, work, args.nibabel_data)
+        part_c(args.cirrdata, work, rng)
+        part_usage(args.cirrdata, work)
+    except Exception as e:  # a crash is a failure, not a silent pass
+        check(False, 'exception: %r' % (e,))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    print('resample: %d passed, %d failed' % (passed, len(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
