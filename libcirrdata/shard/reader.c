@@ -206,6 +206,9 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
     if (!is_obj) BAD("%s: record %llu: metadata is not a JSON object", s->path, (unsigned long long)i);
     p += meta;
     const uint64_t data_lo = off + cd_align4k(hsize), data_hi = off + rsize;
+    /* Chunks follow the table order in the file without overlapping: no entry may alias another's
+     * bytes (which checksums alone would not catch). */
+    uint64_t next_free = data_lo;
     for (uint32_t t = 0; t < r->ntensors; t++) {
         cd_tensor_info *ti = &r->tensors[t];
         r->chunks[t] = calloc(ti->chunk_count, sizeof(cd_chunk_info));
@@ -221,10 +224,11 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
             ci->xxh3 = cd_get_u64(p + 16);
             bool raw_ok = cd_get_u32(p + 12) == ci->raw_size;
             bool stored_ok = ti->codec == CD_CODEC_RAW ? ci->stored_size == ci->raw_size : ci->stored_size > 0;
-            if (!raw_ok || !stored_ok || ci->offset % CD_ALIGN || ci->offset < data_lo || ci->offset > data_hi ||
+            if (!raw_ok || !stored_ok || ci->offset % CD_ALIGN || ci->offset < next_free || ci->offset > data_hi ||
                 ci->stored_size > data_hi - ci->offset)
                 BAD("%s: record %llu: tensor '%s' chunk %u: bad chunk table entry", s->path, (unsigned long long)i,
                     ti->name, c);
+            next_free = ci->offset + ci->stored_size;
         }
     }
 #undef BAD

@@ -1,6 +1,8 @@
 /* Unit tests: shard write/read round trips, region reads, and detection of every kind of damage. */
 #include "test_util.h"
 
+#include <xxhash.h>
+
 #include <cirrdata/cirrdata.h>
 
 #define NX 37
@@ -162,12 +164,47 @@ static void test_damage_detected(void **state) {
     free(good);
 }
 
+static uint64_t le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+static void put_le64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A forged record whose chunk 0 entry aliases chunk 1's bytes, with every checksum recomputed: only
+ * the placement rule (chunks in table order, disjoint) can catch it. */
+static void test_aliased_chunk_rejected(void **state) {
+    (void)state;
+    char path[512];
+    test_path(path, sizeof path, "alias.cds");
+    write_shard(path, 1, CD_CODEC_ZSTD);
+    size_t n;
+    uint8_t *b = read_bytes(path, &n);
+    const size_t rec = 4096, meta = strlen("{\"key\": \"case/0\", \"label\": 0}");
+    uint32_t hsize = (uint32_t)(b[rec + 8] | b[rec + 9] << 8 | b[rec + 10] << 16 | (uint32_t)b[rec + 11] << 24);
+    uint8_t *e0 = b + rec + 32 + 2 * 64 + meta, *e1 = e0 + 24;
+    memcpy(e0, e1, 24); /* same offset, sizes and checksum as chunk 1 (both 16x16x4 chunks) */
+    put_le64(b + rec + hsize - 8, XXH3_64bits(b + rec, hsize - 8));
+    assert_true(le64(e0) == le64(e1));
+    write_bytes(path, b, n);
+    int64_t bad = -2;
+    cd_error err;
+    assert_int_equal(cd_shard_verify(path, &bad, &err), CD_ERR_CORRUPT);
+    assert_int_equal(bad, 0);
+    assert_non_null(strstr(err.message, "bad chunk table entry"));
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_zstd),
         cmocka_unit_test(test_roundtrip_raw),
         cmocka_unit_test(test_deterministic_bytes),
         cmocka_unit_test(test_damage_detected),
+        cmocka_unit_test(test_aliased_chunk_rejected),
     };
     return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
 }
