@@ -4,7 +4,7 @@ set -euo pipefail
 
 build_pkgs=(gcc meson ninja-build pkg-config libnifti2-dev zlib1g-dev libdeflate-dev libzstd-dev liburing-dev
   libvulkan-dev libvulkan-volk-dev glslc libxxhash-dev libjansson-dev libpng-dev libcmocka-dev)
-python_pkgs=(python3 python3-numpy python3-nibabel python3-scipy python3-zstandard python3-xxhash python3-jsonschema)
+python_pkgs=(python3 python3-numpy python3-nibabel python3-scipy python3-zstandard python3-xxhash python3-jsonschema python3-torch)
 vulkan_runtime=(mesa-vulkan-drivers vulkan-validationlayers)
 
 case "${1:-build}" in

@@ -41,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'python'))
 import cdshard  # noqa: E402
+from asan_reexec import reexec_under_asan  # noqa: E402
 
 TIMEOUT_S = 600
 cirrdata = None  # the binding, imported in main() once CIRRDATA_LIB is set
@@ -630,6 +631,7 @@ def main():
     ap.add_argument('--workdir')
     ap.add_argument('--keep', action='store_true')
     a = ap.parse_args()
+    reexec_under_asan(a.lib)
     c = Checks()
     exe = os.path.abspath(a.cirrdata)
     os.environ['CIRRDATA_LIB'] = os.path.abspath(a.lib)

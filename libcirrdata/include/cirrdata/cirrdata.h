@@ -16,5 +16,7 @@
 #include "cirrdata/recipe.h"
 #include "cirrdata/preprocess.h"
 #include "cirrdata/dataset.h"
+#include "cirrdata/augment.h"
+#include "cirrdata/loader.h"
 
 #endif

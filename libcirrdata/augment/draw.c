@@ -1,0 +1,263 @@
+/* cd_aug_draw: every random decision of one sample, resolved from Philox streams.
+ *
+ * Stream scheme (stable; the Vulkan path and any re-implementation must follow it exactly):
+ *   Each op kind has a stream id s (augment_impl.h: rotation 1, scaling 2, elastic 3, noise 4,
+ *   blur 5, brightness 6, contrast 7, lowres 8, inverted gamma 9, gamma 10, mirror 11). Its
+ *   numbers come from Philox4x32-10 with
+ *     key     = seed (64 bits: key[0] = low word, key[1] = high word)
+ *     counter = {n, s, sample mod 2^32, epoch mod 2^32}      (n = 0, 1, 2, ... block index)
+ *   i.e. cd_rng_init(&rng, seed, epoch, sample) skipped to position s * 2^32 (counter word 1 = s),
+ *   read with cd_rng_uniform (53 bits from two successive words) and cd_rng_u32. Streams of
+ *   different ops, samples, epochs or seeds never overlap (an op uses far fewer than 2^32 blocks),
+ *   and none overlaps the plain stream cd_rng_init(seed, epoch, sample) at word-1 position 0.
+ *   Within a stream, the draws are, in this order ("u" = cd_rng_uniform, "U(a, b)" = cd_rng_range):
+ *     rotation:   u < p ? then for each axis x, y, z listed: angle = U(lo, hi) degrees
+ *     scaling:    u < p ? then scale = U(lo, hi) (isotropic; z unscaled in 2D pipelines)
+ *     elastic:    u < p ? then alpha = U(alpha), sigma = U(sigma), key = u32 | u32 << 32
+ *     noise:      u < p ? then sigma = U(lo, hi), key = u32 | u32 << 32
+ *     blur:       u < p, u2 < p_per_channel (both drawn) ? then per_axis: sigma_x, sigma_y (, sigma_z)
+ *                 = U(lo, hi) each; else one U(lo, hi) for all axes (z: 0 in 2D pipelines)
+ *     brightness, contrast: u < p ? then factor = split(lo, hi)
+ *     lowres:     u < p, u2 < p_per_channel ? then zoom = U(lo, hi)
+ *     inv. gamma: u < invert_p ? then gamma = split(lo, hi)        (stream 9)
+ *     gamma:      u < p ? then gamma = split(lo, hi)               (stream 10)
+ *     mirror:     three u, for x, y, z: mirror axis a if listed and u_a < p
+ *   split(lo, hi) is batchgenerators' contrast/gamma sampling (BGContrast): when lo < 1 < hi,
+ *   u < 0.5 ? U(lo, 1) : U(1, hi); otherwise U(lo, hi). (For a range symmetric about 1 it equals
+ *   U(lo, hi).) nnU-Net v2 samples brightness, contrast and both gammas this way.
+ *
+ * Per-voxel noise: voxel i of the patch (C-order index over x, y, z; the same value for every
+ * channel, as nnU-Net v2's synchronised noise) gets sigma * n_i with n_i from block b = i / 4 of
+ * Philox4x32-10(counter = {b mod 2^32, b / 2^32, 0, 0}, key = {noise_key low, noise_key high}) ->
+ * words w0..w3; lane i % 4: (w0, w1) give n for lanes 0 and 1, (w2, w3) for lanes 2 and 3, by
+ * Box-Muller: u1 = ((w_even >> 8) + 1) / 2^24 in (0, 1], u2 = (w_odd >> 8) / 2^24,
+ * r = sqrt(-2 ln u1), lane 0/2: r cos(2 pi u2), lane 1/3: r sin(2 pi u2). (CPU: double; a float32
+ * GPU evaluation agrees to ~1e-6 relative.) A pure function of (noise_key, i).
+ *
+ * Elastic field (batchgenerators' create_deformation_coords, deformation on the patch grid before
+ * rotation and scaling): for axis k and voxel i, v = 2 * (w >> 8) / 2^24 - 1 in [-1, 1) with w =
+ * word i % 4 of Philox(counter = {i/4 low, i/4 high, k, 0}, key = elastic_key); d_k = alpha *
+ * gaussian_filter(v, sigma, mode 'constant', cval 0, truncate 4) (scipy definition, each axis of
+ * length > 1; in 2D pipelines d_z = 0 and z is not smoothed). */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment/augment_impl.h"
+#include "cirrdata/rng.h"
+
+#define PI 3.14159265358979323846
+
+static void op_rng(cd_rng *r, uint64_t seed, uint64_t epoch, uint64_t sample, uint32_t stream) {
+    cd_rng_init(r, seed, (uint32_t)epoch, (uint32_t)sample);
+    r->counter[1] = stream;
+}
+
+static double split_draw(cd_rng *r, double lo, double hi) {
+    if (lo < 1.0 && hi > 1.0) return cd_rng_uniform(r) < 0.5 ? cd_rng_range(r, lo, 1.0) : cd_rng_range(r, 1.0, hi);
+    return cd_rng_range(r, lo, hi);
+}
+
+static uint64_t draw_key(cd_rng *r) {
+    uint64_t lo = cd_rng_u32(r);
+    uint64_t hi = cd_rng_u32(r);
+    return lo | hi << 32;
+}
+
+static void matmul(double a[3][3], const double b[3][3]) {
+    double t[3][3];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) t[i][j] = a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j];
+    memcpy(a, t, sizeof t);
+}
+
+void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64_t sample, const int64_t patch[3],
+                 const double center[3], cd_aug_params *out) {
+    (void)patch;
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 3; i++) {
+        out->matrix[i][i] = 1.0;
+        out->center[i] = center ? center[i] : 0.0;
+    }
+    out->scale = 1.0;
+    out->blur_truncate = 4.0;
+    if (!p) return;
+    out->planar = p->dims == 2;
+    const int naxes = out->planar ? 2 : 3;
+    cd_rng r;
+    const cd_aug_op *op = &p->ops[CD_AUG_ROTATION];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_ROTATION);
+        if (cd_rng_uniform(&r) < op->p)
+            for (int a = 0; a < 3; a++)
+                if (op->axes[a]) out->rotation[a] = cd_rng_range(&r, op->range[0], op->range[1]) * (PI / 180.0);
+    }
+    op = &p->ops[CD_AUG_SCALING];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_SCALING);
+        if (cd_rng_uniform(&r) < op->p) out->scale = cd_rng_range(&r, op->range[0], op->range[1]);
+    }
+    op = &p->ops[CD_AUG_ELASTIC];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_ELASTIC);
+        if (cd_rng_uniform(&r) < op->p) {
+            out->elastic = true;
+            out->elastic_alpha = cd_rng_range(&r, op->range[0], op->range[1]);
+            out->elastic_sigma = cd_rng_range(&r, op->range2[0], op->range2[1]);
+            out->elastic_key = draw_key(&r);
+        }
+    }
+    op = &p->ops[CD_AUG_NOISE];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_NOISE);
+        if (cd_rng_uniform(&r) < op->p) {
+            out->noise = true;
+            out->noise_sigma = cd_rng_range(&r, op->range[0], op->range[1]);
+            out->noise_key = draw_key(&r);
+        }
+    }
+    op = &p->ops[CD_AUG_BLUR];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_BLUR);
+        double u = cd_rng_uniform(&r), u2 = cd_rng_uniform(&r);
+        if (u < op->p && u2 < op->p_per_channel) {
+            out->blur = true;
+            out->blur_truncate = op->truncate;
+            if (op->per_axis)
+                for (int a = 0; a < naxes; a++) out->blur_sigma[a] = cd_rng_range(&r, op->range[0], op->range[1]);
+            else {
+                double s = cd_rng_range(&r, op->range[0], op->range[1]);
+                for (int a = 0; a < naxes; a++) out->blur_sigma[a] = s;
+            }
+        }
+    }
+    op = &p->ops[CD_AUG_BRIGHTNESS];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_BRIGHTNESS);
+        if (cd_rng_uniform(&r) < op->p) {
+            out->brightness = true;
+            out->brightness_factor = split_draw(&r, op->range[0], op->range[1]);
+        }
+    }
+    op = &p->ops[CD_AUG_CONTRAST];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_CONTRAST);
+        if (cd_rng_uniform(&r) < op->p) {
+            out->contrast = true;
+            out->contrast_factor = split_draw(&r, op->range[0], op->range[1]);
+        }
+    }
+    op = &p->ops[CD_AUG_LOWRES];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_LOWRES);
+        double u = cd_rng_uniform(&r), u2 = cd_rng_uniform(&r);
+        if (u < op->p && u2 < op->p_per_channel) {
+            out->lowres = true;
+            out->lowres_zoom = cd_rng_range(&r, op->range[0], op->range[1]);
+        }
+    }
+    op = &p->ops[CD_AUG_GAMMA];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_GAMMA_INVERT);
+        if (cd_rng_uniform(&r) < op->invert_p) {
+            out->gamma_invert = true;
+            out->gamma_invert_value = split_draw(&r, op->range[0], op->range[1]);
+        }
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_GAMMA);
+        if (cd_rng_uniform(&r) < op->p) {
+            out->gamma = true;
+            out->gamma_value = split_draw(&r, op->range[0], op->range[1]);
+        }
+    }
+    op = &p->ops[CD_AUG_MIRROR];
+    if (op->present) {
+        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_MIRROR);
+        for (int a = 0; a < 3; a++) {
+            double u = cd_rng_uniform(&r);
+            out->mirror[a] = op->axes[a] && u < op->p;
+        }
+    }
+    /* matrix = Rz * Ry * Rx * S * F (batchgeneratorsv2 create_affine_matrix_3d, then mirroring). */
+    const double *t = out->rotation;
+    const double rx[3][3] = {{1, 0, 0}, {0, cos(t[0]), -sin(t[0])}, {0, sin(t[0]), cos(t[0])}};
+    const double ry[3][3] = {{cos(t[1]), 0, sin(t[1])}, {0, 1, 0}, {-sin(t[1]), 0, cos(t[1])}};
+    const double rz[3][3] = {{cos(t[2]), -sin(t[2]), 0}, {sin(t[2]), cos(t[2]), 0}, {0, 0, 1}};
+    double m[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+    if (t[2] != 0) matmul(m, rz);
+    if (t[1] != 0) matmul(m, ry);
+    if (t[0] != 0) matmul(m, rx);
+    const double sf[3][3] = {{out->scale * (out->mirror[0] ? -1 : 1), 0, 0},
+                             {0, out->scale * (out->mirror[1] ? -1 : 1), 0},
+                             {0, 0, (out->planar ? 1.0 : out->scale) * (out->mirror[2] ? -1 : 1)}};
+    matmul(m, sf);
+    memcpy(out->matrix, m, sizeof m);
+}
+
+void cd_aug_noise_block(uint64_t key, uint64_t block, double out[4]) {
+    const uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), 0, 0};
+    const uint32_t k[2] = {(uint32_t)key, (uint32_t)(key >> 32)};
+    uint32_t w[4];
+    cd_philox4x32_10(ctr, k, w);
+    for (int h = 0; h < 2; h++) {
+        double u1 = ((double)(w[2 * h] >> 8) + 1.0) * (1.0 / 16777216.0);
+        double u2 = (double)(w[2 * h + 1] >> 8) * (1.0 / 16777216.0);
+        double r = sqrt(-2.0 * log(u1));
+        out[2 * h] = r * cos(2.0 * PI * u2);
+        out[2 * h + 1] = r * sin(2.0 * PI * u2);
+    }
+}
+
+static json_t *vec3(const double *v) {
+    json_t *a = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+static json_t *hex64(uint64_t v) {
+    char s[19];
+    snprintf(s, sizeof s, "0x%016llx", (unsigned long long)v);
+    return json_string(s);
+}
+
+char *cd_aug_params_to_json(const cd_aug_params *a) {
+    if (!a) return NULL;
+    json_t *o = json_object();
+    json_t *m = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(m, vec3(a->matrix[i]));
+    json_object_set_new(o, "matrix", m);
+    json_object_set_new(o, "center", vec3(a->center));
+    json_object_set_new(o, "planar", json_boolean(a->planar));
+    json_object_set_new(o, "rotation_rad", vec3(a->rotation));
+    json_object_set_new(o, "scale", json_real(a->scale));
+    json_t *mi = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(mi, json_boolean(a->mirror[i]));
+    json_object_set_new(o, "mirror", mi);
+    if (a->elastic) {
+        json_t *e = json_object();
+        json_object_set_new(e, "alpha", json_real(a->elastic_alpha));
+        json_object_set_new(e, "sigma", json_real(a->elastic_sigma));
+        json_object_set_new(e, "key", hex64(a->elastic_key));
+        json_object_set_new(o, "elastic", e);
+    }
+    if (a->noise) {
+        json_t *e = json_object();
+        json_object_set_new(e, "sigma", json_real(a->noise_sigma));
+        json_object_set_new(e, "key", hex64(a->noise_key));
+        json_object_set_new(o, "noise", e);
+    }
+    if (a->blur) {
+        json_t *e = json_object();
+        json_object_set_new(e, "sigma", vec3(a->blur_sigma));
+        json_object_set_new(e, "truncate", json_real(a->blur_truncate));
+        json_object_set_new(o, "blur", e);
+    }
+    if (a->brightness) json_object_set_new(o, "brightness", json_real(a->brightness_factor));
+    if (a->contrast) json_object_set_new(o, "contrast", json_real(a->contrast_factor));
+    if (a->lowres) json_object_set_new(o, "lowres_zoom", json_real(a->lowres_zoom));
+    if (a->gamma_invert) json_object_set_new(o, "gamma_inverted", json_real(a->gamma_invert_value));
+    if (a->gamma) json_object_set_new(o, "gamma", json_real(a->gamma_value));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    return s;
+}

@@ -1,0 +1,104 @@
+/* cirrdata/loader.h — deterministic, resumable, augmented training batches from a converted dataset.
+ *
+ * Order: each epoch is a seeded permutation of the selected records (split filter), partitioned
+ * across ranks (rank r takes positions r, r + W, ...: disjoint, together covering the epoch), cut
+ * into batches. Content: every sample is a pure function of (seed, epoch, record index, op) through
+ * Philox streams, so batches do not depend on the thread count or timing, and a loader restored from
+ * a state yields exactly the batches an uninterrupted one would have.
+ *
+ * Engine: worker threads read only the chunks a sample needs (io_uring, or pread as the fallback),
+ * verify and decode them, sample/augment into a ring of preallocated batch buffers. The consumer
+ * borrows a batch (cd_loader_next) and gives it back (cd_loader_release); memory is bounded by the
+ * ring and per-worker scratch and does not grow.
+ *
+ * Thread safety: one consumer thread per loader. */
+#ifndef CIRRDATA_LOADER_H
+#define CIRRDATA_LOADER_H
+
+#include "cirrdata/api.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cirrdata/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cd_loader_mode {
+    CD_LOADER_VOLUME = 0, /* whole records (batch > 1 needs equal shapes, or patch = a fixed crop/pad) */
+    CD_LOADER_PATCH,      /* fixed-size patches; a fraction centred on foreground */
+    CD_LOADER_SLICE       /* 2D axial slices (z), all or only those containing mask */
+} cd_loader_mode;
+
+typedef enum cd_loader_io { CD_IO_AUTO = 0, CD_IO_URING, CD_IO_PREAD } cd_loader_io;
+
+typedef struct cd_loader_options {
+    const char *dataset;       /* dataset directory */
+    cd_loader_mode mode;
+    int64_t patch[3];          /* patch mode: patch size; volume mode: optional fixed size (0 = as stored) */
+    double foreground_fraction;/* patch mode: share of each batch centred on a foreground voxel (0.33) */
+    bool slices_with_mask_only;/* slice mode: only slices containing mask */
+    uint32_t batch_size;
+    uint64_t seed;
+    const char *splits;        /* comma-separated split names (default "train"); "*" = all */
+    const char *augment;       /* "none" (default), "nnunet", "cirrhosisstage" or a pipeline JSON path */
+    int threads;               /* 0 = online CPUs */
+    int rank, world_size;      /* world_size 0 = from $WORLD_SIZE / $RANK, else 1 / 0 */
+    bool drop_last;            /* drop a final partial batch (default false: it is returned smaller) */
+    bool skip_corrupt;         /* a corrupt record is skipped and counted instead of failing */
+    cd_loader_io io;
+    uint32_t ring;             /* batches in flight (default 4) */
+} cd_loader_options;
+
+CD_API void cd_loader_options_init(cd_loader_options *o);
+
+typedef struct cd_loader cd_loader;
+
+CD_API cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err);
+CD_API void cd_loader_destroy(cd_loader *l);
+
+/* A borrowed batch: valid until cd_loader_release. Arrays are C-order. */
+typedef struct cd_batch {
+    uint32_t size;             /* samples in this batch (<= batch_size) */
+    uint32_t channels;
+    int64_t shape[3];          /* X, Y, Z of every sample (Z = 1 in slice mode) */
+    float *image;              /* (size, channels, X, Y, Z) */
+    uint8_t *mask;             /* (size, 1, X, Y, Z), or NULL when the dataset has no masks */
+    int32_t *label;            /* (size) */
+    int64_t *index;            /* (size) dataset record indices */
+    int64_t *slice;            /* (size) slice mode: z of the slice; else -1 */
+    int64_t *corner;           /* (size, 3) source voxel of each sample's first voxel before augmentation
+                                  (the patch covers corner .. corner + shape - 1; may lie partly outside) */
+    uint64_t epoch;
+    uint64_t number;           /* batch number within the epoch (for this rank) */
+} cd_batch;
+
+/* The next batch. At the end of an epoch returns CD_OK with *batch = NULL once; the next call starts
+ * the following epoch. */
+CD_API cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err);
+CD_API void cd_loader_release(cd_loader *l, cd_batch *batch);
+
+/* Resume state: (seed, epoch, position = samples of this rank's epoch already handed out by
+ * cd_loader_next, the batch currently borrowed included). */
+typedef struct cd_loader_state {
+    uint64_t seed;
+    uint64_t epoch;
+    uint64_t position;
+} cd_loader_state;
+
+CD_API void cd_loader_get_state(const cd_loader *l, cd_loader_state *out);
+/* Restarts delivery at state (drops batches in flight). The seed must equal the loader's. */
+CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_error *err);
+
+/* Samples per epoch for this rank, and batches per epoch. */
+CD_API uint64_t cd_loader_epoch_samples(const cd_loader *l);
+CD_API uint64_t cd_loader_epoch_batches(const cd_loader *l);
+/* Counters: records skipped as corrupt; "uring" or "pread". */
+CD_API uint64_t cd_loader_skipped(const cd_loader *l);
+CD_API const char *cd_loader_io_name(const cd_loader *l);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,784 @@
+/* The training loader: sampling order, worker threads, batch ring (see cirrdata/loader.h). */
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cirrdata/augment.h"
+#include "cirrdata/dataset.h"
+#include "cirrdata/loader.h"
+#include "cirrdata/rng.h"
+#include "core/internal.h"
+#include "loader/chunk_io.h"
+
+/* Philox stream ids of the loader's own draws (augmentation ops use their own, in augment/draw.c). */
+#define OP_PERMUTATION 0x70657270u
+#define OP_CENTER 0x63656e74u
+
+typedef struct rec_info {
+    uint64_t dataset_index;
+    int32_t label;
+    cd_record *rec;
+    const cd_shard *shard;
+    int image_t, mask_t;       /* tensor numbers; mask_t -1 when absent */
+    cd_tensor_info img;
+    uint32_t nfg;
+    int32_t (*fg)[3];          /* foreground voxel locations from the metadata */
+    bool has_bbox;
+    int64_t bbox[3][2];
+} rec_info;
+
+typedef struct item {
+    uint32_t rec;
+    int32_t z;                 /* slice mode: the slice; else -1 */
+} item;
+
+typedef struct slot {
+    bool assigned;
+    uint64_t epoch, start, number;
+    uint32_t size, claimed, done;
+    bool *ok;
+    float *image;
+    uint8_t *mask;
+    int32_t *label;
+    int64_t *index, *slice, *corner;
+    int64_t shape[3];          /* of this batch's samples */
+    cd_batch batch;
+} slot;
+
+typedef struct worker_scratch {
+    cd_chunk_io *io;
+    float *box;
+    size_t box_cap;
+    uint8_t *mbox;
+    size_t mbox_cap;
+    uint8_t *stored;
+    size_t stored_cap;
+    uint8_t *raw;
+    size_t raw_cap;
+    cd_read_req *reqs;
+    uint32_t *chunk_ids;
+    size_t reqs_cap;
+} worker_scratch;
+
+struct cd_loader {
+    cd_loader_options o;
+    cd_dataset *ds;
+    cd_aug_pipeline *pipe;
+    rec_info *recs;
+    size_t nrecs;
+    item *items;
+    uint64_t nitems;
+    int64_t patch[3];          /* sample size; in volume mode without a fixed size, record 0's (see sample_shape) */
+    bool per_record_shape;     /* volume mode without a fixed size: each sample keeps its record's shape */
+    size_t max_pvox;           /* voxels of the largest sample: what ring buffers hold per sample */
+    uint32_t channels;
+    bool has_mask;
+    uint64_t per_rank, bpe;
+    /* epoch order cache: this rank's item indices for one epoch */
+    uint64_t order_epoch;
+    uint32_t *order;
+    bool order_valid;
+    /* ring and scheduling */
+    slot *slots;
+    uint32_t ring;
+    uint64_t assign_seq, deliver_seq;   /* batch sequence numbers; slot = seq % ring */
+    uint64_t sched_epoch, sched_pos;    /* next batch to assign */
+    uint64_t current_epoch;             /* epoch of the batches being delivered */
+    uint64_t deliver_epoch, deliver_pos;/* where the next delivered batch starts (resume state) */
+    bool epoch_end_reported;
+    int busy;
+    bool stop;
+    cd_status failed;
+    char fail_msg[CD_ERROR_MESSAGE_MAX];
+    uint64_t skipped;
+    bool uring;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t *threads;
+    worker_scratch *scratch;
+    int nthreads, started;
+};
+
+void cd_loader_options_init(cd_loader_options *o) {
+    memset(o, 0, sizeof *o);
+    o->mode = CD_LOADER_PATCH;
+    o->patch[0] = 96;
+    o->patch[1] = 96;
+    o->patch[2] = 32;
+    o->foreground_fraction = 0.33;
+    o->batch_size = 2;
+    o->splits = "train";
+    o->augment = "none";
+    o->ring = 4;
+}
+
+static int online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* ---- epoch order ---- */
+
+/* This rank's item order for an epoch: a Philox-seeded Fisher-Yates permutation of all items, then
+ * positions rank, rank + W, ... (disjoint across ranks, together the whole epoch). */
+static const uint32_t *epoch_order(cd_loader *l, uint64_t epoch) {
+    if (l->order_valid && l->order_epoch == epoch) return l->order;
+    uint32_t *perm = malloc(l->nitems * sizeof *perm);
+    if (!perm) return NULL;
+    for (uint64_t i = 0; i < l->nitems; i++) perm[i] = (uint32_t)i;
+    cd_rng rng;
+    cd_rng_init(&rng, l->o.seed, (uint32_t)epoch, OP_PERMUTATION);
+    for (uint64_t i = l->nitems; i > 1; i--) {
+        uint64_t j = cd_rng_below(&rng, i);
+        uint32_t t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+    uint64_t k = 0;
+    for (uint64_t i = (uint64_t)l->o.rank; i < l->nitems; i += (uint64_t)l->o.world_size) l->order[k++] = perm[i];
+    free(perm);
+    l->order_epoch = epoch;
+    l->order_valid = true;
+    return l->order;
+}
+
+/* ---- reading a box of a record's tensor as float32 ---- */
+
+static void *grow(void *p, size_t *cap, size_t need) {
+    if (need <= *cap) return p;
+    size_t n = need + need / 2;
+    void *q = realloc(p, n);
+    if (!q) return NULL;
+    *cap = n;
+    return q;
+}
+
+static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, const uint8_t *raw, const int64_t lo[3],
+                          const int64_t hi[3], float *fbox, uint8_t *ubox) {
+    int64_t bs[3] = {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
+    int64_t x0 = ci->start[0] > lo[0] ? ci->start[0] : lo[0], x1 = ci->start[0] + ci->extent[0] < hi[0] ? ci->start[0] + ci->extent[0] : hi[0];
+    int64_t y0 = ci->start[1] > lo[1] ? ci->start[1] : lo[1], y1 = ci->start[1] + ci->extent[1] < hi[1] ? ci->start[1] + ci->extent[1] : hi[1];
+    int64_t z0 = ci->start[2] > lo[2] ? ci->start[2] : lo[2], z1 = ci->start[2] + ci->extent[2] < hi[2] ? ci->start[2] + ci->extent[2] : hi[2];
+    for (uint32_t c = 0; c < ti->channels; c++)
+        for (int64_t x = x0; x < x1; x++)
+            for (int64_t y = y0; y < y1; y++) {
+                size_t src = (((size_t)c * ci->extent[0] + (size_t)(x - ci->start[0])) * ci->extent[1] + (size_t)(y - ci->start[1])) *
+                                 ci->extent[2] + (size_t)(z0 - ci->start[2]);
+                size_t dst = (((size_t)c * (size_t)bs[0] + (size_t)(x - lo[0])) * (size_t)bs[1] + (size_t)(y - lo[1])) * (size_t)bs[2] +
+                             (size_t)(z0 - lo[2]);
+                size_t n = (size_t)(z1 - z0);
+                if (ubox) {
+                    memcpy(ubox + dst, raw + src, n);
+                    continue;
+                }
+                float *o = fbox + dst;
+                switch (ti->dtype) {
+                case CD_DTYPE_FLOAT32: memcpy(o, (const float *)raw + src, n * sizeof(float)); break;
+                case CD_DTYPE_INT16: {
+                    const int16_t *s = (const int16_t *)raw + src;
+                    for (size_t i = 0; i < n; i++) o[i] = s[i];
+                    break;
+                }
+                case CD_DTYPE_UINT8: {
+                    const uint8_t *s = raw + src;
+                    for (size_t i = 0; i < n; i++) o[i] = s[i];
+                    break;
+                }
+                case CD_DTYPE_FLOAT16: {
+                    const uint16_t *s = (const uint16_t *)raw + src;
+                    for (size_t i = 0; i < n; i++) o[i] = cd_half_to_float(s[i]);
+                    break;
+                }
+                default: break;
+                }
+            }
+}
+
+/* Reads the box [lo, hi) (inside the tensor) of tensor t: only the chunks it touches, all reads
+ * submitted together, every chunk verified before it is decoded. */
+static cd_status read_box(cd_loader *l, worker_scratch *w, const rec_info *ri, int t, const int64_t lo[3], const int64_t hi[3],
+                          float *fbox, uint8_t *ubox, cd_error *err) {
+    cd_tensor_info ti;
+    cd_record_tensor_info(ri->rec, (uint32_t)t, &ti);
+    uint32_t c0[3], c1[3];
+    for (int a = 0; a < 3; a++) {
+        c0[a] = (uint32_t)(lo[a] / ti.chunk[a]);
+        c1[a] = (uint32_t)((hi[a] - 1) / ti.chunk[a]);
+    }
+    size_t n = (size_t)(c1[0] - c0[0] + 1) * (c1[1] - c0[1] + 1) * (c1[2] - c0[2] + 1);
+    if (!(w->reqs = grow(w->reqs, &w->reqs_cap, n * sizeof *w->reqs))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    size_t ids_cap = 0;
+    uint32_t *ids = grow(NULL, &ids_cap, n * sizeof *ids);
+    if (!ids) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    size_t total = 0, k = 0, max_raw = 0;
+    for (uint32_t a = c0[0]; a <= c1[0]; a++)
+        for (uint32_t b = c0[1]; b <= c1[1]; b++)
+            for (uint32_t c = c0[2]; c <= c1[2]; c++) {
+                uint32_t id = (a * ti.chunk_grid[1] + b) * ti.chunk_grid[2] + c;
+                cd_chunk_info ci;
+                cd_record_chunk_info(ri->rec, (uint32_t)t, id, &ci);
+                ids[k++] = id;
+                total += ci.stored_size;
+                if (ci.raw_size > max_raw) max_raw = ci.raw_size;
+            }
+    cd_status st = CD_OK;
+    if (!(w->stored = grow(w->stored, &w->stored_cap, total ? total : 1)) || !(w->raw = grow(w->raw, &w->raw_cap, max_raw ? max_raw : 1))) {
+        free(ids);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        cd_chunk_info ci;
+        cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
+        w->reqs[i] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
+        off += ci.stored_size;
+    }
+    st = cd_chunk_io_read(w->io, w->reqs, n, cd_shard_path(ri->shard), err);
+    off = 0;
+    for (size_t i = 0; i < n && st == CD_OK; i++) {
+        cd_chunk_info ci;
+        cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
+        st = cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[i], w->stored + off, w->raw, err);
+        if (st == CD_OK) scatter_chunk(&ti, &ci, w->raw, lo, hi, fbox, ubox);
+        off += ci.stored_size;
+    }
+    free(ids);
+    (void)l;
+    return st;
+}
+
+/* ---- one sample ---- */
+
+static void identity_params(const double center[3], cd_aug_params *a) {
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < 3; i++) {
+        a->matrix[i][i] = 1.0;
+        a->center[i] = center[i];
+    }
+    a->scale = 1.0;
+}
+
+static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, cd_error *err) {
+    const uint32_t *order = NULL;
+    pthread_mutex_lock(&l->mu);
+    order = epoch_order(l, s->epoch);
+    item it = order ? l->items[order[s->start + j]] : (item){0, -1};
+    pthread_mutex_unlock(&l->mu);
+    if (!order) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    const rec_info *ri = &l->recs[it.rec];
+    int64_t patch[3] = {l->patch[0], l->patch[1], l->patch[2]};
+    if (l->per_record_shape)
+        for (int a = 0; a < 3; a++) patch[a] = ri->img.shape[a];
+    if (j == 0) memcpy(s->shape, patch, sizeof patch); /* equal for every sample of a batch (checked at creation) */
+    const size_t pvox = (size_t)(patch[0] * patch[1] * patch[2]);
+    float *out_img = s->image + (size_t)j * l->channels * pvox;
+    uint8_t *out_mask = l->has_mask ? s->mask + (size_t)j * pvox : NULL;
+    s->label[j] = ri->label;
+    s->index[j] = (int64_t)ri->dataset_index;
+    s->slice[j] = it.z;
+
+    /* Where the patch lies: an integer corner, so that without augmentation a patch is an exact crop
+     * (centre = corner + (patch - 1) / 2). */
+    const uint32_t *shape = ri->img.shape;
+    int64_t corner[3] = {0, 0, 0};
+    uint64_t sample_id = ri->dataset_index;
+    if (l->o.mode == CD_LOADER_SLICE) {
+        corner[2] = it.z;
+        sample_id = (ri->dataset_index << 20) | (uint64_t)it.z; /* each slice has its own draws */
+    } else if (l->o.mode == CD_LOADER_VOLUME) {
+        for (int a = 0; a < 3; a++) corner[a] = ((int64_t)shape[a] - patch[a]) / 2; /* centred crop or pad */
+    } else {
+        cd_rng rng;
+        cd_rng_init(&rng, l->o.seed ^ 0x5bd1e995ull * (sample_id + 1), (uint32_t)s->epoch, OP_CENTER);
+        /* nnU-Net: the last round(B * fraction) positions of a batch are forced onto foreground. */
+        uint32_t forced = (uint32_t)lround(l->o.batch_size * l->o.foreground_fraction);
+        bool fg = j >= l->o.batch_size - forced && ri->nfg > 0;
+        if (fg) {
+            const int32_t *p = ri->fg[cd_rng_below(&rng, ri->nfg)];
+            for (int a = 0; a < 3; a++) corner[a] = p[a] - patch[a] / 2;
+        } else {
+            /* Any corner whose patch centre lies inside the volume. */
+            for (int a = 0; a < 3; a++) corner[a] = (int64_t)cd_rng_below(&rng, shape[a]) - patch[a] / 2;
+        }
+    }
+    double center[3];
+    for (int a = 0; a < 3; a++) {
+        center[a] = (double)corner[a] + (double)(patch[a] - 1) / 2.0;
+        s->corner[3 * j + a] = corner[a];
+    }
+    cd_aug_params a;
+    if (l->pipe)
+        cd_aug_draw(l->pipe, l->o.seed, s->epoch, sample_id, patch, center, &a);
+    else
+        identity_params(center, &a);
+
+    /* Read only the source box the transform needs (clipped to the tensor). */
+    int64_t lo[3], hi[3], bshape[3];
+    cd_aug_source_box(&a, patch, lo, hi);
+    bool empty = false;
+    for (int d = 0; d < 3; d++) {
+        if (lo[d] < 0) lo[d] = 0;
+        if (hi[d] > (int64_t)shape[d]) hi[d] = shape[d];
+        if (hi[d] <= lo[d]) empty = true;
+        bshape[d] = hi[d] - lo[d];
+    }
+    if (empty) {
+        memset(out_img, 0, (size_t)l->channels * pvox * sizeof(float));
+        if (out_mask) memset(out_mask, 0, pvox);
+        return CD_OK;
+    }
+    size_t bvox = (size_t)(bshape[0] * bshape[1] * bshape[2]);
+    if (!(w->box = grow(w->box, &w->box_cap, (size_t)l->channels * bvox * sizeof(float))) ||
+        (l->has_mask && !(w->mbox = grow(w->mbox, &w->mbox_cap, bvox))))
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_status st = read_box(l, w, ri, ri->image_t, lo, hi, w->box, NULL, err);
+    if (st == CD_OK && l->has_mask) st = read_box(l, w, ri, ri->mask_t, lo, hi, NULL, w->mbox, err);
+    if (st == CD_OK)
+        st = cd_aug_apply_spatial(&a, w->box, l->has_mask ? w->mbox : NULL, l->channels, lo, bshape, patch, out_img, out_mask, err);
+    if (st == CD_OK && l->pipe) st = cd_aug_apply_intensity(&a, out_img, l->channels, patch, err);
+    return st;
+}
+
+/* ---- workers ---- */
+
+typedef struct worker_arg {
+    cd_loader *l;
+    int id;
+} worker_arg;
+
+static void *worker_main(void *arg) {
+    cd_loader *l = ((worker_arg *)arg)->l;
+    worker_scratch *w = &l->scratch[((worker_arg *)arg)->id];
+    free(arg);
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        slot *s = NULL;
+        uint32_t j = 0;
+        while (!l->stop) {
+            for (uint64_t q = l->deliver_seq; q < l->assign_seq; q++) {
+                slot *c = &l->slots[q % l->ring];
+                if (c->assigned && c->claimed < c->size) {
+                    s = c;
+                    j = c->claimed++;
+                    break;
+                }
+            }
+            if (s) break;
+            pthread_cond_wait(&l->cv, &l->mu);
+        }
+        if (l->stop) break;
+        l->busy++;
+        pthread_mutex_unlock(&l->mu);
+        cd_error err;
+        cd_error_clear(&err);
+        cd_status st = make_sample(l, w, s, j, &err);
+        pthread_mutex_lock(&l->mu);
+        l->busy--;
+        s->ok[j] = st == CD_OK;
+        if (st != CD_OK) {
+            if (l->o.skip_corrupt && (st == CD_ERR_CORRUPT || st == CD_ERR_TRUNCATED)) {
+                /* counted when the batch is handed out */
+            } else if (l->failed == CD_OK) {
+                l->failed = st;
+                snprintf(l->fail_msg, sizeof l->fail_msg, "%s", err.message);
+            }
+        }
+        s->done++;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* Gives free ring slots the next batches (caller holds the lock). */
+static void assign_batches(cd_loader *l) {
+    while (l->assign_seq < l->deliver_seq + l->ring) {
+        if (l->sched_pos >= l->per_rank || (l->o.drop_last && l->per_rank - l->sched_pos < l->o.batch_size)) {
+            l->sched_epoch++;
+            l->sched_pos = 0;
+        }
+        slot *s = &l->slots[l->assign_seq % l->ring];
+        uint64_t left = l->per_rank - l->sched_pos;
+        s->assigned = true;
+        s->epoch = l->sched_epoch;
+        s->start = l->sched_pos;
+        s->number = l->sched_pos / l->o.batch_size;
+        s->size = (uint32_t)(left < l->o.batch_size ? left : l->o.batch_size);
+        s->claimed = s->done = 0;
+        l->sched_pos += s->size;
+        l->assign_seq++;
+    }
+    pthread_cond_broadcast(&l->cv);
+}
+
+/* ---- creation ---- */
+
+static bool split_selected(const char *splits, const char *split) {
+    if (!splits || !strcmp(splits, "*")) return true;
+    size_t n = strlen(split);
+    for (const char *p = splits; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, split, n)) return true;
+        if (!e) break;
+        p = e + 1;
+    }
+    return false;
+}
+
+void cd_loader_destroy(cd_loader *l) {
+    if (!l) return;
+    if (l->threads) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = true;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        for (int i = 0; i < l->started; i++) pthread_join(l->threads[i], NULL);
+    }
+    for (int i = 0; l->scratch && i < l->nthreads; i++) {
+        worker_scratch *w = &l->scratch[i];
+        cd_chunk_io_destroy(w->io);
+        free(w->box);
+        free(w->mbox);
+        free(w->stored);
+        free(w->raw);
+        free(w->reqs);
+    }
+    for (uint32_t i = 0; l->slots && i < l->ring; i++) {
+        slot *s = &l->slots[i];
+        free(s->ok);
+        free(s->image);
+        free(s->mask);
+        free(s->label);
+        free(s->index);
+        free(s->slice);
+        free(s->corner);
+    }
+    for (size_t i = 0; l->recs && i < l->nrecs; i++) {
+        cd_record_destroy(l->recs[i].rec);
+        free(l->recs[i].fg);
+    }
+    free(l->recs);
+    free(l->items);
+    free(l->order);
+    free(l->slots);
+    free(l->scratch);
+    free(l->threads);
+    cd_aug_pipeline_destroy(l->pipe);
+    cd_dataset_close(l->ds);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+}
+
+static cd_status load_records(cd_loader *l, cd_error *err) {
+    json_t *m = json_loads(cd_dataset_manifest(l->ds), 0, NULL);
+    json_t *entries = json_object_get(m, "records");
+    size_t n = json_array_size(entries);
+    l->recs = calloc(n ? n : 1, sizeof *l->recs);
+    if (!l->recs) {
+        json_decref(m);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    cd_status st = CD_OK;
+    for (size_t i = 0; i < n && st == CD_OK; i++) {
+        json_t *e = json_array_get(entries, i);
+        const char *split = json_string_value(json_object_get(e, "split"));
+        if (!split_selected(l->o.splits, split ? split : "")) continue;
+        rec_info *ri = &l->recs[l->nrecs];
+        ri->dataset_index = i;
+        ri->label = (int32_t)json_integer_value(json_object_get(e, "label"));
+        if ((st = cd_dataset_read_record(l->ds, i, &ri->rec, &ri->shard, err)) != CD_OK) break;
+        l->nrecs++;
+        ri->image_t = cd_record_find_tensor(ri->rec, "image");
+        ri->mask_t = cd_record_find_tensor(ri->rec, "mask");
+        if (ri->image_t < 0) {
+            st = cd_fail(err, CD_ERR_FORMAT, "%s: record %zu has no 'image' tensor", cd_shard_path(ri->shard), i);
+            break;
+        }
+        cd_record_tensor_info(ri->rec, (uint32_t)ri->image_t, &ri->img);
+        json_t *meta = json_loads(cd_record_metadata(ri->rec), 0, NULL);
+        json_t *fg = json_object_get(meta, "fg_locations"), *bb = json_object_get(meta, "mask_bbox");
+        if (json_is_array(fg) && json_array_size(fg)) {
+            ri->fg = calloc(json_array_size(fg), sizeof *ri->fg);
+            size_t k;
+            json_t *p;
+            json_array_foreach(fg, k, p) {
+                bool okp = ri->fg && json_array_size(p) == 3;
+                for (int a = 0; okp && a < 3; a++) {
+                    json_int_t v = json_integer_value(json_array_get(p, (size_t)a));
+                    okp = v >= 0 && v < (json_int_t)ri->img.shape[a];
+                    if (okp) ri->fg[ri->nfg][a] = (int32_t)v;
+                }
+                if (okp) ri->nfg++;
+            }
+        }
+        if (json_is_array(bb) && json_array_size(bb) == 3) {
+            ri->has_bbox = true;
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 2; b++) ri->bbox[a][b] = json_integer_value(json_array_get(json_array_get(bb, (size_t)a), (size_t)b));
+        }
+        json_decref(meta);
+    }
+    json_decref(m);
+    return st;
+}
+
+cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err) {
+    if (!opts || !opts->dataset || !out) return cd_fail(err, CD_ERR_ARG, "cd_loader_create: missing dataset");
+    *out = NULL;
+    if (opts->batch_size < 1) return cd_fail(err, CD_ERR_ARG, "batch_size must be >= 1");
+    if (opts->foreground_fraction < 0 || opts->foreground_fraction > 1)
+        return cd_fail(err, CD_ERR_ARG, "foreground_fraction must be in [0, 1]");
+    cd_loader *l = calloc(1, sizeof *l);
+    if (!l) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    l->o = *opts;
+    if (!l->o.splits) l->o.splits = "train";
+    if (l->o.world_size <= 0) {
+        const char *ws = getenv("WORLD_SIZE"), *rk = getenv("RANK");
+        l->o.world_size = ws ? atoi(ws) : 1;
+        l->o.rank = rk ? atoi(rk) : 0;
+        if (l->o.world_size <= 0) l->o.world_size = 1;
+    }
+    if (l->o.rank < 0 || l->o.rank >= l->o.world_size) {
+        cd_loader_destroy(l);
+        return cd_fail(err, CD_ERR_ARG, "rank %d is not in [0, %d)", opts->rank, l->o.world_size);
+    }
+    l->ring = l->o.ring ? l->o.ring : 4;
+    cd_status st = cd_dataset_open(opts->dataset, &l->ds, err);
+    if (st == CD_OK && l->o.augment && strcmp(l->o.augment, "none")) st = cd_aug_pipeline_load(l->o.augment, &l->pipe, err);
+    if (st == CD_OK) st = load_records(l, err);
+    if (st == CD_OK && l->nrecs == 0) st = cd_fail(err, CD_ERR_ARG, "%s: no records in split(s) '%s'", opts->dataset, l->o.splits);
+    if (st != CD_OK) {
+        cd_loader_destroy(l);
+        return st;
+    }
+    /* Shapes, channels, masks. */
+    l->channels = l->recs[0].img.channels;
+    l->has_mask = true;
+    for (size_t i = 0; i < l->nrecs; i++) {
+        if (l->recs[i].img.channels != l->channels)
+            st = cd_fail(err, CD_ERR_FORMAT, "%s: records have different channel counts (%u and %u)", opts->dataset, l->channels,
+                         l->recs[i].img.channels);
+        if (l->recs[i].mask_t < 0) l->has_mask = false;
+    }
+    const uint32_t *s0 = l->recs[0].img.shape;
+    if (l->o.mode == CD_LOADER_PATCH) {
+        for (int a = 0; a < 3; a++)
+            if (l->o.patch[a] < 1 || l->o.patch[a] > 4096) st = cd_fail(err, CD_ERR_ARG, "patch sizes must be in 1..4096");
+        memcpy(l->patch, l->o.patch, sizeof l->patch);
+    } else if (l->o.mode == CD_LOADER_VOLUME) {
+        bool fixed = l->o.patch[0] > 0 && l->o.patch[1] > 0 && l->o.patch[2] > 0;
+        for (int a = 0; a < 3; a++) l->patch[a] = fixed ? l->o.patch[a] : s0[a];
+        l->per_record_shape = !fixed;
+        for (size_t i = 0; i < l->nrecs && !fixed && l->o.batch_size > 1 && st == CD_OK; i++)
+            if (memcmp(l->recs[i].img.shape, s0, sizeof(uint32_t[3])))
+                st = cd_fail(err, CD_ERR_ARG,
+                             "%s: volume mode with batch_size > 1 needs records of one shape (record %llu is %ux%ux%u, record %llu "
+                             "%ux%ux%u); give a fixed size (patch) to crop/pad",
+                             opts->dataset, (unsigned long long)l->recs[0].dataset_index, s0[0], s0[1], s0[2],
+                             (unsigned long long)l->recs[i].dataset_index, l->recs[i].img.shape[0], l->recs[i].img.shape[1],
+                             l->recs[i].img.shape[2]);
+    } else {
+        l->patch[0] = s0[0];
+        l->patch[1] = s0[1];
+        l->patch[2] = 1;
+        for (size_t i = 0; i < l->nrecs && st == CD_OK; i++)
+            if (l->recs[i].img.shape[0] != s0[0] || l->recs[i].img.shape[1] != s0[1])
+                st = cd_fail(err, CD_ERR_ARG, "%s: slice mode needs one in-plane size (a 2D recipe such as cirrhosisstage-2d)",
+                             opts->dataset);
+    }
+    /* The epoch's items. */
+    if (st == CD_OK) {
+        uint64_t n = 0;
+        for (size_t i = 0; i < l->nrecs; i++) {
+            if (l->o.mode != CD_LOADER_SLICE) {
+                n++;
+            } else if (l->o.slices_with_mask_only) {
+                if (l->recs[i].has_bbox) n += (uint64_t)(l->recs[i].bbox[2][1] - l->recs[i].bbox[2][0]);
+            } else {
+                n += l->recs[i].img.shape[2];
+            }
+        }
+        l->items = calloc(n ? n : 1, sizeof *l->items);
+        if (!l->items) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < l->nrecs && st == CD_OK; i++) {
+            if (l->o.mode != CD_LOADER_SLICE) {
+                l->items[l->nitems++] = (item){(uint32_t)i, -1};
+                continue;
+            }
+            int64_t z0 = 0, z1 = l->recs[i].img.shape[2];
+            if (l->o.slices_with_mask_only) {
+                if (!l->recs[i].has_bbox) continue;
+                z0 = l->recs[i].bbox[2][0];
+                z1 = l->recs[i].bbox[2][1];
+            }
+            for (int64_t z = z0; z < z1; z++) l->items[l->nitems++] = (item){(uint32_t)i, (int32_t)z};
+        }
+        l->per_rank = l->nitems / (uint64_t)l->o.world_size + ((uint64_t)l->o.rank < l->nitems % (uint64_t)l->o.world_size);
+        if (l->per_rank == 0) st = cd_fail(err, CD_ERR_ARG, "%s: no samples for rank %d of %d", opts->dataset, l->o.rank, l->o.world_size);
+        l->bpe = l->o.drop_last ? l->per_rank / l->o.batch_size : (l->per_rank + l->o.batch_size - 1) / l->o.batch_size;
+        if (st == CD_OK && l->bpe == 0) st = cd_fail(err, CD_ERR_ARG, "fewer samples than one batch with drop_last");
+        l->order = calloc(l->per_rank ? l->per_rank : 1, sizeof *l->order);
+        if (st == CD_OK && !l->order) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    /* The ring: every buffer allocated now; nothing grows later. */
+    l->max_pvox = (size_t)(l->patch[0] * l->patch[1] * l->patch[2]);
+    for (size_t i = 0; l->per_record_shape && i < l->nrecs; i++) {
+        size_t v = (size_t)l->recs[i].img.shape[0] * l->recs[i].img.shape[1] * l->recs[i].img.shape[2];
+        if (v > l->max_pvox) l->max_pvox = v;
+    }
+    const size_t pvox = l->max_pvox, B = l->o.batch_size;
+    if (st == CD_OK && !(l->slots = calloc(l->ring, sizeof *l->slots))) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; st == CD_OK && i < l->ring; i++) {
+        slot *s = &l->slots[i];
+        s->ok = calloc(B, sizeof *s->ok);
+        s->image = malloc(B * l->channels * pvox * sizeof(float));
+        s->mask = l->has_mask ? malloc(B * pvox) : NULL;
+        s->label = calloc(B, sizeof *s->label);
+        s->index = calloc(B, sizeof *s->index);
+        s->slice = calloc(B, sizeof *s->slice);
+        s->corner = calloc(3 * B, sizeof *s->corner);
+        if (!s->ok || !s->image || (l->has_mask && !s->mask) || !s->label || !s->index || !s->slice || !s->corner)
+            st = cd_fail(err, CD_ERR_NOMEM, "cannot allocate the batch ring (%u batches of %zu samples of %zu voxels)", l->ring, B, pvox);
+    }
+    l->nthreads = l->o.threads > 0 ? l->o.threads : online_cpus();
+    if (st == CD_OK && (!(l->scratch = calloc((size_t)l->nthreads, sizeof *l->scratch)) ||
+                        !(l->threads = calloc((size_t)l->nthreads, sizeof *l->threads))))
+        st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    bool want_uring = l->o.io != CD_IO_PREAD;
+    l->uring = want_uring;
+    for (int i = 0; i < l->nthreads && st == CD_OK; i++) {
+        st = cd_chunk_io_create(want_uring, l->o.io == CD_IO_URING, 64, &l->scratch[i].io, err);
+        if (st == CD_OK && !cd_chunk_io_is_uring(l->scratch[i].io)) l->uring = false;
+    }
+    if (st != CD_OK) {
+        cd_loader_destroy(l);
+        return st;
+    }
+    pthread_mutex_lock(&l->mu);
+    assign_batches(l);
+    pthread_mutex_unlock(&l->mu);
+    for (; l->started < l->nthreads; l->started++) {
+        worker_arg *a = malloc(sizeof *a);
+        if (!a) break;
+        a->l = l;
+        a->id = l->started;
+        if (pthread_create(&l->threads[l->started], NULL, worker_main, a) != 0) {
+            free(a);
+            break;
+        }
+    }
+    if (l->started == 0) {
+        cd_loader_destroy(l);
+        return cd_fail(err, CD_ERR_INTERNAL, "cannot start loader threads");
+    }
+    *out = l;
+    return CD_OK;
+}
+
+/* ---- consuming ---- */
+
+cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
+    if (!l || !batch) return cd_fail(err, CD_ERR_ARG, "cd_loader_next: NULL argument");
+    *batch = NULL;
+    pthread_mutex_lock(&l->mu);
+    slot *s = &l->slots[l->deliver_seq % l->ring];
+    if (s->assigned && s->epoch != l->current_epoch && !l->epoch_end_reported) {
+        /* The previous epoch is over: say so once. */
+        l->epoch_end_reported = true;
+        pthread_mutex_unlock(&l->mu);
+        return CD_OK;
+    }
+    while (l->failed == CD_OK && s->done < s->size) pthread_cond_wait(&l->cv, &l->mu);
+    if (l->failed != CD_OK) {
+        cd_status st = cd_fail(err, l->failed, "%s", l->fail_msg);
+        pthread_mutex_unlock(&l->mu);
+        return st;
+    }
+    l->current_epoch = s->epoch;
+    l->epoch_end_reported = false;
+    /* The resume state counts a batch as delivered once it is handed out. */
+    l->deliver_epoch = s->epoch;
+    l->deliver_pos = s->start + s->size;
+    if (l->deliver_pos >= l->per_rank || (l->o.drop_last && l->per_rank - l->deliver_pos < l->o.batch_size)) {
+        l->deliver_epoch++;
+        l->deliver_pos = 0;
+    }
+    /* Skipped (corrupt) samples are dropped: move the good ones together. */
+    const size_t pvox = (size_t)(s->shape[0] * s->shape[1] * s->shape[2]);
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < s->size; j++) {
+        if (!s->ok[j]) {
+            l->skipped++;
+            continue;
+        }
+        if (k != j) {
+            memmove(s->image + (size_t)k * l->channels * pvox, s->image + (size_t)j * l->channels * pvox, l->channels * pvox * sizeof(float));
+            if (s->mask) memmove(s->mask + (size_t)k * pvox, s->mask + (size_t)j * pvox, pvox);
+            s->label[k] = s->label[j];
+            s->index[k] = s->index[j];
+            s->slice[k] = s->slice[j];
+            memmove(s->corner + 3 * k, s->corner + 3 * j, 3 * sizeof *s->corner);
+        }
+        k++;
+    }
+    s->batch = (cd_batch){.size = k, .channels = l->channels, .shape = {s->shape[0], s->shape[1], s->shape[2]}, .image = s->image,
+                          .mask = s->mask, .label = s->label, .index = s->index, .slice = s->slice, .corner = s->corner, .epoch = s->epoch,
+                          .number = s->number};
+    pthread_mutex_unlock(&l->mu);
+    *batch = &s->batch;
+    return CD_OK;
+}
+
+void cd_loader_release(cd_loader *l, cd_batch *batch) {
+    if (!l || !batch) return;
+    pthread_mutex_lock(&l->mu);
+    slot *s = &l->slots[l->deliver_seq % l->ring];
+    if (&s->batch == batch) {
+        s->assigned = false;
+        l->deliver_seq++;
+        assign_batches(l);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void cd_loader_get_state(const cd_loader *l, cd_loader_state *out) {
+    pthread_mutex_lock((pthread_mutex_t *)&l->mu);
+    out->seed = l->o.seed;
+    out->epoch = l->deliver_epoch;
+    out->position = l->deliver_pos;
+    pthread_mutex_unlock((pthread_mutex_t *)&l->mu);
+}
+
+cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_error *err) {
+    if (!l || !state) return cd_fail(err, CD_ERR_ARG, "cd_loader_set_state: NULL argument");
+    if (state->seed != l->o.seed)
+        return cd_fail(err, CD_ERR_ARG, "state was saved with seed %llu, this loader has seed %llu", (unsigned long long)state->seed,
+                       (unsigned long long)l->o.seed);
+    if (state->position >= l->per_rank) return cd_fail(err, CD_ERR_ARG, "state position %llu is past the epoch (%llu samples)",
+                                                       (unsigned long long)state->position, (unsigned long long)l->per_rank);
+    pthread_mutex_lock(&l->mu);
+    /* Stop handing out work, let samples in progress finish, then restart the schedule. */
+    for (uint32_t i = 0; i < l->ring; i++) l->slots[i].assigned = false;
+    l->deliver_seq = l->assign_seq;
+    while (l->busy > 0) pthread_cond_wait(&l->cv, &l->mu);
+    l->failed = CD_OK;
+    l->sched_epoch = l->deliver_epoch = l->current_epoch = state->epoch;
+    l->sched_pos = l->deliver_pos = state->position;
+    l->epoch_end_reported = false;
+    assign_batches(l);
+    pthread_mutex_unlock(&l->mu);
+    return CD_OK;
+}
+
+uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
+uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
+uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
+const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }

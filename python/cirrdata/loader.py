@@ -1,0 +1,241 @@
+"""cirrdata.Loader: deterministic, resumable, augmented training batches (ctypes over libcirrdata).
+
+    loader = cirrdata.Loader('out/liver-nnunet', batch_size=2, mode='patch', patch=(96, 96, 32),
+                             augment='nnunet', seed=42, split='train', threads=2)
+    for epoch in range(100):
+        for batch in loader:                  # one epoch
+            batch['image']                    # float32 (B, C, X, Y, Z), a view of the loader's ring
+            batch['mask'], batch['label'], batch['index']
+        state = loader.state_dict()           # resume later with loader.load_state_dict(state)
+
+Batches are views into the loader's preallocated ring, not copies: a batch's arrays stay valid until
+the next batch is requested (or the loop ends). Keep data longer with .copy(), or pass copy=True.
+Every sample is a pure function of (seed, epoch, record, op): the same seed gives the same batches
+whatever the thread count; ranks (rank/world_size, or $RANK/$WORLD_SIZE) see disjoint samples that
+together cover each epoch.
+"""
+import ctypes
+import os
+
+import numpy as np
+
+from . import _lib as _l
+
+_MODES = {'volume': 0, 'patch': 1, 'slice': 2}
+_IO = {'auto': 0, 'uring': 1, 'pread': 2}
+
+
+class _Options(ctypes.Structure):
+    """struct cd_loader_options (loader.h)."""
+    _fields_ = [('dataset', ctypes.c_char_p),
+                ('mode', ctypes.c_int),
+                ('patch', ctypes.c_int64 * 3),
+                ('foreground_fraction', ctypes.c_double),
+                ('slices_with_mask_only', ctypes.c_bool),
+                ('batch_size', ctypes.c_uint32),
+                ('seed', ctypes.c_uint64),
+                ('splits', ctypes.c_char_p),
+                ('augment', ctypes.c_char_p),
+                ('threads', ctypes.c_int),
+                ('rank', ctypes.c_int),
+                ('world_size', ctypes.c_int),
+                ('drop_last', ctypes.c_bool),
+                ('skip_corrupt', ctypes.c_bool),
+                ('io', ctypes.c_int),
+                ('ring', ctypes.c_uint32)]
+
+
+class _Batch(ctypes.Structure):
+    """struct cd_batch (loader.h)."""
+    _fields_ = [('size', ctypes.c_uint32),
+                ('channels', ctypes.c_uint32),
+                ('shape', ctypes.c_int64 * 3),
+                ('image', ctypes.POINTER(ctypes.c_float)),
+                ('mask', ctypes.POINTER(ctypes.c_uint8)),
+                ('label', ctypes.POINTER(ctypes.c_int32)),
+                ('index', ctypes.POINTER(ctypes.c_int64)),
+                ('slice', ctypes.POINTER(ctypes.c_int64)),
+                ('corner', ctypes.POINTER(ctypes.c_int64)),
+                ('epoch', ctypes.c_uint64),
+                ('number', ctypes.c_uint64)]
+
+
+class _State(ctypes.Structure):
+    _fields_ = [('seed', ctypes.c_uint64), ('epoch', ctypes.c_uint64), ('position', ctypes.c_uint64)]
+
+
+def _declare(lib):
+    if getattr(lib, '_cirrdata_loader_declared', False):
+        return
+    P, PP, E = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_l.CdError)
+    sigs = {
+        'cd_loader_options_init': ([ctypes.POINTER(_Options)], None),
+        'cd_loader_create': ([ctypes.POINTER(_Options), PP, E], ctypes.c_int),
+        'cd_loader_destroy': ([P], None),
+        'cd_loader_next': ([P, ctypes.POINTER(ctypes.POINTER(_Batch)), E], ctypes.c_int),
+        'cd_loader_release': ([P, ctypes.POINTER(_Batch)], None),
+        'cd_loader_get_state': ([P, ctypes.POINTER(_State)], None),
+        'cd_loader_set_state': ([P, ctypes.POINTER(_State), E], ctypes.c_int),
+        'cd_loader_epoch_samples': ([P], ctypes.c_uint64),
+        'cd_loader_epoch_batches': ([P], ctypes.c_uint64),
+        'cd_loader_skipped': ([P], ctypes.c_uint64),
+        'cd_loader_io_name': ([P], ctypes.c_char_p),
+    }
+    for name, (args, res) in sigs.items():
+        fn = getattr(lib, name)
+        fn.argtypes = args
+        fn.restype = res
+    lib._cirrdata_loader_declared = True
+
+
+def _view(ptr, shape, copy):
+    a = np.ctypeslib.as_array(ptr, shape=shape)
+    return a.copy() if copy else a
+
+
+class Loader:
+    """Batches from a converted dataset directory. See the module docstring.
+
+    mode: 'patch' (fixed-size patches, foreground_fraction of each batch centred on the mask),
+    'volume' (whole records; patch=(X, Y, Z) crops/pads to a fixed size) or 'slice' (2D axial
+    slices; slices_with_mask_only keeps those inside the mask's z range).
+    augment: 'none', 'nnunet', 'cirrhosisstage' or the path of a pipeline JSON file.
+    split: a split name, several separated by commas, or '*' for all.
+    rank/world_size: default from $RANK/$WORLD_SIZE, else 0/1.
+    device: 'cpu' (augmentation on the CPU; the Vulkan path is not in this build)."""
+
+    def __init__(self, path, batch_size=2, mode='patch', patch=(96, 96, 32), augment='none', seed=0, split='train',
+                 threads=0, rank=None, world_size=None, device='cpu', foreground_fraction=0.33,
+                 slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, copy=False):
+        from . import _LIB, _raise
+        if device != 'cpu':
+            raise ValueError("device %r is not available in this build: only 'cpu'" % (device,))
+        if mode not in _MODES:
+            raise ValueError('mode must be one of %s' % sorted(_MODES))
+        if io not in _IO:
+            raise ValueError('io must be one of %s' % sorted(_IO))
+        self._lib = _LIB
+        self._raise = _raise
+        _declare(_LIB)
+        o = _Options()
+        _LIB.cd_loader_options_init(ctypes.byref(o))
+        self._keep = [os.fsencode(path), split.encode(), str(augment).encode()]
+        o.dataset, o.splits, o.augment = self._keep
+        o.mode = _MODES[mode]
+        if patch is not None:
+            if len(patch) != 3:
+                raise ValueError('patch must be (X, Y, Z)')
+            for i in range(3):
+                o.patch[i] = int(patch[i])
+        elif mode == 'volume':
+            for i in range(3):
+                o.patch[i] = 0
+        o.foreground_fraction = float(foreground_fraction)
+        o.slices_with_mask_only = bool(slices_with_mask_only)
+        o.batch_size = int(batch_size)
+        o.seed = int(seed)
+        o.threads = int(threads)
+        if world_size is None:
+            o.rank, o.world_size = 0, 0  # the library reads $RANK / $WORLD_SIZE
+        else:
+            o.rank, o.world_size = int(rank or 0), int(world_size)
+        o.drop_last = bool(drop_last)
+        o.skip_corrupt = bool(skip_corrupt)
+        o.io = _IO[io]
+        o.ring = int(ring)
+        self.copy = copy
+        self._h = ctypes.c_void_p()
+        err = _l.CdError()
+        if _LIB.cd_loader_create(ctypes.byref(o), ctypes.byref(self._h), ctypes.byref(err)) != 0:
+            self._h = None
+            _raise(err)
+        self._pending = None
+
+    def _handle(self):
+        if not self._h:
+            raise ValueError('the loader is closed')
+        return self._h
+
+    def __len__(self):
+        """Batches per epoch for this rank."""
+        return int(self._lib.cd_loader_epoch_batches(self._handle()))
+
+    @property
+    def samples_per_epoch(self):
+        return int(self._lib.cd_loader_epoch_samples(self._handle()))
+
+    @property
+    def skipped(self):
+        """Samples dropped because their data was corrupt (skip_corrupt=True)."""
+        return int(self._lib.cd_loader_skipped(self._handle()))
+
+    @property
+    def io(self):
+        """The read backend in use: 'uring' or 'pread'."""
+        return self._lib.cd_loader_io_name(self._handle()).decode()
+
+    def _release(self):
+        if self._pending is not None:
+            self._lib.cd_loader_release(self._h, self._pending)
+            self._pending = None
+
+    def __iter__(self):
+        """Yields the batches of one epoch (from the current position)."""
+        h = self._handle()
+        err = _l.CdError()
+        while True:
+            self._release()
+            bp = ctypes.POINTER(_Batch)()
+            if self._lib.cd_loader_next(h, ctypes.byref(bp), ctypes.byref(err)) != 0:
+                self._raise(err)
+            if not bp:
+                return  # end of the epoch
+            self._pending = bp
+            b = bp.contents
+            n, c = b.size, b.channels
+            x, y, z = b.shape
+            batch = {
+                'image': _view(b.image, (n, c, x, y, z), self.copy),
+                'mask': _view(b.mask, (n, 1, x, y, z), self.copy) if b.mask else None,
+                'label': _view(b.label, (n,), True),
+                'index': _view(b.index, (n,), True),
+                'slice': _view(b.slice, (n,), True),
+                'corner': _view(b.corner, (n, 3), True),
+                'epoch': int(b.epoch),
+                'batch': int(b.number),
+            }
+            yield batch
+
+    def state_dict(self):
+        """Where the next batch starts: {'seed', 'epoch', 'position'}. The batch last yielded counts
+        as delivered: save the state after training on a batch, and a restored loader continues
+        with the one after it."""
+        s = _State()
+        self._lib.cd_loader_get_state(self._handle(), ctypes.byref(s))
+        return {'seed': int(s.seed), 'epoch': int(s.epoch), 'position': int(s.position)}
+
+    def load_state_dict(self, state):
+        """Continues from a state_dict(): the following batches equal an uninterrupted run's."""
+        self._release()
+        s = _State(int(state['seed']), int(state['epoch']), int(state['position']))
+        err = _l.CdError()
+        if self._lib.cd_loader_set_state(self._handle(), ctypes.byref(s), ctypes.byref(err)) != 0:
+            self._raise(err)
+
+    def close(self):
+        if self._h:
+            self._release()
+            self._lib.cd_loader_destroy(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
