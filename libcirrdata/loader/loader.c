@@ -547,8 +547,9 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         if (l->o.world_size <= 0) l->o.world_size = 1;
     }
     if (l->o.rank < 0 || l->o.rank >= l->o.world_size) {
+        cd_status st = cd_fail(err, CD_ERR_ARG, "rank %d is not in [0, %d)", l->o.rank, l->o.world_size);
         cd_loader_destroy(l);
-        return cd_fail(err, CD_ERR_ARG, "rank %d is not in [0, %d)", opts->rank, l->o.world_size);
+        return st;
     }
     l->ring = l->o.ring ? l->o.ring : 4;
     cd_status st = cd_dataset_open(opts->dataset, &l->ds, err);

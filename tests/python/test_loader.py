@@ -186,16 +186,23 @@ def main():
         check(not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(n)),
               f"env ranks must be disjoint and cover the epoch: {seen}")
 
-        # Ranks from torch.distributed (gloo, 2 processes spawned as torch.multiprocessing does).
+        # Ranks from torch.distributed (gloo, 2 processes spawned as torch.multiprocessing does). Not
+        # under AddressSanitizer: libtorch's own threads throw C++ exceptions, which ASan's __cxa_throw
+        # interceptor aborts on in a process whose interpreter was not built with it (a torch/ASan
+        # incompatibility, not ours); the normal build of the suite runs this part.
         script = os.path.join(work, "ranks.py")
-        with open(script, "w") as f:
-            f.write(RANK_SCRIPT)
-        out = os.path.join(work, "rank-idx")
-        r = run(["/usr/bin/python3", script, raw, out, pydir, str(29500 + os.getpid() % 1000)])
-        check(r.returncode == 0, f"torch.distributed ranks: {r.stderr[-2000:]}")
-        if r.returncode == 0:
-            r0, r1 = (json.load(open(f"{out}.{k}")) for k in (0, 1))
-            check(not set(r0) & set(r1) and sorted(r0 + r1) == list(range(n)), f"torch ranks: {r0} {r1}")
+        if os.environ.get("CIRRDATA_ASAN_REEXEC"):
+            print("note: torch.distributed part skipped under AddressSanitizer (runs in the normal build)")
+            script = None
+        if script:
+            with open(script, "w") as f:
+                f.write(RANK_SCRIPT)
+            out = os.path.join(work, "rank-idx")
+            r = run(["/usr/bin/python3", script, raw, out, pydir, str(29500 + os.getpid() % 1000)])
+            check(r.returncode == 0, f"torch.distributed ranks: {r.stderr[-2000:]}")
+            if r.returncode == 0:
+                r0, r1 = (json.load(open(f"{out}.{k}")) for k in (0, 1))
+                check(not set(r0) & set(r1) and sorted(r0 + r1) == list(range(n)), f"torch ranks: {r0} {r1}")
 
         # Slice mode on the 2D recipe: 3 channels, slices of the stored volumes.
         m2, rec2 = cdshard.read_dataset(stage2d)
