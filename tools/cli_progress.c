@@ -42,14 +42,15 @@ static void format_duration(char *buf, size_t n, double s) {
 static void draw(cli_progress *p, double t, bool final) {
     double elapsed = t - p->start;
     uint64_t done = p->done > p->total ? p->total : p->done;
-    double frac = p->total ? (double)done / (double)p->total : 1.0;
+    /* An unknown total (0) draws an empty bar until it is known, or a full one when finished. */
+    double frac = p->total ? (double)done / (double)p->total : final ? 1.0 : 0.0;
     char bar[BAR_WIDTH + 1];
     int fill = (int)(frac * BAR_WIDTH + 0.5);
     for (int i = 0; i < BAR_WIDTH; i++) bar[i] = i < fill ? '#' : '.';
     bar[BAR_WIDTH] = '\0';
     char el[16], eta[16];
     format_duration(el, sizeof el, elapsed);
-    if (final || done == p->total)
+    if (final || (p->total && done == p->total))
         snprintf(eta, sizeof eta, "0:00");
     else if (done == 0 || elapsed <= 0)
         snprintf(eta, sizeof eta, "--:--");
