@@ -13,6 +13,7 @@
 #include "cirrdata/rng.h"
 #include "core/internal.h"
 #include "loader/chunk_io.h"
+#include "loader/chunk_cache.h"
 
 /* Philox stream ids of the loader's own draws (augmentation ops use their own, in augment/draw.c). */
 #define OP_PERMUTATION 0x70657270u
@@ -57,15 +58,13 @@ typedef struct worker_scratch {
     size_t mbox_cap;
     uint8_t *stored;
     size_t stored_cap;
-    uint8_t *raw;
-    size_t raw_cap;
     cd_read_req *reqs;
-    uint32_t *chunk_ids;
     size_t reqs_cap;
 } worker_scratch;
 
 struct cd_loader {
     cd_loader_options o;
+    cd_chunk_cache *cache;
     cd_dataset *ds;
     cd_aug_pipeline *pipe;
     rec_info *recs;
@@ -198,10 +197,12 @@ static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, con
             }
 }
 
-/* Reads the box [lo, hi) (inside the tensor) of tensor t: only the chunks it touches, all reads
- * submitted together, every chunk verified before it is decoded. */
-static cd_status read_box(cd_loader *l, worker_scratch *w, const rec_info *ri, int t, const int64_t lo[3], const int64_t hi[3],
+/* Reads the box [lo, hi) (inside the tensor) of tensor t of record number rec: only the chunks it
+ * touches; cached decoded chunks are reused, the others are read together (one submission), verified
+ * and decoded, then cached. */
+static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
                           float *fbox, uint8_t *ubox, cd_error *err) {
+    const rec_info *ri = &l->recs[rec];
     cd_tensor_info ti;
     cd_record_tensor_info(ri->rec, (uint32_t)t, &ti);
     uint32_t c0[3], c1[3];
@@ -209,45 +210,74 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, const rec_info *ri, i
         c0[a] = (uint32_t)(lo[a] / ti.chunk[a]);
         c1[a] = (uint32_t)((hi[a] - 1) / ti.chunk[a]);
     }
-    size_t n = (size_t)(c1[0] - c0[0] + 1) * (c1[1] - c0[1] + 1) * (c1[2] - c0[2] + 1);
-    if (!(w->reqs = grow(w->reqs, &w->reqs_cap, n * sizeof *w->reqs))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    size_t ids_cap = 0;
-    uint32_t *ids = grow(NULL, &ids_cap, n * sizeof *ids);
-    if (!ids) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    size_t total = 0, k = 0, max_raw = 0;
-    for (uint32_t a = c0[0]; a <= c1[0]; a++)
+    const size_t n = (size_t)(c1[0] - c0[0] + 1) * (c1[1] - c0[1] + 1) * (c1[2] - c0[2] + 1);
+    uint32_t *ids = malloc(n * sizeof *ids);
+    const cd_cached_chunk **ent = calloc(n, sizeof *ent);
+    const void **data = calloc(n, sizeof *data);
+    size_t *miss = malloc(n * sizeof *miss);
+    cd_status st = (ids && ent && data && miss) ? CD_OK : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    size_t k = 0, nmiss = 0, total = 0;
+    for (uint32_t a = c0[0]; st == CD_OK && a <= c1[0]; a++)
         for (uint32_t b = c0[1]; b <= c1[1]; b++)
-            for (uint32_t c = c0[2]; c <= c1[2]; c++) {
-                uint32_t id = (a * ti.chunk_grid[1] + b) * ti.chunk_grid[2] + c;
-                cd_chunk_info ci;
-                cd_record_chunk_info(ri->rec, (uint32_t)t, id, &ci);
-                ids[k++] = id;
-                total += ci.stored_size;
-                if (ci.raw_size > max_raw) max_raw = ci.raw_size;
+            for (uint32_t c = c0[2]; c <= c1[2]; c++, k++) {
+                ids[k] = (a * ti.chunk_grid[1] + b) * ti.chunk_grid[2] + c;
+                uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[k];
+                ent[k] = cd_chunk_cache_get(l->cache, key, &data[k]);
+                if (!ent[k]) {
+                    cd_chunk_info ci;
+                    cd_record_chunk_info(ri->rec, (uint32_t)t, ids[k], &ci);
+                    miss[nmiss++] = k;
+                    total += ci.stored_size;
+                }
             }
-    cd_status st = CD_OK;
-    if (!(w->stored = grow(w->stored, &w->stored_cap, total ? total : 1)) || !(w->raw = grow(w->raw, &w->raw_cap, max_raw ? max_raw : 1))) {
-        free(ids);
-        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    if (st == CD_OK && nmiss) {
+        if (!(w->reqs = grow(w->reqs, &w->reqs_cap, nmiss * sizeof *w->reqs)) ||
+            !(w->stored = grow(w->stored, &w->stored_cap, total ? total : 1)))
+            st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        size_t off = 0;
+        for (size_t m = 0; st == CD_OK && m < nmiss; m++) {
+            cd_chunk_info ci;
+            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[miss[m]], &ci);
+            w->reqs[m] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
+            off += ci.stored_size;
+        }
+        if (st == CD_OK) st = cd_chunk_io_read(w->io, w->reqs, nmiss, cd_shard_path(ri->shard), err);
+        off = 0;
+        for (size_t m = 0; st == CD_OK && m < nmiss; m++) {
+            size_t i = miss[m];
+            cd_chunk_info ci;
+            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
+            void *raw = malloc(ci.raw_size ? ci.raw_size : 1);
+            if (!raw) {
+                st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+                break;
+            }
+            st = cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[i], w->stored + off, raw, err);
+            off += ci.stored_size;
+            if (st != CD_OK) {
+                free(raw);
+                break;
+            }
+            uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[i];
+            if (!(ent[i] = cd_chunk_cache_put(l->cache, key, raw, ci.raw_size))) {
+                free(raw);
+                st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+                break;
+            }
+            data[i] = raw;
+        }
     }
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; st == CD_OK && i < n; i++) {
         cd_chunk_info ci;
         cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
-        w->reqs[i] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
-        off += ci.stored_size;
+        scatter_chunk(&ti, &ci, data[i], lo, hi, fbox, ubox);
     }
-    st = cd_chunk_io_read(w->io, w->reqs, n, cd_shard_path(ri->shard), err);
-    off = 0;
-    for (size_t i = 0; i < n && st == CD_OK; i++) {
-        cd_chunk_info ci;
-        cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
-        st = cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[i], w->stored + off, w->raw, err);
-        if (st == CD_OK) scatter_chunk(&ti, &ci, w->raw, lo, hi, fbox, ubox);
-        off += ci.stored_size;
-    }
+    for (size_t i = 0; ent && i < n; i++)
+        if (ent[i]) cd_chunk_cache_unpin(l->cache, ent[i]);
     free(ids);
-    (void)l;
+    free(ent);
+    free(data);
+    free(miss);
     return st;
 }
 
@@ -335,8 +365,8 @@ static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t 
     if (!(w->box = grow(w->box, &w->box_cap, (size_t)l->channels * bvox * sizeof(float))) ||
         (l->has_mask && !(w->mbox = grow(w->mbox, &w->mbox_cap, bvox))))
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    cd_status st = read_box(l, w, ri, ri->image_t, lo, hi, w->box, NULL, err);
-    if (st == CD_OK && l->has_mask) st = read_box(l, w, ri, ri->mask_t, lo, hi, NULL, w->mbox, err);
+    cd_status st = read_box(l, w, it.rec, ri->image_t, lo, hi, w->box, NULL, err);
+    if (st == CD_OK && l->has_mask) st = read_box(l, w, it.rec, ri->mask_t, lo, hi, NULL, w->mbox, err);
     if (st == CD_OK)
         st = cd_aug_apply_spatial(&a, w->box, l->has_mask ? w->mbox : NULL, l->channels, lo, bshape, patch, out_img, out_mask, err);
     if (st == CD_OK && l->pipe) st = cd_aug_apply_intensity(&a, out_img, l->channels, patch, err);
@@ -445,7 +475,6 @@ void cd_loader_destroy(cd_loader *l) {
         free(w->box);
         free(w->mbox);
         free(w->stored);
-        free(w->raw);
         free(w->reqs);
     }
     for (uint32_t i = 0; l->slots && i < l->ring; i++) {
@@ -469,6 +498,7 @@ void cd_loader_destroy(cd_loader *l) {
     free(l->scratch);
     free(l->threads);
     cd_aug_pipeline_destroy(l->pipe);
+    cd_chunk_cache_destroy(l->cache);
     cd_dataset_close(l->ds);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
@@ -552,6 +582,19 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         return st;
     }
     l->ring = l->o.ring ? l->o.ring : 4;
+    uint64_t budget = 0;
+    if (l->o.cache_bytes > 0) {
+        budget = (uint64_t)l->o.cache_bytes;
+    } else if (l->o.cache_bytes == 0) {
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+        budget = ram / 8 < ((uint64_t)2 << 30) ? ram / 8 : ((uint64_t)2 << 30);
+    }
+    l->cache = cd_chunk_cache_create(budget);
+    if (!l->cache) {
+        cd_loader_destroy(l);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
     cd_status st = cd_dataset_open(opts->dataset, &l->ds, err);
     if (st == CD_OK && l->o.augment && strcmp(l->o.augment, "none")) st = cd_aug_pipeline_load(l->o.augment, &l->pipe, err);
     if (st == CD_OK) st = load_records(l, err);
@@ -782,4 +825,5 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
 uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
 uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
 uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
+uint64_t cd_loader_cache_bytes(const cd_loader *l) { return cd_chunk_cache_bytes(l->cache); }
 const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }

@@ -42,7 +42,8 @@ class _Options(ctypes.Structure):
                 ('drop_last', ctypes.c_bool),
                 ('skip_corrupt', ctypes.c_bool),
                 ('io', ctypes.c_int),
-                ('ring', ctypes.c_uint32)]
+                ('ring', ctypes.c_uint32),
+                ('cache_bytes', ctypes.c_int64)]
 
 
 class _Batch(ctypes.Structure):
@@ -80,6 +81,7 @@ def _declare(lib):
         'cd_loader_epoch_batches': ([P], ctypes.c_uint64),
         'cd_loader_skipped': ([P], ctypes.c_uint64),
         'cd_loader_io_name': ([P], ctypes.c_char_p),
+        'cd_loader_cache_bytes': ([P], ctypes.c_uint64),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)
@@ -102,11 +104,14 @@ class Loader:
     augment: 'none', 'nnunet', 'cirrhosisstage' or the path of a pipeline JSON file.
     split: a split name, several separated by commas, or '*' for all.
     rank/world_size: default from $RANK/$WORLD_SIZE, else 0/1.
-    device: 'cpu' (augmentation on the CPU; the Vulkan path is not in this build)."""
+    device: 'cpu' (augmentation on the CPU; the Vulkan path is not in this build).
+    cache_bytes: budget of the decoded-chunk cache shared by the worker threads (None: the library's
+    default, min(2 GiB, RAM / 8); 0: no cache). Later epochs then skip reading and decompressing."""
 
     def __init__(self, path, batch_size=2, mode='patch', patch=(96, 96, 32), augment='none', seed=0, split='train',
                  threads=0, rank=None, world_size=None, device='cpu', foreground_fraction=0.33,
-                 slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, copy=False):
+                 slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, copy=False,
+                 cache_bytes=None):
         from . import _LIB, _raise
         if device != 'cpu':
             raise ValueError("device %r is not available in this build: only 'cpu'" % (device,))
@@ -143,6 +148,8 @@ class Loader:
         o.skip_corrupt = bool(skip_corrupt)
         o.io = _IO[io]
         o.ring = int(ring)
+        # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none.
+        o.cache_bytes = 0 if cache_bytes is None else (-1 if int(cache_bytes) == 0 else int(cache_bytes))
         self.copy = copy
         self._h = ctypes.c_void_p()
         err = _l.CdError()
@@ -168,6 +175,11 @@ class Loader:
     def skipped(self):
         """Samples dropped because their data was corrupt (skip_corrupt=True)."""
         return int(self._lib.cd_loader_skipped(self._handle()))
+
+    @property
+    def cache_bytes(self):
+        """Bytes held by the decoded-chunk cache now."""
+        return int(self._lib.cd_loader_cache_bytes(self._handle()))
 
     @property
     def io(self):

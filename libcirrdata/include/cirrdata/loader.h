@@ -49,6 +49,8 @@ typedef struct cd_loader_options {
     bool skip_corrupt;         /* a corrupt record is skipped and counted instead of failing */
     cd_loader_io io;
     uint32_t ring;             /* batches in flight (default 4) */
+    int64_t cache_bytes;       /* decoded-chunk cache shared by the workers: 0 = default
+                                  (min(2 GiB, RAM / 8)), -1 = none, else a byte budget */
 } cd_loader_options;
 
 CD_API void cd_loader_options_init(cd_loader_options *o);
@@ -94,6 +96,8 @@ CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state,
 /* Samples per epoch for this rank, and batches per epoch. */
 CD_API uint64_t cd_loader_epoch_samples(const cd_loader *l);
 CD_API uint64_t cd_loader_epoch_batches(const cd_loader *l);
+/* Bytes held by the decoded-chunk cache now. */
+CD_API uint64_t cd_loader_cache_bytes(const cd_loader *l);
 /* Counters: records skipped as corrupt; "uring" or "pread". */
 CD_API uint64_t cd_loader_skipped(const cd_loader *l);
 CD_API const char *cd_loader_io_name(const cd_loader *l);

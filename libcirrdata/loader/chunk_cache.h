@@ -1,0 +1,27 @@
+/* A shared, bounded cache of decoded chunks (internal). Later epochs sample the same records again:
+ * keeping decoded chunks (up to a byte budget, least recently used evicted) turns their cost from
+ * read + verify + decompress into a copy, as peers that hold whole volumes in memory do, but bounded. */
+#ifndef CD_LOADER_CHUNK_CACHE_H
+#define CD_LOADER_CHUNK_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/internal.h"
+
+typedef struct cd_chunk_cache cd_chunk_cache;
+typedef struct cd_cached_chunk cd_cached_chunk;
+
+/* budget 0: a cache that keeps nothing (every get misses). */
+CD_INTERNAL cd_chunk_cache *cd_chunk_cache_create(uint64_t budget_bytes);
+CD_INTERNAL void cd_chunk_cache_destroy(cd_chunk_cache *c);
+
+/* A pinned entry's bytes, or NULL on a miss. Pinned entries are never evicted; unpin when done. */
+CD_INTERNAL const cd_cached_chunk *cd_chunk_cache_get(cd_chunk_cache *c, uint64_t key, const void **data);
+/* Inserts bytes (the cache takes ownership of data, malloc'ed) and returns the pinned entry; when the
+ * budget cannot hold it, data is still returned pinned in a private entry freed on unpin. */
+CD_INTERNAL const cd_cached_chunk *cd_chunk_cache_put(cd_chunk_cache *c, uint64_t key, void *data, size_t len);
+CD_INTERNAL void cd_chunk_cache_unpin(cd_chunk_cache *c, const cd_cached_chunk *e);
+CD_INTERNAL uint64_t cd_chunk_cache_bytes(const cd_chunk_cache *c);
+
+#endif
