@@ -112,11 +112,14 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
     if (st == CD_OK && c->mask_path) {
         st = cd_nifti_read(c->mask_path, &ro, &msk_raw, NULL, &err);
         res->bytes_read += file_size(c->mask_path);
-        if (st == CD_OK) st = mask_to_u8(msk_raw, &msk, &err);
+        /* Masks are usually uint8 already: use them as they are. */
+        if (st == CD_OK && (cd_volume_dtype(msk_raw) != CD_DTYPE_UINT8 || cd_volume_has_scaling(msk_raw)))
+            st = mask_to_u8(msk_raw, &msk, &err);
     }
+    const cd_volume *mask_u8 = msk ? msk : msk_raw;
     if (st == CD_OK) {
         const cd_volume *images[2] = {img, img2};
-        st = cd_preprocess_multi(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, msk, 1, &s, &err);
+        st = cd_preprocess_multi(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, mask_u8, 1, &s, &err);
         if (st != CD_OK) {
             /* Name the files: preprocessing messages do not know them. */
             char m[CD_ERROR_MESSAGE_MAX];
@@ -126,7 +129,7 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
     }
     if (st == CD_OK) {
         cd_source_stats stats;
-        cd_source_stats_compute(img, msk, &stats);
+        cd_source_stats_compute(img, mask_u8, &stats);
         const char *cls = c->label >= 0 && (size_t)c->label < jb->cases->nclasses ? jb->cases->classes[c->label] : NULL;
         json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, img2, s);
         char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));

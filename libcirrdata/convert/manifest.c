@@ -51,37 +51,56 @@ void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_s
         memcpy(out->spacing_ras, sp, sizeof sp);
         memcpy(out->shape_ras, dims, sizeof dims);
     }
-    size_t n = cd_volume_count(image);
-    double *v = malloc(n * sizeof *v);
-    if (!v) return;
-    cd_volume_to_float64(image, v);
+    /* Typed loops over the stored values (no converted copy of the volume). */
+    const size_t n = cd_volume_count(image);
     const uint8_t *m = mask ? cd_volume_data_const(mask) : NULL;
+    double slope, inter;
+    cd_volume_scaling(image, &slope, &inter);
+    const bool scaled = cd_volume_has_scaling(image);
     out->min = INFINITY;
     out->max = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        if (m && !m[i]) continue;
-        if (!isfinite(v[i])) continue;
-        out->count++;
-        out->sum += v[i];
-        out->sumsq += v[i] * v[i];
-        if (v[i] < out->min) out->min = v[i];
-        if (v[i] > out->max) out->max = v[i];
+#define STATS_LOOP(T)                                                                              \
+    do {                                                                                           \
+        const T *src = cd_volume_data_const(image);                                                \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            if (m && !m[i]) continue;                                                              \
+            double x = scaled ? (double)src[i] * slope + inter : (double)src[i];                   \
+            if (!isfinite(x)) continue;                                                            \
+            out->count++;                                                                          \
+            out->sum += x;                                                                         \
+            out->sumsq += x * x;                                                                   \
+            if (x < out->min) out->min = x;                                                        \
+            if (x > out->max) out->max = x;                                                        \
+        }                                                                                          \
+        if (!out->count) break;                                                                    \
+        /* Evenly spaced samples of the in-mask voxels, for dataset percentiles. */                \
+        size_t want = out->count < CD_STATS_SAMPLES ? (size_t)out->count : CD_STATS_SAMPLES;       \
+        uint64_t k = 0;                                                                            \
+        size_t next = 0;                                                                           \
+        for (size_t i = 0; i < n && next < want; i++) {                                            \
+            if (m && !m[i]) continue;                                                              \
+            double x = scaled ? (double)src[i] * slope + inter : (double)src[i];                   \
+            if (!isfinite(x)) continue;                                                            \
+            if (k == (uint64_t)next * out->count / want) out->samples[next++] = x;                 \
+            k++;                                                                                   \
+        }                                                                                          \
+        out->nsamples = next;                                                                      \
+    } while (0)
+    switch (cd_volume_dtype(image)) {
+    case CD_DTYPE_UINT8: STATS_LOOP(uint8_t); break;
+    case CD_DTYPE_INT8: STATS_LOOP(int8_t); break;
+    case CD_DTYPE_UINT16: STATS_LOOP(uint16_t); break;
+    case CD_DTYPE_INT16: STATS_LOOP(int16_t); break;
+    case CD_DTYPE_UINT32: STATS_LOOP(uint32_t); break;
+    case CD_DTYPE_INT32: STATS_LOOP(int32_t); break;
+    case CD_DTYPE_UINT64: STATS_LOOP(uint64_t); break;
+    case CD_DTYPE_INT64: STATS_LOOP(int64_t); break;
+    case CD_DTYPE_FLOAT32: STATS_LOOP(float); break;
+    case CD_DTYPE_FLOAT64: STATS_LOOP(double); break;
+    default: break;
     }
-    /* Evenly spaced samples of the in-mask voxels, for dataset percentiles. */
-    if (out->count) {
-        size_t want = out->count < CD_STATS_SAMPLES ? (size_t)out->count : CD_STATS_SAMPLES;
-        uint64_t k = 0;
-        size_t next = 0;
-        for (size_t i = 0; i < n && next < want; i++) {
-            if ((m && !m[i]) || !isfinite(v[i])) continue;
-            if (k == (uint64_t)next * out->count / want) out->samples[next++] = v[i];
-            k++;
-        }
-        out->nsamples = next;
-    } else {
-        out->min = out->max = 0;
-    }
-    free(v);
+#undef STATS_LOOP
+    if (!out->count) out->min = out->max = 0;
 }
 
 /* A path relative to root when it lies under it (provenance without machine-specific prefixes). */

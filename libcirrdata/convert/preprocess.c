@@ -132,6 +132,42 @@ static cd_status resample_mask_linear(const cd_volume *mask, const cd_grid *grid
     size_t n = cd_volume_count(mask);
     bool present[256] = {false};
     for (size_t i = 0; i < n; i++) present[m[i]] = true;
+    int nlabels = 0;
+    for (int v = 0; v < 256; v++) nlabels += present[v];
+    if (nlabels <= 2 && (present[0] || nlabels == 1)) {
+        /* Binary (0 and one label): one linear pass of the label's indicator, kept where it exceeds
+         * 0.5 -- what one-hot + argmax gives, since inside the source p0 = 1 - p1 (ties go to 0). */
+        int label = 0;
+        for (int v = 1; v < 256; v++)
+            if (present[v]) label = v;
+        cd_volume *ind;
+        int64_t md[3];
+        cd_volume_dims(mask, md);
+        cd_status st = cd_volume_create(md, CD_DTYPE_FLOAT32, &ind, err);
+        if (st != CD_OK) return st;
+        double a[4][4];
+        cd_volume_affine(mask, a);
+        cd_volume_set_affine(ind, a);
+        float *h = cd_volume_data(ind);
+        for (size_t i = 0; i < n; i++) h[i] = (label && m[i] == label) ? 1.0f : 0.0f;
+        cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+        ro.interp = CD_INTERP_LINEAR;
+        ro.threads = threads;
+        cd_volume *res;
+        st = cd_resample(ind, grid, &ro, &res, err);
+        cd_volume_destroy(ind);
+        if (st != CD_OK) return st;
+        if ((st = cd_volume_create(grid->dims, CD_DTYPE_UINT8, out, err)) != CD_OK) {
+            cd_volume_destroy(res);
+            return st;
+        }
+        cd_volume_set_affine(*out, grid->affine);
+        const float *p = cd_volume_data_const(res);
+        uint8_t *o = cd_volume_data(*out);
+        for (size_t i = 0, on = cd_volume_count(*out); i < on; i++) o[i] = p[i] > 0.5f ? (uint8_t)label : 0;
+        cd_volume_destroy(res);
+        return CD_OK;
+    }
     cd_status st = cd_volume_create(grid->dims, CD_DTYPE_UINT8, out, err);
     if (st != CD_OK) return st;
     cd_volume_set_affine(*out, grid->affine);
@@ -266,16 +302,24 @@ then:
 
 /* Transposes a NIfTI-order (x fastest) volume into C-order (channels, X, Y, Z), casting to dtype and
  * repeating the grey values over the channels. */
+/* The transpose reads x-fastest rows and writes z-fastest rows: blocks of 16 x values keep both
+ * sides in cache (a plain z-inner loop strides X*Y elements per read). */
+#define STORE_BLOCK 16
 #define STORE_LOOP(SRC_T, DST_T, CONVERT)                                                          \
     do {                                                                                           \
         const SRC_T *s = (const SRC_T *)src;                                                       \
         DST_T *o = (DST_T *)dst;                                                                   \
-        for (int64_t x = 0; x < d[0]; x++)                                                         \
+        for (int64_t x0 = 0; x0 < d[0]; x0 += STORE_BLOCK) {                                       \
+            int64_t x1 = x0 + STORE_BLOCK < d[0] ? x0 + STORE_BLOCK : d[0];                        \
             for (int64_t y = 0; y < d[1]; y++)                                                     \
                 for (int64_t z = 0; z < d[2]; z++) {                                               \
-                    SRC_T v = s[x + d[0] * (y + d[1] * z)];                                        \
-                    *o++ = CONVERT;                                                                \
+                    const SRC_T *row = s + d[0] * (y + d[1] * z);                                  \
+                    for (int64_t x = x0; x < x1; x++) {                                            \
+                        SRC_T v = row[x];                                                          \
+                        o[(x * d[1] + y) * d[2] + z] = CONVERT;                                    \
+                    }                                                                              \
                 }                                                                                  \
+        }                                                                                          \
     } while (0)
 
 static int16_t round_i16(double v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : lrint(v)); }
