@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "augment/augment_impl.h"
+#include "io/file.h"
 
 const char *const cd_aug_kind_names[CD_AUG_NKINDS] = {"rotation", "scaling", "elastic", "noise", "blur",
                                                       "brightness", "contrast", "lowres", "gamma", "mirror"};
@@ -308,25 +310,14 @@ cd_status cd_aug_pipeline_load(const char *name_or_path, cd_aug_pipeline **out, 
             *out = p;
             return CD_OK;
         }
-    FILE *f = fopen(name_or_path, "rb");
-    if (!f) {
-        if (!strchr(name_or_path, '/') && !strstr(name_or_path, ".json")) {
-            cd_aug_pipeline tmp;
-            return builtin(name_or_path, &tmp, err); /* reports the list of built-ins */
-        }
-        return cd_fail(err, CD_ERR_IO, "%s: cannot open augmentation pipeline", name_or_path);
+    if (access(name_or_path, F_OK) != 0 && !strchr(name_or_path, '/') && !strstr(name_or_path, ".json")) {
+        cd_aug_pipeline tmp;
+        return builtin(name_or_path, &tmp, err); /* reports the list of built-ins */
     }
-    char *buf = malloc((1 << 20) + 1);
-    size_t n = buf ? fread(buf, 1, 1 << 20, f) : 0;
-    bool too_big = buf && n == (1 << 20) && fgetc(f) != EOF;
-    fclose(f);
-    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    if (too_big) {
-        free(buf);
-        return cd_fail(err, CD_ERR_LIMIT, "%s: augmentation pipeline file above 1 MiB", name_or_path);
-    }
-    buf[n] = '\0';
-    cd_status st = cd_aug_pipeline_parse(buf, name_or_path, out, err);
+    char *buf;
+    cd_status st = cd_read_text_file(name_or_path, 1u << 20, "augmentation pipeline", &buf, err);
+    if (st != CD_OK) return st;
+    st = cd_aug_pipeline_parse(buf, name_or_path, out, err);
     free(buf);
     return st;
 }

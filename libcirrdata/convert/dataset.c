@@ -12,6 +12,7 @@
 #include "cirrdata/dataset.h"
 #include "cirrdata/version.h"
 #include "convert/manifest.h"
+#include "io/file.h"
 
 #define MANIFEST_MAX_BYTES ((size_t)512 << 20)
 #define PATH_CAP 4200
@@ -67,25 +68,6 @@ void cd_dataset_close(cd_dataset *ds) {
     free(ds);
 }
 
-static char *read_text(const char *path, size_t max, cd_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(max + 1);
-    size_t n = buf ? fread(buf, 1, max, f) : 0;
-    bool big = buf && n == max && fgetc(f) != EOF;
-    fclose(f);
-    if (!buf || big) {
-        free(buf);
-        cd_fail(err, big ? CD_ERR_LIMIT : CD_ERR_NOMEM, "%s: %s", path, big ? "manifest above 512 MiB" : "out of memory");
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
     if (!dir || !out) return cd_fail(err, CD_ERR_ARG, "cd_dataset_open: NULL argument");
     *out = NULL;
@@ -98,11 +80,7 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
     ds->dir = strdup(dir);
     cd_status st = CD_OK;
     json_t *m = NULL;
-    if (!(ds->manifest_text = read_text(path, MANIFEST_MAX_BYTES, err))) {
-        st = err ? err->status : CD_ERR_IO;
-        if (st == CD_OK) st = CD_ERR_IO;
-        goto fail;
-    }
+    if ((st = cd_read_text_file(path, MANIFEST_MAX_BYTES, "manifest", &ds->manifest_text, err)) != CD_OK) goto fail;
     json_error_t jerr;
     m = json_loads(ds->manifest_text, JSON_REJECT_DUPLICATES, &jerr);
 #define BAD(...)                                                                                   \

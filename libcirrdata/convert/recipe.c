@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cirrdata/recipe.h"
 #include "core/internal.h"
+#include "io/file.h"
 
 static const char *const preset_names[] = {"raw", "nnunet-3d", "synergynet-3d", "cirrhosisstage-2d", NULL};
 
@@ -289,23 +291,12 @@ cd_status cd_recipe_load(const char *name_or_path, cd_recipe *out, cd_error *err
     if (!name_or_path || !out) return cd_fail(err, CD_ERR_ARG, "cd_recipe_load: NULL argument");
     for (int i = 0; preset_names[i]; i++)
         if (!strcmp(preset_names[i], name_or_path)) return cd_recipe_preset(name_or_path, out, err);
-    FILE *f = fopen(name_or_path, "rb");
-    if (!f) {
-        if (!strchr(name_or_path, '/') && !strstr(name_or_path, ".json"))
-            return cd_recipe_preset(name_or_path, out, err); /* reports the preset list */
-        return cd_fail(err, CD_ERR_IO, "%s: cannot open recipe", name_or_path);
-    }
-    char *buf = malloc((1 << 20) + 1);
-    size_t n = buf ? fread(buf, 1, 1 << 20, f) : 0;
-    bool too_big = buf && n == (1 << 20) && fgetc(f) != EOF;
-    fclose(f);
-    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    if (too_big) {
-        free(buf);
-        return cd_fail(err, CD_ERR_LIMIT, "%s: recipe file above 1 MiB", name_or_path);
-    }
-    buf[n] = '\0';
-    cd_status st = cd_recipe_parse(buf, name_or_path, out, err);
+    if (access(name_or_path, F_OK) != 0 && !strchr(name_or_path, '/') && !strstr(name_or_path, ".json"))
+        return cd_recipe_preset(name_or_path, out, err); /* reports the preset list */
+    char *buf;
+    cd_status st = cd_read_text_file(name_or_path, 1u << 20, "recipe", &buf, err);
+    if (st != CD_OK) return st;
+    st = cd_recipe_parse(buf, name_or_path, out, err);
     free(buf);
     return st;
 }

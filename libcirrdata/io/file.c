@@ -1,6 +1,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -118,5 +120,24 @@ cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, s
         unlink(tmp);
         return cd_fail(err, CD_ERR_IO, "%s: cannot rename the finished file into place: %s", path, strerror(e));
     }
+    return CD_OK;
+}
+
+cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err) {
+    *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open %s: %s", path, what, strerror(errno));
+    char *buf = malloc(max_bytes + 1);
+    size_t n = buf ? fread(buf, 1, max_bytes, f) : 0;
+    bool too_big = buf && n == max_bytes && fgetc(f) != EOF;
+    fclose(f);
+    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    if (too_big) {
+        free(buf);
+        char lim[32];
+        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file above %s", path, what, cd_format_bytes(max_bytes, lim, sizeof lim));
+    }
+    buf[n] = '\0';
+    *text = buf;
     return CD_OK;
 }
