@@ -58,6 +58,8 @@ typedef struct worker_scratch {
     size_t mbox_cap;
     uint8_t *stored;
     size_t stored_cap;
+    uint8_t *raw;
+    size_t raw_cap;
     cd_read_req *reqs;
     size_t reqs_cap;
 } worker_scratch;
@@ -65,6 +67,7 @@ typedef struct worker_scratch {
 struct cd_loader {
     cd_loader_options o;
     cd_chunk_cache *cache;
+    bool cache_enabled;
     cd_dataset *ds;
     cd_aug_pipeline *pipe;
     rec_info *recs;
@@ -247,6 +250,19 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
             size_t i = miss[m];
             cd_chunk_info ci;
             cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
+            if (!l->cache_enabled) {
+                /* No cache: decode into the worker's reused buffer and scatter at once (fresh buffers
+                 * per chunk cost page faults that can exceed the decoding itself). */
+                if (!(w->raw = grow(w->raw, &w->raw_cap, ci.raw_size ? ci.raw_size : 1))) {
+                    st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                st = cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[i], w->stored + off, w->raw, err);
+                off += ci.stored_size;
+                if (st == CD_OK) scatter_chunk(&ti, &ci, w->raw, lo, hi, fbox, ubox);
+                data[i] = NULL;
+                continue;
+            }
             void *raw = malloc(ci.raw_size ? ci.raw_size : 1);
             if (!raw) {
                 st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -268,6 +284,7 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
         }
     }
     for (size_t i = 0; st == CD_OK && i < n; i++) {
+        if (!data[i]) continue; /* scattered straight from the worker's buffer */
         cd_chunk_info ci;
         cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
         scatter_chunk(&ti, &ci, data[i], lo, hi, fbox, ubox);
@@ -475,6 +492,7 @@ void cd_loader_destroy(cd_loader *l) {
         free(w->box);
         free(w->mbox);
         free(w->stored);
+        free(w->raw);
         free(w->reqs);
     }
     for (uint32_t i = 0; l->slots && i < l->ring; i++) {
@@ -591,6 +609,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         budget = ram / 8 < ((uint64_t)2 << 30) ? ram / 8 : ((uint64_t)2 << 30);
     }
     l->cache = cd_chunk_cache_create(budget);
+    l->cache_enabled = budget > 0;
     if (!l->cache) {
         cd_loader_destroy(l);
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
