@@ -13,6 +13,8 @@ static const cli_command commands[] = {
     {"inspect", "print a converted dataset's counts, statistics, recipe and shards", cmd_inspect},
     {"merge", "join the parts of a 'convert --part I/N' run into one dataset", cmd_merge},
     {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)", cmd_resample},
+    {"preview", "draw a converted sample (three planes, mask outline) or a loader batch as a PNG picture", cmd_preview},
+    {"devices", "list the Vulkan devices and which one the GPU path would use", cmd_devices},
 };
 
 static void usage(FILE *out) {

@@ -43,5 +43,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_preview(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
 
 #endif

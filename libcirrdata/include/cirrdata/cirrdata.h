@@ -18,5 +18,6 @@
 #include "cirrdata/dataset.h"
 #include "cirrdata/augment.h"
 #include "cirrdata/loader.h"
+#include "cirrdata/gpu.h"
 
 #endif

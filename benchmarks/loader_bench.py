@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""Our side of the loader benchmark: cirrdata's Loader (python/cirrdata/loader.py over libcirrdata).
+
+    /usr/bin/python3 benchmarks/loader_bench.py DATASET [--batches 300] [--warmup 20] [--threads 2]
+        [--batch-size 2] [--patch 96,96,32] [--augment nnunet|none|...] [--seed 0] [--split train]
+        [--io auto|uring|pread] [--cache-bytes N]   (N: decoded-chunk cache budget; 0 = no cache;
+                                                     default: the library's, min(2 GiB, RAM / 8))
+    ... --rss [--rss-at 1000,10000]     peak/current RSS (VmHWM / VmRSS of this process, from
+                                        /proc/self/status) after those batch counts
+    ... --dump-corners FILE             write 'record cx cy cz' of every timed sample (the bound's input)
+
+Throughput: a loader is created (not timed), `--warmup` batches are consumed, then `--batches`
+batches are timed with time.perf_counter; each batch's image is touched (one float read per sample)
+as a training step would read it. Epochs roll over as a training loop would (a new `for b in loader`
+after each epoch's end). Prints one JSON line.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def proc_status():
+    out = {}
+    with open('/proc/self/status') as f:
+        for line in f:
+            k, _, v = line.partition(':')
+            if k in ('VmHWM', 'VmRSS'):
+                out[k] = int(v.split()[0])  # kB
+    return out
+
+
+def batches(loader):
+    """Endless batches, epoch after epoch."""
+    while True:
+        for b in loader:
+            yield b
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('dataset')
+    ap.add_argument('--batches', type=int, default=300)
+    ap.add_argument('--warmup', type=int, default=20)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--batch-size', type=int, default=2)
+    ap.add_argument('--patch', default='96,96,32')
+    ap.add_argument('--augment', default='nnunet')
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--split', default='train')
+    ap.add_argument('--io', default='auto')
+    ap.add_argument('--cache-bytes', type=int, default=None)
+    ap.add_argument('--rss', action='store_true')
+    ap.add_argument('--rss-at', default='1000,10000')
+    ap.add_argument('--dump-corners')
+    a = ap.parse_args()
+    from cirrdata.loader import Loader
+    patch = tuple(int(v) for v in a.patch.split(','))
+    loader = Loader(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
+                    split=a.split, threads=a.threads, io=a.io, cache_bytes=a.cache_bytes)
+    res = {'tool': 'ours', 'augment': a.augment, 'threads': a.threads, 'batch_size': a.batch_size,
+           'patch': list(patch), 'io': loader.io, 'cache': 'default' if a.cache_bytes is None else a.cache_bytes}
+    it = batches(loader)
+    if a.rss:
+        marks = sorted(int(v) for v in a.rss_at.split(','))
+        res['rss'] = []
+        t = time.perf_counter()
+        n = 0
+        for m in marks:
+            while n < m:
+                b = next(it)
+                float(b['image'][0, 0, 0, 0, 0])
+                n += 1
+            s = proc_status()
+            res['rss'].append({'batch': n, 'VmHWM_kB': s['VmHWM'], 'VmRSS_kB': s['VmRSS'],
+                               'cache_bytes': loader.cache_bytes, 'seconds': time.perf_counter() - t})
+        res['samples_per_s'] = n * a.batch_size / (time.perf_counter() - t)
+    else:
+        for _ in range(a.warmup):
+            next(it)
+        corners = [] if a.dump_corners else None
+        t = time.perf_counter()
+        samples = 0
+        for _ in range(a.batches):
+            b = next(it)
+            n = b['image'].shape[0]
+            for j in range(n):
+                float(b['image'][j, 0, 0, 0, 0])
+            samples += n
+            if corners is not None:
+                for j in range(n):
+                    corners.append((int(b['index'][j]),) + tuple(int(v) for v in b['corner'][j]))
+        dt = time.perf_counter() - t
+        res['cache_held_bytes'] = loader.cache_bytes
+        res.update({'batches': a.batches, 'samples': samples, 'seconds': dt, 'samples_per_s': samples / dt})
+        if corners is not None:
+            with open(a.dump_corners, 'w') as f:
+                for c in corners:
+                    f.write('%d %d %d %d\n' % c)
+            res['corners'] = a.dump_corners
+    loader.close()
+    print(json.dumps(res))
+
+
+if __name__ == '__main__':
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(os.path.dirname(here), 'python'))
+    main()

@@ -1,0 +1,173 @@
+#!/bin/sh
+# Loader benchmark driver: cirrdata's Loader vs a PyTorch DataLoader peer (numpy/scipy nnU-Net
+# augmentation on volumes cached in memory), the zstd-decode bound, and the RSS check.
+#
+#   benchmarks/run_loader.sh [BUILDDIR]        (default BUILDDIR: build)
+#
+# Environment: ROUNDS (default 3) alternating rounds; BATCHES (300) timed batches per run, WARMUP (20);
+# THREADS (2) loader threads = DataLoader workers = bound threads; RSS_AT (1000,10000) batch counts at
+# which the RSS run reads /proc/self/status; RSS_AUGMENT (none); PYTHON (default /usr/bin/python3,
+# the Debian python with numpy, scipy, nibabel and torch).
+#
+# Patch mode, 96x96x32 float32 patches, batch 2, split 'train', seeds fixed. Configures BUILDDIR with
+# --buildtype=release -Dtests=false if it does not exist, builds it, synthesises a CirrMRI600+-layout
+# source (24 cases, seed 7) and converts it with the nnunet-3d recipe under benchmarks/.data
+# (git-ignored; reused when present), warms the page cache, then per round runs, alternating which
+# goes first: ours (augment nnunet), the peer (nnunet), ours (augment none), ours (augment none with
+# the decoded-chunk cache off, dumping the timed samples' corners), the bound on exactly those
+# samples, the peer (none). Then the RSS run (library-default cache). Ours runs with the library's
+# default decoded-chunk cache (min(2 GiB, RAM/8): the whole 24-case dataset fits, so after the first
+# epoch nothing is read or decoded) unless marked "cache off". Every JSON result goes to
+# benchmarks/.data/loader_results.jsonl; prints the summary table.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+build=${1:-build}
+rounds=${ROUNDS:-3}
+batches=${BATCHES:-300}
+warmup=${WARMUP:-20}
+threads=${THREADS:-2}
+rss_at=${RSS_AT:-1000,10000}
+rss_aug=${RSS_AUGMENT:-none}
+py=${PYTHON:-/usr/bin/python3}
+cases=24
+seed=7
+
+if [ ! -d "$build" ]; then
+    meson setup "$build" --buildtype=release -Dtests=false
+fi
+ninja -C "$build"
+cli="$build/tools/cirrdata"
+bound="$build/benchmarks/loader_bound"
+for b in "$cli" "$bound"; do
+    if [ ! -x "$b" ]; then
+        echo "run_loader.sh: $b not built (is the 'benchmarks' option on?)" >&2
+        exit 1
+    fi
+done
+CIRRDATA_LIB=$(cd "$build" && pwd)/libcirrdata/libcirrdata.so
+export CIRRDATA_LIB
+
+data="$here/.data"
+src="$data/cirrmri600-$cases-s$seed"
+ds="$data/loader-nnunet-3d-$cases-s$seed"
+mkdir -p "$data"
+if [ ! -s "$src/Metadata/labels.txt" ]; then
+    rm -rf "$src"
+    "$cli" synth --layout cirrmri600 "$src" --cases "$cases" --seed "$seed" --quiet --json > "$data/synth-$cases-s$seed.json"
+fi
+if [ ! -s "$ds/manifest.json" ]; then
+    rm -rf "$ds"
+    "$cli" convert --layout cirrmri600 "$src" --out "$ds" --recipe nnunet-3d --quiet
+fi
+echo "dataset: $ds ($(du -sh "$ds" | cut -f1))"
+cat "$ds"/shards/*.cds "$cli" "$bound" "$CIRRDATA_LIB" > /dev/null
+
+results="$data/loader_results.jsonl"
+: > "$results"
+common="--batches $batches --warmup $warmup --batch-size 2 --patch 96,96,32 --seed 0 --split train"
+ours() { # round augment [extra args]
+    r=$1 aug=$2
+    shift 2
+    printf '{"round":%d,"result":%s}\n' "$r" \
+        "$("$py" "$here/loader_bench.py" "$ds" $common --threads "$threads" --augment "$aug" "$@")" >> "$results"
+}
+peer() { # round augment
+    printf '{"round":%d,"result":%s}\n' "$1" \
+        "$("$py" "$here/loader_peer.py" "$ds" $common --workers "$threads" --augment "$2")" >> "$results"
+}
+r=1
+while [ "$r" -le "$rounds" ]; do
+    corners="$data/loader_corners_r$r.txt"
+    if [ $((r % 2)) = 1 ]; then
+        ours "$r" nnunet; peer "$r" nnunet
+    else
+        peer "$r" nnunet; ours "$r" nnunet
+    fi
+    ours "$r" none
+    ours "$r" none --cache-bytes 0 --dump-corners "$corners"
+    printf '{"round":%d,"result":%s}\n' "$r" \
+        "$("$bound" "$ds" "$corners" --patch 96,96,32 --threads "$threads" --repeat 5 --json)" >> "$results"
+    peer "$r" none
+    echo "round $r/$rounds done" >&2
+    r=$((r + 1))
+done
+echo "RSS run: $rss_at batches, augment $rss_aug ..." >&2
+printf '{"round":0,"result":%s}\n' \
+    "$("$py" "$here/loader_bench.py" "$ds" --rss --rss-at "$rss_at" --threads "$threads" --augment "$rss_aug" \
+        --batch-size 2 --patch 96,96,32 --seed 0 --split train)" >> "$results"
+
+"$py" - "$results" "$threads" <<'EOF'
+import json, statistics, sys
+
+path, threads = sys.argv[1], int(sys.argv[2])
+rows = [json.loads(line) for line in open(path)]
+med = statistics.median
+rounds = sorted({r["round"] for r in rows if r["round"] > 0})
+
+def get(tool, aug, rnd, cache="default"):
+    for r in rows:
+        x = r["result"]
+        if (r["round"] == rnd and x["tool"] == tool and x.get("augment", aug) == aug
+                and x.get("cache", "default") == cache):
+            return x
+    return None
+
+def verdict(ok):
+    return "PASS" if ok else "FAIL"
+
+print(f"\nloader benchmark: patch 96x96x32 float32, batch 2, {threads} loader threads / DataLoader workers / "
+      f"bound threads; {len(rounds)} rounds")
+print(f"  {'samples/s per round':<34}" + "".join(f"{'r' + str(i):>9}" for i in rounds) + f"{'median':>9}")
+lines = [("ours, augment nnunet", "ours", "nnunet", "default"),
+         ("peer, augment nnunet", "peer", "nnunet", "default"),
+         ("ours, augment none", "ours", "none", "default"),
+         ("ours, augment none, cache off", "ours", "none", 0),
+         ("peer, augment none (crop only)", "peer", "none", "default")]
+for label, tool, aug, cache in lines:
+    v = [get(tool, aug, i, cache)["samples_per_s"] for i in rounds]
+    print(f"  {label:<34}" + "".join(f"{x:>9.1f}" for x in v) + f"{med(v):>9.1f}")
+for label, key in [("bound: zstd decode (in memory)", "decode"), ("bound: xxh3 + decode", "xxh3_decode"),
+                   ("bound: pread + decode", "pread_decode")]:
+    v = [get("bound", None, i)[key]["samples_per_s"] for i in rounds]
+    print(f"  {label:<34}" + "".join(f"{x:>9.1f}" for x in v) + f"{med(v):>9.1f}")
+b = get("bound", None, rounds[0])
+print(f"  (bound input: the timed samples of 'ours, augment none, cache off' of the same round; {b['chunks'] / b['samples']:.2f} "
+      f"chunks, {b['stored_bytes'] / b['samples'] / 1e6:.2f} MB stored, {b['raw_bytes'] / b['samples'] / 1e6:.2f} MB "
+      f"decoded per sample)")
+
+print(f"\n  {'ratio (per round)':<40}" + "".join(f"{'r' + str(i):>8}" for i in rounds) + f"{'median':>8}  target")
+def ratio(label, num, den, target, unit):
+    v = [num(i) / den(i) for i in rounds]
+    m = med(v)
+    tgt = f">= {target:g}{unit} {verdict(m >= target)}" if target is not None else ""
+    print(f"  {label:<40}" + "".join(f"{x:>8.3f}" for x in v) + f"{m:>8.3f}  {tgt}".rstrip())
+    return m
+ratio("ours / peer, nnunet", lambda i: get("ours", "nnunet", i)["samples_per_s"],
+      lambda i: get("peer", "nnunet", i)["samples_per_s"], 10, "x")
+ratio("ours / peer, none", lambda i: get("ours", "none", i)["samples_per_s"],
+      lambda i: get("peer", "none", i)["samples_per_s"], None, "")
+ratio("ours none cache off / decode bound", lambda i: get("ours", "none", i, 0)["samples_per_s"],
+      lambda i: get("bound", None, i)["decode"]["samples_per_s"], 0.8, "")
+ratio("ours none cache off / best-round bound", lambda i: get("ours", "none", i, 0)["samples_per_s"],
+      lambda i: get("bound", None, i)["decode"]["samples_per_s_best"], None, "")
+ratio("ours none cache off / pread+decode", lambda i: get("ours", "none", i, 0)["samples_per_s"],
+      lambda i: get("bound", None, i)["pread_decode"]["samples_per_s"], None, "")
+ratio("ours none (cache) / decode bound", lambda i: get("ours", "none", i)["samples_per_s"],
+      lambda i: get("bound", None, i)["decode"]["samples_per_s"], None, "")
+ratio("ours nnunet / zstd-decode bound", lambda i: get("ours", "nnunet", i)["samples_per_s"],
+      lambda i: get("bound", None, i)["decode"]["samples_per_s"], None, "")
+
+rss = [r["result"] for r in rows if r["round"] == 0][0]
+print(f"\n  RSS (augment {rss['augment']}, cache {rss['cache']}, {rss['samples_per_s']:.1f} samples/s over the run)")
+for m in rss["rss"]:
+    print(f"    after batch {m['batch']:>6}: VmHWM {m['VmHWM_kB'] / 1024:8.1f} MiB   VmRSS {m['VmRSS_kB'] / 1024:8.1f} MiB"
+          f"   cache {m['cache_bytes'] / 2**20:7.1f} MiB   ({m['seconds']:.1f} s)")
+a, z = rss["rss"][0], rss["rss"][-1]
+g = z["VmHWM_kB"] / a["VmHWM_kB"] - 1
+print(f"  peak RSS growth batch {a['batch']} -> {z['batch']}: {100 * g:+.2f} %   (target within 5 %) "
+      f"{verdict(abs(g) <= 0.05)}")
+print(f"\nraw results: {path}")
+EOF

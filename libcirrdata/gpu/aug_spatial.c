@@ -1,0 +1,364 @@
+/* cd_gpu_aug_spatial: the fused spatial augmentation warp on the device (shaders/aug_spatial.comp),
+ * the Vulkan twin of cd_aug_apply_spatial (augment/spatial.c).
+ *
+ * The host resolves, per sample, what the reference resolves per row: the 32.32 fixed-point
+ * position of the row's first voxel (rounded from the same double expression) and the per-voxel step
+ * along z; for elastic samples also the displacement M d(o) per voxel, rounded to 32.32 (the field
+ * itself is the reference's, computed on the host). The device adds them exactly, so positions agree
+ * with the reference to < 1e-7 voxel (bit for bit on the rows the reference runs unchecked).
+ *
+ * One batch = one command buffer: [copy in ->] dispatch [-> copy out], with one barrier at each
+ * arrow (none between samples: one dispatch covers them all, samples along the grid's z). Samples
+ * whose transform reaches beyond the fixed-point range (|position| >= 2^30 voxels) or holds NaN or
+ * infinity run on the host through the reference instead. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "augment/augment_impl.h"
+#include "gpu/gpu_impl.h"
+
+static const uint32_t warp_spirv[] =
+#include "aug_spatial_spv.h"
+    ;
+
+enum { SAMPLE_WORDS = 20, ROW_WORDS = 6, EL_WORDS = 6, NBIND = 7 };
+enum { FLAG_IMAGE = 1, FLAG_MASK = 2, FLAG_ELASTIC = 4 };
+
+typedef struct warp_push {
+    uint32_t pz, npatch, channels, nquads, groups_x;
+} warp_push;
+
+cd_status cd_gpu_warp_init(cd_gpu_context *ctx, cd_error *err) {
+    uint32_t ls = 64;
+    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+    if (ls > l->maxComputeWorkGroupSize[0]) ls = l->maxComputeWorkGroupSize[0];
+    if (ls > l->maxComputeWorkGroupInvocations) ls = l->maxComputeWorkGroupInvocations;
+    if (sizeof(warp_push) > l->maxPushConstantsSize)
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
+    return cd_vk_kernel_create(ctx, &ctx->warp, warp_spirv, sizeof warp_spirv, NBIND, sizeof(warp_push), ls, err);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static uint64_t pad4(uint64_t n) { return (n + 3) & ~(uint64_t)3; }
+
+static void put64(uint32_t *w, int64_t v) {
+    w[0] = (uint32_t)(uint64_t)v;
+    w[1] = (uint32_t)((uint64_t)v >> 32);
+}
+
+static int64_t fixed32(double v) { return (int64_t)floor(v * 4294967296.0 + 0.5); }
+
+/* Per-item plan. */
+typedef struct item_plan {
+    bool cpu;       /* computed by the reference on the host */
+    bool skip;      /* nothing to write */
+    uint32_t flags;
+    float *field;   /* elastic displacement (host), or NULL */
+    uint64_t nbox;
+    uint64_t src_bytes, mask_bytes, el_bytes, out_bytes, omask_bytes;
+} item_plan;
+
+/* Bytes of each binding for items [i0, i1), padded as allocated. */
+static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, int i1, uint64_t rows_bytes, VkDeviceSize sz[NBIND]) {
+    memset(sz, 0, sizeof(VkDeviceSize) * NBIND);
+    for (int i = i0; i < i1; i++) {
+        if (pl[i].cpu || pl[i].skip) continue;
+        sz[0] += SAMPLE_WORDS * 4;
+        sz[1] += rows_bytes;
+        sz[2] += pl[i].src_bytes;
+        sz[3] += pl[i].mask_bytes;
+        sz[4] += pl[i].out_bytes;
+        sz[5] += pl[i].omask_bytes;
+        sz[6] += pl[i].el_bytes;
+    }
+    for (int b = 0; b < NBIND; b++) sz[b] = cd_vk_padded(ctx, sz[b]);
+}
+
+/* Runs items [i0, i1) (the GPU ones among them) as one command buffer. */
+static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, const cd_gpu_spatial_item *items, const item_plan *pl,
+                           int i0, int i1, uint32_t channels, const int64_t patch[3], cd_error *err) {
+    const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
+    const uint64_t nrows = (uint64_t)(patch[0] * patch[1]);
+    VkDeviceSize sz[NBIND];
+    group_sizes(ctx, pl, i0, i1, nrows * ROW_WORDS * 4, sz);
+    uint32_t ns = 0;
+    for (int i = i0; i < i1; i++) ns += !(pl[i].cpu || pl[i].skip);
+    if (ns == 0) return CD_OK;
+    VkDeviceSize in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6], out_bytes = sz[4] + sz[5];
+    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes, ctx->shared ? 0 : in_bytes, ctx->shared ? 0 : out_bytes};
+    cd_status st = cd_vk_arenas_reserve(ctx, need, err);
+    if (st != CD_OK) return st;
+    /* device ranges: inputs first (contiguous, copied in one region), then outputs */
+    static const int in_order[5] = {0, 1, 2, 3, 6};
+    cd_vk_range dev[NBIND], host_in[NBIND], host_out[NBIND];
+    for (int j = 0; j < 5; j++) dev[in_order[j]] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[in_order[j]]);
+    dev[4] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[4]);
+    dev[5] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[5]);
+    if (ctx->shared) {
+        memcpy(host_in, dev, sizeof dev);
+        memcpy(host_out, dev, sizeof dev);
+    } else {
+        for (int j = 0; j < 5; j++) host_in[in_order[j]] = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[in_order[j]]);
+        host_out[4] = cd_vk_alloc(ctx, CD_VK_READBACK, sz[4]);
+        host_out[5] = cd_vk_alloc(ctx, CD_VK_READBACK, sz[5]);
+    }
+    uint32_t *smp = cd_vk_host(ctx, host_in[0]);
+    uint32_t *rows = cd_vk_host(ctx, host_in[1]);
+    float *src = cd_vk_host(ctx, host_in[2]);
+    uint8_t *mask = cd_vk_host(ctx, host_in[3]);
+    uint32_t *el = cd_vk_host(ctx, host_in[6]);
+    uint64_t o_src = 0, o_mask = 0, o_out = 0, o_omask = 0, o_el = 0, o_rows = 0;
+    uint32_t s = 0;
+    for (int i = i0; i < i1; i++) {
+        if (pl[i].cpu || pl[i].skip) continue;
+        const cd_aug_params *a = &params[i];
+        const cd_gpu_spatial_item *it = &items[i];
+        uint32_t *w = smp + (size_t)s * SAMPLE_WORDS;
+        memset(w, 0, SAMPLE_WORDS * 4);
+        w[0] = (uint32_t)o_src;
+        w[1] = (uint32_t)o_mask;
+        w[2] = (uint32_t)o_out;
+        w[3] = (uint32_t)o_omask;
+        w[4] = (uint32_t)o_rows;
+        w[5] = (uint32_t)o_el;
+        w[6] = pl[i].flags;
+        w[7] = (uint32_t)pl[i].nbox;
+        for (int k = 0; k < 3; k++) w[8 + k] = (uint32_t)it->box_shape[k];
+        const double(*m)[3] = a->matrix;
+        double c[3], h[3];
+        for (int k = 0; k < 3; k++) {
+            c[k] = a->center[k] - (double)it->box_lo[k];
+            h[k] = (double)(patch[k] - 1) * 0.5;
+        }
+        for (int k = 0; k < 3; k++) put64(w + 12 + 2 * k, fixed32(m[k][2]));
+        /* rows: the reference's base, rounded as its fast path rounds it */
+        uint32_t *r = rows + o_rows;
+        for (int64_t x = 0; x < patch[0]; x++)
+            for (int64_t y = 0; y < patch[1]; y++, r += ROW_WORDS) {
+                const double q0 = (double)x - h[0], q1 = (double)y - h[1], q2 = -h[2];
+                for (int k = 0; k < 3; k++) put64(r + 2 * k, fixed32(c[k] + m[k][0] * q0 + m[k][1] * q1 + m[k][2] * q2));
+            }
+        o_rows += nrows * ROW_WORDS;
+        if (pl[i].flags & FLAG_IMAGE) {
+            memcpy(src + o_src, it->src, (size_t)(pl[i].nbox * channels) * sizeof(float));
+            o_src += pl[i].nbox * channels;
+            o_out += npatch * channels;
+        }
+        if (pl[i].flags & FLAG_MASK) {
+            memcpy(mask + o_mask, it->mask_src, (size_t)pl[i].nbox);
+            o_mask += pad4(pl[i].nbox);
+            o_omask += pad4(npatch);
+        }
+        if (pl[i].flags & FLAG_ELASTIC) {
+            const float *f = pl[i].field;
+            uint32_t *e = el + o_el;
+            for (uint64_t o = 0; o < npatch; o++, e += EL_WORDS) {
+                const double d0 = f[o], d1 = f[npatch + o], d2 = f[2 * npatch + o];
+                for (int k = 0; k < 3; k++) put64(e + 2 * k, fixed32(m[k][0] * d0 + m[k][1] * d1 + m[k][2] * d2));
+            }
+            o_el += npatch * EL_WORDS;
+        }
+        s++;
+    }
+
+    st = cd_vk_begin(ctx, err);
+    if (st != CD_OK) return st;
+    VkCommandBuffer cmd = ctx->cmd;
+    if (!ctx->shared) {
+        VkBufferCopy region = {.srcOffset = host_in[0].offset, .dstOffset = dev[0].offset, .size = in_bytes};
+        ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_UPLOAD].buffer, ctx->arena[CD_VK_DEVICE].buffer, 1, &region);
+        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT);
+    }
+    cd_vk_kernel_bind(ctx, &ctx->warp, dev);
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->warp.pipeline);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->warp.layout, 0, 1, &ctx->warp.set, 0, NULL);
+    const uint64_t nquads = (npatch + 3) / 4;
+    const uint64_t groups = (nquads + ctx->warp.local_size - 1) / ctx->warp.local_size;
+    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
+    const uint32_t gx = (uint32_t)(groups < maxx ? groups : maxx);
+    const uint32_t gy = (uint32_t)((groups + gx - 1) / gx);
+    warp_push pc = {(uint32_t)patch[2], (uint32_t)npatch, channels, (uint32_t)nquads, gx};
+    ctx->vk.vkCmdPushConstants(cmd, ctx->warp.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
+    cd_vk_timestamp(ctx, 0);
+    ctx->vk.vkCmdDispatch(cmd, gx, gy, ns);
+    cd_vk_timestamp(ctx, 1);
+    if (!ctx->shared) {
+        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_TRANSFER_READ_BIT);
+        VkBufferCopy regions[2] = {{.srcOffset = dev[4].offset, .dstOffset = host_out[4].offset, .size = sz[4]},
+                                   {.srcOffset = dev[5].offset, .dstOffset = host_out[5].offset, .size = sz[5]}};
+        ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_DEVICE].buffer, ctx->arena[CD_VK_READBACK].buffer, 2, regions);
+        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                      VK_ACCESS_HOST_READ_BIT);
+    } else {
+        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                      VK_ACCESS_HOST_READ_BIT);
+    }
+    double kms = 0;
+    st = cd_vk_submit_wait(ctx, &kms, err);
+    if (st != CD_OK) return st;
+    ctx->last.kernel_ms += kms;
+    ctx->last.batches++;
+    ctx->last.bytes_in += in_bytes;
+    ctx->last.bytes_out += out_bytes;
+
+    const float *out = cd_vk_host(ctx, host_out[4]);
+    const uint8_t *omask = cd_vk_host(ctx, host_out[5]);
+    o_out = o_omask = 0;
+    for (int i = i0; i < i1; i++) {
+        if (pl[i].cpu || pl[i].skip) continue;
+        if (pl[i].flags & FLAG_IMAGE) {
+            memcpy(items[i].out_img, out + o_out, (size_t)(npatch * channels) * sizeof(float));
+            o_out += npatch * channels;
+        }
+        if (pl[i].flags & FLAG_MASK) {
+            memcpy(items[i].out_mask, omask + o_omask, (size_t)npatch);
+            o_omask += pad4(npatch);
+        }
+    }
+    return CD_OK;
+}
+
+static bool finite3x3(const cd_aug_params *a) {
+    for (int i = 0; i < 3; i++) {
+        if (!isfinite(a->center[i])) return false;
+        for (int j = 0; j < 3; j++)
+            if (!isfinite(a->matrix[i][j])) return false;
+    }
+    return true;
+}
+
+static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                                    uint32_t channels, const int64_t patch[3], item_plan *pl, cd_error *err) {
+    const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
+    const VkPhysicalDeviceLimits *lim = &ctx->props.limits;
+    const uint64_t range_max = lim->maxStorageBufferRange;
+    /* plan every item */
+    for (int i = 0; i < n; i++) {
+        const cd_gpu_spatial_item *it = &items[i];
+        const cd_aug_params *a = &params[i];
+        item_plan *p = &pl[i];
+        for (int k = 0; k < 3; k++)
+            if (it->box_shape[k] < 0 || it->box_shape[k] > (1 << 20))
+                return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: item %d: bad box size %lld", i, (long long)it->box_shape[k]);
+        if (it->out_img && channels && !it->src) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: item %d: out_img without src", i);
+        if (it->out_mask && !it->mask_src) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: item %d: out_mask without mask_src", i);
+        p->flags = (it->out_img && channels ? FLAG_IMAGE : 0) | (it->out_mask ? FLAG_MASK : 0);
+        if (!p->flags) {
+            p->skip = true;
+            continue;
+        }
+        p->nbox = (uint64_t)(it->box_shape[0] * it->box_shape[1] * it->box_shape[2]);
+        double dmax[3] = {0, 0, 0};
+        bool ok = finite3x3(a) && (!a->elastic || (isfinite(a->elastic_alpha) && isfinite(a->elastic_sigma)));
+        if (ok && a->elastic) {
+            p->field = cd_aug_elastic_field(a, patch, dmax);
+            if (!p->field) return cd_fail(err, CD_ERR_NOMEM, "out of memory (elastic field)");
+            p->flags |= FLAG_ELASTIC;
+        }
+        /* every position must stay inside +-2^30 voxels for the fixed-point arithmetic */
+        for (int k = 0; k < 3 && ok; k++) {
+            double ext = fabs(a->center[k] - (double)it->box_lo[k]);
+            for (int j = 0; j < 3; j++) ext += fabs(a->matrix[k][j]) * ((double)(patch[j] - 1) * 0.5 + dmax[j] + 1.0);
+            ok = ext < 1073741824.0;
+        }
+        p->cpu = !ok;
+        p->src_bytes = (p->flags & FLAG_IMAGE) ? p->nbox * channels * 4 : 0;
+        p->mask_bytes = (p->flags & FLAG_MASK) ? pad4(p->nbox) : 0;
+        p->out_bytes = (p->flags & FLAG_IMAGE) ? npatch * channels * 4 : 0;
+        p->omask_bytes = (p->flags & FLAG_MASK) ? pad4(npatch) : 0;
+        p->el_bytes = (p->flags & FLAG_ELASTIC) ? npatch * EL_WORDS * 4 : 0;
+    }
+    /* the items the reference computes */
+    for (int i = 0; i < n; i++)
+        if (pl[i].cpu) {
+            cd_status st = cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels, items[i].box_lo, items[i].box_shape,
+                                                patch, items[i].out_img, items[i].out_mask, err);
+            if (st != CD_OK) return st;
+            ctx->last.cpu_fallback++;
+        }
+    /* groups: as many items as fit every binding's range, the memory budget and the grid */
+    const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + ctx->warp.local_size - 1) / ctx->warp.local_size;
+    const uint64_t gx = groups < lim->maxComputeWorkGroupCount[0] ? groups : lim->maxComputeWorkGroupCount[0];
+    if ((groups + gx - 1) / gx > lim->maxComputeWorkGroupCount[1])
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_spatial: a patch of %llu voxels is too large for one dispatch on %s",
+                       (unsigned long long)npatch, ctx->info.name);
+    uint64_t budget = ctx->max_allocation;
+    if (ctx->memory_limit) {
+        uint64_t b = ctx->shared ? ctx->memory_limit : ctx->memory_limit / 2;
+        budget = b < budget ? b : budget;
+    }
+    const uint64_t rows_bytes = (uint64_t)(patch[0] * patch[1]) * ROW_WORDS * 4;
+    int i0 = 0;
+    while (i0 < n) {
+        int i1 = i0, count = 0;
+        while (i1 < n) {
+            VkDeviceSize sz[NBIND];
+            group_sizes(ctx, pl, i0, i1 + 1, rows_bytes, sz);
+            uint64_t total = 0;
+            bool fits = count + 1 <= (int)lim->maxComputeWorkGroupCount[2];
+            for (int b = 0; b < NBIND; b++) {
+                total += sz[b];
+                fits &= sz[b] <= range_max;
+            }
+            fits &= total <= budget;
+            if (!fits) {
+                if (i1 == i0) {
+                    char b1[32], b2[32];
+                    uint64_t big = 0;
+                    for (int b = 0; b < NBIND; b++) big = sz[b] > big ? sz[b] : big;
+                    if (big > range_max)
+                        return cd_fail(err, CD_ERR_LIMIT,
+                                       "cd_gpu_aug_spatial: item %d needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)", i0,
+                                       cd_format_bytes(big, b1, sizeof b1), ctx->info.name, cd_format_bytes(range_max, b2, sizeof b2));
+                    return cd_fail(err, CD_ERR_NOMEM, "GPU memory: item %d needs %s, more than the %s available on %s", i0,
+                                   cd_format_bytes(total * (ctx->shared ? 1 : 2), b1, sizeof b1),
+                                   cd_format_bytes(budget * (ctx->shared ? 1 : 2), b2, sizeof b2), ctx->info.name);
+                }
+                break;
+            }
+            count += !(pl[i1].cpu || pl[i1].skip);
+            i1++;
+        }
+        cd_status st = run_group(ctx, params, items, pl, i0, i1, channels, patch, err);
+        if (st != CD_OK) return st;
+        i0 = i1;
+    }
+    return CD_OK;
+}
+
+cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                             uint32_t channels, const int64_t patch[3], cd_error *err) {
+    if (!ctx || !patch || n < 0 || (n > 0 && (!params || !items))) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: NULL argument");
+    for (int k = 0; k < 3; k++)
+        if (patch[k] < 1 || patch[k] > (1 << 20))
+            return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: bad patch size %lld", (long long)patch[k]);
+    if ((uint64_t)(patch[0] * patch[1] * patch[2]) >= (UINT64_C(1) << 32) / EL_WORDS)
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_spatial: patch of %lld x %lld x %lld voxels is too large", (long long)patch[0],
+                       (long long)patch[1], (long long)patch[2]);
+    if (channels > 4096) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: %u channels", channels);
+    if (n == 0) return CD_OK;
+    item_plan *pl = calloc((size_t)n, sizeof *pl);
+    if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&ctx->lock);
+    const double t0 = now_ms();
+    memset(&ctx->last, 0, sizeof ctx->last);
+    cd_status st;
+    if (ctx->lost)
+        st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    else
+        st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, err);
+    ctx->last.total_ms = now_ms() - t0;
+    pthread_mutex_unlock(&ctx->lock);
+    for (int i = 0; i < n; i++) free(pl[i].field);
+    free(pl);
+    return st;
+}
