@@ -68,9 +68,14 @@ with Loader(sys.argv[1], batch_size=2, mode="patch", patch=(96, 96, 32), augment
     print("resume state after it:", loader.state_dict())
 PY
 
+step "pictures: a sample (three planes, mask outline) and an augmented batch"
+"$cli" preview "$out/dataset-raw" --sample 0 -o "$out/preview-sample0.png"
+"$cli" preview "$out/dataset-nnunet-3d" --batch --augment nnunet --seed 42 --batch-size 4 -o "$out/preview-batch.png"
+
 step "done"
 echo "outputs under $out:"
 echo "  synthetic source     $out/CirrMRI600+"
 echo "  exported volume      $out/${case1%.nii.gz}_ras.npy"
 echo "  converted datasets   $out/dataset-raw, $out/dataset-nnunet-3d (manifest.json + shards/)"
-echo "Not built yet (open issues): Vulkan augmentation and staging inference, training the staging model, previews."
+echo "  pictures             $out/preview-sample0.png, $out/preview-batch.png"
+echo "Not built yet (open issues): Vulkan kernels beyond the spatial warp, staging network inference, training the staging model."
