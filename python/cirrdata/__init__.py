@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _lib as _l
 
-__all__ = ['Dataset', 'CirrdataError', 'version']
+__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version']
 
 _LIB = _l.load()
 
@@ -213,3 +213,6 @@ class Dataset:
 
     def __repr__(self):
         return 'cirrdata.Dataset(%r, %d records%s)' % (self.path, self._len, '' if self._ds else ', closed')
+
+
+from .loader import Loader  # noqa: E402  (training batches; see cirrdata/loader.py)
