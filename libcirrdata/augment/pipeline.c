@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "augment/augment_impl.h"
+#include "core/json_check.h"
 #include "io/file.h"
 
 const char *const cd_aug_kind_names[CD_AUG_NKINDS] = {"rotation", "scaling", "elastic", "noise", "blur",
@@ -91,14 +92,7 @@ typedef struct parse_ctx {
     } while (0)
 
 static cd_status check_keys(parse_ctx *c, json_t *obj, const char *where, const char *const *allowed) {
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        bool ok = false;
-        for (int i = 0; allowed[i]; i++) ok |= !strcmp(allowed[i], key);
-        if (!ok) return BAD(c, "%s: augmentation pipeline%s: unknown key '%s'", c->origin, where, key);
-    }
-    return CD_OK;
+    return cd_json_check_keys(obj, allowed, c->origin, "augmentation pipeline", where, c->err);
 }
 
 static cd_status get_number(parse_ctx *c, json_t *obj, const char *where, const char *key, double lo, double hi, double *out) {

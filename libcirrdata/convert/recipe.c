@@ -8,6 +8,7 @@
 
 #include "cirrdata/recipe.h"
 #include "core/internal.h"
+#include "core/json_check.h"
 #include "io/file.h"
 
 static const char *const preset_names[] = {"raw", "nnunet-3d", "synergynet-3d", "cirrhosisstage-2d", NULL};
@@ -92,14 +93,7 @@ typedef struct parse_ctx {
 #define BAD(ctx, ...) cd_fail((ctx)->err, CD_ERR_FORMAT, __VA_ARGS__)
 
 static cd_status check_keys(parse_ctx *c, json_t *obj, const char *where, const char *const *allowed) {
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        bool ok = false;
-        for (int i = 0; allowed[i]; i++) ok |= !strcmp(allowed[i], key);
-        if (!ok) return BAD(c, "%s: recipe%s: unknown key '%s'", c->origin, where, key);
-    }
-    return CD_OK;
+    return cd_json_check_keys(obj, allowed, c->origin, "recipe", where, c->err);
 }
 
 static cd_status get_enum(parse_ctx *c, json_t *obj, const char *key, const char *const *names, int *out) {
