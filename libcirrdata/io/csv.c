@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "io/csv.h"
 
@@ -62,14 +63,14 @@ static int parse_record(const char *buf, size_t len, size_t *pos, char **fields,
         }
         while (p < len && buf[p] != ',' && buf[p] != '\n' && buf[p] != '\r') field[fl++] = buf[p++];
         (void)quoted;
-        if (*nf >= maxf) {
+        int fail = *nf >= maxf ? -2 : (fields[*nf] = trim_dup(field, fl)) == NULL ? -1 : 0;
+        if (fail) { /* the caller gets no fields on failure: free those taken so far */
             free(field);
-            return -2;
+            for (size_t j = 0; j < *nf; j++) free(fields[j]);
+            *nf = 0;
+            return fail;
         }
-        if (!(fields[(*nf)++] = trim_dup(field, fl))) {
-            free(field);
-            return -1;
-        }
+        (*nf)++;
         if (p < len && buf[p] == ',') {
             p++;
             continue;
@@ -87,13 +88,19 @@ cd_status cd_csv_read(const char *path, cd_csv *out, cd_error *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
     if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(CSV_MAX_BYTES + 1);
-    size_t len = buf ? fread(buf, 1, CSV_MAX_BYTES, f) : 0;
-    bool too_big = buf && len == CSV_MAX_BYTES && fgetc(f) != EOF;
+    /* Size the buffer from the file (a regular file below the limit), not the 64 MiB limit. */
+    struct stat sb;
+    size_t bufcap = CSV_MAX_BYTES;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (unsigned long long)sb.st_size < CSV_MAX_BYTES)
+        bufcap = (size_t)sb.st_size;
+    char *buf = malloc(bufcap + 1);
+    size_t len = buf ? fread(buf, 1, bufcap, f) : 0;
+    bool too_big = buf && len == bufcap && fgetc(f) != EOF;
     fclose(f);
     if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     if (too_big) {
         free(buf);
+        if (bufcap < CSV_MAX_BYTES) return cd_fail(err, CD_ERR_IO, "%s: CSV file grew while being read", path);
         return cd_fail(err, CD_ERR_LIMIT, "%s: CSV file above 64 MiB", path);
     }
     buf[len] = '\0';

@@ -127,9 +127,19 @@ cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what
     *text = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open %s: %s", path, what, strerror(errno));
-    char *buf = malloc(max_bytes + 1);
-    size_t n = buf ? fread(buf, 1, max_bytes, f) : 0;
-    bool too_big = buf && n == max_bytes && fgetc(f) != EOF;
+    /* Size the buffer from the file when it is a regular file below the limit (the limit can be
+     * hundreds of MiB); one byte more than its size tells whether it grew meanwhile. */
+    struct stat sb;
+    size_t cap = max_bytes;
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < max_bytes) cap = (size_t)sb.st_size;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap, f) : 0;
+    bool too_big = buf && n == cap && fgetc(f) != EOF;
+    if (too_big && cap < max_bytes) {
+        fclose(f);
+        free(buf);
+        return cd_fail(err, CD_ERR_IO, "%s: %s file changed while being read", path, what);
+    }
     fclose(f);
     if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     if (too_big) {

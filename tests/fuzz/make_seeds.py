@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+"""Regenerates the seed corpora in tests/fuzz/corpus/ (small valid inputs, each < 64 KiB).
+
+Usage: tests/fuzz/make_seeds.py --lib BUILD/libcirrdata/libcirrdata.so [--cirrdata BUILD/tools/cirrdata]
+
+  nifti     small NIfTI-1/NIfTI-2 files written by nibabel (several dtypes, 3D and 4D, scaling, sform)
+  shard     shards written by the library's own writer (cd_record_builder / cd_shard_writer): raw and
+            zstd chunks, uint8/int16/float16/float32, 1 and 2 channels, 0, 1 and 3 records
+  manifest  a minimal hand-written manifest and, with --cirrdata, the manifest of a converted
+            3-case synthetic dataset ('cirrdata synth --cases 3' + 'convert')
+  recipe    every preset as canonical JSON (cd_recipe_to_json) plus a few hand-written recipes
+  augment   every built-in pipeline as canonical JSON (cd_aug_pipeline_to_json)
+  csv       CirrMRI600+-style metadata tables: BOM, CRLF, quotes, embedded newlines, short rows
+"""
+import argparse
+import ctypes as C
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import nibabel as nib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, 'corpus')
+MAX_SEED = 64 << 10
+
+
+class Err(C.Structure):
+    _fields_ = [('status', C.c_int), ('message', C.c_char * 512)]
+
+
+def put(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    assert len(data) < MAX_SEED, (target, name, len(data))
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+def nifti_seeds(tmp):
+    rng = np.random.default_rng(0)
+    cases = [
+        ('i16_n1.nii', nib.Nifti1Image, (6, 5, 4), np.int16, False),
+        ('u8_n1.nii.gz', nib.Nifti1Image, (8, 8, 3), np.uint8, False),
+        ('f32_n2.nii', nib.Nifti2Image, (4, 4, 4), np.float32, False),
+        ('f64_4d_n1.nii', nib.Nifti1Image, (3, 3, 2, 2), np.float64, False),
+        ('i16_scaled_n1.nii', nib.Nifti1Image, (5, 4, 3), np.int16, True),
+        ('u16_n2.nii', nib.Nifti2Image, (3, 4, 5), np.uint16, False),
+    ]
+    for name, cls, shape, dt, scaled in cases:
+        data = (rng.integers(0, 100, size=shape)).astype(dt)
+        aff = np.diag([1.5, 0.8, 3.0, 1.0])
+        aff[:3, 3] = [-10, 5, 2]
+        img = cls(data, aff)
+        img.set_qform(aff, code=1)
+        img.set_sform(aff, code=2)
+        if scaled:
+            img.header.set_slope_inter(0.5, -3.0)
+        p = os.path.join(tmp, name)
+        nib.save(img, p)
+        if name.endswith('.gz'):  # the target gzip-wraps its input itself: store the plain bytes
+            import gzip
+            with gzip.open(p, 'rb') as f:
+                raw = f.read()
+            name = name[:-3]
+        else:
+            with open(p, 'rb') as f:
+                raw = f.read()
+        put('nifti', name, raw)
+    # big-endian
+    img = nib.Nifti1Image(np.arange(24, dtype='>i2').reshape(2, 3, 4), np.eye(4))
+    p = os.path.join(tmp, 'be.nii')
+    nib.save(img, p)
+    hdr = img.header.copy()
+    hdr = hdr.as_byteswapped('>')
+    with open(p, 'wb') as f:
+        hdr.set_data_offset(352)
+        f.write(hdr.binaryblock)
+        f.write(b'\0' * (352 - 348))
+        f.write(np.arange(24, dtype='>i2').reshape(2, 3, 4).tobytes(order='F'))
+    with open(p, 'rb') as f:
+        put('nifti', 'i16_be_n1.nii', f.read())
+
+
+def shard_seeds(lib, tmp):
+    lib.cd_record_builder_create.argtypes = [C.c_char_p, C.POINTER(C.c_void_p), C.POINTER(Err)]
+    lib.cd_record_builder_add_tensor.argtypes = [C.c_void_p, C.c_char_p, C.c_int, C.c_uint32, C.POINTER(C.c_uint32),
+                                                 C.POINTER(C.c_uint32), C.c_int, C.c_int, C.c_void_p, C.POINTER(Err)]
+    lib.cd_record_builder_destroy.argtypes = [C.c_void_p]
+    lib.cd_shard_writer_create.argtypes = [C.c_char_p, C.POINTER(C.c_void_p), C.POINTER(Err)]
+    lib.cd_shard_writer_append.argtypes = [C.c_void_p, C.c_void_p, C.POINTER(Err)]
+    lib.cd_shard_writer_finish.argtypes = [C.c_void_p, C.POINTER(C.c_uint64), C.c_char_p, C.POINTER(Err)]
+    lib.cd_shard_writer_destroy.argtypes = [C.c_void_p]
+    lib.cd_dtype_from_name.argtypes = [C.c_char_p]
+    lib.cd_dtype_from_name.restype = C.c_int
+    rng = np.random.default_rng(1)
+
+    def check(st, err):
+        if st != 0:
+            raise RuntimeError(err.message.decode())
+
+    def record(tensors, meta):
+        err = Err()
+        b = C.c_void_p()
+        check(lib.cd_record_builder_create(json.dumps(meta).encode(), C.byref(b), C.byref(err)), err)
+        for name, dtname, ch, shape, chunk, codec in tensors:
+            npdt = {'uint8': np.uint8, 'int16': np.int16, 'float16': np.float16, 'float32': np.float32}[dtname]
+            arr = np.ascontiguousarray((rng.standard_normal((ch,) + shape) * 20).astype(npdt))
+            dcode = lib.cd_dtype_from_name(dtname.encode())
+            sh = (C.c_uint32 * 3)(*shape)
+            ck = (C.c_uint32 * 3)(*chunk)
+            check(lib.cd_record_builder_add_tensor(b, name.encode(), dcode, ch, sh, ck, codec, 1,
+                                                   arr.ctypes.data_as(C.c_void_p), C.byref(err)), err)
+        return b
+
+    def shard(name, records):
+        err = Err()
+        path = os.path.join(tmp, name)
+        w = C.c_void_p()
+        check(lib.cd_shard_writer_create(path.encode(), C.byref(w), C.byref(err)), err)
+        for tensors, meta in records:
+            b = record(tensors, meta)
+            check(lib.cd_shard_writer_append(w, b, C.byref(err)), err)
+            lib.cd_record_builder_destroy(b)
+        size = C.c_uint64()
+        h = C.create_string_buffer(33)
+        check(lib.cd_shard_writer_finish(w, C.byref(size), h, C.byref(err)), err)
+        lib.cd_shard_writer_destroy(w)
+        with open(path, 'rb') as f:
+            put('shard', name, f.read())
+
+    img_mask = [('image', 'int16', 1, (8, 6, 5), (8, 6, 5), 1), ('mask', 'uint8', 1, (8, 6, 5), (4, 6, 5), 1)]
+    shard('one_record_zstd.cds', [(img_mask, {'key': 'T1/1', 'label': 2})])
+    shard('raw_f32_2ch.cds', [([('image', 'float32', 2, (5, 4, 3), (3, 4, 3), 0)], {'key': 'x'})])
+    shard('three_records_mixed.cds', [
+        ([('image', 'float16', 1, (6, 6, 2), (6, 6, 1), 1)], {'key': 'a'}),
+        ([('image', 'uint8', 3, (4, 4, 1), (4, 4, 1), 0), ('mask', 'uint8', 1, (4, 4, 1), (4, 2, 1), 1)], {'key': 'b'}),
+        ([('image', 'float32', 1, (1, 1, 1), (1, 1, 1), 1)], {'key': 'c', 'nested': {'v': [1, 2, 3]}}),
+    ])
+    shard('empty.cds', [])
+
+
+def manifest_seeds(cirrdata, tmp):
+    put('manifest', 'minimal.json', json.dumps({
+        'format': 'cirrdata-dataset', 'format_version': 1,
+        'shards': [{'path': 'shards/a.cds', 'size': 10, 'records': 2, 'xxh3_128': '0' * 32}],
+        'records': [{'key': 'a', 'shard': 0, 'index': 0}, {'key': 'b', 'shard': 0, 'index': 1}]}, indent=1))
+    put('manifest', 'empty.json', json.dumps({'format': 'cirrdata-dataset', 'format_version': 1,
+                                              'shards': [], 'records': []}))
+    if not cirrdata:
+        return
+    src, out = os.path.join(tmp, 'synth'), os.path.join(tmp, 'ds')
+    subprocess.run([cirrdata, 'synth', '--cases', '3', '--quiet', '--no-healthy', src], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([cirrdata, 'convert', '--layout', 'cirrmri600', src, '--out', out, '--quiet'], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(out, 'manifest.json'), 'rb') as f:
+        data = f.read()
+    if len(data) < MAX_SEED:
+        put('manifest', 'synth3_raw.json', data)
+    for name in os.listdir(os.path.join(src, 'Metadata')):
+        if name.endswith('.csv'):
+            with open(os.path.join(src, 'Metadata', name), 'rb') as f:
+                put('csv', 'synth_' + name.replace('&', '_').replace('+', ''), f.read())
+
+
+def recipe_seeds(lib):
+    lib.cd_recipe_preset_names.restype = C.POINTER(C.c_char_p)
+    lib.cd_recipe_preset.argtypes = [C.c_char_p, C.c_void_p, C.POINTER(Err)]
+    lib.cd_recipe_to_json.argtypes = [C.c_void_p]
+    lib.cd_recipe_to_json.restype = C.c_void_p
+    lib.cd_aug_pipeline_load.argtypes = [C.c_char_p, C.POINTER(C.c_void_p), C.POINTER(Err)]
+    lib.cd_aug_pipeline_to_json.argtypes = [C.c_void_p]
+    lib.cd_aug_pipeline_to_json.restype = C.c_void_p
+    lib.cd_aug_pipeline_destroy.argtypes = [C.c_void_p]
+    libc = C.CDLL(None)
+    libc.free.argtypes = [C.c_void_p]
+    names = lib.cd_recipe_preset_names()
+    buf = C.create_string_buffer(4096)  # larger than sizeof(cd_recipe)
+    i = 0
+    while names[i]:
+        err = Err()
+        if lib.cd_recipe_preset(names[i], buf, C.byref(err)) != 0:
+            raise RuntimeError(err.message.decode())
+        p = lib.cd_recipe_to_json(buf)
+        put('recipe', names[i].decode() + '.json', C.string_at(p))
+        libc.free(p)
+        i += 1
+    put('recipe', 'small_spacing.json', json.dumps({'name': 'fuzz', 'resample': {'spacing': [1, 1, 2.5]}}))
+    put('recipe', 'shape_2d.json', json.dumps({'name': 'fuzz2d', 'slices': True, 'dtype': 'float16'}))
+    for name in ('nnunet', 'cirrhosisstage', 'none'):
+        err = Err()
+        pl = C.c_void_p()
+        if lib.cd_aug_pipeline_load(name.encode(), C.byref(pl), C.byref(err)) != 0:
+            raise RuntimeError(err.message.decode())
+        p = lib.cd_aug_pipeline_to_json(pl)
+        put('augment', name + '.json', C.string_at(p))
+        libc.free(p)
+        lib.cd_aug_pipeline_destroy(pl)
+
+
+def csv_seeds():
+    put('csv', 'plain.csv', 'Patient ID,Age,Gender,Radiological Evaluation\n805,54,M,2\n806,61,F,3\n')
+    put('csv', 'bom_crlf.csv', b'\xef\xbb\xbfPatient ID,Age,Gender\r\n1,40,F\r\n2,,M\r\n\r\n')
+    put('csv', 'quotes.csv', 'id,"note, with comma",x\n1,"he said ""hi""",2\n2,"multi\nline",3\n3,"unterminated\n')
+    put('csv', 'ragged.csv', 'a,b,c\n1\n1,2,3,4,5\n , ,\n"",,\n')
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--lib', required=True)
+    ap.add_argument('--cirrdata')
+    a = ap.parse_args()
+    lib = C.CDLL(os.path.abspath(a.lib))
+    tmp = tempfile.mkdtemp(prefix='cd-seeds-')
+    try:
+        nifti_seeds(tmp)
+        shard_seeds(lib, tmp)
+        manifest_seeds(a.cirrdata, tmp)
+        recipe_seeds(lib)
+        csv_seeds()
+    finally:
+        shutil.rmtree(tmp)
+    total = 0
+    for root, _, files in os.walk(CORPUS):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    print(f'corpus: {total} bytes')
+    assert total < (1 << 20)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
