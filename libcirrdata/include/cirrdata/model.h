@@ -1,0 +1,68 @@
+/* cirrdata/model.h — inference of image classifiers (the cirrhosis staging networks) from a
+ * safetensors file, with a plain C executor or Vulkan compute on any GPU.
+ *
+ * A model file is safetensors whose metadata carries the architecture ("cirrdata.arch", e.g.
+ * "resnet18"), the class count and the graph ("cirrdata.graph", schemas/model-graph.md), as written by
+ * tools/export_weights.py from a PyTorch checkpoint. Batch norm is folded into the convolutions at
+ * load. Outputs equal PyTorch eval() to max|diff| / max|ref| <= 1e-4 (tests/python/test_model_torch.py).
+ *
+ * Ownership: cd_model_open returns a model the caller frees with cd_model_close; it keeps its own
+ * copy of the parameters (the file is closed before cd_model_open returns). Input and output arrays
+ * belong to the caller.
+ *
+ * Thread safety: one thread at a time per model (calls on one model are serialised by a lock). */
+#ifndef CIRRDATA_MODEL_H
+#define CIRRDATA_MODEL_H
+
+#include "cirrdata/api.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cirrdata/gpu.h"
+#include "cirrdata/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cd_model cd_model;
+
+typedef enum cd_model_device {
+    CD_MODEL_CPU = 0,    /* the plain C executor */
+    CD_MODEL_VULKAN = 1, /* Vulkan compute (cirrdata/gpu.h selects the device) */
+    CD_MODEL_AUTO = 2    /* Vulkan when a device is available, else the CPU (reported by cd_model_device_used) */
+} cd_model_device;
+
+/* Options of cd_model_open; all-zero (or NULL) means the defaults: CPU, all online CPUs. */
+typedef struct cd_model_options {
+    cd_model_device device;
+    int threads;                     /* CPU executor threads; 0 = online CPUs */
+    bool fp16;                       /* Vulkan: store weights and activations as float16 where the device
+                                        supports it (accumulation stays float32); ignored on the CPU */
+    const cd_gpu_options *gpu;       /* Vulkan context options (NULL: defaults) */
+    uint64_t max_arena_bytes;        /* cap on activation memory per call; 0 = 4 GiB */
+} cd_model_options;
+
+CD_API cd_status cd_model_open(const char *path, const cd_model_options *options, cd_model **out, cd_error *err);
+CD_API void cd_model_close(cd_model *m);
+
+/* Architecture name from the file's metadata ("resnet18", "vgg19", ...). */
+CD_API const char *cd_model_arch(const cd_model *m);
+CD_API int cd_model_classes(const cd_model *m);
+CD_API int cd_model_in_channels(const cd_model *m);
+/* The executor in use: CD_MODEL_CPU or CD_MODEL_VULKAN. */
+CD_API cd_model_device cd_model_device_used(const cd_model *m);
+/* Short description of the executor ("cpu (2 threads)", "vulkan: NVIDIA H200 (fp32)"). */
+CD_API const char *cd_model_device_name(const cd_model *m);
+
+/* Runs the network on x: n images of (in_channels, h, w) float32, C-order. Writes n * classes logits
+ * (the last layer's outputs, before softmax) to `logits`. The first call for a given (n, h, w) plans
+ * the activation memory (and on Vulkan records the command buffer); later calls with the same shape
+ * reuse it. */
+CD_API cd_status cd_model_predict(cd_model *m, const float *x, int64_t n, int64_t h, int64_t w, float *logits,
+                                  cd_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,118 @@
+/* The inference graph: a list of nodes in execution (topological) order over NCHW float32 tensors,
+ * built from the "cirrdata.graph" JSON in a safetensors file's metadata, simplified (batch norm
+ * folded into the preceding convolution, ReLU fused into its producer, dropout removed), shaped for
+ * an input size, and planned into one activation arena from the tensors' lifetimes.
+ *
+ * The op set covers torchvision ResNet and VGG; it is deliberately a general graph (named tensors,
+ * any fan-in/fan-out) so that layer norm, GELU, depthwise convolution and attention (PVTv2) are new
+ * ops, not a redesign. Both executors walk the same node list: nn/ref_*.c (plain C, the correctness
+ * baseline and the CPU fallback) and nn/vk_*.c (Vulkan). Not installed. */
+#ifndef CD_NN_GRAPH_H
+#define CD_NN_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/internal.h"
+#include "nn/safetensors.h"
+
+typedef enum cd_nn_op {
+    CD_NN_INPUT = 0,      /* the network input (N, C, H, W) */
+    CD_NN_CONV2D,         /* weight (O, C/groups, KH, KW), optional bias (O) */
+    CD_NN_BATCHNORM,      /* only before simplification: folded into the preceding conv */
+    CD_NN_RELU,           /* only before simplification where it follows a conv/linear/add */
+    CD_NN_MAXPOOL2D,
+    CD_NN_AVGPOOL2D,
+    CD_NN_ADAPTIVE_AVGPOOL2D,
+    CD_NN_FLATTEN,        /* (N, C, H, W) -> (N, C*H*W, 1, 1): a view, no copy */
+    CD_NN_LINEAR,         /* weight (O, I), optional bias (O); input (N, I, 1, 1) */
+    CD_NN_ADD,            /* elementwise sum of two equal-shaped tensors */
+    CD_NN_SOFTMAX,        /* over C */
+    CD_NN_DROPOUT,        /* identity at inference; removed by simplification */
+    CD_NN_OP_COUNT
+} cd_nn_op;
+
+/* "conv2d", "batch_norm", ... (the JSON spelling). */
+CD_INTERNAL const char *cd_nn_op_name(cd_nn_op op);
+
+typedef struct cd_nn_shape {
+    int64_t n, c, h, w;
+} cd_nn_shape;
+
+typedef struct cd_nn_node {
+    cd_nn_op op;
+    char name[128];             /* the node's name in the JSON (used in messages) */
+    int in[2];                  /* producer node indices; -1 unused */
+    int n_in;
+
+    /* conv2d / pools */
+    int kh, kw, sh, sw, ph, pw, dh, dw;
+    int groups;                 /* conv2d */
+    bool ceil_mode;             /* max/avg pool */
+    bool count_include_pad;     /* avg pool */
+    int out_h, out_w;           /* adaptive avg pool: output size */
+    int in_ch, out_ch;          /* conv2d, linear: from the weight shapes */
+
+    /* Parameters as float32, owned by the graph (malloc). After simplification a conv's weight and
+     * bias include the folded batch norm (bias is then never NULL). */
+    float *weight, *bias;
+    float *bn_mean, *bn_var;    /* batch norm before folding (weight/bias are gamma/beta); NULL after */
+    float eps;
+
+    bool relu;                  /* fused ReLU on the output (conv2d, linear, add) */
+
+    /* Filled by cd_nn_graph_shape for the current input. */
+    cd_nn_shape shape;
+    int64_t offset;             /* floats from the arena's start of this node's output (flatten: its input's) */
+    int last_use;               /* index of the last node reading this output (planning) */
+} cd_nn_node;
+
+typedef struct cd_nn_graph {
+    cd_nn_node *nodes;
+    int count;
+    int output;                 /* the node whose tensor is the result (logits, or probabilities) */
+    char arch[64];              /* metadata "cirrdata.arch", e.g. "resnet18" */
+    int classes;                /* output channels */
+    int in_channels;            /* 3 for the staging models */
+    int64_t arena_floats;       /* activation arena size for the current shape (floats) */
+    int64_t input_offset;       /* where the input goes in the arena (floats) */
+    cd_nn_shape input_shape;
+    char source[512];           /* file path, for messages */
+} cd_nn_graph;
+
+/* Builds the graph from an open safetensors file: parses metadata "cirrdata.graph" (format in
+ * schemas/model-graph.md), checks every node (op known, inputs defined earlier, parameter tensors
+ * present with the right shapes and float dtypes, parameters in range), copies the parameters, then
+ * simplifies (folds batch norm, fuses ReLU, drops dropout). Errors name the file and the node or
+ * tensor. */
+CD_INTERNAL cd_status cd_nn_graph_load(const cd_st_file *f, cd_nn_graph **out, cd_error *err);
+CD_INTERNAL void cd_nn_graph_free(cd_nn_graph *g);
+
+/* Propagates shapes from an input (n, in_channels, h, w), checks every op's constraints (positive
+ * output sizes, linear input width == in_ch, add operands equal), and plans the arena: every output
+ * gets an offset so that no two tensors alive at once overlap (greedy first fit in execution order,
+ * sizes rounded up to 64 floats). Errors (CD_ERR_ARG for a bad input size, CD_ERR_LIMIT past
+ * max_arena_bytes when non-zero) name the node. */
+CD_INTERNAL cd_status cd_nn_graph_shape(cd_nn_graph *g, int64_t n, int64_t h, int64_t w, uint64_t max_arena_bytes,
+                                        cd_error *err);
+
+/* Plain C executor: runs the shaped graph on `arena` (g->arena_floats floats); the input must be at
+ * arena + g->input_offset, the result is read at arena + g->nodes[g->output].offset. threads <= 0:
+ * online CPUs. */
+CD_INTERNAL cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_error *err);
+
+/* The reference ops, one call each over NCHW float32 (used by cd_nn_ref_run and by the Vulkan tests
+ * as the baseline). `out` never aliases an input. */
+CD_INTERNAL void cd_nn_ref_conv2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out,
+                                  int threads);
+CD_INTERNAL void cd_nn_ref_linear(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out,
+                                  int threads);
+CD_INTERNAL void cd_nn_ref_maxpool2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out);
+CD_INTERNAL void cd_nn_ref_avgpool2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out);
+CD_INTERNAL void cd_nn_ref_adaptive_avgpool2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in,
+                                              float *out);
+CD_INTERNAL void cd_nn_ref_add(const cd_nn_node *node, int64_t count, const float *a, const float *b, float *out);
+CD_INTERNAL void cd_nn_ref_softmax(const cd_nn_shape *shape, const float *in, float *out);
+
+#endif
