@@ -19,5 +19,6 @@
 #include "cirrdata/augment.h"
 #include "cirrdata/loader.h"
 #include "cirrdata/gpu.h"
+#include "cirrdata/model.h"
 
 #endif
