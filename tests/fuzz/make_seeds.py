@@ -11,6 +11,7 @@ Usage: tests/fuzz/make_seeds.py --lib BUILD/libcirrdata/libcirrdata.so [--cirrda
   recipe    every preset as canonical JSON (cd_recipe_to_json) plus a few hand-written recipes
   augment   every built-in pipeline as canonical JSON (cd_aug_pipeline_to_json)
   csv       CirrMRI600+-style metadata tables: BOM, CRLF, quotes, embedded newlines, short rows
+  safetensors  model files: every dtype, unaligned data, and tiny cirrdata.graph models using every op
 """
 import argparse
 import ctypes as C
@@ -212,6 +213,77 @@ def csv_seeds():
     put('csv', 'ragged.csv', 'a,b,c\n1\n1,2,3,4,5\n , ,\n"",,\n')
 
 
+# ---- safetensors (H1): model files as tools/export_weights.py writes them, plus dtype and layout variety
+def st_file(tensors, metadata=None, pad=True):
+    """safetensors bytes from (name, dtype, shape, raw bytes) tuples, written back to back."""
+    header, blobs, off = {}, [], 0
+    for name, dt, shape, raw in tensors:
+        header[name] = {'dtype': dt, 'shape': list(shape), 'data_offsets': [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    if metadata is not None:
+        header['__metadata__'] = metadata
+    text = json.dumps(header, separators=(',', ':')).encode()
+    if pad:
+        text += b' ' * (-len(text) % 8)
+    return len(text).to_bytes(8, 'little') + text + b''.join(blobs)
+
+
+def safetensors_seeds():
+    rng = np.random.default_rng(6)
+    f32 = lambda *shape: (rng.standard_normal(shape) * 0.3).astype('<f4')  # noqa: E731
+    put('safetensors', 'empty.safetensors', st_file([]))
+    put('safetensors', 'dtypes.safetensors', st_file([
+        ('f32', 'F32', (2, 3), f32(2, 3).tobytes()),
+        ('f16', 'F16', (3,), np.array([1, -2.5, 65504], '<f2').tobytes()),
+        ('bf16', 'BF16', (2,), np.array([0x3F80, 0xC2F7], '<u2').tobytes()),
+        ('f64', 'F64', (2, 1), np.array([0.1, 1e300], '<f8').tobytes()),
+        ('i64', 'I64', (), np.array([7], '<i8').tobytes()),
+        ('u8', 'U8', (1, 1, 1, 1, 1, 1, 1, 2), b'\x01\x02'),
+        ('bool', 'BOOL', (1,), b'\x01'),
+        ('empty', 'F32', (0, 4), b''),
+    ], {'note': 'dtype variety'}, pad=False))  # unpadded: tensor data is not aligned
+    # A tiny model with every op of schemas/model-graph.md: input 3 channels, 3 classes.
+    c = 4
+    t = [('conv.weight', 'F32', (c, 3, 3, 3), f32(c, 3, 3, 3).tobytes()),
+         ('conv.bias', 'F32', (c,), f32(c).tobytes())]
+    for k, v in (('weight', rng.uniform(0.5, 1.5, c)), ('bias', rng.normal(0, 0.1, c)),
+                 ('running_mean', rng.normal(0, 0.1, c)), ('running_var', rng.uniform(0.5, 2, c))):
+        t.append(('bn.' + k, 'F32', (c,), v.astype('<f4').tobytes()))
+    t += [('dw.weight', 'F32', (c, 1, 3, 3), f32(c, 1, 3, 3).tobytes()),
+          ('fc.weight', 'F32', (3, c * 4), f32(3, c * 4).tobytes()), ('fc.bias', 'F32', (3,), f32(3).tobytes())]
+    graph = {'version': 1, 'input': {'name': 'x', 'channels': 3}, 'output': 'softmax', 'nodes': [
+        {'name': 'conv', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'conv.weight', 'bias': 'conv.bias',
+         'stride': [1, 1], 'padding': [1, 1], 'dilation': [1, 1], 'groups': 1},
+        {'name': 'bn', 'op': 'batch_norm', 'inputs': ['conv'], 'weight': 'bn.weight', 'bias': 'bn.bias',
+         'running_mean': 'bn.running_mean', 'running_var': 'bn.running_var', 'eps': 1e-05},
+        {'name': 'relu', 'op': 'relu', 'inputs': ['bn']},
+        {'name': 'pool', 'op': 'max_pool2d', 'inputs': ['relu'], 'kernel': [3, 3], 'stride': [2, 2],
+         'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': False},
+        {'name': 'dw', 'op': 'conv2d', 'inputs': ['pool'], 'weight': 'dw.weight', 'bias': None,
+         'stride': [1, 1], 'padding': [2, 2], 'dilation': [2, 2], 'groups': c},
+        {'name': 'add', 'op': 'add', 'inputs': ['dw', 'pool']},
+        {'name': 'avg', 'op': 'avg_pool2d', 'inputs': ['add'], 'kernel': [2, 2], 'stride': [1, 1],
+         'padding': [1, 1], 'ceil_mode': True, 'count_include_pad': False},
+        {'name': 'gap', 'op': 'adaptive_avg_pool2d', 'inputs': ['avg'], 'output_size': [2, 2]},
+        {'name': 'flatten', 'op': 'flatten', 'inputs': ['gap'], 'start_dim': 1},
+        {'name': 'drop', 'op': 'dropout', 'inputs': ['flatten']},
+        {'name': 'fc', 'op': 'linear', 'inputs': ['drop'], 'weight': 'fc.weight', 'bias': 'fc.bias'},
+        {'name': 'softmax', 'op': 'softmax', 'inputs': ['fc'], 'dim': 1}]}
+    meta = {'cirrdata.format': '1', 'cirrdata.arch': 'tiny', 'cirrdata.classes': '3', 'cirrdata.in_channels': '3',
+            'cirrdata.input_size': '16,16', 'cirrdata.class_names': 'mild,moderate,severe',
+            'cirrdata.graph': json.dumps(graph, separators=(',', ':')), 'cirrdata.source': 'make_seeds.py'}
+    put('safetensors', 'tiny_graph.safetensors', st_file(t, meta))
+    # The same network as a ResNet-like stem only (conv without bias + bn + relu + maxpool + linear head).
+    g2 = {'version': 1, 'input': {'name': 'x', 'channels': 3}, 'output': 'fc', 'nodes': [
+        graph['nodes'][0], graph['nodes'][1], graph['nodes'][2], graph['nodes'][3],
+        {'name': 'gap', 'op': 'adaptive_avg_pool2d', 'inputs': ['pool'], 'output_size': [2, 2]},
+        {'name': 'flatten', 'op': 'flatten', 'inputs': ['gap'], 'start_dim': 1},
+        {'name': 'fc', 'op': 'linear', 'inputs': ['flatten'], 'weight': 'fc.weight', 'bias': 'fc.bias'}]}
+    meta2 = dict(meta, **{'cirrdata.graph': json.dumps(g2)})
+    put('safetensors', 'stem_graph.safetensors', st_file([x for x in t if not x[0].startswith('dw.')], meta2))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--lib', required=True)
@@ -225,6 +297,7 @@ def main():
         manifest_seeds(a.cirrdata, tmp)
         recipe_seeds(lib)
         csv_seeds()
+        safetensors_seeds()
     finally:
         shutil.rmtree(tmp)
     total = 0

@@ -1,0 +1,563 @@
+#!/usr/bin/python3
+"""Exports a PyTorch image classifier to a cirrdata model file (schemas/model-graph.md).
+
+  tools/export_weights.py --arch resnet18 CHECKPOINT.pt -o model.safetensors [--classes 3]
+  tools/export_weights.py --arch cirrnet-small --random [--random-bn] [--seed 0] -o model.safetensors
+
+CHECKPOINT may be a state_dict, a dict holding one under 'state_dict', 'model' or 'model_state_dict'
+(as training scripts save them), or a whole pickled nn.Module; a 'module.' prefix (DataParallel /
+DistributedDataParallel) is removed. The architecture comes from python/cirrdata/models.py
+(build(arch, classes)); the weights are loaded strictly (only BatchNorm's num_batches_tracked may be
+absent), the model is put in eval() and traced with torch.fx, and the traced graph is written as the
+"cirrdata.graph" metadata JSON beside every state_dict tensor as F32. An op the graph format does not
+have is an error naming the node.
+
+--random exports a freshly initialised model instead of a checkpoint (seeded by --seed);
+--random-bn also draws every BatchNorm's weight, bias, running_mean and running_var at random, so a
+parity test exercises batch-norm folding with non-trivial statistics.
+
+Exit status: 0 on success, 1 for a bad checkpoint or a model that cannot be exported, 2 for wrong usage.
+Needs /usr/bin/python3 with torch and torchvision; safetensors is written by cirrdata/safetensors_io.py
+(numpy only).
+"""
+import argparse
+import importlib
+import json
+import math
+import operator
+import os
+import sys
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PKG_DIR = os.path.join(os.path.dirname(HERE), 'python', 'cirrdata')
+
+DEFAULT_CLASS_NAMES = {3: 'mild,moderate,severe', 4: 'mild,moderate,severe,healthy'}
+MAX_NODE_NAME = 127
+
+
+class ExportError(Exception):
+    pass
+
+
+def import_cirrdata_modules():
+    """Imports cirrdata.models and cirrdata.safetensors_io without running cirrdata/__init__.py,
+    which loads libcirrdata.so through ctypes: exporting needs no built library. The package is
+    registered under its real name, so whole pickled models that reference cirrdata.models.* load."""
+    if 'cirrdata' not in sys.modules:
+        pkg = types.ModuleType('cirrdata')
+        pkg.__path__ = [PKG_DIR]
+        pkg.__file__ = os.path.join(PKG_DIR, '__init__.py')
+        sys.modules['cirrdata'] = pkg
+    return importlib.import_module('cirrdata.models'), importlib.import_module('cirrdata.safetensors_io')
+
+
+# ---------------------------------------------------------------- checkpoint loading
+
+def extract_state_dict(obj, torch, where):
+    """The state_dict inside a loaded checkpoint object (see the module docstring)."""
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ('state_dict', 'model_state_dict', 'model'):
+            if key in obj and isinstance(obj[key], (dict, torch.nn.Module)):
+                return extract_state_dict(obj[key], torch, where + "['%s']" % key)
+        bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        if not obj or bad:
+            raise ExportError('%s is not a state_dict: %s' % (
+                where, 'it is empty' if not obj else "entry '%s' is a %s, not a tensor" % (bad[0], type(obj[bad[0]]).__name__)))
+        return obj
+    raise ExportError('%s holds a %s, not a state_dict, a dict with one, or an nn.Module' % (where, type(obj).__name__))
+
+
+def strip_module_prefix(sd):
+    """Removes DataParallel's 'module.' prefix (from every key that has it)."""
+    out = type(sd)() if isinstance(sd, dict) else {}
+    for k, v in sd.items():
+        out[k[len('module.'):] if k.startswith('module.') else k] = v
+    return out
+
+
+def load_weights(model, sd, torch):
+    """Loads sd into model strictly, except that BatchNorm's num_batches_tracked may be absent."""
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # size mismatches are raised even when strict=False
+        lines = [l.strip() for l in str(e).splitlines() if 'size mismatch' in l]
+        raise ExportError('checkpoint does not fit the architecture: %s%s' % (
+            '; '.join(lines[:3]) or str(e).splitlines()[0], ' (are --arch and --classes right?)' if lines else ''))
+    missing = [k for k in missing if not k.endswith('num_batches_tracked')]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append('%d missing tensor(s): %s' % (len(missing), ', '.join(missing[:5])))
+        if unexpected:
+            parts.append('%d unexpected tensor(s): %s' % (len(unexpected), ', '.join(unexpected[:5])))
+        raise ExportError('checkpoint does not fit the architecture: ' + '; '.join(parts))
+
+
+def randomise_bn(model, torch, gen):
+    """Draws BatchNorm statistics and affine parameters so folding them is actually exercised. The
+    ranges keep every channel's scale weight/sqrt(var+eps) within about [0.6, 1.7], so deep networks
+    neither blow up nor vanish."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                if m.running_mean is not None:
+                    m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                    m.running_var.copy_(torch.rand(c, generator=gen) * 1.0 + 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(c, generator=gen) * 0.4 + 0.8)
+                    m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+
+
+# ---------------------------------------------------------------- fx graph -> cirrdata.graph
+
+def _pair(v, what, node):
+    if isinstance(v, int):
+        return [v, v]
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        return [int(v[0]), int(v[1])]
+    raise ExportError("node '%s': %s %r is not an int or a pair of ints" % (node.name, what, v))
+
+
+def _arg(node, pos, name, default=None):
+    """Argument `name` of a call, positional (index pos of node.args) or keyword."""
+    if name in node.kwargs:
+        return node.kwargs[name]
+    if pos < len(node.args):
+        return node.args[pos]
+    return default
+
+
+def convert_graph(gm, torch, in_channels):
+    """The "cirrdata.graph" document of a traced GraphModule. Raises ExportError naming the node of
+    any op the format lacks."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    nodes = []
+    names = {}     # fx node -> graph tensor name (identity ops map to their input's name)
+    used = set()   # parameter names the graph references
+    input_name = None
+    output_name = None
+
+    def ref(node, v, what='input'):
+        if not isinstance(v, torch.fx.Node):
+            raise ExportError("node '%s': %s %r is not a tensor from the graph" % (node.name, what, v))
+        return names[v]
+
+    def param(prefix, attr, required=True):
+        full = prefix + '.' + attr
+        if full not in state_names:
+            if required:
+                raise ExportError("module '%s' has no tensor '%s' in the state_dict" % (prefix, full))
+            return None
+        used.add(full)
+        return full
+
+    state_names = set(gm.state_dict().keys())
+
+    def emit(node, op, inputs, **fields):
+        if len(node.name.encode()) > MAX_NODE_NAME:
+            raise ExportError("node '%s': name longer than %d bytes" % (node.name, MAX_NODE_NAME))
+        d = {'name': node.name, 'op': op, 'inputs': inputs}
+        d.update(fields)
+        nodes.append(d)
+        names[node] = node.name
+
+    def one_input(node):
+        if not node.args:
+            raise ExportError("node '%s' (%s) has no input" % (node.name, node.target))
+        return [ref(node, node.args[0])]
+
+    def softmax(node, dim):
+        if dim != 1:
+            raise ExportError("node '%s': softmax over dim %r (only dim=1 is supported)" % (node.name, dim))
+        emit(node, 'softmax', one_input(node), dim=1)
+
+    def flatten(node, start, end):
+        if start != 1 or end != -1:
+            raise ExportError("node '%s': flatten(start_dim=%r, end_dim=%r) (only start_dim=1, end_dim=-1 is "
+                              "supported)" % (node.name, start, end))
+        emit(node, 'flatten', one_input(node), start_dim=1)
+
+    def add(node, a, b, alpha=1):
+        if alpha != 1:
+            raise ExportError("node '%s': add with alpha=%r (only 1 is supported)" % (node.name, alpha))
+        emit(node, 'add', [ref(node, a), ref(node, b)])
+
+    def max_pool(node, kernel, stride, padding, dilation, ceil_mode, return_indices=False):
+        if return_indices:
+            raise ExportError("node '%s': max_pool2d with return_indices" % node.name)
+        emit(node, 'max_pool2d', one_input(node), kernel=_pair(kernel, 'kernel', node),
+             stride=_pair(stride if stride not in (None, []) else kernel, 'stride', node),
+             padding=_pair(padding, 'padding', node), dilation=_pair(dilation, 'dilation', node),
+             ceil_mode=bool(ceil_mode))
+
+    def avg_pool(node, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override=None):
+        if divisor_override is not None:
+            raise ExportError("node '%s': avg_pool2d with divisor_override" % node.name)
+        emit(node, 'avg_pool2d', one_input(node), kernel=_pair(kernel, 'kernel', node),
+             stride=_pair(stride if stride not in (None, []) else kernel, 'stride', node),
+             padding=_pair(padding, 'padding', node), ceil_mode=bool(ceil_mode),
+             count_include_pad=bool(count_include_pad))
+
+    def adaptive_avg(node, size):
+        out = _pair(size, 'output_size', node) if size is not None and not (
+            isinstance(size, (tuple, list)) and None in size) else None
+        if out is None:
+            raise ExportError("node '%s': adaptive_avg_pool2d with output_size %r (None sizes are not "
+                              "supported)" % (node.name, size))
+        emit(node, 'adaptive_avg_pool2d', one_input(node), output_size=out)
+
+    relu_fns = {F.relu, torch.relu, torch.relu_}
+    add_fns = {operator.add, operator.iadd, torch.add}
+    for node in gm.graph.nodes:
+        if node.op == 'placeholder':
+            if input_name is not None:
+                raise ExportError("node '%s': the model takes more than one input" % node.name)
+            input_name = node.name
+            names[node] = node.name
+        elif node.op == 'output':
+            out = node.args[0]
+            if not isinstance(out, torch.fx.Node):
+                raise ExportError('the model returns %s, not a single tensor' % type(out).__name__)
+            output_name = names[out]
+        elif node.op == 'call_module':
+            m = gm.get_submodule(node.target)
+            t = node.target
+            if isinstance(m, nn.Conv2d):
+                if isinstance(m.padding, str) or m.padding_mode != 'zeros':
+                    raise ExportError("node '%s': Conv2d with padding %r, padding_mode '%s' (only explicit zero "
+                                      "padding is supported)" % (node.name, m.padding, m.padding_mode))
+                emit(node, 'conv2d', one_input(node), weight=param(t, 'weight'),
+                     bias=param(t, 'bias') if m.bias is not None else None,
+                     stride=_pair(m.stride, 'stride', node), padding=_pair(m.padding, 'padding', node),
+                     dilation=_pair(m.dilation, 'dilation', node), groups=int(m.groups))
+            elif isinstance(m, nn.BatchNorm2d):
+                if not m.affine or not m.track_running_stats or m.running_mean is None:
+                    raise ExportError("node '%s': BatchNorm2d without affine parameters or running statistics"
+                                      % node.name)
+                emit(node, 'batch_norm', one_input(node), weight=param(t, 'weight'), bias=param(t, 'bias'),
+                     running_mean=param(t, 'running_mean'), running_var=param(t, 'running_var'),
+                     eps=float(m.eps))
+            elif isinstance(m, nn.ReLU):
+                emit(node, 'relu', one_input(node))
+            elif isinstance(m, nn.MaxPool2d):
+                max_pool(node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
+            elif isinstance(m, nn.AvgPool2d):
+                avg_pool(node, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+                         m.divisor_override)
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                adaptive_avg(node, m.output_size)
+            elif isinstance(m, nn.Linear):
+                emit(node, 'linear', one_input(node), weight=param(t, 'weight'),
+                     bias=param(t, 'bias') if m.bias is not None else None)
+            elif isinstance(m, (nn.Dropout, nn.Dropout2d)):
+                emit(node, 'dropout', one_input(node))
+            elif isinstance(m, nn.Flatten):
+                flatten(node, m.start_dim, m.end_dim)
+            elif isinstance(m, nn.Softmax):
+                softmax(node, m.dim)
+            elif isinstance(m, nn.Identity):
+                names[node] = ref(node, node.args[0])
+            else:
+                raise ExportError("node '%s': module '%s' of type %s is not supported by the cirrdata graph "
+                                  "format (schemas/model-graph.md)" % (node.name, t, type(m).__name__))
+        elif node.op == 'call_function':
+            f = node.target
+            if f in add_fns:
+                add(node, _arg(node, 0, 'input'), _arg(node, 1, 'other'), _arg(node, 2, 'alpha', 1))
+            elif f in relu_fns:
+                emit(node, 'relu', one_input(node))
+            elif f is torch.flatten:
+                flatten(node, _arg(node, 1, 'start_dim', 0), _arg(node, 2, 'end_dim', -1))
+            elif f in (torch.softmax, F.softmax):
+                softmax(node, _arg(node, 1, 'dim'))
+            elif f in (F.dropout, torch.dropout):
+                emit(node, 'dropout', one_input(node))
+            elif f is F.adaptive_avg_pool2d:
+                adaptive_avg(node, _arg(node, 1, 'output_size'))
+            elif f in (F.max_pool2d, torch.max_pool2d):
+                max_pool(node, _arg(node, 1, 'kernel_size'), _arg(node, 2, 'stride'), _arg(node, 3, 'padding', 0),
+                         _arg(node, 4, 'dilation', 1), _arg(node, 5, 'ceil_mode', False),
+                         _arg(node, 6, 'return_indices', False))
+            elif f in (F.avg_pool2d,):
+                avg_pool(node, _arg(node, 1, 'kernel_size'), _arg(node, 2, 'stride'), _arg(node, 3, 'padding', 0),
+                         _arg(node, 4, 'ceil_mode', False), _arg(node, 5, 'count_include_pad', True),
+                         _arg(node, 6, 'divisor_override'))
+            else:
+                raise ExportError("node '%s': function %s is not supported by the cirrdata graph format "
+                                  "(schemas/model-graph.md)" % (node.name, getattr(f, '__name__', f)))
+        elif node.op == 'call_method':
+            mth = node.target
+            if mth in ('add', 'add_'):
+                add(node, node.args[0], _arg(node, 1, 'other'), _arg(node, 2, 'alpha', 1))
+            elif mth in ('relu', 'relu_'):
+                emit(node, 'relu', one_input(node))
+            elif mth == 'flatten':
+                flatten(node, _arg(node, 1, 'start_dim', 0), _arg(node, 2, 'end_dim', -1))
+            elif mth == 'softmax':
+                softmax(node, _arg(node, 1, 'dim'))
+            elif mth == 'contiguous':
+                names[node] = ref(node, node.args[0])
+            else:
+                raise ExportError("node '%s': method .%s() is not supported by the cirrdata graph format "
+                                  "(schemas/model-graph.md)" % (node.name, mth))
+        else:  # get_attr: a tensor used directly in forward()
+            raise ExportError("node '%s': op %s (%s) is not supported by the cirrdata graph format"
+                              % (node.name, node.op, node.target))
+    if input_name is None or output_name is None:
+        raise ExportError('the traced graph has no input or no output')
+    if output_name == input_name:
+        raise ExportError('the model returns its input unchanged')
+    return {'version': 1, 'input': {'name': input_name, 'channels': int(in_channels)},
+            'output': output_name, 'nodes': nodes}, used
+
+
+# ---------------------------------------------------------------- schema check
+
+_FIELDS = {
+    'conv2d': ('weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
+    'batch_norm': ('weight', 'bias', 'running_mean', 'running_var', 'eps'),
+    'relu': (), 'dropout': (), 'add': (),
+    'max_pool2d': ('kernel', 'stride', 'padding', 'dilation', 'ceil_mode'),
+    'avg_pool2d': ('kernel', 'stride', 'padding', 'ceil_mode', 'count_include_pad'),
+    'adaptive_avg_pool2d': ('output_size',),
+    'flatten': ('start_dim',),
+    'linear': ('weight', 'bias'),
+    'softmax': ('dim',),
+}
+
+
+def check_graph(graph, shapes):
+    """Checks a graph document against schemas/model-graph.md (fields, references, limits, tensor
+    shapes as far as they are static). `shapes` maps tensor name -> shape tuple. Raises ExportError."""
+    def fail(node, msg):
+        raise ExportError("graph node '%s': %s" % (node.get('name'), msg))
+
+    if graph.get('version') != 1 or set(graph) != {'version', 'input', 'output', 'nodes'}:
+        raise ExportError('graph: wrong top-level keys or version')
+    inp = graph['input']
+    if set(inp) != {'name', 'channels'} or not isinstance(inp['channels'], int) or inp['channels'] < 1:
+        raise ExportError('graph: bad input %r' % inp)
+    nodes = graph['nodes']
+    if not 1 <= len(nodes) <= 4096:
+        raise ExportError('graph: %d nodes (1..4096 allowed)' % len(nodes))
+    seen = {inp['name']}
+    for n in nodes:
+        op = n.get('op')
+        if op not in _FIELDS:
+            fail(n, 'unknown op %r' % op)
+        want = {'name', 'op', 'inputs'} | set(_FIELDS[op])
+        if set(n) != want:
+            fail(n, 'fields %s, expected %s' % (sorted(n), sorted(want)))
+        name = n['name']
+        if not isinstance(name, str) or not name or len(name.encode()) > MAX_NODE_NAME or name in seen:
+            fail(n, 'name empty, too long or not unique')
+        k = 2 if op == 'add' else 1
+        if len(n['inputs']) != k or any(i not in seen for i in n['inputs']):
+            fail(n, 'inputs %r must be %d earlier node(s)' % (n['inputs'], k))
+        for key in ('kernel', 'stride', 'dilation'):
+            if key in n and not (len(n[key]) == 2 and all(isinstance(v, int) and 1 <= v <= 64 for v in n[key])):
+                fail(n, '%s %r outside 1..64' % (key, n[key]))
+        if 'padding' in n:
+            if not (len(n['padding']) == 2 and all(isinstance(v, int) and 0 <= v <= 64 for v in n['padding'])):
+                fail(n, 'padding %r outside 0..64' % (n['padding'],))
+            if op in ('max_pool2d', 'avg_pool2d') and any(2 * p > kk for p, kk in zip(n['padding'], n['kernel'])):
+                fail(n, 'pool padding %r above half the kernel %r' % (n['padding'], n['kernel']))
+        if op == 'adaptive_avg_pool2d' and not all(isinstance(v, int) and 1 <= v <= 64 for v in n['output_size']):
+            fail(n, 'output_size outside 1..64')
+        if op in ('flatten', 'softmax') and n.get('start_dim', n.get('dim')) != 1:
+            fail(n, 'start_dim/dim must be 1')
+        for key in ('ceil_mode', 'count_include_pad'):
+            if key in n and not isinstance(n[key], bool):
+                fail(n, '%s is not a boolean' % key)
+        for key in ('weight', 'bias', 'running_mean', 'running_var'):
+            if key in n and n[key] is not None and n[key] not in shapes:
+                fail(n, '%s %r is not a tensor of the file' % (key, n[key]))
+        if op == 'conv2d':
+            w = shapes[n['weight']]
+            g = n['groups']
+            if len(w) != 4 or not isinstance(g, int) or g < 1 or w[0] % g:
+                fail(n, 'weight shape %r / groups %r' % (w, g))
+            if n['bias'] is not None and shapes[n['bias']] != (w[0],):
+                fail(n, 'bias shape')
+            if not all(1 <= v <= 64 for v in w[2:]):
+                fail(n, 'kernel size outside 1..64')
+        if op == 'batch_norm':
+            c = shapes[n['weight']]
+            if len(c) != 1 or any(shapes[n[k]] != c for k in ('bias', 'running_mean', 'running_var')):
+                fail(n, 'batch-norm tensor shapes differ')
+            if not (isinstance(n['eps'], float) and math.isfinite(n['eps']) and n['eps'] > 0):
+                fail(n, 'eps must be finite and > 0')
+        if op == 'linear':
+            w = shapes[n['weight']]
+            if len(w) != 2 or (n['bias'] is not None and shapes[n['bias']] != (w[0],)):
+                fail(n, 'linear weight/bias shapes')
+        seen.add(name)
+    if graph['output'] not in seen or graph['output'] == inp['name']:
+        raise ExportError('graph: output %r is not a node' % graph['output'])
+
+
+def check_running_var(sd, graph):
+    """running_var + eps > 0 (a reader rejects the file otherwise)."""
+    for n in graph['nodes']:
+        if n['op'] == 'batch_norm':
+            v = sd[n['running_var']]
+            if not bool(((v + n['eps']) > 0).all()):
+                raise ExportError("graph node '%s': running_var + eps <= 0" % n['name'])
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='export_weights.py',
+                                description='Export a PyTorch classifier checkpoint to a cirrdata model file '
+                                            '(safetensors + cirrdata.graph).')
+    p.add_argument('checkpoint', nargs='?', help='checkpoint (.pt/.pth): state_dict, dict with one, or nn.Module')
+    p.add_argument('--arch', required=True, help='architecture (python/cirrdata/models.py ARCHS)')
+    p.add_argument('-o', '--output', required=True, help='output .safetensors path')
+    p.add_argument('--classes', type=int, default=3, help='number of classes (default 3)')
+    p.add_argument('--random', action='store_true', help='export a randomly initialised model, no checkpoint')
+    p.add_argument('--random-bn', action='store_true', help='with --random: random BatchNorm statistics too')
+    p.add_argument('--seed', type=int, default=0, help='seed of --random / --random-bn (default 0)')
+    p.add_argument('--input-size', default='256,256', help="nominal input 'H,W' (default 256,256)")
+    p.add_argument('--class-names', default=None, help='comma-separated class names (default: the staging names '
+                                                       'for 3 or 4 classes)')
+    p.add_argument('--quiet', action='store_true', help='no summary line')
+    a = p.parse_args(argv)
+    if a.random == bool(a.checkpoint):
+        p.error('give either CHECKPOINT or --random')
+    if a.random_bn and not a.random:
+        p.error('--random-bn needs --random')
+    if a.classes < 1:
+        p.error('--classes must be >= 1')
+    try:
+        hw = [int(v) for v in a.input_size.split(',')]
+        assert len(hw) == 2 and min(hw) >= 1
+    except (ValueError, AssertionError):
+        p.error("--input-size must be 'H,W'")
+    return p, a
+
+
+def export(a, models, stio):
+    import numpy as np
+    import torch
+    import torch.fx
+
+    if a.arch not in models.ARCHS:
+        raise ExportError("unknown --arch '%s' (known: %s)" % (a.arch, ', '.join(models.ARCHS)))
+    torch.manual_seed(a.seed)
+    model = models.build(a.arch, a.classes)
+    if a.random:
+        source = 'random (seed %d%s)' % (a.seed, ', random batch norm' if a.random_bn else '')
+        if a.random_bn:
+            gen = torch.Generator().manual_seed(a.seed + 1)
+            randomise_bn(model, torch, gen)
+    else:
+        source = os.path.basename(a.checkpoint)
+        try:
+            obj = torch.load(a.checkpoint, map_location='cpu')
+        except FileNotFoundError:
+            raise ExportError('%s: no such file' % a.checkpoint)
+        except Exception as e:  # pickle, zip and torch errors all mean the same to the user
+            raise ExportError('%s: cannot load as a PyTorch checkpoint: %s: %s' % (
+                a.checkpoint, type(e).__name__, str(e).splitlines()[0] if str(e) else ''))
+        sd = strip_module_prefix(extract_state_dict(obj, torch, a.checkpoint))
+        load_weights(model, sd, torch)
+    model.eval()
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as e:
+        raise ExportError('torch.fx cannot trace %s: %s: %s' % (a.arch, type(e).__name__, e))
+
+    sd = {k: v for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
+    first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    in_channels = first_conv.in_channels if first_conv is not None else 3
+    graph, used = convert_graph(gm, torch, in_channels)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    check_graph(graph, shapes)
+    check_running_var(sd, graph)
+    unused = [k for k in sd if k not in used]
+    if unused:
+        raise ExportError('state_dict tensors the traced graph never uses: %s' % ', '.join(unused[:5]))
+
+    classes = graph_classes(graph, shapes)
+    if classes != a.classes:
+        raise ExportError('the model has %d outputs, not --classes %d' % (classes, a.classes))
+    class_names = a.class_names if a.class_names is not None else DEFAULT_CLASS_NAMES.get(a.classes)
+    if class_names is not None and len(class_names.split(',')) != a.classes:
+        raise ExportError('--class-names has %d names for %d classes' % (len(class_names.split(',')), a.classes))
+
+    meta = {
+        'cirrdata.format': '1',
+        'cirrdata.arch': a.arch,
+        'cirrdata.classes': str(a.classes),
+        'cirrdata.in_channels': str(in_channels),
+        'cirrdata.input_size': a.input_size.replace(' ', ''),
+        'cirrdata.graph': json.dumps(graph, separators=(',', ':')),
+        'cirrdata.source': source,
+        'cirrdata.torch': torch.__version__,
+    }
+    if class_names is not None:
+        meta['cirrdata.class_names'] = class_names
+    arrays = {k: v.detach().cpu().to(torch.float32).contiguous().numpy() for k, v in sd.items()}
+    for k, v in arrays.items():
+        if not np.isfinite(v).all():
+            raise ExportError("tensor '%s' holds NaN or infinity" % k)
+    out_dir = os.path.dirname(os.path.abspath(a.output))
+    if not os.path.isdir(out_dir):
+        raise ExportError('%s: the folder %s does not exist' % (a.output, out_dir))
+    tmp = a.output + '.tmp-%d' % os.getpid()
+    try:
+        nbytes = stio.write(tmp, arrays, meta)
+        os.replace(tmp, a.output)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ExportError('%s: cannot write: %s' % (a.output, e.strerror or e))
+    params = sum(int(p.numel()) for p in model.parameters())  # learnable ones; buffers are in the tensor count
+    return params, len(arrays), nbytes
+
+
+def graph_classes(graph, shapes):
+    """Output count of the graph's result: the out-features of the last linear on the path to it."""
+    by_name = {n['name']: n for n in graph['nodes']}
+    n = by_name.get(graph['output'])
+    while n is not None:
+        if n['op'] == 'linear':
+            return shapes[n['weight']][0]
+        if n['op'] == 'conv2d':
+            return shapes[n['weight']][0]
+        n = by_name.get(n['inputs'][0])
+    return -1
+
+
+def main(argv=None):
+    parser, a = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        models, stio = import_cirrdata_modules()
+    except ImportError as e:
+        print('export_weights.py: error: %s (run with /usr/bin/python3, which has torch and torchvision)' % e,
+              file=sys.stderr)
+        return 1
+    if a.arch not in models.ARCHS:
+        parser.print_usage(sys.stderr)
+        print("export_weights.py: error: unknown --arch '%s' (known: %s)" % (a.arch, ', '.join(models.ARCHS)),
+              file=sys.stderr)
+        return 2
+    try:
+        params, ntensors, nbytes = export(a, models, stio)
+    except ExportError as e:
+        print('export_weights.py: error: %s' % e, file=sys.stderr)
+        return 1
+    if not a.quiet:
+        print('exported %s: %d params, %d tensors, %d bytes -> %s' % (a.arch, params, ntensors, nbytes, a.output))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
