@@ -61,6 +61,8 @@ typedef struct cd_nn_node {
     float eps;
 
     bool relu;                  /* fused ReLU on the output (conv2d, linear, add) */
+    float *packed;              /* conv2d: nn/ref_ops.c's packed weights and padded bias, made on the first
+                                 * run (aligned_alloc; freed with the parameters) */
 
     /* Filled by cd_nn_graph_shape for the current input. */
     cd_nn_shape shape;

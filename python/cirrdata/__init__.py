@@ -216,3 +216,4 @@ class Dataset:
 
 
 from .loader import Loader  # noqa: E402  (training batches; see cirrdata/loader.py)
+from .model import Model  # noqa: E402  (inference of the staging networks; see cirrdata/model.py)

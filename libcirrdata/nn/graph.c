@@ -1,0 +1,820 @@
+/* The inference graph: parsing "cirrdata.graph" (schemas/model-graph.md), checking it against the
+ * parameter tensors, simplifying it (batch norm folded into convolutions, ReLU fused, dropout and
+ * dead nodes removed), shape propagation with PyTorch's output-size formulas, and the first-fit
+ * arena plan. Node 0 is always the graph input (CD_NN_INPUT). */
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/graph.h"
+
+#define GRAPH_MAX_NODES 4096
+#define GRAPH_MAX_JSON (16u * 1024u * 1024u)
+#define GRAPH_MAX_PARAM_DIM (1 << 30)
+/* Input sizes beyond these are refused before any product is formed (no overflow below). */
+#define SHAPE_MAX_N (1 << 20)
+#define SHAPE_MAX_HW (1 << 20)
+#define ARENA_ALIGN 64
+
+static const char *const op_names[CD_NN_OP_COUNT] = {
+    [CD_NN_INPUT] = "input",
+    [CD_NN_CONV2D] = "conv2d",
+    [CD_NN_BATCHNORM] = "batch_norm",
+    [CD_NN_RELU] = "relu",
+    [CD_NN_MAXPOOL2D] = "max_pool2d",
+    [CD_NN_AVGPOOL2D] = "avg_pool2d",
+    [CD_NN_ADAPTIVE_AVGPOOL2D] = "adaptive_avg_pool2d",
+    [CD_NN_FLATTEN] = "flatten",
+    [CD_NN_LINEAR] = "linear",
+    [CD_NN_ADD] = "add",
+    [CD_NN_SOFTMAX] = "softmax",
+    [CD_NN_DROPOUT] = "dropout",
+};
+
+const char *cd_nn_op_name(cd_nn_op op) {
+    if ((int)op < 0 || op >= CD_NN_OP_COUNT) return "unknown";
+    return op_names[op];
+}
+
+static void free_node_params(cd_nn_node *nd) {
+    free(nd->weight);
+    free(nd->bias);
+    free(nd->bn_mean);
+    free(nd->bn_var);
+    free(nd->packed);
+    nd->weight = nd->bias = nd->bn_mean = nd->bn_var = nd->packed = NULL;
+}
+
+void cd_nn_graph_free(cd_nn_graph *g) {
+    if (!g) return;
+    for (int i = 0; i < g->count; i++) free_node_params(&g->nodes[i]);
+    free(g->nodes);
+    free(g);
+}
+
+/* "<file>: graph node 'name' (op): <message>" */
+CD_PRINTF(5, 6)
+static cd_status node_fail(cd_error *err, cd_status st, const cd_nn_graph *g, const cd_nn_node *nd, const char *fmt,
+                           ...) {
+    char msg[CD_ERROR_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return cd_fail(err, st, "%s: graph node '%s' (%s): %s", g->source, nd->name, cd_nn_op_name(nd->op), msg);
+}
+
+/* ---- JSON field readers (every one names the node and the field on failure) ---- */
+
+typedef struct parse_ctx {
+    const cd_st_file *f;
+    cd_nn_graph *g;
+    cd_error *err;
+} parse_ctx;
+
+static cd_status get_int(parse_ctx *p, cd_nn_node *nd, json_t *obj, const char *key, long long lo, long long hi,
+                         long long *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field '%s'", key);
+    if (!json_is_integer(v)) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' is not an integer", key);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' is %lld, outside %lld..%lld", key, x, lo, hi);
+    *out = x;
+    return CD_OK;
+}
+
+/* [h, w] or a single integer meaning both (PyTorch accepts either). When null_default is non-NULL
+ * a null (or absent) field takes that value (pool stride defaults to the kernel). */
+static cd_status get_pair(parse_ctx *p, cd_nn_node *nd, json_t *obj, const char *key, int lo, int hi,
+                          const int *null_default, int *h, int *w) {
+    json_t *v = json_object_get(obj, key);
+    if ((!v || json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0)) && null_default) {
+        *h = null_default[0];
+        *w = null_default[1];
+        return CD_OK;
+    }
+    if (!v) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field '%s'", key);
+    long long a, b;
+    if (json_is_integer(v)) {
+        a = b = json_integer_value(v);
+    } else if (json_is_array(v) && json_array_size(v) == 2 && json_is_integer(json_array_get(v, 0)) &&
+               json_is_integer(json_array_get(v, 1))) {
+        a = json_integer_value(json_array_get(v, 0));
+        b = json_integer_value(json_array_get(v, 1));
+    } else {
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' is not [h, w] integers", key);
+    }
+    if (a < lo || a > hi || b < lo || b > hi)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' is [%lld, %lld], outside %d..%d", key, a, b, lo,
+                         hi);
+    *h = (int)a;
+    *w = (int)b;
+    return CD_OK;
+}
+
+static cd_status get_bool(parse_ctx *p, cd_nn_node *nd, json_t *obj, const char *key, bool *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field '%s'", key);
+    if (!json_is_boolean(v)) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' is not a boolean", key);
+    *out = json_is_true(v);
+    return CD_OK;
+}
+
+/* A tensor-name field: a string, or null when allow_null (then *out = NULL). */
+static cd_status get_tensor_name(parse_ctx *p, cd_nn_node *nd, json_t *obj, const char *key, bool allow_null,
+                                 const char **out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field '%s'", key);
+    if (json_is_null(v) && allow_null) {
+        *out = NULL;
+        return CD_OK;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' is not a tensor name%s", key,
+                         allow_null ? " or null" : "");
+    *out = json_string_value(v);
+    return CD_OK;
+}
+
+/* Fetches a float32 copy of a parameter tensor with an exact shape. */
+static cd_status fetch(parse_ctx *p, cd_nn_node *nd, const char *field, const char *tensor, int rank,
+                       const int64_t *shape, float **out) {
+    cd_error e;
+    cd_error_clear(&e);
+    cd_status st = cd_st_get_f32(p->f, tensor, rank, shape, out, &e);
+    if (st != CD_OK)
+        return cd_fail(p->err, st, "%s (graph node '%s' (%s), field '%s')", e.message, nd->name,
+                       cd_nn_op_name(nd->op), field);
+    return CD_OK;
+}
+
+/* Looks a tensor up to learn its shape before fetching it. */
+static cd_status find_param(parse_ctx *p, cd_nn_node *nd, const char *field, const char *tensor, int rank,
+                            const cd_st_tensor **out) {
+    const cd_st_tensor *t = cd_st_find(p->f, tensor);
+    if (!t) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': missing tensor '%s'", field, tensor);
+    if (t->rank != rank)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': tensor '%s' has rank %d, expected %d", field,
+                         tensor, t->rank, rank);
+    for (int i = 0; i < rank; i++)
+        if (t->shape[i] < 1 || t->shape[i] > GRAPH_MAX_PARAM_DIM)
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': tensor '%s' has dimension %d of size %lld",
+                             field, tensor, i, (long long)t->shape[i]);
+    *out = t;
+    return CD_OK;
+}
+
+static bool parse_op(const char *s, cd_nn_op *op) {
+    for (int i = CD_NN_CONV2D; i < CD_NN_OP_COUNT; i++)
+        if (strcmp(s, op_names[i]) == 0) {
+            *op = (cd_nn_op)i;
+            return true;
+        }
+    return false;
+}
+
+/* Channel bookkeeping while parsing: a tensor is 4-D (N, C, H, W) with known C, or "flat" (N, F)
+ * after flatten/linear with F known only after a linear (else -1 until shaping). */
+typedef struct chan_info {
+    int64_t ch;
+    bool flat;
+} chan_info;
+
+static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    cd_status st;
+    const char *wname, *bname;
+    long long groups;
+    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) || (st = get_tensor_name(p, nd, j, "bias", true, &bname)) ||
+        (st = get_pair(p, nd, j, "stride", 1, 64, NULL, &nd->sh, &nd->sw)) ||
+        (st = get_pair(p, nd, j, "padding", 0, 64, NULL, &nd->ph, &nd->pw)) ||
+        (st = get_pair(p, nd, j, "dilation", 1, 64, NULL, &nd->dh, &nd->dw)) ||
+        (st = get_int(p, nd, j, "groups", 1, INT_MAX, &groups)))
+        return st;
+    json_t *pm = json_object_get(j, "padding_mode");
+    if (pm && !(json_is_string(pm) && strcmp(json_string_value(pm), "zeros") == 0))
+        return node_fail(p->err, CD_ERR_UNSUPPORTED, p->g, nd, "padding_mode other than 'zeros' is not supported");
+    if (in->flat) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "input is flattened, conv2d needs (N, C, H, W)");
+    int64_t c = in->ch;
+    if (c % groups != 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "groups %lld does not divide the %lld input channels", groups,
+                         (long long)c);
+    const cd_st_tensor *t;
+    if ((st = find_param(p, nd, "weight", wname, 4, &t))) return st;
+    int64_t o = t->shape[0];
+    if (o % groups != 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "groups %lld does not divide the %lld output channels", groups,
+                         (long long)o);
+    if (t->shape[2] > 64 || t->shape[3] > 64)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "kernel %lldx%lld is outside 1..64", (long long)t->shape[2],
+                         (long long)t->shape[3]);
+    nd->groups = (int)groups;
+    nd->kh = (int)t->shape[2];
+    nd->kw = (int)t->shape[3];
+    json_t *k = json_object_get(j, "kernel");
+    if (k) { /* optional; must agree with the weight when present */
+        int kh, kw;
+        if ((st = get_pair(p, nd, j, "kernel", 1, 64, NULL, &kh, &kw))) return st;
+        if (kh != nd->kh || kw != nd->kw)
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'kernel' [%d, %d] disagrees with the weight's %dx%d",
+                             kh, kw, nd->kh, nd->kw);
+    }
+    int64_t wshape[4] = {o, c / groups, nd->kh, nd->kw};
+    if ((st = fetch(p, nd, "weight", wname, 4, wshape, &nd->weight))) return st;
+    if (bname && (st = fetch(p, nd, "bias", bname, 1, &o, &nd->bias))) return st;
+    nd->in_ch = (int)c;
+    nd->out_ch = (int)o;
+    return CD_OK;
+}
+
+static cd_status parse_bn(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    cd_status st;
+    const char *wn, *bn, *mn, *vn;
+    if ((st = get_tensor_name(p, nd, j, "weight", true, &wn)) || (st = get_tensor_name(p, nd, j, "bias", true, &bn)) ||
+        (st = get_tensor_name(p, nd, j, "running_mean", false, &mn)) ||
+        (st = get_tensor_name(p, nd, j, "running_var", false, &vn)))
+        return st;
+    json_t *e = json_object_get(j, "eps");
+    if (!e) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field 'eps'");
+    double eps = json_is_number(e) ? json_number_value(e) : NAN;
+    if (!isfinite(eps) || eps <= 0 || (float)eps <= 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'eps' must be a finite number > 0");
+    if (in->flat)
+        return node_fail(p->err, CD_ERR_UNSUPPORTED, p->g, nd, "batch_norm over a flattened tensor is not supported");
+    int64_t c = in->ch;
+    if ((st = fetch(p, nd, "running_mean", mn, 1, &c, &nd->bn_mean)) ||
+        (st = fetch(p, nd, "running_var", vn, 1, &c, &nd->bn_var)))
+        return st;
+    if (wn) {
+        if ((st = fetch(p, nd, "weight", wn, 1, &c, &nd->weight))) return st;
+    }
+    if (bn) {
+        if ((st = fetch(p, nd, "bias", bn, 1, &c, &nd->bias))) return st;
+    }
+    for (int64_t i = 0; i < c; i++)
+        if (!((double)nd->bn_var[i] + eps > 0))
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "running_var[%lld] + eps = %g is not > 0", (long long)i,
+                             (double)nd->bn_var[i] + eps);
+    nd->eps = (float)eps;
+    nd->in_ch = nd->out_ch = (int)c;
+    return CD_OK;
+}
+
+static cd_status parse_pool(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    cd_status st;
+    if (in->flat) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "input is flattened, pooling needs (N, C, H, W)");
+    if (nd->op == CD_NN_ADAPTIVE_AVGPOOL2D) return get_pair(p, nd, j, "output_size", 1, 64, NULL, &nd->out_h, &nd->out_w);
+    if ((st = get_pair(p, nd, j, "kernel", 1, 64, NULL, &nd->kh, &nd->kw))) return st;
+    int kdef[2] = {nd->kh, nd->kw};
+    if ((st = get_pair(p, nd, j, "stride", 1, 64, kdef, &nd->sh, &nd->sw)) ||
+        (st = get_pair(p, nd, j, "padding", 0, 64, NULL, &nd->ph, &nd->pw)) ||
+        (st = get_bool(p, nd, j, "ceil_mode", &nd->ceil_mode)))
+        return st;
+    if (nd->ph > nd->kh / 2 || nd->pw > nd->kw / 2)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "padding [%d, %d] is more than half the kernel [%d, %d]", nd->ph,
+                         nd->pw, nd->kh, nd->kw);
+    if (nd->op == CD_NN_MAXPOOL2D) {
+        if ((st = get_pair(p, nd, j, "dilation", 1, 64, NULL, &nd->dh, &nd->dw))) return st;
+    } else {
+        nd->dh = nd->dw = 1;
+        if ((st = get_bool(p, nd, j, "count_include_pad", &nd->count_include_pad))) return st;
+        json_t *d = json_object_get(j, "divisor_override");
+        if (d && !json_is_null(d))
+            return node_fail(p->err, CD_ERR_UNSUPPORTED, p->g, nd, "divisor_override is not supported");
+    }
+    return CD_OK;
+}
+
+static cd_status parse_linear(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    cd_status st;
+    const char *wname, *bname;
+    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) || (st = get_tensor_name(p, nd, j, "bias", true, &bname)))
+        return st;
+    if (!in->flat)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
+                         "input is (N, C, H, W): linear needs a flattened input (a flatten or linear before it)");
+    const cd_st_tensor *t;
+    if ((st = find_param(p, nd, "weight", wname, 2, &t))) return st;
+    int64_t o = t->shape[0], i = t->shape[1];
+    if (in->ch >= 0 && in->ch != i)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "weight '%s' expects %lld inputs, its input has %lld", wname,
+                         (long long)i, (long long)in->ch);
+    int64_t wshape[2] = {o, i};
+    if ((st = fetch(p, nd, "weight", wname, 2, wshape, &nd->weight))) return st;
+    if (bname && (st = fetch(p, nd, "bias", bname, 1, &o, &nd->bias))) return st;
+    nd->in_ch = (int)i;
+    nd->out_ch = (int)o;
+    return CD_OK;
+}
+
+static int find_node(const cd_nn_graph *g, int before, const char *name) {
+    for (int i = before - 1; i >= 0; i--)
+        if (strcmp(g->nodes[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int expected_inputs(cd_nn_op op) { return op == CD_NN_ADD ? 2 : 1; }
+
+/* Parses node `idx` from JSON object j; chans[] holds the channel info of nodes before it. */
+static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) {
+    cd_nn_graph *g = p->g;
+    cd_nn_node *nd = &g->nodes[idx];
+    memset(nd, 0, sizeof *nd);
+    nd->in[0] = nd->in[1] = -1;
+    nd->last_use = -1;
+    snprintf(nd->name, sizeof nd->name, "#%d", idx - 1);
+    nd->op = CD_NN_INPUT; /* for messages until the op is known */
+    if (!json_is_object(j)) return cd_fail(p->err, CD_ERR_FORMAT, "%s: graph node #%d is not an object", g->source, idx - 1);
+    json_t *name = json_object_get(j, "name");
+    if (!json_is_string(name) || json_string_length(name) == 0 || json_string_length(name) > 127 ||
+        strlen(json_string_value(name)) != json_string_length(name))
+        return cd_fail(p->err, CD_ERR_FORMAT, "%s: graph node #%d: 'name' must be a string of 1..127 bytes", g->source,
+                       idx - 1);
+    snprintf(nd->name, sizeof nd->name, "%s", json_string_value(name));
+    if (find_node(g, idx, nd->name) >= 0)
+        return cd_fail(p->err, CD_ERR_FORMAT, "%s: graph node '%s': duplicate node name", g->source, nd->name);
+    json_t *op = json_object_get(j, "op");
+    if (!json_is_string(op))
+        return cd_fail(p->err, CD_ERR_FORMAT, "%s: graph node '%s': missing or non-string 'op'", g->source, nd->name);
+    if (!parse_op(json_string_value(op), &nd->op))
+        return cd_fail(p->err, CD_ERR_UNSUPPORTED, "%s: graph node '%s': unknown op '%s'", g->source, nd->name,
+                       json_string_value(op));
+
+    json_t *ins = json_object_get(j, "inputs");
+    int want = expected_inputs(nd->op);
+    if (!json_is_array(ins) || (int)json_array_size(ins) != want)
+        return node_fail(p->err, CD_ERR_FORMAT, g, nd, "'inputs' must be an array of %d name%s", want, want > 1 ? "s" : "");
+    for (int k = 0; k < want; k++) {
+        json_t *s = json_array_get(ins, (size_t)k);
+        if (!json_is_string(s)) return node_fail(p->err, CD_ERR_FORMAT, g, nd, "input %d is not a string", k);
+        int src = find_node(g, idx, json_string_value(s));
+        if (src < 0)
+            return node_fail(p->err, CD_ERR_FORMAT, g, nd,
+                             "input '%s' is neither the graph input nor an earlier node (nodes must be in execution order)",
+                             json_string_value(s));
+        nd->in[k] = src;
+    }
+    nd->n_in = want;
+    const chan_info *in = &chans[nd->in[0]];
+    chan_info *out = &chans[idx];
+    *out = *in;
+    cd_status st = CD_OK;
+    switch (nd->op) {
+    case CD_NN_CONV2D:
+        if ((st = parse_conv(p, nd, j, in))) return st;
+        out->ch = nd->out_ch;
+        break;
+    case CD_NN_BATCHNORM: st = parse_bn(p, nd, j, in); break;
+    case CD_NN_MAXPOOL2D:
+    case CD_NN_AVGPOOL2D:
+    case CD_NN_ADAPTIVE_AVGPOOL2D: st = parse_pool(p, nd, j, in); break;
+    case CD_NN_FLATTEN: {
+        long long sd;
+        if ((st = get_int(p, nd, j, "start_dim", LLONG_MIN, LLONG_MAX, &sd))) return st;
+        if (sd != 1) return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "start_dim %lld is not supported (must be 1)", sd);
+        json_t *ed = json_object_get(j, "end_dim");
+        if (ed && !(json_is_integer(ed) && (json_integer_value(ed) == -1 || json_integer_value(ed) == 3)))
+            return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "end_dim must be -1");
+        if (!in->flat) out->ch = -1; /* C*H*W: known after shaping */
+        out->flat = true;
+        break;
+    }
+    case CD_NN_LINEAR:
+        if ((st = parse_linear(p, nd, j, in))) return st;
+        out->ch = nd->out_ch;
+        out->flat = true;
+        break;
+    case CD_NN_ADD: {
+        const chan_info *b = &chans[nd->in[1]];
+        if (in->flat != b->flat || (in->ch >= 0 && b->ch >= 0 && in->ch != b->ch))
+            return node_fail(p->err, CD_ERR_FORMAT, g, nd, "operands '%s' and '%s' have different shapes",
+                             g->nodes[nd->in[0]].name, g->nodes[nd->in[1]].name);
+        if (out->ch < 0) out->ch = b->ch;
+        break;
+    }
+    case CD_NN_SOFTMAX: {
+        long long dim;
+        if ((st = get_int(p, nd, j, "dim", LLONG_MIN, LLONG_MAX, &dim))) return st;
+        if (!(dim == 1 || (dim == -1 && in->flat)))
+            return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "softmax over dim %lld is not supported (must be 1)", dim);
+        break;
+    }
+    case CD_NN_RELU:
+    case CD_NN_DROPOUT: break;
+    default: return node_fail(p->err, CD_ERR_INTERNAL, g, nd, "unhandled op");
+    }
+    return st;
+}
+
+/* ---- simplification ---- */
+
+static int resolve(const int *alias, int i) {
+    while (alias[i] != i) i = alias[i];
+    return i;
+}
+
+/* Folds batch norm into its convolution in double: w' = w * s, b' = (b - mean) * s + beta with
+ * s = gamma / sqrt(var + eps). */
+static cd_status fold_bn(cd_nn_node *conv, cd_nn_node *bn, cd_error *err, const cd_nn_graph *g) {
+    int64_t o = conv->out_ch, per = (int64_t)(conv->in_ch / conv->groups) * conv->kh * conv->kw;
+    if (!conv->bias) {
+        conv->bias = calloc((size_t)o, sizeof(float));
+        if (!conv->bias) return node_fail(err, CD_ERR_NOMEM, g, conv, "out of memory folding '%s'", bn->name);
+    }
+    for (int64_t c = 0; c < o; c++) {
+        double gamma = bn->weight ? bn->weight[c] : 1.0, beta = bn->bias ? bn->bias[c] : 0.0;
+        double s = gamma / sqrt((double)bn->bn_var[c] + (double)bn->eps);
+        float *w = conv->weight + c * per;
+        for (int64_t k = 0; k < per; k++) w[k] = (float)((double)w[k] * s);
+        conv->bias[c] = (float)(((double)conv->bias[c] - (double)bn->bn_mean[c]) * s + beta);
+    }
+    return CD_OK;
+}
+
+static cd_status simplify(cd_nn_graph *g, cd_error *err) {
+    int n = g->count;
+    int *alias = malloc((size_t)n * sizeof(int)), *uses = calloc((size_t)n, sizeof(int)), *map = NULL;
+    bool *keep = calloc((size_t)n, sizeof(bool));
+    cd_nn_node *nodes = NULL;
+    cd_status st = CD_OK;
+    if (!alias || !uses || !keep) {
+        st = cd_fail(err, CD_ERR_NOMEM, "%s: out of memory simplifying the graph", g->source);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        alias[i] = i;
+        for (int k = 0; k < g->nodes[i].n_in; k++) uses[g->nodes[i].in[k]]++;
+    }
+    uses[g->output]++; /* the result counts as a use: nothing is fused into it from outside */
+
+    /* One pass in order; a removed node's uses move to the node it aliases, so counts stay exact. */
+    for (int i = 1; i < n; i++) {
+        cd_nn_node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->n_in; k++) nd->in[k] = resolve(alias, nd->in[k]);
+        int p = nd->in[0];
+        cd_nn_node *src = &g->nodes[p];
+        if (nd->op == CD_NN_DROPOUT) {
+            alias[i] = p;
+            uses[p] += uses[i] - 1;
+        } else if (nd->op == CD_NN_BATCHNORM) {
+            if (src->op != CD_NN_CONV2D || src->relu || uses[p] != 1) {
+                st = node_fail(err, CD_ERR_UNSUPPORTED, g, nd,
+                               "cannot be folded: its input '%s' (%s) is not a convolution used only by this batch norm",
+                               src->name, cd_nn_op_name(src->op));
+                goto done;
+            }
+            if ((st = fold_bn(src, nd, err, g))) goto done;
+            free_node_params(nd);
+            alias[i] = p;
+            uses[p] = uses[i];
+        } else if (nd->op == CD_NN_RELU && !src->relu && uses[p] == 1 &&
+                   (src->op == CD_NN_CONV2D || src->op == CD_NN_LINEAR || src->op == CD_NN_ADD)) {
+            src->relu = true;
+            alias[i] = p;
+            uses[p] = uses[i];
+        }
+    }
+    g->output = resolve(alias, g->output);
+
+    /* Keep what the output depends on (and the input, always node 0). */
+    keep[0] = true;
+    keep[g->output] = true;
+    for (int i = g->output; i > 0; i--)
+        if (keep[i] && alias[i] == i)
+            for (int k = 0; k < g->nodes[i].n_in; k++) keep[g->nodes[i].in[k]] = true;
+    map = malloc((size_t)n * sizeof(int));
+    nodes = calloc((size_t)n, sizeof(cd_nn_node));
+    if (!map || !nodes) {
+        st = cd_fail(err, CD_ERR_NOMEM, "%s: out of memory simplifying the graph", g->source);
+        goto done;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] && alias[i] == i) {
+            map[i] = m;
+            nodes[m] = g->nodes[i];
+            for (int k = 0; k < nodes[m].n_in; k++) nodes[m].in[k] = map[nodes[m].in[k]];
+            m++;
+        } else {
+            map[i] = -1;
+            free_node_params(&g->nodes[i]);
+        }
+    }
+    g->output = map[g->output];
+    free(g->nodes);
+    g->nodes = nodes;
+    g->count = m;
+    nodes = NULL;
+done:
+    free(alias);
+    free(uses);
+    free(keep);
+    free(map);
+    free(nodes);
+    return st;
+}
+
+/* ---- loading ---- */
+
+static cd_status meta_int(const cd_st_file *f, const char *src, const char *key, long lo, long hi, bool required,
+                          long *out, cd_error *err) {
+    const char *s = cd_st_metadata(f, key);
+    if (!s) {
+        if (required) return cd_fail(err, CD_ERR_FORMAT, "%s: metadata '%s' is missing", src, key);
+        return CD_OK;
+    }
+    char *end = NULL;
+    long v = (*s >= '0' && *s <= '9') ? strtol(s, &end, 10) : -1;
+    if (!end || *end || v < lo || v > hi)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata '%s' is '%.40s', expected an integer %ld..%ld", src, key, s, lo,
+                       hi);
+    *out = v;
+    return CD_OK;
+}
+
+cd_status cd_nn_graph_load(const cd_st_file *f, cd_nn_graph **out, cd_error *err) {
+    *out = NULL;
+    cd_nn_graph *g = calloc(1, sizeof *g);
+    if (!g) return cd_fail(err, CD_ERR_NOMEM, "out of memory loading a graph");
+    snprintf(g->source, sizeof g->source, "%s", cd_st_path(f) ? cd_st_path(f) : "(model)");
+    json_t *root = NULL;
+    chan_info *chans = NULL;
+    cd_status st = CD_OK;
+    const char *src = g->source;
+
+    const char *fmt = cd_st_metadata(f, "cirrdata.format");
+    if (!fmt) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: not a cirrdata model: metadata 'cirrdata.format' is missing", src);
+        goto fail;
+    }
+    if (strcmp(fmt, "1") != 0) {
+        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: model format '%.20s' is not supported (expected '1')", src, fmt);
+        goto fail;
+    }
+    const char *arch = cd_st_metadata(f, "cirrdata.arch");
+    if (!arch || !*arch || strlen(arch) >= sizeof g->arch) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.arch' is missing or longer than %zu bytes", src,
+                     sizeof g->arch - 1);
+        goto fail;
+    }
+    snprintf(g->arch, sizeof g->arch, "%s", arch);
+    long classes = 0, in_ch = 0;
+    if ((st = meta_int(f, src, "cirrdata.classes", 1, 1000000, true, &classes, err)) ||
+        (st = meta_int(f, src, "cirrdata.in_channels", 1, 4096, true, &in_ch, err)))
+        goto fail;
+    g->classes = (int)classes;
+    g->in_channels = (int)in_ch;
+
+    const char *text = cd_st_metadata(f, "cirrdata.graph");
+    if (!text) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is missing", src);
+        goto fail;
+    }
+    size_t len = strlen(text);
+    if (len > GRAPH_MAX_JSON) {
+        st = cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' is %zu bytes, over the %u limit", src, len,
+                     GRAPH_MAX_JSON);
+        goto fail;
+    }
+    json_error_t jerr;
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is not valid JSON: %s (line %d, column %d)", src,
+                     jerr.text, jerr.line, jerr.column);
+        goto fail;
+    }
+    json_t *ver = json_object_get(root, "version");
+    if (!json_is_object(root) || !json_is_integer(ver) || json_integer_value(ver) != 1) {
+        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: graph 'version' must be 1", src);
+        goto fail;
+    }
+    json_t *input = json_object_get(root, "input"), *jnodes = json_object_get(root, "nodes"),
+           *joutput = json_object_get(root, "output");
+    json_t *iname = json_object_get(input, "name"), *ich = json_object_get(input, "channels");
+    if (!json_is_object(input) || !json_is_string(iname) || json_string_length(iname) == 0 ||
+        json_string_length(iname) > 127 || strlen(json_string_value(iname)) != json_string_length(iname)) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'input' must be {\"name\": 1..127 bytes, \"channels\": n}", src);
+        goto fail;
+    }
+    if (!json_is_integer(ich) || json_integer_value(ich) != in_ch) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph input 'channels' disagrees with metadata cirrdata.in_channels = %ld",
+                     src, in_ch);
+        goto fail;
+    }
+    if (!json_is_array(jnodes) || json_array_size(jnodes) == 0 || json_array_size(jnodes) > GRAPH_MAX_NODES) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'nodes' must be an array of 1..%d nodes", src, GRAPH_MAX_NODES);
+        goto fail;
+    }
+    if (!json_is_string(joutput)) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' must be a node name", src);
+        goto fail;
+    }
+    int n = (int)json_array_size(jnodes) + 1;
+    g->nodes = calloc((size_t)n, sizeof(cd_nn_node));
+    chans = calloc((size_t)n, sizeof(chan_info));
+    if (!g->nodes || !chans) {
+        st = cd_fail(err, CD_ERR_NOMEM, "%s: out of memory for %d graph nodes", src, n);
+        goto fail;
+    }
+    cd_nn_node *in0 = &g->nodes[0];
+    in0->op = CD_NN_INPUT;
+    in0->in[0] = in0->in[1] = -1;
+    in0->out_ch = (int)in_ch;
+    snprintf(in0->name, sizeof in0->name, "%s", json_string_value(iname));
+    chans[0].ch = in_ch;
+    g->count = 1;
+    parse_ctx p = {f, g, err};
+    for (int i = 1; i < n; i++) {
+        g->count = i + 1; /* so that a failure frees this node's parameters */
+        if ((st = parse_node(&p, i, json_array_get(jnodes, (size_t)i - 1), chans))) goto fail;
+    }
+    g->output = find_node(g, n, json_string_value(joutput));
+    if (g->output < 0) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' '%s' names no node", src, json_string_value(joutput));
+        goto fail;
+    }
+    if (g->output == 0) {
+        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' is the graph input", src);
+        goto fail;
+    }
+    if (chans[g->output].ch >= 0 && chans[g->output].ch != classes) {
+        st = node_fail(err, CD_ERR_FORMAT, g, &g->nodes[g->output], "the output has %lld channels, metadata says %ld classes",
+                       (long long)chans[g->output].ch, classes);
+        goto fail;
+    }
+    if ((st = simplify(g, err))) goto fail;
+    json_decref(root);
+    free(chans);
+    *out = g;
+    return CD_OK;
+fail:
+    json_decref(root);
+    free(chans);
+    cd_nn_graph_free(g);
+    return st;
+}
+
+/* ---- shapes and the arena plan ---- */
+
+/* PyTorch's pooling_output_shape: floor (or ceil) division, and in ceil mode the last window must
+ * start inside the input or its left padding. */
+static int64_t pool_out(int64_t in, int k, int s, int pad, int dil, bool ceil_mode) {
+    int64_t num = in + 2 * pad - (int64_t)dil * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+    int64_t q = num >= 0 ? num / s : -((-num + s - 1) / s);
+    int64_t out = q + 1;
+    if (ceil_mode && (out - 1) * s >= in + pad) out--;
+    return out;
+}
+
+static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
+    cd_nn_node *nd = &g->nodes[i];
+    const cd_nn_shape *a = &g->nodes[nd->in[0]].shape;
+    cd_nn_shape o = *a;
+    switch (nd->op) {
+    case CD_NN_CONV2D:
+        if (a->c != nd->in_ch)
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "input has %lld channels, the weight expects %d", (long long)a->c,
+                             nd->in_ch);
+        o.c = nd->out_ch;
+        o.h = pool_out(a->h, nd->kh, nd->sh, nd->ph, nd->dh, false);
+        o.w = pool_out(a->w, nd->kw, nd->sw, nd->pw, nd->dw, false);
+        break;
+    case CD_NN_MAXPOOL2D:
+    case CD_NN_AVGPOOL2D:
+        o.h = pool_out(a->h, nd->kh, nd->sh, nd->ph, nd->dh, nd->ceil_mode);
+        o.w = pool_out(a->w, nd->kw, nd->sw, nd->pw, nd->dw, nd->ceil_mode);
+        break;
+    case CD_NN_ADAPTIVE_AVGPOOL2D:
+        o.h = nd->out_h;
+        o.w = nd->out_w;
+        break;
+    case CD_NN_FLATTEN:
+        o.c = a->c * a->h * a->w;
+        o.h = o.w = 1;
+        break;
+    case CD_NN_LINEAR:
+        if (a->c != nd->in_ch || a->h != 1 || a->w != 1)
+            return node_fail(err, CD_ERR_FORMAT, g, nd,
+                             "input '%s' has %lld features (%lldx%lldx%lld), the weight expects %d (input size %lldx%lld)",
+                             g->nodes[nd->in[0]].name, (long long)(a->c * a->h * a->w), (long long)a->c,
+                             (long long)a->h, (long long)a->w, nd->in_ch, (long long)g->input_shape.h,
+                             (long long)g->input_shape.w);
+        o.c = nd->out_ch;
+        break;
+    case CD_NN_ADD: {
+        const cd_nn_shape *b = &g->nodes[nd->in[1]].shape;
+        if (a->c != b->c || a->h != b->h || a->w != b->w)
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "operands '%s' (%lldx%lldx%lld) and '%s' (%lldx%lldx%lld) differ",
+                             g->nodes[nd->in[0]].name, (long long)a->c, (long long)a->h, (long long)a->w,
+                             g->nodes[nd->in[1]].name, (long long)b->c, (long long)b->h, (long long)b->w);
+        break;
+    }
+    case CD_NN_RELU:
+    case CD_NN_SOFTMAX: break;
+    default: return node_fail(err, CD_ERR_INTERNAL, g, nd, "op left after simplification");
+    }
+    if (o.h < 1 || o.w < 1)
+        return node_fail(err, CD_ERR_ARG, g, nd, "input %lldx%lld is too small: output would be %lldx%lld (network input %lldx%lld)",
+                         (long long)a->h, (long long)a->w, (long long)o.h, (long long)o.w, (long long)g->input_shape.h,
+                         (long long)g->input_shape.w);
+    nd->shape = o;
+    return CD_OK;
+}
+
+typedef struct block {
+    int64_t offset, size;
+    int owner;
+} block;
+
+cd_status cd_nn_graph_shape(cd_nn_graph *g, int64_t n, int64_t h, int64_t w, uint64_t max_arena_bytes, cd_error *err) {
+    g->arena_floats = 0;
+    if (n < 1 || n > SHAPE_MAX_N || h < 1 || h > SHAPE_MAX_HW || w < 1 || w > SHAPE_MAX_HW)
+        return cd_fail(err, CD_ERR_ARG, "%s: input size n=%lld h=%lld w=%lld is outside 1..%d x 1..%d x 1..%d", g->source,
+                       (long long)n, (long long)h, (long long)w, SHAPE_MAX_N, SHAPE_MAX_HW, SHAPE_MAX_HW);
+    g->input_shape = (cd_nn_shape){n, g->in_channels, h, w};
+    g->nodes[0].shape = g->input_shape;
+    /* Element counts: every dimension is bounded (channels by the parameter sizes, spatial sizes by
+     * the input), but products are checked anyway. */
+    const int64_t max_floats = (int64_t)1 << 50;
+    int64_t *size = calloc((size_t)g->count, sizeof(int64_t));
+    int *owner = malloc((size_t)g->count * sizeof(int));
+    block *live = malloc((size_t)g->count * sizeof(block));
+    cd_status st = CD_OK;
+    if (!size || !owner || !live) {
+        st = cd_fail(err, CD_ERR_NOMEM, "%s: out of memory planning the graph", g->source);
+        goto done;
+    }
+    for (int i = 0; i < g->count; i++) {
+        cd_nn_node *nd = &g->nodes[i];
+        if (i > 0 && (st = shape_node(g, i, err))) goto done;
+        int64_t e = nd->shape.n, t;
+        if (__builtin_mul_overflow(e, nd->shape.c, &t) || __builtin_mul_overflow(t, nd->shape.h, &t) ||
+            __builtin_mul_overflow(t, nd->shape.w, &t) || t > max_floats) {
+            st = node_fail(err, CD_ERR_LIMIT, g, nd, "output tensor is too large");
+            goto done;
+        }
+        size[i] = (t + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+        owner[i] = nd->op == CD_NN_FLATTEN ? owner[nd->in[0]] : i;
+        nd->last_use = i;
+    }
+    /* Lifetimes: a tensor lives until its last reader (a view's readers count for its owner); the
+     * output lives to the end. */
+    for (int i = 1; i < g->count; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++) {
+            int s = g->nodes[i].in[k];
+            if (g->nodes[s].last_use < i) g->nodes[s].last_use = i;
+            if (g->nodes[owner[s]].last_use < i) g->nodes[owner[s]].last_use = i;
+        }
+    g->nodes[g->output].last_use = g->count;
+    if (g->nodes[owner[g->output]].last_use < g->count) g->nodes[owner[g->output]].last_use = g->count;
+
+    int nlive = 0;
+    int64_t arena = 0;
+    for (int i = 0; i < g->count; i++) {
+        cd_nn_node *nd = &g->nodes[i];
+        if (owner[i] != i) {
+            nd->offset = g->nodes[owner[i]].offset;
+            continue;
+        }
+        /* Blocks whose last reader ran before node i are free (node i's own inputs stay). */
+        int kept = 0;
+        for (int b = 0; b < nlive; b++)
+            if (g->nodes[live[b].owner].last_use >= i) live[kept++] = live[b];
+        nlive = kept;
+        /* First fit over the gaps between live blocks (sorted by offset). */
+        int64_t at = 0;
+        int pos = 0;
+        for (; pos < nlive; pos++) {
+            if (live[pos].offset - at >= size[i]) break;
+            if (live[pos].offset + live[pos].size > at) at = live[pos].offset + live[pos].size;
+        }
+        memmove(&live[pos + 1], &live[pos], (size_t)(nlive - pos) * sizeof(block));
+        live[pos] = (block){at, size[i], i};
+        nlive++;
+        nd->offset = at;
+        if (at + size[i] > arena) arena = at + size[i];
+        if (arena > max_floats) {
+            st = node_fail(err, CD_ERR_LIMIT, g, nd, "activation memory is too large");
+            goto done;
+        }
+    }
+    if (max_arena_bytes && (uint64_t)arena > max_arena_bytes / sizeof(float)) {
+        char need[32], cap[32];
+        st = cd_fail(err, CD_ERR_LIMIT, "%s: input %lldx%lldx%lldx%lld needs %s of activation memory, over the %s limit",
+                     g->source, (long long)n, (long long)g->in_channels, (long long)h, (long long)w,
+                     cd_format_bytes((uint64_t)arena * sizeof(float), need, sizeof need),
+                     cd_format_bytes(max_arena_bytes, cap, sizeof cap));
+        goto done;
+    }
+    g->arena_floats = arena;
+    g->input_offset = g->nodes[0].offset;
+done:
+    free(size);
+    free(owner);
+    free(live);
+    return st;
+}

@@ -1,0 +1,596 @@
+/* The inference graph (nn/graph.c) and the C reference ops (nn/ref_ops.c): PyTorch's output-size
+ * and pooling rules on tiny tensors against hand-computed values, batch-norm folding algebra, ReLU
+ * fusion, the arena plan (no two live tensors overlap, checked for every pair), convolution against
+ * a direct double-precision sum (groups, dilation, padding, edge tiles), and malformed graphs, each
+ * refused with a message naming the node. Model files are built in memory (safetensors + the
+ * "cirrdata.graph" metadata of schemas/model-graph.md). */
+#include <jansson.h>
+#include <math.h>
+
+#include "nn/graph.h"
+#include "nn/safetensors.h"
+#include "test_util.h"
+
+/* ---- an in-memory safetensors builder ---- */
+
+typedef struct stb {
+    json_t *hdr;
+    float *data;
+    size_t count;
+} stb;
+
+static void stb_init(stb *b) {
+    b->hdr = json_object();
+    b->data = NULL;
+    b->count = 0;
+}
+
+static void stb_tensor(stb *b, const char *name, int rank, const int64_t *shape, const float *vals) {
+    size_t n = 1;
+    json_t *sh = json_array();
+    for (int i = 0; i < rank; i++) {
+        n *= (size_t)shape[i];
+        json_array_append_new(sh, json_integer(shape[i]));
+    }
+    b->data = realloc(b->data, (b->count + n) * sizeof(float));
+    assert_non_null(b->data);
+    for (size_t i = 0; i < n; i++) b->data[b->count + i] = vals ? vals[i] : (float)sin(0.7 * (double)(b->count + i)) * 0.5f;
+    json_object_set_new(b->hdr, name,
+                        json_pack("{s:s, s:o, s:[I, I]}", "dtype", "F32", "shape", sh, "data_offsets",
+                                  (json_int_t)(b->count * 4), (json_int_t)((b->count + n) * 4)));
+    b->count += n;
+}
+
+/* JSON written with ' for " (readability in C). */
+static char *dq(const char *s) {
+    char *o = strdup(s);
+    for (char *p = o; *p; p++)
+        if (*p == '\'') *p = '"';
+    return o;
+}
+
+/* Finishes the file and loads the graph from it; returns the status, the graph in *g on success. */
+static cd_status stb_load(stb *b, const char *graph, int classes, int in_ch, cd_nn_graph **g, cd_error *err) {
+    char *gj = dq(graph), cls[16], ich[16];
+    snprintf(cls, sizeof cls, "%d", classes);
+    snprintf(ich, sizeof ich, "%d", in_ch);
+    json_object_set_new(b->hdr, "__metadata__",
+                        json_pack("{s:s, s:s, s:s, s:s, s:s}", "cirrdata.format", "1", "cirrdata.arch", "test",
+                                  "cirrdata.classes", cls, "cirrdata.in_channels", ich, "cirrdata.graph", gj));
+    char *h = json_dumps(b->hdr, JSON_COMPACT);
+    size_t hl = strlen(h), total = 8 + hl + b->count * 4;
+    uint8_t *buf = malloc(total);
+    uint64_t n = hl;
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
+    memcpy(buf + 8, h, hl);
+    if (b->count) memcpy(buf + 8 + hl, b->data, b->count * 4);
+    cd_st_file *f = NULL;
+    cd_status st = cd_st_open_memory(buf, total, "test.safetensors", &f, err);
+    if (st == CD_OK) st = cd_nn_graph_load(f, g, err);
+    cd_st_close(f);
+    free(buf);
+    free(h);
+    free(gj);
+    json_decref(b->hdr);
+    free(b->data);
+    return st;
+}
+
+static int find(const cd_nn_graph *g, const char *name) {
+    for (int i = 0; i < g->count; i++)
+        if (strcmp(g->nodes[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Loads a graph that must be refused, and checks the message names what it should. */
+static void expect_bad(stb *b, const char *graph, int classes, const char *needle1, const char *needle2) {
+    cd_nn_graph *g = NULL;
+    cd_error err;
+    cd_error_clear(&err);
+    cd_status st = stb_load(b, graph, classes, 1, &g, &err);
+    if (st == CD_OK) fail_msg("graph accepted: %s", graph);
+    assert_null(g);
+    if (!strstr(err.message, needle1) || (needle2 && !strstr(err.message, needle2)))
+        fail_msg("message '%s' lacks '%s' / '%s'", err.message, needle1, needle2 ? needle2 : "");
+    assert_non_null(strstr(err.message, "test.safetensors"));
+}
+
+/* ---- pools and output sizes ---- */
+
+/* One pool node over a 1-channel input; returns the shaped graph. */
+static cd_nn_graph *pool_graph(const char *node_json, int64_t h, int64_t w) {
+    char graph[1024];
+    snprintf(graph, sizeof graph,
+             "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'p', 'nodes': [%s]}", node_json);
+    stb b;
+    stb_init(&b);
+    cd_nn_graph *g = NULL;
+    cd_error err;
+    /* classes = 1 only matters to the API, not to the graph */
+    assert_int_equal(stb_load(&b, graph, 1, 1, &g, &err), CD_OK);
+    cd_status st = cd_nn_graph_shape(g, 1, h, w, 0, &err);
+    if (st != CD_OK) fail_msg("%s", err.message);
+    return g;
+}
+
+static void run_pool(const cd_nn_graph *g, const float *in, float *out) {
+    const cd_nn_node *nd = &g->nodes[1];
+    if (nd->op == CD_NN_MAXPOOL2D) cd_nn_ref_maxpool2d(nd, &g->input_shape, in, out);
+    else if (nd->op == CD_NN_AVGPOOL2D) cd_nn_ref_avgpool2d(nd, &g->input_shape, in, out);
+    else cd_nn_ref_adaptive_avgpool2d(nd, &g->input_shape, in, out);
+}
+
+static void test_maxpool_ceil(void **state) {
+    (void)state;
+    /* k2 s2 ceil on 5x5: (5 - 2 + 1) / 2 + 1 = 3; the last window holds only column/row 4. */
+    cd_nn_graph *g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [2, 2], 'stride': [2, 2],"
+                                " 'padding': [0, 0], 'dilation': [1, 1], 'ceil_mode': true}", 5, 5);
+    assert_int_equal(g->nodes[1].shape.h, 3);
+    assert_int_equal(g->nodes[1].shape.w, 3);
+    float in[25], out[9];
+    for (int i = 0; i < 25; i++) in[i] = (float)((i * 7) % 25); /* a permutation of 0..24 */
+    run_pool(g, in, out);
+    /* out[0][0] = max(in[0], in[1], in[5], in[6]) = max(0, 7, 10, 17) = 17 */
+    assert_true(out[0] == 17.0f);
+    /* out[0][2] = max(in[4], in[9]) = max(3, 13) */
+    assert_true(out[2] == 13.0f);
+    /* out[2][2] = in[24] = 168 % 25 = 18 */
+    assert_true(out[8] == 18.0f);
+    cd_nn_graph_free(g);
+
+    /* k2 s2 p1 ceil on 5x5: ceil gives 4, but the 4th window would start at 6 >= 5 + 1 (in the right
+     * padding): dropped, 3. */
+    g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [2, 2], 'stride': [2, 2],"
+                   " 'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': true}", 5, 5);
+    assert_int_equal(g->nodes[1].shape.h, 3);
+    cd_nn_graph_free(g);
+    /* Padding is -inf: an all-negative input keeps its values at the border. */
+    g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
+                   " 'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': false}", 4, 4);
+    assert_int_equal(g->nodes[1].shape.h, 2);
+    for (int i = 0; i < 16; i++) in[i] = -100.0f - (float)i;
+    run_pool(g, in, out);
+    assert_true(out[0] == -100.0f); /* window rows -1..1, cols -1..1: max of in[0,1,4,5] */
+    assert_true(out[3] == -105.0f); /* rows 1..3, cols 1..3: max is in[5] */
+    cd_nn_graph_free(g);
+    /* Dilation 2, k2, p1 on 3 wide: (3 + 2 - 2 - 1) / 1 + 1 = 3 outputs per axis. */
+    g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [2, 2], 'stride': [1, 1],"
+                   " 'padding': [1, 1], 'dilation': [2, 2], 'ceil_mode': false}", 3, 3);
+    assert_int_equal(g->nodes[1].shape.w, 3);
+    for (int i = 0; i < 9; i++) in[i] = (float)i;
+    run_pool(g, in, out);
+    /* out[1][1]: rows {0, 2}, cols {0, 2}: max(in[0], in[2], in[6], in[8]) = 8 */
+    assert_true(out[4] == 8.0f);
+    /* out[0][0]: rows {-1, 1}, cols {-1, 1}: in[4] */
+    assert_true(out[0] == 4.0f);
+    cd_nn_graph_free(g);
+}
+
+static void test_avgpool_divisor(void **state) {
+    (void)state;
+    float in[36], out[16];
+    for (int i = 0; i < 36; i++) in[i] = 1.0f;
+    /* k3 s2 p1 on 4x4, count_include_pad: the corner window covers 4 cells of 9. */
+    cd_nn_graph *g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
+                                " 'padding': [1, 1], 'ceil_mode': false, 'count_include_pad': true}", 4, 4);
+    assert_int_equal(g->nodes[1].shape.h, 2);
+    run_pool(g, in, out);
+    assert_float_equal(out[0], 4.0 / 9.0, 1e-7);
+    assert_float_equal(out[3], 1.0, 1e-7);
+    cd_nn_graph_free(g);
+    g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
+                   " 'padding': [1, 1], 'ceil_mode': false, 'count_include_pad': false}", 4, 4);
+    run_pool(g, in, out);
+    assert_float_equal(out[0], 1.0, 1e-7);
+    cd_nn_graph_free(g);
+    /* Ceil mode on 6x6: 4 outputs; the last window starts at 5 and hangs past the padded input
+     * (ends at min(5 + 3, 6 + 1) = 7): the divisor with padding is 2 x 2 = 4 and the one input cell
+     * sums to 1; without padding the divisor is 1. */
+    g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
+                   " 'padding': [1, 1], 'ceil_mode': true, 'count_include_pad': true}", 6, 6);
+    assert_int_equal(g->nodes[1].shape.h, 4);
+    run_pool(g, in, out);
+    assert_float_equal(out[15], 0.25, 1e-7);
+    assert_float_equal(out[0], 4.0 / 9.0, 1e-7);
+    cd_nn_graph_free(g);
+    g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
+                   " 'padding': [1, 1], 'ceil_mode': true, 'count_include_pad': false}", 6, 6);
+    run_pool(g, in, out);
+    assert_float_equal(out[15], 1.0, 1e-7);
+    cd_nn_graph_free(g);
+}
+
+static void test_adaptive_bins(void **state) {
+    (void)state;
+    /* 1x5 -> 1x3: bins [0,2), [1,4), [3,5) (floor(i*5/3) .. ceil((i+1)*5/3)), overlapping. */
+    cd_nn_graph *g = pool_graph("{'name': 'p', 'op': 'adaptive_avg_pool2d', 'inputs': ['x'], 'output_size': [1, 3]}", 1, 5);
+    float in[5] = {0, 1, 2, 3, 4}, out[3];
+    run_pool(g, in, out);
+    assert_float_equal(out[0], 0.5, 1e-7);
+    assert_float_equal(out[1], 2.0, 1e-7);
+    assert_float_equal(out[2], 3.5, 1e-7);
+    cd_nn_graph_free(g);
+    /* Output larger than the input (2 -> 3): bins [0,1), [0,2), [1,2). */
+    g = pool_graph("{'name': 'p', 'op': 'adaptive_avg_pool2d', 'inputs': ['x'], 'output_size': [1, 3]}", 1, 2);
+    float in2[2] = {2, 6};
+    run_pool(g, in2, out);
+    assert_float_equal(out[0], 2.0, 1e-7);
+    assert_float_equal(out[1], 4.0, 1e-7);
+    assert_float_equal(out[2], 6.0, 1e-7);
+    cd_nn_graph_free(g);
+}
+
+/* ---- convolution against a direct sum ---- */
+
+static void check_conv(int C, int O, int k, int s, int p, int d, int groups, int64_t h, int64_t w, int n) {
+    char graph[1024];
+    snprintf(graph, sizeof graph,
+             "{'version': 1, 'input': {'name': 'x', 'channels': %d}, 'output': 'c', 'nodes': ["
+             "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': 'b', 'stride': [%d, %d],"
+             " 'padding': [%d, %d], 'dilation': [%d, %d], 'groups': %d}]}",
+             C, s, s, p, p, d, d, groups);
+    stb b;
+    stb_init(&b);
+    int64_t ws[4] = {O, C / groups, k, k}, bs[1] = {O};
+    stb_tensor(&b, "w", 4, ws, NULL);
+    stb_tensor(&b, "b", 1, bs, NULL);
+    cd_nn_graph *g;
+    cd_error err;
+    assert_int_equal(stb_load(&b, graph, O, C, &g, &err), CD_OK);
+    assert_int_equal(cd_nn_graph_shape(g, n, h, w, 0, &err), CD_OK);
+    const cd_nn_node *nd = &g->nodes[1];
+    int64_t oh = (h + 2 * p - d * (k - 1) - 1) / s + 1, ow = (w + 2 * p - d * (k - 1) - 1) / s + 1;
+    assert_int_equal(nd->shape.h, oh);
+    assert_int_equal(nd->shape.w, ow);
+    size_t insz = (size_t)(n * C * h * w), outsz = (size_t)(n * O * oh * ow);
+    float *in = malloc(insz * sizeof(float)), *out = malloc(outsz * sizeof(float));
+    for (size_t i = 0; i < insz; i++) in[i] = (float)cos(0.37 * (double)i);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        cd_nn_ref_conv2d(nd, &g->input_shape, in, out, threads);
+        double worst = 0;
+        int cg = C / groups, og = O / groups;
+        for (int bi = 0; bi < n; bi++)
+            for (int o = 0; o < O; o++)
+                for (int64_t y = 0; y < oh; y++)
+                    for (int64_t x = 0; x < ow; x++) {
+                        int gi = o / og;
+                        double acc = nd->bias[o];
+                        for (int c = 0; c < cg; c++)
+                            for (int ky = 0; ky < k; ky++)
+                                for (int kx = 0; kx < k; kx++) {
+                                    int64_t iy = y * s - p + ky * d, ix = x * s - p + kx * d;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                    acc += (double)nd->weight[((o * cg + c) * k + ky) * k + kx] *
+                                           in[((bi * C + gi * cg + c) * h + iy) * w + ix];
+                                }
+                        double e = fabs(acc - out[((bi * O + o) * oh + y) * ow + x]);
+                        if (e > worst) worst = e;
+                    }
+        if (worst > 1e-4) fail_msg("conv C%d O%d k%d s%d p%d d%d g%d %lldx%lld: error %g", C, O, k, s, p, d, groups,
+                                   (long long)h, (long long)w, worst);
+    }
+    free(in);
+    free(out);
+    cd_nn_graph_free(g);
+}
+
+static void test_conv_direct(void **state) {
+    (void)state;
+    check_conv(3, 7, 3, 1, 1, 1, 1, 9, 11, 2);    /* edge tiles in M (7 = 6 + 1) and N (99 pixels) */
+    check_conv(4, 6, 3, 2, 2, 2, 2, 13, 10, 1);   /* groups, dilation, stride */
+    check_conv(5, 13, 1, 1, 0, 1, 1, 5, 7, 3);    /* pointwise path */
+    check_conv(2, 4, 7, 2, 3, 1, 1, 20, 33, 1);   /* the ResNet stem shape */
+    check_conv(600, 8, 1, 2, 0, 1, 1, 6, 6, 1);   /* K = 600 > one K block: accumulation across blocks */
+    check_conv(70, 9, 3, 1, 1, 1, 1, 12, 40, 1);  /* K = 630: 3 blocks, rows straddling strips */
+}
+
+/* ---- batch-norm folding and fusion ---- */
+
+static void test_bn_fold(void **state) {
+    (void)state;
+    stb b;
+    stb_init(&b);
+    int64_t ws[4] = {2, 1, 1, 1}, cs[1] = {2};
+    float w[2] = {2.0f, -3.0f}, gamma[2] = {0.5f, 2.0f}, beta[2] = {1.0f, -1.0f}, mean[2] = {0.25f, -2.0f},
+          var[2] = {4.0f, 0.0f};
+    stb_tensor(&b, "w", 4, ws, w);
+    stb_tensor(&b, "g", 1, cs, gamma);
+    stb_tensor(&b, "be", 1, cs, beta);
+    stb_tensor(&b, "m", 1, cs, mean);
+    stb_tensor(&b, "v", 1, cs, var);
+    cd_nn_graph *g;
+    cd_error err;
+    cd_status st = stb_load(&b,
+                            "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'r', 'nodes': ["
+                            "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [1, 1],"
+                            " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                            "{'name': 'bn', 'op': 'batch_norm', 'inputs': ['c'], 'weight': 'g', 'bias': 'be',"
+                            " 'running_mean': 'm', 'running_var': 'v', 'eps': 0.25},"
+                            "{'name': 'd', 'op': 'dropout', 'inputs': ['bn']},"
+                            "{'name': 'r', 'op': 'relu', 'inputs': ['d']}]}",
+                            2, 1, &g, &err);
+    if (st != CD_OK) fail_msg("%s", err.message);
+    /* Everything folds into the convolution: input + conv. */
+    assert_int_equal(g->count, 2);
+    assert_int_equal(g->output, 1);
+    const cd_nn_node *c = &g->nodes[1];
+    assert_int_equal(c->op, CD_NN_CONV2D);
+    assert_true(c->relu);
+    assert_null(c->bn_mean);
+    /* s = gamma / sqrt(var + eps): 0.5 / sqrt(4.25), 2 / sqrt(0.25) = 4 */
+    double s0 = 0.5 / sqrt(4.25), s1 = 4.0;
+    assert_float_equal(c->weight[0], 2.0 * s0, 1e-7);
+    assert_float_equal(c->weight[1], -3.0 * s1, 1e-6);
+    assert_float_equal(c->bias[0], -0.25 * s0 + 1.0, 1e-7);
+    assert_float_equal(c->bias[1], 2.0 * s1 - 1.0, 1e-6);
+    /* and runs: x = 1.5 -> relu(bn(conv(x))) per channel */
+    assert_int_equal(cd_nn_graph_shape(g, 1, 1, 1, 0, &err), CD_OK);
+    float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+    arena[g->input_offset] = 1.5f;
+    assert_int_equal(cd_nn_ref_run(g, arena, 1, &err), CD_OK);
+    const float *y = arena + g->nodes[g->output].offset;
+    double r0 = (3.0 - 0.25) / sqrt(4.25) * 0.5 + 1.0, r1 = (-4.5 + 2.0) / sqrt(0.25) * 2.0 - 1.0;
+    assert_float_equal(y[0], r0 > 0 ? r0 : 0, 1e-6);
+    assert_float_equal(y[1], r1 > 0 ? r1 : 0, 1e-6);
+    free(arena);
+    cd_nn_graph_free(g);
+
+    /* A batch norm after a convolution that has another consumer cannot fold: an error naming it. */
+    stb_init(&b);
+    stb_tensor(&b, "w", 4, ws, w);
+    stb_tensor(&b, "g", 1, cs, gamma);
+    stb_tensor(&b, "be", 1, cs, beta);
+    stb_tensor(&b, "m", 1, cs, mean);
+    stb_tensor(&b, "v", 1, cs, var);
+    expect_bad(&b,
+               "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'a', 'nodes': ["
+               "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [1, 1],"
+               " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+               "{'name': 'bn7', 'op': 'batch_norm', 'inputs': ['c'], 'weight': 'g', 'bias': 'be',"
+               " 'running_mean': 'm', 'running_var': 'v', 'eps': 0.25},"
+               "{'name': 'a', 'op': 'add', 'inputs': ['bn7', 'c']}]}",
+               2, "bn7", "cannot be folded");
+}
+
+/* ---- the arena plan ---- */
+
+static const char *plan_graph =
+    "{'version': 1, 'input': {'name': 'x', 'channels': 2}, 'output': 'fc', 'nodes': ["
+    "{'name': 'a', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w1', 'bias': 'b4', 'stride': [1, 1], 'padding': [1, 1],"
+    " 'dilation': [1, 1], 'groups': 1},"
+    "{'name': 'ar', 'op': 'relu', 'inputs': ['a']},"
+    "{'name': 'b', 'op': 'conv2d', 'inputs': ['ar'], 'weight': 'w2', 'bias': null, 'stride': [1, 1], 'padding': [1, 1],"
+    " 'dilation': [1, 1], 'groups': 1},"
+    "{'name': 'c', 'op': 'conv2d', 'inputs': ['ar'], 'weight': 'w3', 'bias': null, 'stride': [1, 1], 'padding': [0, 0],"
+    " 'dilation': [1, 1], 'groups': 2},"
+    "{'name': 's', 'op': 'add', 'inputs': ['b', 'c']},"
+    "{'name': 'sr', 'op': 'relu', 'inputs': ['s']},"
+    "{'name': 'mp', 'op': 'max_pool2d', 'inputs': ['sr'], 'kernel': [3, 3], 'stride': [2, 2], 'padding': [1, 1],"
+    " 'dilation': [1, 1], 'ceil_mode': true},"
+    "{'name': 'd', 'op': 'conv2d', 'inputs': ['mp'], 'weight': 'w2', 'bias': null, 'stride': [1, 1], 'padding': [1, 1],"
+    " 'dilation': [1, 1], 'groups': 1},"
+    "{'name': 't', 'op': 'add', 'inputs': ['d', 'mp']},"
+    "{'name': 'm2', 'op': 'max_pool2d', 'inputs': ['t'], 'kernel': [2, 2], 'stride': [2, 2], 'padding': [0, 0],"
+    " 'dilation': [1, 1], 'ceil_mode': false},"
+    "{'name': 'u', 'op': 'add', 'inputs': ['m2', 'm2']},"
+    "{'name': 'ap', 'op': 'adaptive_avg_pool2d', 'inputs': ['u'], 'output_size': [2, 2]},"
+    "{'name': 'fl', 'op': 'flatten', 'inputs': ['ap'], 'start_dim': 1},"
+    "{'name': 'fc', 'op': 'linear', 'inputs': ['fl'], 'weight': 'lw', 'bias': 'lb'}]}";
+
+static void plan_tensors(stb *b) {
+    int64_t w1[4] = {4, 2, 3, 3}, w2[4] = {4, 4, 3, 3}, w3[4] = {4, 2, 1, 1}, b4[1] = {4}, lw[2] = {3, 16}, lb[1] = {3};
+    stb_init(b);
+    stb_tensor(b, "w1", 4, w1, NULL);
+    stb_tensor(b, "w2", 4, w2, NULL);
+    stb_tensor(b, "w3", 4, w3, NULL);
+    stb_tensor(b, "b4", 1, b4, NULL);
+    stb_tensor(b, "lw", 2, lw, NULL);
+    stb_tensor(b, "lb", 1, lb, NULL);
+}
+
+static void test_arena_plan(void **state) {
+    (void)state;
+    stb b;
+    plan_tensors(&b);
+    cd_nn_graph *g;
+    cd_error err;
+    cd_status st = stb_load(&b, plan_graph, 3, 2, &g, &err);
+    if (st != CD_OK) fail_msg("%s", err.message);
+    /* relus fused into a and s: 15 nodes - 2 */
+    assert_int_equal(g->count, 13);
+    assert_true(g->nodes[find(g, "a")].relu);
+    assert_true(g->nodes[find(g, "s")].relu);
+    static const int64_t sizes[][3] = {{2, 16, 16}, {1, 13, 9}, {3, 7, 30}, {1, 8, 8}};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        if ((st = cd_nn_graph_shape(g, sizes[t][0], sizes[t][1], sizes[t][2], 0, &err)) != CD_OK) {
+            /* 16 features are needed by fc: only 2x2 adaptive output with 4 channels gives them, always. */
+            fail_msg("%s", err.message);
+        }
+        int n = g->count;
+        int *birth = calloc((size_t)n, sizeof(int)), *death = calloc((size_t)n, sizeof(int)), *own = calloc((size_t)n, sizeof(int));
+        for (int i = 0; i < n; i++) {
+            own[i] = g->nodes[i].op == CD_NN_FLATTEN ? own[g->nodes[i].in[0]] : i;
+            birth[i] = death[i] = i;
+        }
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < g->nodes[i].n_in; k++)
+                if (death[own[g->nodes[i].in[k]]] < i) death[own[g->nodes[i].in[k]]] = i;
+        death[own[g->output]] = n;
+        for (int i = 0; i < n; i++) {
+            const cd_nn_node *a = &g->nodes[i];
+            int64_t asz = a->shape.n * a->shape.c * a->shape.h * a->shape.w;
+            assert_true(a->offset >= 0 && a->offset + asz <= g->arena_floats);
+            if (own[i] != i) {
+                assert_int_equal(a->offset, g->nodes[own[i]].offset); /* a view */
+                continue;
+            }
+            for (int j = i + 1; j < n; j++) {
+                if (own[j] != j) continue;
+                const cd_nn_node *c = &g->nodes[j];
+                int64_t csz = c->shape.n * c->shape.c * c->shape.h * c->shape.w;
+                bool live_together = birth[j] <= death[i] && birth[i] <= death[j];
+                bool overlap = a->offset < c->offset + csz && c->offset < a->offset + asz;
+                if (live_together && overlap)
+                    fail_msg("'%s' [%lld, +%lld) and '%s' [%lld, +%lld) are alive together and overlap", a->name,
+                             (long long)a->offset, (long long)asz, c->name, (long long)c->offset, (long long)csz);
+            }
+        }
+        /* The plan reuses memory: less than the sum of all tensors. */
+        int64_t sum = 0;
+        for (int i = 0; i < n; i++)
+            if (own[i] == i) sum += g->nodes[i].shape.n * g->nodes[i].shape.c * g->nodes[i].shape.h * g->nodes[i].shape.w;
+        assert_true(g->arena_floats < sum + 64 * n);
+        /* and the whole thing runs (ASan checks every access stays in the arena) */
+        float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+        for (int64_t i = 0; i < g->input_shape.n * 2 * g->input_shape.h * g->input_shape.w; i++)
+            arena[g->input_offset + i] = (float)sin((double)i);
+        assert_int_equal(cd_nn_ref_run(g, arena, 2, &err), CD_OK);
+        free(arena);
+        free(birth);
+        free(death);
+        free(own);
+    }
+    /* The arena cap is enforced. */
+    assert_int_equal(cd_nn_graph_shape(g, 4, 300, 300, 1 << 20, &err), CD_ERR_LIMIT);
+    assert_non_null(strstr(err.message, "limit"));
+    /* Too small an input for the pools: an argument error naming the node. */
+    cd_nn_graph_free(g);
+}
+
+/* ---- malformed graphs ---- */
+
+#define HEAD "{'version': 1, 'input': {'name': 'x', 'channels': 1}, "
+#define CONV(name, in, w, extra)                                                                                      \
+    "{'name': '" name "', 'op': 'conv2d', 'inputs': ['" in "'], 'weight': '" w "', 'bias': null, 'stride': [1, 1],"    \
+    " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1" extra "}"
+
+static void one_conv(stb *b, int64_t o, int64_t c, int64_t k) {
+    int64_t ws[4] = {o, c, k, k};
+    stb_init(b);
+    stb_tensor(b, "w", 4, ws, NULL);
+}
+
+static void test_bad_graphs(void **state) {
+    (void)state;
+    stb b;
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'g', 'nodes': [{'name': 'g', 'op': 'gelu', 'inputs': ['x']}]}", 2, "'g'", "unknown op");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'b', 'nodes': [{'name': 'a', 'op': 'relu', 'inputs': ['b']}, "
+                        "{'name': 'b', 'op': 'relu', 'inputs': ['x']}]}",
+               2, "'a'", "'b'");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "nope", "") "]}", 2, "'c'", "missing tensor 'nope'");
+    /* weight expects 2 input channels, the input has 1 */
+    one_conv(&b, 2, 2, 3);
+    expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 2, "'c'", "shape");
+    /* kernel 0 and 65: pools by field, conv by weight shape */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [0, 0],"
+                        " 'stride': [1, 1], 'padding': [0, 0], 'dilation': [1, 1], 'ceil_mode': false}]}",
+               1, "'p'", "kernel");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [65, 3],"
+                        " 'stride': [1, 1], 'padding': [0, 0], 'ceil_mode': false, 'count_include_pad': true}]}",
+               1, "'p'", "kernel");
+    one_conv(&b, 1, 1, 65);
+    expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 1, "'c'", "kernel 65x65");
+    {
+        int64_t ws[4] = {1, 1, 0, 3};
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 1, "'c'", "size 0");
+    }
+    /* pool padding more than half the kernel */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [3, 3],"
+                        " 'stride': [1, 1], 'padding': [2, 2], 'dilation': [1, 1], 'ceil_mode': false}]}",
+               1, "'p'", "half");
+    /* groups not dividing: 3 output channels, groups 2 on a 2-channel input */
+    {
+        int64_t ws[4] = {3, 1, 1, 1};
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        cd_nn_graph *g = NULL;
+        cd_error err;
+        assert_int_equal(stb_load(&b, "{'version': 1, 'input': {'name': 'x', 'channels': 2}, 'output': 'c', 'nodes': ["
+                                      "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null,"
+                                      " 'stride': [1, 1], 'padding': [0, 0], 'dilation': [1, 1], 'groups': 2}]}",
+                                  3, 2, &g, &err),
+                         CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'c'"));
+        assert_non_null(strstr(err.message, "groups 2 does not divide"));
+    }
+    /* linear width mismatch, found when shaping: flatten of 1x4x4 gives 16 features, fc wants 9 */
+    {
+        int64_t lw[2] = {2, 9};
+        stb_init(&b);
+        stb_tensor(&b, "lw", 2, lw, NULL);
+        cd_nn_graph *g = NULL;
+        cd_error err;
+        assert_int_equal(stb_load(&b, HEAD "'output': 'fc', 'nodes': [{'name': 'f', 'op': 'flatten', 'inputs': ['x'], 'start_dim': 1},"
+                                           "{'name': 'fc', 'op': 'linear', 'inputs': ['f'], 'weight': 'lw', 'bias': null}]}",
+                                  2, 1, &g, &err),
+                         CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 3, 3, 0, &err), CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 4, 4, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'fc'"));
+        assert_non_null(strstr(err.message, "expects 9"));
+        cd_nn_graph_free(g);
+    }
+    /* add of unequal shapes: stride 1 vs stride 2 */
+    {
+        int64_t ws[4] = {1, 1, 1, 1};
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        cd_nn_graph *g = NULL;
+        cd_error err;
+        assert_int_equal(stb_load(&b, HEAD "'output': 's', 'nodes': [" CONV("c", "x", "w", "") ","
+                                           "{'name': 'h', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [2, 2],"
+                                           " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                                           "{'name': 's', 'op': 'add', 'inputs': ['c', 'h']}]}",
+                                  1, 1, &g, &err),
+                         CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 1, 1, 0, &err), CD_OK); /* 1x1 both ways */
+        assert_int_equal(cd_nn_graph_shape(g, 1, 4, 4, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'s'"));
+        assert_non_null(strstr(err.message, "differ"));
+        cd_nn_graph_free(g);
+    }
+    /* an input too small for a kernel: an argument error naming the node */
+    {
+        one_conv(&b, 1, 1, 5);
+        cd_nn_graph *g = NULL;
+        cd_error err;
+        assert_int_equal(stb_load(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 1, 1, &g, &err), CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 4, 9, 0, &err), CD_ERR_ARG);
+        assert_non_null(strstr(err.message, "'c'"));
+        assert_non_null(strstr(err.message, "too small"));
+        cd_nn_graph_free(g);
+    }
+    /* duplicate names, missing fields, non-positive eps, bad JSON */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'r', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}, "
+                        "{'name': 'r', 'op': 'relu', 'inputs': ['r']}]}",
+               1, "'r'", "duplicate");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'c', 'nodes': [{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null,"
+                        " 'stride': [1, 1], 'dilation': [1, 1], 'groups': 1}]}",
+               2, "'c'", "padding");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'r', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}", 1, "not valid JSON", NULL);
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'zz', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}]}", 1, "'zz'", NULL);
+    /* classes must match the output's channels */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 5, "'c'", "5 classes");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_maxpool_ceil),  cmocka_unit_test(test_avgpool_divisor), cmocka_unit_test(test_adaptive_bins),
+        cmocka_unit_test(test_conv_direct),   cmocka_unit_test(test_bn_fold),         cmocka_unit_test(test_arena_plan),
+        cmocka_unit_test(test_bad_graphs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
