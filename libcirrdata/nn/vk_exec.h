@@ -24,6 +24,11 @@ CD_INTERNAL void cd_nn_vk_destroy(cd_nn_vk *vk);
 CD_INTERNAL cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, float *output,
                                    cd_error *err);
 
+/* Tests only: pretend the device allows at most max_range bytes per storage-buffer binding and
+ * max_buffer bytes per weight buffer (0: the device's own limits), so that small graphs exercise the
+ * splitting that large layers need. Read by cd_nn_vk_create; process-wide. */
+CD_INTERNAL void cd_nn_vk_test_limits(uint64_t max_range, uint64_t max_buffer);
+
 /* Milliseconds of the last run's dispatches from GPU timestamps (0 when unavailable). */
 CD_INTERNAL double cd_nn_vk_last_kernel_ms(const cd_nn_vk *vk);
 

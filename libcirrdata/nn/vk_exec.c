@@ -1,0 +1,1194 @@
+/* The Vulkan executor of the inference graph (nn/vk_exec.h).
+ *
+ * Memory: the parameters live in buffers of their own (device-local, uploaded once at create
+ * through a host-visible staging buffer; in the context's shared mode host-visible and written
+ * directly), convolution and linear weights transposed to [group][k][out channel] for the GEMM
+ * shader. A dispatch may bind at most maxStorageBufferRange bytes per binding (128 MiB on lavapipe,
+ * less than VGG-19's 392 MiB fc weight) and a buffer may be at most maxMemoryAllocationSize: a layer
+ * whose weight exceeds either is stored as blocks of output channels, each [k][channels of the
+ * block] and bound on its own, one dispatch per block (see node_w); the weights fill as many buffers
+ * as the allocation size requires. Activations live in one arena buffer planned like the graph's (nn/graph.c's first fit over
+ * the same lifetimes, see plan()) but aware of fusion; in staging mode small upload/readback buffers
+ * carry the input and the output. These buffers are the executor's own (cd_vk_buffer_create), not
+ * the context's per-batch arenas, so the augmentation kernels sharing the context cannot clobber
+ * them; they count against the context's memory limit.
+ *
+ * Commands: the executor owns a command pool, one command buffer, a fence, a timestamp query pool
+ * and a descriptor pool (one set per dispatch, allocated at record time). The forward pass is
+ * recorded once per shaped graph (a hash of the plan detects a new shape) and replayed; the queue is
+ * used under the context's lock, the only thing shared with other users of the context.
+ *
+ * Barriers: a compute->compute memory barrier is recorded before a dispatch only when it reads a
+ * range written since the last barrier (RAW) or writes a range read or written since then (WAR,
+ * WAW: the plan reuses arena space), so independent branches (a ResNet block's downsample) run
+ * without one. The dispatches of one node (batch chunks, output-channel blocks) write disjoint
+ * elements and read nothing their siblings write: no barrier between them (span.tag).
+ *
+ * Bindings too large: a node whose input or output tensor is more than one binding may hold runs in
+ * chunks of whole images (the tensors are image-major), each binding its images' sub-ranges; a node
+ * where one image is too much fails with CD_ERR_LIMIT naming it.
+ *
+ * Fusion at record time: a conv2d/linear whose only reader is an add, with the add's other operand
+ * computed earlier, writes the sum (and the add's ReLU) straight into the add's tensor; the add is
+ * not dispatched (a ResNet block's residual add costs no pass of its own).
+ *
+ * float16 storage is not implemented: fp16_used is always false. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu/gpu_impl.h"
+#include "nn/vk_exec.h"
+
+static const uint32_t spv_gemm[] =
+#include "nn_conv_gemm_spv.h"
+    ;
+static const uint32_t spv_maxpool[] =
+#include "nn_maxpool_spv.h"
+    ;
+static const uint32_t spv_avgpool[] =
+#include "nn_avgpool_spv.h"
+    ;
+static const uint32_t spv_adaptive[] =
+#include "nn_adaptive_avgpool_spv.h"
+    ;
+static const uint32_t spv_add[] =
+#include "nn_add_spv.h"
+    ;
+static const uint32_t spv_softmax[] =
+#include "nn_softmax_spv.h"
+    ;
+
+enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_COUNT };
+enum { MAX_BIND = 5, MAX_GEMM_PIPES = 32, GEMM_TILE = 64, GEMM_THREADS = 256 };
+
+/* Push constants, as the shaders declare them. */
+typedef struct gemm_push {
+    uint32_t x_off, w_off, b_off, r_off, y_off;
+    uint32_t C, H, W, O, OH, OW, Cg, Og, K, ntotal, n_base;
+    uint32_t sh, sw, ph, pw, dh, dw, flags;
+    uint32_t g_base, m_base, m_end, w_ld; /* this dispatch's group and channel block, weight row length */
+} gemm_push;
+typedef struct pool_push {
+    uint32_t x_off, y_off, total, groups_x, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw;
+} pool_push;
+typedef struct add_push {
+    uint32_t a_off, b_off, y_off, total, groups_x, flags;
+} add_push;
+typedef struct softmax_push {
+    uint32_t x_off, y_off, total, groups_x, C, HW;
+} softmax_push;
+
+static const struct {
+    const uint32_t *code;
+    size_t bytes;
+    uint32_t bindings, push;
+    const char *name;
+} g_shaders[K_COUNT] = {
+    [K_GEMM] = {spv_gemm, sizeof spv_gemm, 5, sizeof(gemm_push), "nn_conv_gemm"},
+    [K_MAXPOOL] = {spv_maxpool, sizeof spv_maxpool, 2, sizeof(pool_push), "nn_maxpool"},
+    [K_AVGPOOL] = {spv_avgpool, sizeof spv_avgpool, 2, sizeof(pool_push), "nn_avgpool"},
+    [K_ADAPTIVE] = {spv_adaptive, sizeof spv_adaptive, 2, 8 * sizeof(uint32_t), "nn_adaptive_avgpool"},
+    [K_ADD] = {spv_add, sizeof spv_add, 3, sizeof(add_push), "nn_add"},
+    [K_SOFTMAX] = {spv_softmax, sizeof spv_softmax, 2, sizeof(softmax_push), "nn_softmax"},
+};
+
+typedef struct gemm_pipe {
+    uint32_t kh, kw;
+    VkPipeline pipe;
+} gemm_pipe;
+
+/* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
+typedef struct span {
+    VkBuffer buffer;
+    VkDeviceSize lo, hi;
+    int tag;
+} span;
+
+/* Where a weight piece lives: buffer index into wbuf, byte offset (aligned). */
+typedef struct wplace {
+    int buf;
+    VkDeviceSize off;
+} wplace;
+
+/* A conv/linear node's parameters on the device. whole: one piece, every group [group][k][og], bound
+ * by one dispatch. Otherwise blocks of `ob` output channels per group, blk[g * nblk + j] holding
+ * channels [j*ob, min((j+1)*ob, og)) of group g as [k][width], one dispatch each. */
+typedef struct node_w {
+    bool whole;
+    int64_t ob;
+    int nblk;
+    wplace *blk;
+    wplace bias; /* buf < 0: no bias */
+} node_w;
+
+/* Test overrides of maxStorageBufferRange and maxMemoryAllocationSize (0: the device's). */
+static _Atomic uint64_t g_test_range, g_test_buffer;
+
+void cd_nn_vk_test_limits(uint64_t max_range, uint64_t max_buffer) {
+    atomic_store(&g_test_range, max_range);
+    atomic_store(&g_test_buffer, max_buffer);
+}
+
+struct cd_nn_vk {
+    cd_gpu_context *ctx;
+    VkDescriptorSetLayout dsl[K_COUNT];
+    VkPipelineLayout layout[K_COUNT];
+    VkPipeline pipe[K_COUNT]; /* K_GEMM: per kernel size in gemm[] */
+    gemm_pipe gemm[MAX_GEMM_PIPES];
+    int ngemm;
+    uint32_t local; /* workgroup size of the elementwise kernels */
+    VkDeviceSize align;
+
+    VkDeviceSize range;   /* bytes one binding may span (maxStorageBufferRange, or the test override) */
+    VkDeviceSize max_buf; /* bytes one weight buffer may hold (a multiple of align) */
+    cd_vk_buffer *wbuf;   /* the weight buffers; wbuf[0] starts with `align` zero bytes (unused bindings) */
+    VkDeviceSize *wsize;  /* bytes laid out in each */
+    int nwbuf, capwbuf;
+    node_w *nw; /* per node */
+    int nodes;
+
+    cd_vk_buffer arena, upload, readback;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkQueryPool queries;
+    double ts_ns;
+    uint64_t ts_mask;
+    VkDescriptorPool dpool;
+    bool recorded;
+    uint64_t key; /* hash of the plan the command buffer was recorded for */
+    double last_ms;
+
+    /* record-time state */
+    int64_t *off;      /* per node: arena offset (floats) of the tensor it owns (the executor's plan) */
+    int *owner;        /* per node: the node owning its tensor (views: their input's owner) */
+    int64_t arena_floats;
+    int *fused_add; /* per node: the add a conv/linear writes into, or -1 */
+    bool *skip;     /* per node: not dispatched (fused away) */
+    span *pend_r, *pend_w;
+    int npend_r, npend_w, cap_r, cap_w;
+    int dispatches, barriers;
+    int tag;       /* the node being recorded + 1 (0: none) */
+    bool counting; /* dry run: dispatch() only counts (sizes the descriptor pool) */
+};
+
+/* ---------------------------------------------------------------- small helpers */
+
+static uint64_t timeout_ns(void) {
+    const char *v = getenv("CIRRDATA_VK_TIMEOUT_S");
+    double s = v && *v ? atof(v) : 120.0;
+    if (!(s > 0) || s > 1e9) s = 120.0;
+    return (uint64_t)(s * 1e9);
+}
+
+static int64_t numel(const cd_nn_shape *s) { return s->n * s->c * s->h * s->w; }
+
+/* The arena offset (floats) of node i's tensor in the executor's plan (views resolve to their owner). */
+static int64_t tensor_off(const cd_nn_vk *vk, int i) { return vk->off[vk->owner[i]]; }
+
+static uint64_t fnv(uint64_t h, int64_t v) {
+    for (int i = 0; i < 8; i++) {
+        h ^= (uint64_t)v >> (8 * i) & 0xff;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t plan_key(const cd_nn_graph *g) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = fnv(h, g->count);
+    h = fnv(h, g->arena_floats);
+    h = fnv(h, g->input_offset);
+    h = fnv(h, g->output);
+    for (int i = 0; i < g->count; i++) {
+        const cd_nn_node *nd = &g->nodes[i];
+        h = fnv(h, nd->shape.n);
+        h = fnv(h, nd->shape.c);
+        h = fnv(h, nd->shape.h);
+        h = fnv(h, nd->shape.w);
+        h = fnv(h, nd->offset);
+    }
+    return h;
+}
+
+/* ---------------------------------------------------------------- pipelines */
+
+static cd_status make_pipeline(cd_nn_vk *vk, int kind, const uint32_t *spec, uint32_t nspec, VkPipeline *out, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+                                    .codeSize = g_shaders[kind].bytes,
+                                    .pCode = g_shaders[kind].code};
+    VkShaderModule mod;
+    VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");
+    VkSpecializationMapEntry me[2] = {{.constantID = 0, .offset = 0, .size = 4}, {.constantID = 1, .offset = 4, .size = 4}};
+    VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = me, .dataSize = nspec * 4, .pData = spec};
+    VkComputePipelineCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+                                       .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                                                 .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                                                 .module = mod,
+                                                 .pName = "main",
+                                                 .pSpecializationInfo = &si},
+                                       .layout = vk->layout[kind]};
+    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->cache, 1, &cpi, NULL, out);
+    ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
+    if (r != VK_SUCCESS) {
+        *out = VK_NULL_HANDLE;
+        return cd_vk_fail(ctx, err, r, "vkCreateComputePipelines (nn)");
+    }
+    return CD_OK;
+}
+
+static cd_status gemm_pipeline(cd_nn_vk *vk, uint32_t kh, uint32_t kw, VkPipeline *out, cd_error *err) {
+    for (int i = 0; i < vk->ngemm; i++)
+        if (vk->gemm[i].kh == kh && vk->gemm[i].kw == kw) {
+            *out = vk->gemm[i].pipe;
+            return CD_OK;
+        }
+    if (vk->ngemm == MAX_GEMM_PIPES)
+        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: more than %d distinct convolution kernel sizes", MAX_GEMM_PIPES);
+    const uint32_t spec[2] = {kh, kw};
+    cd_status st = make_pipeline(vk, K_GEMM, spec, 2, out, err);
+    if (st != CD_OK) return st;
+    vk->gemm[vk->ngemm++] = (gemm_pipe){kh, kw, *out};
+    return CD_OK;
+}
+
+static cd_status create_layouts(cd_nn_vk *vk, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    for (int k = 0; k < K_COUNT; k++) {
+        VkDescriptorSetLayoutBinding b[MAX_BIND];
+        for (uint32_t i = 0; i < g_shaders[k].bindings; i++)
+            b[i] = (VkDescriptorSetLayoutBinding){.binding = i,
+                                                  .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                                  .descriptorCount = 1,
+                                                  .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+        VkDescriptorSetLayoutCreateInfo dli = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                                               .bindingCount = g_shaders[k].bindings,
+                                               .pBindings = b};
+        VkResult r = ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &dli, NULL, &vk->dsl[k]);
+        if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateDescriptorSetLayout");
+        VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = g_shaders[k].push};
+        VkPipelineLayoutCreateInfo pli = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                          .setLayoutCount = 1,
+                                          .pSetLayouts = &vk->dsl[k],
+                                          .pushConstantRangeCount = 1,
+                                          .pPushConstantRanges = &pcr};
+        r = ctx->vk.vkCreatePipelineLayout(ctx->device, &pli, NULL, &vk->layout[k]);
+        if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreatePipelineLayout");
+        if (k != K_GEMM) {
+            cd_status st = make_pipeline(vk, k, &vk->local, 1, &vk->pipe[k], err);
+            if (st != CD_OK) return st;
+        }
+    }
+    return CD_OK;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static cd_status begin_cmd(cd_nn_vk *vk, VkCommandBufferUsageFlags flags, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    VkResult r = ctx->vk.vkResetCommandBuffer(vk->cmd, 0);
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = flags};
+    r = ctx->vk.vkBeginCommandBuffer(vk->cmd, &bi);
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkBeginCommandBuffer");
+    return CD_OK;
+}
+
+/* Submits the command buffer and waits; call with ctx->lock held. */
+static cd_status submit_wait(cd_nn_vk *vk, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &vk->cmd};
+    VkResult r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, vk->fence);
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkQueueSubmit (inference)");
+    r = ctx->vk.vkWaitForFences(ctx->device, 1, &vk->fence, VK_TRUE, timeout_ns());
+    if (r == VK_TIMEOUT) {
+        ctx->lost = true; /* the command buffer is still pending: nothing can be reused */
+        return cd_fail(err, CD_ERR_IO,
+                       "Vulkan: the forward pass did not finish within the timeout (CIRRDATA_VK_TIMEOUT_S, default 120 s) on %s; the "
+                       "context is unusable",
+                       ctx->info.name);
+    }
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences (inference)");
+    r = ctx->vk.vkResetFences(ctx->device, 1, &vk->fence);
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetFences");
+    return CD_OK;
+}
+
+static void barrier(cd_nn_vk *vk, VkPipelineStageFlags src_stage, VkAccessFlags src, VkPipelineStageFlags dst_stage, VkAccessFlags dst) {
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src, .dstAccessMask = dst};
+    vk->ctx->vk.vkCmdPipelineBarrier(vk->cmd, src_stage, dst_stage, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+/* ---------------------------------------------------------------- weights */
+
+static VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) { return (v + a - 1) / a * a; }
+
+static bool has_params(const cd_nn_node *nd) { return nd->op == CD_NN_CONV2D || nd->op == CD_NN_LINEAR; }
+
+/* K (the reduction length) of a conv/linear node. */
+static int64_t node_k(const cd_nn_node *nd) {
+    if (nd->op == CD_NN_LINEAR) return nd->in_ch;
+    return (int64_t)(nd->in_ch / nd->groups) * nd->kh * nd->kw;
+}
+
+/* Writes channels [m_lo, m_lo + width) of group g of nd's weight transposed to [k][width] into dst. */
+static void write_block(const cd_nn_node *nd, int64_t g, int64_t m_lo, int64_t width, float *dst) {
+    const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups;
+    const int64_t og = nd->out_ch / groups, k = node_k(nd);
+    for (int64_t m = 0; m < width; m++) {
+        const float *src = nd->weight + (g * og + m_lo + m) * k;
+        float *d = dst + m;
+        for (int64_t j = 0; j < k; j++) d[j * width] = src[j];
+    }
+}
+
+/* Puts `bytes` at the end of the last weight buffer, or at the start of a new one when it would pass
+ * max_buf (bytes <= max_buf). */
+static cd_status place(cd_nn_vk *vk, VkDeviceSize bytes, wplace *p, cd_error *err) {
+    int b = vk->nwbuf - 1;
+    if (b < 0 || round_up(vk->wsize[b], vk->align) + bytes > vk->max_buf) {
+        if (vk->nwbuf == vk->capwbuf) {
+            const int c = vk->capwbuf ? 2 * vk->capwbuf : 4;
+            cd_vk_buffer *nb = realloc(vk->wbuf, (size_t)c * sizeof *nb);
+            if (nb) vk->wbuf = nb;
+            VkDeviceSize *ns = nb ? realloc(vk->wsize, (size_t)c * sizeof *ns) : NULL;
+            if (!ns) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+            vk->wsize = ns;
+            vk->capwbuf = c;
+        }
+        b = vk->nwbuf++;
+        memset(&vk->wbuf[b], 0, sizeof vk->wbuf[b]);
+        vk->wsize[b] = 0;
+    }
+    p->buf = b;
+    p->off = round_up(vk->wsize[b], vk->align);
+    vk->wsize[b] = p->off + bytes;
+    return CD_OK;
+}
+
+/* Decides every conv/linear node's pieces (node_w) and places them in the weight buffers. */
+static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
+    char b1[32], b2[32];
+    wplace zeros;
+    cd_status st = place(vk, vk->align, &zeros, err); /* wbuf[0] at 0: zeros for unused bindings */
+    /* a piece must fit one binding and one buffer; a block's bias slice may start up to an alignment
+     * unit before its first channel */
+    const VkDeviceSize limit = vk->range < vk->max_buf ? vk->range : vk->max_buf;
+    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    for (int i = 0; i < g->count && st == CD_OK; i++) {
+        const cd_nn_node *nd = &g->nodes[i];
+        node_w *w = &vk->nw[i];
+        w->bias.buf = -1;
+        if (!has_params(nd)) continue;
+        if (!nd->weight) return cd_fail(err, CD_ERR_ARG, "%s: node %s has no weight", g->source, nd->name);
+        const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
+        const VkDeviceSize total = (VkDeviceSize)nd->out_ch * (VkDeviceSize)K * 4;
+        w->whole = total <= limit;
+        w->ob = og;
+        w->nblk = 1;
+        if (!w->whole) {
+            int64_t ob = (int64_t)(limit / ((VkDeviceSize)K * 4));
+            const int64_t ob_bias = (int64_t)((limit - (al < limit ? al : limit)) / 4);
+            if (ob > ob_bias) ob = ob_bias;
+            if (ob < 1)
+                return cd_fail(err, CD_ERR_LIMIT,
+                               "%s: node %s: one output channel's weights (%s) are more than %s can bind (maxStorageBufferRange or "
+                               "maxMemoryAllocationSize %s)",
+                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * 4, b1, sizeof b1), vk->ctx->info.name,
+                               cd_format_bytes(limit, b2, sizeof b2));
+            if (ob >= og) ob = og;
+            else if (ob >= GEMM_TILE) ob = ob / GEMM_TILE * GEMM_TILE; /* whole tiles */
+            w->ob = ob;
+            w->nblk = (int)((og + ob - 1) / ob);
+        }
+        const int64_t pieces = w->whole ? 1 : groups * w->nblk;
+        w->blk = malloc((size_t)pieces * sizeof *w->blk);
+        if (!w->blk) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        for (int64_t p = 0; p < pieces && st == CD_OK; p++) {
+            const int64_t j = p % w->nblk, width = og - j * w->ob < w->ob ? og - j * w->ob : w->ob;
+            st = place(vk, w->whole ? total : (VkDeviceSize)width * (VkDeviceSize)K * 4, &w->blk[p], err);
+        }
+        if (st == CD_OK && nd->bias) {
+            if ((VkDeviceSize)nd->out_ch * 4 > vk->max_buf)
+                return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: the bias is more than one buffer may hold on %s", g->source, nd->name,
+                               vk->ctx->info.name);
+            st = place(vk, (VkDeviceSize)nd->out_ch * 4, &w->bias, err);
+        }
+    }
+    return st;
+}
+
+/* Where the upload writes the next piece: the mapped weight buffer (shared memory) or the staging
+ * buffer, whose pieces go over with one copy each when it is full or at the end. */
+typedef struct uploader {
+    cd_vk_buffer stage;
+    VkDeviceSize used;
+    bool open; /* the command buffer has copies recorded */
+} uploader;
+
+static cd_status up_flush(cd_nn_vk *vk, uploader *u, cd_error *err) {
+    if (!u->open) return CD_OK;
+    u->open = false;
+    u->used = 0;
+    VkResult r = vk->ctx->vk.vkEndCommandBuffer(vk->cmd);
+    if (r != VK_SUCCESS) return cd_vk_fail(vk->ctx, err, r, "vkEndCommandBuffer");
+    /* the host rewrites the staging buffer only after the copies read it: the fence wait */
+    return submit_wait(vk, err);
+}
+
+static cd_status up_piece(cd_nn_vk *vk, uploader *u, wplace p, VkDeviceSize bytes, float **dst, cd_error *err) {
+    cd_vk_buffer *b = &vk->wbuf[p.buf];
+    if (b->mapped) {
+        *dst = (float *)((char *)b->mapped + p.off);
+        return CD_OK;
+    }
+    if (u->used + bytes > u->stage.size) {
+        cd_status st = up_flush(vk, u, err);
+        if (st != CD_OK) return st;
+    }
+    if (!u->open) {
+        cd_status st = begin_cmd(vk, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT, err);
+        if (st != CD_OK) return st;
+        u->open = true;
+    }
+    VkBufferCopy region = {.srcOffset = u->used, .dstOffset = p.off, .size = bytes};
+    vk->ctx->vk.vkCmdCopyBuffer(vk->cmd, u->stage.buffer, b->buffer, 1, &region);
+    *dst = (float *)((char *)u->stage.mapped + u->used);
+    u->used = round_up(u->used + bytes, 16);
+    return CD_OK;
+}
+
+/* Lays out, allocates and uploads every parameter once; call with ctx->lock held. */
+static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    cd_status st = layout_weights(vk, g, err);
+    VkDeviceSize sum = 0, largest = vk->align;
+    for (int b = 0; b < vk->nwbuf && st == CD_OK; b++) {
+        st = cd_vk_buffer_create(ctx, CD_VK_DEVICE, vk->wsize[b], &vk->wbuf[b], err);
+        sum += vk->wsize[b];
+    }
+    if (st != CD_OK) return st;
+    uploader u = {.used = 0, .open = false};
+    if (!vk->wbuf[0].mapped) { /* staging: at least 64 MiB (and the largest piece) per round trip */
+        for (int i = 0; i < g->count; i++) {
+            const node_w *w = &vk->nw[i];
+            if (!has_params(&g->nodes[i])) continue;
+            const VkDeviceSize piece = w->whole ? (VkDeviceSize)g->nodes[i].out_ch * node_k(&g->nodes[i]) * 4
+                                                : (VkDeviceSize)w->ob * node_k(&g->nodes[i]) * 4;
+            if (piece > largest) largest = piece;
+            if ((VkDeviceSize)g->nodes[i].out_ch * 4 > largest) largest = (VkDeviceSize)g->nodes[i].out_ch * 4;
+        }
+        VkDeviceSize chunk = (VkDeviceSize)64 << 20;
+        if (chunk > sum) chunk = sum;
+        if (chunk < largest) chunk = largest;
+        st = cd_vk_buffer_create(ctx, CD_VK_UPLOAD, chunk, &u.stage, err);
+        if (st != CD_OK) return st;
+    }
+    float *dst;
+    st = up_piece(vk, &u, (wplace){0, 0}, vk->align, &dst, err);
+    if (st == CD_OK) memset(dst, 0, vk->align);
+    for (int i = 0; i < g->count && st == CD_OK; i++) {
+        const cd_nn_node *nd = &g->nodes[i];
+        const node_w *w = &vk->nw[i];
+        if (!has_params(nd)) continue;
+        const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
+        if (w->whole) {
+            st = up_piece(vk, &u, w->blk[0], (VkDeviceSize)nd->out_ch * K * 4, &dst, err);
+            for (int64_t gi = 0; gi < groups && st == CD_OK; gi++) write_block(nd, gi, 0, og, dst + gi * K * og);
+        } else
+            for (int64_t p = 0; p < groups * w->nblk && st == CD_OK; p++) {
+                const int64_t gi = p / w->nblk, j = p % w->nblk, width = og - j * w->ob < w->ob ? og - j * w->ob : w->ob;
+                st = up_piece(vk, &u, w->blk[p], (VkDeviceSize)width * K * 4, &dst, err);
+                if (st == CD_OK) write_block(nd, gi, j * w->ob, width, dst);
+            }
+        if (st == CD_OK && nd->bias) {
+            st = up_piece(vk, &u, w->bias, (VkDeviceSize)nd->out_ch * 4, &dst, err);
+            if (st == CD_OK) memcpy(dst, nd->bias, (size_t)nd->out_ch * 4);
+        }
+    }
+    if (st == CD_OK) st = up_flush(vk, &u, err);
+    else if (u.open) {
+        ctx->vk.vkEndCommandBuffer(vk->cmd);
+        u.open = false;
+    }
+    cd_vk_buffer_destroy(ctx, &u.stage);
+    return st;
+}
+
+/* ---------------------------------------------------------------- create / destroy */
+
+cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, bool *fp16_used, cd_nn_vk **out,
+                          cd_error *err) {
+    (void)fp16; /* float16 storage is not implemented: float32 throughout */
+    if (fp16_used) *fp16_used = false;
+    if (!out) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_create: NULL argument");
+    *out = NULL;
+    if (!ctx || !g) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_create: NULL argument");
+    if (ctx->lost) return cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+    if (l->maxComputeWorkGroupInvocations < GEMM_THREADS || l->maxComputeWorkGroupSize[0] < GEMM_THREADS ||
+        l->maxComputeSharedMemorySize < 8192 || l->maxPushConstantsSize < sizeof(gemm_push))
+        return cd_fail(err, CD_ERR_UNSUPPORTED,
+                       "Vulkan inference: %s allows %u invocations per workgroup and %u bytes of shared memory; the convolution "
+                       "kernel needs 256 and 8 KiB",
+                       ctx->info.name, l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize);
+    for (int i = 0; i < g->count; i++) {
+        const cd_nn_node *nd = &g->nodes[i];
+        if (nd->op == CD_NN_BATCHNORM)
+            return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: batch_norm that was not folded into a convolution is not supported on Vulkan",
+                           g->source, nd->name);
+        if (has_params(nd) && (nd->in_ch <= 0 || nd->out_ch <= 0 || (nd->op == CD_NN_CONV2D && (nd->groups <= 0 || nd->kh <= 0 || nd->kw <= 0))))
+            return cd_fail(err, CD_ERR_ARG, "%s: node %s: bad parameter shape", g->source, nd->name);
+    }
+    cd_nn_vk *vk = calloc(1, sizeof *vk);
+    if (!vk) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    vk->ctx = ctx;
+    vk->nodes = g->count;
+    vk->nw = calloc((size_t)g->count + 1, sizeof *vk->nw);
+    vk->fused_add = calloc((size_t)g->count + 1, sizeof *vk->fused_add);
+    vk->off = calloc((size_t)g->count + 1, sizeof *vk->off);
+    vk->owner = calloc((size_t)g->count + 1, sizeof *vk->owner);
+    vk->skip = calloc((size_t)g->count + 1, sizeof *vk->skip);
+    if (!vk->nw || !vk->fused_add || !vk->skip || !vk->off || !vk->owner) {
+        cd_nn_vk_destroy(vk);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    vk->align = l->minStorageBufferOffsetAlignment > 256 ? l->minStorageBufferOffsetAlignment : 256;
+    vk->range = l->maxStorageBufferRange;
+    vk->max_buf = ctx->max_allocation;
+    const uint64_t tr = atomic_load(&g_test_range), tb = atomic_load(&g_test_buffer);
+    if (tr && tr < vk->range) vk->range = tr;
+    if (tb && tb < vk->max_buf) vk->max_buf = tb;
+    vk->max_buf = vk->max_buf / vk->align * vk->align;
+    if (vk->range < 4 * vk->align || vk->max_buf < 4 * vk->align) {
+        cd_nn_vk_destroy(vk);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan inference: %s allows too small storage buffers", ctx->info.name);
+    }
+    vk->local = 256;
+    if (vk->local > l->maxComputeWorkGroupSize[0]) vk->local = l->maxComputeWorkGroupSize[0];
+    if (vk->local > l->maxComputeWorkGroupInvocations) vk->local = l->maxComputeWorkGroupInvocations;
+
+    cd_status st = create_layouts(vk, err);
+    VkResult r = VK_SUCCESS;
+    if (st == CD_OK) {
+        VkCommandPoolCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                       .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                       .queueFamilyIndex = ctx->queue_family};
+        r = ctx->vk.vkCreateCommandPool(ctx->device, &cpi, NULL, &vk->pool);
+        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkCreateCommandPool");
+    }
+    if (st == CD_OK) {
+        VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                           .commandPool = vk->pool,
+                                           .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                           .commandBufferCount = 1};
+        r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cai, &vk->cmd);
+        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkAllocateCommandBuffers");
+    }
+    if (st == CD_OK) {
+        VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+        r = ctx->vk.vkCreateFence(ctx->device, &fci, NULL, &vk->fence);
+        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkCreateFence");
+    }
+    if (st == CD_OK && ctx->queries) { /* the context has timestamps on its queue: so can we */
+        VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
+        if (ctx->vk.vkCreateQueryPool(ctx->device, &qpi, NULL, &vk->queries) != VK_SUCCESS) vk->queries = VK_NULL_HANDLE;
+        vk->ts_ns = ctx->timestamp_ns;
+        vk->ts_mask = ctx->timestamp_mask;
+    }
+    if (st == CD_OK) {
+        pthread_mutex_lock(&ctx->lock); /* memory accounting and the queue */
+        st = upload_weights(vk, g, err);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    if (st != CD_OK) {
+        cd_nn_vk_destroy(vk);
+        return st;
+    }
+    *out = vk;
+    return CD_OK;
+}
+
+static void free_plan_buffers(cd_nn_vk *vk) {
+    cd_gpu_context *ctx = vk->ctx;
+    cd_vk_buffer_destroy(ctx, &vk->arena);
+    cd_vk_buffer_destroy(ctx, &vk->upload);
+    cd_vk_buffer_destroy(ctx, &vk->readback);
+    if (vk->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, vk->dpool, NULL);
+    vk->dpool = VK_NULL_HANDLE;
+    vk->recorded = false;
+}
+
+void cd_nn_vk_destroy(cd_nn_vk *vk) {
+    if (!vk) return;
+    cd_gpu_context *ctx = vk->ctx;
+    if (ctx->device) {
+        /* every submission was waited for (or the context is lost and its device idles at destroy) */
+        pthread_mutex_lock(&ctx->lock);
+        free_plan_buffers(vk);
+        for (int b = 0; b < vk->nwbuf; b++) cd_vk_buffer_destroy(ctx, &vk->wbuf[b]);
+        pthread_mutex_unlock(&ctx->lock);
+        for (int i = 0; i < vk->ngemm; i++) ctx->vk.vkDestroyPipeline(ctx->device, vk->gemm[i].pipe, NULL);
+        for (int k = 0; k < K_COUNT; k++) {
+            if (vk->pipe[k]) ctx->vk.vkDestroyPipeline(ctx->device, vk->pipe[k], NULL);
+            if (vk->layout[k]) ctx->vk.vkDestroyPipelineLayout(ctx->device, vk->layout[k], NULL);
+            if (vk->dsl[k]) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, vk->dsl[k], NULL);
+        }
+        if (vk->queries) ctx->vk.vkDestroyQueryPool(ctx->device, vk->queries, NULL);
+        if (vk->fence) ctx->vk.vkDestroyFence(ctx->device, vk->fence, NULL);
+        if (vk->pool) ctx->vk.vkDestroyCommandPool(ctx->device, vk->pool, NULL);
+    }
+    if (vk->nw)
+        for (int i = 0; i < vk->nodes; i++) free(vk->nw[i].blk);
+    free(vk->nw);
+    free(vk->wbuf);
+    free(vk->wsize);
+    free(vk->fused_add);
+    free(vk->skip);
+    free(vk->off);
+    free(vk->owner);
+    free(vk->pend_r);
+    free(vk->pend_w);
+    free(vk);
+}
+
+/* ---------------------------------------------------------------- recording */
+
+/* One binding: a buffer range and the element offset of the tensor inside it. */
+typedef struct bind {
+    VkDescriptorBufferInfo info;
+    uint32_t elem;
+    bool arena, write;
+} bind;
+
+/* Binds `floats` floats at arena offset `off` (floats): the range starts at the offset rounded down
+ * to the device's alignment, the rest goes to the shader as an element offset. */
+static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t off, int64_t floats, bool write, bind *b,
+                            cd_error *err) {
+    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize byte = (VkDeviceSize)off * 4, base = byte / al * al;
+    const VkDeviceSize range = byte + (VkDeviceSize)floats * 4 - base;
+    if (off < 0 || floats <= 0 || (VkDeviceSize)(off + floats) * 4 > vk->arena.size)
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: tensor outside the activation arena", g->source, g->nodes[node].name);
+    if (range > vk->range) { /* chunk() keeps bindings under the range: a planning error */
+        char b1[32], b2[32];
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: a %s tensor is more than %s can bind (maxStorageBufferRange %s)",
+                       g->source, g->nodes[node].name, cd_format_bytes(range, b1, sizeof b1), vk->ctx->info.name,
+                       cd_format_bytes(vk->range, b2, sizeof b2));
+    }
+    if ((byte - base) / 4 > UINT32_MAX || (uint64_t)floats > UINT32_MAX)
+        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: tensor too large for 32-bit indexing", g->source, g->nodes[node].name);
+    *b = (bind){.info = {.buffer = vk->arena.buffer, .offset = base, .range = range}, .elem = (uint32_t)((byte - base) / 4), .arena = true, .write = write};
+    return CD_OK;
+}
+
+/* Binds `bytes` of a weight piece (aligned: element offset 0). */
+static bind weight_bind(cd_nn_vk *vk, wplace p, VkDeviceSize bytes) {
+    return (bind){.info = {.buffer = vk->wbuf[p.buf].buffer, .offset = p.off, .range = bytes}};
+}
+
+/* Binds channels [o_lo, o_lo + count) of a bias piece: from its offset rounded down to the device's
+ * alignment; *elem: where channel o_lo is in the binding. */
+static bind bias_bind(cd_nn_vk *vk, wplace p, int64_t o_lo, int64_t count, uint32_t *elem) {
+    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize byte = p.off + (VkDeviceSize)o_lo * 4, base = byte / al * al;
+    *elem = (uint32_t)((byte - base) / 4);
+    return (bind){.info = {.buffer = vk->wbuf[p.buf].buffer, .offset = base, .range = byte + (VkDeviceSize)count * 4 - base}};
+}
+
+static bind dummy_bind(cd_nn_vk *vk) { return weight_bind(vk, (wplace){0, 0}, 16); }
+
+/* Images per dispatch of node `node` over a batch of n whose largest tensor takes `img_floats`
+ * floats per image: all of them when every binding fits the range, else as many as fit after an
+ * alignment unit of slack (a binding starts at its offset rounded down); CD_ERR_LIMIT when one
+ * image does not fit. */
+static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img_floats, int64_t n, int64_t *per, cd_error *err) {
+    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize img = (VkDeviceSize)img_floats * 4, room = vk->range - al;
+    if (img * (VkDeviceSize)n <= room) {
+        *per = n;
+        return CD_OK;
+    }
+    if (img > room) {
+        char b1[32], b2[32];
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: node %s: one image's %s tensor is more than %s can bind (maxStorageBufferRange %s); use a smaller input size",
+                       g->source, g->nodes[node].name, cd_format_bytes(img, b1, sizeof b1), vk->ctx->info.name,
+                       cd_format_bytes(vk->range, b2, sizeof b2));
+    }
+    *per = (int64_t)(room / img);
+    return CD_OK;
+}
+
+static bool overlap(const span *a, const span *b) {
+    return a->buffer == b->buffer && a->lo < b->hi && b->lo < a->hi && (a->tag == 0 || a->tag != b->tag);
+}
+
+static cd_status pend_add(span **list, int *n, int *cap, span v) {
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 64;
+        span *r = realloc(*list, (size_t)c * sizeof *r);
+        if (!r) return CD_ERR_NOMEM;
+        *list = r;
+        *cap = c;
+    }
+    (*list)[(*n)++] = v;
+    return CD_OK;
+}
+
+/* Records one dispatch (or several along x when the grid is too long: `chunks` pushes with n_base). */
+static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b, uint32_t nb, void *push, uint32_t gx, uint32_t gy,
+                          uint32_t gz, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    if (vk->counting) {
+        vk->dispatches++;
+        return CD_OK;
+    }
+    /* hazards against what ran since the last barrier (not the same node's: disjoint writes) */
+    bool need = false;
+    for (uint32_t i = 0; i < nb && !need; i++) {
+        if (!b[i].arena) continue;
+        span s = {b[i].info.buffer, b[i].info.offset, b[i].info.offset + b[i].info.range, vk->tag};
+        for (int j = 0; j < vk->npend_w && !need; j++) need = overlap(&s, &vk->pend_w[j]);
+        if (b[i].write)
+            for (int j = 0; j < vk->npend_r && !need; j++) need = overlap(&s, &vk->pend_r[j]);
+    }
+    if (need) {
+        barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        vk->npend_r = vk->npend_w = 0;
+        vk->barriers++;
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+        if (!b[i].arena) continue;
+        span s = {b[i].info.buffer, b[i].info.offset, b[i].info.offset + b[i].info.range, vk->tag};
+        cd_status ps = b[i].write ? pend_add(&vk->pend_w, &vk->npend_w, &vk->cap_w, s) : pend_add(&vk->pend_r, &vk->npend_r, &vk->cap_r, s);
+        if (ps != CD_OK)
+            return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    VkDescriptorSetAllocateInfo dai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                       .descriptorPool = vk->dpool,
+                                       .descriptorSetCount = 1,
+                                       .pSetLayouts = &vk->dsl[kind]};
+    VkDescriptorSet set;
+    VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &dai, &set);
+    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkAllocateDescriptorSets (inference)");
+    VkWriteDescriptorSet w[MAX_BIND];
+    for (uint32_t i = 0; i < nb; i++)
+        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                      .dstSet = set,
+                                      .dstBinding = i,
+                                      .descriptorCount = 1,
+                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                      .pBufferInfo = &b[i].info};
+    ctx->vk.vkUpdateDescriptorSets(ctx->device, nb, w, 0, NULL);
+    ctx->vk.vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    ctx->vk.vkCmdBindDescriptorSets(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout[kind], 0, 1, &set, 0, NULL);
+    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
+    if (gy > ctx->props.limits.maxComputeWorkGroupCount[1] || gz > ctx->props.limits.maxComputeWorkGroupCount[2])
+        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: a %u x %u x %u grid exceeds the limits of %s", gx, gy, gz, ctx->info.name);
+    if (kind == K_GEMM) { /* long grids: several dispatches, each told its first column */
+        gemm_push *pc = push;
+        for (uint32_t x0 = 0; x0 < gx; x0 += maxx) {
+            const uint32_t n = gx - x0 < maxx ? gx - x0 : maxx;
+            pc->n_base = x0 * GEMM_TILE;
+            ctx->vk.vkCmdPushConstants(vk->cmd, vk->layout[kind], VK_SHADER_STAGE_COMPUTE_BIT, 0, g_shaders[kind].push, pc);
+            ctx->vk.vkCmdDispatch(vk->cmd, n, gy, gz);
+        }
+    } else {
+        ctx->vk.vkCmdPushConstants(vk->cmd, vk->layout[kind], VK_SHADER_STAGE_COMPUTE_BIT, 0, g_shaders[kind].push, push);
+        ctx->vk.vkCmdDispatch(vk->cmd, gx, gy, gz);
+    }
+    vk->dispatches++;
+    return CD_OK;
+}
+
+/* Grid of an elementwise kernel over `total` invocations: x as long as allowed, then y. */
+static cd_status grid_1d(cd_nn_vk *vk, const cd_nn_graph *g, int node, uint64_t total, uint32_t *gx, uint32_t *gy, cd_error *err) {
+    const uint64_t groups = (total + vk->local - 1) / vk->local;
+    const uint64_t maxx = vk->ctx->props.limits.maxComputeWorkGroupCount[0];
+    const uint64_t x = groups < maxx ? groups : maxx, y = (groups + x - 1) / x;
+    if (total > UINT32_MAX || y > vk->ctx->props.limits.maxComputeWorkGroupCount[1])
+        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: %llu elements are too many for one dispatch; use a smaller batch", g->source,
+                       g->nodes[node].name, (unsigned long long)total);
+    *gx = (uint32_t)(x ? x : 1);
+    *gy = (uint32_t)(y ? y : 1);
+    return CD_OK;
+}
+
+static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const node_w *w = &vk->nw[i];
+    const int src = nd->in[0];
+    const cd_nn_shape *is = &g->nodes[src].shape;
+    const int out_node = vk->fused_add[i] >= 0 ? vk->fused_add[i] : i;
+    const cd_nn_node *on = &g->nodes[out_node];
+    const bool lin = nd->op == CD_NN_LINEAR;
+    const int64_t groups = lin ? 1 : nd->groups;
+    const int64_t C = lin ? nd->in_ch : is->c, H = lin ? 1 : is->h, W = lin ? 1 : is->w;
+    const int64_t OH = lin ? 1 : nd->shape.h, OW = lin ? 1 : nd->shape.w, O = nd->out_ch, og = O / groups;
+    const int64_t K = node_k(nd), n = nd->shape.n;
+    if (lin && is->c * is->h * is->w != nd->in_ch)
+        return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld features, the weight %d", g->source, nd->name,
+                       (long long)(is->c * is->h * is->w), nd->in_ch);
+    if (!lin && C != nd->in_ch) return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the weight %d", g->source, nd->name, (long long)C, nd->in_ch);
+    if (!w->blk) return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no weights on the device", g->source, nd->name);
+    const int64_t in_img = C * H * W, out_img = O * OH * OW;
+    int64_t per;
+    cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
+    if (st != CD_OK) return st;
+    if (per * OH * OW > UINT32_MAX - 64 * (int64_t)GEMM_TILE)
+        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: too large for one dispatch; use a smaller batch", g->source, nd->name);
+    VkPipeline pipe;
+    st = gemm_pipeline(vk, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe, err);
+    if (st != CD_OK) return st;
+    uint32_t flags = (nd->bias ? 1u : 0u) | (nd->relu ? 4u : 0u);
+    if (out_node != i) flags |= 2u | (on->relu ? 4u : 0u);
+    const int other = out_node != i ? (on->in[0] == i ? on->in[1] : on->in[0]) : -1;
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per, ntotal = nimg * OH * OW;
+        bind b[5];
+        st = arena_bind(vk, g, i, tensor_off(vk, src) + b0 * in_img, nimg * in_img, false, &b[0], err);
+        if (st == CD_OK && other >= 0) st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
+        else b[3] = dummy_bind(vk);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
+        if (st != CD_OK) break;
+        gemm_push pc = {.x_off = b[0].elem, .w_off = 0, .b_off = 0, .r_off = b[3].elem, .y_off = b[4].elem,
+                        .C = (uint32_t)C, .H = (uint32_t)H, .W = (uint32_t)W, .O = (uint32_t)O, .OH = (uint32_t)OH, .OW = (uint32_t)OW,
+                        .Cg = (uint32_t)(C / groups), .Og = (uint32_t)og, .K = (uint32_t)K, .ntotal = (uint32_t)ntotal,
+                        .sh = lin ? 1 : (uint32_t)nd->sh, .sw = lin ? 1 : (uint32_t)nd->sw, .ph = lin ? 0 : (uint32_t)nd->ph,
+                        .pw = lin ? 0 : (uint32_t)nd->pw, .dh = lin ? 1 : (uint32_t)nd->dh, .dw = lin ? 1 : (uint32_t)nd->dw, .flags = flags};
+        const uint64_t gx = ((uint64_t)ntotal + GEMM_TILE - 1) / GEMM_TILE;
+        if (w->whole) { /* every group in z */
+            b[1] = weight_bind(vk, w->blk[0], (VkDeviceSize)O * K * 4);
+            b[2] = nd->bias ? bias_bind(vk, w->bias, 0, O, &pc.b_off) : dummy_bind(vk);
+            pc.m_end = pc.w_ld = (uint32_t)og;
+            st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((og + GEMM_TILE - 1) / GEMM_TILE), (uint32_t)groups, err);
+            continue;
+        }
+        for (int64_t p = 0; p < groups * w->nblk && st == CD_OK; p++) { /* one output-channel block each */
+            const int64_t gi = p / w->nblk, m_lo = p % w->nblk * w->ob, width = og - m_lo < w->ob ? og - m_lo : w->ob;
+            b[1] = weight_bind(vk, w->blk[p], (VkDeviceSize)width * K * 4);
+            b[2] = nd->bias ? bias_bind(vk, w->bias, gi * og + m_lo, width, &pc.b_off) : dummy_bind(vk);
+            pc.g_base = (uint32_t)gi;
+            pc.m_base = (uint32_t)m_lo;
+            pc.m_end = (uint32_t)(m_lo + width);
+            pc.w_ld = (uint32_t)width;
+            st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((width + GEMM_TILE - 1) / GEMM_TILE), 1, err);
+        }
+    }
+    vk->tag = 0;
+    return st;
+}
+
+/* Pools and softmax: image-major in and out, dispatched over chunks of whole images. */
+static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const cd_nn_shape *is = &g->nodes[nd->in[0]].shape;
+    const int64_t n = nd->shape.n, in_img = is->c * is->h * is->w, out_img = nd->shape.c * nd->shape.h * nd->shape.w;
+    int64_t per;
+    cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per;
+        bind b[2];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * in_img, nimg * in_img, false, &b[0], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * out_img, nimg * out_img, true, &b[1], err);
+        if (st != CD_OK) break;
+        uint32_t gx, gy;
+        if (nd->op == CD_NN_SOFTMAX) {
+            const uint64_t pos = (uint64_t)(nimg * nd->shape.h * nd->shape.w);
+            st = grid_1d(vk, g, i, pos, &gx, &gy, err);
+            if (st != CD_OK) break;
+            softmax_push pc = {b[0].elem, b[1].elem, (uint32_t)pos, gx, (uint32_t)nd->shape.c, (uint32_t)(nd->shape.h * nd->shape.w)};
+            st = dispatch(vk, K_SOFTMAX, vk->pipe[K_SOFTMAX], b, 2, &pc, gx, gy, 1, err);
+            continue;
+        }
+        st = grid_1d(vk, g, i, (uint64_t)(nimg * out_img), &gx, &gy, err);
+        if (st != CD_OK) break;
+        pool_push pc = {.x_off = b[0].elem, .y_off = b[1].elem, .total = (uint32_t)(nimg * out_img), .groups_x = gx,
+                        .H = (uint32_t)is->h, .W = (uint32_t)is->w, .OH = (uint32_t)nd->shape.h, .OW = (uint32_t)nd->shape.w};
+        int kind = K_ADAPTIVE;
+        if (nd->op != CD_NN_ADAPTIVE_AVGPOOL2D) {
+            pc.kh = (uint32_t)nd->kh;
+            pc.kw = (uint32_t)nd->kw;
+            pc.sh = (uint32_t)nd->sh;
+            pc.sw = (uint32_t)nd->sw;
+            pc.ph = (uint32_t)nd->ph;
+            pc.pw = (uint32_t)nd->pw;
+            if (nd->op == CD_NN_MAXPOOL2D) {
+                kind = K_MAXPOOL;
+                pc.dh = (uint32_t)nd->dh;
+                pc.dw = (uint32_t)nd->dw;
+            } else {
+                kind = K_AVGPOOL;
+                pc.dh = nd->count_include_pad ? 1u : 0u; /* the avg-pool shader's count_include_pad word */
+                pc.dw = 0;
+            }
+        }
+        st = dispatch(vk, kind, vk->pipe[kind], b, 2, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
+/* Add and ReLU: elementwise, dispatched over chunks of whole images like the rest. */
+static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const int64_t n = nd->shape.n, img = nd->shape.c * nd->shape.h * nd->shape.w;
+    int64_t per;
+    cd_status st = chunk(vk, g, i, img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t cnt = (n - b0 < per ? n - b0 : per) * img;
+        bind b[3];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, cnt, false, &b[0], err);
+        if (st == CD_OK && nd->op == CD_NN_ADD) st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * img, cnt, false, &b[1], err);
+        else b[1] = dummy_bind(vk);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[2], err);
+        uint32_t gx, gy;
+        if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
+        if (st != CD_OK) break;
+        add_push pc = {b[0].elem, b[1].elem, b[2].elem, (uint32_t)cnt, gx,
+                       (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
+        st = dispatch(vk, K_ADD, vk->pipe[K_ADD], b, 3, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
+static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    if (vk->skip[i]) return CD_OK;
+    switch (nd->op) {
+    case CD_NN_INPUT: return CD_OK;
+    case CD_NN_FLATTEN:
+    case CD_NN_DROPOUT: return CD_OK; /* views: tensor_off resolves them */
+    case CD_NN_CONV2D:
+    case CD_NN_LINEAR: return record_gemm(vk, g, i, err);
+    case CD_NN_MAXPOOL2D:
+    case CD_NN_AVGPOOL2D:
+    case CD_NN_ADAPTIVE_AVGPOOL2D:
+    case CD_NN_SOFTMAX: return record_per_image(vk, g, i, err);
+    case CD_NN_ADD:
+    case CD_NN_RELU: return record_add(vk, g, i, err);
+    default:
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source, nd->name,
+                       (int)nd->op);
+    }
+}
+
+static bool is_view(const cd_nn_node *nd) { return nd->op == CD_NN_FLATTEN || nd->op == CD_NN_DROPOUT; }
+
+typedef struct block {
+    int64_t offset, size;
+    int tensor;
+} block;
+
+/* Fusion and the arena plan. A conv2d/linear without its own ReLU whose only reader is an add, the
+ * add's other operand computed before it, writes the add's tensor (residual and the add's ReLU in
+ * its epilogue) and the add is not dispatched. The plan is graph.c's (greedy first fit in execution
+ * order, blocks rounded to 64 floats, a block freed once its last reader ran, a node's inputs kept
+ * while it runs), with the fused add's tensor produced, and its operands read, at the conv's step:
+ * so that tensor never overlaps anything the steps in between read or write. */
+static cd_status plan(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
+    const int n = g->count;
+    for (int i = 0; i < n; i++) {
+        vk->fused_add[i] = -1;
+        vk->skip[i] = false;
+        vk->owner[i] = is_view(&g->nodes[i]) && g->nodes[i].in[0] >= 0 ? vk->owner[g->nodes[i].in[0]] : i;
+    }
+    const bool fuse = !getenv("CIRRDATA_NN_NO_FUSE");
+    for (int j = 0; j < n && fuse; j++) {
+        const cd_nn_node *a = &g->nodes[j];
+        if (a->op != CD_NN_ADD || a->n_in != 2) continue;
+        for (int s = 0; s < 2; s++) {
+            const int p = a->in[s], q = a->in[1 - s];
+            if (p < 0 || q < 0 || q >= p || vk->owner[p] != p) continue;
+            const cd_nn_node *c = &g->nodes[p];
+            if ((c->op != CD_NN_CONV2D && c->op != CD_NN_LINEAR) || c->relu || vk->fused_add[p] >= 0 || p == g->output) continue;
+            int readers = 0;
+            for (int m = 0; m < n; m++)
+                for (int k = 0; k < g->nodes[m].n_in; k++) readers += g->nodes[m].in[k] == p;
+            if (readers != 1) continue;
+            vk->fused_add[p] = j;
+            vk->skip[j] = true;
+            break;
+        }
+    }
+    int *last = malloc((size_t)n * sizeof *last), *step_of = malloc((size_t)n * sizeof *step_of);
+    int64_t *size = malloc((size_t)n * sizeof *size);
+    block *live = malloc((size_t)n * sizeof *live);
+    if (!last || !step_of || !size || !live) {
+        free(last);
+        free(step_of);
+        free(size);
+        free(live);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        step_of[i] = i;
+        last[i] = -1;
+        size[i] = (numel(&g->nodes[i].shape) + 63) / 64 * 64;
+    }
+    for (int p = 0; p < n; p++)
+        if (vk->fused_add[p] >= 0) step_of[vk->fused_add[p]] = p; /* the add's reads happen at the conv's step */
+    for (int r = 0; r < n; r++) {
+        if (is_view(&g->nodes[r])) continue;
+        for (int k = 0; k < g->nodes[r].n_in; k++) {
+            const int o = vk->owner[g->nodes[r].in[k]];
+            if (last[o] < step_of[r]) last[o] = step_of[r];
+        }
+    }
+    last[vk->owner[g->output]] = n;
+    int nlive = 0;
+    int64_t arena = 0;
+    for (int t = 0; t < n; t++) {
+        if (is_view(&g->nodes[t]) || vk->skip[t]) continue;
+        const int tensor = vk->fused_add[t] >= 0 ? vk->fused_add[t] : t;
+        int kept = 0;
+        for (int b = 0; b < nlive; b++)
+            if (last[live[b].tensor] >= t) live[kept++] = live[b];
+        nlive = kept;
+        int64_t at = 0;
+        int pos = 0;
+        for (; pos < nlive; pos++) {
+            if (live[pos].offset - at >= size[tensor]) break;
+            if (live[pos].offset + live[pos].size > at) at = live[pos].offset + live[pos].size;
+        }
+        memmove(&live[pos + 1], &live[pos], (size_t)(nlive - pos) * sizeof *live);
+        live[pos] = (block){at, size[tensor], tensor};
+        nlive++;
+        vk->off[tensor] = at;
+        if (at + size[tensor] > arena) arena = at + size[tensor];
+    }
+    vk->arena_floats = arena;
+    free(last);
+    free(step_of);
+    free(size);
+    free(live);
+    return CD_OK;
+}
+
+/* (Re)allocates the plan's buffers and records the forward pass for the graph's current shape. */
+static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
+    cd_gpu_context *ctx = vk->ctx;
+    const uint64_t key = plan_key(g);
+    if (vk->recorded && key == vk->key) return CD_OK;
+    if (g->count != vk->nodes) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: not the graph the executor was created for");
+    if (g->output < 0 || g->output >= g->count || g->arena_floats <= 0)
+        return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: %s: the graph is not shaped (cd_nn_graph_shape)", g->source);
+    free_plan_buffers(vk);
+    cd_status st = plan(vk, g, err);
+    if (st != CD_OK) return st;
+    const VkDeviceSize in_bytes = (VkDeviceSize)numel(&g->input_shape) * 4, out_bytes = (VkDeviceSize)numel(&g->nodes[g->output].shape) * 4;
+    st = cd_vk_buffer_create(ctx, CD_VK_DEVICE, (VkDeviceSize)vk->arena_floats * 4, &vk->arena, err);
+    if (st == CD_OK && !ctx->shared) st = cd_vk_buffer_create(ctx, CD_VK_UPLOAD, in_bytes, &vk->upload, err);
+    if (st == CD_OK && !ctx->shared) st = cd_vk_buffer_create(ctx, CD_VK_READBACK, out_bytes, &vk->readback, err);
+    if (st != CD_OK) {
+        free_plan_buffers(vk);
+        return st;
+    }
+    /* a dry run counts the dispatches (one descriptor set each; chunks and blocks add to the nodes) */
+    vk->counting = true;
+    vk->dispatches = 0;
+    for (int i = 0; i < g->count && st == CD_OK; i++) st = record_node(vk, g, i, err);
+    vk->counting = false;
+    if (st != CD_OK) {
+        free_plan_buffers(vk);
+        return st;
+    }
+    const int ndisp = vk->dispatches + 1;
+    VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = (uint32_t)ndisp * MAX_BIND};
+    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = (uint32_t)ndisp, .poolSizeCount = 1, .pPoolSizes = &ps};
+    VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &dpi, NULL, &vk->dpool);
+    if (r != VK_SUCCESS) {
+        vk->dpool = VK_NULL_HANDLE;
+        free_plan_buffers(vk);
+        return cd_vk_fail(ctx, err, r, "vkCreateDescriptorPool (inference)");
+    }
+    st = begin_cmd(vk, 0, err);
+    if (st != CD_OK) {
+        free_plan_buffers(vk);
+        return st;
+    }
+    VkCommandBuffer cmd = vk->cmd;
+    /* the previous submission's accesses (the last dispatches, the readback copy) before this one's */
+    barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    if (vk->queries) ctx->vk.vkCmdResetQueryPool(cmd, vk->queries, 0, 2);
+    if (!ctx->shared) {
+        VkBufferCopy region = {.srcOffset = 0, .dstOffset = (VkDeviceSize)tensor_off(vk, 0) * 4, .size = in_bytes};
+        ctx->vk.vkCmdCopyBuffer(cmd, vk->upload.buffer, vk->arena.buffer, 1, &region);
+        barrier(vk, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    }
+    if (vk->queries) ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, 0);
+    vk->npend_r = vk->npend_w = 0;
+    vk->dispatches = vk->barriers = 0;
+    for (int i = 0; i < g->count && st == CD_OK; i++) st = record_node(vk, g, i, err);
+    if (st == CD_OK) {
+        if (vk->queries) ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, vk->queries, 1);
+        const int64_t out_off = tensor_off(vk, g->output);
+        if (!ctx->shared) {
+            barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+            VkBufferCopy region = {.srcOffset = (VkDeviceSize)out_off * 4, .dstOffset = 0, .size = out_bytes};
+            ctx->vk.vkCmdCopyBuffer(cmd, vk->arena.buffer, vk->readback.buffer, 1, &region);
+            barrier(vk, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+        } else
+            barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+        r = ctx->vk.vkEndCommandBuffer(cmd);
+        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkEndCommandBuffer");
+    } else
+        ctx->vk.vkEndCommandBuffer(cmd);
+    if (st != CD_OK) {
+        free_plan_buffers(vk);
+        return st;
+    }
+    if (getenv("CIRRDATA_NN_VK_VERBOSE"))
+        fprintf(stderr, "cirrdata: Vulkan inference: recorded %d dispatches, %d barriers for %lld x %lld x %lld x %lld\n", vk->dispatches,
+                vk->barriers, (long long)g->input_shape.n, (long long)g->input_shape.c, (long long)g->input_shape.h,
+                (long long)g->input_shape.w);
+    vk->recorded = true;
+    vk->key = key;
+    return CD_OK;
+}
+
+/* ---------------------------------------------------------------- run */
+
+cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, float *output, cd_error *err) {
+    if (!vk || !g || !input || !output) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: NULL argument");
+    cd_gpu_context *ctx = vk->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    cd_status st = CD_OK;
+    vk->last_ms = 0;
+    if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    if (st == CD_OK) st = record(vk, g, err);
+    if (st == CD_OK) {
+        const size_t in_bytes = (size_t)numel(&g->input_shape) * 4, out_bytes = (size_t)numel(&g->nodes[g->output].shape) * 4;
+        if (ctx->shared) memcpy((char *)vk->arena.mapped + tensor_off(vk, 0) * 4, input, in_bytes);
+        else memcpy(vk->upload.mapped, input, in_bytes);
+        st = submit_wait(vk, err);
+        if (st == CD_OK) {
+            const char *src = ctx->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * 4 : (const char *)vk->readback.mapped;
+            memcpy(output, src, out_bytes);
+            if (vk->queries) {
+                uint64_t ts[2];
+                VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, vk->queries, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                                           VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+                if (r == VK_SUCCESS) vk->last_ms = (double)((ts[1] - ts[0]) & vk->ts_mask) * vk->ts_ns * 1e-6;
+                else if (r == VK_ERROR_DEVICE_LOST) st = cd_vk_fail(ctx, err, r, "vkGetQueryPoolResults");
+            }
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return st;
+}
+
+double cd_nn_vk_last_kernel_ms(const cd_nn_vk *vk) { return vk ? vk->last_ms : 0; }

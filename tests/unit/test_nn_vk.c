@@ -1,0 +1,571 @@
+/* Unit tests: the Vulkan inference executor (nn/vk_exec.c) against the C reference ops (nn/ref_ops.c)
+ * on whatever device Vulkan offers (lavapipe in CI), with the validation layer and synchronization
+ * validation on (meson's env): any validation message fails the test.
+ *
+ * - every op on random data with odd shapes (1-pixel axes, channel counts and N*OH*OW not multiples
+ *   of the 64 x 64 tile, stride 2 with padding, dilation 2, groups 2 and depthwise, 1x1, ResNet's
+ *   7x7/2 stem, linear with K not a multiple of 16), in shared and in staging memory. Convolution and
+ *   linear: max|diff| <= 1e-4 * max|ref| (float32 sums in another order); pools and add: 1e-6
+ *   relative (the same sums in the same order); softmax 1e-5 (the reference sums in double).
+ * - a conv followed by an add (fused into the conv's epilogue) and an add of two pools (not fused)
+ * - a small whole graph (conv-relu-maxpool-conv-add-adaptive avgpool-flatten-linear, plus a
+ *   downsample branch) against cd_nn_ref_run, with and without conv+add fusion; replayed, then
+ *   reshaped and re-recorded
+ * - layers larger than one binding may hold (VGG-19's 392 MiB fc weight on lavapipe's 128 MiB
+ *   maxStorageBufferRange), on small data: with the limits lowered through cd_nn_vk_test_limits
+ *   (32 KiB per binding, 64 KiB per weight buffer) a conv, a grouped conv, a linear layer and the
+ *   small graph run in output-channel blocks and chunks of images over several weight buffers,
+ *   compared with the reference as above; limits one output channel's weights or one image cannot
+ *   meet fail with CD_ERR_LIMIT naming the node
+ * - impossible allocations: a tiny memory limit fails create, a huge batch fails run, with
+ *   CD_ERR_NOMEM or CD_ERR_LIMIT and a message; the executor keeps working afterwards
+ * Skips (cmocka skip()) only when there is no Vulkan device at all. */
+#include "test_util.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdbool.h>
+
+#include "cirrdata/gpu.h"
+#include "nn/graph.h"
+#include "nn/vk_exec.h"
+
+static bool g_have_vulkan;
+
+static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
+static uint64_t rnd(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545F4914F6CDD1Dull;
+}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)((double)(rnd() >> 11) * (1.0 / 9007199254740992.0)); }
+
+static void require_vulkan(void) {
+    if (!g_have_vulkan) skip();
+}
+
+static void check_validation(cd_gpu_context *ctx) {
+    char first[1024];
+    uint64_t n = cd_gpu_validation_messages(ctx, first, sizeof first);
+    if (n) fprintf(stderr, "validation messages: %llu, first: %s\n", (unsigned long long)n, first);
+    assert_int_equal(n, 0);
+}
+
+static cd_gpu_context *make_ctx(cd_gpu_memory_mode mode, uint64_t limit) {
+    cd_gpu_options o;
+    memset(&o, 0, sizeof o);
+    o.memory = mode;
+    o.memory_limit = limit;
+    cd_gpu_context *ctx = NULL;
+    cd_error err;
+    cd_status st = cd_gpu_create(&o, &ctx, &err);
+    if (st != CD_OK) fprintf(stderr, "cd_gpu_create: %s\n", err.message);
+    assert_int_equal(st, CD_OK);
+    if (getenv("CIRRDATA_VK_VALIDATION")) assert_true(cd_gpu_validation_enabled(ctx));
+    return ctx;
+}
+
+static float *rand_array(int64_t n, float lo, float hi) {
+    float *a = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    assert_non_null(a);
+    for (int64_t i = 0; i < n; i++) a[i] = frand(lo, hi);
+    return a;
+}
+
+/* ---------------------------------------------------------------- graph building */
+
+static cd_nn_graph *new_graph(int cap, int in_channels) {
+    cd_nn_graph *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    g->nodes = calloc((size_t)cap, sizeof *g->nodes);
+    assert_non_null(g->nodes);
+    g->in_channels = in_channels;
+    snprintf(g->source, sizeof g->source, "test_nn_vk");
+    snprintf(g->arch, sizeof g->arch, "test");
+    cd_nn_node *in = &g->nodes[0];
+    in->op = CD_NN_INPUT;
+    in->in[0] = in->in[1] = -1;
+    in->out_ch = in_channels;
+    snprintf(in->name, sizeof in->name, "x");
+    g->count = 1;
+    return g;
+}
+
+static cd_nn_node *add_node(cd_nn_graph *g, cd_nn_op op, int in0, int in1, const char *name) {
+    cd_nn_node *nd = &g->nodes[g->count++];
+    memset(nd, 0, sizeof *nd);
+    nd->op = op;
+    nd->in[0] = in0;
+    nd->in[1] = in1;
+    nd->n_in = in1 >= 0 ? 2 : 1;
+    nd->kh = nd->kw = nd->sh = nd->sw = nd->dh = nd->dw = nd->groups = 1;
+    snprintf(nd->name, sizeof nd->name, "%s", name);
+    return nd;
+}
+
+static cd_nn_node *add_conv(cd_nn_graph *g, int in, int c, int o, int k, int s, int p, int d, int groups, bool bias, bool relu,
+                            const char *name) {
+    cd_nn_node *nd = add_node(g, CD_NN_CONV2D, in, -1, name);
+    nd->in_ch = c;
+    nd->out_ch = o;
+    nd->kh = nd->kw = k;
+    nd->sh = nd->sw = s;
+    nd->ph = nd->pw = p;
+    nd->dh = nd->dw = d;
+    nd->groups = groups;
+    nd->relu = relu;
+    /* PyTorch's default init range: +-1/sqrt(fan_in) */
+    const float b = 1.0f / sqrtf((float)(c / groups * k * k));
+    nd->weight = rand_array((int64_t)o * (c / groups) * k * k, -b, b);
+    nd->bias = bias ? rand_array(o, -b, b) : NULL;
+    return nd;
+}
+
+static cd_nn_node *add_linear(cd_nn_graph *g, int in, int i, int o, bool bias, const char *name) {
+    cd_nn_node *nd = add_node(g, CD_NN_LINEAR, in, -1, name);
+    nd->in_ch = i;
+    nd->out_ch = o;
+    const float b = 1.0f / sqrtf((float)i);
+    nd->weight = rand_array((int64_t)o * i, -b, b);
+    nd->bias = bias ? rand_array(o, -b, b) : NULL;
+    return nd;
+}
+
+static cd_nn_node *add_pool(cd_nn_graph *g, cd_nn_op op, int in, int kh, int kw, int s, int p, int d, bool ceil_mode, bool cip,
+                            const char *name) {
+    cd_nn_node *nd = add_node(g, op, in, -1, name);
+    nd->kh = kh;
+    nd->kw = kw;
+    nd->sh = nd->sw = s;
+    nd->ph = nd->pw = p;
+    nd->dh = nd->dw = d;
+    nd->ceil_mode = ceil_mode;
+    nd->count_include_pad = cip;
+    return nd;
+}
+
+static void finish(cd_nn_graph *g, int64_t n, int64_t h, int64_t w) {
+    g->output = g->count - 1;
+    g->classes = (int)g->nodes[g->output].out_ch;
+    cd_error err;
+    cd_status st = cd_nn_graph_shape(g, n, h, w, 0, &err);
+    if (st != CD_OK) fprintf(stderr, "cd_nn_graph_shape: %s\n", err.message);
+    assert_int_equal(st, CD_OK);
+}
+
+static int64_t numel(const cd_nn_shape *s) { return s->n * s->c * s->h * s->w; }
+
+/* ---------------------------------------------------------------- comparison */
+
+static double max_abs(const float *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i]));
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(b[i])) return INFINITY;
+        m = fmax(m, fabs((double)a[i] - (double)b[i]));
+    }
+    return m;
+}
+
+/* Runs g (shaped) on Vulkan with a random input, and the node-by-node reference; compares the output
+ * within rel * max|ref|. */
+static void run_and_compare(cd_gpu_context *ctx, cd_nn_graph *g, double rel, const char *what) {
+    cd_error err;
+    cd_nn_vk *vk = NULL;
+    bool fp16 = true;
+    cd_status st = cd_nn_vk_create(ctx, g, false, &fp16, &vk, &err);
+    if (st != CD_OK) fprintf(stderr, "cd_nn_vk_create: %s\n", err.message);
+    assert_int_equal(st, CD_OK);
+    assert_false(fp16);
+    const int64_t nin = numel(&g->input_shape), nout = numel(&g->nodes[g->output].shape);
+    float *x = rand_array(nin, -2, 2);
+    float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+    float *got = malloc(sizeof(float) * (size_t)nout);
+    assert_non_null(arena);
+    assert_non_null(got);
+    memcpy(arena + g->input_offset, x, sizeof(float) * (size_t)nin);
+    st = cd_nn_ref_run(g, arena, 1, &err);
+    assert_int_equal(st, CD_OK);
+    const float *ref = arena + g->nodes[g->output].offset;
+    st = cd_nn_vk_run(vk, g, x, got, &err);
+    if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run (%s): %s\n", what, err.message);
+    assert_int_equal(st, CD_OK);
+    const double m = max_abs(ref, nout), d = max_diff(got, ref, nout);
+    if (!(d <= rel * fmax(m, 1e-30)))
+        fprintf(stderr, "%s: max|diff| %.3g, max|ref| %.3g, allowed %.3g (%s memory)\n", what, d, m, rel * m,
+                cd_gpu_shared_memory(ctx) ? "shared" : "staging");
+    assert_true(d <= rel * fmax(m, 1e-30));
+    assert_true(m > 0);
+    check_validation(ctx);
+    cd_nn_vk_destroy(vk);
+    free(x);
+    free(arena);
+    free(got);
+}
+
+/* One op applied to a random (n, c, h, w) input, compared with its reference op called directly. */
+typedef struct conv_case {
+    int n, c, o, h, w, k, s, p, d, groups;
+    bool bias, relu;
+} conv_case;
+
+static void conv_cases(cd_gpu_memory_mode mode) {
+    require_vulkan();
+    cd_gpu_context *ctx = make_ctx(mode, 0);
+    static const conv_case cases[] = {
+        {2, 3, 5, 7, 1, 3, 1, 1, 1, 1, true, false},     /* 1-pixel-wide axis, tiny channels */
+        {3, 4, 6, 9, 8, 3, 2, 1, 1, 1, true, true},      /* stride 2 with padding */
+        {1, 5, 7, 11, 10, 3, 1, 2, 2, 1, true, false},   /* dilation 2 */
+        {2, 6, 10, 8, 9, 3, 1, 1, 1, 2, true, true},     /* groups 2 */
+        {2, 8, 8, 6, 6, 3, 1, 1, 1, 8, false, false},    /* depthwise */
+        {3, 70, 130, 5, 6, 1, 1, 0, 1, 1, true, false},  /* 1x1, O over two tiles, K over several steps */
+        {2, 3, 16, 33, 31, 7, 2, 3, 1, 1, false, true},  /* ResNet's stem: 7x7 stride 2 pad 3 */
+        {1, 40, 3, 4, 4, 3, 1, 1, 1, 1, false, true},    /* K = 360, O = 3 */
+        {5, 2, 3, 1, 1, 1, 1, 0, 1, 1, true, false},     /* 1x1 images */
+        {2, 3, 16, 20, 17, 5, 2, 2, 1, 1, true, true},   /* cirrnet-small's stem */
+        {1, 16, 32, 9, 9, 1, 2, 0, 1, 1, true, false},   /* downsample: 1x1 stride 2 */
+        {1, 65, 66, 3, 70, 3, 1, 1, 1, 1, true, false},  /* 65x66 channels, wide rows (N = 210) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_case *c = &cases[i];
+        cd_nn_graph *g = new_graph(2, c->c);
+        add_conv(g, 0, c->c, c->o, c->k, c->s, c->p, c->d, c->groups, c->bias, c->relu, "conv");
+        finish(g, c->n, c->h, c->w);
+        char what[64];
+        snprintf(what, sizeof what, "conv case %zu", i);
+        run_and_compare(ctx, g, 1e-4, what);
+        cd_nn_graph_free(g);
+    }
+    /* linear: K not a multiple of 16, N = batch over a tile, through a flatten view */
+    static const int lin[][4] = {{3, 8, 5, 7}, {70, 513, 1, 65}, {1, 1, 1, 1}};
+    for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
+        const int n = lin[i][0], c = lin[i][1], hw = lin[i][2], o = lin[i][3];
+        cd_nn_graph *g = new_graph(3, c);
+        add_node(g, CD_NN_FLATTEN, 0, -1, "flatten");
+        add_linear(g, 1, c * hw * hw, o, i != 1, "fc");
+        finish(g, n, hw, hw);
+        char what[64];
+        snprintf(what, sizeof what, "linear case %zu", i);
+        run_and_compare(ctx, g, 1e-4, what);
+        cd_nn_graph_free(g);
+    }
+    cd_gpu_destroy(ctx);
+}
+
+static void test_conv_shared(void **state) {
+    (void)state;
+    conv_cases(CD_GPU_MEMORY_SHARED);
+}
+
+static void test_conv_staging(void **state) {
+    (void)state;
+    conv_cases(CD_GPU_MEMORY_STAGING);
+}
+
+static void test_pools(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
+    typedef struct {
+        cd_nn_op op;
+        int kh, kw, s, p, d;
+        bool ceil_mode, cip;
+        int n, c, h, w;
+    } pool_case;
+    static const pool_case cases[] = {
+        {CD_NN_MAXPOOL2D, 3, 3, 2, 1, 1, false, false, 2, 3, 17, 16}, /* ResNet's */
+        {CD_NN_MAXPOOL2D, 3, 3, 2, 0, 1, true, false, 1, 2, 8, 9},    /* ceil mode */
+        {CD_NN_MAXPOOL2D, 3, 2, 1, 1, 2, false, false, 1, 3, 9, 7},   /* dilation 2 */
+        {CD_NN_MAXPOOL2D, 2, 2, 2, 0, 1, false, false, 3, 5, 2, 7},   /* one output row */
+        {CD_NN_AVGPOOL2D, 1, 3, 1, 0, 1, false, true, 2, 3, 1, 7},     /* 1-pixel axis */
+        {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, false, true, 2, 3, 9, 10},
+        {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, false, false, 2, 3, 9, 10},
+        {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, true, true, 1, 4, 8, 8},     /* ceil mode: a window past the padding */
+        {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, true, false, 1, 4, 8, 8},
+        {CD_NN_AVGPOOL2D, 2, 2, 2, 0, 1, false, true, 2, 5, 7, 6},
+        {CD_NN_ADAPTIVE_AVGPOOL2D, 1, 1, 1, 0, 1, false, false, 3, 7, 7, 7},
+        {CD_NN_ADAPTIVE_AVGPOOL2D, 3, 2, 1, 0, 1, false, false, 2, 3, 7, 5},
+        {CD_NN_ADAPTIVE_AVGPOOL2D, 4, 4, 1, 0, 1, false, false, 2, 3, 3, 3}, /* bins overlap (upsampling) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const pool_case *c = &cases[i];
+        cd_nn_graph *g = new_graph(2, c->c);
+        cd_nn_node *nd = add_pool(g, c->op, 0, c->kh, c->kw, c->s, c->p, c->d, c->ceil_mode, c->cip, "pool");
+        if (c->op == CD_NN_ADAPTIVE_AVGPOOL2D) {
+            nd->out_h = c->kh;
+            nd->out_w = c->kw;
+        }
+        finish(g, c->n, c->h, c->w);
+        char what[64];
+        snprintf(what, sizeof what, "pool case %zu", i);
+        run_and_compare(ctx, g, 1e-6, what);
+        cd_nn_graph_free(g);
+    }
+    /* softmax over channels, 1e-5 of the largest probability */
+    cd_nn_graph *g = new_graph(2, 7);
+    add_node(g, CD_NN_SOFTMAX, 0, -1, "softmax");
+    finish(g, 3, 2, 5);
+    run_and_compare(ctx, g, 1e-5, "softmax");
+    cd_nn_graph_free(g);
+    cd_gpu_destroy(ctx);
+}
+
+static void test_add(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
+    /* add of two pools (a plain add dispatch), with and without ReLU */
+    for (int relu = 0; relu < 2; relu++) {
+        cd_nn_graph *g = new_graph(4, 3);
+        add_pool(g, CD_NN_MAXPOOL2D, 0, 3, 3, 1, 1, 1, false, false, "a");
+        add_pool(g, CD_NN_AVGPOOL2D, 0, 3, 3, 1, 1, 1, false, true, "b");
+        add_node(g, CD_NN_ADD, 1, 2, "add")->relu = relu;
+        finish(g, 2, 5, 67);
+        run_and_compare(ctx, g, 1e-6, relu ? "add+relu" : "add");
+        cd_nn_graph_free(g);
+    }
+    /* conv -> add(+relu) with the residual computed earlier: fused into the conv's epilogue */
+    for (int order = 0; order < 2; order++) {
+        cd_nn_graph *g = new_graph(4, 6);
+        add_pool(g, CD_NN_MAXPOOL2D, 0, 3, 3, 1, 1, 1, false, false, "identity");
+        add_conv(g, 0, 6, 6, 3, 1, 1, 1, 1, true, false, "conv");
+        cd_nn_node *a = order ? add_node(g, CD_NN_ADD, 2, 1, "add") : add_node(g, CD_NN_ADD, 1, 2, "add");
+        a->relu = true;
+        finish(g, 2, 9, 11);
+        run_and_compare(ctx, g, 1e-4, "conv+add");
+        cd_nn_graph_free(g);
+    }
+    /* a standalone ReLU */
+    cd_nn_graph *g = new_graph(2, 4);
+    add_node(g, CD_NN_RELU, 0, -1, "relu");
+    finish(g, 2, 3, 3);
+    run_and_compare(ctx, g, 0, "relu");
+    cd_nn_graph_free(g);
+    cd_gpu_destroy(ctx);
+}
+
+/* conv-relu-maxpool-[conv-relu-conv (+) downsample conv]-add-relu-adaptive avgpool-flatten-linear */
+static cd_nn_graph *small_net(void) {
+    cd_nn_graph *g = new_graph(12, 3);
+    add_conv(g, 0, 3, 8, 5, 2, 2, 1, 1, true, true, "conv1");                 /* 1 */
+    add_pool(g, CD_NN_MAXPOOL2D, 1, 3, 3, 2, 1, 1, false, false, "maxpool"); /* 2 */
+    add_conv(g, 2, 8, 16, 3, 2, 1, 1, 1, true, true, "l1c1");                 /* 3 */
+    add_conv(g, 3, 16, 16, 3, 1, 1, 1, 1, true, false, "l1c2");               /* 4 */
+    add_conv(g, 2, 8, 16, 1, 2, 0, 1, 1, true, false, "l1down");              /* 5 */
+    add_node(g, CD_NN_ADD, 4, 5, "add")->relu = true;                         /* 6 */
+    add_conv(g, 6, 16, 16, 3, 1, 1, 1, 1, true, false, "l2c1");               /* 7 */
+    add_node(g, CD_NN_ADD, 7, 6, "add2")->relu = true;                        /* 8 */
+    cd_nn_node *ap = add_node(g, CD_NN_ADAPTIVE_AVGPOOL2D, 8, -1, "avgpool"); /* 9 */
+    ap->out_h = ap->out_w = 1;
+    add_node(g, CD_NN_FLATTEN, 9, -1, "flatten"); /* 10 */
+    add_linear(g, 10, 16, 3, true, "fc");         /* 11 */
+    return g;
+}
+
+static void test_graph(void **state) {
+    (void)state;
+    require_vulkan();
+    for (int mode = 0; mode < 2; mode++) {
+        /* shared memory with conv+add fusion, staging memory without (plain add dispatches) */
+        if (mode) setenv("CIRRDATA_NN_NO_FUSE", "1", 1);
+        cd_gpu_context *ctx = make_ctx(mode ? CD_GPU_MEMORY_STAGING : CD_GPU_MEMORY_SHARED, 0);
+        cd_nn_graph *g = small_net();
+        finish(g, 3, 37, 29);
+        cd_error err;
+        cd_nn_vk *vk = NULL;
+        assert_int_equal(cd_nn_vk_create(ctx, g, false, NULL, &vk, &err), CD_OK);
+        /* three shapes, the first one twice more after the others (replay and re-record) */
+        const int64_t shapes[4][3] = {{3, 37, 29}, {1, 64, 64}, {5, 16, 9}, {3, 37, 29}};
+        for (int s = 0; s < 4; s++) {
+            assert_int_equal(cd_nn_graph_shape(g, shapes[s][0], shapes[s][1], shapes[s][2], 0, &err), CD_OK);
+            const int64_t nin = numel(&g->input_shape), nout = numel(&g->nodes[g->output].shape);
+            assert_int_equal(nout, shapes[s][0] * 3);
+            float *x = rand_array(nin, -1, 1);
+            float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+            float *got = malloc(sizeof(float) * (size_t)nout);
+            memcpy(arena + g->input_offset, x, sizeof(float) * (size_t)nin);
+            assert_int_equal(cd_nn_ref_run(g, arena, 1, &err), CD_OK);
+            const float *ref = arena + g->nodes[g->output].offset;
+            for (int rep = 0; rep < 2; rep++) {
+                memset(got, 0xff, sizeof(float) * (size_t)nout);
+                cd_status st = cd_nn_vk_run(vk, g, x, got, &err);
+                if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run: %s\n", err.message);
+                assert_int_equal(st, CD_OK);
+                const double m = max_abs(ref, nout), d = max_diff(got, ref, nout);
+                if (!(d <= 1e-4 * m)) fprintf(stderr, "graph shape %d: max|diff| %.3g max|ref| %.3g\n", s, d, m);
+                assert_true(d <= 1e-4 * m);
+                assert_true(m > 0);
+            }
+            assert_true(cd_nn_vk_last_kernel_ms(vk) >= 0);
+            free(x);
+            free(arena);
+            free(got);
+        }
+        check_validation(ctx);
+        cd_nn_vk_destroy(vk);
+        cd_nn_graph_free(g);
+        cd_gpu_destroy(ctx);
+        unsetenv("CIRRDATA_NN_NO_FUSE");
+    }
+}
+
+static void test_too_large(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_error err;
+    /* a memory limit smaller than the weights: create fails with a message */
+    {
+        cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_STAGING, 4096);
+        cd_nn_graph *g = small_net();
+        finish(g, 1, 16, 16);
+        cd_nn_vk *vk = (cd_nn_vk *)1;
+        memset(&err, 0, sizeof err);
+        cd_status st = cd_nn_vk_create(ctx, g, false, NULL, &vk, &err);
+        assert_true(st == CD_ERR_NOMEM || st == CD_ERR_LIMIT);
+        assert_null(vk);
+        assert_true(strlen(err.message) > 10);
+        check_validation(ctx);
+        cd_nn_graph_free(g);
+        cd_gpu_destroy(ctx);
+    }
+    /* a limit that holds the weights but not a large batch's activations: run fails, then a small
+     * batch works with the same executor */
+    {
+        cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_SHARED, 8u << 20);
+        cd_nn_graph *g = small_net();
+        finish(g, 1, 16, 16);
+        cd_nn_vk *vk = NULL;
+        assert_int_equal(cd_nn_vk_create(ctx, g, false, NULL, &vk, &err), CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 64, 128, 128, 0, &err), CD_OK);
+        float *x = calloc((size_t)numel(&g->input_shape), sizeof(float));
+        float out[3 * 64];
+        memset(&err, 0, sizeof err);
+        cd_status st = cd_nn_vk_run(vk, g, x, out, &err);
+        assert_true(st == CD_ERR_NOMEM || st == CD_ERR_LIMIT);
+        assert_true(strlen(err.message) > 10);
+        fprintf(stderr, "expected failure: %s\n", err.message);
+        free(x);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 16, 16, 0, &err), CD_OK);
+        float x1[3 * 16 * 16] = {0};
+        assert_int_equal(cd_nn_vk_run(vk, g, x1, out, &err), CD_OK);
+        check_validation(ctx);
+        cd_nn_vk_destroy(vk);
+        cd_nn_graph_free(g);
+        cd_gpu_destroy(ctx);
+    }
+    /* no limit: a batch whose activations exceed the device's memory heap */
+    {
+        cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
+        cd_nn_graph *g = small_net();
+        finish(g, 1, 16, 16);
+        cd_nn_vk *vk = NULL;
+        assert_int_equal(cd_nn_vk_create(ctx, g, false, NULL, &vk, &err), CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1 << 20, 4096, 4096, 0, &err), CD_OK); /* ~10^14 bytes */
+        float dummy[3];
+        memset(&err, 0, sizeof err);
+        /* the input is never read: the allocation fails first */
+        cd_status st = cd_nn_vk_run(vk, g, dummy, dummy, &err);
+        assert_true(st == CD_ERR_NOMEM || st == CD_ERR_LIMIT);
+        fprintf(stderr, "expected failure: %s\n", err.message);
+        check_validation(ctx);
+        cd_nn_vk_destroy(vk);
+        cd_nn_graph_free(g);
+        cd_gpu_destroy(ctx);
+    }
+}
+
+static void split_cases(cd_gpu_memory_mode mode) {
+    cd_gpu_context *ctx = make_ctx(mode, 0);
+    /* 16 -> 100, 3x3: a 56.25 KiB weight, so blocks of 56 and 44 channels; 11.7 KiB per output image,
+     * so the batch of 5 goes 2 + 2 + 1 images */
+    cd_nn_graph *g = new_graph(2, 16);
+    add_conv(g, 0, 16, 100, 3, 1, 1, 1, 1, true, true, "conv");
+    finish(g, 5, 6, 5);
+    run_and_compare(ctx, g, 1e-4, "split conv");
+    cd_nn_graph_free(g);
+    /* groups 2: each group's 28 KiB fits, the whole does not: one dispatch per group */
+    g = new_graph(2, 32);
+    add_conv(g, 0, 32, 100, 3, 1, 1, 1, 2, true, false, "gconv");
+    finish(g, 3, 6, 5);
+    run_and_compare(ctx, g, 1e-4, "split grouped conv");
+    cd_nn_graph_free(g);
+    /* linear 480 -> 100: 1920 bytes per output channel, so blocks of 17 (not whole tiles) with bias
+     * slices at unaligned channels; the batch of 70 in chunks of 16 images */
+    g = new_graph(3, 16);
+    add_node(g, CD_NN_FLATTEN, 0, -1, "flatten");
+    add_linear(g, 1, 16 * 6 * 5, 100, true, "fc");
+    finish(g, 70, 6, 5);
+    run_and_compare(ctx, g, 1e-4, "split linear");
+    cd_nn_graph_free(g);
+    /* the whole small graph: pools, fused and plain adds, in chunks of images */
+    g = small_net();
+    finish(g, 9, 37, 29);
+    run_and_compare(ctx, g, 1e-4, "split graph");
+    cd_nn_graph_free(g);
+    cd_gpu_destroy(ctx);
+}
+
+static void test_split(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_nn_vk_test_limits(32 << 10, 64 << 10);
+    split_cases(CD_GPU_MEMORY_SHARED);
+    split_cases(CD_GPU_MEMORY_STAGING);
+    setenv("CIRRDATA_NN_NO_FUSE", "1", 1);
+    split_cases(CD_GPU_MEMORY_AUTO);
+    unsetenv("CIRRDATA_NN_NO_FUSE");
+    /* 2 KiB per binding: a 4000-byte weight row cannot be split further; a 4 KiB image neither */
+    cd_nn_vk_test_limits(2048, 0);
+    cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
+    cd_error err;
+    cd_nn_graph *g = new_graph(3, 1000);
+    add_node(g, CD_NN_FLATTEN, 0, -1, "flatten");
+    add_linear(g, 1, 1000, 4, true, "wide_fc");
+    finish(g, 1, 1, 1);
+    cd_nn_vk *vk = (cd_nn_vk *)1;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(cd_nn_vk_create(ctx, g, false, NULL, &vk, &err), CD_ERR_LIMIT);
+    assert_null(vk);
+    fprintf(stderr, "expected failure: %s\n", err.message);
+    assert_non_null(strstr(err.message, "wide_fc"));
+    cd_nn_graph_free(g);
+    g = new_graph(2, 4);
+    add_conv(g, 0, 4, 4, 1, 1, 0, 1, 1, true, false, "big_image");
+    finish(g, 2, 16, 16);
+    assert_int_equal(cd_nn_vk_create(ctx, g, false, NULL, &vk, &err), CD_OK);
+    float x[2 * 4 * 16 * 16] = {0}, y[2 * 4 * 16 * 16];
+    memset(&err, 0, sizeof err);
+    assert_int_equal(cd_nn_vk_run(vk, g, x, y, &err), CD_ERR_LIMIT);
+    fprintf(stderr, "expected failure: %s\n", err.message);
+    assert_non_null(strstr(err.message, "big_image"));
+    /* the executor still works once the input is small enough */
+    assert_int_equal(cd_nn_graph_shape(g, 1, 4, 4, 0, &err), CD_OK);
+    assert_int_equal(cd_nn_vk_run(vk, g, x, y, &err), CD_OK);
+    check_validation(ctx);
+    cd_nn_vk_destroy(vk);
+    cd_nn_graph_free(g);
+    cd_gpu_destroy(ctx);
+    cd_nn_vk_test_limits(0, 0);
+}
+
+int main(void) {
+    /* keep the validation layer mapped so that LeakSanitizer can name its allocations */
+    static const char *keep[] = {"libVkLayer_khronos_validation.so"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) (void)dlopen(keep[i], RTLD_NOW | RTLD_NODELETE);
+    int count = 0;
+    cd_error err;
+    g_have_vulkan = cd_gpu_list_devices(NULL, 0, &count, NULL, &err) == CD_OK && count > 0;
+    if (!g_have_vulkan) fprintf(stderr, "no Vulkan device: %s\n", err.message);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_shared), cmocka_unit_test(test_conv_staging), cmocka_unit_test(test_pools),
+        cmocka_unit_test(test_add),         cmocka_unit_test(test_graph),        cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_split),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
