@@ -12,7 +12,10 @@
 # packages, see the device notes), they are unpacked into / first. NVIDIA's ICD is used from
 # /usr/local/nvidia when no other ICD file names it.
 # Environment: SECONDS_PER=<s> time per candidate (default 2); RESULTS_DIR=<dir> (default $OUT if set,
-# else a temporary folder) receives bench.json, bench.err, torch_cuda.json, torch_cpu.json, summary.txt.
+# else a temporary folder) receives bench.json, bench.err, torch_cuda.json, torch_cpu.json, summary.txt,
+# and for the fused augmentation (bench_augment, torch_augment.py; AUG_CASES=<BxXxYxZ,...> overrides its
+# cases) augment.json and augment_summary.txt (the table, then torch's raw JSON: two files, as the device
+# machine returns few).
 # Exit status: 1 when parity fails or the GPU path could not run.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -102,7 +105,53 @@ else
   echo "warning: no python3 with torch: no comparison" >&2
   cat "$results/bench.json"
 fi
+
+# The whole augmentation: warp + every intensity op fused into one command buffer (bench_augment),
+# against the same chain in torch (torch_augment.py). AUG_CASES=<BxXxYxZ,...> overrides the cases.
+aug="$build/benchmarks/gpu/bench_augment"
+if [ ! -x "$aug" ] && [ -f "$build/build.ninja" ] && command -v ninja >/dev/null; then
+  ninja -C "$build" benchmarks/gpu/bench_augment >/dev/null || true
+fi
+aug_rc=0
+if [ -x "$aug" ]; then
+  echo "== bench_augment (fused warp + intensity vs the C reference), ${per} s per candidate"
+  set +e
+  "$aug" --json --seconds "$per" ${AUG_CASES:+--cases "$AUG_CASES"} --dump "$dump" >"$work/augment.json" 2>"$work/augment.err"
+  aug_rc=$?
+  set -e
+  cat "$work/augment.err" >&2
+  cp "$work/augment.json" "$results/augment.json"
+  if [ -n "$py" ] && [ -s "$work/augment.json" ]; then
+    for d in cuda cpu; do
+      if [ $d = cuda ] && ! "$py" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then continue; fi
+      echo "== torch augmentation chain on $d"
+      "$py" "$here/torch_augment.py" --bench "$work/augment.json" --dump "$dump" --device $d --seconds 1 \
+        >"$work/augment_torch_$d.json" || echo "warning: torch_augment.py on $d failed" >&2
+    done
+    { "$py" "$here/torch_augment.py" --summary "$work"; echo "raw torch results:"; cat "$work"/augment_torch_*.json 2>/dev/null || true; } |
+      tee "$results/augment_summary.txt"
+  fi
+else
+  echo "warning: $aug is missing: no augmentation benchmark (carry $build/benchmarks/gpu with it)" >&2
+  aug_rc=1
+fi
+
+# Inference: ResNet-18 and ResNet-50 through cd_model on Vulkan against PyTorch on the same card
+# (run_model.sh: MODEL_ARCHS, MODEL_BATCH, MODEL_SIZE, MODEL_ITERS there); MODELS=0 skips it.
+model_rc=0
+if [ "${MODELS:-1}" != 0 ]; then
+  CIRRDATA_GPU_ENV_READY=1 RESULTS_DIR="$results" PYTHON="${py:-python3}" bash "$here/run_model.sh" "$build" || model_rc=1
+fi
+
 echo "(results in $results)"
+if [ "$model_rc" -ne 0 ]; then
+  echo "PARITY FAILED or a model did not run on Vulkan (run_model.sh; model_summary.txt)" >&2
+  exit 1
+fi
+if [ "$aug_rc" -ne 0 ]; then
+  echo "PARITY FAILED or the GPU path did not run (bench_augment exit $aug_rc)" >&2
+  exit 1
+fi
 if [ "$bench_rc" -ne 0 ]; then
   echo "PARITY FAILED or the GPU path did not run (bench_warp exit $bench_rc)" >&2
   exit 1

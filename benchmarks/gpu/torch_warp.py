@@ -78,7 +78,9 @@ def timed(fn, device, seconds, sync):
     return statistics.median(times)
 
 
-def main():
+def setup():
+    """The command line of the torch peers (torch_warp.py, torch_augment.py): (args, device, its
+    synchronisation, the C benchmark's JSON, the head of the output object)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True)
     ap.add_argument("--dump")
@@ -94,6 +96,11 @@ def main():
     out = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": []}
     if dev == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
+    return args, dev, sync, bench, out
+
+
+def main():
+    args, dev, sync, bench, out = setup()
     gen = torch.Generator().manual_seed(0)
 
     if args.dump and os.path.exists(os.path.join(args.dump, "warp_meta.json")):

@@ -10,7 +10,11 @@
  * One batch = one command buffer: [copy in ->] dispatch [-> copy out], with one barrier at each
  * arrow (none between samples: one dispatch covers them all, samples along the grid's z). Samples
  * whose transform reaches beyond the fixed-point range (|position| >= 2^30 voxels) or holds NaN or
- * infinity run on the host through the reference instead. */
+ * infinity run on the host through the reference instead.
+ *
+ * cd_gpu_augment (aug_intensity.c) runs the same batches with the intensity stage recorded after the
+ * dispatch (cd_gpu_ijob_record): the warped images stay on the device, followed by a scratch image,
+ * and only the final images (wherever the ping-pong left them) are read back. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +28,9 @@ static const uint32_t warp_spirv[] =
     ;
 
 enum { SAMPLE_WORDS = 20, ROW_WORDS = 6, EL_WORDS = 6, NBIND = 7 };
+/* device ranges of the fused intensity stage, after the warp's bindings: meta (an input), the scratch
+ * image (right after the output image: the stage's data binding spans both) and the statistics */
+enum { X_META = NBIND, X_SCRATCH, X_STATS, NRANGES };
 enum { FLAG_IMAGE = 1, FLAG_MASK = 2, FLAG_ELASTIC = 4 };
 
 typedef struct warp_push {
@@ -63,11 +70,15 @@ typedef struct item_plan {
     float *field;   /* elastic displacement (host), or NULL */
     uint64_t nbox;
     uint64_t src_bytes, mask_bytes, el_bytes, out_bytes, omask_bytes;
+    cd_gpu_iplan ip; /* the intensity ops (cd_gpu_augment, image items) */
 } item_plan;
 
-/* Bytes of each binding for items [i0, i1), padded as allocated. */
-static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, int i1, uint64_t rows_bytes, VkDeviceSize sz[NBIND]) {
-    memset(sz, 0, sizeof(VkDeviceSize) * NBIND);
+/* Bytes of each range for items [i0, i1), padded as allocated (the X_ ones 0 without intensity). */
+static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, int i1, uint64_t rows_bytes, uint32_t channels,
+                        uint64_t npatch, bool intensity, VkDeviceSize sz[NRANGES]) {
+    memset(sz, 0, sizeof(VkDeviceSize) * NRANGES);
+    uint32_t ops = 0;
+    uint64_t nimg = 0;
     for (int i = i0; i < i1; i++) {
         if (pl[i].cpu || pl[i].skip) continue;
         sz[0] += SAMPLE_WORDS * 4;
@@ -77,37 +88,87 @@ static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, 
         sz[4] += pl[i].out_bytes;
         sz[5] += pl[i].omask_bytes;
         sz[6] += pl[i].el_bytes;
+        if (intensity && (pl[i].flags & FLAG_IMAGE)) { /* every image is a row of the stage; no-op ones skip it */
+            nimg++;
+            sz[X_META] += pl[i].ip.meta_words * 4;
+            ops |= pl[i].ip.flags;
+        }
     }
     for (int b = 0; b < NBIND; b++) sz[b] = cd_vk_padded(ctx, sz[b]);
+    if (!ops) sz[X_META] = 0;
+    else {
+        sz[X_META] = cd_vk_padded(ctx, sz[X_META]);
+        sz[X_SCRATCH] = (ops & CD_GPU_I_SCRATCH) ? sz[4] : 0;
+        sz[X_STATS] = cd_vk_padded(ctx, (ops & CD_GPU_I_STATS) ? cd_gpu_istats_bytes(ctx, nimg * channels, npatch) : 0);
+    }
 }
 
-/* Runs items [i0, i1) (the GPU ones among them) as one command buffer. */
+/* Runs items [i0, i1) (the GPU ones among them) as one command buffer; with `intensity`, the
+ * intensity stage of the image items follows the warp in it. */
 static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, const cd_gpu_spatial_item *items, const item_plan *pl,
-                           int i0, int i1, uint32_t channels, const int64_t patch[3], cd_error *err) {
+                           int i0, int i1, uint32_t channels, const int64_t patch[3], bool intensity, cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
     const uint64_t nrows = (uint64_t)(patch[0] * patch[1]);
-    VkDeviceSize sz[NBIND];
-    group_sizes(ctx, pl, i0, i1, nrows * ROW_WORDS * 4, sz);
+    VkDeviceSize sz[NRANGES];
+    group_sizes(ctx, pl, i0, i1, nrows * ROW_WORDS * 4, channels, npatch, intensity, sz);
     uint32_t ns = 0;
     for (int i = i0; i < i1; i++) ns += !(pl[i].cpu || pl[i].skip);
     if (ns == 0) return CD_OK;
-    VkDeviceSize in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6], out_bytes = sz[4] + sz[5];
-    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes, ctx->shared ? 0 : in_bytes, ctx->shared ? 0 : out_bytes};
+    const bool stage = sz[X_META] != 0; /* some image has intensity ops */
+    VkDeviceSize in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6] + sz[X_META], out_bytes = sz[4] + sz[5];
+    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes + sz[X_SCRATCH] + sz[X_STATS], ctx->shared ? 0 : in_bytes,
+                                       ctx->shared ? 0 : out_bytes};
     cd_status st = cd_vk_arenas_reserve(ctx, need, err);
     if (st != CD_OK) return st;
-    /* device ranges: inputs first (contiguous, copied in one region), then outputs */
-    static const int in_order[5] = {0, 1, 2, 3, 6};
-    cd_vk_range dev[NBIND], host_in[NBIND], host_out[NBIND];
-    for (int j = 0; j < 5; j++) dev[in_order[j]] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[in_order[j]]);
+    /* device ranges: inputs first (contiguous, copied in one region), then outputs (the scratch image
+     * right after the output image), then the statistics */
+    static const int in_order[6] = {0, 1, 2, 3, 6, X_META};
+    const int nin = stage ? 6 : 5;
+    cd_vk_range dev[NRANGES], host_in[NRANGES], host_out[NRANGES];
+    memset(dev, 0, sizeof dev);
+    for (int j = 0; j < nin; j++) dev[in_order[j]] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[in_order[j]]);
     dev[4] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[4]);
+    if (sz[X_SCRATCH]) dev[X_SCRATCH] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[X_SCRATCH]);
     dev[5] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[5]);
+    if (stage) dev[X_STATS] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[X_STATS]);
     if (ctx->shared) {
         memcpy(host_in, dev, sizeof dev);
         memcpy(host_out, dev, sizeof dev);
     } else {
-        for (int j = 0; j < 5; j++) host_in[in_order[j]] = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[in_order[j]]);
+        for (int j = 0; j < nin; j++) host_in[in_order[j]] = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[in_order[j]]);
         host_out[4] = cd_vk_alloc(ctx, CD_VK_READBACK, sz[4]);
         host_out[5] = cd_vk_alloc(ctx, CD_VK_READBACK, sz[5]);
+    }
+    /* the intensity stage: one row set per image item, in output order */
+    cd_gpu_ijob job;
+    memset(&job, 0, sizeof job);
+    const cd_aug_params **jp = NULL;
+    const cd_gpu_iplan **jq = NULL;
+    if (stage) {
+        jp = malloc(sizeof *jp * ns);
+        jq = malloc(sizeof *jq * ns);
+        if (!jp || !jq) {
+            free(jp);
+            free(jq);
+            return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        }
+        for (int i = i0; i < i1; i++)
+            if (!(pl[i].cpu || pl[i].skip) && (pl[i].flags & FLAG_IMAGE)) {
+                jp[job.ns] = &params[i];
+                jq[job.ns] = &pl[i].ip;
+                job.ops |= pl[i].ip.flags;
+                job.ns++;
+            }
+        job.channels = channels;
+        memcpy(job.patch, patch, sizeof job.patch);
+        job.params = jp;
+        job.plans = jq;
+        job.meta = dev[X_META];
+        job.data = dev[4];
+        job.data.size += sz[X_SCRATCH];
+        job.stats = dev[X_STATS];
+        job.scratch = (uint32_t)(sz[4] / 4);
+        cd_gpu_ijob_pack(&job, cd_vk_host(ctx, host_in[X_META]));
     }
     uint32_t *smp = cd_vk_host(ctx, host_in[0]);
     uint32_t *rows = cd_vk_host(ctx, host_in[1]);
@@ -169,7 +230,11 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     }
 
     st = cd_vk_begin(ctx, err);
-    if (st != CD_OK) return st;
+    if (st != CD_OK) {
+        free(jp);
+        free(jq);
+        return st;
+    }
     VkCommandBuffer cmd = ctx->cmd;
     if (!ctx->shared) {
         VkBufferCopy region = {.srcOffset = host_in[0].offset, .dstOffset = dev[0].offset, .size = in_bytes};
@@ -189,16 +254,25 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     ctx->vk.vkCmdPushConstants(cmd, ctx->warp.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
     cd_vk_timestamp(ctx, 0);
     ctx->vk.vkCmdDispatch(cmd, gx, gy, ns);
+    uint32_t res = 0; /* float offset of the final images from dev[4] */
+    if (stage) {
+        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        res = cd_gpu_ijob_record(ctx, &job);
+    }
+    free(jp);
+    free(jq);
     cd_vk_timestamp(ctx, 1);
     if (!ctx->shared) {
         cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
                       VK_ACCESS_TRANSFER_READ_BIT);
-        VkBufferCopy regions[2] = {{.srcOffset = dev[4].offset, .dstOffset = host_out[4].offset, .size = sz[4]},
+        VkBufferCopy regions[2] = {{.srcOffset = dev[4].offset + (VkDeviceSize)res * 4, .dstOffset = host_out[4].offset, .size = sz[4]},
                                    {.srcOffset = dev[5].offset, .dstOffset = host_out[5].offset, .size = sz[5]}};
         ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_DEVICE].buffer, ctx->arena[CD_VK_READBACK].buffer, 2, regions);
         cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
                       VK_ACCESS_HOST_READ_BIT);
     } else {
+        host_out[4].offset += (VkDeviceSize)res * 4;
         cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
                       VK_ACCESS_HOST_READ_BIT);
     }
@@ -237,7 +311,8 @@ static bool finite3x3(const cd_aug_params *a) {
 }
 
 static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                    uint32_t channels, const int64_t patch[3], item_plan *pl, cd_error *err) {
+                                    uint32_t channels, const int64_t patch[3], item_plan *pl, bool intensity, const char *fn,
+                                    cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
     const VkPhysicalDeviceLimits *lim = &ctx->props.limits;
     const uint64_t range_max = lim->maxStorageBufferRange;
@@ -248,9 +323,9 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
         item_plan *p = &pl[i];
         for (int k = 0; k < 3; k++)
             if (it->box_shape[k] < 0 || it->box_shape[k] > (1 << 20))
-                return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: item %d: bad box size %lld", i, (long long)it->box_shape[k]);
-        if (it->out_img && channels && !it->src) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: item %d: out_img without src", i);
-        if (it->out_mask && !it->mask_src) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: item %d: out_mask without mask_src", i);
+                return cd_fail(err, CD_ERR_ARG, "%s: item %d: bad box size %lld", fn, i, (long long)it->box_shape[k]);
+        if (it->out_img && channels && !it->src) return cd_fail(err, CD_ERR_ARG, "%s: item %d: out_img without src", fn, i);
+        if (it->out_mask && !it->mask_src) return cd_fail(err, CD_ERR_ARG, "%s: item %d: out_mask without mask_src", fn, i);
         p->flags = (it->out_img && channels ? FLAG_IMAGE : 0) | (it->out_mask ? FLAG_MASK : 0);
         if (!p->flags) {
             p->skip = true;
@@ -270,6 +345,10 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
             for (int j = 0; j < 3; j++) ext += fabs(a->matrix[k][j]) * ((double)(patch[j] - 1) * 0.5 + dmax[j] + 1.0);
             ok = ext < 1073741824.0;
         }
+        if (intensity && (p->flags & FLAG_IMAGE)) {
+            cd_gpu_iplan_make(a, patch, &p->ip);
+            ok &= !p->ip.cpu; /* the reference runs both passes of such a sample */
+        }
         p->cpu = !ok;
         p->src_bytes = (p->flags & FLAG_IMAGE) ? p->nbox * channels * 4 : 0;
         p->mask_bytes = (p->flags & FLAG_MASK) ? pad4(p->nbox) : 0;
@@ -282,6 +361,8 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
         if (pl[i].cpu) {
             cd_status st = cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels, items[i].box_lo, items[i].box_shape,
                                                 patch, items[i].out_img, items[i].out_mask, err);
+            if (st == CD_OK && intensity && (pl[i].flags & FLAG_IMAGE))
+                st = cd_aug_apply_intensity(&params[i], items[i].out_img, channels, patch, err);
             if (st != CD_OK) return st;
             ctx->last.cpu_fallback++;
         }
@@ -289,7 +370,7 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
     const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + ctx->warp.local_size - 1) / ctx->warp.local_size;
     const uint64_t gx = groups < lim->maxComputeWorkGroupCount[0] ? groups : lim->maxComputeWorkGroupCount[0];
     if ((groups + gx - 1) / gx > lim->maxComputeWorkGroupCount[1])
-        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_spatial: a patch of %llu voxels is too large for one dispatch on %s",
+        return cd_fail(err, CD_ERR_LIMIT, "%s: a patch of %llu voxels is too large for one dispatch on %s", fn,
                        (unsigned long long)npatch, ctx->info.name);
     uint64_t budget = ctx->max_allocation;
     if (ctx->memory_limit) {
@@ -301,24 +382,23 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
     while (i0 < n) {
         int i1 = i0, count = 0;
         while (i1 < n) {
-            VkDeviceSize sz[NBIND];
-            group_sizes(ctx, pl, i0, i1 + 1, rows_bytes, sz);
-            uint64_t total = 0;
-            bool fits = count + 1 <= (int)lim->maxComputeWorkGroupCount[2];
-            for (int b = 0; b < NBIND; b++) {
+            VkDeviceSize sz[NRANGES];
+            group_sizes(ctx, pl, i0, i1 + 1, rows_bytes, channels, npatch, intensity, sz);
+            uint64_t total = 0, big = sz[4] + sz[X_SCRATCH]; /* the intensity stage binds image and scratch as one */
+            bool fits = count + 1 <= (int)lim->maxComputeWorkGroupCount[2] &&
+                        (!intensity || (uint64_t)(count + 1) * channels <= lim->maxComputeWorkGroupCount[2]);
+            for (int b = 0; b < NRANGES; b++) {
                 total += sz[b];
-                fits &= sz[b] <= range_max;
+                big = sz[b] > big ? sz[b] : big;
             }
-            fits &= total <= budget;
+            fits &= big <= range_max && total <= budget;
             if (!fits) {
                 if (i1 == i0) {
                     char b1[32], b2[32];
-                    uint64_t big = 0;
-                    for (int b = 0; b < NBIND; b++) big = sz[b] > big ? sz[b] : big;
-                    if (big > range_max)
-                        return cd_fail(err, CD_ERR_LIMIT,
-                                       "cd_gpu_aug_spatial: item %d needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)", i0,
-                                       cd_format_bytes(big, b1, sizeof b1), ctx->info.name, cd_format_bytes(range_max, b2, sizeof b2));
+                    if (big > range_max || channels > lim->maxComputeWorkGroupCount[2])
+                        return cd_fail(err, CD_ERR_LIMIT, "%s: item %d needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)",
+                                       fn, i0, cd_format_bytes(big, b1, sizeof b1), ctx->info.name,
+                                       cd_format_bytes(range_max, b2, sizeof b2));
                     return cd_fail(err, CD_ERR_NOMEM, "GPU memory: item %d needs %s, more than the %s available on %s", i0,
                                    cd_format_bytes(total * (ctx->shared ? 1 : 2), b1, sizeof b1),
                                    cd_format_bytes(budget * (ctx->shared ? 1 : 2), b2, sizeof b2), ctx->info.name);
@@ -328,11 +408,30 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
             count += !(pl[i1].cpu || pl[i1].skip);
             i1++;
         }
-        cd_status st = run_group(ctx, params, items, pl, i0, i1, channels, patch, err);
+        cd_status st = run_group(ctx, params, items, pl, i0, i1, channels, patch, intensity, err);
         if (st != CD_OK) return st;
         i0 = i1;
     }
     return CD_OK;
+}
+
+cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                            uint32_t channels, const int64_t patch[3], bool intensity, const char *fn, cd_error *err) {
+    item_plan *pl = calloc((size_t)n, sizeof *pl);
+    if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&ctx->lock);
+    const double t0 = now_ms();
+    memset(&ctx->last, 0, sizeof ctx->last);
+    cd_status st;
+    if (ctx->lost)
+        st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    else
+        st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, intensity, fn, err);
+    ctx->last.total_ms = now_ms() - t0;
+    pthread_mutex_unlock(&ctx->lock);
+    for (int i = 0; i < n; i++) free(pl[i].field);
+    free(pl);
+    return st;
 }
 
 cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
@@ -346,19 +445,5 @@ cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, i
                        (long long)patch[1], (long long)patch[2]);
     if (channels > 4096) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: %u channels", channels);
     if (n == 0) return CD_OK;
-    item_plan *pl = calloc((size_t)n, sizeof *pl);
-    if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    pthread_mutex_lock(&ctx->lock);
-    const double t0 = now_ms();
-    memset(&ctx->last, 0, sizeof ctx->last);
-    cd_status st;
-    if (ctx->lost)
-        st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else
-        st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, err);
-    ctx->last.total_ms = now_ms() - t0;
-    pthread_mutex_unlock(&ctx->lock);
-    for (int i = 0; i < n; i++) free(pl[i].field);
-    free(pl);
-    return st;
+    return cd_gpu_warp_batch(ctx, params, n, items, channels, patch, false, "cd_gpu_aug_spatial", err);
 }

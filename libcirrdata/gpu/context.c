@@ -417,12 +417,12 @@ static const char *kind_name(cd_vk_kind k) {
 
 cd_status cd_vk_arenas_reserve(cd_gpu_context *ctx, const VkDeviceSize need[CD_VK_NKINDS], cd_error *err) {
     char b1[32], b2[32];
-    uint64_t total = 0;
+    uint64_t total = ctx->held_bytes;
     for (int k = 0; k < CD_VK_NKINDS; k++) total += need[k] > ctx->arena[k].capacity ? need[k] : ctx->arena[k].capacity;
     if (ctx->memory_limit && total > ctx->memory_limit) {
         /* Growing one block while keeping the others might be what overflows: drop the unneeded
          * ones and try again with just what this batch needs. */
-        total = 0;
+        total = ctx->held_bytes;
         for (int k = 0; k < CD_VK_NKINDS; k++) total += need[k];
         if (total > ctx->memory_limit)
             return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs %s, more than the context's limit of %s (%s)",
@@ -438,7 +438,7 @@ cd_status cd_vk_arenas_reserve(cd_gpu_context *ctx, const VkDeviceSize need[CD_V
         VkDeviceSize cap = 1 << 20;
         while (cap < need[k] && cap < ((VkDeviceSize)1 << 62)) cap <<= 1;
         /* the power of two only where it fits the limits; else exactly what is needed */
-        uint64_t others = 0;
+        uint64_t others = ctx->held_bytes;
         for (int o = 0; o < CD_VK_NKINDS; o++)
             if (o != k) others += ctx->arena[o].capacity > need[o] ? ctx->arena[o].capacity : need[o];
         if (cap > ctx->max_allocation || (ctx->memory_limit && others + cap > ctx->memory_limit)) cap = need[k];
@@ -522,6 +522,81 @@ cd_vk_range cd_vk_alloc(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size)
 }
 
 void *cd_vk_host(cd_gpu_context *ctx, cd_vk_range r) { return (char *)ctx->arena[r.kind].mapped + r.offset; }
+
+cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size, cd_vk_buffer *out, cd_error *err) {
+    char b1[32], b2[32], b3[32];
+    memset(out, 0, sizeof *out);
+    size = cd_vk_padded(ctx, size);
+    uint64_t arenas = 0;
+    for (int k = 0; k < CD_VK_NKINDS; k++) arenas += ctx->arena[k].capacity;
+    if (ctx->memory_limit && arenas + ctx->held_bytes + size > ctx->memory_limit)
+        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer does not fit the context's limit of %s (%s held; %s)",
+                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->memory_limit, b2, sizeof b2),
+                       cd_format_bytes(arenas + ctx->held_bytes, b3, sizeof b3), ctx->info.name);
+    if (size > ctx->max_allocation)
+        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer is more than one allocation may hold (%s) on %s",
+                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->max_allocation, b2, sizeof b2),
+                       ctx->info.name);
+    VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                              .size = size,
+                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkResult r = ctx->vk.vkCreateBuffer(ctx->device, &bci, NULL, &out->buffer);
+    if (r != VK_SUCCESS) {
+        out->buffer = VK_NULL_HANDLE;
+        return cd_vk_fail(ctx, err, r, "vkCreateBuffer");
+    }
+    VkMemoryRequirements req;
+    ctx->vk.vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
+    /* the arenas' choice of memory type for this kind */
+    const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    VkMemoryPropertyFlags required = host, preferred = 0;
+    if (kind == CD_VK_DEVICE && ctx->shared) preferred = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    else if (kind == CD_VK_DEVICE) required = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    else if (kind == CD_VK_READBACK) preferred = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    int t = find_memory_type(&ctx->memprops, req.memoryTypeBits, required, preferred);
+    if (t < 0) {
+        cd_vk_buffer_destroy(ctx, out);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "GPU memory: %s has no memory type for %s buffers", ctx->info.name, kind_name(kind));
+    }
+    const VkMemoryType *mt = &ctx->memprops.memoryTypes[t];
+    if (req.size > ctx->memprops.memoryHeaps[mt->heapIndex].size) {
+        cd_vk_buffer_destroy(ctx, out);
+        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s buffer is larger than its memory heap (%s) on %s",
+                       cd_format_bytes(req.size, b1, sizeof b1), cd_format_bytes(ctx->memprops.memoryHeaps[mt->heapIndex].size, b2, sizeof b2),
+                       ctx->info.name);
+    }
+    VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)t};
+    r = ctx->vk.vkAllocateMemory(ctx->device, &mai, NULL, &out->memory);
+    if (r != VK_SUCCESS) {
+        out->memory = VK_NULL_HANDLE;
+        cd_vk_buffer_destroy(ctx, out);
+        if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: cannot allocate %s of %s memory on %s (%s)", cd_format_bytes(req.size, b1, sizeof b1),
+                           kind_name(kind), ctx->info.name, cd_vk_result_name(r));
+        return cd_vk_fail(ctx, err, r, "vkAllocateMemory");
+    }
+    r = ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0);
+    if (r == VK_SUCCESS && (mt->propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))
+        r = ctx->vk.vkMapMemory(ctx->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
+    if (r != VK_SUCCESS) {
+        out->mapped = NULL;
+        cd_vk_buffer_destroy(ctx, out);
+        return cd_vk_fail(ctx, err, r, "vkBindBufferMemory/vkMapMemory");
+    }
+    out->size = size;
+    ctx->held_bytes += size;
+    return CD_OK;
+}
+
+void cd_vk_buffer_destroy(cd_gpu_context *ctx, cd_vk_buffer *b) {
+    if (!b || !ctx->device) return;
+    if (b->mapped) ctx->vk.vkUnmapMemory(ctx->device, b->memory);
+    if (b->buffer) ctx->vk.vkDestroyBuffer(ctx->device, b->buffer, NULL);
+    if (b->memory) ctx->vk.vkFreeMemory(ctx->device, b->memory, NULL);
+    if (b->size) ctx->held_bytes -= b->size;
+    memset(b, 0, sizeof *b);
+}
 
 /* ---------------------------------------------------------------- pipelines and their cache */
 
@@ -868,6 +943,7 @@ cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_
         ctx->cache_hit = data != NULL && ctx->cache;
         free(data);
         st = cd_gpu_warp_init(ctx, err);
+        if (st == CD_OK) st = cd_gpu_intensity_init(ctx, err);
         if (st == CD_OK && !ctx->cache_hit) cache_write(ctx);
     }
     if (st != CD_OK) {
@@ -883,6 +959,7 @@ void cd_gpu_destroy(cd_gpu_context *ctx) {
     if (ctx->device) {
         ctx->vk.vkDeviceWaitIdle(ctx->device);
         cd_vk_kernel_destroy(ctx, &ctx->warp);
+        for (int k = 0; k < (int)(sizeof ctx->ik / sizeof ctx->ik[0]); k++) cd_vk_kernel_destroy(ctx, &ctx->ik[k]);
         for (int k = 0; k < CD_VK_NKINDS; k++) arena_free(ctx, &ctx->arena[k]);
         if (ctx->cache) ctx->vk.vkDestroyPipelineCache(ctx->device, ctx->cache, NULL);
         if (ctx->queries) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->queries, NULL);

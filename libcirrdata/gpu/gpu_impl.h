@@ -71,6 +71,7 @@ struct cd_gpu_context {
 
     cd_vk_arena arena[CD_VK_NKINDS];
     uint64_t memory_limit; /* bytes all arenas together may hold */
+    uint64_t held_bytes;   /* persistent buffers (cd_vk_buffer_create), counted against memory_limit */
 
     VkCommandPool command_pool;
     VkCommandBuffer cmd;
@@ -84,6 +85,7 @@ struct cd_gpu_context {
     char cache_path[1024]; /* empty: no persistence */
 
     cd_vk_kernel warp;
+    cd_vk_kernel ik[7]; /* the intensity kernels (aug_intensity.c) */
     cd_gpu_timings last;
 };
 
@@ -103,6 +105,20 @@ CD_INTERNAL VkDeviceSize cd_vk_padded(const cd_gpu_context *ctx, VkDeviceSize si
 /* Host pointer of a range of a host-visible arena. */
 CD_INTERNAL void *cd_vk_host(cd_gpu_context *ctx, cd_vk_range r);
 
+/* A buffer that lives outside the per-batch arenas (the inference executor's weights and activations):
+ * its own VkDeviceMemory, of the memory type the arenas would use for `kind` (CD_VK_DEVICE follows
+ * the shared/staging mode), persistently mapped when host-visible. Counted with the arenas against
+ * memory_limit; CD_ERR_NOMEM with a message when it does not fit. Call with ctx->lock held. */
+typedef struct cd_vk_buffer {
+    VkDeviceMemory memory;
+    VkBuffer buffer;
+    VkDeviceSize size;
+    void *mapped;
+} cd_vk_buffer;
+CD_INTERNAL cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size, cd_vk_buffer *out,
+                                          cd_error *err);
+CD_INTERNAL void cd_vk_buffer_destroy(cd_gpu_context *ctx, cd_vk_buffer *b);
+
 /* Builds a compute pipeline from embedded SPIR-V with `bindings` storage buffers (bindings 0..n-1 of
  * set 0), push_bytes of push constants and the workgroup size as specialization constant 0. */
 CD_INTERNAL cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32_t *spirv, size_t spirv_bytes,
@@ -121,5 +137,51 @@ CD_INTERNAL void cd_vk_timestamp(cd_gpu_context *ctx, uint32_t query);
 
 /* Creates the warp kernel of a fresh context (aug_spatial.c). */
 CD_INTERNAL cd_status cd_gpu_warp_init(cd_gpu_context *ctx, cd_error *err);
+
+/* ---- the intensity stage (aug_intensity.c), also recorded after the warp by cd_gpu_augment ---- */
+
+/* Ops a sample's intensity stage runs (bits of the first word of its record in the meta buffer). */
+enum {
+    CD_GPU_I_NOISE = 1, CD_GPU_I_BLUR = 2, CD_GPU_I_BRIGHTNESS = 4, CD_GPU_I_CONTRAST = 8, CD_GPU_I_LOWRES = 16,
+    CD_GPU_I_GAMMA_INVERT = 32, CD_GPU_I_GAMMA = 64,
+    CD_GPU_I_SCRATCH = CD_GPU_I_BLUR | CD_GPU_I_LOWRES,                       /* need a second image */
+    CD_GPU_I_STATS = CD_GPU_I_CONTRAST | CD_GPU_I_GAMMA_INVERT | CD_GPU_I_GAMMA /* need reductions */
+};
+
+/* One sample's intensity ops, resolved from its cd_aug_params as cd_aug_apply_intensity resolves them. */
+typedef struct cd_gpu_iplan {
+    bool cpu;           /* parameters the kernels do not take (non-finite, blur radius > 1023): the reference runs it */
+    uint32_t flags;     /* CD_GPU_I_* */
+    uint32_t radius[3]; /* blur radius per axis; 0: that axis is not blurred */
+    int64_t m[3];       /* low-resolution grid */
+    uint64_t meta_words; /* its record and tables in the meta buffer */
+} cd_gpu_iplan;
+CD_INTERNAL void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_iplan *p);
+/* Bytes of the statistics buffer for `rows` rows (sample x channel) of npatch voxels. */
+CD_INTERNAL uint64_t cd_gpu_istats_bytes(const cd_gpu_context *ctx, uint64_t rows, uint64_t npatch);
+
+/* The intensity stage of one command buffer: ns images of (channels, patch) float32, back to back at
+ * the start of `data`, followed (when some sample needs it) by a scratch image of the same size at
+ * float offset `scratch`. meta: cd_gpu_ijob_pack's words; stats: cd_gpu_istats_bytes (all CD_VK_DEVICE). */
+typedef struct cd_gpu_ijob {
+    uint32_t ns, channels;
+    int64_t patch[3];
+    const cd_aug_params *const *params; /* ns each */
+    const cd_gpu_iplan *const *plans;
+    uint32_t ops; /* union of the plans' flags */
+    cd_vk_range meta, data, stats;
+    uint32_t scratch;
+} cd_gpu_ijob;
+CD_INTERNAL void cd_gpu_ijob_pack(const cd_gpu_ijob *j, uint32_t *meta);
+/* Records the dispatches (barriers between dependent ones; the caller puts one before and after).
+ * Returns the float offset in j->data where the result lies: 0 or j->scratch. */
+CD_INTERNAL uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j);
+/* Creates the intensity kernels of a fresh context. */
+CD_INTERNAL cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_error *err);
+/* The warp batch driver of cd_gpu_aug_spatial (aug_spatial.c); with `intensity`, each sample's
+ * intensity ops follow its warp in the same command buffer (cd_gpu_augment). `fn` names the caller
+ * in messages. Takes the context's lock. */
+CD_INTERNAL cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                                        uint32_t channels, const int64_t patch[3], bool intensity, const char *fn, cd_error *err);
 
 #endif

@@ -13,51 +13,12 @@
  * - device list and selection, the pipeline cache (miss, hit, garbage is a miss)
  * Skips (cmocka skip()) only when there is no Vulkan device at all. */
 #include "test_util.h"
+#include "gpu_test_util.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdbool.h>
 
 #include <cirrdata/cirrdata.h>
-
-static bool g_have_vulkan;
-
-/* xorshift64*: deterministic test randomness */
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void) {
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return g_rng * 0x2545F4914F6CDD1Dull;
-}
-static double urand(double lo, double hi) { return lo + (hi - lo) * (double)(rnd() >> 11) * (1.0 / 9007199254740992.0); }
-static int irand(int lo, int hi) { return lo + (int)(rnd() % (uint64_t)(hi - lo + 1)); }
-
-static void require_vulkan(void) {
-    if (!g_have_vulkan) skip();
-}
-
-static void check_validation(cd_gpu_context *ctx) {
-    char first[1024];
-    uint64_t n = cd_gpu_validation_messages(ctx, first, sizeof first);
-    if (n) fprintf(stderr, "validation messages: %llu, first: %s\n", (unsigned long long)n, first);
-    assert_int_equal(n, 0);
-}
-
-static cd_gpu_context *make_ctx(cd_gpu_memory_mode mode, uint64_t limit) {
-    cd_gpu_options o;
-    memset(&o, 0, sizeof o);
-    o.memory = mode;
-    o.memory_limit = limit;
-    cd_gpu_context *ctx = NULL;
-    cd_error err;
-    cd_status st = cd_gpu_create(&o, &ctx, &err);
-    if (st != CD_OK) fprintf(stderr, "cd_gpu_create: %s\n", err.message);
-    assert_int_equal(st, CD_OK);
-    /* the tests run with validation on (meson's env); outside meson it may be off */
-    if (getenv("CIRRDATA_VK_VALIDATION")) assert_true(cd_gpu_validation_enabled(ctx));
-    return ctx;
-}
 
 static void make_matrix(cd_aug_params *a, double rx, double ry, double rz, const double sc[3], const bool mir[3]) {
     const double cx = cos(rx), sx = sin(rx), cy = cos(ry), sy = sin(ry), cz = cos(rz), sz = sin(rz);
@@ -489,20 +450,8 @@ static void test_no_vulkan(void **state) {
 }
 
 int main(void) {
-    /* Keep the validation layer and the driver mapped for the whole run (the loader unloads them at
-     * each vkDestroyInstance): their one-time allocations then show up under their own names, which
-     * tests/lsan-vulkan.supp suppresses, rather than as "<unknown module>". */
-    const char *keep[] = {"libVkLayer_khronos_validation.so", "libvulkan_lvp.so"};
-    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) (void)dlopen(keep[i], RTLD_NOW | RTLD_NODELETE);
-    cd_error err;
-    int n = 0;
-    cd_status st = cd_gpu_list_devices(NULL, 0, &n, NULL, &err);
-    g_have_vulkan = st == CD_OK && n > 0;
-    if (!g_have_vulkan) {
-        fprintf(stderr, "no Vulkan device: %s\n", err.message);
-        /* a missing validation layer is a broken setup, not a machine without Vulkan */
-        if (strstr(err.message, "LAYER")) return 1;
-    }
+    g_rng = 0x9E3779B97F4A7C15ull; /* this file's own sequence of draws */
+    if (gpu_test_init()) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_vulkan),      cmocka_unit_test(test_devices),       cmocka_unit_test(test_parity_shared),
         cmocka_unit_test(test_parity_staging), cmocka_unit_test(test_parity_large),  cmocka_unit_test(test_integral_exact),

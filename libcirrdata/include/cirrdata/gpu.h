@@ -7,7 +7,8 @@
  * time and embedded in the library; nothing is read at run time except the pipeline cache).
  *
  * Every kernel has a C reference in the CPU engine and computes the same thing: cd_gpu_aug_spatial
- * is cd_aug_apply_spatial (cirrdata/augment.h) for a batch. Images agree with the reference to about
+ * is cd_aug_apply_spatial (cirrdata/augment.h) for a batch, cd_gpu_aug_intensity is
+ * cd_aug_apply_intensity, and cd_gpu_augment is both, fused into one command buffer per batch. Images agree with the reference to about
  * 1e-7 of the data range (the same float32 lerps; positions differ by < 1e-7 voxel where the
  * reference uses double precision), masks exactly (barring a position within 1e-7 voxel of a
  * half-integer).
@@ -142,6 +143,26 @@ typedef struct cd_gpu_spatial_item {
  * context is then unusable: destroy it and create another). On error the outputs are undefined. */
 CD_API cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
                                     uint32_t channels, const int64_t patch[3], cd_error *err);
+
+/* The intensity ops for n samples: exactly cd_aug_apply_intensity(&params[i], images[i], channels,
+ * patch) for each, in place on the (channels, patch) float32 images, in one command buffer per batch
+ * (noise from the same Philox stream, blur, brightness, contrast, low resolution, inverted gamma,
+ * gamma, in that order). Images agree with the reference to about 1e-6 of the data range (float where
+ * it accumulates statistics in double; the tests assert 1e-4). Samples with parameters the kernels
+ * do not take (non-finite values, a blur radius over 1023 voxels) run through the reference
+ * (counted in cd_gpu_timings.cpu_fallback). Limits, splitting and errors as cd_gpu_aug_spatial. */
+CD_API cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images,
+                                      uint32_t channels, const int64_t patch[3], cd_error *err);
+
+/* The whole augmentation of n samples: cd_aug_apply_spatial then cd_aug_apply_intensity for each
+ * (items as for cd_gpu_aug_spatial: out_img receives the augmented image, out_mask the warped mask),
+ * the warp and the intensity ops in ONE command buffer per batch, the warped images staying on the
+ * device between them. A sample that either part cannot run on the device runs entirely through the
+ * reference. This is what a training loader calls with its per-worker batch: params from cd_aug_draw,
+ * items from the source boxes it read (cd_aug_source_box). Limits, splitting and errors as
+ * cd_gpu_aug_spatial. */
+CD_API cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                                uint32_t channels, const int64_t patch[3], cd_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,535 @@
+/* cd_gpu_aug_intensity and cd_gpu_augment: the intensity augmentations on the device, the Vulkan twin
+ * of cd_aug_apply_intensity (augment/intensity.c), alone or after the spatial warp in the same
+ * command buffer.
+ *
+ * A batch's images lie back to back in one device range (row r = sample r / C, channel r % C, at
+ * r * npatch floats), with a scratch image of the same size after it when blur or low resolution
+ * needs one. Every op is one dispatch over all rows (one per axis for the blur, two for the low
+ * resolution, two per statistics reduction); samples that do not draw an op skip it inside the
+ * kernel, so a batch records each op once, only when some sample needs it, with a barrier between
+ * dependent dispatches and no others. The kernels bind the same three buffers (meta, data, stats)
+ * and take their offsets from push constants: a kernel's one descriptor set serves every dispatch
+ * of the command buffer, also the ping-pong of the blur.
+ *
+ * The host resolves what the reference resolves per sample before touching voxels: blur weights
+ * (double, normalised, stored as float), the low-resolution index and weight tables (the reference's
+ * own float arithmetic, so nearest indices agree exactly), the noise key and the factors; statistics
+ * (mean, sd, min, max) are reduced on the device in float (aug_reduce.comp: Welford + Chan merges).
+ * Agreement with the reference: ~1e-6 of the data range (float vs double accumulation), asserted at
+ * 1e-4 by tests/unit/test_gpu_intensity.c. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "augment/augment_impl.h"
+#include "gpu/gpu_impl.h"
+
+static const uint32_t noise_spirv[] =
+#include "aug_noise_spv.h"
+    ;
+static const uint32_t blur_spirv[] =
+#include "aug_blur_spv.h"
+    ;
+static const uint32_t scale_spirv[] =
+#include "aug_scale_spv.h"
+    ;
+static const uint32_t reduce_spirv[] =
+#include "aug_reduce_spv.h"
+    ;
+static const uint32_t contrast_spirv[] =
+#include "aug_contrast_spv.h"
+    ;
+static const uint32_t lowres_spirv[] =
+#include "aug_lowres_spv.h"
+    ;
+static const uint32_t gamma_spirv[] =
+#include "aug_gamma_spv.h"
+    ;
+
+enum { K_NOISE = 0, K_BLUR, K_SCALE, K_REDUCE, K_CONTRAST, K_LOWRES, K_GAMMA, NK };
+enum { SAMPLE_WORDS = 32, NBIND = 3, MAX_RADIUS = 1023, REDUCE_LOCAL = 256, MAX_PARTS = 1024 };
+
+/* The push constants of every intensity kernel (the shaders declare the same block). */
+typedef struct ipush {
+    uint32_t groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
+} ipush;
+
+_Static_assert(sizeof(((cd_gpu_context *)0)->ik) / sizeof(cd_vk_kernel) == NK, "one kernel per op file");
+
+cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_error *err) {
+    static const struct {
+        const uint32_t *spirv;
+        size_t bytes;
+    } src[NK] = {{noise_spirv, sizeof noise_spirv},       {blur_spirv, sizeof blur_spirv},   {scale_spirv, sizeof scale_spirv},
+                 {reduce_spirv, sizeof reduce_spirv},     {contrast_spirv, sizeof contrast_spirv},
+                 {lowres_spirv, sizeof lowres_spirv},     {gamma_spirv, sizeof gamma_spirv}};
+    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+    if (sizeof(ipush) > l->maxPushConstantsSize)
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
+    uint32_t lim = l->maxComputeWorkGroupSize[0] < l->maxComputeWorkGroupInvocations ? l->maxComputeWorkGroupSize[0]
+                                                                                     : l->maxComputeWorkGroupInvocations;
+    for (int k = 0; k < NK; k++) {
+        uint32_t ls = k == K_REDUCE ? REDUCE_LOCAL : 64; /* the reduction's shared arrays hold 256 */
+        if (ls > lim) ls = lim;
+        cd_status st = cd_vk_kernel_create(ctx, &ctx->ik[k], src[k].spirv, src[k].bytes, NBIND, sizeof(ipush), ls, err);
+        if (st != CD_OK) return st;
+    }
+    return CD_OK;
+}
+
+/* ---------------------------------------------------------------- per-sample plans */
+
+void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_iplan *p) {
+    memset(p, 0, sizeof *p);
+    bool ok = true;
+    p->meta_words = SAMPLE_WORDS;
+    if (a->noise && a->noise_sigma != 0) {
+        p->flags |= CD_GPU_I_NOISE;
+        ok &= isfinite(a->noise_sigma) != 0;
+    }
+    if (a->blur)
+        for (int ax = 0; ax < 3; ax++) {
+            /* the axes cd_aug_apply_intensity / cd_aug_gauss_axis blur */
+            if ((a->planar && ax == 2) || patch[ax] <= 1 || !(a->blur_sigma[ax] > 0)) continue;
+            const double r = a->blur_truncate * a->blur_sigma[ax] + 0.5;
+            if (!(r < MAX_RADIUS + 1)) {
+                ok = false;
+                continue;
+            }
+            if (r >= 1) {
+                p->radius[ax] = (uint32_t)r;
+                p->flags |= CD_GPU_I_BLUR;
+                p->meta_words += 2 * (uint64_t)p->radius[ax] + 1;
+            }
+        }
+    if (a->brightness) {
+        p->flags |= CD_GPU_I_BRIGHTNESS;
+        ok &= isfinite(a->brightness_factor) != 0;
+    }
+    if (a->contrast) {
+        p->flags |= CD_GPU_I_CONTRAST;
+        ok &= isfinite(a->contrast_factor) != 0;
+    }
+    if (a->lowres) {
+        p->flags |= CD_GPU_I_LOWRES;
+        if (!isfinite(a->lowres_zoom)) ok = false;
+        else
+            for (int ax = 0; ax < 3; ax++) {
+                const double v = (a->planar && ax == 2) ? (double)patch[ax] : nearbyint((double)patch[ax] * a->lowres_zoom);
+                p->m[ax] = v < 1 ? 1 : v > (double)patch[ax] ? patch[ax] : (int64_t)v;
+                p->meta_words += (uint64_t)p->m[ax] + 3 * (uint64_t)patch[ax];
+            }
+    }
+    if (a->gamma_invert) {
+        p->flags |= CD_GPU_I_GAMMA_INVERT;
+        ok &= isfinite(a->gamma_invert_value) != 0;
+    }
+    if (a->gamma) {
+        p->flags |= CD_GPU_I_GAMMA;
+        ok &= isfinite(a->gamma_value) != 0;
+    }
+    p->cpu = !ok;
+}
+
+static uint32_t reduce_parts(const cd_gpu_context *ctx, uint64_t npatch) {
+    const uint64_t per = (uint64_t)ctx->ik[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
+    const uint64_t parts = (npatch + per - 1) / per;
+    return (uint32_t)(parts < 1 ? 1 : parts > MAX_PARTS ? MAX_PARTS : parts);
+}
+
+uint64_t cd_gpu_istats_bytes(const cd_gpu_context *ctx, uint64_t rows, uint64_t npatch) {
+    return rows * ((uint64_t)reduce_parts(ctx, npatch) * 5 + 2 * 4) * 4;
+}
+
+static uint32_t fbits(double v) {
+    const float f = (float)v;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+void cd_gpu_ijob_pack(const cd_gpu_ijob *j, uint32_t *meta) {
+    const int64_t *n = j->patch;
+    uint64_t t = (uint64_t)j->ns * SAMPLE_WORDS; /* tables follow the records */
+    for (uint32_t s = 0; s < j->ns; s++) {
+        const cd_aug_params *a = j->params[s];
+        const cd_gpu_iplan *p = j->plans[s];
+        uint32_t *w = meta + (size_t)s * SAMPLE_WORDS;
+        memset(w, 0, SAMPLE_WORDS * 4);
+        w[0] = p->flags;
+        w[1] = (uint32_t)a->noise_key;
+        w[2] = (uint32_t)(a->noise_key >> 32);
+        w[3] = fbits(a->noise_sigma);
+        w[4] = fbits(a->brightness_factor);
+        w[5] = fbits(a->contrast_factor);
+        w[6] = fbits(a->gamma_invert_value);
+        w[7] = fbits(a->gamma_value);
+        if (p->flags & CD_GPU_I_BLUR)
+            for (int ax = 0; ax < 3; ax++) {
+                const int64_t r = p->radius[ax];
+                w[17 + ax] = (uint32_t)r;
+                if (!r) continue;
+                w[14 + ax] = (uint32_t)t;
+                /* cd_aug_gauss_axis's weights, in double, normalised, then rounded to float */
+                double wd[2 * MAX_RADIUS + 1], sum = 0, s2 = a->blur_sigma[ax] * a->blur_sigma[ax];
+                for (int64_t k = -r; k <= r; k++) sum += wd[k + r] = exp(-0.5 / s2 * (double)(k * k));
+                for (int64_t k = 0; k <= 2 * r; k++) meta[t + (uint64_t)k] = fbits(wd[k] / sum);
+                t += 2 * (uint64_t)r + 1;
+            }
+        if (p->flags & CD_GPU_I_LOWRES)
+            for (int ax = 0; ax < 3; ax++) {
+                /* lowres_channel's tables, computed by the same float expressions */
+                const int64_t m = p->m[ax];
+                w[8 + ax] = (uint32_t)m;
+                w[11 + ax] = (uint32_t)t;
+                uint32_t *idx = meta + t, *i0 = idx + m, *i1 = i0 + n[ax], *l1 = i1 + n[ax];
+                const float sd = (float)n[ax] / (float)m, su = (float)m / (float)n[ax];
+                for (int64_t o = 0; o < m; o++) {
+                    const int64_t s_ = (int64_t)floorf(((float)o + 0.5f) * sd);
+                    idx[o] = (uint32_t)(s_ < n[ax] - 1 ? s_ : n[ax] - 1);
+                }
+                for (int64_t o = 0; o < n[ax]; o++) {
+                    float sv = su * ((float)o + 0.5f) - 0.5f;
+                    if (sv < 0) sv = 0;
+                    const int64_t k = (int64_t)sv;
+                    i0[o] = (uint32_t)k;
+                    i1[o] = (uint32_t)(k < m - 1 ? k + 1 : k);
+                    const float l = sv - (float)k;
+                    memcpy(&l1[o], &l, 4);
+                }
+                t += (uint64_t)m + 3 * (uint64_t)n[ax];
+            }
+    }
+}
+
+/* ---------------------------------------------------------------- recording */
+
+static void bind(cd_gpu_context *ctx, const cd_vk_kernel *k, const ipush *pc) {
+    VkCommandBuffer cmd = ctx->cmd;
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, k->pipeline);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, k->layout, 0, 1, &k->set, 0, NULL);
+    ctx->vk.vkCmdPushConstants(cmd, k->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *pc, pc);
+}
+
+/* A dispatch of `per_row` invocations for each of gz rows: a 2D grid of workgroups per row when one
+ * row of groups would exceed the device's limit along x. */
+static void dispatch_rows(cd_gpu_context *ctx, const cd_vk_kernel *k, ipush *pc, uint64_t per_row, uint32_t gz) {
+    const uint64_t groups = (per_row + k->local_size - 1) / k->local_size;
+    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
+    const uint32_t gx = (uint32_t)(groups < maxx ? groups : maxx);
+    pc->groups_x = gx;
+    pc->count = (uint32_t)per_row;
+    bind(ctx, k, pc);
+    ctx->vk.vkCmdDispatch(ctx->cmd, gx, (uint32_t)((groups + gx - 1) / gx), gz);
+}
+
+static void compute_barrier(cd_gpu_context *ctx) {
+    cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+/* Statistics of the rows of samples with `flag` into stats slot `slot`: two dependent dispatches. */
+static void reduce(cd_gpu_context *ctx, ipush pc, uint32_t flag, uint32_t slot) {
+    const cd_vk_kernel *k = &ctx->ik[K_REDUCE];
+    pc.op = flag;
+    pc.slot = slot;
+    pc.mode = 0;
+    bind(ctx, k, &pc);
+    ctx->vk.vkCmdDispatch(ctx->cmd, pc.parts, 1, pc.rows);
+    compute_barrier(ctx);
+    pc.mode = 1;
+    bind(ctx, k, &pc);
+    ctx->vk.vkCmdDispatch(ctx->cmd, 1, 1, pc.rows);
+}
+
+static void gamma_step(cd_gpu_context *ctx, ipush pc, uint32_t flag) {
+    reduce(ctx, pc, flag, 0);
+    compute_barrier(ctx);
+    pc.op = flag;
+    pc.mode = 0;
+    dispatch_rows(ctx, &ctx->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
+    compute_barrier(ctx);
+    reduce(ctx, pc, flag, 1);
+    compute_barrier(ctx);
+    pc.op = flag;
+    pc.mode = 1;
+    dispatch_rows(ctx, &ctx->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
+}
+
+uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
+    if (!j->ops || !j->ns) return 0;
+    const cd_vk_range ranges[NBIND] = {j->meta, j->data, j->stats};
+    for (int k = 0; k < NK; k++) cd_vk_kernel_bind(ctx, &ctx->ik[k], ranges);
+    const uint64_t npatch = (uint64_t)(j->patch[0] * j->patch[1] * j->patch[2]);
+    ipush pc = {.npatch = (uint32_t)npatch,
+                .channels = j->channels,
+                .nx = (uint32_t)j->patch[0],
+                .ny = (uint32_t)j->patch[1],
+                .nz = (uint32_t)j->patch[2],
+                .cur = 0,
+                .oth = j->scratch,
+                .parts = reduce_parts(ctx, npatch),
+                .stats = (uint32_t)(j->ns * j->channels * reduce_parts(ctx, npatch) * 5),
+                .rows = j->ns * j->channels};
+    bool first = true;
+#define STEP()                                                                                     \
+    do {                                                                                           \
+        if (!first) compute_barrier(ctx);                                                          \
+        first = false;                                                                             \
+    } while (0)
+    if (j->ops & CD_GPU_I_NOISE) {
+        STEP();
+        dispatch_rows(ctx, &ctx->ik[K_NOISE], &pc, (npatch + 3) / 4, j->ns);
+    }
+    if (j->ops & CD_GPU_I_BLUR)
+        for (uint32_t ax = 0; ax < 3; ax++) {
+            bool any = false;
+            for (uint32_t s = 0; s < j->ns; s++) any |= j->plans[s]->radius[ax] != 0;
+            if (!any) continue;
+            STEP();
+            pc.op = ax;
+            dispatch_rows(ctx, &ctx->ik[K_BLUR], &pc, npatch, pc.rows);
+            const uint32_t t = pc.cur;
+            pc.cur = pc.oth;
+            pc.oth = t;
+        }
+    if (j->ops & CD_GPU_I_BRIGHTNESS) {
+        STEP();
+        dispatch_rows(ctx, &ctx->ik[K_SCALE], &pc, npatch, pc.rows);
+    }
+    if (j->ops & CD_GPU_I_CONTRAST) {
+        STEP();
+        reduce(ctx, pc, CD_GPU_I_CONTRAST, 0);
+        compute_barrier(ctx);
+        pc.slot = 0;
+        dispatch_rows(ctx, &ctx->ik[K_CONTRAST], &pc, npatch, pc.rows);
+    }
+    if (j->ops & CD_GPU_I_LOWRES) {
+        STEP();
+        pc.mode = 0;
+        dispatch_rows(ctx, &ctx->ik[K_LOWRES], &pc, npatch, pc.rows);
+        compute_barrier(ctx);
+        pc.mode = 1;
+        dispatch_rows(ctx, &ctx->ik[K_LOWRES], &pc, npatch, pc.rows);
+    }
+    if (j->ops & CD_GPU_I_GAMMA_INVERT) {
+        STEP();
+        gamma_step(ctx, pc, CD_GPU_I_GAMMA_INVERT);
+    }
+    if (j->ops & CD_GPU_I_GAMMA) {
+        STEP();
+        gamma_step(ctx, pc, CD_GPU_I_GAMMA);
+    }
+#undef STEP
+    return pc.cur;
+}
+
+/* ---------------------------------------------------------------- cd_gpu_aug_intensity */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Device bytes of samples [i0, i1) (the GPU ones): meta, image, scratch, stats (padded). */
+static void igroup_sizes(const cd_gpu_context *ctx, const cd_gpu_iplan *pl, int i0, int i1, uint32_t channels, uint64_t npatch,
+                         VkDeviceSize sz[4], uint32_t *ns) {
+    uint64_t meta = 0, rows = 0;
+    uint32_t ops = 0;
+    *ns = 0;
+    for (int i = i0; i < i1; i++) {
+        if (pl[i].cpu || !pl[i].flags) continue;
+        meta += pl[i].meta_words * 4;
+        rows += channels;
+        ops |= pl[i].flags;
+        (*ns)++;
+    }
+    sz[0] = cd_vk_padded(ctx, meta);
+    sz[1] = cd_vk_padded(ctx, rows * npatch * 4);
+    sz[2] = (ops & CD_GPU_I_SCRATCH) ? sz[1] : 0;
+    sz[3] = cd_vk_padded(ctx, (ops & CD_GPU_I_STATS) ? cd_gpu_istats_bytes(ctx, rows, npatch) : 0);
+}
+
+static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, float *const *images, const cd_gpu_iplan *pl, int i0,
+                            int i1, uint32_t channels, const int64_t patch[3], cd_error *err) {
+    const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
+    VkDeviceSize sz[4];
+    uint32_t ns;
+    igroup_sizes(ctx, pl, i0, i1, channels, npatch, sz, &ns);
+    if (ns == 0) return CD_OK;
+    const VkDeviceSize in_bytes = sz[0] + sz[1];
+    VkDeviceSize need[CD_VK_NKINDS] = {sz[0] + sz[1] + sz[2] + sz[3], ctx->shared ? 0 : in_bytes, ctx->shared ? 0 : sz[1]};
+    cd_status st = cd_vk_arenas_reserve(ctx, need, err);
+    if (st != CD_OK) return st;
+    cd_vk_range meta = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[0]);
+    cd_vk_range img = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[1]);
+    cd_vk_range data = img;
+    if (sz[2]) data.size += cd_vk_alloc(ctx, CD_VK_DEVICE, sz[2]).size; /* contiguous: [image | scratch] */
+    cd_vk_range stats = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[3]);
+    cd_vk_range h_meta = meta, h_img = img, h_out = img;
+    if (!ctx->shared) {
+        h_meta = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[0]);
+        h_img = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[1]);
+        h_out = cd_vk_alloc(ctx, CD_VK_READBACK, sz[1]);
+    }
+    const cd_aug_params **pp = malloc(sizeof *pp * ns);
+    const cd_gpu_iplan **pq = malloc(sizeof *pq * ns);
+    if (!pp || !pq) {
+        free(pp);
+        free(pq);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    cd_gpu_ijob job = {.ns = ns, .channels = channels, .params = pp, .plans = pq, .meta = meta, .data = data, .stats = stats,
+                       .scratch = (uint32_t)(sz[1] / 4)};
+    memcpy(job.patch, patch, sizeof job.patch);
+    float *hi = cd_vk_host(ctx, h_img);
+    const size_t row_bytes = (size_t)(npatch * channels) * sizeof(float);
+    uint32_t s = 0;
+    for (int i = i0; i < i1; i++) {
+        if (pl[i].cpu || !pl[i].flags) continue;
+        pp[s] = &params[i];
+        pq[s] = &pl[i];
+        job.ops |= pl[i].flags;
+        memcpy(hi + (size_t)s * npatch * channels, images[i], row_bytes);
+        s++;
+    }
+    cd_gpu_ijob_pack(&job, cd_vk_host(ctx, h_meta));
+
+    st = cd_vk_begin(ctx, err);
+    if (st == CD_OK) {
+        VkCommandBuffer cmd = ctx->cmd;
+        if (!ctx->shared) {
+            /* meta and image are adjacent in both arenas: one region */
+            VkBufferCopy region = {.srcOffset = h_meta.offset, .dstOffset = meta.offset, .size = in_bytes};
+            ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_UPLOAD].buffer, ctx->arena[CD_VK_DEVICE].buffer, 1, &region);
+            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        } /* shared memory: the submission makes the host's writes visible */
+        cd_vk_timestamp(ctx, 0);
+        const uint32_t res = cd_gpu_ijob_record(ctx, &job);
+        cd_vk_timestamp(ctx, 1);
+        if (!ctx->shared) {
+            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                          VK_ACCESS_TRANSFER_READ_BIT);
+            VkBufferCopy region = {.srcOffset = img.offset + (VkDeviceSize)res * 4, .dstOffset = h_out.offset, .size = sz[1]};
+            ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_DEVICE].buffer, ctx->arena[CD_VK_READBACK].buffer, 1, &region);
+            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
+        } else {
+            h_out.offset += (VkDeviceSize)res * 4;
+            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
+        }
+        double kms = 0;
+        st = cd_vk_submit_wait(ctx, &kms, err);
+        if (st == CD_OK) {
+            ctx->last.kernel_ms += kms;
+            ctx->last.batches++;
+            ctx->last.bytes_in += in_bytes;
+            ctx->last.bytes_out += sz[1];
+            const float *out = cd_vk_host(ctx, h_out);
+            s = 0;
+            for (int i = i0; i < i1; i++) {
+                if (pl[i].cpu || !pl[i].flags) continue;
+                memcpy(images[i], out + (size_t)s * npatch * channels, row_bytes);
+                s++;
+            }
+        }
+    }
+    free(pp);
+    free(pq);
+    return st;
+}
+
+static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images, uint32_t channels,
+                                  const int64_t patch[3], cd_gpu_iplan *pl, cd_error *err) {
+    const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
+    const VkPhysicalDeviceLimits *lim = &ctx->props.limits;
+    for (int i = 0; i < n; i++) {
+        if (!images[i]) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_intensity: image %d is NULL", i);
+        cd_gpu_iplan_make(&params[i], patch, &pl[i]);
+        if (pl[i].cpu) {
+            cd_status st = cd_aug_apply_intensity(&params[i], images[i], channels, patch, err);
+            if (st != CD_OK) return st;
+            ctx->last.cpu_fallback++;
+        }
+    }
+    uint64_t budget = ctx->max_allocation;
+    if (ctx->memory_limit) {
+        const uint64_t b = ctx->shared ? ctx->memory_limit : ctx->memory_limit / 2;
+        budget = b < budget ? b : budget;
+    }
+    const uint64_t range_max = lim->maxStorageBufferRange;
+    int i0 = 0;
+    while (i0 < n) {
+        int i1 = i0;
+        while (i1 < n) {
+            VkDeviceSize sz[4];
+            uint32_t ns;
+            igroup_sizes(ctx, pl, i0, i1 + 1, channels, npatch, sz, &ns);
+            const uint64_t total = sz[0] + sz[1] + sz[2] + sz[3];
+            const bool fits = sz[0] <= range_max && sz[1] + sz[2] <= range_max && sz[3] <= range_max && total <= budget &&
+                              (uint64_t)ns * channels <= lim->maxComputeWorkGroupCount[2];
+            if (!fits) {
+                if (i1 == i0) {
+                    char b1[32], b2[32];
+                    if (sz[1] + sz[2] > range_max || sz[3] > range_max || sz[0] > range_max || channels > lim->maxComputeWorkGroupCount[2])
+                        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_intensity: image %d (%s with its scratch copy) is more than %s can bind "
+                                                          "(maxStorageBufferRange %s)",
+                                       i0, cd_format_bytes(sz[1] + sz[2], b1, sizeof b1), ctx->info.name,
+                                       cd_format_bytes(range_max, b2, sizeof b2));
+                    return cd_fail(err, CD_ERR_NOMEM, "GPU memory: image %d needs %s, more than the %s available on %s", i0,
+                                   cd_format_bytes(total * (ctx->shared ? 1 : 2), b1, sizeof b1),
+                                   cd_format_bytes(budget * (ctx->shared ? 1 : 2), b2, sizeof b2), ctx->info.name);
+                }
+                break;
+            }
+            i1++;
+        }
+        cd_status st = irun_group(ctx, params, images, pl, i0, i1, channels, patch, err);
+        if (st != CD_OK) return st;
+        i0 = i1;
+    }
+    return CD_OK;
+}
+
+/* The checks both public calls share. */
+static cd_status check_args(const char *fn, const cd_gpu_context *ctx, const cd_aug_params *params, int n, const void *items,
+                            uint32_t channels, const int64_t patch[3], cd_error *err) {
+    if (!ctx || !patch || n < 0 || (n > 0 && (!params || !items))) return cd_fail(err, CD_ERR_ARG, "%s: NULL argument", fn);
+    for (int k = 0; k < 3; k++)
+        if (patch[k] < 1 || patch[k] > (1 << 20)) return cd_fail(err, CD_ERR_ARG, "%s: bad patch size %lld", fn, (long long)patch[k]);
+    if ((uint64_t)(patch[0] * patch[1] * patch[2]) >= (UINT64_C(1) << 32) / 6)
+        return cd_fail(err, CD_ERR_LIMIT, "%s: patch of %lld x %lld x %lld voxels is too large", fn, (long long)patch[0], (long long)patch[1],
+                       (long long)patch[2]);
+    if (channels > 4096) return cd_fail(err, CD_ERR_ARG, "%s: %u channels", fn, channels);
+    return CD_OK;
+}
+
+cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images, uint32_t channels,
+                               const int64_t patch[3], cd_error *err) {
+    cd_status st = check_args("cd_gpu_aug_intensity", ctx, params, n, images, channels, patch, err);
+    if (st != CD_OK || n == 0 || channels == 0) return st;
+    cd_gpu_iplan *pl = calloc((size_t)n, sizeof *pl);
+    if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&ctx->lock);
+    const double t0 = now_ms();
+    memset(&ctx->last, 0, sizeof ctx->last);
+    if (ctx->lost)
+        st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    else
+        st = intensity_locked(ctx, params, n, images, channels, patch, pl, err);
+    ctx->last.total_ms = now_ms() - t0;
+    pthread_mutex_unlock(&ctx->lock);
+    free(pl);
+    return st;
+}
+
+cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items, uint32_t channels,
+                         const int64_t patch[3], cd_error *err) {
+    cd_status st = check_args("cd_gpu_augment", ctx, params, n, items, channels, patch, err);
+    if (st != CD_OK || n == 0) return st;
+    return cd_gpu_warp_batch(ctx, params, n, items, channels, patch, true, "cd_gpu_augment", err);
+}

@@ -1,0 +1,81 @@
+#version 450
+// Gaussian noise (cd_aug_apply_intensity's first op, libcirrdata/augment/intensity.c): x += sigma * n(i)
+// with n(i) the per-voxel normal field of libcirrdata/augment/draw.c, the same for every channel.
+// One invocation per block b of 4 voxels of one sample (gl_WorkGroupID.z): Philox4x32-10 with
+// counter {b, 0, 0, 0} (b < 2^30: the high word is 0) and key {noise key low, high}, then Box-Muller
+// on (w0, w1) and (w2, w3). In float where the CPU uses double; log and sin/cos are evaluated here
+// (not with the built-ins, whose Vulkan precision is only 2^-11 absolute for sin/cos and 2^-21 for
+// log near 1) so that n agrees with the CPU's to ~1e-7 on every driver. No subgroup operations.
+layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+
+layout(std430, set = 0, binding = 0) readonly buffer Meta { uint meta[]; };
+layout(std430, set = 0, binding = 1) buffer Data { float data[]; };
+
+layout(push_constant) uniform Push {
+    uint groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
+} pc;
+
+const uint SAMPLE_WORDS = 32u, FLAG_NOISE = 1u;
+
+uvec4 philox(uvec4 c, uvec2 k) {
+    for (int i = 0; i < 10; i++) {
+        uint hi0, lo0, hi1, lo1;
+        umulExtended(0xD2511F53u, c.x, hi0, lo0);
+        umulExtended(0xCD9E8D57u, c.z, hi1, lo1);
+        c = uvec4(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
+        k += uvec2(0x9E3779B9u, 0xBB67AE85u);
+    }
+    return c;
+}
+
+// ln(x) for x > 0 to a few ulp: x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(f / (2 + f)),
+// f = m - 1 exact (fdlibm's logf scheme, series to s^9: error < 1e-9 for |s| <= 0.172).
+float log_acc(float x) {
+    int e;
+    float m = frexp(x, e);
+    if (m < 0.70710678) {
+        m *= 2.0;
+        e -= 1;
+    }
+    const float f = m - 1.0;
+    const float s = f / (2.0 + f), z = s * s;
+    const float r = z * (0.6666666667 + z * (0.4 + z * (0.2857142857 + z * 0.2222222222)));
+    return float(e) * 0.69314718056 + (2.0 * s + s * r);
+}
+
+// (cos, sin) of 2 pi u for u in [0, 1): quadrant q = round(4u) exactly, a = 2 pi (u - q/4) in
+// [-pi/4, pi/4], Taylor series to a^10 (error < 1e-9 there).
+vec2 cos_sin_2pi(float u) {
+    const float q = floor(u * 4.0 + 0.5);
+    const float a = (u - q * 0.25) * 6.28318530718;
+    const float a2 = a * a;
+    const float s = a * (1.0 + a2 * (-1.0 / 6.0 + a2 * (1.0 / 120.0 + a2 * (-1.0 / 5040.0 + a2 * (1.0 / 362880.0)))));
+    const float c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24.0 + a2 * (-1.0 / 720.0 + a2 * (1.0 / 40320.0 + a2 * (-1.0 / 3628800.0)))));
+    const uint k = uint(q) & 3u;
+    return k == 0u ? vec2(c, s) : k == 1u ? vec2(-s, c) : k == 2u ? vec2(-c, -s) : vec2(s, -c);
+}
+
+void main() {
+    const uint b = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    if (b >= pc.count) return;
+    const uint s = gl_WorkGroupID.z, rec = s * SAMPLE_WORDS;
+    if ((meta[rec] & FLAG_NOISE) == 0u) return;
+    const float sigma = uintBitsToFloat(meta[rec + 3u]);
+    const uvec4 w = philox(uvec4(b, 0u, 0u, 0u), uvec2(meta[rec + 1u], meta[rec + 2u]));
+    float n[4];
+    for (int h = 0; h < 2; h++) {
+        const float u1 = (float(w[2 * h] >> 8u) + 1.0) * (1.0 / 16777216.0);
+        const float u2 = float(w[2 * h + 1] >> 8u) * (1.0 / 16777216.0);
+        const float r = sqrt(-2.0 * log_acc(u1));
+        const vec2 cs = cos_sin_2pi(u2);
+        n[2 * h] = r * cs.x;
+        n[2 * h + 1] = r * cs.y;
+    }
+    const uint base = pc.cur + s * pc.channels * pc.npatch;
+    for (uint l = 0u; l < 4u; l++) {
+        const uint o = b * 4u + l;
+        if (o >= pc.npatch) break;
+        const float add = sigma * n[l];
+        for (uint c = 0u; c < pc.channels; c++) data[base + c * pc.npatch + o] += add;
+    }
+}
