@@ -20,6 +20,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
+. "$here/bench_lib.sh"
 build=${1:-build}
 rounds=${ROUNDS:-3}
 recipes=${RECIPES:-raw nnunet-3d}
@@ -29,26 +30,12 @@ seed=${SEED:-7}
 order3_rounds=${ORDER3_ROUNDS:-1}
 py=${PYTHON:-/usr/bin/python3}
 
-if [ ! -d "$build" ]; then
-    meson setup "$build" --buildtype=release
-fi
-ninja -C "$build"
+bench_build "$build"
 cli="$build/tools/cirrdata"
 bound="$build/benchmarks/convert_bound"
-for b in "$cli" "$bound"; do
-    if [ ! -x "$b" ]; then
-        echo "run_convert.sh: $b not built (is the 'benchmarks' option on?)" >&2
-        exit 1
-    fi
-done
+bench_require run_convert.sh "$cli" "$bound"
 
-data="$here/.data"
-src="$data/cirrmri600-$cases-s$seed"
-mkdir -p "$data"
-if [ ! -s "$src/Metadata/labels.txt" ]; then
-    rm -rf "$src"
-    "$cli" synth --layout cirrmri600 "$src" --cases "$cases" --seed "$seed" --quiet --json > "$data/synth-$cases-s$seed.json"
-fi
+bench_source "$cli" "$cases" "$seed"
 # The files our converter reads by default (Healthy_subjects is skipped): the bound's input.
 files=$(find "$src/Cirrhosis_T1_3D" "$src/Cirrhosis_T2_3D" -name '*.nii*' -type f | sort)
 echo "dataset: $src ($(echo "$files" | grep -c _images/) cirrhosis scans, $(du -sh "$src" | cut -f1) with healthy subjects)"

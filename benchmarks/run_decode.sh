@@ -16,6 +16,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
+. "$here/bench_lib.sh"
 build=${1:-build}
 rounds=${ROUNDS:-3}
 repeat=${REPEAT:-15}
@@ -24,15 +25,9 @@ shape=${SHAPE:-512,512,72}
 diag=
 [ "${DIAG:-0}" = 1 ] && diag=--diag
 
-if [ ! -d "$build" ]; then
-    meson setup "$build" --buildtype=release
-fi
-ninja -C "$build"
+bench_build "$build"
 bench="$build/benchmarks/bench_decode"
-if [ ! -x "$bench" ]; then
-    echo "run_decode.sh: $bench not built (is the 'benchmarks' option on and benchmarks/ a subdir?)" >&2
-    exit 1
-fi
+bench_require run_decode.sh "$bench"
 
 data="$here/.data"
 mkdir -p "$data"

@@ -24,6 +24,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
+. "$here/bench_lib.sh"
 build=${1:-build}
 rounds=${ROUNDS:-3}
 batches=${BATCHES:-300}
@@ -35,29 +36,15 @@ py=${PYTHON:-/usr/bin/python3}
 cases=24
 seed=7
 
-if [ ! -d "$build" ]; then
-    meson setup "$build" --buildtype=release -Dtests=false
-fi
-ninja -C "$build"
+bench_build "$build" -Dtests=false
 cli="$build/tools/cirrdata"
 bound="$build/benchmarks/loader_bound"
-for b in "$cli" "$bound"; do
-    if [ ! -x "$b" ]; then
-        echo "run_loader.sh: $b not built (is the 'benchmarks' option on?)" >&2
-        exit 1
-    fi
-done
+bench_require run_loader.sh "$cli" "$bound"
 CIRRDATA_LIB=$(cd "$build" && pwd)/libcirrdata/libcirrdata.so
 export CIRRDATA_LIB
 
-data="$here/.data"
-src="$data/cirrmri600-$cases-s$seed"
+bench_source "$cli" "$cases" "$seed"
 ds="$data/loader-nnunet-3d-$cases-s$seed"
-mkdir -p "$data"
-if [ ! -s "$src/Metadata/labels.txt" ]; then
-    rm -rf "$src"
-    "$cli" synth --layout cirrmri600 "$src" --cases "$cases" --seed "$seed" --quiet --json > "$data/synth-$cases-s$seed.json"
-fi
 if [ ! -s "$ds/manifest.json" ]; then
     rm -rf "$ds"
     "$cli" convert --layout cirrmri600 "$src" --out "$ds" --recipe nnunet-3d --quiet

@@ -12,8 +12,11 @@ static const cli_command commands[] = {
     {"verify", "check every checksum of a converted dataset; name the damaged shard and record", cmd_verify},
     {"inspect", "print a converted dataset's counts, statistics, recipe and shards", cmd_inspect},
     {"merge", "join the parts of a 'convert --part I/N' run into one dataset", cmd_merge},
+    {"export-batch", "write a converted dataset's records as plain .npy or .nii.gz files (with affines) for tools that read only files", cmd_export_batch},
     {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)", cmd_resample},
     {"preview", "draw a converted sample (three planes, mask outline) or a loader batch as a PNG picture", cmd_preview},
+    {"stage", "stage cirrhosis (mild, moderate, severe) in MRI scans with a trained network", cmd_stage},
+    {"bench", "measure decode, convert and loader throughput on this machine (synthetic data, about a minute)", cmd_bench},
     {"devices", "list the Vulkan devices and which one the GPU path would use", cmd_devices},
 };
 

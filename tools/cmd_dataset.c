@@ -24,7 +24,19 @@ static const char convert_help[] =
     "  --strict             a bad case stops the conversion (default: skip it and report it)\n"
     "  --max-bytes SIZE     NIfTI allocation cap (default 8G)\n"
     "  --quiet              no progress bar\n"
-    "  --json               print the summary as JSON\n";
+    "  --json               print the summary as JSON\n\n"
+    "Augmented copies (for trainers that cannot run the loader; schemas/shard-format.md):\n"
+    "  --augment A          nnunet, cirrhosisstage or a pipeline JSON file: each case is followed by\n"
+    "                       K augmented records; copy k of case i equals the loader's sample for\n"
+    "                       (--seed, epoch k, record i of the plain conversion) in --mode with batch 1\n"
+    "  --copies K           augmented records per case, 1..1024 (default 1)\n"
+    "  --seed S             the loader seed the copies are drawn with (default 0)\n"
+    "  --mode MODE          volume (default; with --patch a centred crop/pad), patch or slice\n"
+    "  --patch X,Y,Z        volume: fixed output size; patch: the patch size (required)\n"
+    "  --foreground-fraction F  patch mode: >= 0.5 centres every copy on the mask (default 0.33:\n"
+    "                       never, as a batch-size-1 loader)\n"
+    "  --no-original        write only the K copies\n"
+    "  --device cpu|vulkan  what runs the spatial warp (vulkan falls back to the CPU, with the reason)\n";
 
 static const char verify_help[] =
     "usage: cirrdata verify DIR [--quiet]\n\n"
@@ -40,7 +52,20 @@ static const char merge_help[] =
     "usage: cirrdata merge OUT PART_DIR...\n\n"
     "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n";
 
-enum { O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_PAIR, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP };
+enum {
+    O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_PAIR, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP,
+    O_AUGMENT, O_COPIES, O_SEED, O_MODE, O_PATCH, O_FGF, O_NOORIG, O_DEVICE
+};
+
+static bool parse_xyz(const char *s, int64_t out[3]) {
+    char tail;
+    long long a, b, c;
+    if (sscanf(s, "%lld,%lld,%lld%c", &a, &b, &c, &tail) != 3) return false;
+    out[0] = a;
+    out[1] = b;
+    out[2] = c;
+    return a >= 1 && b >= 1 && c >= 1 && a <= 4096 && b <= 4096 && c <= 4096;
+}
 
 static void on_progress(void *user, uint64_t done, uint64_t total, uint64_t bytes) {
     cli_progress *p = user;
@@ -57,9 +82,15 @@ int cmd_convert(int argc, char **argv) {
         {"pair-t1t2", no_argument, NULL, O_PAIR},
         {"max-bytes", required_argument, NULL, O_MAXB},   {"quiet", no_argument, NULL, O_QUIET},
         {"json", no_argument, NULL, O_JSON},              {"help", no_argument, NULL, O_HELP},
+        {"augment", required_argument, NULL, O_AUGMENT}, {"copies", required_argument, NULL, O_COPIES},
+        {"seed", required_argument, NULL, O_SEED},       {"mode", required_argument, NULL, O_MODE},
+        {"patch", required_argument, NULL, O_PATCH},     {"foreground-fraction", required_argument, NULL, O_FGF},
+        {"no-original", no_argument, NULL, O_NOORIG},    {"device", required_argument, NULL, O_DEVICE},
         {NULL, 0, NULL, 0}};
     cd_convert_options co;
     cd_convert_options_init(&co);
+    co.foreground_fraction = 0.33; /* the loader's default */
+    const char *aug_only = NULL;   /* an augmentation option given (needs --augment) */
     const char *recipe = "raw";
     bool quiet = false, json = false;
     co.layout = NULL;
@@ -94,6 +125,45 @@ int cmd_convert(int argc, char **argv) {
             break;
         case O_QUIET: quiet = true; break;
         case O_JSON: json = true; break;
+        case O_AUGMENT: co.augment = optarg; break;
+        case O_COPIES:
+            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --copies '%s' (1..1024)", optarg);
+            co.copies = (uint32_t)v;
+            aug_only = "--copies";
+            break;
+        case O_SEED:
+            if (!cli_parse_int64(optarg, &v) || v < 0) return cli_usage_error("convert", "bad --seed '%s'", optarg);
+            co.seed = (uint64_t)v;
+            aug_only = "--seed";
+            break;
+        case O_MODE:
+            if (!strcmp(optarg, "volume")) co.aug_mode = CD_LOADER_VOLUME;
+            else if (!strcmp(optarg, "patch")) co.aug_mode = CD_LOADER_PATCH;
+            else if (!strcmp(optarg, "slice")) co.aug_mode = CD_LOADER_SLICE;
+            else return cli_usage_error("convert", "bad --mode '%s' (volume, patch or slice)", optarg);
+            aug_only = "--mode";
+            break;
+        case O_PATCH:
+            if (!parse_xyz(optarg, co.aug_patch)) return cli_usage_error("convert", "bad --patch '%s' (X,Y,Z, each 1..4096)", optarg);
+            aug_only = "--patch";
+            break;
+        case O_FGF: {
+            char *end;
+            co.foreground_fraction = strtod(optarg, &end);
+            if (*end || end == optarg || !(co.foreground_fraction >= 0 && co.foreground_fraction <= 1))
+                return cli_usage_error("convert", "bad --foreground-fraction '%s' (0..1)", optarg);
+            aug_only = "--foreground-fraction";
+            break;
+        }
+        case O_NOORIG:
+            co.no_original = true;
+            aug_only = "--no-original";
+            break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "vulkan")) return cli_usage_error("convert", "bad --device '%s' (cpu or vulkan)", optarg);
+            co.device = optarg;
+            aug_only = "--device";
+            break;
         case 'h':
         case O_HELP: fputs(convert_help, stdout); return CLI_OK;
         default: return cli_usage_error("convert", "unknown option or missing value '%s'", argv[optind - 1]);
@@ -102,6 +172,11 @@ int cmd_convert(int argc, char **argv) {
     if (optind != argc - 1) return cli_usage_error("convert", "expected exactly one ROOT");
     if (!co.layout) return cli_usage_error("convert", "missing --layout (cirrmri600 or nnunet)");
     if (!co.out_dir) return cli_usage_error("convert", "missing --out DIR");
+    if (co.augment && !strcmp(co.augment, "none")) co.augment = NULL;
+    if (aug_only && !co.augment) return cli_usage_error("convert", "%s needs --augment", aug_only);
+    if (co.augment && !co.copies) co.copies = 1;
+    if (co.aug_mode == CD_LOADER_PATCH && !co.aug_patch[0]) return cli_usage_error("convert", "--mode patch needs --patch X,Y,Z");
+    if (co.aug_mode == CD_LOADER_SLICE && co.aug_patch[0]) return cli_usage_error("convert", "--mode slice takes no --patch");
     co.root = argv[optind];
     cd_error err;
     if (cd_recipe_load(recipe, &co.recipe, &err) != CD_OK) return cli_fail_error(&err);
@@ -125,6 +200,11 @@ int cmd_convert(int argc, char **argv) {
         json_object_set_new(o, "bytes_written", json_integer((json_int_t)res.bytes_written));
         json_object_set_new(o, "seconds", json_real(res.seconds));
         json_object_set_new(o, "cases_per_second", json_real(res.seconds > 0 ? (double)(res.records + res.skipped) / res.seconds : 0));
+        if (co.augment) {
+            json_object_set_new(o, "augment_seconds", json_real(res.augment_seconds));
+            json_object_set_new(o, "device", json_string(res.device));
+            if (res.device_note[0]) json_object_set_new(o, "device_note", json_string(res.device_note));
+        }
         cli_json_print(o);
     } else {
         printf("converted %llu records (%llu skipped%s) into %llu shard%s in %s\n", (unsigned long long)res.records,
@@ -133,7 +213,11 @@ int cmd_convert(int argc, char **argv) {
         if (res.resumed_records) printf("resumed: %llu records were already done\n", (unsigned long long)res.resumed_records);
         printf("read %.1f MB in %.2f s (%.1f MB/s), recipe %s\n", mb, res.seconds, res.seconds > 0 ? mb / res.seconds : 0.0,
                co.recipe.name);
+        if (co.augment)
+            printf("augmented copies: %u per case, warp on %s (%.2f CPU s of augmentation), seed %llu\n", co.copies,
+                   res.device, res.augment_seconds, (unsigned long long)co.seed);
     }
+    if (co.augment && res.device_note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.device_note);
     return CLI_OK;
 }
 
@@ -202,8 +286,8 @@ int cmd_inspect(int argc, char **argv) {
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "path", json_string(argv[optind]));
-        static const char *const keys[] = {"created_by", "recipe", "resolved", "source", "part", "classes", "counts", "statistics",
-                                           "tensors", "shards"};
+        static const char *const keys[] = {"created_by", "recipe", "resolved", "augmentation", "source", "part", "classes", "counts",
+                                           "statistics", "tensors", "shards"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             if (json_object_get(m, keys[i])) json_object_set(o, keys[i], json_object_get(m, keys[i]));
         json_object_del(json_object_get(o, "source"), "fingerprint");
@@ -231,6 +315,23 @@ int cmd_inspect(int argc, char **argv) {
     printf("\n");
     json_t *skipped = json_object_get(json_object_get(m, "source"), "skipped");
     if (json_array_size(skipped)) printf("skipped     %zu case(s), see manifest.json source.skipped\n", json_array_size(skipped));
+    json_t *aug = json_object_get(m, "augmentation");
+    if (aug) {
+        json_t *pt = json_object_get(aug, "patch");
+        char patch[80] = "as stored";
+        if (json_is_array(pt))
+            snprintf(patch, sizeof patch, "%lld x %lld x %lld", (long long)json_integer_value(json_array_get(pt, 0)),
+                     (long long)json_integer_value(json_array_get(pt, 1)), (long long)json_integer_value(json_array_get(pt, 2)));
+        long long ncopies = (long long)json_integer_value(json_object_get(aug, "copies"));
+        const char *pname = json_string_value(json_object_get(json_object_get(aug, "pipeline"), "name"));
+        const char *mode = json_string_value(json_object_get(aug, "mode")), *dev = json_string_value(json_object_get(aug, "device"));
+        printf("augmented   %lld cop%s per case, pipeline %s, seed %lld, mode %s, patch %s, %s, warp on %s\n", ncopies, ncopies == 1 ? "y" : "ies",
+               pname ? pname : "?", (long long)json_integer_value(json_object_get(aug, "seed")), mode ? mode : "?", patch,
+               json_is_true(json_object_get(aug, "no_original")) ? "no originals" : "originals kept", dev ? dev : "?");
+        char *pj = json_dumps(json_object_get(aug, "pipeline"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (pj) printf("  pipeline    %s\n", pj);
+        free(pj);
+    }
     json_t *res = json_object_get(json_object_get(m, "resolved"), "target_spacing");
     if (res)
         printf("target      spacing %.4g x %.4g x %.4g mm\n", json_number_value(json_array_get(res, 0)),

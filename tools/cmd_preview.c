@@ -22,7 +22,8 @@ static const char preview_help[] =
     "usage: cirrdata preview DATASET --sample N -o OUT.png [--size PX]\n"
     "       cirrdata preview DATASET --batch -o OUT.png [--augment nnunet|cirrhosisstage|none|FILE]\n"
     "                        [--seed S] [--batch-size B] [--patch X,Y,Z] [--mode patch|volume|slice]\n"
-    "                        [--split NAMES] [--sample N] [--size PX]\n\n"
+    "                        [--split NAMES] [--sample N] [--size PX]\n"
+    "       cirrdata preview DATASET --variants N -o OUT.png [--size PX]\n\n"
     "Draws a converted dataset's sample as a PNG: per channel, the axial, coronal and sagittal planes\n"
     "through the middle of the mask's bounding box (or of the volume), in millimetre proportions\n"
     "(spacing from the record), windowed to the sample's 0.5..99.5 percentiles per channel, with the\n"
@@ -40,9 +41,12 @@ static const char preview_help[] =
     "  --batch-size B    --batch: samples per batch, 1..64 (default 4)\n"
     "  --patch X,Y,Z     --batch: patch size (patch mode; default 96,96,32) or fixed volume size\n"
     "  --mode MODE       --batch: patch (default), volume or slice\n"
-    "  --split NAMES     --batch: comma-separated splits to draw from (default train; * = all)\n";
+    "  --split NAMES     --batch: comma-separated splits to draw from (default train; * = all)\n"
+    "  --variants N      a dataset written by 'convert --augment': case N's original and its K\n"
+    "                    augmented copies side by side (middle axial slice of each), with what was\n"
+    "                    drawn for each copy\n";
 
-enum { O_SAMPLE = 1000, O_OUT, O_SIZE, O_BATCH, O_AUGMENT, O_SEED, O_BSIZE, O_PATCH, O_MODE, O_SPLIT, O_HELP };
+enum { O_SAMPLE = 1000, O_OUT, O_SIZE, O_BATCH, O_AUGMENT, O_SEED, O_BSIZE, O_PATCH, O_MODE, O_SPLIT, O_HELP, O_VARIANTS };
 
 /* ---- colours and layout ---- */
 
@@ -54,29 +58,6 @@ static const png_rgb C_BG = {18, 18, 22}, C_TEXT = {232, 232, 232}, C_DIM = {160
 #define MIN_CHARS 48 /* the caption gets at least this many characters per line */
 
 /* ---- voxel helpers ---- */
-
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal */
-            int e = -1;
-            do {
-                e++;
-                man <<= 1;
-            } while (!(man & 0x400u));
-            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | man << 13;
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | man << 13;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 /* Converts n elements of dtype to float; false for a dtype we do not draw. */
 static bool to_float(const void *raw, cd_dtype dt, size_t n, float *out) {
@@ -97,7 +78,7 @@ static bool to_float(const void *raw, cd_dtype dt, size_t n, float *out) {
 #undef CONV
     case CD_DTYPE_FLOAT16: {
         const uint16_t *s = raw;
-        for (size_t i = 0; i < n; i++) out[i] = half_to_float(s[i]);
+        for (size_t i = 0; i < n; i++) out[i] = cli_half_to_float(s[i]);
         return true;
     }
     default: return false;
@@ -895,6 +876,183 @@ done:
     return rc;
 }
 
+/* ---- the augmented copies of one case ---- */
+
+/* "rot 3,-12,0 deg  scale 1.12  mirror xz  gamma 0.81": what was drawn for a copy, briefly. */
+static void describe_params(json_t *aug, char *out, size_t cap) {
+    json_t *p = json_object_get(aug, "params");
+    size_t k = 0;
+    out[0] = 0;
+    if (!p) {
+        json_t *sl = json_object_get(aug, "slices");
+        snprintf(out, cap, "%zu slices, each with its own draw", json_array_size(sl));
+        return;
+    }
+    json_t *rot = json_object_get(p, "rotation_rad"), *mi = json_object_get(p, "mirror");
+    double r[3];
+    for (int a = 0; a < 3; a++) r[a] = json_number_value(json_array_get(rot, (size_t)a)) * 180.0 / M_PI;
+    if (r[0] != 0 || r[1] != 0 || r[2] != 0) k += (size_t)snprintf(out + k, cap - k, "rot %.0f,%.0f,%.0f deg ", r[0], r[1], r[2]);
+    double sc = json_number_value(json_object_get(p, "scale"));
+    if (k < cap && sc != 1.0 && sc != 0) k += (size_t)snprintf(out + k, cap - k, "scale %.2f ", sc);
+    char m[4] = "";
+    int nm = 0;
+    for (int a = 0; a < 3; a++)
+        if (json_is_true(json_array_get(mi, (size_t)a))) m[nm++] = "xyz"[a];
+    m[nm] = 0;
+    if (k < cap && nm) k += (size_t)snprintf(out + k, cap - k, "mirror %s ", m);
+    static const char *const scalars[] = {"gamma", "brightness", "contrast", "lowres_zoom"};
+    for (size_t i = 0; i < 4 && k < cap; i++) {
+        json_t *v = json_object_get(p, scalars[i]);
+        if (v) k += (size_t)snprintf(out + k, cap - k, "%s %.2f ", scalars[i], json_number_value(v));
+    }
+    if (k < cap && json_object_get(p, "noise")) k += (size_t)snprintf(out + k, cap - k, "noise ");
+    if (k < cap && json_object_get(p, "blur")) k += (size_t)snprintf(out + k, cap - k, "blur ");
+    if (k < cap && json_object_get(p, "elastic")) k += (size_t)snprintf(out + k, cap - k, "elastic ");
+    if (!k) snprintf(out, cap, "identity (nothing drawn applied)");
+}
+
+static int preview_variants(const char *dir, uint64_t case_no, const char *out, int size) {
+    cd_error err;
+    cd_dataset *ds;
+    if (cd_dataset_open(dir, &ds, &err) != CD_OK) return cli_fail_error(&err);
+    json_t *manifest = json_loads(cd_dataset_manifest(ds), 0, NULL);
+    json_t *aug = json_object_get(manifest, "augmentation");
+    int rc = CLI_FAIL;
+    enum { MAXV = 16 };
+    sample sm[MAXV];
+    uint64_t idx[MAXV];
+    int n = 0;
+    png_canvas cv = {0};
+    lines title = {.n = 0}, cap = {.n = 0};
+    float *pix = NULL;
+    uint8_t *mpix = NULL;
+    if (!aug) {
+        rc = fail_msg("%s: not written by 'convert --augment' (no 'augmentation' in the manifest): nothing to compare", dir);
+        goto done;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(manifest, "records"), i, e) {
+        json_t *cs = json_object_get(e, "case");
+        if (!json_is_integer(cs) || (uint64_t)json_integer_value(cs) != case_no) continue;
+        if (n == MAXV) break; /* the original and the first copies are enough to see the spread */
+        if (read_sample(ds, dir, i, &sm[n]) != CLI_OK) goto done;
+        idx[n++] = i;
+    }
+    if (!n) {
+        rc = fail_msg("%s: no records of case %llu (cases are 0..%lld)", dir, (unsigned long long)case_no,
+                      (long long)json_integer_value(json_object_get(json_object_get(manifest, "counts"), "records")) /
+                              (json_integer_value(json_object_get(aug, "copies")) + !json_is_true(json_object_get(aug, "no_original"))) -
+                          1);
+        goto done;
+    }
+    /* One millimetre scale for all cells; each record's own spacing. */
+    double sp[MAXV][3], longest = 0;
+    for (int k = 0; k < n; k++) {
+        record_spacing(sm[k].meta, sp[k]);
+        for (int a = 0; a < 2; a++)
+            if ((double)sm[k].d[a] * sp[k][a] > longest) longest = (double)sm[k].d[a] * sp[k][a];
+    }
+    double scale = (double)size / (longest > 0 ? longest : 1);
+    int cols = n < 4 ? n : 4, grid_rows = (n + cols - 1) / cols, cell_w = 1, panel_h = 1;
+    for (int k = 0; k < n; k++) {
+        int w = (int)lround((double)sm[k].d[0] * sp[k][0] * scale), h = (int)lround((double)sm[k].d[1] * sp[k][1] * scale);
+        if (w > cell_w) cell_w = w;
+        if (h > panel_h) panel_h = h;
+    }
+    int ts = cols * cell_w >= 360 ? 2 : 1;
+    char heads[MAXV][2][160];
+    for (int k = 0; k < n; k++) {
+        json_t *a = json_object_get(sm[k].meta, "augmentation");
+        if (!a) snprintf(heads[k][0], sizeof heads[k][0], "original  record %llu", (unsigned long long)idx[k]);
+        else
+            snprintf(heads[k][0], sizeof heads[k][0], "copy %lld (epoch %lld)  record %llu", (long long)json_integer_value(json_object_get(a, "copy")),
+                     (long long)json_integer_value(json_object_get(a, "epoch")), (unsigned long long)idx[k]);
+        if (a) describe_params(a, heads[k][1], sizeof heads[k][1]);
+        else snprintf(heads[k][1], sizeof heads[k][1], "as preprocessed");
+        int cap_c = 48;
+        if ((int)strlen(heads[k][1]) > cap_c) heads[k][1][cap_c] = 0; /* the caption has the rest */
+        for (int q = 0; q < 2; q++) {
+            int tw = png_canvas_text_width(heads[k][q], ts);
+            if (tw > cell_w) cell_w = tw;
+        }
+    }
+    int grid_w = cols * cell_w + (cols - 1) * GAP, width = grid_w + 2 * MARGIN;
+    if (width < MIN_CHARS * FONT_CELL_W * ts + 2 * MARGIN) width = MIN_CHARS * FONT_CELL_W * ts + 2 * MARGIN;
+    const char *key = jstr(sm[0].meta, "key", "?");
+    json_t *pipe = json_object_get(aug, "pipeline");
+    add_line(&title, C_TITLE, "case %llu (%s): %d record%s, pipeline %s, seed %lld", (unsigned long long)case_no, key, n, n == 1 ? "" : "s",
+             jstr(pipe, "name", "?"), (long long)json_integer_value(json_object_get(aug, "seed")));
+    add_line(&cap, C_TEXT, "patient %s, sequence %s, split %s, label %lld; mode %s; recipe %s", jstr(sm[0].meta, "patient_id", "?"),
+             jstr(sm[0].meta, "sequence", "?"), jstr(sm[0].meta, "split", "?"), (long long)json_integer_value(json_object_get(sm[0].meta, "label")),
+             jstr(aug, "mode", "?"), jstr(json_object_get(manifest, "recipe"), "name", "?"));
+    add_line(&cap, C_TEXT, "copy k = the loader's sample for (seed, epoch k, this case) in the same mode; middle axial slice of each record, "
+                           "window p0.5..p99.5 of each, mask outlined in red");
+    add_line(&cap, C_DIM, "copies are drawn on the grid they were sampled on (flips and rotations included), so no R/L/A/P letters");
+    char pathbuf[PATH_MAX];
+    add_line(&cap, C_DIM, "dataset %s", abs_path(dir, pathbuf));
+    int tts = png_canvas_text_width(title.text[0], ts + 1) <= width - 2 * MARGIN ? ts + 1 : ts;
+    wrap_lines(&title, (width - 2 * MARGIN) / (FONT_CELL_W * tts));
+    wrap_lines(&cap, (width - 2 * MARGIN) / (FONT_CELL_W * ts));
+    uint32_t C = sm[0].channels;
+    for (int k = 1; k < n; k++)
+        if (sm[k].channels > C) C = sm[k].channels;
+    int head_h = 2 * FONT_CELL_H * ts + 4, cell_h = head_h + (int)C * (panel_h + 8) - 8;
+    int height = MARGIN + lines_height(&title, tts) + 8 + grid_rows * (cell_h + GAP) + lines_height(&cap, ts) + MARGIN;
+    if (png_canvas_init(&cv, width, height, C_BG, &err) != CD_OK) {
+        rc = cli_fail_error(&err);
+        goto done;
+    }
+    int y0 = MARGIN;
+    draw_lines(&cv, &title, MARGIN, y0, tts);
+    y0 += lines_height(&title, tts) + 8;
+    pix = malloc((size_t)cell_w * (size_t)panel_h * sizeof *pix);
+    mpix = malloc((size_t)cell_w * (size_t)panel_h);
+    if (!pix || !mpix) {
+        rc = fail_msg("out of memory");
+        goto done;
+    }
+    for (int k = 0; k < n; k++) {
+        int gx = MARGIN + (k % cols) * (cell_w + GAP), gy = y0 + (k / cols) * (cell_h + GAP);
+        png_canvas_text(&cv, gx, gy, heads[k][0], ts, C_TEXT);
+        png_canvas_text(&cv, gx, gy + FONT_CELL_H * ts, heads[k][1], ts, C_DIM);
+        const int64_t *d = sm[k].d;
+        const size_t nvox = (size_t)d[0] * (size_t)d[1] * (size_t)d[2];
+        int w = (int)lround((double)d[0] * sp[k][0] * scale), h = (int)lround((double)d[1] * sp[k][1] * scale);
+        if (w < 1) w = 1;
+        if (h < 1) h = 1;
+        bool letters = !json_object_get(sm[k].meta, "augmentation");
+        for (uint32_t c = 0; c < sm[k].channels; c++) {
+            const float *img = sm[k].image + (size_t)c * nvox;
+            float wlo, whi;
+            if (!percentile_pair(img, nvox, 0.5, 99.5, &wlo, &whi)) {
+                rc = fail_msg("out of memory");
+                goto done;
+            }
+            sample_plane(img, sm[k].mask, d, &VIEWS[0], d[2] / 2, w, h, pix, sm[k].mask ? mpix : NULL);
+            int py = gy + head_h + (int)c * (panel_h + 8);
+            draw_plane(&cv, gx, py, w, h, pix, sm[k].mask ? mpix : NULL, wlo, whi, &VIEWS[0], letters, -1, -1, ts);
+        }
+    }
+    draw_lines(&cv, &cap, MARGIN, height - MARGIN - lines_height(&cap, ts), ts);
+    if (png_canvas_write(&cv, out, &err) != CD_OK) {
+        rc = cli_fail_error(&err);
+        goto done;
+    }
+    printf("wrote %s (%d x %d): case %llu, %d record%s\n", out, width, height, (unsigned long long)case_no, n, n == 1 ? "" : "s");
+    rc = CLI_OK;
+done:
+    for (int k = 0; k < n; k++) sample_free(&sm[k]);
+    free(pix);
+    free(mpix);
+    png_canvas_free(&cv);
+    free_lines(&title);
+    free_lines(&cap);
+    json_decref(manifest);
+    cd_dataset_close(ds);
+    return rc;
+}
+
 /* ---- command ---- */
 
 static bool parse_patch(const char *s, int64_t out[3]) {
@@ -915,9 +1073,10 @@ int cmd_preview(int argc, char **argv) {
         {"augment", required_argument, NULL, O_AUGMENT}, {"seed", required_argument, NULL, O_SEED},
         {"batch-size", required_argument, NULL, O_BSIZE}, {"patch", required_argument, NULL, O_PATCH},
         {"mode", required_argument, NULL, O_MODE},     {"split", required_argument, NULL, O_SPLIT},
+        {"variants", required_argument, NULL, O_VARIANTS},
         {"help", no_argument, NULL, O_HELP},           {NULL, 0, NULL, 0}};
     const char *out = NULL;
-    int64_t sample_n = -1, size = -1, v;
+    int64_t sample_n = -1, size = -1, v, variants = -1;
     bool batch = false, batch_only = false;
     const char *batch_only_name = NULL;
     batch_opts bo = {.augment = "none", .splits = NULL, .seed = 0, .number = 0, .batch_size = 4, .mode = CD_LOADER_PATCH};
@@ -973,6 +1132,10 @@ int cmd_preview(int argc, char **argv) {
             batch_only = true;
             batch_only_name = "--split";
             break;
+        case O_VARIANTS:
+            if (!cli_parse_int64(optarg, &v) || v < 0) return cli_usage_error("preview", "bad --variants '%s' (a case number >= 0)", optarg);
+            variants = v;
+            break;
         case 'h':
         case O_HELP: fputs(preview_help, stdout); return CLI_OK;
         default: return cli_usage_error("preview", "unknown option or missing value '%s'", argv[optind - 1]);
@@ -982,6 +1145,10 @@ int cmd_preview(int argc, char **argv) {
     if (!out) return cli_usage_error("preview", "missing -o OUT.png");
     if (batch_only && !batch) return cli_usage_error("preview", "%s needs --batch", batch_only_name);
     const char *dir = argv[optind];
+    if (variants >= 0) {
+        if (batch || sample_n >= 0) return cli_usage_error("preview", "--variants goes without --batch and --sample");
+        return preview_variants(dir, (uint64_t)variants, out, size > 0 ? (int)size : 256);
+    }
     if (batch) {
         if (sample_n >= 0) bo.number = (uint64_t)sample_n;
         return preview_batch(dir, &bo, out, size > 0 ? (int)size : 256);

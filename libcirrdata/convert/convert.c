@@ -18,6 +18,7 @@
 #include "cirrdata/orient.h"
 #include "cirrdata/preprocess.h"
 #include "cirrdata/version.h"
+#include "convert/augment_copies.h"
 #include "convert/layout.h"
 #include "convert/manifest.h"
 
@@ -49,19 +50,26 @@ static uint64_t file_size(const char *p) {
 
 /* ---- one case's work (in a worker thread) ---- */
 
+/* A case yields one record, or with augmented copies up to K + 1 (all in one shard). */
 typedef struct case_result {
     bool ready;
     bool skipped;
     cd_status status;
     char message[CD_ERROR_MESSAGE_MAX];
-    cd_record_builder *builder;
-    json_t *entry;
+    size_t nrec;
+    cd_record_builder **builders;
+    json_t **entries;
     uint64_t bytes_read;
+    double augment_seconds;
 } case_result;
 
 static void case_result_clear(case_result *r) {
-    cd_record_builder_destroy(r->builder);
-    json_decref(r->entry);
+    for (size_t i = 0; i < r->nrec; i++) {
+        cd_record_builder_destroy(r->builders[i]);
+        json_decref(r->entries[i]);
+    }
+    free(r->builders);
+    free(r->entries);
     memset(r, 0, sizeof *r);
 }
 
@@ -89,13 +97,46 @@ static cd_status mask_to_u8(const cd_volume *m, cd_volume **out, cd_error *err) 
     return CD_OK;
 }
 
+typedef struct pipeline pipeline;
+
 typedef struct job {
     const cd_convert_options *opts;
     const cd_case_list *cases;
     const double *target_spacing;
+    cd_aug_copies *aug;        /* NULL: plain conversion */
 } job;
 
-static void process_case(const job *jb, const cd_case *c, case_result *res) {
+static uint64_t resolve_case(pipeline *p, size_t i, bool ok);
+
+/* Builds one record from a (possibly augmented) sample and its metadata. */
+static cd_status build_record(const cd_recipe *r, const cd_sample *s, json_t *meta, cd_record_builder **out, cd_error *err) {
+    char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    cd_status st = text ? cd_record_builder_create(text, out, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    free(text);
+    if (st == CD_OK)
+        st = cd_record_builder_add_tensor(*out, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD, r->zstd_level, s->image,
+                                          err);
+    if (st == CD_OK && s->mask)
+        st = cd_record_builder_add_tensor(*out, "mask", CD_DTYPE_UINT8, 1, s->shape, r->chunk, CD_CODEC_ZSTD, r->zstd_level, s->mask, err);
+    return st;
+}
+
+static cd_status add_record(case_result *res, cd_record_builder *b, json_t *entry) {
+    cd_record_builder **nb = realloc(res->builders, (res->nrec + 1) * sizeof *nb);
+    if (nb) res->builders = nb;
+    json_t **ne = nb ? realloc(res->entries, (res->nrec + 1) * sizeof *ne) : NULL;
+    if (ne) res->entries = ne;
+    if (!nb || !ne || !entry) {
+        cd_record_builder_destroy(b);
+        json_decref(entry);
+        return CD_ERR_NOMEM;
+    }
+    res->builders[res->nrec] = b;
+    res->entries[res->nrec++] = entry;
+    return CD_OK;
+}
+
+static void process_case(const job *jb, const cd_case *c, case_result *res, pipeline *p, size_t case_no) {
     cd_error err;
     cd_error_clear(&err);
     cd_volume *img = NULL, *msk_raw = NULL, *msk = NULL;
@@ -128,22 +169,59 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
         }
     }
     if (st == CD_OK) {
+        /* With augmented copies the sample index of this case (the plain dataset's record index)
+         * is known once every earlier case has succeeded or failed. */
+        uint64_t index = jb->aug ? resolve_case(p, case_no, true) : 0;
         cd_source_stats stats;
         cd_source_stats_compute(img, mask_u8, &stats);
         const char *cls = c->label >= 0 && (size_t)c->label < jb->cases->nclasses ? jb->cases->classes[c->label] : NULL;
-        json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, img2, s);
-        char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-        json_decref(meta);
-        st = text ? cd_record_builder_create(text, &res->builder, &err) : cd_fail(&err, CD_ERR_NOMEM, "out of memory");
-        free(text);
         const cd_recipe *r = &jb->opts->recipe;
-        if (st == CD_OK)
-            st = cd_record_builder_add_tensor(res->builder, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD,
-                                              r->zstd_level, s->image, &err);
-        if (st == CD_OK && s->mask)
-            st = cd_record_builder_add_tensor(res->builder, "mask", CD_DTYPE_UINT8, 1, s->shape, r->chunk, CD_CODEC_ZSTD,
-                                              r->zstd_level, s->mask, &err);
-        if (st == CD_OK) res->entry = cd_manifest_entry(c, s, &stats);
+        json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, img2, s);
+        if (!jb->aug || !jb->aug->no_original) {
+            cd_record_builder *b = NULL;
+            st = build_record(r, s, meta, &b, &err);
+            json_t *entry = st == CD_OK ? cd_manifest_entry(c, s, &stats) : NULL;
+            if (entry && jb->aug) {
+                json_object_set_new(entry, "case", json_integer((json_int_t)index));
+                json_object_set_new(entry, "copy", json_integer(-1));
+            }
+            if (st != CD_OK)
+                cd_record_builder_destroy(b);
+            else if (add_record(res, b, entry) != CD_OK)
+                st = cd_fail(&err, CD_ERR_NOMEM, "out of memory");
+        }
+        if (st == CD_OK && jb->aug) {
+            const uint32_t K = jb->aug->copies;
+            cd_aug_copy *copies = calloc(K, sizeof *copies);
+            st = copies ? cd_aug_copies_render(jb->aug, s, json_object_get(meta, "fg_locations"), index, copies, &res->augment_seconds, &err)
+                        : cd_fail(&err, CD_ERR_NOMEM, "out of memory");
+            for (uint32_t k = 0; st == CD_OK && k < K; k++) {
+                /* The plain metadata, described anew for the copy's grid and mask, plus what was drawn. */
+                json_t *cm = cd_record_metadata_json(c, jb->opts->root, cls, img, img2, &copies[k].s);
+                char key[600];
+                snprintf(key, sizeof key, "%s:aug%u", c->key, k);
+                json_object_set_new(cm, "key", json_string(key));
+                json_object_set(cm, "augmentation", copies[k].meta);
+                cd_record_builder *b = NULL;
+                st = build_record(r, &copies[k].s, cm, &b, &err);
+                json_decref(cm);
+                json_t *entry = st == CD_OK ? cd_manifest_entry(c, &copies[k].s, &stats) : NULL;
+                if (entry) {
+                    json_object_set_new(entry, "key", json_string(key));
+                    json_object_set_new(entry, "case", json_integer((json_int_t)index));
+                    json_object_set_new(entry, "copy", json_integer(k));
+                }
+                if (st != CD_OK)
+                    cd_record_builder_destroy(b);
+                else if (add_record(res, b, entry) != CD_OK)
+                    st = cd_fail(&err, CD_ERR_NOMEM, "out of memory");
+            }
+            for (uint32_t k = 0; copies && k < K; k++) cd_aug_copy_clear(&copies[k]);
+            free(copies);
+        }
+        json_decref(meta);
+    } else if (jb->aug) {
+        resolve_case(p, case_no, false);
     }
     cd_sample_destroy(s);
     cd_volume_destroy(img);
@@ -153,17 +231,21 @@ static void process_case(const job *jb, const cd_case *c, case_result *res) {
     res->status = st;
     if (st != CD_OK) {
         /* A bad input file is a skip; running out of memory or disk is not. */
+        double secs = res->augment_seconds;
+        uint64_t bytes = res->bytes_read;
+        case_result_clear(res);
+        res->augment_seconds = secs;
+        res->bytes_read = bytes;
+        res->status = st;
         res->skipped = st == CD_ERR_FORMAT || st == CD_ERR_UNSUPPORTED || st == CD_ERR_TRUNCATED || st == CD_ERR_CORRUPT ||
                        st == CD_ERR_LIMIT || st == CD_ERR_IO;
         snprintf(res->message, sizeof res->message, "%s", err.message);
-        cd_record_builder_destroy(res->builder);
-        res->builder = NULL;
     }
 }
 
 /* ---- the pipeline: workers fill a window of slots, the writer drains them in case order ---- */
 
-typedef struct pipeline {
+struct pipeline {
     job jb;
     size_t lo, hi;            /* cases to do: [lo, hi) */
     size_t window;
@@ -173,7 +255,34 @@ typedef struct pipeline {
     bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-} pipeline;
+    /* Augmented copies: the outcome of each case's preprocessing, in case order, gives every case
+     * its sample index (the count of good cases before it) without waiting for the writer. */
+    size_t *res_case;         /* per window slot: the case that resolved there */
+    int8_t *res_state;        /* 1 good, 2 failed, 0 not yet */
+    uint64_t *res_index;
+    size_t resolved_upto;     /* every case before it is resolved */
+    uint64_t good;            /* good cases before resolved_upto (plus the base) */
+};
+
+/* Records case i's outcome and, for a good case, waits until every earlier case is resolved and
+ * returns its sample index. */
+static uint64_t resolve_case(pipeline *p, size_t i, bool ok) {
+    pthread_mutex_lock(&p->mu);
+    size_t w = i % p->window;
+    p->res_case[w] = i;
+    p->res_state[w] = ok ? 1 : 2;
+    while (p->resolved_upto < p->hi && p->res_case[p->resolved_upto % p->window] == p->resolved_upto &&
+           p->res_state[p->resolved_upto % p->window]) {
+        size_t q = p->resolved_upto % p->window;
+        if (p->res_state[q] == 1) p->res_index[q] = p->good++;
+        p->resolved_upto++;
+    }
+    pthread_cond_broadcast(&p->cv);
+    while (ok && !p->stop && p->resolved_upto <= i) pthread_cond_wait(&p->cv, &p->mu);
+    uint64_t index = p->res_index[w];
+    pthread_mutex_unlock(&p->mu);
+    return index;
+}
 
 static void *worker_main(void *arg) {
     pipeline *p = arg;
@@ -185,7 +294,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&p->mu);
         case_result r;
         memset(&r, 0, sizeof r);
-        process_case(&p->jb, &p->jb.cases->cases[i], &r);
+        process_case(&p->jb, &p->jb.cases->cases[i], &r, p, i);
         pthread_mutex_lock(&p->mu);
         r.ready = true;
         p->slots[i % p->window] = r;
@@ -197,7 +306,7 @@ static void *worker_main(void *arg) {
 
 /* ---- journal and fingerprint ---- */
 
-static char *fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi, uint64_t shard_size) {
+static char *fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi, uint64_t shard_size, json_t *aug) {
     XXH3_state_t *s = XXH3_createState();
     if (!s) return NULL;
     XXH3_64bits_reset(s);
@@ -208,6 +317,12 @@ static char *fingerprint(const cd_convert_options *o, const cd_case_list *l, siz
     XXH3_64bits_update(s, buf, strlen(buf));
     if (recipe) XXH3_64bits_update(s, recipe, strlen(recipe));
     free(recipe);
+    if (aug) {
+        char *pj = json_dumps(aug, JSON_COMPACT | JSON_SORT_KEYS);
+        XXH3_64bits_update(s, "|augment|", 9);
+        if (pj) XXH3_64bits_update(s, pj, strlen(pj));
+        free(pj);
+    }
     for (size_t i = 0; i < l->n; i++) {
         const cd_case *c = &l->cases[i];
         snprintf(buf, sizeof buf, "|%s|%s|%s|%d|%llu|%llu", c->key, c->split, c->sequence, c->label,
@@ -230,6 +345,7 @@ typedef struct convert_state {
     json_t *entries;    /* manifest entries of the records in finished shards */
     json_t *skipped;    /* [{case, path, reason}] for cases before the resume point */
     json_t *resolved;
+    json_t *augmentation; /* the manifest's "augmentation" object, or NULL */
     size_t resume_case;
 } convert_state;
 
@@ -369,6 +485,7 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     json_object_set_new(m, "recipe", recipe ? json_loads(recipe, 0, NULL) : json_null());
     free(recipe);
     json_object_set(m, "resolved", cs->resolved);
+    if (cs->augmentation) json_object_set(m, "augmentation", cs->augmentation);
     json_t *src = json_object();
     json_object_set_new(src, "layout", json_string(o->layout));
     json_object_set_new(src, "root", json_string(o->root));
@@ -402,7 +519,15 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     for (i = 0; i < l->nclasses; i++) json_array_append_new(classes, json_string(l->classes[i]));
     json_object_set_new(m, "classes", classes);
     json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
-    json_object_set_new(m, "statistics", cd_manifest_statistics(cs->entries));
+    /* Statistics describe the source cases: one entry per case (copies repeat the case's source). */
+    json_t *per_case = json_array();
+    json_array_foreach(cs->entries, i, x) {
+        json_t *cp = json_object_get(x, "copy");
+        if (!cp || json_integer_value(cp) == (json_object_get(cs->augmentation, "no_original") == json_true() ? 0 : -1))
+            json_array_append(per_case, x);
+    }
+    json_object_set_new(m, "statistics", cd_manifest_statistics(per_case));
+    json_decref(per_case);
     json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
     /* The image dtype the records really have ("auto" recipes keep each source's lossless dtype). */
     const char *dt = NULL;
@@ -513,7 +638,27 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     cs.entries = json_array();
     cs.skipped = json_array();
     cs.resolved = json_object();
-    cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size);
+    bool augmenting = o->augment && strcmp(o->augment, "none");
+    cd_aug_copies ac;
+    memset(&ac, 0, sizeof ac);
+    if (augmenting && (st = cd_aug_copies_init(&ac, o, err)) != CD_OK) {
+        cd_case_list_free(&cases);
+        json_decref(cs.shards);
+        json_decref(cs.entries);
+        json_decref(cs.skipped);
+        json_decref(cs.resolved);
+        return st;
+    }
+    if (augmenting) {
+        cs.augmentation = cd_aug_copies_manifest(&ac);
+        /* What was used to compute is not part of what was computed: the device stays out. */
+        json_t *fp = json_deep_copy(cs.augmentation);
+        json_object_del(fp, "device");
+        cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size, fp);
+        json_decref(fp);
+    } else {
+        cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size, NULL);
+    }
     cd_shard_writer *w = NULL;
     pipeline p;
     memset(&p, 0, sizeof p);
@@ -535,6 +680,8 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
         res->records = json_array_size(json_object_get(existing, "records"));
         res->shards = json_array_size(json_object_get(existing, "shards"));
         res->resumed_records = res->records;
+        const char *dev = json_string_value(json_object_get(json_object_get(existing, "augmentation"), "device"));
+        snprintf(res->device, sizeof res->device, "%s", dev ? dev : "");
         json_decref(existing);
         if (!same)
             st = cd_fail(err, CD_ERR_ARG, "%s: holds a dataset converted from other inputs or with another recipe; choose another --out",
@@ -566,7 +713,19 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     p.window = 2 * (size_t)nthreads;
     p.slots = calloc(p.window, sizeof *p.slots);
     threads = calloc((size_t)nthreads, sizeof *threads);
-    if (!p.slots || !threads) {
+    p.res_case = calloc(p.window, sizeof *p.res_case);
+    p.res_state = calloc(p.window, sizeof *p.res_state);
+    p.res_index = calloc(p.window, sizeof *p.res_index);
+    if (augmenting) {
+        p.jb.aug = &ac;
+        p.resolved_upto = p.lo;
+        /* Sample indices go on from the last case already written (a resumed run), else from the
+         * part's first case (see schemas/shard-format.md on --part). */
+        size_t ne = json_array_size(cs.entries);
+        p.good = ne ? (uint64_t)json_integer_value(json_object_get(json_array_get(cs.entries, ne - 1), "case")) + 1 : (uint64_t)lo;
+        for (size_t k = 0; k < p.window; k++) p.res_case[k] = SIZE_MAX;
+    }
+    if (!p.slots || !threads || !p.res_case || !p.res_state || !p.res_index) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -603,7 +762,10 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
             if (o->progress) o->progress(o->progress_user, i + 1 - lo, hi - lo, res->bytes_read);
             continue;
         }
-        uint64_t rsize = cd_record_builder_size(r.builder);
+        /* A case's records stay together in one shard (the journal resumes at case boundaries). */
+        uint64_t rsize = 0;
+        for (size_t k = 0; k < r.nrec; k++) rsize += cd_record_builder_size(r.builders[k]);
+        res->augment_seconds += r.augment_seconds;
         if (w && cd_shard_writer_records(w) > 0 && cd_shard_writer_bytes(w) + rsize > shard_size) {
             st = finish_shard(&cs, &w, rel, i, res, err);
             seq++;
@@ -613,13 +775,11 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
             snprintf(path, sizeof path, "%s/%.255s", cs.dir, rel);
             st = cd_shard_writer_create(path, &w, err);
         }
-        if (st == CD_OK) {
-            json_object_set_new(r.entry, "shard", json_integer((json_int_t)seq));
-            json_object_set_new(r.entry, "index", json_integer((json_int_t)cd_shard_writer_records(w)));
-            st = cd_shard_writer_append(w, r.builder, err);
-        }
-        if (st == CD_OK) {
-            json_array_append(cs.entries, r.entry);
+        for (size_t k = 0; st == CD_OK && k < r.nrec; k++) {
+            json_object_set_new(r.entries[k], "shard", json_integer((json_int_t)seq));
+            json_object_set_new(r.entries[k], "index", json_integer((json_int_t)cd_shard_writer_records(w)));
+            st = cd_shard_writer_append(w, r.builders[k], err);
+            if (st == CD_OK) json_array_append(cs.entries, r.entries[k]);
         }
         case_result_clear(&r);
         if (o->progress) o->progress(o->progress_user, i + 1 - lo, hi - lo, res->bytes_read);
@@ -635,6 +795,11 @@ join:
     for (size_t k = 0; k < p.window; k++) case_result_clear(&p.slots[k]);
     pthread_mutex_destroy(&p.mu);
     pthread_cond_destroy(&p.cv);
+    if (augmenting) {
+        snprintf(res->device, sizeof res->device, "%s", ac.gpu && !atomic_load(&ac.gpu_failed) ? "vulkan" : "cpu");
+        snprintf(res->device_note, sizeof res->device_note, "%s", ac.device_note);
+        if (cs.augmentation) json_object_set_new(cs.augmentation, "device", json_string(res->device));
+    }
     if (st == CD_OK) st = write_manifest(&cs, &cases, err);
     if (st == CD_OK) {
         snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs.dir);
@@ -646,7 +811,12 @@ join:
 done:
     cd_shard_writer_destroy(w); /* removes an unfinished shard's temporary file */
     free(p.slots);
+    free(p.res_case);
+    free(p.res_state);
+    free(p.res_index);
     free(threads);
+    json_decref(cs.augmentation);
+    if (augmenting) cd_aug_copies_free(&ac);
     free(cs.fingerprint);
     json_decref(cs.shards);
     json_decref(cs.entries);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 typedef struct record_loc {
     uint32_t shard;
     uint64_t index;
+    uint64_t fields; /* entry_fields() of the manifest entry, checked against the record's own metadata */
 } record_loc;
 
 struct cd_dataset {
@@ -50,6 +52,27 @@ static bool safe_relative(const char *p) {
         if (*s == '/') s++;
     }
     return true;
+}
+
+/* FNV-1a over the fields that the manifest entry repeats from the record's metadata (key, patient_id,
+ * sequence, split, label). The manifest has no checksum of its own: comparing these when a record is read
+ * catches a damaged entry that would otherwise point at another record or give a wrong label or split. */
+static uint64_t entry_fields(json_t *o) {
+    static const char *const keys[] = {"key", "patient_id", "sequence", "split", "label"};
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        json_t *v = json_object_get(o, keys[k]);
+        char buf[32];
+        const char *s = buf;
+        if (json_is_string(v)) s = json_string_value(v);
+        else if (json_is_integer(v)) snprintf(buf, sizeof buf, "#%lld", (long long)json_integer_value(v));
+        else snprintf(buf, sizeof buf, "?%d", v ? (int)json_typeof(v) : -1);
+        for (const unsigned char *c = (const unsigned char *)s;; c++) {
+            h = (h ^ *c) * 1099511628211ULL;
+            if (!*c) break;
+        }
+    }
+    return h;
 }
 
 void cd_dataset_close(cd_dataset *ds) {
@@ -105,6 +128,11 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    char root_real[PATH_MAX], real[PATH_MAX];
+    if (!realpath(dir, root_real)) {
+        st = cd_fail(err, CD_ERR_IO, "%s: cannot resolve: %s", dir, strerror(errno));
+        goto fail;
+    }
     size_t i;
     json_t *e;
     json_array_foreach(shards, i, e) {
@@ -116,6 +144,11 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
         ds->shard_records[i] = (uint64_t)json_integer_value(nr);
         char full[PATH_CAP];
         snprintf(full, sizeof full, "%s/%.255s", dir, rel);
+        /* A symbolic link (the shard or shards/) leading out of the dataset is refused; a missing shard is
+         * reported when it is read. */
+        size_t rn = strlen(root_real);
+        if (realpath(full, real) && rn > 1 && (strncmp(real, root_real, rn) || real[rn] != '/'))
+            BAD("%s: shard %zu: '%s' resolves to %s, outside the dataset (a symbolic link leading out)", path, i, rel, real);
         ds->shard_paths[i] = strdup(full);
     }
     ds->nrecords = json_array_size(records);
@@ -132,6 +165,7 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
             BAD("%s: record %zu: 'shard'/'index' out of range", path, i);
         ds->records[i].shard = (uint32_t)json_integer_value(sh);
         ds->records[i].index = (uint64_t)json_integer_value(ix);
+        ds->records[i].fields = entry_fields(e);
     }
 #undef BAD
     json_decref(m);
@@ -168,7 +202,19 @@ cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **rec, co
     pthread_mutex_unlock(&ds->mu);
     if (st != CD_OK) return st;
     if (shard) *shard = s;
-    return cd_shard_read_record(s, l->index, rec, err);
+    if ((st = cd_shard_read_record(s, l->index, rec, err)) != CD_OK) return st;
+    json_t *meta = json_loads(cd_record_metadata(*rec), 0, NULL);
+    bool same = meta && entry_fields(meta) == l->fields;
+    json_decref(meta);
+    if (!same) {
+        cd_record_destroy(*rec);
+        *rec = NULL;
+        return cd_fail(err, CD_ERR_CORRUPT,
+                       "%s/manifest.json: record %llu: key, patient_id, sequence, split or label differ from the metadata of "
+                       "record %llu in %s (a damaged manifest)",
+                       ds->dir, (unsigned long long)i, (unsigned long long)l->index, ds->shard_paths[l->shard]);
+    }
+    return CD_OK;
 }
 
 cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, void *user, cd_error *err) {
@@ -208,6 +254,11 @@ cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, vo
         }
         if (progress) progress(user, i + 1, ds->nshards, 0);
     }
+    /* Every manifest entry against its record's header (the comparison is in cd_dataset_read_record). */
+    for (uint64_t r = 0; r < ds->nrecords && st == CD_OK; r++) {
+        cd_record *rec;
+        if ((st = cd_dataset_read_record(ds, r, &rec, NULL, err)) == CD_OK) cd_record_destroy(rec);
+    }
     json_decref(m);
     cd_dataset_close(ds);
     return st;
@@ -246,6 +297,18 @@ static cd_status link_or_copy(const char *from, const char *to, cd_error *err) {
     return st;
 }
 
+/* Augmented parts join only when their copies were drawn alike (the device that ran may differ). */
+static bool same_augmentation(json_t *a, json_t *b) {
+    if (!a || !b) return !a && !b;
+    json_t *x = json_deep_copy(a), *y = json_deep_copy(b);
+    json_object_del(x, "device");
+    json_object_del(y, "device");
+    bool same = json_equal(x, y);
+    json_decref(x);
+    json_decref(y);
+    return same;
+}
+
 cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int nparts, cd_error *err) {
     if (!out_dir || !parts || nparts < 1) return cd_fail(err, CD_ERR_ARG, "merge: need an output and at least one part");
     if (strlen(out_dir) > 3800) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", out_dir);
@@ -280,6 +343,9 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
         if (!json_equal(json_object_get(pm[i], "recipe"), json_object_get(pm[0], "recipe")) ||
             !json_equal(json_object_get(pm[i], "resolved"), json_object_get(pm[0], "resolved")))
             st = cd_fail(err, CD_ERR_ARG, "%s: part %d was converted with another recipe than part 1", parts[i], i + 1);
+        else if (!same_augmentation(json_object_get(pm[i], "augmentation"), json_object_get(pm[0], "augmentation")))
+            st = cd_fail(err, CD_ERR_ARG, "%s: part %d has other augmented copies (pipeline, copies, seed or mode) than part 1", parts[i],
+                         i + 1);
     if (st == CD_OK) {
         if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
         snprintf(path, sizeof path, "%s/shards", out_dir);

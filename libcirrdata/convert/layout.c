@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,8 +342,19 @@ done:
     return st;
 }
 
-/* A relative path from dataset.json: no absolute paths, no "..", resolved under root. */
-static bool safe_join(const char *root, const char *rel, char *out, size_t n) {
+/* Whether path, with symbolic links resolved, lies under root_real (a realpath). A path that does not
+ * exist passes here; the caller reports it as missing. */
+static bool inside_root(const char *root_real, const char *path) {
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return errno == ENOENT || errno == ENOTDIR;
+    size_t n = strlen(root_real);
+    if (n == 1) return true; /* root is "/" */
+    return !strncmp(real, root_real, n) && (real[n] == '/' || real[n] == '\0');
+}
+
+/* A relative path from dataset.json: no absolute paths, no "..", resolved under root, and no symbolic
+ * link on the way that leads out of root. */
+static bool safe_join(const char *root, const char *root_real, const char *rel, char *out, size_t n) {
     if (!rel || !*rel || rel[0] == '/') return false;
     const char *p = rel;
     while (*p) {
@@ -353,13 +365,15 @@ static bool safe_join(const char *root, const char *rel, char *out, size_t n) {
         if (*p == '/') p++;
     }
     if (rel[0] == '.' && rel[1] == '/') rel += 2;
-    return pathf(out, n, "%s/%s", root, rel) < (int)n;
+    return pathf(out, n, "%s/%s", root, rel) && inside_root(root_real, out);
 }
 
 cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_error *err) {
     memset(out, 0, sizeof *out);
     char path[PATH_CAP];
     pathf(path, sizeof path, "%s/dataset.json", root);
+    char root_real[PATH_MAX];
+    if (!realpath(root, root_real)) return cd_fail(err, CD_ERR_IO, "%s: cannot resolve: %s", root, strerror(errno));
     json_error_t jerr;
     json_t *ds = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!ds) return cd_fail(err, CD_ERR_FORMAT, "%s: cannot read: %s", path, jerr.text);
@@ -370,6 +384,11 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
     if (json_is_object(ch) && json_is_string(json_object_get(ch, "0"))) modality = json_string_value(json_object_get(ch, "0"));
     const char *ending = json_is_string(json_object_get(ds, "file_ending")) ? json_string_value(json_object_get(ds, "file_ending"))
                                                                               : ".nii.gz";
+    if (strchr(ending, '/') || strlen(ending) > 32) {
+        cd_fail(err, CD_ERR_FORMAT, "%s: file_ending '%.40s' is not a plain file name suffix", path, ending);
+        json_decref(ds); /* after the message: ending points into ds */
+        return CD_ERR_FORMAT;
+    }
     json_t *training = json_object_get(ds, "training");
     if (json_is_array(training) && json_array_size(training) > 0) {
         /* MSD / nnU-Net v1: explicit image/label pairs. */
@@ -379,8 +398,10 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
             const char *img = json_string_value(json_object_get(item, "image"));
             const char *lab = json_string_value(json_object_get(item, "label"));
             char ip[PATH_CAP], lp[PATH_CAP];
-            if (!safe_join(root, img, ip, sizeof ip) || !safe_join(root, lab, lp, sizeof lp)) {
-                st = add_skip(out, path, "a training entry's path is absolute, escapes the dataset (..) or is missing", strict, err);
+            if (!safe_join(root, root_real, img, ip, sizeof ip) || !safe_join(root, root_real, lab, lp, sizeof lp)) {
+                st = add_skip(out, path,
+                              "a training entry's path is absolute, escapes the dataset (.. or a symbolic link leading out) or is missing",
+                              strict, err);
                 if (st != CD_OK) break;
                 continue;
             }
@@ -420,6 +441,10 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
                 char ip[PATH_CAP], lp[PATH_CAP];
                 pathf(ip, sizeof ip, "%s/%s", idir, names[i]);
                 pathf(lp, sizeof lp, "%s/labelsTr/%s%s", root, stem, ending);
+                if (!inside_root(root_real, ip) || !inside_root(root_real, lp)) {
+                    st = add_skip(out, ip, "the image or its label escapes the dataset (a symbolic link leading out)", strict, err);
+                    continue;
+                }
                 if (!is_file(lp)) {
                     st = add_skip(out, ip, "missing label file in labelsTr", strict, err);
                     continue;

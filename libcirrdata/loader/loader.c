@@ -14,10 +14,11 @@
 #include "core/internal.h"
 #include "loader/chunk_io.h"
 #include "loader/chunk_cache.h"
+#include "loader/sample_plan.h"
 
-/* Philox stream ids of the loader's own draws (augmentation ops use their own, in augment/draw.c). */
+/* Philox stream id of the epoch permutation (the patch centre's is in sample_plan.c, augmentation ops'
+ * in augment/draw.c). */
 #define OP_PERMUTATION 0x70657270u
-#define OP_CENTER 0x63656e74u
 
 typedef struct rec_info {
     uint64_t dataset_index;
@@ -300,15 +301,6 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
 
 /* ---- one sample ---- */
 
-static void identity_params(const double center[3], cd_aug_params *a) {
-    memset(a, 0, sizeof *a);
-    for (int i = 0; i < 3; i++) {
-        a->matrix[i][i] = 1.0;
-        a->center[i] = center[i];
-    }
-    a->scale = 1.0;
-}
-
 static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, cd_error *err) {
     const uint32_t *order = NULL;
     pthread_mutex_lock(&l->mu);
@@ -328,56 +320,19 @@ static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t 
     s->index[j] = (int64_t)ri->dataset_index;
     s->slice[j] = it.z;
 
-    /* Where the patch lies: an integer corner, so that without augmentation a patch is an exact crop
-     * (centre = corner + (patch - 1) / 2). */
-    const uint32_t *shape = ri->img.shape;
-    int64_t corner[3] = {0, 0, 0};
-    uint64_t sample_id = ri->dataset_index;
-    if (l->o.mode == CD_LOADER_SLICE) {
-        corner[2] = it.z;
-        sample_id = (ri->dataset_index << 20) | (uint64_t)it.z; /* each slice has its own draws */
-    } else if (l->o.mode == CD_LOADER_VOLUME) {
-        for (int a = 0; a < 3; a++) corner[a] = ((int64_t)shape[a] - patch[a]) / 2; /* centred crop or pad */
-    } else {
-        cd_rng rng;
-        cd_rng_init(&rng, l->o.seed ^ 0x5bd1e995ull * (sample_id + 1), (uint32_t)s->epoch, OP_CENTER);
-        /* nnU-Net: the last round(B * fraction) positions of a batch are forced onto foreground. */
-        uint32_t forced = (uint32_t)lround(l->o.batch_size * l->o.foreground_fraction);
-        bool fg = j >= l->o.batch_size - forced && ri->nfg > 0;
-        if (fg) {
-            const int32_t *p = ri->fg[cd_rng_below(&rng, ri->nfg)];
-            for (int a = 0; a < 3; a++) corner[a] = p[a] - patch[a] / 2;
-        } else {
-            /* Any corner whose patch centre lies inside the volume. */
-            for (int a = 0; a < 3; a++) corner[a] = (int64_t)cd_rng_below(&rng, shape[a]) - patch[a] / 2;
-        }
-    }
-    double center[3];
-    for (int a = 0; a < 3; a++) {
-        center[a] = (double)corner[a] + (double)(patch[a] - 1) / 2.0;
-        s->corner[3 * j + a] = corner[a];
-    }
-    cd_aug_params a;
-    if (l->pipe)
-        cd_aug_draw(l->pipe, l->o.seed, s->epoch, sample_id, patch, center, &a);
-    else
-        identity_params(center, &a);
+    /* Placement, drawn parameters and source box: shared with the augmented conversion
+     * (loader/sample_plan.c), so both produce the same sample bit for bit. nnU-Net: the last
+     * round(B * fraction) positions of a batch are forced onto foreground. */
+    uint32_t forced = (uint32_t)lround(l->o.batch_size * l->o.foreground_fraction);
+    bool fg = l->o.mode == CD_LOADER_PATCH && j >= l->o.batch_size - forced && ri->nfg > 0;
+    cd_sample_plan plan;
+    cd_sample_plan_make(l->pipe, l->o.mode, l->o.seed, s->epoch, ri->dataset_index, it.z, ri->img.shape, patch, fg, ri->nfg,
+                        (const int32_t(*)[3])ri->fg, &plan);
+    for (int a = 0; a < 3; a++) s->corner[3 * j + a] = plan.corner[a];
+    if (plan.empty) return cd_sample_plan_render(&plan, false, NULL, NULL, l->channels, out_img, out_mask, err);
 
-    /* Read only the source box the transform needs (clipped to the tensor). */
-    int64_t lo[3], hi[3], bshape[3];
-    cd_aug_source_box(&a, patch, lo, hi);
-    bool empty = false;
-    for (int d = 0; d < 3; d++) {
-        if (lo[d] < 0) lo[d] = 0;
-        if (hi[d] > (int64_t)shape[d]) hi[d] = shape[d];
-        if (hi[d] <= lo[d]) empty = true;
-        bshape[d] = hi[d] - lo[d];
-    }
-    if (empty) {
-        memset(out_img, 0, (size_t)l->channels * pvox * sizeof(float));
-        if (out_mask) memset(out_mask, 0, pvox);
-        return CD_OK;
-    }
+    /* Read only the source box the transform needs. */
+    const int64_t *lo = plan.lo, *hi = plan.hi, *bshape = plan.bshape;
     size_t bvox = (size_t)(bshape[0] * bshape[1] * bshape[2]);
     if (!(w->box = grow(w->box, &w->box_cap, (size_t)l->channels * bvox * sizeof(float))) ||
         (l->has_mask && !(w->mbox = grow(w->mbox, &w->mbox_cap, bvox))))
@@ -385,8 +340,7 @@ static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t 
     cd_status st = read_box(l, w, it.rec, ri->image_t, lo, hi, w->box, NULL, err);
     if (st == CD_OK && l->has_mask) st = read_box(l, w, it.rec, ri->mask_t, lo, hi, NULL, w->mbox, err);
     if (st == CD_OK)
-        st = cd_aug_apply_spatial(&a, w->box, l->has_mask ? w->mbox : NULL, l->channels, lo, bshape, patch, out_img, out_mask, err);
-    if (st == CD_OK && l->pipe) st = cd_aug_apply_intensity(&a, out_img, l->channels, patch, err);
+        st = cd_sample_plan_render(&plan, l->pipe != NULL, w->box, l->has_mask ? w->mbox : NULL, l->channels, out_img, out_mask, err);
     return st;
 }
 

@@ -254,6 +254,42 @@ def _check_padding(ctx, data, regions, file_size):
         ctx.fail('bytes after the last region (%d..%d)' % (pos, file_size))
 
 
+def _is_int(v, lo=0):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _augmentation_problem(a):
+    """What is wrong with an augmented record's 'augmentation' object (shard-format.md,
+    'Augmented records'), or None."""
+    if not isinstance(a, dict):
+        return 'not an object'
+    for k in ('copy', 'case', 'seed', 'epoch'):
+        if not _is_int(a.get(k)):
+            return '%r must be an integer >= 0' % k
+    if a['epoch'] != a['copy']:
+        return 'epoch %r differs from copy %r' % (a['epoch'], a['copy'])
+    if a.get('mode') not in ('volume', 'patch', 'slice'):
+        return 'mode %r' % a.get('mode')
+    for k in ('patch', 'source_shape'):
+        v = a.get(k)
+        if not (isinstance(v, list) and len(v) == 3 and all(_is_int(x, 1) for x in v)):
+            return '%r must be 3 integers >= 1' % k
+    if not isinstance(a.get('affine_exact'), bool):
+        return 'affine_exact must be a boolean'
+    if a['mode'] == 'slice':
+        sl = a.get('slices')
+        if not (isinstance(sl, list) and len(sl) == a['source_shape'][2] and
+                all(isinstance(e, dict) and e.get('z') == z and isinstance(e.get('params'), dict) for z, e in enumerate(sl))):
+            return 'slice mode needs one {"z", "params"} per slice, in order'
+    else:
+        if not isinstance(a.get('params'), dict) or 'matrix' not in a['params'] or 'center' not in a['params']:
+            return 'params must be an object with matrix and center'
+        c = a.get('corner')
+        if not (isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) for x in c)):
+            return 'corner must be 3 integers'
+    return None
+
+
 def _layout(path, data, check_metadata=True):
     ctx = _Ctx(path)
     record_count, index_offset, index_size, file_size = _parse_header(ctx, data)
@@ -277,6 +313,10 @@ def _layout(path, data, check_metadata=True):
             missing = [k for k in REQUIRED_METADATA if k not in metadata]
             if missing:
                 ctx.fail('metadata lacks required keys %s' % missing, i)
+            if 'augmentation' in metadata:
+                problem = _augmentation_problem(metadata['augmentation'])
+                if problem:
+                    ctx.fail('metadata augmentation: %s' % problem, i)
         prev_end = rec_off + rec_size
         regions.append((rec_off, rec_off + hdr_size, 'record %d header' % i))
         for t in tensors:

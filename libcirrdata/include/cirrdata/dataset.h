@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cirrdata/loader.h"
 #include "cirrdata/recipe.h"
 #include "cirrdata/shard.h"
 #include "cirrdata/status.h"
@@ -37,6 +38,18 @@ typedef struct cd_convert_options {
     uint64_t max_bytes;        /* NIfTI allocation cap; 0 = default */
     cd_convert_progress_fn progress;
     void *progress_user;
+    /* Augmented copies (schemas/shard-format.md, "Augmented records"): with augment set, each case
+     * yields its plain record (unless no_original) followed by `copies` augmented records; copy k of
+     * case i equals the loader's sample for (seed, epoch k, record index i) in aug_mode with
+     * batch_size 1, read from the plain conversion of the same source and recipe. */
+    const char *augment;       /* NULL or "none": plain; "nnunet", "cirrhosisstage" or a pipeline JSON file */
+    uint32_t copies;           /* K, 1..1024 (needs augment) */
+    uint64_t seed;
+    cd_loader_mode aug_mode;   /* CD_LOADER_VOLUME (what init sets), CD_LOADER_PATCH or CD_LOADER_SLICE */
+    int64_t aug_patch[3];      /* volume: fixed crop/pad size, 0 = as stored; patch: the patch size */
+    double foreground_fraction;/* patch mode: >= 0.5 centres every copy on foreground (as a batch-size-1 loader) */
+    bool no_original;          /* write only the copies */
+    const char *device;        /* NULL/"cpu", or "vulkan": the spatial warp on the GPU (CPU fallback, reported) */
 } cd_convert_options;
 
 /* Fills defaults: raw recipe, all threads, 256 MiB shards. */
@@ -50,6 +63,9 @@ typedef struct cd_convert_result {
     uint64_t bytes_written;    /* shard bytes */
     uint64_t resumed_records;  /* records taken over from an interrupted earlier run */
     double seconds;
+    double augment_seconds;    /* augmented copies: CPU seconds spent drawing, warping and intensity ops, all threads */
+    char device[16];           /* augmented copies: "cpu" or "vulkan", what ran the spatial warp */
+    char device_note[256];     /* why "vulkan" was asked for but not (or not always) used; empty otherwise */
 } cd_convert_result;
 
 /* Converts. Restartable: a killed run leaves finished shards and a journal; running the same

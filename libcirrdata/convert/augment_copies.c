@@ -1,0 +1,446 @@
+/* Augmented copies for `convert --augment` (see augment_copies.h and schemas/shard-format.md,
+ * "Augmented records"). The work per copy is the loader's: loader/sample_plan.c plans, extracts and
+ * renders; only where the source box comes from differs (memory here, chunks there). */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cirrdata/orient.h"
+#include "augment/augment_impl.h"
+#include "convert/augment_copies.h"
+#include "loader/sample_plan.h"
+
+/* CPU time of the calling thread: the work itself, whatever else the machine runs. */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static const char *mode_name(cd_loader_mode m) { return m == CD_LOADER_VOLUME ? "volume" : m == CD_LOADER_SLICE ? "slice" : "patch"; }
+
+static void note(cd_aug_copies *ac, const char *fmt, const char *msg) {
+    pthread_mutex_lock(&ac->note_mu);
+    if (!ac->device_note[0]) snprintf(ac->device_note, sizeof ac->device_note, fmt, msg);
+    pthread_mutex_unlock(&ac->note_mu);
+}
+
+/* A worker's reusable buffers. */
+typedef struct scratch {
+    float *fimg, *box;
+    uint8_t *mbox;
+    size_t fimg_cap, box_cap, mbox_cap;
+} scratch;
+
+static void scratch_free(void *p) {
+    scratch *s = p;
+    if (!s) return;
+    free(s->fimg);
+    free(s->box);
+    free(s->mbox);
+    free(s);
+}
+
+/* Grows *buf to hold n bytes (contents not kept); false when out of memory. */
+static bool reserve(void **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return true;
+    free(*buf);
+    *buf = malloc(n ? n : 1);
+    *cap = *buf ? n : 0;
+    return *buf != NULL;
+}
+
+static cd_status init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *err) {
+    if (pthread_key_create(&ac->scratch, scratch_free) != 0) return cd_fail(err, CD_ERR_NOMEM, "cannot create a thread key");
+    ac->scratch_key = true;
+    atomic_init(&ac->gpu_failed, false);
+    if (o->copies < 1 || o->copies > 1024) return cd_fail(err, CD_ERR_ARG, "augmented copies: K = %u is not in 1..1024", o->copies);
+    if (o->aug_mode != CD_LOADER_VOLUME && o->aug_mode != CD_LOADER_PATCH && o->aug_mode != CD_LOADER_SLICE)
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: unknown loader mode %d", (int)o->aug_mode);
+    if (o->foreground_fraction < 0 || o->foreground_fraction > 1)
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: foreground fraction %g is not in [0, 1]", o->foreground_fraction);
+    bool any = false, all = true;
+    for (int a = 0; a < 3; a++) {
+        if (o->aug_patch[a] < 0 || o->aug_patch[a] > 4096)
+            return cd_fail(err, CD_ERR_ARG, "augmented copies: patch size %lld is not in 1..4096", (long long)o->aug_patch[a]);
+        any |= o->aug_patch[a] > 0;
+        all &= o->aug_patch[a] > 0;
+    }
+    if (any && !all) return cd_fail(err, CD_ERR_ARG, "augmented copies: give all three patch sizes or none");
+    if (o->aug_mode == CD_LOADER_PATCH && !all) return cd_fail(err, CD_ERR_ARG, "augmented copies: patch mode needs a patch size");
+    if (o->aug_mode == CD_LOADER_SLICE && any) return cd_fail(err, CD_ERR_ARG, "augmented copies: slice mode takes no patch size");
+    if (o->device && strcmp(o->device, "cpu") && strcmp(o->device, "vulkan"))
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: unknown device '%s' (cpu or vulkan)", o->device);
+    cd_status st = cd_aug_pipeline_load(o->augment, &ac->pipe, err);
+    if (st != CD_OK) return st;
+    if (!(ac->pipe_json = cd_aug_pipeline_to_json(ac->pipe))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    ac->copies = o->copies;
+    ac->seed = o->seed;
+    ac->mode = o->aug_mode;
+    memcpy(ac->patch, o->aug_patch, sizeof ac->patch);
+    ac->foreground_fraction = o->foreground_fraction;
+    /* A batch-size-1 loader forces round(1 * fraction) of its one sample onto foreground. */
+    ac->fg = o->aug_mode == CD_LOADER_PATCH && lround(o->foreground_fraction) >= 1;
+    ac->no_original = o->no_original;
+    if (o->device && !strcmp(o->device, "vulkan")) {
+        cd_error gerr;
+        cd_error_clear(&gerr);
+        if (cd_gpu_create(NULL, &ac->gpu, &gerr) != CD_OK) {
+            ac->gpu = NULL;
+            note(ac, "Vulkan unavailable, the CPU warp ran instead: %.180s", gerr.message);
+        }
+    }
+    return CD_OK;
+}
+
+cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *err) {
+    memset(ac, 0, sizeof *ac);
+    pthread_mutex_init(&ac->note_mu, NULL);
+    cd_status st = init(ac, o, err);
+    if (st != CD_OK) cd_aug_copies_free(ac);
+    return st;
+}
+
+void cd_aug_copies_free(cd_aug_copies *ac) {
+    if (!ac) return;
+    cd_gpu_destroy(ac->gpu);
+    cd_aug_pipeline_destroy(ac->pipe);
+    free(ac->pipe_json);
+    pthread_mutex_destroy(&ac->note_mu);
+    if (ac->scratch_key) {
+        /* Worker threads have exited (their destructors freed their buffers); the calling thread's, if any: */
+        scratch_free(pthread_getspecific(ac->scratch));
+        pthread_setspecific(ac->scratch, NULL);
+        pthread_key_delete(ac->scratch);
+        ac->scratch_key = false;
+    }
+    ac->gpu = NULL;
+    ac->pipe = NULL;
+    ac->pipe_json = NULL;
+}
+
+static json_t *vec3i(const int64_t *v) {
+    json_t *a = json_array();
+    for (int i = 0; i < 3; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+json_t *cd_aug_copies_manifest(const cd_aug_copies *ac) {
+    json_t *o = json_object();
+    json_object_set_new(o, "pipeline", json_loads(ac->pipe_json, 0, NULL));
+    json_object_set_new(o, "copies", json_integer(ac->copies));
+    json_object_set_new(o, "seed", json_integer((json_int_t)ac->seed));
+    json_object_set_new(o, "mode", json_string(mode_name(ac->mode)));
+    bool fixed = ac->patch[0] > 0;
+    json_object_set_new(o, "patch", fixed ? vec3i(ac->patch) : json_null());
+    if (ac->mode == CD_LOADER_PATCH) json_object_set_new(o, "foreground_fraction", json_real(ac->foreground_fraction));
+    json_object_set_new(o, "no_original", json_boolean(ac->no_original));
+    json_object_set_new(o, "device", json_string(ac->gpu ? "vulkan" : "cpu"));
+    json_object_set_new(o, "sample_index", json_string("case"));
+    return o;
+}
+
+void cd_aug_copy_clear(cd_aug_copy *c) {
+    free(c->s.image);
+    free(c->s.mask);
+    json_decref(c->meta);
+    memset(c, 0, sizeof *c);
+}
+
+/* One sample to render: a copy (volume, patch) or one slice of a copy (slice mode). */
+typedef struct job {
+    cd_sample_plan plan;
+    float *img;               /* (C, patch) */
+    uint8_t *mask;            /* (patch) or NULL */
+    float *box;               /* GPU path: the extracted source box */
+    uint8_t *mbox;
+} job;
+
+static void matmul4(const double a[4][4], const double b[4][4], double out[4][4]) {
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            double s = 0;
+            for (int k = 0; k < 4; k++) s += a[i][k] * b[k][j];
+            out[i][j] = s;
+        }
+}
+
+/* Fills the copy's grid (affine, spacing, orientation); returns whether the affine is exact. */
+static bool copy_grid(const cd_sample *src, const cd_sample_plan *p, bool slice_mode, cd_sample *out) {
+    double t[4][4] = {{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}};
+    bool exact = false;
+    if (!slice_mode) {
+        if (!p->a.elastic) {
+            /* src = center + M (o - h): the output grid is an affine image of the source grid. */
+            for (int i = 0; i < 3; i++) {
+                double off = p->a.center[i];
+                for (int k = 0; k < 3; k++) {
+                    t[i][k] = p->a.matrix[i][k];
+                    off -= p->a.matrix[i][k] * (double)(p->patch[k] - 1) / 2.0;
+                }
+                t[i][3] = off;
+            }
+            exact = true;
+        } else {
+            for (int i = 0; i < 3; i++) t[i][3] = (double)p->corner[i]; /* the undeformed crop's grid */
+        }
+    }
+    matmul4(src->affine, t, out->affine);
+    for (int k = 0; k < 3; k++) {
+        double s = 0;
+        for (int i = 0; i < 3; i++) s += out->affine[i][k] * out->affine[i][k];
+        out->spacing[k] = sqrt(s);
+    }
+    cd_orientation o;
+    if (cd_orientation_from_affine(out->affine, &o, NULL) == CD_OK)
+        cd_orientation_codes(&o, out->orientation);
+    else
+        memcpy(out->orientation, src->orientation, sizeof out->orientation);
+    return exact;
+}
+
+static void mask_facts(cd_sample *s) {
+    if (!s->mask) return;
+    const size_t X = s->shape[0], Y = s->shape[1], Z = s->shape[2];
+    int64_t lo[3] = {INT64_MAX, INT64_MAX, INT64_MAX}, hi[3] = {-1, -1, -1};
+    uint64_t n = 0;
+    for (size_t x = 0; x < X; x++)
+        for (size_t y = 0; y < Y; y++)
+            for (size_t z = 0; z < Z; z++) {
+                if (!s->mask[(x * Y + y) * Z + z]) continue;
+                n++;
+                int64_t v[3] = {(int64_t)x, (int64_t)y, (int64_t)z};
+                for (int a = 0; a < 3; a++) {
+                    if (v[a] < lo[a]) lo[a] = v[a];
+                    if (v[a] > hi[a]) hi[a] = v[a];
+                }
+            }
+    s->foreground = n;
+    s->has_bbox = n > 0;
+    for (int a = 0; n && a < 3; a++) {
+        s->bbox[a][0] = lo[a];
+        s->bbox[a][1] = hi[a] + 1;
+    }
+}
+
+static json_t *params_json(const cd_aug_params *a) {
+    char *t = cd_aug_params_to_json(a);
+    json_t *j = t ? json_loads(t, 0, NULL) : NULL;
+    free(t);
+    return j ? j : json_null();
+}
+
+cd_status cd_aug_copies_render(cd_aug_copies *ac, const cd_sample *s, json_t *fg_locations, uint64_t index, cd_aug_copy *out,
+                               double *seconds, cd_error *err) {
+    const double t0 = now_s();
+    const uint32_t C = s->channels, K = ac->copies;
+    const uint32_t *shape = s->shape;
+    const size_t vox = (size_t)shape[0] * shape[1] * shape[2];
+    const bool slice_mode = ac->mode == CD_LOADER_SLICE;
+    int64_t patch[3];
+    for (int a = 0; a < 3; a++) patch[a] = slice_mode ? (a < 2 ? shape[a] : 1) : ac->patch[a] > 0 ? ac->patch[a] : shape[a];
+    const size_t pvox = (size_t)(patch[0] * patch[1] * patch[2]);
+    const size_t per_copy = slice_mode ? shape[2] : 1, njobs = (size_t)K * per_copy;
+    memset(out, 0, K * sizeof *out);
+
+    scratch *sc = pthread_getspecific(ac->scratch);
+    if (!sc && (sc = calloc(1, sizeof *sc)) && pthread_setspecific(ac->scratch, sc) != 0) {
+        free(sc);
+        sc = NULL;
+    }
+    if (!sc) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    /* Volume and patch modes with float32 records render straight into the copies' images. */
+    const bool direct = !slice_mode && s->dtype != CD_DTYPE_FLOAT16;
+    const cd_dtype odt = s->dtype == CD_DTYPE_FLOAT16 ? CD_DTYPE_FLOAT16 : CD_DTYPE_FLOAT32;
+    /* What the loader reads back from the plain record: the stored values as float32. */
+    float *fimg = reserve((void **)&sc->fimg, &sc->fimg_cap, (size_t)C * vox * sizeof(float)) ? sc->fimg : NULL;
+    job *jobs = calloc(njobs, sizeof *jobs);
+    float *obuf = direct ? NULL : malloc(njobs * C * pvox * sizeof *obuf);
+    uint8_t *mbuf = s->mask && !direct ? malloc(njobs * pvox) : NULL;
+    int32_t(*fgl)[3] = calloc(json_array_size(fg_locations) + 1, sizeof *fgl);
+    cd_status st = fimg && jobs && (obuf || direct) && (mbuf || direct || !s->mask) && fgl ? CD_OK : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (uint32_t k = 0; st == CD_OK && direct && k < K; k++) {
+        cd_sample *o = &out[k].s;
+        const size_t ovox = (size_t)patch[0] * (size_t)patch[1] * (size_t)patch[2];
+        o->image = malloc((size_t)C * ovox * sizeof(float));
+        o->mask = s->mask ? malloc(ovox) : NULL;
+        if (!o->image || (s->mask && !o->mask)) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; st == CD_OK && i < (size_t)C * vox; i++) {
+        switch (s->dtype) {
+        case CD_DTYPE_FLOAT32: fimg[i] = ((const float *)s->image)[i]; break;
+        case CD_DTYPE_INT16: fimg[i] = ((const int16_t *)s->image)[i]; break;
+        case CD_DTYPE_UINT8: fimg[i] = ((const uint8_t *)s->image)[i]; break;
+        case CD_DTYPE_FLOAT16: fimg[i] = cd_half_to_float(((const uint16_t *)s->image)[i]); break;
+        default: st = cd_fail(err, CD_ERR_UNSUPPORTED, "augmented copies: image dtype %s", cd_dtype_name(s->dtype)); break;
+        }
+    }
+    /* The loader's foreground list: the metadata's fg_locations, entries inside the record. */
+    uint32_t nfg = 0;
+    size_t q;
+    json_t *pt;
+    json_array_foreach(fg_locations, q, pt) {
+        bool ok = json_array_size(pt) == 3;
+        for (int a = 0; ok && a < 3; a++) {
+            json_int_t v = json_integer_value(json_array_get(pt, (size_t)a));
+            ok = v >= 0 && v < (json_int_t)shape[a];
+            if (ok) fgl[nfg][a] = (int32_t)v;
+        }
+        if (ok) nfg++;
+    }
+
+    for (size_t j = 0; st == CD_OK && j < njobs; j++) {
+        job *jb = &jobs[j];
+        const uint64_t k = j / per_copy;
+        const int32_t z = slice_mode ? (int32_t)(j % per_copy) : -1;
+        cd_sample_plan_make(ac->pipe, ac->mode, ac->seed, k, index, z, shape, patch, ac->fg, nfg, (const int32_t(*)[3])fgl, &jb->plan);
+        jb->img = direct ? out[k].s.image : obuf + j * C * pvox;
+        jb->mask = direct ? out[k].s.mask : mbuf ? mbuf + j * pvox : NULL;
+    }
+
+    /* The spatial warp: on the GPU for all jobs at once when there is one, else job by job. */
+    bool done_gpu = false;
+    if (st == CD_OK && ac->gpu && !atomic_load(&ac->gpu_failed)) {
+        cd_gpu_spatial_item *items = calloc(njobs, sizeof *items);
+        cd_aug_params *params = calloc(njobs, sizeof *params);
+        int n = 0;
+        bool ok = items && params;
+        for (size_t j = 0; ok && j < njobs; j++) {
+            job *jb = &jobs[j];
+            if (jb->plan.empty) continue;
+            const size_t bvox = (size_t)(jb->plan.bshape[0] * jb->plan.bshape[1] * jb->plan.bshape[2]);
+            jb->box = malloc((size_t)C * bvox * sizeof(float));
+            jb->mbox = s->mask ? malloc(bvox) : NULL;
+            if (!jb->box || (s->mask && !jb->mbox)) {
+                ok = false;
+                break;
+            }
+            cd_sample_plan_extract(&jb->plan, fimg, s->mask, C, shape, jb->box, jb->mbox);
+            params[n] = jb->plan.a;
+            items[n] = (cd_gpu_spatial_item){jb->box, jb->mbox, {jb->plan.lo[0], jb->plan.lo[1], jb->plan.lo[2]},
+                                             {jb->plan.bshape[0], jb->plan.bshape[1], jb->plan.bshape[2]}, jb->img, jb->mask};
+            n++;
+        }
+        cd_error gerr;
+        cd_error_clear(&gerr);
+        if (ok && n > 0 && n <= 1 << 20) {
+            if (cd_gpu_aug_spatial(ac->gpu, params, n, items, C, patch, &gerr) == CD_OK) {
+                done_gpu = true;
+            } else {
+                atomic_store(&ac->gpu_failed, true);
+                note(ac, "a Vulkan warp failed, the CPU warp ran from then on: %.180s", gerr.message);
+            }
+        } else if (ok && n == 0) {
+            done_gpu = true;
+        }
+        for (size_t j = 0; st == CD_OK && done_gpu && j < njobs; j++) {
+            job *jb = &jobs[j];
+            if (jb->plan.empty)
+                st = cd_sample_plan_render(&jb->plan, false, NULL, NULL, C, jb->img, jb->mask, err);
+            else
+                st = cd_aug_apply_intensity(&jb->plan.a, jb->img, C, patch, err);
+        }
+        for (size_t j = 0; j < njobs; j++) {
+            free(jobs[j].box);
+            free(jobs[j].mbox);
+        }
+        free(items);
+        free(params);
+    }
+    for (size_t j = 0; st == CD_OK && !done_gpu && j < njobs; j++) {
+        job *jb = &jobs[j];
+        const size_t bvox = jb->plan.empty ? 0 : (size_t)(jb->plan.bshape[0] * jb->plan.bshape[1] * jb->plan.bshape[2]);
+        if (!reserve((void **)&sc->box, &sc->box_cap, (size_t)C * bvox * sizeof(float)) ||
+            (s->mask && !reserve((void **)&sc->mbox, &sc->mbox_cap, bvox))) {
+            st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+            break;
+        }
+        cd_sample_plan_extract(&jb->plan, fimg, s->mask, C, shape, sc->box, sc->mbox);
+        st = cd_sample_plan_render(&jb->plan, true, sc->box, s->mask ? sc->mbox : NULL, C, jb->img, jb->mask, err);
+    }
+
+    /* Assemble the copies in the record layout, their grids and metadata. */
+    for (uint32_t k = 0; st == CD_OK && k < K; k++) {
+        cd_aug_copy *cp = &out[k];
+        cd_sample *o = &cp->s;
+        o->channels = C;
+        o->dtype = odt;
+        for (int a = 0; a < 3; a++) o->shape[a] = slice_mode ? shape[a] : (uint32_t)patch[a];
+        const size_t ovox = (size_t)o->shape[0] * o->shape[1] * o->shape[2];
+        if (!direct) {
+            o->image = malloc((size_t)C * ovox * cd_dtype_size(odt));
+            o->mask = s->mask ? malloc(ovox) : NULL;
+        }
+        if (!o->image || (s->mask && !o->mask)) {
+            st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+            break;
+        }
+        float *fo = odt == CD_DTYPE_FLOAT32 ? o->image : NULL;
+        uint16_t *ho = odt == CD_DTYPE_FLOAT16 ? o->image : NULL;
+        const job *first = &jobs[(size_t)k * per_copy];
+        if (direct) {
+            /* rendered in place */
+        } else if (!slice_mode) {
+            for (size_t i = 0; i < (size_t)C * ovox; i++) {
+                if (fo) fo[i] = first->img[i];
+                else ho[i] = cd_float_to_half(first->img[i]);
+            }
+            if (o->mask) memcpy(o->mask, first->mask, ovox);
+        } else {
+            /* Slice z of the copy is job (k, z): (C, X, Y, 1) into (C, X, Y, Z). */
+            const size_t XY = (size_t)shape[0] * shape[1], Z = shape[2];
+            for (size_t z = 0; z < Z; z++) {
+                const job *jb = &jobs[(size_t)k * per_copy + z];
+                for (uint32_t c = 0; c < C; c++)
+                    for (size_t xy = 0; xy < XY; xy++) {
+                        float v = jb->img[(size_t)c * XY + xy];
+                        size_t d = ((size_t)c * XY + xy) * Z + z;
+                        if (fo) fo[d] = v;
+                        else ho[d] = cd_float_to_half(v);
+                    }
+                for (size_t xy = 0; o->mask && xy < XY; xy++) o->mask[xy * Z + z] = jb->mask[xy];
+            }
+        }
+        bool exact = copy_grid(s, &first->plan, slice_mode, o);
+        mask_facts(o);
+        json_t *m = cp->meta = json_object();
+        json_object_set_new(m, "copy", json_integer(k));
+        json_object_set_new(m, "case", json_integer((json_int_t)index));
+        json_object_set_new(m, "seed", json_integer((json_int_t)ac->seed));
+        json_object_set_new(m, "epoch", json_integer(k));
+        json_object_set_new(m, "mode", json_string(mode_name(ac->mode)));
+        json_object_set_new(m, "patch", vec3i(patch));
+        json_object_set_new(m, "pipeline", json_string(ac->pipe->name));
+        int64_t sshape[3] = {shape[0], shape[1], shape[2]};
+        json_object_set_new(m, "source_shape", vec3i(sshape));
+        json_object_set_new(m, "affine_exact", json_boolean(exact));
+        if (!slice_mode) {
+            json_object_set_new(m, "corner", vec3i(first->plan.corner));
+            json_object_set_new(m, "sample_id", json_integer((json_int_t)first->plan.sample_id));
+            if (ac->mode == CD_LOADER_PATCH) json_object_set_new(m, "foreground_centred", json_boolean(first->plan.fg));
+            json_object_set_new(m, "params", params_json(&first->plan.a));
+        } else {
+            json_t *sl = json_array();
+            for (size_t z = 0; z < per_copy; z++) {
+                const job *jb = &jobs[(size_t)k * per_copy + z];
+                json_t *e = json_object();
+                json_object_set_new(e, "z", json_integer((json_int_t)z));
+                json_object_set_new(e, "sample_id", json_integer((json_int_t)jb->plan.sample_id));
+                json_object_set_new(e, "params", params_json(&jb->plan.a));
+                json_array_append_new(sl, e);
+            }
+            json_object_set_new(m, "slices", sl);
+        }
+    }
+    if (st != CD_OK)
+        for (uint32_t k = 0; k < K; k++) cd_aug_copy_clear(&out[k]);
+    free(jobs);
+    free(obuf);
+    free(mbuf);
+    free(fgl);
+    *seconds += now_s() - t0;
+    return st;
+}
