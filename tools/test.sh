@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite twice: a normal build (build/) and an AddressSanitizer +
-# UndefinedBehaviorSanitizer build (build-asan/). Installs missing Debian packages first.
-# Ends with one summary line "N passed, M failed"; exits non-zero if anything failed.
+# Runs the whole test suite twice: a normal build (build/, which also runs the valgrind memcheck tests)
+# and an AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/); then fuzzes each libFuzzer
+# target for 30 s (clang build in build-fuzz/; CIRRDATA_FUZZ_SECONDS=N changes it, 0 skips the stage).
+# Installs missing Debian packages first. Ends with one summary line "N passed, M failed"; exits
+# non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh test || exit 1
@@ -49,6 +51,20 @@ run_suite "release build" build --buildtype=debugoptimized
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 run_suite "ASan+UBSan build" build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false
+
+# Fuzzing: replays every saved crasher and seed, then runs each target (two at a time on 2 CPUs). The
+# sanitizer options above are for the test builds; the fuzz targets use libFuzzer's own defaults.
+fuzz_secs=${CIRRDATA_FUZZ_SECONDS:-30}
+if [ "$fuzz_secs" != 0 ]; then
+  echo "== fuzz: build-fuzz (clang), each target ${fuzz_secs}s"
+  mkdir -p build-fuzz
+  env -u ASAN_OPTIONS -u UBSAN_OPTIONS tests/fuzz/run.sh "$fuzz_secs" build-fuzz 2>&1 | tee build-fuzz/run.log
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  read -r fok ffail < <(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' build-fuzz/run.log | tail -1)
+  [ -n "${fok:-}" ] || { fok=0; ffail=1; }   # run.sh stopped before fuzzing (setup or build failed)
+  echo "== fuzz: $fok passed, $ffail failed"
+  total_ok=$((total_ok + fok)); total_fail=$((total_fail + ffail))
+fi
 
 echo
 echo "tests: $total_ok passed, $total_fail failed, $total_skip skipped"

@@ -3,7 +3,6 @@
 bytes), --part/merge, skipped and strict handling of bad cases, the nnU-Net layout, refusing to
 overwrite another dataset, and path escapes in dataset.json. Prints one line per failure and ends with
 `convert: N passed, M failed`."""
-import argparse
 import hashlib
 import json
 import os
@@ -13,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import jsonschema
 import nibabel as nib
@@ -22,22 +20,10 @@ from scipy import ndimage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdshard  # noqa: E402  (the independent reader written from schemas/shard-format.md)
+import harness  # noqa: E402
+from harness import check, run  # noqa: E402
 
-PASSED = FAILED = 0
-SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "schemas")
-
-
-def check(ok, what):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print(f"FAIL: {what}", flush=True)
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+SCHEMAS = os.path.join(harness.ROOT, "schemas")
 
 
 def shard_hashes(d):
@@ -101,10 +87,7 @@ def check_pairing(cli, src, work):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cirrdata", required=True)
-    ap.add_argument("--workdir")
-    args = ap.parse_args()
+    args = harness.parser(lib=None).parse_args()
     cli = args.cirrdata
     work = tempfile.mkdtemp(prefix="cirrdata-convert-", dir=args.workdir)
     try:
@@ -256,8 +239,7 @@ def main():
         check(r.returncode == 1 and "unknown recipe" in r.stderr, "unknown recipe")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"convert: {PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return harness.summary("convert")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,9 @@
 seeds differ, resume after 3 batches, ranks disjoint and covering the epoch (environment variables and
 torch.distributed with gloo), foreground forcing, slice mode, corrupt data named or skipped, bounded
 memory. Ends with `loader: N passed, M failed`."""
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -17,22 +15,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import cdshard  # noqa: E402
-from asan_reexec import reexec_under_asan  # noqa: E402
-
-PASSED = FAILED = 0
-
-
-def check(ok, what):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print(f"FAIL: {what}", flush=True)
+import harness  # noqa: E402
+from harness import check  # noqa: E402
 
 
 def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
+    return harness.run(cmd, timeout=900, **kw)
 
 
 def epoch(loader):
@@ -88,16 +76,9 @@ if __name__ == "__main__":
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cirrdata", required=True)
-    ap.add_argument("--lib", required=True)
-    ap.add_argument("--workdir")
-    args = ap.parse_args()
-    reexec_under_asan(args.lib)
-    os.environ["CIRRDATA_LIB"] = os.path.abspath(args.lib)
-    pydir = os.path.join(HERE, "..", "..", "python")
-    sys.path.insert(0, pydir)
-    import cirrdata
+    args = harness.parser().parse_args()
+    cirrdata = harness.load_binding(args.lib)
+    pydir = harness.PYTHON_DIR
     from cirrdata.loader import Loader
 
     work = tempfile.mkdtemp(prefix="cirrdata-loader-", dir=args.workdir)
@@ -257,8 +238,7 @@ def main():
                 check(needle in str(e), f"{kwargs}: message {e}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"loader: {PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+    return harness.summary("loader")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,9 @@ the mask outline colour, is not blank, is byte-identical when made twice, puts t
 left of the axial view (radiological convention), gets one row per channel; and bad inputs (missing
 dataset, sample out of range, unwritable output) exit 1 with one line naming the problem. Prints one
 line per failure and ends with `preview: N passed, M failed`."""
-import argparse
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import zlib
@@ -18,25 +16,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdshard  # noqa: E402  (the independent reader written from schemas/shard-format.md)
+import harness  # noqa: E402
+from harness import check, run  # noqa: E402
 
-PASSED = FAILED = 0
 OUTLINE = (255, 48, 48)    # tools/cmd_preview.c C_OUTLINE
 FRAME = (70, 70, 80)       # tools/cmd_preview.c C_FRAME
 MARGIN = 16                # tools/cmd_preview.c MARGIN: the first panel's left edge
-
-
-def check(ok, what):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print(f"FAIL: {what}", flush=True)
-    return ok
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
 
 
 def _paeth(a, b, c):
@@ -157,9 +142,7 @@ def check_fails(cmd, what, needle):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cirrdata", required=True)
-    ap.add_argument("--workdir")
+    ap = harness.parser(lib=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (to look at the PNGs)")
     args = ap.parse_args()
     cli = args.cirrdata
@@ -295,9 +278,9 @@ def main():
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-        print(f"preview: {PASSED} passed, {FAILED} failed")
+        harness.summary("preview")
 
 
 if __name__ == "__main__":
     main()
-    sys.exit(1 if FAILED else 0)
+    sys.exit(1 if harness.CHECKS.failed else 0)

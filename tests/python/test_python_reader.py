@@ -21,7 +21,6 @@ shards).  Then checks:
       cdshard and by `cirrdata verify`.
 Prints one line per failure and ends with exactly one line `python reader: N passed, M failed`.
 """
-import argparse
 import json
 import os
 import re
@@ -41,30 +40,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'python'))
 import cdshard  # noqa: E402
+import harness  # noqa: E402
 from asan_reexec import reexec_under_asan  # noqa: E402
+from harness import Checks  # noqa: E402
 
 TIMEOUT_S = 600
 cirrdata = None  # the binding, imported in main() once CIRRDATA_LIB is set
 
 
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok, name, detail=''):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-            print('FAIL %s%s' % (name, (': ' + str(detail)[:600]) if detail else ''))
-        return ok
-
-
 def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                       timeout=TIMEOUT_S)
-    return p.returncode, p.stdout.decode('utf-8', 'replace'), p.stderr.decode('utf-8', 'replace')
+    return harness.run_rc(cmd, timeout=TIMEOUT_S)
 
 
 def raises(fn, exc):
@@ -625,10 +610,7 @@ def binding_basics(c, work):
 
 def main():
     global cirrdata
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--cirrdata', required=True, help='the cirrdata CLI')
-    ap.add_argument('--lib', required=True, help='libcirrdata.so for the binding')
-    ap.add_argument('--workdir')
+    ap = harness.parser(__doc__)
     ap.add_argument('--keep', action='store_true')
     a = ap.parse_args()
     reexec_under_asan(a.lib)
@@ -688,14 +670,11 @@ def main():
     except SystemExit:
         pass
     except Exception as e:  # noqa: BLE001 - report, do not crash without the summary line
-        import traceback
-        traceback.print_exc()
-        c.check(False, 'unexpected exception', repr(e))
+        c.crashed(e)
     finally:
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print('python reader: %d passed, %d failed' % (c.passed, c.failed))
-    return 1 if c.failed else 0
+    return c.summary('python reader')
 
 
 if __name__ == '__main__':
