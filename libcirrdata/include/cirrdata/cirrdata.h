@@ -20,5 +20,6 @@
 #include "cirrdata/loader.h"
 #include "cirrdata/gpu.h"
 #include "cirrdata/model.h"
+#include "cirrdata/staging.h"
 
 #endif
