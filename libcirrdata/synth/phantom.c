@@ -6,10 +6,16 @@
  * z = towards superior (the LPS axes of the voxel grid), origin at the body centre in-plane and at
  * the liver centre in z. Organs are ellipsoids deformed by smooth value noise.
  *
- * The cirrhosis stage acts through a continuous per-case severity s (stage + noise, so neighbouring
- * stages overlap): surface nodularity, parenchymal heterogeneity (nodules, reticular fibrosis),
- * right-lobe atrophy with caudate/left-lobe hypertrophy, splenomegaly and, when severe, ascites.
- * Mean intensities vary per case (scanner gain, tissue jitter), so they do not give the stage away.
+ * The cirrhosis stage acts through a continuous per-case severity s = stage + 0.15 N(0, 1) (cases
+ * vary within a stage; neighbouring stages rarely overlap in s itself, but their images overlap
+ * through the per-case draws below): surface nodularity, parenchymal heterogeneity (nodules,
+ * reticular fibrosis), right-lobe atrophy with caudate/left-lobe hypertrophy, splenomegaly and, when
+ * severe, ascites. The texture strengths grow with s steeply enough (about 8-10 % of the liver signal
+ * per stage for nodules) to stay above the stage-independent fine texture and Rician noise after a
+ * slice is resized to 256x256 and windowed by its percentiles, so a network can learn the stage;
+ * per-case factors (texture and nodule scale, noise level, bias field, lobe sizes) keep the cases of
+ * one stage different. Mean intensities vary per case (scanner gain, tissue jitter), so they do not
+ * give the stage away.
  *
  * Randomness: Philox streams keyed by the seed, indexed by (case_index, purpose). Anatomy streams do
  * not depend on the sequence or the stage, so the T1 and T2 scans of one patient show the same body,
@@ -145,8 +151,8 @@ static double round_fast(double v) { return (double)(int64_t)(v < 0 ? v - 0.5 : 
 /* Draws the patient's body. All draws happen in a fixed order, independent of the stage. */
 static void draw_anatomy(cd_rng *r, int stage, double fov_x, double fov_y, anatomy *an) {
     double sev_noise = cd_rng_normal(r);
-    /* Continuous severity: stages overlap; healthy livers stay near 0. */
-    double s = stage == 0 ? 0.15 * fabs(sev_noise) : clampd(stage + 0.3 * sev_noise, 0.4, 3.6);
+    /* Continuous severity: spread within a stage; healthy livers stay near 0. */
+    double s = stage == 0 ? 0.15 * fabs(sev_noise) : clampd(stage + 0.15 * sev_noise, 0.4, 3.6);
     an->sev = s;
 
     an->A = fmin(cd_rng_range(r, 135, 170), 0.47 * fov_x);
@@ -198,10 +204,10 @@ static void draw_anatomy(cd_rng *r, int stage, double fov_x, double fov_y, anato
     an->ascites_d = cd_rng_range(r, 0.04, 0.12);
 
     an->shape_amp = cd_rng_range(r, 0.04, 0.09);
-    an->nod_amp = 0.004 + s * cd_rng_range(r, 0.017, 0.023);
-    an->h_nod = s * cd_rng_range(r, 0.035, 0.050);
-    an->h_fib = s * cd_rng_range(r, 0.030, 0.045);
-    an->h_fine = cd_rng_range(r, 0.01, 0.02);
+    an->nod_amp = 0.004 + s * cd_rng_range(r, 0.026, 0.032);
+    an->h_nod = s * cd_rng_range(r, 0.080, 0.100);
+    an->h_fib = s * cd_rng_range(r, 0.065, 0.085);
+    an->h_fine = cd_rng_range(r, 0.006, 0.012);
 
     double grow = 1.0 + an->shape_amp + 1.2 * an->nod_amp + 0.05;
     for (int d = 0; d < 3; d++) {
@@ -300,7 +306,7 @@ static void draw_contrast(cd_rng *r, cd_sequence seq, double sev, contrast *ct) 
     ct->tissue[T_LIVER] *= cd_rng_range(r, 0.92, 1.08) * (1.0 + trend * sev);
     ct->bias_amp = cd_rng_range(r, 0.05, 0.25);
     ct->bias_grad = cd_rng_range(r, -0.12, 0.12);
-    ct->sigma = cd_rng_range(r, 0.010, 0.028);
+    ct->sigma = cd_rng_range(r, 0.008, 0.018);
 }
 
 /* Approximately normal (sum of four uniform bytes): one Philox word per value, no log/cos. */
@@ -375,12 +381,12 @@ static int tissue_at(render *rd, double x, double y, double z, const bool *row_h
         }
         if (liver_d < 0) {
             double n1 = vnoise_at(&rd->f[F_NODULES], x), n2 = vnoise_at(&rd->f[F_FIBROSIS], x);
-            double fib = exp(-(n2 * n2) * (1.0 / (0.12 * 0.12))); /* thin septa at zero crossings */
+            double fib = exp(-(n2 * n2) * (1.0 / (0.18 * 0.18))); /* septa at zero crossings, wide enough for 256x256 */
             double fine = vnoise_at(&rd->f[F_FINE], x);
             if (rd->seq_q == 0) /* T1: nodules iso/hyper, fibrosis dark */
                 *tex = 1.0 + an->h_nod * n1 - an->h_fib * fib + an->h_fine * fine;
-            else /* T2: nodules dark, fibrosis bright */
-                *tex = 1.0 - 0.8 * an->h_nod * n1 + 1.3 * an->h_fib * fib + an->h_fine * fine;
+            else /* T2: nodules dark, fibrosis bright; stronger, as the T2 liver sits low in the window */
+                *tex = 1.0 - 1.1 * an->h_nod * n1 + 1.6 * an->h_fib * fib + an->h_fine * fine;
             return T_LIVER;
         }
     }
@@ -495,7 +501,7 @@ cd_status cd_synth_case(const cd_synth_case_params *p, cd_volume **image, cd_vol
         cd_rng r_cell;
         cd_rng_init(&r_cell, p->seed, p->case_index, P_FIELD + F_COUNT);
         nod_cell = cd_rng_range(&r_cell, 7, 11);
-        tex_cell = cd_rng_range(&r_cell, 4, 8);
+        tex_cell = cd_rng_range(&r_cell, 5, 9);
         fib_cell = cd_rng_range(&r_cell, 9, 15);
     }
     for (int f = 0; f < F_COUNT && st == CD_OK; f++) {

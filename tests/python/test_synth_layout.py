@@ -12,20 +12,21 @@ range; and that the stage is learnable from simple hand features (surface roughn
 ratio) on held-out cases while the mean liver intensity alone does not separate the stages.
 Prints one line per failure and ends with exactly one line `synth: N passed, M failed`.
 """
-import argparse
 import csv
-import hashlib
 import io
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import nibabel as nib
 from scipy import ndimage
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import Checks, tree_hashes  # noqa: E402
 
 TIMEOUT_S = 300
 SPLITS = ('train', 'valid', 'test')
@@ -41,35 +42,9 @@ META_FILES = {  # name -> has a UTF-8 BOM
 }
 
 
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok, name, detail=''):
-        if ok:
-            self.passed += 1
-        else:
-            self.failed += 1
-            print('FAIL %s%s' % (name, (': ' + detail) if detail else ''))
-        return ok
-
-
 def run_synth(exe, out, seed, threads, cases, extra=()):
-    cmd = [exe, 'synth', '--layout', 'cirrmri600', out, '--cases', str(cases), '--seed', str(seed),
-           '--threads', str(threads), '--quiet'] + list(extra)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT_S)
-    return p.returncode, p.stdout.decode('utf-8', 'replace'), p.stderr.decode('utf-8', 'replace')
-
-
-def tree_hashes(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, 'rb') as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+    return harness.run_rc([exe, 'synth', '--layout', 'cirrmri600', out, '--cases', str(cases), '--seed', str(seed),
+                           '--threads', str(threads), '--quiet'] + list(extra), timeout=TIMEOUT_S)
 
 
 def expected_dirs(healthy):
@@ -317,14 +292,12 @@ def check_learnable(c, X, y, g, mean_int):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--cirrdata', required=True)
+    ap = harness.parser(__doc__, lib=None)
     ap.add_argument('--cases', type=int, default=12)
     ap.add_argument('--seed', type=int, default=42)
-    ap.add_argument('--workdir')
     ap.add_argument('--keep', action='store_true')
     a = ap.parse_args()
-    c = Checks()
+    c = Checks(detail_limit=None)
     work = a.workdir or tempfile.mkdtemp(prefix='cirrdata-synth-')
     os.makedirs(work, exist_ok=True)
     try:
@@ -372,14 +345,11 @@ def main():
     except SystemExit:
         pass
     except Exception as e:  # noqa: BLE001 - report, do not crash without the summary line
-        import traceback
-        traceback.print_exc()
-        c.check(False, 'unexpected exception', repr(e))
+        c.crashed(e)
     finally:
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print('synth: %d passed, %d failed' % (c.passed, c.failed))
-    return 1 if c.failed else 0
+    return c.summary('synth')
 
 
 if __name__ == '__main__':
