@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The main job on built-in synthetic data: installs what is missing, builds, generates a synthetic
-# CirrMRI600+ dataset, reads it exactly, converts it with two recipes, verifies and inspects it, and
-# reads it back from Python. Everything lands in demo-out/ (or $CIRRDATA_DEMO_OUT).
+# CirrMRI600+ dataset, reads it exactly, converts it with three recipes, verifies and inspects it,
+# reads it back from Python, streams augmented batches, draws pictures, then trains a small staging
+# network in PyTorch fed only by cirrdata.Loader, exports it, stages the held-out test scans with
+# `cirrdata stage` through Vulkan and prints the confusion matrix and the accuracy.
+# Everything lands in demo-out/ (or $CIRRDATA_DEMO_OUT). Environment: CIRRDATA_DEMO_CASES (patients,
+# default 60), CIRRDATA_DEMO_TRAIN_S (training time budget in seconds, default 170).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 out=${CIRRDATA_DEMO_OUT:-$root/demo-out}
+cases=${CIRRDATA_DEMO_CASES:-60}
+train_s=${CIRRDATA_DEMO_TRAIN_S:-170}
+t_start=$(date +%s)
 tools/deps.sh demo
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -20,7 +27,7 @@ cli=$root/build-release/tools/cirrdata
 rm -rf "$out"
 mkdir -p "$out"
 step "synthetic CirrMRI600+ (published layout: T1 double nested, T2, Healthy_subjects, Metadata CSVs)"
-"$cli" synth --layout cirrmri600 "$out/CirrMRI600+" --cases 24 --seed 42
+"$cli" synth --layout cirrmri600 "$out/CirrMRI600+" --cases "$cases" --seed 42
 
 case1=$(ls "$out/CirrMRI600+/Cirrhosis_T1_3D/Cirrhosis_T1_3D/train_images/" | head -n 1)
 img="$out/CirrMRI600+/Cirrhosis_T1_3D/Cirrhosis_T1_3D/train_images/$case1"
@@ -29,7 +36,7 @@ step "read one scan exactly (header as nibabel sees it; voxels exported to .npy,
 "$cli" export "$img" --canonical -o "$out/${case1%.nii.gz}_ras.npy" --json | /usr/bin/python3 -c \
   'import json,sys; j=json.load(sys.stdin); print("exported", j["output"], "shape", j["shape"], j["dtype"], "orientation", j["orientation"])'
 
-for recipe in raw nnunet-3d; do
+for recipe in raw nnunet-3d cirrhosisstage-2d; do
   step "convert with recipe $recipe (sharded, chunked, zstd, XXH3 checksums; progress bar on a terminal)"
   "$cli" convert --layout cirrmri600 "$out/CirrMRI600+" --out "$out/dataset-$recipe" --recipe "$recipe"
   "$cli" verify "$out/dataset-$recipe"
@@ -72,10 +79,32 @@ step "pictures: a sample (three planes, mask outline) and an augmented batch"
 "$cli" preview "$out/dataset-raw" --sample 0 -o "$out/preview-sample0.png"
 "$cli" preview "$out/dataset-nnunet-3d" --batch --augment nnunet --seed 42 --batch-size 4 -o "$out/preview-batch.png"
 
-step "done"
+export CIRRDATA_LIB=$root/build-release/libcirrdata/libcirrdata.so PYTHONPATH=$root/python
+mkdir -p "$out/staging"
+step "train the staging network (cirrnet-small, PyTorch, fed only by cirrdata.Loader: liver slices, staging augmentation; ${train_s} s budget)"
+/usr/bin/python3 tools/train_staging.py "$out/dataset-cirrhosisstage-2d" -o "$out/staging/cirrnet-small.pt" \
+  --epochs 3 --time-budget "$train_s" | tee "$out/staging/train.log"
+
+step "export the weights (safetensors + graph, schemas/model-graph.md)"
+/usr/bin/python3 tools/export_weights.py --arch cirrnet-small "$out/staging/cirrnet-small.pt" -o "$out/staging/cirrnet-small.safetensors"
+
+test_img=$(ls "$out/CirrMRI600+/Cirrhosis_T1_3D/Cirrhosis_T1_3D/test_images/" | head -n 1)
+step "stage one held-out scan (reorient, 256x256 slices with liver, network per slice, mean of probabilities)"
+"$cli" stage "$out/CirrMRI600+/Cirrhosis_T1_3D/Cirrhosis_T1_3D/test_images/$test_img" \
+  --mask "$out/CirrMRI600+/Cirrhosis_T1_3D/Cirrhosis_T1_3D/test_masks/$test_img" \
+  --model "$out/staging/cirrnet-small.safetensors" --device vulkan --batch 8
+
+step "stage every held-out test scan through Vulkan; confusion matrix and accuracy (labels from the dataset)"
+"$cli" stage --dataset "$out/dataset-raw" --split test --model "$out/staging/cirrnet-small.safetensors" \
+  --device vulkan --batch 8 --png "$out/staging/confusion-test.png" | tee "$out/staging/test-results.txt"
+
+step "done in $(( $(date +%s) - t_start )) s"
 echo "outputs under $out:"
-echo "  synthetic source     $out/CirrMRI600+"
+echo "  synthetic source     $out/CirrMRI600+  ($cases patients)"
 echo "  exported volume      $out/${case1%.nii.gz}_ras.npy"
-echo "  converted datasets   $out/dataset-raw, $out/dataset-nnunet-3d (manifest.json + shards/)"
+echo "  converted datasets   $out/dataset-raw, $out/dataset-nnunet-3d, $out/dataset-cirrhosisstage-2d (manifest.json + shards/)"
 echo "  pictures             $out/preview-sample0.png, $out/preview-batch.png"
-echo "Not built yet (open issues): Vulkan kernels beyond the spatial warp, staging network inference, training the staging model."
+echo "  training log         $out/staging/train.log"
+echo "  checkpoint, model    $out/staging/cirrnet-small.pt, $out/staging/cirrnet-small.safetensors"
+echo "  test-split results   $out/staging/test-results.txt"
+echo "  confusion matrix     $out/staging/confusion-test.png"
