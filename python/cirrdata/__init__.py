@@ -120,7 +120,7 @@ class _Record:
         return arr
 
 
-class Dataset:
+class Dataset(_l.Closeable):
     """A converted dataset directory (manifest.json + shards/), opened read-only.
 
     len(ds) is the number of records; ds[i] (negative i counts from the end) reads record i and
@@ -192,18 +192,6 @@ class Dataset:
         if self._ds:
             _LIB.cd_dataset_close(self._ds)
             self._ds = ctypes.c_void_p()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __getstate__(self):
         return {'path': self.path}

@@ -13,6 +13,22 @@ CD_ERROR_MESSAGE_MAX = 512
 CD_TENSOR_NAME_MAX = 16
 
 
+class Closeable:
+    """Context manager and finaliser over the subclass's idempotent close() (Dataset, Loader, Model)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 class CdError(ctypes.Structure):
     """struct cd_error (status.h)."""
     _fields_ = [('status', ctypes.c_int), ('message', ctypes.c_char * CD_ERROR_MESSAGE_MAX)]

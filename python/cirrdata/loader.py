@@ -95,7 +95,7 @@ def _view(ptr, shape, copy):
     return a.copy() if copy else a
 
 
-class Loader:
+class Loader(_l.Closeable):
     """Batches from a converted dataset directory. See the module docstring.
 
     mode: 'patch' (fixed-size patches, foreground_fraction of each batch centred on the mask),
@@ -240,14 +240,3 @@ class Loader:
             self._lib.cd_loader_destroy(self._h)
             self._h = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

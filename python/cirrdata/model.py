@@ -52,7 +52,7 @@ def _declare(lib):
     lib._cirrdata_model_declared = True
 
 
-class Model:
+class Model(_l.Closeable):
     """A network loaded from a cirrdata model file. See the module docstring.
 
     .arch ('resnet18', ...), .classes, .in_channels, .device ('cpu (2 threads)', 'vulkan: ...'),
@@ -115,18 +115,6 @@ class Model:
         if self._h:
             self._lib.cd_model_close(self._h)
             self._h = ctypes.c_void_p()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         return 'cirrdata.Model(%r, arch=%r, classes=%d, device=%r%s)' % (
