@@ -22,49 +22,15 @@
  * Skips (cmocka skip()) only when there is no Vulkan device at all. */
 #include "test_util.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdbool.h>
 
 #include "cirrdata/gpu.h"
+#include "gpu_test_util.h"
 #include "nn/graph.h"
 #include "nn/vk_exec.h"
 
-static bool g_have_vulkan;
-
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-static uint64_t rnd(void) {
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return g_rng * 0x2545F4914F6CDD1Dull;
-}
 static float frand(float lo, float hi) { return lo + (hi - lo) * (float)((double)(rnd() >> 11) * (1.0 / 9007199254740992.0)); }
-
-static void require_vulkan(void) {
-    if (!g_have_vulkan) skip();
-}
-
-static void check_validation(cd_gpu_context *ctx) {
-    char first[1024];
-    uint64_t n = cd_gpu_validation_messages(ctx, first, sizeof first);
-    if (n) fprintf(stderr, "validation messages: %llu, first: %s\n", (unsigned long long)n, first);
-    assert_int_equal(n, 0);
-}
-
-static cd_gpu_context *make_ctx(cd_gpu_memory_mode mode, uint64_t limit) {
-    cd_gpu_options o;
-    memset(&o, 0, sizeof o);
-    o.memory = mode;
-    o.memory_limit = limit;
-    cd_gpu_context *ctx = NULL;
-    cd_error err;
-    cd_status st = cd_gpu_create(&o, &ctx, &err);
-    if (st != CD_OK) fprintf(stderr, "cd_gpu_create: %s\n", err.message);
-    assert_int_equal(st, CD_OK);
-    if (getenv("CIRRDATA_VK_VALIDATION")) assert_true(cd_gpu_validation_enabled(ctx));
-    return ctx;
-}
 
 static float *rand_array(int64_t n, float lo, float hi) {
     float *a = malloc(sizeof(float) * (size_t)(n ? n : 1));
@@ -555,13 +521,7 @@ static void test_split(void **state) {
 }
 
 int main(void) {
-    /* keep the validation layer mapped so that LeakSanitizer can name its allocations */
-    static const char *keep[] = {"libVkLayer_khronos_validation.so"};
-    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) (void)dlopen(keep[i], RTLD_NOW | RTLD_NODELETE);
-    int count = 0;
-    cd_error err;
-    g_have_vulkan = cd_gpu_list_devices(NULL, 0, &count, NULL, &err) == CD_OK && count > 0;
-    if (!g_have_vulkan) fprintf(stderr, "no Vulkan device: %s\n", err.message);
+    if (gpu_test_init()) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_shared), cmocka_unit_test(test_conv_staging), cmocka_unit_test(test_pools),
         cmocka_unit_test(test_add),         cmocka_unit_test(test_graph),        cmocka_unit_test(test_too_large),
