@@ -45,7 +45,8 @@ export CIRRDATA_LIB
 
 bench_source "$cli" "$cases" "$seed"
 ds="$data/loader-nnunet-3d-$cases-s$seed"
-if [ ! -s "$ds/manifest.json" ]; then
+# A cached dataset from before manifests carried their own checksum (format_version 1) is rebuilt.
+if [ ! -s "$ds/manifest.json" ] || ! grep -q '"manifest_xxh3"' "$ds/manifest.json"; then
     rm -rf "$ds"
     "$cli" convert --layout cirrmri600 "$src" --out "$ds" --recipe nnunet-3d --quiet
 fi

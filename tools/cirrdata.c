@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"stage", "stage cirrhosis (mild, moderate, severe) in MRI scans with a trained network", cmd_stage},
     {"bench", "measure decode, convert and loader throughput on this machine (synthetic data, about a minute)", cmd_bench},
     {"devices", "list the Vulkan devices and which one the GPU path would use", cmd_devices},
+    {"limits", "print the caps on sizes read from files (NIfTI, JSON, CSV) and the variables that set them", cmd_limits},
 };
 
 static void usage(FILE *out) {

@@ -50,6 +50,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_preview(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_limits(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export_batch(int argc, char **argv);

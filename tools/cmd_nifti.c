@@ -88,14 +88,14 @@ static void print_header_text(const char *path, const cd_nifti_header *h) {
     if (h->descrip[0]) printf("descrip     %s\n", h->descrip);
 }
 
-/* Applies --max-bytes by the same channel the library reads for its default. */
+/* Applies --max-bytes as the process-wide decompressed-size cap (cirrdata/limits.h), which every read
+ * below, the header-only one of `info` included, works under. */
 static bool set_max_bytes(const char *arg) {
     uint64_t v;
-    if (!cli_parse_bytes(arg, &v)) return false;
-    char buf[32];
-    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
-    setenv("CIRRDATA_MAX_BYTES", buf, 1);
-    return true;
+    if (!cli_parse_bytes(arg, &v) || v == 0) return false;
+    cd_limits l = {0}; /* the other caps: environment or default */
+    l.max_decompressed_bytes = v;
+    return cd_limits_set(&l, NULL) == CD_OK;
 }
 
 int cmd_info(int argc, char **argv) {

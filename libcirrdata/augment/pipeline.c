@@ -309,7 +309,7 @@ cd_status cd_aug_pipeline_load(const char *name_or_path, cd_aug_pipeline **out, 
         return builtin(name_or_path, &tmp, err); /* reports the list of built-ins */
     }
     char *buf;
-    cd_status st = cd_read_text_file(name_or_path, 1u << 20, "augmentation pipeline", &buf, err);
+    cd_status st = cd_read_text_file(name_or_path, 0, "augmentation pipeline", &buf, err);
     if (st != CD_OK) return st;
     st = cd_aug_pipeline_parse(buf, name_or_path, out, err);
     free(buf);

@@ -15,7 +15,6 @@
 #include "convert/manifest.h"
 #include "io/file.h"
 
-#define MANIFEST_MAX_BYTES ((size_t)512 << 20)
 #define PATH_CAP 4200
 
 typedef struct record_loc {
@@ -55,8 +54,8 @@ static bool safe_relative(const char *p) {
 }
 
 /* FNV-1a over the fields that the manifest entry repeats from the record's metadata (key, patient_id,
- * sequence, split, label). The manifest has no checksum of its own: comparing these when a record is read
- * catches a damaged entry that would otherwise point at another record or give a wrong label or split. */
+ * sequence, split, label). Comparing these when a record is read catches an entry that points at another
+ * record (a manifest whose checksum was recomputed after an edit, or a shard swapped for another). */
 static uint64_t entry_fields(json_t *o) {
     static const char *const keys[] = {"key", "patient_id", "sequence", "split", "label"};
     uint64_t h = 1469598103934665603ULL;
@@ -103,9 +102,11 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
     ds->dir = strdup(dir);
     cd_status st = CD_OK;
     json_t *m = NULL;
-    if ((st = cd_read_text_file(path, MANIFEST_MAX_BYTES, "manifest", &ds->manifest_text, err)) != CD_OK) goto fail;
+    /* Its own checksum first: no byte of a damaged manifest is acted on. */
+    size_t manifest_len;
+    if ((st = cd_manifest_read(path, &ds->manifest_text, &manifest_len, err)) != CD_OK) goto fail;
     json_error_t jerr;
-    m = json_loads(ds->manifest_text, JSON_REJECT_DUPLICATES, &jerr);
+    m = json_loadb(ds->manifest_text, manifest_len, JSON_REJECT_DUPLICATES, &jerr);
 #define BAD(...)                                                                                   \
     do {                                                                                           \
         st = cd_fail(err, CD_ERR_FORMAT, __VA_ARGS__);                                             \
@@ -115,9 +116,9 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
     if (!json_is_object(m) || strcmp(json_string_value(json_object_get(m, "format")) ? json_string_value(json_object_get(m, "format")) : "",
                                      "cirrdata-dataset"))
         BAD("%s: not a cirrdata dataset manifest", path);
-    if (json_integer_value(json_object_get(m, "format_version")) != 1)
-        BAD("%s: format_version %lld is not supported (this library reads 1)", path,
-            (long long)json_integer_value(json_object_get(m, "format_version")));
+    if (json_integer_value(json_object_get(m, "format_version")) != CD_MANIFEST_FORMAT_VERSION)
+        BAD("%s: format_version %lld is not supported (this library reads %d)", path,
+            (long long)json_integer_value(json_object_get(m, "format_version")), CD_MANIFEST_FORMAT_VERSION);
     json_t *shards = json_object_get(m, "shards"), *records = json_object_get(m, "records");
     if (!json_is_array(shards) || !json_is_array(records)) BAD("%s: 'shards' and 'records' must be arrays", path);
     ds->nshards = json_array_size(shards);
@@ -398,7 +399,7 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
         json_object_set(out, "shards", shards);
         json_object_set(out, "records", records);
         snprintf(path, sizeof path, "%s/manifest.json", out_dir);
-        st = cd_json_write_atomic(path, out, err);
+        st = cd_manifest_write_atomic(path, out, err);
         json_decref(out);
     }
     json_decref(shards);

@@ -13,6 +13,7 @@
 
 #include "convert/layout.h"
 #include "io/csv.h"
+#include "io/file.h"
 
 #define PATH_CAP 4096
 
@@ -375,8 +376,13 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
     char root_real[PATH_MAX];
     if (!realpath(root, root_real)) return cd_fail(err, CD_ERR_IO, "%s: cannot resolve: %s", root, strerror(errno));
     json_error_t jerr;
-    json_t *ds = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!ds) return cd_fail(err, CD_ERR_FORMAT, "%s: cannot read: %s", path, jerr.text);
+    char *text;
+    size_t text_len;
+    cd_status rst = cd_read_text_file_len(path, 0, "dataset description", &text, &text_len, err);
+    if (rst != CD_OK) return rst;
+    json_t *ds = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (!ds) return cd_fail(err, CD_ERR_FORMAT, "%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
     cd_status st = CD_OK;
     const char *modality = "image";
     json_t *ch = json_object_get(ds, "channel_names");

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "cirrdata/orient.h"
 #include "cirrdata/version.h"
 #include "convert/manifest.h"
+#include "io/file.h"
 
 static json_t *mat4(const double m[4][4]) {
     json_t *a = json_array();
@@ -387,33 +389,125 @@ json_t *cd_manifest_statistics(json_t *entries) {
     return out;
 }
 
-cd_status cd_json_write_atomic(const char *path, json_t *value, cd_error *err) {
-    char *text = json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    if (!text) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot serialise JSON", path);
+/* Writes len bytes of text to path.tmp, flushes it and renames it to path. */
+static cd_status write_text_atomic(const char *path, const char *text, size_t len, cd_error *err) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
     cd_status st = CD_OK;
-    if (fd < 0) {
-        st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        size_t len = strlen(text), done = 0;
-        while (done < len) {
-            ssize_t w = write(fd, text + done, len - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, w < 0 ? strerror(errno) : "disk full");
-                break;
-            }
-            done += (size_t)w;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, text + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, w < 0 ? strerror(errno) : "disk full");
+            break;
         }
-        if (st == CD_OK && (write(fd, "\n", 1) != 1 || fsync(fd) != 0))
-            st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        if (close(fd) != 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-        if (st == CD_OK && rename(tmp, path) != 0)
-            st = cd_fail(err, CD_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-        if (st != CD_OK) unlink(tmp);
+        done += (size_t)w;
     }
+    if (st == CD_OK && fsync(fd) != 0) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
+    if (st == CD_OK && rename(tmp, path) != 0) st = cd_fail(err, CD_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    if (st != CD_OK) unlink(tmp);
+    return st;
+}
+
+static char *dump(json_t *value) { return json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)); }
+
+cd_status cd_json_write_atomic(const char *path, json_t *value, cd_error *err) {
+    char *text = dump(value);
+    if (!text) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot serialise JSON", path);
+    size_t len = strlen(text);
+    text[len] = '\n'; /* replaces the NUL: the file ends with a newline */
+    cd_status st = write_text_atomic(path, text, len + 1, err);
     free(text);
     return st;
+}
+
+/* ---- the manifest's own checksum (schemas/shard-format.md, "Manifest checksum") ----
+ * The file ends with the 54 bytes  "manifest_xxh3": "<32 lowercase hex>"<LF>}<LF>  and the hex digits are
+ * the XXH3-128 (canonical, as xxhsum -H2 prints it) of every byte before them. */
+#define SUM_KEY "\"manifest_xxh3\": \"" /* 18 bytes */
+#define SUM_END "\"\n}\n"                /* 4 bytes */
+#define SUM_KEY_LEN 18
+#define SUM_END_LEN 4
+#define SUM_TAIL_LEN (SUM_KEY_LEN + 32 + SUM_END_LEN)
+
+static void xxh3_128_hex(const void *data, size_t len, char hex[33]) {
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
+}
+
+cd_status cd_manifest_write_atomic(const char *path, json_t *manifest, cd_error *err) {
+    json_object_del(manifest, CD_MANIFEST_SUM_MEMBER); /* a copied manifest's old checksum */
+    char *text = dump(manifest);
+    if (!text) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot serialise JSON", path);
+    size_t len = strlen(text);
+    /* jansson ends an indented non-empty object with "\n}": the checksum becomes its last member, laid
+     * out as jansson would have written it. */
+    if (len < 4 || strcmp(text + len - 2, "\n}")) {
+        free(text);
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: the manifest is not a non-empty JSON object", path);
+    }
+    size_t body = len - 2;
+    char *out = malloc(body + 3 + SUM_TAIL_LEN + 1);
+    if (!out) {
+        free(text);
+        return cd_fail(err, CD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(out, text, body);
+    memcpy(out + body, ",\n ", 3);
+    body += 3;
+    free(text);
+    char hex[33];
+    xxh3_128_hex(out, body, hex);
+    memcpy(out + body, SUM_KEY, SUM_KEY_LEN);
+    memcpy(out + body + SUM_KEY_LEN, hex, 32);
+    memcpy(out + body + SUM_KEY_LEN + 32, SUM_END, SUM_END_LEN);
+    cd_status st = write_text_atomic(path, out, body + SUM_TAIL_LEN, err);
+    free(out);
+    return st;
+}
+
+cd_status cd_manifest_check_sum(const char *path, const char *text, size_t len, cd_error *err) {
+    bool shaped = len >= SUM_TAIL_LEN + 2 && !memcmp(text + len - SUM_TAIL_LEN, SUM_KEY, SUM_KEY_LEN) &&
+                  !memcmp(text + len - SUM_END_LEN, SUM_END, SUM_END_LEN);
+    const char *want = text + len - SUM_TAIL_LEN + SUM_KEY_LEN;
+    for (int i = 0; shaped && i < 32; i++) shaped = (want[i] >= '0' && want[i] <= '9') || (want[i] >= 'a' && want[i] <= 'f');
+    if (shaped) {
+        char hex[33];
+        xxh3_128_hex(text, len - SUM_TAIL_LEN, hex);
+        if (memcmp(hex, want, 32))
+            return cd_fail(err, CD_ERR_CORRUPT, "%s: damaged: the XXH3-128 of its bytes is %s, its manifest_xxh3 says %.32s", path, hex,
+                           want);
+        return CD_OK;
+    }
+    /* No checksum: an old manifest (format_version 1) gets a message that says what to do. */
+    json_t *m = json_loadb(text, len, 0, NULL);
+    json_int_t version = json_integer_value(json_object_get(m, "format_version"));
+    bool old = m && version == 1 && !json_object_get(m, CD_MANIFEST_SUM_MEMBER);
+    json_decref(m);
+    if (old)
+        return cd_fail(err, CD_ERR_UNSUPPORTED,
+                       "%s: format_version 1, from before manifests carried a checksum of their own: run the same "
+                       "`cirrdata convert` command again (it rewrites the dataset in place), or convert into a new directory",
+                       path);
+    return cd_fail(err, CD_ERR_CORRUPT,
+                   "%s: damaged or truncated: it does not end with its manifest_xxh3 checksum (schemas/shard-format.md)", path);
+}
+
+cd_status cd_manifest_read(const char *path, char **text, size_t *len, cd_error *err) {
+    char *t;
+    size_t n;
+    cd_status st = cd_read_text_file_len(path, 0, "manifest", &t, &n, err);
+    if (st != CD_OK) return st;
+    if ((st = cd_manifest_check_sum(path, t, n, err)) != CD_OK || !text) {
+        free(t);
+        return st;
+    }
+    *text = t;
+    if (len) *len = n;
+    return CD_OK;
 }

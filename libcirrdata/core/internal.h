@@ -3,6 +3,7 @@
 #define CD_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,8 +37,31 @@ CD_INTERNAL cd_status cd_volume_wrap_buffer(void *buffer, size_t alloc_bytes, si
                                             const int64_t dims[3], cd_dtype dtype, cd_volume **out,
                                             cd_error *err);
 
-/* The allocation cap: explicit value if non-zero, else $CIRRDATA_MAX_BYTES, else the default. */
-CD_INTERNAL uint64_t cd_resolve_max_bytes(uint64_t requested);
+/* The caps of cirrdata/limits.h, by name (core/limits.c). */
+typedef enum cd_limit_id {
+    CD_LIMIT_DIM,    /* max_dim */
+    CD_LIMIT_VOXELS, /* max_voxels */
+    CD_LIMIT_BYTES,  /* max_decompressed_bytes */
+    CD_LIMIT_JSON,   /* max_json_bytes */
+    CD_LIMIT_CSV,    /* max_csv_bytes */
+    CD_LIMIT_COUNT
+} cd_limit_id;
+
+/* The value of one cap in effect now; CD_ERR_ARG (naming the variable) when it comes from a malformed
+ * environment variable (*value is then the default). */
+CD_INTERNAL cd_status cd_limit(cd_limit_id id, uint64_t *value, cd_error *err);
+
+/* "the JSON size cap of 512.0 MiB (raise it with CIRRDATA_MAX_JSON_BYTES)", for limit messages. */
+CD_INTERNAL const char *cd_limit_describe(cd_limit_id id, uint64_t cap, char *buf, size_t buflen);
+
+/* The environment variable of a cap. */
+CD_INTERNAL const char *cd_limit_env(cd_limit_id id);
+
+/* Parses a cap: decimal digits, an optional K/M/G/T (binary) suffix, nothing else; above zero. */
+CD_INTERNAL bool cd_limit_parse(const char *s, uint64_t *out);
+
+/* The NIfTI byte cap: requested when non-zero, else the max_decompressed_bytes cap. */
+CD_INTERNAL cd_status cd_resolve_max_bytes(uint64_t requested, uint64_t *out, cd_error *err);
 
 /* Formats a byte count as "1.5 GiB" into buf. */
 CD_INTERNAL const char *cd_format_bytes(uint64_t bytes, char *buf, size_t buflen);

@@ -8,7 +8,6 @@
 
 #include "io/csv.h"
 
-#define CSV_MAX_BYTES (64u << 20)
 #define CSV_MAX_ROWS 1000000u
 #define CSV_MAX_COLS 256u
 
@@ -86,13 +85,16 @@ static int parse_record(const char *buf, size_t len, size_t *pos, char **fields,
 
 cd_status cd_csv_read(const char *path, cd_csv *out, cd_error *err) {
     memset(out, 0, sizeof *out);
+    uint64_t max_bytes;
+    cd_status lst = cd_limit(CD_LIMIT_CSV, &max_bytes, err);
+    if (lst != CD_OK) return lst;
     FILE *f = fopen(path, "rb");
     if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    /* Size the buffer from the file (a regular file below the limit), not the 64 MiB limit. */
+    /* Size the buffer from the file (a regular file below the cap), not the cap. */
     struct stat sb;
-    size_t bufcap = CSV_MAX_BYTES;
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (unsigned long long)sb.st_size < CSV_MAX_BYTES)
-        bufcap = (size_t)sb.st_size;
+    size_t bufcap = (size_t)max_bytes;
+    const bool regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
+    if (regular && (uint64_t)sb.st_size < max_bytes) bufcap = (size_t)sb.st_size;
     char *buf = malloc(bufcap + 1);
     size_t len = buf ? fread(buf, 1, bufcap, f) : 0;
     bool too_big = buf && len == bufcap && fgetc(f) != EOF;
@@ -100,8 +102,12 @@ cd_status cd_csv_read(const char *path, cd_csv *out, cd_error *err) {
     if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     if (too_big) {
         free(buf);
-        if (bufcap < CSV_MAX_BYTES) return cd_fail(err, CD_ERR_IO, "%s: CSV file grew while being read", path);
-        return cd_fail(err, CD_ERR_LIMIT, "%s: CSV file above 64 MiB", path);
+        if (bufcap < max_bytes) return cd_fail(err, CD_ERR_IO, "%s: CSV file grew while being read", path);
+        char a[32], c[160];
+        if (regular)
+            return cd_fail(err, CD_ERR_LIMIT, "%s: %s is above %s", path, cd_format_bytes((uint64_t)sb.st_size, a, sizeof a),
+                           cd_limit_describe(CD_LIMIT_CSV, max_bytes, c, sizeof c));
+        return cd_fail(err, CD_ERR_LIMIT, "%s: more bytes than %s", path, cd_limit_describe(CD_LIMIT_CSV, max_bytes, c, sizeof c));
     }
     buf[len] = '\0';
     size_t pos = 0;

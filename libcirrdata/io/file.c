@@ -123,15 +123,25 @@ cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, s
     return CD_OK;
 }
 
-cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err) {
+cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text, size_t *len,
+                                cd_error *err) {
     *text = NULL;
+    if (len) *len = 0;
+    const bool json_cap = max_bytes == 0;
+    if (json_cap) {
+        uint64_t cap;
+        cd_status st = cd_limit(CD_LIMIT_JSON, &cap, err);
+        if (st != CD_OK) return st;
+        max_bytes = (size_t)cap;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open %s: %s", path, what, strerror(errno));
     /* Size the buffer from the file when it is a regular file below the limit (the limit can be
      * hundreds of MiB); one byte more than its size tells whether it grew meanwhile. */
     struct stat sb;
     size_t cap = max_bytes;
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size < max_bytes) cap = (size_t)sb.st_size;
+    const bool regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
+    if (regular && (uint64_t)sb.st_size < max_bytes) cap = (size_t)sb.st_size;
     char *buf = malloc(cap + 1);
     size_t n = buf ? fread(buf, 1, cap, f) : 0;
     bool too_big = buf && n == cap && fgetc(f) != EOF;
@@ -144,10 +154,22 @@ cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what
     if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     if (too_big) {
         free(buf);
-        char lim[32];
-        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file above %s", path, what, cd_format_bytes(max_bytes, lim, sizeof lim));
+        char a[32], lim[160];
+        if (json_cap)
+            cd_limit_describe(CD_LIMIT_JSON, max_bytes, lim, sizeof lim);
+        else
+            snprintf(lim, sizeof lim, "the limit of %s", cd_format_bytes(max_bytes, a, sizeof a));
+        if (regular)
+            return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what,
+                           cd_format_bytes((uint64_t)sb.st_size, a, sizeof a), lim);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file is above %s", path, what, lim);
     }
     buf[n] = '\0';
     *text = buf;
+    if (len) *len = n;
     return CD_OK;
+}
+
+cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err) {
+    return cd_read_text_file_len(path, max_bytes, what, text, NULL, err);
 }

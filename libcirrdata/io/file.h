@@ -30,9 +30,12 @@ CD_INTERNAL cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, 
 CD_INTERNAL cd_status cd_file_read_all(const cd_file *f, uint64_t max_bytes, void **buf, size_t *len,
                                        cd_error *err);
 
-/* Reads a whole text file of at most max_bytes into a NUL-terminated malloc'ed string (*text);
- * `what` names the content in messages ("recipe", "manifest"). */
+/* Reads a whole text file of at most max_bytes (0: the JSON size cap of cirrdata/limits.h) into a
+ * NUL-terminated malloc'ed string (*text); `what` names the content in messages ("recipe", "manifest").
+ * The _len form also gives the byte count (the text may hold NUL bytes). */
 CD_INTERNAL cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err);
+CD_INTERNAL cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text, size_t *len,
+                                            cd_error *err);
 
 /* True when path ends with suffix (ASCII case-insensitive). */
 CD_INTERNAL int cd_path_has_suffix(const char *path, const char *suffix);

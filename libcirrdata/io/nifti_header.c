@@ -1,6 +1,7 @@
 /* NIfTI header parsing with nibabel's semantics. niftilib supplies the on-disk structs and the
  * byte swapping; validation, the affine and the orientation follow nibabel, our reference. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <nifti1.h>
@@ -110,7 +111,24 @@ static void base_affine(const cd_nifti_header *h, double out[4][4]) {
 /* nibabel resets xform codes outside 0..5 to 0 when it loads a header. */
 static int valid_xform_code(int code) { return (code >= 0 && code <= 5) ? code : 0; }
 
-cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len, bool pair, uint64_t max_bytes,
+cd_status cd_nifti_caps_resolve(uint64_t requested, cd_nifti_caps *caps, cd_error *err) {
+    cd_status st;
+    if ((st = cd_resolve_max_bytes(requested, &caps->max_bytes, err)) != CD_OK ||
+        (st = cd_limit(CD_LIMIT_DIM, &caps->max_dim, err)) != CD_OK ||
+        (st = cd_limit(CD_LIMIT_VOXELS, &caps->max_voxels, err)) != CD_OK)
+        return st;
+    caps->per_call = requested != 0;
+    return CD_OK;
+}
+
+const char *cd_nifti_bytes_cap_text(const cd_nifti_caps *caps, char *buf, size_t buflen) {
+    if (!caps->per_call) return cd_limit_describe(CD_LIMIT_BYTES, caps->max_bytes, buf, buflen);
+    char v[32];
+    snprintf(buf, buflen, "the limit of %s given for this read (max_bytes)", cd_format_bytes(caps->max_bytes, v, sizeof v));
+    return buf;
+}
+
+cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len, bool pair, const cd_nifti_caps *caps,
                                  cd_nifti_header *h, cd_error *err) {
     memset(h, 0, sizeof *h);
     if (len < 4) return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %zu bytes is too short for a NIfTI header", path, len);
@@ -219,6 +237,11 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
         }
         if (h->dim[i] < 1)
             return cd_fail(err, CD_ERR_FORMAT, "%s: dim[%d] = %lld: dimensions must be >= 1", path, i, (long long)h->dim[i]);
+        if ((uint64_t)h->dim[i] > caps->max_dim) {
+            char c[160];
+            return cd_fail(err, CD_ERR_LIMIT, "%s: dim[%d] = %lld is above %s", path, i, (long long)h->dim[i],
+                           cd_limit_describe(CD_LIMIT_DIM, caps->max_dim, c, sizeof c));
+        }
     }
     /* An unsupported datatype is still a readable header (info reports it); reading voxels refuses it. */
     h->dtype = cd_nifti_datatype_to_dtype(h->datatype);
@@ -242,11 +265,17 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
         goto overflow;
     h->nvolumes = (int64_t)nvol;
     h->volume_bytes = vol_bytes;
-    if (vol_bytes > max_bytes) {
-        char a[32], b[32];
-        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld voxels of %zu bytes is %s, above the limit of %s", path,
+    if (vox3 > caps->max_voxels) {
+        char c[160];
+        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld = %llu voxels is above %s", path,
+                       (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], (unsigned long long)vox3,
+                       cd_limit_describe(CD_LIMIT_VOXELS, caps->max_voxels, c, sizeof c));
+    }
+    if (vol_bytes > caps->max_bytes) {
+        char a[32], c[160];
+        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld voxels of %zu bytes is %s, above %s", path,
                        (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], esize,
-                       cd_format_bytes(vol_bytes, a, sizeof a), cd_format_bytes(max_bytes, b, sizeof b));
+                       cd_format_bytes(vol_bytes, a, sizeof a), cd_nifti_bytes_cap_text(caps, c, sizeof c));
     }
 
     /* Where the voxels start. NIfTI-1 stores it as a float. */

@@ -76,7 +76,7 @@ static void source_close(source *s) {
     cd_file_close(&s->file);
 }
 
-static cd_status source_open(const char *path, uint64_t max_bytes, source *s, cd_error *err) {
+static cd_status source_open(const char *path, const cd_nifti_caps *caps, source *s, cd_error *err) {
     memset(s, 0, sizeof *s);
     s->file.fd = -1;
     cd_status st = cd_file_open(path, &s->file, err);
@@ -91,7 +91,13 @@ static cd_status source_open(const char *path, uint64_t max_bytes, source *s, cd
     if (st == CD_OK && cd_gzip_is_gzip(magic, got)) {
         s->gz = true;
         void *buf = NULL;
-        st = cd_file_read_all(&s->file, max_bytes, &buf, &s->len, err);
+        if (s->file.size > caps->max_bytes) {
+            char a[32], c[160];
+            st = cd_fail(err, CD_ERR_LIMIT, "%s: the compressed file of %s is above %s", path,
+                         cd_format_bytes(s->file.size, a, sizeof a), cd_nifti_bytes_cap_text(caps, c, sizeof c));
+        } else {
+            st = cd_file_read_all(&s->file, caps->max_bytes, &buf, &s->len, err);
+        }
         if (st == CD_OK) s->bytes = buf;
     }
     if (st != CD_OK) source_close(s);
@@ -104,13 +110,13 @@ static cd_status source_prefix(source *s, uint8_t *buf, size_t want, size_t *got
     return cd_file_pread_some(&s->file, buf, want, 0, got, err);
 }
 
-static cd_status read_header_from(const nifti_files *f, source *hs, uint64_t max_bytes, cd_nifti_header *hdr,
+static cd_status read_header_from(const nifti_files *f, source *hs, const cd_nifti_caps *caps, cd_nifti_header *hdr,
                                   cd_error *err) {
     uint8_t buf[CD_NIFTI2_HEADER_SIZE];
     size_t got = 0;
     cd_status st = source_prefix(hs, buf, sizeof buf, &got, err);
     if (st != CD_OK) return st;
-    st = cd_nifti_parse_header(f->header_path, buf, got, f->pair, max_bytes, hdr, err);
+    st = cd_nifti_parse_header(f->header_path, buf, got, f->pair, caps, hdr, err);
     if (st == CD_OK) hdr->compressed = hs->gz;
     return st;
 }
@@ -120,11 +126,12 @@ cd_status cd_nifti_read_header(const char *path, cd_nifti_header *hdr, cd_error 
     nifti_files f;
     cd_status st = resolve_files(path, &f, err);
     if (st != CD_OK) return st;
-    uint64_t max_bytes = cd_resolve_max_bytes(0);
+    cd_nifti_caps caps;
+    if ((st = cd_nifti_caps_resolve(0, &caps, err)) != CD_OK) return st;
     source hs;
-    st = source_open(f.header_path, max_bytes, &hs, err);
+    st = source_open(f.header_path, &caps, &hs, err);
     if (st != CD_OK) return st;
-    st = read_header_from(&f, &hs, max_bytes, hdr, err);
+    st = read_header_from(&f, &hs, &caps, hdr, err);
     if (st == CD_OK && f.pair && f.data_found) {
         /* For pairs, "compressed" describes the image file. */
         uint8_t m[2] = {0, 0};
@@ -163,8 +170,9 @@ static void byteswap_inplace(void *data, size_t count, size_t esize) {
 /* Reads volume `vol_index` from the data source into a fresh buffer; buffer, alloc and offset describe
  * where the voxels ended up. */
 static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_header *h, int64_t vol_index,
-                             uint64_t max_bytes, void **buffer, size_t *alloc, size_t *offset, cd_error *err) {
-    char a[32], b[32];
+                             const cd_nifti_caps *caps, void **buffer, size_t *alloc, size_t *offset, cd_error *err) {
+    char a[32], b[160];
+    const uint64_t max_bytes = caps->max_bytes;
     const uint64_t vol_bytes = h->volume_bytes;
     const uint64_t start = (uint64_t)h->vox_offset + (uint64_t)vol_index * vol_bytes; /* cannot overflow: bounded below */
     uint64_t total;                                                                   /* end of all the data */
@@ -198,8 +206,8 @@ static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_h
     const uint64_t need = start + vol_bytes;
     const uint64_t want = (total <= max_bytes) ? total : need;
     if (want > max_bytes)
-        return cd_fail(err, CD_ERR_LIMIT, "%s: reading volume %lld needs %s of inflated data, above the limit of %s", data_path,
-                       (long long)vol_index, cd_format_bytes(want, a, sizeof a), cd_format_bytes(max_bytes, b, sizeof b));
+        return cd_fail(err, CD_ERR_LIMIT, "%s: reading volume %lld needs %s of inflated data, above %s", data_path,
+                       (long long)vol_index, cd_format_bytes(want, a, sizeof a), cd_nifti_bytes_cap_text(caps, b, sizeof b));
     uint8_t *buf = cd_buffer_alloc((size_t)want);
     if (!buf) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(want, a, sizeof a));
     cd_status st = cd_gzip_inflate(data_path, ds->bytes, ds->len, buf, (size_t)want, total, false, NULL, err);
@@ -234,19 +242,21 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
     *out = NULL;
     cd_nifti_read_options defaults = CD_NIFTI_READ_OPTIONS_INIT;
     if (!opts) opts = &defaults;
-    const uint64_t max_bytes = cd_resolve_max_bytes(opts->max_bytes);
+    cd_nifti_caps caps;
+    cd_status st = cd_nifti_caps_resolve(opts->max_bytes, &caps, err);
+    if (st != CD_OK) return st;
 
     nifti_files f;
-    cd_status st = resolve_files(path, &f, err);
+    st = resolve_files(path, &f, err);
     if (st != CD_OK) return st;
     if (f.pair && !f.data_found)
         return cd_fail(err, CD_ERR_IO, "%s: the image file of this pair (%s) is missing", path, f.data_path);
 
     source hs, ds;
-    st = source_open(f.header_path, max_bytes, &hs, err);
+    st = source_open(f.header_path, &caps, &hs, err);
     if (st != CD_OK) return st;
     cd_nifti_header h;
-    st = read_header_from(&f, &hs, max_bytes, &h, err);
+    st = read_header_from(&f, &hs, &caps, &h, err);
     if (st == CD_OK && h.dtype == CD_DTYPE_INVALID)
         st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s)", path, h.datatype,
                      cd_nifti_datatype_label(h.datatype));
@@ -262,7 +272,7 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
     source *data_src = &hs;
     if (f.pair) {
         source_close(&hs);
-        st = source_open(f.data_path, max_bytes, &ds, err);
+        st = source_open(f.data_path, &caps, &ds, err);
         if (st != CD_OK) return st;
         data_src = &ds;
     }
@@ -270,7 +280,7 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
 
     void *buffer = NULL;
     size_t alloc = 0, offset = 0;
-    st = read_voxels(f.data_path, data_src, &h, opts->volume, max_bytes, &buffer, &alloc, &offset, err);
+    st = read_voxels(f.data_path, data_src, &h, opts->volume, &caps, &buffer, &alloc, &offset, err);
     source_close(data_src);
     if (st != CD_OK) return st;
 

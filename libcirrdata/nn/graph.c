@@ -13,7 +13,6 @@
 #include "nn/graph.h"
 
 #define GRAPH_MAX_NODES 4096
-#define GRAPH_MAX_JSON (16u * 1024u * 1024u)
 #define GRAPH_MAX_PARAM_DIM (1 << 30)
 /* Input sizes beyond these are refused before any product is formed (no overflow below). */
 #define SHAPE_MAX_N (1 << 20)
@@ -575,9 +574,12 @@ cd_status cd_nn_graph_load(const cd_st_file *f, cd_nn_graph **out, cd_error *err
         goto fail;
     }
     size_t len = strlen(text);
-    if (len > GRAPH_MAX_JSON) {
-        st = cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' is %zu bytes, over the %u limit", src, len,
-                     GRAPH_MAX_JSON);
+    uint64_t max_json;
+    if ((st = cd_limit(CD_LIMIT_JSON, &max_json, err)) != CD_OK) goto fail;
+    if (len > max_json) {
+        char a[32], c[160];
+        st = cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' of %s is above %s", src, cd_format_bytes(len, a, sizeof a),
+                     cd_limit_describe(CD_LIMIT_JSON, max_json, c, sizeof c));
         goto fail;
     }
     json_error_t jerr;

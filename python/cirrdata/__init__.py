@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _lib as _l
 
-__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version']
+__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version', 'limits', 'set_limits']
 
 _LIB = _l.load()
 
@@ -47,6 +47,50 @@ def _raise(err):
 def version():
     """The version string of the loaded libcirrdata (e.g. "0.1.0")."""
     return _LIB.cd_version().decode()
+
+
+_LIMIT_NAMES = tuple(name for name, _ in _l.CdLimits._fields_)
+
+
+def limits(defaults=False):
+    """The library's caps on untrusted input (cirrdata/limits.h), as a dict: max_dim, max_voxels,
+    max_decompressed_bytes, max_json_bytes, max_csv_bytes. defaults=True gives the built-in values.
+    Raises CirrdataError when a cap comes from a malformed environment variable (e.g.
+    CIRRDATA_MAX_JSON_BYTES=12X)."""
+    lim = _l.CdLimits()
+    if defaults:
+        _LIB.cd_limits_defaults(ctypes.byref(lim))
+    else:
+        err = _l.CdError()
+        if _LIB.cd_limits_get(ctypes.byref(lim), ctypes.byref(err)) != 0:
+            _raise(err)
+    return {name: int(getattr(lim, name)) for name in _LIMIT_NAMES}
+
+
+# What this module set (0: the environment variable or the default). cd_limits_set replaces every cap,
+# so set_limits passes these for the caps it is not asked to change.
+_SET = {name: 0 for name in _LIMIT_NAMES}
+
+
+def set_limits(**caps):
+    """Changes some caps for the whole process, e.g. set_limits(max_json_bytes=1 << 30); the others keep
+    what they are. A value of 0 or None returns that cap to its environment variable or default.
+    Returns limits()."""
+    unknown = sorted(set(caps) - set(_LIMIT_NAMES))
+    if unknown:
+        raise TypeError('set_limits: unknown cap(s) %s (known: %s)' % (', '.join(unknown), ', '.join(_LIMIT_NAMES)))
+    want = dict(_SET)
+    for name, value in caps.items():
+        v = int(value or 0)
+        if v < 0:
+            raise ValueError('set_limits: %s must be >= 0, not %d' % (name, v))
+        want[name] = v
+    lim = _l.CdLimits(**want)
+    err = _l.CdError()
+    if _LIB.cd_limits_set(ctypes.byref(lim), ctypes.byref(err)) != 0:
+        _raise(err)
+    _SET.update(want)
+    return limits()
 
 
 def library_path():

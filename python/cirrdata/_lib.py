@@ -46,6 +46,15 @@ class CdTensorInfo(ctypes.Structure):
                 ('chunk_grid', ctypes.c_uint32 * 3)]
 
 
+class CdLimits(ctypes.Structure):
+    """struct cd_limits (limits.h); field order is the header's."""
+    _fields_ = [('max_dim', ctypes.c_uint64),
+                ('max_voxels', ctypes.c_uint64),
+                ('max_decompressed_bytes', ctypes.c_uint64),
+                ('max_json_bytes', ctypes.c_uint64),
+                ('max_csv_bytes', ctypes.c_uint64)]
+
+
 def _candidates():
     env = os.environ.get('CIRRDATA_LIB')
     if env:  # an explicit choice: nothing else is tried
@@ -106,6 +115,9 @@ def _declare(lib):
         'cd_record_read_tensor': ([P, P, ctypes.c_uint32, P, E], st),
         'cd_record_read_region': ([P, P, ctypes.c_uint32, ctypes.POINTER(ctypes.c_int64),
                                    ctypes.POINTER(ctypes.c_int64), P, E], st),
+        'cd_limits_defaults': ([ctypes.POINTER(CdLimits)], None),
+        'cd_limits_get': ([ctypes.POINTER(CdLimits), E], st),
+        'cd_limits_set': ([ctypes.POINTER(CdLimits), E], st),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)

@@ -2,6 +2,7 @@
 """Regenerates the seed corpora in tests/fuzz/corpus/ (small valid inputs, each < 64 KiB).
 
 Usage: tests/fuzz/make_seeds.py --lib BUILD/libcirrdata/libcirrdata.so [--cirrdata BUILD/tools/cirrdata]
+                                [--only manifest,csv,...]
 
   nifti     small NIfTI-1/NIfTI-2 files written by nibabel (several dtypes, 3D and 4D, scaling, sform)
   shard     shards written by the library's own writer (cd_record_builder / cd_shard_writer): raw and
@@ -148,12 +149,15 @@ def shard_seeds(lib, tmp):
 
 
 def manifest_seeds(cirrdata, tmp):
-    put('manifest', 'minimal.json', json.dumps({
-        'format': 'cirrdata-dataset', 'format_version': 1,
+    # Every seed carries a valid manifest_xxh3 (fuzz_manifest.c recomputes it for mutated inputs).
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'python'))
+    from cdshard import seal_manifest
+    put('manifest', 'minimal.json', seal_manifest({
+        'format': 'cirrdata-dataset', 'format_version': 2,
         'shards': [{'path': 'shards/a.cds', 'size': 10, 'records': 2, 'xxh3_128': '0' * 32}],
-        'records': [{'key': 'a', 'shard': 0, 'index': 0}, {'key': 'b', 'shard': 0, 'index': 1}]}, indent=1))
-    put('manifest', 'empty.json', json.dumps({'format': 'cirrdata-dataset', 'format_version': 1,
-                                              'shards': [], 'records': []}))
+        'records': [{'key': 'a', 'shard': 0, 'index': 0}, {'key': 'b', 'shard': 0, 'index': 1}]}))
+    put('manifest', 'empty.json', seal_manifest({'format': 'cirrdata-dataset', 'format_version': 2,
+                                                 'shards': [], 'records': []}))
     if not cirrdata:
         return
     src, out = os.path.join(tmp, 'synth'), os.path.join(tmp, 'ds')
@@ -288,16 +292,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--lib', required=True)
     ap.add_argument('--cirrdata')
+    ap.add_argument('--only', help='comma-separated targets to regenerate (default: all)')
     a = ap.parse_args()
+    only = set(a.only.split(',')) if a.only else None
+
+    def want(t):
+        return only is None or t in only
     lib = C.CDLL(os.path.abspath(a.lib))
     tmp = tempfile.mkdtemp(prefix='cd-seeds-')
     try:
-        nifti_seeds(tmp)
-        shard_seeds(lib, tmp)
-        manifest_seeds(a.cirrdata, tmp)
-        recipe_seeds(lib)
-        csv_seeds()
-        safetensors_seeds()
+        if want('nifti'):
+            nifti_seeds(tmp)
+        if want('shard'):
+            shard_seeds(lib, tmp)
+        if want('manifest'):
+            manifest_seeds(a.cirrdata, tmp)
+        if want('recipe'):
+            recipe_seeds(lib)
+        if want('csv'):
+            csv_seeds()
+        if want('safetensors'):
+            safetensors_seeds()
     finally:
         shutil.rmtree(tmp)
     total = 0

@@ -27,12 +27,16 @@ import xxhash
 import zstandard
 
 __all__ = ['read_shard', 'read_dataset', 'shard_layout', 'check_shard_path', 'file_xxh3_128',
-           'DTYPES', 'ALIGN']
+           'check_manifest_sum', 'seal_manifest', 'DTYPES', 'ALIGN']
 
 ALIGN = 4096
 SHARD_MAGIC = b'CDSHARD1'
 RECORD_MAGIC = b'CDRECRD1'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1           # shard files
+MANIFEST_FORMAT_VERSION = 2  # manifest.json (2: ends with its own checksum, manifest_xxh3)
+MANIFEST_SUM_KEY = b'"manifest_xxh3": "'
+MANIFEST_SUM_END = b'"\n}\n'
+MANIFEST_SUM_TAIL = len(MANIFEST_SUM_KEY) + 32 + len(MANIFEST_SUM_END)  # 54
 SHARD_HEADER_SIZE = 4096
 INDEX_ENTRY_SIZE = 32
 RECORD_FIXED_SIZE = 32
@@ -418,6 +422,38 @@ def check_shard_path(p):
         raise ValueError('shard path %r has characters outside [A-Za-z0-9._/-]' % p)
 
 
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError('duplicate key in a JSON object')
+    return dict(pairs)
+
+
+def check_manifest_sum(data, what='manifest.json'):
+    """Checks a manifest's own checksum (shard-format.md, "Manifest checksum"): the bytes must end with
+    exactly '"manifest_xxh3": "' + 32 lowercase hex digits + '"\\n}\\n', and the digits must be the
+    XXH3-128 of every byte before that tail. Raises ValueError naming `what`."""
+    tail = data[-MANIFEST_SUM_TAIL:]
+    digits = tail[len(MANIFEST_SUM_KEY):len(MANIFEST_SUM_KEY) + 32]
+    if (len(data) < MANIFEST_SUM_TAIL + 2 or not tail.startswith(MANIFEST_SUM_KEY) or not tail.endswith(MANIFEST_SUM_END)
+            or not re.fullmatch(rb'[0-9a-f]{32}', digits)):
+        raise ValueError('%s: does not end with its manifest_xxh3 checksum' % what)
+    got = xxhash.xxh3_128_hexdigest(data[:-MANIFEST_SUM_TAIL])
+    if got != digits.decode():
+        raise ValueError('%s: XXH3-128 of the manifest is %s, manifest_xxh3 says %s' % (what, got, digits.decode()))
+
+
+def seal_manifest(manifest):
+    """The bytes of a manifest file for the dict `manifest` (any manifest_xxh3 in it is dropped),
+    written as the spec lays it out: JSON with indent 1, then the checksum as the last member."""
+    m = {k: v for k, v in manifest.items() if k != 'manifest_xxh3'}
+    text = json.dumps(m, indent=1).encode()
+    if not m or not text.endswith(b'\n}'):
+        raise ValueError('a manifest must be a non-empty JSON object')
+    body = text[:-2] + b',\n '
+    return body + MANIFEST_SUM_KEY + xxhash.xxh3_128_hexdigest(body).encode() + MANIFEST_SUM_END
+
+
 def read_dataset(root, check_metadata=True):
     """Reads and fully verifies a dataset directory. Returns (manifest, records): records in manifest
     order (sample index = position), each {'metadata', 'tensors', 'shard': manifest shard path,
@@ -427,8 +463,13 @@ def read_dataset(root, check_metadata=True):
     mpath = os.path.join(root, 'manifest.json')
     try:
         with open(mpath, 'rb') as f:
-            manifest = json.loads(f.read().decode('utf-8'))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+            data = f.read()
+    except OSError as e:
+        raise ValueError('%s: cannot read manifest (%s)' % (mpath, e))
+    check_manifest_sum(data, mpath)
+    try:
+        manifest = json.loads(data.decode('utf-8'), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as e:
         raise ValueError('%s: cannot read manifest (%s)' % (mpath, e))
 
     def bad(msg):
@@ -438,8 +479,10 @@ def read_dataset(root, check_metadata=True):
         bad('not a JSON object')
     if manifest.get('format') != 'cirrdata-dataset':
         bad('format is %r, not "cirrdata-dataset"' % manifest.get('format'))
-    if manifest.get('format_version') != FORMAT_VERSION:
-        bad('format_version is %r, not %d' % (manifest.get('format_version'), FORMAT_VERSION))
+    if manifest.get('format_version') != MANIFEST_FORMAT_VERSION:
+        bad('format_version is %r, not %d' % (manifest.get('format_version'), MANIFEST_FORMAT_VERSION))
+    if list(manifest)[-1] != 'manifest_xxh3':
+        bad('manifest_xxh3 is not the last member')
     shards = manifest.get('shards')
     mrecords = manifest.get('records')
     if not isinstance(shards, list) or not isinstance(mrecords, list):

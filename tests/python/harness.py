@@ -106,6 +106,18 @@ def write_json(path, obj):
     return path
 
 
+def write_manifest(path, manifest):
+    """Writes the dict `manifest` as a manifest.json file with a valid manifest_xxh3 (the checksum is
+    recomputed), so that a test that edits a manifest tests what it edited, not the checksum. path may be
+    the dataset directory or the file."""
+    import cdshard  # numpy, xxhash: not loaded by the tests that do not need them
+    if os.path.isdir(path):
+        path = os.path.join(path, 'manifest.json')
+    with open(path, 'wb') as f:
+        f.write(cdshard.seal_manifest(manifest))
+    return path
+
+
 def tree_hashes(d):
     """{path relative to d: sha256} of every file below d."""
     out = {}

@@ -66,8 +66,7 @@ def main():
             shutil.copytree(ds, d)
             m = json.loads(json.dumps(manifest))
             m["shards"][0]["path"] = bad_path
-            with open(os.path.join(d, "manifest.json"), "w") as f:
-                json.dump(m, f)
+            harness.write_manifest(d, m)  # a valid manifest_xxh3: only the path rule can refuse it
             dataset_refused(d, "not a plain relative path", f"shard path {bad_path!r}")
 
         first = manifest["shards"][0]["path"]

@@ -199,11 +199,11 @@ static void test_gzip_bomb(void **state) {
     cd_volume_destroy(v);
     size_t n, gl;
     uint8_t *raw = read_bytes(src, &n);
-    int16_t dims[8] = {3, 2048, 2048, 2048, 1, 1, 1, 1}; /* 16 GiB of int16: above the default cap */
+    int16_t dims[8] = {3, 2048, 2048, 2048, 1, 1, 1, 1}; /* 2^33 voxels, 16 GiB of int16: above the default caps */
     memcpy(raw + 40, dims, sizeof dims);
     uint8_t *gz = gzip_bytes(raw, n, &gl);
     write_bytes(path, gz, gl);
-    expect_fail(path, CD_ERR_LIMIT, "limit");
+    expect_fail(path, CD_ERR_LIMIT, "voxel count cap");
     /* Under the cap (256 MiB) but far more than the compressed bytes can hold. */
     int16_t dims2[8] = {3, 1024, 1024, 128, 1, 1, 1, 1};
     memcpy(raw + 40, dims2, sizeof dims2);

@@ -4,6 +4,7 @@
 
 #include "cirrdata/version.h"
 #include "cirrdata/status.h"
+#include "cirrdata/limits.h"
 #include "cirrdata/dtype.h"
 #include "cirrdata/volume.h"
 #include "cirrdata/orient.h"
