@@ -2,9 +2,15 @@
 // adaptive_avg_pool2d over NCHW: cd_nn_ref_adaptive_avgpool2d (libcirrdata/nn/ref_ops.c), PyTorch's
 // bins: rows floor(i H / OH) .. ceil((i + 1) H / OH). One invocation per output element, summing in
 // row-major order. The workgroup size is specialization constant 0.
+#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
+#extension GL_EXT_shader_16bit_storage : require
+#define ACT float16_t
+#else
+#define ACT float
+#endif
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
-layout(std430, set = 0, binding = 0) readonly buffer In { float x[]; };
-layout(std430, set = 0, binding = 1) writeonly buffer Out { float y[]; };
+layout(std430, set = 0, binding = 0) readonly buffer In { ACT x[]; };
+layout(std430, set = 0, binding = 1) writeonly buffer Out { ACT y[]; };
 layout(push_constant) uniform Push {
     uint x_off, y_off, total, groups_x;
     uint H, W, OH, OW;
@@ -21,6 +27,6 @@ void main() {
     const uint base = pc.x_off + plane * pc.H * pc.W;
     float s = 0.0;
     for (uint a = hs; a < he; a++)
-        for (uint b = ws; b < we; b++) s += x[base + a * pc.W + b];
-    y[pc.y_off + i] = s / float((he - hs) * (we - ws));
+        for (uint b = ws; b < we; b++) s += float(x[base + a * pc.W + b]);
+    y[pc.y_off + i] = ACT(s / float((he - hs) * (we - ws)));
 }

@@ -3,9 +3,15 @@
 // count_include_pad the window clipped to the padded input (H + ph), else to the input itself;
 // ceil_mode only changes OH, OW (computed by the host). One invocation per output element, summing
 // in row-major window order as the reference does. The workgroup size is specialization constant 0.
+#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
+#extension GL_EXT_shader_16bit_storage : require
+#define ACT float16_t
+#else
+#define ACT float
+#endif
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
-layout(std430, set = 0, binding = 0) readonly buffer In { float x[]; };
-layout(std430, set = 0, binding = 1) writeonly buffer Out { float y[]; };
+layout(std430, set = 0, binding = 0) readonly buffer In { ACT x[]; };
+layout(std430, set = 0, binding = 1) writeonly buffer Out { ACT y[]; };
 layout(push_constant) uniform Push {
     uint x_off, y_off, total, groups_x;
     uint H, W, OH, OW;
@@ -28,7 +34,7 @@ void main() {
     const uint base = pc.x_off + plane * pc.H * pc.W;
     float s = 0.0;
     for (int a = hs; a < he; a++)
-        for (int b = ws; b < we; b++) s += x[base + uint(a) * pc.W + uint(b)];
+        for (int b = ws; b < we; b++) s += float(x[base + uint(a) * pc.W + uint(b)]);
     const int div = pc.count_include_pad != 0u ? pool : (he - hs) * (we - ws);
-    y[pc.y_off + i] = div > 0 ? s / float(div) : 0.0;
+    y[pc.y_off + i] = ACT(div > 0 ? s / float(div) : 0.0);
 }

@@ -15,15 +15,23 @@
 // w_ld) and binds it, its bias slice and the input/output (all channels); the dispatch covers group g_base
 // (gl_WorkGroupID.z = 0) and channels [m_base, m_end) of it. Unsplit: g_base = m_base = 0,
 // m_end = w_ld = Og, every group in z.
+// The fp16 variant (CD_FP16) stores x, w, res and y as float16, converted on load and store; the bias,
+// the shared tiles and the accumulators stay float32.
+#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
+#extension GL_EXT_shader_16bit_storage : require
+#define ACT float16_t
+#else
+#define ACT float
+#endif
 layout(local_size_x = 256, local_size_y = 1, local_size_z = 1) in;
 layout(constant_id = 0) const uint KH = 1;
 layout(constant_id = 1) const uint KW = 1;
 
-layout(std430, set = 0, binding = 0) readonly buffer In { float x[]; };
-layout(std430, set = 0, binding = 1) readonly buffer Weight { float w[]; };
+layout(std430, set = 0, binding = 0) readonly buffer In { ACT x[]; };
+layout(std430, set = 0, binding = 1) readonly buffer Weight { ACT w[]; };
 layout(std430, set = 0, binding = 2) readonly buffer Bias { float bias[]; };
-layout(std430, set = 0, binding = 3) readonly buffer Res { float res[]; };
-layout(std430, set = 0, binding = 4) writeonly buffer Out { float y[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Res { ACT res[]; };
+layout(std430, set = 0, binding = 4) writeonly buffer Out { ACT y[]; };
 
 layout(push_constant) uniform Push {
     uint x_off, w_off, b_off, r_off, y_off; // element offsets within the bindings
@@ -48,13 +56,13 @@ void load_slab(uint k0, uint lk, bool mvalid, bool nvalid, uint wbase, uint xbas
         a[i] = 0.0;
         b[i] = 0.0;
         if (k < pc.K) {
-            if (mvalid) a[i] = w[wbase + k * pc.w_ld];
+            if (mvalid) a[i] = float(w[wbase + k * pc.w_ld]);
             if (nvalid) {
                 const uint c = k / (KH * KW);
                 const uint r = k - c * (KH * KW);
                 const uint kh = r / KW, kw = r - kh * KW;
                 const int ih = ih0 + int(kh * pc.dh), iw = iw0 + int(kw * pc.dw);
-                if (uint(ih) < pc.H && uint(iw) < pc.W) b[i] = x[xbase + c * hw + uint(ih) * pc.W + uint(iw)];
+                if (uint(ih) < pc.H && uint(iw) < pc.W) b[i] = float(x[xbase + c * hw + uint(ih) * pc.W + uint(iw)]);
             }
         }
     }
@@ -122,9 +130,9 @@ void main() {
             const uint idx = (bb * pc.O + o) * ohw + p;
             float v = acc[i][j];
             if ((pc.flags & 1u) != 0u) v += bias[pc.b_off + (o - o_lo)];
-            if ((pc.flags & 2u) != 0u) v += res[pc.r_off + idx];
+            if ((pc.flags & 2u) != 0u) v += float(res[pc.r_off + idx]);
             if ((pc.flags & 4u) != 0u) v = max(v, 0.0);
-            y[pc.y_off + idx] = v;
+            y[pc.y_off + idx] = ACT(v);
         }
     }
 }

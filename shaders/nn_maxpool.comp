@@ -2,9 +2,15 @@
 // max_pool2d over NCHW: cd_nn_ref_maxpool2d (libcirrdata/nn/ref_ops.c). One invocation per output
 // element; padding is -inf (padded positions never win), dilation and ceil_mode as PyTorch (the
 // host computes OH, OW). No subgroup operations; the workgroup size is specialization constant 0.
+#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
+#extension GL_EXT_shader_16bit_storage : require
+#define ACT float16_t
+#else
+#define ACT float
+#endif
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
-layout(std430, set = 0, binding = 0) readonly buffer In { float x[]; };
-layout(std430, set = 0, binding = 1) writeonly buffer Out { float y[]; };
+layout(std430, set = 0, binding = 0) readonly buffer In { ACT x[]; };
+layout(std430, set = 0, binding = 1) writeonly buffer Out { ACT y[]; };
 layout(push_constant) uniform Push {
     uint x_off, y_off, total, groups_x;
     uint H, W, OH, OW;
@@ -26,9 +32,9 @@ void main() {
         for (uint b = 0u; b < pc.kw; b++) {
             const int iw = w0 + int(b * pc.dw);
             if (uint(iw) >= pc.W) continue;
-            const float v = x[base + uint(ih) * pc.W + uint(iw)];
+            const float v = float(x[base + uint(ih) * pc.W + uint(iw)]);
             if (v > m || isnan(v)) m = v;
         }
     }
-    y[pc.y_off + i] = m;
+    y[pc.y_off + i] = ACT(m);
 }

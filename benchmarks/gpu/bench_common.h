@@ -1,4 +1,4 @@
-/* Pieces the augmentation benchmarks (bench_warp, bench_augment) share: timing and medians, the
+/* Pieces the augmentation benchmarks (bench_warp, bench_augment) share: timing and medians (bench_time.h), the
  * command line (--cases/--seconds/--cpu-only/--gpu-only/--json/--dump), the fixed transform, the
  * phantom source boxes and the report header. libc and libm only, so the binaries stay
  * dependency-free (see meson.build). */
@@ -15,26 +15,11 @@
 
 #include <cirrdata/cirrdata.h>
 
+#include "bench_time.h"
+
 #define DEG (3.14159265358979323846 / 180.0)
 #define BENCH_MAX_CASES 16
 #define BENCH_MAX_ROUNDS 4096
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    if (n <= 0) return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Rotation 10/5/15 degrees about x/y/z, scale 1.1, mirror along x, about center; no intensity op. */
 static void bench_transform(cd_aug_params *a, const double center[3]) {

@@ -21,58 +21,19 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
-build=${1:-}
-if [ -z "$build" ]; then
-  for b in build-gpu build; do
-    if [ -x "$b/benchmarks/gpu/bench_warp" ]; then build=$b; break; fi
-  done
-  build=${build:-build-gpu}
-fi
+. "$here/gpu_lib.sh"
+gpu_build_dir bench_warp "${1:-}"
 per=${SECONDS_PER:-2}
 results=${RESULTS_DIR:-${OUT:-$(mktemp -d /tmp/cirrdata-gpu-bench.XXXXXX)}}
 mkdir -p "$results"
 bench="$build/benchmarks/gpu/bench_warp"
-
-if [ ! -x "$bench" ]; then
-  if command -v meson >/dev/null && command -v ninja >/dev/null && command -v glslc >/dev/null; then
-    echo "== building $bench"
-    [ -f "$build/build.ninja" ] || meson setup "$build" -Dtests=false >/dev/null
-    ninja -C "$build" benchmarks/gpu/bench_warp >/dev/null
-  else
-    echo "error: $bench is missing and meson/ninja/glslc are not all available to build it;" >&2
-    echo "       build it elsewhere (meson setup build-gpu && ninja -C build-gpu benchmarks/gpu/bench_warp)" >&2
-    echo "       and carry build-gpu/benchmarks/gpu" >&2
-    exit 1
-  fi
-fi
-
-if ldd "$bench" 2>/dev/null | grep 'not found' >&2; then
-  echo "error: $bench needs libraries this machine lacks (above); it should need only libc and libm:" >&2
-  echo "       check benchmarks/gpu/meson.build (static jansson, --as-needed) and rebuild" >&2
-  exit 1
-fi
-
+gpu_require bench_warp
 # Vulkan loader and driver. The NVIDIA ICD (libGLX_nvidia) needs the glvnd libraries as well as the
 # loader, so every package carried in .gl/ is unpacked (the device README's list: libvulkan1 libegl1
 # libglvnd0 libopengl0 libgl1 libglx0 libgles2).
-if compgen -G ".gl/*.deb" >/dev/null; then
-  echo "== unpacking the Vulkan loader and glvnd from .gl/"
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-elif ! ldconfig -p 2>/dev/null | grep 'libvulkan.so.1' >/dev/null; then
-  echo "warning: no libvulkan.so.1 on this machine and no .gl/*.deb to unpack: the GPU path will be unavailable" >&2
-fi
-nv_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$nv_icd" ]; then
-  export VK_DRIVER_FILES=$nv_icd VK_ICD_FILENAMES=$nv_icd
-  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
-
-# python with torch
-py=${PYTHON:-python3}
-if ! "$py" -c 'import torch' 2>/dev/null; then
-  if /usr/bin/python3 -c 'import torch' 2>/dev/null; then py=/usr/bin/python3; else py=""; fi
-fi
+gpu_vulkan_env
+export CIRRDATA_GPU_ENV_READY=1 # for run_model.sh below
+gpu_torch_python
 
 work=$(mktemp -d /tmp/cirrdata-gpu-work.XXXXXX) # the dumped volumes and the pipeline cache: not results
 trap 'rm -rf "$work"' EXIT
@@ -140,7 +101,7 @@ fi
 # (run_model.sh: MODEL_ARCHS, MODEL_BATCH, MODEL_SIZE, MODEL_ITERS there); MODELS=0 skips it.
 model_rc=0
 if [ "${MODELS:-1}" != 0 ]; then
-  CIRRDATA_GPU_ENV_READY=1 RESULTS_DIR="$results" PYTHON="${py:-python3}" bash "$here/run_model.sh" "$build" || model_rc=1
+  RESULTS_DIR="$results" PYTHON="${py:-python3}" bash "$here/run_model.sh" "$build" || model_rc=1
 fi
 
 echo "(results in $results)"

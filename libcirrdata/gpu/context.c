@@ -844,6 +844,9 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
     ctx->max_allocation = 0;
     for (uint32_t h = 0; h < ctx->memprops.memoryHeapCount; h++)
         if (ctx->memprops.memoryHeaps[h].size > ctx->max_allocation) ctx->max_allocation = ctx->memprops.memoryHeaps[h].size;
+    /* 16-bit storage buffers (core in Vulkan 1.1): enabled when offered, for the inference executor's
+     * float16 storage option (nn/vk_exec.c); nothing else changes with it */
+    VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
     if (ctx->props.apiVersion >= VK_API_VERSION_1_1 && vkGetPhysicalDeviceProperties2) {
         VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
@@ -851,7 +854,14 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
         if (vkEnumerateInstanceVersion && vkEnumerateInstanceVersion(&iv) == VK_SUCCESS && iv >= VK_API_VERSION_1_1) {
             vkGetPhysicalDeviceProperties2(ctx->physical, &p2);
             if (m3.maxMemoryAllocationSize && m3.maxMemoryAllocationSize < ctx->max_allocation) ctx->max_allocation = m3.maxMemoryAllocationSize;
+            VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16};
+            if (vkGetPhysicalDeviceFeatures2) vkGetPhysicalDeviceFeatures2(ctx->physical, &f2);
+            ctx->storage16 = s16.storageBuffer16BitAccess == VK_TRUE;
         }
+    }
+    if (ctx->storage16) { /* enable only that one feature */
+        s16.pNext = NULL;
+        s16.uniformAndStorageBuffer16BitAccess = s16.storagePushConstant16 = s16.storageInputOutput16 = VK_FALSE;
     }
     /* the queue: a compute family, preferring one with timestamps, then a compute-only one */
     uint32_t nq = 0;
@@ -872,7 +882,15 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
     ctx->queue_family = (uint32_t)best;
     const float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = ctx->queue_family, .queueCount = 1, .pQueuePriorities = &prio};
-    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci};
+    /* float64 arithmetic when offered: the resampler computes positions in the reference's own double
+     * precision with it (gpu/preprocess.c) */
+    VkPhysicalDeviceFeatures have, want;
+    memset(&want, 0, sizeof want);
+    vkGetPhysicalDeviceFeatures(ctx->physical, &have);
+    want.shaderFloat64 = have.shaderFloat64;
+    ctx->float64 = have.shaderFloat64 == VK_TRUE;
+    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = ctx->storage16 ? &s16 : NULL, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
+                              .pEnabledFeatures = &want};
     VkResult r = vkCreateDevice(ctx->physical, &dci, NULL, &ctx->device);
     if (r != VK_SUCCESS) {
         ctx->device = VK_NULL_HANDLE;
@@ -944,6 +962,7 @@ cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_
         free(data);
         st = cd_gpu_warp_init(ctx, err);
         if (st == CD_OK) st = cd_gpu_intensity_init(ctx, err);
+        if (st == CD_OK) st = cd_gpu_preprocess_init(ctx, err);
         if (st == CD_OK && !ctx->cache_hit) cache_write(ctx);
     }
     if (st != CD_OK) {
@@ -960,6 +979,7 @@ void cd_gpu_destroy(cd_gpu_context *ctx) {
         ctx->vk.vkDeviceWaitIdle(ctx->device);
         cd_vk_kernel_destroy(ctx, &ctx->warp);
         for (int k = 0; k < (int)(sizeof ctx->ik / sizeof ctx->ik[0]); k++) cd_vk_kernel_destroy(ctx, &ctx->ik[k]);
+        for (int k = 0; k < (int)(sizeof ctx->pp / sizeof ctx->pp[0]); k++) cd_vk_kernel_destroy(ctx, &ctx->pp[k]);
         for (int k = 0; k < CD_VK_NKINDS; k++) arena_free(ctx, &ctx->arena[k]);
         if (ctx->cache) ctx->vk.vkDestroyPipelineCache(ctx->device, ctx->cache, NULL);
         if (ctx->queries) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->queries, NULL);

@@ -68,6 +68,8 @@ struct cd_gpu_context {
     uint32_t queue_family;
     bool shared; /* kernels use host-visible memory directly */
     bool lost;   /* device lost: every later call fails */
+    bool float64; /* shaderFloat64 enabled and used by the resampler (preprocess.c; CIRRDATA_VK_NO_FLOAT64=1 turns it off) */
+    bool storage16; /* storageBuffer16BitAccess enabled on the device (float16 storage of the inference executor) */
 
     cd_vk_arena arena[CD_VK_NKINDS];
     uint64_t memory_limit; /* bytes all arenas together may hold */
@@ -86,6 +88,7 @@ struct cd_gpu_context {
 
     cd_vk_kernel warp;
     cd_vk_kernel ik[7]; /* the intensity kernels (aug_intensity.c) */
+    cd_vk_kernel pp[3]; /* the preprocessing kernels: resample, reduce, normalize (preprocess.c) */
     cd_gpu_timings last;
 };
 
@@ -137,6 +140,8 @@ CD_INTERNAL void cd_vk_timestamp(cd_gpu_context *ctx, uint32_t query);
 
 /* Creates the warp kernel of a fresh context (aug_spatial.c). */
 CD_INTERNAL cd_status cd_gpu_warp_init(cd_gpu_context *ctx, cd_error *err);
+/* Creates the preprocessing kernels of a fresh context (preprocess.c). */
+CD_INTERNAL cd_status cd_gpu_preprocess_init(cd_gpu_context *ctx, cd_error *err);
 
 /* ---- the intensity stage (aug_intensity.c), also recorded after the warp by cd_gpu_augment ---- */
 

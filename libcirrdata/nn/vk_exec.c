@@ -32,7 +32,14 @@
  * computed earlier, writes the sum (and the add's ReLU) straight into the add's tensor; the add is
  * not dispatched (a ResNet block's residual add costs no pass of its own).
  *
- * float16 storage is not implemented: fp16_used is always false. */
+ * float16 storage (fp16, where the context enabled storageBuffer16BitAccess): the same kernels compiled
+ * with CD_FP16 (shaders/meson.build) store weights and activations as IEEE binary16 and compute in
+ * float32 (GEMM accumulators, pool sums, softmax); biases stay float32 (a few KiB). Everything sized
+ * in elements here is then `esize` = 2 bytes instead of 4: the arena, the weight pieces, the
+ * bindings, the chunking. The input is converted to float16 on the host as it is written to the
+ * upload buffer (half the bytes to move; F16C where the CPU has it) and the logits back to float32
+ * after the readback, so cd_nn_vk_run stays float32 in and out. binary16's range bounds the stored
+ * values: one beyond +-65504 becomes infinite (float32 is then the option to use). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +66,24 @@ static const uint32_t spv_add[] =
 static const uint32_t spv_softmax[] =
 #include "nn_softmax_spv.h"
     ;
+static const uint32_t spv_gemm16[] =
+#include "nn_conv_gemm_fp16_spv.h"
+    ;
+static const uint32_t spv_maxpool16[] =
+#include "nn_maxpool_fp16_spv.h"
+    ;
+static const uint32_t spv_avgpool16[] =
+#include "nn_avgpool_fp16_spv.h"
+    ;
+static const uint32_t spv_adaptive16[] =
+#include "nn_adaptive_avgpool_fp16_spv.h"
+    ;
+static const uint32_t spv_add16[] =
+#include "nn_add_fp16_spv.h"
+    ;
+static const uint32_t spv_softmax16[] =
+#include "nn_softmax_fp16_spv.h"
+    ;
 
 enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_COUNT };
 enum { MAX_BIND = 5, MAX_GEMM_PIPES = 32, GEMM_TILE = 64, GEMM_THREADS = 256 };
@@ -80,18 +105,20 @@ typedef struct softmax_push {
     uint32_t x_off, y_off, total, groups_x, C, HW;
 } softmax_push;
 
+/* code: the float32 kernel, code16: its float16-storage variant. */
 static const struct {
-    const uint32_t *code;
-    size_t bytes;
+    const uint32_t *code, *code16;
+    size_t bytes, bytes16;
     uint32_t bindings, push;
     const char *name;
 } g_shaders[K_COUNT] = {
-    [K_GEMM] = {spv_gemm, sizeof spv_gemm, 5, sizeof(gemm_push), "nn_conv_gemm"},
-    [K_MAXPOOL] = {spv_maxpool, sizeof spv_maxpool, 2, sizeof(pool_push), "nn_maxpool"},
-    [K_AVGPOOL] = {spv_avgpool, sizeof spv_avgpool, 2, sizeof(pool_push), "nn_avgpool"},
-    [K_ADAPTIVE] = {spv_adaptive, sizeof spv_adaptive, 2, 8 * sizeof(uint32_t), "nn_adaptive_avgpool"},
-    [K_ADD] = {spv_add, sizeof spv_add, 3, sizeof(add_push), "nn_add"},
-    [K_SOFTMAX] = {spv_softmax, sizeof spv_softmax, 2, sizeof(softmax_push), "nn_softmax"},
+    [K_GEMM] = {spv_gemm, spv_gemm16, sizeof spv_gemm, sizeof spv_gemm16, 5, sizeof(gemm_push), "nn_conv_gemm"},
+    [K_MAXPOOL] = {spv_maxpool, spv_maxpool16, sizeof spv_maxpool, sizeof spv_maxpool16, 2, sizeof(pool_push), "nn_maxpool"},
+    [K_AVGPOOL] = {spv_avgpool, spv_avgpool16, sizeof spv_avgpool, sizeof spv_avgpool16, 2, sizeof(pool_push), "nn_avgpool"},
+    [K_ADAPTIVE] = {spv_adaptive, spv_adaptive16, sizeof spv_adaptive, sizeof spv_adaptive16, 2, 8 * sizeof(uint32_t),
+                    "nn_adaptive_avgpool"},
+    [K_ADD] = {spv_add, spv_add16, sizeof spv_add, sizeof spv_add16, 3, sizeof(add_push), "nn_add"},
+    [K_SOFTMAX] = {spv_softmax, spv_softmax16, sizeof spv_softmax, sizeof spv_softmax16, 2, sizeof(softmax_push), "nn_softmax"},
 };
 
 typedef struct gemm_pipe {
@@ -140,6 +167,8 @@ struct cd_nn_vk {
     int ngemm;
     uint32_t local; /* workgroup size of the elementwise kernels */
     VkDeviceSize align;
+    bool fp16;          /* float16 storage of weights and activations (the *_fp16 kernels) */
+    VkDeviceSize esize; /* bytes per stored weight or activation element: 2 with fp16, else 4 */
 
     VkDeviceSize range;   /* bytes one binding may span (maxStorageBufferRange, or the test override) */
     VkDeviceSize max_buf; /* bytes one weight buffer may hold (a multiple of align) */
@@ -162,7 +191,7 @@ struct cd_nn_vk {
     double last_ms;
 
     /* record-time state */
-    int64_t *off;      /* per node: arena offset (floats) of the tensor it owns (the executor's plan) */
+    int64_t *off;      /* per node: arena offset (elements) of the tensor it owns (the executor's plan) */
     int *owner;        /* per node: the node owning its tensor (views: their input's owner) */
     int64_t arena_floats;
     int *fused_add; /* per node: the add a conv/linear writes into, or -1 */
@@ -185,7 +214,7 @@ static uint64_t timeout_ns(void) {
 
 static int64_t numel(const cd_nn_shape *s) { return s->n * s->c * s->h * s->w; }
 
-/* The arena offset (floats) of node i's tensor in the executor's plan (views resolve to their owner). */
+/* The arena offset (elements) of node i's tensor in the executor's plan (views resolve to their owner). */
 static int64_t tensor_off(const cd_nn_vk *vk, int i) { return vk->off[vk->owner[i]]; }
 
 static uint64_t fnv(uint64_t h, int64_t v) {
@@ -218,8 +247,8 @@ static uint64_t plan_key(const cd_nn_graph *g) {
 static cd_status make_pipeline(cd_nn_vk *vk, int kind, const uint32_t *spec, uint32_t nspec, VkPipeline *out, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
     VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                    .codeSize = g_shaders[kind].bytes,
-                                    .pCode = g_shaders[kind].code};
+                                    .codeSize = vk->fp16 ? g_shaders[kind].bytes16 : g_shaders[kind].bytes,
+                                    .pCode = vk->fp16 ? g_shaders[kind].code16 : g_shaders[kind].code};
     VkShaderModule mod;
     VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");
@@ -335,15 +364,66 @@ static int64_t node_k(const cd_nn_node *nd) {
     return (int64_t)(nd->in_ch / nd->groups) * nd->kh * nd->kw;
 }
 
-/* Writes channels [m_lo, m_lo + width) of group g of nd's weight transposed to [k][width] into dst. */
-static void write_block(const cd_nn_node *nd, int64_t g, int64_t m_lo, int64_t width, float *dst) {
+/* Writes channels [m_lo, m_lo + width) of group g of nd's weight transposed to [k][width] into dst:
+ * float32, or float16 (round to nearest even) with fp16. */
+static void write_block(const cd_nn_node *nd, int64_t g, int64_t m_lo, int64_t width, bool fp16, void *dst) {
     const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups;
     const int64_t og = nd->out_ch / groups, k = node_k(nd);
     for (int64_t m = 0; m < width; m++) {
         const float *src = nd->weight + (g * og + m_lo + m) * k;
-        float *d = dst + m;
-        for (int64_t j = 0; j < k; j++) d[j * width] = src[j];
+        if (fp16) {
+            uint16_t *d = (uint16_t *)dst + m;
+            for (int64_t j = 0; j < k; j++) d[j * width] = cd_float_to_half(src[j]);
+        } else {
+            float *d = (float *)dst + m;
+            for (int64_t j = 0; j < k; j++) d[j * width] = src[j];
+        }
     }
+}
+
+/* The input and output of a float16 run: n values converted at the host boundary, with F16C (8 per
+ * instruction, round to nearest even like cd_float_to_half) where the CPU has it. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define VK_F16C 1
+/* F16C is VEX-encoded, so it also needs the OS to save YMM state (what "avx" checks); cpuid
+ * rather than the builtin's "f16c" name, which clang 14 does not know. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+__attribute__((target("f16c"))) static void to_half_f16c(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = cd_float_to_half(src[i]);
+}
+__attribute__((target("f16c"))) static void from_half_f16c(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = cd_half_to_float(src[i]);
+}
+#endif
+
+static void to_half(const float *src, uint16_t *dst, size_t n) {
+#ifdef VK_F16C
+    if (cpu_has_f16c()) {
+        to_half_f16c(src, dst, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = cd_float_to_half(src[i]);
+}
+
+static void from_half(const uint16_t *src, float *dst, size_t n) {
+#ifdef VK_F16C
+    if (cpu_has_f16c()) {
+        from_half_f16c(src, dst, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = cd_half_to_float(src[i]);
 }
 
 /* Puts `bytes` at the end of the last weight buffer, or at the start of a new one when it would pass
@@ -386,19 +466,19 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         if (!has_params(nd)) continue;
         if (!nd->weight) return cd_fail(err, CD_ERR_ARG, "%s: node %s has no weight", g->source, nd->name);
         const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
-        const VkDeviceSize total = (VkDeviceSize)nd->out_ch * (VkDeviceSize)K * 4;
+        const VkDeviceSize total = (VkDeviceSize)nd->out_ch * (VkDeviceSize)K * vk->esize;
         w->whole = total <= limit;
         w->ob = og;
         w->nblk = 1;
         if (!w->whole) {
-            int64_t ob = (int64_t)(limit / ((VkDeviceSize)K * 4));
+            int64_t ob = (int64_t)(limit / ((VkDeviceSize)K * vk->esize));
             const int64_t ob_bias = (int64_t)((limit - (al < limit ? al : limit)) / 4);
             if (ob > ob_bias) ob = ob_bias;
             if (ob < 1)
                 return cd_fail(err, CD_ERR_LIMIT,
                                "%s: node %s: one output channel's weights (%s) are more than %s can bind (maxStorageBufferRange or "
                                "maxMemoryAllocationSize %s)",
-                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * 4, b1, sizeof b1), vk->ctx->info.name,
+                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * vk->esize, b1, sizeof b1), vk->ctx->info.name,
                                cd_format_bytes(limit, b2, sizeof b2));
             if (ob >= og) ob = og;
             else if (ob >= GEMM_TILE) ob = ob / GEMM_TILE * GEMM_TILE; /* whole tiles */
@@ -410,7 +490,7 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         if (!w->blk) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
         for (int64_t p = 0; p < pieces && st == CD_OK; p++) {
             const int64_t j = p % w->nblk, width = og - j * w->ob < w->ob ? og - j * w->ob : w->ob;
-            st = place(vk, w->whole ? total : (VkDeviceSize)width * (VkDeviceSize)K * 4, &w->blk[p], err);
+            st = place(vk, w->whole ? total : (VkDeviceSize)width * (VkDeviceSize)K * vk->esize, &w->blk[p], err);
         }
         if (st == CD_OK && nd->bias) {
             if ((VkDeviceSize)nd->out_ch * 4 > vk->max_buf)
@@ -440,10 +520,10 @@ static cd_status up_flush(cd_nn_vk *vk, uploader *u, cd_error *err) {
     return submit_wait(vk, err);
 }
 
-static cd_status up_piece(cd_nn_vk *vk, uploader *u, wplace p, VkDeviceSize bytes, float **dst, cd_error *err) {
+static cd_status up_piece(cd_nn_vk *vk, uploader *u, wplace p, VkDeviceSize bytes, void **dst, cd_error *err) {
     cd_vk_buffer *b = &vk->wbuf[p.buf];
     if (b->mapped) {
-        *dst = (float *)((char *)b->mapped + p.off);
+        *dst = (char *)b->mapped + p.off;
         return CD_OK;
     }
     if (u->used + bytes > u->stage.size) {
@@ -457,7 +537,7 @@ static cd_status up_piece(cd_nn_vk *vk, uploader *u, wplace p, VkDeviceSize byte
     }
     VkBufferCopy region = {.srcOffset = u->used, .dstOffset = p.off, .size = bytes};
     vk->ctx->vk.vkCmdCopyBuffer(vk->cmd, u->stage.buffer, b->buffer, 1, &region);
-    *dst = (float *)((char *)u->stage.mapped + u->used);
+    *dst = (char *)u->stage.mapped + u->used;
     u->used = round_up(u->used + bytes, 16);
     return CD_OK;
 }
@@ -477,8 +557,7 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         for (int i = 0; i < g->count; i++) {
             const node_w *w = &vk->nw[i];
             if (!has_params(&g->nodes[i])) continue;
-            const VkDeviceSize piece = w->whole ? (VkDeviceSize)g->nodes[i].out_ch * node_k(&g->nodes[i]) * 4
-                                                : (VkDeviceSize)w->ob * node_k(&g->nodes[i]) * 4;
+            const VkDeviceSize piece = (VkDeviceSize)(w->whole ? g->nodes[i].out_ch : w->ob) * node_k(&g->nodes[i]) * vk->esize;
             if (piece > largest) largest = piece;
             if ((VkDeviceSize)g->nodes[i].out_ch * 4 > largest) largest = (VkDeviceSize)g->nodes[i].out_ch * 4;
         }
@@ -488,7 +567,7 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         st = cd_vk_buffer_create(ctx, CD_VK_UPLOAD, chunk, &u.stage, err);
         if (st != CD_OK) return st;
     }
-    float *dst;
+    void *dst;
     st = up_piece(vk, &u, (wplace){0, 0}, vk->align, &dst, err);
     if (st == CD_OK) memset(dst, 0, vk->align);
     for (int i = 0; i < g->count && st == CD_OK; i++) {
@@ -497,13 +576,14 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         if (!has_params(nd)) continue;
         const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
         if (w->whole) {
-            st = up_piece(vk, &u, w->blk[0], (VkDeviceSize)nd->out_ch * K * 4, &dst, err);
-            for (int64_t gi = 0; gi < groups && st == CD_OK; gi++) write_block(nd, gi, 0, og, dst + gi * K * og);
+            st = up_piece(vk, &u, w->blk[0], (VkDeviceSize)nd->out_ch * K * vk->esize, &dst, err);
+            for (int64_t gi = 0; gi < groups && st == CD_OK; gi++)
+                write_block(nd, gi, 0, og, vk->fp16, (char *)dst + (size_t)(gi * K * og) * vk->esize);
         } else
             for (int64_t p = 0; p < groups * w->nblk && st == CD_OK; p++) {
                 const int64_t gi = p / w->nblk, j = p % w->nblk, width = og - j * w->ob < w->ob ? og - j * w->ob : w->ob;
-                st = up_piece(vk, &u, w->blk[p], (VkDeviceSize)width * K * 4, &dst, err);
-                if (st == CD_OK) write_block(nd, gi, j * w->ob, width, dst);
+                st = up_piece(vk, &u, w->blk[p], (VkDeviceSize)width * K * vk->esize, &dst, err);
+                if (st == CD_OK) write_block(nd, gi, j * w->ob, width, vk->fp16, dst);
             }
         if (st == CD_OK && nd->bias) {
             st = up_piece(vk, &u, w->bias, (VkDeviceSize)nd->out_ch * 4, &dst, err);
@@ -523,7 +603,6 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
 
 cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, bool *fp16_used, cd_nn_vk **out,
                           cd_error *err) {
-    (void)fp16; /* float16 storage is not implemented: float32 throughout */
     if (fp16_used) *fp16_used = false;
     if (!out) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_create: NULL argument");
     *out = NULL;
@@ -548,6 +627,10 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
     if (!vk) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     vk->ctx = ctx;
     vk->nodes = g->count;
+    /* CIRRDATA_NN_NO_FP16: behave as on a device without 16-bit storage (tests, comparisons) */
+    const char *no16 = getenv("CIRRDATA_NN_NO_FP16");
+    vk->fp16 = fp16 && ctx->storage16 && !(no16 && *no16 && strcmp(no16, "0"));
+    vk->esize = vk->fp16 ? 2 : 4;
     vk->nw = calloc((size_t)g->count + 1, sizeof *vk->nw);
     vk->fused_add = calloc((size_t)g->count + 1, sizeof *vk->fused_add);
     vk->off = calloc((size_t)g->count + 1, sizeof *vk->off);
@@ -609,6 +692,7 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
         cd_nn_vk_destroy(vk);
         return st;
     }
+    if (fp16_used) *fp16_used = vk->fp16;
     *out = vk;
     return CD_OK;
 }
@@ -665,14 +749,14 @@ typedef struct bind {
     bool arena, write;
 } bind;
 
-/* Binds `floats` floats at arena offset `off` (floats): the range starts at the offset rounded down
- * to the device's alignment, the rest goes to the shader as an element offset. */
+/* Binds `floats` elements at arena offset `off` (elements of esize bytes): the range starts at the
+ * offset rounded down to the device's alignment, the rest goes to the shader as an element offset. */
 static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t off, int64_t floats, bool write, bind *b,
                             cd_error *err) {
     const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
-    const VkDeviceSize byte = (VkDeviceSize)off * 4, base = byte / al * al;
-    const VkDeviceSize range = byte + (VkDeviceSize)floats * 4 - base;
-    if (off < 0 || floats <= 0 || (VkDeviceSize)(off + floats) * 4 > vk->arena.size)
+    const VkDeviceSize byte = (VkDeviceSize)off * vk->esize, base = byte / al * al;
+    const VkDeviceSize range = byte + (VkDeviceSize)floats * vk->esize - base;
+    if (off < 0 || floats <= 0 || (VkDeviceSize)(off + floats) * vk->esize > vk->arena.size)
         return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: tensor outside the activation arena", g->source, g->nodes[node].name);
     if (range > vk->range) { /* chunk() keeps bindings under the range: a planning error */
         char b1[32], b2[32];
@@ -680,9 +764,10 @@ static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_
                        g->source, g->nodes[node].name, cd_format_bytes(range, b1, sizeof b1), vk->ctx->info.name,
                        cd_format_bytes(vk->range, b2, sizeof b2));
     }
-    if ((byte - base) / 4 > UINT32_MAX || (uint64_t)floats > UINT32_MAX)
+    if ((byte - base) / vk->esize > UINT32_MAX || (uint64_t)floats > UINT32_MAX)
         return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: tensor too large for 32-bit indexing", g->source, g->nodes[node].name);
-    *b = (bind){.info = {.buffer = vk->arena.buffer, .offset = base, .range = range}, .elem = (uint32_t)((byte - base) / 4), .arena = true, .write = write};
+    *b = (bind){.info = {.buffer = vk->arena.buffer, .offset = base, .range = range}, .elem = (uint32_t)((byte - base) / vk->esize),
+                .arena = true, .write = write};
     return CD_OK;
 }
 
@@ -703,12 +788,12 @@ static bind bias_bind(cd_nn_vk *vk, wplace p, int64_t o_lo, int64_t count, uint3
 static bind dummy_bind(cd_nn_vk *vk) { return weight_bind(vk, (wplace){0, 0}, 16); }
 
 /* Images per dispatch of node `node` over a batch of n whose largest tensor takes `img_floats`
- * floats per image: all of them when every binding fits the range, else as many as fit after an
+ * elements per image: all of them when every binding fits the range, else as many as fit after an
  * alignment unit of slack (a binding starts at its offset rounded down); CD_ERR_LIMIT when one
  * image does not fit. */
 static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img_floats, int64_t n, int64_t *per, cd_error *err) {
     const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
-    const VkDeviceSize img = (VkDeviceSize)img_floats * 4, room = vk->range - al;
+    const VkDeviceSize img = (VkDeviceSize)img_floats * vk->esize, room = vk->range - al;
     if (img * (VkDeviceSize)n <= room) {
         *per = n;
         return CD_OK;
@@ -865,7 +950,7 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
                         .pw = lin ? 0 : (uint32_t)nd->pw, .dh = lin ? 1 : (uint32_t)nd->dh, .dw = lin ? 1 : (uint32_t)nd->dw, .flags = flags};
         const uint64_t gx = ((uint64_t)ntotal + GEMM_TILE - 1) / GEMM_TILE;
         if (w->whole) { /* every group in z */
-            b[1] = weight_bind(vk, w->blk[0], (VkDeviceSize)O * K * 4);
+            b[1] = weight_bind(vk, w->blk[0], (VkDeviceSize)O * K * vk->esize);
             b[2] = nd->bias ? bias_bind(vk, w->bias, 0, O, &pc.b_off) : dummy_bind(vk);
             pc.m_end = pc.w_ld = (uint32_t)og;
             st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((og + GEMM_TILE - 1) / GEMM_TILE), (uint32_t)groups, err);
@@ -873,7 +958,7 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
         }
         for (int64_t p = 0; p < groups * w->nblk && st == CD_OK; p++) { /* one output-channel block each */
             const int64_t gi = p / w->nblk, m_lo = p % w->nblk * w->ob, width = og - m_lo < w->ob ? og - m_lo : w->ob;
-            b[1] = weight_bind(vk, w->blk[p], (VkDeviceSize)width * K * 4);
+            b[1] = weight_bind(vk, w->blk[p], (VkDeviceSize)width * K * vk->esize);
             b[2] = nd->bias ? bias_bind(vk, w->bias, gi * og + m_lo, width, &pc.b_off) : dummy_bind(vk);
             pc.g_base = (uint32_t)gi;
             pc.m_base = (uint32_t)m_lo;
@@ -1086,8 +1171,9 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     free_plan_buffers(vk);
     cd_status st = plan(vk, g, err);
     if (st != CD_OK) return st;
-    const VkDeviceSize in_bytes = (VkDeviceSize)numel(&g->input_shape) * 4, out_bytes = (VkDeviceSize)numel(&g->nodes[g->output].shape) * 4;
-    st = cd_vk_buffer_create(ctx, CD_VK_DEVICE, (VkDeviceSize)vk->arena_floats * 4, &vk->arena, err);
+    const VkDeviceSize in_bytes = (VkDeviceSize)numel(&g->input_shape) * vk->esize,
+                       out_bytes = (VkDeviceSize)numel(&g->nodes[g->output].shape) * vk->esize;
+    st = cd_vk_buffer_create(ctx, CD_VK_DEVICE, (VkDeviceSize)vk->arena_floats * vk->esize, &vk->arena, err);
     if (st == CD_OK && !ctx->shared) st = cd_vk_buffer_create(ctx, CD_VK_UPLOAD, in_bytes, &vk->upload, err);
     if (st == CD_OK && !ctx->shared) st = cd_vk_buffer_create(ctx, CD_VK_READBACK, out_bytes, &vk->readback, err);
     if (st != CD_OK) {
@@ -1124,7 +1210,7 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
     if (vk->queries) ctx->vk.vkCmdResetQueryPool(cmd, vk->queries, 0, 2);
     if (!ctx->shared) {
-        VkBufferCopy region = {.srcOffset = 0, .dstOffset = (VkDeviceSize)tensor_off(vk, 0) * 4, .size = in_bytes};
+        VkBufferCopy region = {.srcOffset = 0, .dstOffset = (VkDeviceSize)tensor_off(vk, 0) * vk->esize, .size = in_bytes};
         ctx->vk.vkCmdCopyBuffer(cmd, vk->upload.buffer, vk->arena.buffer, 1, &region);
         barrier(vk, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                 VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
@@ -1138,7 +1224,7 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
         const int64_t out_off = tensor_off(vk, g->output);
         if (!ctx->shared) {
             barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-            VkBufferCopy region = {.srcOffset = (VkDeviceSize)out_off * 4, .dstOffset = 0, .size = out_bytes};
+            VkBufferCopy region = {.srcOffset = (VkDeviceSize)out_off * vk->esize, .dstOffset = 0, .size = out_bytes};
             ctx->vk.vkCmdCopyBuffer(cmd, vk->arena.buffer, vk->readback.buffer, 1, &region);
             barrier(vk, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         } else
@@ -1171,13 +1257,15 @@ cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, f
     if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
     if (st == CD_OK) st = record(vk, g, err);
     if (st == CD_OK) {
-        const size_t in_bytes = (size_t)numel(&g->input_shape) * 4, out_bytes = (size_t)numel(&g->nodes[g->output].shape) * 4;
-        if (ctx->shared) memcpy((char *)vk->arena.mapped + tensor_off(vk, 0) * 4, input, in_bytes);
-        else memcpy(vk->upload.mapped, input, in_bytes);
+        const size_t nin = (size_t)numel(&g->input_shape), nout = (size_t)numel(&g->nodes[g->output].shape);
+        void *dst = ctx->shared ? (char *)vk->arena.mapped + tensor_off(vk, 0) * vk->esize : vk->upload.mapped;
+        if (vk->fp16) to_half(input, dst, nin);
+        else memcpy(dst, input, nin * 4);
         st = submit_wait(vk, err);
         if (st == CD_OK) {
-            const char *src = ctx->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * 4 : (const char *)vk->readback.mapped;
-            memcpy(output, src, out_bytes);
+            const void *src = ctx->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * vk->esize : vk->readback.mapped;
+            if (vk->fp16) from_half(src, output, nout);
+            else memcpy(output, src, nout * 4);
             if (vk->queries) {
                 uint64_t ts[2];
                 VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, vk->queries, 0, 2, sizeof ts, ts, sizeof ts[0],

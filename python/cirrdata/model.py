@@ -6,7 +6,7 @@
 
 Model files are written by tools/export_weights.py (schemas/model-graph.md). Batch norm is folded
 into the convolutions when the file is opened; outputs equal PyTorch eval() to about 1e-6 relative
-(tests/python/test_model_torch.py).
+(tests/python/test_model_torch.py), about 1e-3 with fp16=True (float16 storage on Vulkan).
 device: 'cpu' (the C executor), 'vulkan' (an error when there is no usable Vulkan device) or 'auto'
 (Vulkan on a hardware device, else the CPU; .device says which and why). threads: CPU executor
 threads, 0 for all online CPUs. Calls on one Model are serialised by a lock inside the library;
@@ -57,8 +57,10 @@ class Model(_l.Closeable):
 
     .arch ('resnet18', ...), .classes, .in_channels, .device ('cpu (2 threads)', 'vulkan: ...'),
     .device_type ('cpu' or 'vulkan'). fp16: on Vulkan, store weights and activations as float16
-    where the device allows (accumulation stays float32). max_arena_bytes: cap on activation memory
-    per call (0: the library's default, 4 GiB)."""
+    where the device has 16-bit storage buffers (arithmetic, biases, input and logits stay float32):
+    half the memory, logits within ~1e-3 of float32's largest (tests allow 1e-2 against PyTorch);
+    .device ends in '(fp16)' when used, '(fp32)' when the device lacks it. max_arena_bytes: cap on
+    activation memory per call (0: the library's default, 4 GiB)."""
 
     def __init__(self, path, device='cpu', threads=0, fp16=False, max_arena_bytes=0):
         from . import _LIB, _raise

@@ -20,6 +20,19 @@ reason printed, as is a network whose weights do not fit the device's memory (CD
 larger than one storage-buffer binding (VGG-19's 392 MiB fc weight on lavapipe's 128 MiB
 maxStorageBufferRange) is split by the executor, so a 'limit' error is a failure. The slow part runs
 VGG-19 on Vulkan at 1x3x224x224 (its fc1 in 4 output-channel blocks; ~20 s on lavapipe).
+float16 storage (device='vulkan', fp16=True; lavapipe offers storageBuffer16BitAccess, so the fp16
+kernels really run): cirrnet-small and ResNet-18 are checked against PyTorch with FP16_TOL = 1e-2.
+Why: every stored weight and activation is rounded to binary16, a relative error of at most 2^-11
+(4.9e-4) per value; ResNet-18 stores ~25 tensors between input and logits (plus its weights), and
+independent roundings add up roughly like sqrt(count) x 2^-11 ~ 2.5e-3 of the logits' scale (measured
+here: 0.8e-3 to 1.7e-3, against ~1e-6 in float32). 1e-2 (~20 roundings) leaves margin for unlucky
+draws while a wrong op, stride or offset gives O(1). Also checked: the fp16 result differs from the
+float32 one by more than 10x float32's own error (the fp16 path really ran; for ResNet-18, to save a
+run, from PyTorch's by more than 1e-5), the argmax equals PyTorch's
+for every image whose top-two margin exceeds the allowed error (2 x FP16_TOL x max|ref|), the device
+name says (fp16), and no validation message is printed (CIRRDATA_VK_VALIDATION_PRINT, stderr read
+back). With CIRRDATA_NN_NO_FP16=1 (a device without 16-bit storage, pretended) fp16=True gives
+'(fp32)' and float32's 1e-4.
 Under the ASan build (re-executed with the ASan runtime) ResNet-18 runs at 2x3x128x128 instead of
 256x256: instrumented -O0 code is about 10x slower, and the paths exercised are the same. Ends with one line `model_torch: N passed, M failed`.
 """
@@ -39,6 +52,7 @@ from asan_reexec import reexec_under_asan  # noqa: E402
 PASSED = 0
 FAILED = 0
 TOL = 1e-4
+FP16_TOL = 1e-2  # see the module docstring
 
 
 def check(ok, name, detail=''):
@@ -129,6 +143,90 @@ def test_network(arch, seed, sizes, tmp, rng, vulkan, vk_sizes=None):
             compare(vk, net, arch, vk_sizes or sizes, rng, 'vulkan')
 
 
+class StderrCapture:
+    """Reads back what C code writes to fd 2 inside the block (the validation callback's prints)."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.f = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.f.fileno(), 2)
+        return self
+
+    def __exit__(self, *a):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.f.seek(0)
+        self.text = self.f.read().decode('utf-8', 'replace')
+        self.f.close()
+        sys.stderr.write(self.text)
+        return False
+
+
+def test_fp16(arch, seed, sizes, tmp, rng, vs_fp32):
+    """device='vulkan', fp16=True against PyTorch (FP16_TOL). That float16 storage really ran: the
+    result differs from our float32 Vulkan path's by more than 10x float32's own error (vs_fp32), or
+    (to save a second large run) from PyTorch's by more than 1e-5, 10x what float32 gives here."""
+    import cirrdata
+    import numpy as np
+    import torch
+    path = os.path.join(tmp, '%s.safetensors' % arch)
+    if not os.path.exists(path):
+        export(arch, path, seed)
+    net = torch_model(arch, path)
+    os.environ['CIRRDATA_VK_VALIDATION_PRINT'] = '1'
+    try:
+        with StderrCapture() as cap:
+            m32 = cirrdata.Model(path, device='vulkan') if vs_fp32 else None
+            with cirrdata.Model(path, device='vulkan', fp16=True) as m16:
+                check(m16.device.endswith('(fp16)') and (not m32 or m32.device.endswith('(fp32)')), '%s fp16 device' % arch,
+                      '%s / %s' % (m16.device, m32.device if m32 else '-'))
+                for n, h, w in sizes:
+                    x = rng.standard_normal((n, 3, h, w), dtype=np.float32)
+                    t0 = time.time()
+                    a = m16.predict(x)
+                    t1 = time.time()
+                    with torch.no_grad():
+                        ref = net(torch.from_numpy(x)).numpy()
+                    e16 = rel_err(a, ref)
+                    label = '%s fp16 %dx3x%dx%d' % (arch, n, h, w)
+                    check(a.shape == ref.shape and e16 <= FP16_TOL, label + ' vs torch', 'rel %.2e, fp16 %.2fs' % (e16, t1 - t0))
+                    if m32:
+                        b = m32.predict(x)
+                        e32, e1632 = rel_err(b, ref), rel_err(a, b)
+                        check(e1632 > 10 * max(e32, 1e-7), label + ' differs from fp32 (fp16 storage ran)',
+                              'rel %.2e, fp32 vs torch %.2e' % (e1632, e32))
+                    else:
+                        check(e16 > 1e-5, label + ' differs from torch more than fp32 does (fp16 storage ran)', 'rel %.2e' % e16)
+                    top2 = np.sort(ref, axis=1)[:, -2:]
+                    clear = (top2[:, 1] - top2[:, 0]) > 2 * FP16_TOL * np.max(np.abs(ref))
+                    agree = a.argmax(1) == ref.argmax(1)
+                    check(bool(np.all(agree[clear])), label + ' argmax equals torch where the margin is clear',
+                          '%d/%d agree, %d clear' % (int(agree.sum()), n, int(clear.sum())))
+            if m32:
+                m32.close()
+    finally:
+        del os.environ['CIRRDATA_VK_VALIDATION_PRINT']
+    check('Vulkan validation' not in cap.text, '%s fp16: no validation message' % arch,
+          cap.text[cap.text.find('Vulkan validation'):][:300])
+
+
+def test_fp16_fallback(tmp, rng):
+    """fp16=True on a device without 16-bit storage (pretended: CIRRDATA_NN_NO_FP16): float32, and its 1e-4."""
+    import cirrdata
+    path = os.path.join(tmp, 'cirrnet-small.safetensors')
+    net = torch_model('cirrnet-small', path)
+    os.environ['CIRRDATA_NN_NO_FP16'] = '1'
+    try:
+        m = cirrdata.Model(path, device='vulkan', fp16=True)
+    finally:
+        del os.environ['CIRRDATA_NN_NO_FP16']
+    with m:
+        check(m.device.endswith('(fp32)'), 'fp16 asked without 16-bit storage: fp32', m.device)
+        compare(m, net, 'cirrnet-small', [(2, 97, 131)], rng, 'vulkan fp16->fp32')
+
+
 def test_api(tmp, rng):
     import cirrdata
     import numpy as np
@@ -217,6 +315,10 @@ def main():
         groups.append(lambda: test_api(tmp, rng))
         groups.append(lambda: test_network('cirrnet-small', 11, [(2, 256, 256), (3, 97, 131), (1, 5, 7)], tmp, rng, vk))
         groups.append(lambda: test_network('resnet18', 5, big, tmp, rng, vk))
+        if vk:
+            groups.append(lambda: test_fp16('cirrnet-small', 11, [(8, 256, 256), (3, 97, 131)], tmp, rng, True))
+            groups.append(lambda: test_fp16('resnet18', 5, big[:1], tmp, rng, False))
+            groups.append(lambda: test_fp16_fallback(tmp, rng))
         if slow:
             groups.append(lambda: test_network('resnet50', 6, [(1, 256, 256), (1, 97, 131)], tmp, rng, vk))
             groups.append(lambda: test_network('vgg19', 7, [(1, 256, 256)], tmp, rng, vk, vk_sizes=[(1, 224, 224)]))

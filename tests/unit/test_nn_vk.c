@@ -19,6 +19,12 @@
  *   meet fail with CD_ERR_LIMIT naming the node
  * - impossible allocations: a tiny memory limit fails create, a huge batch fails run, with
  *   CD_ERR_NOMEM or CD_ERR_LIMIT and a message; the executor keeps working afterwards
+ * - float16 storage (test_fp16): all of the above again with weights and input rounded to binary16
+ *   (for the reference too): one op must then equal the reference up to its output's rounding,
+ *   2^-11 |ref| per element, plus the float32 tolerance; graphs allow 8 more roundings of max|ref|
+ *   for their rounded intermediates. The split cases run at half the lowered limits (the same blocks
+ *   and chunks with 2-byte elements). Fallback: with CIRRDATA_NN_NO_FP16 (a device without 16-bit
+ *   storage, pretended) fp16 asked for gives float32 and float32's accuracy.
  * Skips (cmocka skip()) only when there is no Vulkan device at all. */
 #include "test_util.h"
 
@@ -130,27 +136,65 @@ static double max_abs(const float *a, int64_t n) {
     return m;
 }
 
-static double max_diff(const float *a, const float *b, int64_t n) {
+/* ---------------------------------------------------------------- float16 storage
+ *
+ * With g_fp16 the executor is asked for float16 storage (lavapipe offers storageBuffer16BitAccess, so
+ * it is used: asserted). The weights and the input are rounded to binary16 first, for the reference
+ * too, so that one op's result differs from the reference only by the rounding of its output,
+ * <= 2^-11 |ref| per element (round to nearest even; a subnormal's absolute error, <= 2^-25, is far
+ * below the float32 term), on top of the float32 tolerance rel * max|ref| (the same sums in another
+ * order). Graphs of several ops also round their intermediate tensors: they add rel16 * max|ref|. */
+static bool g_fp16;  /* float16 storage asked for and expected */
+static bool g_ask16; /* float16 storage asked for, float32 expected (the fallback) */
+
+static float round16(float v) { return cd_half_to_float(cd_float_to_half(v)); }
+
+static void round16_array(float *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) a[i] = round16(a[i]);
+}
+
+/* Rounds every conv/linear weight of g to binary16 (biases stay float32, as the executor keeps them). */
+static void round16_weights(cd_nn_graph *g) {
+    for (int i = 0; i < g->count; i++) {
+        const cd_nn_node *nd = &g->nodes[i];
+        if (nd->op == CD_NN_CONV2D) round16_array(nd->weight, (int64_t)nd->out_ch * (nd->in_ch / nd->groups) * nd->kh * nd->kw);
+        if (nd->op == CD_NN_LINEAR) round16_array(nd->weight, (int64_t)nd->out_ch * nd->in_ch);
+    }
+}
+
+/* max over i of |got_i - ref_i| - 2^-11 |ref_i| with g_fp16 (the excess over the output rounding),
+ * else max|got - ref|. */
+static double excess(const float *got, const float *ref, int64_t n) {
     double m = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (isnan(a[i]) != isnan(b[i])) return INFINITY;
-        m = fmax(m, fabs((double)a[i] - (double)b[i]));
+        if (isnan(got[i]) != isnan(ref[i])) return INFINITY;
+        const double d = fabs((double)got[i] - (double)ref[i]) - (g_fp16 ? ldexp(fabs((double)ref[i]), -11) : 0);
+        m = fmax(m, d);
     }
     return m;
 }
 
-/* Runs g (shaped) on Vulkan with a random input, and the node-by-node reference; compares the output
- * within rel * max|ref|. */
-static void run_and_compare(cd_gpu_context *ctx, cd_nn_graph *g, double rel, const char *what) {
+static cd_nn_vk *make_vk(cd_gpu_context *ctx, cd_nn_graph *g) {
     cd_error err;
     cd_nn_vk *vk = NULL;
-    bool fp16 = true;
-    cd_status st = cd_nn_vk_create(ctx, g, false, &fp16, &vk, &err);
+    bool used = !g_fp16;
+    if (g_fp16) round16_weights(g);
+    cd_status st = cd_nn_vk_create(ctx, g, g_fp16 || g_ask16, &used, &vk, &err);
     if (st != CD_OK) fprintf(stderr, "cd_nn_vk_create: %s\n", err.message);
     assert_int_equal(st, CD_OK);
-    assert_false(fp16);
+    assert_true(used == g_fp16);
+    return vk;
+}
+
+/* Runs g (shaped) on Vulkan with a random input, and the node-by-node reference; compares the output
+ * within rel * max|ref| (fp16: see above). */
+static void run_and_compare16(cd_gpu_context *ctx, cd_nn_graph *g, double rel, double rel16, const char *what) {
+    cd_error err;
+    cd_nn_vk *vk = make_vk(ctx, g);
+    cd_status st;
     const int64_t nin = numel(&g->input_shape), nout = numel(&g->nodes[g->output].shape);
     float *x = rand_array(nin, -2, 2);
+    if (g_fp16) round16_array(x, nin);
     float *arena = calloc((size_t)g->arena_floats, sizeof(float));
     float *got = malloc(sizeof(float) * (size_t)nout);
     assert_non_null(arena);
@@ -162,10 +206,11 @@ static void run_and_compare(cd_gpu_context *ctx, cd_nn_graph *g, double rel, con
     st = cd_nn_vk_run(vk, g, x, got, &err);
     if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run (%s): %s\n", what, err.message);
     assert_int_equal(st, CD_OK);
-    const double m = max_abs(ref, nout), d = max_diff(got, ref, nout);
-    if (!(d <= rel * fmax(m, 1e-30)))
-        fprintf(stderr, "%s: max|diff| %.3g, max|ref| %.3g, allowed %.3g (%s memory)\n", what, d, m, rel * m,
-                cd_gpu_shared_memory(ctx) ? "shared" : "staging");
+    if (g_fp16) rel += rel16;
+    const double m = max_abs(ref, nout), d = excess(got, ref, nout);
+    if (!(d <= rel * fmax(m, 1e-30)) || getenv("CIRRDATA_TEST_VERBOSE"))
+        fprintf(stderr, "%s%s: max|diff|%s %.3g, max|ref| %.3g, allowed %.3g (%s memory)\n", what, g_fp16 ? " (fp16)" : "",
+                g_fp16 ? " beyond 2^-11|ref|" : "", d, m, rel * m, cd_gpu_shared_memory(ctx) ? "shared" : "staging");
     assert_true(d <= rel * fmax(m, 1e-30));
     assert_true(m > 0);
     check_validation(ctx);
@@ -173,6 +218,10 @@ static void run_and_compare(cd_gpu_context *ctx, cd_nn_graph *g, double rel, con
     free(x);
     free(arena);
     free(got);
+}
+
+static void run_and_compare(cd_gpu_context *ctx, cd_nn_graph *g, double rel, const char *what) {
+    run_and_compare16(ctx, g, rel, 0, what);
 }
 
 /* One op applied to a random (n, c, h, w) input, compared with its reference op called directly. */
@@ -293,7 +342,8 @@ static void test_add(void **state) {
         add_pool(g, CD_NN_AVGPOOL2D, 0, 3, 3, 1, 1, 1, false, true, "b");
         add_node(g, CD_NN_ADD, 1, 2, "add")->relu = relu;
         finish(g, 2, 5, 67);
-        run_and_compare(ctx, g, 1e-6, relu ? "add+relu" : "add");
+        /* fp16: the average pool's output is rounded (2^-11 of it, and |avg| <= max|x| = 2 <~ max|ref|) before the add */
+        run_and_compare16(ctx, g, 1e-6, 0x1p-10, relu ? "add+relu" : "add");
         cd_nn_graph_free(g);
     }
     /* conv -> add(+relu) with the residual computed earlier: fused into the conv's epilogue */
@@ -334,6 +384,11 @@ static cd_nn_graph *small_net(void) {
     return g;
 }
 
+/* fp16 graphs: each of small_net's ~7 stored stages between input and logits rounds by <= 2^-11 of
+ * its values, and the random layers (PyTorch's init range) do not amplify: 8 roundings of max|ref|
+ * are allowed beyond the output's own (measured: ~1e-3 of max|ref|). */
+#define GRAPH_REL16 (8 * 0x1p-11)
+
 static void test_graph(void **state) {
     (void)state;
     require_vulkan();
@@ -344,8 +399,8 @@ static void test_graph(void **state) {
         cd_nn_graph *g = small_net();
         finish(g, 3, 37, 29);
         cd_error err;
-        cd_nn_vk *vk = NULL;
-        assert_int_equal(cd_nn_vk_create(ctx, g, false, NULL, &vk, &err), CD_OK);
+        cd_nn_vk *vk = make_vk(ctx, g);
+        const double rel = 1e-4 + (g_fp16 ? GRAPH_REL16 : 0);
         /* three shapes, the first one twice more after the others (replay and re-record) */
         const int64_t shapes[4][3] = {{3, 37, 29}, {1, 64, 64}, {5, 16, 9}, {3, 37, 29}};
         for (int s = 0; s < 4; s++) {
@@ -353,6 +408,7 @@ static void test_graph(void **state) {
             const int64_t nin = numel(&g->input_shape), nout = numel(&g->nodes[g->output].shape);
             assert_int_equal(nout, shapes[s][0] * 3);
             float *x = rand_array(nin, -1, 1);
+            if (g_fp16) round16_array(x, nin);
             float *arena = calloc((size_t)g->arena_floats, sizeof(float));
             float *got = malloc(sizeof(float) * (size_t)nout);
             memcpy(arena + g->input_offset, x, sizeof(float) * (size_t)nin);
@@ -363,9 +419,10 @@ static void test_graph(void **state) {
                 cd_status st = cd_nn_vk_run(vk, g, x, got, &err);
                 if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run: %s\n", err.message);
                 assert_int_equal(st, CD_OK);
-                const double m = max_abs(ref, nout), d = max_diff(got, ref, nout);
-                if (!(d <= 1e-4 * m)) fprintf(stderr, "graph shape %d: max|diff| %.3g max|ref| %.3g\n", s, d, m);
-                assert_true(d <= 1e-4 * m);
+                const double m = max_abs(ref, nout), d = excess(got, ref, nout);
+                if (!(d <= rel * m) || getenv("CIRRDATA_TEST_VERBOSE"))
+                    fprintf(stderr, "graph shape %d%s: max|diff| %.3g max|ref| %.3g\n", s, g_fp16 ? " (fp16)" : "", d, m);
+                assert_true(d <= rel * m);
                 assert_true(m > 0);
             }
             assert_true(cd_nn_vk_last_kernel_ms(vk) >= 0);
@@ -472,7 +529,7 @@ static void split_cases(cd_gpu_memory_mode mode) {
     /* the whole small graph: pools, fused and plain adds, in chunks of images */
     g = small_net();
     finish(g, 9, 37, 29);
-    run_and_compare(ctx, g, 1e-4, "split graph");
+    run_and_compare16(ctx, g, 1e-4, GRAPH_REL16, "split graph");
     cd_nn_graph_free(g);
     cd_gpu_destroy(ctx);
 }
@@ -520,12 +577,40 @@ static void test_split(void **state) {
     cd_nn_vk_test_limits(0, 0);
 }
 
+/* Every test above again with float16 storage (see run_and_compare16), then the fallback. */
+static void test_fp16(void **state) {
+    require_vulkan();
+    g_fp16 = true;
+    conv_cases(CD_GPU_MEMORY_SHARED);
+    conv_cases(CD_GPU_MEMORY_STAGING);
+    test_pools(state);
+    test_add(state);
+    test_graph(state);
+    /* half the fp32 limits: the same blocks and chunks as test_split's, with 2-byte elements */
+    cd_nn_vk_test_limits(16 << 10, 32 << 10);
+    split_cases(CD_GPU_MEMORY_SHARED);
+    split_cases(CD_GPU_MEMORY_STAGING);
+    cd_nn_vk_test_limits(0, 0);
+    g_fp16 = false;
+    /* a device without 16-bit storage (pretended): float32, fp16_used false, float32 accuracy */
+    setenv("CIRRDATA_NN_NO_FP16", "1", 1);
+    g_ask16 = true;
+    cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
+    cd_nn_graph *g = small_net();
+    finish(g, 2, 20, 23);
+    run_and_compare(ctx, g, 1e-4, "fp16 asked, fp32 used"); /* float32's tolerance: float16 would miss it */
+    g_ask16 = false;
+    unsetenv("CIRRDATA_NN_NO_FP16");
+    cd_nn_graph_free(g);
+    cd_gpu_destroy(ctx);
+}
+
 int main(void) {
     if (gpu_test_init()) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_shared), cmocka_unit_test(test_conv_staging), cmocka_unit_test(test_pools),
         cmocka_unit_test(test_add),         cmocka_unit_test(test_graph),        cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_split),
+        cmocka_unit_test(test_split),       cmocka_unit_test(test_fp16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,8 @@
  * A model file is safetensors whose metadata carries the architecture ("cirrdata.arch", e.g.
  * "resnet18"), the class count and the graph ("cirrdata.graph", schemas/model-graph.md), as written by
  * tools/export_weights.py from a PyTorch checkpoint. Batch norm is folded into the convolutions at
- * load. Outputs equal PyTorch eval() to max|diff| / max|ref| <= 1e-4 (tests/python/test_model_torch.py).
+ * load. Outputs equal PyTorch eval() to max|diff| / max|ref| <= 1e-4 (tests/python/test_model_torch.py;
+ * 1e-2 with the Vulkan fp16 storage option).
  *
  * Ownership: cd_model_open returns a model the caller frees with cd_model_close; it keeps its own
  * copy of the parameters (the file is closed before cd_model_open returns). Input and output arrays
@@ -38,7 +39,12 @@ typedef struct cd_model_options {
     cd_model_device device;
     int threads;                     /* CPU executor threads; 0 = online CPUs */
     bool fp16;                       /* Vulkan: store weights and activations as float16 where the device
-                                        supports it (accumulation stays float32); ignored on the CPU */
+                                        has 16-bit storage buffers (storageBuffer16BitAccess, Vulkan 1.1);
+                                        arithmetic, biases, input and logits stay float32. Logits then
+                                        differ from float32's by ~1e-3 of the largest (one 2^-11 rounding
+                                        per stored value; a value beyond +-65504 becomes infinite).
+                                        cd_model_device_name ends in "(fp16)" when used, "(fp32)"
+                                        otherwise. Ignored on the CPU */
     const cd_gpu_options *gpu;       /* Vulkan context options (NULL: defaults) */
     uint64_t max_arena_bytes;        /* cap on activation memory per call; 0 = 4 GiB */
 } cd_model_options;
