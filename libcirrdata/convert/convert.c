@@ -21,6 +21,7 @@
 #include "convert/augment_copies.h"
 #include "convert/layout.h"
 #include "convert/manifest.h"
+#include "gpu/preprocess_impl.h"
 
 #define JOURNAL_NAME ".convert-journal.json"
 #define PATH_CAP 4200
@@ -104,6 +105,7 @@ typedef struct job {
     const cd_case_list *cases;
     const double *target_spacing;
     cd_aug_copies *aug;        /* NULL: plain conversion */
+    cd_pp_device *pp;          /* what resamples and normalises (--device) */
 } job;
 
 static uint64_t resolve_case(pipeline *p, size_t i, bool ok);
@@ -160,7 +162,7 @@ static void process_case(const job *jb, const cd_case *c, case_result *res, pipe
     const cd_volume *mask_u8 = msk ? msk : msk_raw;
     if (st == CD_OK) {
         const cd_volume *images[2] = {img, img2};
-        st = cd_preprocess_multi(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, mask_u8, 1, &s, &err);
+        st = cd_preprocess_multi_dev(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, mask_u8, 1, jb->pp, &s, &err);
         if (st != CD_OK) {
             /* Name the files: preprocessing messages do not know them. */
             char m[CD_ERROR_MESSAGE_MAX];
@@ -346,6 +348,7 @@ typedef struct convert_state {
     json_t *skipped;    /* [{case, path, reason}] for cases before the resume point */
     json_t *resolved;
     json_t *augmentation; /* the manifest's "augmentation" object, or NULL */
+    const char *device;   /* what preprocessed: "cpu" or "vulkan" (the manifest's "device") */
     size_t resume_case;
 } convert_state;
 
@@ -477,7 +480,7 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     const cd_convert_options *o = cs->opts;
     json_t *m = json_object();
     json_object_set_new(m, "format", json_string("cirrdata-dataset"));
-    json_object_set_new(m, "format_version", json_integer(1));
+    json_object_set_new(m, "format_version", json_integer(CD_MANIFEST_FORMAT_VERSION));
     char by[64];
     snprintf(by, sizeof by, "libcirrdata %s", cd_version());
     json_object_set_new(m, "created_by", json_string(by));
@@ -486,6 +489,7 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     free(recipe);
     json_object_set(m, "resolved", cs->resolved);
     if (cs->augmentation) json_object_set(m, "augmentation", cs->augmentation);
+    if (cs->device) json_object_set_new(m, "device", json_string(cs->device));
     json_t *src = json_object();
     json_object_set_new(src, "layout", json_string(o->layout));
     json_object_set_new(src, "root", json_string(o->root));
@@ -564,7 +568,7 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     json_object_set(m, "records", cs->entries);
     char path[PATH_CAP];
     snprintf(path, sizeof path, "%s/manifest.json", cs->dir);
-    cd_status st = cd_json_write_atomic(path, m, err);
+    cd_status st = cd_manifest_write_atomic(path, m, err);
     json_decref(m);
     return st;
 }
@@ -659,6 +663,8 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     } else {
         cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size, NULL);
     }
+    cd_pp_device pp;
+    memset(&pp, 0, sizeof pp);
     cd_shard_writer *w = NULL;
     pipeline p;
     memset(&p, 0, sizeof p);
@@ -677,10 +683,22 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     if (existing) {
         const char *fp = json_string_value(json_object_get(json_object_get(existing, "source"), "fingerprint"));
         bool same = fp && !strcmp(fp, cs.fingerprint);
+        /* Without a valid checksum of its own (damaged, or format_version 1) it is no finished dataset:
+         * the same conversion is redone in place. */
+        if (same && cd_manifest_read(path, NULL, NULL, NULL) != CD_OK) {
+            json_decref(existing);
+            existing = NULL;
+            unlink(path);
+        }
+    }
+    if (existing) {
+        const char *fp = json_string_value(json_object_get(json_object_get(existing, "source"), "fingerprint"));
+        bool same = fp && !strcmp(fp, cs.fingerprint);
         res->records = json_array_size(json_object_get(existing, "records"));
         res->shards = json_array_size(json_object_get(existing, "shards"));
         res->resumed_records = res->records;
         const char *dev = json_string_value(json_object_get(json_object_get(existing, "augmentation"), "device"));
+        if (!dev) dev = json_string_value(json_object_get(existing, "device"));
         snprintf(res->device, sizeof res->device, "%s", dev ? dev : "");
         json_decref(existing);
         if (!same)
@@ -707,6 +725,8 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     p.jb.opts = o;
     p.jb.cases = &cases;
     p.jb.target_spacing = target;
+    if ((st = cd_pp_device_init(&pp, o->device, err)) != CD_OK) goto done;
+    p.jb.pp = &pp;
     p.lo = cs.resume_case;
     p.hi = hi;
     p.next_claim = p.next_write = p.lo;
@@ -800,6 +820,10 @@ join:
         snprintf(res->device_note, sizeof res->device_note, "%s", ac.device_note);
         if (cs.augmentation) json_object_set_new(cs.augmentation, "device", json_string(res->device));
     }
+    /* the recipe's resampling and normalisation (not part of the fingerprint: same data either way) */
+    cs.device = cd_pp_device_used(&pp);
+    if (!augmenting) snprintf(res->device, sizeof res->device, "%s", cs.device);
+    if (!res->device_note[0]) snprintf(res->device_note, sizeof res->device_note, "%s", pp.note);
     if (st == CD_OK) st = write_manifest(&cs, &cases, err);
     if (st == CD_OK) {
         snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs.dir);
@@ -817,6 +841,7 @@ done:
     free(threads);
     json_decref(cs.augmentation);
     if (augmenting) cd_aug_copies_free(&ac);
+    cd_pp_device_free(&pp);
     free(cs.fingerprint);
     json_decref(cs.shards);
     json_decref(cs.entries);

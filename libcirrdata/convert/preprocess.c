@@ -7,11 +7,16 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/resample.h"
 #include "core/internal.h"
+#include "gpu/preprocess_impl.h"
+
+/* Bytes of a sample's image and mask buffers (cd_buffer_alloc: big ones are 2 MiB-aligned huge-page
+ * mappings, which take 1/512 of the page faults of malloc'd memory on first touch). */
+static size_t sample_voxels(const cd_sample *s) { return (size_t)s->shape[0] * s->shape[1] * s->shape[2]; }
 
 void cd_sample_destroy(cd_sample *s) {
     if (!s) return;
-    free(s->image);
-    free(s->mask);
+    cd_buffer_free(s->image, sample_voxels(s) * s->channels * cd_dtype_size(s->dtype));
+    cd_buffer_free(s->mask, sample_voxels(s));
     free(s);
 }
 
@@ -210,6 +215,183 @@ static cd_status resample_mask_linear(const cd_volume *mask, const cd_grid *grid
     return st;
 }
 
+/* ---- nnU-Net's separate resampling of the low-resolution axis ---- */
+
+static double col_norm(const double a[4][4], int j) { return sqrt(a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]); }
+
+static double det3(const double c0[3], const double c1[3], const double c2[3]) {
+    return c0[0] * (c1[1] * c2[2] - c1[2] * c2[1]) - c1[0] * (c0[1] * c2[2] - c0[2] * c2[1]) +
+           c2[0] * (c0[1] * c1[2] - c0[2] * c1[1]);
+}
+
+/* Component `axis` of inv(A3) * w (Cramer's rule): the source voxel offset along that axis. */
+static double voxel_component(const double a[4][4], int axis, const double w[3]) {
+    double c[3][3];
+    for (int j = 0; j < 3; j++)
+        for (int r = 0; r < 3; r++) c[j][r] = j == axis ? w[r] : a[r][j];
+    return det3(c[0], c[1], c[2]) / det3((double[3]){a[0][0], a[1][0], a[2][0]}, (double[3]){a[0][1], a[1][1], a[2][1]},
+                                         (double[3]){a[0][2], a[1][2], a[2][2]});
+}
+
+/* nnU-Net's determine_do_sep_z_and_axis: the axis to resample on its own, or -1. Ties for the largest
+ * spacing (two or three axes) mean no separate axis, as there. */
+static int lowres_axis(const double sp[3]) {
+    double m = fmax(sp[0], fmax(sp[1], sp[2]));
+    int axis = -1, count = 0;
+    for (int a = 0; a < 3; a++)
+        if (sp[a] == m) axis = a, count++;
+    return count == 1 ? axis : -1;
+}
+
+static bool anisotropic(const double sp[3], double threshold) {
+    return fmax(sp[0], fmax(sp[1], sp[2])) / fmin(sp[0], fmin(sp[1], sp[2])) > threshold;
+}
+
+static int separate_axis(const cd_recipe *r, const cd_volume *src, const cd_grid *grid) {
+    if (r->separate_z == CD_SEPARATE_Z_OFF) return -1;
+    double a[4][4], ss[3], ts[3];
+    cd_volume_affine(src, a);
+    for (int i = 0; i < 3; i++) {
+        ss[i] = col_norm(a, i);
+        ts[i] = col_norm(grid->affine, i);
+    }
+    if (r->separate_z == CD_SEPARATE_Z_ON || anisotropic(ss, r->anisotropy_threshold)) return lowres_axis(ss);
+    return anisotropic(ts, r->anisotropy_threshold) ? lowres_axis(ts) : -1;
+}
+
+/* Copies plane k across `axis` between a volume (dims d) and a dense (d[u], d[v]) plane, u < v the
+ * other axes. to_plane: volume -> plane, else plane -> volume. */
+static void copy_plane(uint8_t *vol, const int64_t d[3], int axis, int64_t k, uint8_t *plane, size_t es, bool to_plane) {
+    const int u = axis == 0 ? 1 : 0, v = axis == 2 ? 1 : 2;
+    const int64_t st[3] = {1, d[0], d[0] * d[1]};
+    for (int64_t q = 0; q < d[v]; q++)
+        for (int64_t p = 0; p < d[u]; p++) {
+            uint8_t *e = vol + (size_t)(p * st[u] + q * st[v] + k * st[axis]) * es;
+            uint8_t *f = plane + (size_t)(p + d[u] * q) * es;
+            memcpy(to_plane ? f : e, to_plane ? e : f, es);
+        }
+}
+
+typedef cd_status (*slice_resample_fn)(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads,
+                                       cd_volume **out, cd_error *err);
+
+static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
+                             cd_error *err) {
+    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    ro.interp = (cd_interp)r->image_order;
+    ro.out_dtype = CD_DTYPE_FLOAT32;
+    ro.threads = threads;
+    return cd_resample(slice, grid, &ro, out, err);
+}
+
+static cd_status slice_mask(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
+                            cd_error *err) {
+    if (r->mask_order == 1) return resample_mask_linear(slice, grid, threads, out, err);
+    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    ro.interp = CD_INTERP_NEAREST;
+    ro.out_dtype = CD_DTYPE_UINT8;
+    ro.threads = threads;
+    return cd_resample(slice, grid, &ro, out, err);
+}
+
+/* nnU-Net's resample_data_or_seg with do_separate_z, in world space: every source slice across `axis`
+ * is resampled in 2D onto the grid's in-plane positions (fn: image or mask kernels), then the grid's
+ * planes are interpolated from those along the axis (order_z 0 or 1 on float32, 0 on uint8), the
+ * position clamped into the source's slice range (map_coordinates mode 'nearest'). The grid's axes must
+ * be parallel to the source's (true of the spacing and shape grids, which keep the axis directions).
+ * *done is false (and nothing happens) when they are not. */
+static cd_status resample_separate(const cd_recipe *r, const cd_volume *src, const cd_grid *grid, int axis, int threads,
+                                   slice_resample_fn fn, int order_z, cd_volume **out, bool *done, cd_error *err) {
+    *done = false;
+    double A[4][4];
+    const double (*G)[4] = grid->affine;
+    cd_volume_affine(src, A);
+    const int u = axis == 0 ? 1 : 0, v = axis == 2 ? 1 : 2;
+    double gu[3], gv[3], ga[3], g0[3];
+    for (int i = 0; i < 3; i++) {
+        gu[i] = G[i][u], gv[i] = G[i][v], ga[i] = G[i][axis];
+        g0[i] = G[i][3] - A[i][3];
+    }
+    /* Grid position K along the axis is source slice coordinate c0 + K * q; in-plane steps must not move
+     * across slices. */
+    const double q = voxel_component(A, axis, ga), c0 = voxel_component(A, axis, g0);
+    if (!(fabs(voxel_component(A, axis, gu)) < 1e-9 && fabs(voxel_component(A, axis, gv)) < 1e-9 && q > 0 && isfinite(c0)))
+        return CD_OK;
+    *done = true;
+    int64_t sd[3], id[3];
+    cd_volume_dims(src, sd);
+    memcpy(id, grid->dims, sizeof id);
+    id[axis] = sd[axis];
+    const cd_dtype sdt = cd_volume_dtype(src), odt = fn == slice_mask ? CD_DTYPE_UINT8 : CD_DTYPE_FLOAT32;
+    const size_t ses = cd_dtype_size(sdt), oes = cd_dtype_size(odt);
+    /* The intermediate and the result, against the allocation cap (each slice is checked by cd_resample). */
+    uint64_t cap;
+    cd_status st = cd_resolve_max_bytes(0, &cap, err);
+    if (st != CD_OK) return st;
+    const double need = ((double)id[0] * (double)id[1] * (double)id[2] +
+                         (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2]) * (double)oes;
+    if (need > (double)cap)
+        return cd_fail(err, CD_ERR_LIMIT, "resampling with a separate axis %d needs %.0f bytes, above the cap of %llu", axis,
+                       need, (unsigned long long)cap);
+    cd_volume *inter = NULL, *slice = NULL, *res = NULL;
+    st = cd_volume_create(id, odt, &inter, err);
+    const int64_t slice_dims[3] = {sd[u], sd[v], 1};
+    if (st == CD_OK) st = cd_volume_create(slice_dims, sdt, &slice, err);
+    /* The slice's affine: the source's in-plane columns and its axis column, origin on slice k. The
+     * slice grid: the grid's in-plane columns, origin where the grid's line through its origin along the
+     * axis meets slice k (so in-plane positions are the grid's, for every k). */
+    double sa[4][4] = {{0}}, ga4[4][4] = {{0}};
+    sa[3][3] = ga4[3][3] = 1.0;
+    for (int i = 0; i < 3; i++) {
+        sa[i][0] = A[i][u], sa[i][1] = A[i][v], sa[i][2] = A[i][axis];
+        ga4[i][0] = G[i][u], ga4[i][1] = G[i][v], ga4[i][2] = A[i][axis];
+    }
+    for (int64_t k = 0; k < sd[axis] && st == CD_OK; k++) {
+        for (int i = 0; i < 3; i++) {
+            sa[i][3] = A[i][3] + (double)k * A[i][axis];
+            ga4[i][3] = G[i][3] + ((double)k - c0) / q * G[i][axis];
+        }
+        copy_plane((uint8_t *)cd_volume_data_const(src), sd, axis, k, cd_volume_data(slice), ses, true);
+        cd_volume_set_affine(slice, sa);
+        cd_grid sg = {{grid->dims[u], grid->dims[v], 1}, {{0}}};
+        memcpy(sg.affine, ga4, sizeof ga4);
+        if ((st = fn(r, slice, &sg, threads, &res, err)) != CD_OK) break;
+        copy_plane(cd_volume_data(inter), id, axis, k, cd_volume_data(res), oes, false);
+        cd_volume_destroy(res);
+        res = NULL;
+    }
+    cd_volume_destroy(slice);
+    if (st == CD_OK && (st = cd_volume_create(grid->dims, odt, out, err)) == CD_OK) {
+        cd_volume_set_affine(*out, grid->affine);
+        const int64_t *od = grid->dims, n = sd[axis];
+        const int64_t ist[3] = {1, id[0], id[0] * id[1]}, ost[3] = {1, od[0], od[0] * od[1]};
+        const uint8_t *ib = cd_volume_data_const(inter);
+        uint8_t *ob = cd_volume_data(*out);
+        for (int64_t K = 0; K < od[axis]; K++) {
+            double c = c0 + (double)K * q;
+            c = c < 0 ? 0 : c > (double)(n - 1) ? (double)(n - 1) : c;
+            int64_t f = (int64_t)floor(c + 0.5); /* scipy's order 0 */
+            int64_t lo = (int64_t)c < n - 1 ? (int64_t)c : (n > 1 ? n - 2 : 0);
+            double w = n > 1 ? c - (double)lo : 0.0;
+            for (int64_t qq = 0; qq < od[v]; qq++)
+                for (int64_t p = 0; p < od[u]; p++) {
+                    const int64_t io = p * ist[u] + qq * ist[v], oo = p * ost[u] + qq * ost[v] + K * ost[axis];
+                    if (odt == CD_DTYPE_UINT8)
+                        ob[oo] = ib[io + f * ist[axis]];
+                    else if (order_z == 0)
+                        ((float *)ob)[oo] = ((const float *)ib)[io + f * ist[axis]];
+                    else {
+                        const float *pl = (const float *)ib + io + lo * ist[axis];
+                        double b = n > 1 ? (double)pl[ist[axis]] : (double)pl[0];
+                        ((float *)ob)[oo] = (float)((1.0 - w) * (double)pl[0] + w * b);
+                    }
+                }
+        }
+    }
+    cd_volume_destroy(inter);
+    return st;
+}
+
 static void bbox_of(const cd_volume *v, bool from_float, int64_t lo[3], int64_t hi[3], bool *found) {
     int64_t d[3];
     cd_volume_dims(v, d);
@@ -300,23 +482,56 @@ then:
         for (size_t i = 0; i < n; i++) x[i] = (float)(((double)x[i] - r->then_mean) / r->then_std);
 }
 
-/* Transposes a NIfTI-order (x fastest) volume into C-order (channels, X, Y, Z), casting to dtype and
- * repeating the grey values over the channels. */
-/* The transpose reads x-fastest rows and writes z-fastest rows: blocks of 16 x values keep both
- * sides in cache (a plain z-inner loop strides X*Y elements per read). */
-#define STORE_BLOCK 16
+/* Stores a volume in C order (X, Y, Z; z fastest), casting to dtype. The source is read through signed
+ * element steps per stored axis, so a reorientation (axis permutation and flips) is folded into the
+ * copy instead of being a volume copy of its own. The axis with a unit source step (the source's x) is
+ * walked in blocks of one cache line: every source line is read once, and the block's destination rows
+ * (z fastest) fill line by line as the other two axes advance. */
+typedef struct store_src {
+    const void *data;
+    cd_dtype dtype;
+    int64_t d[3];    /* stored dims */
+    int64_t step[3]; /* source elements per step along stored axis a (signed) */
+    int64_t base;    /* source element of stored voxel (0, 0, 0) */
+} store_src;
+
+/* When the unit-step axis f is not the stored z (the usual case: x), the values of an f-block x z-block
+ * tile are transposed in a small L1-resident buffer and written out as whole z-runs; otherwise (source x
+ * became the stored z) the plain loop already writes contiguously. */
+#define STORE_TILE_Z 32
 #define STORE_LOOP(SRC_T, DST_T, CONVERT)                                                          \
     do {                                                                                           \
-        const SRC_T *s = (const SRC_T *)src;                                                       \
+        const SRC_T *s = (const SRC_T *)src->data + src->base;                                     \
         DST_T *o = (DST_T *)dst;                                                                   \
-        for (int64_t x0 = 0; x0 < d[0]; x0 += STORE_BLOCK) {                                       \
-            int64_t x1 = x0 + STORE_BLOCK < d[0] ? x0 + STORE_BLOCK : d[0];                        \
-            for (int64_t y = 0; y < d[1]; y++)                                                     \
-                for (int64_t z = 0; z < d[2]; z++) {                                               \
-                    const SRC_T *row = s + d[0] * (y + d[1] * z);                                  \
-                    for (int64_t x = x0; x < x1; x++) {                                            \
-                        SRC_T v = row[x];                                                          \
-                        o[(x * d[1] + y) * d[2] + z] = CONVERT;                                    \
+        const int64_t B = 64 / (int64_t)sizeof(SRC_T), tf = t[f];                                  \
+        for (int64_t f0 = 0; f0 < d[f]; f0 += B) {                                                 \
+            const int64_t f1 = f0 + B < d[f] ? f0 + B : d[f];                                      \
+            if (ost[b] == 1) {                                                                     \
+                DST_T tile[64][STORE_TILE_Z];                                                      \
+                for (int64_t pa = 0; pa < d[a]; pa++)                                              \
+                    for (int64_t b0 = 0; b0 < d[b]; b0 += STORE_TILE_Z) {                          \
+                        const int64_t b1 = b0 + STORE_TILE_Z < d[b] ? b0 + STORE_TILE_Z : d[b];    \
+                        for (int64_t pb = b0; pb < b1; pb++) {                                     \
+                            const SRC_T *row = s + pa * t[a] + pb * t[b];                          \
+                            for (int64_t pf = f0; pf < f1; pf++) {                                 \
+                                SRC_T v = row[pf * tf];                                            \
+                                tile[pf - f0][pb - b0] = CONVERT;                                  \
+                            }                                                                      \
+                        }                                                                          \
+                        for (int64_t pf = f0; pf < f1; pf++) {                                     \
+                            DST_T *orow = o + pa * ost[a] + b0 + pf * ost[f];                      \
+                            for (int64_t k = 0; k < b1 - b0; k++) orow[k] = tile[pf - f0][k];      \
+                        }                                                                          \
+                    }                                                                              \
+                continue;                                                                          \
+            }                                                                                      \
+            for (int64_t pa = 0; pa < d[a]; pa++)                                                  \
+                for (int64_t pb = 0; pb < d[b]; pb++) {                                            \
+                    const SRC_T *row = s + pa * t[a] + pb * t[b];                                  \
+                    DST_T *orow = o + pa * ost[a] + pb * ost[b];                                   \
+                    for (int64_t pf = f0; pf < f1; pf++) {                                         \
+                        SRC_T v = row[pf * tf];                                                    \
+                        orow[pf * ost[f]] = CONVERT;                                               \
                     }                                                                              \
                 }                                                                                  \
         }                                                                                          \
@@ -325,11 +540,17 @@ then:
 static int16_t round_i16(double v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : lrint(v)); }
 static uint8_t round_u8(double v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : lrint(v)); }
 
-static void store_c_order(const cd_volume *vol, cd_dtype out_dtype, void *dst) {
-    int64_t d[3];
-    cd_volume_dims(vol, d);
-    const void *src = cd_volume_data_const(vol);
-    switch (cd_volume_dtype(vol)) {
+static void store_c_order_src(const store_src *src, cd_dtype out_dtype, void *dst) {
+    const int64_t *d = src->d, *t = src->step;
+    const int64_t ost[3] = {d[1] * d[2], d[2], 1};
+    int f = 0;
+    for (int i = 0; i < 3; i++)
+        if (t[i] == 1 || t[i] == -1) {
+            f = i;
+            break;
+        }
+    const int a = f == 0 ? 1 : 0, b = f == 2 ? 1 : 2;
+    switch (src->dtype) {
     case CD_DTYPE_FLOAT32:
         switch (out_dtype) {
         case CD_DTYPE_FLOAT32: STORE_LOOP(float, float, v); break;
@@ -348,6 +569,67 @@ static void store_c_order(const cd_volume *vol, cd_dtype out_dtype, void *dst) {
     case CD_DTYPE_UINT16: STORE_LOOP(uint16_t, int16_t, (int16_t)v); break;
     default: break;
     }
+}
+
+/* A volume as it is (NIfTI order). */
+static store_src plain_src(const cd_volume *vol) {
+    store_src s = {cd_volume_data_const(vol), cd_volume_dtype(vol), {0, 0, 0}, {0, 0, 0}, 0};
+    cd_volume_dims(vol, s.d);
+    s.step[0] = 1;
+    s.step[1] = s.d[0];
+    s.step[2] = s.d[0] * s.d[1];
+    return s;
+}
+
+/* A volume as cd_volume_reorient_canonical would return it (same permutation, flips and affine), read
+ * in place: stored axis o->world_axis[i] walks source axis i, backwards where flipped. */
+static store_src reoriented_src(const cd_volume *vol, const cd_orientation *o, double affine[4][4]) {
+    int64_t n[3];
+    cd_volume_dims(vol, n);
+    store_src s = {cd_volume_data_const(vol), cd_volume_dtype(vol), {0, 0, 0}, {0, 0, 0}, 0};
+    const int64_t sst[3] = {1, n[0], n[0] * n[1]};
+    double a[4][4];
+    cd_volume_affine(vol, a);
+    memset(affine, 0, sizeof(double[4][4]));
+    for (int i = 0; i < 3; i++) {
+        const int w = o->world_axis[i];
+        s.d[w] = n[i];
+        s.step[w] = o->flip[i] * sst[i];
+        if (o->flip[i] < 0) s.base += sst[i] * (n[i] - 1);
+    }
+    for (int r = 0; r < 3; r++) {
+        double t = a[r][3];
+        for (int i = 0; i < 3; i++) {
+            affine[r][o->world_axis[i]] = o->flip[i] * a[r][i];
+            if (o->flip[i] < 0) t += a[r][i] * (double)(n[i] - 1);
+        }
+        affine[r][3] = t;
+    }
+    affine[3][3] = 1.0;
+    return s;
+}
+
+/* Half-open box of nonzero voxels and their count, of a C-order (X, Y, Z) uint8 array. */
+static void bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], int64_t hi[3], bool *found, uint64_t *count) {
+    *found = false;
+    *count = 0;
+    for (int a = 0; a < 3; a++) {
+        lo[a] = d[a];
+        hi[a] = 0;
+    }
+    size_t i = 0;
+    for (int64_t x = 0; x < d[0]; x++)
+        for (int64_t y = 0; y < d[1]; y++)
+            for (int64_t z = 0; z < d[2]; z++, i++) {
+                if (!m[i]) continue;
+                (*count)++;
+                const int64_t p[3] = {x, y, z};
+                for (int a = 0; a < 3; a++) {
+                    if (p[a] < lo[a]) lo[a] = p[a];
+                    if (p[a] + 1 > hi[a]) hi[a] = p[a] + 1;
+                }
+                *found = true;
+            }
 }
 
 #define MAX_CHANNELS 8
@@ -374,6 +656,11 @@ cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], cons
 
 cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images, int nimages,
                               const cd_volume *mask, int threads, cd_sample **out, cd_error *err) {
+    return cd_preprocess_multi_dev(r, target_spacing, images, nimages, mask, threads, NULL, out, err);
+}
+
+cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images, int nimages,
+                              const cd_volume *mask, int threads, cd_pp_device *dev, cd_sample **out, cd_error *err) {
     if (!r || !images || nimages < 1 || nimages > MAX_CHANNELS || !images[0] || !out)
         return cd_fail(err, CD_ERR_ARG, "cd_preprocess: invalid argument");
     *out = NULL;
@@ -398,10 +685,31 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
     cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
     ro.threads = threads;
 
+    /* Raw values stored without crop: nothing but the reorientation happens, and that is folded into
+     *    the C-order store below (no reoriented copies of image and mask). */
+    const bool in_place = keep_raw && r->crop == CD_CROP_NONE;
+    double in_place_affine[4][4];
+    cd_orientation ornt = {{0, 1, 2}, {1, 1, 1}};
+
     /* 1. Reorient the first image (exact) and its mask; work on physical float values unless the raw
      *    values are stored. Further images (other sequences) are resampled onto the first one's grid
      *    in world space, through their affines, with trilinear interpolation. */
-    if (r->reorient) {
+    if (in_place) {
+        double a[4][4];
+        cd_volume_affine(image, a);
+        if (r->reorient) {
+            /* The checks and messages of cd_volume_reorient_canonical. */
+            if (cd_orientation_from_affine(a, &ornt, err) != CD_OK) {
+                st = cd_fail(err, CD_ERR_FORMAT, "cannot reorient: the affine has non-finite entries");
+                goto done;
+            }
+            for (int i = 0; i < 3; i++)
+                if (ornt.world_axis[i] < 0) {
+                    st = cd_fail(err, CD_ERR_FORMAT, "cannot reorient: array axis %d has no direction in the affine", i);
+                    goto done;
+                }
+        }
+    } else if (r->reorient) {
         if ((st = cd_volume_reorient_canonical(image, &ch[0], err)) != CD_OK) goto done;
         if (mask && (st = cd_volume_reorient_canonical(mask, &msk, err)) != CD_OK) goto done;
     } else {
@@ -423,7 +731,7 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
                 st = cd_fail(err, CD_ERR_ARG, "cd_preprocess: image %d is NULL", c);
                 break;
             }
-            st = cd_resample(images[c], &base, &ro, &ch[c], err);
+            st = cd_pp_resample(dev, images[c], &base, &ro, &ch[c], err);
         }
         if (st != CD_OK) goto done;
     }
@@ -445,21 +753,37 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
             st = cd_grid_for_spacing(ch[0], sp, &grid, err);
         }
         if (st != CD_OK) goto done;
+        /* nnU-Net's anisotropy rule: the coarse axis apart (in-plane slices, then along the axis). The
+         * axis is decided on the first image's grid; every channel and the mask follow it. */
+        const int sep_axis = separate_axis(r, ch[0], &grid);
+        bool sep_done = false;
         ro.interp = (cd_interp)r->image_order;
         ro.out_dtype = CD_DTYPE_FLOAT32;
-        for (int c = 0; c < nimages && st == CD_OK; c++)
-            if ((st = cd_resample(ch[c], &grid, &ro, &tmp, err)) == CD_OK) {
+        for (int c = 0; c < nimages && st == CD_OK; c++) {
+            if (sep_axis >= 0)
+                st = resample_separate(r, ch[c], &grid, sep_axis, threads, slice_image, r->order_z, &tmp, &sep_done, err);
+            if (st == CD_OK && !sep_done) st = cd_pp_resample(dev, ch[c], &grid, &ro, &tmp, err);
+            if (st == CD_OK) {
                 replace(&ch[c], tmp);
                 tmp = NULL;
             }
+        }
         if (st != CD_OK) goto done;
-        if (msk) {
+        if (msk && sep_axis >= 0) {
+            st = resample_separate(r, msk, &grid, sep_axis, threads, slice_mask, 0, &tmp, &sep_done, err);
+            if (st != CD_OK) goto done;
+            if (sep_done) {
+                replace(&msk, tmp);
+                tmp = NULL;
+            }
+        }
+        if (msk && !sep_done) {
             if (r->mask_order == 1) {
-                st = resample_mask_linear(msk, &grid, threads, &tmp, err);
+                if (!cd_pp_resample_mask_linear(dev, msk, &grid, &tmp)) st = resample_mask_linear(msk, &grid, threads, &tmp, err);
             } else {
                 ro.interp = CD_INTERP_NEAREST;
                 ro.out_dtype = CD_DTYPE_UINT8;
-                st = cd_resample(msk, &grid, &ro, &tmp, err);
+                st = cd_pp_resample(dev, msk, &grid, &ro, &tmp, err);
             }
             if (st != CD_OK) goto done;
             replace(&msk, tmp);
@@ -504,7 +828,8 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
     /* 4. Normalise each channel on its own statistics (float path only). */
     if (!keep_raw)
         for (int c = 0; c < nimages; c++)
-            normalize(r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL);
+            if (!cd_pp_normalize(dev, r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL))
+                normalize(r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL);
 
     /* 5. Store: C order, channels (sequences, or copies of one grey image for 2D backbones), cast. */
     s = calloc(1, sizeof *s);
@@ -512,8 +837,9 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
         goto done;
     }
-    int64_t d[3];
-    cd_volume_dims(ch[0], d);
+    store_src img_src[MAX_CHANNELS];
+    for (int c = 0; c < nimages; c++) img_src[c] = in_place ? reoriented_src(images[c], &ornt, in_place_affine) : plain_src(ch[c]);
+    const int64_t *d = img_src[0].d;
     for (int a = 0; a < 3; a++) {
         if (d[a] > UINT32_MAX) {
             st = cd_fail(err, CD_ERR_LIMIT, "preprocessed volume too large");
@@ -523,8 +849,8 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
     }
     s->channels = nimages > 1 ? (uint32_t)nimages : r->slices ? (uint32_t)r->slice_channels : 1;
     s->dtype = out_dtype;
-    const size_t nvox = cd_volume_count(ch[0]), es = cd_dtype_size(out_dtype);
-    s->image = malloc(nvox * es * s->channels);
+    const size_t nvox = (size_t)d[0] * (size_t)d[1] * (size_t)d[2], es = cd_dtype_size(out_dtype);
+    s->image = cd_buffer_alloc(nvox * es * s->channels);
     if (!s->image) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory for the preprocessed image");
         goto done;
@@ -532,32 +858,40 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
     for (uint32_t c = 0; c < s->channels; c++) {
         uint8_t *dst = (uint8_t *)s->image + c * nvox * es;
         if (nimages > 1 || c == 0)
-            store_c_order(ch[nimages > 1 ? c : 0], out_dtype, dst);
+            store_c_order_src(&img_src[nimages > 1 ? c : 0], out_dtype, dst);
         else
             memcpy(dst, s->image, nvox * es);
     }
-    cd_volume_affine(ch[0], s->affine);
+    if (in_place)
+        memcpy(s->affine, in_place_affine, sizeof s->affine);
+    else
+        cd_volume_affine(ch[0], s->affine);
     for (int a = 0; a < 3; a++)
         s->spacing[a] = sqrt(s->affine[0][a] * s->affine[0][a] + s->affine[1][a] * s->affine[1][a] +
                              s->affine[2][a] * s->affine[2][a]);
-    cd_volume_axcodes(ch[0], s->orientation);
-    if (msk) {
-        s->mask = malloc(nvox);
+    cd_orientation so;
+    if (cd_orientation_from_affine(s->affine, &so, NULL) == CD_OK) /* = cd_volume_axcodes */
+        cd_orientation_codes(&so, s->orientation);
+    else
+        memcpy(s->orientation, "???", 4);
+    const cd_volume *mask_vol = in_place ? mask : msk;
+    if (mask_vol) {
+        s->mask = cd_buffer_alloc(nvox);
         if (!s->mask) {
             st = cd_fail(err, CD_ERR_NOMEM, "out of memory for the preprocessed mask");
             goto done;
         }
-        store_c_order(msk, CD_DTYPE_UINT8, s->mask);
+        double unused[4][4];
+        const store_src ms = in_place ? reoriented_src(mask, &ornt, unused) : plain_src(msk);
+        store_c_order_src(&ms, CD_DTYPE_UINT8, s->mask);
         int64_t lo[3], hi[3];
         bool found;
-        bbox_of(msk, false, lo, hi, &found);
+        bbox_c_order(s->mask, s->shape, lo, hi, &found, &s->foreground);
         s->has_bbox = found;
         for (int a = 0; a < 3 && found; a++) {
             s->bbox[a][0] = lo[a];
             s->bbox[a][1] = hi[a];
         }
-        const uint8_t *m = cd_volume_data_const(msk);
-        for (size_t i = 0; i < nvox; i++) s->foreground += m[i] != 0;
     }
 done:
     destroy_all(ch, MAX_CHANNELS);

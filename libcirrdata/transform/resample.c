@@ -25,6 +25,7 @@
 #include "cirrdata/resample.h"
 #include "core/internal.h"
 #include "core/volume_impl.h"
+#include "transform/resample_impl.h"
 
 #define EDGE_TOL 1e-4
 #define MAX_THREADS 256
@@ -754,17 +755,26 @@ cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resamp
         return cd_fail(err, CD_ERR_ARG, "cd_resample: a NaN fill needs a floating-point output dtype");
 
     /* Allocation cap: the output plus, for cubic, the coefficient copy. */
-    uint64_t cap = cd_resolve_max_bytes(0);
+    uint64_t cap, max_vox;
+    cd_status cst;
+    if ((cst = cd_resolve_max_bytes(0, &cap, err)) != CD_OK || (cst = cd_limit(CD_LIMIT_VOXELS, &max_vox, err)) != CD_OK)
+        return cst;
+    const double ovox = (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2];
+    if (ovox > (double)max_vox) {
+        char c[160];
+        return cd_fail(err, CD_ERR_LIMIT, "cd_resample: an output of %lld x %lld x %lld voxels is above %s", (long long)grid->dims[0],
+                       (long long)grid->dims[1], (long long)grid->dims[2], cd_limit_describe(CD_LIMIT_VOXELS, max_vox, c, sizeof c));
+    }
     double obytes = (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2] * (double)cd_dtype_size(odt);
     double cbytes = o.interp == CD_INTERP_CUBIC ? (double)src->count * (float32_exact(src->dtype) ? 4.0 : 8.0)
                     : src->dtype == CD_DTYPE_FLOAT16 ? (double)src->count * 4.0
                                                      : 0.0;
     if (obytes + cbytes > (double)cap) {
-        char b1[32], b2[32];
-        return cd_fail(err, CD_ERR_LIMIT, "cd_resample: needs %s (output %lld x %lld x %lld %s), above the cap of %s",
+        char b1[32], b2[160];
+        return cd_fail(err, CD_ERR_LIMIT, "cd_resample: needs %s (output %lld x %lld x %lld %s), above %s",
                        cd_format_bytes((uint64_t)(obytes + cbytes), b1, sizeof b1), (long long)grid->dims[0],
                        (long long)grid->dims[1], (long long)grid->dims[2], cd_dtype_name(odt),
-                       cd_format_bytes(cap, b2, sizeof b2));
+                       cd_limit_describe(CD_LIMIT_BYTES, cap, b2, sizeof b2));
     }
 
     int threads = resolve_threads(o.threads);
@@ -851,4 +861,38 @@ cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resamp
     }
     *out = res;
     return CD_OK;
+}
+
+/* ---- internal: the pieces the Vulkan resampler shares (gpu/preprocess.c) ----------------------- */
+
+cd_status cd_resample_voxel_map(const cd_volume *src, const cd_grid *grid, double m[3][4], cd_error *err) {
+    double inv[3][4];
+    if (!affine_finite(grid->affine)) return cd_fail(err, CD_ERR_ARG, "cd_resample: the grid's affine is not finite");
+    if (!affine_finite(src->affine) || !invert_affine(src->affine, inv))
+        return cd_fail(err, CD_ERR_ARG, "cd_resample: the source affine is singular or not finite");
+    /* exactly cd_resample's M = inv(A_src) * A_grid, snapped */
+    for (int r = 0; r < 3; r++) {
+        for (int c = 0; c < 4; c++) {
+            double s = 0;
+            for (int q = 0; q < 3; q++) s += inv[r][q] * grid->affine[q][c];
+            m[r][c] = s;
+        }
+        m[r][3] += inv[r][3];
+        for (int c = 0; c < 4; c++) {
+            if (!isfinite(m[r][c])) return cd_fail(err, CD_ERR_ARG, "cd_resample: the voxel-to-voxel transform is not finite");
+            m[r][c] = snap_entry(m[r][c]);
+        }
+    }
+    return CD_OK;
+}
+
+cd_status cd_resample_spline_f32(const cd_volume *src, int threads, float *coef, cd_error *err) {
+    if (!float32_exact(src->dtype)) return cd_fail(err, CD_ERR_ARG, "cd_resample_spline_f32: %s coefficients are float64", cd_dtype_name(src->dtype));
+    cd_volume_to_float32(src, coef);
+    threads = resolve_threads(threads);
+    pjob pj = {coef, true, {src->dims[0], src->dims[1], src->dims[2]}};
+    cd_status st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]), prefilter_xy, &pj, err);
+    if (st == CD_OK && src->dims[2] > 1)
+        st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]), prefilter_z, &pj, err);
+    return st;
 }

@@ -49,7 +49,8 @@ typedef struct cd_convert_options {
     int64_t aug_patch[3];      /* volume: fixed crop/pad size, 0 = as stored; patch: the patch size */
     double foreground_fraction;/* patch mode: >= 0.5 centres every copy on foreground (as a batch-size-1 loader) */
     bool no_original;          /* write only the copies */
-    const char *device;        /* NULL/"cpu", or "vulkan": the spatial warp on the GPU (CPU fallback, reported) */
+    const char *device;        /* NULL/"cpu", or "vulkan": the recipe's resampling and normalisation and the copies'
+                                * spatial warp on the GPU (cirrdata/gpu.h; CPU fallback per volume, reported) */
 } cd_convert_options;
 
 /* Fills defaults: raw recipe, all threads, 256 MiB shards. */
@@ -64,7 +65,8 @@ typedef struct cd_convert_result {
     uint64_t resumed_records;  /* records taken over from an interrupted earlier run */
     double seconds;
     double augment_seconds;    /* augmented copies: CPU seconds spent drawing, warping and intensity ops, all threads */
-    char device[16];           /* augmented copies: "cpu" or "vulkan", what ran the spatial warp */
+    char device[16];           /* "cpu" or "vulkan": what ran the spatial warp of augmented copies, else what ran the
+                                * recipe's resampling and normalisation (also the manifest's "device") */
     char device_note[256];     /* why "vulkan" was asked for but not (or not always) used; empty otherwise */
 } cd_convert_result;
 
