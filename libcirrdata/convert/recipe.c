@@ -39,6 +39,7 @@ cd_status cd_recipe_preset(const char *name, cd_recipe *r, cd_error *err) {
         r->resample = CD_RESAMPLE_MEDIAN_SPACING;
         r->image_order = 3;
         r->mask_order = 1;
+        r->separate_z = CD_SEPARATE_Z_AUTO; /* nnU-Net: order 3 in-plane, 0 along the coarse axis */
         r->crop = CD_CROP_NONZERO;
         r->normalize = CD_NORM_ZSCORE;
         r->region = CD_REGION_NONZERO;
@@ -178,7 +179,8 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
 
     json_t *rs = json_object_get(root, "resample");
     if (rs) {
-        static const char *const keys[] = {"mode", "spacing", "shape", "image_order", "mask_order", "anisotropy_threshold", NULL};
+        static const char *const keys[] = {"mode",       "spacing",  "shape",   "image_order", "mask_order", "anisotropy_threshold",
+                                           "separate_z", "order_z", NULL};
         if (!json_is_object(rs) || !json_object_get(rs, "mode")) return BAD(c, "%s: recipe: 'resample' needs a 'mode'", c->origin);
         TRY(check_keys(c, rs, ".resample", keys));
         e = 0;
@@ -197,6 +199,18 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
         r->image_order = (int)io;
         r->mask_order = (int)mo;
         TRY(get_number(c, rs, "anisotropy_threshold", 1, 1e6, &r->anisotropy_threshold));
+        json_t *sz = json_object_get(rs, "separate_z");
+        if (sz) {
+            if (json_is_boolean(sz))
+                r->separate_z = json_is_true(sz) ? CD_SEPARATE_Z_ON : CD_SEPARATE_Z_OFF;
+            else if (json_is_string(sz) && !strcmp(json_string_value(sz), "auto"))
+                r->separate_z = CD_SEPARATE_Z_AUTO;
+            else
+                return BAD(c, "%s: recipe: 'separate_z' must be \"auto\", true or false", c->origin);
+        }
+        int64_t oz = 0;
+        TRY(get_int(c, rs, "order_z", 0, 1, &oz));
+        r->order_z = (int)oz;
         if (r->resample == CD_RESAMPLE_SPACING && !json_object_get(rs, "spacing"))
             return BAD(c, "%s: recipe: resample mode 'spacing' needs 'spacing'", c->origin);
         if (r->resample == CD_RESAMPLE_SHAPE && (!json_object_get(rs, "shape") || r->shape[0] < 1 || r->shape[1] < 1))
@@ -288,7 +302,7 @@ cd_status cd_recipe_load(const char *name_or_path, cd_recipe *out, cd_error *err
     if (access(name_or_path, F_OK) != 0 && !strchr(name_or_path, '/') && !strstr(name_or_path, ".json"))
         return cd_recipe_preset(name_or_path, out, err); /* reports the preset list */
     char *buf;
-    cd_status st = cd_read_text_file(name_or_path, 1u << 20, "recipe", &buf, err);
+    cd_status st = cd_read_text_file(name_or_path, 0, "recipe", &buf, err);
     if (st != CD_OK) return st;
     st = cd_recipe_parse(buf, name_or_path, out, err);
     free(buf);
@@ -325,6 +339,9 @@ char *cd_recipe_to_json(const cd_recipe *r) {
     json_object_set_new(rs, "image_order", json_integer(r->image_order));
     json_object_set_new(rs, "mask_order", json_integer(r->mask_order));
     json_object_set_new(rs, "anisotropy_threshold", json_real(r->anisotropy_threshold));
+    json_object_set_new(rs, "separate_z", r->separate_z == CD_SEPARATE_Z_AUTO ? json_string("auto")
+                                                                               : json_boolean(r->separate_z == CD_SEPARATE_Z_ON));
+    json_object_set_new(rs, "order_z", json_integer(r->order_z));
     json_object_set_new(o, "resample", rs);
     json_t *cr = json_object();
     json_object_set_new(cr, "mode", json_string(crop_names[r->crop]));

@@ -51,6 +51,17 @@ cd_status cd_zstd_compress(const void *src, size_t len, int level, void **dst, s
     return CD_OK;
 }
 
+size_t cd_zstd_bound(size_t len) { return ZSTD_compressBound(len); }
+
+cd_status cd_zstd_compress_to(const void *src, size_t len, int level, void *dst, size_t cap, size_t *dst_len, cd_error *err) {
+    ZSTD_CCtx *c = thread_cctx();
+    if (!c) return cd_fail(err, CD_ERR_NOMEM, "out of memory for zstd compression");
+    size_t n = ZSTD_compressCCtx(c, dst, cap, src, len, level);
+    if (ZSTD_isError(n)) return cd_fail(err, CD_ERR_INTERNAL, "zstd compression failed: %s", ZSTD_getErrorName(n));
+    *dst_len = n;
+    return CD_OK;
+}
+
 int cd_zstd_decompress(const void *src, size_t len, void *dst, size_t raw_len, const char **why) {
     ZSTD_DCtx *d = thread_dctx();
     if (!d) {

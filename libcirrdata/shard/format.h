@@ -58,6 +58,10 @@ CD_INTERNAL uint64_t cd_xxh3_64(const void *data, size_t len);
 /* Compresses src into a new malloc'ed buffer (*dst, *dst_len). */
 CD_INTERNAL cd_status cd_zstd_compress(const void *src, size_t len, int level, void **dst, size_t *dst_len,
                                        cd_error *err);
+/* Compresses src into dst (capacity cap, at least cd_zstd_bound(len)); *dst_len = compressed bytes. */
+CD_INTERNAL cd_status cd_zstd_compress_to(const void *src, size_t len, int level, void *dst, size_t cap, size_t *dst_len,
+                                          cd_error *err);
+CD_INTERNAL size_t cd_zstd_bound(size_t len);
 /* Decompresses exactly raw_len bytes; returns a short message in *why on failure (NULL on success). */
 CD_INTERNAL int cd_zstd_decompress(const void *src, size_t len, void *dst, size_t raw_len, const char **why);
 

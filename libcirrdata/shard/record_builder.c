@@ -24,7 +24,7 @@ cd_status cd_record_builder_create(const char *metadata_json, cd_record_builder 
 void cd_record_builder_destroy(cd_record_builder *b) {
     if (!b) return;
     for (uint32_t t = 0; t < b->ntensors; t++) {
-        for (uint32_t c = 0; c < b->tensors[t].info.chunk_count; c++) free(b->tensors[t].chunks[c].data);
+        cd_buffer_free(b->tensors[t].arena, b->tensors[t].arena_bytes);
         free(b->tensors[t].chunks);
     }
     free(b->meta);
@@ -104,40 +104,52 @@ cd_status cd_record_builder_add_tensor(cd_record_builder *b, const char *name, c
     cd_status st = cd_tensor_info_init(&bt->info, name, dtype, channels, shape, chunk, codec, err);
     if (st != CD_OK) return st;
     if (level == 0) level = 3;
+    /* One arena per tensor for every chunk's stored bytes (room for the worst case; only what the chunks
+     * take is ever touched) instead of a malloc per chunk: a fresh buffer per chunk costs page faults. */
+    size_t cap = 0;
+    for (uint32_t c = 0; c < bt->info.chunk_count; c++) {
+        cd_chunk_info ci;
+        cd_chunk_geometry(&bt->info, c, &ci);
+        cap += codec == CD_CODEC_ZSTD ? cd_zstd_bound(ci.raw_size) : ci.raw_size;
+    }
     bt->chunks = calloc(bt->info.chunk_count, sizeof *bt->chunks);
+    bt->arena_bytes = cap ? cap : 1;
+    bt->arena = cd_buffer_alloc(bt->arena_bytes);
     uint8_t *scratch = malloc((size_t)channels * bt->info.chunk[0] * bt->info.chunk[1] * bt->info.chunk[2] *
                               cd_dtype_size(dtype));
-    if (!bt->chunks || !scratch) {
+    if (!bt->chunks || !scratch || !bt->arena) {
         free(bt->chunks);
         free(scratch);
+        cd_buffer_free(bt->arena, bt->arena_bytes);
         bt->chunks = NULL;
+        bt->arena = NULL;
         return cd_fail(err, CD_ERR_NOMEM, "out of memory building tensor '%s'", name);
     }
+    size_t used = 0;
     for (uint32_t c = 0; c < bt->info.chunk_count && st == CD_OK; c++) {
         cd_chunk_info ci;
         cd_chunk_geometry(&bt->info, c, &ci);
-        cd_chunk_gather(&bt->info, &ci, data, scratch);
         built_chunk *ch = &bt->chunks[c];
         ch->raw_size = ci.raw_size;
+        ch->data = bt->arena + used;
         if (codec == CD_CODEC_ZSTD) {
-            size_t n;
-            st = cd_zstd_compress(scratch, ci.raw_size, level, &ch->data, &n, err);
+            cd_chunk_gather(&bt->info, &ci, data, scratch);
+            size_t n = 0;
+            st = cd_zstd_compress_to(scratch, ci.raw_size, level, ch->data, cap - used, &n, err);
             ch->stored_size = (uint32_t)n;
         } else {
-            ch->data = malloc(ci.raw_size ? ci.raw_size : 1);
-            if (!ch->data)
-                st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
-            else
-                memcpy(ch->data, scratch, ci.raw_size);
+            cd_chunk_gather(&bt->info, &ci, data, ch->data);
             ch->stored_size = ci.raw_size;
         }
+        used += ch->stored_size;
         if (st == CD_OK) ch->xxh3 = cd_xxh3_64(ch->data, ch->stored_size);
     }
     free(scratch);
     if (st != CD_OK) {
-        for (uint32_t c = 0; c < bt->info.chunk_count; c++) free(bt->chunks[c].data);
+        cd_buffer_free(bt->arena, bt->arena_bytes);
         free(bt->chunks);
         bt->chunks = NULL;
+        bt->arena = NULL;
         return st;
     }
     b->ntensors++;

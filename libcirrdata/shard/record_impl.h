@@ -6,7 +6,7 @@
 #include "core/internal.h"
 
 typedef struct built_chunk {
-    void *data;
+    void *data; /* inside its tensor's arena */
     uint32_t stored_size, raw_size;
     uint64_t xxh3;
 } built_chunk;
@@ -14,6 +14,8 @@ typedef struct built_chunk {
 typedef struct built_tensor {
     cd_tensor_info info;
     built_chunk *chunks;
+    uint8_t *arena; /* every chunk's stored bytes, back to back (cd_buffer_alloc) */
+    size_t arena_bytes;
 } built_tensor;
 
 struct cd_record_builder {

@@ -11,6 +11,18 @@
     from anatomical.nii as make_moved_anat.py / resample_using_spm.m describe (trilinear, SPM
     'interp' 1), compared on the voxels nibabel's test_processing compares.
 (c) --spacing and --shape: shape and affine vs a hand computation, values vs map_coordinates.
+(d) recipe resample.separate_z (nnU-Net's anisotropic resampling) through `convert --layout nnunet`:
+    the stored image and mask vs an independent numpy/scipy version of nnunetv2's
+    determine_do_sep_z_and_axis + resample_data_or_seg(do_separate_z=True) (per-slice 2D order 3,
+    segmentation one-hot order 1 kept at >= 0.5, then map_coordinates along the axis with order_z,
+    mode 'nearest'), on the library's world-space grid (positions from inv(A_src) @ A_stored). Covers
+    coarse z, a coarse axis that reorientation moves (sagittal), the target's coarse axis (auto),
+    forced (true), off (3D reference) and order_z 1; bad separate_z / order_z values are refused.
+    Tolerances as above; at an order-0 .5 tie along the axis either neighbour is accepted, and mask
+    voxels whose in-plane value is within 1e-6 of 0.5 are not compared (nnU-Net keeps >= 0.5, the
+    library > 0.5).
+(e) raw recipe with permuted and flipped axes, int16/uint8/int8/uint16: stored arrays and affine equal
+    nibabel's as_closest_canonical exactly (the reorientation is folded into the C-order store).
 
 Tolerances:
   * Both sides snap positions within EDGE_TOL = 1e-4 voxel outside [0, n-1] onto the edge (the
@@ -267,6 +279,206 @@ def part_usage(cli, work):
         check(rc == want, 'usage %s: exit %d, want %d (%s)' % (' '.join(args[1:]), rc, want, se.strip()[:200]))
 
 
+# ---- (d) nnU-Net's separate resampling of the low-resolution axis (recipe resample.separate_z) ----
+
+def lowres_axis(sp):
+    """nnU-Net's get_lowres_axis + the tie rule of determine_do_sep_z_and_axis: None unless one axis has the max."""
+    axes = np.where(max(sp) / np.array(sp) == 1)[0]
+    return int(axes[0]) if len(axes) == 1 else None
+
+
+def sep_axis(mode, src_sp, dst_sp, threshold=3.0):
+    """nnU-Net v2 determine_do_sep_z_and_axis (force_separate_z: None = 'auto')."""
+    if mode is False:
+        return None
+    if mode is True or max(src_sp) / min(src_sp) > threshold:
+        return lowres_axis(src_sp)
+    if max(dst_sp) / min(dst_sp) > threshold:
+        return lowres_axis(dst_sp)
+    return None
+
+
+def banded(data, c, order):
+    """map_coordinates(mode='constant') with the library's documented 1e-4 edge band (see the doc string)."""
+    n = np.array(data.shape, dtype=np.float64)[:, None]
+    inside = np.all((c >= -EDGE_TOL) & (c <= n - 1 + EDGE_TOL), axis=0)
+    out = ndimage.map_coordinates(data.astype(np.float64), np.clip(c, 0, n - 1), order=order, mode='constant',
+                                  cval=0.0, prefilter=True)
+    out[~inside] = 0.0
+    return out
+
+
+def nnunet_separate(data, M, oshape, axis, order, order_z, is_seg):
+    """nnU-Net's resample_data_or_seg(do_separate_z=True) on a world-space grid: each source slice across
+    `axis` resampled in 2D (order; a segmentation one-hot at order 1, kept where >= 0.5), the stack then
+    interpolated along `axis` with map_coordinates(order=order_z, mode='nearest'). Returns (candidates,
+    ambiguous): for order_z 0 the results with the positions along `axis` nudged by -10, 0 and +10 x TIE_TOL
+    (a position at a .5 tie may round either way: the two sides' positions differ by round-off), and the
+    voxels whose in-plane segmentation hinges on a 0.5 tie."""
+    u, v = [a for a in range(3) if a != axis]
+    P = np.indices((oshape[u], oshape[v])).reshape(2, -1).astype(np.float64)
+    c2 = np.stack([M[u, u] * P[0] + M[u, v] * P[1] + M[u, 3], M[v, u] * P[0] + M[v, v] * P[1] + M[v, 3]])
+    n = data.shape[axis]
+    stack = np.empty((n, oshape[u], oshape[v]))
+    amb_in = np.zeros((n, oshape[u], oshape[v]), dtype=bool)
+    for k in range(n):
+        sl = np.take(data, k, axis=axis).astype(np.float64)  # axes (u, v)
+        if is_seg:
+            p = banded(sl == 1, c2, order).reshape(oshape[u], oshape[v])
+            stack[k] = p >= 0.5
+            amb_in[k] = np.abs(p - 0.5) < 1e-6
+        else:
+            stack[k] = banded(sl, c2, order).reshape(oshape[u], oshape[v])
+    cz = M[axis, axis] * np.arange(oshape[axis]) + M[axis, 3]
+    order_axes = np.argsort([axis, u, v])  # (axis, u, v) -> (x, y, z)
+    cands = []
+    for nudge in ((-10 * TIE_TOL, 0.0, 10 * TIE_TOL) if order_z == 0 else (0.0,)):
+        K, I, J = np.meshgrid(cz + nudge, np.arange(oshape[u]), np.arange(oshape[v]), indexing='ij')
+        out = ndimage.map_coordinates(stack, [K, I, J], order=order_z, mode='nearest')
+        cands.append(np.transpose(out, order_axes))
+    amb = np.stack([amb_in[min(max(int(np.floor(c + 0.5)), 0), n - 1)] for c in cz])
+    return cands, np.transpose(amb, order_axes)
+
+
+def plain_3d(data, M, oshape, is_seg):
+    c = coords(M, oshape)
+    if is_seg:
+        p = banded(data == 1, c, 1).reshape(oshape)
+        return [(p > 0.5).astype(np.float64)], np.abs(p - 0.5) < 1e-6
+    return [banded(data, c, 3).reshape(oshape)], np.zeros(oshape, dtype=bool)
+
+
+def part_d(cli, work, rng):
+    import harness
+    src = os.path.join(work, 'd_src')
+    g = None
+    cases = []
+    # (name, array shape, voxel -> world 3x3 (spacing per array axis; permuted/flipped), per-case content)
+    specs = [('sepz', (30, 26, 9), np.diag([-0.8, -0.9, 4.0])),                      # coarse z, LPS-flipped x/y
+             ('sagittal', (8, 28, 24), np.array([[0, 0, 1.0], [4.5, 0, 0], [0, 0.9, 0]])),  # coarse axis -> RAS y
+             ('iso', (20, 18, 16), np.diag([1.0, 1.1, 1.2]))]
+    for name, shape, lin in specs:
+        g = np.indices(shape).astype(np.float64)
+        img = (60 * np.sin(g[0] / 3.1) + 40 * np.cos(g[1] / 2.3 + g[2] / 1.7) + rng.normal(0, 10, shape)).astype(np.float32)
+        c = np.array(shape) / 2 + rng.uniform(-1, 1, 3)
+        r = np.array(shape) / 3.5
+        mask = ((((g - c[:, None, None, None]) / r[:, None, None, None]) ** 2).sum(0) <= 1).astype(np.uint8)
+        aff = np.eye(4)
+        aff[:3, :3] = lin
+        aff[:3, 3] = rng.uniform(-30, 30, 3)
+        cases.append((name, img, mask, aff))
+    harness.write_nnunet(src, cases)
+    base = {"name": "sepz", "version": 1, "crop": {"mode": "none"}, "normalize": {"mode": "none"},
+            "dtype": "float32", "chunk": [16, 16, 16]}
+    recipes = [('auto', [1.1, 1.0, 2.5], "auto", 0), ('auto-oz1', [0.9, 0.95, 3.3], "auto", 1),
+               ('off', [1.1, 1.0, 2.5], False, 0), ('on', [1.3, 1.2, 1.7], True, 0)]
+    seen_axes = set()
+    for rname, sp, mode, oz in recipes:
+        rec = dict(base, resample={"mode": "spacing", "spacing": sp, "image_order": 3, "mask_order": 1,
+                                   "separate_z": mode, "order_z": oz})
+        rpath = os.path.join(work, 'd_%s.json' % rname)
+        with open(rpath, 'w') as f:
+            json.dump(rec, f)
+        out = os.path.join(work, 'd_out_%s' % rname)
+        rc, so, se = run(cli, ['convert', '--layout', 'nnunet', src, '--recipe', rpath, '--out', out, '--quiet'])
+        if not check(rc == 0, 'd %s: convert exit %d: %s' % (rname, rc, se.strip()[:300])):
+            continue
+        import cdshard
+        # Shards are read one by one (read_shard verifies each): the manifest is only needed for the recipe.
+        with open(os.path.join(out, 'manifest.json')) as f:
+            manifest = json.load(f)
+        recs = [r for s in manifest['shards'] for r in cdshard.read_shard(os.path.join(out, s['path']))]
+        rs = manifest['recipe']['resample']
+        check(rs.get('separate_z') == mode and rs.get('order_z') == oz, 'd %s: manifest recipe %s' % (rname, rs))
+        check(len(recs) == len(cases), 'd %s: %d records' % (rname, len(recs)))
+        for r in recs:
+            name = r['metadata']['patient_id']
+            _, img, mask, aff = next(cs for cs in cases if cs[0] == name)
+            ras = nib.as_closest_canonical(nib.Nifti1Image(img, aff))
+            mras = nib.as_closest_canonical(nib.Nifti1Image(mask, aff))
+            A, data, mdata = ras.affine, np.asarray(ras.dataobj, np.float64), np.asarray(mras.dataobj)
+            B = np.array(r['metadata']['affine'], dtype=np.float64)
+            M = np.linalg.inv(A) @ B
+            ours, ours_m = r['tensors']['image'][0], r['tensors']['mask'][0]
+            oshape = ours.shape
+            src_sp = list(np.sqrt((A[:3, :3] ** 2).sum(0)))
+            axis = sep_axis(mode, src_sp, sp)
+            label = 'd %s %s (axis %s)' % (rname, name, axis)
+            if axis is None:
+                ref, _ = plain_3d(data, M, oshape, False)
+                ref_m, amb = plain_3d(mdata, M, oshape, True)
+            else:
+                seen_axes.add((rname, name, axis))
+                check(all(abs(M[x, axis]) < 1e-9 for x in range(3) if x != axis), '%s: axes not parallel: %s' % (label, M))
+                ref, _ = nnunet_separate(data, M, oshape, axis, 3, oz, False)
+                ref_m, amb = nnunet_separate(mdata, M, oshape, axis, 1, 0, True)
+            atol = REL_TOL * float(np.max(np.abs(data)))
+            err = np.min([np.abs(ours - c) for c in ref], axis=0)
+            check(err.max() <= atol, '%s: image max |ours - reference| %.3g > %.3g' % (label, err.max(), atol))
+            bad = np.count_nonzero(~np.any([ours_m == c for c in ref_m], axis=0) & ~amb)
+            check(bad == 0, '%s: mask: %d of %d voxels differ (%d ambiguous)' % (label, bad, ours_m.size,
+                                                                             np.count_nonzero(amb)))
+    # Each separate path was taken: coarse source axis (z, and the sagittal case's RAS axis 1), the
+    # target's coarse axis for the near-isotropic case, and forced.
+    want = {('auto', 'sepz', 2), ('auto', 'sagittal', 1), ('auto-oz1', 'iso', 2), ('on', 'iso', 2)}
+    check(want <= seen_axes, 'd: separate axes taken %s, want at least %s' % (sorted(seen_axes), sorted(want)))
+    for bad_val, key in (('"yes"', 'separate_z'), ('3', 'order_z')):
+        rpath = os.path.join(work, 'd_bad.json')
+        with open(rpath, 'w') as f:
+            f.write('{"name": "b", "version": 1, "resample": {"mode": "spacing", "spacing": [1, 1, 1], "%s": %s}}'
+                    % (key, bad_val))
+        rc, so, se = run(cli, ['convert', '--layout', 'nnunet', src, '--recipe', rpath, '--out',
+                               os.path.join(work, 'd_bad_out'), '--quiet'])
+        check(rc != 0 and key in se and 'd_bad.json' in se, 'd: bad %s %s: exit %d: %s' % (key, bad_val, rc, se.strip()[:200]))
+
+
+# ---- (e) raw recipe: the reorientation folded into the C-order store, vs nibabel ----
+
+def part_e(cli, work, rng):
+    """Permuted and flipped axes, every raw-stored dtype: the stored arrays must be nibabel's
+    as_closest_canonical voxels exactly, with its affine (no resampling is involved: exact)."""
+    import harness
+    import cdshard
+    src = os.path.join(work, 'e_src')
+    cases = []
+    perms = [np.array([[0, 0, -1.5], [2.0, 0, 0], [0, -0.7, 0]]), np.array([[0, 1.1, 0], [0, 0, 1.3], [-0.9, 0, 0]]),
+             np.diag([-1.0, -1.0, 3.0]), np.diag([0.8, 0.9, 1.0])]
+    kinds = [np.int16, np.uint8, np.int8, np.uint16]
+    for i, (lin, kind) in enumerate(zip(perms, kinds)):
+        shape = tuple(int(x) for x in rng.integers(5, 70, 3))  # > 64 on some axes: several chunks
+        info = np.iinfo(kind)
+        img = rng.integers(max(info.min, -3000), min(info.max, 3000), shape).astype(kind)
+        mask = (rng.random(shape) < 0.3).astype(np.uint8)
+        aff = np.eye(4)
+        aff[:3, :3] = lin
+        aff[:3, 3] = rng.uniform(-20, 20, 3)
+        cases.append(('e%d' % i, img, mask, aff))
+    harness.write_nnunet(src, cases)
+    out = os.path.join(work, 'e_out')
+    rc, so, se = run(cli, ['convert', '--layout', 'nnunet', src, '--recipe', 'raw', '--out', out, '--quiet'])
+    if not check(rc == 0, 'e: convert exit %d: %s' % (rc, se.strip()[:300])):
+        return
+    with open(os.path.join(out, 'manifest.json')) as f:
+        manifest = json.load(f)
+    recs = [r for s in manifest['shards'] for r in cdshard.read_shard(os.path.join(out, s['path']))]
+    check(len(recs) == len(cases), 'e: %d records' % len(recs))
+    for r in recs:
+        name = r['metadata']['patient_id']
+        _, img, mask, aff = next(cs for cs in cases if cs[0] == name)
+        ras = nib.as_closest_canonical(nib.Nifti1Image(img, aff))
+        mras = nib.as_closest_canonical(nib.Nifti1Image(mask, aff))
+        ours, ours_m = r['tensors']['image'][0], r['tensors']['mask'][0]
+        want = np.asarray(ras.dataobj)
+        check(ours.dtype == (np.uint8 if img.dtype == np.uint8 else np.int16), 'e %s: dtype %s' % (name, ours.dtype))
+        check(ours.shape == want.shape and np.array_equal(ours, want.astype(ours.dtype)), 'e %s: image != canonical' % name)
+        check(np.array_equal(ours_m, np.asarray(mras.dataobj)), 'e %s: mask != canonical' % name)
+        check(np.allclose(np.array(r['metadata']['affine']), ras.affine, atol=1e-5), 'e %s: affine' % name)
+        fg = np.argwhere(ours_m)
+        bbox = [[int(fg[:, a].min()), int(fg[:, a].max()) + 1] for a in range(3)]
+        check(r['metadata'].get('orientation') == 'RAS', 'e %s: orientation %s' % (name, r['metadata'].get('orientation')))
+        check(r['metadata'].get('mask_bbox') in (None, bbox) , 'e %s: bbox %s != %s' % (name, r['metadata'].get('mask_bbox'), bbox))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--cirrdata', required=True)
@@ -282,6 +494,8 @@ def main():
         part_a(args.cirrdata, work, rng, args.cases)
         part_b(args.cirrdata, work, args.nibabel_data)
         part_c(args.cirrdata, work, rng)
+        part_d(args.cirrdata, work, rng)
+        part_e(args.cirrdata, work, rng)
         part_usage(args.cirrdata, work)
     except Exception as e:  # a crash is a failure, not a silent pass
         check(False, 'exception: %r' % (e,))

@@ -3,7 +3,8 @@
  * A recipe says how a source volume becomes a stored record: reorient, resample, crop, normalise,
  * slice (2D), cast, chunk. Recipes are JSON; presets ship with the library:
  *   raw                canonical orientation only, physical values, lossless dtype, masks uint8
- *   nnunet-3d          dataset median spacing (anisotropy rule), cubic image / linear mask, z-score
+ *   nnunet-3d          dataset median spacing (anisotropy rule), cubic image / linear mask with the low-
+ *                      resolution axis resampled separately (nearest), z-score
  *   synergynet-3d      256 x 256 x 80 by nearest neighbour (as the dataset paper), whole-volume z-score
  *   cirrhosisstage-2d  axial slices resized to 256 x 256, 3 channels, [0,1] then (x - 0.5) / 0.5
  * cd_recipe is a plain value type; every field has a default. */
@@ -28,6 +29,15 @@ typedef enum cd_resample_mode {
     CD_RESAMPLE_MEDIAN_SPACING
 } cd_resample_mode;
 
+/* nnU-Net's anisotropic resampling (nnunetv2 default_resampling): the low-resolution axis is resampled
+ * on its own. OFF: one 3D interpolation. AUTO: when the source spacing's max/min exceeds
+ * anisotropy_threshold, the axis of the source's largest spacing (if unique); else when the target
+ * spacing's max/min does, that of the target; else no separate axis. ON: always the source's largest
+ * spacing axis (if unique). With a separate axis, each slice across it is resampled in 2D with
+ * image_order / mask_order, then the axis itself with order_z (masks: nearest), positions beyond the
+ * first/last slice taking the edge slice. */
+typedef enum cd_separate_z { CD_SEPARATE_Z_OFF = 0, CD_SEPARATE_Z_AUTO, CD_SEPARATE_Z_ON } cd_separate_z;
+
 typedef enum cd_crop_mode { CD_CROP_NONE = 0, CD_CROP_MASK, CD_CROP_NONZERO } cd_crop_mode;
 typedef enum cd_norm_mode { CD_NORM_NONE = 0, CD_NORM_ZSCORE, CD_NORM_PERCENTILE } cd_norm_mode;
 typedef enum cd_norm_region { CD_REGION_VOLUME = 0, CD_REGION_MASK, CD_REGION_NONZERO } cd_norm_region;
@@ -40,7 +50,9 @@ typedef struct cd_recipe {
     int64_t shape[3];              /* CD_RESAMPLE_SHAPE; shape[2] == 0 keeps the slice count */
     int image_order;               /* 0, 1, 3 */
     int mask_order;                /* 0, 1 */
-    double anisotropy_threshold;   /* CD_RESAMPLE_MEDIAN_SPACING */
+    double anisotropy_threshold;   /* CD_RESAMPLE_MEDIAN_SPACING target, and separate_z AUTO */
+    cd_separate_z separate_z;      /* OFF by default; AUTO in the nnunet-3d preset */
+    int order_z;                   /* 0 or 1: images along the separate axis (nnU-Net: 0) */
     cd_crop_mode crop;
     int64_t margin[3];
     cd_norm_mode normalize;
