@@ -5,6 +5,9 @@
         [--batch-size 2] [--patch 96,96,32] [--augment nnunet|none|...] [--seed 0] [--split train]
         [--io auto|uring|pread] [--cache-bytes N]   (N: decoded-chunk cache budget; 0 = no cache;
                                                      default: the library's, min(2 GiB, RAM / 8))
+        [--device cpu|vulkan|auto]          where augmentation runs (Loader's device); the JSON line
+                                            then names the device and its counters (device calls,
+                                            CPU fallbacks)
     ... --rss [--rss-at 1000,10000]     peak/current RSS (VmHWM / VmRSS of this process, from
                                         /proc/self/status) after those batch counts
     ... --dump-corners FILE             write 'record cx cy cz' of every timed sample (the bound's input)
@@ -51,6 +54,7 @@ def main():
     ap.add_argument('--split', default='train')
     ap.add_argument('--io', default='auto')
     ap.add_argument('--cache-bytes', type=int, default=None)
+    ap.add_argument('--device', default='cpu', choices=('cpu', 'vulkan', 'auto'))
     ap.add_argument('--rss', action='store_true')
     ap.add_argument('--rss-at', default='1000,10000')
     ap.add_argument('--dump-corners')
@@ -58,9 +62,10 @@ def main():
     from cirrdata.loader import Loader
     patch = tuple(int(v) for v in a.patch.split(','))
     loader = Loader(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
-                    split=a.split, threads=a.threads, io=a.io, cache_bytes=a.cache_bytes)
+                    split=a.split, threads=a.threads, io=a.io, cache_bytes=a.cache_bytes, device=a.device)
     res = {'tool': 'ours', 'augment': a.augment, 'threads': a.threads, 'batch_size': a.batch_size,
-           'patch': list(patch), 'io': loader.io, 'cache': 'default' if a.cache_bytes is None else a.cache_bytes}
+           'patch': list(patch), 'io': loader.io, 'cache': 'default' if a.cache_bytes is None else a.cache_bytes,
+           'device': loader.device}
     it = batches(loader)
     if a.rss:
         marks = sorted(int(v) for v in a.rss_at.split(','))
@@ -99,6 +104,10 @@ def main():
                 for c in corners:
                     f.write('%d %d %d %d\n' % c)
             res['corners'] = a.dump_corners
+    if a.device != 'cpu':
+        st = loader.device_stats
+        res['device_stats'] = {k: st[k] for k in ('gpu_calls', 'gpu_samples', 'gpu_reference', 'fallback_calls',
+                                                  'fallback_samples', 'device_resets', 'gpu_disabled', 'note')}
     loader.close()
     print(json.dumps(res))
 

@@ -4,8 +4,9 @@
  *
  * CORNERS: one sample per line, "record cx cy cz" (dataset record index and the patch corner, as
  * benchmarks/loader_bench.py --dump-corners writes them from our loader's batches with augment
- * 'none'). For each sample the box the loader reads is [corner, corner + patch + 1) (the identity
- * transform's source box: cd_aug_source_box adds the trilinear support voxel), clipped to the record;
+ * 'none'). For each sample the box the loader reads is [corner, corner + patch) (an identity transform
+ * is copied straight from the chunks since 2026-11-27 21:30 UTC; before, the loader read the staging
+ * box [corner - 1, corner + patch + 1), and this tool used [corner, corner + patch + 1)), clipped to the record;
  * every chunk of the 'image' and 'mask' tensors that the box touches is located with the library's
  * shard API (cd_dataset_read_record, cd_record_tensor_info, cd_record_chunk_info) — exactly the
  * chunks the loader reads.
@@ -217,7 +218,7 @@ int main(int argc, char **argv) {
         bool empty = false;
         for (int a = 0; a < 3; a++) {
             lo[a] = c[a] < 0 ? 0 : c[a];
-            hi[a] = c[a] + patch[a] + 1;
+            hi[a] = c[a] + patch[a];
             if (hi[a] > (int64_t)ti.shape[a]) hi[a] = ti.shape[a];
             if (hi[a] <= lo[a]) empty = true;
         }

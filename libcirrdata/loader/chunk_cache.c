@@ -1,8 +1,27 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "loader/chunk_cache.h"
+
+/* Entry memory. Slabs of SLAB bytes, 2 MiB aligned and advised MADV_HUGEPAGE, are carved in blocks
+ * rounded up to GRAIN; a freed block goes on the free list of its size (a dataset's chunks come in a
+ * few sizes: interior and edge chunks of each tensor), and is reused by the next entry of that size.
+ * Slabs stay until the cache is destroyed; their total is capped at budget + 2 slabs, past which
+ * (sizes shifting over a long run) entries come from malloc: memory stays bounded. */
+#define SLAB ((size_t)32 << 20)
+#define HUGE_ALIGN ((size_t)2 << 20)
+#define GRAIN ((size_t)16 << 10)
+#define MAX_CLASSES 64
+#define MAX_SLABS 4096
+
+typedef struct free_class {
+    size_t size;
+    void *head; /* next pointer in each free block's first bytes */
+} free_class;
+
+static size_t block_size(size_t len) { return len ? (len + GRAIN - 1) / GRAIN * GRAIN : GRAIN; }
 
 struct cd_cached_chunk {
     uint64_t key;
@@ -20,6 +39,11 @@ struct cd_chunk_cache {
     cd_cached_chunk **buckets;
     cd_cached_chunk *head, *tail;
     pthread_mutex_t mu;
+    /* entry memory (see SLAB) */
+    char *slab[MAX_SLABS];
+    size_t nslabs, slab_used; /* bytes carved from the last slab */
+    free_class classes[MAX_CLASSES];
+    size_t nclasses;
 };
 
 static size_t bucket_of(const cd_chunk_cache *c, uint64_t key) {
@@ -47,12 +71,88 @@ void cd_chunk_cache_destroy(cd_chunk_cache *c) {
     if (!c) return;
     for (cd_cached_chunk *e = c->head, *n; e; e = n) {
         n = e->next;
-        free(e->data);
+        cd_chunk_cache_free(c, e->data, e->len);
         free(e);
     }
+    for (size_t i = 0; i < c->nslabs; i++) munmap(c->slab[i], SLAB);
     free(c->buckets);
     pthread_mutex_destroy(&c->mu);
     free(c);
+}
+
+static bool in_slabs(const cd_chunk_cache *c, const void *p) {
+    for (size_t i = 0; i < c->nslabs; i++)
+        if ((const char *)p >= c->slab[i] && (const char *)p < c->slab[i] + SLAB) return true;
+    return false;
+}
+
+/* A SLAB-sized mapping aligned to HUGE_ALIGN (over-map, trim), advised for huge pages; NULL if none. */
+static char *map_slab(void) {
+    char *p = mmap(NULL, SLAB + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    char *a = (char *)(((uintptr_t)p + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    if (a + SLAB < p + SLAB + HUGE_ALIGN) munmap(a + SLAB, (size_t)(p + SLAB + HUGE_ALIGN - (a + SLAB)));
+#ifdef MADV_HUGEPAGE
+    madvise(a, SLAB, MADV_HUGEPAGE); /* advice only: without it, 4 KiB pages */
+#endif
+    return a;
+}
+
+/* Caller holds mu. */
+static void *slab_alloc(cd_chunk_cache *c, size_t len) {
+    const size_t b = block_size(len);
+    if (b > SLAB / 4) return NULL;
+    for (size_t i = 0; i < c->nclasses; i++)
+        if (c->classes[i].size == b && c->classes[i].head) {
+            void *p = c->classes[i].head;
+            c->classes[i].head = *(void **)p;
+            return p;
+        }
+    if (!c->nslabs || c->slab_used + b > SLAB) {
+        if (c->nslabs == MAX_SLABS || (uint64_t)(c->nslabs + 1) * SLAB > c->budget + 2 * SLAB) return NULL;
+        char *s = map_slab();
+        if (!s) return NULL;
+        c->slab[c->nslabs++] = s;
+        c->slab_used = 0;
+    }
+    void *p = c->slab[c->nslabs - 1] + c->slab_used;
+    c->slab_used += b;
+    return p;
+}
+
+void *cd_chunk_cache_alloc(cd_chunk_cache *c, size_t len) {
+    void *p = NULL;
+    if (c->budget > 0) { /* without a budget nothing is kept: plain malloc */
+        pthread_mutex_lock(&c->mu);
+        p = slab_alloc(c, len);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return p ? p : malloc(len ? len : 1);
+}
+
+/* Caller holds mu or is the only user. */
+static void block_free(cd_chunk_cache *c, void *data, size_t len) {
+    if (!data) return;
+    if (!in_slabs(c, data)) {
+        free(data);
+        return;
+    }
+    const size_t b = block_size(len);
+    size_t i = 0;
+    while (i < c->nclasses && c->classes[i].size != b) i++;
+    if (i == c->nclasses) {
+        if (c->nclasses == MAX_CLASSES) return; /* too many sizes: the block stays unused (bounded by the slab cap) */
+        c->classes[c->nclasses++] = (free_class){b, NULL};
+    }
+    *(void **)data = c->classes[i].head;
+    c->classes[i].head = data;
+}
+
+void cd_chunk_cache_free(cd_chunk_cache *c, void *data, size_t len) {
+    pthread_mutex_lock(&c->mu);
+    block_free(c, data, len);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void lru_unlink(cd_chunk_cache *c, cd_cached_chunk *e) {
@@ -108,7 +208,7 @@ const cd_cached_chunk *cd_chunk_cache_put(cd_chunk_cache *c, uint64_t key, void 
                 lru_unlink(c, v);
                 hash_remove(c, v);
                 c->bytes -= v->len;
-                free(v->data);
+                block_free(c, v->data, v->len);
                 free(v);
             }
             v = prev;
@@ -133,7 +233,7 @@ void cd_chunk_cache_unpin(cd_chunk_cache *c, const cd_cached_chunk *ce) {
     bool drop = !e->cached && e->pins == 0;
     pthread_mutex_unlock(&c->mu);
     if (drop) {
-        free(e->data);
+        cd_chunk_cache_free(c, e->data, e->len);
         free(e);
     }
 }

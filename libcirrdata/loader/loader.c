@@ -9,6 +9,7 @@
 
 #include "cirrdata/augment.h"
 #include "cirrdata/dataset.h"
+#include "cirrdata/gpu.h"
 #include "cirrdata/loader.h"
 #include "cirrdata/rng.h"
 #include "core/internal.h"
@@ -51,8 +52,29 @@ typedef struct slot {
     cd_batch batch;
 } slot;
 
+/* Device path: one sample of a worker's share, read and planned, awaiting the share's cd_gpu_augment.
+ * Each has its own source box: the whole share is rendered by one call once every box is read. */
+typedef struct gpu_job {
+    cd_sample_plan plan;
+    float *box;
+    size_t box_cap;
+    uint8_t *mbox;
+    size_t mbox_cap;
+    float *out_img;            /* into the ring slot */
+    uint8_t *out_mask;
+    bool render;               /* false: failed, or empty and already zeroed */
+} gpu_job;
+
 typedef struct worker_scratch {
     cd_chunk_io *io;
+    cd_gpu_context *gpu;       /* device "vulkan": this worker's own context (NULL once given up) */
+    gpu_job *jobs;             /* batch_size of them */
+    cd_gpu_spatial_item *items;
+    cd_aug_params *params;
+    cd_status *sst;            /* per sample of the share */
+    uint64_t vk_msgs_gone;     /* validation messages of contexts this worker destroyed */
+    int vk_resets;             /* contexts this worker created again after a lost device */
+    int vk_inject_lost;        /* CIRRDATA_TEST_LOADER_LOST: device calls still to report as lost */
     float *box;
     size_t box_cap;
     uint8_t *mbox;
@@ -99,6 +121,12 @@ struct cd_loader {
     char fail_msg[CD_ERROR_MESSAGE_MAX];
     uint64_t skipped;
     bool uring;
+    /* device path (cirrdata/loader.h): counters under mu */
+    bool use_gpu;              /* workers render through their cd_gpu_context */
+    uint32_t gpu_share;        /* samples of a batch a worker claims at once */
+    char device_name[320];
+    cd_gpu_options gpu_opts;   /* what every worker's context is created (and re-created) with */
+    cd_loader_device_stats dev;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t *threads;
@@ -160,52 +188,74 @@ static void *grow(void *p, size_t *cap, size_t need) {
     return q;
 }
 
-static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, const uint8_t *raw, const int64_t lo[3],
-                          const int64_t hi[3], float *fbox, uint8_t *ubox) {
-    int64_t bs[3] = {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
-    int64_t x0 = ci->start[0] > lo[0] ? ci->start[0] : lo[0], x1 = ci->start[0] + ci->extent[0] < hi[0] ? ci->start[0] + ci->extent[0] : hi[0];
-    int64_t y0 = ci->start[1] > lo[1] ? ci->start[1] : lo[1], y1 = ci->start[1] + ci->extent[1] < hi[1] ? ci->start[1] + ci->extent[1] : hi[1];
-    int64_t z0 = ci->start[2] > lo[2] ? ci->start[2] : lo[2], z1 = ci->start[2] + ci->extent[2] < hi[2] ? ci->start[2] + ci->extent[2] : hi[2];
-    for (uint32_t c = 0; c < ti->channels; c++)
-        for (int64_t x = x0; x < x1; x++)
-            for (int64_t y = y0; y < y1; y++) {
-                size_t src = (((size_t)c * ci->extent[0] + (size_t)(x - ci->start[0])) * ci->extent[1] + (size_t)(y - ci->start[1])) *
-                                 ci->extent[2] + (size_t)(z0 - ci->start[2]);
-                size_t dst = (((size_t)c * (size_t)bs[0] + (size_t)(x - lo[0])) * (size_t)bs[1] + (size_t)(y - lo[1])) * (size_t)bs[2] +
-                             (size_t)(z0 - lo[2]);
-                size_t n = (size_t)(z1 - z0);
-                if (ubox) {
-                    memcpy(ubox + dst, raw + src, n);
-                    continue;
-                }
-                float *o = fbox + dst;
-                switch (ti->dtype) {
-                case CD_DTYPE_FLOAT32: memcpy(o, (const float *)raw + src, n * sizeof(float)); break;
-                case CD_DTYPE_INT16: {
-                    const int16_t *s = (const int16_t *)raw + src;
-                    for (size_t i = 0; i < n; i++) o[i] = s[i];
-                    break;
-                }
-                case CD_DTYPE_UINT8: {
-                    const uint8_t *s = raw + src;
-                    for (size_t i = 0; i < n; i++) o[i] = s[i];
-                    break;
-                }
-                case CD_DTYPE_FLOAT16: {
-                    const uint16_t *s = (const uint16_t *)raw + src;
-                    for (size_t i = 0; i < n; i++) o[i] = cd_half_to_float(s[i]);
-                    break;
-                }
-                default: break;
-                }
-            }
+/* One run of n elements of a decoded chunk into float32 (or, for masks, uint8) output, reversed when
+ * rev (mirroring): dst[k] = src[rev ? n - 1 - k : k]. */
+static void copy_run(const uint8_t *raw, size_t src, cd_dtype dtype, size_t n, bool rev, float *o, uint8_t *u) {
+    if (u) {
+        const uint8_t *s = raw + src;
+        if (!rev) memcpy(u, s, n);
+        else
+            for (size_t i = 0; i < n; i++) u[i] = s[n - 1 - i];
+        return;
+    }
+#define RUN(T, CONV)                                                                                                                   \
+    do {                                                                                                                               \
+        const T *s = (const T *)raw + src;                                                                                             \
+        if (rev)                                                                                                                       \
+            for (size_t i = 0; i < n; i++) o[i] = CONV(s[n - 1 - i]);                                                                  \
+        else                                                                                                                           \
+            for (size_t i = 0; i < n; i++) o[i] = CONV(s[i]);                                                                          \
+    } while (0)
+#define SAME(v) (v)
+    switch (dtype) {
+    case CD_DTYPE_FLOAT32:
+        if (!rev) memcpy(o, (const float *)raw + src, n * sizeof(float));
+        else RUN(float, SAME);
+        break;
+    case CD_DTYPE_INT16: RUN(int16_t, (float)); break;
+    case CD_DTYPE_UINT8: RUN(uint8_t, (float)); break;
+    case CD_DTYPE_FLOAT16: RUN(uint16_t, cd_half_to_float); break;
+    default: break;
+    }
+#undef SAME
+#undef RUN
 }
 
-/* Reads the box [lo, hi) (inside the tensor) of tensor t of record number rec: only the chunks it
- * touches; cached decoded chunks are reused, the others are read together (one submission), verified
- * and decoded, then cached. */
-static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
-                          float *fbox, uint8_t *ubox, cd_error *err) {
+/* Copies the voxels of one decoded chunk that the map m reads into its output (fbox: channels x
+ * m->size float32, or ubox: m->size uint8): one run per (channel, x, y), reversed along mirrored z. */
+static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, const uint8_t *raw, const cd_sample_map *m, float *fbox,
+                          uint8_t *ubox) {
+    int64_t r0[3], r1[3]; /* source voxels of this chunk that the map reads */
+    for (int a = 0; a < 3; a++) {
+        const int64_t nlo = m->sgn[a] > 0 ? m->off[a] : m->off[a] - m->size[a] + 1, nhi = nlo + m->size[a];
+        const int64_t cs = ci->start[a], ce = cs + ci->extent[a];
+        r0[a] = cs > nlo ? cs : nlo;
+        r1[a] = ce < nhi ? ce : nhi;
+        if (r1[a] <= r0[a]) return;
+    }
+    const size_t n = (size_t)(r1[2] - r0[2]);
+    const bool rev = m->sgn[2] < 0;
+    /* output z of the run's first element */
+    const int64_t oz = rev ? m->off[2] - (r1[2] - 1) : r0[2] - m->off[2];
+    const size_t pvox = (size_t)(m->size[0] * m->size[1] * m->size[2]);
+    for (uint32_t c = 0; c < ti->channels; c++)
+        for (int64_t x = r0[0]; x < r1[0]; x++) {
+            const int64_t ox = m->sgn[0] > 0 ? x - m->off[0] : m->off[0] - x;
+            for (int64_t y = r0[1]; y < r1[1]; y++) {
+                const int64_t oy = m->sgn[1] > 0 ? y - m->off[1] : m->off[1] - y;
+                size_t src = (((size_t)c * ci->extent[0] + (size_t)(x - ci->start[0])) * ci->extent[1] + (size_t)(y - ci->start[1])) *
+                                 ci->extent[2] + (size_t)(r0[2] - ci->start[2]);
+                size_t dst = (size_t)c * pvox + ((size_t)ox * (size_t)m->size[1] + (size_t)oy) * (size_t)m->size[2] + (size_t)oz;
+                copy_run(raw, src, ti->dtype, n, rev, ubox ? NULL : fbox + dst, ubox ? ubox + dst : NULL);
+            }
+        }
+}
+
+/* Reads the chunks of tensor t of record number rec that the box [lo, hi) (inside the tensor)
+ * touches and copies what the map m reads from them into fbox / ubox: cached decoded chunks are
+ * reused, the others are read together (one submission), verified and decoded, then cached. */
+static cd_status read_chunks(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
+                             const cd_sample_map *m, float *fbox, uint8_t *ubox, cd_error *err) {
     const rec_info *ri = &l->recs[rec];
     cd_tensor_info ti;
     cd_record_tensor_info(ri->rec, (uint32_t)t, &ti);
@@ -215,10 +265,17 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
         c1[a] = (uint32_t)((hi[a] - 1) / ti.chunk[a]);
     }
     const size_t n = (size_t)(c1[0] - c0[0] + 1) * (c1[1] - c0[1] + 1) * (c1[2] - c0[2] + 1);
-    uint32_t *ids = malloc(n * sizeof *ids);
-    const cd_cached_chunk **ent = calloc(n, sizeof *ent);
-    const void **data = calloc(n, sizeof *data);
-    size_t *miss = malloc(n * sizeof *miss);
+    /* per-chunk bookkeeping: on the stack for the usual few chunks */
+    enum { NSTACK = 32 };
+    uint32_t ids_s[NSTACK];
+    const cd_cached_chunk *ent_s[NSTACK] = {0};
+    const void *data_s[NSTACK] = {0};
+    size_t miss_s[NSTACK];
+    const bool heap = n > NSTACK;
+    uint32_t *ids = heap ? malloc(n * sizeof *ids) : ids_s;
+    const cd_cached_chunk **ent = heap ? calloc(n, sizeof *ent) : ent_s;
+    const void **data = heap ? calloc(n, sizeof *data) : data_s;
+    size_t *miss = heap ? malloc(n * sizeof *miss) : miss_s;
     cd_status st = (ids && ent && data && miss) ? CD_OK : cd_fail(err, CD_ERR_NOMEM, "out of memory");
     size_t k = 0, nmiss = 0, total = 0;
     for (uint32_t a = c0[0]; st == CD_OK && a <= c1[0]; a++)
@@ -226,7 +283,7 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
             for (uint32_t c = c0[2]; c <= c1[2]; c++, k++) {
                 ids[k] = (a * ti.chunk_grid[1] + b) * ti.chunk_grid[2] + c;
                 uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[k];
-                ent[k] = cd_chunk_cache_get(l->cache, key, &data[k]);
+                ent[k] = l->cache_enabled ? cd_chunk_cache_get(l->cache, key, &data[k]) : NULL;
                 if (!ent[k]) {
                     cd_chunk_info ci;
                     cd_record_chunk_info(ri->rec, (uint32_t)t, ids[k], &ci);
@@ -239,16 +296,16 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
             !(w->stored = grow(w->stored, &w->stored_cap, total ? total : 1)))
             st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
         size_t off = 0;
-        for (size_t m = 0; st == CD_OK && m < nmiss; m++) {
+        for (size_t q = 0; st == CD_OK && q < nmiss; q++) {
             cd_chunk_info ci;
-            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[miss[m]], &ci);
-            w->reqs[m] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
+            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[miss[q]], &ci);
+            w->reqs[q] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
             off += ci.stored_size;
         }
         if (st == CD_OK) st = cd_chunk_io_read(w->io, w->reqs, nmiss, cd_shard_path(ri->shard), err);
         off = 0;
-        for (size_t m = 0; st == CD_OK && m < nmiss; m++) {
-            size_t i = miss[m];
+        for (size_t q = 0; st == CD_OK && q < nmiss; q++) {
+            size_t i = miss[q];
             cd_chunk_info ci;
             cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
             if (!l->cache_enabled) {
@@ -260,11 +317,11 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
                 }
                 st = cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[i], w->stored + off, w->raw, err);
                 off += ci.stored_size;
-                if (st == CD_OK) scatter_chunk(&ti, &ci, w->raw, lo, hi, fbox, ubox);
+                if (st == CD_OK) scatter_chunk(&ti, &ci, w->raw, m, fbox, ubox);
                 data[i] = NULL;
                 continue;
             }
-            void *raw = malloc(ci.raw_size ? ci.raw_size : 1);
+            void *raw = cd_chunk_cache_alloc(l->cache, ci.raw_size);
             if (!raw) {
                 st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
                 break;
@@ -272,12 +329,12 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
             st = cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[i], w->stored + off, raw, err);
             off += ci.stored_size;
             if (st != CD_OK) {
-                free(raw);
+                cd_chunk_cache_free(l->cache, raw, ci.raw_size);
                 break;
             }
             uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[i];
             if (!(ent[i] = cd_chunk_cache_put(l->cache, key, raw, ci.raw_size))) {
-                free(raw);
+                cd_chunk_cache_free(l->cache, raw, ci.raw_size);
                 st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
                 break;
             }
@@ -288,20 +345,48 @@ static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, co
         if (!data[i]) continue; /* scattered straight from the worker's buffer */
         cd_chunk_info ci;
         cd_record_chunk_info(ri->rec, (uint32_t)t, ids[i], &ci);
-        scatter_chunk(&ti, &ci, data[i], lo, hi, fbox, ubox);
+        scatter_chunk(&ti, &ci, data[i], m, fbox, ubox);
     }
     for (size_t i = 0; ent && i < n; i++)
         if (ent[i]) cd_chunk_cache_unpin(l->cache, ent[i]);
-    free(ids);
-    free(ent);
-    free(data);
-    free(miss);
+    if (heap) {
+        free(ids);
+        free(ent);
+        free(data);
+        free(miss);
+    }
+    return st;
+}
+
+/* Reads the box [lo, hi) (inside the tensor) of tensor t of record number rec into fbox / ubox
+ * (laid out as the box). */
+static cd_status read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
+                          float *fbox, uint8_t *ubox, cd_error *err) {
+    const cd_sample_map m = {{lo[0], lo[1], lo[2]}, {1, 1, 1}, {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]}};
+    return read_chunks(l, w, rec, t, lo, hi, &m, fbox, ubox, err);
+}
+
+/* A plan that is a map (cd_sample_plan_direct): the voxels go straight from the chunks into the
+ * output, one copy, without the staging box; then the intensity ops. Equal to the box path bit for bit. */
+static cd_status read_direct(cd_loader *l, worker_scratch *w, size_t rec, const cd_sample_plan *plan, const cd_sample_map *m,
+                             float *out_img, uint8_t *out_mask, cd_error *err) {
+    const rec_info *ri = &l->recs[rec];
+    int64_t lo[3], hi[3];
+    cd_sample_map_zero_outside(m, ri->img.shape, l->channels, out_img, out_mask);
+    cd_status st = CD_OK;
+    if (cd_sample_map_source(m, ri->img.shape, lo, hi)) {
+        st = read_chunks(l, w, rec, ri->image_t, lo, hi, m, out_img, NULL, err);
+        if (st == CD_OK && out_mask) st = read_chunks(l, w, rec, ri->mask_t, lo, hi, m, NULL, out_mask, err);
+    }
+    if (st == CD_OK && l->pipe) st = cd_aug_apply_intensity(&plan->a, out_img, l->channels, plan->patch, err);
     return st;
 }
 
 /* ---- one sample ---- */
 
-static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, cd_error *err) {
+/* Makes sample j of slot s. gj non-NULL (device path): reads its box into gj's buffers and plans it,
+ * leaving the rendering to the share's cd_gpu_augment (gj->render), except an empty plan (zeroed here). */
+static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, gpu_job *gj, cd_error *err) {
     const uint32_t *order = NULL;
     pthread_mutex_lock(&l->mu);
     order = epoch_order(l, s->epoch);
@@ -330,18 +415,149 @@ static cd_status make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t 
                         (const int32_t(*)[3])ri->fg, &plan);
     for (int a = 0; a < 3; a++) s->corner[3 * j + a] = plan.corner[a];
     if (plan.empty) return cd_sample_plan_render(&plan, false, NULL, NULL, l->channels, out_img, out_mask, err);
+    /* Integer translation + mirroring (every sample without augmentation, most with it): straight
+     * from the chunks into the output. The device path keeps its boxes. */
+    cd_sample_map dmap;
+    if (!gj && cd_sample_plan_direct(&plan, &dmap)) return read_direct(l, w, it.rec, &plan, &dmap, out_img, out_mask, err);
 
     /* Read only the source box the transform needs. */
     const int64_t *lo = plan.lo, *hi = plan.hi, *bshape = plan.bshape;
     size_t bvox = (size_t)(bshape[0] * bshape[1] * bshape[2]);
-    if (!(w->box = grow(w->box, &w->box_cap, (size_t)l->channels * bvox * sizeof(float))) ||
-        (l->has_mask && !(w->mbox = grow(w->mbox, &w->mbox_cap, bvox))))
+    float **box = gj ? &gj->box : &w->box;
+    uint8_t **mbox = gj ? &gj->mbox : &w->mbox;
+    if (!(*box = grow(*box, gj ? &gj->box_cap : &w->box_cap, (size_t)l->channels * bvox * sizeof(float))) ||
+        (l->has_mask && !(*mbox = grow(*mbox, gj ? &gj->mbox_cap : &w->mbox_cap, bvox))))
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    cd_status st = read_box(l, w, it.rec, ri->image_t, lo, hi, w->box, NULL, err);
-    if (st == CD_OK && l->has_mask) st = read_box(l, w, it.rec, ri->mask_t, lo, hi, NULL, w->mbox, err);
+    cd_status st = read_box(l, w, it.rec, ri->image_t, lo, hi, *box, NULL, err);
+    if (st == CD_OK && l->has_mask) st = read_box(l, w, it.rec, ri->mask_t, lo, hi, NULL, *mbox, err);
+    if (st == CD_OK && gj) {
+        gj->plan = plan;
+        gj->out_img = out_img;
+        gj->out_mask = out_mask;
+        gj->render = true;
+        return CD_OK;
+    }
     if (st == CD_OK)
         st = cd_sample_plan_render(&plan, l->pipe != NULL, w->box, l->has_mask ? w->mbox : NULL, l->channels, out_img, out_mask, err);
     return st;
+}
+
+/* ---- the device path: a worker's share of a batch in one cd_gpu_augment ---- */
+
+/* The first device error, or the one that gave the device up (caller holds the lock). */
+static void device_note(cd_loader *l, const char *what, const char *msg) {
+    if (!l->dev.note[0] || l->dev.gpu_disabled) snprintf(l->dev.note, sizeof l->dev.note, "%s: %.250s", what, msg);
+}
+
+/* Renders the share's m read samples (w->params, w->items) on the worker's device. A lost device: the
+ * context is destroyed and created again once per worker and the share retried; a second loss, or a
+ * failed re-creation, gives the device up for every worker. Returns CD_OK when the device rendered
+ * them; anything else means the caller renders them on the CPU (the reason is in the note). */
+static cd_status render_on_device(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3]) {
+    for (int attempt = 0;; attempt++) {
+        cd_error e;
+        cd_error_clear(&e);
+        cd_status st = cd_gpu_augment(w->gpu, w->params, m, w->items, l->channels, patch, &e);
+        if (st == CD_OK && w->vk_inject_lost > 0) {
+            /* Test hook: the recovery below runs for real on a device that did not fail. */
+            w->vk_inject_lost--;
+            st = cd_fail(&e, CD_ERR_IO, "Vulkan: device lost (injected by CIRRDATA_TEST_LOADER_LOST)");
+        }
+        cd_gpu_timings t;
+        cd_gpu_last_timings(w->gpu, &t);
+        pthread_mutex_lock(&l->mu);
+        if (st == CD_OK) {
+            l->dev.gpu_calls++;
+            l->dev.gpu_reference += (uint64_t)t.cpu_fallback;
+            l->dev.gpu_samples += (uint64_t)(m - t.cpu_fallback);
+            pthread_mutex_unlock(&l->mu);
+            return CD_OK;
+        }
+        if (st != CD_ERR_IO || attempt > 0 || w->vk_resets > 0) {
+            /* out of device memory or limits: this share on the CPU; a lost device again: give it up */
+            if (st == CD_ERR_IO) l->dev.gpu_disabled = true;
+            device_note(l, st == CD_ERR_IO ? "the Vulkan device was lost again, the CPU renders from now on" : "a share ran on the CPU",
+                        e.message);
+            pthread_mutex_unlock(&l->mu);
+            return st;
+        }
+        /* Lost: take the context out of the stats' reach, destroy it, make another, retry. */
+        cd_gpu_context *old = w->gpu;
+        w->gpu = NULL;
+        w->vk_msgs_gone += cd_gpu_validation_messages(old, NULL, 0);
+        w->vk_resets++;
+        l->dev.device_resets++;
+        device_note(l, "the Vulkan device was lost, its context was created again", e.message);
+        pthread_mutex_unlock(&l->mu);
+        cd_gpu_destroy(old);
+        cd_gpu_context *fresh = NULL;
+        cd_error ce;
+        cd_error_clear(&ce);
+        cd_status cs = cd_gpu_create(&l->gpu_opts, &fresh, &ce);
+        pthread_mutex_lock(&l->mu);
+        w->gpu = fresh;
+        if (cs != CD_OK) {
+            l->dev.gpu_disabled = true;
+            device_note(l, "a lost Vulkan device could not be opened again, the CPU renders from now on", ce.message);
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (cs != CD_OK) return cs;
+    }
+}
+
+/* Samples j0 .. j0 + n - 1 of slot s: each read and planned (make_sample), then rendered together by
+ * one cd_gpu_augment straight into the slot, or on the CPU reference when the device cannot.
+ * Per-sample statuses in w->sst; err receives the first one that is not a skippable corruption. */
+static void make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok, cd_error *err) {
+    int m = 0;
+    bool first = true;
+    for (uint32_t k = 0; k < n; k++) {
+        gpu_job *gj = &w->jobs[k];
+        gj->render = false;
+        cd_error e;
+        cd_error_clear(&e);
+        cd_status st = w->sst[k] = make_sample(l, w, s, j0 + k, gj, &e);
+        if (st != CD_OK && first && !(l->o.skip_corrupt && (st == CD_ERR_CORRUPT || st == CD_ERR_TRUNCATED))) {
+            *err = e;
+            first = false;
+        }
+        if (st != CD_OK || !gj->render) continue;
+        w->params[m] = gj->plan.a;
+        w->items[m] = (cd_gpu_spatial_item){gj->box,
+                                            l->has_mask ? gj->mbox : NULL,
+                                            {gj->plan.lo[0], gj->plan.lo[1], gj->plan.lo[2]},
+                                            {gj->plan.bshape[0], gj->plan.bshape[1], gj->plan.bshape[2]},
+                                            gj->out_img,
+                                            gj->out_mask};
+        m++;
+    }
+    if (m == 0) return;
+    /* One patch size for the whole share: the creation checks make every sample of a batch alike. */
+    const int64_t *patch = NULL;
+    bool alike = true;
+    for (uint32_t k = 0; k < n; k++) {
+        if (w->sst[k] != CD_OK || !w->jobs[k].render) continue;
+        if (!patch) patch = w->jobs[k].plan.patch;
+        alike &= !memcmp(patch, w->jobs[k].plan.patch, sizeof(int64_t[3]));
+    }
+    if (device_ok && w->gpu && alike && render_on_device(l, w, m, patch) == CD_OK) return;
+    /* The CPU reference for the whole share (the device's outputs are undefined after an error). */
+    for (uint32_t k = 0; k < n; k++) {
+        gpu_job *gj = &w->jobs[k];
+        if (w->sst[k] != CD_OK || !gj->render) continue;
+        cd_error e;
+        cd_error_clear(&e);
+        cd_status st = w->sst[k] = cd_sample_plan_render(&gj->plan, true, gj->box, l->has_mask ? gj->mbox : NULL, l->channels,
+                                                         gj->out_img, gj->out_mask, &e);
+        if (st != CD_OK && first) {
+            *err = e;
+            first = false;
+        }
+    }
+    pthread_mutex_lock(&l->mu);
+    l->dev.fallback_calls++;
+    l->dev.fallback_samples += (uint64_t)m;
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* ---- workers ---- */
@@ -358,13 +574,16 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&l->mu);
     for (;;) {
         slot *s = NULL;
-        uint32_t j = 0;
+        uint32_t j = 0, n = 1;
         while (!l->stop) {
             for (uint64_t q = l->deliver_seq; q < l->assign_seq; q++) {
                 slot *c = &l->slots[q % l->ring];
                 if (c->assigned && c->claimed < c->size) {
                     s = c;
-                    j = c->claimed++;
+                    j = c->claimed;
+                    /* the device path takes a share of the batch, rendered by one cd_gpu_augment */
+                    if (l->use_gpu) n = c->size - j < l->gpu_share ? c->size - j : l->gpu_share;
+                    c->claimed += n;
                     break;
                 }
             }
@@ -373,22 +592,30 @@ static void *worker_main(void *arg) {
         }
         if (l->stop) break;
         l->busy++;
+        const bool device_ok = !l->dev.gpu_disabled;
         pthread_mutex_unlock(&l->mu);
         cd_error err;
         cd_error_clear(&err);
-        cd_status st = make_sample(l, w, s, j, &err);
+        cd_status st = CD_OK;
+        if (l->use_gpu)
+            make_share(l, w, s, j, n, device_ok, &err);
+        else
+            st = make_sample(l, w, s, j, NULL, &err);
         pthread_mutex_lock(&l->mu);
         l->busy--;
-        s->ok[j] = st == CD_OK;
-        if (st != CD_OK) {
-            if (l->o.skip_corrupt && (st == CD_ERR_CORRUPT || st == CD_ERR_TRUNCATED)) {
-                /* counted when the batch is handed out */
-            } else if (l->failed == CD_OK) {
-                l->failed = st;
-                snprintf(l->fail_msg, sizeof l->fail_msg, "%s", err.message);
+        for (uint32_t k = j; k < j + n; k++) {
+            if (l->use_gpu) st = w->sst[k - j];
+            s->ok[k] = st == CD_OK;
+            if (st != CD_OK) {
+                if (l->o.skip_corrupt && (st == CD_ERR_CORRUPT || st == CD_ERR_TRUNCATED)) {
+                    /* counted when the batch is handed out */
+                } else if (l->failed == CD_OK) {
+                    l->failed = st;
+                    snprintf(l->fail_msg, sizeof l->fail_msg, "%s", err.message);
+                }
             }
         }
-        s->done++;
+        s->done += n;
         pthread_cond_broadcast(&l->cv);
     }
     pthread_mutex_unlock(&l->mu);
@@ -443,6 +670,15 @@ void cd_loader_destroy(cd_loader *l) {
     for (int i = 0; l->scratch && i < l->nthreads; i++) {
         worker_scratch *w = &l->scratch[i];
         cd_chunk_io_destroy(w->io);
+        cd_gpu_destroy(w->gpu);
+        for (uint32_t k = 0; w->jobs && k < l->o.batch_size; k++) {
+            free(w->jobs[k].box);
+            free(w->jobs[k].mbox);
+        }
+        free(w->jobs);
+        free(w->items);
+        free(w->params);
+        free(w->sst);
         free(w->box);
         free(w->mbox);
         free(w->stored);
@@ -528,6 +764,55 @@ static cd_status load_records(cd_loader *l, cd_error *err) {
     }
     json_decref(m);
     return st;
+}
+
+/* options.device: one cd_gpu_context per worker, created here so that a device that cannot be used is
+ * an error now (device "vulkan") or a reasoned CPU choice (device "auto"). */
+static cd_status open_device(cd_loader *l, cd_error *err) {
+    const char *d = l->o.device ? l->o.device : "cpu";
+    snprintf(l->device_name, sizeof l->device_name, "cpu");
+    if (!strcmp(d, "cpu")) return CD_OK;
+    const bool automatic = !strcmp(d, "auto");
+    if (!automatic && strcmp(d, "vulkan"))
+        return cd_fail(err, CD_ERR_ARG, "%s: unknown loader device '%s' (cpu, vulkan or auto)", l->o.dataset, d);
+    memset(&l->gpu_opts, 0, sizeof l->gpu_opts);
+    l->gpu_opts.memory_limit = l->o.gpu_memory_limit;
+    cd_error why;
+    cd_error_clear(&why);
+    cd_status st = CD_OK;
+    for (int i = 0; i < l->nthreads && st == CD_OK; i++) {
+        worker_scratch *w = &l->scratch[i];
+        st = cd_gpu_create(&l->gpu_opts, &w->gpu, &why);
+        if (st == CD_OK && automatic && cd_gpu_device(w->gpu)->type == CD_GPU_CPU)
+            /* a software device (lavapipe) is slower than the CPU engine: auto keeps the CPU, as CD_MODEL_AUTO */
+            st = cd_fail(&why, CD_ERR_UNSUPPORTED, "the Vulkan device '%s' is a CPU implementation", cd_gpu_device(w->gpu)->name);
+        if (st == CD_OK && !((w->jobs = calloc(l->o.batch_size, sizeof *w->jobs)) && (w->items = calloc(l->o.batch_size, sizeof *w->items)) &&
+                             (w->params = calloc(l->o.batch_size, sizeof *w->params)) && (w->sst = calloc(l->o.batch_size, sizeof *w->sst))))
+            st = cd_fail(&why, CD_ERR_NOMEM, "out of memory");
+    }
+    if (st != CD_OK) {
+        for (int i = 0; i < l->nthreads; i++) {
+            cd_gpu_destroy(l->scratch[i].gpu);
+            l->scratch[i].gpu = NULL;
+        }
+        if (!automatic) return cd_fail(err, st, "%s: device 'vulkan': %s", l->o.dataset, why.message);
+        snprintf(l->device_name, sizeof l->device_name, "cpu (vulkan not used: %.280s)", why.message);
+        return CD_OK;
+    }
+    /* Test hook: each worker's first N device calls report a lost device (1: one re-creation; 2: the
+     * device is given up), so that tests exercise the recovery without a GPU that fails. */
+    const char *inject = getenv("CIRRDATA_TEST_LOADER_LOST");
+    for (int i = 0; inject && i < l->nthreads; i++) l->scratch[i].vk_inject_lost = atoi(inject);
+    const cd_gpu_context *g = l->scratch[0].gpu;
+    snprintf(l->device_name, sizeof l->device_name, "vulkan: %s", cd_gpu_device(g)->name);
+    l->dev.validation = cd_gpu_validation_enabled(g);
+    /* Without a pipeline a sample is an exact crop: the CPU cuts it, the contexts stay idle. */
+    l->use_gpu = l->pipe != NULL;
+    /* A worker's share: the samples in flight (ring x batch) spread over the workers, at most a batch,
+     * so that every worker has decoding to do and each device call carries as many samples as it can. */
+    const uint64_t inflight = (uint64_t)l->ring * l->o.batch_size, share = (inflight + (uint64_t)l->nthreads - 1) / (uint64_t)l->nthreads;
+    l->gpu_share = (uint32_t)(share < 1 ? 1 : share > l->o.batch_size ? l->o.batch_size : share);
+    return CD_OK;
 }
 
 cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err) {
@@ -675,6 +960,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         st = cd_chunk_io_create(want_uring, l->o.io == CD_IO_URING, 64, &l->scratch[i].io, err);
         if (st == CD_OK && !cd_chunk_io_is_uring(l->scratch[i].io)) l->uring = false;
     }
+    if (st == CD_OK) st = open_device(l, err);
     if (st != CD_OK) {
         cd_loader_destroy(l);
         return st;
@@ -800,3 +1086,21 @@ uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
 uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
 uint64_t cd_loader_cache_bytes(const cd_loader *l) { return cd_chunk_cache_bytes(l->cache); }
 const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }
+const char *cd_loader_device_name(const cd_loader *l) { return l->device_name; }
+
+void cd_loader_device_stats_get(const cd_loader *l, cd_loader_device_stats *out) {
+    cd_loader *m = (cd_loader *)l; /* the lock and the contexts' message counters */
+    pthread_mutex_lock(&m->mu);
+    *out = l->dev;
+    for (int i = 0; l->scratch && i < l->nthreads; i++) {
+        worker_scratch *w = &m->scratch[i];
+        out->validation_messages += w->vk_msgs_gone;
+        if (w->gpu) {
+            char first[sizeof out->validation_first];
+            uint64_t k = cd_gpu_validation_messages(w->gpu, first, sizeof first);
+            if (k && !out->validation_first[0]) snprintf(out->validation_first, sizeof out->validation_first, "%s", first);
+            out->validation_messages += k;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+}

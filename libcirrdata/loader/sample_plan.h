@@ -23,6 +23,15 @@ typedef struct cd_sample_plan {
     bool empty;           /* the box misses the record: the output is all zero */
 } cd_sample_plan;
 
+/* A pure integer translation plus mirroring: output voxel o of size[] reads source voxel
+ * off[a] + sgn[a] * o[a] on each axis a (sgn +1 or -1). The loader's staging box is the case
+ * off = lo, sgn = +1, size = bshape. */
+typedef struct cd_sample_map {
+    int64_t off[3];
+    int sgn[3];
+    int64_t size[3];
+} cd_sample_map;
+
 /* Plans one sample of a record of the given shape. mode/patch as the loader's (patch: the output
  * size; the loader passes the record's shape in volume mode without a fixed size). z: the slice in
  * slice mode, else ignored. fg: patch mode, centre the patch on one of fgl[0..nfg) (the loader's
@@ -40,5 +49,21 @@ CD_INTERNAL void cd_sample_plan_extract(const cd_sample_plan *p, const float *im
  * spatial pass, then (with a pipeline) the intensity ops. out_mask may be NULL. */
 CD_INTERNAL cd_status cd_sample_plan_render(const cd_sample_plan *p, bool intensity, const float *box, const uint8_t *mbox,
                                             uint32_t channels, float *out_img, uint8_t *out_mask, cd_error *err);
+
+/* True when the plan is a map (no rotation, scaling or elastic deformation; a diagonal +-1 matrix with
+ * an integer offset): every sample without augmentation, and about two thirds with nnU-Net's. Then the
+ * output equals cd_sample_plan_render's, bit for bit, when the output voxels whose source lies in the
+ * record are copied from it (cd_sample_map_source) and the others are zero (cd_sample_map_zero_outside),
+ * followed by cd_aug_apply_intensity when the plan has a pipeline. Fills *m with the map. */
+CD_INTERNAL bool cd_sample_plan_direct(const cd_sample_plan *p, cd_sample_map *m);
+
+/* The source voxels the map reads, clipped to a record of the given shape: [lo, hi). False when
+ * none (the whole output is zero). */
+CD_INTERNAL bool cd_sample_map_source(const cd_sample_map *m, const uint32_t shape[3], int64_t lo[3], int64_t hi[3]);
+
+/* Zeroes the output voxels (channels x size float32, and the size uint8 mask when not NULL) whose
+ * source lies outside a record of the given shape; leaves the others alone. */
+CD_INTERNAL void cd_sample_map_zero_outside(const cd_sample_map *m, const uint32_t shape[3], uint32_t channels, float *out_img,
+                                            uint8_t *out_mask);
 
 #endif

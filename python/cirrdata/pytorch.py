@@ -1,7 +1,8 @@
 """PyTorch helpers for cirrdata.Loader: torch tensors without copies, ranks from torch.distributed.
 
     from cirrdata.pytorch import TorchLoader
-    loader = TorchLoader('out/liver-nnunet', batch_size=2, mode='patch', augment='nnunet', seed=42)
+    loader = TorchLoader('out/liver-nnunet', batch_size=2, mode='patch', augment='nnunet', seed=42,
+                         device='vulkan')   # or 'cpu' / 'auto': Loader's device, passed through
     for batch in loader:          # one epoch; batch['image'] is a torch.Tensor sharing the ring memory
         loss = model(batch['image'].to('cuda', non_blocking=True)) ...
 
@@ -31,6 +32,11 @@ class TorchLoader:
 
     def __len__(self):
         return len(self.loader)
+
+    @property
+    def device(self):
+        """What runs augmentation (Loader.device); pass device='vulkan' or 'auto' to use a GPU."""
+        return self.loader.device
 
     def __iter__(self):
         for b in self.loader:

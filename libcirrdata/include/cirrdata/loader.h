@@ -51,6 +51,12 @@ typedef struct cd_loader_options {
     uint32_t ring;             /* batches in flight (default 4) */
     int64_t cache_bytes;       /* decoded-chunk cache shared by the workers: 0 = default
                                   (min(2 GiB, RAM / 8)), -1 = none, else a byte budget */
+    const char *device;        /* where augmentation runs: "cpu" (default; also NULL), "vulkan" (every
+                                  worker gets its own cd_gpu_context; creation fails, naming the reason,
+                                  when none can be made), "auto" (vulkan on a hardware GPU, the CPU on a
+                                  software device such as lavapipe or without Vulkan, as CD_MODEL_AUTO) */
+    uint64_t gpu_memory_limit; /* vulkan: bytes each worker's context may hold on the device (0 = the
+                                  heap; cd_gpu_options.memory_limit); batches that do not fit run on the CPU */
 } cd_loader_options;
 
 CD_API void cd_loader_options_init(cd_loader_options *o);
@@ -101,6 +107,43 @@ CD_API uint64_t cd_loader_cache_bytes(const cd_loader *l);
 /* Counters: records skipped as corrupt; "uring" or "pread". */
 CD_API uint64_t cd_loader_skipped(const cd_loader *l);
 CD_API const char *cd_loader_io_name(const cd_loader *l);
+
+/* The device path (options.device). Decoding stays on the CPU; with "vulkan" each worker renders its
+ * share of a batch (its samples of one ring slot, up to the whole batch) with ONE cd_gpu_augment call
+ * writing straight into the slot, warp and intensity ops fused. Batches equal device="cpu" ones: same
+ * samples, order and drawn parameters, images within about 1e-6 of the data range (float32 on the
+ * device; see gpu.h), masks, labels, indices and corners exactly, in patch, volume and slice mode. With
+ * augment "none" samples are exact crops and are cut on the CPU whatever the device. Whatever the
+ * device cannot do runs on the CPU reference, never a wrong or missing batch: samples gpu.h sends to
+ * the reference; a share the device has no memory or limits for (CD_ERR_NOMEM, CD_ERR_LIMIT: that
+ * share); a lost device (CD_ERR_IO: the worker's context is destroyed and created again once, the
+ * share retried; a second loss, or a failed re-creation, sends every worker to the CPU for the rest
+ * of the run). Each worker thread holds its own context (a Vulkan device, queue and memory), created
+ * by cd_loader_create: give `threads` explicitly rather than one per online CPU on a large machine.
+ * CIRRDATA_VK_DEVICE picks the device (gpu.h); CIRRDATA_TEST_LOADER_LOST=N (tests only) makes each
+ * worker's first N device calls report a lost device, so that the recovery runs without a failing GPU. */
+
+/* What runs augmentation, fixed at creation: "cpu", "vulkan: <device name>", or for "auto" without a
+ * hardware GPU "cpu (vulkan not used: <reason>)". Valid until cd_loader_destroy. */
+CD_API const char *cd_loader_device_name(const cd_loader *l);
+
+typedef struct cd_loader_device_stats {
+    uint64_t gpu_calls;        /* successful cd_gpu_augment calls (a worker's share of one batch each) */
+    uint64_t gpu_samples;      /* samples those calls rendered on the device */
+    uint64_t gpu_reference;    /* samples inside those calls that gpu.h ran on the reference */
+    uint64_t fallback_calls;   /* shares rendered on the CPU after a device error */
+    uint64_t fallback_samples;
+    uint64_t device_resets;    /* contexts created again after a lost device */
+    bool gpu_disabled;         /* the device was given up: the CPU renders from then on */
+    bool validation;           /* the Vulkan validation layer is on (CIRRDATA_VK_VALIDATION=1) */
+    uint64_t validation_messages; /* warnings and errors it reported, all contexts together */
+    char validation_first[256];   /* the first of them */
+    char note[384];            /* the first device error, or the one that gave the device up ("" when none) */
+} cd_loader_device_stats;
+
+/* The counters so far (all zero with device "cpu"). They include batches prepared ahead in the ring,
+ * not only those handed out. out is filled whole. */
+CD_API void cd_loader_device_stats_get(const cd_loader *l, cd_loader_device_stats *out);
 
 #ifdef __cplusplus
 }
