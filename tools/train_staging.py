@@ -3,7 +3,8 @@
 fed only by cirrdata.Loader, and saves a checkpoint that tools/export_weights.py turns into a model
 file for `cirrdata stage`.
 
-  tools/train_staging.py DATASET -o staging.pt [--arch cirrnet-small] [--epochs 4] [--time-budget 150]
+  tools/train_staging.py DATASET -o staging.pt [--arch cirrnet-small] [--steps 800 | --epochs N]
+                         [--time-budget 600]
 
 DATASET is a dataset converted with the `cirrhosisstage-2d` recipe (cirrdata convert ... --recipe
 cirrhosisstage-2d): axial slices already resized to 256x256, mapped to [0, 1] by the volume's 0.5/99.5
@@ -13,20 +14,27 @@ by construction; no preprocessing is repeated here. The loader gives (B, 3, X, Y
 'train' split (only slices containing liver), augmented with the staging paper's 2D set
 (`cirrhosisstage`: horizontal and vertical flips p=0.3, rotation U(-10, 10) degrees).
 
-Recipe: AdamW (weight decay 1e-5 as in the staging code), cross-entropy, batch 16, lr 2e-3 with a
-linear warm-up and a cosine decay over the planned steps (the paper's batch 32 and lr 1e-4 for 100
-epochs are far beyond a few CPU minutes: smaller batches give more updates per second). --augment
+Recipe: AdamW (weight decay 1e-5 as in the staging code), cross-entropy with label smoothing 0.1
+(the slices of one scan are near copies, so confident fits to them generalise worse), batch 16,
+lr 2e-3 with a linear warm-up and a cosine decay over the planned steps (the paper's batch 32 and lr
+1e-4 for 100 epochs are far beyond a few CPU minutes: smaller batches give more updates per second).
+The run is a fixed number of optimizer steps (--steps, default 800: about 3 CPU minutes of
+cirrnet-small with its loader, ~2.5 epochs of the demo's 120 patients), so its result does not depend
+on how busy the machine is; --epochs N asks for N whole epochs instead. The checkpoint is the last step's (the
+validation split of a small dataset holds a dozen scans: too few to pick a "best" epoch by). --augment
 takes another pipeline; note that the loader's rotation interpolates linearly (torchvision's
 RandomRotation uses nearest), which smooths the fine texture a little on every training slice; on the
 synthetic data, training without rotation (flips only) overfit the training scans more. Validation on the 'valid' split each epoch: slice accuracy and scan accuracy (mean of a
 scan's slice probabilities, the aggregation `cirrdata stage` does).
 
-Stopping: after --epochs epochs, or earlier when --time-budget seconds have passed (checked after
-every step; the run then validates and saves what it has, and says so). The cosine follows the larger
-of step progress and time progress, so a cut run still ends annealed. A run whose step progress stays
-ahead of the clock (the planned steps fit the budget) is reproducible on the same machine: seeded
-loader order and augmentation, seeded initialisation, fixed thread count; the log says when the
-clock led instead.
+Stopping: after the planned steps, or earlier when --time-budget seconds of wall time have passed
+(a safety cap, checked after every step; the run then validates and saves what it has, and says so).
+The cosine follows the larger of step progress and time progress, so a cut run still ends annealed.
+A run whose step progress stays ahead of the clock (the planned steps fit the budget) is reproducible
+on the same machine: seeded loader order and augmentation, seeded initialisation, fixed thread
+count; the log says when the clock led instead. The summary line gives the steps, epochs, slices per
+second and the process's CPU seconds (user + system), which, unlike wall time, do not grow when other
+programs share the cores.
 
 Needs /usr/bin/python3 with torch and torchvision; libcirrdata.so via $CIRRDATA_LIB or the build tree.
 """
@@ -47,21 +55,27 @@ def parse_args(argv):
     p.add_argument('dataset', help='dataset directory converted with --recipe cirrhosisstage-2d')
     p.add_argument('-o', '--out', required=True, help='checkpoint to write (.pt)')
     p.add_argument('--arch', default='cirrnet-small', help='python/cirrdata/models.py architecture (default cirrnet-small)')
-    p.add_argument('--epochs', type=int, default=4, help='epoch cap (default 4)')
-    p.add_argument('--time-budget', type=float, default=150.0, help='seconds of training at most (default 150)')
+    p.add_argument('--steps', type=int, default=800, help='optimizer steps (default 800)')
+    p.add_argument('--epochs', type=int, default=0, help='train whole epochs instead of --steps')
+    p.add_argument('--time-budget', type=float, default=600.0,
+                   help='wall seconds of training at most, a safety cap (default 600)')
+    p.add_argument('--label-smoothing', type=float, default=0.1, help='cross-entropy label smoothing (default 0.1)')
     p.add_argument('--batch', type=int, default=16, help='slices per batch (default 16)')
     p.add_argument('--lr', type=float, default=2e-3, help='peak learning rate (default 2e-3)')
     p.add_argument('--weight-decay', type=float, default=1e-5)
     p.add_argument('--seed', type=int, default=42)
-    p.add_argument('--threads', type=int, default=0, help='torch threads (default: online CPUs)')
+    p.add_argument('--threads', type=int, default=0,
+                   help='torch threads (default: online CPUs less the loader threads, at least 1)')
     p.add_argument('--loader-threads', type=int, default=1, help='cirrdata.Loader worker threads (default 1)')
     p.add_argument('--augment', default='cirrhosisstage',
                    help="loader augmentation: a built-in name or a pipeline JSON file (default cirrhosisstage)")
     p.add_argument('--train-split', default='train')
     p.add_argument('--val-split', default='valid')
     a = p.parse_args(argv)
-    if a.epochs < 1 or a.batch < 1 or a.time_budget <= 0 or a.lr <= 0:
-        p.error('--epochs, --batch, --time-budget and --lr must be positive')
+    if a.steps < 1 or a.epochs < 0 or a.batch < 1 or a.time_budget <= 0 or a.lr <= 0:
+        p.error('--steps, --batch, --time-budget and --lr must be positive, --epochs not negative')
+    if not 0 <= a.label_smoothing < 1:
+        p.error('--label-smoothing must be in [0, 1)')
     return a
 
 
@@ -127,7 +141,9 @@ def main(argv):
     from cirrdata.models import build
     from cirrdata.pytorch import TorchLoader
 
-    torch.set_num_threads(a.threads if a.threads > 0 else (os.cpu_count() or 1))
+    # One core per thread: torch's OpenMP threads spin while they wait, so oversubscribing the cores
+    # with the loader's workers burns CPU time for nothing (on 2 cores: 1 torch + 1 loader thread).
+    torch.set_num_threads(a.threads if a.threads > 0 else max(1, (os.cpu_count() or 1) - a.loader_threads))
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
 
@@ -145,7 +161,12 @@ def main(argv):
                         **common)
     val = TorchLoader(a.dataset, batch_size=64, split=a.val_split, augment='none', **common)
     steps_per_epoch = len(train)
-    planned = steps_per_epoch * a.epochs
+    if steps_per_epoch < 1:
+        print('train_staging: %s: the %r split has fewer than --batch %d liver slices' % (a.dataset, a.train_split,
+              a.batch), file=sys.stderr)
+        return 1
+    planned = steps_per_epoch * a.epochs if a.epochs > 0 else a.steps
+    epochs = -(-planned // steps_per_epoch)  # the last one may be partial
     model = build(a.arch, classes)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
@@ -164,15 +185,15 @@ def main(argv):
         clock_led[0] |= by_clock > by_steps + 0.05  # beyond start-up noise
         return 0.5 * (1 + math.cos(math.pi * min(1.0, max(by_steps, by_clock))))
     print('training %s (%d parameters) on %s: %d train slices (%d steps/epoch of %d), %d val slices; '
-          'up to %d epochs or %.0f s; %d torch threads' %
+          '%d steps (%.1f epochs), at most %.0f s; %d torch threads, %d loader threads' %
           (a.arch, sum(p.numel() for p in model.parameters()), a.dataset, train.loader.samples_per_epoch,
-           steps_per_epoch, a.batch, val.loader.samples_per_epoch, a.epochs, a.time_budget, torch.get_num_threads()),
-          flush=True)
+           steps_per_epoch, a.batch, val.loader.samples_per_epoch, planned, planned / steps_per_epoch,
+           a.time_budget, torch.get_num_threads(), a.loader_threads), flush=True)
 
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), os.times()
     step, cut, history = 0, False, []
-    for epoch in range(a.epochs):
-        bar = Progress(steps_per_epoch, 'epoch %d' % (epoch + 1))
+    for epoch in range(epochs):
+        bar = Progress(min(steps_per_epoch, planned - step), 'epoch %d' % (epoch + 1))
         n, loss_sum, correct, te = 0, 0.0, 0, time.monotonic()
         for i, b in enumerate(train):
             x = b['image'][..., 0]          # (B, 3, X, Y): a view of the loader's ring, used before the next batch
@@ -181,7 +202,7 @@ def main(argv):
                 g['lr'] = a.lr * lr_factor(step, time.monotonic() - t0)
             opt.zero_grad(set_to_none=True)
             logits = model(x)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=a.label_smoothing)
             loss.backward()
             opt.step()
             step += 1
@@ -192,11 +213,13 @@ def main(argv):
             if time.monotonic() - t0 > a.time_budget:
                 cut = True
                 break
+            if step >= planned:
+                break
         bar.close()
         v = evaluate(model, torch, val, classes)
         history.append({'epoch': epoch + 1, 'train_loss': loss_sum / max(n, 1), 'train_acc': correct / max(n, 1), **v})
         print('epoch %d/%d  train loss %.3f acc %.3f (%d slices, %.0f s)  |  val loss %.3f  slice acc %.3f (%d)  '
-              'scan acc %.3f (%d scans)' % (epoch + 1, a.epochs, loss_sum / max(n, 1), correct / max(n, 1), n,
+              'scan acc %.3f (%d scans)' % (epoch + 1, epochs, loss_sum / max(n, 1), correct / max(n, 1), n,
                                             time.monotonic() - te, v['loss'], v['slice_acc'], v['slices'],
                                             v['scan_acc'], v['scans']), flush=True)
         if cut:
@@ -204,6 +227,13 @@ def main(argv):
                   'budget); a rerun on a slower or busier machine may stop elsewhere' % (a.time_budget, step, planned),
                   flush=True)
             break
+    wall = time.monotonic() - t0
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    print('trained %d steps (%.2f epochs, %d slices) in %.0f s wall, %.0f CPU s (user+sys): %.1f slices/s wall, '
+          '%.1f slices per CPU second' % (step, step / steps_per_epoch, step * a.batch, wall, cpu,
+                                          step * a.batch / max(wall, 1e-9), step * a.batch / max(cpu, 1e-9)),
+          flush=True)
     if clock_led[0] and not cut:
         print('note: the learning-rate schedule followed the clock (the machine was slower than the plan), so a '
               'rerun may differ slightly', flush=True)
@@ -214,7 +244,8 @@ def main(argv):
     tmp = a.out + '.tmp'
     torch.save({'state_dict': model.state_dict(), 'arch': a.arch, 'classes': classes,
                 'class_names': list(CLASS_NAMES[:classes]), 'steps': step, 'planned_steps': planned,
-                'cut_by_time_budget': cut, 'args': vars(a), 'history': history}, tmp)
+                'cut_by_time_budget': cut, 'train_wall_s': wall, 'train_cpu_s': cpu, 'args': vars(a),
+                'history': history}, tmp)
     os.replace(tmp, a.out)
     print('saved %s (%d steps in %.0f s)' % (a.out, step, time.monotonic() - t0), flush=True)
     return 0

@@ -243,7 +243,8 @@ static void conv_cases(cd_gpu_memory_mode mode) {
         {2, 3, 16, 33, 31, 7, 2, 3, 1, 1, false, true},  /* ResNet's stem: 7x7 stride 2 pad 3 */
         {1, 40, 3, 4, 4, 3, 1, 1, 1, 1, false, true},    /* K = 360, O = 3 */
         {5, 2, 3, 1, 1, 1, 1, 0, 1, 1, true, false},     /* 1x1 images */
-        {2, 3, 16, 20, 17, 5, 2, 2, 1, 1, true, true},   /* cirrnet-small's stem */
+        {2, 3, 16, 20, 17, 5, 2, 2, 1, 1, true, true},   /* 5x5 stride 2, padding 2 */
+        {2, 3, 24, 21, 18, 4, 4, 0, 1, 1, false, true},  /* cirrnet-small's stem: 4x4 stride 4, no padding, odd sizes */
         {1, 16, 32, 9, 9, 1, 2, 0, 1, 1, true, false},   /* downsample: 1x1 stride 2 */
         {1, 65, 66, 3, 70, 3, 1, 1, 1, 1, true, false},  /* 65x66 channels, wide rows (N = 210) */
     };
