@@ -29,8 +29,9 @@ scan's slice probabilities, the aggregation `cirrdata stage` does).
 
 Stopping: after the planned steps, or earlier when --time-budget seconds of wall time have passed
 (a safety cap, checked after every step; the run then validates and saves what it has, and says so).
-The cosine follows the larger of step progress and time progress, so a cut run still ends annealed.
-A run whose step progress stays ahead of the clock (the planned steps fit the budget) is reproducible
+The cosine follows the step progress, or the time progress where that leads by more than 5 % of the
+run (a run heading past the budget), so a cut run still ends annealed. A run whose steps fit the
+budget follows the step count alone and is reproducible
 on the same machine: seeded loader order and augmentation, seeded initialisation, fixed thread
 count; the log says when the clock led instead. The summary line gives the steps, epochs, slices per
 second and the process's CPU seconds (user + system), which, unlike wall time, do not grow when other
@@ -170,10 +171,10 @@ def main(argv):
     model = build(a.arch, classes)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
-    # Linear warm-up over the first 5 % of steps, then cosine to 0 over the run's progress: the larger
-    # of steps done / planned and seconds spent / budget, so a run cut by the budget still ends with
-    # the learning rate annealed (an unannealed snapshot is much worse). When the clock is ahead of
-    # the step count the schedule depends on the machine's speed; the log says so.
+    # Linear warm-up over the first 5 % of steps, then cosine to 0 over the run's progress: steps done /
+    # planned, or seconds spent / budget when that leads clearly, so a run cut by the budget still ends
+    # with the learning rate annealed (an unannealed snapshot is much worse). When the clock leads, the
+    # schedule depends on the machine's speed; the log says so.
     warm = max(1, planned // 20)
     clock_led = [False]
 
@@ -182,8 +183,13 @@ def main(argv):
             return (s + 1) / warm
         by_steps = (s - warm) / max(1, planned - warm)
         by_clock = elapsed / a.time_budget
-        clock_led[0] |= by_clock > by_steps + 0.05  # beyond start-up noise
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, max(by_steps, by_clock))))
+        # The clock steers only when it leads by more than start-up noise: a run whose steps fit the
+        # budget then follows the step count alone and is reproducible (same seed, same weights).
+        progress = by_steps
+        if by_clock > by_steps + 0.05:
+            clock_led[0] = True
+            progress = by_clock
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     print('training %s (%d parameters) on %s: %d train slices (%d steps/epoch of %d), %d val slices; '
           '%d steps (%.1f epochs), at most %.0f s; %d torch threads, %d loader threads' %
           (a.arch, sum(p.numel() for p in model.parameters()), a.dataset, train.loader.samples_per_epoch,
