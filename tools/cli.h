@@ -26,10 +26,6 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 bool cli_parse_bytes(const char *s, uint64_t *out);
 bool cli_parse_int64(const char *s, int64_t *out);
 
-/* IEEE half to float (exact; infinities and NaNs kept). */
-float cli_half_to_float(uint16_t h);
-/* Whether split is one of splits, a comma-separated list of names ("*": every split). */
-bool cli_split_selected(const char *splits, const char *split);
 
 /* JSON helpers. */
 json_t *cli_json_matrix4(const double m[4][4]);

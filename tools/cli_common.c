@@ -80,39 +80,3 @@ void cli_json_print(json_t *obj) {
     fputc('\n', stdout);
     json_decref(obj);
 }
-
-float cli_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal */
-            int e = -1;
-            do {
-                e++;
-                man <<= 1;
-            } while (!(man & 0x400u));
-            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | man << 13;
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | man << 13;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-bool cli_split_selected(const char *splits, const char *split) {
-    if (!strcmp(splits, "*")) return true;
-    size_t n = strlen(split);
-    for (const char *p = splits; *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, split, n)) return true;
-        if (!e) break;
-        p = e + 1;
-    }
-    return false;
-}

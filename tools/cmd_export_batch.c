@@ -59,8 +59,9 @@ static cd_status write_nifti(const char *path, const void *data, cd_dtype dt, ui
                 uint8_t *d = dst + (x + X * (y + Y * z)) * oes;
                 if (dt == CD_DTYPE_FLOAT16) {
                     uint16_t h;
+                    float f;
                     memcpy(&h, s, 2);
-                    float f = cli_half_to_float(h);
+                    cd_float16_to_float32(&h, &f, 1);
                     memcpy(d, &f, 4);
                 } else {
                     memcpy(d, s, es);
@@ -110,7 +111,7 @@ int cmd_export_batch(int argc, char **argv) {
     json_t *e;
     json_array_foreach(entries, i, e) {
         const char *sp = json_string_value(json_object_get(e, "split"));
-        total += cli_split_selected(splits, sp ? sp : "");
+        total += cd_dataset_split_selected(splits, sp ? sp : "");
     }
     int rc = CLI_OK;
     if (!total) {
@@ -129,7 +130,7 @@ int cmd_export_batch(int argc, char **argv) {
     json_array_foreach(entries, i, e) {
         if (rc != CLI_OK) break;
         const char *sp = json_string_value(json_object_get(e, "split"));
-        if (!cli_split_selected(splits, sp ? sp : "")) continue;
+        if (!cd_dataset_split_selected(splits, sp ? sp : "")) continue;
         cd_record *rec = NULL;
         const cd_shard *sh = NULL;
         cd_status st = cd_dataset_read_record(ds, i, &rec, &sh, &err);

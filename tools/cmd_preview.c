@@ -77,8 +77,7 @@ static bool to_float(const void *raw, cd_dtype dt, size_t n, float *out) {
     case CD_DTYPE_FLOAT64: CONV(double); return true;
 #undef CONV
     case CD_DTYPE_FLOAT16: {
-        const uint16_t *s = raw;
-        for (size_t i = 0; i < n; i++) out[i] = cli_half_to_float(s[i]);
+        cd_float16_to_float32(raw, out, n);
         return true;
     }
     default: return false;

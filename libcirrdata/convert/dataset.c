@@ -410,3 +410,16 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
     free(pdir);
     return st;
 }
+
+bool cd_dataset_split_selected(const char *splits, const char *split) {
+    if (!splits || !strcmp(splits, "*")) return true;
+    size_t n = strlen(split);
+    for (const char *p = splits; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, split, n)) return true;
+        if (!e) break;
+        p = e + 1;
+    }
+    return false;
+}

@@ -1,6 +1,7 @@
 /* IEEE 754 binary16 conversions (round to nearest even), for float16 storage. */
 #include <string.h>
 
+#include "cirrdata/dtype.h"
 #include "core/internal.h"
 
 float cd_half_to_float(uint16_t h) {
@@ -47,4 +48,8 @@ uint16_t cd_float_to_half(float f) {
     uint32_t rem = absx & 0x1fff;
     if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
     return (uint16_t)(sign | h);
+}
+
+void cd_float16_to_float32(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = cd_half_to_float(src[i]);
 }

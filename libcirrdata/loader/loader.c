@@ -645,19 +645,6 @@ static void assign_batches(cd_loader *l) {
 
 /* ---- creation ---- */
 
-static bool split_selected(const char *splits, const char *split) {
-    if (!splits || !strcmp(splits, "*")) return true;
-    size_t n = strlen(split);
-    for (const char *p = splits; *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, split, n)) return true;
-        if (!e) break;
-        p = e + 1;
-    }
-    return false;
-}
-
 void cd_loader_destroy(cd_loader *l) {
     if (!l) return;
     if (l->threads) {
@@ -726,7 +713,7 @@ static cd_status load_records(cd_loader *l, cd_error *err) {
     for (size_t i = 0; i < n && st == CD_OK; i++) {
         json_t *e = json_array_get(entries, i);
         const char *split = json_string_value(json_object_get(e, "split"));
-        if (!split_selected(l->o.splits, split ? split : "")) continue;
+        if (!cd_dataset_split_selected(l->o.splits, split ? split : "")) continue;
         rec_info *ri = &l->recs[l->nrecs];
         ri->dataset_index = i;
         ri->label = (int32_t)json_integer_value(json_object_get(e, "label"));

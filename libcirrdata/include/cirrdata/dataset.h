@@ -86,6 +86,9 @@ CD_API cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *er
 CD_API void cd_dataset_close(cd_dataset *ds);
 
 CD_API uint64_t cd_dataset_record_count(const cd_dataset *ds);
+/* Whether split (a record's "split") is named in splits, a comma-separated list of split names as
+ * cd_loader_options.splits takes it; "*" or NULL selects every split. */
+CD_API bool cd_dataset_split_selected(const char *splits, const char *split);
 /* The manifest text (owned by the dataset). */
 CD_API const char *cd_dataset_manifest(const cd_dataset *ds);
 

@@ -4,6 +4,7 @@
 
 #include "cirrdata/api.h"
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,6 +33,10 @@ CD_API const char *cd_dtype_name(cd_dtype dtype);
 
 /* Inverse of cd_dtype_name; CD_DTYPE_INVALID when the name is unknown. */
 CD_API cd_dtype cd_dtype_from_name(const char *name);
+
+/* IEEE binary16 values to float32, exactly (infinities and NaNs kept): dst[i] = src[i] for i < n.
+ * For readers of float16 tensors (the cirrhosisstage-2d records); src and dst must not overlap. */
+CD_API void cd_float16_to_float32(const uint16_t *src, float *dst, size_t n);
 
 #ifdef __cplusplus
 }
