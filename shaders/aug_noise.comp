@@ -3,9 +3,11 @@
 // with n(i) the per-voxel normal field of libcirrdata/augment/draw.c, the same for every channel.
 // One invocation per block b of 4 voxels of one sample (gl_WorkGroupID.z): Philox4x32-10 with
 // counter {b, 0, 0, 0} (b < 2^30: the high word is 0) and key {noise key low, high}, then Box-Muller
-// on (w0, w1) and (w2, w3). In float where the CPU uses double; log and sin/cos are evaluated here
-// (not with the built-ins, whose Vulkan precision is only 2^-11 absolute for sin/cos and 2^-21 for
-// log near 1) so that n agrees with the CPU's to ~1e-7 on every driver. No subgroup operations.
+// on (w0, w1) and (w2, w3), in float with the definition's own log and sin/cos (draw.c: the C
+// reference evaluates the same operations; the built-ins' Vulkan precision is only 2^-11 absolute
+// for sin/cos and 2^-21 for log near 1). Vulkan's division and sqrt may be a few ulp off correctly
+// rounded and a driver may fuse a * b + c, so n agrees with the C value to ~1e-6, not bit for bit.
+// No subgroup operations.
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 
 layout(std430, set = 0, binding = 0) readonly buffer Meta { uint meta[]; };
@@ -28,31 +30,35 @@ uvec4 philox(uvec4 c, uvec2 k) {
     return c;
 }
 
-// ln(x) for x > 0 to a few ulp: x = m 2^e with m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(f / (2 + f)),
-// f = m - 1 exact (fdlibm's logf scheme, series to s^9: error < 1e-9 for |s| <= 0.172).
+// ln(x) for a normal x in (0, 1] (u1 >= 2^-24) to a few ulp: x = m 2^e with m in [sqrt(1/2), sqrt(2));
+// ln m = 2 atanh(f / (2 + f)), f = m - 1 exact (fdlibm's logf scheme, series to s^9: error < 1e-9 for
+// |s| <= 0.172). frexp by the bits and the doubling of m on its exponent bits, as the C code does
+// (libcirrdata/augment/draw.c box_muller: the same operations in the same order).
 float log_acc(float x) {
-    int e;
-    float m = frexp(x, e);
-    if (m < 0.70710678) {
-        m *= 2.0;
-        e -= 1;
-    }
-    const float f = m - 1.0;
+    const uint bits = floatBitsToUint(x);
+    uint mbits = (bits & 0x007FFFFFu) | 0x3F000000u;
+    int e = int(bits >> 23u) - 126;
+    const bool low = uintBitsToFloat(mbits) < 0.70710678;
+    mbits += low ? 0x00800000u : 0u;
+    e -= low ? 1 : 0;
+    const float f = uintBitsToFloat(mbits) - 1.0;
     const float s = f / (2.0 + f), z = s * s;
     const float r = z * (0.6666666667 + z * (0.4 + z * (0.2857142857 + z * 0.2222222222)));
     return float(e) * 0.69314718056 + (2.0 * s + s * r);
 }
 
-// (cos, sin) of 2 pi u for u in [0, 1): quadrant q = round(4u) exactly, a = 2 pi (u - q/4) in
-// [-pi/4, pi/4], Taylor series to a^10 (error < 1e-9 there).
+// (cos, sin) of 2 pi u for u in [0, 1): quadrant q = floor(4u + 0.5) (int truncation: the argument
+// is >= 0), a = 2 pi (u - q/4) in [-pi/4, pi/4] (u - q/4 exact), Taylor series to a^10 (error
+// < 1e-9 there); the quadrant's signs by exact multiplies by +-1 as in the C code.
 vec2 cos_sin_2pi(float u) {
-    const float q = floor(u * 4.0 + 0.5);
-    const float a = (u - q * 0.25) * 6.28318530718;
+    const int q = int(u * 4.0 + 0.5);
+    const float a = (u - float(q) * 0.25) * 6.28318530718;
     const float a2 = a * a;
     const float s = a * (1.0 + a2 * (-1.0 / 6.0 + a2 * (1.0 / 120.0 + a2 * (-1.0 / 5040.0 + a2 * (1.0 / 362880.0)))));
     const float c = 1.0 + a2 * (-0.5 + a2 * (1.0 / 24.0 + a2 * (-1.0 / 720.0 + a2 * (1.0 / 40320.0 + a2 * (-1.0 / 3628800.0)))));
-    const uint k = uint(q) & 3u;
-    return k == 0u ? vec2(c, s) : k == 1u ? vec2(-s, c) : k == 2u ? vec2(-c, -s) : vec2(s, -c);
+    const bool odd = (q & 1) != 0;
+    const float c0 = odd ? s : c, s0 = odd ? c : s;
+    return vec2(c0 * (((q + 1) & 2) != 0 ? -1.0 : 1.0), s0 * ((q & 2) != 0 ? -1.0 : 1.0));
 }
 
 void main() {

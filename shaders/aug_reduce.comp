@@ -1,9 +1,10 @@
 #version 450
 // Per-row statistics (row = sample x channel) for contrast and gamma: mean, sample standard
-// deviation (N - 1), min, max, as channel_stats in libcirrdata/augment/intensity.c computes them in
-// double. Here in float, numerically sound: every invocation runs Welford's update over its voxels,
-// then (count, mean, M2) triples are merged pairwise with Chan et al.'s formula (M2 = M2a + M2b +
-// d^2 na nb / n) -- a tree in shared memory, no subgroup operations, any workgroup size up to 256.
+// deviation (N - 1), min, max, as sum_min_max / sd_about in libcirrdata/augment/intensity.c compute
+// them in double (16 lane partial sums in a fixed order). Here in float, numerically sound: every
+// invocation runs Welford's update over its voxels, then (count, mean, M2) triples are merged
+// pairwise with Chan et al.'s formula (M2 = M2a + M2b + d^2 na nb / n) -- a tree in shared memory,
+// no subgroup operations, any workgroup size up to 256.
 // The error of mean and sd is then a few float ulps times log2(N) relative to the data's spread
 // (no cancellation of large sums of squares), ~1e-6 where the tolerance against the double reference
 // is 1e-4 of the data range.

@@ -72,7 +72,8 @@ CD_INTERNAL bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis
  * Returns NULL when out of memory; free with free(). */
 CD_INTERNAL float *cd_aug_elastic_field(const cd_aug_params *a, const int64_t patch[3], double maxabs[3]);
 
-/* Standard normal number n of the per-voxel noise stream (see draw.c). */
-CD_INTERNAL void cd_aug_noise_block(uint64_t key, uint64_t block, double out[4]);
+/* out[j] = n(first + j), j < n: the per-voxel standard normal noise field of key (see draw.c),
+ * any start and length (n <= 0: nothing). */
+CD_INTERNAL void cd_aug_noise_fill(uint64_t key, uint64_t first, int64_t n, float *out);
 
 #endif

@@ -27,12 +27,28 @@
  *   U(lo, hi).) nnU-Net v2 samples brightness, contrast and both gammas this way.
  *
  * Per-voxel noise: voxel i of the patch (C-order index over x, y, z; the same value for every
- * channel, as nnU-Net v2's synchronised noise) gets sigma * n_i with n_i from block b = i / 4 of
+ * channel, as nnU-Net v2's synchronised noise) gets x += sigma * n_i, in float32 arithmetic (sigma
+ * rounded to float, the product rounded, then the sum), with n_i from block b = i / 4 of
  * Philox4x32-10(counter = {b mod 2^32, b / 2^32, 0, 0}, key = {noise_key low, noise_key high}) ->
  * words w0..w3; lane i % 4: (w0, w1) give n for lanes 0 and 1, (w2, w3) for lanes 2 and 3, by
- * Box-Muller: u1 = ((w_even >> 8) + 1) / 2^24 in (0, 1], u2 = (w_odd >> 8) / 2^24,
- * r = sqrt(-2 ln u1), lane 0/2: r cos(2 pi u2), lane 1/3: r sin(2 pi u2). (CPU: double; a float32
- * GPU evaluation agrees to ~1e-6 relative.) A pure function of (noise_key, i).
+ * Box-Muller evaluated in float32 (round to nearest, no fused multiply-add), operation by operation:
+ *   u1 = ((w_even >> 8) + 1) * 2^-24 in (0, 1], u2 = (w_odd >> 8) * 2^-24 in [0, 1) (both exact)
+ *   ln u1 = log_acc(u1): m = u1's significand with the exponent set for [0.5, 1), e the matching
+ *     exponent (u1 = m 2^e, frexp); if m < 0.70710678f: m = 2 m, e = e - 1; f = m - 1;
+ *     s = f / (2 + f); z = s s; R = z (c1 + z (c2 + z (c3 + z c4))), c1..c4 = 0.6666666667f, 0.4f,
+ *     0.2857142857f, 0.2222222222f; ln = e * 0.69314718056f + (2 s + s R)
+ *   r = sqrt(-2 ln) (correctly rounded)
+ *   (cos, sin)(2 pi u2) = cos_sin_2pi(u2): q = floor(4 u2 + 0.5), a = (u2 - q * 0.25) * 6.28318530718f,
+ *     a2 = a a, S = a (1 + a2 (-1/6 + a2 (1/120 + a2 (-1/5040 + a2 / 362880)))), C = 1 + a2 (-1/2 +
+ *     a2 (1/24 + a2 (-1/720 + a2 (1/40320 + a2 (-1/3628800))))) (each coefficient the float nearest
+ *     the fraction, polynomials evaluated as written); for q & 3 = 0, 1, 2, 3: (cos, sin) =
+ *     (C, S), (-S, C), (-C, -S), (S, -C)
+ *   lane 0/2: n = r * cos, lane 1/3: n = r * sin.
+ * log_acc is fdlibm's logf scheme (series error < 1e-9 for |s| <= 0.172), cos_sin_2pi a Taylor series
+ * on [-pi/4, pi/4] (error < 1e-9): n is within a few float ulp of the exact Box-Muller value of
+ * (u1, u2) (|n| <= 5.77; about 1e-6 absolute at worst). A pure function of (noise_key, i); the C
+ * code below (box_muller) is the reference, shaders/aug_noise.comp evaluates the same operations
+ * (its division, sqrt and fusing are the driver's: ~1e-6 from the C value).
  *
  * Elastic field (batchgenerators' create_deformation_coords, deformation on the patch grid before
  * rotation and scaling): for axis k and voxel i, v = 2 * (w >> 8) / 2^24 - 1 in [-1, 1) with w =
@@ -41,8 +57,12 @@
  * length > 1; in 2D pipelines d_z = 0 and z is not smoothed). */
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
 
 #include "augment/augment_impl.h"
 #include "cirrdata/rng.h"
@@ -194,17 +214,79 @@ void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64
     memcpy(out->matrix, m, sizeof m);
 }
 
-void cd_aug_noise_block(uint64_t key, uint64_t block, double out[4]) {
-    const uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), 0, 0};
+/* Box-Muller on pairs (w[2p], w[2p + 1]) -> out[2p] = r cos, out[2p + 1] = r sin, p < NOISE_PAIRS (a
+ * fixed count: gcc -O2 vectorises only loops without a remainder), in float, with the definition's
+ * log_acc and cos_sin_2pi written branch-free (selects) so the loops vectorise; shaders/aug_noise.comp
+ * evaluates the same operations. Three passes: gcc will not vectorise sqrtf while it may set errno
+ * (-fmath-errno, the default; the optimize attribute does not change that), so the square roots are a
+ * pass of their own, explicit SSE where there is SSE: sqrtps and sqrtf are both the correctly rounded
+ * square root, so every path gives the same bits. */
+enum { NOISE_PAIRS = 128 };
+static void box_muller(const uint32_t *restrict w, float *restrict out) {
+    float t[NOISE_PAIRS], cv[NOISE_PAIRS], sv[NOISE_PAIRS];
+    for (int p = 0; p < NOISE_PAIRS; p++) {
+        const float u1 = ((float)(int32_t)(w[2 * p] >> 8) + 1.0f) * 0x1p-24f; /* (0, 1], exact */
+        const float u2 = (float)(int32_t)(w[2 * p + 1] >> 8) * 0x1p-24f;       /* [0, 1), exact */
+        /* log_acc(u1): frexp by bits (u1 is normal: >= 2^-24), m into [sqrt(1/2), sqrt(2)) */
+        uint32_t bits;
+        memcpy(&bits, &u1, sizeof bits);
+        uint32_t mbits = (bits & 0x007FFFFFu) | 0x3F000000u;
+        float m;
+        memcpy(&m, &mbits, sizeof m);
+        int32_t e = (int32_t)(bits >> 23) - 126;
+        /* m < sqrt(1/2): m *= 2 (exact), e -= 1. The doubling is done on the exponent bits: a
+         * conditional float multiply (trapping math) would keep a branch and stop the vectoriser. */
+        const bool low = m < 0.70710678f;
+        mbits += low ? 0x00800000u : 0u;
+        memcpy(&m, &mbits, sizeof m);
+        e -= low ? 1 : 0;
+        const float f = m - 1.0f;
+        const float s = f / (2.0f + f), z = s * s;
+        const float rr = z * (0.6666666667f + z * (0.4f + z * (0.2857142857f + z * 0.2222222222f)));
+        const float ln = (float)e * 0.69314718056f + (2.0f * s + s * rr);
+        t[p] = -2.0f * ln;
+        /* cos_sin_2pi(u2): q = floor(4 u2 + 0.5) (truncation: the argument is >= 0) */
+        const int32_t q = (int32_t)(u2 * 4.0f + 0.5f);
+        const float a = (u2 - (float)q * 0.25f) * 6.28318530718f, a2 = a * a;
+        const float sn = a * (1.0f + a2 * (-1.0f / 6.0f + a2 * (1.0f / 120.0f + a2 * (-1.0f / 5040.0f + a2 * (1.0f / 362880.0f)))));
+        const float cs = 1.0f + a2 * (-0.5f + a2 * (1.0f / 24.0f + a2 * (-1.0f / 720.0f + a2 * (1.0f / 40320.0f + a2 * (-1.0f / 3628800.0f)))));
+        /* quadrant q & 3: (c, s), (-s, c), (-c, -s), (s, -c); sign flips by exact multiplies */
+        const float c0 = (q & 1) ? sn : cs, s0 = (q & 1) ? cs : sn;
+        cv[p] = c0 * (((q + 1) & 2) ? -1.0f : 1.0f);
+        sv[p] = s0 * ((q & 2) ? -1.0f : 1.0f);
+    }
+#ifdef __SSE__
+    for (int p = 0; p < NOISE_PAIRS; p += 4) _mm_storeu_ps(t + p, _mm_sqrt_ps(_mm_loadu_ps(t + p)));
+#else
+    for (int p = 0; p < NOISE_PAIRS; p++) t[p] = sqrtf(t[p]); /* >= -0: no error case */
+#endif
+    for (int p = 0; p < NOISE_PAIRS; p++) {
+        out[2 * p] = t[p] * cv[p];
+        out[2 * p + 1] = t[p] * sv[p];
+    }
+}
+
+void cd_aug_noise_fill(uint64_t key, uint64_t first, int64_t n, float *out) {
+    enum { BLOCKS = NOISE_PAIRS / 2 }; /* 256 voxels per round: words and values stay in L1 */
     const uint32_t k[2] = {(uint32_t)key, (uint32_t)(key >> 32)};
-    uint32_t w[4];
-    cd_philox4x32_10(ctr, k, w);
-    for (int h = 0; h < 2; h++) {
-        double u1 = ((double)(w[2 * h] >> 8) + 1.0) * (1.0 / 16777216.0);
-        double u2 = (double)(w[2 * h + 1] >> 8) * (1.0 / 16777216.0);
-        double r = sqrt(-2.0 * log(u1));
-        out[2 * h] = r * cos(2.0 * PI * u2);
-        out[2 * h + 1] = r * sin(2.0 * PI * u2);
+    uint32_t w[4 * BLOCKS];
+    float v[4 * BLOCKS];
+    while (n > 0) { /* always BLOCKS blocks; values past n are dropped */
+        const uint64_t b0 = first / 4;
+        const int64_t skip = (int64_t)(first % 4);
+        const uint32_t ctr[4] = {(uint32_t)b0, (uint32_t)(b0 >> 32), 0, 0};
+        cd_philox4x32_10_blocks(ctr, k, BLOCKS, w);
+        int64_t got = 4 * BLOCKS - skip;
+        if (got > n) got = n;
+        if (skip == 0 && got == 4 * BLOCKS) /* whole round: straight into out */
+            box_muller(w, out);
+        else {
+            box_muller(w, v);
+            memcpy(out, v + skip, sizeof(float) * (size_t)got);
+        }
+        out += got;
+        first += (uint64_t)got;
+        n -= got;
     }
 }
 

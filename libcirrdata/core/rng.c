@@ -24,6 +24,48 @@ void cd_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
+/* The same rounds as above on LANES blocks side by side (structure of arrays): each lane loop is
+ * independent per lane, so gcc turns the 32x32->64 products into pmuludq (SSE2) without changing
+ * a bit. Lanes past n are computed and dropped. */
+void cd_philox4x32_10_blocks(const uint32_t counter[4], const uint32_t key[2], size_t n, uint32_t *out) {
+    enum { LANES = 16 };
+    const uint64_t pos = (uint64_t)counter[0] | (uint64_t)counter[1] << 32;
+    for (size_t j0 = 0; j0 < n; j0 += LANES) {
+        uint32_t c0[LANES], c1[LANES], c2[LANES], c3[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const uint64_t b = pos + j0 + (uint64_t)l;
+            c0[l] = (uint32_t)b;
+            c1[l] = (uint32_t)(b >> 32);
+            c2[l] = counter[2];
+            c3[l] = counter[3];
+        }
+        uint32_t k0 = key[0], k1 = key[1];
+        for (int round = 0; round < 10; round++) {
+            /* -O3 would otherwise unroll the lane loop completely and then fail to vectorise it
+             * (measured: 12 ns per block instead of 7) */
+#pragma GCC unroll 1
+            for (int l = 0; l < LANES; l++) {
+                const uint64_t p0 = (uint64_t)PHILOX_M0 * c0[l], p1 = (uint64_t)PHILOX_M1 * c2[l];
+                const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ k1;
+                c1[l] = (uint32_t)p1;
+                c3[l] = (uint32_t)p0;
+                c0[l] = n0;
+                c2[l] = n2;
+            }
+            k0 += PHILOX_W0;
+            k1 += PHILOX_W1;
+        }
+        const size_t m = n - j0 < LANES ? n - j0 : LANES;
+        for (size_t l = 0; l < m; l++) {
+            uint32_t *o = out + 4 * (j0 + l);
+            o[0] = c0[l];
+            o[1] = c1[l];
+            o[2] = c2[l];
+            o[3] = c3[l];
+        }
+    }
+}
+
 void cd_rng_init(cd_rng *rng, uint64_t seed, uint32_t stream_hi, uint32_t stream_lo) {
     rng->key[0] = (uint32_t)seed;
     rng->key[1] = (uint32_t)(seed >> 32);

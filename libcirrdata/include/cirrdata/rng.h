@@ -8,6 +8,7 @@
 #define CIRRDATA_RNG_H
 
 #include "cirrdata/api.h"
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -16,6 +17,12 @@ extern "C" {
 
 /* The raw block function: 4 random 32-bit words from a 128-bit counter and a 64-bit key. */
 CD_API void cd_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+
+/* n consecutive blocks: out[4 j + w] = word w of cd_philox4x32_10(counter + j, key) for j < n, where
+ * counter + j adds j to the 64-bit position (counter[1] << 32 | counter[0], wrapping mod 2^64) and
+ * keeps counter[2..3]. Bit-identical to n single calls; evaluated many blocks at a time in lane
+ * loops the compiler vectorises. out holds 4 n words (caller-owned). */
+CD_API void cd_philox4x32_10_blocks(const uint32_t counter[4], const uint32_t key[2], size_t n, uint32_t *out);
 
 typedef struct cd_rng {
     uint32_t key[2];
