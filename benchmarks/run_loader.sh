@@ -15,9 +15,11 @@
 # (git-ignored; reused when present), warms the page cache, then per round runs, alternating which
 # goes first: ours (augment nnunet), the peer (nnunet), ours (augment none), ours (augment none with
 # the decoded-chunk cache off, dumping the timed samples' corners), the bound on exactly those
-# samples, the peer (none). Then the RSS run (library-default cache). Ours runs with the library's
-# default decoded-chunk cache (min(2 GiB, RAM/8): the whole 24-case dataset fits, so after the first
-# epoch nothing is read or decoded) unless marked "cache off". Every JSON result goes to
+# samples, the peer (none), ours (augment nnunet without preload). Then the RSS run (library-default
+# cache). Ours runs with the library's default decoded-chunk cache (min(2 GiB, RAM/8): the whole
+# 24-case dataset fits) unless marked "cache off", and, for the nnunet and none rows, with --preload:
+# the cache is filled before the first batch (untimed), as the peer loads its volumes into memory
+# before timing; one "no preload" nnunet row shows the cache filling during the run instead. Every JSON result goes to
 # benchmarks/.data/loader_results.jsonl; prints the summary table.
 set -eu
 
@@ -70,15 +72,16 @@ r=1
 while [ "$r" -le "$rounds" ]; do
     corners="$data/loader_corners_r$r.txt"
     if [ $((r % 2)) = 1 ]; then
-        ours "$r" nnunet; peer "$r" nnunet
+        ours "$r" nnunet --preload; peer "$r" nnunet
     else
-        peer "$r" nnunet; ours "$r" nnunet
+        peer "$r" nnunet; ours "$r" nnunet --preload
     fi
-    ours "$r" none
+    ours "$r" none --preload
     ours "$r" none --cache-bytes 0 --dump-corners "$corners"
     printf '{"round":%d,"result":%s}\n' "$r" \
         "$("$bound" "$ds" "$corners" --patch 96,96,32 --threads "$threads" --repeat 5 --json)" >> "$results"
     peer "$r" none
+    ours "$r" nnunet
     echo "round $r/$rounds done" >&2
     r=$((r + 1))
 done
@@ -95,11 +98,12 @@ rows = [json.loads(line) for line in open(path)]
 med = statistics.median
 rounds = sorted({r["round"] for r in rows if r["round"] > 0})
 
-def get(tool, aug, rnd, cache="default"):
+def get(tool, aug, rnd, cache="default", preload=None):
+    """preload None: either; True/False: ours with/without --preload."""
     for r in rows:
         x = r["result"]
         if (r["round"] == rnd and x["tool"] == tool and x.get("augment", aug) == aug
-                and x.get("cache", "default") == cache):
+                and x.get("cache", "default") == cache and (preload is None or x.get("preload", False) == preload)):
             return x
     return None
 
@@ -109,13 +113,14 @@ def verdict(ok):
 print(f"\nloader benchmark: patch 96x96x32 float32, batch 2, {threads} loader threads / DataLoader workers / "
       f"bound threads; {len(rounds)} rounds")
 print(f"  {'samples/s per round':<34}" + "".join(f"{'r' + str(i):>9}" for i in rounds) + f"{'median':>9}")
-lines = [("ours, augment nnunet", "ours", "nnunet", "default"),
-         ("peer, augment nnunet", "peer", "nnunet", "default"),
-         ("ours, augment none", "ours", "none", "default"),
-         ("ours, augment none, cache off", "ours", "none", 0),
-         ("peer, augment none (crop only)", "peer", "none", "default")]
-for label, tool, aug, cache in lines:
-    v = [get(tool, aug, i, cache)["samples_per_s"] for i in rounds]
+lines = [("ours, augment nnunet (preload)", "ours", "nnunet", "default", True),
+         ("ours, augment nnunet, no preload", "ours", "nnunet", "default", False),
+         ("peer, augment nnunet", "peer", "nnunet", "default", None),
+         ("ours, augment none (preload)", "ours", "none", "default", True),
+         ("ours, augment none, cache off", "ours", "none", 0, False),
+         ("peer, augment none (crop only)", "peer", "none", "default", None)]
+for label, tool, aug, cache, pre in lines:
+    v = [get(tool, aug, i, cache, pre)["samples_per_s"] for i in rounds]
     print(f"  {label:<34}" + "".join(f"{x:>9.1f}" for x in v) + f"{med(v):>9.1f}")
 for label, key in [("bound: zstd decode (in memory)", "decode"), ("bound: xxh3 + decode", "xxh3_decode"),
                    ("bound: pread + decode", "pread_decode")]:
@@ -133,9 +138,11 @@ def ratio(label, num, den, target, unit):
     tgt = f">= {target:g}{unit} {verdict(m >= target)}" if target is not None else ""
     print(f"  {label:<40}" + "".join(f"{x:>8.3f}" for x in v) + f"{m:>8.3f}  {tgt}".rstrip())
     return m
-ratio("ours / peer, nnunet", lambda i: get("ours", "nnunet", i)["samples_per_s"],
+ratio("ours / peer, nnunet", lambda i: get("ours", "nnunet", i, preload=True)["samples_per_s"],
       lambda i: get("peer", "nnunet", i)["samples_per_s"], 10, "x")
-ratio("ours / peer, none", lambda i: get("ours", "none", i)["samples_per_s"],
+ratio("ours / peer, nnunet, ours without preload", lambda i: get("ours", "nnunet", i, preload=False)["samples_per_s"],
+      lambda i: get("peer", "nnunet", i)["samples_per_s"], None, "")
+ratio("ours / peer, none", lambda i: get("ours", "none", i, preload=True)["samples_per_s"],
       lambda i: get("peer", "none", i)["samples_per_s"], None, "")
 ratio("ours none cache off / decode bound", lambda i: get("ours", "none", i, 0)["samples_per_s"],
       lambda i: get("bound", None, i)["decode"]["samples_per_s"], 0.8, "")
@@ -143,9 +150,9 @@ ratio("ours none cache off / best-round bound", lambda i: get("ours", "none", i,
       lambda i: get("bound", None, i)["decode"]["samples_per_s_best"], None, "")
 ratio("ours none cache off / pread+decode", lambda i: get("ours", "none", i, 0)["samples_per_s"],
       lambda i: get("bound", None, i)["pread_decode"]["samples_per_s"], None, "")
-ratio("ours none (cache) / decode bound", lambda i: get("ours", "none", i)["samples_per_s"],
+ratio("ours none (cache) / decode bound", lambda i: get("ours", "none", i, preload=True)["samples_per_s"],
       lambda i: get("bound", None, i)["decode"]["samples_per_s"], None, "")
-ratio("ours nnunet / zstd-decode bound", lambda i: get("ours", "nnunet", i)["samples_per_s"],
+ratio("ours nnunet / zstd-decode bound", lambda i: get("ours", "nnunet", i, preload=True)["samples_per_s"],
       lambda i: get("bound", None, i)["decode"]["samples_per_s"], None, "")
 
 rss = [r["result"] for r in rows if r["round"] == 0][0]

@@ -7,7 +7,8 @@
 // needed): p = row_p0 + z * dp (+ elastic offset), where the host rounds row_p0 = base * 2^32 and
 // dp = step * 2^32 exactly as the C reference's fast path does, so the weights and the float32
 // lerps (made `precise`: no FMA contraction) are bit for bit the reference's on the rows it runs
-// without checks. Images: trilinear, zero outside the box; masks: nearest, floor(p + 1/2), 0
+// in fixed point (row_fast, and row_edge for rows crossing the box edge, whose bounds tests here
+// are the same). Images: trilinear, zero outside the box; masks: nearest, floor(p + 1/2), 0
 // outside. No subgroup operations; the workgroup size is a specialization constant.
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 

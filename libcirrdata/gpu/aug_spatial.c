@@ -5,7 +5,8 @@
  * position of the row's first voxel (rounded from the same double expression) and the per-voxel step
  * along z; for elastic samples also the displacement M d(o) per voxel, rounded to 32.32 (the field
  * itself is the reference's, computed on the host). The device adds them exactly, so positions agree
- * with the reference to < 1e-7 voxel (bit for bit on the rows the reference runs unchecked).
+ * with the reference to < 1e-7 voxel (bit for bit on every row the reference runs in fixed point:
+ * all but elastic samples', including rows that cross the box edge).
  *
  * One batch = one command buffer: [copy in ->] dispatch [-> copy out], with one barrier at each
  * arrow (none between samples: one dispatch covers them all, samples along the grid's z). Samples

@@ -244,3 +244,43 @@ uint64_t cd_chunk_cache_bytes(const cd_chunk_cache *c) {
     pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
     return b;
 }
+
+bool cd_chunk_cache_has(cd_chunk_cache *c, uint64_t key) {
+    pthread_mutex_lock(&c->mu);
+    const cd_cached_chunk *e = c->buckets[bucket_of(c, key)];
+    while (e && e->key != key) e = e->hnext;
+    pthread_mutex_unlock(&c->mu);
+    return e != NULL;
+}
+
+uint64_t cd_chunk_cache_room(const cd_chunk_cache *c) {
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    uint64_t r = c->bytes < c->budget ? c->budget - c->bytes : 0;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return r;
+}
+
+bool cd_chunk_cache_preload(cd_chunk_cache *c, uint64_t key, void *data, size_t len) {
+    cd_cached_chunk *e = calloc(1, sizeof *e);
+    if (!e) return false;
+    pthread_mutex_lock(&c->mu);
+    cd_cached_chunk *dup = c->buckets[bucket_of(c, key)];
+    while (dup && dup->key != key) dup = dup->hnext;
+    /* Never evicts: preloaded chunks would only push out other preloaded chunks. */
+    const bool ok = !dup && c->bytes + len <= c->budget;
+    if (ok) {
+        *e = (cd_cached_chunk){.key = key, .data = data, .len = len, .cached = true};
+        size_t b = bucket_of(c, key);
+        e->hnext = c->buckets[b];
+        c->buckets[b] = e;
+        /* at the cold end: chunks the sampling reads (moved to the front) outlive ones never read */
+        e->prev = c->tail;
+        if (c->tail) c->tail->next = e;
+        else c->head = e;
+        c->tail = e;
+        c->bytes += len;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!ok) free(e);
+    return ok;
+}

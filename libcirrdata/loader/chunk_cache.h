@@ -4,6 +4,7 @@
 #ifndef CD_LOADER_CHUNK_CACHE_H
 #define CD_LOADER_CHUNK_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,5 +31,12 @@ CD_INTERNAL void cd_chunk_cache_free(cd_chunk_cache *c, void *data, size_t len);
 CD_INTERNAL const cd_cached_chunk *cd_chunk_cache_put(cd_chunk_cache *c, uint64_t key, void *data, size_t len);
 CD_INTERNAL void cd_chunk_cache_unpin(cd_chunk_cache *c, const cd_cached_chunk *e);
 CD_INTERNAL uint64_t cd_chunk_cache_bytes(const cd_chunk_cache *c);
+
+/* Preloading (cd_loader_options.preload): whether key is cached; the budget left; and an insert that
+ * never evicts and leaves the entry unpinned. True: the cache took data (from cd_chunk_cache_alloc
+ * with this len); false (already cached, or no room left without evicting): the caller still owns it. */
+CD_INTERNAL bool cd_chunk_cache_has(cd_chunk_cache *c, uint64_t key);
+CD_INTERNAL uint64_t cd_chunk_cache_room(const cd_chunk_cache *c);
+CD_INTERNAL bool cd_chunk_cache_preload(cd_chunk_cache *c, uint64_t key, void *data, size_t len);
 
 #endif

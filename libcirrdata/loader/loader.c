@@ -127,6 +127,10 @@ struct cd_loader {
     char device_name[320];
     cd_gpu_options gpu_opts;   /* what every worker's context is created (and re-created) with */
     cd_loader_device_stats dev;
+    /* preload (options.preload): jobs are (record, tensor) pairs, claimed under mu */
+    bool preloading;           /* workers take no batch until it is over */
+    uint64_t pre_next, pre_jobs;
+    int pre_busy;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t *threads;
@@ -193,9 +197,19 @@ static void *grow(void *p, size_t *cap, size_t need) {
 static void copy_run(const uint8_t *raw, size_t src, cd_dtype dtype, size_t n, bool rev, float *o, uint8_t *u) {
     if (u) {
         const uint8_t *s = raw + src;
-        if (!rev) memcpy(u, s, n);
-        else
-            for (size_t i = 0; i < n; i++) u[i] = s[n - 1 - i];
+        if (!rev) {
+            memcpy(u, s, n);
+            return;
+        }
+        /* reversed (mirrored masks): 8 bytes at a time, a byte swap reversing each word */
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t v;
+            memcpy(&v, s + n - 8 - i, 8);
+            v = __builtin_bswap64(v);
+            memcpy(u + i, &v, 8);
+        }
+        for (; i < n; i++) u[i] = s[n - 1 - i];
         return;
     }
 #define RUN(T, CONV)                                                                                                                   \
@@ -560,6 +574,89 @@ static void make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, ui
     pthread_mutex_unlock(&l->mu);
 }
 
+/* ---- preload ---- */
+
+/* Preload job k: the chunks of record k / 2, image (k even) or mask, that are not cached yet, read
+ * in groups of PRELOAD_GROUP (one submission each, bounded staging), decoded, inserted without
+ * eviction. A chunk that cannot be read or verified is left out: the sample that reads it later
+ * reports it (or skips it) as it would without preload. Returns true when the budget is full. */
+#define PRELOAD_GROUP 32
+static bool preload_job(cd_loader *l, worker_scratch *w, uint64_t k) {
+    const size_t rec = (size_t)(k / 2);
+    const rec_info *ri = &l->recs[rec];
+    const int t = k % 2 ? ri->mask_t : ri->image_t;
+    if (t < 0) return false;
+    cd_tensor_info ti;
+    cd_record_tensor_info(ri->rec, (uint32_t)t, &ti);
+    uint64_t room = cd_chunk_cache_room(l->cache);
+    bool full = false;
+    for (uint32_t first = 0; first < ti.chunk_count && !full;) {
+        uint32_t ids[PRELOAD_GROUP];
+        size_t n = 0, total = 0;
+        for (; first < ti.chunk_count && n < PRELOAD_GROUP; first++) {
+            const uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | first;
+            if (cd_chunk_cache_has(l->cache, key)) continue;
+            cd_chunk_info ci;
+            cd_record_chunk_info(ri->rec, (uint32_t)t, first, &ci);
+            if (ci.raw_size > room) {
+                full = true;
+                break;
+            }
+            room -= ci.raw_size;
+            total += ci.stored_size;
+            ids[n++] = first;
+        }
+        if (!n) continue;
+        if (!(w->reqs = grow(w->reqs, &w->reqs_cap, n * sizeof *w->reqs)) || !(w->stored = grow(w->stored, &w->stored_cap, total ? total : 1)))
+            return true; /* out of memory: stop preloading, sampling reads on demand */
+        size_t off = 0;
+        for (size_t q = 0; q < n; q++) {
+            cd_chunk_info ci;
+            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[q], &ci);
+            w->reqs[q] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
+            off += ci.stored_size;
+        }
+        cd_error e;
+        cd_error_clear(&e);
+        if (cd_chunk_io_read(w->io, w->reqs, n, cd_shard_path(ri->shard), &e) != CD_OK) continue;
+        off = 0;
+        for (size_t q = 0; q < n; q++) {
+            cd_chunk_info ci;
+            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[q], &ci);
+            const uint8_t *stored = w->stored + off;
+            off += ci.stored_size;
+            void *raw = cd_chunk_cache_alloc(l->cache, ci.raw_size);
+            if (!raw) return true;
+            const uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[q];
+            if (cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[q], stored, raw, &e) != CD_OK ||
+                !cd_chunk_cache_preload(l->cache, key, raw, ci.raw_size))
+                cd_chunk_cache_free(l->cache, raw, ci.raw_size);
+        }
+    }
+    return full;
+}
+
+/* The preload phase of a worker (caller holds mu; returns holding it): claims jobs until none are
+ * left, then waits for the others' last jobs, so that no batch starts before the cache is filled. */
+static void preload_phase(cd_loader *l, worker_scratch *w) {
+    while (l->preloading && !l->stop) {
+        if (l->pre_next < l->pre_jobs) {
+            const uint64_t k = l->pre_next++;
+            l->pre_busy++;
+            pthread_mutex_unlock(&l->mu);
+            const bool full = preload_job(l, w, k);
+            pthread_mutex_lock(&l->mu);
+            l->pre_busy--;
+            if (full) l->pre_next = l->pre_jobs;
+        } else if (l->pre_busy == 0) {
+            l->preloading = false;
+            pthread_cond_broadcast(&l->cv);
+        } else {
+            pthread_cond_wait(&l->cv, &l->mu);
+        }
+    }
+}
+
 /* ---- workers ---- */
 
 typedef struct worker_arg {
@@ -572,6 +669,7 @@ static void *worker_main(void *arg) {
     worker_scratch *w = &l->scratch[((worker_arg *)arg)->id];
     free(arg);
     pthread_mutex_lock(&l->mu);
+    preload_phase(l, w);
     for (;;) {
         slot *s = NULL;
         uint32_t j = 0, n = 1;
@@ -952,6 +1050,9 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         cd_loader_destroy(l);
         return st;
     }
+    /* Preload: the workers fill the cache before their first batch (see preload_phase). */
+    l->preloading = l->o.preload && l->cache_enabled;
+    l->pre_jobs = l->preloading ? 2 * (uint64_t)l->nrecs : 0;
     pthread_mutex_lock(&l->mu);
     assign_batches(l);
     pthread_mutex_unlock(&l->mu);

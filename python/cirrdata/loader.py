@@ -45,7 +45,8 @@ class _Options(ctypes.Structure):
                 ('ring', ctypes.c_uint32),
                 ('cache_bytes', ctypes.c_int64),
                 ('device', ctypes.c_char_p),
-                ('gpu_memory_limit', ctypes.c_uint64)]
+                ('gpu_memory_limit', ctypes.c_uint64),
+                ('preload', ctypes.c_bool)]
 
 
 class _DeviceStats(ctypes.Structure):
@@ -133,12 +134,17 @@ class Loader(_l.Closeable):
     gpu_memory_limit: bytes each worker's Vulkan context may hold (None: the device heap); shares
     that do not fit run on the CPU.
     cache_bytes: budget of the decoded-chunk cache shared by the worker threads (None: the library's
-    default, min(2 GiB, RAM / 8); 0: no cache). Later epochs then skip reading and decompressing."""
+    default, min(2 GiB, RAM / 8); 0: no cache). Later epochs then skip reading and decompressing.
+    preload: fill that cache before the first batch, as loaders that hold whole volumes in memory do:
+    the worker threads read and decode every chunk of the split's records (all of them, whatever the
+    rank: each epoch gives a rank other records) until the budget is full. The constructor returns at
+    once; the first batch waits for the preload. Batches are the same with or without it; a corrupt
+    chunk is reported (or skipped, skip_corrupt) when a sample reads it, as without preload."""
 
     def __init__(self, path, batch_size=2, mode='patch', patch=(96, 96, 32), augment='none', seed=0, split='train',
                  threads=0, rank=None, world_size=None, device='cpu', foreground_fraction=0.33,
                  slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, copy=False,
-                 cache_bytes=None, gpu_memory_limit=None):
+                 cache_bytes=None, gpu_memory_limit=None, preload=False):
         from . import _LIB, _raise
         if device not in ('cpu', 'vulkan', 'auto'):
             raise ValueError("device must be 'cpu', 'vulkan' or 'auto', not %r" % (device,))
@@ -178,6 +184,7 @@ class Loader(_l.Closeable):
         o.ring = int(ring)
         # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none.
         o.cache_bytes = 0 if cache_bytes is None else (-1 if int(cache_bytes) == 0 else int(cache_bytes))
+        o.preload = bool(preload)
         self.copy = copy
         self._h = ctypes.c_void_p()
         err = _l.CdError()

@@ -27,6 +27,12 @@ def epoch(loader):
     return [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in b.items()} for b in loader]
 
 
+def epoch_from(first, it):
+    """first (batches already taken) + the rest of the epoch from the iterator it, copied."""
+    out = [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in b.items()} for b in first]
+    return out + [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in b.items()} for b in it]
+
+
 def same_batches(a, b):
     if len(a) != len(b):
         return False
@@ -134,6 +140,28 @@ def main():
         e1 = [i for b in runs["a"][len(runs["a"]) // 2:] for i in b["index"]]
         check(sorted(e0) == sorted(e1) and e0 != e1, "each epoch covers the data in a new order")
 
+        # Preload: the cache holds every chunk of the selected records before the first batch (bytes =
+        # the stored tensors' decoded sizes, summed independently here from the shards); batches are
+        # those without preload; a smaller budget is filled up to it and never exceeded.
+        whole = sum(r["tensors"][t].nbytes for r in records for t in ("image", "mask"))
+        with Loader(raw, **kw, seed=7, threads=2, preload=True) as l:
+            it = iter(l)
+            pre = [next(it)]
+            held_first = l.cache_bytes
+            pre = epoch_from(pre, it) + epoch(l)
+        check(held_first == whole, f"preload: the cache holds {held_first} bytes after batch 1, the records {whole}")
+        check(same_batches(pre, runs["b"]), "preload must not change the batches")
+        budget = whole // 3
+        with Loader(raw, **kw, seed=7, threads=1, preload=True, cache_bytes=budget) as l:
+            it = iter(l)
+            pre = [next(it)]
+            held_first = l.cache_bytes
+            pre = epoch_from(pre, it) + epoch(l)
+            held_end = l.cache_bytes
+        check(budget // 2 < held_first <= budget and held_end <= budget,
+              f"preload with a {budget}-byte budget: {held_first} bytes after batch 1, {held_end} at the end")
+        check(same_batches(pre, runs["a"]), "preload with a small budget must not change the batches")
+
         # Resume: 3 batches, state, a fresh loader continues exactly (across the epoch boundary too).
         with Loader(raw, **kw, seed=7, threads=2) as l:
             full = epoch(l) + epoch(l)
@@ -214,18 +242,26 @@ def main():
             byte = f.read(1)
             f.seek(chunk["offset"] + 11)
             f.write(bytes([byte[0] ^ 0x20]))
-        try:
-            with Loader(bad, batch_size=1, mode="volume", patch=None, seed=1) as l:
-                epoch(l)
-            check(False, "a corrupt chunk must raise")
-        except cirrdata.CirrdataError as e:
-            msg = str(e)
-            check(spath in msg and f"record {victim['index']}" in msg and "checksum" in msg, f"corrupt message: {msg}")
-        with Loader(bad, batch_size=1, mode="volume", patch=None, seed=1, skip_corrupt=True) as l:
-            got = epoch(l)
-            skipped = l.skipped
-        check(skipped == 1 and sum(len(b["index"]) for b in got) == len(train) - 1
-              and train[0] not in [int(b["index"][0]) for b in got if len(b["index"])], f"skip_corrupt: skipped {skipped}")
+        # With preload too: the corrupt chunk is left out of the cache and fails (or is skipped) when
+        # its sample reads it, with the same message.
+        msgs = {}
+        for preload in (False, True):
+            try:
+                with Loader(bad, batch_size=1, mode="volume", patch=None, seed=1, preload=preload) as l:
+                    epoch(l)
+                check(False, "a corrupt chunk must raise")
+            except cirrdata.CirrdataError as e:
+                msg = str(e)
+                msgs[preload] = msg
+                check(spath in msg and f"record {victim['index']}" in msg and "checksum" in msg, f"corrupt message: {msg}")
+        check(msgs.get(False) == msgs.get(True), f"preload must fail as without it: {msgs}")
+        for preload in (False, True):
+            with Loader(bad, batch_size=1, mode="volume", patch=None, seed=1, skip_corrupt=True, preload=preload) as l:
+                got = epoch(l)
+                skipped = l.skipped
+            check(skipped == 1 and sum(len(b["index"]) for b in got) == len(train) - 1
+                  and train[0] not in [int(b["index"][0]) for b in got if len(b["index"])],
+                  f"skip_corrupt (preload {preload}): skipped {skipped}")
 
         # Bad options are errors, not crashes.
         for kwargs, needle in ((dict(mode="volume", batch_size=2, patch=None), "one shape"),

@@ -57,6 +57,16 @@ typedef struct cd_loader_options {
                                   software device such as lavapipe or without Vulkan, as CD_MODEL_AUTO) */
     uint64_t gpu_memory_limit; /* vulkan: bytes each worker's context may hold on the device (0 = the
                                   heap; cd_gpu_options.memory_limit); batches that do not fit run on the CPU */
+    bool preload;              /* fill the decoded-chunk cache before the first batch: the worker threads
+                                  read and decode every chunk of every selected record (image and mask;
+                                  all of the split's records whatever the rank, since each epoch's
+                                  permutation gives every rank other records), in parallel, until the
+                                  budget (cache_bytes) is full; nothing is evicted for it. No effect
+                                  without a cache (cache_bytes -1) and none on batch contents.
+                                  cd_loader_create returns at once; the first cd_loader_next waits for
+                                  the preload. A chunk that cannot be read or verified is left out and
+                                  fails (or with skip_corrupt is skipped and counted) exactly as without
+                                  preload, when a sample reads it. Memory: the cache's, as without it. */
 } cd_loader_options;
 
 CD_API void cd_loader_options_init(cd_loader_options *o);
