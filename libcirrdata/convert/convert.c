@@ -19,9 +19,11 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/version.h"
 #include "convert/augment_copies.h"
+#include "convert/image_view.h"
 #include "convert/layout.h"
 #include "convert/manifest.h"
 #include "gpu/preprocess_impl.h"
+#include "shard/record_impl.h"
 
 #define JOURNAL_NAME ".convert-journal.json"
 #define PATH_CAP 4200
@@ -110,12 +112,17 @@ typedef struct job {
 
 static uint64_t resolve_case(pipeline *p, size_t i, bool ok);
 
-/* Builds one record from a (possibly augmented) sample and its metadata. */
-static cd_status build_record(const cd_recipe *r, const cd_sample *s, json_t *meta, cd_record_builder **out, cd_error *err) {
+/* Builds one record from a (possibly augmented) sample and its metadata. view: where the image's chunks
+ * come from when the sample has no image buffer (else NULL). */
+static cd_status build_record(const cd_recipe *r, const cd_sample *s, const cd_image_view *view, json_t *meta,
+                              cd_record_builder **out, cd_error *err) {
     char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     cd_status st = text ? cd_record_builder_create(text, out, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
     free(text);
-    if (st == CD_OK)
+    if (st == CD_OK && view)
+        st = cd_record_builder_add_tensor_fill(*out, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD,
+                                               r->zstd_level, cd_image_view_fill, view, err);
+    else if (st == CD_OK)
         st = cd_record_builder_add_tensor(*out, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD, r->zstd_level, s->image,
                                           err);
     if (st == CD_OK && s->mask)
@@ -143,6 +150,8 @@ static void process_case(const job *jb, const cd_case *c, case_result *res, pipe
     cd_error_clear(&err);
     cd_volume *img = NULL, *msk_raw = NULL, *msk = NULL;
     cd_sample *s = NULL;
+    cd_image_view view;
+    bool view_used = false;
     cd_nifti_read_options ro = CD_NIFTI_READ_OPTIONS_INIT;
     ro.max_bytes = jb->opts->max_bytes;
     cd_status st = cd_nifti_read(c->image_path, &ro, &img, NULL, &err);
@@ -162,7 +171,10 @@ static void process_case(const job *jb, const cd_case *c, case_result *res, pipe
     const cd_volume *mask_u8 = msk ? msk : msk_raw;
     if (st == CD_OK) {
         const cd_volume *images[2] = {img, img2};
-        st = cd_preprocess_multi_dev(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, mask_u8, 1, jb->pp, &s, &err);
+        /* Without augmented copies (which render from the sample's image) a raw image is chunked
+         * straight from the source volume. */
+        st = cd_preprocess_multi_view(&jb->opts->recipe, jb->target_spacing, images, img2 ? 2 : 1, mask_u8, 1, jb->pp,
+                                      jb->aug ? NULL : &view, &view_used, &s, &err);
         if (st != CD_OK) {
             /* Name the files: preprocessing messages do not know them. */
             char m[CD_ERROR_MESSAGE_MAX];
@@ -181,7 +193,7 @@ static void process_case(const job *jb, const cd_case *c, case_result *res, pipe
         json_t *meta = cd_record_metadata_json(c, jb->opts->root, cls, img, img2, s);
         if (!jb->aug || !jb->aug->no_original) {
             cd_record_builder *b = NULL;
-            st = build_record(r, s, meta, &b, &err);
+            st = build_record(r, s, view_used ? &view : NULL, meta, &b, &err);
             json_t *entry = st == CD_OK ? cd_manifest_entry(c, s, &stats) : NULL;
             if (entry && jb->aug) {
                 json_object_set_new(entry, "case", json_integer((json_int_t)index));
@@ -205,7 +217,7 @@ static void process_case(const job *jb, const cd_case *c, case_result *res, pipe
                 json_object_set_new(cm, "key", json_string(key));
                 json_object_set(cm, "augmentation", copies[k].meta);
                 cd_record_builder *b = NULL;
-                st = build_record(r, &copies[k].s, cm, &b, &err);
+                st = build_record(r, &copies[k].s, NULL, cm, &b, &err);
                 json_decref(cm);
                 json_t *entry = st == CD_OK ? cd_manifest_entry(c, &copies[k].s, &stats) : NULL;
                 if (entry) {
@@ -672,6 +684,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     int nthreads = 0;
     double target[3] = {0, 0, 0};
     char path[PATH_CAP];
+    bool buffer_cache = false;
     if (!cs.fingerprint) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
         goto done;
@@ -720,7 +733,10 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     res->resumed_records = json_array_size(cs.entries);
     if (cs.resume_case < lo) cs.resume_case = lo;
 
-    /* Workers. */
+    /* Workers. Each case's big buffers (file, voxels, sample, compressed chunks) reuse the memory of
+     * earlier cases: fresh mappings would be zeroed by the kernel page by page. */
+    cd_buffer_cache_begin();
+    buffer_cache = true;
     nthreads = o->threads > 0 ? o->threads : online_cpus();
     p.jb.opts = o;
     p.jb.cases = &cases;
@@ -834,6 +850,7 @@ join:
     }
 done:
     cd_shard_writer_destroy(w); /* removes an unfinished shard's temporary file */
+    if (buffer_cache) cd_buffer_cache_end();
     free(p.slots);
     free(p.res_case);
     free(p.res_state);

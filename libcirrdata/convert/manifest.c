@@ -35,6 +35,78 @@ static json_t *vec3i(const int64_t *v) {
     return a;
 }
 
+/* Unscaled integer images: the sums in int64 (no double conversion or finiteness test per voxel), the
+ * mask read row by row (a row without mask voxels is skipped after a branch-free count), and the rows'
+ * in-mask counts kept so that the sample pass scans only the rows that hold a sample. The double loop's
+ * sums are exact, hence equal to these, while count * max|x|^2 < 2^53 (every partial sum and square is
+ * then an integer below 2^53); false (nothing set) when that does not hold. */
+#define INT_STATS(T)                                                                                       \
+    do {                                                                                                   \
+        const T *src = cd_volume_data_const(image);                                                        \
+        uint64_t cnt = 0;                                                                                  \
+        int64_t sum = 0, mn = INT64_MAX, mx = INT64_MIN;                                                   \
+        uint64_t sq = 0;                                                                                   \
+        for (size_t r = 0; r < nrows; r++) {                                                               \
+            const size_t i0 = r * row;                                                                     \
+            uint32_t c = (uint32_t)row;                                                                    \
+            if (m) {                                                                                       \
+                c = 0;                                                                                     \
+                for (size_t i = i0; i < i0 + row; i++) c += m[i] != 0;                                     \
+            }                                                                                              \
+            rows[r] = c;                                                                                   \
+            if (!c) continue;                                                                              \
+            cnt += c;                                                                                      \
+            for (size_t i = i0; i < i0 + row; i++) {                                                       \
+                if (m && !m[i]) continue;                                                                  \
+                const int64_t x = src[i];                                                                  \
+                sum += x;                                                                                  \
+                sq += (uint64_t)(x * x);                                                                   \
+                mn = x < mn ? x : mn;                                                                      \
+                mx = x > mx ? x : mx;                                                                      \
+            }                                                                                              \
+        }                                                                                                  \
+        const double amax = cnt ? fmax(fabs((double)mn), fabs((double)mx)) : 0.0;                         \
+        if ((double)cnt * amax * amax >= 9007199254740992.0) return false;                                 \
+        out->count = cnt;                                                                                  \
+        out->sum = (double)sum;                                                                            \
+        out->sumsq = (double)sq;                                                                           \
+        out->min = cnt ? (double)mn : INFINITY;                                                            \
+        out->max = cnt ? (double)mx : -INFINITY;                                                           \
+        if (!cnt) return true;                                                                             \
+        const size_t want = cnt < CD_STATS_SAMPLES ? (size_t)cnt : CD_STATS_SAMPLES;                      \
+        uint64_t k = 0, target = 0;                                                                        \
+        size_t next = 0;                                                                                   \
+        for (size_t r = 0; r < nrows && next < want; r++) {                                                \
+            if (k + rows[r] <= target) {                                                                   \
+                k += rows[r];                                                                              \
+                continue;                                                                                  \
+            }                                                                                              \
+            for (size_t i = r * row; i < (r + 1) * row && next < want; i++) {                              \
+                if (m && !m[i]) continue;                                                                  \
+                if (k == target) {                                                                         \
+                    out->samples[next++] = (double)src[i];                                                 \
+                    target = (uint64_t)next * cnt / want;                                                  \
+                }                                                                                          \
+                k++;                                                                                       \
+            }                                                                                              \
+        }                                                                                                  \
+        out->nsamples = next;                                                                              \
+        return true;                                                                                       \
+    } while (0)
+
+/* row: voxels per row (dims[0]); nrows rows; rows[]: scratch for the rows' in-mask counts. */
+static bool int_stats(const cd_volume *image, const uint8_t *m, size_t row, size_t nrows, uint32_t *rows,
+                      cd_source_stats *out) {
+    switch (cd_volume_dtype(image)) {
+    case CD_DTYPE_UINT8: INT_STATS(uint8_t);
+    case CD_DTYPE_INT8: INT_STATS(int8_t);
+    case CD_DTYPE_UINT16: INT_STATS(uint16_t);
+    case CD_DTYPE_INT16: INT_STATS(int16_t);
+    default: return false;
+    }
+}
+#undef INT_STATS
+
 void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_source_stats *out) {
     memset(out, 0, sizeof *out);
     cd_orientation o;
@@ -61,6 +133,21 @@ void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_s
     const bool scaled = cd_volume_has_scaling(image);
     out->min = INFINITY;
     out->max = -INFINITY;
+    if (!scaled && dims[0] > 0 && (uint64_t)dims[0] <= UINT32_MAX) {
+        const size_t row = (size_t)dims[0], nrows = n / row;
+        uint32_t *rows = malloc((nrows ? nrows : 1) * sizeof *rows);
+        bool done = rows && int_stats(image, m, row, nrows, rows, out);
+        free(rows);
+        if (done) {
+            if (!out->count) out->min = out->max = 0;
+            return;
+        }
+        out->count = 0;
+        out->sum = out->sumsq = 0;
+        out->min = INFINITY;
+        out->max = -INFINITY;
+        out->nsamples = 0;
+    }
 #define STATS_LOOP(T)                                                                              \
     do {                                                                                           \
         const T *src = cd_volume_data_const(image);                                                \
@@ -174,19 +261,31 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
         json_t *fg = json_array();
         const uint64_t want = s->foreground < CD_FG_LOCATIONS ? s->foreground : CD_FG_LOCATIONS;
         uint64_t k = 0, next = 0;
-        const size_t Y = s->shape[1], Z = s->shape[2], n = (size_t)s->shape[0] * Y * Z;
-        for (size_t i = 0; i < n && next < want; i++) {
-            if (!s->mask[i]) continue;
-            if (k == next * s->foreground / want) {
-                json_t *p = json_array();
-                json_array_append_new(p, json_integer((json_int_t)(i / (Y * Z))));
-                json_array_append_new(p, json_integer((json_int_t)(i / Z % Y)));
-                json_array_append_new(p, json_integer((json_int_t)(i % Z)));
-                json_array_append_new(fg, p);
-                next++;
+        const size_t Y = s->shape[1], Z = s->shape[2];
+        /* Every foreground voxel lies in the mask's box: visiting the box in C order meets them in the
+         * same order as the whole array. */
+        size_t b[3][2] = {{0, s->shape[0]}, {0, Y}, {0, Z}};
+        for (int a = 0; a < 3 && s->has_bbox; a++)
+            if (s->bbox[a][0] >= 0 && s->bbox[a][0] < s->bbox[a][1] && s->bbox[a][1] <= (int64_t)s->shape[a]) {
+                b[a][0] = (size_t)s->bbox[a][0];
+                b[a][1] = (size_t)s->bbox[a][1];
             }
-            k++;
-        }
+        for (size_t x = b[0][0]; x < b[0][1] && next < want; x++)
+            for (size_t y = b[1][0]; y < b[1][1] && next < want; y++) {
+                const uint8_t *row = s->mask + (x * Y + y) * Z;
+                for (size_t z = b[2][0]; z < b[2][1] && next < want; z++) {
+                    if (!row[z]) continue;
+                    if (k == next * s->foreground / want) {
+                        json_t *p = json_array();
+                        json_array_append_new(p, json_integer((json_int_t)x));
+                        json_array_append_new(p, json_integer((json_int_t)y));
+                        json_array_append_new(p, json_integer((json_int_t)z));
+                        json_array_append_new(fg, p);
+                        next++;
+                    }
+                    k++;
+                }
+            }
         json_object_set_new(o, "fg_locations", fg);
     }
     if (s->channels > 1) {

@@ -7,6 +7,7 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/resample.h"
 #include "core/internal.h"
+#include "convert/image_view.h"
 #include "gpu/preprocess_impl.h"
 
 /* Bytes of a sample's image and mask buffers (cd_buffer_alloc: big ones are 2 MiB-aligned huge-page
@@ -493,6 +494,8 @@ typedef struct store_src {
     int64_t d[3];    /* stored dims */
     int64_t step[3]; /* source elements per step along stored axis a (signed) */
     int64_t base;    /* source element of stored voxel (0, 0, 0) */
+    bool scaled;     /* stored as float32 with the source's NIfTI scaling: (float)(v * slope + inter) in double */
+    double slope, inter;
 } store_src;
 
 /* When the unit-step axis f is not the stored z (the usual case: x), the values of an f-block x z-block
@@ -513,6 +516,12 @@ typedef struct store_src {
                         const int64_t b1 = b0 + STORE_TILE_Z < d[b] ? b0 + STORE_TILE_Z : d[b];    \
                         for (int64_t pb = b0; pb < b1; pb++) {                                     \
                             const SRC_T *row = s + pa * t[a] + pb * t[b];                          \
+                            /* The next tile's source lines (every row a different line: the      \
+                             * hardware prefetchers do not follow this pattern). */                \
+                            if (pa + 1 < d[a]) {                                                   \
+                                __builtin_prefetch(row + t[a] + f0 * tf);                          \
+                                __builtin_prefetch(row + t[a] + (f1 - 1) * tf);                    \
+                            }                                                                      \
                             for (int64_t pf = f0; pf < f1; pf++) {                                 \
                                 SRC_T v = row[pf * tf];                                            \
                                 tile[pf - f0][pb - b0] = CONVERT;                                  \
@@ -550,6 +559,19 @@ static void store_c_order_src(const store_src *src, cd_dtype out_dtype, void *ds
             break;
         }
     const int a = f == 0 ? 1 : 0, b = f == 2 ? 1 : 2;
+    if (out_dtype == CD_DTYPE_FLOAT32 && (src->scaled || src->dtype != CD_DTYPE_FLOAT32)) {
+        /* Physical values, as cd_volume_to_float32 computes them. */
+        const double slope = src->scaled ? src->slope : 1.0, inter = src->scaled ? src->inter : 0.0;
+        switch (src->dtype) {
+        case CD_DTYPE_FLOAT32: STORE_LOOP(float, float, (float)((double)v * slope + inter)); break;
+        case CD_DTYPE_UINT8: STORE_LOOP(uint8_t, float, (float)((double)v * slope + inter)); break;
+        case CD_DTYPE_INT8: STORE_LOOP(int8_t, float, (float)((double)v * slope + inter)); break;
+        case CD_DTYPE_INT16: STORE_LOOP(int16_t, float, (float)((double)v * slope + inter)); break;
+        case CD_DTYPE_UINT16: STORE_LOOP(uint16_t, float, (float)((double)v * slope + inter)); break;
+        default: break;
+        }
+        return;
+    }
     switch (src->dtype) {
     case CD_DTYPE_FLOAT32:
         switch (out_dtype) {
@@ -573,7 +595,7 @@ static void store_c_order_src(const store_src *src, cd_dtype out_dtype, void *ds
 
 /* A volume as it is (NIfTI order). */
 static store_src plain_src(const cd_volume *vol) {
-    store_src s = {cd_volume_data_const(vol), cd_volume_dtype(vol), {0, 0, 0}, {0, 0, 0}, 0};
+    store_src s = {cd_volume_data_const(vol), cd_volume_dtype(vol), {0, 0, 0}, {0, 0, 0}, 0, false, 1.0, 0.0};
     cd_volume_dims(vol, s.d);
     s.step[0] = 1;
     s.step[1] = s.d[0];
@@ -586,8 +608,10 @@ static store_src plain_src(const cd_volume *vol) {
 static store_src reoriented_src(const cd_volume *vol, const cd_orientation *o, double affine[4][4]) {
     int64_t n[3];
     cd_volume_dims(vol, n);
-    store_src s = {cd_volume_data_const(vol), cd_volume_dtype(vol), {0, 0, 0}, {0, 0, 0}, 0};
+    store_src s = {cd_volume_data_const(vol), cd_volume_dtype(vol), {0, 0, 0}, {0, 0, 0}, 0, false, 1.0, 0.0};
     const int64_t sst[3] = {1, n[0], n[0] * n[1]};
+    s.scaled = cd_volume_has_scaling(vol);
+    cd_volume_scaling(vol, &s.slope, &s.inter);
     double a[4][4];
     cd_volume_affine(vol, a);
     memset(affine, 0, sizeof(double[4][4]));
@@ -609,7 +633,9 @@ static store_src reoriented_src(const cd_volume *vol, const cd_orientation *o, d
     return s;
 }
 
-/* Half-open box of nonzero voxels and their count, of a C-order (X, Y, Z) uint8 array. */
+/* Half-open box of nonzero voxels and their count, of a C-order (X, Y, Z) uint8 array. Row by row (z
+ * runs): a row's nonzero count is a branch-free loop, and only a row with any updates the box, from its
+ * first and last nonzero z. */
 static void bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], int64_t hi[3], bool *found, uint64_t *count) {
     *found = false;
     *count = 0;
@@ -617,19 +643,25 @@ static void bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], i
         lo[a] = d[a];
         hi[a] = 0;
     }
-    size_t i = 0;
+    const size_t Z = d[2];
     for (int64_t x = 0; x < d[0]; x++)
-        for (int64_t y = 0; y < d[1]; y++)
-            for (int64_t z = 0; z < d[2]; z++, i++) {
-                if (!m[i]) continue;
-                (*count)++;
-                const int64_t p[3] = {x, y, z};
-                for (int a = 0; a < 3; a++) {
-                    if (p[a] < lo[a]) lo[a] = p[a];
-                    if (p[a] + 1 > hi[a]) hi[a] = p[a] + 1;
-                }
-                *found = true;
-            }
+        for (int64_t y = 0; y < d[1]; y++) {
+            const uint8_t *row = m + ((size_t)x * d[1] + (size_t)y) * Z;
+            size_t c = 0;
+            for (size_t z = 0; z < Z; z++) c += row[z] != 0;
+            if (!c) continue;
+            *count += c;
+            size_t z0 = 0, z1 = Z;
+            while (!row[z0]) z0++;
+            while (!row[z1 - 1]) z1--;
+            if (x < lo[0]) lo[0] = x;
+            if (x + 1 > hi[0]) hi[0] = x + 1;
+            if (y < lo[1]) lo[1] = y;
+            if (y + 1 > hi[1]) hi[1] = y + 1;
+            if ((int64_t)z0 < lo[2]) lo[2] = (int64_t)z0;
+            if ((int64_t)z1 > hi[2]) hi[2] = (int64_t)z1;
+            *found = true;
+        }
 }
 
 #define MAX_CHANNELS 8
@@ -661,6 +693,23 @@ cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3]
 
 cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images, int nimages,
                               const cd_volume *mask, int threads, cd_pp_device *dev, cd_sample **out, cd_error *err) {
+    return cd_preprocess_multi_view(r, target_spacing, images, nimages, mask, threads, dev, NULL, NULL, out, err);
+}
+
+void cd_image_view_fill(const void *user, const cd_tensor_info *ti, const cd_chunk_info *ci, void *dst) {
+    const cd_image_view *v = user;
+    (void)ti;
+    /* The chunk is the C-order store of a sub-box of the view. */
+    store_src sub = {v->data, v->src_dtype, {ci->extent[0], ci->extent[1], ci->extent[2]},
+                     {v->step[0], v->step[1], v->step[2]}, v->base, v->scaled, v->slope, v->inter};
+    for (int a = 0; a < 3; a++) sub.base += (int64_t)ci->start[a] * v->step[a];
+    store_c_order_src(&sub, v->dtype, dst);
+}
+
+cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
+                                   int nimages, const cd_volume *mask, int threads, cd_pp_device *dev, cd_image_view *view,
+                                   bool *used, cd_sample **out, cd_error *err) {
+    if (used) *used = false;
     if (!r || !images || nimages < 1 || nimages > MAX_CHANNELS || !images[0] || !out)
         return cd_fail(err, CD_ERR_ARG, "cd_preprocess: invalid argument");
     *out = NULL;
@@ -685,9 +734,15 @@ cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacin
     cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
     ro.threads = threads;
 
-    /* Raw values stored without crop: nothing but the reorientation happens, and that is folded into
-     *    the C-order store below (no reoriented copies of image and mask). */
-    const bool in_place = keep_raw && r->crop == CD_CROP_NONE;
+    /* Source values stored without crop (raw, or scaled to float32 without normalisation): nothing but
+     *    the reorientation and the cast happen, and both are folded into the C-order store below (no
+     *    reoriented or float copies of image and mask). */
+    const cd_dtype sdt = cd_volume_dtype(image);
+    const bool in_place = nimages == 1 && r->resample == CD_RESAMPLE_NONE && r->normalize == CD_NORM_NONE && !r->has_then &&
+                          r->dtype == CD_DTYPE_INVALID && r->crop == CD_CROP_NONE &&
+                          (keep_raw || (out_dtype == CD_DTYPE_FLOAT32 &&
+                                        (sdt == CD_DTYPE_FLOAT32 || sdt == CD_DTYPE_UINT8 || sdt == CD_DTYPE_INT8 ||
+                                         sdt == CD_DTYPE_INT16 || sdt == CD_DTYPE_UINT16)));
     double in_place_affine[4][4];
     cd_orientation ornt = {{0, 1, 2}, {1, 1, 1}};
 
@@ -716,7 +771,7 @@ cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacin
         if ((st = cd_volume_clone(image, &ch[0], err)) != CD_OK) goto done;
         if (mask && (st = cd_volume_clone(mask, &msk, err)) != CD_OK) goto done;
     }
-    if (!keep_raw) {
+    if (!keep_raw && !in_place) {
         if ((st = to_float_volume(ch[0], &tmp, err)) != CD_OK) goto done;
         replace(&ch[0], tmp);
         tmp = NULL;
@@ -826,7 +881,7 @@ cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacin
     }
 
     /* 4. Normalise each channel on its own statistics (float path only). */
-    if (!keep_raw)
+    if (!keep_raw && !in_place)
         for (int c = 0; c < nimages; c++)
             if (!cd_pp_normalize(dev, r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL))
                 normalize(r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL);
@@ -850,12 +905,17 @@ cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacin
     s->channels = nimages > 1 ? (uint32_t)nimages : r->slices ? (uint32_t)r->slice_channels : 1;
     s->dtype = out_dtype;
     const size_t nvox = (size_t)d[0] * (size_t)d[1] * (size_t)d[2], es = cd_dtype_size(out_dtype);
-    s->image = cd_buffer_alloc(nvox * es * s->channels);
-    if (!s->image) {
+    if (view && in_place && s->channels == 1) {
+        /* The chunks come straight from the source (cd_image_view_fill): no C-order image. */
+        *view = (cd_image_view){img_src[0].data, img_src[0].dtype, out_dtype, {d[0], d[1], d[2]},
+                                {img_src[0].step[0], img_src[0].step[1], img_src[0].step[2]}, img_src[0].base,
+                                img_src[0].scaled, img_src[0].slope, img_src[0].inter};
+        if (used) *used = true;
+    } else if (!(s->image = cd_buffer_alloc(nvox * es * s->channels))) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory for the preprocessed image");
         goto done;
     }
-    for (uint32_t c = 0; c < s->channels; c++) {
+    for (uint32_t c = 0; s->image && c < s->channels; c++) {
         uint8_t *dst = (uint8_t *)s->image + c * nvox * es;
         if (nimages > 1 || c == 0)
             store_c_order_src(&img_src[nimages > 1 ? c : 0], out_dtype, dst);

@@ -30,6 +30,11 @@ CD_INTERNAL cd_status cd_fail(cd_error *err, cd_status status, const char *fmt, 
  * same size. Returns NULL on failure. */
 CD_INTERNAL void *cd_buffer_alloc(size_t nbytes);
 CD_INTERNAL void cd_buffer_free(void *ptr, size_t nbytes);
+/* While on (calls nest), freed big buffers are kept (up to 1 GiB) and handed out again by
+ * cd_buffer_alloc instead of fresh mappings; the last cd_buffer_cache_end unmaps them (core/buffer.c).
+ * Reused memory is not zeroed, as malloc's is not. */
+CD_INTERNAL void cd_buffer_cache_begin(void);
+CD_INTERNAL void cd_buffer_cache_end(void);
 
 /* Builds a volume around a buffer from cd_buffer_alloc of alloc_bytes bytes whose voxels start at
  * data_offset. Takes ownership of the buffer in every case (freed on failure). */

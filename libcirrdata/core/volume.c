@@ -1,43 +1,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "core/internal.h"
 #include "core/volume_impl.h"
-
-/* Below this size malloc is as fast; above it, huge pages cut page-fault time when filling. */
-#define CD_MMAP_THRESHOLD ((size_t)4 << 20)
-#define CD_HUGE_PAGE ((size_t)2 << 20)
-
-static size_t mmap_length(size_t nbytes) { return (nbytes + CD_HUGE_PAGE - 1) & ~(CD_HUGE_PAGE - 1); }
-
-void *cd_buffer_alloc(size_t nbytes) {
-    if (nbytes == 0) nbytes = 1;
-    if (nbytes < CD_MMAP_THRESHOLD) return malloc(nbytes);
-    /* Map 2 MiB more and trim to a 2 MiB boundary: kernels before 6.7 do not align large anonymous
-     * mappings themselves, and an unaligned start cannot use huge pages. */
-    size_t len = mmap_length(nbytes);
-    uint8_t *raw = mmap(NULL, len + CD_HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return NULL;
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + CD_HUGE_PAGE - 1) & ~(uintptr_t)(CD_HUGE_PAGE - 1));
-    size_t head = (size_t)(p - raw), tail = CD_HUGE_PAGE - head;
-    if (head) munmap(raw, head);
-    if (tail) munmap(p + len, tail);
-#ifdef MADV_HUGEPAGE
-    madvise(p, len, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
-void cd_buffer_free(void *ptr, size_t nbytes) {
-    if (!ptr) return;
-    if (nbytes == 0) nbytes = 1;
-    if (nbytes < CD_MMAP_THRESHOLD)
-        free(ptr);
-    else
-        munmap(ptr, mmap_length(nbytes));
-}
 
 static void set_identity(double a[4][4]) {
     memset(a, 0, sizeof(double[4][4]));
@@ -64,7 +30,7 @@ static cd_status check_dims(const int64_t dims[3], cd_dtype dtype, size_t *count
 
 cd_status cd_volume_wrap_buffer(void *buffer, size_t alloc_bytes, size_t data_offset, const int64_t dims[3],
                                 cd_dtype dtype, cd_volume **out, cd_error *err) {
-    size_t count, nbytes;
+    size_t count = 0, nbytes = 0;
     cd_status st = check_dims(dims, dtype, &count, &nbytes, err);
     if (st == CD_OK && (data_offset > alloc_bytes || nbytes > alloc_bytes - data_offset))
         st = cd_fail(err, CD_ERR_INTERNAL, "volume buffer of %zu bytes too small", alloc_bytes);
@@ -90,7 +56,7 @@ cd_status cd_volume_wrap_buffer(void *buffer, size_t alloc_bytes, size_t data_of
 
 cd_status cd_volume_create(const int64_t dims[3], cd_dtype dtype, cd_volume **out, cd_error *err) {
     if (!dims || !out) return cd_fail(err, CD_ERR_ARG, "cd_volume_create: NULL argument");
-    size_t count, nbytes;
+    size_t count = 0, nbytes = 0;
     cd_status st = check_dims(dims, dtype, &count, &nbytes, err);
     if (st != CD_OK) return st;
     void *buf = cd_buffer_alloc(nbytes);

@@ -1,4 +1,5 @@
 /* Building a record in memory: split each tensor into chunks, compress and checksum them. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,10 +94,58 @@ cd_status cd_tensor_info_init(cd_tensor_info *ti, const char *name, cd_dtype dty
     return CD_OK;
 }
 
+/* One chunk-sized scratch buffer per thread, kept between tensors and records: a fresh one per tensor
+ * costs page faults (glibc maps blocks of this size anew). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+typedef struct scratch_buf {
+    uint8_t *p;
+    size_t cap;
+} scratch_buf;
+
+static void free_scratch(void *v) {
+    scratch_buf *s = v;
+    free(s->p);
+    free(s);
+}
+
+static void make_scratch_key(void) { pthread_key_create(&scratch_key, free_scratch); }
+
+static uint8_t *thread_scratch(size_t n) {
+    pthread_once(&scratch_once, make_scratch_key);
+    scratch_buf *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) return NULL;
+        if (pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < n) {
+        uint8_t *p = realloc(s->p, n);
+        if (!p) return NULL;
+        s->p = p;
+        s->cap = n;
+    }
+    return s->p;
+}
+
+static void fill_from_array(const void *user, const cd_tensor_info *ti, const cd_chunk_info *ci, void *dst) {
+    cd_chunk_gather(ti, ci, user, dst);
+}
+
 cd_status cd_record_builder_add_tensor(cd_record_builder *b, const char *name, cd_dtype dtype, uint32_t channels,
                                        const uint32_t shape[3], const uint32_t chunk[3], cd_codec codec, int level,
                                        const void *data, cd_error *err) {
-    if (!b || !shape || !chunk || !data) return cd_fail(err, CD_ERR_ARG, "cd_record_builder_add_tensor: NULL argument");
+    if (!data) return cd_fail(err, CD_ERR_ARG, "cd_record_builder_add_tensor: NULL argument");
+    return cd_record_builder_add_tensor_fill(b, name, dtype, channels, shape, chunk, codec, level, fill_from_array, data, err);
+}
+
+cd_status cd_record_builder_add_tensor_fill(cd_record_builder *b, const char *name, cd_dtype dtype, uint32_t channels,
+                                            const uint32_t shape[3], const uint32_t chunk[3], cd_codec codec, int level,
+                                            cd_chunk_fill_fn fill, const void *user, cd_error *err) {
+    if (!b || !shape || !chunk || !fill) return cd_fail(err, CD_ERR_ARG, "cd_record_builder_add_tensor: NULL argument");
     if (b->ntensors >= CD_SHARD_MAX_TENSORS) return cd_fail(err, CD_ERR_LIMIT, "a record holds at most 16 tensors");
     for (uint32_t t = 0; t < b->ntensors; t++)
         if (!strcmp(b->tensors[t].info.name, name)) return cd_fail(err, CD_ERR_ARG, "tensor '%s' added twice", name);
@@ -115,11 +164,11 @@ cd_status cd_record_builder_add_tensor(cd_record_builder *b, const char *name, c
     bt->chunks = calloc(bt->info.chunk_count, sizeof *bt->chunks);
     bt->arena_bytes = cap ? cap : 1;
     bt->arena = cd_buffer_alloc(bt->arena_bytes);
-    uint8_t *scratch = malloc((size_t)channels * bt->info.chunk[0] * bt->info.chunk[1] * bt->info.chunk[2] *
-                              cd_dtype_size(dtype));
-    if (!bt->chunks || !scratch || !bt->arena) {
+    uint8_t *scratch = codec == CD_CODEC_ZSTD ? thread_scratch((size_t)channels * bt->info.chunk[0] * bt->info.chunk[1] *
+                                                               bt->info.chunk[2] * cd_dtype_size(dtype))
+                                              : NULL;
+    if (!bt->chunks || (codec == CD_CODEC_ZSTD && !scratch) || !bt->arena) {
         free(bt->chunks);
-        free(scratch);
         cd_buffer_free(bt->arena, bt->arena_bytes);
         bt->chunks = NULL;
         bt->arena = NULL;
@@ -133,18 +182,17 @@ cd_status cd_record_builder_add_tensor(cd_record_builder *b, const char *name, c
         ch->raw_size = ci.raw_size;
         ch->data = bt->arena + used;
         if (codec == CD_CODEC_ZSTD) {
-            cd_chunk_gather(&bt->info, &ci, data, scratch);
+            fill(user, &bt->info, &ci, scratch);
             size_t n = 0;
             st = cd_zstd_compress_to(scratch, ci.raw_size, level, ch->data, cap - used, &n, err);
             ch->stored_size = (uint32_t)n;
         } else {
-            cd_chunk_gather(&bt->info, &ci, data, ch->data);
+            fill(user, &bt->info, &ci, ch->data);
             ch->stored_size = ci.raw_size;
         }
         used += ch->stored_size;
         if (st == CD_OK) ch->xxh3 = cd_xxh3_64(ch->data, ch->stored_size);
     }
-    free(scratch);
     if (st != CD_OK) {
         cd_buffer_free(bt->arena, bt->arena_bytes);
         free(bt->chunks);

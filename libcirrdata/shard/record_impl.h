@@ -41,4 +41,13 @@ CD_INTERNAL void cd_chunk_geometry(const cd_tensor_info *ti, uint32_t chunk, cd_
 CD_INTERNAL void cd_chunk_gather(const cd_tensor_info *ti, const cd_chunk_info *ci, const void *src, void *dst);
 CD_INTERNAL uint64_t cd_record_builder_header_size(const cd_record_builder *b);
 
+/* Writes chunk ci of tensor ti, C-order (channels, ex, ey, ez), into dst. */
+typedef void (*cd_chunk_fill_fn)(const void *user, const cd_tensor_info *ti, const cd_chunk_info *ci, void *dst);
+/* cd_record_builder_add_tensor with the chunks produced by fill(user, ...) instead of gathered from a
+ * C-order array (so a caller can produce them straight from its own layout). */
+CD_INTERNAL cd_status cd_record_builder_add_tensor_fill(cd_record_builder *b, const char *name, cd_dtype dtype,
+                                                        uint32_t channels, const uint32_t shape[3], const uint32_t chunk[3],
+                                                        cd_codec codec, int level, cd_chunk_fill_fn fill, const void *user,
+                                                        cd_error *err);
+
 #endif
