@@ -574,6 +574,69 @@ static inline void cubic_axis(double c, int64_t n, int64_t stride, double w[4], 
         CUBIC_EDGE_LOOP(C, hi, nx)                                                                 \
     } while (0)
 
+/* Rows whose y and z positions are constant (every axis-aligned grid: resampling to a spacing or a
+ * shape, the nnU-Net and 2D recipes): the 4x4 (y, z) footprint has the same taps and weights for the
+ * whole row, so it is reduced once per source x, col[x] = sum_c wz[c] sum_b wy[b] f(x, y_b, z_c), in
+ * lanes along x (the loops vectorise), and each output voxel then needs only its 4 x taps:
+ * sum_a wx[a] col[x_a]. 16 + 4 multiply-adds per voxel at unit zoom instead of 64; the sum is the
+ * same, in another order (differences of a few double ulp). col covers the source x range the row
+ * touches, with 3 voxels of margin for the mirrored taps. Scratch: col and one row of partial sums,
+ * each n[0] doubles. */
+#define CUBIC_SEPARABLE_ROW(C)                                                                     \
+    do {                                                                                           \
+        const C *cf = (const C *)jb->data;                                                         \
+        for (int64_t x = xa; x <= xb; x++) col[x] = 0.0;                                           \
+        for (int c = 0; c < 4; c++) {                                                              \
+            const C *r0 = cf + oz[c] + oy[0], *r1 = cf + oz[c] + oy[1];                            \
+            const C *r2 = cf + oz[c] + oy[2], *r3 = cf + oz[c] + oy[3];                            \
+            const double y0 = wy[0], y1 = wy[1], y2 = wy[2], y3 = wy[3], zc = wz[c];               \
+            for (int64_t x = xa; x <= xb; x++)                                                     \
+                ty[x] = y0 * (double)r0[x] + y1 * (double)r1[x] + y2 * (double)r2[x] + y3 * (double)r3[x]; \
+            for (int64_t x = xa; x <= xb; x++) col[x] += zc * ty[x];                               \
+        }                                                                                          \
+    } while (0)
+
+static bool cubic_row_separable(const rjob *jb, int64_t j, int64_t k, double *v, double *col, double *ty) {
+    ROW_SETUP();
+    if (s1 != 0.0 || s2 != 0.0) return false;
+    (void)s1;
+    (void)s2;
+    const int64_t nx = jb->on[0], n0 = jb->n[0];
+    double y = b1, z = b2;
+    if (!(axis_pos(&y, h1) & axis_pos(&z, h2))) {
+        for (int64_t i = 0; i < nx; i++) v[i] = jb->fill;
+        return true;
+    }
+    double wy[4], wz[4];
+    int64_t oy[4], oz[4];
+    cubic_axis(y, jb->n[1], jb->sy, wy, oy);
+    cubic_axis(z, jb->n[2], jb->sz, wz, oz);
+    /* the source x range of the row (positions are monotone in i) */
+    double e0 = b0, e1 = b0 + (double)(nx - 1) * s0;
+    double lo_x = e0 < e1 ? e0 : e1, hi_x = e0 < e1 ? e1 : e0;
+    lo_x = lo_x < 0 ? 0 : lo_x > h0 ? h0 : lo_x;
+    hi_x = hi_x < 0 ? 0 : hi_x > h0 ? h0 : hi_x;
+    int64_t xa = (int64_t)lo_x - 3, xb = (int64_t)hi_x + 3;
+    xa = xa < 0 ? 0 : xa;
+    xb = xb > n0 - 1 ? n0 - 1 : xb;
+    if (jb->dtype == CD_DTYPE_FLOAT32)
+        CUBIC_SEPARABLE_ROW(float);
+    else
+        CUBIC_SEPARABLE_ROW(double);
+    for (int64_t i = 0; i < nx; i++) {
+        double x = b0 + (double)i * s0;
+        if (!axis_pos(&x, h0)) {
+            v[i] = jb->fill;
+            continue;
+        }
+        double wx[4];
+        int64_t ox[4];
+        cubic_axis(x, n0, 1, wx, ox);
+        v[i] = wx[0] * col[ox[0]] + wx[1] * col[ox[1]] + wx[2] * col[ox[2]] + wx[3] * col[ox[3]];
+    }
+    return true;
+}
+
 static void cubic_row(const rjob *jb, int64_t j, int64_t k, double *v) {
     ROW_SETUP();
     const int64_t nx = jb->on[0];
@@ -586,12 +649,18 @@ static void cubic_row(const rjob *jb, int64_t j, int64_t k, double *v) {
         CUBIC_ROW(double);
 }
 
-/* One output z-slice. Scratch: nx doubles and nx indices. */
+/* One output z-slice. Scratch: nx doubles and nx indices, then (cubic) 2 n[0] doubles. */
+static size_t resample_scratch_bytes(const rjob *jb) {
+    return (sizeof(double) + sizeof(int64_t)) * (size_t)jb->on[0] +
+           (jb->interp == CD_INTERP_CUBIC ? 2 * sizeof(double) * (size_t)jb->n[0] : 0);
+}
+
 static void resample_slice(void *ctx, int64_t k, void *scratch) {
     const rjob *jb = ctx;
     const int64_t nx = jb->on[0], ny = jb->on[1];
     double *v = scratch;
     int64_t *idx = (int64_t *)(v + nx);
+    double *col = (double *)(idx + nx), *ty = col + jb->n[0];
     size_t oes = cd_dtype_size(jb->out_dtype);
     for (int64_t j = 0; j < ny; j++) {
         unsigned char *out = (unsigned char *)jb->out + (size_t)(nx * (j + ny * k)) * oes;
@@ -605,7 +674,9 @@ static void resample_slice(void *ctx, int64_t k, void *scratch) {
             nearest_value_row(jb, idx, v);
             break;
         case CD_INTERP_LINEAR: linear_row(jb, j, k, v); break;
-        case CD_INTERP_CUBIC: cubic_row(jb, j, k, v); break;
+        case CD_INTERP_CUBIC:
+            if (!cubic_row_separable(jb, j, k, v, col, ty)) cubic_row(jb, j, k, v);
+            break;
         }
         store_row(v, nx, jb->out_dtype, out);
     }
@@ -852,8 +923,7 @@ cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resamp
         jb.scaled = false;
     }
     if (st == CD_OK)
-        st = parallel_for(threads, grid->dims[2], (sizeof(double) + sizeof(int64_t)) * (size_t)grid->dims[0],
-                          resample_slice, &jb, err);
+        st = parallel_for(threads, grid->dims[2], resample_scratch_bytes(&jb), resample_slice, &jb, err);
     cd_buffer_free(tmp, tmp_bytes);
     if (st != CD_OK) {
         cd_volume_destroy(res);
