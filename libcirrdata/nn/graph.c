@@ -186,7 +186,7 @@ typedef struct chan_info {
 
 static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
     cd_status st;
-    const char *wname, *bname;
+    const char *wname = NULL, *bname = NULL;
     long long groups;
     if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) || (st = get_tensor_name(p, nd, j, "bias", true, &bname)) ||
         (st = get_pair(p, nd, j, "stride", 1, 64, NULL, &nd->sh, &nd->sw)) ||
@@ -202,7 +202,7 @@ static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
     if (c % groups != 0)
         return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "groups %lld does not divide the %lld input channels", groups,
                          (long long)c);
-    const cd_st_tensor *t;
+    const cd_st_tensor *t = NULL;
     if ((st = find_param(p, nd, "weight", wname, 4, &t))) return st;
     int64_t o = t->shape[0];
     if (o % groups != 0)
@@ -232,7 +232,7 @@ static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
 
 static cd_status parse_bn(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
     cd_status st;
-    const char *wn, *bn, *mn, *vn;
+    const char *wn = NULL, *bn = NULL, *mn = NULL, *vn = NULL;
     if ((st = get_tensor_name(p, nd, j, "weight", true, &wn)) || (st = get_tensor_name(p, nd, j, "bias", true, &bn)) ||
         (st = get_tensor_name(p, nd, j, "running_mean", false, &mn)) ||
         (st = get_tensor_name(p, nd, j, "running_var", false, &vn)))
@@ -290,13 +290,13 @@ static cd_status parse_pool(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
 
 static cd_status parse_linear(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
     cd_status st;
-    const char *wname, *bname;
+    const char *wname = NULL, *bname = NULL;
     if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) || (st = get_tensor_name(p, nd, j, "bias", true, &bname)))
         return st;
     if (!in->flat)
         return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
                          "input is (N, C, H, W): linear needs a flattened input (a flatten or linear before it)");
-    const cd_st_tensor *t;
+    const cd_st_tensor *t = NULL;
     if ((st = find_param(p, nd, "weight", wname, 2, &t))) return st;
     int64_t o = t->shape[0], i = t->shape[1];
     if (in->ch >= 0 && in->ch != i)

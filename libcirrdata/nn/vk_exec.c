@@ -923,7 +923,7 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     if (!lin && C != nd->in_ch) return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the weight %d", g->source, nd->name, (long long)C, nd->in_ch);
     if (!w->blk) return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no weights on the device", g->source, nd->name);
     const int64_t in_img = C * H * W, out_img = O * OH * OW;
-    int64_t per;
+    int64_t per = 0;
     cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
     if (st != CD_OK) return st;
     if (per * OH * OW > UINT32_MAX - 64 * (int64_t)GEMM_TILE)
@@ -976,7 +976,7 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
     const cd_nn_node *nd = &g->nodes[i];
     const cd_nn_shape *is = &g->nodes[nd->in[0]].shape;
     const int64_t n = nd->shape.n, in_img = is->c * is->h * is->w, out_img = nd->shape.c * nd->shape.h * nd->shape.w;
-    int64_t per;
+    int64_t per = 0;
     cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
     vk->tag = i + 1;
     for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
@@ -985,7 +985,7 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
         st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * in_img, nimg * in_img, false, &b[0], err);
         if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * out_img, nimg * out_img, true, &b[1], err);
         if (st != CD_OK) break;
-        uint32_t gx, gy;
+        uint32_t gx = 0, gy = 0;
         if (nd->op == CD_NN_SOFTMAX) {
             const uint64_t pos = (uint64_t)(nimg * nd->shape.h * nd->shape.w);
             st = grid_1d(vk, g, i, pos, &gx, &gy, err);
@@ -1026,7 +1026,7 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
 static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
     const int64_t n = nd->shape.n, img = nd->shape.c * nd->shape.h * nd->shape.w;
-    int64_t per;
+    int64_t per = 0;
     cd_status st = chunk(vk, g, i, img, n, &per, err);
     vk->tag = i + 1;
     for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
@@ -1036,7 +1036,7 @@ static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error 
         if (st == CD_OK && nd->op == CD_NN_ADD) st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * img, cnt, false, &b[1], err);
         else b[1] = dummy_bind(vk);
         if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[2], err);
-        uint32_t gx, gy;
+        uint32_t gx = 0, gy = 0;
         if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
         if (st != CD_OK) break;
         add_push pc = {b[0].elem, b[1].elem, b[2].elem, (uint32_t)cnt, gx,
