@@ -1,7 +1,7 @@
 /* Intensity augmentations on a (channels, patch) float32 image, in nnU-Net v2's order:
  *   noise -> blur -> brightness -> contrast -> low resolution -> inverted gamma -> gamma.
  * Definitions (batchgeneratorsv2, the transforms nnUNetTrainer uses; batchgenerators for blur):
- *   noise:      x += sigma * n(i), n the per-voxel normal field of draw.c (same for all channels).
+ *   noise:      x += sigma * n(i) in float32, n the per-voxel normal field of draw.c (same for all channels).
  *   blur:       scipy.ndimage.gaussian_filter per axis (batchgenerators augment_gaussian_blur):
  *               radius (int)(truncate * sigma + 0.5), truncate 4 by default, mode 'reflect'.
  *   brightness: x *= factor.

@@ -5,8 +5,8 @@
  * or error fails the test.
  *
  * Tolerance: max |gpu - reference| <= 1e-4 of the sample's data range. The kernels compute in float
- * where the reference accumulates in double (statistics, blur sums, noise Box-Muller), which alone
- * accounts for ~1e-6; masks must be equal.
+ * where the reference accumulates in double (statistics, blur sums), and divisions, square roots and
+ * fused multiply-adds are the driver's (noise, gamma), which alone accounts for ~1e-6; masks must be equal.
  *
  * - every op alone, on odd shapes (1-voxel axes, 33x17x5, planar 2D slices, sizes not multiples of
  *   the workgroup), mixed with samples that skip it, in shared and staging memory
