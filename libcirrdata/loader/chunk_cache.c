@@ -175,10 +175,25 @@ static void hash_remove(cd_chunk_cache *c, cd_cached_chunk *e) {
     if (*p) *p = e->hnext;
 }
 
-const cd_cached_chunk *cd_chunk_cache_get(cd_chunk_cache *c, uint64_t key, const void **data) {
-    pthread_mutex_lock(&c->mu);
+/* The entry of key, or NULL (caller holds mu). */
+static cd_cached_chunk *hash_find(const cd_chunk_cache *c, uint64_t key) {
     cd_cached_chunk *e = c->buckets[bucket_of(c, key)];
     while (e && e->key != key) e = e->hnext;
+    return e;
+}
+
+/* Enter e into the hash and the byte count (caller holds mu; e->key and e->len set). */
+static void hash_insert(cd_chunk_cache *c, cd_cached_chunk *e) {
+    const size_t b = bucket_of(c, e->key);
+    e->cached = true;
+    e->hnext = c->buckets[b];
+    c->buckets[b] = e;
+    c->bytes += e->len;
+}
+
+const cd_cached_chunk *cd_chunk_cache_get(cd_chunk_cache *c, uint64_t key, const void **data) {
+    pthread_mutex_lock(&c->mu);
+    cd_cached_chunk *e = hash_find(c, key);
     if (e) {
         e->pins++;
         lru_unlink(c, e);
@@ -198,9 +213,7 @@ const cd_cached_chunk *cd_chunk_cache_put(cd_chunk_cache *c, uint64_t key, void 
     e->pins = 1;
     pthread_mutex_lock(&c->mu);
     /* Another thread may have decoded the same chunk meanwhile: keep one copy. */
-    cd_cached_chunk *dup = c->buckets[bucket_of(c, key)];
-    while (dup && dup->key != key) dup = dup->hnext;
-    if (!dup && len <= c->budget) {
+    if (!hash_find(c, key) && len <= c->budget) {
         /* Evict unpinned entries from the cold end until it fits. */
         for (cd_cached_chunk *v = c->tail; v && c->bytes + len > c->budget;) {
             cd_cached_chunk *prev = v->prev;
@@ -214,12 +227,8 @@ const cd_cached_chunk *cd_chunk_cache_put(cd_chunk_cache *c, uint64_t key, void 
             v = prev;
         }
         if (c->bytes + len <= c->budget) {
-            e->cached = true;
-            size_t b = bucket_of(c, key);
-            e->hnext = c->buckets[b];
-            c->buckets[b] = e;
+            hash_insert(c, e);
             lru_front(c, e);
-            c->bytes += len;
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -247,10 +256,9 @@ uint64_t cd_chunk_cache_bytes(const cd_chunk_cache *c) {
 
 bool cd_chunk_cache_has(cd_chunk_cache *c, uint64_t key) {
     pthread_mutex_lock(&c->mu);
-    const cd_cached_chunk *e = c->buckets[bucket_of(c, key)];
-    while (e && e->key != key) e = e->hnext;
+    const bool found = hash_find(c, key) != NULL;
     pthread_mutex_unlock(&c->mu);
-    return e != NULL;
+    return found;
 }
 
 uint64_t cd_chunk_cache_room(const cd_chunk_cache *c) {
@@ -264,21 +272,16 @@ bool cd_chunk_cache_preload(cd_chunk_cache *c, uint64_t key, void *data, size_t 
     cd_cached_chunk *e = calloc(1, sizeof *e);
     if (!e) return false;
     pthread_mutex_lock(&c->mu);
-    cd_cached_chunk *dup = c->buckets[bucket_of(c, key)];
-    while (dup && dup->key != key) dup = dup->hnext;
     /* Never evicts: preloaded chunks would only push out other preloaded chunks. */
-    const bool ok = !dup && c->bytes + len <= c->budget;
+    const bool ok = !hash_find(c, key) && c->bytes + len <= c->budget;
     if (ok) {
-        *e = (cd_cached_chunk){.key = key, .data = data, .len = len, .cached = true};
-        size_t b = bucket_of(c, key);
-        e->hnext = c->buckets[b];
-        c->buckets[b] = e;
+        *e = (cd_cached_chunk){.key = key, .data = data, .len = len};
+        hash_insert(c, e);
         /* at the cold end: chunks the sampling reads (moved to the front) outlive ones never read */
         e->prev = c->tail;
         if (c->tail) c->tail->next = e;
         else c->head = e;
         c->tail = e;
-        c->bytes += len;
     }
     pthread_mutex_unlock(&c->mu);
     if (!ok) free(e);

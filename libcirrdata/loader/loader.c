@@ -194,6 +194,11 @@ static void *grow(void *p, size_t *cap, size_t need) {
 
 /* One run of n elements of a decoded chunk into float32 (or, for masks, uint8) output, reversed when
  * rev (mirroring): dst[k] = src[rev ? n - 1 - k : k]. */
+/* The decoded-chunk cache's key of chunk `chunk` of tensor t of record rec. */
+static inline uint64_t chunk_key(size_t rec, int t, uint32_t chunk) {
+    return ((uint64_t)rec << 36) | ((uint64_t)t << 32) | chunk;
+}
+
 static void copy_run(const uint8_t *raw, size_t src, cd_dtype dtype, size_t n, bool rev, float *o, uint8_t *u) {
     if (u) {
         const uint8_t *s = raw + src;
@@ -296,7 +301,7 @@ static cd_status read_chunks(cd_loader *l, worker_scratch *w, size_t rec, int t,
         for (uint32_t b = c0[1]; b <= c1[1]; b++)
             for (uint32_t c = c0[2]; c <= c1[2]; c++, k++) {
                 ids[k] = (a * ti.chunk_grid[1] + b) * ti.chunk_grid[2] + c;
-                uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[k];
+                uint64_t key = chunk_key(rec, t, ids[k]);
                 ent[k] = l->cache_enabled ? cd_chunk_cache_get(l->cache, key, &data[k]) : NULL;
                 if (!ent[k]) {
                     cd_chunk_info ci;
@@ -346,7 +351,7 @@ static cd_status read_chunks(cd_loader *l, worker_scratch *w, size_t rec, int t,
                 cd_chunk_cache_free(l->cache, raw, ci.raw_size);
                 break;
             }
-            uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[i];
+            uint64_t key = chunk_key(rec, t, ids[i]);
             if (!(ent[i] = cd_chunk_cache_put(l->cache, key, raw, ci.raw_size))) {
                 cd_chunk_cache_free(l->cache, raw, ci.raw_size);
                 st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -592,18 +597,19 @@ static bool preload_job(cd_loader *l, worker_scratch *w, uint64_t k) {
     bool full = false;
     for (uint32_t first = 0; first < ti.chunk_count && !full;) {
         uint32_t ids[PRELOAD_GROUP];
+        cd_chunk_info cis[PRELOAD_GROUP];
         size_t n = 0, total = 0;
         for (; first < ti.chunk_count && n < PRELOAD_GROUP; first++) {
-            const uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | first;
+            const uint64_t key = chunk_key(rec, t, first);
             if (cd_chunk_cache_has(l->cache, key)) continue;
-            cd_chunk_info ci;
-            cd_record_chunk_info(ri->rec, (uint32_t)t, first, &ci);
-            if (ci.raw_size > room) {
+            cd_chunk_info *ci = &cis[n];
+            cd_record_chunk_info(ri->rec, (uint32_t)t, first, ci);
+            if (ci->raw_size > room) {
                 full = true;
                 break;
             }
-            room -= ci.raw_size;
-            total += ci.stored_size;
+            room -= ci->raw_size;
+            total += ci->stored_size;
             ids[n++] = first;
         }
         if (!n) continue;
@@ -611,26 +617,23 @@ static bool preload_job(cd_loader *l, worker_scratch *w, uint64_t k) {
             return true; /* out of memory: stop preloading, sampling reads on demand */
         size_t off = 0;
         for (size_t q = 0; q < n; q++) {
-            cd_chunk_info ci;
-            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[q], &ci);
-            w->reqs[q] = (cd_read_req){cd_shard_fd(ri->shard), ci.offset, ci.stored_size, w->stored + off};
-            off += ci.stored_size;
+            w->reqs[q] = (cd_read_req){cd_shard_fd(ri->shard), cis[q].offset, cis[q].stored_size, w->stored + off};
+            off += cis[q].stored_size;
         }
         cd_error e;
         cd_error_clear(&e);
         if (cd_chunk_io_read(w->io, w->reqs, n, cd_shard_path(ri->shard), &e) != CD_OK) continue;
         off = 0;
         for (size_t q = 0; q < n; q++) {
-            cd_chunk_info ci;
-            cd_record_chunk_info(ri->rec, (uint32_t)t, ids[q], &ci);
+            const cd_chunk_info *ci = &cis[q];
             const uint8_t *stored = w->stored + off;
-            off += ci.stored_size;
-            void *raw = cd_chunk_cache_alloc(l->cache, ci.raw_size);
+            off += ci->stored_size;
+            void *raw = cd_chunk_cache_alloc(l->cache, ci->raw_size);
             if (!raw) return true;
-            const uint64_t key = ((uint64_t)rec << 36) | ((uint64_t)t << 32) | ids[q];
+            const uint64_t key = chunk_key(rec, t, ids[q]);
             if (cd_record_decode_chunk(ri->shard, ri->rec, (uint32_t)t, ids[q], stored, raw, &e) != CD_OK ||
-                !cd_chunk_cache_preload(l->cache, key, raw, ci.raw_size))
-                cd_chunk_cache_free(l->cache, raw, ci.raw_size);
+                !cd_chunk_cache_preload(l->cache, key, raw, ci->raw_size))
+                cd_chunk_cache_free(l->cache, raw, ci->raw_size);
         }
     }
     return full;

@@ -599,8 +599,6 @@ static inline void cubic_axis(double c, int64_t n, int64_t stride, double w[4], 
 static bool cubic_row_separable(const rjob *jb, int64_t j, int64_t k, double *v, double *col, double *ty) {
     ROW_SETUP();
     if (s1 != 0.0 || s2 != 0.0) return false;
-    (void)s1;
-    (void)s2;
     const int64_t nx = jb->on[0], n0 = jb->n[0];
     double y = b1, z = b2;
     if (!(axis_pos(&y, h1) & axis_pos(&z, h2))) {
