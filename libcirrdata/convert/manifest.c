@@ -488,28 +488,10 @@ json_t *cd_manifest_statistics(json_t *entries) {
     return out;
 }
 
-/* Writes len bytes of text to path.tmp, flushes it and renames it to path. */
+/* Writes len bytes of text durably beside path and renames it to path (io/file.h). */
 static cd_status write_text_atomic(const char *path, const char *text, size_t len, cd_error *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    cd_status st = CD_OK;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, text + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, w < 0 ? strerror(errno) : "disk full");
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (st == CD_OK && fsync(fd) != 0) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (st == CD_OK && rename(tmp, path) != 0) st = cd_fail(err, CD_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-    if (st != CD_OK) unlink(tmp);
-    return st;
+    cd_write_piece piece = {text, len};
+    return cd_file_write_atomic_ex(path, &piece, 1, true, err);
 }
 
 static char *dump(json_t *value) { return json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)); }

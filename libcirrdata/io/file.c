@@ -88,39 +88,28 @@ int cd_path_has_suffix(const char *path, const char *suffix) {
     return lp >= ls && strcasecmp(path + lp - ls, suffix) == 0;
 }
 
-cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, size_t npieces, cd_error *err) {
+cd_status cd_file_write_atomic_ex(const char *path, const cd_write_piece *pieces, size_t npieces, bool durable, cd_error *err) {
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return cd_fail(err, CD_ERR_ARG, "%.200s...: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    for (size_t i = 0; i < npieces; i++) {
-        const char *p = pieces[i].data;
-        size_t left = pieces[i].len;
-        while (left > 0) {
-            ssize_t w = write(fd, p, left);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                int e = (w < 0) ? errno : ENOSPC;
-                close(fd);
-                unlink(tmp);
-                return cd_fail(err, CD_ERR_IO, "%s: write failed: %s", path, strerror(e));
-            }
-            p += w;
-            left -= (size_t)w;
-        }
-    }
-    if (close(fd) != 0) {
-        int e = errno;
+    int fd;
+    cd_status st = cd_file_create_exclusive(tmp, &fd, err);
+    if (st != CD_OK) return st;
+    for (size_t i = 0; i < npieces && st == CD_OK; i++) st = cd_file_write_full(fd, pieces[i].data, pieces[i].len, tmp, err);
+    if (st == CD_OK && durable && fsync(fd) != 0) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    if (st == CD_OK && rename(tmp, path) != 0)
+        st = cd_fail(err, CD_ERR_IO, "%s: cannot rename the finished file into place: %s", path, strerror(errno));
+    if (st != CD_OK) {
         unlink(tmp);
-        return cd_fail(err, CD_ERR_IO, "%s: write failed: %s", path, strerror(e));
+        return st;
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return cd_fail(err, CD_ERR_IO, "%s: cannot rename the finished file into place: %s", path, strerror(e));
-    }
+    if (durable) cd_fsync_dir_of(path);
     return CD_OK;
+}
+
+cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, size_t npieces, cd_error *err) {
+    return cd_file_write_atomic_ex(path, pieces, npieces, false, err);
 }
 
 cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text, size_t *len,

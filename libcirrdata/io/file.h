@@ -2,9 +2,11 @@
 #ifndef CD_IO_FILE_H
 #define CD_IO_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/fs.h"
 #include "core/internal.h"
 
 typedef struct cd_file {
@@ -47,7 +49,12 @@ typedef struct cd_write_piece {
 } cd_write_piece;
 
 /* Writes the pieces, in order, to "<path>.tmp-<pid>" and renames it to path, so no reader ever sees a
- * partial file under the final name. On failure the temporary file is removed. */
+ * partial file under the final name. On failure the temporary file is removed. The temporary is created
+ * exclusively and never through a symbolic link (cd_file_create_exclusive). The _ex form with `durable`
+ * also fsyncs the file before the rename and the folder after it (manifests, journals). */
 CD_INTERNAL cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, size_t npieces,
                                            cd_error *err);
+CD_INTERNAL cd_status cd_file_write_atomic_ex(const char *path, const cd_write_piece *pieces, size_t npieces, bool durable,
+                                              cd_error *err);
+
 #endif

@@ -1,13 +1,13 @@
 /* Shard writer: records appended in order to NAME.tmp; index and header at the end; fsync; rename. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cirrdata/shard.h"
+#include "core/fs.h"
 #include "shard/format.h"
 #include "shard/record_impl.h"
 
@@ -44,9 +44,9 @@ cd_status cd_shard_writer_create(const char *path, cd_shard_writer **out, cd_err
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
     snprintf(w->tmp_path, n + 5, "%s.tmp", path);
-    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        cd_status st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+    /* Exclusively and never through a link planted at the temporary's name (core/fs.h). */
+    cd_status st = cd_file_create_exclusive(w->tmp_path, &w->fd, err);
+    if (st != CD_OK) {
         free(w->tmp_path);
         free(w->path);
         free(w);
@@ -134,18 +134,6 @@ cd_status cd_shard_writer_append(cd_shard_writer *w, const cd_record_builder *b,
     return CD_OK;
 }
 
-static cd_status fsync_dir_of(const char *path, cd_error *err) {
-    char *copy = strdup(path);
-    if (!copy) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return CD_OK;
-}
-
 cd_status cd_shard_writer_finish(cd_shard_writer *w, uint64_t *size, char hash_hex[33], cd_error *err) {
     if (!w) return cd_fail(err, CD_ERR_ARG, "cd_shard_writer_finish: NULL argument");
     if (w->finished) return cd_fail(err, CD_ERR_ARG, "%s: shard already finished", w->path);
@@ -174,7 +162,7 @@ cd_status cd_shard_writer_finish(cd_shard_writer *w, uint64_t *size, char hash_h
     if (rename(w->tmp_path, w->path) != 0)
         return cd_fail(err, CD_ERR_IO, "%s: cannot rename into place: %s", w->path, strerror(errno));
     w->finished = true;
-    fsync_dir_of(w->path, err);
+    cd_fsync_dir_of(w->path);
     if (size || hash_hex) {
         char hex[33];
         uint64_t n;

@@ -1,0 +1,22 @@
+/* Creating and writing files without writing through planted links or losing errno (internal). */
+#ifndef CD_CORE_FS_H
+#define CD_CORE_FS_H
+
+#include <stddef.h>
+
+#include "core/internal.h"
+
+/* Creates path for writing with O_CREAT | O_EXCL | O_NOFOLLOW: a file or a symbolic link already at that
+ * name (a killed run's temporary, or a link planted to make us write elsewhere) is unlinked first, so
+ * nothing is ever written through a link. *fd receives the descriptor. */
+CD_INTERNAL cd_status cd_file_create_exclusive(const char *path, int *fd, cd_error *err);
+
+/* write() until all len bytes are written; errors name path and carry the real errno (a short write on
+ * a full disk is followed by the write that reports ENOSPC). */
+CD_INTERNAL cd_status cd_file_write_full(int fd, const void *data, size_t len, const char *path, cd_error *err);
+
+/* fsync of the folder holding path (after a rename into it); errors are ignored (not every file system
+ * supports it). */
+CD_INTERNAL void cd_fsync_dir_of(const char *path);
+
+#endif
