@@ -205,6 +205,7 @@ int cmd_convert(int argc, char **argv) {
         if (co.augment) json_object_set_new(o, "augment_seconds", json_real(res.augment_seconds));
         json_object_set_new(o, "device", json_string(res.device));
         if (res.device_note[0]) json_object_set_new(o, "device_note", json_string(res.device_note));
+        if (res.note[0]) json_object_set_new(o, "note", json_string(res.note));
         cli_json_print(o);
     } else {
         printf("converted %llu records (%llu skipped%s) into %llu shard%s in %s\n", (unsigned long long)res.records,
@@ -218,6 +219,7 @@ int cmd_convert(int argc, char **argv) {
                    res.device, res.augment_seconds, (unsigned long long)co.seed);
     }
     if (res.device_note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.device_note);
+    if (res.note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.note);
     return CLI_OK;
 }
 
@@ -291,6 +293,8 @@ int cmd_inspect(int argc, char **argv) {
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             if (json_object_get(m, keys[i])) json_object_set(o, keys[i], json_object_get(m, keys[i]));
         json_object_del(json_object_get(o, "source"), "fingerprint");
+        json_object_del(json_object_get(o, "source"), "options");
+        json_object_del(json_object_get(o, "source"), "inputs");
         cli_json_print(o);
         json_decref(m);
         return CLI_OK;

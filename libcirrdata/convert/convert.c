@@ -19,13 +19,16 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/version.h"
 #include "convert/augment_copies.h"
+#include "convert/identity.h"
 #include "convert/image_view.h"
+#include "convert/journal.h"
 #include "convert/layout.h"
 #include "convert/manifest.h"
+#include "convert/resume.h"
 #include "gpu/preprocess_impl.h"
+#include "io/dir_lock.h"
 #include "shard/record_impl.h"
 
-#define JOURNAL_NAME ".convert-journal.json"
 #define PATH_CAP 4200
 
 void cd_convert_options_init(cd_convert_options *o) {
@@ -318,129 +321,62 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* ---- journal and fingerprint ---- */
-
-static char *fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi, uint64_t shard_size, json_t *aug) {
-    XXH3_state_t *s = XXH3_createState();
-    if (!s) return NULL;
-    XXH3_64bits_reset(s);
-    char buf[256];
-    char *recipe = cd_recipe_to_json(&o->recipe);
-    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
-             o->part_index, o->part_count, o->healthy, o->pair_sequences, lo, hi);
-    XXH3_64bits_update(s, buf, strlen(buf));
-    if (recipe) XXH3_64bits_update(s, recipe, strlen(recipe));
-    free(recipe);
-    if (aug) {
-        char *pj = json_dumps(aug, JSON_COMPACT | JSON_SORT_KEYS);
-        XXH3_64bits_update(s, "|augment|", 9);
-        if (pj) XXH3_64bits_update(s, pj, strlen(pj));
-        free(pj);
-    }
-    for (size_t i = 0; i < l->n; i++) {
-        const cd_case *c = &l->cases[i];
-        snprintf(buf, sizeof buf, "|%s|%s|%s|%d|%llu|%llu", c->key, c->split, c->sequence, c->label,
-                 (unsigned long long)file_size(c->image_path), (unsigned long long)(c->mask_path ? file_size(c->mask_path) : 0));
-        XXH3_64bits_update(s, buf, strlen(buf));
-    }
-    char *out = malloc(17);
-    if (out) snprintf(out, 17, "%016llx", (unsigned long long)XXH3_64bits_digest(s));
-    XXH3_freeState(s);
-    return out;
-}
+/* ---- the conversion's state: what is written, journaled as shards finish ---- */
 
 #define DIR_CAP 3800
 
 typedef struct convert_state {
     const cd_convert_options *opts;
+    const cd_conv_identity *id;
     char dir[DIR_CAP];
-    char *fingerprint;
+    cd_journal journal;
     json_t *shards;     /* finished: [{path, size, records, xxh3_128, end_case}] */
     json_t *entries;    /* manifest entries of the records in finished shards */
-    json_t *skipped;    /* [{case, path, reason}] for cases before the resume point */
+    json_t *skipped;    /* [{case, path, reason}] */
+    size_t journaled_entries, journaled_skipped; /* how many of each the journal holds */
     json_t *resolved;
     json_t *augmentation; /* the manifest's "augmentation" object, or NULL */
     const char *device;   /* what preprocessed: "cpu" or "vulkan" (the manifest's "device") */
-    size_t resume_case;
 } convert_state;
 
-static cd_status write_journal(convert_state *cs, cd_error *err) {
-    json_t *j = json_object();
-    json_object_set_new(j, "fingerprint", json_string(cs->fingerprint));
-    json_object_set(j, "shards", cs->shards);
-    json_object_set(j, "entries", cs->entries);
-    json_object_set(j, "skipped", cs->skipped);
-    char path[PATH_CAP];
-    snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs->dir);
-    cd_status st = cd_json_write_atomic(path, j, err);
-    json_decref(j);
+/* A finished shard, its records' entries and the skips since the last one, as one journal line. */
+static cd_status journal_shard(convert_state *cs, json_t *shard, cd_error *err) {
+    json_t *entries = json_array(), *skipped = json_array();
+    for (size_t i = cs->journaled_entries; i < json_array_size(cs->entries); i++) json_array_append(entries, json_array_get(cs->entries, i));
+    for (size_t i = cs->journaled_skipped; i < json_array_size(cs->skipped); i++) json_array_append(skipped, json_array_get(cs->skipped, i));
+    json_t *line = json_pack("{sOsoso}", "shard", shard, "entries", entries, "skipped", skipped);
+    cd_status st = line ? cd_journal_append(&cs->journal, line, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    json_decref(line);
+    cs->journaled_entries = json_array_size(cs->entries);
+    cs->journaled_skipped = json_array_size(cs->skipped);
     return st;
 }
 
-/* Reads a journal of an earlier run of the same conversion and keeps the shards that are intact. */
-static void load_journal(convert_state *cs) {
-    char path[PATH_CAP];
-    snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs->dir);
-    json_t *j = json_load_file(path, 0, NULL);
-    if (!j) return;
-    const char *fp = json_string_value(json_object_get(j, "fingerprint"));
-    json_t *shards = json_object_get(j, "shards"), *entries = json_object_get(j, "entries"), *skipped = json_object_get(j, "skipped");
-    if (!fp || strcmp(fp, cs->fingerprint) || !json_is_array(shards) || !json_is_array(entries) || !json_is_array(skipped)) {
-        json_decref(j);
-        return;
+/* Takes over the shards an interrupted run finished (cd_resume_prepare kept them). */
+static void take_over(convert_state *cs, json_t *lines) {
+    size_t i, j;
+    json_t *line, *x;
+    json_array_foreach(lines, i, line) {
+        json_array_append(cs->shards, json_object_get(line, "shard"));
+        json_array_foreach(json_object_get(line, "entries"), j, x) json_array_append(cs->entries, x);
+        json_array_foreach(json_object_get(line, "skipped"), j, x) json_array_append(cs->skipped, x);
     }
-    size_t kept_records = 0, i;
-    json_t *sh;
-    json_array_foreach(shards, i, sh) {
-        const char *rel = json_string_value(json_object_get(sh, "path"));
-        const char *hash = json_string_value(json_object_get(sh, "xxh3_128"));
-        char full[PATH_CAP], hex[33];
-        uint64_t size = 0;
-        if (!rel || !hash || strstr(rel, "..") || strlen(rel) > 255) break;
-        snprintf(full, sizeof full, "%s/%.255s", cs->dir, rel);
-        if ((uint64_t)json_integer_value(json_object_get(sh, "size")) != file_size(full)) break;
-        if (cd_file_xxh3_128(full, hex, &size, NULL) != CD_OK || strcmp(hex, hash)) break;
-        json_array_append(cs->shards, sh);
-        kept_records += (size_t)json_integer_value(json_object_get(sh, "records"));
-        cs->resume_case = (size_t)json_integer_value(json_object_get(sh, "end_case"));
-    }
-    for (i = 0; i < kept_records && i < json_array_size(entries); i++) json_array_append(cs->entries, json_array_get(entries, i));
-    json_t *sk;
-    json_array_foreach(skipped, i, sk) if ((size_t)json_integer_value(json_object_get(sk, "case")) < cs->resume_case)
-        json_array_append(cs->skipped, sk);
-    json_decref(j);
-}
-
-/* Removes shard files and temporaries that no finished-shard record vouches for (a killed run's). */
-static void remove_leftovers(convert_state *cs) {
-    char sdir[PATH_CAP];
-    snprintf(sdir, sizeof sdir, "%.3800s/shards", cs->dir);
-    DIR *d = opendir(sdir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        bool ours = !strncmp(e->d_name, "shard-", 6) && ((n > 4 && !strcmp(e->d_name + n - 4, ".cds")) ||
-                                                          (n > 8 && !strcmp(e->d_name + n - 8, ".cds.tmp")));
-        if (!ours) continue;
-        char rel[300];
-        snprintf(rel, sizeof rel, "shards/%.255s", e->d_name);
-        bool kept = false;
-        size_t i;
-        json_t *sh;
-        json_array_foreach(cs->shards, i, sh) kept |= !strcmp(json_string_value(json_object_get(sh, "path")), rel);
-        if (!kept) {
-            char full[PATH_CAP];
-            snprintf(full, sizeof full, "%s/%.290s", cs->dir, rel);
-            unlink(full);
-        }
-    }
-    closedir(d);
+    cs->journaled_entries = json_array_size(cs->entries);
+    cs->journaled_skipped = json_array_size(cs->skipped);
 }
 
 static cd_status make_dir(const char *p, cd_error *err) {
     if (mkdir(p, 0755) != 0 && errno != EEXIST) return cd_fail(err, CD_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
     return CD_OK;
+}
+
+/* shards/ must be a folder of the output, not a link that would put the shards elsewhere. */
+static cd_status make_shard_dir(const char *p, cd_error *err) {
+    cd_status st = make_dir(p, err);
+    struct stat sb;
+    if (st == CD_OK && (lstat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+        st = cd_fail(err, CD_ERR_ARG, "%s: not a folder (a symbolic link or a file): convert writes shards only inside --out", p);
+    return st;
 }
 
 /* nnU-Net's target spacing: per-axis median of the (RAS) source spacings; when the dataset is
@@ -507,7 +443,8 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
     json_object_set_new(src, "root", json_string(o->root));
     if (!strcmp(o->layout, "cirrmri600")) json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
     if (o->pair_sequences) json_object_set_new(src, "pairing", json_string("T1+T2"));
-    json_object_set_new(src, "fingerprint", json_string(cs->fingerprint));
+    json_object_set_new(src, "fingerprint", json_string(cs->id->fingerprint));
+    json_object_set_new(src, "options", json_string(cs->id->options));
     json_t *sk = json_array();
     size_t i;
     json_t *x;
@@ -524,13 +461,12 @@ static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_err
         json_array_append_new(sk, e);
     }
     json_object_set_new(src, "skipped", sk);
+    json_object_set(src, "inputs", cs->id->inputs);
     json_object_set_new(m, "source", src);
-    if (o->part_count > 0) {
-        json_t *p = json_object();
-        json_object_set_new(p, "index", json_integer(o->part_index));
-        json_object_set_new(p, "count", json_integer(o->part_count));
-        json_object_set_new(m, "part", p);
-    }
+    if (o->part_count > 0)
+        json_object_set_new(m, "part", json_pack("{sisisIsIsI}", "index", o->part_index, "count", o->part_count, "first_case",
+                                                 (json_int_t)cs->id->lo, "end_case", (json_int_t)cs->id->hi, "cases",
+                                                 (json_int_t)cs->id->ncases));
     json_t *classes = json_array();
     for (i = 0; i < l->nclasses; i++) json_array_append_new(classes, json_string(l->classes[i]));
     json_object_set_new(m, "classes", classes);
@@ -611,7 +547,17 @@ static cd_status finish_shard(convert_state *cs, cd_shard_writer **w, const char
     json_object_set_new(e, "end_case", json_integer((json_int_t)end_case));
     json_array_append_new(cs->shards, e);
     res->bytes_written += size;
-    return write_journal(cs, err);
+    return journal_shard(cs, e, err);
+}
+
+/* Fills res from a finished dataset of this conversion found in the output folder. */
+static void result_from_manifest(json_t *m, cd_convert_result *res) {
+    res->records = json_array_size(json_object_get(m, "records"));
+    res->shards = json_array_size(json_object_get(m, "shards"));
+    res->resumed_records = res->records;
+    const char *dev = json_string_value(json_object_get(json_object_get(m, "augmentation"), "device"));
+    if (!dev) dev = json_string_value(json_object_get(m, "device"));
+    snprintf(res->device, sizeof res->device, "%s", dev ? dev : "");
 }
 
 cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_error *err) {
@@ -649,6 +595,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     convert_state cs;
     memset(&cs, 0, sizeof cs);
     cs.opts = o;
+    cs.journal.fd = -1;
     snprintf(cs.dir, sizeof cs.dir, "%s", o->out_dir);
     cs.shards = json_array();
     cs.entries = json_array();
@@ -657,24 +604,12 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     bool augmenting = o->augment && strcmp(o->augment, "none");
     cd_aug_copies ac;
     memset(&ac, 0, sizeof ac);
-    if (augmenting && (st = cd_aug_copies_init(&ac, o, err)) != CD_OK) {
-        cd_case_list_free(&cases);
-        json_decref(cs.shards);
-        json_decref(cs.entries);
-        json_decref(cs.skipped);
-        json_decref(cs.resolved);
-        return st;
-    }
-    if (augmenting) {
-        cs.augmentation = cd_aug_copies_manifest(&ac);
-        /* What was used to compute is not part of what was computed: the device stays out. */
-        json_t *fp = json_deep_copy(cs.augmentation);
-        json_object_del(fp, "device");
-        cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size, fp);
-        json_decref(fp);
-    } else {
-        cs.fingerprint = fingerprint(o, &cases, lo, hi, shard_size, NULL);
-    }
+    cd_conv_identity id;
+    memset(&id, 0, sizeof id);
+    cd_resume rs;
+    memset(&rs, 0, sizeof rs);
+    cd_dir_lock lock = {.fd = -1};
+    char *legacy = NULL;
     cd_pp_device pp;
     memset(&pp, 0, sizeof pp);
     cd_shard_writer *w = NULL;
@@ -685,53 +620,46 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     double target[3] = {0, 0, 0};
     char path[PATH_CAP];
     bool buffer_cache = false;
-    if (!cs.fingerprint) {
-        st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    if (augmenting && (st = cd_aug_copies_init(&ac, o, err)) != CD_OK) {
+        augmenting = false;
         goto done;
     }
+    /* What was used to compute is not part of what was computed: the device stays out of the identity. */
+    json_t *aug_id = NULL;
+    if (augmenting) {
+        cs.augmentation = cd_aug_copies_manifest(&ac);
+        aug_id = json_deep_copy(cs.augmentation);
+        json_object_del(aug_id, "device");
+    }
+    st = cd_conv_identity_init(&id, o, &cases, shard_size, aug_id, lo, hi, err);
+    legacy = cd_conv_legacy_fingerprint(o, &cases, lo, hi, shard_size, aug_id);
+    json_decref(aug_id);
+    if (st != CD_OK) goto done;
+    cs.id = &id;
 
-    /* An existing complete dataset: the same conversion is done; a different one is never overwritten. */
-    snprintf(path, sizeof path, "%s/manifest.json", cs.dir);
-    json_t *existing = json_load_file(path, 0, NULL);
-    if (existing) {
-        const char *fp = json_string_value(json_object_get(json_object_get(existing, "source"), "fingerprint"));
-        bool same = fp && !strcmp(fp, cs.fingerprint);
-        /* Without a valid checksum of its own (damaged, or format_version 1) it is no finished dataset:
-         * the same conversion is redone in place. */
-        if (same && cd_manifest_read(path, NULL, NULL, NULL) != CD_OK) {
-            json_decref(existing);
-            existing = NULL;
-            unlink(path);
-        }
-    }
-    if (existing) {
-        const char *fp = json_string_value(json_object_get(json_object_get(existing, "source"), "fingerprint"));
-        bool same = fp && !strcmp(fp, cs.fingerprint);
-        res->records = json_array_size(json_object_get(existing, "records"));
-        res->shards = json_array_size(json_object_get(existing, "shards"));
-        res->resumed_records = res->records;
-        const char *dev = json_string_value(json_object_get(json_object_get(existing, "augmentation"), "device"));
-        if (!dev) dev = json_string_value(json_object_get(existing, "device"));
-        snprintf(res->device, sizeof res->device, "%s", dev ? dev : "");
-        json_decref(existing);
-        if (!same)
-            st = cd_fail(err, CD_ERR_ARG, "%s: holds a dataset converted from other inputs or with another recipe; choose another --out",
-                         cs.dir);
+    /* One writer per output folder; then what the folder holds decides: done, resume, or refuse. */
+    if ((st = make_dir(cs.dir, err)) != CD_OK) goto done;
+    if ((st = cd_dir_lock_acquire(cs.dir, "convert", &lock, err)) != CD_OK) goto done;
+    snprintf(path, sizeof path, "%s/shards", cs.dir);
+    if ((st = make_shard_dir(path, err)) != CD_OK) goto done;
+    if ((st = cd_resume_prepare(cs.dir, &id, legacy, &rs, err)) != CD_OK) goto done;
+    snprintf(res->note, sizeof res->note, "%s", rs.note);
+    if (rs.finished) {
+        result_from_manifest(rs.manifest, res);
         goto done;
     }
-    if ((st = make_dir(cs.dir, err)) != CD_OK) goto done;
-    snprintf(path, sizeof path, "%s/shards", cs.dir);
-    if ((st = make_dir(path, err)) != CD_OK) goto done;
+    take_over(&cs, rs.lines);
+    json_t *header = cd_resume_journal_header(&id);
+    snprintf(path, sizeof path, "%s/" CD_JOURNAL_NAME, cs.dir);
+    st = header ? cd_journal_start(path, header, rs.lines, &cs.journal, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    json_decref(header);
+    if (st != CD_OK) goto done;
 
     if (o->recipe.resample == CD_RESAMPLE_MEDIAN_SPACING) {
         if ((st = resolve_median_spacing(o, &cases, target, err)) != CD_OK) goto done;
         json_object_set_new(cs.resolved, "target_spacing", vec3(target));
     }
-
-    load_journal(&cs);
-    remove_leftovers(&cs);
     res->resumed_records = json_array_size(cs.entries);
-    if (cs.resume_case < lo) cs.resume_case = lo;
 
     /* Workers. Each case's big buffers (file, voxels, sample, compressed chunks) reuse the memory of
      * earlier cases: fresh mappings would be zeroed by the kernel page by page. */
@@ -743,7 +671,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     p.jb.target_spacing = target;
     if ((st = cd_pp_device_init(&pp, o->device, err)) != CD_OK) goto done;
     p.jb.pp = &pp;
-    p.lo = cs.resume_case;
+    p.lo = rs.resume_case;
     p.hi = hi;
     p.next_claim = p.next_write = p.lo;
     p.window = 2 * (size_t)nthreads;
@@ -841,8 +769,9 @@ join:
     if (!augmenting) snprintf(res->device, sizeof res->device, "%s", cs.device);
     if (!res->device_note[0]) snprintf(res->device_note, sizeof res->device_note, "%s", pp.note);
     if (st == CD_OK) st = write_manifest(&cs, &cases, err);
+    cd_journal_close(&cs.journal);
     if (st == CD_OK) {
-        snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs.dir);
+        snprintf(path, sizeof path, "%s/" CD_JOURNAL_NAME, cs.dir);
         unlink(path);
         res->records = json_array_size(cs.entries);
         res->shards = json_array_size(cs.shards);
@@ -859,7 +788,11 @@ done:
     json_decref(cs.augmentation);
     if (augmenting) cd_aug_copies_free(&ac);
     cd_pp_device_free(&pp);
-    free(cs.fingerprint);
+    cd_journal_close(&cs.journal);
+    cd_dir_lock_release(&lock);
+    cd_resume_free(&rs);
+    cd_conv_identity_free(&id);
+    free(legacy);
     json_decref(cs.shards);
     json_decref(cs.entries);
     json_decref(cs.skipped);

@@ -165,7 +165,10 @@ def main():
             d = os.path.join(work, f"part{i}")
             r = run(conv + ["--out", d, "--part", f"{i}/3"])
             check(r.returncode == 0, f"--part {i}/3: {r.stderr.strip()}")
-            check(manifest(d).get("part") == {"index": i, "count": 3}, "part manifest lacks part info")
+            pm = manifest(d).get("part", {})
+            n = pm.get("cases", -1)
+            want = {"index": i, "count": 3, "first_case": n * (i - 1) // 3, "end_case": n * i // 3, "cases": n}
+            check(pm == want and n == len(ma["records"]), f"part manifest lacks part info: {pm} (want {want})")
             parts.append(d)
         merged = os.path.join(work, "merged")
         r = run([cli, "merge", merged] + parts[::-1])  # any order

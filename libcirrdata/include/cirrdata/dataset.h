@@ -68,13 +68,25 @@ typedef struct cd_convert_result {
     char device[16];           /* "cpu" or "vulkan": what ran the spatial warp of augmented copies, else what ran the
                                 * recipe's resampling and normalisation (also the manifest's "device") */
     char device_note[256];     /* why "vulkan" was asked for but not (or not always) used; empty otherwise */
+    char note[1024];           /* what a resume noticed: a source case changed since the interrupted run (named), a
+                                * damaged resume journal or manifest converted again; empty otherwise */
 } cd_convert_result;
 
 /* Converts. Restartable: a killed run leaves finished shards and a journal; running the same
- * conversion again resumes and produces byte-identical shards. The manifest is written last. */
+ * conversion again resumes and produces byte-identical shards. The manifest is written last.
+ * The output folder: one writer at a time (a second convert or merge into it fails at once, naming the
+ * holder: pid, host, command). What it already holds decides: a finished dataset of the same conversion
+ * (same options and the same inputs: every file's size and modification time) is left as it is; one of
+ * another conversion, or of an earlier state of the source (the changed case is named), is refused
+ * (CD_ERR_ARG); an interrupted run of the same options resumes after the last finished shard, or from the
+ * first case that changed since. Shard files that no manifest or resume journal of this conversion
+ * accounts for are never deleted: CD_ERR_ARG naming them. */
 CD_API cd_status cd_convert(const cd_convert_options *opts, cd_convert_result *result, cd_error *err);
 
-/* Joins the outputs of `convert --part I/N` (all N parts, same recipe) into out_dir. */
+/* Joins the outputs of `convert --part I/N` into out_dir: all N parts of one conversion (the same
+ * options and source fingerprint; together they cover every case once), else CD_ERR_ARG naming the part
+ * and what differs. out_dir is locked as by cd_convert; shard files already there that are not the
+ * parts' own are refused, never overwritten. */
 CD_API cd_status cd_dataset_merge(const char *out_dir, const char *const *part_dirs, int nparts, cd_error *err);
 
 /* ---- reading ---- */

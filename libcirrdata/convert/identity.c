@@ -1,0 +1,183 @@
+/* Conversion identity: options hash, input file stamps (size, mtime), fingerprint, first change. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "convert/identity.h"
+
+static void hex64(uint64_t h, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)h); }
+
+static const char *relative_to(const char *root, const char *path) {
+    size_t n = strlen(root);
+    while (n > 1 && root[n - 1] == '/') n--;
+    return !strncmp(path, root, n) && path[n] == '/' ? path + n + 1 : path;
+}
+
+/* [relative path, size, mtime_ns]; a file that cannot be stat'ed gets size -1 (the case is skipped when
+ * read, and its appearance later changes the fingerprint). */
+static json_t *file_stamp(const char *root, const char *path) {
+    struct stat st;
+    json_int_t size = -1, mtime = 0;
+    if (stat(path, &st) == 0) {
+        size = (json_int_t)st.st_size;
+        mtime = (json_int_t)st.st_mtim.tv_sec * 1000000000 + (json_int_t)st.st_mtim.tv_nsec;
+    }
+    return json_pack("[sII]", relative_to(root, path), size, mtime);
+}
+
+static char *options_text(const cd_convert_options *o, uint64_t shard_size, json_t *aug) {
+    char *recipe = cd_recipe_to_json(&o->recipe);
+    char *pj = aug ? json_dumps(aug, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    size_t n = 256 + (recipe ? strlen(recipe) : 0) + (pj ? strlen(pj) : 0);
+    char *t = malloc(n);
+    if (t)
+        snprintf(t, n, "cirrdata-convert 2|%s|%llu|%d|%d|%s|augment|%s", o->layout, (unsigned long long)shard_size, o->healthy,
+                 o->pair_sequences, recipe ? recipe : "", pj ? pj : "none");
+    free(recipe);
+    free(pj);
+    return t;
+}
+
+cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *o, const cd_case_list *l, uint64_t shard_size,
+                                json_t *aug, size_t lo, size_t hi, cd_error *err) {
+    memset(id, 0, sizeof *id);
+    id->part_index = o->part_count > 0 ? o->part_index : 0;
+    id->part_count = o->part_count > 0 ? o->part_count : 0;
+    id->lo = lo;
+    id->hi = hi;
+    id->ncases = l->n;
+    char *opt = options_text(o, shard_size, aug);
+    id->inputs = json_array();
+    if (!opt || !id->inputs) {
+        free(opt);
+        json_decref(id->inputs);
+        id->inputs = NULL;
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    hex64(XXH3_64bits(opt, strlen(opt)), id->options);
+    for (size_t i = 0; i < l->n; i++) {
+        const cd_case *c = &l->cases[i];
+        json_t *files = json_array();
+        json_array_append_new(files, file_stamp(o->root, c->image_path));
+        if (c->mask_path) json_array_append_new(files, file_stamp(o->root, c->mask_path));
+        if (c->image2_path) json_array_append_new(files, file_stamp(o->root, c->image2_path));
+        json_array_append_new(id->inputs, json_pack("{sssssssiso}", "key", c->key, "split", c->split, "sequence", c->sequence,
+                                                    "label", c->label, "files", files));
+    }
+    char *in = json_dumps(id->inputs, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!in) {
+        free(opt);
+        cd_conv_identity_free(id);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    XXH3_state_t *s = XXH3_createState();
+    XXH3_64bits_reset(s);
+    XXH3_64bits_update(s, opt, strlen(opt));
+    XXH3_64bits_update(s, "|inputs|", 8);
+    XXH3_64bits_update(s, in, strlen(in));
+    hex64(XXH3_64bits_digest(s), id->fingerprint);
+    XXH3_freeState(s);
+    free(in);
+    free(opt);
+    return CD_OK;
+}
+
+void cd_conv_identity_free(cd_conv_identity *id) {
+    json_decref(id->inputs);
+    id->inputs = NULL;
+}
+
+static const char *str(json_t *o, const char *k) {
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "?";
+}
+
+static void describe_file_change(json_t *a, json_t *b, const char *key, char *msg, size_t cap) {
+    const char *pa = json_string_value(json_array_get(a, 0)), *pb = json_string_value(json_array_get(b, 0));
+    json_int_t sa = json_integer_value(json_array_get(a, 1)), sb = json_integer_value(json_array_get(b, 1));
+    json_int_t ta = json_integer_value(json_array_get(a, 2)), tb = json_integer_value(json_array_get(b, 2));
+    if (!pa || !pb || strcmp(pa, pb))
+        snprintf(msg, cap, "case %s: its file %s is now %s", key, pa ? pa : "?", pb ? pb : "?");
+    else if (sb < 0)
+        snprintf(msg, cap, "case %s: %s can no longer be read", key, pb);
+    else
+        snprintf(msg, cap, "case %s: %s was modified (size %lld -> %lld bytes, mtime %lld.%09lld -> %lld.%09lld s)", key, pb,
+                 (long long)sa, (long long)sb, (long long)(ta / 1000000000), (long long)(ta % 1000000000),
+                 (long long)(tb / 1000000000), (long long)(tb % 1000000000));
+}
+
+size_t cd_inputs_first_change(json_t *before, json_t *now, char *msg, size_t cap) {
+    size_t na = json_array_size(before), nb = json_array_size(now);
+    for (size_t i = 0; i < na || i < nb; i++) {
+        json_t *a = json_array_get(before, i), *b = json_array_get(now, i);
+        if (!a) {
+            snprintf(msg, cap, "case %s is new", str(b, "key"));
+            return i;
+        }
+        if (!b) {
+            snprintf(msg, cap, "case %s is gone", str(a, "key"));
+            return i;
+        }
+        if (json_equal(a, b)) continue;
+        const char *key = str(b, "key");
+        if (strcmp(str(a, "key"), key)) {
+            snprintf(msg, cap, "the case list changed at %s (was %s)", key, str(a, "key"));
+        } else if (strcmp(str(a, "split"), str(b, "split")) || strcmp(str(a, "sequence"), str(b, "sequence"))) {
+            snprintf(msg, cap, "case %s: split or sequence changed (%s/%s -> %s/%s)", key, str(a, "split"), str(a, "sequence"),
+                     str(b, "split"), str(b, "sequence"));
+        } else if (!json_equal(json_object_get(a, "label"), json_object_get(b, "label"))) {
+            snprintf(msg, cap, "case %s: label changed (%lld -> %lld)", key, (long long)json_integer_value(json_object_get(a, "label")),
+                     (long long)json_integer_value(json_object_get(b, "label")));
+        } else {
+            json_t *fa = json_object_get(a, "files"), *fb = json_object_get(b, "files");
+            size_t k = 0;
+            while (k < json_array_size(fa) && k < json_array_size(fb) && json_equal(json_array_get(fa, k), json_array_get(fb, k))) k++;
+            if (k < json_array_size(fa) && k < json_array_size(fb))
+                describe_file_change(json_array_get(fa, k), json_array_get(fb, k), key, msg, cap);
+            else
+                snprintf(msg, cap, "case %s: its files changed (a mask or paired image added or removed)", key);
+        }
+        return i;
+    }
+    if (cap) msg[0] = '\0';
+    return SIZE_MAX;
+}
+
+static uint64_t size_or_zero(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+char *cd_conv_legacy_fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi, uint64_t shard_size,
+                                 json_t *aug) {
+    XXH3_state_t *s = XXH3_createState();
+    if (!s) return NULL;
+    XXH3_64bits_reset(s);
+    char buf[256];
+    char *recipe = cd_recipe_to_json(&o->recipe);
+    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
+             o->part_index, o->part_count, o->healthy, o->pair_sequences, lo, hi);
+    XXH3_64bits_update(s, buf, strlen(buf));
+    if (recipe) XXH3_64bits_update(s, recipe, strlen(recipe));
+    free(recipe);
+    if (aug) {
+        char *pj = json_dumps(aug, JSON_COMPACT | JSON_SORT_KEYS);
+        XXH3_64bits_update(s, "|augment|", 9);
+        if (pj) XXH3_64bits_update(s, pj, strlen(pj));
+        free(pj);
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        const cd_case *c = &l->cases[i];
+        snprintf(buf, sizeof buf, "|%s|%s|%s|%d|%llu|%llu", c->key, c->split, c->sequence, c->label,
+                 (unsigned long long)size_or_zero(c->image_path),
+                 (unsigned long long)(c->mask_path ? size_or_zero(c->mask_path) : 0));
+        XXH3_64bits_update(s, buf, strlen(buf));
+    }
+    char *out = malloc(17);
+    if (out) hex64(XXH3_64bits_digest(s), out);
+    XXH3_freeState(s);
+    return out;
+}
