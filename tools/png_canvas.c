@@ -2,6 +2,7 @@
 #include "png_canvas.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <png.h>
 #include <setjmp.h>
@@ -153,9 +154,39 @@ static void on_png_warning(png_structp png, png_const_charp msg) {
     (void)msg;
 }
 
+/* The picture goes to "<path>.tmp-<pid>", created exclusively and never through a link planted at that
+ * name, and is renamed onto path when complete: a reader never sees half a PNG, and a link at path is
+ * replaced, not written through. */
+static FILE *open_temporary(const char *tmp) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            FILE *f = fdopen(fd, "wb");
+            if (!f) close(fd);
+            return f;
+        }
+        if (errno != EEXIST || unlink(tmp) != 0) break;
+    }
+    return NULL;
+}
+
+static cd_status write_png(const png_canvas *c, const char *path, const char *tmp, cd_error *err);
+
 cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err) {
     if (!c->pixels) return fail(err, CD_ERR_ARG, "cannot write %s: empty picture", path);
-    FILE *f = fopen(path, "wb");
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return fail(err, CD_ERR_ARG, "cannot write %.100s...: path too long", path);
+    cd_status st = write_png(c, path, tmp, err);
+    if (st == CD_OK && rename(tmp, path) != 0) {
+        st = fail(err, CD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    return st;
+}
+
+static cd_status write_png(const png_canvas *c, const char *path, const char *tmp, cd_error *err) {
+    FILE *f = open_temporary(tmp);
     if (!f) return fail(err, CD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     png_errctx ctx;
     ctx.message[0] = '\0';
@@ -164,7 +195,7 @@ cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err)
     if (!png || !info) {
         png_destroy_write_struct(&png, NULL);
         fclose(f);
-        unlink(path);
+        unlink(tmp);
         return fail(err, CD_ERR_NOMEM, "cannot write %s: out of memory in libpng", path);
     }
     /* Everything the longjmp may come back to is set before setjmp and not changed after it. */
@@ -172,7 +203,7 @@ cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err)
     if (!rows) {
         png_destroy_write_struct(&png, &info);
         fclose(f);
-        unlink(path);
+        unlink(tmp);
         return fail(err, CD_ERR_NOMEM, "cannot write %s: out of memory", path);
     }
     for (int y = 0; y < c->height; y++) rows[y] = c->pixels + (size_t)y * (size_t)c->width * 3;
@@ -181,7 +212,7 @@ cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err)
         free(rows);
         int e = errno;
         fclose(f);
-        unlink(path);
+        unlink(tmp);
         return fail(err, CD_ERR_IO, "cannot write %s: %s", path, ctx.message[0] ? ctx.message : strerror(e));
     }
     png_init_io(png, f);
@@ -206,7 +237,7 @@ cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err)
         e = errno;
     }
     if (bad) {
-        unlink(path);
+        unlink(tmp);
         return fail(err, CD_ERR_IO, "cannot write %s: %s", path, strerror(e ? e : EIO));
     }
     return CD_OK;

@@ -32,6 +32,7 @@
 #include "cirrdata/rng.h"
 #include "cirrdata/synth.h"
 #include "core/internal.h"
+#include "io/dir_lock.h"
 #include "io/file.h"
 
 #define DATASET_STREAM 0xFFFFFFFFu /* stream_hi of dataset-level draws; cases use their index */
@@ -371,6 +372,10 @@ cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd
         return cd_fail(err, CD_ERR_NOMEM, "%s: out of memory", root);
     }
     cd_status st = make_cohort(&o, ncirr, nhealthy, pts, err);
+    /* One writer per folder: two runs with other seeds would otherwise mix their cases silently. */
+    cd_dir_lock lock = {.fd = -1};
+    if (st == CD_OK) st = mkdir_p(root, err);
+    if (st == CD_OK) st = cd_dir_lock_acquire(root, "synth", &lock, err);
 
     /* Folders first (single-threaded), then the jobs: T1 cases, T2 cases, healthy T1, healthy T2. */
     cd_synth_stats stats;
@@ -449,6 +454,7 @@ cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd
         pthread_mutex_destroy(&sh.lock);
     }
     if (st == CD_OK) st = write_metadata(root, pts, n, o.healthy, &stats.bytes, err);
+    cd_dir_lock_release(&lock);
     if (o.stats) *o.stats = stats;
     free(pts);
     free(jobs);
