@@ -116,7 +116,8 @@ struct cd_loader {
     uint64_t deliver_epoch, deliver_pos;/* where the next delivered batch starts (resume state) */
     bool epoch_end_reported;
     int busy;
-    bool stop;
+    bool stop;                 /* the workers are to exit (cd_loader_close) */
+    bool closed;               /* cd_loader_close has begun: next / set_state refuse */
     cd_status failed;
     char fail_msg[CD_ERROR_MESSAGE_MAX];
     uint64_t skipped;
@@ -746,17 +747,34 @@ static void assign_batches(cd_loader *l) {
 
 /* ---- creation ---- */
 
-void cd_loader_destroy(cd_loader *l) {
+/* Stops the workers and frees everything a borrowed batch does not point into (see loader.h). */
+void cd_loader_close(cd_loader *l) {
     if (!l) return;
-    if (l->threads) {
-        pthread_mutex_lock(&l->mu);
-        l->stop = true;
-        pthread_cond_broadcast(&l->cv);
-        pthread_mutex_unlock(&l->mu);
-        for (int i = 0; i < l->started; i++) pthread_join(l->threads[i], NULL);
+    pthread_mutex_lock(&l->mu);
+    const bool again = l->closed;
+    l->closed = l->stop = true;
+    pthread_cond_broadcast(&l->cv); /* wakes a cd_loader_next waiting for a batch, and the workers */
+    pthread_mutex_unlock(&l->mu);
+    if (again) return;
+    for (int i = 0; l->threads && i < l->started; i++) pthread_join(l->threads[i], NULL);
+    /* Only cd_loader_next / cd_loader_release may run now: they touch the ring and the counters, none of
+     * what follows. The scratch leaves under the lock for cd_loader_device_stats_get. */
+    pthread_mutex_lock(&l->mu);
+    worker_scratch *scratch = l->scratch;
+    l->scratch = NULL;
+    for (int i = 0; scratch && i < l->nthreads; i++) {
+        worker_scratch *w = &scratch[i];
+        l->dev.validation_messages += w->vk_msgs_gone;
+        if (w->gpu) { /* the counters outlive the contexts */
+            char first[sizeof l->dev.validation_first];
+            uint64_t k = cd_gpu_validation_messages(w->gpu, first, sizeof first);
+            if (k && !l->dev.validation_first[0]) snprintf(l->dev.validation_first, sizeof l->dev.validation_first, "%s", first);
+            l->dev.validation_messages += k;
+        }
     }
-    for (int i = 0; l->scratch && i < l->nthreads; i++) {
-        worker_scratch *w = &l->scratch[i];
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; scratch && i < l->nthreads; i++) {
+        worker_scratch *w = &scratch[i];
         cd_chunk_io_destroy(w->io);
         cd_gpu_destroy(w->gpu);
         for (uint32_t k = 0; w->jobs && k < l->o.batch_size; k++) {
@@ -773,6 +791,35 @@ void cd_loader_destroy(cd_loader *l) {
         free(w->raw);
         free(w->reqs);
     }
+    free(scratch);
+    for (size_t i = 0; l->recs && i < l->nrecs; i++) {
+        cd_record_destroy(l->recs[i].rec);
+        free(l->recs[i].fg);
+    }
+    free(l->recs);
+    l->recs = NULL;
+    free(l->items);
+    l->items = NULL;
+    free(l->order);
+    l->order = NULL;
+    l->order_valid = false;
+    free(l->threads);
+    l->threads = NULL;
+    l->started = 0;
+    cd_aug_pipeline_destroy(l->pipe);
+    l->pipe = NULL;
+    pthread_mutex_lock(&l->mu);
+    cd_chunk_cache *cache = l->cache;
+    l->cache = NULL; /* cd_loader_cache_bytes reads 0 from now on */
+    pthread_mutex_unlock(&l->mu);
+    cd_chunk_cache_destroy(cache);
+    cd_dataset_close(l->ds);
+    l->ds = NULL;
+}
+
+void cd_loader_destroy(cd_loader *l) {
+    if (!l) return;
+    cd_loader_close(l);
     for (uint32_t i = 0; l->slots && i < l->ring; i++) {
         slot *s = &l->slots[i];
         free(s->ok);
@@ -783,19 +830,7 @@ void cd_loader_destroy(cd_loader *l) {
         free(s->slice);
         free(s->corner);
     }
-    for (size_t i = 0; l->recs && i < l->nrecs; i++) {
-        cd_record_destroy(l->recs[i].rec);
-        free(l->recs[i].fg);
-    }
-    free(l->recs);
-    free(l->items);
-    free(l->order);
     free(l->slots);
-    free(l->scratch);
-    free(l->threads);
-    cd_aug_pipeline_destroy(l->pipe);
-    cd_chunk_cache_destroy(l->cache);
-    cd_dataset_close(l->ds);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);
@@ -1083,6 +1118,10 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
     if (!l || !batch) return cd_fail(err, CD_ERR_ARG, "cd_loader_next: NULL argument");
     *batch = NULL;
     pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
     slot *s = &l->slots[l->deliver_seq % l->ring];
     if (s->assigned && s->epoch != l->current_epoch && !l->epoch_end_reported) {
         /* The previous epoch is over: say so once. */
@@ -1090,7 +1129,11 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
         pthread_mutex_unlock(&l->mu);
         return CD_OK;
     }
-    while (l->failed == CD_OK && s->done < s->size) pthread_cond_wait(&l->cv, &l->mu);
+    while (l->failed == CD_OK && !l->closed && s->done < s->size) pthread_cond_wait(&l->cv, &l->mu);
+    if (l->closed) { /* cd_loader_close from another thread while this one waited */
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
     if (l->failed != CD_OK) {
         cd_status st = cd_fail(err, l->failed, "%s", l->fail_msg);
         pthread_mutex_unlock(&l->mu);
@@ -1135,7 +1178,7 @@ void cd_loader_release(cd_loader *l, cd_batch *batch) {
     if (!l || !batch) return;
     pthread_mutex_lock(&l->mu);
     slot *s = &l->slots[l->deliver_seq % l->ring];
-    if (&s->batch == batch) {
+    if (!l->closed && &s->batch == batch) { /* closed: the batch stays as it is until cd_loader_destroy */
         s->assigned = false;
         l->deliver_seq++;
         assign_batches(l);
@@ -1153,6 +1196,7 @@ void cd_loader_get_state(const cd_loader *l, cd_loader_state *out) {
 
 cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_error *err) {
     if (!l || !state) return cd_fail(err, CD_ERR_ARG, "cd_loader_set_state: NULL argument");
+    if (l->closed) return cd_fail(err, CD_ERR_ARG, "the loader is closed");
     if (state->seed != l->o.seed)
         return cd_fail(err, CD_ERR_ARG, "state was saved with seed %llu, this loader has seed %llu", (unsigned long long)state->seed,
                        (unsigned long long)l->o.seed);
@@ -1163,6 +1207,10 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
     for (uint32_t i = 0; i < l->ring; i++) l->slots[i].assigned = false;
     l->deliver_seq = l->assign_seq;
     while (l->busy > 0) pthread_cond_wait(&l->cv, &l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
     l->failed = CD_OK;
     l->sched_epoch = l->deliver_epoch = l->current_epoch = state->epoch;
     l->sched_pos = l->deliver_pos = state->position;
@@ -1175,7 +1223,7 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
 uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
 uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
 uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
-uint64_t cd_loader_cache_bytes(const cd_loader *l) { return cd_chunk_cache_bytes(l->cache); }
+uint64_t cd_loader_cache_bytes(const cd_loader *l) { return l->cache ? cd_chunk_cache_bytes(l->cache) : 0; }
 const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }
 const char *cd_loader_device_name(const cd_loader *l) { return l->device_name; }
 

@@ -8,14 +8,21 @@
             batch['mask'], batch['label'], batch['index']
         state = loader.state_dict()           # resume later with loader.load_state_dict(state)
 
-Batches are views into the loader's preallocated ring, not copies: a batch's arrays stay valid until
-the next batch is requested (or the loop ends). Keep data longer with .copy(), or pass copy=True.
+Batches are views into the loader's preallocated ring, not copies: a batch's 'image' and 'mask' keep
+their values until the next batch is requested (the ring slot is then filled again); keep data longer
+with .copy(), or pass copy=True. Ownership: every view (and every array or torch tensor made from one
+without a copy) holds a reference to the ring, so its memory is never freed under it: close() (or the
+loader's collection) stops the worker threads and frees the dataset, cache and devices at once, and
+the ring goes with the last view. Views held across close() keep the values they had. After close(),
+every iterator of the loader raises ValueError('the loader is closed') at its next step, also when
+close() runs in another thread while a step waits for its batch (the step then returns at once).
 Every sample is a pure function of (seed, epoch, record, op): the same seed gives the same batches
 whatever the thread count and device (device='vulkan' augments on a GPU; see Loader); ranks (rank/world_size, or $RANK/$WORLD_SIZE) see disjoint samples that
 together cover each epoch.
 """
 import ctypes
 import os
+import threading
 
 import numpy as np
 
@@ -90,6 +97,7 @@ def _declare(lib):
     sigs = {
         'cd_loader_options_init': ([ctypes.POINTER(_Options)], None),
         'cd_loader_create': ([ctypes.POINTER(_Options), PP, E], ctypes.c_int),
+        'cd_loader_close': ([P], None),
         'cd_loader_destroy': ([P], None),
         'cd_loader_next': ([P, ctypes.POINTER(ctypes.POINTER(_Batch)), E], ctypes.c_int),
         'cd_loader_release': ([P, ctypes.POINTER(_Batch)], None),
@@ -110,9 +118,37 @@ def _declare(lib):
     lib._cirrdata_loader_declared = True
 
 
-def _view(ptr, shape, copy):
-    a = np.ctypeslib.as_array(ptr, shape=shape)
+class _Ring:
+    """Owns the C loader handle. Referenced by the Loader until close() and by every batch view, so
+    cd_loader_destroy (which frees the ring) runs when the last of them goes; close() has already
+    stopped the loader by then (cd_loader_close)."""
+
+    def __init__(self, lib, h):
+        self.lib, self.h = lib, h
+
+    def __del__(self):
+        if self.h:
+            self.lib.cd_loader_destroy(self.h)
+            self.h = None
+
+
+class _RingView:
+    """A numpy array interface over ring memory whose base keeps the _Ring alive."""
+    __slots__ = ('__array_interface__', 'ring')
+
+    def __init__(self, ptr, shape, typestr, ring):
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        self.__array_interface__ = {'data': (addr, False), 'shape': shape, 'typestr': typestr, 'version': 3}
+        self.ring = ring
+
+
+def _view(ptr, shape, typestr, ring, copy):
+    a = np.asarray(_RingView(ptr, shape, typestr, ring))
     return a.copy() if copy else a
+
+
+def _copy(ptr, shape):
+    return np.ctypeslib.as_array(ptr, shape=shape).copy()
 
 
 class Loader(_l.Closeable):
@@ -186,46 +222,64 @@ class Loader(_l.Closeable):
         o.cache_bytes = 0 if cache_bytes is None else (-1 if int(cache_bytes) == 0 else int(cache_bytes))
         o.preload = bool(preload)
         self.copy = copy
-        self._h = ctypes.c_void_p()
-        err = _l.CdError()
-        if _LIB.cd_loader_create(ctypes.byref(o), ctypes.byref(self._h), ctypes.byref(err)) != 0:
-            self._h = None
-            _raise(err)
+        # _lock guards _ring and _pending and is held around every call into the handle except
+        # cd_loader_next's wait, so that close() (which takes only _lock) can end a step waiting in
+        # another thread; _step serialises the consumer calls (next, release, set_state), which the
+        # library allows from one thread at a time. Order: _step before _lock. RLock: a signal handler
+        # or finaliser that closes the loader may run in a thread that holds it.
+        self._lock = threading.RLock()
+        self._step = threading.Lock()
+        self._ring = None
         self._pending = None
+        h = ctypes.c_void_p()
+        err = _l.CdError()
+        if _LIB.cd_loader_create(ctypes.byref(o), ctypes.byref(h), ctypes.byref(err)) != 0:
+            _raise(err)
+        self._ring = _Ring(_LIB, h)
+
+    def _live(self):
+        """The _Ring of an open loader (call with _lock held), else ValueError."""
+        ring = getattr(self, '_ring', None)
+        if ring is None:
+            raise ValueError('the loader is closed')
+        return ring
+
+    def _call(self, name, *args):
+        with self._lock:
+            return getattr(self._lib, name)(self._live().h, *args)
 
     def _handle(self):
-        if not self._h:
-            raise ValueError('the loader is closed')
-        return self._h
+        with self._lock:
+            return self._live().h
 
     def __len__(self):
         """Batches per epoch for this rank."""
-        return int(self._lib.cd_loader_epoch_batches(self._handle()))
+        return int(self._call('cd_loader_epoch_batches'))
 
     @property
     def samples_per_epoch(self):
-        return int(self._lib.cd_loader_epoch_samples(self._handle()))
+        return int(self._call('cd_loader_epoch_samples'))
 
     @property
     def skipped(self):
         """Samples dropped because their data was corrupt (skip_corrupt=True)."""
-        return int(self._lib.cd_loader_skipped(self._handle()))
+        return int(self._call('cd_loader_skipped'))
 
     @property
     def cache_bytes(self):
         """Bytes held by the decoded-chunk cache now."""
-        return int(self._lib.cd_loader_cache_bytes(self._handle()))
+        return int(self._call('cd_loader_cache_bytes'))
 
     @property
     def io(self):
         """The read backend in use: 'uring' or 'pread'."""
-        return self._lib.cd_loader_io_name(self._handle()).decode()
+        return self._call('cd_loader_io_name').decode()
 
     @property
     def device(self):
         """What runs augmentation: 'cpu', 'vulkan: <device name>', or with device='auto' and no
         hardware GPU 'cpu (vulkan not used: <reason>)'."""
-        return self._lib.cd_loader_device_name(self._handle()).decode()
+        return self._call('cd_loader_device_name').decode()
 
     @property
     def device_stats(self):
@@ -234,42 +288,51 @@ class Loader(_l.Closeable):
         after a device error), device_resets, gpu_disabled, validation, validation_messages,
         validation_first, note (the first device error)."""
         s = _DeviceStats()
-        self._lib.cd_loader_device_stats_get(self._handle(), ctypes.byref(s))
+        self._call('cd_loader_device_stats_get', ctypes.byref(s))
         out = {k: getattr(s, k) for k, _ in _DeviceStats._fields_}
         for k in ('note', 'validation_first'):
             out[k] = out[k].decode(errors='replace')
         return out
 
     def _release(self):
+        """Gives the batch last handed out back to the ring (call with _lock held, the loader open)."""
         if self._pending is not None:
-            self._lib.cd_loader_release(self._h, self._pending)
+            self._lib.cd_loader_release(self._ring.h, self._pending)
             self._pending = None
 
     def __iter__(self):
-        """Yields the batches of one epoch (from the current position)."""
-        h = self._handle()
+        """Yields the batches of one epoch (from the current position). Each step checks that the
+        loader is open: after close() the iterator raises ValueError('the loader is closed')."""
         err = _l.CdError()
         while True:
-            self._release()
-            bp = ctypes.POINTER(_Batch)()
-            if self._lib.cd_loader_next(h, ctypes.byref(bp), ctypes.byref(err)) != 0:
-                self._raise(err)
-            if not bp:
-                return  # end of the epoch
-            self._pending = bp
-            b = bp.contents
-            n, c = b.size, b.channels
-            x, y, z = b.shape
-            batch = {
-                'image': _view(b.image, (n, c, x, y, z), self.copy),
-                'mask': _view(b.mask, (n, 1, x, y, z), self.copy) if b.mask else None,
-                'label': _view(b.label, (n,), True),
-                'index': _view(b.index, (n,), True),
-                'slice': _view(b.slice, (n,), True),
-                'corner': _view(b.corner, (n, 3), True),
-                'epoch': int(b.epoch),
-                'batch': int(b.number),
-            }
+            with self._step:
+                with self._lock:
+                    ring = self._live()  # a strong reference: the handle outlives this step
+                    self._release()
+                bp = ctypes.POINTER(_Batch)()
+                # Without _lock: close() may run meanwhile; the library then ends this wait with "the
+                # loader is closed" (or returns the batch it had), and the ring stays until `ring` goes.
+                rc = self._lib.cd_loader_next(ring.h, ctypes.byref(bp), ctypes.byref(err))
+                with self._lock:
+                    self._live()  # closed during the wait: the batch (if any) is not handed out
+                    if rc != 0:
+                        self._raise(err)
+                    if not bp:
+                        return  # end of the epoch
+                    self._pending = bp
+                    b = bp.contents
+                    n, c = b.size, b.channels
+                    x, y, z = b.shape
+                    batch = {
+                        'image': _view(b.image, (n, c, x, y, z), '<f4', ring, self.copy),
+                        'mask': _view(b.mask, (n, 1, x, y, z), '|u1', ring, self.copy) if b.mask else None,
+                        'label': _copy(b.label, (n,)),
+                        'index': _copy(b.index, (n,)),
+                        'slice': _copy(b.slice, (n,)),
+                        'corner': _copy(b.corner, (n, 3)),
+                        'epoch': int(b.epoch),
+                        'batch': int(b.number),
+                    }
             yield batch
 
     def state_dict(self):
@@ -277,20 +340,30 @@ class Loader(_l.Closeable):
         as delivered: save the state after training on a batch, and a restored loader continues
         with the one after it."""
         s = _State()
-        self._lib.cd_loader_get_state(self._handle(), ctypes.byref(s))
+        self._call('cd_loader_get_state', ctypes.byref(s))
         return {'seed': int(s.seed), 'epoch': int(s.epoch), 'position': int(s.position)}
 
     def load_state_dict(self, state):
         """Continues from a state_dict(): the following batches equal an uninterrupted run's."""
-        self._release()
-        s = _State(int(state['seed']), int(state['epoch']), int(state['position']))
-        err = _l.CdError()
-        if self._lib.cd_loader_set_state(self._handle(), ctypes.byref(s), ctypes.byref(err)) != 0:
-            self._raise(err)
+        with self._step, self._lock:
+            ring = self._live()
+            self._release()
+            s = _State(int(state['seed']), int(state['epoch']), int(state['position']))
+            err = _l.CdError()
+            if self._lib.cd_loader_set_state(ring.h, ctypes.byref(s), ctypes.byref(err)) != 0:
+                self._raise(err)
 
     def close(self):
-        if self._h:
-            self._release()
-            self._lib.cd_loader_destroy(self._h)
-            self._h = None
+        """Stops the loader now (idempotent, from any thread): live iterators raise ValueError at their
+        next step, one waiting for a batch in another thread included. Batch views already handed out
+        stay valid (see the module docstring)."""
+        lock = getattr(self, '_lock', None)
+        if lock is None:
+            return  # __init__ failed before the handle existed
+        with lock:
+            ring, self._ring = self._ring, None
+            self._pending = None  # not released: views of it keep their values
+            if ring is not None and ring.h:  # h None: the _Ring was finalised first (a collected cycle)
+                self._lib.cd_loader_close(ring.h)
+        # `ring` goes here: cd_loader_destroy now unless batch views still hold it.
 

@@ -11,7 +11,12 @@
  * borrows a batch (cd_loader_next) and gives it back (cd_loader_release); memory is bounded by the
  * ring and per-worker scratch and does not grow.
  *
- * Thread safety: one consumer thread per loader. */
+ * Lifetime: cd_loader_close stops the loader (workers joined, dataset, cache and devices freed) but keeps
+ * the ring, so that batches borrowed before stay readable; cd_loader_destroy frees the rest. Bindings
+ * that hand out views of the ring (the Python Loader) close at once and destroy when the last view goes.
+ *
+ * Thread safety: one consumer thread per loader; cd_loader_close may also be called from another thread
+ * while the consumer is inside cd_loader_next or cd_loader_release (see cd_loader_close). */
 #ifndef CIRRDATA_LOADER_H
 #define CIRRDATA_LOADER_H
 
@@ -74,9 +79,21 @@ CD_API void cd_loader_options_init(cd_loader_options *o);
 typedef struct cd_loader cd_loader;
 
 CD_API cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err);
+
+/* Stops the loader and frees everything but the batch ring: the worker threads are joined, the dataset's
+ * files closed, the cache, pipeline and device contexts freed. A batch borrowed before stays readable,
+ * its contents no longer changing, until cd_loader_destroy. From then on cd_loader_next and
+ * cd_loader_set_state fail with CD_ERR_ARG "the loader is closed", cd_loader_release does nothing and the
+ * counters keep their last values (cd_loader_cache_bytes: 0). Idempotent. It may run in another thread
+ * while the consumer is inside cd_loader_next (which then returns that error at once, or the batch it
+ * already had) or cd_loader_release; not concurrently with any other call on l, itself included. */
+CD_API void cd_loader_close(cd_loader *l);
+/* Closes l when it is not closed yet, then frees the ring and l: every batch borrowed from it is gone.
+ * No other call on l may be running or follow. NULL is allowed. */
 CD_API void cd_loader_destroy(cd_loader *l);
 
-/* A borrowed batch: valid until cd_loader_release. Arrays are C-order. */
+/* A borrowed batch: valid until cd_loader_release (then the ring slot is filled again) or, after
+ * cd_loader_close, until cd_loader_destroy. Arrays are C-order. */
 typedef struct cd_batch {
     uint32_t size;             /* samples in this batch (<= batch_size) */
     uint32_t channels;
