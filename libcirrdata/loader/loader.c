@@ -1,5 +1,7 @@
 /* The training loader: sampling order, worker threads, batch ring (see cirrdata/loader.h). */
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -155,6 +157,12 @@ void cd_loader_options_init(cd_loader_options *o) {
 static int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* Bytes of physical memory (0 when unknown). */
+static uint64_t phys_ram(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
 }
 
 /* ---- epoch order ---- */
@@ -938,36 +946,106 @@ static cd_status open_device(cd_loader *l, cd_error *err) {
     return CD_OK;
 }
 
+/* $name as an integer in lo..INT_MAX (dflt when unset or empty); an error naming it otherwise. */
+static cd_status env_int(const char *name, int lo, int dflt, int *out, cd_error *err) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = dflt;
+        return CD_OK;
+    }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > INT_MAX)
+        return cd_fail(err, CD_ERR_ARG, "$%s='%.64s' is not an integer in %d..%d", name, v, lo, INT_MAX);
+    *out = (int)x;
+    return CD_OK;
+}
+
+/* "96 x 96 x 32" */
+static const char *xyz(const int64_t p[3], char *buf, size_t len) {
+    snprintf(buf, len, "%lld x %lld x %lld", (long long)p[0], (long long)p[1], (long long)p[2]);
+    return buf;
+}
+
+/* The bounds of loader.h, checked before anything is allocated (rank is checked once world_size is
+ * known). The wording "<option> must be in <bounds> (got <value>)" is also the Python binding's, for
+ * values that do not fit the C field. */
+static cd_status check_options(const cd_loader_options *o, cd_error *err) {
+    if (o->batch_size < 1 || o->batch_size > CD_LOADER_MAX_BATCH)
+        return cd_fail(err, CD_ERR_ARG, "batch_size must be in 1..%u (got %u)", CD_LOADER_MAX_BATCH, o->batch_size);
+    if (o->threads < 0 || o->threads > CD_LOADER_MAX_THREADS)
+        return cd_fail(err, CD_ERR_ARG, "threads must be in 0..%d, 0 for one per online CPU (got %d)", CD_LOADER_MAX_THREADS, o->threads);
+    if (o->ring > CD_LOADER_MAX_RING)
+        return cd_fail(err, CD_ERR_ARG, "ring must be in 0..%u, 0 for the default 4 (got %u)", CD_LOADER_MAX_RING, o->ring);
+    if (!(o->foreground_fraction >= 0 && o->foreground_fraction <= 1)) /* NaN too */
+        return cd_fail(err, CD_ERR_ARG, "foreground_fraction must be in [0, 1] (got %g)", o->foreground_fraction);
+    if ((unsigned)o->mode > CD_LOADER_SLICE)
+        return cd_fail(err, CD_ERR_ARG, "mode must be in 0..2, volume, patch or slice (got %d)", (int)o->mode);
+    if ((unsigned)o->io > CD_IO_PREAD) return cd_fail(err, CD_ERR_ARG, "io must be in 0..2, auto, uring or pread (got %d)", (int)o->io);
+    if (o->world_size < 0)
+        return cd_fail(err, CD_ERR_ARG, "world_size must be in 0..%d, 0 for $WORLD_SIZE (got %d)", INT_MAX, o->world_size);
+    const uint64_t ram = phys_ram();
+    if (o->cache_bytes < -1 || (ram && o->cache_bytes > 0 && (uint64_t)o->cache_bytes > ram))
+        return cd_fail(err, CD_ERR_ARG, "cache_bytes must be in -1..%llu (the physical memory), -1 for no cache, 0 for the default (got %lld)",
+                       (unsigned long long)ram, (long long)o->cache_bytes);
+    if (o->mode == CD_LOADER_SLICE) return CD_OK; /* the patch is the slice */
+    uint64_t max_dim, max_voxels;
+    cd_status st = cd_limit(CD_LIMIT_DIM, &max_dim, err);
+    if (st == CD_OK) st = cd_limit(CD_LIMIT_VOXELS, &max_voxels, err);
+    if (st != CD_OK) return st;
+    const int64_t *p = o->patch;
+    const bool as_stored = o->mode == CD_LOADER_VOLUME && !p[0] && !p[1] && !p[2];
+    if (as_stored) return CD_OK;
+    char b[96], d[160];
+    const char *alt = o->mode == CD_LOADER_VOLUME ? ", or all 0 for each record's own size" : "";
+    for (int a = 0; a < 3; a++)
+        if (p[a] < 1) return cd_fail(err, CD_ERR_ARG, "patch must be in 1..%llu per axis%s (got %s)", (unsigned long long)max_dim, alt, xyz(p, b, sizeof b));
+    for (int a = 0; a < 3; a++)
+        if ((uint64_t)p[a] > max_dim)
+            return cd_fail(err, CD_ERR_LIMIT, "patch must be in 1..%llu per axis%s (got %s): %lld is above %s", (unsigned long long)max_dim, alt,
+                           xyz(p, b, sizeof b), (long long)p[a], cd_limit_describe(CD_LIMIT_DIM, max_dim, d, sizeof d));
+    uint64_t v;
+    if (__builtin_mul_overflow((uint64_t)p[0], (uint64_t)p[1], &v) || __builtin_mul_overflow(v, (uint64_t)p[2], &v) || v > max_voxels)
+        return cd_fail(err, CD_ERR_LIMIT, "patch %s is above %s", xyz(p, b, sizeof b), cd_limit_describe(CD_LIMIT_VOXELS, max_voxels, d, sizeof d));
+    return CD_OK;
+}
+
+/* Bytes of the batch ring (every slot's arrays), or false on overflow. */
+static bool ring_bytes(const cd_loader *l, uint64_t *out) {
+    const uint64_t per_voxel = (uint64_t)l->channels * sizeof(float) + (l->has_mask ? 1 : 0);
+    const uint64_t per_sample_extra = sizeof(bool) + sizeof(int32_t) + 5 * sizeof(int64_t);
+    uint64_t v;
+    if (__builtin_mul_overflow((uint64_t)l->max_pvox, per_voxel, &v) || __builtin_add_overflow(v, per_sample_extra, &v) ||
+        __builtin_mul_overflow(v, (uint64_t)l->o.batch_size, &v) || __builtin_mul_overflow(v, (uint64_t)l->ring, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
 cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err) {
     if (!opts || !opts->dataset || !out) return cd_fail(err, CD_ERR_ARG, "cd_loader_create: missing dataset");
     *out = NULL;
-    if (opts->batch_size < 1) return cd_fail(err, CD_ERR_ARG, "batch_size must be >= 1");
-    if (opts->foreground_fraction < 0 || opts->foreground_fraction > 1)
-        return cd_fail(err, CD_ERR_ARG, "foreground_fraction must be in [0, 1]");
+    cd_status st = check_options(opts, err);
+    int world = opts->world_size, rank = opts->rank;
+    if (st == CD_OK && world == 0 && (st = env_int("WORLD_SIZE", 1, 1, &world, err)) == CD_OK) st = env_int("RANK", 0, 0, &rank, err);
+    if (st == CD_OK && (rank < 0 || rank >= world))
+        st = cd_fail(err, CD_ERR_ARG, "rank must be in 0..%d (world_size %d) (got %d)", world - 1, world, rank);
+    if (st != CD_OK) return st;
     cd_loader *l = calloc(1, sizeof *l);
     if (!l) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     l->o = *opts;
     if (!l->o.splits) l->o.splits = "train";
-    if (l->o.world_size <= 0) {
-        const char *ws = getenv("WORLD_SIZE"), *rk = getenv("RANK");
-        l->o.world_size = ws ? atoi(ws) : 1;
-        l->o.rank = rk ? atoi(rk) : 0;
-        if (l->o.world_size <= 0) l->o.world_size = 1;
-    }
-    if (l->o.rank < 0 || l->o.rank >= l->o.world_size) {
-        cd_status st = cd_fail(err, CD_ERR_ARG, "rank %d is not in [0, %d)", l->o.rank, l->o.world_size);
-        cd_loader_destroy(l);
-        return st;
-    }
+    l->o.world_size = world;
+    l->o.rank = rank;
     l->ring = l->o.ring ? l->o.ring : 4;
     uint64_t budget = 0;
     if (l->o.cache_bytes > 0) {
         budget = (uint64_t)l->o.cache_bytes;
     } else if (l->o.cache_bytes == 0) {
-        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-        uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+        uint64_t ram = phys_ram();
         budget = ram / 8 < ((uint64_t)2 << 30) ? ram / 8 : ((uint64_t)2 << 30);
     }
     l->cache = cd_chunk_cache_create(budget);
@@ -976,7 +1054,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         cd_loader_destroy(l);
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
-    cd_status st = cd_dataset_open(opts->dataset, &l->ds, err);
+    st = cd_dataset_open(opts->dataset, &l->ds, err);
     if (st == CD_OK && l->o.augment && strcmp(l->o.augment, "none")) st = cd_aug_pipeline_load(l->o.augment, &l->pipe, err);
     if (st == CD_OK) st = load_records(l, err);
     if (st == CD_OK && l->nrecs == 0) st = cd_fail(err, CD_ERR_ARG, "%s: no records in split(s) '%s'", opts->dataset, l->o.splits);
@@ -995,9 +1073,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
     }
     const uint32_t *s0 = l->recs[0].img.shape;
     if (l->o.mode == CD_LOADER_PATCH) {
-        for (int a = 0; a < 3; a++)
-            if (l->o.patch[a] < 1 || l->o.patch[a] > 4096) st = cd_fail(err, CD_ERR_ARG, "patch sizes must be in 1..4096");
-        memcpy(l->patch, l->o.patch, sizeof l->patch);
+        memcpy(l->patch, l->o.patch, sizeof l->patch); /* checked by check_options */
     } else if (l->o.mode == CD_LOADER_VOLUME) {
         bool fixed = l->o.patch[0] > 0 && l->o.patch[1] > 0 && l->o.patch[2] > 0;
         for (int a = 0; a < 3; a++) l->patch[a] = fixed ? l->o.patch[a] : s0[a];
@@ -1060,6 +1136,16 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         if (v > l->max_pvox) l->max_pvox = v;
     }
     const size_t pvox = l->max_pvox, B = l->o.batch_size;
+    uint64_t rb = 0;
+    const uint64_t ram = phys_ram();
+    if (st == CD_OK && (!ring_bytes(l, &rb) || (ram && rb > ram))) {
+        char need[32], have[32];
+        st = cd_fail(err, CD_ERR_LIMIT,
+                     "%s: the batch ring (ring %u x batch_size %zu x %u channel(s) x %zu voxels) needs %s, more than the physical "
+                     "memory (%s): lower ring, batch_size or patch",
+                     opts->dataset, l->ring, B, l->channels, pvox, rb ? cd_format_bytes(rb, need, sizeof need) : "over 2^64 bytes",
+                     cd_format_bytes(ram, have, sizeof have));
+    }
     if (st == CD_OK && !(l->slots = calloc(l->ring, sizeof *l->slots))) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
     for (uint32_t i = 0; st == CD_OK && i < l->ring; i++) {
         slot *s = &l->slots[i];
@@ -1200,8 +1286,11 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
     if (state->seed != l->o.seed)
         return cd_fail(err, CD_ERR_ARG, "state was saved with seed %llu, this loader has seed %llu", (unsigned long long)state->seed,
                        (unsigned long long)l->o.seed);
-    if (state->position >= l->per_rank) return cd_fail(err, CD_ERR_ARG, "state position %llu is past the epoch (%llu samples)",
-                                                       (unsigned long long)state->position, (unsigned long long)l->per_rank);
+    if (state->epoch > CD_LOADER_MAX_EPOCH)
+        return cd_fail(err, CD_ERR_ARG, "state epoch must be in 0..%llu (got %llu)", CD_LOADER_MAX_EPOCH, (unsigned long long)state->epoch);
+    if (state->position >= l->per_rank)
+        return cd_fail(err, CD_ERR_ARG, "state position must be in 0..%llu, the samples of an epoch of this rank (got %llu)",
+                       (unsigned long long)l->per_rank - 1, (unsigned long long)state->position);
     pthread_mutex_lock(&l->mu);
     /* Stop handing out work, let samples in progress finish, then restart the schedule. */
     for (uint32_t i = 0; i < l->ring; i++) l->slots[i].assigned = false;

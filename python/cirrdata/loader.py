@@ -118,6 +118,27 @@ def _declare(lib):
     lib._cirrdata_loader_declared = True
 
 
+# Bounds of loader.h (CD_LOADER_MAX_*), for values that do not fit the C field and so cannot reach
+# the library's own check (a negative batch_size would wrap to 4294967295): same wording as loader.c.
+_MAX_BATCH, _MAX_THREADS, _MAX_RING, _MAX_EPOCH = 65536, 1024, 64, 2 ** 32 - 1
+_INT_MAX, _U32_MAX, _U64_MAX, _I64_MAX = 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 64 - 1, 2 ** 63 - 1
+
+
+def _option_error(text):
+    """The CirrdataError the library would give (status CD_ERR_ARG)."""
+    from . import _LIB, CirrdataError
+    return CirrdataError(text, _LIB.cd_status_name(1).decode())
+
+
+def _fit(name, value, lo, hi, bounds):
+    """int(value) when it lies in lo..hi (the C field's range), else CirrdataError '<name> must be in
+    <bounds> (got <value>)'."""
+    v = int(value)
+    if not lo <= v <= hi:
+        raise _option_error('%s must be in %s (got %d)' % (name, bounds, v))
+    return v
+
+
 class _Ring:
     """Owns the C loader handle. Referenced by the Loader until close() and by every batch view, so
     cd_loader_destroy (which frees the ring) runs when the last of them goes; close() has already
@@ -170,7 +191,13 @@ class Loader(_l.Closeable):
     gpu_memory_limit: bytes each worker's Vulkan context may hold (None: the device heap); shares
     that do not fit run on the CPU.
     cache_bytes: budget of the decoded-chunk cache shared by the worker threads (None: the library's
-    default, min(2 GiB, RAM / 8); 0: no cache). Later epochs then skip reading and decompressing.
+    default, min(2 GiB, RAM / 8); 0: no cache; at most the physical memory). Later epochs then skip
+    reading and decompressing.
+    Bounds (cirrdata/loader.h; CirrdataError naming the option, its bounds and the value): batch_size
+    1..65536, threads 0..1024 (0: one per online CPU), ring (batches in flight) 0..64 (0: 4), patch
+    1..max_dim per axis and at most max_voxels (cirrdata.limits()), foreground_fraction [0, 1], rank
+    0..world_size - 1, the whole ring within the physical memory; a state's epoch 0..2^32 - 1 and
+    position below samples_per_epoch.
     preload: fill that cache before the first batch, as loaders that hold whole volumes in memory do:
     the worker threads read and decode every chunk of the split's records (all of them, whatever the
     rank: each epoch gives a rank other records) until the budget is full. The constructor returns at
@@ -195,31 +222,49 @@ class Loader(_l.Closeable):
         _LIB.cd_loader_options_init(ctypes.byref(o))
         self._keep = [os.fsencode(path), split.encode(), str(augment).encode(), device.encode()]
         o.dataset, o.splits, o.augment, o.device = self._keep
-        o.gpu_memory_limit = int(gpu_memory_limit or 0)
+        # Integers go to the library as they are, which checks them (loader.h); only values the C field
+        # cannot hold are refused here, in the library's words.
+        o.gpu_memory_limit = _fit('gpu_memory_limit', gpu_memory_limit or 0, 0, _U64_MAX, '0..%d, 0 or None for the device heap' % _U64_MAX)
         o.mode = _MODES[mode]
         if patch is not None:
             if len(patch) != 3:
                 raise ValueError('patch must be (X, Y, Z)')
+            p = [int(v) for v in patch]
+            if not all(-_I64_MAX - 1 <= v <= _I64_MAX for v in p):
+                from . import limits
+                raise _option_error('patch must be in 1..%d per axis%s (got %s)' % (
+                    limits()['max_dim'], ", or all 0 for each record's own size" if mode == 'volume' else '',
+                    ' x '.join(str(v) for v in p)))
             for i in range(3):
-                o.patch[i] = int(patch[i])
+                o.patch[i] = p[i]
         elif mode == 'volume':
             for i in range(3):
                 o.patch[i] = 0
         o.foreground_fraction = float(foreground_fraction)
         o.slices_with_mask_only = bool(slices_with_mask_only)
-        o.batch_size = int(batch_size)
-        o.seed = int(seed)
-        o.threads = int(threads)
+        o.batch_size = _fit('batch_size', batch_size, 0, _U32_MAX, '1..%d' % _MAX_BATCH)
+        o.seed = _fit('seed', seed, 0, _U64_MAX, '0..%d' % _U64_MAX)
+        o.threads = _fit('threads', threads, -_INT_MAX - 1, _INT_MAX, '0..%d, 0 for one per online CPU' % _MAX_THREADS)
         if world_size is None:
             o.rank, o.world_size = 0, 0  # the library reads $RANK / $WORLD_SIZE
         else:
-            o.rank, o.world_size = int(rank or 0), int(world_size)
+            w = _fit('world_size', world_size, -_INT_MAX - 1, _INT_MAX, '0..%d, 0 for $WORLD_SIZE' % _INT_MAX)
+            o.world_size = w
+            o.rank = _fit('rank', rank or 0, -_INT_MAX - 1, _INT_MAX, '0..%d (world_size %d)' % (w - 1, w))
         o.drop_last = bool(drop_last)
         o.skip_corrupt = bool(skip_corrupt)
         o.io = _IO[io]
-        o.ring = int(ring)
-        # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none.
-        o.cache_bytes = 0 if cache_bytes is None else (-1 if int(cache_bytes) == 0 else int(cache_bytes))
+        o.ring = _fit('ring', ring, 0, _U32_MAX, '0..%d, 0 for the default 4' % _MAX_RING)
+        # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none (the
+        # library's -1), else a budget in bytes (the library bounds it by the physical memory).
+        if cache_bytes is None:
+            o.cache_bytes = 0
+        else:
+            cb = int(cache_bytes)
+            if not 0 <= cb <= _I64_MAX:
+                raise _option_error('cache_bytes must be None for the default, 0 for no cache or a number of bytes up to '
+                                    'the physical memory (got %d)' % cb)
+            o.cache_bytes = -1 if cb == 0 else cb
         o.preload = bool(preload)
         self.copy = copy
         # _lock guards _ring and _pending and is held around every call into the handle except
@@ -345,10 +390,17 @@ class Loader(_l.Closeable):
 
     def load_state_dict(self, state):
         """Continues from a state_dict(): the following batches equal an uninterrupted run's."""
+        seed = _fit('state seed', state['seed'], 0, _U64_MAX, '0..%d' % _U64_MAX)
+        epoch = _fit('state epoch', state['epoch'], 0, _U64_MAX, '0..%d' % _MAX_EPOCH)
+        position = int(state['position'])
         with self._step, self._lock:
             ring = self._live()
+            if not 0 <= position <= _U64_MAX:
+                n = int(self._lib.cd_loader_epoch_samples(ring.h))
+                raise _option_error('state position must be in 0..%d, the samples of an epoch of this rank (got %d)'
+                                    % (n - 1, position))
             self._release()
-            s = _State(int(state['seed']), int(state['epoch']), int(state['position']))
+            s = _State(seed, epoch, position)
             err = _l.CdError()
             if self._lib.cd_loader_set_state(ring.h, ctypes.byref(s), ctypes.byref(err)) != 0:
                 self._raise(err)

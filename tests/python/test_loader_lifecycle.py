@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lifecycle of cirrdata.Loader (issue 15, "Nothing lost, nothing silent").
+"""Lifecycle and option bounds of cirrdata.Loader (issue 15, "Nothing lost, nothing silent").
 
 Closing: a live iterator's next step after close() raises ValueError('the loader is closed') (before the
 fix it read the freed loader: garbage batches, heap-use-after-free under ASan); close() from another
@@ -8,6 +8,10 @@ views handed out before close() keep the values they had (equal to copies taken 
 threads and files being gone at once, and the ring is freed when the last view goes; the context
 manager, close() twice, and collection (__del__) take the same path; every accessor of a closed loader
 raises ValueError.
+
+Bounds: every option that sizes an allocation or a loop, and the saved state, is refused with a message
+that names the option, its bounds and the value: those the C field holds by the library, the others
+(negative for an unsigned field, beyond 64 bits) by the binding in the same words.
 
 A watchdog (faulthandler) ends a hung run after WATCHDOG_S with the threads' tracebacks. Ends with
 `loader_lifecycle: N passed, M failed`.
@@ -215,6 +219,106 @@ def test_close_from_thread(Loader, ds):
     check(thr1 == thr0, f"threads after the closes: {thr0} -> {thr1}")
 
 
+def c_and_py(Loader, ds, base, name, c_value, py_value, status="argument"):
+    """Option name = c_value (refused by the library) and = py_value (does not fit the C field: refused by
+    the binding): both CirrdataError with status, '<name> must be in' and the same words up to '(got'."""
+    import cirrdata
+    msgs = []
+    for v in (c_value, py_value):
+        try:
+            Loader(ds, **dict(base, **{name: v})).close()
+            msgs.append(None)
+        except cirrdata.CirrdataError as e:
+            msgs.append(e)
+    ok = all(m is not None and m.status == status and str(m).startswith(f"{name} must be in ") for m in msgs)
+    ok = ok and str(msgs[0]).endswith(f"(got {c_value})") and str(msgs[1]).endswith(f"(got {py_value})")
+    ok = ok and str(msgs[0]).rsplit("(got", 1)[0] == str(msgs[1]).rsplit("(got", 1)[0]
+    check(ok, f"{name}={c_value} / {py_value}: {[str(m) for m in msgs]}")
+    return str(msgs[0])
+
+
+def test_bounds(Loader, ds, kw):
+    import cirrdata
+    base = dict(kw)
+    t0 = time.monotonic()
+
+    def refused(opts, needles, status="argument"):
+        try:
+            Loader(ds, **dict(base, **opts)).close()
+        except cirrdata.CirrdataError as e:
+            ok = e.status == status and all(n in str(e) for n in needles)
+            check(ok, f"{opts}: status {e.status}, message {e}")
+            return str(e)
+        check(False, f"{opts} must be refused")
+        return ""
+
+    # The issue's examples, with the exact messages loader.h documents.
+    m = c_and_py(Loader, ds, base, "batch_size", 0, -1)
+    check(m == "batch_size must be in 1..65536 (got 0)", m)
+    refused(dict(batch_size=10 ** 6), ["batch_size must be in 1..65536 (got 1000000)"])
+    m = c_and_py(Loader, ds, base, "ring", 10 ** 6, -1)
+    check(m == "ring must be in 0..64, 0 for the default 4 (got 1000000)", m)
+    m = c_and_py(Loader, ds, base, "threads", 10 ** 6, 2 ** 40)
+    check(m == "threads must be in 0..1024, 0 for one per online CPU (got 1000000)", m)
+    refused(dict(threads=-1), ["threads must be in 0..1024", "(got -1)"])
+    for f in (float("nan"), -0.1, 1.5):
+        refused(dict(foreground_fraction=f), [f"foreground_fraction must be in [0, 1] (got {f:g})"])
+    refused(dict(cache_bytes=-5), ["cache_bytes must be", "(got -5)"])
+    refused(dict(cache_bytes=2 ** 62), ["cache_bytes must be in -1..", "physical memory", f"(got {2 ** 62})"])
+    c_and_py(Loader, ds, base, "world_size", -1, 2 ** 40)
+    refused(dict(rank=2, world_size=2), ["rank must be in 0..1 (world_size 2) (got 2)"])
+    refused(dict(rank=-1, world_size=2), ["rank must be in 0..1 (world_size 2) (got -1)"])
+    refused(dict(seed=-1), [f"seed must be in 0..{2 ** 64 - 1} (got -1)"])
+    refused(dict(gpu_memory_limit=-1), ["gpu_memory_limit must be in", "(got -1)"])
+    # Patches: <= 0, above the caps of cirrdata/limits.h (max_dim per axis, max_voxels per sample), beyond int64.
+    lim = cirrdata.limits()
+    dim = lim["max_dim"]
+    pc = refused(dict(patch=(0, 40, 16)), [f"patch must be in 1..{dim} per axis (got 0 x 40 x 16)"])
+    pp = refused(dict(patch=(2 ** 70, 40, 16)), [f"patch must be in 1..{dim} per axis (got {2 ** 70} x 40 x 16)"])
+    check(pc.rsplit("(got", 1)[0] == pp.rsplit("(got", 1)[0], f"patch: C and binding wording: {pc} / {pp}")
+    refused(dict(patch=(-3, 40, 16)), ["patch must be in 1..", "(got -3 x 40 x 16)"])
+    refused(dict(patch=(dim + 1, 1, 1)), ["patch must be in", "CIRRDATA_MAX_DIM"], "limit")
+    side = int(round(lim["max_voxels"] ** (1 / 3))) + 2
+    refused(dict(patch=(side, side, side)), [f"patch {side} x {side} x {side}", "CIRRDATA_MAX_VOXELS"], "limit")
+    refused(dict(mode="volume", patch=(48, 0, 16)), ["patch must be in 1..", "or all 0 for each record's own size", "(got 48 x 0 x 16)"])
+    # The whole ring within the physical memory (names the options that size it).
+    refused(dict(batch_size=65536, patch=(512, 512, 64)), ["the batch ring", "batch_size 65536", "physical memory"], "limit")
+    # Slice mode ignores the patch (the slice is the record's plane): the default patch is not refused.
+    print(f"refusing the options took {time.monotonic() - t0:.2f} s")
+    check(time.monotonic() - t0 < 60, "refusing options must not allocate or start threads first")
+
+    # $WORLD_SIZE / $RANK: a malformed value is named, not read as 0.
+    code = ("import sys; sys.path.insert(0, %r); import cirrdata\n"
+            "try:\n    cirrdata.Loader(%r, batch_size=2, mode='patch', patch=(48, 40, 16), split='*').close()\n"
+            "except cirrdata.CirrdataError as e:\n    print(e)\n" % (harness.PYTHON_DIR, ds))
+    r = harness.run([sys.executable, "-c", code], env=dict(os.environ, WORLD_SIZE="2x", RANK="0"))
+    check("$WORLD_SIZE='2x' is not an integer in 1..2147483647" in r.stdout, f"malformed $WORLD_SIZE: {r.stdout} {r.stderr[-500:]}")
+
+    # The saved state: epoch beyond the 32-bit sample streams, position past the epoch; negative or 2^64.
+    with Loader(ds, **base) as l:
+        n = l.samples_per_epoch
+        good = l.state_dict()
+
+        def bad_state(**kv):
+            try:
+                l.load_state_dict(dict(good, **kv))
+            except cirrdata.CirrdataError as e:
+                return str(e)
+            return "accepted"
+        ec, ep = bad_state(epoch=2 ** 32), bad_state(epoch=2 ** 64)
+        check(ec == f"state epoch must be in 0..{2 ** 32 - 1} (got {2 ** 32})", ec)
+        check(ep == f"state epoch must be in 0..{2 ** 32 - 1} (got {2 ** 64})", ep)
+        pc, pn = bad_state(position=n), bad_state(position=-1)
+        check(pc == f"state position must be in 0..{n - 1}, the samples of an epoch of this rank (got {n})", pc)
+        check(pn == f"state position must be in 0..{n - 1}, the samples of an epoch of this rank (got -1)", pn)
+        sn = bad_state(seed=-1)
+        check(sn.startswith("state seed must be in 0..") and sn.endswith("(got -1)"), sn)
+        # Refused states change nothing: the loader still delivers from where it was.
+        l.load_state_dict(dict(good, epoch=2 ** 32 - 1))
+        b = next(iter(l))
+        check(b["epoch"] == 2 ** 32 - 1 and b["batch"] == 0, f"the largest epoch is accepted: {b['epoch']} {b['batch']}")
+
+
 def main():
     args = harness.parser(__doc__).parse_args()
     harness.load_binding(args.lib)
@@ -231,7 +335,8 @@ def main():
         for name, fn in (("close then next", lambda: test_close_then_next(Loader, ds, kw)),
                          ("accessors", lambda: test_accessors_after_close(Loader, ds, kw)),
                          ("context manager and __del__", lambda: test_context_and_del(Loader, ds, kw)),
-                         ("close from another thread", lambda: test_close_from_thread(Loader, ds))):
+                         ("close from another thread", lambda: test_close_from_thread(Loader, ds)),
+                         ("bounds", lambda: test_bounds(Loader, ds, kw))):
             t = time.monotonic()
             try:
                 fn()
