@@ -1,5 +1,7 @@
 /* The training loader: sampling order, worker threads, batch ring (see cirrdata/loader.h). */
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -116,7 +118,8 @@ struct cd_loader {
     uint64_t deliver_epoch, deliver_pos;/* where the next delivered batch starts (resume state) */
     bool epoch_end_reported;
     int busy;
-    bool stop;
+    bool stop;                 /* the workers are to exit (cd_loader_close) */
+    bool closed;               /* cd_loader_close has begun: next / set_state refuse */
     cd_status failed;
     char fail_msg[CD_ERROR_MESSAGE_MAX];
     uint64_t skipped;
@@ -154,6 +157,12 @@ void cd_loader_options_init(cd_loader_options *o) {
 static int online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* Bytes of physical memory (0 when unknown). */
+static uint64_t phys_ram(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
 }
 
 /* ---- epoch order ---- */
@@ -746,17 +755,34 @@ static void assign_batches(cd_loader *l) {
 
 /* ---- creation ---- */
 
-void cd_loader_destroy(cd_loader *l) {
+/* Stops the workers and frees everything a borrowed batch does not point into (see loader.h). */
+void cd_loader_close(cd_loader *l) {
     if (!l) return;
-    if (l->threads) {
-        pthread_mutex_lock(&l->mu);
-        l->stop = true;
-        pthread_cond_broadcast(&l->cv);
-        pthread_mutex_unlock(&l->mu);
-        for (int i = 0; i < l->started; i++) pthread_join(l->threads[i], NULL);
+    pthread_mutex_lock(&l->mu);
+    const bool again = l->closed;
+    l->closed = l->stop = true;
+    pthread_cond_broadcast(&l->cv); /* wakes a cd_loader_next waiting for a batch, and the workers */
+    pthread_mutex_unlock(&l->mu);
+    if (again) return;
+    for (int i = 0; l->threads && i < l->started; i++) pthread_join(l->threads[i], NULL);
+    /* Only cd_loader_next / cd_loader_release may run now: they touch the ring and the counters, none of
+     * what follows. The scratch leaves under the lock for cd_loader_device_stats_get. */
+    pthread_mutex_lock(&l->mu);
+    worker_scratch *scratch = l->scratch;
+    l->scratch = NULL;
+    for (int i = 0; scratch && i < l->nthreads; i++) {
+        worker_scratch *w = &scratch[i];
+        l->dev.validation_messages += w->vk_msgs_gone;
+        if (w->gpu) { /* the counters outlive the contexts */
+            char first[sizeof l->dev.validation_first];
+            uint64_t k = cd_gpu_validation_messages(w->gpu, first, sizeof first);
+            if (k && !l->dev.validation_first[0]) snprintf(l->dev.validation_first, sizeof l->dev.validation_first, "%s", first);
+            l->dev.validation_messages += k;
+        }
     }
-    for (int i = 0; l->scratch && i < l->nthreads; i++) {
-        worker_scratch *w = &l->scratch[i];
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; scratch && i < l->nthreads; i++) {
+        worker_scratch *w = &scratch[i];
         cd_chunk_io_destroy(w->io);
         cd_gpu_destroy(w->gpu);
         for (uint32_t k = 0; w->jobs && k < l->o.batch_size; k++) {
@@ -773,6 +799,35 @@ void cd_loader_destroy(cd_loader *l) {
         free(w->raw);
         free(w->reqs);
     }
+    free(scratch);
+    for (size_t i = 0; l->recs && i < l->nrecs; i++) {
+        cd_record_destroy(l->recs[i].rec);
+        free(l->recs[i].fg);
+    }
+    free(l->recs);
+    l->recs = NULL;
+    free(l->items);
+    l->items = NULL;
+    free(l->order);
+    l->order = NULL;
+    l->order_valid = false;
+    free(l->threads);
+    l->threads = NULL;
+    l->started = 0;
+    cd_aug_pipeline_destroy(l->pipe);
+    l->pipe = NULL;
+    pthread_mutex_lock(&l->mu);
+    cd_chunk_cache *cache = l->cache;
+    l->cache = NULL; /* cd_loader_cache_bytes reads 0 from now on */
+    pthread_mutex_unlock(&l->mu);
+    cd_chunk_cache_destroy(cache);
+    cd_dataset_close(l->ds);
+    l->ds = NULL;
+}
+
+void cd_loader_destroy(cd_loader *l) {
+    if (!l) return;
+    cd_loader_close(l);
     for (uint32_t i = 0; l->slots && i < l->ring; i++) {
         slot *s = &l->slots[i];
         free(s->ok);
@@ -783,19 +838,7 @@ void cd_loader_destroy(cd_loader *l) {
         free(s->slice);
         free(s->corner);
     }
-    for (size_t i = 0; l->recs && i < l->nrecs; i++) {
-        cd_record_destroy(l->recs[i].rec);
-        free(l->recs[i].fg);
-    }
-    free(l->recs);
-    free(l->items);
-    free(l->order);
     free(l->slots);
-    free(l->scratch);
-    free(l->threads);
-    cd_aug_pipeline_destroy(l->pipe);
-    cd_chunk_cache_destroy(l->cache);
-    cd_dataset_close(l->ds);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);
@@ -903,36 +946,106 @@ static cd_status open_device(cd_loader *l, cd_error *err) {
     return CD_OK;
 }
 
+/* $name as an integer in lo..INT_MAX (dflt when unset or empty); an error naming it otherwise. */
+static cd_status env_int(const char *name, int lo, int dflt, int *out, cd_error *err) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = dflt;
+        return CD_OK;
+    }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > INT_MAX)
+        return cd_fail(err, CD_ERR_ARG, "$%s='%.64s' is not an integer in %d..%d", name, v, lo, INT_MAX);
+    *out = (int)x;
+    return CD_OK;
+}
+
+/* "96 x 96 x 32" */
+static const char *xyz(const int64_t p[3], char *buf, size_t len) {
+    snprintf(buf, len, "%lld x %lld x %lld", (long long)p[0], (long long)p[1], (long long)p[2]);
+    return buf;
+}
+
+/* The bounds of loader.h, checked before anything is allocated (rank is checked once world_size is
+ * known). The wording "<option> must be in <bounds> (got <value>)" is also the Python binding's, for
+ * values that do not fit the C field. */
+static cd_status check_options(const cd_loader_options *o, cd_error *err) {
+    if (o->batch_size < 1 || o->batch_size > CD_LOADER_MAX_BATCH)
+        return cd_fail(err, CD_ERR_ARG, "batch_size must be in 1..%u (got %u)", CD_LOADER_MAX_BATCH, o->batch_size);
+    if (o->threads < 0 || o->threads > CD_LOADER_MAX_THREADS)
+        return cd_fail(err, CD_ERR_ARG, "threads must be in 0..%d, 0 for one per online CPU (got %d)", CD_LOADER_MAX_THREADS, o->threads);
+    if (o->ring > CD_LOADER_MAX_RING)
+        return cd_fail(err, CD_ERR_ARG, "ring must be in 0..%u, 0 for the default 4 (got %u)", CD_LOADER_MAX_RING, o->ring);
+    if (!(o->foreground_fraction >= 0 && o->foreground_fraction <= 1)) /* NaN too */
+        return cd_fail(err, CD_ERR_ARG, "foreground_fraction must be in [0, 1] (got %g)", o->foreground_fraction);
+    if ((unsigned)o->mode > CD_LOADER_SLICE)
+        return cd_fail(err, CD_ERR_ARG, "mode must be in 0..2, volume, patch or slice (got %d)", (int)o->mode);
+    if ((unsigned)o->io > CD_IO_PREAD) return cd_fail(err, CD_ERR_ARG, "io must be in 0..2, auto, uring or pread (got %d)", (int)o->io);
+    if (o->world_size < 0)
+        return cd_fail(err, CD_ERR_ARG, "world_size must be in 0..%d, 0 for $WORLD_SIZE (got %d)", INT_MAX, o->world_size);
+    const uint64_t ram = phys_ram();
+    if (o->cache_bytes < -1 || (ram && o->cache_bytes > 0 && (uint64_t)o->cache_bytes > ram))
+        return cd_fail(err, CD_ERR_ARG, "cache_bytes must be in -1..%llu (the physical memory), -1 for no cache, 0 for the default (got %lld)",
+                       (unsigned long long)ram, (long long)o->cache_bytes);
+    if (o->mode == CD_LOADER_SLICE) return CD_OK; /* the patch is the slice */
+    uint64_t max_dim, max_voxels;
+    cd_status st = cd_limit(CD_LIMIT_DIM, &max_dim, err);
+    if (st == CD_OK) st = cd_limit(CD_LIMIT_VOXELS, &max_voxels, err);
+    if (st != CD_OK) return st;
+    const int64_t *p = o->patch;
+    const bool as_stored = o->mode == CD_LOADER_VOLUME && !p[0] && !p[1] && !p[2];
+    if (as_stored) return CD_OK;
+    char b[96], d[160];
+    const char *alt = o->mode == CD_LOADER_VOLUME ? ", or all 0 for each record's own size" : "";
+    for (int a = 0; a < 3; a++)
+        if (p[a] < 1) return cd_fail(err, CD_ERR_ARG, "patch must be in 1..%llu per axis%s (got %s)", (unsigned long long)max_dim, alt, xyz(p, b, sizeof b));
+    for (int a = 0; a < 3; a++)
+        if ((uint64_t)p[a] > max_dim)
+            return cd_fail(err, CD_ERR_LIMIT, "patch must be in 1..%llu per axis%s (got %s): %lld is above %s", (unsigned long long)max_dim, alt,
+                           xyz(p, b, sizeof b), (long long)p[a], cd_limit_describe(CD_LIMIT_DIM, max_dim, d, sizeof d));
+    uint64_t v;
+    if (__builtin_mul_overflow((uint64_t)p[0], (uint64_t)p[1], &v) || __builtin_mul_overflow(v, (uint64_t)p[2], &v) || v > max_voxels)
+        return cd_fail(err, CD_ERR_LIMIT, "patch %s is above %s", xyz(p, b, sizeof b), cd_limit_describe(CD_LIMIT_VOXELS, max_voxels, d, sizeof d));
+    return CD_OK;
+}
+
+/* Bytes of the batch ring (every slot's arrays), or false on overflow. */
+static bool ring_bytes(const cd_loader *l, uint64_t *out) {
+    const uint64_t per_voxel = (uint64_t)l->channels * sizeof(float) + (l->has_mask ? 1 : 0);
+    const uint64_t per_sample_extra = sizeof(bool) + sizeof(int32_t) + 5 * sizeof(int64_t);
+    uint64_t v;
+    if (__builtin_mul_overflow((uint64_t)l->max_pvox, per_voxel, &v) || __builtin_add_overflow(v, per_sample_extra, &v) ||
+        __builtin_mul_overflow(v, (uint64_t)l->o.batch_size, &v) || __builtin_mul_overflow(v, (uint64_t)l->ring, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
 cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err) {
     if (!opts || !opts->dataset || !out) return cd_fail(err, CD_ERR_ARG, "cd_loader_create: missing dataset");
     *out = NULL;
-    if (opts->batch_size < 1) return cd_fail(err, CD_ERR_ARG, "batch_size must be >= 1");
-    if (opts->foreground_fraction < 0 || opts->foreground_fraction > 1)
-        return cd_fail(err, CD_ERR_ARG, "foreground_fraction must be in [0, 1]");
+    cd_status st = check_options(opts, err);
+    int world = opts->world_size, rank = opts->rank;
+    if (st == CD_OK && world == 0 && (st = env_int("WORLD_SIZE", 1, 1, &world, err)) == CD_OK) st = env_int("RANK", 0, 0, &rank, err);
+    if (st == CD_OK && (rank < 0 || rank >= world))
+        st = cd_fail(err, CD_ERR_ARG, "rank must be in 0..%d (world_size %d) (got %d)", world - 1, world, rank);
+    if (st != CD_OK) return st;
     cd_loader *l = calloc(1, sizeof *l);
     if (!l) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     l->o = *opts;
     if (!l->o.splits) l->o.splits = "train";
-    if (l->o.world_size <= 0) {
-        const char *ws = getenv("WORLD_SIZE"), *rk = getenv("RANK");
-        l->o.world_size = ws ? atoi(ws) : 1;
-        l->o.rank = rk ? atoi(rk) : 0;
-        if (l->o.world_size <= 0) l->o.world_size = 1;
-    }
-    if (l->o.rank < 0 || l->o.rank >= l->o.world_size) {
-        cd_status st = cd_fail(err, CD_ERR_ARG, "rank %d is not in [0, %d)", l->o.rank, l->o.world_size);
-        cd_loader_destroy(l);
-        return st;
-    }
+    l->o.world_size = world;
+    l->o.rank = rank;
     l->ring = l->o.ring ? l->o.ring : 4;
     uint64_t budget = 0;
     if (l->o.cache_bytes > 0) {
         budget = (uint64_t)l->o.cache_bytes;
     } else if (l->o.cache_bytes == 0) {
-        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-        uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+        uint64_t ram = phys_ram();
         budget = ram / 8 < ((uint64_t)2 << 30) ? ram / 8 : ((uint64_t)2 << 30);
     }
     l->cache = cd_chunk_cache_create(budget);
@@ -941,7 +1054,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         cd_loader_destroy(l);
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
-    cd_status st = cd_dataset_open(opts->dataset, &l->ds, err);
+    st = cd_dataset_open(opts->dataset, &l->ds, err);
     if (st == CD_OK && l->o.augment && strcmp(l->o.augment, "none")) st = cd_aug_pipeline_load(l->o.augment, &l->pipe, err);
     if (st == CD_OK) st = load_records(l, err);
     if (st == CD_OK && l->nrecs == 0) st = cd_fail(err, CD_ERR_ARG, "%s: no records in split(s) '%s'", opts->dataset, l->o.splits);
@@ -960,9 +1073,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
     }
     const uint32_t *s0 = l->recs[0].img.shape;
     if (l->o.mode == CD_LOADER_PATCH) {
-        for (int a = 0; a < 3; a++)
-            if (l->o.patch[a] < 1 || l->o.patch[a] > 4096) st = cd_fail(err, CD_ERR_ARG, "patch sizes must be in 1..4096");
-        memcpy(l->patch, l->o.patch, sizeof l->patch);
+        memcpy(l->patch, l->o.patch, sizeof l->patch); /* checked by check_options */
     } else if (l->o.mode == CD_LOADER_VOLUME) {
         bool fixed = l->o.patch[0] > 0 && l->o.patch[1] > 0 && l->o.patch[2] > 0;
         for (int a = 0; a < 3; a++) l->patch[a] = fixed ? l->o.patch[a] : s0[a];
@@ -1025,6 +1136,16 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         if (v > l->max_pvox) l->max_pvox = v;
     }
     const size_t pvox = l->max_pvox, B = l->o.batch_size;
+    uint64_t rb = 0;
+    const uint64_t ram = phys_ram();
+    if (st == CD_OK && (!ring_bytes(l, &rb) || (ram && rb > ram))) {
+        char need[32], have[32];
+        st = cd_fail(err, CD_ERR_LIMIT,
+                     "%s: the batch ring (ring %u x batch_size %zu x %u channel(s) x %zu voxels) needs %s, more than the physical "
+                     "memory (%s): lower ring, batch_size or patch",
+                     opts->dataset, l->ring, B, l->channels, pvox, rb ? cd_format_bytes(rb, need, sizeof need) : "over 2^64 bytes",
+                     cd_format_bytes(ram, have, sizeof have));
+    }
     if (st == CD_OK && !(l->slots = calloc(l->ring, sizeof *l->slots))) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
     for (uint32_t i = 0; st == CD_OK && i < l->ring; i++) {
         slot *s = &l->slots[i];
@@ -1083,6 +1204,10 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
     if (!l || !batch) return cd_fail(err, CD_ERR_ARG, "cd_loader_next: NULL argument");
     *batch = NULL;
     pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
     slot *s = &l->slots[l->deliver_seq % l->ring];
     if (s->assigned && s->epoch != l->current_epoch && !l->epoch_end_reported) {
         /* The previous epoch is over: say so once. */
@@ -1090,7 +1215,11 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
         pthread_mutex_unlock(&l->mu);
         return CD_OK;
     }
-    while (l->failed == CD_OK && s->done < s->size) pthread_cond_wait(&l->cv, &l->mu);
+    while (l->failed == CD_OK && !l->closed && s->done < s->size) pthread_cond_wait(&l->cv, &l->mu);
+    if (l->closed) { /* cd_loader_close from another thread while this one waited */
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
     if (l->failed != CD_OK) {
         cd_status st = cd_fail(err, l->failed, "%s", l->fail_msg);
         pthread_mutex_unlock(&l->mu);
@@ -1135,7 +1264,7 @@ void cd_loader_release(cd_loader *l, cd_batch *batch) {
     if (!l || !batch) return;
     pthread_mutex_lock(&l->mu);
     slot *s = &l->slots[l->deliver_seq % l->ring];
-    if (&s->batch == batch) {
+    if (!l->closed && &s->batch == batch) { /* closed: the batch stays as it is until cd_loader_destroy */
         s->assigned = false;
         l->deliver_seq++;
         assign_batches(l);
@@ -1153,16 +1282,24 @@ void cd_loader_get_state(const cd_loader *l, cd_loader_state *out) {
 
 cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_error *err) {
     if (!l || !state) return cd_fail(err, CD_ERR_ARG, "cd_loader_set_state: NULL argument");
+    if (l->closed) return cd_fail(err, CD_ERR_ARG, "the loader is closed");
     if (state->seed != l->o.seed)
         return cd_fail(err, CD_ERR_ARG, "state was saved with seed %llu, this loader has seed %llu", (unsigned long long)state->seed,
                        (unsigned long long)l->o.seed);
-    if (state->position >= l->per_rank) return cd_fail(err, CD_ERR_ARG, "state position %llu is past the epoch (%llu samples)",
-                                                       (unsigned long long)state->position, (unsigned long long)l->per_rank);
+    if (state->epoch > CD_LOADER_MAX_EPOCH)
+        return cd_fail(err, CD_ERR_ARG, "state epoch must be in 0..%llu (got %llu)", CD_LOADER_MAX_EPOCH, (unsigned long long)state->epoch);
+    if (state->position >= l->per_rank)
+        return cd_fail(err, CD_ERR_ARG, "state position must be in 0..%llu, the samples of an epoch of this rank (got %llu)",
+                       (unsigned long long)l->per_rank - 1, (unsigned long long)state->position);
     pthread_mutex_lock(&l->mu);
     /* Stop handing out work, let samples in progress finish, then restart the schedule. */
     for (uint32_t i = 0; i < l->ring; i++) l->slots[i].assigned = false;
     l->deliver_seq = l->assign_seq;
     while (l->busy > 0) pthread_cond_wait(&l->cv, &l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
     l->failed = CD_OK;
     l->sched_epoch = l->deliver_epoch = l->current_epoch = state->epoch;
     l->sched_pos = l->deliver_pos = state->position;
@@ -1175,7 +1312,7 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
 uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
 uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
 uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
-uint64_t cd_loader_cache_bytes(const cd_loader *l) { return cd_chunk_cache_bytes(l->cache); }
+uint64_t cd_loader_cache_bytes(const cd_loader *l) { return l->cache ? cd_chunk_cache_bytes(l->cache) : 0; }
 const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }
 const char *cd_loader_device_name(const cd_loader *l) { return l->device_name; }
 

@@ -8,14 +8,21 @@
             batch['mask'], batch['label'], batch['index']
         state = loader.state_dict()           # resume later with loader.load_state_dict(state)
 
-Batches are views into the loader's preallocated ring, not copies: a batch's arrays stay valid until
-the next batch is requested (or the loop ends). Keep data longer with .copy(), or pass copy=True.
+Batches are views into the loader's preallocated ring, not copies: a batch's 'image' and 'mask' keep
+their values until the next batch is requested (the ring slot is then filled again); keep data longer
+with .copy(), or pass copy=True. Ownership: every view (and every array or torch tensor made from one
+without a copy) holds a reference to the ring, so its memory is never freed under it: close() (or the
+loader's collection) stops the worker threads and frees the dataset, cache and devices at once, and
+the ring goes with the last view. Views held across close() keep the values they had. After close(),
+every iterator of the loader raises ValueError('the loader is closed') at its next step, also when
+close() runs in another thread while a step waits for its batch (the step then returns at once).
 Every sample is a pure function of (seed, epoch, record, op): the same seed gives the same batches
 whatever the thread count and device (device='vulkan' augments on a GPU; see Loader); ranks (rank/world_size, or $RANK/$WORLD_SIZE) see disjoint samples that
 together cover each epoch.
 """
 import ctypes
 import os
+import threading
 
 import numpy as np
 
@@ -90,6 +97,7 @@ def _declare(lib):
     sigs = {
         'cd_loader_options_init': ([ctypes.POINTER(_Options)], None),
         'cd_loader_create': ([ctypes.POINTER(_Options), PP, E], ctypes.c_int),
+        'cd_loader_close': ([P], None),
         'cd_loader_destroy': ([P], None),
         'cd_loader_next': ([P, ctypes.POINTER(ctypes.POINTER(_Batch)), E], ctypes.c_int),
         'cd_loader_release': ([P, ctypes.POINTER(_Batch)], None),
@@ -110,9 +118,58 @@ def _declare(lib):
     lib._cirrdata_loader_declared = True
 
 
-def _view(ptr, shape, copy):
-    a = np.ctypeslib.as_array(ptr, shape=shape)
+# Bounds of loader.h (CD_LOADER_MAX_*), for values that do not fit the C field and so cannot reach
+# the library's own check (a negative batch_size would wrap to 4294967295): same wording as loader.c.
+_MAX_BATCH, _MAX_THREADS, _MAX_RING, _MAX_EPOCH = 65536, 1024, 64, 2 ** 32 - 1
+_INT_MAX, _U32_MAX, _U64_MAX, _I64_MAX = 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 64 - 1, 2 ** 63 - 1
+
+
+def _option_error(text):
+    """The CirrdataError the library would give (status CD_ERR_ARG)."""
+    from . import _LIB, CirrdataError
+    return CirrdataError(text, _LIB.cd_status_name(1).decode())
+
+
+def _fit(name, value, lo, hi, bounds):
+    """int(value) when it lies in lo..hi (the C field's range), else CirrdataError '<name> must be in
+    <bounds> (got <value>)'."""
+    v = int(value)
+    if not lo <= v <= hi:
+        raise _option_error('%s must be in %s (got %d)' % (name, bounds, v))
+    return v
+
+
+class _Ring:
+    """Owns the C loader handle. Referenced by the Loader until close() and by every batch view, so
+    cd_loader_destroy (which frees the ring) runs when the last of them goes; close() has already
+    stopped the loader by then (cd_loader_close)."""
+
+    def __init__(self, lib, h):
+        self.lib, self.h = lib, h
+
+    def __del__(self):
+        if self.h:
+            self.lib.cd_loader_destroy(self.h)
+            self.h = None
+
+
+class _RingView:
+    """A numpy array interface over ring memory whose base keeps the _Ring alive."""
+    __slots__ = ('__array_interface__', 'ring')
+
+    def __init__(self, ptr, shape, typestr, ring):
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        self.__array_interface__ = {'data': (addr, False), 'shape': shape, 'typestr': typestr, 'version': 3}
+        self.ring = ring
+
+
+def _view(ptr, shape, typestr, ring, copy):
+    a = np.asarray(_RingView(ptr, shape, typestr, ring))
     return a.copy() if copy else a
+
+
+def _copy(ptr, shape):
+    return np.ctypeslib.as_array(ptr, shape=shape).copy()
 
 
 class Loader(_l.Closeable):
@@ -134,7 +191,13 @@ class Loader(_l.Closeable):
     gpu_memory_limit: bytes each worker's Vulkan context may hold (None: the device heap); shares
     that do not fit run on the CPU.
     cache_bytes: budget of the decoded-chunk cache shared by the worker threads (None: the library's
-    default, min(2 GiB, RAM / 8); 0: no cache). Later epochs then skip reading and decompressing.
+    default, min(2 GiB, RAM / 8); 0: no cache; at most the physical memory). Later epochs then skip
+    reading and decompressing.
+    Bounds (cirrdata/loader.h; CirrdataError naming the option, its bounds and the value): batch_size
+    1..65536, threads 0..1024 (0: one per online CPU), ring (batches in flight) 0..64 (0: 4), patch
+    1..max_dim per axis and at most max_voxels (cirrdata.limits()), foreground_fraction [0, 1], rank
+    0..world_size - 1, the whole ring within the physical memory; a state's epoch 0..2^32 - 1 and
+    position below samples_per_epoch.
     preload: fill that cache before the first batch, as loaders that hold whole volumes in memory do:
     the worker threads read and decode every chunk of the split's records (all of them, whatever the
     rank: each epoch gives a rank other records) until the budget is full. The constructor returns at
@@ -159,73 +222,109 @@ class Loader(_l.Closeable):
         _LIB.cd_loader_options_init(ctypes.byref(o))
         self._keep = [os.fsencode(path), split.encode(), str(augment).encode(), device.encode()]
         o.dataset, o.splits, o.augment, o.device = self._keep
-        o.gpu_memory_limit = int(gpu_memory_limit or 0)
+        # Integers go to the library as they are, which checks them (loader.h); only values the C field
+        # cannot hold are refused here, in the library's words.
+        o.gpu_memory_limit = _fit('gpu_memory_limit', gpu_memory_limit or 0, 0, _U64_MAX, '0..%d, 0 or None for the device heap' % _U64_MAX)
         o.mode = _MODES[mode]
         if patch is not None:
             if len(patch) != 3:
                 raise ValueError('patch must be (X, Y, Z)')
+            p = [int(v) for v in patch]
+            if not all(-_I64_MAX - 1 <= v <= _I64_MAX for v in p):
+                from . import limits
+                raise _option_error('patch must be in 1..%d per axis%s (got %s)' % (
+                    limits()['max_dim'], ", or all 0 for each record's own size" if mode == 'volume' else '',
+                    ' x '.join(str(v) for v in p)))
             for i in range(3):
-                o.patch[i] = int(patch[i])
+                o.patch[i] = p[i]
         elif mode == 'volume':
             for i in range(3):
                 o.patch[i] = 0
         o.foreground_fraction = float(foreground_fraction)
         o.slices_with_mask_only = bool(slices_with_mask_only)
-        o.batch_size = int(batch_size)
-        o.seed = int(seed)
-        o.threads = int(threads)
+        o.batch_size = _fit('batch_size', batch_size, 0, _U32_MAX, '1..%d' % _MAX_BATCH)
+        o.seed = _fit('seed', seed, 0, _U64_MAX, '0..%d' % _U64_MAX)
+        o.threads = _fit('threads', threads, -_INT_MAX - 1, _INT_MAX, '0..%d, 0 for one per online CPU' % _MAX_THREADS)
         if world_size is None:
             o.rank, o.world_size = 0, 0  # the library reads $RANK / $WORLD_SIZE
         else:
-            o.rank, o.world_size = int(rank or 0), int(world_size)
+            w = _fit('world_size', world_size, -_INT_MAX - 1, _INT_MAX, '0..%d, 0 for $WORLD_SIZE' % _INT_MAX)
+            o.world_size = w
+            o.rank = _fit('rank', rank or 0, -_INT_MAX - 1, _INT_MAX, '0..%d (world_size %d)' % (w - 1, w))
         o.drop_last = bool(drop_last)
         o.skip_corrupt = bool(skip_corrupt)
         o.io = _IO[io]
-        o.ring = int(ring)
-        # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none.
-        o.cache_bytes = 0 if cache_bytes is None else (-1 if int(cache_bytes) == 0 else int(cache_bytes))
+        o.ring = _fit('ring', ring, 0, _U32_MAX, '0..%d, 0 for the default 4' % _MAX_RING)
+        # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none (the
+        # library's -1), else a budget in bytes (the library bounds it by the physical memory).
+        if cache_bytes is None:
+            o.cache_bytes = 0
+        else:
+            cb = int(cache_bytes)
+            if not 0 <= cb <= _I64_MAX:
+                raise _option_error('cache_bytes must be None for the default, 0 for no cache or a number of bytes up to '
+                                    'the physical memory (got %d)' % cb)
+            o.cache_bytes = -1 if cb == 0 else cb
         o.preload = bool(preload)
         self.copy = copy
-        self._h = ctypes.c_void_p()
-        err = _l.CdError()
-        if _LIB.cd_loader_create(ctypes.byref(o), ctypes.byref(self._h), ctypes.byref(err)) != 0:
-            self._h = None
-            _raise(err)
+        # _lock guards _ring and _pending and is held around every call into the handle except
+        # cd_loader_next's wait, so that close() (which takes only _lock) can end a step waiting in
+        # another thread; _step serialises the consumer calls (next, release, set_state), which the
+        # library allows from one thread at a time. Order: _step before _lock. RLock: a signal handler
+        # or finaliser that closes the loader may run in a thread that holds it.
+        self._lock = threading.RLock()
+        self._step = threading.Lock()
+        self._ring = None
         self._pending = None
+        h = ctypes.c_void_p()
+        err = _l.CdError()
+        if _LIB.cd_loader_create(ctypes.byref(o), ctypes.byref(h), ctypes.byref(err)) != 0:
+            _raise(err)
+        self._ring = _Ring(_LIB, h)
+
+    def _live(self):
+        """The _Ring of an open loader (call with _lock held), else ValueError."""
+        ring = getattr(self, '_ring', None)
+        if ring is None:
+            raise ValueError('the loader is closed')
+        return ring
+
+    def _call(self, name, *args):
+        with self._lock:
+            return getattr(self._lib, name)(self._live().h, *args)
 
     def _handle(self):
-        if not self._h:
-            raise ValueError('the loader is closed')
-        return self._h
+        with self._lock:
+            return self._live().h
 
     def __len__(self):
         """Batches per epoch for this rank."""
-        return int(self._lib.cd_loader_epoch_batches(self._handle()))
+        return int(self._call('cd_loader_epoch_batches'))
 
     @property
     def samples_per_epoch(self):
-        return int(self._lib.cd_loader_epoch_samples(self._handle()))
+        return int(self._call('cd_loader_epoch_samples'))
 
     @property
     def skipped(self):
         """Samples dropped because their data was corrupt (skip_corrupt=True)."""
-        return int(self._lib.cd_loader_skipped(self._handle()))
+        return int(self._call('cd_loader_skipped'))
 
     @property
     def cache_bytes(self):
         """Bytes held by the decoded-chunk cache now."""
-        return int(self._lib.cd_loader_cache_bytes(self._handle()))
+        return int(self._call('cd_loader_cache_bytes'))
 
     @property
     def io(self):
         """The read backend in use: 'uring' or 'pread'."""
-        return self._lib.cd_loader_io_name(self._handle()).decode()
+        return self._call('cd_loader_io_name').decode()
 
     @property
     def device(self):
         """What runs augmentation: 'cpu', 'vulkan: <device name>', or with device='auto' and no
         hardware GPU 'cpu (vulkan not used: <reason>)'."""
-        return self._lib.cd_loader_device_name(self._handle()).decode()
+        return self._call('cd_loader_device_name').decode()
 
     @property
     def device_stats(self):
@@ -234,42 +333,51 @@ class Loader(_l.Closeable):
         after a device error), device_resets, gpu_disabled, validation, validation_messages,
         validation_first, note (the first device error)."""
         s = _DeviceStats()
-        self._lib.cd_loader_device_stats_get(self._handle(), ctypes.byref(s))
+        self._call('cd_loader_device_stats_get', ctypes.byref(s))
         out = {k: getattr(s, k) for k, _ in _DeviceStats._fields_}
         for k in ('note', 'validation_first'):
             out[k] = out[k].decode(errors='replace')
         return out
 
     def _release(self):
+        """Gives the batch last handed out back to the ring (call with _lock held, the loader open)."""
         if self._pending is not None:
-            self._lib.cd_loader_release(self._h, self._pending)
+            self._lib.cd_loader_release(self._ring.h, self._pending)
             self._pending = None
 
     def __iter__(self):
-        """Yields the batches of one epoch (from the current position)."""
-        h = self._handle()
+        """Yields the batches of one epoch (from the current position). Each step checks that the
+        loader is open: after close() the iterator raises ValueError('the loader is closed')."""
         err = _l.CdError()
         while True:
-            self._release()
-            bp = ctypes.POINTER(_Batch)()
-            if self._lib.cd_loader_next(h, ctypes.byref(bp), ctypes.byref(err)) != 0:
-                self._raise(err)
-            if not bp:
-                return  # end of the epoch
-            self._pending = bp
-            b = bp.contents
-            n, c = b.size, b.channels
-            x, y, z = b.shape
-            batch = {
-                'image': _view(b.image, (n, c, x, y, z), self.copy),
-                'mask': _view(b.mask, (n, 1, x, y, z), self.copy) if b.mask else None,
-                'label': _view(b.label, (n,), True),
-                'index': _view(b.index, (n,), True),
-                'slice': _view(b.slice, (n,), True),
-                'corner': _view(b.corner, (n, 3), True),
-                'epoch': int(b.epoch),
-                'batch': int(b.number),
-            }
+            with self._step:
+                with self._lock:
+                    ring = self._live()  # a strong reference: the handle outlives this step
+                    self._release()
+                bp = ctypes.POINTER(_Batch)()
+                # Without _lock: close() may run meanwhile; the library then ends this wait with "the
+                # loader is closed" (or returns the batch it had), and the ring stays until `ring` goes.
+                rc = self._lib.cd_loader_next(ring.h, ctypes.byref(bp), ctypes.byref(err))
+                with self._lock:
+                    self._live()  # closed during the wait: the batch (if any) is not handed out
+                    if rc != 0:
+                        self._raise(err)
+                    if not bp:
+                        return  # end of the epoch
+                    self._pending = bp
+                    b = bp.contents
+                    n, c = b.size, b.channels
+                    x, y, z = b.shape
+                    batch = {
+                        'image': _view(b.image, (n, c, x, y, z), '<f4', ring, self.copy),
+                        'mask': _view(b.mask, (n, 1, x, y, z), '|u1', ring, self.copy) if b.mask else None,
+                        'label': _copy(b.label, (n,)),
+                        'index': _copy(b.index, (n,)),
+                        'slice': _copy(b.slice, (n,)),
+                        'corner': _copy(b.corner, (n, 3)),
+                        'epoch': int(b.epoch),
+                        'batch': int(b.number),
+                    }
             yield batch
 
     def state_dict(self):
@@ -277,20 +385,37 @@ class Loader(_l.Closeable):
         as delivered: save the state after training on a batch, and a restored loader continues
         with the one after it."""
         s = _State()
-        self._lib.cd_loader_get_state(self._handle(), ctypes.byref(s))
+        self._call('cd_loader_get_state', ctypes.byref(s))
         return {'seed': int(s.seed), 'epoch': int(s.epoch), 'position': int(s.position)}
 
     def load_state_dict(self, state):
         """Continues from a state_dict(): the following batches equal an uninterrupted run's."""
-        self._release()
-        s = _State(int(state['seed']), int(state['epoch']), int(state['position']))
-        err = _l.CdError()
-        if self._lib.cd_loader_set_state(self._handle(), ctypes.byref(s), ctypes.byref(err)) != 0:
-            self._raise(err)
+        seed = _fit('state seed', state['seed'], 0, _U64_MAX, '0..%d' % _U64_MAX)
+        epoch = _fit('state epoch', state['epoch'], 0, _U64_MAX, '0..%d' % _MAX_EPOCH)
+        position = int(state['position'])
+        with self._step, self._lock:
+            ring = self._live()
+            if not 0 <= position <= _U64_MAX:
+                n = int(self._lib.cd_loader_epoch_samples(ring.h))
+                raise _option_error('state position must be in 0..%d, the samples of an epoch of this rank (got %d)'
+                                    % (n - 1, position))
+            self._release()
+            s = _State(seed, epoch, position)
+            err = _l.CdError()
+            if self._lib.cd_loader_set_state(ring.h, ctypes.byref(s), ctypes.byref(err)) != 0:
+                self._raise(err)
 
     def close(self):
-        if self._h:
-            self._release()
-            self._lib.cd_loader_destroy(self._h)
-            self._h = None
+        """Stops the loader now (idempotent, from any thread): live iterators raise ValueError at their
+        next step, one waiting for a batch in another thread included. Batch views already handed out
+        stay valid (see the module docstring)."""
+        lock = getattr(self, '_lock', None)
+        if lock is None:
+            return  # __init__ failed before the handle existed
+        with lock:
+            ring, self._ring = self._ring, None
+            self._pending = None  # not released: views of it keep their values
+            if ring is not None and ring.h:  # h None: the _Ring was finalised first (a collected cycle)
+                self._lib.cd_loader_close(ring.h)
+        # `ring` goes here: cd_loader_destroy now unless batch views still hold it.
 

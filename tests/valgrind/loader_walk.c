@@ -1,7 +1,9 @@
 /* Drives the training loader through its public C API for the valgrind tests (tests/python/test_valgrind.py):
  * loader_walk DATASET uring|pread|auto BATCHES AUGMENT. Creates a loader (2 threads, patch mode), takes
- * BATCHES batches across an epoch boundary, saves the state, continues in a second loader from it, and
- * destroys both. Prints the io backend used and a checksum of the voxels; exit 1 on any error. */
+ * BATCHES batches across an epoch boundary, saves the state, continues in a second loader from it, takes
+ * one more batch, closes that loader (cd_loader_close) and reads the batch after the close (the ring
+ * outlives it until cd_loader_destroy), and destroys both. Prints the io backend used and a checksum of
+ * the voxels; exit 1 on any error. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +50,22 @@ int main(int argc, char **argv) {
     cd_loader_get_state(l, &st);
     o.threads = 1;
     if (cd_loader_create(&o, &l2, &err) != CD_OK || cd_loader_set_state(l2, &st, &err) != CD_OK || walk(l2, n, &sum, &err)) goto out;
-    printf("sum %.6g\n", sum);
+    cd_batch *b = NULL;
+    while (!b)
+        if (cd_loader_next(l2, &b, &err) != CD_OK) goto out;
+    cd_loader_close(l2);
+    size_t nv = (size_t)b->size * b->channels * (size_t)(b->shape[0] * b->shape[1] * b->shape[2]);
+    double after = 0;
+    for (size_t k = 0; k < nv; k++) after += b->image[k]; /* the ring is still there */
+    cd_batch *b2 = NULL;
+    cd_error e2;
+    cd_error_clear(&e2);
+    if (cd_loader_next(l2, &b2, &e2) != CD_ERR_ARG || b2 || !strstr(e2.message, "closed")) {
+        snprintf(err.message, sizeof err.message, "cd_loader_next after cd_loader_close must fail: '%.200s'", e2.message);
+        goto out;
+    }
+    cd_loader_release(l2, b); /* does nothing after the close */
+    printf("sum %.6g after close %.6g\n", sum, after);
     rc = 0;
 out:
     if (rc) fprintf(stderr, "loader_walk: %s\n", err.message);

@@ -11,7 +11,12 @@
  * borrows a batch (cd_loader_next) and gives it back (cd_loader_release); memory is bounded by the
  * ring and per-worker scratch and does not grow.
  *
- * Thread safety: one consumer thread per loader. */
+ * Lifetime: cd_loader_close stops the loader (workers joined, dataset, cache and devices freed) but keeps
+ * the ring, so that batches borrowed before stay readable; cd_loader_destroy frees the rest. Bindings
+ * that hand out views of the ring (the Python Loader) close at once and destroy when the last view goes.
+ *
+ * Thread safety: one consumer thread per loader; cd_loader_close may also be called from another thread
+ * while the consumer is inside cd_loader_next or cd_loader_release (see cd_loader_close). */
 #ifndef CIRRDATA_LOADER_H
 #define CIRRDATA_LOADER_H
 
@@ -33,24 +38,37 @@ typedef enum cd_loader_mode {
 
 typedef enum cd_loader_io { CD_IO_AUTO = 0, CD_IO_URING, CD_IO_PREAD } cd_loader_io;
 
+/* Bounds of the options, checked by cd_loader_create (CD_ERR_ARG naming the option, its bound and the
+ * value given). They are far above any real use; they exist so that a typo or a wrapped negative number
+ * is an error, not gigabytes of ring or a million threads. Patch sizes are also held to the caps of
+ * cirrdata/limits.h (max_dim per axis, max_voxels per sample: CD_ERR_LIMIT), and the whole batch ring to
+ * the physical memory (CD_ERR_LIMIT). */
+#define CD_LOADER_MAX_BATCH 65536u   /* batch_size 1..65536 */
+#define CD_LOADER_MAX_THREADS 1024   /* threads 0..1024 */
+#define CD_LOADER_MAX_RING 64u       /* ring 0..64 */
+#define CD_LOADER_MAX_EPOCH 4294967295ull /* epochs 0..2^32 - 1: the sample streams take the epoch as 32 bits */
+
 typedef struct cd_loader_options {
     const char *dataset;       /* dataset directory */
     cd_loader_mode mode;
-    int64_t patch[3];          /* patch mode: patch size; volume mode: optional fixed size (0 = as stored) */
-    double foreground_fraction;/* patch mode: share of each batch centred on a foreground voxel (0.33) */
+    int64_t patch[3];          /* patch mode: patch size, each 1..max_dim; volume mode: a fixed size (each
+                                  >= 1) or all 0 = as stored; ignored in slice mode. At most max_voxels. */
+    double foreground_fraction;/* patch mode: share of each batch centred on a foreground voxel (0.33); [0, 1] */
     bool slices_with_mask_only;/* slice mode: only slices containing mask */
-    uint32_t batch_size;
+    uint32_t batch_size;       /* 1..CD_LOADER_MAX_BATCH */
     uint64_t seed;
     const char *splits;        /* comma-separated split names (default "train"); "*" = all */
     const char *augment;       /* "none" (default), "nnunet", "cirrhosisstage" or a pipeline JSON path */
-    int threads;               /* 0 = online CPUs */
-    int rank, world_size;      /* world_size 0 = from $WORLD_SIZE / $RANK, else 1 / 0 */
+    int threads;               /* 0 = online CPUs, else 1..CD_LOADER_MAX_THREADS */
+    int rank, world_size;      /* world_size 0 = from $WORLD_SIZE / $RANK (decimal integers; unset: 1 / 0),
+                                  else >= 1 with rank in 0..world_size - 1 */
     bool drop_last;            /* drop a final partial batch (default false: it is returned smaller) */
     bool skip_corrupt;         /* a corrupt record is skipped and counted instead of failing */
     cd_loader_io io;
-    uint32_t ring;             /* batches in flight (default 4) */
+    uint32_t ring;             /* batches in flight: 0 = the default 4, else 1..CD_LOADER_MAX_RING */
     int64_t cache_bytes;       /* decoded-chunk cache shared by the workers: 0 = default
-                                  (min(2 GiB, RAM / 8)), -1 = none, else a byte budget */
+                                  (min(2 GiB, RAM / 8)), -1 = none, else a byte budget up to the
+                                  physical memory */
     const char *device;        /* where augmentation runs: "cpu" (default; also NULL), "vulkan" (every
                                   worker gets its own cd_gpu_context; creation fails, naming the reason,
                                   when none can be made), "auto" (vulkan on a hardware GPU, the CPU on a
@@ -74,9 +92,21 @@ CD_API void cd_loader_options_init(cd_loader_options *o);
 typedef struct cd_loader cd_loader;
 
 CD_API cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_error *err);
+
+/* Stops the loader and frees everything but the batch ring: the worker threads are joined, the dataset's
+ * files closed, the cache, pipeline and device contexts freed. A batch borrowed before stays readable,
+ * its contents no longer changing, until cd_loader_destroy. From then on cd_loader_next and
+ * cd_loader_set_state fail with CD_ERR_ARG "the loader is closed", cd_loader_release does nothing and the
+ * counters keep their last values (cd_loader_cache_bytes: 0). Idempotent. It may run in another thread
+ * while the consumer is inside cd_loader_next (which then returns that error at once, or the batch it
+ * already had) or cd_loader_release; not concurrently with any other call on l, itself included. */
+CD_API void cd_loader_close(cd_loader *l);
+/* Closes l when it is not closed yet, then frees the ring and l: every batch borrowed from it is gone.
+ * No other call on l may be running or follow. NULL is allowed. */
 CD_API void cd_loader_destroy(cd_loader *l);
 
-/* A borrowed batch: valid until cd_loader_release. Arrays are C-order. */
+/* A borrowed batch: valid until cd_loader_release (then the ring slot is filled again) or, after
+ * cd_loader_close, until cd_loader_destroy. Arrays are C-order. */
 typedef struct cd_batch {
     uint32_t size;             /* samples in this batch (<= batch_size) */
     uint32_t channels;
@@ -106,7 +136,8 @@ typedef struct cd_loader_state {
 } cd_loader_state;
 
 CD_API void cd_loader_get_state(const cd_loader *l, cd_loader_state *out);
-/* Restarts delivery at state (drops batches in flight). The seed must equal the loader's. */
+/* Restarts delivery at state (drops batches in flight). The seed must equal the loader's, the epoch be
+ * at most CD_LOADER_MAX_EPOCH and the position below cd_loader_epoch_samples (CD_ERR_ARG otherwise). */
 CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_error *err);
 
 /* Samples per epoch for this rank, and batches per epoch. */
