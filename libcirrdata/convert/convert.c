@@ -23,6 +23,7 @@
 #include "convert/layout.h"
 #include "convert/manifest.h"
 #include "gpu/preprocess_impl.h"
+#include "io/file.h"
 #include "shard/record_impl.h"
 
 #define JOURNAL_NAME ".convert-journal.json"
@@ -381,7 +382,7 @@ static cd_status write_journal(convert_state *cs, cd_error *err) {
 static void load_journal(convert_state *cs) {
     char path[PATH_CAP];
     snprintf(path, sizeof path, "%s/" JOURNAL_NAME, cs->dir);
-    json_t *j = json_load_file(path, 0, NULL);
+    json_t *j = cd_json_read_file(path, 0); /* not json_load_file: it would wait on a FIFO */
     if (!j) return;
     const char *fp = json_string_value(json_object_get(j, "fingerprint"));
     json_t *shards = json_object_get(j, "shards"), *entries = json_object_get(j, "entries"), *skipped = json_object_get(j, "skipped");
@@ -692,7 +693,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
 
     /* An existing complete dataset: the same conversion is done; a different one is never overwritten. */
     snprintf(path, sizeof path, "%s/manifest.json", cs.dir);
-    json_t *existing = json_load_file(path, 0, NULL);
+    json_t *existing = cd_json_read_file(path, 0); /* a FIFO is no dataset, and not waited on */
     if (existing) {
         const char *fp = json_string_value(json_object_get(json_object_get(existing, "source"), "fingerprint"));
         bool same = fp && !strcmp(fp, cs.fingerprint);

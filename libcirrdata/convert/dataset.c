@@ -268,9 +268,13 @@ cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, vo
 /* ---- merging parts ---- */
 
 static cd_status link_or_copy(const char *from, const char *to, cd_error *err) {
-    if (link(from, to) == 0) return CD_OK;
-    int in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", from, strerror(errno));
+    int in; /* opened first: a FIFO (or other non-file) is refused, never linked or waited on */
+    cd_status ost = cd_open_regular(from, NULL, &in, NULL, err);
+    if (ost != CD_OK) return ost;
+    if (link(from, to) == 0) {
+        close(in);
+        return CD_OK;
+    }
     char tmp[PATH_CAP];
     snprintf(tmp, sizeof tmp, "%.4100s.tmp", to);
     int outfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -8,27 +8,55 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "io/file.h"
+
+const char *cd_file_kind(unsigned mode) {
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISLNK(mode)) return "a symbolic link";
+    return S_ISREG(mode) ? "a regular file" : "not a file";
+}
+
+cd_status cd_open_regular(const char *path, const char *what, int *fd_out, uint64_t *size, cd_error *err) {
+    const char *sp = what ? " " : "", *w = what ? what : "";
+    *fd_out = -1;
+    if (size) *size = 0;
+    /* O_NONBLOCK: open(2) of a FIFO without a writer otherwise waits for one forever, before the kind
+     * of file can be checked; O_NOCTTY: a terminal device never becomes the controlling terminal. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open%s%s: %s", path, sp, w, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return cd_fail(err, CD_ERR_IO, "%s: cannot stat%s%s: %s", path, sp, w, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return cd_fail(err, CD_ERR_IO, "%s: %s%snot a regular file (%s)", path, w, what ? ": " : "", cd_file_kind((unsigned)st.st_mode));
+    }
+    /* Regular files ignore O_NONBLOCK today; cleared anyway so reads keep plain blocking semantics. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return cd_fail(err, CD_ERR_IO, "%s: cannot set blocking mode: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    if (size) *size = (uint64_t)st.st_size;
+    return CD_OK;
+}
 
 cd_status cd_file_open(const char *path, cd_file *f, cd_error *err) {
     f->fd = -1;
     f->size = 0;
     f->path = path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return cd_fail(err, CD_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cd_fail(err, CD_ERR_IO, "%s: not a regular file", path);
-    }
-    f->fd = fd;
-    f->size = (uint64_t)st.st_size;
-    return CD_OK;
+    return cd_open_regular(path, NULL, &f->fd, &f->size, err);
 }
 
 void cd_file_close(cd_file *f) {
@@ -134,35 +162,32 @@ cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *
         if (st != CD_OK) return st;
         max_bytes = (size_t)cap;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open %s: %s", path, what, strerror(errno));
-    /* Size the buffer from the file when it is a regular file below the limit (the limit can be
-     * hundreds of MiB); one byte more than its size tells whether it grew meanwhile. */
-    struct stat sb;
-    size_t cap = max_bytes;
-    const bool regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
-    if (regular && (uint64_t)sb.st_size < max_bytes) cap = (size_t)sb.st_size;
-    char *buf = malloc(cap + 1);
-    size_t n = buf ? fread(buf, 1, cap, f) : 0;
-    bool too_big = buf && n == cap && fgetc(f) != EOF;
-    if (too_big && cap < max_bytes) {
-        fclose(f);
-        free(buf);
-        return cd_fail(err, CD_ERR_IO, "%s: %s file changed while being read", path, what);
-    }
-    fclose(f);
-    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    if (too_big) {
-        free(buf);
-        char a[32], lim[160];
+    cd_file f = {-1, 0, path};
+    cd_status st = cd_open_regular(path, what, &f.fd, &f.size, err);
+    if (st != CD_OK) return st;
+    char a[32], lim[160];
+    if (f.size > max_bytes) {
+        cd_file_close(&f);
         if (json_cap)
             cd_limit_describe(CD_LIMIT_JSON, max_bytes, lim, sizeof lim);
         else
             snprintf(lim, sizeof lim, "the limit of %s", cd_format_bytes(max_bytes, a, sizeof a));
-        if (regular)
-            return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what,
-                           cd_format_bytes((uint64_t)sb.st_size, a, sizeof a), lim);
-        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file is above %s", path, what, lim);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what, cd_format_bytes(f.size, a, sizeof a), lim);
+    }
+    /* One byte more than the size tells whether the file grew meanwhile. */
+    const size_t cap = (size_t)f.size;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        cd_file_close(&f);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    size_t n = 0;
+    st = cd_file_pread_some(&f, buf, cap + 1, 0, &n, err);
+    cd_file_close(&f);
+    if (st == CD_OK && n != cap) st = cd_fail(err, CD_ERR_IO, "%s: %s file changed while being read", path, what);
+    if (st != CD_OK) {
+        free(buf);
+        return st;
     }
     buf[n] = '\0';
     *text = buf;
@@ -172,4 +197,13 @@ cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *
 
 cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err) {
     return cd_read_text_file_len(path, max_bytes, what, text, NULL, err);
+}
+
+json_t *cd_json_read_file(const char *path, size_t flags) {
+    char *text = NULL;
+    size_t n = 0;
+    if (cd_read_text_file_len(path, 0, "JSON", &text, &n, NULL) != CD_OK) return NULL;
+    json_t *j = json_loadb(text, n, flags, NULL);
+    free(text);
+    return j;
 }

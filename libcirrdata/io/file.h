@@ -13,7 +13,17 @@ typedef struct cd_file {
     const char *path; /* borrowed, for messages */
 } cd_file;
 
-/* Opens a regular file for reading; directories and other non-files are refused. */
+/* Opens path read-only (O_CLOEXEC) without ever waiting: a FIFO (whose open(2) would block until a
+ * writer comes), a directory, a device or a socket is refused with "<path>: [what: ]not a regular
+ * file (a FIFO)". Every reader of a file a user or a dataset names opens it through here. *fd gets a
+ * blocking descriptor the caller closes; *size (may be NULL) the file's size. `what` (may be NULL)
+ * names the content in messages ("recipe"). */
+CD_INTERNAL cd_status cd_open_regular(const char *path, const char *what, int *fd, uint64_t *size, cd_error *err);
+
+/* "a FIFO", "a directory", "a character device", ... for a st_mode. */
+CD_INTERNAL const char *cd_file_kind(unsigned mode);
+
+/* cd_open_regular into a cd_file. */
 CD_INTERNAL cd_status cd_file_open(const char *path, cd_file *f, cd_error *err);
 CD_INTERNAL void cd_file_close(cd_file *f);
 
@@ -30,12 +40,18 @@ CD_INTERNAL cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, 
 CD_INTERNAL cd_status cd_file_read_all(const cd_file *f, uint64_t max_bytes, void **buf, size_t *len,
                                        cd_error *err);
 
-/* Reads a whole text file of at most max_bytes (0: the JSON size cap of cirrdata/limits.h) into a
- * NUL-terminated malloc'ed string (*text); `what` names the content in messages ("recipe", "manifest").
- * The _len form also gives the byte count (the text may hold NUL bytes). */
+/* Reads a whole text file (a regular file: see cd_open_regular) of at most max_bytes (0: the JSON size
+ * cap of cirrdata/limits.h) into a NUL-terminated malloc'ed string (*text); `what` names the content in
+ * messages ("recipe", "manifest"). The _len form also gives the byte count (the text may hold NUL
+ * bytes). A file whose size changes while it is read is CD_ERR_IO. */
 CD_INTERNAL cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err);
 CD_INTERNAL cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text, size_t *len,
                                             cd_error *err);
+
+/* The JSON document in a regular file of at most the JSON size cap, parsed with `flags` (jansson's
+ * JSON_* decoding flags); NULL when it cannot be opened, is no regular file, is too big or is not JSON,
+ * like json_load_file (which would fopen(3) a FIFO and wait on it). The caller owns the result. */
+CD_INTERNAL struct json_t *cd_json_read_file(const char *path, size_t flags);
 
 /* True when path ends with suffix (ASCII case-insensitive). */
 CD_INTERNAL int cd_path_has_suffix(const char *path, const char *suffix);
