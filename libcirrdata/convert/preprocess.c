@@ -904,6 +904,21 @@ cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spaci
             if (!cd_pp_normalize(dev, r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL))
                 normalize(r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL);
 
+    /* 4b. float16 storage turns |x| >= 65520 into infinities: refused, not stored (a float16 recipe
+     *     without normalisation meets them in raw intensities). in_place never stores float16. */
+    if (out_dtype == CD_DTYPE_FLOAT16 && !in_place) {
+        uint64_t over = 0;
+        for (int c = 0; c < nimages; c++) {
+            const float *x = cd_volume_data_const(ch[c]);
+            for (size_t i = 0, n = cd_volume_count(ch[c]); i < n; i++) over += !(fabsf(x[i]) < 65520.0f);
+        }
+        if (over) {
+            st = cd_fail(err, CD_ERR_FORMAT, "%llu preprocessed voxel%s outside the float16 range (|x| >= 65520 would be stored as "
+                         "infinite); use \"dtype\": \"float32\" or a normalisation", (unsigned long long)over, over == 1 ? "" : "s");
+            goto done;
+        }
+    }
+
     /* 5. Store: C order, channels (sequences, or copies of one grey image for 2D backbones), cast. */
     s = calloc(1, sizeof *s);
     if (!s) {

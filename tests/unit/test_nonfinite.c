@@ -7,7 +7,8 @@
  *   in their place and every other value, the affine and the spacing kept
  * - the recipe field "non_finite": parsed, validated, written back only when not the default
  * - cd_preprocess refuses a NaN image by default (3D cubic and the 2D slice recipe alike) and, with
- *   "zero", gives exactly what the same image with 0 in place of the NaN gives
+ *   "zero", gives exactly what the same image with 0 in place of the NaN gives; a float16 recipe refuses
+ *   values float16 would store as infinities (|x| >= 65520) and keeps 65504
  * - trilinear resampling reads no tap of weight exactly 0: on an identity grid a NaN or inf source voxel
  *   reaches its own output voxel only (also at the clamped last position, where the lower neighbour has
  *   weight 0), on a whole-voxel shift only its shifted voxel, on a 2D resize that keeps the slices only
@@ -197,6 +198,28 @@ static void test_preprocess(void **state) {
     preprocess_case("raw", NULL);               /* stored as it is */
 }
 
+/* A float16 recipe on values float16 cannot hold: refused, never stored as infinities. */
+static void test_float16_range(void **state) {
+    (void)state;
+    const int64_t d[3] = {6, 5, 4};
+    cd_volume *v = smooth_f32(d);
+    cd_recipe r;
+    cd_error err;
+    assert_int_equal(cd_recipe_parse("{\"name\": \"h\", \"version\": 1, \"dtype\": \"float16\"}", "h.json", &r, &err), CD_OK);
+    cd_sample *s = NULL;
+    ((float *)cd_volume_data(v))[3] = 65504.0f; /* the largest float16 */
+    assert_int_equal(cd_preprocess(&r, NULL, v, NULL, 1, &s, &err), CD_OK);
+    const uint16_t *h = s->image;
+    for (size_t i = 0; i < 120; i++) assert_true((h[i] & 0x7c00u) != 0x7c00u);
+    cd_sample_destroy(s);
+    ((float *)cd_volume_data(v))[3] = -70000.0f;
+    ((float *)cd_volume_data(v))[4] = 65520.0f; /* rounds to infinity */
+    assert_int_equal(cd_preprocess(&r, NULL, v, NULL, 1, &s, &err), CD_ERR_FORMAT);
+    assert_null(s);
+    assert_non_null(strstr(err.message, "2 preprocessed voxels outside the float16 range"));
+    cd_volume_destroy(v);
+}
+
 /* ---- trilinear resampling: taps of weight 0 are not read ---- */
 
 typedef cd_status (*resample_fn)(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, cd_volume **out,
@@ -313,7 +336,8 @@ int main(void) {
     if (gpu_test_init() != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_count),      cmocka_unit_test(test_apply),      cmocka_unit_test(test_recipe_field),
-        cmocka_unit_test(test_preprocess), cmocka_unit_test(test_linear_cpu), cmocka_unit_test(test_linear_gpu),
+        cmocka_unit_test(test_preprocess), cmocka_unit_test(test_float16_range), cmocka_unit_test(test_linear_cpu),
+        cmocka_unit_test(test_linear_gpu),
         cmocka_unit_test(test_linear_gpu_fixed_point),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
