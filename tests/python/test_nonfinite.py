@@ -6,8 +6,9 @@ the whole volume, whose prefilter would spread one NaN to every voxel) and cirrh
 linear resize, percentiles, float16):
 
   * default: every damaged case is skipped, listed in source.skipped with "<image path>: N non-finite
-    voxel(s)" (the path named once), the exit status is 0, `verify` accepts the dataset, and the intact
-    case's record equals, bit for bit, the one of a conversion of the repaired source;
+    voxel(s)" (the path named once), the exit status is 0, `verify` accepts the dataset, `--device vulkan`
+    skips the same cases for the same reasons, and the intact case's record equals, bit for bit, the one
+    of a conversion of the repaired source;
   * recipe "non_finite": "zero" (or `convert --non-finite zero`): every case is stored, every value finite, and each record equals, bit
     for bit, the record of the same recipe applied to the source repaired independently with nibabel
     (the damaged voxels set to 0; for the int16 case the raw value 0, physical 0);
@@ -161,6 +162,19 @@ def check_recipe(cli, cirrdata, work, preset, bad, good):
         check('"non_finite": "zero"' in reason, f"{preset}: {name}: the reason does not say how to convert it: {reason!r}")
     r = run([cli, 'verify', d_def, '--quiet'])
     check(r.returncode == 0, f"{preset}: verify of the dataset with skipped cases: {r.stderr.strip()}")
+    # --device vulkan (lavapipe here) checks on the CPU before anything is uploaded: the same skips
+    d_vk = os.path.join(work, f'{preset}-vulkan')
+    env = dict(os.environ)  # lavapipe's own one-time allocations show up as leaks of an unloaded module under ASan
+    env['ASAN_OPTIONS'] = (env.get('ASAN_OPTIONS', '') + ':detect_leaks=0').strip(':')
+    r = harness.run([cli, 'convert', '--layout', 'nnunet', bad, '--recipe', preset, '--out', d_vk, '--quiet', '--device', 'vulkan'],
+                    timeout=600, env=env)
+    check(not harness.sanitizer_report(r.stderr), f"sanitizer report from convert --device vulkan: {r.stderr[-800:]}")
+    if r.returncode == 0 and os.path.isfile(os.path.join(d_vk, 'manifest.json')):
+        with open(os.path.join(d_vk, 'manifest.json')) as f:
+            vk = {os.path.basename(s.get('path', '')): s.get('reason', '') for s in json.load(f)['source']['skipped']}
+        check(vk == skipped, f"{preset} --device vulkan: skipped {vk} vs the CPU's {skipped}")
+    else:
+        check(False, f"{preset} --device vulkan: exit {r.returncode}: {r.stderr.strip()[-400:]}")
     # the repaired source, converted with "zero" (nothing to replace there) and with the default
     rec_zero = recipe_with(cli, preset, work, 'zero')
     d_good = os.path.join(work, f'{preset}-repaired')
