@@ -2,6 +2,7 @@
 // Resampling of a volume onto another voxel grid through an index->index affine: cd_resample
 // (libcirrdata/transform/resample.c) with float32 values, for orders 0 (nearest), 1 (trilinear)
 // and 3 (cubic B-spline on coefficients the host prefiltered with the reference's own prefilter).
+// Trilinear taps of weight exactly 0 are not read (lerp_taps), as in the reference.
 // Volumes are x-fastest (NIfTI order): element (x, y, z) at x + n0 * (y + n1 * z).
 //
 // One invocation per output voxel o = i + onx * row; position = row base + i * step, the row base
@@ -76,6 +77,13 @@ void cubic_weights(float t, out float w[4]) {
     w = float[4](w0, w1, w2, w3);
 }
 
+// g * a + f * b where a tap of weight exactly 0 is not read: 0 * NaN (or inf) is NaN, and a non-finite
+// neighbour would reach voxels that do not depend on it (the reference's lerp_taps).
+float lerp_taps(float g, float f, float a, float b) {
+    precise float t = g * a + f * b;
+    return f == 0.0 ? a : g == 0.0 ? b : t;
+}
+
 void main() {
     const uint o = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
     if (o >= pc.nout) return;
@@ -134,12 +142,11 @@ void main() {
         const int dx = n.x > 1 ? 1 : 0, dy = n.y > 1 ? sy : 0, dz = n.z > 1 ? sz : 0;
         const int b = c.x + sy * c.y + sz * c.z;
         precise float gx = 1.0 - f.x, gy = 1.0 - f.y, gz = 1.0 - f.z;
-        precise float c00 = gx * src[b] + f.x * src[b + dx];
-        precise float c10 = gx * src[b + dy] + f.x * src[b + dy + dx];
-        precise float c01 = gx * src[b + dz] + f.x * src[b + dz + dx];
-        precise float c11 = gx * src[b + dz + dy] + f.x * src[b + dz + dy + dx];
-        precise float t = gz * (gy * c00 + f.y * c10) + f.z * (gy * c01 + f.y * c11);
-        dst[o] = t;
+        const float c00 = lerp_taps(gx, f.x, src[b], src[b + dx]);
+        const float c10 = lerp_taps(gx, f.x, src[b + dy], src[b + dy + dx]);
+        const float c01 = lerp_taps(gx, f.x, src[b + dz], src[b + dz + dx]);
+        const float c11 = lerp_taps(gx, f.x, src[b + dz + dy], src[b + dz + dy + dx]);
+        dst[o] = lerp_taps(gz, f.z, lerp_taps(gy, f.y, c00, c10), lerp_taps(gy, f.y, c01, c11));
     } else {
         float wx[4], wy[4], wz[4];
         int ox[4], oy[4], oz[4];

@@ -22,6 +22,8 @@ static const char convert_help[] =
     "  --pair-t1t2          cirrmri600: one 2-channel record (T1, T2 resampled onto T1's grid in world\n"
     "                       space) per patient with both sequences\n"
     "  --strict             a bad case stops the conversion (default: skip it and report it)\n"
+    "  --non-finite P       error (default): skip a case whose image or mask has NaN or infinite\n"
+    "                       voxels, naming their count; zero: set them to 0 (the recipe's non_finite)\n"
     "  --max-bytes SIZE     NIfTI allocation cap (default 8G)\n"
     "  --quiet              no progress bar\n"
     "  --json               print the summary as JSON\n\n"
@@ -57,7 +59,7 @@ static const char merge_help[] =
 
 enum {
     O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_PAIR, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP,
-    O_AUGMENT, O_COPIES, O_SEED, O_MODE, O_PATCH, O_FGF, O_NOORIG, O_DEVICE
+    O_AUGMENT, O_COPIES, O_SEED, O_MODE, O_PATCH, O_FGF, O_NOORIG, O_DEVICE, O_NONFINITE
 };
 
 static bool parse_xyz(const char *s, int64_t out[3]) {
@@ -89,12 +91,14 @@ int cmd_convert(int argc, char **argv) {
         {"seed", required_argument, NULL, O_SEED},       {"mode", required_argument, NULL, O_MODE},
         {"patch", required_argument, NULL, O_PATCH},     {"foreground-fraction", required_argument, NULL, O_FGF},
         {"no-original", no_argument, NULL, O_NOORIG},    {"device", required_argument, NULL, O_DEVICE},
+        {"non-finite", required_argument, NULL, O_NONFINITE},
         {NULL, 0, NULL, 0}};
     cd_convert_options co;
     cd_convert_options_init(&co);
     co.foreground_fraction = 0.33; /* the loader's default */
     const char *aug_only = NULL;   /* an augmentation option given (needs --augment) */
     const char *recipe = "raw";
+    int non_finite = -1; /* --non-finite: overrides the recipe's */
     bool quiet = false, json = false;
     co.layout = NULL;
     int c;
@@ -166,6 +170,10 @@ int cmd_convert(int argc, char **argv) {
             if (strcmp(optarg, "cpu") && strcmp(optarg, "vulkan")) return cli_usage_error("convert", "bad --device '%s' (cpu or vulkan)", optarg);
             co.device = optarg;
             break;
+        case O_NONFINITE:
+            if (strcmp(optarg, "error") && strcmp(optarg, "zero")) return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);
+            non_finite = strcmp(optarg, "zero") ? CD_NON_FINITE_ERROR : CD_NON_FINITE_ZERO;
+            break;
         case 'h':
         case O_HELP: fputs(convert_help, stdout); return CLI_OK;
         default: return cli_usage_error("convert", "unknown option or missing value '%s'", argv[optind - 1]);
@@ -182,6 +190,7 @@ int cmd_convert(int argc, char **argv) {
     co.root = argv[optind];
     cd_error err;
     if (cd_recipe_load(recipe, &co.recipe, &err) != CD_OK) return cli_fail_error(&err);
+    if (non_finite >= 0) co.recipe.non_finite = (cd_non_finite)non_finite; /* stored with the recipe */
     cli_progress *bar = cli_progress_start("convert", 0, quiet || json);
     co.progress = on_progress;
     co.progress_user = bar;

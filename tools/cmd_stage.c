@@ -147,8 +147,10 @@ static int stage_files(const stage_opts *o, char **vols, int nvol, char **masks,
         } else if (mpath && cd_nifti_read(mpath, NULL, &msk, NULL, &err) != CD_OK) {
             rc = fail_with_file(mpath, &err);
         } else if (cd_stage_volume(m, img, msk, o->batch, o->threads, &r, &err) != CD_OK) {
-            /* Preprocessing errors concern the pair (shape, grid, empty mask); the model's name its file. */
+            /* Preprocessing errors concern the pair (shape, grid, empty mask, non-finite voxels); the model's
+             * name its file. */
             if (mpath && err.status == CD_ERR_ARG && strstr(err.message, "mask")) rc = fail_with_file(mpath, &err);
+            else if (mpath && err.status == CD_ERR_FORMAT && strstr(err.message, "in the mask")) rc = fail_with_file(mpath, &err);
             else if (mpath && err.status == CD_ERR_FORMAT && strstr(err.message, "grids differ")) rc = fail_with_file(mpath, &err);
             else rc = fail_with_file(vols[i], &err);
         } else if (o->json) {

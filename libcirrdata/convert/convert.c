@@ -24,6 +24,7 @@
 #include "convert/journal.h"
 #include "convert/layout.h"
 #include "convert/manifest.h"
+#include "convert/nonfinite.h"
 #include "convert/resume.h"
 #include "gpu/preprocess_impl.h"
 #include "io/dir_lock.h"
@@ -167,6 +168,8 @@ static void process_case(const job *jb, const cd_case *c, case_result *res, pipe
     if (st == CD_OK && c->mask_path) {
         st = cd_nifti_read(c->mask_path, &ro, &msk_raw, NULL, &err);
         res->bytes_read += file_size(c->mask_path);
+        /* NaN or infinite labels: the case is refused, or they become 0 (recipe non_finite). */
+        if (st == CD_OK) st = cd_non_finite_resolve(jb->opts->recipe.non_finite, &msk_raw, c->mask_path, "the mask", &err);
         /* Masks are usually uint8 already: use them as they are. */
         if (st == CD_OK && (cd_volume_dtype(msk_raw) != CD_DTYPE_UINT8 || cd_volume_has_scaling(msk_raw)))
             st = mask_to_u8(msk_raw, &msk, &err);

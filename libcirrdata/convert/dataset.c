@@ -326,10 +326,13 @@ static cd_status link_or_copy(const char *from, const char *to, json_t *listing,
         return cd_fail(err, CD_ERR_ARG, "%s: exists and is not the shard %s; merge never overwrites: choose an empty output folder", to,
                        from);
     }
-    if (link(from, to) == 0) return CD_OK;
-    cd_file in;
+    cd_file in; /* opened first: a FIFO (or other non-file) is refused, never linked or waited on */
     cd_status st = cd_file_open(from, &in, err);
     if (st != CD_OK) return st;
+    if (link(from, to) == 0) {
+        cd_file_close(&in);
+        return CD_OK;
+    }
     char tmp[PATH_CAP];
     snprintf(tmp, sizeof tmp, "%.4100s.tmp", to);
     int outfd;

@@ -49,9 +49,11 @@ static bool is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
+/* Present and no directory: a FIFO or device in a file's place is then refused by its reader, naming it,
+ * instead of being taken for a missing file. */
 static bool is_file(const char *p) {
     struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return stat(p, &st) == 0 && !S_ISDIR(st.st_mode);
 }
 
 static cd_status add_skip(cd_case_list *l, const char *path, const char *reason, bool strict, cd_error *err) {
@@ -125,7 +127,7 @@ static int name_cmp(const void *a, const void *b) {
     return id_cmp(sa, sb);
 }
 
-/* Sorted NIfTI file names of a directory (regular files only; symlinks are not followed out). */
+/* Sorted NIfTI file names of a directory (no directories; symlinks are not followed out). */
 static cd_status list_nifti(const char *dir, char ***names, size_t *count, cd_error *err) {
     *names = NULL;
     *count = 0;
@@ -139,7 +141,8 @@ static cd_status list_nifti(const char *dir, char ***names, size_t *count, cd_er
         if (!nifti_stem(e->d_name, stem, sizeof stem)) continue;
         pathf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat sb;
-        if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        /* A FIFO or device is listed: its reader refuses it by name (the case is skipped, not lost). */
+        if (lstat(path, &sb) != 0 || S_ISDIR(sb.st_mode) || S_ISLNK(sb.st_mode)) continue;
         if (*count == cap) {
             cap = cap ? 2 * cap : 64;
             char **n = realloc(*names, cap * sizeof *n);

@@ -1,5 +1,6 @@
 /* Applying a recipe to one image and mask: the deterministic preprocessing done at conversion. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "cirrdata/resample.h"
 #include "core/internal.h"
 #include "convert/image_view.h"
+#include "convert/nonfinite.h"
 #include "gpu/preprocess_impl.h"
 
 /* Bytes of a sample's image and mask buffers (cd_buffer_alloc: big ones are 2 MiB-aligned huge-page
@@ -384,7 +386,8 @@ static cd_status resample_separate(const cd_recipe *r, const cd_volume *src, con
                     else {
                         const float *pl = (const float *)ib + io + lo * ist[axis];
                         double b = n > 1 ? (double)pl[ist[axis]] : (double)pl[0];
-                        ((float *)ob)[oo] = (float)((1.0 - w) * (double)pl[0] + w * b);
+                        /* a slice of weight exactly 0 is not read: 0 * NaN would be NaN */
+                        ((float *)ob)[oo] = (float)(w == 0.0 ? (double)pl[0] : w == 1.0 ? b : (1.0 - w) * (double)pl[0] + w * b);
                     }
                 }
         }
@@ -713,6 +716,8 @@ cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spaci
     if (!r || !images || nimages < 1 || nimages > MAX_CHANNELS || !images[0] || !out)
         return cd_fail(err, CD_ERR_ARG, "cd_preprocess: invalid argument");
     *out = NULL;
+    for (int c = 0; c < nimages; c++)
+        if (!images[c]) return cd_fail(err, CD_ERR_ARG, "cd_preprocess: image %d is NULL", c);
     const cd_volume *image = images[0];
     if (mask && cd_volume_dtype(mask) != CD_DTYPE_UINT8)
         return cd_fail(err, CD_ERR_ARG, "cd_preprocess: the mask must be uint8 (got %s)", cd_dtype_name(cd_volume_dtype(mask)));
@@ -723,6 +728,25 @@ cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spaci
         return cd_fail(err, CD_ERR_FORMAT, "image and mask grids differ (image %lldx%lldx%lld, mask %lldx%lldx%lld, or affines)",
                        (long long)a[0], (long long)a[1], (long long)a[2], (long long)b[0], (long long)b[1], (long long)b[2]);
     }
+    /* 0. Non-finite voxels: the case is refused, or they become 0 in float32 copies that stand in for
+     *    the images from here on (a cubic prefilter, a z-score or a percentile would spread one NaN to
+     *    every voxel). The copies are freed at the end, so no view into them is handed out. */
+    cd_volume *finite[MAX_CHANNELS] = {NULL};
+    const cd_volume *inputs[MAX_CHANNELS];
+    for (int c = 0; c < nimages; c++) {
+        char what[48];
+        if (nimages > 1) snprintf(what, sizeof what, "the image of channel %d", c + 1);
+        else snprintf(what, sizeof what, "the image");
+        cd_status nst = cd_non_finite_apply(r->non_finite, images[c], what, NULL, &finite[c], err);
+        if (nst != CD_OK) {
+            destroy_all(finite, nimages);
+            return nst;
+        }
+        inputs[c] = finite[c] ? finite[c] : images[c];
+        if (finite[c]) view = NULL;
+    }
+    images = inputs;
+    image = images[0];
     /* Resampled extra channels are never lossless in the stored dtype: "auto" means float32 then. */
     const cd_dtype out_dtype = nimages > 1 && r->dtype == CD_DTYPE_INVALID ? CD_DTYPE_FLOAT32 : cd_recipe_output_dtype(r, image);
     const bool keep_raw = nimages == 1 && out_dtype != CD_DTYPE_FLOAT32 && out_dtype != CD_DTYPE_FLOAT16 &&
@@ -781,13 +805,7 @@ cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spaci
         cd_grid_of_volume(ch[0], &base);
         ro.interp = CD_INTERP_LINEAR;
         ro.out_dtype = CD_DTYPE_FLOAT32;
-        for (int c = 1; c < nimages && st == CD_OK; c++) {
-            if (!images[c]) {
-                st = cd_fail(err, CD_ERR_ARG, "cd_preprocess: image %d is NULL", c);
-                break;
-            }
-            st = cd_pp_resample(dev, images[c], &base, &ro, &ch[c], err);
-        }
+        for (int c = 1; c < nimages && st == CD_OK; c++) st = cd_pp_resample(dev, images[c], &base, &ro, &ch[c], err);
         if (st != CD_OK) goto done;
     }
 
@@ -886,6 +904,21 @@ cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spaci
             if (!cd_pp_normalize(dev, r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL))
                 normalize(r, cd_volume_data(ch[c]), cd_volume_count(ch[c]), msk ? cd_volume_data(msk) : NULL);
 
+    /* 4b. float16 storage turns |x| >= 65520 into infinities: refused, not stored (a float16 recipe
+     *     without normalisation meets them in raw intensities). in_place never stores float16. */
+    if (out_dtype == CD_DTYPE_FLOAT16 && !in_place) {
+        uint64_t over = 0;
+        for (int c = 0; c < nimages; c++) {
+            const float *x = cd_volume_data_const(ch[c]);
+            for (size_t i = 0, n = cd_volume_count(ch[c]); i < n; i++) over += !(fabsf(x[i]) < 65520.0f);
+        }
+        if (over) {
+            st = cd_fail(err, CD_ERR_FORMAT, "%llu preprocessed voxel%s outside the float16 range (|x| >= 65520 would be stored as "
+                         "infinite); use \"dtype\": \"float32\" or a normalisation", (unsigned long long)over, over == 1 ? "" : "s");
+            goto done;
+        }
+    }
+
     /* 5. Store: C order, channels (sequences, or copies of one grey image for 2D backbones), cast. */
     s = calloc(1, sizeof *s);
     if (!s) {
@@ -955,6 +988,7 @@ cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spaci
     }
 done:
     destroy_all(ch, MAX_CHANNELS);
+    destroy_all(finite, MAX_CHANNELS);
     cd_volume_destroy(msk);
     cd_volume_destroy(tmp);
     if (st != CD_OK) {

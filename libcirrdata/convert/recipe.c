@@ -152,6 +152,7 @@ static const char *const crop_names[] = {"none", "mask", "nonzero", NULL};
 static const char *const norm_names[] = {"none", "zscore", "percentile", NULL};
 static const char *const region_names[] = {"volume", "mask", "nonzero", NULL};
 static const char *const dtype_names[] = {"auto", "float32", "float16", "int16", "uint8", NULL};
+static const char *const non_finite_names[] = {"error", "zero", NULL}; /* by cd_non_finite value */
 static const cd_dtype dtype_values[] = {CD_DTYPE_INVALID, CD_DTYPE_FLOAT32, CD_DTYPE_FLOAT16, CD_DTYPE_INT16, CD_DTYPE_UINT8};
 
 #define TRY(x)                                                                                     \
@@ -162,7 +163,7 @@ static const cd_dtype dtype_values[] = {CD_DTYPE_INVALID, CD_DTYPE_FLOAT32, CD_D
 
 static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
     static const char *const top[] = {"name", "version", "description", "reorient", "resample", "crop", "normalize",
-                                      "slices", "dtype", "mask_dtype", "chunk", "zstd_level", NULL};
+                                      "slices", "dtype", "mask_dtype", "chunk", "zstd_level", "non_finite", NULL};
     if (!json_is_object(root)) return BAD(c, "%s: a recipe must be a JSON object", c->origin);
     TRY(check_keys(c, root, "", top));
     json_t *name = json_object_get(root, "name"), *version = json_object_get(root, "version");
@@ -273,6 +274,9 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
     int64_t lvl = 3;
     TRY(get_int(c, root, "zstd_level", 1, 19, &lvl));
     r->zstd_level = (int)lvl;
+    e = CD_NON_FINITE_ERROR;
+    TRY(get_enum(c, root, "non_finite", non_finite_names, &e));
+    r->non_finite = (cd_non_finite)e;
     if (r->slices) {
         r->chunk[2] = 1; /* one chunk per slice: a slice read touches one chunk per x/y block */
         if (r->resample == CD_RESAMPLE_MEDIAN_SPACING)
@@ -367,6 +371,7 @@ char *cd_recipe_to_json(const cd_recipe *r) {
     int64_t ch[3] = {r->chunk[0], r->chunk[1], r->chunk[2]};
     json_object_set_new(o, "chunk", vec_int(ch, 3));
     json_object_set_new(o, "zstd_level", json_integer(r->zstd_level));
+    if (r->non_finite != CD_NON_FINITE_ERROR) json_object_set_new(o, "non_finite", json_string(non_finite_names[r->non_finite]));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(o);
     return s;

@@ -3,6 +3,7 @@
 #define CD_CORE_FS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/internal.h"
 
@@ -18,5 +19,15 @@ CD_INTERNAL cd_status cd_file_write_full(int fd, const void *data, size_t len, c
 /* fsync of the folder holding path (after a rename into it); errors are ignored (not every file system
  * supports it). */
 CD_INTERNAL void cd_fsync_dir_of(const char *path);
+
+/* Opens path read-only (O_CLOEXEC) without ever waiting: a FIFO (whose open(2) would block until a
+ * writer comes), a directory, a device or a socket is refused with "<path>: [what: ]not a regular
+ * file (a FIFO)". Every reader of a file a user or a dataset names opens it through here. *fd gets a
+ * blocking descriptor the caller closes; *size (may be NULL) the file's size. `what` (may be NULL)
+ * names the content in messages ("recipe"). */
+CD_INTERNAL cd_status cd_open_regular(const char *path, const char *what, int *fd, uint64_t *size, cd_error *err);
+
+/* "a FIFO", "a directory", "a character device", ... for a st_mode. */
+CD_INTERNAL const char *cd_file_kind(unsigned mode);
 
 #endif

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "gpu/gpu_impl.h"
+#include "io/file.h"
 
 /* ---------------------------------------------------------------- loader and instance */
 
@@ -633,8 +634,13 @@ static void cache_path(cd_gpu_context *ctx, const cd_gpu_options *o) {
 static void *cache_read(cd_gpu_context *ctx, size_t *len) {
     *len = 0;
     if (!ctx->cache_path[0]) return NULL;
-    FILE *f = fopen(ctx->cache_path, "rb");
-    if (!f) return NULL;
+    int fd; /* a FIFO in the cache's place is a miss, never waited on */
+    if (cd_open_regular(ctx->cache_path, NULL, &fd, NULL, NULL) != CD_OK) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return NULL;
+    }
     void *data = NULL;
     long n = -1;
     if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);

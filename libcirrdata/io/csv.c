@@ -1,12 +1,11 @@
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include "io/csv.h"
+#include "io/file.h"
 
 #define CSV_MAX_ROWS 1000000u
 #define CSV_MAX_COLS 256u
@@ -88,26 +87,25 @@ cd_status cd_csv_read(const char *path, cd_csv *out, cd_error *err) {
     uint64_t max_bytes;
     cd_status lst = cd_limit(CD_LIMIT_CSV, &max_bytes, err);
     if (lst != CD_OK) return lst;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    /* Size the buffer from the file (a regular file below the cap), not the cap. */
-    struct stat sb;
-    size_t bufcap = (size_t)max_bytes;
-    const bool regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
-    if (regular && (uint64_t)sb.st_size < max_bytes) bufcap = (size_t)sb.st_size;
-    char *buf = malloc(bufcap + 1);
-    size_t len = buf ? fread(buf, 1, bufcap, f) : 0;
-    bool too_big = buf && len == bufcap && fgetc(f) != EOF;
-    fclose(f);
-    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    if (too_big) {
-        free(buf);
-        if (bufcap < max_bytes) return cd_fail(err, CD_ERR_IO, "%s: CSV file grew while being read", path);
+    cd_file f;
+    cd_status fst = cd_file_open(path, &f, err); /* a FIFO is refused, not waited on */
+    if (fst != CD_OK) return fst;
+    if (f.size > max_bytes) {
+        cd_file_close(&f);
         char a[32], c[160];
-        if (regular)
-            return cd_fail(err, CD_ERR_LIMIT, "%s: %s is above %s", path, cd_format_bytes((uint64_t)sb.st_size, a, sizeof a),
-                           cd_limit_describe(CD_LIMIT_CSV, max_bytes, c, sizeof c));
-        return cd_fail(err, CD_ERR_LIMIT, "%s: more bytes than %s", path, cd_limit_describe(CD_LIMIT_CSV, max_bytes, c, sizeof c));
+        return cd_fail(err, CD_ERR_LIMIT, "%s: %s is above %s", path, cd_format_bytes(f.size, a, sizeof a),
+                       cd_limit_describe(CD_LIMIT_CSV, max_bytes, c, sizeof c));
+    }
+    /* Sized from the file; one byte more than its size tells whether it grew meanwhile. */
+    const size_t bufcap = (size_t)f.size;
+    char *buf = malloc(bufcap + 1);
+    size_t len = 0;
+    fst = buf ? cd_file_pread_some(&f, buf, bufcap + 1, 0, &len, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_file_close(&f);
+    if (fst == CD_OK && len != bufcap) fst = cd_fail(err, CD_ERR_IO, "%s: CSV file changed while being read", path);
+    if (fst != CD_OK) {
+        free(buf);
+        return fst;
     }
     buf[len] = '\0';
     size_t pos = 0;

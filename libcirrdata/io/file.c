@@ -8,27 +8,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+
 #include "io/file.h"
 
 cd_status cd_file_open(const char *path, cd_file *f, cd_error *err) {
     f->fd = -1;
     f->size = 0;
     f->path = path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return cd_fail(err, CD_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cd_fail(err, CD_ERR_IO, "%s: not a regular file", path);
-    }
-    f->fd = fd;
-    f->size = (uint64_t)st.st_size;
-    return CD_OK;
+    return cd_open_regular(path, NULL, &f->fd, &f->size, err);
 }
 
 void cd_file_close(cd_file *f) {
@@ -123,35 +110,32 @@ cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *
         if (st != CD_OK) return st;
         max_bytes = (size_t)cap;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) return cd_fail(err, CD_ERR_IO, "%s: cannot open %s: %s", path, what, strerror(errno));
-    /* Size the buffer from the file when it is a regular file below the limit (the limit can be
-     * hundreds of MiB); one byte more than its size tells whether it grew meanwhile. */
-    struct stat sb;
-    size_t cap = max_bytes;
-    const bool regular = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode);
-    if (regular && (uint64_t)sb.st_size < max_bytes) cap = (size_t)sb.st_size;
-    char *buf = malloc(cap + 1);
-    size_t n = buf ? fread(buf, 1, cap, f) : 0;
-    bool too_big = buf && n == cap && fgetc(f) != EOF;
-    if (too_big && cap < max_bytes) {
-        fclose(f);
-        free(buf);
-        return cd_fail(err, CD_ERR_IO, "%s: %s file changed while being read", path, what);
-    }
-    fclose(f);
-    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    if (too_big) {
-        free(buf);
-        char a[32], lim[160];
+    cd_file f = {-1, 0, path};
+    cd_status st = cd_open_regular(path, what, &f.fd, &f.size, err);
+    if (st != CD_OK) return st;
+    char a[32], lim[160];
+    if (f.size > max_bytes) {
+        cd_file_close(&f);
         if (json_cap)
             cd_limit_describe(CD_LIMIT_JSON, max_bytes, lim, sizeof lim);
         else
             snprintf(lim, sizeof lim, "the limit of %s", cd_format_bytes(max_bytes, a, sizeof a));
-        if (regular)
-            return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what,
-                           cd_format_bytes((uint64_t)sb.st_size, a, sizeof a), lim);
-        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file is above %s", path, what, lim);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what, cd_format_bytes(f.size, a, sizeof a), lim);
+    }
+    /* One byte more than the size tells whether the file grew meanwhile. */
+    const size_t cap = (size_t)f.size;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        cd_file_close(&f);
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    size_t n = 0;
+    st = cd_file_pread_some(&f, buf, cap + 1, 0, &n, err);
+    cd_file_close(&f);
+    if (st == CD_OK && n != cap) st = cd_fail(err, CD_ERR_IO, "%s: %s file changed while being read", path, what);
+    if (st != CD_OK) {
+        free(buf);
+        return st;
     }
     buf[n] = '\0';
     *text = buf;

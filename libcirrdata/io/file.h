@@ -15,7 +15,7 @@ typedef struct cd_file {
     const char *path; /* borrowed, for messages */
 } cd_file;
 
-/* Opens a regular file for reading; directories and other non-files are refused. */
+/* cd_open_regular into a cd_file. */
 CD_INTERNAL cd_status cd_file_open(const char *path, cd_file *f, cd_error *err);
 CD_INTERNAL void cd_file_close(cd_file *f);
 
@@ -32,9 +32,10 @@ CD_INTERNAL cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, 
 CD_INTERNAL cd_status cd_file_read_all(const cd_file *f, uint64_t max_bytes, void **buf, size_t *len,
                                        cd_error *err);
 
-/* Reads a whole text file of at most max_bytes (0: the JSON size cap of cirrdata/limits.h) into a
- * NUL-terminated malloc'ed string (*text); `what` names the content in messages ("recipe", "manifest").
- * The _len form also gives the byte count (the text may hold NUL bytes). */
+/* Reads a whole text file (a regular file: see cd_open_regular) of at most max_bytes (0: the JSON size
+ * cap of cirrdata/limits.h) into a NUL-terminated malloc'ed string (*text); `what` names the content in
+ * messages ("recipe", "manifest"). The _len form also gives the byte count (the text may hold NUL
+ * bytes). A file whose size changes while it is read is CD_ERR_IO. */
 CD_INTERNAL cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err);
 CD_INTERNAL cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text, size_t *len,
                                             cd_error *err);

@@ -8,6 +8,7 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/recipe.h"
 #include "cirrdata/staging.h"
+#include "convert/nonfinite.h"
 #include "core/internal.h"
 
 #define DEFAULT_BATCH 16
@@ -81,8 +82,15 @@ cd_status cd_stage_preprocess(const cd_volume *image, const cd_volume *mask, int
                            (long long)b[0], (long long)b[1], (long long)b[2], (long long)a[0], (long long)a[1],
                            (long long)a[2]);
     }
+    /* NaN or infinite voxels are refused here, where they can be named: the network would turn them
+     * into NaN outputs and the slice it blamed would be the wrong one. A NaN label would count as liver. */
+    cd_volume *unused = NULL;
+    cd_status st = cd_non_finite_apply(CD_NON_FINITE_ERROR, image, "the image", "staging needs finite values", &unused, err);
+    if (st == CD_OK && mask)
+        st = cd_non_finite_apply(CD_NON_FINITE_ERROR, mask, "the mask", "staging needs finite values", &unused, err);
+    if (st != CD_OK) return st;
     cd_recipe r;
-    cd_status st = cd_recipe_preset("cirrhosisstage-2d", &r, err);
+    st = cd_recipe_preset("cirrhosisstage-2d", &r, err);
     if (st != CD_OK) return st;
     cd_volume *m01 = NULL;
     if (mask && (st = binary_mask(mask, &m01, err)) != CD_OK) return st;

@@ -12,6 +12,7 @@
 #include "cirrdata/shard.h"
 #include "shard/format.h"
 #include "shard/record_impl.h"
+#include "core/fs.h"
 
 #define MAX_RECORD_HEADER ((uint64_t)64 << 20)
 
@@ -58,18 +59,9 @@ cd_status cd_shard_open(const char *path, cd_shard **out, cd_error *err) {
         free(s);
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
-    cd_status st = CD_OK;
-    struct stat sb;
-    if (s->fd < 0) {
-        st = cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (fstat(s->fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = cd_fail(err, CD_ERR_IO, "%s: not a regular file", path);
-        goto fail;
-    }
-    s->file_size = (uint64_t)sb.st_size;
+    /* A FIFO is refused, never waited on. */
+    cd_status st = cd_open_regular(path, NULL, &s->fd, &s->file_size, err);
+    if (st != CD_OK) goto fail;
     if (s->file_size < CD_SHARD_HEADER_SIZE) {
         st = cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %llu bytes is smaller than the shard header", path,
                      (unsigned long long)s->file_size);
@@ -383,8 +375,9 @@ cd_status cd_shard_verify(const char *path, int64_t *bad_record, cd_error *err) 
 }
 
 cd_status cd_file_xxh3_128(const char *path, char hash_hex[33], uint64_t *size, cd_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
+    cd_status ost = cd_open_regular(path, NULL, &fd, NULL, err); /* a FIFO is refused, never waited on */
+    if (ost != CD_OK) return ost;
     XXH3_state_t *state = XXH3_createState();
     size_t bufsize = 1 << 20;
     uint8_t *buf = malloc(bufsize);

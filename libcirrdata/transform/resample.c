@@ -422,6 +422,14 @@ static void interior_span(const rjob *jb, const double b[3], const double st[3],
     *hi = h < l ? l : h;
 }
 
+/* g * a + f * b (g = 1 - f) where a tap of weight exactly 0 is left out rather than multiplied: 0 * NaN
+ * (or 0 * inf) is NaN, and a non-finite neighbour would otherwise reach voxels that do not depend on
+ * it (every same-grid voxel, every slice next to one, for a single NaN). For finite taps the result is
+ * the same number (up to the sign of a zero). */
+static inline double lerp_taps(double g, double f, double a, double b) {
+    return f == 0.0 ? a : g == 0.0 ? b : g * a + f * b;
+}
+
 /* Trilinear. The lower corner is clamped to n-2 so the upper neighbour exists; at c == n-1 the
  * weight of the upper neighbour is then exactly 1 (scipy reads the last voxel with weight 1 there).
  * A single-voxel axis has step 0. CHECKED = 0 is the interior loop (0 <= c < n-1 on every axis). */
@@ -444,11 +452,11 @@ static void interior_span(const rjob *jb, const double b[3], const double st[3],
         double fx = x - (double)ix, fy = y - (double)iy, fz = z - (double)iz;                      \
         double gx = 1.0 - fx, gy = 1.0 - fy, gz = 1.0 - fz;                                        \
         const T *p = src + ix + sy * iy + sz * iz;                                                 \
-        double c00 = gx * (double)p[0] + fx * (double)p[dx];                                       \
-        double c10 = gx * (double)p[dy] + fx * (double)p[dy + dx];                                 \
-        double c01 = gx * (double)p[dz] + fx * (double)p[dz + dx];                                 \
-        double c11 = gx * (double)p[dz + dy] + fx * (double)p[dz + dy + dx];                       \
-        double t = gz * (gy * c00 + fy * c10) + fz * (gy * c01 + fy * c11);                        \
+        double c00 = lerp_taps(gx, fx, (double)p[0], (double)p[dx]);                               \
+        double c10 = lerp_taps(gx, fx, (double)p[dy], (double)p[dy + dx]);                         \
+        double c01 = lerp_taps(gx, fx, (double)p[dz], (double)p[dz + dx]);                         \
+        double c11 = lerp_taps(gx, fx, (double)p[dz + dy], (double)p[dz + dy + dx]);               \
+        double t = lerp_taps(gz, fz, lerp_taps(gy, fy, c00, c10), lerp_taps(gy, fy, c01, c11));    \
         v[i] = scaled ? t * slope + inter : t;                                                     \
     }
 

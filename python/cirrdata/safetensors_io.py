@@ -9,6 +9,8 @@ the order given, back to back, C order, little-endian.
 Needs only numpy (no torch, no `safetensors` package).
 """
 import json
+import os
+import stat
 import struct
 
 import numpy as np
@@ -83,11 +85,32 @@ def read_header(data):
     return header, 8 + n
 
 
+_KINDS = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISDIR, 'a directory'), (stat.S_ISCHR, 'a character device'),
+          (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+
+def _read_regular(path):
+    """The bytes of a regular file. Opened without blocking and checked first: open() of a FIFO without
+    a writer would wait forever. Anything but a regular file is a ValueError naming its kind."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), 'not a file')
+            raise ValueError('%s: not a regular file (%s)' % (path, kind))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, 'rb') as f:
+            fd = -1
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def read(path):
     """Returns (tensors: dict name -> numpy array in file order, metadata: dict). BF16 is returned as
     float32 (exact). Offsets, sizes and overlaps are checked."""
-    with open(path, 'rb') as f:
-        data = f.read()
+    data = _read_regular(path)
     header, start = read_header(data)
     buf = memoryview(data)[start:]
     metadata = header.pop('__metadata__', {}) or {}

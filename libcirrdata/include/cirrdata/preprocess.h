@@ -34,7 +34,9 @@ typedef struct cd_sample {
 
 /* Applies recipe r. target_spacing is used by CD_RESAMPLE_MEDIAN_SPACING (the converter resolves it
  * from the whole dataset); may be NULL otherwise. mask may be NULL; when given, it must lie on the
- * image's grid. threads: 0 = online CPUs. The caller owns *out (cd_sample_destroy). */
+ * image's grid. An image with NaN or infinite voxels (as float32) is CD_ERR_FORMAT "N non-finite
+ * voxels ..." unless r->non_finite is CD_NON_FINITE_ZERO, which sets them to 0 first (the uint8 mask
+ * has none). threads: 0 = online CPUs. The caller owns *out (cd_sample_destroy). */
 CD_API cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], const cd_volume *image,
                                const cd_volume *mask, int threads, cd_sample **out, cd_error *err);
 /* Several co-registered inputs as channels (e.g. T1 and T2 of one patient): images[0] defines the

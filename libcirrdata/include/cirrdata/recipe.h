@@ -42,6 +42,11 @@ typedef enum cd_crop_mode { CD_CROP_NONE = 0, CD_CROP_MASK, CD_CROP_NONZERO } cd
 typedef enum cd_norm_mode { CD_NORM_NONE = 0, CD_NORM_ZSCORE, CD_NORM_PERCENTILE } cd_norm_mode;
 typedef enum cd_norm_region { CD_REGION_VOLUME = 0, CD_REGION_MASK, CD_REGION_NONZERO } cd_norm_region;
 
+/* What happens to a case whose image (or mask) has voxels that are NaN or infinite (as float32, the
+ * type preprocessing computes in; scaled integers count after scaling): ERROR refuses the case
+ * ("N non-finite voxels", convert skips it and lists it), ZERO replaces them with 0 first. */
+typedef enum cd_non_finite { CD_NON_FINITE_ERROR = 0, CD_NON_FINITE_ZERO } cd_non_finite;
+
 typedef struct cd_recipe {
     char name[65];
     bool reorient;                 /* to RAS+ */
@@ -66,6 +71,7 @@ typedef struct cd_recipe {
     cd_dtype dtype;                /* CD_DTYPE_INVALID = auto */
     uint32_t chunk[3];
     int zstd_level;
+    cd_non_finite non_finite;      /* CD_NON_FINITE_ERROR by default */
 } cd_recipe;
 
 /* Names of the presets, NULL-terminated. */
@@ -81,7 +87,9 @@ CD_API cd_status cd_recipe_parse(const char *json, const char *origin, cd_recipe
 /* A preset name, or else the path of a JSON file (at most 1 MiB). */
 CD_API cd_status cd_recipe_load(const char *name_or_path, cd_recipe *out, cd_error *err);
 
-/* The recipe as canonical JSON with every field written (caller frees with free()). NULL on OOM. */
+/* The recipe as canonical JSON with every field written, except non_finite at its default "error" (so
+ * recipes, and the fingerprints made from them, read as before the field existed). The caller frees
+ * it with free(). NULL on OOM. */
 CD_API char *cd_recipe_to_json(const cd_recipe *r);
 
 #ifdef __cplusplus

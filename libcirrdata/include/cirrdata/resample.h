@@ -15,7 +15,10 @@
  * float32 for sources float32 represents exactly (8/16-bit integers, float16/32), else float64.
  * Scaling (slope/inter) of the source is applied to the values being interpolated for orders 1 and 3
  * (for order 1 it is applied to each interpolated raw value, which is identical because the weights
- * sum to 1).
+ * sum to 1). A trilinear tap of weight exactly 0 is not read (scipy multiplies it: 0 * NaN is NaN), so a
+ * NaN or infinite source voxel reaches only the output voxels that depend on it. The cubic prefilter
+ * is recursive along whole lines: for order 3 one such voxel makes every spline coefficient, and so
+ * every output voxel inside the source, non-finite.
  *
  * Thread safety: reentrant; each call may use `threads` worker threads of its own. Results are
  * identical for every thread count (each output voxel is computed by one thread, the same way). */
