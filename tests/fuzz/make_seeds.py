@@ -4,7 +4,9 @@
 Usage: tests/fuzz/make_seeds.py --lib BUILD/libcirrdata/libcirrdata.so [--cirrdata BUILD/tools/cirrdata]
                                 [--only manifest,csv,...]
 
-  nifti     small NIfTI-1/NIfTI-2 files written by nibabel (several dtypes, 3D and 4D, scaling, sform)
+  nifti     small NIfTI-1/NIfTI-2 files written by nibabel (several dtypes, 3D and 4D, scaling, sform),
+            stored uncompressed (the target gzip-wraps them itself), and compressed files: valid, with
+            zero trailers for the target to fill in, and damaged (see gzip_seeds)
   shard     shards written by the library's own writer (cd_record_builder / cd_shard_writer): raw and
             zstd chunks, uint8/int16/float16/float32, 1 and 2 channels, 0, 1 and 3 records; every
             XXH3 field set to 0, which fuzz_shard.c fills in (so mutants get past the checksums)
@@ -89,6 +91,60 @@ def nifti_seeds(tmp):
         f.write(np.arange(24, dtype='>i2').reshape(2, 3, 4).tobytes(order='F'))
     with open(p, 'rb') as f:
         put('nifti', 'i16_be_n1.nii', f.read())
+    gzip_seeds(tmp)
+
+
+def gzip_seeds(tmp):
+    """Compressed NIfTI files for fuzz_nifti.c, which reads input starting with 1f 8b as it is: valid
+    gzip (nibabel's, and zlib's with FEXTRA/FNAME/FCOMMENT/FHCRC, stored blocks, two members, zero
+    padding after the end), the same with 8 zero bytes as CRC32/ISIZE trailer (the target fills them in,
+    so mutated deflate data reaches the whole decode), and damaged streams (truncated, CRC32 and ISIZE
+    mismatches, garbage after the end, a corrupt deflate block)."""
+    import zlib
+
+    def deflate(raw, level=6):
+        c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return c.compress(raw) + c.flush()
+
+    def member(raw, level=6, flags=b'', zero_trailer=False):
+        head = b'\x1f\x8b\x08' + bytes([0]) + bytes(6) if not flags else flags
+        trailer = bytes(8) if zero_trailer else (zlib.crc32(raw).to_bytes(4, 'little') +
+                                                 (len(raw) & 0xffffffff).to_bytes(4, 'little'))
+        return head + deflate(raw, level) + trailer
+
+    def flagged_header(name=b'f.nii', comment=b'fuzz seed', extra=b'AB\x02\x00xy'):
+        h = b'\x1f\x8b\x08' + bytes([4 | 8 | 16 | 2]) + bytes(4) + b'\x00\x03'
+        h += len(extra).to_bytes(2, 'little') + extra + name + b'\x00' + comment + b'\x00'
+        return h + (zlib.crc32(h) & 0xffff).to_bytes(2, 'little')
+
+    rng = np.random.default_rng(3)
+    img = nib.Nifti1Image(rng.integers(-200, 200, (7, 6, 5)).astype(np.int16), np.diag([0.9, 0.9, 3.0, 1.0]))
+    p = os.path.join(tmp, 'gz.nii.gz')
+    nib.save(img, p)
+    with open(p, 'rb') as f:
+        nib_gz = f.read()
+    import gzip
+    raw = gzip.decompress(nib_gz)
+    put('nifti', 'gz_nibabel.nii.gz', nib_gz)
+    put('nifti', 'gz_flags.nii.gz', member(raw, flags=flagged_header()))
+    put('nifti', 'gz_stored.nii.gz', member(raw, level=0))
+    put('nifti', 'gz_two_members.nii.gz', member(raw[:200]) + member(raw[200:]))
+    put('nifti', 'gz_zero_padding.nii.gz', member(raw) + bytes(64))
+    put('nifti', 'gz_seal.nii.gz', member(raw, zero_trailer=True))
+    put('nifti', 'gz_seal_two_members.nii.gz', member(raw[:352], level=1, zero_trailer=True) +
+        member(raw[352:], level=9, zero_trailer=True))
+    good = member(raw)
+    put('nifti', 'gz_bad_truncated.nii.gz', good[:len(good) // 2])
+    bad = bytearray(good)
+    bad[-8] ^= 0x55
+    put('nifti', 'gz_bad_crc.nii.gz', bytes(bad))
+    bad = bytearray(good)
+    bad[-4] ^= 0x01
+    put('nifti', 'gz_bad_isize.nii.gz', bytes(bad))
+    put('nifti', 'gz_bad_trailing.nii.gz', good + b'not gzip')
+    bad = bytearray(member(raw, level=1))
+    bad[len(bad) // 2] ^= 0xff
+    put('nifti', 'gz_bad_block.nii.gz', bytes(bad))
 
 
 def zero_checksums(b):
