@@ -252,6 +252,7 @@ def structural_seeds():
     le64 = lambda v: v.to_bytes(8, 'little')  # noqa: E731
     variant('version2', [(8, le32(2))])
     variant('index_misaligned', [(ioff, le64(off + 8))])
+    variant('index_header_small', [(ioff + 8, le32(16))])  # header_size below the fixed part + checksum
     variant('record_magic', [(off, b'CDRECRDX')])
     variant('tensor_count0', [(off + 12, le32(0))])
     variant('meta_size_off', [(off + 16, le32(meta + 4))])  # header size disagrees with its tables
