@@ -414,8 +414,9 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
             char idir[PATH_CAP], mdir[PATH_CAP];
             pathf(idir, sizeof idir, "%s/%s_images", seqdir, splits[s]);
             pathf(mdir, sizeof mdir, "%s/%s_masks", seqdir, splits[s]);
-            if (!is_dir(idir)) continue;
-            st = scan_folder(out, idir, mdir, seqs[q], splits[s], &labels, false, strict, err);
+            /* Without the images folder its masks are still listed, as masks without an image. */
+            st = is_dir(idir) ? scan_folder(out, idir, mdir, seqs[q], splits[s], &labels, false, strict, err)
+                              : skip_masks_without_image(out, idir, mdir, strict, err);
         }
         free(labels.rows);
     }
@@ -431,7 +432,10 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
             if (!find_nested(root, name, hdir, sizeof hdir)) continue;
             pathf(idir, sizeof idir, "%s/%s_images", hdir, seqs[q]);
             pathf(mdir, sizeof mdir, "%s/%s_masks", hdir, seqs[q]);
-            if (!is_dir(idir)) continue;
+            if (!is_dir(idir)) {
+                st = skip_masks_without_image(out, idir, mdir, strict, err);
+                continue;
+            }
             size_t first = out->n;
             st = scan_folder(out, idir, mdir, seqs[q], "train", &demo, true, strict, err);
             /* Healthy subjects have no official split: every tenth goes to valid, the next to test. */

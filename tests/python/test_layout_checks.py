@@ -5,8 +5,9 @@
 
 Tiny hand-made CirrMRI600+ and nnU-Net v2 trees (4x4x3 volumes, recipe raw), each with one problem:
 
-  * a mask (CirrMRI600+) or a label (nnU-Net) whose image is missing: listed in the manifest's
-    source.skipped with the file and the reason, not dropped without a word (--strict: an error);
+  * a mask (CirrMRI600+) or a label (nnU-Net) whose image is missing, also when the whole images folder
+    is: listed in the manifest's source.skipped with the file and the reason, not dropped without a
+    word (--strict: an error);
   * one CirrMRI600+ patient in two splits of a sequence (also as "3" and "03", which the CSV join treats
     as one id): an error naming the patient, both splits and both files, with or without --strict;
   * two images of one patient in one folder (1.nii.gz and 1.nii), two nnU-Net cases with one key: an
@@ -107,6 +108,14 @@ def test_cirr(c, cli, work):
     rc, se, _ = convert(cli, root, 'cirrmri600', os.path.join(work, 'o_noimg_strict'), strict=True)
     c.check(rc != 0 and mask in se and 'mask without an image' in se, 'cirr: --strict stops at the mask without image',
             'exit %d: %s' % (rc, se.strip()[:300]))
+    # A whole images folder missing: its masks are listed too.
+    root = os.path.join(work, 'cirr_nofolder')
+    make_cirr(root, BASE)
+    shutil.rmtree(os.path.join(seq_dir(root, 'T2'), 'valid_images'))
+    mask = os.path.join(seq_dir(root, 'T2'), 'valid_masks', '2.nii.gz')
+    rc, se, man = convert(cli, root, 'cirrmri600', os.path.join(work, 'o_nofolder'))
+    c.check(rc == 0 and len(man['records']) == 6 and [s['path'] for s in skipped(man)] == [mask],
+            'cirr: without T2/valid_images its mask is listed in source.skipped', se.strip()[:300] or skipped(man))
 
     # One patient in two splits of a sequence: leakage, an error with or without --strict.
     for name, dup in (('same id', '3'), ('3 and 03', '03')):
