@@ -156,7 +156,7 @@ char *cd_conv_legacy_fingerprint(const cd_convert_options *o, const cd_case_list
     XXH3_state_t *s = XXH3_createState();
     if (!s) return NULL;
     XXH3_64bits_reset(s);
-    char buf[256];
+    char buf[1024]; /* a case's line: key (< 400 bytes, layout.h) and the fields after it, never cut */
     char *recipe = cd_recipe_to_json(&o->recipe);
     snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
              o->part_index, o->part_count, o->healthy, o->pair_sequences, lo, hi);

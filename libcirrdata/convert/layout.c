@@ -179,9 +179,10 @@ static bool find_nested(const char *root, const char *name, char *out, size_t n)
 
 /* id -> (age, gender, evaluation) from one metadata CSV. */
 typedef struct label_row {
-    char id[64];
+    char id[CD_CASE_ID_MAX];
     double age;
     int gender, evaluation;
+    size_t row; /* 1-based data row of the CSV (the header not counted) */
 } label_row;
 
 typedef struct label_table {
@@ -189,6 +190,19 @@ typedef struct label_table {
     size_t n;
 } label_table;
 
+static int row_cmp(const void *a, const void *b) {
+    const label_row *x = a, *y = b;
+    int c = id_cmp(x->id, y->id);
+    return c ? c : (x->row > y->row) - (x->row < y->row);
+}
+
+static bool same_values(const label_row *a, const label_row *b) {
+    bool age = (isnan(a->age) && isnan(b->age)) || a->age == b->age;
+    return age && a->gender == b->gender && a->evaluation == b->evaluation;
+}
+
+/* Reads one metadata CSV into t, sorted by id. A patient listed twice with the same values is kept
+ * once; with different values it is an error naming both rows (which one is right cannot be told). */
 static cd_status read_labels(const char *path, bool need_eval, label_table *t, cd_error *err) {
     t->rows = NULL;
     t->n = 0;
@@ -208,8 +222,15 @@ static cd_status read_labels(const char *path, bool need_eval, label_table *t, c
     }
     for (size_t i = 0; i < csv.nrows; i++) {
         label_row *r = &t->rows[t->n];
-        snprintf(r->id, sizeof r->id, "%s", csv.rows[i][cid]);
+        if (!pathf(r->id, sizeof r->id, "%s", csv.rows[i][cid])) {
+            cd_csv_free(&csv);
+            free(t->rows);
+            t->rows = NULL;
+            return cd_fail(err, CD_ERR_FORMAT, "%s: data row %zu: Patient ID longer than %d bytes", path, i + 1,
+                           CD_CASE_ID_MAX - 1);
+        }
         if (!r->id[0]) continue;
+        r->row = i + 1;
         char *end;
         r->age = cage >= 0 ? strtod(csv.rows[i][cage], &end) : NAN;
         if (cage >= 0 && (end == csv.rows[i][cage] || *end)) r->age = NAN;
@@ -220,13 +241,52 @@ static cd_status read_labels(const char *path, bool need_eval, label_table *t, c
         t->n++;
     }
     cd_csv_free(&csv);
+    if (t->n) qsort(t->rows, t->n, sizeof *t->rows, row_cmp);
+    size_t kept = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        const label_row *a = kept ? &t->rows[kept - 1] : NULL, *b = &t->rows[i];
+        if (a && !id_cmp(a->id, b->id)) {
+            if (same_values(a, b)) continue; /* a repeated row: nothing to choose between */
+            st = cd_fail(err, CD_ERR_FORMAT,
+                         "%s: patient %s has conflicting rows: data row %zu (Age %g, Gender %d, Radiological Evaluation "
+                         "%d) and data row %zu (Age %g, Gender %d, Radiological Evaluation %d)",
+                         path, a->id, a->row, a->age, a->gender, a->evaluation, b->row, b->age, b->gender, b->evaluation);
+            free(t->rows);
+            t->rows = NULL;
+            t->n = 0;
+            return st;
+        }
+        t->rows[kept++] = *b;
+    }
+    t->n = kept;
     return CD_OK;
 }
 
+static int find_cmp(const void *key, const void *row) { return id_cmp(key, ((const label_row *)row)->id); }
+
 static const label_row *find_label(const label_table *t, const char *id) {
-    for (size_t i = 0; i < t->n; i++)
-        if (!id_cmp(t->rows[i].id, id)) return &t->rows[i];
-    return NULL;
+    return t->n ? bsearch(id, t->rows, t->n, sizeof *t->rows, find_cmp) : NULL;
+}
+
+/* Lists, as skipped, the masks of mask_dir whose image is not in img_dir: a case whose image is
+ * missing must not vanish without a word. */
+static cd_status skip_masks_without_image(cd_case_list *l, const char *img_dir, const char *mask_dir, bool strict,
+                                          cd_error *err) {
+    if (!is_dir(mask_dir)) return CD_OK;
+    char **names;
+    size_t n;
+    cd_status st = list_nifti(mask_dir, &names, &n, err);
+    char stem[256], a[PATH_CAP], b[PATH_CAP], why[PATH_CAP + 64];
+    for (size_t i = 0; i < n && st == CD_OK; i++) {
+        nifti_stem(names[i], stem, sizeof stem);
+        bool fit = pathf(a, sizeof a, "%s/%s.nii.gz", img_dir, stem) && pathf(b, sizeof b, "%s/%s.nii", img_dir, stem);
+        if (fit && (is_file(a) || is_file(b))) continue;
+        pathf(a, sizeof a, "%s/%s", mask_dir, names[i]);
+        snprintf(why, sizeof why, "mask without an image (no %s.nii.gz or %s.nii in %s)", stem, stem, img_dir);
+        st = add_skip(l, a, why, strict, err);
+    }
+    free_names(names, n);
+    return st;
 }
 
 /* Adds the cases of one images/masks folder pair. */
@@ -256,6 +316,11 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
             st = add_skip(l, path, lr ? "Radiological Evaluation is not 1, 2 or 3" : "no label in the metadata CSV", strict, err);
             continue;
         }
+        char key[CD_CASE_KEY_MAX];
+        if (strlen(stem) >= CD_CASE_ID_MAX || !pathf(key, sizeof key, "%s%s/%s", healthy ? "healthy-" : "", seq, stem)) {
+            st = add_skip(l, path, "the file name is too long for a case key", strict, err);
+            continue;
+        }
         cd_case *c = add_case(l, err);
         if (!c) {
             st = CD_ERR_NOMEM;
@@ -264,7 +329,7 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
         pathf(c->patient_id, sizeof c->patient_id, "%s", stem);
         snprintf(c->sequence, sizeof c->sequence, "%s", seq);
         snprintf(c->split, sizeof c->split, "%s", split);
-        pathf(c->key, sizeof c->key, "%s%s/%s", healthy ? "healthy-" : "", seq, stem);
+        memcpy(c->key, key, sizeof key);
         c->image_path = strdup(path);
         c->mask_path = strdup(mpath);
         if (lr) {
@@ -281,6 +346,45 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
         if (!c->image_path || !c->mask_path) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
     free_names(names, n);
+    if (st == CD_OK) st = skip_masks_without_image(l, img_dir, mask_dir, strict, err);
+    return st;
+}
+
+static int case_id_cmp(const void *a, const void *b) {
+    const cd_case *x = *(const cd_case *const *)a, *y = *(const cd_case *const *)b;
+    int h = (strncmp(x->key, "healthy-", 8) == 0) - (strncmp(y->key, "healthy-", 8) == 0);
+    if (h) return h;
+    int c = strcmp(x->sequence, y->sequence);
+    if (c) return c;
+    c = id_cmp(x->patient_id, y->patient_id);
+    return c ? c : strcmp(x->image_path, y->image_path);
+}
+
+/* One patient id (compared as numbers, like the CSV join) at most once per sequence: in two splits it
+ * leaks between them, twice in one folder (304.nii and 304.nii.gz) nobody can tell which is meant.
+ * Both are errors, strict or not. */
+static cd_status check_unique_patients(const cd_case_list *l, cd_error *err) {
+    if (l->n < 2) return CD_OK;
+    const cd_case **v = malloc(l->n * sizeof *v);
+    if (!v) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < l->n; i++) v[i] = &l->cases[i];
+    qsort(v, l->n, sizeof *v, case_id_cmp);
+    cd_status st = CD_OK;
+    for (size_t i = 1; i < l->n && st == CD_OK; i++) {
+        const cd_case *a = v[i - 1], *b = v[i];
+        if (strcmp(a->sequence, b->sequence) || id_cmp(a->patient_id, b->patient_id) ||
+            (strncmp(a->key, "healthy-", 8) == 0) != (strncmp(b->key, "healthy-", 8) == 0))
+            continue;
+        if (strcmp(a->split, b->split))
+            st = cd_fail(err, CD_ERR_FORMAT,
+                         "%s patient %s is in two splits, %s (%s) and %s (%s): the same patient in two splits leaks "
+                         "between them; remove one",
+                         a->sequence, a->patient_id, a->split, a->image_path, b->split, b->image_path);
+        else
+            st = cd_fail(err, CD_ERR_FORMAT, "%s patient %s has two images in %s: %s and %s; remove one", a->sequence,
+                         a->patient_id, a->split, a->image_path, b->image_path);
+    }
+    free(v);
     return st;
 }
 
@@ -313,8 +417,9 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
             char idir[PATH_CAP], mdir[PATH_CAP];
             pathf(idir, sizeof idir, "%s/%s_images", seqdir, splits[s]);
             pathf(mdir, sizeof mdir, "%s/%s_masks", seqdir, splits[s]);
-            if (!is_dir(idir)) continue;
-            st = scan_folder(out, idir, mdir, seqs[q], splits[s], &labels, false, strict, err);
+            /* Without the images folder its masks are still listed, as masks without an image. */
+            st = is_dir(idir) ? scan_folder(out, idir, mdir, seqs[q], splits[s], &labels, false, strict, err)
+                              : skip_masks_without_image(out, idir, mdir, strict, err);
         }
         free(labels.rows);
     }
@@ -330,7 +435,10 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
             if (!find_nested(root, name, hdir, sizeof hdir)) continue;
             pathf(idir, sizeof idir, "%s/%s_images", hdir, seqs[q]);
             pathf(mdir, sizeof mdir, "%s/%s_masks", hdir, seqs[q]);
-            if (!is_dir(idir)) continue;
+            if (!is_dir(idir)) {
+                st = skip_masks_without_image(out, idir, mdir, strict, err);
+                continue;
+            }
             size_t first = out->n;
             st = scan_folder(out, idir, mdir, seqs[q], "train", &demo, true, strict, err);
             /* Healthy subjects have no official split: every tenth goes to valid, the next to test. */
@@ -341,6 +449,7 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
         }
         free(demo.rows);
     }
+    if (st == CD_OK) st = check_unique_patients(out, err);
 done:
     if (st != CD_OK) cd_case_list_free(out);
     return st;
@@ -372,6 +481,56 @@ static bool safe_join(const char *root, const char *root_real, const char *rel, 
     return pathf(out, n, "%s/%s", root, rel) && inside_root(root_real, out);
 }
 
+/* nnU-Net v2: lists, as skipped, the labels of labelsTr whose case has no image
+ * imagesTr/<case>_0000 (with the dataset's ending, or .nii.gz / .nii as the image scan accepts). */
+static cd_status skip_labels_without_image(cd_case_list *l, const char *root, const char *ending, bool strict,
+                                           cd_error *err) {
+    char ldir[PATH_CAP];
+    if (!pathf(ldir, sizeof ldir, "%s/labelsTr", root) || !is_dir(ldir)) return CD_OK;
+    char **names;
+    size_t n;
+    cd_status st = list_nifti(ldir, &names, &n, err);
+    const size_t elen = strlen(ending);
+    for (size_t i = 0; i < n && st == CD_OK; i++) {
+        size_t len = strlen(names[i]);
+        if (len <= elen || strcmp(names[i] + len - elen, ending)) continue;
+        char c[256], a[PATH_CAP], b[PATH_CAP], e[PATH_CAP], lp[PATH_CAP], why[PATH_CAP + 64];
+        snprintf(c, sizeof c, "%.*s", (int)(len - elen), names[i]);
+        bool fit = pathf(a, sizeof a, "%s/imagesTr/%s_0000%s", root, c, ending) &&
+                   pathf(b, sizeof b, "%s/imagesTr/%s_0000.nii.gz", root, c) &&
+                   pathf(e, sizeof e, "%s/imagesTr/%s_0000.nii", root, c);
+        if (fit && (is_file(a) || is_file(b) || is_file(e))) continue;
+        pathf(lp, sizeof lp, "%s/%s", ldir, names[i]);
+        snprintf(why, sizeof why, "label without an image (no imagesTr/%s_0000%s)", c, ending);
+        st = add_skip(l, lp, why, strict, err);
+    }
+    free_names(names, n);
+    return st;
+}
+
+static int case_key_cmp(const void *a, const void *b) {
+    const cd_case *x = *(const cd_case *const *)a, *y = *(const cd_case *const *)b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : strcmp(x->image_path, y->image_path);
+}
+
+/* Keys are unique in a dataset: two cases with one key (case_0000.nii beside case_0000.nii.gz, an MSD
+ * entry listed twice) are an error naming both files. */
+static cd_status check_unique_keys(const cd_case_list *l, cd_error *err) {
+    if (l->n < 2) return CD_OK;
+    const cd_case **v = malloc(l->n * sizeof *v);
+    if (!v) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < l->n; i++) v[i] = &l->cases[i];
+    qsort(v, l->n, sizeof *v, case_key_cmp);
+    cd_status st = CD_OK;
+    for (size_t i = 1; i < l->n && st == CD_OK; i++)
+        if (!strcmp(v[i - 1]->key, v[i]->key))
+            st = cd_fail(err, CD_ERR_FORMAT, "two cases have the key '%s': %s and %s; remove one", v[i]->key,
+                         v[i - 1]->image_path, v[i]->image_path);
+    free(v);
+    return st;
+}
+
 cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_error *err) {
     memset(out, 0, sizeof *out);
     char path[PATH_CAP];
@@ -398,6 +557,12 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
         json_decref(ds); /* after the message: ending points into ds */
         return CD_ERR_FORMAT;
     }
+    if (strlen(modality) >= CD_CASE_SEQUENCE_MAX) {
+        cd_fail(err, CD_ERR_FORMAT, "%s: channel name '%.40s...' is longer than %d bytes", path, modality,
+                CD_CASE_SEQUENCE_MAX - 1);
+        json_decref(ds);
+        return CD_ERR_FORMAT;
+    }
     json_t *training = json_object_get(ds, "training");
     if (json_is_array(training) && json_array_size(training) > 0) {
         /* MSD / nnU-Net v1: explicit image/label pairs. */
@@ -419,14 +584,14 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
                 if (st != CD_OK) break;
                 continue;
             }
+            const char *base = strrchr(ip, '/') + 1;
+            char stem[CD_CASE_ID_MAX];
+            if (!nifti_stem(base, stem, sizeof stem)) snprintf(stem, sizeof stem, "%zu", i);
             cd_case *c = add_case(out, err);
             if (!c) {
                 st = CD_ERR_NOMEM;
                 break;
             }
-            const char *base = strrchr(ip, '/') + 1;
-            char stem[256];
-            if (!nifti_stem(base, stem, sizeof stem)) snprintf(stem, sizeof stem, "%zu", i);
             pathf(c->patient_id, sizeof c->patient_id, "%s", stem);
             snprintf(c->sequence, sizeof c->sequence, "%s", modality);
             snprintf(c->split, sizeof c->split, "train");
@@ -472,8 +637,10 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
             }
             free_names(names, n);
         }
+        if (st == CD_OK) st = skip_labels_without_image(out, root, ending, strict, err);
     }
     json_decref(ds);
+    if (st == CD_OK) st = check_unique_keys(out, err);
     if (st == CD_OK && out->n == 0) st = cd_fail(err, CD_ERR_FORMAT, "%s: no training cases found", root);
     if (st != CD_OK) cd_case_list_free(out);
     return st;
@@ -513,14 +680,20 @@ cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b
             st = add_skip(&out, x->image_path, "the two sequences of this patient have different labels", strict, err);
             continue;
         }
+        char seq[CD_CASE_SEQUENCE_MAX], key[CD_CASE_KEY_MAX];
+        if (!pathf(seq, sizeof seq, "%s+%s", a, b) ||
+            !pathf(key, sizeof key, "%s%s+%s/%s", strncmp(x->key, "healthy-", 8) ? "" : "healthy-", a, b, x->patient_id)) {
+            st = add_skip(&out, x->image_path, "the paired sequence names are too long for a case key", strict, err);
+            continue;
+        }
         cd_case *c = add_case(&out, err);
         if (!c) {
             st = CD_ERR_NOMEM;
             break;
         }
         *c = *x;
-        pathf(c->sequence, sizeof c->sequence, "%s+%s", a, b);
-        pathf(c->key, sizeof c->key, "%s%s+%s/%s", strncmp(x->key, "healthy-", 8) ? "" : "healthy-", a, b, x->patient_id);
+        memcpy(c->sequence, seq, sizeof seq);
+        memcpy(c->key, key, sizeof key);
         c->image_path = x->image_path;
         c->mask_path = x->mask_path;
         c->image2_path = partner->image_path;

@@ -278,13 +278,36 @@ static void copy_plane(uint8_t *vol, const int64_t d[3], int axis, int64_t k, ui
 typedef cd_status (*slice_resample_fn)(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads,
                                        cd_volume **out, cd_error *err);
 
+/* nnU-Net resizes each slice with skimage.transform.resize, whose clip=True default clamps the result
+ * to the slice's value range (cubic overshoot); the fill 0 of positions outside the slice is kept when
+ * 0 is outside that range, as skimage keeps cval in mode 'constant'. */
 static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
                              cd_error *err) {
     cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
     ro.interp = (cd_interp)r->image_order;
     ro.out_dtype = CD_DTYPE_FLOAT32;
     ro.threads = threads;
-    return cd_resample(slice, grid, &ro, out, err);
+    cd_status st = cd_resample(slice, grid, &ro, out, err);
+    if (st != CD_OK) return st;
+    const size_t n = cd_volume_count(slice), on = cd_volume_count(*out);
+    float *v = malloc(n * sizeof *v);
+    if (!v) {
+        cd_volume_destroy(*out);
+        *out = NULL;
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    cd_volume_to_float32(slice, v);
+    float lo = v[0], hi = v[0];
+    for (size_t i = 1; i < n; i++) {
+        lo = fminf(lo, v[i]);
+        hi = fmaxf(hi, v[i]);
+    }
+    free(v);
+    const bool keep_fill = !(lo <= 0.0f && 0.0f <= hi);
+    float *o = cd_volume_data(*out);
+    for (size_t i = 0; i < on; i++)
+        if (!(keep_fill && o[i] == 0.0f)) o[i] = fminf(fmaxf(o[i], lo), hi);
+    return CD_OK;
 }
 
 static cd_status slice_mask(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,

@@ -4,9 +4,12 @@
 Usage: tests/fuzz/make_seeds.py --lib BUILD/libcirrdata/libcirrdata.so [--cirrdata BUILD/tools/cirrdata]
                                 [--only manifest,csv,...]
 
-  nifti     small NIfTI-1/NIfTI-2 files written by nibabel (several dtypes, 3D and 4D, scaling, sform)
+  nifti     small NIfTI-1/NIfTI-2 files written by nibabel (several dtypes, 3D and 4D, scaling, sform),
+            stored uncompressed (the target gzip-wraps them itself), and compressed files: valid, with
+            zero trailers for the target to fill in, and damaged (see gzip_seeds)
   shard     shards written by the library's own writer (cd_record_builder / cd_shard_writer): raw and
-            zstd chunks, uint8/int16/float16/float32, 1 and 2 channels, 0, 1 and 3 records
+            zstd chunks, uint8/int16/float16/float32, 1 and 2 channels, 0, 1 and 3 records; every
+            XXH3 field set to 0, which fuzz_shard.c fills in (so mutants get past the checksums)
   manifest  a minimal hand-written manifest and, with --cirrdata, the manifest of a converted
             3-case synthetic dataset ('cirrdata synth --cases 3' + 'convert')
   recipe    every preset as canonical JSON (cd_recipe_to_json) plus a few hand-written recipes
@@ -88,6 +91,81 @@ def nifti_seeds(tmp):
         f.write(np.arange(24, dtype='>i2').reshape(2, 3, 4).tobytes(order='F'))
     with open(p, 'rb') as f:
         put('nifti', 'i16_be_n1.nii', f.read())
+    gzip_seeds(tmp)
+
+
+def gzip_seeds(tmp):
+    """Compressed NIfTI files for fuzz_nifti.c, which reads input starting with 1f 8b as it is: valid
+    gzip (nibabel's, and zlib's with FEXTRA/FNAME/FCOMMENT/FHCRC, stored blocks, two members, zero
+    padding after the end), the same with 8 zero bytes as CRC32/ISIZE trailer (the target fills them in,
+    so mutated deflate data reaches the whole decode), and damaged streams (truncated, CRC32 and ISIZE
+    mismatches, garbage after the end, a corrupt deflate block)."""
+    import zlib
+
+    def deflate(raw, level=6):
+        c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return c.compress(raw) + c.flush()
+
+    def member(raw, level=6, flags=b'', zero_trailer=False):
+        head = b'\x1f\x8b\x08' + bytes([0]) + bytes(6) if not flags else flags
+        trailer = bytes(8) if zero_trailer else (zlib.crc32(raw).to_bytes(4, 'little') +
+                                                 (len(raw) & 0xffffffff).to_bytes(4, 'little'))
+        return head + deflate(raw, level) + trailer
+
+    def flagged_header(name=b'f.nii', comment=b'fuzz seed', extra=b'AB\x02\x00xy'):
+        h = b'\x1f\x8b\x08' + bytes([4 | 8 | 16 | 2]) + bytes(4) + b'\x00\x03'
+        h += len(extra).to_bytes(2, 'little') + extra + name + b'\x00' + comment + b'\x00'
+        return h + (zlib.crc32(h) & 0xffff).to_bytes(2, 'little')
+
+    rng = np.random.default_rng(3)
+    img = nib.Nifti1Image(rng.integers(-200, 200, (7, 6, 5)).astype(np.int16), np.diag([0.9, 0.9, 3.0, 1.0]))
+    p = os.path.join(tmp, 'gz.nii.gz')
+    nib.save(img, p)
+    with open(p, 'rb') as f:
+        nib_gz = f.read()
+    import gzip
+    raw = gzip.decompress(nib_gz)
+    put('nifti', 'gz_nibabel.nii.gz', nib_gz)
+    put('nifti', 'gz_flags.nii.gz', member(raw, flags=flagged_header()))
+    put('nifti', 'gz_stored.nii.gz', member(raw, level=0))
+    put('nifti', 'gz_two_members.nii.gz', member(raw[:200]) + member(raw[200:]))
+    put('nifti', 'gz_zero_padding.nii.gz', member(raw) + bytes(64))
+    put('nifti', 'gz_seal.nii.gz', member(raw, zero_trailer=True))
+    put('nifti', 'gz_seal_two_members.nii.gz', member(raw[:352], level=1, zero_trailer=True) +
+        member(raw[352:], level=9, zero_trailer=True))
+    good = member(raw)
+    put('nifti', 'gz_bad_truncated.nii.gz', good[:len(good) // 2])
+    bad = bytearray(good)
+    bad[-8] ^= 0x55
+    put('nifti', 'gz_bad_crc.nii.gz', bytes(bad))
+    bad = bytearray(good)
+    bad[-4] ^= 0x01
+    put('nifti', 'gz_bad_isize.nii.gz', bytes(bad))
+    put('nifti', 'gz_bad_trailing.nii.gz', good + b'not gzip')
+    bad = bytearray(member(raw, level=1))
+    bad[len(bad) // 2] ^= 0xff
+    put('nifti', 'gz_bad_block.nii.gz', bytes(bad))
+
+
+def zero_checksums(b):
+    """The shard with 0 in every XXH3 field: fuzz_shard.c computes each zero checksum field before it
+    writes the input, so mutants of these seeds keep reaching the checks behind the checksums."""
+    b = bytearray(b)
+    u32 = lambda o: int.from_bytes(b[o:o + 4], 'little')  # noqa: E731
+    u64 = lambda o: int.from_bytes(b[o:o + 8], 'little')  # noqa: E731
+    ioff, n = u64(24), u64(16)
+    for i in range(n):
+        off, hs = u64(ioff + 32 * i), u32(ioff + 32 * i + 8)
+        nt, meta = u32(off + 12), u32(off + 16)
+        p = off + 32 + 64 * nt + meta
+        for t in range(nt):
+            for _ in range(u32(off + 32 + 64 * t + 48)):
+                b[p + 16:p + 24] = bytes(8)
+                p += 24
+        b[off + hs - 8:off + hs] = bytes(8)
+    b[48:56] = bytes(8)
+    b[4088:4096] = bytes(8)
+    return bytes(b)
 
 
 def shard_seeds(lib, tmp):
@@ -135,7 +213,7 @@ def shard_seeds(lib, tmp):
         check(lib.cd_shard_writer_finish(w, C.byref(size), h, C.byref(err)), err)
         lib.cd_shard_writer_destroy(w)
         with open(path, 'rb') as f:
-            put('shard', name, f.read())
+            put('shard', name, zero_checksums(f.read()))
 
     img_mask = [('image', 'int16', 1, (8, 6, 5), (8, 6, 5), 1), ('mask', 'uint8', 1, (8, 6, 5), (4, 6, 5), 1)]
     shard('one_record_zstd.cds', [(img_mask, {'key': 'T1/1', 'label': 2})])
@@ -146,6 +224,44 @@ def shard_seeds(lib, tmp):
         ([('image', 'float32', 1, (1, 1, 1), (1, 1, 1), 1)], {'key': 'c', 'nested': {'v': [1, 2, 3]}}),
     ])
     shard('empty.cds', [])
+    # The base of the structural variants: one tensor, two zstd chunks, 16 KiB.
+    shard('two_chunks_zstd.cds', [([('image', 'int16', 1, (4, 3, 2), (2, 3, 2), 1)], {'key': 'z/1', 'label': 0})])
+    structural_seeds()
+
+
+def structural_seeds():
+    """Variants of two_chunks_zstd.cds (checksum fields 0, so the target seals them) that each break one
+    structural rule of schemas/shard-format.md behind the checksums: every replay of the corpus takes
+    each of these checks, and mutants start next to them."""
+    with open(os.path.join(CORPUS, 'shard', 'two_chunks_zstd.cds'), 'rb') as f:
+        base = f.read()
+    u32 = lambda b, o: int.from_bytes(b[o:o + 4], 'little')  # noqa: E731
+    u64 = lambda b, o: int.from_bytes(b[o:o + 8], 'little')  # noqa: E731
+    ioff = u64(base, 24)
+    off, hs = u64(base, ioff), u32(base, ioff + 8)
+    nt, meta = u32(base, off + 12), u32(base, off + 16)
+    tables = off + 32 + 64 * nt + meta  # first chunk table entry
+
+    def variant(name, edits):
+        b = bytearray(base)
+        for at, value in edits:
+            b[at:at + len(value)] = value
+        put('shard', 'structural_' + name + '.cds', bytes(b))
+
+    le32 = lambda v: v.to_bytes(4, 'little')  # noqa: E731
+    le64 = lambda v: v.to_bytes(8, 'little')  # noqa: E731
+    variant('version2', [(8, le32(2))])
+    variant('index_misaligned', [(ioff, le64(off + 8))])
+    variant('index_header_small', [(ioff + 8, le32(16))])  # header_size below the fixed part + checksum
+    variant('record_magic', [(off, b'CDRECRDX')])
+    variant('tensor_count0', [(off + 12, le32(0))])
+    variant('meta_size_off', [(off + 16, le32(meta + 4))])  # header size disagrees with its tables
+    variant('dtype_bad', [(off + 32 + 16, bytes([9]))])
+    variant('meta_array', [(off + 32 + 64 * nt, b'[' + b' ' * (meta - 2) + b']')])
+    variant('chunk_misaligned', [(tables, le64(u64(base, tables) + 8))])
+    variant('chunk_overlap', [(tables + 24, le64(u64(base, tables)))])  # chunk 1 on chunk 0's bytes
+    zstd_at = u64(base, tables)
+    variant('zstd_corrupt', [(zstd_at + 8, b'\xff\xff\xff\xff')])
 
 
 def manifest_seeds(cirrdata, tmp):

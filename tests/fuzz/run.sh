@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target of tests/fuzz (one per tests/fuzz/fuzz_*.c) for SECONDS each (default 300),
 # FUZZ_JOBS at a time (default nproc), on a copy of its seed corpus (new corpus entries never go into the
-# source tree). First each target replays its regression inputs (tests/fuzz/regressions/<target>/) and
-# its seed corpus once. Prints executions and time per target and a last line "fuzz: N passed, M failed";
-# exits 1 on any crash, timeout, leak or out-of-memory, printing the reproducer path.
+# source tree), with the dictionary tests/fuzz/<target>.dict where there is one. First each target
+# replays its regression inputs (tests/fuzz/regressions/<target>/) and its seed corpus once. Prints
+# executions and time per target and a last line "fuzz: N passed, M failed"; exits 1 on any crash,
+# timeout, leak or out-of-memory, printing the reproducer path.
 #
 # Usage: tests/fuzz/run.sh [SECONDS] [BUILDDIR]     (BUILDDIR default: build-fuzz, relative to the repo)
 # Needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev). Environment: FUZZ_TARGETS="nifti csv"
@@ -57,8 +58,9 @@ for t in "${targets[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n; done
   mkdir -p "$work/corpus/$t" "$work/artifacts/$t"
   [ -d "$here/corpus/$t" ] && cp "$here/corpus/$t"/* "$work/corpus/$t/" 2>/dev/null
+  dict=(); [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
   ("$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" -max_len="${max_len[$t]:-65536}" -timeout=25 -rss_limit_mb=4096 \
-    -print_final_stats=1 -artifact_prefix="$work/artifacts/$t/" "$work/corpus/$t" >"$work/fuzz-$t.log" 2>&1
+    "${dict[@]}" -print_final_stats=1 -artifact_prefix="$work/artifacts/$t/" "$work/corpus/$t" >"$work/fuzz-$t.log" 2>&1
    echo $? >"$work/rc-$t") &
 done
 wait

@@ -12,14 +12,17 @@
     'interp' 1), compared on the voxels nibabel's test_processing compares.
 (c) --spacing and --shape: shape and affine vs a hand computation, values vs map_coordinates.
 (d) recipe resample.separate_z (nnU-Net's anisotropic resampling) through `convert --layout nnunet`:
-    the stored image and mask vs an independent numpy/scipy version of nnunetv2's
-    determine_do_sep_z_and_axis + resample_data_or_seg(do_separate_z=True) (per-slice 2D order 3,
-    segmentation one-hot order 1 kept at >= 0.5, then map_coordinates along the axis with order_z,
-    mode 'nearest'), on the library's world-space grid (positions from inv(A_src) @ A_stored). Covers
-    coarse z, a coarse axis that reorientation moves (sagittal), the target's coarse axis (auto),
-    forced (true), off (3D reference) and order_z 1; bad separate_z / order_z values are refused.
-    Tolerances as above; at an order-0 .5 tie along the axis either neighbour is accepted, and mask
-    voxels whose in-plane value is within 1e-6 of 0.5 are not compared (nnU-Net keeps >= 0.5, the
+    the stored image, mask and affine vs an independent numpy/scipy version of nnunetv2's
+    determine_do_sep_z_and_axis + compute_new_shape + resample_data_or_seg(do_separate_z=True) (per-slice
+    2D order 3 clipped to the slice's range as skimage's resize, segmentation one-hot order 1, then
+    map_coordinates along the axis with order_z, mode 'nearest'). The shape, the sampling positions and
+    the edge rules are computed by the test (from nnU-Net, and where the library documents a different
+    grid or in-plane edge rule, from that documentation; see the comment above part_d), never read from
+    the library's output. Covers coarse z, a coarse axis that reorientation moves (sagittal), in-plane
+    upsampling, nnU-Net's own grid (N * new == n * old) and the documented one, the target's coarse
+    axis (auto), forced (true), off (3D reference) and order_z 1; bad separate_z / order_z values are
+    refused. Tolerances as above; at an order-0 .5 tie along the axis either neighbour is accepted, and
+    mask voxels whose in-plane value is within 1e-6 of 0.5 are not compared (nnU-Net keeps >= 0.5, the
     library > 0.5).
 (e) raw recipe with permuted and flipped axes, int16/uint8/int8/uint16: stored arrays and affine equal
     nibabel's as_closest_canonical exactly (the reorientation is folded into the C-order store).
@@ -280,6 +283,35 @@ def part_usage(cli, work):
 
 
 # ---- (d) nnU-Net's separate resampling of the low-resolution axis (recipe resample.separate_z) ----
+#
+# The reference is nnunetv2's preprocessing/resampling/default_resampling.py (determine_do_sep_z_and_axis,
+# compute_new_shape, resample_data_or_seg) and the skimage.transform.resize it calls, re-derived with
+# numpy/scipy (skimage is not installed). Nothing is read from the library except the stored arrays and
+# affine under test: the output shape, the sampling positions and the edge rules are computed here.
+# From nnU-Net:
+#   * the axis: get_lowres_axis on the source spacing (anisotropic source) or the target's; ties: none;
+#   * the shape: compute_new_shape, int(round(old_spacing / new_spacing * old_shape)) per axis;
+#   * the positions: output voxel o samples source position (o + 0.5) * n / N - 0.5 per axis
+#     (skimage resize in-plane, nnU-Net's own coord_map along the axis);
+#   * every source slice across the axis resized in 2D (images order 3, each slice's result clipped to
+#     that slice's value range as skimage's resize(clip=True) does; masks: one-hot order 1), then the
+#     stack interpolated along the axis with map_coordinates(order=order_z, mode='nearest') (masks 0).
+# Where the library differs on purpose, as documented, the reference follows the documentation:
+#   * the grid (cirrdata/resample.h, cd_grid_for_spacing): exactly the target spacing, centred on the
+#     source's centre, so position (n - 1) / 2 + (o - (N - 1) / 2) * new / old. nnU-Net stretches the
+#     field of view over N voxels instead (its true spacing is old * n / N). The two agree when
+#     N * new == n * old: recipe 'exact' is built so for every separate case, and there the nnU-Net
+#     formula itself is used; the other recipes use the documented grid. The stored affine must be
+#     that grid. At an exact .5 in the shape the library rounds half away from zero (resample.h),
+#     nnU-Net's round() half to even: either is accepted there.
+#   * the in-plane kernel is the library's 3D one (recipe.schema.json separate_z; resample.h): scipy
+#     map_coordinates mode 'constant' (spline coefficients with mirror boundaries), positions outside
+#     the slice 0 (with the 1e-4 voxel band), and that 0 kept by the clip (skimage's rule for mode
+#     'constant'). skimage's mode 'edge' (nnU-Net) extends the edge pixels: the two differ on in-plane
+#     border voxels, most when upsampling (case 'exact-up': a ring of 0 here, edge values in nnU-Net).
+#   * masks are kept where the one-hot linear value is > 0.5 (schema), nnU-Net >= 0.5: voxels within
+#     1e-6 of 0.5 are not compared.
+# Cases without a separate axis go through the 3D resampling on the same documented grid.
 
 def lowres_axis(sp):
     """nnU-Net's get_lowres_axis + the tie rule of determine_do_sep_z_and_axis: None unless one axis has the max."""
@@ -298,6 +330,30 @@ def sep_axis(mode, src_sp, dst_sp, threshold=3.0):
     return None
 
 
+def nnunet_shape(shape, old_sp, new_sp):
+    """nnunetv2 compute_new_shape, as written there, and per axis whether x.5 made the rounding a tie."""
+    x = [i / j * k for i, j, k in zip(old_sp, new_sp, shape)]
+    return [int(round(v)) for v in x], [abs(v - np.floor(v) - 0.5) < 1e-9 for v in x]
+
+
+def grid_positions(n, N, old, new):
+    """Source positions of the N output voxels along one axis, and whether the grid is nnU-Net's own:
+    nnU-Net's (o + 0.5) * n / N - 0.5 when N * new == n * old, else the library's documented grid."""
+    if abs(N * new - n * old) <= 1e-9 * n * old:
+        return (np.arange(N) + 0.5) * n / N - 0.5, True
+    return (n - 1) / 2 + (np.arange(N) - (N - 1) / 2) * new / old, False
+
+
+def documented_affine(A, n, N, new):
+    """The voxel -> world matrix of cd_grid_for_spacing's grid (resample.h): A's axis directions, spacing
+    `new`, the centre of voxel (N - 1) / 2 on the centre of the source's voxel (n - 1) / 2."""
+    n, N = np.asarray(n, float), np.asarray(N, float)
+    G = np.eye(4)
+    G[:3, :3] = A[:3, :3] / np.sqrt((A[:3, :3] ** 2).sum(0)) * np.asarray(new, float)
+    G[:3, 3] = A[:3, :3] @ ((n - 1) / 2) + A[:3, 3] - G[:3, :3] @ ((N - 1) / 2)
+    return G
+
+
 def banded(data, c, order):
     """map_coordinates(mode='constant') with the library's documented 1e-4 edge band (see the doc string)."""
     n = np.array(data.shape, dtype=np.float64)[:, None]
@@ -308,40 +364,49 @@ def banded(data, c, order):
     return out
 
 
-def nnunet_separate(data, M, oshape, axis, order, order_z, is_seg):
-    """nnU-Net's resample_data_or_seg(do_separate_z=True) on a world-space grid: each source slice across
-    `axis` resampled in 2D (order; a segmentation one-hot at order 1, kept where >= 0.5), the stack then
-    interpolated along `axis` with map_coordinates(order=order_z, mode='nearest'). Returns (candidates,
-    ambiguous): for order_z 0 the results with the positions along `axis` nudged by -10, 0 and +10 x TIE_TOL
-    (a position at a .5 tie may round either way: the two sides' positions differ by round-off), and the
-    voxels whose in-plane segmentation hinges on a 0.5 tie."""
+def resize_slice(sl, pu, pv, order, is_seg):
+    """One slice resized in 2D onto positions pu x pv. Images: clipped to the slice's range as
+    skimage.transform.resize(clip=True), keeping the fill 0 where 0 is outside that range (skimage's
+    mode 'constant' rule). Masks: the label's indicator at order 1, kept where > 0.5."""
+    c = np.stack([g.ravel() for g in np.meshgrid(pu, pv, indexing='ij')])
+    if is_seg:
+        p = banded(sl == 1, c, 1).reshape(len(pu), len(pv))
+        return p > 0.5, np.abs(p - 0.5) < 1e-6
+    out = banded(sl, c, order).reshape(len(pu), len(pv))
+    lo, hi = float(sl.min()), float(sl.max())
+    fill = (out == 0.0) if not lo <= 0.0 <= hi else np.zeros(out.shape, dtype=bool)
+    out = np.clip(out, lo, hi)
+    out[fill] = 0.0
+    return out, np.zeros(out.shape, dtype=bool)
+
+
+def nnunet_separate(data, pos, axis, order, order_z, is_seg):
+    """resample_data_or_seg(do_separate_z=True): every source slice across `axis` resized in 2D onto the
+    in-plane positions, the stack then interpolated along `axis` at pos[axis] with
+    map_coordinates(order=order_z, mode='nearest'). Returns (candidates, ambiguous): for order_z 0 the
+    results with the positions along `axis` nudged by -10, 0 and +10 x TIE_TOL (at a .5 tie either
+    neighbour is right: the two sides' positions differ by round-off), and the mask voxels whose in-plane
+    value hinges on a 0.5 tie."""
     u, v = [a for a in range(3) if a != axis]
-    P = np.indices((oshape[u], oshape[v])).reshape(2, -1).astype(np.float64)
-    c2 = np.stack([M[u, u] * P[0] + M[u, v] * P[1] + M[u, 3], M[v, u] * P[0] + M[v, v] * P[1] + M[v, 3]])
     n = data.shape[axis]
-    stack = np.empty((n, oshape[u], oshape[v]))
-    amb_in = np.zeros((n, oshape[u], oshape[v]), dtype=bool)
+    Nu, Nv = len(pos[u]), len(pos[v])
+    stack = np.empty((n, Nu, Nv))
+    amb_in = np.zeros((n, Nu, Nv), dtype=bool)
     for k in range(n):
-        sl = np.take(data, k, axis=axis).astype(np.float64)  # axes (u, v)
-        if is_seg:
-            p = banded(sl == 1, c2, order).reshape(oshape[u], oshape[v])
-            stack[k] = p >= 0.5
-            amb_in[k] = np.abs(p - 0.5) < 1e-6
-        else:
-            stack[k] = banded(sl, c2, order).reshape(oshape[u], oshape[v])
-    cz = M[axis, axis] * np.arange(oshape[axis]) + M[axis, 3]
+        stack[k], amb_in[k] = resize_slice(np.take(data, k, axis=axis).astype(np.float64), pos[u], pos[v], order, is_seg)
     order_axes = np.argsort([axis, u, v])  # (axis, u, v) -> (x, y, z)
     cands = []
     for nudge in ((-10 * TIE_TOL, 0.0, 10 * TIE_TOL) if order_z == 0 else (0.0,)):
-        K, I, J = np.meshgrid(cz + nudge, np.arange(oshape[u]), np.arange(oshape[v]), indexing='ij')
+        K, I, J = np.meshgrid(pos[axis] + nudge, np.arange(Nu), np.arange(Nv), indexing='ij')
         out = ndimage.map_coordinates(stack, [K, I, J], order=order_z, mode='nearest')
         cands.append(np.transpose(out, order_axes))
-    amb = np.stack([amb_in[min(max(int(np.floor(c + 0.5)), 0), n - 1)] for c in cz])
+    amb = np.stack([amb_in[min(max(int(np.floor(c + 0.5)), 0), n - 1)] for c in pos[axis]])
     return cands, np.transpose(amb, order_axes)
 
 
-def plain_3d(data, M, oshape, is_seg):
-    c = coords(M, oshape)
+def plain_3d(data, pos, is_seg):
+    c = np.stack([g.ravel() for g in np.meshgrid(*pos, indexing='ij')])
+    oshape = tuple(len(p) for p in pos)
     if is_seg:
         p = banded(data == 1, c, 1).reshape(oshape)
         return [(p > 0.5).astype(np.float64)], np.abs(p - 0.5) < 1e-6
@@ -350,12 +415,15 @@ def plain_3d(data, M, oshape, is_seg):
 
 def part_d(cli, work, rng):
     import harness
+    import cdshard
     src = os.path.join(work, 'd_src')
-    g = None
     cases = []
-    # (name, array shape, voxel -> world 3x3 (spacing per array axis; permuted/flipped), per-case content)
-    specs = [('sepz', (30, 26, 9), np.diag([-0.8, -0.9, 4.0])),                      # coarse z, LPS-flipped x/y
-             ('sagittal', (8, 28, 24), np.array([[0, 0, 1.0], [4.5, 0, 0], [0, 0.9, 0]])),  # coarse axis -> RAS y
+    # (name, array shape, voxel -> world 3x3 (spacing per array axis; permuted/flipped)). With recipe
+    # 'exact' the 'exact-*' cases have N * new == n * old on every axis (the documented grid is then
+    # nnU-Net's); 'exact-up' upsamples in-plane.
+    specs = [('exact-z', (30, 24, 9), np.diag([-0.8, -0.6, 4.0])),                           # coarse z, LPS-flipped x/y
+             ('exact-sag', (8, 20, 24), np.array([[0, 0, 1.0], [4.5, 0, 0], [0, 0.9, 0]])),  # coarse axis -> RAS y
+             ('exact-up', (16, 12, 8), np.diag([1.5, 1.5, 5.0])),                            # in-plane upsampling
              ('iso', (20, 18, 16), np.diag([1.0, 1.1, 1.2]))]
     for name, shape, lin in specs:
         g = np.indices(shape).astype(np.float64)
@@ -370,9 +438,9 @@ def part_d(cli, work, rng):
     harness.write_nnunet(src, cases)
     base = {"name": "sepz", "version": 1, "crop": {"mode": "none"}, "normalize": {"mode": "none"},
             "dtype": "float32", "chunk": [16, 16, 16]}
-    recipes = [('auto', [1.1, 1.0, 2.5], "auto", 0), ('auto-oz1', [0.9, 0.95, 3.3], "auto", 1),
-               ('off', [1.1, 1.0, 2.5], False, 0), ('on', [1.3, 1.2, 1.7], True, 0)]
-    seen_axes = set()
+    recipes = [('exact', [1.2, 1.2, 2.0], "auto", 0), ('auto', [1.1, 1.0, 2.5], "auto", 0),
+               ('auto-oz1', [0.9, 0.95, 3.3], "auto", 1), ('off', [1.1, 1.0, 2.5], False, 0), ('on', [1.3, 1.2, 1.7], True, 0)]
+    seen = set()
     for rname, sp, mode, oz in recipes:
         rec = dict(base, resample={"mode": "spacing", "spacing": sp, "image_order": 3, "mask_order": 1,
                                    "separate_z": mode, "order_z": oz})
@@ -383,7 +451,6 @@ def part_d(cli, work, rng):
         rc, so, se = run(cli, ['convert', '--layout', 'nnunet', src, '--recipe', rpath, '--out', out, '--quiet'])
         if not check(rc == 0, 'd %s: convert exit %d: %s' % (rname, rc, se.strip()[:300])):
             continue
-        import cdshard
         # Shards are read one by one (read_shard verifies each): the manifest is only needed for the recipe.
         with open(os.path.join(out, 'manifest.json')) as f:
             manifest = json.load(f)
@@ -397,31 +464,47 @@ def part_d(cli, work, rng):
             ras = nib.as_closest_canonical(nib.Nifti1Image(img, aff))
             mras = nib.as_closest_canonical(nib.Nifti1Image(mask, aff))
             A, data, mdata = ras.affine, np.asarray(ras.dataobj, np.float64), np.asarray(mras.dataobj)
-            B = np.array(r['metadata']['affine'], dtype=np.float64)
-            M = np.linalg.inv(A) @ B
             ours, ours_m = r['tensors']['image'][0], r['tensors']['mask'][0]
-            oshape = ours.shape
             src_sp = list(np.sqrt((A[:3, :3] ** 2).sum(0)))
             axis = sep_axis(mode, src_sp, sp)
             label = 'd %s %s (axis %s)' % (rname, name, axis)
+            N, tie = nnunet_shape(data.shape, src_sp, sp)
+            # At a tie the library's half-away rounding may give one more voxel (documented).
+            want = [N[a] + 1 if tie[a] and ours.shape[a] == N[a] + 1 else N[a] for a in range(3)]
+            if not check(list(ours.shape) == want and ours_m.shape == ours.shape,
+                         '%s: shape %s, nnU-Net compute_new_shape %s' % (label, ours.shape, N)):
+                continue
+            pos, own = zip(*[grid_positions(data.shape[a], want[a], src_sp[a], sp[a]) for a in range(3)])
+            G = documented_affine(A, data.shape, want, sp)
+            B = np.array(r['metadata']['affine'], dtype=np.float64)
+            check(np.allclose(B, G, rtol=0, atol=1e-6), '%s: stored affine %s, documented grid %s' % (label, B.tolist(), G.tolist()))
             if axis is None:
-                ref, _ = plain_3d(data, M, oshape, False)
-                ref_m, amb = plain_3d(mdata, M, oshape, True)
+                ref, _ = plain_3d(data, pos, False)
+                ref_m, amb = plain_3d(mdata, pos, True)
             else:
-                seen_axes.add((rname, name, axis))
-                check(all(abs(M[x, axis]) < 1e-9 for x in range(3) if x != axis), '%s: axes not parallel: %s' % (label, M))
-                ref, _ = nnunet_separate(data, M, oshape, axis, 3, oz, False)
-                ref_m, amb = nnunet_separate(mdata, M, oshape, axis, 1, 0, True)
+                seen.add((rname, name, axis, all(own)))
+                ref, _ = nnunet_separate(data, pos, axis, 3, oz, False)
+                ref_m, amb = nnunet_separate(mdata, pos, axis, 1, 0, True)
             atol = REL_TOL * float(np.max(np.abs(data)))
             err = np.min([np.abs(ours - c) for c in ref], axis=0)
             check(err.max() <= atol, '%s: image max |ours - reference| %.3g > %.3g' % (label, err.max(), atol))
             bad = np.count_nonzero(~np.any([ours_m == c for c in ref_m], axis=0) & ~amb)
             check(bad == 0, '%s: mask: %d of %d voxels differ (%d ambiguous)' % (label, bad, ours_m.size,
                                                                              np.count_nonzero(amb)))
-    # Each separate path was taken: coarse source axis (z, and the sagittal case's RAS axis 1), the
-    # target's coarse axis for the near-isotropic case, and forced.
-    want = {('auto', 'sepz', 2), ('auto', 'sagittal', 1), ('auto-oz1', 'iso', 2), ('on', 'iso', 2)}
-    check(want <= seen_axes, 'd: separate axes taken %s, want at least %s' % (sorted(seen_axes), sorted(want)))
+            if rname == 'exact' and name == 'exact-up':
+                # The documented in-plane rule when upsampling: the outer ring lies (1 - 1.2/1.5)/2 voxel
+                # outside the source slice and is 0 (nnU-Net's skimage mode 'edge' would repeat the edge).
+                ring = np.zeros(ours.shape, dtype=bool)
+                ring[[0, -1], :, :] = ring[:, [0, -1], :] = True
+                check(np.all(ours[ring] == 0) and np.all(ours[~ring] != 0),
+                      '%s: in-plane ring of 0 (documented), %d nonzero' % (label, np.count_nonzero(ours[ring])))
+    # Each separate path was taken: coarse source axis (z, and the sagittal case's RAS axis 1) on
+    # nnU-Net's own grid and on the documented one, the target's coarse axis for the near-isotropic
+    # case, and forced.
+    want = {('exact', 'exact-z', 2, True), ('exact', 'exact-sag', 1, True), ('exact', 'exact-up', 2, True),
+            ('auto', 'exact-z', 2, False), ('auto', 'exact-sag', 1, False), ('auto-oz1', 'iso', 2, False),
+            ('on', 'iso', 2, False)}
+    check(want <= seen, 'd: separate axes taken %s, want at least %s' % (sorted(seen), sorted(want)))
     for bad_val, key in (('"yes"', 'separate_z'), ('3', 'order_z')):
         rpath = os.path.join(work, 'd_bad.json')
         with open(rpath, 'w') as f:
