@@ -192,6 +192,9 @@ int cmd_export_batch(int argc, char **argv) {
         snprintf(err.message, sizeof err.message, "%.300s: cannot create directory: %.100s", out, strerror(errno));
         rc = cli_fail_error(&err);
     }
+    /* One writer per folder: a second export into it would mix its files with ours. */
+    cd_folder_lock *lock = NULL;
+    if (rc == CLI_OK && cd_folder_lock_acquire(out, "export-batch", &lock, &err) != CD_OK) rc = cli_fail_error(&err);
     cli_progress *bar = rc == CLI_OK ? cli_progress_start("export", total, quiet) : NULL;
     size_t done = 0, files = 0, renamed_records = 0;
     uint64_t bytes = 0;
@@ -274,6 +277,7 @@ int cmd_export_batch(int argc, char **argv) {
     }
     free(buf);
     json_decref(used);
+    cd_folder_lock_release(lock);
     cli_progress_finish(bar);
     if (rc == CLI_OK) {
         printf("exported %zu record%s of split(s) '%s' as %zu %s file%s into %s", done, done == 1 ? "" : "s", splits, files,

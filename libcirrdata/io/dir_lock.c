@@ -2,12 +2,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cirrdata/dataset.h"
 #include "io/dir_lock.h"
 
 /* What the lock file says about its holder, for the refusal of a second writer. */
@@ -77,4 +79,29 @@ void cd_dir_lock_release(cd_dir_lock *lock) {
     unlink(lock->path); /* while still holding it: see cd_dir_lock_acquire */
     close(lock->fd);
     lock->fd = -1;
+}
+
+/* The public face (cirrdata/dataset.h), for tools that write folders. */
+struct cd_folder_lock {
+    cd_dir_lock lock;
+};
+
+cd_status cd_folder_lock_acquire(const char *dir, const char *what, cd_folder_lock **out, cd_error *err) {
+    if (!dir || !what || !out) return cd_fail(err, CD_ERR_ARG, "cd_folder_lock_acquire: NULL argument");
+    *out = NULL;
+    cd_folder_lock *l = malloc(sizeof *l);
+    if (!l) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_status st = cd_dir_lock_acquire(dir, what, &l->lock, err);
+    if (st != CD_OK) {
+        free(l);
+        return st;
+    }
+    *out = l;
+    return CD_OK;
+}
+
+void cd_folder_lock_release(cd_folder_lock *l) {
+    if (!l) return;
+    cd_dir_lock_release(&l->lock);
+    free(l);
 }

@@ -6,7 +6,9 @@ For export (.npy), resample (.nii.gz), preview (.png) and synth (a whole CirrMRI
 at the output's final name and at its temporary name (`OUT.tmp-PID`, planted by a child that knows its pid
 before it execs the command) must leave the link's target untouched, and the output must be a regular file
 with the same bytes as an output written without any link. A second synth into a folder another synth is
-writing into (stopped with SIGSTOP once it holds the folder) fails at once naming the holder.
+writing into (stopped with SIGSTOP once it holds the folder) fails at once naming the holder; and convert,
+merge, synth and export-batch into a folder whose lock this test holds (flock, as the library takes it)
+fail at once quoting the holder's line, writing nothing.
 """
 import os
 import shutil
@@ -101,11 +103,47 @@ def main():
         check(harness.tree_hashes(out) == want, "synth with planted links: the tree differs from a clean run")
 
         two_synths(cli, synth, work)
+        held_lock(cli, work, src, recipe, ds, synth)
     except Exception as e:  # noqa: BLE001
         harness.CHECKS.crashed(e)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return harness.summary("write_safety")
+
+
+def held_lock(cli, work, src, recipe, ds, synth):
+    """Every folder writer honours the folder lock (taken here with flock, as the library takes it): it
+    fails at once quoting the holder's line, and writes nothing into the folder."""
+    import fcntl
+    parts = []
+    for i in (1, 2):
+        parts.append(os.path.join(work, f"lock-part{i}"))
+        r = harness.run([cli, "convert", "--layout", "nnunet", src, "--recipe", recipe, "--out", parts[-1], "--part", f"{i}/2", "--quiet"])
+        check(r.returncode == 0, f"part {i}: {r.stderr}")
+    writers = {
+        "convert": lambda d: [cli, "convert", "--layout", "nnunet", src, "--recipe", recipe, "--out", d, "--quiet"],
+        "merge": lambda d: [cli, "merge", d] + parts,
+        "synth": lambda d: synth + [d],
+        "export-batch": lambda d: [cli, "export-batch", ds, "--out", d, "--split", "*", "--quiet"],
+    }
+    for name, make in writers.items():
+        d = os.path.join(work, "locked-" + name)
+        os.makedirs(d)
+        fd = os.open(os.path.join(d, ".cirrdata.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"pid 4242 on host elsewhere: cirrdata test-holder, since now\n")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            t = time.time()
+            r = harness.run(make(d), timeout=60)
+            check(r.returncode != 0 and "another cirrdata process is writing into this folder" in r.stderr
+                  and "pid 4242 on host elsewhere: cirrdata test-holder" in r.stderr and time.time() - t < 20,
+                  f"{name} into a locked folder must fail at once quoting the holder: rc {r.returncode}: {r.stderr.strip()}")
+            check(os.listdir(d) == [".cirrdata.lock"], f"{name} wrote into a locked folder: {sorted(os.listdir(d))}")
+        finally:
+            os.close(fd)
+        r = harness.run(make(d))
+        check(r.returncode == 0 and not os.path.exists(os.path.join(d, ".cirrdata.lock")),
+              f"{name} once the folder is free: rc {r.returncode}: {r.stderr.strip()}")
 
 
 def two_synths(cli, synth, work):

@@ -89,6 +89,18 @@ CD_API cd_status cd_convert(const cd_convert_options *opts, cd_convert_result *r
  * parts' own are refused, never overwritten. */
 CD_API cd_status cd_dataset_merge(const char *out_dir, const char *const *part_dirs, int nparts, cd_error *err);
 
+/* ---- output folders ---- */
+
+typedef struct cd_folder_lock cd_folder_lock;
+
+/* Takes the exclusive lock that convert, merge and synth hold on an output folder (an existing folder
+ * dir): flock on dir/.cirrdata.lock, never waiting. A folder another process holds is CD_ERR_IO,
+ * "DIR: another cirrdata process is writing into this folder (pid P on host H: cirrdata WHAT, since
+ * ...)"; `what` names this holder's work in that line. The caller owns *out (cd_folder_lock_release
+ * removes the lock file and drops the lock); the kernel drops it when the process dies. */
+CD_API cd_status cd_folder_lock_acquire(const char *dir, const char *what, cd_folder_lock **out, cd_error *err);
+CD_API void cd_folder_lock_release(cd_folder_lock *lock);
+
 /* ---- reading ---- */
 
 typedef struct cd_dataset cd_dataset;
