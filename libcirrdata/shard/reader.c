@@ -24,6 +24,12 @@ struct cd_shard {
     uint8_t *index;
 };
 
+static bool all_zero(const uint8_t *p, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (p[k]) return false;
+    return true;
+}
+
 static cd_status pread_exact(const cd_shard *s, void *buf, size_t len, uint64_t at, const char *what, cd_error *err) {
     uint8_t *p = buf;
     size_t done = 0;
@@ -82,6 +88,10 @@ cd_status cd_shard_open(const char *path, cd_shard **out, cd_error *err) {
                      path, cd_get_u32(h + 8));
         goto fail;
     }
+    if (!all_zero(h + 56, 4088 - 56)) {
+        st = cd_fail(err, CD_ERR_CORRUPT, "%s: the shard header's reserved bytes are not zero", path);
+        goto fail;
+    }
     uint64_t n = cd_get_u64(h + 16), ioff = cd_get_u64(h + 24), isize = cd_get_u64(h + 32), fsize = cd_get_u64(h + 40);
     if (fsize != s->file_size) {
         st = cd_fail(err, s->file_size < fsize ? CD_ERR_TRUNCATED : CD_ERR_CORRUPT,
@@ -111,7 +121,7 @@ cd_status cd_shard_open(const char *path, cd_shard **out, cd_error *err) {
         const uint8_t *e = s->index + i * CD_SHARD_INDEX_ENTRY;
         uint64_t off = cd_get_u64(e), hs = cd_get_u32(e + 8), rs = cd_get_u64(e + 16);
         if (off % CD_ALIGN || off < prev_end || hs < CD_RECORD_FIXED + 8 || hs > MAX_RECORD_HEADER || rs < hs ||
-            off > ioff || rs > ioff - off) {
+            off > ioff || rs > ioff - off || !all_zero(e + 12, 4) || !all_zero(e + 24, 8)) {
             st = cd_fail(err, CD_ERR_CORRUPT, "%s: record %llu: bad index entry", path, (unsigned long long)i);
             goto fail;
         }
@@ -159,7 +169,7 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
         BAD("%s: record %llu: record header checksum mismatch", s->path, (unsigned long long)i);
     uint32_t nt = cd_get_u32(h + 12), meta = cd_get_u32(h + 16);
     if (cd_get_u32(h + 8) != hsize || nt < 1 || nt > CD_SHARD_MAX_TENSORS || meta > CD_SHARD_MAX_META_BYTES ||
-        cd_get_u64(h + 24) != i)
+        cd_get_u64(h + 24) != i || !all_zero(h + 20, 4))
         BAD("%s: record %llu: inconsistent record header", s->path, (unsigned long long)i);
     uint64_t need = CD_RECORD_FIXED + (uint64_t)CD_RECORD_TENSOR_ENTRY * nt + meta + 8;
     if (need > hsize) BAD("%s: record %llu: record header too short", s->path, (unsigned long long)i);
@@ -175,6 +185,13 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
             shape[a] = cd_get_u32(p + 24 + 4 * a);
             chunk[a] = cd_get_u32(p + 36 + 4 * a);
         }
+        /* NUL-padded name, unique in the record; reserved bytes zero (shard-format.md). */
+        size_t nl = strnlen((const char *)p, CD_TENSOR_NAME_MAX);
+        if (!nl || !all_zero(p + nl, CD_TENSOR_NAME_MAX - nl) || !all_zero(p + 18, 2) || !all_zero(p + 52, 12))
+            BAD("%s: record %llu: tensor %u: bad name padding or reserved bytes not zero", s->path, (unsigned long long)i, t);
+        for (uint32_t u = 0; u < t; u++)
+            if (!strcmp(r->tensors[u].name, name))
+                BAD("%s: record %llu: two tensors named '%s'", s->path, (unsigned long long)i, name);
         cd_dtype dt = cd_shard_dtype_from_code(p[16]);
         if (cd_tensor_info_init(&r->tensors[t], name, dt, cd_get_u32(p + 20), shape, chunk, (cd_codec)p[17], NULL) !=
                 CD_OK ||

@@ -198,6 +198,70 @@ static void test_aliased_chunk_rejected(void **state) {
     free(b);
 }
 
+/* Forged shards with every checksum recomputed, each breaking one rule of shard-format.md that only the
+ * structure can tell: a non-zero reserved byte (shard header, index entry, record header, tensor entry),
+ * a tensor named like another, a name with bytes after its NUL padding. */
+static void reseal(uint8_t *b, size_t n) {
+    const uint64_t ioff = le64(b + 24), isize = le64(b + 32);
+    const size_t rec = 4096;
+    uint32_t hsize = (uint32_t)(b[rec + 8] | b[rec + 9] << 8 | b[rec + 10] << 16 | (uint32_t)b[rec + 11] << 24);
+    put_le64(b + rec + hsize - 8, XXH3_64bits(b + rec, hsize - 8));
+    (void)n;
+    put_le64(b + 48, XXH3_64bits(b + ioff, isize));
+    put_le64(b + 4088, XXH3_64bits(b, 4088));
+}
+
+static void test_structure_rules(void **state) {
+    (void)state;
+    char path[512];
+    test_path(path, sizeof path, "rules.cds");
+    write_shard(path, 1, CD_CODEC_ZSTD);
+    size_t n;
+    uint8_t *good = read_bytes(path, &n);
+    const size_t rec = 4096, ioff = (size_t)le64(good + 24), t0 = rec + 32, t1 = t0 + 64;
+    static const struct {
+        const char *what;
+        int where; /* 0 shard header, 1 index entry, 2 record header, 3 tensor entry, 4 duplicate name, 5 name padding */
+        size_t at;
+        const char *needle;
+    } cases[] = {
+        {"shard header reserved", 0, 100, "reserved bytes"},  {"index entry reserved", 1, 12, "bad index entry"},
+        {"index entry reserved 2", 1, 24, "bad index entry"}, {"record header reserved", 2, 20, "inconsistent record header"},
+        {"tensor reserved", 3, 18, "reserved bytes"},         {"tensor reserved 2", 3, 60, "reserved bytes"},
+        {"duplicate name", 4, 0, "two tensors named 'image'"}, {"name padding", 5, 0, "name padding"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint8_t *b = malloc(n);
+        memcpy(b, good, n);
+        switch (cases[k].where) {
+        case 0: b[cases[k].at] = 1; break;
+        case 1: b[ioff + cases[k].at] = 1; break;
+        case 2: b[rec + cases[k].at] = 1; break;
+        case 3: b[t1 + cases[k].at] = 1; break;
+        case 4: memcpy(b + t1, b + t0, 16); break;          /* "mask" renamed "image" */
+        case 5: b[t1 + 10] = 'x'; break;                    /* "mask\0\0...x" */
+        }
+        reseal(b, n);
+        write_bytes(path, b, n);
+        int64_t bad = -2;
+        cd_error err;
+        cd_status st = cd_shard_verify(path, &bad, &err);
+        if (st == CD_OK || !strstr(err.message, cases[k].needle))
+            fail_msg("%s: got %s '%s'", cases[k].what, cd_status_name(st), st == CD_OK ? "" : err.message);
+        free(b);
+    }
+    /* the resealed good bytes still pass: the forging itself is sound */
+    uint8_t *b = malloc(n);
+    memcpy(b, good, n);
+    reseal(b, n);
+    write_bytes(path, b, n);
+    cd_error err;
+    int64_t bad = -2;
+    assert_int_equal(cd_shard_verify(path, &bad, &err), CD_OK);
+    free(b);
+    free(good);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_zstd),
@@ -205,6 +269,7 @@ int main(void) {
         cmocka_unit_test(test_deterministic_bytes),
         cmocka_unit_test(test_damage_detected),
         cmocka_unit_test(test_aliased_chunk_rejected),
+        cmocka_unit_test(test_structure_rules),
     };
     return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
 }
