@@ -342,6 +342,7 @@ static cd_status submit_wait(cd_nn_vk *vk, cd_error *err) {
                        ctx->info.name);
     }
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences (inference)");
+    cd_vk_count_submission();
     r = ctx->vk.vkResetFences(ctx->device, 1, &vk->fence);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetFences");
     return CD_OK;
