@@ -1,5 +1,6 @@
 /* cirrdata — the command-line tool of libcirrdata. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -21,6 +22,26 @@ static const cli_command commands[] = {
     {"limits", "print the caps on sizes read from files (NIfTI, JSON, CSV) and the variables that set them", cmd_limits},
 };
 
+/* Runs after every command: a process that used Vulkan with the validation layer on fails (exit 1)
+ * when the layer reported anything, including what it reported while the contexts were destroyed
+ * (objects left alive), so that a test or a CI run cannot miss it. CIRRDATA_VK_STATS=1 prints the
+ * process's Vulkan totals (tests check that the device, not the C reference, did the work). */
+static int vulkan_epilogue(int rc) {
+    cd_gpu_stats s;
+    cd_gpu_process_stats(&s);
+    const char *v = getenv("CIRRDATA_VK_STATS");
+    if (v && !strcmp(v, "1"))
+        fprintf(stderr, "cirrdata: vulkan stats: contexts %llu, submissions %llu, cpu_fallback %llu, validation_messages %llu\n",
+                (unsigned long long)s.contexts, (unsigned long long)s.submissions, (unsigned long long)s.cpu_fallback,
+                (unsigned long long)s.validation_messages);
+    if (s.validation_messages) {
+        fprintf(stderr, "cirrdata: error: the Vulkan validation layer reported %llu message%s; the first: %s\n",
+                (unsigned long long)s.validation_messages, s.validation_messages == 1 ? "" : "s", s.validation_first);
+        if (rc == CLI_OK) rc = CLI_FAIL;
+    }
+    return rc;
+}
+
 static void usage(FILE *out) {
     fprintf(out, "usage: cirrdata <command> [options]\n\n"
                  "libcirrdata %s: fast, exact NIfTI reading and data pipelines for 3D medical imaging.\n\n"
@@ -29,7 +50,8 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n'cirrdata <command> --help' describes each command.\n"
-                 "Exit status: 0 success, 1 bad input or failure, 2 wrong usage.\n");
+                 "Exit status: 0 success, 1 bad input or failure (also: any message of the Vulkan validation layer\n"
+                 "when it is on, CIRRDATA_VK_VALIDATION=1), 2 wrong usage.\n");
 }
 
 int main(int argc, char **argv) {
@@ -46,7 +68,7 @@ int main(int argc, char **argv) {
         return CLI_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) return vulkan_epilogue(commands[i].run(argc - 1, argv + 1));
     fprintf(stderr, "cirrdata: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return CLI_USAGE;

@@ -453,7 +453,7 @@ static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *para
         if (pl[i].cpu) {
             cd_status st = cd_aug_apply_intensity(&params[i], images[i], channels, patch, err);
             if (st != CD_OK) return st;
-            ctx->last.cpu_fallback++;
+            cd_vk_count_fallback(ctx, 1);
         }
     }
     uint64_t budget = ctx->max_allocation;

@@ -365,7 +365,7 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
             if (st == CD_OK && intensity && (pl[i].flags & FLAG_IMAGE))
                 st = cd_aug_apply_intensity(&params[i], items[i].out_img, channels, patch, err);
             if (st != CD_OK) return st;
-            ctx->last.cpu_fallback++;
+            cd_vk_count_fallback(ctx, 1);
         }
     /* groups: as many items as fit every binding's range, the memory budget and the grid */
     const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + ctx->warp.local_size - 1) / ctx->warp.local_size;

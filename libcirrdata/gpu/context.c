@@ -8,6 +8,7 @@
  * context. */
 #include <ctype.h>
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,13 @@
 static pthread_mutex_t g_loader_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool g_volk_ready;     /* volkInitializeCustom done */
 static bool g_instance_ready; /* instance-level entry points loaded */
+
+/* Process-wide totals (cd_gpu_process_stats): they outlive the contexts, so that what a context
+ * reports while it is destroyed (the layer's leaked-object messages at vkDestroyDevice and
+ * vkDestroyInstance) still counts. */
+static atomic_ullong g_contexts, g_submissions, g_fallback, g_vmessages;
+static pthread_mutex_t g_vfirst_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_vfirst[512];
 
 const char *cd_vk_result_name(VkResult r) {
     switch (r) {
@@ -126,10 +134,17 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL debug_callback(VkDebugUtilsMessageSeverity
         return VK_FALSE;
     if (!(types & (VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT)))
         return VK_FALSE;
-    pthread_mutex_lock(&ctx->vlock);
-    if (ctx->vcount++ == 0)
-        snprintf(ctx->vfirst, sizeof ctx->vfirst, "%s", data && data->pMessage ? data->pMessage : "(no message)");
-    pthread_mutex_unlock(&ctx->vlock);
+    const char *msg = data && data->pMessage ? data->pMessage : "(no message)";
+    if (atomic_fetch_add(&g_vmessages, 1) == 0) {
+        pthread_mutex_lock(&g_vfirst_lock);
+        snprintf(g_vfirst, sizeof g_vfirst, "%s", msg);
+        pthread_mutex_unlock(&g_vfirst_lock);
+    }
+    if (ctx) {
+        pthread_mutex_lock(&ctx->vlock);
+        if (ctx->vcount++ == 0) snprintf(ctx->vfirst, sizeof ctx->vfirst, "%s", msg);
+        pthread_mutex_unlock(&ctx->vlock);
+    }
     if (env_true("CIRRDATA_VK_VALIDATION_PRINT"))
         fprintf(stderr, "cirrdata: Vulkan validation: %s\n", data && data->pMessage ? data->pMessage : "");
     return VK_FALSE;
@@ -810,6 +825,7 @@ cd_status cd_vk_submit_wait(cd_gpu_context *ctx, double *kernel_ms, cd_error *er
                        ctx->info.name);
     }
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences");
+    cd_vk_count_submission();
     r = ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetFences");
     if (ctx->queries) {
@@ -975,6 +991,7 @@ cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_
         cd_gpu_destroy(ctx);
         return st;
     }
+    atomic_fetch_add(&g_contexts, 1);
     *out = ctx;
     return CD_OK;
 }
@@ -1023,4 +1040,23 @@ void cd_gpu_last_timings(const cd_gpu_context *ctx, cd_gpu_timings *out) {
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
     *out = ctx->last;
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+void cd_vk_count_submission(void) { atomic_fetch_add(&g_submissions, 1); }
+
+void cd_vk_count_fallback(cd_gpu_context *ctx, int items) {
+    ctx->last.cpu_fallback += items;
+    atomic_fetch_add(&g_fallback, (unsigned long long)items);
+}
+
+void cd_gpu_process_stats(cd_gpu_stats *out) {
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    out->contexts = atomic_load(&g_contexts);
+    out->submissions = atomic_load(&g_submissions);
+    out->cpu_fallback = atomic_load(&g_fallback);
+    out->validation_messages = atomic_load(&g_vmessages);
+    pthread_mutex_lock(&g_vfirst_lock);
+    snprintf(out->validation_first, sizeof out->validation_first, "%s", g_vfirst);
+    pthread_mutex_unlock(&g_vfirst_lock);
 }

@@ -97,6 +97,11 @@ struct cd_gpu_context {
 CD_INTERNAL cd_status cd_vk_fail(cd_gpu_context *ctx, cd_error *err, VkResult r, const char *what);
 CD_INTERNAL const char *cd_vk_result_name(VkResult r);
 
+/* Process-wide counters (cd_gpu_process_stats): a command buffer that completed; `items` of the
+ * current call computed by the C reference (also added to ctx->last.cpu_fallback; ctx->lock held). */
+CD_INTERNAL void cd_vk_count_submission(void);
+CD_INTERNAL void cd_vk_count_fallback(cd_gpu_context *ctx, int items);
+
 /* Makes every arena able to hold `need[kind]` bytes (growing a block means freeing and reallocating
  * it: only between batches) and resets the bump pointers. Respects memory_limit, the heap sizes and
  * maxMemoryAllocationSize; CD_ERR_NOMEM with a message otherwise. */

@@ -340,7 +340,7 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
         st = cd_resample(src, grid, &o, out, err);
         pthread_mutex_lock(&ctx->lock);
         memset(&ctx->last, 0, sizeof ctx->last);
-        ctx->last.cpu_fallback = 1;
+        cd_vk_count_fallback(ctx, 1);
         ctx->last.total_ms = now_ms() - t0;
         pthread_mutex_unlock(&ctx->lock);
         return st;

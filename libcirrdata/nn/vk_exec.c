@@ -342,6 +342,7 @@ static cd_status submit_wait(cd_nn_vk *vk, cd_error *err) {
                        ctx->info.name);
     }
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences (inference)");
+    cd_vk_count_submission();
     r = ctx->vk.vkResetFences(ctx->device, 1, &vk->fence);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetFences");
     return CD_OK;
@@ -595,6 +596,7 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         ctx->vk.vkEndCommandBuffer(vk->cmd);
         u.open = false;
     }
+    if (st != CD_OK) ctx->vk.vkDeviceWaitIdle(ctx->device); /* a copy that timed out may still read the stage */
     cd_vk_buffer_destroy(ctx, &u.stage);
     return st;
 }
@@ -711,8 +713,11 @@ void cd_nn_vk_destroy(cd_nn_vk *vk) {
     if (!vk) return;
     cd_gpu_context *ctx = vk->ctx;
     if (ctx->device) {
-        /* every submission was waited for (or the context is lost and its device idles at destroy) */
         pthread_mutex_lock(&ctx->lock);
+        /* A submission that timed out is still running and uses the buffers, pipelines and command
+         * buffer freed below: wait for the device first (a hung device ends in VK_ERROR_DEVICE_LOST,
+         * after which freeing is allowed). After a successful run the device is idle already. */
+        ctx->vk.vkDeviceWaitIdle(ctx->device);
         free_plan_buffers(vk);
         for (int b = 0; b < vk->nwbuf; b++) cd_vk_buffer_destroy(ctx, &vk->wbuf[b]);
         pthread_mutex_unlock(&ctx->lock);

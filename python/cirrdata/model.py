@@ -11,6 +11,11 @@ device: 'cpu' (the C executor), 'vulkan' (an error when there is no usable Vulka
 (Vulkan on a hardware device, else the CPU; .device says which and why). threads: CPU executor
 threads, 0 for all online CPUs. Calls on one Model are serialised by a lock inside the library;
 ctypes releases the GIL while the network runs.
+
+After a device error (a pass past CIRRDATA_VK_TIMEOUT_S, a lost device, memory) predict raises
+CirrdataError and every later predict does too; close() (or the finaliser) waits for the device to
+finish what it was running and frees the model. vulkan_stats() gives the process's Vulkan totals,
+validation messages reported while contexts were destroyed included.
 """
 import ctypes
 import os
@@ -31,6 +36,30 @@ class _Options(ctypes.Structure):
                 ('max_arena_bytes', ctypes.c_uint64)]
 
 
+class _GpuStats(ctypes.Structure):
+    """struct cd_gpu_stats (cirrdata/gpu.h)."""
+    _fields_ = [('contexts', ctypes.c_uint64),
+                ('submissions', ctypes.c_uint64),
+                ('cpu_fallback', ctypes.c_uint64),
+                ('validation_messages', ctypes.c_uint64),
+                ('validation_first', ctypes.c_char * 512)]
+
+
+def vulkan_stats():
+    """Totals over every Vulkan context this process created, closed ones included
+    (cd_gpu_process_stats): a dict of contexts, submissions (command buffers the device completed),
+    cpu_fallback (items of GPU calls the C reference computed instead), validation_messages (of the
+    validation layer when it is on, those reported while a context was destroyed included) and
+    validation_first (the first such message, '' if none). The counters only grow."""
+    from . import _LIB
+    _declare(_LIB)
+    s = _GpuStats()
+    _LIB.cd_gpu_process_stats(ctypes.byref(s))
+    out = {k: int(getattr(s, k)) for k in ('contexts', 'submissions', 'cpu_fallback', 'validation_messages')}
+    out['validation_first'] = s.validation_first.decode('utf-8', 'replace')
+    return out
+
+
 def _declare(lib):
     if getattr(lib, '_cirrdata_model_declared', False):
         return
@@ -44,6 +73,7 @@ def _declare(lib):
         'cd_model_device_used': ([P], ctypes.c_int),
         'cd_model_device_name': ([P], ctypes.c_char_p),
         'cd_model_predict': ([P, P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, P, E], ctypes.c_int),
+        'cd_gpu_process_stats': ([ctypes.POINTER(_GpuStats)], None),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)

@@ -6,7 +6,14 @@ affines, metadata), masks identical, images within the kernels' tolerance (float
 record's value range; float16 records: that plus one float16 rounding step), raw shards byte for
 byte identical; the manifest records the device ("vulkan" where a Vulkan device exists, with no
 fallback note) and its fingerprint is the same (the device is not part of the data). Records are read
-with the independent reader (cdshard.py). Ends with `convert_gpu: N passed, M failed`."""
+with the independent reader (cdshard.py).
+
+Every `--device vulkan` run has the Khronos validation layer on (with synchronization validation; the
+CLI exits 1 on any message, including those reported while it destroys its context) and prints its
+Vulkan totals (CIRRDATA_VK_STATS=1): no validation message, and for the recipes that resample or
+normalise, command buffers submitted and no volume computed by the C reference instead of the device
+(a GPU path that silently fell back to the CPU fails). Exit 77 (skipped) only without any Vulkan
+device where none is required (vk_test.py). Ends with `convert_gpu: N passed, M failed`."""
 import json
 import os
 import shutil
@@ -19,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdshard  # noqa: E402
 import harness  # noqa: E402
+import vk_test  # noqa: E402
 from harness import check  # noqa: E402
 
 # synergynet-3d's nearest-neighbour resize and whole-volume z-score, at a test-sized shape
@@ -60,9 +68,17 @@ def make_source(root, seed=5):
 
 
 def convert(cli, src, out, recipe, device, env=None):
+    """Runs the conversion; a Vulkan run under the validation layer, with its totals checked."""
+    if device == "vulkan":
+        env = vk_test.validation_env(env)
     r = harness.run([cli, "convert", src, "--layout", "nnunet", "--out", out, "--recipe", recipe, "--threads", "2",
                      "--device", device, "--json", "--quiet"], timeout=900, env=env)
     ok = check(r.returncode == 0, f"convert --recipe {recipe} --device {device}: exit {r.returncode}: {r.stderr[-400:]}")
+    if device == "vulkan":
+        st = vk_test.cli_stats(r.stderr)
+        if check(st is not None, f"convert --recipe {recipe} --device vulkan printed no Vulkan totals: {r.stderr[-300:]}"):
+            check(st["validation_messages"] == 0, f"convert --recipe {recipe}: {st['validation_messages']} validation messages")
+        return (json.loads(r.stdout) if ok and r.stdout.strip() else {}), r.stderr, st or {}
     return (json.loads(r.stdout) if ok and r.stdout.strip() else {}), r.stderr
 
 
@@ -109,6 +125,7 @@ def main():
     args = ap.parse_args()
     cli = os.path.abspath(args.cirrdata)
     work = tempfile.mkdtemp(prefix="cirrdata-convert-gpu-", dir=args.workdir)
+    no_device = False
     try:
         src = os.path.join(work, "src")
         make_source(src)
@@ -117,12 +134,16 @@ def main():
             name = os.path.basename(recipe)
             cpu_dir, gpu_dir = os.path.join(work, f"{name}-cpu"), os.path.join(work, f"{name}-gpu")
             rc, _ = convert(cli, src, cpu_dir, recipe, "cpu")
-            rg, err = convert(cli, src, gpu_dir, recipe, "vulkan")
+            rg, err, st = convert(cli, src, gpu_dir, recipe, "vulkan")
             if not rc or not rg:
                 continue
             check(rc.get("device") == "cpu", f"{name}: --device cpu reports {rc.get('device')!r}")
             note = rg.get("device_note", "")
             if "Vulkan unavailable" in note:
+                no_device = True
+                if not check(not vk_test.vulkan_required(), f"{name}: no Vulkan device although one is required "
+                             f"(lavapipe installed or CIRRDATA_TEST_REQUIRE_VULKAN=1): {note}"):
+                    continue
                 print(f"convert_gpu: no Vulkan device ({note}); the CPU ran both conversions")
             elif name != "raw":
                 # raw has nothing to resample or normalise: the CPU does it all
@@ -130,6 +151,8 @@ def main():
                       f"{name}: --device vulkan reports {rg.get('device')!r}, note {note!r}")
                 check(harness.json.load(open(os.path.join(gpu_dir, "manifest.json"))).get("device") == "vulkan",
                       f"{name}: the manifest does not record device vulkan")
+                check(st.get("submissions", 0) > 0 and st.get("cpu_fallback") == 0,
+                      f"{name}: the device must compute every volume, none the C reference: {st}")
             worst = compare(cpu_dir, gpu_dir, name)
             if name == "raw":
                 sd = lambda d: {n: open(os.path.join(d, "shards", n), "rb").read() for n in sorted(os.listdir(os.path.join(d, "shards")))}
@@ -139,8 +162,9 @@ def main():
         # No usable device (CIRRDATA_VK_DEVICE names none): the CPU converts, says why, same bytes.
         env = dict(os.environ, CIRRDATA_VK_DEVICE="no-such-device-anywhere")
         fb_dir = os.path.join(work, "fallback")
-        rf, err = convert(cli, src, fb_dir, nearest, "vulkan", env=env)
+        rf, err, st = convert(cli, src, fb_dir, nearest, "vulkan", env=env)
         if rf:
+            check(st.get("contexts") == 0 and st.get("submissions") == 0, f"fallback: no context, nothing submitted: {st}")
             check(rf.get("device") == "cpu" and "Vulkan unavailable" in rf.get("device_note", ""),
                   f"fallback: device {rf.get('device')!r}, note {rf.get('device_note')!r}")
             check("note:" in err, f"fallback: no note on stderr: {err[-300:]}")
@@ -149,7 +173,11 @@ def main():
             check(sd(cpu_dir) == sd(fb_dir), "fallback: shards differ from the CPU conversion")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return harness.summary("convert_gpu")
+    rc = harness.summary("convert_gpu")
+    if rc == 0 and no_device:
+        print("convert_gpu: skipped: no Vulkan device, the GPU path was not tested")
+        return vk_test.SKIP
+    return rc
 
 
 if __name__ == "__main__":

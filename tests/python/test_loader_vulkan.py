@@ -11,8 +11,13 @@ grouped into device calls), resume, a GPU memory limit too small for any sample 
 the CPU (counted; batches then equal the CPU's bit for bit), device='auto' keeps the CPU on a software
 device (lavapipe), a lost device (injected) is recovered from or left for the CPU with the same
 batches, a corrupt record is skipped alike (skip_corrupt), and the Khronos validation layer (synchronization validation on, as meson's env
-sets) reports nothing. Skips (exit 77, reason printed) only when there is no Vulkan device at all.
-Ends with `loader_vulkan: N passed, M failed`."""
+sets) reports nothing, neither while a loader runs nor while its contexts are destroyed (the process's
+count, cd_gpu_process_stats, checked after the loaders are closed). Every Vulkan run compared with the
+CPU must have rendered its samples on the device: no share after a device error, no sample sent to
+the C reference (fallback_calls, fallback_samples, gpu_reference all 0), except where a fallback is
+the point (the memory limit, the injected losses). Skips (exit 77, reason printed) only when there is
+no Vulkan device at all and none is required (vk_test.py: lavapipe installed, or
+CIRRDATA_TEST_REQUIRE_VULKAN=1). Ends with `loader_vulkan: N passed, M failed`."""
 import ctypes
 import os
 import shutil
@@ -25,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import cdshard  # noqa: E402
 import harness  # noqa: E402
+import vk_test  # noqa: E402
 from harness import check  # noqa: E402
 
 TOL = 1e-4  # of the data range; gpu.h documents ~1e-6 (float lerps and statistics vs the engine's doubles)
@@ -65,6 +71,12 @@ def validation_clean(name, loader):
     return s
 
 
+def on_device(name, s):
+    """A Vulkan run that is compared with the CPU: every sample rendered on the device."""
+    check(s["gpu_samples"] > 0 and s["gpu_reference"] == 0 and s["fallback_calls"] == 0 and s["fallback_samples"] == 0,
+          f"{name}: samples must be rendered on the device, none by the C reference or after a device error: {s}")
+
+
 def vulkan_devices(lib):
     """Number of Vulkan devices (0 with the reason printed). A missing validation layer is a broken
     setup, not a machine without Vulkan: that fails."""
@@ -89,11 +101,14 @@ def main():
     cirrdata = harness.load_binding(args.lib)
     from cirrdata.loader import Loader
 
+    os.environ["CIRRDATA_VK_VALIDATION"] = "1"  # every Vulkan context here runs under the validation layer
     if vulkan_devices(args.lib) == 0:
+        check(not vk_test.vulkan_required(), "no Vulkan device although one is required (lavapipe installed or "
+              "CIRRDATA_TEST_REQUIRE_VULKAN=1)")
         if harness.CHECKS.failed:
             return harness.summary("loader_vulkan")
         print("skip: no Vulkan device, nothing to compare")
-        return 77
+        return vk_test.SKIP
     work = tempfile.mkdtemp(prefix="cirrdata-loader-vk-", dir=args.workdir)
     try:
         src, recipe = harness.tiny_source(work, ncases=4)
@@ -116,6 +131,7 @@ def main():
         check(dev.startswith("vulkan: "), f"device name {dev}")
         print(f"device: {dev}")
         compare("patch nnunet vulkan vs cpu", cpu, vk1)
+        on_device("patch nnunet", s1)
         # 1 thread: one cd_gpu_augment per batch (the counters include batches prepared ahead in the ring)
         ns = s1["gpu_samples"] + s1["gpu_reference"]
         check(s1["gpu_calls"] >= len(cpu) and s1["fallback_calls"] == 0 and ns >= 8 and ns > s1["gpu_calls"],
@@ -123,15 +139,20 @@ def main():
         check(s1["gpu_samples"] > 0, f"patch: nothing ran on the device {s1}")
         vk2, _, s2 = run(raw, **pk, threads=2, ring=1, device="vulkan")  # 2 workers split each batch: shares 2 + 1
         compare("patch vulkan 1 vs 2 threads", vk1, vk2, exact=True)
+        on_device("patch 2 threads", s2)
         shares = sum((len(b["index"]) + 1) // 2 for b in cpu)
         check(s2["gpu_calls"] >= shares and s2["gpu_samples"] + s2["gpu_reference"] <= 2 * s2["gpu_calls"],
               f"2 threads, ring 1: a share of ceil(B / 2) samples per worker, {shares} calls: {s2}")
 
         # Volume mode: whole records (all 21x18x11 here) and a fixed crop/pad.
         vk = dict(mode="volume", patch=None, batch_size=2, augment="nnunet", seed=5, split="*", threads=1)
-        compare("volume vulkan vs cpu", run(raw, **vk, device="cpu")[0], run(raw, **vk, device="vulkan")[0])
+        got, _, sv = run(raw, **vk, device="vulkan")
+        compare("volume vulkan vs cpu", run(raw, **vk, device="cpu")[0], got)
+        on_device("volume", sv)
         vk["patch"] = (16, 24, 9)
-        compare("volume fixed size vulkan vs cpu", run(raw, **vk, device="cpu")[0], run(raw, **vk, device="vulkan")[0])
+        got, _, sv = run(raw, **vk, device="vulkan")
+        compare("volume fixed size vulkan vs cpu", run(raw, **vk, device="cpu")[0], got)
+        on_device("volume fixed size", sv)
 
         # Slice mode, staging augmentation, 3-channel 256x256 slices (a few batches per epoch).
         sk = dict(mode="slice", batch_size=4, augment="cirrhosisstage", seed=3, split="*", slices_with_mask_only=True, threads=2)
@@ -139,7 +160,7 @@ def main():
         sv, _, ss = run(s2d, limit=1, **sk, device="vulkan")
         check(sc and sc[0]["image"].shape[1:] == (3, 256, 256, 1), "slice batches are (B, 3, 256, 256, 1)")
         compare("slice cirrhosisstage vulkan vs cpu", sc, sv)
-        check(ss["gpu_samples"] > 0 and ss["fallback_calls"] == 0, f"slice stats {ss}")
+        on_device("slice cirrhosisstage", ss)
 
         # The PyTorch helper passes the device through: torch tensors of the same batches. (Not under
         # AddressSanitizer: see test_loader.py on libtorch there.)
@@ -165,7 +186,7 @@ def main():
         with Loader(raw, **rk) as l:
             l.load_state_dict(state)
             rest = batches(l) + batches(l)
-            validation_clean("resume", l)
+            on_device("resume", validation_clean("resume", l))
         compare("vulkan resume", vk1[1:], rest, exact=True)
 
         # A memory limit no sample fits: every share falls back to the CPU, counted, same batches.
@@ -207,7 +228,9 @@ def main():
         with Loader(bad, **ck, device="vulkan") as l:
             bv = batches(l) + batches(l)
             skipped = l.skipped
+            sk = validation_clean("skip_corrupt", l)
         compare("skip_corrupt vulkan vs cpu", bc, bv)
+        on_device("skip_corrupt", sk)
         check(skipped == 2 and all(1 not in b["index"] for b in bv), f"skip_corrupt on vulkan: {skipped} skipped")
 
         # Without augmentation samples are exact crops, cut on the CPU whatever the device.
@@ -237,6 +260,11 @@ def main():
         check(r.returncode != 0 and "device 'vulkan'" in r.stderr and "no-such-device" in r.stderr,
               f"an unknown CIRRDATA_VK_DEVICE must fail naming it: {r.stderr[-600:]}")
         check(not harness.sanitizer_report(r.stderr), f"sanitizer report: {r.stderr[-2000:]}")
+        # Every loader is closed: what the layer reported while their contexts were destroyed counts too.
+        from cirrdata.model import vulkan_stats
+        vs = vulkan_stats()
+        check(vs["contexts"] > 0 and vs["validation_messages"] == 0,
+              f"{vs['validation_messages']} validation messages in this process (teardown included), first: {vs['validation_first']}")
         del cirrdata
     finally:
         shutil.rmtree(work, ignore_errors=True)

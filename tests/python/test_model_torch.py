@@ -2,7 +2,7 @@
 """cirrdata.Model (libcirrdata/nn) against PyTorch eval() on the same weights.
 
   /usr/bin/python3 tests/python/test_model_torch.py --lib build/libcirrdata/libcirrdata.so
-  CIRRDATA_SLOW_TESTS=1 ... (adds ResNet-50 and VGG-19)
+  CIRRDATA_SLOW_TESTS=1 ... (ResNet-50 and VGG-19 at full size too)
 
 Each network is exported by tools/export_weights.py with random weights AND random batch-norm
 statistics (--random --random-bn), so batch-norm folding is exercised with non-trivial gamma, beta,
@@ -34,7 +34,20 @@ name says (fp16), and no validation message is printed (CIRRDATA_VK_VALIDATION_P
 back). With CIRRDATA_NN_NO_FP16=1 (a device without 16-bit storage, pretended) fp16=True gives
 '(fp32)' and float32's 1e-4.
 Under the ASan build (re-executed with the ASan runtime) ResNet-18 runs at 2x3x128x128 instead of
-256x256: instrumented -O0 code is about 10x slower, and the paths exercised are the same. Ends with one line `model_torch: N passed, M failed`.
+256x256: instrumented -O0 code is about 10x slower, and the paths exercised are the same.
+The deep member of each family runs in the default suite too, at a small input (ResNet-50 at
+1x3x64x64, VGG-19 at 1x3x32x32: its adaptive pool then repeats one pixel into 7x7, and its 392 MiB
+fc1 is still split on Vulkan), on the C executor and on Vulkan in float32; CIRRDATA_SLOW_TESTS=1 adds
+the full-size runs.
+Vulkan runs have the Khronos validation layer on (this test sets CIRRDATA_VK_VALIDATION=1): after each
+model is closed the process's count of validation messages (cd_gpu_process_stats, which includes what
+the layer reports while a context is destroyed) must still be 0, and each comparison must have run on
+the device (command buffers submitted, nothing computed by the C reference). Where no Vulkan device
+opens although one is required (lavapipe installed, or CIRRDATA_TEST_REQUIRE_VULKAN=1; vk_test.py)
+that is a failure, not a skip.
+A forward pass past CIRRDATA_VK_TIMEOUT_S (forced: 1 microsecond) raises, and the model then closes
+through its finaliser without a crash or a validation message (it used to crash the interpreter).
+Ends with one line `model_torch: N passed, M failed`.
 """
 import argparse
 import os
@@ -48,6 +61,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from asan_reexec import reexec_under_asan  # noqa: E402
+import vk_test  # noqa: E402
 
 PASSED = 0
 FAILED = 0
@@ -69,7 +83,11 @@ def check(ok, name, detail=''):
 def export(arch, path, seed):
     cmd = [sys.executable, os.path.join(REPO, 'tools', 'export_weights.py'), '--arch', arch, '--random', '--random-bn',
            '--seed', str(seed), '-o', path]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    # Pure Python and torch, no libcirrdata: without the ASan runtime the sanitizer build preloads
+    # (asan_reexec.py), which makes torch's start and a 560 MB export several times slower.
+    env = dict(os.environ)
+    env['LD_PRELOAD'] = ' '.join(p for p in env.get('LD_PRELOAD', '').replace(':', ' ').split() if 'libasan' not in p)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError('export failed: %s\n%s%s' % (' '.join(cmd), r.stdout, r.stderr))
 
@@ -91,14 +109,32 @@ def rel_err(ours, ref):
     return float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
 
 
+def vk_stats():
+    from cirrdata.model import vulkan_stats
+    return vulkan_stats()
+
+
+def check_vk_clean(label):
+    """After a Vulkan model is closed: no validation message in this process so far, those reported
+    while its context was destroyed included."""
+    s = vk_stats()
+    check(s['validation_messages'] == 0, '%s: no Vulkan validation message (teardown included)' % label,
+          '%d, first: %s' % (s['validation_messages'], s['validation_first']))
+
+
 def compare(cd, net, arch, sizes, rng, label):
     import numpy as np
     import torch
     for n, h, w in sizes:
         x = rng.standard_normal((n, 3, h, w), dtype=np.float32)
+        before = vk_stats() if cd.device_type == 'vulkan' else None
         t0 = time.time()
         ours = cd.predict(x)
         t1 = time.time()
+        if before:
+            after = vk_stats()
+            check(after['submissions'] > before['submissions'] and after['cpu_fallback'] == before['cpu_fallback'],
+                  '%s %s %dx3x%dx%d ran on the device' % (label, arch, n, h, w), '%s -> %s' % (before, after))
         with torch.no_grad():
             ref = net(torch.from_numpy(x)).numpy()
         e = rel_err(ours, ref)
@@ -139,8 +175,68 @@ def test_network(arch, seed, sizes, tmp, rng, vulkan, vk_sizes=None):
                 check(False, '%s vulkan open' % arch, str(e))
             return
         with vk:
-            check(vk.device.startswith('vulkan'), '%s vulkan device' % arch, vk.device)
+            check(vk.device.startswith('vulkan') and vk.device.endswith('(fp32)'), '%s vulkan device' % arch, vk.device)
             compare(vk, net, arch, vk_sizes or sizes, rng, 'vulkan')
+        check_vk_clean('%s vulkan' % arch)
+
+
+def test_deep(arch, seed, size, tmp, rng, vulkan):
+    """The deep member of a family at a small input: the C executor and Vulkan (float32) against
+    PyTorch, one image each (the weights are what is large: ~100 MB for ResNet-50, ~560 MB for VGG-19;
+    each is exported, loaded and, for the device, uploaded once)."""
+    import cirrdata
+    path = os.path.join(tmp, '%s.safetensors' % arch)
+    t0 = time.time()
+    export(arch, path, seed)
+    net = torch_model(arch, path)
+    print('%s: exported and loaded in torch in %.1fs' % (arch, time.time() - t0))
+    with cirrdata.Model(path, device='cpu', threads=2) as cd:
+        check(cd.arch == arch and cd.classes == 3, '%s metadata' % arch, '%s %d' % (cd.arch, cd.classes))
+        compare(cd, net, arch, [size], rng, 'cpu')
+    if vulkan is not None:
+        with cirrdata.Model(path, device='vulkan') as vk:
+            check(vk.device.startswith('vulkan') and vk.device.endswith('(fp32)'), '%s vulkan device' % arch, vk.device)
+            compare(vk, net, arch, [size], rng, 'vulkan')
+        check_vk_clean('%s vulkan' % arch)
+    os.unlink(path)
+
+
+TIMEOUT_CHILD = r"""
+import gc, os, sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+import cirrdata
+from cirrdata.model import vulkan_stats
+m = cirrdata.Model(sys.argv[1], device='vulkan')
+x = np.random.default_rng(0).standard_normal((4, 3, 192, 192), dtype=np.float32)
+os.environ['CIRRDATA_VK_TIMEOUT_S'] = '0.000001'  # read at each wait: the weights are on the device already
+for i in (1, 2):
+    try:
+        m.predict(x)
+        print('predict %d: no error' % i)
+    except cirrdata.CirrdataError as e:
+        print('predict %d: %s: %s' % (i, e.status, e))
+del m  # the finaliser closes it, as in the report
+gc.collect()
+s = vulkan_stats()
+print('validation messages: %d %s' % (s['validation_messages'], s['validation_first'][:300]))
+print('closed')
+"""
+
+
+def test_vulkan_timeout(tmp):
+    """A pass past CIRRDATA_VK_TIMEOUT_S: CirrdataError naming the timeout, then 'lost' for the next
+    call, and the model closes (from its finaliser) without crashing the interpreter and without a
+    validation message: in a child process, so that a crash is one failure here."""
+    path = os.path.join(tmp, 'cirrnet-small.safetensors')
+    r = subprocess.run([sys.executable, '-c', TIMEOUT_CHILD, path, os.path.join(REPO, 'python')], capture_output=True,
+                       text=True, timeout=600)
+    out = r.stdout
+    check(r.returncode == 0 and 'closed' in out, 'vulkan timeout: the process survives close()',
+          'exit %d\n%s%s' % (r.returncode, out[-600:], r.stderr[-1500:]))
+    check('predict 1: io:' in out and 'timeout' in out, 'vulkan timeout: predict raises naming the timeout', out[-600:])
+    check('predict 2: io:' in out and 'lost' in out, 'vulkan timeout: the next predict raises too', out[-600:])
+    check('validation messages: 0' in out, 'vulkan timeout: no validation message (nothing freed while in use)', out[-600:])
 
 
 class StderrCapture:
@@ -210,6 +306,7 @@ def test_fp16(arch, seed, sizes, tmp, rng, vs_fp32):
         del os.environ['CIRRDATA_VK_VALIDATION_PRINT']
     check('Vulkan validation' not in cap.text, '%s fp16: no validation message' % arch,
           cap.text[cap.text.find('Vulkan validation'):][:300])
+    check_vk_clean('%s fp16' % arch)
 
 
 def test_fp16_fallback(tmp, rng):
@@ -225,6 +322,7 @@ def test_fp16_fallback(tmp, rng):
     with m:
         check(m.device.endswith('(fp32)'), 'fp16 asked without 16-bit storage: fp32', m.device)
         compare(m, net, 'cirrnet-small', [(2, 97, 131)], rng, 'vulkan fp16->fp32')
+    check_vk_clean('fp16 fallback')
 
 
 def test_api(tmp, rng):
@@ -272,7 +370,9 @@ def vulkan_available(lib):
         m = cirrdata.Model(os.path.join(TMP, 'cirrnet-small.safetensors'), device='vulkan')
     except cirrdata.CirrdataError as e:
         if e.status == 'unsupported':
-            print('skip vulkan: %s' % e)
+            if check(not vk_test.vulkan_required(), 'a Vulkan device opens (required: lavapipe is installed or '
+                     'CIRRDATA_TEST_REQUIRE_VULKAN=1)', str(e)):
+                print('skip vulkan: %s' % e)
             return None
         raise
     dev = m.device
@@ -288,6 +388,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--lib', required=True)
     args = ap.parse_args()
+    os.environ['CIRRDATA_VK_VALIDATION'] = '1'  # every Vulkan model here runs under the validation layer
     reexec_under_asan(args.lib)
     os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
     sys.path.insert(0, os.path.join(REPO, 'python'))
@@ -319,11 +420,14 @@ def main():
             groups.append(lambda: test_fp16('cirrnet-small', 11, [(8, 256, 256), (3, 97, 131)], tmp, rng, True))
             groups.append(lambda: test_fp16('resnet18', 5, big[:1], tmp, rng, False))
             groups.append(lambda: test_fp16_fallback(tmp, rng))
+            groups.append(lambda: test_vulkan_timeout(tmp))
         if slow:
             groups.append(lambda: test_network('resnet50', 6, [(1, 256, 256), (1, 97, 131)], tmp, rng, vk))
             groups.append(lambda: test_network('vgg19', 7, [(1, 256, 256)], tmp, rng, vk, vk_sizes=[(1, 224, 224)]))
         else:
-            print('skip resnet50, vgg19: set CIRRDATA_SLOW_TESTS=1')
+            # the deep member of each family, at a small input (full size: CIRRDATA_SLOW_TESTS=1)
+            groups.append(lambda: test_deep('resnet50', 6, (1, 64, 64), tmp, rng, vk))
+            groups.append(lambda: test_deep('vgg19', 7, (1, 32, 32), tmp, rng, vk))
         for g in groups:
             try:
                 g()

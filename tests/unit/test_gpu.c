@@ -9,9 +9,13 @@
  * - NaN parameters: the reference's result (through its fallback)
  * - too large: a memory limit or a box beyond the device's limits is an error; the context and the
  *   CPU path keep working
+ * - a batch past CIRRDATA_VK_TIMEOUT_S: an error, and the context still closes cleanly
  * - no loader, no driver: CD_ERR_UNSUPPORTED with a message, no crash
  * - device list and selection, the pipeline cache (miss, hit, garbage is a miss)
- * Skips (cmocka skip()) only when there is no Vulkan device at all. */
+ * After every comparison the reference must have computed nothing the GPU was asked for (the
+ * fallback counter; test_fallback expects its 2), and no validation message may appear, at
+ * teardown neither. Exits 77 (skipped) only when there is no Vulkan device at all and none is
+ * required (gpu_test_util.h). */
 #include "test_util.h"
 #include "gpu_test_util.h"
 
@@ -110,9 +114,10 @@ static void random_sample(sample *s, uint32_t channels, const int64_t patch[3], 
 }
 
 /* Runs a batch on the GPU and through the reference; returns the worst image error relative to the
- * data range, counts mismatching mask voxels and bit-identical image voxels. */
-static double compare_batch(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3], int64_t *mask_bad,
-                            int64_t *exact, int64_t *total) {
+ * data range, counts mismatching mask voxels and bit-identical image voxels. The reference must have
+ * computed exactly `fallback` of the GPU call's samples (check_fallback). */
+static double compare_batch_fb(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3], int64_t *mask_bad,
+                               int64_t *exact, int64_t *total, int fallback) {
     cd_aug_params *params = malloc(sizeof *params * (size_t)n);
     cd_gpu_spatial_item *items = malloc(sizeof *items * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -120,9 +125,11 @@ static double compare_batch(cd_gpu_context *ctx, sample *s, int n, uint32_t chan
         items[i] = s[i].it;
     }
     cd_error err;
+    fallback_mark();
     cd_status st = cd_gpu_aug_spatial(ctx, params, n, items, channels, patch, &err);
     if (st != CD_OK) fprintf(stderr, "cd_gpu_aug_spatial: %s\n", err.message);
     assert_int_equal(st, CD_OK);
+    check_fallback((uint64_t)fallback, fallback < n);
     const int64_t npatch = patch[0] * patch[1] * patch[2];
     double worst = 0;
     for (int i = 0; i < n; i++) {
@@ -145,6 +152,11 @@ static double compare_batch(cd_gpu_context *ctx, sample *s, int n, uint32_t chan
     free(params);
     free(items);
     return worst;
+}
+
+static double compare_batch(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3], int64_t *mask_bad,
+                            int64_t *exact, int64_t *total) {
+    return compare_batch_fb(ctx, s, n, channels, patch, mask_bad, exact, total, 0);
 }
 
 static void random_parity(cd_gpu_memory_mode mode, int rounds) {
@@ -172,8 +184,7 @@ static void random_parity(cd_gpu_memory_mode mode, int rounds) {
             (long long)mask_bad);
     assert_true(worst <= 1e-4);
     assert_int_equal(mask_bad, 0);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_parity_shared(void **state) {
@@ -218,8 +229,7 @@ static void test_parity_large(void **state) {
     assert_true(w <= 1e-4);
     assert_int_equal(bad, 0);
     for (int i = 0; i < 2; i++) free_sample(&s[i]);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* Integer transforms (crop, mirrors, 90-degree rotations about z): exactly the reference. */
@@ -244,8 +254,7 @@ static void test_integral_exact(void **state) {
         assert_int_equal(bad, 0);
         free_sample(&s);
     }
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* NaN or far-away transforms run through the reference. */
@@ -259,7 +268,7 @@ static void test_fallback(void **state) {
     s[0].a.matrix[1][1] = NAN;
     s[2].a.center[0] = 3e9;
     int64_t bad = 0, exact = 0, total = 0;
-    double w = compare_batch(ctx, s, 3, 1, patch, &bad, &exact, &total);
+    double w = compare_batch_fb(ctx, s, 3, 1, patch, &bad, &exact, &total, 2);
     assert_true(w <= 1e-4);
     assert_int_equal(bad, 0);
     cd_gpu_timings t;
@@ -267,8 +276,7 @@ static void test_fallback(void **state) {
     assert_int_equal(t.cpu_fallback, 2);
     assert_int_equal(t.batches, 1);
     for (int i = 0; i < 3; i++) free_sample(&s[i]);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* Too much memory: an error, and both the context and the CPU path keep working. */
@@ -295,8 +303,7 @@ static void test_too_large(void **state) {
         assert_true(compare_batch(ctx, &s, 1, 1, small, &bad, &exact, &total) <= 1e-4);
         assert_int_equal(bad, 0);
         free_sample(&s);
-        check_validation(ctx);
-        cd_gpu_destroy(ctx);
+        destroy_ctx(ctx);
     }
     /* a box beyond what one descriptor can bind: refused before anything is read */
     cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
@@ -319,8 +326,7 @@ static void test_too_large(void **state) {
     assert_int_equal(cd_gpu_aug_spatial(ctx, &a, 1, &it, 1, patch, &err), CD_ERR_ARG);
     const int64_t zero[3] = {0, 4, 4};
     assert_int_equal(cd_gpu_aug_spatial(ctx, &a, 1, &it, 1, zero, &err), CD_ERR_ARG);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_devices(void **state) {
@@ -346,13 +352,13 @@ static void test_devices(void **state) {
     cd_gpu_context *ctx;
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_string_equal(cd_gpu_device(ctx)->name, d[n - 1].name);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     char sub[8];
     snprintf(sub, sizeof sub, "%.4s", d[0].name);
     for (char *p = sub; *p; p++) *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p); /* case-insensitive */
     o.device = sub;
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     o.device = "no-such-device-name";
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_ERR_ARG);
     assert_null(ctx);
@@ -375,10 +381,10 @@ static void test_pipeline_cache(void **state) {
     cd_error err;
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_false(cd_gpu_pipeline_cache_hit(ctx));
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_true(cd_gpu_pipeline_cache_hit(ctx));
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     /* the one file there, overwritten: garbage, then a right header over garbage */
     char cmd[700], path[1024];
     snprintf(cmd, sizeof cmd, "ls %s/vk-pipelines-*.bin", dir);
@@ -395,8 +401,7 @@ static void test_pipeline_cache(void **state) {
     write_bytes(path, junk, sizeof junk);
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_false(cd_gpu_pipeline_cache_hit(ctx));
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     memcpy(junk, good, 32);
     write_bytes(path, junk, sizeof junk);
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
@@ -408,14 +413,42 @@ static void test_pipeline_cache(void **state) {
     assert_true(compare_batch(ctx, &s, 1, 1, patch, &bad, &exact, &total) <= 1e-4);
     assert_int_equal(bad, 0);
     free_sample(&s);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     free(good);
     /* disabled: no hit */
     o.no_pipeline_cache = true;
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_false(cd_gpu_pipeline_cache_hit(ctx));
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
+}
+
+/* A batch that does not finish within CIRRDATA_VK_TIMEOUT_S: CD_ERR_IO naming the timeout, every
+ * later call fails the same way (the command buffer is still pending), and the context is destroyed
+ * cleanly once the device has finished: no crash, no validation message (objects in use). */
+static void test_timeout(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
+    const int64_t patch[3] = {48, 48, 32};
+    sample s[3];
+    for (int i = 0; i < 3; i++) random_sample(&s[i], 2, patch, true, true);
+    cd_aug_params params[3];
+    cd_gpu_spatial_item items[3];
+    for (int i = 0; i < 3; i++) {
+        params[i] = s[i].a;
+        items[i] = s[i].it;
+    }
+    cd_error err;
+    setenv("CIRRDATA_VK_TIMEOUT_S", "0.000001", 1);
+    cd_status st = cd_gpu_aug_spatial(ctx, params, 3, items, 2, patch, &err);
+    unsetenv("CIRRDATA_VK_TIMEOUT_S");
+    fprintf(stderr, "expected error: %s\n", err.message);
+    assert_int_equal(st, CD_ERR_IO);
+    assert_non_null(strstr(err.message, "timeout"));
+    assert_int_equal(cd_gpu_aug_spatial(ctx, params, 3, items, 2, patch, &err), CD_ERR_IO);
+    assert_non_null(strstr(err.message, "lost"));
+    destroy_ctx(ctx);
+    for (int i = 0; i < 3; i++) free_sample(&s[i]);
 }
 
 /* No loader, no driver: CD_ERR_UNSUPPORTED with a message. Runs whether or not Vulkan exists. */
@@ -445,8 +478,7 @@ static void test_no_vulkan(void **state) {
     unsetenv("VK_DRIVER_FILES");
     /* and back */
     ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 int main(void) {
@@ -456,6 +488,7 @@ int main(void) {
         cmocka_unit_test(test_no_vulkan),      cmocka_unit_test(test_devices),       cmocka_unit_test(test_parity_shared),
         cmocka_unit_test(test_parity_staging), cmocka_unit_test(test_parity_large),  cmocka_unit_test(test_integral_exact),
         cmocka_unit_test(test_fallback),       cmocka_unit_test(test_too_large),     cmocka_unit_test(test_pipeline_cache),
+        cmocka_unit_test(test_timeout),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

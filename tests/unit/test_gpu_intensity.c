@@ -14,7 +14,9 @@
  *   alone and fused with the warp (masks exact), 3D and 2D
  * - a batch split over several submissions; non-finite parameters through the reference
  * - a too-small memory limit or a too-large patch: an error, no crash; the context keeps working
- * Skips (cmocka skip()) only when there is no Vulkan device at all. */
+ * After every comparison the reference must have computed none of the samples (the fallback counter;
+ * the split test expects its 2); no validation message, at teardown neither. Exits 77 (skipped) only
+ * when there is no Vulkan device at all and none is required (gpu_test_util.h). */
 #include "test_util.h"
 #include "gpu_test_util.h"
 
@@ -108,9 +110,13 @@ static double compare_intensity(cd_gpu_context *ctx, const cd_aug_params *params
         memcpy(gpu[i], imgs[i], sizeof(float) * (size_t)np);
     }
     cd_error err;
+    fallback_mark();
     cd_status st = cd_gpu_aug_intensity(ctx, params, n, gpu, channels, patch, &err);
     if (st != CD_OK) fprintf(stderr, "cd_gpu_aug_intensity: %s\n", err.message);
     assert_int_equal(st, CD_OK);
+    /* none through the reference (a batch whose ops are all no-ops, such as a blur with radius 0 on
+     * every axis, submits nothing: submissions are not asserted here) */
+    check_fallback(0, false);
     double worst = 0;
     for (int i = 0; i < n; i++) {
         float *ref = malloc(sizeof(float) * (size_t)np);
@@ -156,8 +162,7 @@ static void ops_alone(cd_gpu_memory_mode mode) {
                 worst);
         assert_true(worst <= 1e-4);
     }
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_ops_alone_shared(void **state) {
@@ -246,8 +251,7 @@ static void test_pipeline_intensity(void **state) {
             for (int o = 0; o < NOPS; o++) assert_true(ops_seen[o] > 0);
         cd_aug_pipeline_destroy(p);
     }
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* The fused warp + intensity against cd_aug_apply_spatial + cd_aug_apply_intensity. */
@@ -301,9 +305,11 @@ static void fused(cd_gpu_memory_mode mode, const char *pipe, int rounds) {
             refm[i] = malloc((size_t)np);
         }
         cd_error err;
+        fallback_mark();
         cd_status st = cd_gpu_augment(ctx, params, n, items, channels, patch, &err);
         if (st != CD_OK) fprintf(stderr, "cd_gpu_augment: %s\n", err.message);
         assert_int_equal(st, CD_OK);
+        check_fallback(0, true);
         for (int i = 0; i < n; i++) {
             assert_int_equal(cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels, items[i].box_lo, items[i].box_shape,
                                                   patch, ref[i], refm[i], &err),
@@ -329,8 +335,7 @@ static void fused(cd_gpu_memory_mode mode, const char *pipe, int rounds) {
     assert_true(worst <= 1e-4);
     assert_int_equal(mask_bad, 0);
     cd_aug_pipeline_destroy(p);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_fused_shared(void **state) {
@@ -369,7 +374,9 @@ static void test_split_and_fallback(void **state) {
     params[5].blur_sigma[1] = 600; /* radius 2400: beyond the kernel's 1023 */
     params[5].blur_truncate = 4;
     cd_error err;
+    fallback_mark();
     assert_int_equal(cd_gpu_aug_intensity(ctx, params, N, gpu, 1, patch, &err), CD_OK);
+    check_fallback(2, true);
     cd_gpu_timings t;
     cd_gpu_last_timings(ctx, &t);
     double worst = 0;
@@ -388,8 +395,7 @@ static void test_split_and_fallback(void **state) {
     assert_true(t.batches >= 3);
     assert_int_equal(t.cpu_fallback, 2);
     assert_true(worst <= 1e-4);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* Too much for the device: errors, no crash, and the context keeps working. */
@@ -429,8 +435,7 @@ static void test_too_large(void **state) {
         }
         assert_true(compare_intensity(ctx, ps, 2, imgs, 2, small) <= 1e-4);
         for (int i = 0; i < 2; i++) free(imgs[i]);
-        check_validation(ctx);
-        cd_gpu_destroy(ctx);
+        destroy_ctx(ctx);
     }
     /* bad arguments and limits */
     cd_gpu_context *ctx = make_ctx(CD_GPU_MEMORY_AUTO, 0);
@@ -449,8 +454,7 @@ static void test_too_large(void **state) {
     cd_gpu_spatial_item it = {.box_shape = {-1, 2, 2}, .out_img = v};
     assert_int_equal(cd_gpu_augment(ctx, &a, 1, &it, 1, ok, &err), CD_ERR_ARG);
     assert_int_equal(cd_gpu_augment(ctx, &a, 1, &it, 1, huge, &err), CD_ERR_LIMIT);
-    check_validation(ctx);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 int main(void) {
@@ -460,5 +464,5 @@ int main(void) {
         cmocka_unit_test(test_fused_shared),     cmocka_unit_test(test_fused_staging),     cmocka_unit_test(test_split_and_fallback),
         cmocka_unit_test(test_too_large),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

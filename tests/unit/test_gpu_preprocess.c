@@ -17,7 +17,10 @@
  * - masks by per-label linear interpolation (mask_order 1) equal to cd_preprocess's, ties at 0.5 included
  * - a too-small memory limit: an error, no crash; the context keeps working; the converter's device
  *   (cd_pp_device) then gives the CPU's result with a note, and keeps the GPU for volumes that fit
- * Skips (cmocka skip()) only when there is no Vulkan device at all. */
+ * After every comparison the reference must have computed nothing the device was asked for (the
+ * fallback counter; the int32 source expects its one call); no validation message, at teardown
+ * neither. Exits 77 (skipped) only when there is no Vulkan device at all and none is required
+ * (gpu_test_util.h). */
 #include "test_util.h"
 #include "gpu_test_util.h"
 
@@ -99,14 +102,18 @@ static double rel_err(const float *ref, const float *got, size_t n) {
     return e / (hi > lo ? (double)hi - (double)lo : 1.0);
 }
 
-/* cd_gpu_resample against cd_resample for one source, grid and options. */
-static void check_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, const char *what) {
+/* cd_gpu_resample against cd_resample for one source, grid and options; `fallback`: the call is one
+ * the reference must compute (check_fallback), else the device must. */
+static void check_resample_fb(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, const char *what,
+                              bool fallback) {
     cd_error err;
     cd_volume *ref = NULL, *got = NULL;
     assert_int_equal(cd_resample(src, g, ro, &ref, &err), CD_OK);
+    fallback_mark();
     cd_status st = cd_gpu_resample(ctx, src, g, ro, &got, &err);
     if (st != CD_OK) fprintf(stderr, "%s: %s\n", what, err.message);
     assert_int_equal(st, CD_OK);
+    check_fallback(fallback ? 1 : 0, !fallback);
     int64_t d1[3], d2[3];
     cd_volume_dims(ref, d1);
     cd_volume_dims(got, d2);
@@ -137,6 +144,10 @@ static void check_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_g
     cd_volume_destroy(ref);
     cd_volume_destroy(got);
     check_validation(ctx);
+}
+
+static void check_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, const char *what) {
+    check_resample_fb(ctx, src, g, ro, what, false);
 }
 
 static const cd_interp orders[3] = {CD_INTERP_NEAREST, CD_INTERP_LINEAR, CD_INTERP_CUBIC};
@@ -193,7 +204,7 @@ static void resample_suite(cd_gpu_memory_mode mode) {
         }
         cd_volume_destroy(v);
     }
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_resample_shared(void **state) {
@@ -266,7 +277,7 @@ static void test_resample_dtypes(void **state) {
         check_resample(ctx, m8, &g, &ro, "uint8 mask");
         ro.interp = CD_INTERP_LINEAR;
         ro.out_dtype = CD_DTYPE_FLOAT32;
-        check_resample(ctx, i32, &g, &ro, "int32 (reference)");
+        check_resample_fb(ctx, i32, &g, &ro, "int32 (reference)", true);
         cd_gpu_timings t;
         cd_gpu_last_timings(ctx, &t);
         assert_int_equal(t.cpu_fallback, 1);
@@ -274,7 +285,7 @@ static void test_resample_dtypes(void **state) {
     cd_volume_destroy(i16);
     cd_volume_destroy(m8);
     cd_volume_destroy(i32);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* Masks by linear interpolation per label (recipes with mask_order 1, as nnunet-3d): exactly the
@@ -316,9 +327,11 @@ static void test_mask_linear(void **state) {
                 assert_int_equal(cd_preprocess(&r, NULL, img, mask, 1, &ref, &err), CD_OK);
                 cd_grid g;
                 assert_int_equal(cd_grid_for_spacing(img, r.spacing, &g, &err), CD_OK);
+                fallback_mark();
                 cd_status st = cd_gpu_resample_mask_linear(ctx, mask, &g, &got, &err);
                 if (st != CD_OK) fprintf(stderr, "mask linear: %s\n", err.message);
                 assert_int_equal(st, CD_OK);
+                check_fallback(0, true);
                 int64_t od[3];
                 cd_volume_dims(got, od);
                 for (int q = 0; q < 3; q++) assert_int_equal(od[q], (int64_t)ref->shape[q]);
@@ -338,7 +351,7 @@ static void test_mask_linear(void **state) {
                 cd_volume_destroy(mask);
                 check_validation(ctx);
             }
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* cd_gpu_normalize on x-fastest voxels against cd_preprocess (normalisation only, float32 output,
@@ -358,9 +371,11 @@ static void check_normalize(cd_gpu_context *ctx, const cd_recipe *r, const cd_vo
     for (int64_t z = 0, i = 0; z < d[2]; z++)
         for (int64_t y = 0; y < d[1]; y++)
             for (int64_t xx = 0; xx < d[0]; xx++, i++) ref[i] = c[(xx * d[1] + y) * d[2] + z];
+    fallback_mark();
     st = cd_gpu_normalize(ctx, r, x, n, mask ? cd_volume_data_const(mask) : NULL, &err);
     if (st != CD_OK) fprintf(stderr, "%s: %s\n", what, err.message);
     assert_int_equal(st, CD_OK);
+    check_fallback(0, true);
     const double e = rel_err(ref, x, n);
     if (!(e <= 1e-4)) fprintf(stderr, "%s: max error %.3g of the range\n", what, e);
     assert_true(e <= 1e-4);
@@ -423,7 +438,7 @@ static void normalize_suite(cd_gpu_memory_mode mode) {
         cd_volume_destroy(mask);
         cd_volume_destroy(empty);
     }
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_normalize_shared(void **state) {
@@ -466,7 +481,7 @@ static void test_memory_limit(void **state) {
     check_resample(ctx, w, &g, &ro, "after a failure");
     cd_volume_destroy(v);
     cd_volume_destroy(w);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* The converter's device (cd_pp_device) when the GPU cannot take a volume (a memory limit below it):
@@ -513,12 +528,15 @@ static void test_pp_device_fallback(void **state) {
     /* a volume that fits runs on the device */
     v = make_volume(small, a);
     cd_grid_of_volume(v, &g);
+    fallback_mark();
     assert_int_equal(cd_pp_resample(&d, v, &g, &ro, &got, &err), CD_OK);
+    check_fallback(0, true);
     assert_string_equal(cd_pp_device_used(&d), "vulkan");
-    check_validation(d.gpu);
     cd_volume_destroy(got);
     cd_volume_destroy(v);
+    check_validation(d.gpu);
     cd_pp_device_free(&d);
+    check_validation(NULL);
 }
 
 int main(void) {
@@ -530,5 +548,5 @@ int main(void) {
         cmocka_unit_test(test_normalize_shared), cmocka_unit_test(test_normalize_staging), cmocka_unit_test(test_memory_limit),
         cmocka_unit_test(test_pp_device_fallback),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -25,7 +25,10 @@
  *   for their rounded intermediates. The split cases run at half the lowered limits (the same blocks
  *   and chunks with 2-byte elements). Fallback: with CIRRDATA_NN_NO_FP16 (a device without 16-bit
  *   storage, pretended) fp16 asked for gives float32 and float32's accuracy.
- * Skips (cmocka skip()) only when there is no Vulkan device at all. */
+ * - a pass past CIRRDATA_VK_TIMEOUT_S: an error, then a clean destroy
+ * Every run must have been computed by the device (check_fallback); no validation message, at
+ * teardown neither. Exits 77 (skipped) only when there is no Vulkan device at all and none is
+ * required (gpu_test_util.h). */
 #include "test_util.h"
 
 #include <math.h>
@@ -203,9 +206,11 @@ static void run_and_compare16(cd_gpu_context *ctx, cd_nn_graph *g, double rel, d
     st = cd_nn_ref_run(g, arena, 1, &err);
     assert_int_equal(st, CD_OK);
     const float *ref = arena + g->nodes[g->output].offset;
+    fallback_mark();
     st = cd_nn_vk_run(vk, g, x, got, &err);
     if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run (%s): %s\n", what, err.message);
     assert_int_equal(st, CD_OK);
+    check_fallback(0, true); /* the device ran the pass */
     if (g_fp16) rel += rel16;
     const double m = max_abs(ref, nout), d = excess(got, ref, nout);
     if (!(d <= rel * fmax(m, 1e-30)) || getenv("CIRRDATA_TEST_VERBOSE"))
@@ -271,7 +276,7 @@ static void conv_cases(cd_gpu_memory_mode mode) {
         run_and_compare(ctx, g, 1e-4, what);
         cd_nn_graph_free(g);
     }
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_conv_shared(void **state) {
@@ -329,7 +334,7 @@ static void test_pools(void **state) {
     finish(g, 3, 2, 5);
     run_and_compare(ctx, g, 1e-5, "softmax");
     cd_nn_graph_free(g);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_add(void **state) {
@@ -364,7 +369,7 @@ static void test_add(void **state) {
     finish(g, 2, 3, 3);
     run_and_compare(ctx, g, 0, "relu");
     cd_nn_graph_free(g);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 /* conv-relu-maxpool-[conv-relu-conv (+) downsample conv]-add-relu-adaptive avgpool-flatten-linear */
@@ -417,9 +422,11 @@ static void test_graph(void **state) {
             const float *ref = arena + g->nodes[g->output].offset;
             for (int rep = 0; rep < 2; rep++) {
                 memset(got, 0xff, sizeof(float) * (size_t)nout);
+                fallback_mark();
                 cd_status st = cd_nn_vk_run(vk, g, x, got, &err);
                 if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run: %s\n", err.message);
                 assert_int_equal(st, CD_OK);
+                check_fallback(0, true);
                 const double m = max_abs(ref, nout), d = excess(got, ref, nout);
                 if (!(d <= rel * m) || getenv("CIRRDATA_TEST_VERBOSE"))
                     fprintf(stderr, "graph shape %d%s: max|diff| %.3g max|ref| %.3g\n", s, g_fp16 ? " (fp16)" : "", d, m);
@@ -434,7 +441,7 @@ static void test_graph(void **state) {
         check_validation(ctx);
         cd_nn_vk_destroy(vk);
         cd_nn_graph_free(g);
-        cd_gpu_destroy(ctx);
+        destroy_ctx(ctx);
         unsetenv("CIRRDATA_NN_NO_FUSE");
     }
 }
@@ -456,7 +463,7 @@ static void test_too_large(void **state) {
         assert_true(strlen(err.message) > 10);
         check_validation(ctx);
         cd_nn_graph_free(g);
-        cd_gpu_destroy(ctx);
+        destroy_ctx(ctx);
     }
     /* a limit that holds the weights but not a large batch's activations: run fails, then a small
      * batch works with the same executor */
@@ -481,7 +488,7 @@ static void test_too_large(void **state) {
         check_validation(ctx);
         cd_nn_vk_destroy(vk);
         cd_nn_graph_free(g);
-        cd_gpu_destroy(ctx);
+        destroy_ctx(ctx);
     }
     /* no limit: a batch whose activations exceed the device's memory heap */
     {
@@ -500,7 +507,7 @@ static void test_too_large(void **state) {
         check_validation(ctx);
         cd_nn_vk_destroy(vk);
         cd_nn_graph_free(g);
-        cd_gpu_destroy(ctx);
+        destroy_ctx(ctx);
     }
 }
 
@@ -532,7 +539,7 @@ static void split_cases(cd_gpu_memory_mode mode) {
     finish(g, 9, 37, 29);
     run_and_compare16(ctx, g, 1e-4, GRAPH_REL16, "split graph");
     cd_nn_graph_free(g);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 static void test_split(void **state) {
@@ -574,8 +581,38 @@ static void test_split(void **state) {
     check_validation(ctx);
     cd_nn_vk_destroy(vk);
     cd_nn_graph_free(g);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
     cd_nn_vk_test_limits(0, 0);
+}
+
+/* A pass that does not finish within CIRRDATA_VK_TIMEOUT_S: CD_ERR_IO naming the timeout, later runs
+ * fail (the command buffer is still pending), and destroying the executor and the context waits for
+ * the device before it frees what the pending work uses: no crash, no validation message (before,
+ * cd_nn_vk_destroy freed buffers and pipelines in use: the layer reported them, lavapipe could
+ * crash). In shared and staging memory. */
+static void test_timeout(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_error err;
+    for (int mode = 0; mode < 2; mode++) {
+        cd_gpu_context *ctx = make_ctx(mode ? CD_GPU_MEMORY_STAGING : CD_GPU_MEMORY_SHARED, 0);
+        cd_nn_graph *g = small_net();
+        finish(g, 8, 96, 96);
+        cd_nn_vk *vk = make_vk(ctx, g);
+        float *x = rand_array(numel(&g->input_shape), -1, 1), y[3 * 8];
+        setenv("CIRRDATA_VK_TIMEOUT_S", "0.000001", 1);
+        cd_status st = cd_nn_vk_run(vk, g, x, y, &err);
+        unsetenv("CIRRDATA_VK_TIMEOUT_S");
+        fprintf(stderr, "expected failure: %s\n", err.message);
+        assert_int_equal(st, CD_ERR_IO);
+        assert_non_null(strstr(err.message, "timeout"));
+        assert_int_equal(cd_nn_vk_run(vk, g, x, y, &err), CD_ERR_IO);
+        assert_non_null(strstr(err.message, "lost"));
+        cd_nn_vk_destroy(vk);
+        destroy_ctx(ctx);
+        cd_nn_graph_free(g);
+        free(x);
+    }
 }
 
 /* Every test above again with float16 storage (see run_and_compare16), then the fallback. */
@@ -603,7 +640,7 @@ static void test_fp16(void **state) {
     g_ask16 = false;
     unsetenv("CIRRDATA_NN_NO_FP16");
     cd_nn_graph_free(g);
-    cd_gpu_destroy(ctx);
+    destroy_ctx(ctx);
 }
 
 int main(void) {
@@ -611,7 +648,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_shared), cmocka_unit_test(test_conv_staging), cmocka_unit_test(test_pools),
         cmocka_unit_test(test_add),         cmocka_unit_test(test_graph),        cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_split),       cmocka_unit_test(test_fp16),
+        cmocka_unit_test(test_split),       cmocka_unit_test(test_fp16),         cmocka_unit_test(test_timeout),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

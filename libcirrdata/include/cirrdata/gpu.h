@@ -114,6 +114,21 @@ CD_API bool cd_gpu_shared_memory(const cd_gpu_context *ctx);
  * (a test fails on any). When non-NULL, first receives the first such message (truncated). */
 CD_API bool cd_gpu_validation_enabled(const cd_gpu_context *ctx);
 CD_API uint64_t cd_gpu_validation_messages(cd_gpu_context *ctx, char *first, size_t first_len);
+/* Totals over every context this process created, destroyed ones included (cd_gpu_process_stats).
+ * Counters only grow; a caller takes differences around the work it checks. */
+typedef struct cd_gpu_stats {
+    uint64_t contexts;            /* contexts created */
+    uint64_t submissions;         /* command buffers the device ran to completion (kernels and inference) */
+    uint64_t cpu_fallback;        /* items of cd_gpu_* calls computed by the C reference instead of the
+                                     device (the sum of every call's cd_gpu_timings.cpu_fallback) */
+    uint64_t validation_messages; /* validation warnings and errors of every context, including those
+                                     reported while a context is destroyed (objects still alive at
+                                     vkDestroyDevice or vkDestroyInstance), which
+                                     cd_gpu_validation_messages cannot return */
+    char validation_first[512];   /* the first of them (truncated); empty when there is none */
+} cd_gpu_stats;
+/* Fills *out (NULL is a no-op). Thread-safe. The CLI checks validation_messages before it exits. */
+CD_API void cd_gpu_process_stats(cd_gpu_stats *out);
 /* Whether the pipeline cache was loaded from disk (a hit) when the context was created. */
 CD_API bool cd_gpu_pipeline_cache_hit(const cd_gpu_context *ctx);
 

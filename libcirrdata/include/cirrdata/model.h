@@ -50,6 +50,9 @@ typedef struct cd_model_options {
 } cd_model_options;
 
 CD_API cd_status cd_model_open(const char *path, const cd_model_options *options, cd_model **out, cd_error *err);
+/* Frees the model; NULL is a no-op. Safe after any error: when a Vulkan pass did not finish (a
+ * timeout, CIRRDATA_VK_TIMEOUT_S) it first waits for the device to finish it (or to report itself
+ * lost), since the pass still uses the memory being freed. */
 CD_API void cd_model_close(cd_model *m);
 
 /* Architecture name from the file's metadata ("resnet18", "vgg19", ...). */
@@ -64,7 +67,9 @@ CD_API const char *cd_model_device_name(const cd_model *m);
 /* Runs the network on x: n images of (in_channels, h, w) float32, C-order. Writes n * classes logits
  * (the last layer's outputs, before softmax) to `logits`. The first call for a given (n, h, w) plans
  * the activation memory (and on Vulkan records the command buffer); later calls with the same shape
- * reuse it. */
+ * reuse it. On Vulkan, a pass that does not finish within CIRRDATA_VK_TIMEOUT_S seconds (default 120)
+ * or a lost device returns CD_ERR_IO, and so does every later call: close the model and open it
+ * again. */
 CD_API cd_status cd_model_predict(cd_model *m, const float *x, int64_t n, int64_t h, int64_t w, float *logits,
                                   cd_error *err);
 
