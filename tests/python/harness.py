@@ -12,7 +12,7 @@ import subprocess
 import sys
 import traceback
 
-from asan_reexec import reexec_under_asan
+from asan_reexec import child_env, reexec_under_asan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -86,13 +86,16 @@ def load_binding(lib):
 
 
 def run(cmd, timeout=600, **kw):
-    """subprocess.run with text output captured."""
+    """subprocess.run with text output captured (a CLI child of a test re-executed under ASan is
+    leak-checked: asan_reexec.child_env)."""
+    kw['env'] = child_env(cmd, kw.get('env'))
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def run_rc(cmd, timeout=600):
     """(exit status, stdout, stderr) with stdin closed; output decoded leniently."""
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout,
+                       env=child_env(cmd))
     return p.returncode, p.stdout.decode('utf-8', 'replace'), p.stderr.decode('utf-8', 'replace')
 
 
