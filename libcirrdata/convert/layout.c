@@ -360,15 +360,22 @@ static int case_id_cmp(const void *a, const void *b) {
     return c ? c : strcmp(x->image_path, y->image_path);
 }
 
+/* The cases in cmp's order (pointers into l; free the array), or NULL when out of memory. */
+static const cd_case **sorted_cases(const cd_case_list *l, int (*cmp)(const void *, const void *)) {
+    const cd_case **v = malloc(l->n * sizeof *v);
+    if (!v) return NULL;
+    for (size_t i = 0; i < l->n; i++) v[i] = &l->cases[i];
+    qsort(v, l->n, sizeof *v, cmp);
+    return v;
+}
+
 /* One patient id (compared as numbers, like the CSV join) at most once per sequence: in two splits it
  * leaks between them, twice in one folder (304.nii and 304.nii.gz) nobody can tell which is meant.
  * Both are errors, strict or not. */
 static cd_status check_unique_patients(const cd_case_list *l, cd_error *err) {
     if (l->n < 2) return CD_OK;
-    const cd_case **v = malloc(l->n * sizeof *v);
+    const cd_case **v = sorted_cases(l, case_id_cmp);
     if (!v) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < l->n; i++) v[i] = &l->cases[i];
-    qsort(v, l->n, sizeof *v, case_id_cmp);
     cd_status st = CD_OK;
     for (size_t i = 1; i < l->n && st == CD_OK; i++) {
         const cd_case *a = v[i - 1], *b = v[i];
@@ -518,10 +525,8 @@ static int case_key_cmp(const void *a, const void *b) {
  * entry listed twice) are an error naming both files. */
 static cd_status check_unique_keys(const cd_case_list *l, cd_error *err) {
     if (l->n < 2) return CD_OK;
-    const cd_case **v = malloc(l->n * sizeof *v);
+    const cd_case **v = sorted_cases(l, case_key_cmp);
     if (!v) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < l->n; i++) v[i] = &l->cases[i];
-    qsort(v, l->n, sizeof *v, case_key_cmp);
     cd_status st = CD_OK;
     for (size_t i = 1; i < l->n && st == CD_OK; i++)
         if (!strcmp(v[i - 1]->key, v[i]->key))
