@@ -165,8 +165,6 @@ ratio("ours / peer, none", lambda i: get("ours", "none", i, preload=True)["sampl
       lambda i: get("peer", "none", i)["samples_per_s"], None, "")
 ratio("ours none cache off / decode bound", lambda i: get("ours", "none", i, 0)["samples_per_s"],
       lambda i: get("bound", None, i)["decode"]["samples_per_s"], 0.8, "")
-ratio("ours none cache off / best-round bound", lambda i: get("ours", "none", i, 0)["samples_per_s"],
-      lambda i: get("bound", None, i)["decode"]["samples_per_s_best"], None, "")
 ratio("ours none cache off / pread+decode", lambda i: get("ours", "none", i, 0)["samples_per_s"],
       lambda i: get("bound", None, i)["pread_decode"]["samples_per_s"], None, "")
 ratio("ours none (cache) / decode bound (*)", lambda i: get("ours", "none", i, preload=True)["samples_per_s"],
