@@ -1,11 +1,13 @@
 /* Inference throughput of a cirrdata model file (benchmarks/run_model.sh drives it).
  *
  *   bench_model MODEL.safetensors [--device cpu|vulkan] [--threads T] [--batch N] [--size H,W]
- *                                 [--iters I] [--warmup W]
+ *                                 [--iters I] [--warmup W] [--json]
  *
  * Times cd_model_predict on one random batch (the first calls plan memory and, on Vulkan, record
- * the command buffer: they are the warm-up) and prints one line:
+ * the command buffer: they are the warm-up; the model is opened before any timing) with
+ * CLOCK_MONOTONIC around each call and prints one line:
  *   model=<arch> device="<executor>" batch=N size=HxW iters=I best_s=... median_s=... images_per_s=...
+ * or, with --json, the same as one JSON object (plus "times_s", every timed call).
  * images_per_s is batch / median time. Exit status 1 on a library error, 2 on wrong usage. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,7 @@ static int cmp_double(const void *a, const void *b) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_model MODEL [--device cpu|vulkan] [--threads T] [--batch N] [--size H,W] "
-                    "[--iters I] [--warmup W]\n");
+                    "[--iters I] [--warmup W] [--json]\n");
     return 2;
 }
 
@@ -37,7 +39,12 @@ int main(int argc, char **argv) {
     cd_model_options o;
     memset(&o, 0, sizeof o);
     long batch = 8, h = 256, w = 256, iters = 5, warmup = 1;
+    int json = 0;
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            continue;
+        }
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return usage();
         i++;
@@ -90,10 +97,20 @@ int main(int argc, char **argv) {
         }
         if (i >= warmup) t[i - warmup] = now() - t0;
     }
+    if (rc == 0 && json) {
+        printf("{\"tool\": \"ours\", \"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"batch\": %ld, \"size\": [%ld, %ld], "
+               "\"warmup\": %ld, \"times_s\": [",
+               cd_model_arch(m), cd_model_device_name(m), o.threads, batch, h, w, warmup);
+        for (long i = 0; i < iters; i++) printf("%s%.6f", i ? ", " : "", t[i]);
+        printf("], ");
+    }
     if (rc == 0) {
         qsort(t, (size_t)iters, sizeof(double), cmp_double);
         double med = iters % 2 ? t[iters / 2] : 0.5 * (t[iters / 2 - 1] + t[iters / 2]);
-        printf("model=%s device=\"%s\" batch=%ld size=%ldx%ld iters=%ld best_s=%.4f median_s=%.4f images_per_s=%.2f\n",
+        if (json)
+            printf("\"best_s\": %.6f, \"median_s\": %.6f, \"images_per_s\": %.4f}\n", t[0], med, (double)batch / med);
+        else
+            printf("model=%s device=\"%s\" batch=%ld size=%ldx%ld iters=%ld best_s=%.4f median_s=%.4f images_per_s=%.2f\n",
                cd_model_arch(m), cd_model_device_name(m), batch, h, w, iters, t[0], med, (double)batch / med);
     }
     free(x);

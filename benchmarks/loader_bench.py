@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Our side of the loader benchmark: cirrdata's Loader (python/cirrdata/loader.py over libcirrdata).
 
-    /usr/bin/python3 benchmarks/loader_bench.py DATASET [--batches 300] [--warmup 20] [--threads 2]
+    /usr/bin/python3 benchmarks/loader_bench.py DATASET [--min-seconds 5] [--batches 20] [--warmup 20] [--threads 2]
         [--batch-size 2] [--patch 96,96,32] [--augment nnunet|none|...] [--seed 0] [--split train]
         [--io auto|uring|pread] [--cache-bytes N]   (N: decoded-chunk cache budget; 0 = no cache;
                                                      default: the library's, min(2 GiB, RAM / 8))
@@ -15,10 +15,12 @@
                                         /proc/self/status) after those batch counts
     ... --dump-corners FILE             write 'record cx cy cz' of every timed sample (the bound's input)
 
-Throughput: a loader is created (not timed), `--warmup` batches are consumed, then `--batches`
-batches are timed with time.perf_counter (and the process's CPU time, all threads, with
-time.process_time: cpu_ms_per_sample); each batch's image is touched (one float read per sample)
-as a training step would read it. Epochs roll over as a training loop would (a new `for b in loader`
+Throughput: a loader is created (not timed), `--warmup` batches are consumed, then batches are
+timed with time.perf_counter until at least `--min-seconds` have passed and at least `--batches`
+batches were consumed (the window ends at a batch boundary; a short window is at the mercy of the
+scheduler on a shared machine), and the process's CPU time, all threads, with time.process_time
+(cpu_ms_per_sample); each batch's image is touched (one float read per sample) as a training step
+would read it. Epochs roll over as a training loop would (a new `for b in loader`
 after each epoch's end). Prints one JSON line.
 """
 import argparse
@@ -48,7 +50,8 @@ def batches(loader):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('dataset')
-    ap.add_argument('--batches', type=int, default=300)
+    ap.add_argument('--batches', type=int, default=20, help='at least this many timed batches')
+    ap.add_argument('--min-seconds', type=float, default=5.0, help='the timed window lasts at least this long')
     ap.add_argument('--warmup', type=int, default=20)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--batch-size', type=int, default=2)
@@ -98,9 +101,10 @@ def main():
         corners = [] if a.dump_corners else None
         c = time.process_time()  # CPU time of all threads: the A/B measure on a shared machine
         t = time.perf_counter()
-        samples = 0
-        for _ in range(a.batches):
+        samples = nb = 0
+        while nb < a.batches or time.perf_counter() - t < a.min_seconds:
             b = next(it)
+            nb += 1
             n = b['image'].shape[0]
             for j in range(n):
                 float(b['image'][j, 0, 0, 0, 0])
@@ -112,7 +116,8 @@ def main():
         res['cpu_seconds'] = time.process_time() - c
         res['cpu_ms_per_sample'] = 1e3 * res['cpu_seconds'] / max(samples, 1)
         res['cache_held_bytes'] = loader.cache_bytes
-        res.update({'batches': a.batches, 'samples': samples, 'seconds': dt, 'samples_per_s': samples / dt})
+        res.update({'batches': nb, 'samples': samples, 'seconds': dt, 'samples_per_s': samples / dt,
+                    'min_seconds': a.min_seconds})
         if corners is not None:
             with open(a.dump_corners, 'w') as f:
                 for c in corners:

@@ -1,6 +1,6 @@
 /* The zstd-decode bound of the loader benchmark (not installed, not a test).
  *
- *   loader_bound DATASET CORNERS [--patch 96,96,32] [--threads 2] [--repeat 7] [--json]
+ *   loader_bound DATASET CORNERS [--patch 96,96,32] [--threads 2] [--repeat 7] [--min-seconds 0] [--json]
  *
  * CORNERS: one sample per line, "record cx cy cz" (dataset record index and the patch corner, as
  * benchmarks/loader_bench.py --dump-corners writes them from our loader's batches with augment
@@ -12,7 +12,10 @@
  * chunks the loader reads.
  *
  * Candidates (each timed over the whole sample list, --repeat rounds, round-robin; samples split
- * into --threads equal contiguous parts, one pthread each, own ZSTD_DCtx and output buffer):
+ * into --threads equal contiguous parts, one pthread each, own ZSTD_DCtx and output buffer). With
+ * --min-seconds S, one timed round passes over the whole list again and again until S seconds have
+ * passed (whole passes; time per pass = elapsed / passes), so that a round is not a fraction of a
+ * second on a shared machine:
  *   decode        stored bytes preloaded in memory; ZSTD_decompressDCtx of every chunk: the bound
  *   xxh3+decode   the same plus XXH3-64 of the stored bytes (the loader verifies every chunk)
  *   pread+decode  pread of each chunk from the shard (page cache) into a buffer, then decode
@@ -106,7 +109,7 @@ done:
     return NULL;
 }
 
-static double timed(int cand, int threads) {
+static double one_pass(int cand, int threads) {
     pthread_t th[64];
     job jobs[64];
     double t0 = now();
@@ -125,6 +128,21 @@ static double timed(int cand, int threads) {
             exit(1);
         }
     return t;
+}
+
+static double min_seconds;
+static long passes_total[NCAND];
+
+/* Seconds per pass over the sample list: whole passes until min_seconds have passed (at least one). */
+static double timed(int cand, int threads) {
+    double total = 0;
+    long passes = 0;
+    do {
+        total += one_pass(cand, threads);
+        passes++;
+    } while (total < min_seconds);
+    passes_total[cand] += passes;
+    return total / (double)passes;
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -174,6 +192,8 @@ int main(int argc, char **argv) {
             threads = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
             repeat = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--min-seconds") && i + 1 < argc) {
+            min_seconds = atof(argv[++i]);
         } else if (!strcmp(argv[i], "--json")) {
             json = true;
         } else if (!dir) {
@@ -184,7 +204,7 @@ int main(int argc, char **argv) {
             goto usage;
         }
     }
-    if (!dir || !corners || threads < 1 || threads > 64 || repeat < 1) goto usage;
+    if (!dir || !corners || threads < 1 || threads > 64 || repeat < 1 || !(min_seconds >= 0) || min_seconds > 3600) goto usage;
 
     cd_error err;
     cd_dataset *ds;
@@ -250,10 +270,10 @@ int main(int argc, char **argv) {
         stored_total += chunks[k].stored;
         raw_total += chunks[k].raw;
     }
-    /* One untimed round of each candidate (checks everything decodes), then round-robin. */
+    /* One untimed pass of each candidate (checks everything decodes), then round-robin. */
     double *t[NCAND];
     for (int k = 0; k < NCAND; k++) {
-        timed(k, threads);
+        one_pass(k, threads);
         t[k] = calloc((size_t)repeat, sizeof(double));
     }
     for (int i = 0; i < repeat; i++)
@@ -262,9 +282,9 @@ int main(int argc, char **argv) {
             t[kk][i] = timed(kk, threads);
         }
     if (json)
-        printf("{\"tool\":\"bound\",\"threads\":%d,\"repeat\":%d,\"samples\":%zu,\"chunks\":%zu,\"stored_bytes\":%" PRIu64
-               ",\"raw_bytes\":%" PRIu64,
-               threads, repeat, nsamples, nchunks, stored_total, raw_total);
+        printf("{\"tool\":\"bound\",\"threads\":%d,\"repeat\":%d,\"min_seconds\":%g,\"samples\":%zu,\"chunks\":%zu,"
+               "\"stored_bytes\":%" PRIu64 ",\"raw_bytes\":%" PRIu64,
+               threads, repeat, min_seconds, nsamples, nchunks, stored_total, raw_total);
     else
         printf("%zu samples, %zu chunks (%.2f per sample), %.2f MB stored, %.2f MB decoded per sample; %d threads, %d rounds\n",
                nsamples, nchunks, (double)nchunks / nsamples, stored_total / 1e6 / nsamples, raw_total / 1e6 / nsamples, threads,
@@ -274,9 +294,9 @@ int main(int argc, char **argv) {
         double med = t[k][repeat / 2], best = t[k][0];
         if (json)
             printf(",\"%s\":{\"median_s\":%.6f,\"min_s\":%.6f,\"samples_per_s\":%.2f,\"samples_per_s_best\":%.2f,"
-                   "\"decoded_MBps\":%.1f}",
+                   "\"decoded_MBps\":%.1f,\"passes\":%ld}",
                    k == C_DECODE ? "decode" : k == C_XXH3 ? "xxh3_decode" : "pread_decode", med, best, nsamples / med,
-                   nsamples / best, raw_total / 1e6 / med);
+                   nsamples / best, raw_total / 1e6 / med, passes_total[k]);
         else
             printf("  %-14s median %8.4f s  best %8.4f s  %9.1f samples/s (best %9.1f)  %8.1f MB/s decoded\n", cand_name[k], med,
                    best, nsamples / med, nsamples / best, raw_total / 1e6 / med);
@@ -287,6 +307,6 @@ int main(int argc, char **argv) {
     cd_dataset_close(ds);
     return 0;
 usage:
-    fprintf(stderr, "usage: loader_bound DATASET CORNERS [--patch X,Y,Z] [--threads N] [--repeat N] [--json]\n");
+    fprintf(stderr, "usage: loader_bound DATASET CORNERS [--patch X,Y,Z] [--threads N] [--repeat N] [--min-seconds S] [--json]\n");
     return 2;
 }

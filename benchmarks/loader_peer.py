@@ -22,8 +22,12 @@ its probabilities (as batchgenerators does):
 served by DataLoader(num_workers=W, batch_size=B) (workers fork and share the cached volumes
 copy-on-write). Prints one JSON line with samples/s.
 
-    /usr/bin/python3 benchmarks/loader_peer.py DATASET [--batches 300] [--warmup 20] [--workers 2]
-        [--batch-size 2] [--patch 96,96,32] [--augment nnunet|none] [--seed 0] [--split train]
+    /usr/bin/python3 benchmarks/loader_peer.py DATASET [--min-seconds 5] [--batches 20] [--warmup 20]
+        [--workers 2] [--batch-size 2] [--patch 96,96,32] [--augment nnunet|none] [--seed 0] [--split train]
+
+Timed like ours (loader_bench.py): after `--warmup` batches, batches are timed with
+time.perf_counter until at least `--min-seconds` have passed and at least `--batches` batches were
+consumed; loading the volumes into memory is not timed.
 """
 import argparse
 import json
@@ -197,7 +201,8 @@ def make_dataset(vols, patch, batch_size, augment, seed, length):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('dataset')
-    ap.add_argument('--batches', type=int, default=300)
+    ap.add_argument('--batches', type=int, default=20, help='at least this many timed batches')
+    ap.add_argument('--min-seconds', type=float, default=5.0, help='the timed window lasts at least this long')
     ap.add_argument('--warmup', type=int, default=20)
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--batch-size', type=int, default=2)
@@ -211,21 +216,25 @@ def main():
     t0 = time.perf_counter()
     vols = load_volumes(a.dataset, a.split)
     t_load = time.perf_counter() - t0
-    total = a.warmup + a.batches
-    ds = make_dataset(vols, patch, a.batch_size, a.augment, a.seed, total * a.batch_size)
+    # Long enough never to run out: the timed window ends by time (items are drawn lazily, by index).
+    ds = make_dataset(vols, patch, a.batch_size, a.augment, a.seed, 1 << 40)
     dl = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=False, num_workers=a.workers,
                                      persistent_workers=False)
     n = 0
     t = time.perf_counter()
-    for b in dl:
+    it = iter(dl)
+    for b in it:
         n += 1
         assert b['image'].shape == (a.batch_size, 1) + patch and b['image'].dtype == torch.float32
         if n == a.warmup:
             t = time.perf_counter()
+        elif n > a.warmup and n - a.warmup >= a.batches and time.perf_counter() - t >= a.min_seconds:
+            break
     dt = time.perf_counter() - t
     timed = n - a.warmup
+    del it  # stops the workers
     print(json.dumps({'tool': 'peer', 'augment': a.augment, 'workers': a.workers, 'batch_size': a.batch_size,
-                      'patch': list(patch), 'batches': timed, 'seconds': dt,
+                      'patch': list(patch), 'batches': timed, 'seconds': dt, 'min_seconds': a.min_seconds,
                       'samples_per_s': timed * a.batch_size / dt, 'records': len(vols),
                       'cache_load_s': t_load, 'cache_bytes': sum(v[0].nbytes + v[1].nbytes for v in vols)}))
 

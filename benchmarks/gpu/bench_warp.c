@@ -10,10 +10,13 @@
  *
  * Reported per case (Mvox/s = output voxels per second; 1 M = 1e6):
  *   cpu        the C reference, one thread, per sample back to back (median of rounds)
- *   gpu kernel the dispatch alone, from GPU timestamps (median): what the device computes, with the
- *              data resident; comparable to torch grid_sample on CUDA tensors
- *   gpu call   the whole cd_gpu_aug_spatial call: host packing, copies to and from the device,
- *              dispatch, unpacking (median)
+ *   gpu kernel the dispatch alone, on the device's clock: Vulkan timestamps around it (median), the
+ *              data resident on the device; torch_warp.py's peer on the same clock is CUDA events
+ *              around CUDA-graph replays of the same warp
+ *   gpu call   the whole cd_gpu_aug_spatial call on the host's clock (CLOCK_MONOTONIC around it,
+ *              median): host packing, copies to and from the device, dispatch, wait, unpacking;
+ *              torch_warp.py's peer on the same clock is its end-to-end warp from host tensors to
+ *              host tensors
  *   bytes      the kernel's minimal traffic: source boxes and masks read once, outputs written once;
  *              GB/s = bytes / kernel time (1 GB = 1e9 bytes)
  *   parity     max |gpu - cpu| / data range of the images, and mask voxels that differ

@@ -53,11 +53,13 @@ fi
 
 if [ -n "$py" ]; then
   if "$py" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    echo "== torch grid_sample on CUDA"
+    echo "== torch warp on CUDA (device clock: CUDA-graph replays between CUDA events; host clock: end to end)"
     "$py" "$here/torch_warp.py" --bench "$results/bench.json" --dump "$dump" --device cuda --seconds 1 >"$results/torch_cuda.json" ||
       echo "warning: torch on CUDA failed" >&2
+  else
+    echo "== torch has no CUDA device here: the GPU comparison is skipped (torch runs on the CPU only)"
   fi
-  echo "== torch grid_sample on the CPU"
+  echo "== torch warp on the CPU (wall clock)"
   "$py" "$here/torch_warp.py" --bench "$results/bench.json" --dump "$dump" --device cpu --seconds 1 >"$results/torch_cpu.json" ||
     echo "warning: torch on the CPU failed" >&2
   gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)

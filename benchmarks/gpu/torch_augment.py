@@ -15,11 +15,18 @@ on float32 (N, 1, X, Y, Z) volumes with a uint8 mask, the whole chain as a PyTor
   contrast    (x - mean) * f + mean, clamped to [min, max] per sample and channel
   lowres      interpolate 'nearest-exact' down to round(zoom * n), 'trilinear' (align_corners=False) up
   gamma       inverted then plain: ((x - mn) / r)^g * r + mn, mean and std (N - 1) restored
-Times: CUDA events on the GPU, wall clock on the CPU; the median over --seconds.
+Two clocks, each matching the bench_augment number it is compared with (benchmarks/gpu/README.md):
+  device_ms  (CUDA only) the chain captured in a CUDA graph, CUDA events around back-to-back replays
+             (torch_warp.timed_device), against the fused kernels' Vulkan timestamps
+  e2e_ms     time.perf_counter around host tensors (image float32, mask uint8) -> .to(device) -> the
+             chain -> .cpu(), against the whole cd_gpu_augment call on CLOCK_MONOTONIC; on the CPU
+             this is the chain's wall time
+The median over --seconds. --device cuda without CUDA: a message and {"skipped": ...} (exit 0).
 --dump: bench_augment's --dump folder; the chain without noise on its sample 0 is compared with the C
 reference there (max error / data range: evidence that both compute the same thing).
 Prints one JSON object.
 """
+import functools
 import json
 import os
 import sys
@@ -29,9 +36,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_warp import setup, theta_for, timed  # noqa: E402  (same folder)
+from torch_warp import setup, theta_for, timed, timed_device  # noqa: E402  (same folder)
 
 
+# Cached: the first (warm-up) call builds them, so a CUDA-graph capture makes no host-to-device copy.
+@functools.lru_cache(maxsize=None)
 def reflect_index(n, r, device):
     i = torch.arange(-r, n + r, device=device)
     if n == 1:
@@ -41,6 +50,7 @@ def reflect_index(n, r, device):
     return torch.where(i < n, i, p - 1 - i)
 
 
+@functools.lru_cache(maxsize=None)
 def gauss_weights(sigma, truncate, dtype, device):
     r = int(truncate * sigma + 0.5)
     x = np.arange(-r, r + 1, dtype=np.float64)
@@ -54,7 +64,7 @@ def blur(x, sigmas, truncate):
         n = x.shape[dim]
         if n <= 1 or s <= 0:
             continue
-        w, r = gauss_weights(s, truncate, x.dtype, x.device)
+        w, r = gauss_weights(float(s), float(truncate), x.dtype, x.device)
         if r < 1:
             continue
         xe = x.index_select(dim, reflect_index(n, r, x.device))
@@ -117,18 +127,29 @@ def summary(results):
         if "convention_check" in p:
             print("torch chain vs C reference (no noise), %s: max error %.2g of the range"
                   % (d, p["convention_check"]["max_err_chain_without_noise"]))
-    cols = ["case", "C ref 1T", "Vk fused kernel", "Vk fused call", "Vk split call", "torch cuda", "torch cpu", "kernel/torch", "max err"]
-    print("  ".join("%16s" % c for c in cols))
+        if p.get("skipped"):
+            print("torch on %s: skipped (%s)" % (d, p["skipped"]))
+    cols = ["case", "C ref 1T", "Vk kernel", "torch dev", "Vk/torch dev", "Vk call", "torch e2e", "Vk/torch e2e",
+            "Vk split call", "torch cpu", "max err"]
+    print("  ".join("%13s" % c for c in cols))
+
+    def f(v, spec="%.1f"):
+        return spec % v if v else "-"
+
     for c in ours["cases"]:
         t = {d: next((x for x in p["cases"] if x["case"] == c["case"]), None) for d, p in peers.items()}
-        tc = t.get("cuda")["chain_mvox_s"] if t.get("cuda") else 0
-        tp = t.get("cpu")["chain_mvox_s"] if t.get("cpu") else 0
-        ratio = c["fused_kernel_mvox_s"] / tc if tc else 0
-        row = [c["case"], "%.1f" % c["cpu_mvox_s"], "%.1f" % c["fused_kernel_mvox_s"], "%.1f" % c["fused_call_mvox_s"],
-               "%.1f" % c["split_call_mvox_s"], "%.1f" % tc if tc else "-", "%.1f" % tp if tp else "-",
-               "%.2fx" % ratio if ratio else "-", "%.2g" % c["max_err"]]
-        print("  ".join("%16s" % v for v in row))
-    print("(Mvox/s; kernel/torch: the fused dispatches (GPU timestamps) over torch's chain on CUDA (CUDA events))")
+        tc = t.get("cuda") or {}
+        tdev, te2e = tc.get("device_mvox_s", 0), tc.get("e2e_mvox_s", 0)
+        tp = (t.get("cpu") or {}).get("e2e_mvox_s", 0)
+        k, call = c["fused_kernel_mvox_s"], c["fused_call_mvox_s"]
+        row = [c["case"], f(c["cpu_mvox_s"]), f(k), f(tdev), f(k / tdev if tdev and k else 0, "%.2fx"), f(call), f(te2e),
+               f(call / te2e if te2e and call else 0, "%.2fx"), f(c["split_call_mvox_s"]), f(tp), "%.2g" % c["max_err"]]
+        print("  ".join("%13s" % v for v in row))
+    modes = {x.get("device_mode") for p in peers.values() for x in p.get("cases", []) if x.get("device_mode")}
+    print("(Mvox/s. Device clock: 'Vk kernel' = the fused dispatches between Vulkan timestamps, 'torch dev' = torch's chain "
+          "between CUDA events around CUDA-graph replays%s. Host clock, host memory to host memory: 'Vk call' = the whole "
+          "cd_gpu_augment call, 'torch e2e' = upload, chain, download. Ratios only within one clock.)"
+          % ("; torch mode: " + ", ".join(sorted(modes)) if modes else ""))
     return 0
 
 
@@ -154,13 +175,24 @@ def main():
     for c in bench["cases"]:
         n, patch, box = c["batch"], c["patch"], c["box"]
         vox = n * patch[0] * patch[1] * patch[2]
-        src = (torch.rand([n, 1] + box, generator=gen) * 4 - 1).to(dev)
-        msk = (torch.rand([n, 1] + box, generator=gen) * 3).floor().to(dev)  # grid_sample wants float; labels as floats
+        src_h = torch.rand([n, 1] + box, generator=gen) * 4 - 1  # host (pageable) memory, as bench_augment's
+        msk_h = (torch.rand([n, 1] + box, generator=gen) * 3).floor().to(torch.uint8)
         center = [0.75 * q for q in patch]
         lo = [int(round(center[k] - box[k] / 2)) for k in range(3)]
-        th = torch.from_numpy(theta_for(params["matrix"], center, lo, box, patch)).float()[None].repeat(n, 1, 1).to(dev)
-        t = timed(lambda: chain(src, msk, th, patch, params), dev, args.seconds, sync)
-        out["cases"].append({"case": c["case"], "voxels": vox, "chain_ms": t, "chain_mvox_s": vox / t * 1e-3})
+        th_h = torch.from_numpy(theta_for(params["matrix"], center, lo, box, patch)).float()[None].repeat(n, 1, 1)
+
+        def e2e():  # host memory in, host memory out; grid_sample wants the mask's labels as floats
+            x, m = chain(src_h.to(dev), msk_h.to(dev).float(), th_h.to(dev), patch, params)
+            return x.cpu(), m.to(torch.uint8).cpu()
+
+        row = {"case": c["case"], "voxels": vox}
+        t = timed(e2e, dev, args.seconds, sync)
+        row.update({"e2e_ms": t, "e2e_mvox_s": vox / t * 1e-3})
+        if dev == "cuda":
+            src, msk, th = src_h.to(dev), msk_h.to(dev).float(), th_h.to(dev)
+            t, mode = timed_device(lambda: chain(src, msk, th, patch, params), args.seconds)
+            row.update({"device_ms": t, "device_mvox_s": vox / t * 1e-3, "device_mode": mode})
+        out["cases"].append(row)
     print(json.dumps(out))
 
 

@@ -11,14 +11,18 @@ run: builds the architecture named by the file's "cirrdata.arch" metadata (pytho
 torchvision), loads the file's tensors (strict, BatchNorm's num_batches_tracked aside), eval(). Parity:
 logits in strict float32 (TF32 off for cuDNN and matmul) against OURS.bin, max|diff| / max|ref| (the
 contract's 1e-4); --logits-fp16 (our float16-storage run) the same way, parity_rel_fp16, whose bound
-is 1e-2 (FP16_TOL of tests/python/test_model_torch.py). Timing (CUDA events on the GPU, median over
---iters calls of model(x) under torch.inference_mode(), input already on the device):
-  fp32     TF32 off: the same arithmetic as ours
-  default  PyTorch's defaults (cuDNN convolutions may use TF32 tensor cores)
+is 1e-2 (FP16_TOL of tests/python/test_model_torch.py). Timing, median over --iters calls under
+torch.inference_mode(), each on the clock of the bench_model number it is compared with:
+  fp32     TF32 off: the same arithmetic as ours      } device clock (CUDA), input already on the
+  default  PyTorch's defaults (cuDNN convolutions     } device: model(x) captured in a CUDA graph,
+           may use TF32 tensor cores)                 } CUDA events around each replay (against our
+  amp      torch.autocast(float16, no weight cache):  } Vulkan timestamps, 'Vk kernel'); eager calls
+           half-precision convolutions on tensor      } between the events when capture fails
+           cores (the peer of our fp16 row, which     } (mode recorded)
+           stores float16 but computes float32)
   e2e      fp32 with the host copies: pageable host input -> device, logits -> host (what
-           cd_model_predict does)
-  amp      torch.autocast(float16): half-precision convolutions on tensor cores (the usual way to
-           run fp16 in PyTorch; the peer of our fp16 row, which stores float16 but computes float32)
+           cd_model_predict does); host clock, time.perf_counter (against 'Vk call', CLOCK_MONOTONIC)
+On the CPU (no CUDA): fp32 by wall clock only, and no ratio to the Vulkan timestamps.
 
 summary: one row per bench_model JSON (model_<arch>_vk.json, model_<arch>_fp16_vk.json); an fp16 row
 is compared with the same architecture's PyTorch run (model_<arch>_torch_*.json).
@@ -65,25 +69,54 @@ def set_tf32(torch, on):
 
 
 def time_calls(torch, fn, device, iters, warmup):
+    """Host clock: ms of each of `iters` calls, time.perf_counter around fn() and, on CUDA, the
+    wait for its device work."""
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     for _ in range(warmup):
         fn()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        out = []
-        for _ in range(iters):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            out.append(a.elapsed_time(b))
-        return out
+    sync()
     out = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
+        sync()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def time_device(torch, fn, iters, warmup):
+    """Device clock (CUDA): (ms of each of `iters` replays, mode). fn is captured in a CUDA graph
+    after a warm-up on a side stream; CUDA events bracket each replay, so no host launch time falls
+    between them (as none falls between our Vulkan timestamps). Eager calls when capture fails."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(warmup, 2)):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    mode = 'graph'
+    try:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        torch.cuda.synchronize()
+        run = g.replay
+    except Exception as e:  # noqa: BLE001  (any capture failure: measure eagerly, and say so)
+        torch.cuda.synchronize()
+        mode = 'eager (graph capture failed: %s)' % str(e).splitlines()[0][:120]
+        run = fn
+    run()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b))
+    return out, mode
 
 
 def cmd_run(a):
@@ -106,18 +139,25 @@ def cmd_run(a):
                 ours = np.fromfile(path, dtype=np.float32).reshape(ref.shape)
                 res[key] = float(np.abs(ours.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
         times = {}
-        times['fp32'] = time_calls(torch, lambda: model(x), dev, a.iters, a.warmup)
         if dev == 'cuda':
+            res['device_clock'] = 'device: CUDA events around CUDA-graph replays (fp32, default, amp)'
+            res['e2e_clock'] = 'host: time.perf_counter, host tensor to host tensor (e2e)'
+            modes = {}
+            times['fp32'], modes['fp32'] = time_device(torch, lambda: model(x), a.iters, a.warmup)
             torch.backends.cudnn.allow_tf32 = True  # PyTorch's defaults
             torch.backends.cuda.matmul.allow_tf32 = False
-            times['default'] = time_calls(torch, lambda: model(x), dev, a.iters, a.warmup)
+            times['default'], modes['default'] = time_device(torch, lambda: model(x), a.iters, a.warmup)
             set_tf32(torch, False)
             times['e2e'] = time_calls(torch, lambda: model(x_host.to(dev)).cpu(), dev, a.iters, a.warmup)
 
-            def amp():
-                with torch.autocast('cuda', dtype=torch.float16):
+            def amp():  # no autocast weight cache: cached casts do not survive graph capture
+                with torch.autocast('cuda', dtype=torch.float16, cache_enabled=False):
                     return model(x)
-            times['amp'] = time_calls(torch, amp, dev, a.iters, a.warmup)
+            times['amp'], modes['amp'] = time_device(torch, amp, a.iters, a.warmup)
+            res['device_modes'] = modes
+        else:
+            res['e2e_clock'] = 'host: time.perf_counter (fp32)'
+            times['fp32'] = time_calls(torch, lambda: model(x), dev, a.iters, a.warmup)
         for k, v in times.items():
             res[k + '_ms'] = statistics.median(v)
             res[k + '_ms_min'] = min(v)
@@ -156,8 +196,10 @@ def cmd_summary(a):
     t = next((r[2] for r in rows if r[2]), None) or next((r[3] for r in rows if r[3]), None)
     if t:
         print('torch %s on %s' % (t.get('torch', '?'), t.get('gpu') or t.get('device')))
-    print('times in ms per batch (median); kern/fp32 = torch fp32 / Vk kernel, kern/amp = torch autocast fp16 / Vk kernel, '
-          'call/e2e = torch e2e / Vk call (>1: we are faster)')
+    print('times in ms per batch (median). Ratios only within one clock (>1: we are faster): kern/fp32 = torch fp32 / Vk '
+          'kernel and kern/amp = torch autocast fp16 / Vk kernel on the device clock (CUDA events around CUDA-graph '
+          'replays / Vulkan timestamps; CUDA only), call/e2e = torch e2e / Vk call on the host clock (perf_counter / '
+          'CLOCK_MONOTONIC, host memory to host memory; CUDA only)')
     print(' '.join('%12s' % h for h in head))
     bad = False
     for tag, vk, tc, tp in rows:
@@ -168,14 +210,18 @@ def cmd_summary(a):
         bad |= par is None or par > (FP16_TOL if f16 else 1e-4) or bool(vk.get('error'))
         if tag.endswith('_fp16') and vk and not f16:
             print('   %s: the device does not offer 16-bit storage: this row ran in float32' % tag)
-        ratio_k = t.get('fp32_ms') / vk['kernel_ms'] if t.get('fp32_ms') and vk.get('kernel_ms') else None
-        ratio_a = t.get('amp_ms') / vk['kernel_ms'] if t.get('amp_ms') and vk.get('kernel_ms') else None
-        ratio_c = t.get('e2e_ms') / vk['call_ms'] if t.get('e2e_ms') and vk.get('call_ms') else None
+        on_cuda = t.get('device') == 'cuda'  # a CPU torch run has no device clock: no ratio to the Vulkan timestamps
+        ratio_k = t.get('fp32_ms') / vk['kernel_ms'] if on_cuda and t.get('fp32_ms') and vk.get('kernel_ms') else None
+        ratio_a = t.get('amp_ms') / vk['kernel_ms'] if on_cuda and t.get('amp_ms') and vk.get('kernel_ms') else None
+        ratio_c = t.get('e2e_ms') / vk['call_ms'] if on_cuda and t.get('e2e_ms') and vk.get('call_ms') else None
         cells = (vk.get('arch', tag), 'fp16' if f16 else 'fp32', vk.get('batch', '-'), vk.get('size', '-'), fmt(vk.get('first_ms')),
                  fmt(vk.get('call_ms')), fmt(vk.get('kernel_ms')), fmt(t.get('fp32_ms')), fmt(t.get('default_ms')),
                  fmt(t.get('amp_ms')), fmt(t.get('e2e_ms')), fmt(ratio_k, '{:.2f}x'), fmt(ratio_a, '{:.2f}x'),
                  fmt(ratio_c, '{:.2f}x'), fmt(par, '{:.1e}'), fmt(vk.get('cpu_check_rel'), '{:.1e}'))
         print(' '.join('%12s' % c for c in cells))
+        odd = {k: m for k, m in (t.get('device_modes') or {}).items() if m != 'graph'}
+        if odd:
+            print('   torch device times not from a CUDA graph: %s' % odd)
         if vk.get('error'):
             print('   error: %s' % vk['error'])
     if bad:

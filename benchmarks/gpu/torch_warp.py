@@ -3,15 +3,25 @@
 
     torch_warp.py --bench bench.json [--dump DIR] [--device cuda|cpu] [--seconds S] [--threads N]
 
---bench: bench_warp's --json output (cases: batch, patch, source box). For each case this times, on
---device, float32 (N, 1, X, Y, Z) volumes:
-  grid_sample           trilinear ('bilinear' on 5-D input), padding_mode='zeros',
-                        align_corners=True, with the sampling grid already computed (it is read from
-                        memory: 12 bytes per output voxel)
-  affine_grid+sample    the grid computed from the 3x4 transform each time, then grid_sample: the
-                        same work as our fused warp
-Times: CUDA events on the GPU, wall clock on the CPU; the median over --seconds per candidate.
-On CUDA also the device-to-device copy bandwidth (bytes read + written), the practical peak.
+--bench: bench_warp's --json output (cases: batch, patch, source box). For each case this times the
+same work as our fused warp (cd_gpu_aug_spatial) on --device: a float32 (N, 1, X, Y, Z) image and a
+uint8 mask; affine_grid from the 3x4 transform, grid_sample of the image (trilinear, 'bilinear' on
+5-D input, padding_mode='zeros', align_corners=True) and of the mask (mode='nearest', as float, cast
+back to uint8). Each number is on the clock of the bench_warp number it is compared with
+(benchmarks/gpu/README.md):
+  device_ms  (CUDA only) the device's clock, like bench_warp's 'gpu kernel' (Vulkan timestamps around
+             the dispatch, data resident on the device): the warp captured once in a CUDA graph, then
+             CUDA events around K back-to-back replays (K chosen so that one measurement lasts >= 2 ms),
+             per replay; so no host launch time falls between the events, as none falls between our
+             timestamps. When capture fails: the same around K eager calls ('device_mode': 'eager',
+             which can include host launch gaps)
+  e2e_ms     the host's clock, like bench_warp's 'gpu call' (CLOCK_MONOTONIC around the whole
+             cd_gpu_aug_spatial call): time.perf_counter (CLOCK_MONOTONIC on Linux) around host
+             (pageable) tensors -> .to(device) -> the warp -> .cpu() (which waits for the device); on
+             the CPU there are no copies and this is the warp's wall time
+The median over --seconds per candidate. On CUDA also the device-to-device copy bandwidth (bytes read
++ written, CUDA events around one 256 MiB copy), the practical peak.
+--device cuda where torch has no CUDA prints a message and a JSON object with "skipped" (exit 0).
 --dump: bench_warp's --dump folder; grid_sample of its first sample is compared with our Vulkan
 output (the convention check: our positions src = c + M (o - (P - 1) / 2) in voxel units are
 align_corners=True normalised coordinates; zero padding is 'zeros').
@@ -56,26 +66,66 @@ def grid_for(matrix, center, box_lo, box_shape, patch):
 
 
 def timed(fn, device, seconds, sync):
+    """Host clock: median ms of fn() over `seconds` (at least 3 calls), each call followed by sync()
+    inside the timed interval, so that a call counts until its device work is done."""
     for _ in range(3):
         fn()
     sync()
     times = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end or len(times) < 3:
-        if device == "cuda":
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
         if len(times) >= 2000:
             break
     return statistics.median(times)
+
+
+def timed_device(fn, seconds):
+    """Device clock (CUDA): (median ms per call, mode). fn is captured in a CUDA graph (after a
+    warm-up on a side stream, as torch.cuda.graph requires); CUDA events bracket K back-to-back
+    replays. Falls back to K eager calls when capture fails (mode 'eager', with the reason)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    mode = "graph"
+    try:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        torch.cuda.synchronize()
+        run = g.replay
+    except Exception as e:  # noqa: BLE001  (any capture failure: measure eagerly, and say so)
+        torch.cuda.synchronize()
+        mode = "eager (graph capture failed: %s)" % str(e).splitlines()[0][:120]
+        run = fn
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+
+    def bracket(k):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(k):
+            run()
+        e.record()
+        e.synchronize()
+        return s.elapsed_time(e) / k
+
+    k = max(1, min(1000, int(2.0 / max(bracket(1), 1e-4)) + 1))
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 3:
+        times.append(bracket(k))
+        if len(times) >= 2000:
+            break
+    return statistics.median(times), mode
 
 
 def setup():
@@ -88,12 +138,20 @@ def setup():
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("%s: torch %s has no CUDA device here (torch.cuda.is_available() is False): the CUDA peer is skipped"
+              % (os.path.basename(sys.argv[0]), torch.__version__), file=sys.stderr)
+        print(json.dumps({"device": "cuda", "torch": torch.__version__, "skipped": "no CUDA device", "cases": []}))
+        sys.exit(0)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     bench = json.load(open(args.bench))
-    out = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": []}
+    out = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "e2e_clock": "host: time.perf_counter, host tensors to host tensors", "cases": []}
+    if dev == "cuda":
+        out["device_clock"] = "device: CUDA events around CUDA-graph replays"
     if dev == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
     return args, dev, sync, bench, out
@@ -124,7 +182,8 @@ def main():
     for c in bench["cases"]:
         n, patch, box = c["batch"], c["patch"], c["box"]
         vox = n * patch[0] * patch[1] * patch[2]
-        src = (torch.rand([n, 1] + box, generator=gen) * 1000).to(dev)
+        src_h = torch.rand([n, 1] + box, generator=gen) * 1000  # host (pageable) memory, as bench_warp's
+        msk_h = (torch.rand([n, 1] + box, generator=gen) * 3).floor().to(torch.uint8)
         # the bench's transform is the same for every sample up to a shift: use sample 0's
         meta_m = None
         if args.dump and os.path.exists(os.path.join(args.dump, "warp_meta.json")):
@@ -134,29 +193,41 @@ def main():
             meta_m = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
         center = [0.75 * p for p in patch]
         lo = [int(round(center[k] - box[k] / 2)) for k in range(3)]
-        grid = torch.cat([grid_for(meta_m, center, lo, box, patch)] * n).to(dev)
-        th = torch.from_numpy(theta_for(meta_m, center, lo, box, patch)).float()[None].repeat(n, 1, 1).to(dev)
-        res = torch.empty([n, 1] + patch, device=dev)
+        th_h = torch.from_numpy(theta_for(meta_m, center, lo, box, patch)).float()[None].repeat(n, 1, 1)
 
-        def gs():
-            return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        def warp(src, msk, th):
+            """Our fused warp's work in torch: one grid, the image trilinear, the mask nearest."""
+            grid = F.affine_grid(th, [n, 1] + patch, align_corners=True)
+            img = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            m = F.grid_sample(msk.float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)
+            return img, m.to(torch.uint8)
 
-        def ag():
-            return F.grid_sample(src, F.affine_grid(th, [n, 1] + patch, align_corners=True), mode="bilinear",
-                                 padding_mode="zeros", align_corners=True)
+        def e2e():  # host memory in, host memory out
+            img, m = warp(src_h.to(dev), msk_h.to(dev), th_h.to(dev))
+            return img.cpu(), m.cpu()
 
-        t_gs = timed(gs, dev, args.seconds, sync)
-        t_ag = timed(ag, dev, args.seconds, sync)
-        del res
-        out["cases"].append({"case": c["case"], "voxels": vox, "grid_sample_ms": t_gs, "affine_grid_sample_ms": t_ag,
-                             "grid_sample_mvox_s": vox / t_gs * 1e-3, "affine_grid_sample_mvox_s": vox / t_ag * 1e-3,
-                             # minimal traffic of grid_sample: source read once, grid read, output written
-                             "grid_sample_bytes": float(n * box[0] * box[1] * box[2] * 4 + vox * 12 + vox * 4)})
+        row = {"case": c["case"], "voxels": vox}
+        t = timed(e2e, dev, args.seconds, sync)
+        row.update({"e2e_ms": t, "e2e_mvox_s": vox / t * 1e-3})
+        if dev == "cuda":
+            src_d, msk_d, th_d = src_h.to(dev), msk_h.to(dev), th_h.to(dev)
+            t, mode = timed_device(lambda: warp(src_d, msk_d, th_d), args.seconds)
+            row.update({"device_ms": t, "device_mvox_s": vox / t * 1e-3, "device_mode": mode})
+            del src_d, msk_d, th_d
+        out["cases"].append(row)
     if dev == "cuda":
         x = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
         y = torch.empty_like(x)
-        t = timed(lambda: y.copy_(x), dev, 0.5, sync)
-        out["copy_gb_s"] = 2 * x.numel() / (t * 1e-3) / 1e9
+        y.copy_(x)
+        times = []
+        for _ in range(20):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            y.copy_(x)
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e))
+        out["copy_gb_s"] = 2 * x.numel() / (statistics.median(times) * 1e-3) / 1e9
     print(json.dumps(out))
 
 
