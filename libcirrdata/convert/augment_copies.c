@@ -11,7 +11,7 @@
 #include "cirrdata/orient.h"
 #include "augment/augment_impl.h"
 #include "convert/augment_copies.h"
-#include "loader/sample_plan.h"
+#include "augment/sample_plan.h"
 
 /* CPU time of the calling thread: the work itself, whatever else the machine runs. */
 static double now_s(void) {

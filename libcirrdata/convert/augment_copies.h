@@ -11,7 +11,7 @@
 #include <stdatomic.h>
 
 #include "cirrdata/augment.h"
-#include "cirrdata/dataset.h"
+#include "cirrdata/convert.h"
 #include "cirrdata/gpu.h"
 #include "cirrdata/preprocess.h"
 #include "core/internal.h"

@@ -13,20 +13,22 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "cirrdata/dataset.h"
+#include "cirrdata/convert.h"
 #include "cirrdata/nifti.h"
 #include "cirrdata/orient.h"
 #include "cirrdata/preprocess.h"
 #include "cirrdata/version.h"
 #include "convert/augment_copies.h"
 #include "convert/identity.h"
-#include "convert/image_view.h"
+#include "preprocess/image_view.h"
 #include "convert/journal.h"
 #include "convert/layout.h"
-#include "convert/manifest.h"
-#include "convert/nonfinite.h"
+#include "convert/record_meta.h"
+#include "core/json_check.h"
+#include "dataset/manifest.h"
+#include "preprocess/nonfinite.h"
 #include "convert/resume.h"
-#include "gpu/preprocess_impl.h"
+#include "preprocess/preprocess_impl.h"
 #include "io/dir_lock.h"
 #include "shard/record_impl.h"
 
@@ -421,12 +423,6 @@ static cd_status resolve_median_spacing(const cd_convert_options *o, cd_case_lis
     return CD_OK;
 }
 
-static json_t *vec3(const double *v) {
-    json_t *a = json_array();
-    for (int i = 0; i < 3; i++) json_array_append_new(a, json_real(v[i]));
-    return a;
-}
-
 static cd_status write_manifest(convert_state *cs, const cd_case_list *l, cd_error *err) {
     const cd_convert_options *o = cs->opts;
     json_t *m = json_object();
@@ -660,7 +656,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
 
     if (o->recipe.resample == CD_RESAMPLE_MEDIAN_SPACING) {
         if ((st = resolve_median_spacing(o, &cases, target, err)) != CD_OK) goto done;
-        json_object_set_new(cs.resolved, "target_spacing", vec3(target));
+        json_object_set_new(cs.resolved, "target_spacing", cd_json_vec3(target));
     }
     res->resumed_records = json_array_size(cs.entries);
 

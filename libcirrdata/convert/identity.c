@@ -90,62 +90,6 @@ void cd_conv_identity_free(cd_conv_identity *id) {
     id->inputs = NULL;
 }
 
-static const char *str(json_t *o, const char *k) {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "?";
-}
-
-static void describe_file_change(json_t *a, json_t *b, const char *key, char *msg, size_t cap) {
-    const char *pa = json_string_value(json_array_get(a, 0)), *pb = json_string_value(json_array_get(b, 0));
-    json_int_t sa = json_integer_value(json_array_get(a, 1)), sb = json_integer_value(json_array_get(b, 1));
-    json_int_t ta = json_integer_value(json_array_get(a, 2)), tb = json_integer_value(json_array_get(b, 2));
-    if (!pa || !pb || strcmp(pa, pb))
-        snprintf(msg, cap, "case %s: its file %s is now %s", key, pa ? pa : "?", pb ? pb : "?");
-    else if (sb < 0)
-        snprintf(msg, cap, "case %s: %s can no longer be read", key, pb);
-    else
-        snprintf(msg, cap, "case %s: %s was modified (size %lld -> %lld bytes, mtime %lld.%09lld -> %lld.%09lld s)", key, pb,
-                 (long long)sa, (long long)sb, (long long)(ta / 1000000000), (long long)(ta % 1000000000),
-                 (long long)(tb / 1000000000), (long long)(tb % 1000000000));
-}
-
-size_t cd_inputs_first_change(json_t *before, json_t *now, char *msg, size_t cap) {
-    size_t na = json_array_size(before), nb = json_array_size(now);
-    for (size_t i = 0; i < na || i < nb; i++) {
-        json_t *a = json_array_get(before, i), *b = json_array_get(now, i);
-        if (!a) {
-            snprintf(msg, cap, "case %s is new", str(b, "key"));
-            return i;
-        }
-        if (!b) {
-            snprintf(msg, cap, "case %s is gone", str(a, "key"));
-            return i;
-        }
-        if (json_equal(a, b)) continue;
-        const char *key = str(b, "key");
-        if (strcmp(str(a, "key"), key)) {
-            snprintf(msg, cap, "the case list changed at %s (was %s)", key, str(a, "key"));
-        } else if (strcmp(str(a, "split"), str(b, "split")) || strcmp(str(a, "sequence"), str(b, "sequence"))) {
-            snprintf(msg, cap, "case %s: split or sequence changed (%s/%s -> %s/%s)", key, str(a, "split"), str(a, "sequence"),
-                     str(b, "split"), str(b, "sequence"));
-        } else if (!json_equal(json_object_get(a, "label"), json_object_get(b, "label"))) {
-            snprintf(msg, cap, "case %s: label changed (%lld -> %lld)", key, (long long)json_integer_value(json_object_get(a, "label")),
-                     (long long)json_integer_value(json_object_get(b, "label")));
-        } else {
-            json_t *fa = json_object_get(a, "files"), *fb = json_object_get(b, "files");
-            size_t k = 0;
-            while (k < json_array_size(fa) && k < json_array_size(fb) && json_equal(json_array_get(fa, k), json_array_get(fb, k))) k++;
-            if (k < json_array_size(fa) && k < json_array_size(fb))
-                describe_file_change(json_array_get(fa, k), json_array_get(fb, k), key, msg, cap);
-            else
-                snprintf(msg, cap, "case %s: its files changed (a mask or paired image added or removed)", key);
-        }
-        return i;
-    }
-    if (cap) msg[0] = '\0';
-    return SIZE_MAX;
-}
-
 static uint64_t size_or_zero(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;

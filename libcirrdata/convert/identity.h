@@ -7,8 +7,9 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "cirrdata/dataset.h"
+#include "cirrdata/convert.h"
 #include "convert/layout.h"
+#include "dataset/manifest.h" /* cd_inputs_first_change */
 
 typedef struct cd_conv_identity {
     char options[17];     /* XXH3-64 (hex) of the options: layout, recipe, shard size, healthy, pairing,
@@ -26,11 +27,6 @@ typedef struct cd_conv_identity {
 CD_INTERNAL cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *o, const cd_case_list *l,
                                             uint64_t shard_size, json_t *aug, size_t lo, size_t hi, cd_error *err);
 CD_INTERNAL void cd_conv_identity_free(cd_conv_identity *id);
-
-/* The first case at which two inputs lists (as in cd_conv_identity.inputs) differ, or SIZE_MAX when they
- * are equal; describes the difference in msg ("case T1/p07: image train/p07.nii.gz was modified (size
- * 1000 -> 1000 bytes, mtime ...)", "case T1/p09 is new", ...). */
-CD_INTERNAL size_t cd_inputs_first_change(json_t *before, json_t *now, char *msg, size_t cap);
 
 /* The fingerprint libcirrdata wrote before input modification times were part of it (manifest
  * format_version 1): lets the same convert command rewrite such a dataset in place. */

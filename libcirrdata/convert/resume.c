@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "convert/journal.h"
-#include "convert/manifest.h"
+#include "dataset/manifest.h"
 #include "convert/resume.h"
 #include "io/file.h"
 

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "cirrdata/limits.h"
-#include "cirrdata/nifti.h"
 #include "core/internal.h"
 
 /* Larger values are refused: byte caps get +1 for a terminating NUL, and products of caps stay far
@@ -21,7 +20,7 @@ static const struct {
 } info[CD_LIMIT_COUNT] = {
     [CD_LIMIT_DIM] = {"CIRRDATA_MAX_DIM", "NIfTI dimension", false, (uint64_t)1 << 20},
     [CD_LIMIT_VOXELS] = {"CIRRDATA_MAX_VOXELS", "voxel count", false, (uint64_t)1 << 31},
-    [CD_LIMIT_BYTES] = {"CIRRDATA_MAX_BYTES", "decompressed size", true, CD_NIFTI_DEFAULT_MAX_BYTES},
+    [CD_LIMIT_BYTES] = {"CIRRDATA_MAX_BYTES", "decompressed size", true, CD_LIMIT_DEFAULT_MAX_BYTES},
     [CD_LIMIT_JSON] = {"CIRRDATA_MAX_JSON_BYTES", "JSON size", true, (uint64_t)512 << 20},
     [CD_LIMIT_CSV] = {"CIRRDATA_MAX_CSV_BYTES", "CSV size", true, (uint64_t)64 << 20},
 };

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "gpu/gpu_impl.h"
-#include "io/file.h"
+#include "core/fs.h"
 
 /* ---------------------------------------------------------------- loader and instance */
 
@@ -757,6 +757,32 @@ cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32
     return CD_OK;
 }
 
+cd_status cd_vk_family_state(cd_gpu_context *ctx, const cd_vk_family *family, void **state, cd_error *err) {
+    *state = cd_vk_family_find(ctx, family);
+    if (*state) return CD_OK;
+    if (ctx->nfamilies == CD_VK_MAX_FAMILIES)
+        return cd_fail(err, CD_ERR_INTERNAL, "Vulkan: more than %d kernel families in one context", CD_VK_MAX_FAMILIES);
+    void *s = calloc(1, family->state_bytes);
+    if (!s) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_status st = family->init(ctx, s, err);
+    if (st != CD_OK) {
+        family->destroy(ctx, s);
+        free(s);
+        return st;
+    }
+    ctx->families[ctx->nfamilies].family = family;
+    ctx->families[ctx->nfamilies++].state = s;
+    ctx->cache_dirty = true;
+    *state = s;
+    return CD_OK;
+}
+
+void *cd_vk_family_find(const cd_gpu_context *ctx, const cd_vk_family *family) {
+    for (int f = 0; f < ctx->nfamilies; f++)
+        if (ctx->families[f].family == family) return ctx->families[f].state;
+    return NULL;
+}
+
 void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k) {
     if (!ctx->device) return;
     if (k->pool) ctx->vk.vkDestroyDescriptorPool(ctx->device, k->pool, NULL);
@@ -905,12 +931,15 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
     const float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = ctx->queue_family, .queueCount = 1, .pQueuePriorities = &prio};
     /* float64 arithmetic when offered: the resampler computes positions in the reference's own double
-     * precision with it (gpu/preprocess.c) */
+     * precision with it (preprocess/gpu_kernels.c); CIRRDATA_VK_NO_FLOAT64=1 keeps it off (the tests of
+     * the fixed-point variant) */
     VkPhysicalDeviceFeatures have, want;
     memset(&want, 0, sizeof want);
     vkGetPhysicalDeviceFeatures(ctx->physical, &have);
     want.shaderFloat64 = have.shaderFloat64;
     ctx->float64 = have.shaderFloat64 == VK_TRUE;
+    const char *no64 = getenv("CIRRDATA_VK_NO_FLOAT64");
+    if (no64 && *no64 && strcmp(no64, "0")) ctx->float64 = false;
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = ctx->storage16 ? &s16 : NULL, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
                               .pEnabledFeatures = &want};
     VkResult r = vkCreateDevice(ctx->physical, &dci, NULL, &ctx->device);
@@ -982,10 +1011,6 @@ cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_
         if (r != VK_SUCCESS) ctx->cache = VK_NULL_HANDLE; /* pipelines are built without one */
         ctx->cache_hit = data != NULL && ctx->cache;
         free(data);
-        st = cd_gpu_warp_init(ctx, err);
-        if (st == CD_OK) st = cd_gpu_intensity_init(ctx, err);
-        if (st == CD_OK) st = cd_gpu_preprocess_init(ctx, err);
-        if (st == CD_OK && !ctx->cache_hit) cache_write(ctx);
     }
     if (st != CD_OK) {
         cd_gpu_destroy(ctx);
@@ -1000,9 +1025,11 @@ void cd_gpu_destroy(cd_gpu_context *ctx) {
     if (!ctx) return;
     if (ctx->device) {
         ctx->vk.vkDeviceWaitIdle(ctx->device);
-        cd_vk_kernel_destroy(ctx, &ctx->warp);
-        for (int k = 0; k < (int)(sizeof ctx->ik / sizeof ctx->ik[0]); k++) cd_vk_kernel_destroy(ctx, &ctx->ik[k]);
-        for (int k = 0; k < (int)(sizeof ctx->pp / sizeof ctx->pp[0]); k++) cd_vk_kernel_destroy(ctx, &ctx->pp[k]);
+        for (int f = ctx->nfamilies - 1; f >= 0; f--) {
+            ctx->families[f].family->destroy(ctx, ctx->families[f].state);
+            free(ctx->families[f].state);
+        }
+        if (ctx->cache_dirty && !ctx->lost) cache_write(ctx); /* pipelines built here: the next context finds them */
         for (int k = 0; k < CD_VK_NKINDS; k++) arena_free(ctx, &ctx->arena[k]);
         if (ctx->cache) ctx->vk.vkDestroyPipelineCache(ctx->device, ctx->cache, NULL);
         if (ctx->queries) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->queries, NULL);

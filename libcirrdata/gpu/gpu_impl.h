@@ -1,5 +1,6 @@
-/* Internal pieces of the Vulkan runtime (not installed): the context, memory arenas, and the helpers
- * the kernels use. Plain C over volk, no framework. */
+/* Internal pieces of the Vulkan runtime (not installed): the context, memory arenas, command buffer,
+ * pipelines and their cache, and the per-context state of the op families that use it. Plain C over
+ * volk, no framework; the runtime knows no op (augment/, preprocess/ and nn/ own their kernels). */
 #ifndef CD_GPU_IMPL_H
 #define CD_GPU_IMPL_H
 
@@ -47,6 +48,8 @@ typedef struct cd_vk_kernel {
     uint32_t local_size;
 } cd_vk_kernel;
 
+#define CD_VK_MAX_FAMILIES 8
+
 struct cd_gpu_context {
     pthread_mutex_t lock; /* serialises the public calls */
     VkInstance instance;
@@ -86,9 +89,13 @@ struct cd_gpu_context {
     bool cache_hit;
     char cache_path[1024]; /* empty: no persistence */
 
-    cd_vk_kernel warp;
-    cd_vk_kernel ik[7]; /* the intensity kernels (aug_intensity.c) */
-    cd_vk_kernel pp[3]; /* the preprocessing kernels: resample, reduce, normalize (preprocess.c) */
+    /* The op families' per-context state (their kernels), created on first use (cd_vk_family_state). */
+    struct {
+        const struct cd_vk_family *family;
+        void *state;
+    } families[CD_VK_MAX_FAMILIES];
+    int nfamilies;
+    bool cache_dirty; /* pipelines built since the cache file was read: written back at destroy */
     cd_gpu_timings last;
 };
 
@@ -132,6 +139,22 @@ CD_INTERNAL void cd_vk_buffer_destroy(cd_gpu_context *ctx, cd_vk_buffer *b);
 CD_INTERNAL cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32_t *spirv, size_t spirv_bytes,
                                           uint32_t bindings, uint32_t push_bytes, uint32_t local_size, cd_error *err);
 CD_INTERNAL void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k);
+
+/* An op family (augment's warp, its intensity ops, preprocessing, ...): the runtime knows none of them.
+ * Each keeps its per-context state (its kernels) in a block of state_bytes that the context allocates
+ * zeroed and hands to init on the family's first use in that context, and to destroy (the device idle)
+ * when the context goes. A family is identified by the address of its (static) descriptor. */
+typedef struct cd_vk_family {
+    const char *name;
+    size_t state_bytes;
+    cd_status (*init)(cd_gpu_context *ctx, void *state, cd_error *err);
+    void (*destroy)(cd_gpu_context *ctx, void *state);
+} cd_vk_family;
+/* Makes *state the family's state in ctx, initialised on first use (call with ctx->lock held). A failed
+ * init is undone (its destroy runs on the partial state) and tried again on the next call. */
+CD_INTERNAL cd_status cd_vk_family_state(cd_gpu_context *ctx, const cd_vk_family *family, void **state, cd_error *err);
+/* The family's state when it was initialised in ctx, else NULL (never initialises). */
+CD_INTERNAL void *cd_vk_family_find(const cd_gpu_context *ctx, const cd_vk_family *family);
 /* Points binding i of the kernel's set at ranges[i] (all in CD_VK_DEVICE). */
 CD_INTERNAL void cd_vk_kernel_bind(cd_gpu_context *ctx, cd_vk_kernel *k, const cd_vk_range *ranges);
 
@@ -142,56 +165,5 @@ CD_INTERNAL cd_status cd_vk_submit_wait(cd_gpu_context *ctx, double *kernel_ms, 
 CD_INTERNAL void cd_vk_barrier(cd_gpu_context *ctx, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                                VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
 CD_INTERNAL void cd_vk_timestamp(cd_gpu_context *ctx, uint32_t query);
-
-/* Creates the warp kernel of a fresh context (aug_spatial.c). */
-CD_INTERNAL cd_status cd_gpu_warp_init(cd_gpu_context *ctx, cd_error *err);
-/* Creates the preprocessing kernels of a fresh context (preprocess.c). */
-CD_INTERNAL cd_status cd_gpu_preprocess_init(cd_gpu_context *ctx, cd_error *err);
-
-/* ---- the intensity stage (aug_intensity.c), also recorded after the warp by cd_gpu_augment ---- */
-
-/* Ops a sample's intensity stage runs (bits of the first word of its record in the meta buffer). */
-enum {
-    CD_GPU_I_NOISE = 1, CD_GPU_I_BLUR = 2, CD_GPU_I_BRIGHTNESS = 4, CD_GPU_I_CONTRAST = 8, CD_GPU_I_LOWRES = 16,
-    CD_GPU_I_GAMMA_INVERT = 32, CD_GPU_I_GAMMA = 64,
-    CD_GPU_I_SCRATCH = CD_GPU_I_BLUR | CD_GPU_I_LOWRES,                       /* need a second image */
-    CD_GPU_I_STATS = CD_GPU_I_CONTRAST | CD_GPU_I_GAMMA_INVERT | CD_GPU_I_GAMMA /* need reductions */
-};
-
-/* One sample's intensity ops, resolved from its cd_aug_params as cd_aug_apply_intensity resolves them. */
-typedef struct cd_gpu_iplan {
-    bool cpu;           /* parameters the kernels do not take (non-finite, blur radius > 1023): the reference runs it */
-    uint32_t flags;     /* CD_GPU_I_* */
-    uint32_t radius[3]; /* blur radius per axis; 0: that axis is not blurred */
-    int64_t m[3];       /* low-resolution grid */
-    uint64_t meta_words; /* its record and tables in the meta buffer */
-} cd_gpu_iplan;
-CD_INTERNAL void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_iplan *p);
-/* Bytes of the statistics buffer for `rows` rows (sample x channel) of npatch voxels. */
-CD_INTERNAL uint64_t cd_gpu_istats_bytes(const cd_gpu_context *ctx, uint64_t rows, uint64_t npatch);
-
-/* The intensity stage of one command buffer: ns images of (channels, patch) float32, back to back at
- * the start of `data`, followed (when some sample needs it) by a scratch image of the same size at
- * float offset `scratch`. meta: cd_gpu_ijob_pack's words; stats: cd_gpu_istats_bytes (all CD_VK_DEVICE). */
-typedef struct cd_gpu_ijob {
-    uint32_t ns, channels;
-    int64_t patch[3];
-    const cd_aug_params *const *params; /* ns each */
-    const cd_gpu_iplan *const *plans;
-    uint32_t ops; /* union of the plans' flags */
-    cd_vk_range meta, data, stats;
-    uint32_t scratch;
-} cd_gpu_ijob;
-CD_INTERNAL void cd_gpu_ijob_pack(const cd_gpu_ijob *j, uint32_t *meta);
-/* Records the dispatches (barriers between dependent ones; the caller puts one before and after).
- * Returns the float offset in j->data where the result lies: 0 or j->scratch. */
-CD_INTERNAL uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j);
-/* Creates the intensity kernels of a fresh context. */
-CD_INTERNAL cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_error *err);
-/* The warp batch driver of cd_gpu_aug_spatial (aug_spatial.c); with `intensity`, each sample's
- * intensity ops follow its warp in the same command buffer (cd_gpu_augment). `fn` names the caller
- * in messages. Takes the context's lock. */
-CD_INTERNAL cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                        uint32_t channels, const int64_t patch[3], bool intensity, const char *fn, cd_error *err);
 
 #endif

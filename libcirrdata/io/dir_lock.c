@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cirrdata/dataset.h"
+#include "cirrdata/folder.h"
 #include "io/dir_lock.h"
 
 /* What the lock file says about its holder, for the refusal of a second writer. */

@@ -17,7 +17,7 @@
 #include "core/internal.h"
 #include "loader/chunk_io.h"
 #include "loader/chunk_cache.h"
-#include "loader/sample_plan.h"
+#include "augment/sample_plan.h"
 
 /* Philox stream id of the epoch permutation (the patch centre's is in sample_plan.c, augmentation ops'
  * in augment/draw.c). */

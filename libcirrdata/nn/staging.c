@@ -8,7 +8,7 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/recipe.h"
 #include "cirrdata/staging.h"
-#include "convert/nonfinite.h"
+#include "preprocess/nonfinite.h"
 #include "core/internal.h"
 
 #define DEFAULT_BATCH 16

@@ -381,6 +381,20 @@ static void test_pipeline_cache(void **state) {
     cd_error err;
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_false(cd_gpu_pipeline_cache_hit(ctx));
+    destroy_ctx(ctx); /* no kernel was used: nothing built, nothing to write */
+    assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
+    assert_false(cd_gpu_pipeline_cache_hit(ctx));
+    /* kernels are built on a context's first use of their family: a resample builds the preprocessing
+     * pipelines, and the context writes them back when it goes */
+    const int64_t dims[3] = {4, 4, 4};
+    cd_volume *v, *out = NULL;
+    assert_int_equal(cd_volume_create(dims, CD_DTYPE_FLOAT32, &v, &err), CD_OK);
+    cd_grid g;
+    cd_grid_of_volume(v, &g);
+    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    assert_int_equal(cd_gpu_resample(ctx, v, &g, &ro, &out, &err), CD_OK);
+    cd_volume_destroy(out);
+    cd_volume_destroy(v);
     destroy_ctx(ctx);
     assert_int_equal(cd_gpu_create(&o, &ctx, &err), CD_OK);
     assert_true(cd_gpu_pipeline_cache_hit(ctx));

@@ -29,7 +29,7 @@
 
 #include <cirrdata/cirrdata.h>
 
-#include "gpu/preprocess_impl.h" /* cd_gpu_resample_mask_linear (internal: what convert uses) */
+#include "preprocess/preprocess_impl.h" /* cd_gpu_resample_mask_linear (internal: what convert uses) */
 
 /* A smooth blob, a ramp and noise (x fastest), scaled and shifted. */
 static cd_volume *make_volume(const int64_t d[3], const double affine[4][4]) {

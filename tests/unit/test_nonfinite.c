@@ -23,7 +23,7 @@
 
 #include <cirrdata/cirrdata.h>
 
-#include "convert/nonfinite.h"
+#include "preprocess/nonfinite.h"
 
 static cd_volume *make(const int64_t d[3], cd_dtype dt) {
     cd_volume *v = NULL;

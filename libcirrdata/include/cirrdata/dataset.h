@@ -1,9 +1,9 @@
-/* cirrdata/dataset.h — converting datasets and reading converted ones.
+/* cirrdata/dataset.h — converted datasets: reading, verifying, merging parts, locking an output folder.
  *
  * A dataset directory holds manifest.json and shards/ (schemas/shard-format.md,
- * schemas/manifest.schema.json). cd_convert builds one from a source layout; cd_dataset_open reads
- * one: the manifest is validated (and shard paths must stay inside the directory) before anything
- * else is touched. */
+ * schemas/manifest.schema.json). cd_convert (cirrdata/convert.h) builds one from a source layout;
+ * cd_dataset_open reads one: the manifest is validated (and shard paths must stay inside the
+ * directory) before anything else is touched. */
 #ifndef CIRRDATA_DATASET_H
 #define CIRRDATA_DATASET_H
 
@@ -11,8 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cirrdata/loader.h"
-#include "cirrdata/recipe.h"
+#include "cirrdata/folder.h"
 #include "cirrdata/shard.h"
 #include "cirrdata/status.h"
 
@@ -20,86 +19,13 @@
 extern "C" {
 #endif
 
-/* ---- conversion ---- */
-
 typedef void (*cd_convert_progress_fn)(void *user, uint64_t cases_done, uint64_t cases_total, uint64_t bytes_read);
-
-typedef struct cd_convert_options {
-    const char *layout;        /* "cirrmri600" or "nnunet" */
-    const char *root;          /* the source dataset */
-    const char *out_dir;       /* created if missing */
-    cd_recipe recipe;
-    int threads;               /* 0 = online CPUs */
-    uint64_t shard_size;       /* target bytes per shard; 0 = 256 MiB */
-    int part_index, part_count;/* convert part I of N (1-based); 0/0 = everything */
-    bool strict;               /* a bad case is fatal instead of skipped */
-    bool healthy;              /* cirrmri600: Healthy_subjects as class 3 "healthy" (else not read) */
-    bool pair_sequences;       /* cirrmri600: one 2-channel (T1, T2-on-T1-grid) record per patient with both */
-    uint64_t max_bytes;        /* NIfTI allocation cap; 0 = default */
-    cd_convert_progress_fn progress;
-    void *progress_user;
-    /* Augmented copies (schemas/shard-format.md, "Augmented records"): with augment set, each case
-     * yields its plain record (unless no_original) followed by `copies` augmented records; copy k of
-     * case i equals the loader's sample for (seed, epoch k, record index i) in aug_mode with
-     * batch_size 1, read from the plain conversion of the same source and recipe. */
-    const char *augment;       /* NULL or "none": plain; "nnunet", "cirrhosisstage" or a pipeline JSON file */
-    uint32_t copies;           /* K, 1..1024 (needs augment) */
-    uint64_t seed;
-    cd_loader_mode aug_mode;   /* CD_LOADER_VOLUME (what init sets), CD_LOADER_PATCH or CD_LOADER_SLICE */
-    int64_t aug_patch[3];      /* volume: fixed crop/pad size, 0 = as stored; patch: the patch size */
-    double foreground_fraction;/* patch mode: >= 0.5 centres every copy on foreground (as a batch-size-1 loader) */
-    bool no_original;          /* write only the copies */
-    const char *device;        /* NULL/"cpu", or "vulkan": the recipe's resampling and normalisation and the copies'
-                                * spatial warp on the GPU (cirrdata/gpu.h; CPU fallback per volume, reported) */
-} cd_convert_options;
-
-/* Fills defaults: raw recipe, all threads, 256 MiB shards. */
-CD_API void cd_convert_options_init(cd_convert_options *opts);
-
-typedef struct cd_convert_result {
-    uint64_t records;          /* records in the dataset (this part) */
-    uint64_t skipped;          /* cases skipped, listed in the manifest with reasons */
-    uint64_t shards;
-    uint64_t bytes_read;       /* source bytes (compressed files) */
-    uint64_t bytes_written;    /* shard bytes */
-    uint64_t resumed_records;  /* records taken over from an interrupted earlier run */
-    double seconds;
-    double augment_seconds;    /* augmented copies: CPU seconds spent drawing, warping and intensity ops, all threads */
-    char device[16];           /* "cpu" or "vulkan": what ran the spatial warp of augmented copies, else what ran the
-                                * recipe's resampling and normalisation (also the manifest's "device") */
-    char device_note[256];     /* why "vulkan" was asked for but not (or not always) used; empty otherwise */
-    char note[1024];           /* what a resume noticed: a source case changed since the interrupted run (named), a
-                                * damaged resume journal or manifest converted again; empty otherwise */
-} cd_convert_result;
-
-/* Converts. Restartable: a killed run leaves finished shards and a journal; running the same
- * conversion again resumes and produces byte-identical shards. The manifest is written last.
- * The output folder: one writer at a time (a second convert or merge into it fails at once, naming the
- * holder: pid, host, command). What it already holds decides: a finished dataset of the same conversion
- * (same options and the same inputs: every file's size and modification time) is left as it is; one of
- * another conversion, or of an earlier state of the source (the changed case is named), is refused
- * (CD_ERR_ARG); an interrupted run of the same options resumes after the last finished shard, or from the
- * first case that changed since. Shard files that no manifest or resume journal of this conversion
- * accounts for are never deleted: CD_ERR_ARG naming them. */
-CD_API cd_status cd_convert(const cd_convert_options *opts, cd_convert_result *result, cd_error *err);
 
 /* Joins the outputs of `convert --part I/N` into out_dir: all N parts of one conversion (the same
  * options and source fingerprint; together they cover every case once), else CD_ERR_ARG naming the part
  * and what differs. out_dir is locked as by cd_convert; shard files already there that are not the
  * parts' own are refused, never overwritten. */
 CD_API cd_status cd_dataset_merge(const char *out_dir, const char *const *part_dirs, int nparts, cd_error *err);
-
-/* ---- output folders ---- */
-
-typedef struct cd_folder_lock cd_folder_lock;
-
-/* Takes the exclusive lock that convert, merge and synth hold on an output folder (an existing folder
- * dir): flock on dir/.cirrdata.lock, never waiting. A folder another process holds is CD_ERR_IO,
- * "DIR: another cirrdata process is writing into this folder (pid P on host H: cirrdata WHAT, since
- * ...)"; `what` names this holder's work in that line. The caller owns *out (cd_folder_lock_release
- * removes the lock file and drops the lock); the kernel drops it when the process dies. */
-CD_API cd_status cd_folder_lock_acquire(const char *dir, const char *what, cd_folder_lock **out, cd_error *err);
-CD_API void cd_folder_lock_release(cd_folder_lock *lock);
 
 /* ---- reading ---- */
 

@@ -37,11 +37,9 @@
 
 #include "cirrdata/api.h"
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "cirrdata/augment.h"
-#include "cirrdata/recipe.h"
-#include "cirrdata/resample.h"
 #include "cirrdata/status.h"
 
 #ifdef __cplusplus
@@ -143,83 +141,6 @@ typedef struct cd_gpu_timings {
     int cpu_fallback;             /* items computed by the C reference (transforms outside the GPU's range) */
 } cd_gpu_timings;
 CD_API void cd_gpu_last_timings(const cd_gpu_context *ctx, cd_gpu_timings *out);
-
-/* One sample of a batch: the arguments of cd_aug_apply_spatial that differ between samples. */
-typedef struct cd_gpu_spatial_item {
-    const float *src;        /* (channels, box) float32, C order; may be NULL when out_img is NULL */
-    const uint8_t *mask_src; /* (box) uint8 or NULL */
-    int64_t box_lo[3];       /* the box of the source that src holds */
-    int64_t box_shape[3];
-    float *out_img;          /* (channels, patch) or NULL */
-    uint8_t *out_mask;       /* (patch) or NULL */
-} cd_gpu_spatial_item;
-
-/* The fused spatial pass for n samples (params[i] and items[i]), all with the same channel count and
- * patch size: exactly cd_aug_apply_spatial for each, elastic deformation included (its displacement
- * field is computed on the host, as in the CPU path, and applied on the device). The caller keeps
- * ownership of every array; they are read and written during the call only. A batch that exceeds the
- * device's limits is split into several submissions; a single sample too large for the device
- * returns CD_ERR_LIMIT, memory the device cannot give CD_ERR_NOMEM, a lost device CD_ERR_IO (the
- * context is then unusable: destroy it and create another). On error the outputs are undefined. */
-CD_API cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                    uint32_t channels, const int64_t patch[3], cd_error *err);
-
-/* The intensity ops for n samples: exactly cd_aug_apply_intensity(&params[i], images[i], channels,
- * patch) for each, in place on the (channels, patch) float32 images, in one command buffer per batch
- * (noise from the same Philox stream, blur, brightness, contrast, low resolution, inverted gamma,
- * gamma, in that order). Images agree with the reference to about 1e-6 of the data range (float where
- * it accumulates statistics in double; the tests assert 1e-4). Samples with parameters the kernels
- * do not take (non-finite values, a blur radius over 1023 voxels) run through the reference
- * (counted in cd_gpu_timings.cpu_fallback). Limits, splitting and errors as cd_gpu_aug_spatial. */
-CD_API cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images,
-                                      uint32_t channels, const int64_t patch[3], cd_error *err);
-
-/* The whole augmentation of n samples: cd_aug_apply_spatial then cd_aug_apply_intensity for each
- * (items as for cd_gpu_aug_spatial: out_img receives the augmented image, out_mask the warped mask),
- * the warp and the intensity ops in ONE command buffer per batch, the warped images staying on the
- * device between them. A sample that either part cannot run on the device runs entirely through the
- * reference. This is what a training loader calls with its per-worker batch: params from cd_aug_draw,
- * items from the source boxes it read (cd_aug_source_box). Limits, splitting and errors as
- * cd_gpu_aug_spatial. */
-CD_API cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                uint32_t channels, const int64_t patch[3], cd_error *err);
-
-/* ---- preprocessing: the recipe steps of cirrdata/preprocess.h on the device ---- */
-
-/* cd_resample (cirrdata/resample.h) on the device, same arguments, same result layout: src resampled
- * onto grid through M = inv(A_src) * A_grid (snapped entries, the 1e-4 voxel edge band, fill
- * outside), order 0 (nearest), 1 (trilinear) or 3 (cubic B-spline: the coefficients come from the
- * reference's recursive mirror-boundary prefilter on the host, opts->threads threads; the 4x4x4
- * evaluation runs on the device). Resizing to a fixed shape is this with cd_grid_for_shape's grid,
- * 2D axial slices (the cirrhosisstage-2d preset, cirrdata/staging.h) the same with the slice count
- * kept. Positions are the reference's own double arithmetic on devices with shaderFloat64 (nearest
- * copies exactly the reference's voxels), else 32.32 fixed point from the reference's double row
- * bases with the reference's decisions handed over where rounding could flip them systematically
- * (exact on axis-aligned grids, < 1e-9 per voxel chance of a one-off nearest index on rotated ones);
- * orders 1 and 3 agree to float32 rounding (~1e-6 of the data range; the tests assert 1e-4).
- * The device takes sources whose values float32 holds exactly (8/16-bit integers, float16/32;
- * scaling applied) into float32, and uint8 -> uint8 nearest copies (masks); anything else (other
- * dtypes or outputs, positions beyond +-2^30 voxels) runs through cd_resample, counted in
- * cd_gpu_timings.cpu_fallback. The caller owns *out (NULL on failure). Errors: cd_resample's for
- * bad arguments; CD_ERR_LIMIT when a buffer exceeds what the device can bind or dispatch,
- * CD_ERR_NOMEM when the device has not the memory, CD_ERR_IO for a lost device (the context is
- * then unusable), as cd_gpu_aug_spatial. */
-CD_API cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts,
-                                 cd_volume **out, cd_error *err);
-
-/* The normalisation step of cd_preprocess for one channel, in place: x holds n float32 voxels (any
- * order), mask is NULL or n bytes on the same voxels. Uses r->normalize, region, percentiles, range,
- * has_then, then_mean and then_std, and nothing else of r:
- *   z-score: (x - mean) / max(sd, 1e-8), mean and population sd over the region (the volume,
- *            mask != 0, or x != 0; an empty region means the volume), reduced on the device
- *            (Welford per invocation, Chan's pairwise merge: ~1e-6 of the data range from the
- *            reference's double sums);
- *   percentile: numpy 'linear' percentiles of the region computed on the host by the reference's
- *            own code (cd_percentile_f32, identical values), the clip and rescale on the device;
- *   then:    (x - then_mean) / then_std.
- * x is written only when the device has finished (after an error it is intact). The caller keeps
- * ownership of x and mask. Errors as cd_gpu_resample; CD_ERR_ARG for a bad recipe field. */
-CD_API cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, size_t n, const uint8_t *mask, cd_error *err);
 
 #ifdef __cplusplus
 }

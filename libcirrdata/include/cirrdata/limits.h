@@ -27,6 +27,9 @@
 extern "C" {
 #endif
 
+/* The default of max_decompressed_bytes (also cirrdata/nifti.h's CD_NIFTI_DEFAULT_MAX_BYTES). */
+#define CD_LIMIT_DEFAULT_MAX_BYTES ((uint64_t)8 << 30) /* 8 GiB */
+
 typedef struct cd_limits {
     /* NIfTI header: the largest dim[1..7] (voxels along one axis). Default 1,048,576 (2^20).
      * Environment: CIRRDATA_MAX_DIM. */
@@ -36,7 +39,7 @@ typedef struct cd_limits {
      * Environment: CIRRDATA_MAX_VOXELS. */
     uint64_t max_voxels;
     /* Bytes of one NIfTI read: the uncompressed volume, the inflated prefix of a .nii.gz, the compressed
-     * file held in memory; also the output of cd_resample. Default 8 GiB (CD_NIFTI_DEFAULT_MAX_BYTES).
+     * file held in memory; also the output of cd_resample. Default 8 GiB (CD_LIMIT_DEFAULT_MAX_BYTES).
      * cd_nifti_read_options.max_bytes overrides it for one call. Environment: CIRRDATA_MAX_BYTES. */
     uint64_t max_decompressed_bytes;
     /* Bytes of a JSON text: manifest.json, recipe and augmentation pipeline files, an nnU-Net

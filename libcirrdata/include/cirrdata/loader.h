@@ -24,17 +24,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cirrdata/augment.h" /* cd_loader_mode */
 #include "cirrdata/status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum cd_loader_mode {
-    CD_LOADER_VOLUME = 0, /* whole records (batch > 1 needs equal shapes, or patch = a fixed crop/pad) */
-    CD_LOADER_PATCH,      /* fixed-size patches; a fraction centred on foreground */
-    CD_LOADER_SLICE       /* 2D axial slices (z), all or only those containing mask */
-} cd_loader_mode;
 
 typedef enum cd_loader_io { CD_IO_AUTO = 0, CD_IO_URING, CD_IO_PREAD } cd_loader_io;
 

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "cirrdata/dtype.h"
+#include "cirrdata/limits.h"
 #include "cirrdata/status.h"
 #include "cirrdata/volume.h"
 
@@ -27,7 +28,7 @@
 extern "C" {
 #endif
 
-#define CD_NIFTI_DEFAULT_MAX_BYTES ((uint64_t)8 << 30) /* 8 GiB */
+#define CD_NIFTI_DEFAULT_MAX_BYTES CD_LIMIT_DEFAULT_MAX_BYTES /* 8 GiB (cirrdata/limits.h) */
 
 /* Everything we report about a NIfTI header, in host byte order and native types. */
 typedef struct cd_nifti_header {

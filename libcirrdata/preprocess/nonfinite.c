@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "convert/nonfinite.h"
+#include "preprocess/nonfinite.h"
 
 /* Physical values as cd_volume_to_float32 forms them: (float)(raw * slope + inter) in double. */
 #define COUNT_LOOP(T)                                                                              \

@@ -23,7 +23,7 @@
 #include <time.h>
 
 #include "augment/augment_impl.h"
-#include "gpu/gpu_impl.h"
+#include "augment/gpu_aug.h"
 
 static const uint32_t noise_spirv[] =
 #include "aug_noise_spv.h"
@@ -55,9 +55,9 @@ typedef struct ipush {
     uint32_t groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
 } ipush;
 
-_Static_assert(sizeof(((cd_gpu_context *)0)->ik) / sizeof(cd_vk_kernel) == NK, "one kernel per op file");
+_Static_assert(sizeof(((cd_aug_kernels *)0)->ik) / sizeof(cd_vk_kernel) == NK, "one kernel per op file");
 
-cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_error *err) {
+cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error *err) {
     static const struct {
         const uint32_t *spirv;
         size_t bytes;
@@ -72,7 +72,7 @@ cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_error *err) {
     for (int k = 0; k < NK; k++) {
         uint32_t ls = k == K_REDUCE ? REDUCE_LOCAL : 64; /* the reduction's shared arrays hold 256 */
         if (ls > lim) ls = lim;
-        cd_status st = cd_vk_kernel_create(ctx, &ctx->ik[k], src[k].spirv, src[k].bytes, NBIND, sizeof(ipush), ls, err);
+        cd_status st = cd_vk_kernel_create(ctx, &ik[k], src[k].spirv, src[k].bytes, NBIND, sizeof(ipush), ls, err);
         if (st != CD_OK) return st;
     }
     return CD_OK;
@@ -133,7 +133,7 @@ void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_ip
 }
 
 static uint32_t reduce_parts(const cd_gpu_context *ctx, uint64_t npatch) {
-    const uint64_t per = (uint64_t)ctx->ik[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
+    const uint64_t per = (uint64_t)cd_aug_kernels_of(ctx)->ik[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
     const uint64_t parts = (npatch + per - 1) / per;
     return (uint32_t)(parts < 1 ? 1 : parts > MAX_PARTS ? MAX_PARTS : parts);
 }
@@ -231,7 +231,7 @@ static void compute_barrier(cd_gpu_context *ctx) {
 
 /* Statistics of the rows of samples with `flag` into stats slot `slot`: two dependent dispatches. */
 static void reduce(cd_gpu_context *ctx, ipush pc, uint32_t flag, uint32_t slot) {
-    const cd_vk_kernel *k = &ctx->ik[K_REDUCE];
+    const cd_vk_kernel *k = &cd_aug_kernels_of(ctx)->ik[K_REDUCE];
     pc.op = flag;
     pc.slot = slot;
     pc.mode = 0;
@@ -248,19 +248,19 @@ static void gamma_step(cd_gpu_context *ctx, ipush pc, uint32_t flag) {
     compute_barrier(ctx);
     pc.op = flag;
     pc.mode = 0;
-    dispatch_rows(ctx, &ctx->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
+    dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
     compute_barrier(ctx);
     reduce(ctx, pc, flag, 1);
     compute_barrier(ctx);
     pc.op = flag;
     pc.mode = 1;
-    dispatch_rows(ctx, &ctx->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
+    dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
 }
 
 uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
     if (!j->ops || !j->ns) return 0;
     const cd_vk_range ranges[NBIND] = {j->meta, j->data, j->stats};
-    for (int k = 0; k < NK; k++) cd_vk_kernel_bind(ctx, &ctx->ik[k], ranges);
+    for (int k = 0; k < NK; k++) cd_vk_kernel_bind(ctx, &cd_aug_kernels_of(ctx)->ik[k], ranges);
     const uint64_t npatch = (uint64_t)(j->patch[0] * j->patch[1] * j->patch[2]);
     ipush pc = {.npatch = (uint32_t)npatch,
                 .channels = j->channels,
@@ -280,7 +280,7 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
     } while (0)
     if (j->ops & CD_GPU_I_NOISE) {
         STEP();
-        dispatch_rows(ctx, &ctx->ik[K_NOISE], &pc, (npatch + 3) / 4, j->ns);
+        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_NOISE], &pc, (npatch + 3) / 4, j->ns);
     }
     if (j->ops & CD_GPU_I_BLUR)
         for (uint32_t ax = 0; ax < 3; ax++) {
@@ -289,29 +289,29 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
             if (!any) continue;
             STEP();
             pc.op = ax;
-            dispatch_rows(ctx, &ctx->ik[K_BLUR], &pc, npatch, pc.rows);
+            dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_BLUR], &pc, npatch, pc.rows);
             const uint32_t t = pc.cur;
             pc.cur = pc.oth;
             pc.oth = t;
         }
     if (j->ops & CD_GPU_I_BRIGHTNESS) {
         STEP();
-        dispatch_rows(ctx, &ctx->ik[K_SCALE], &pc, npatch, pc.rows);
+        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_SCALE], &pc, npatch, pc.rows);
     }
     if (j->ops & CD_GPU_I_CONTRAST) {
         STEP();
         reduce(ctx, pc, CD_GPU_I_CONTRAST, 0);
         compute_barrier(ctx);
         pc.slot = 0;
-        dispatch_rows(ctx, &ctx->ik[K_CONTRAST], &pc, npatch, pc.rows);
+        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_CONTRAST], &pc, npatch, pc.rows);
     }
     if (j->ops & CD_GPU_I_LOWRES) {
         STEP();
         pc.mode = 0;
-        dispatch_rows(ctx, &ctx->ik[K_LOWRES], &pc, npatch, pc.rows);
+        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_LOWRES], &pc, npatch, pc.rows);
         compute_barrier(ctx);
         pc.mode = 1;
-        dispatch_rows(ctx, &ctx->ik[K_LOWRES], &pc, npatch, pc.rows);
+        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_LOWRES], &pc, npatch, pc.rows);
     }
     if (j->ops & CD_GPU_I_GAMMA_INVERT) {
         STEP();
@@ -519,7 +519,7 @@ cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params,
     memset(&ctx->last, 0, sizeof ctx->last);
     if (ctx->lost)
         st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else
+    else if ((st = cd_aug_kernels_ready(ctx, err)) == CD_OK)
         st = intensity_locked(ctx, params, n, images, channels, patch, pl, err);
     ctx->last.total_ms = now_ms() - t0;
     pthread_mutex_unlock(&ctx->lock);

@@ -31,7 +31,7 @@
 #include "cirrdata/preprocess.h"
 #include "core/volume_impl.h"
 #include "gpu/gpu_impl.h"
-#include "gpu/preprocess_impl.h"
+#include "preprocess/preprocess_impl.h"
 #include "transform/resample_impl.h"
 
 static const uint32_t resample_spirv[] =
@@ -69,7 +69,14 @@ typedef struct normalize_push {
     float lo, scale, r0, cmin, cmax, then_mean, then_std;
 } normalize_push;
 
-cd_status cd_gpu_preprocess_init(cd_gpu_context *ctx, cd_error *err) {
+/* The preprocessing kernels of a context (a cd_vk_family of the runtime): resample, reduce, normalize,
+ * created on the context's first preprocessing call. */
+typedef struct pp_kernels {
+    cd_vk_kernel k[3];
+} pp_kernels;
+
+static cd_status pp_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
+    cd_vk_kernel *pp = ((pp_kernels *)state)->k;
     const VkPhysicalDeviceLimits *l = &ctx->props.limits;
     uint32_t ls = 64, lr = REDUCE_LOCAL_MAX;
     if (ls > l->maxComputeWorkGroupSize[0]) ls = l->maxComputeWorkGroupSize[0];
@@ -78,15 +85,26 @@ cd_status cd_gpu_preprocess_init(cd_gpu_context *ctx, cd_error *err) {
     if (lr > l->maxComputeWorkGroupInvocations) lr = l->maxComputeWorkGroupInvocations;
     if (sizeof(resample_push) > l->maxPushConstantsSize || sizeof(normalize_push) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
-    const char *no64 = getenv("CIRRDATA_VK_NO_FLOAT64");
-    if (no64 && *no64 && strcmp(no64, "0")) ctx->float64 = false; /* the fixed-point variant (tests) */
-    cd_status st = ctx->float64 ? cd_vk_kernel_create(ctx, &ctx->pp[0], resample_fp64_spirv, sizeof resample_fp64_spirv, 3,
+    cd_status st = ctx->float64 ? cd_vk_kernel_create(ctx, &pp[0], resample_fp64_spirv, sizeof resample_fp64_spirv, 3,
                                                       sizeof(resample_push), ls, err)
-                                : cd_vk_kernel_create(ctx, &ctx->pp[0], resample_spirv, sizeof resample_spirv, 3, sizeof(resample_push), ls, err);
-    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &ctx->pp[1], reduce_spirv, sizeof reduce_spirv, 3, sizeof(reduce_push), lr, err);
-    if (st == CD_OK)
-        st = cd_vk_kernel_create(ctx, &ctx->pp[2], normalize_spirv, sizeof normalize_spirv, 2, sizeof(normalize_push), ls, err);
+                                : cd_vk_kernel_create(ctx, &pp[0], resample_spirv, sizeof resample_spirv, 3, sizeof(resample_push), ls, err);
+    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[1], reduce_spirv, sizeof reduce_spirv, 3, sizeof(reduce_push), lr, err);
+    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[2], normalize_spirv, sizeof normalize_spirv, 2, sizeof(normalize_push), ls, err);
     return st;
+}
+
+static void pp_kernels_destroy(cd_gpu_context *ctx, void *state) {
+    for (int i = 0; i < 3; i++) cd_vk_kernel_destroy(ctx, &((pp_kernels *)state)->k[i]);
+}
+
+static const cd_vk_family pp_family = {"preprocessing", sizeof(pp_kernels), pp_kernels_init, pp_kernels_destroy};
+
+/* The kernels of ctx, after pp_ready succeeded (ctx->lock held). */
+static cd_vk_kernel *PP(cd_gpu_context *ctx) { return ((pp_kernels *)cd_vk_family_find(ctx, &pp_family))->k; }
+
+static cd_status pp_ready(cd_gpu_context *ctx, cd_error *err) {
+    void *state;
+    return cd_vk_family_state(ctx, &pp_family, &state, err);
 }
 
 static double now_ms(void) {
@@ -222,7 +240,7 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
     if ((st = check_range(ctx, nout * 4, "cd_gpu_resample", "output", err)) != CD_OK) return st;
     if ((st = check_range(ctx, nrows * 24, "cd_gpu_resample", "row table", err)) != CD_OK) return st;
     uint32_t gx, gy;
-    if (!grid2d(ctx, nout, ctx->pp[0].local_size, &gx, &gy))
+    if (!grid2d(ctx, nout, PP(ctx)[0].local_size, &gx, &gy))
         return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_resample: %llu output voxels are too many for one dispatch on %s", (unsigned long long)nout,
                        ctx->info.name);
     const VkDeviceSize s_src = cd_vk_padded(ctx, nsrc * 4), s_rows = cd_vk_padded(ctx, nrows * 24), s_out = cd_vk_padded(ctx, nout * 4);
@@ -285,9 +303,9 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
         h.size = d.size = dev[0].size + dev[1].size;
         copy_in(ctx, h, d);
     }
-    cd_vk_kernel_bind(ctx, &ctx->pp[0], dev);
+    cd_vk_kernel_bind(ctx, &PP(ctx)[0], dev);
     cd_vk_timestamp(ctx, 0);
-    dispatch(ctx, &ctx->pp[0], &pc, sizeof pc, gx, gy);
+    dispatch(ctx, &PP(ctx)[0], &pc, sizeof pc, gx, gy);
     cd_vk_timestamp(ctx, 1);
     copy_out(ctx, dev[2], hout);
     double kms = 0;
@@ -370,7 +388,7 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
         pthread_mutex_lock(&ctx->lock);
         memset(&ctx->last, 0, sizeof ctx->last);
         if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-        else st = resample_locked(ctx, vals, src->dims, m, grid, (int)o.interp, (float)o.fill, fout, err);
+        else if ((st = pp_ready(ctx, err)) == CD_OK) st = resample_locked(ctx, vals, src->dims, m, grid, (int)o.interp, (float)o.fill, fout, err);
         ctx->last.total_ms = now_ms() - t0;
         pthread_mutex_unlock(&ctx->lock);
     }
@@ -407,9 +425,9 @@ static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const
     cd_status st;
     if ((st = check_range(ctx, (uint64_t)n * 4, "cd_gpu_normalize", "volume", err)) != CD_OK) return st;
     uint32_t gx, gy;
-    if (!grid2d(ctx, n, ctx->pp[2].local_size, &gx, &gy))
+    if (!grid2d(ctx, n, PP(ctx)[2].local_size, &gx, &gy))
         return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels are too many for one dispatch on %s", n, ctx->info.name);
-    const uint32_t lr = ctx->pp[1].local_size;
+    const uint32_t lr = PP(ctx)[1].local_size;
     uint64_t parts = ((uint64_t)n + (uint64_t)lr * 64 - 1) / ((uint64_t)lr * 64);
     if (parts < 1) parts = 1;
     if (parts > REDUCE_PARTS_MAX) parts = REDUCE_PARTS_MAX;
@@ -445,20 +463,20 @@ static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const
     if (zscore) {
         /* the mask binding must name a buffer even when the region does not read it */
         const cd_vk_range rb[3] = {data, with_mask ? mrange : data, stats};
-        cd_vk_kernel_bind(ctx, &ctx->pp[1], rb);
+        cd_vk_kernel_bind(ctx, &PP(ctx)[1], rb);
         reduce_push rp = {(uint32_t)n, (uint32_t)parts, region, 0};
-        dispatch(ctx, &ctx->pp[1], &rp, sizeof rp, (uint32_t)parts, 1);
+        dispatch(ctx, &PP(ctx)[1], &rp, sizeof rp, (uint32_t)parts, 1);
         compute_barrier(ctx);
         rp.mode = 1;
-        dispatch(ctx, &ctx->pp[1], &rp, sizeof rp, 1, 1);
+        dispatch(ctx, &PP(ctx)[1], &rp, sizeof rp, 1, 1);
         compute_barrier(ctx);
         pc.stats_at = (uint32_t)(parts * 6);
     }
     const cd_vk_range nb[2] = {data, stats};
-    cd_vk_kernel_bind(ctx, &ctx->pp[2], nb);
+    cd_vk_kernel_bind(ctx, &PP(ctx)[2], nb);
     pc.n = (uint32_t)n;
     pc.groups_x = gx;
-    dispatch(ctx, &ctx->pp[2], &pc, sizeof pc, gx, gy);
+    dispatch(ctx, &PP(ctx)[2], &pc, sizeof pc, gx, gy);
     cd_vk_timestamp(ctx, 1);
     copy_out(ctx, data, hout);
     double kms = 0;
@@ -515,7 +533,7 @@ cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, si
     memset(&ctx->last, 0, sizeof ctx->last);
     cd_status st;
     if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else st = normalize_locked(ctx, x, n, mask, region, r->normalize == CD_NORM_ZSCORE, pc, err);
+    else if ((st = pp_ready(ctx, err)) == CD_OK) st = normalize_locked(ctx, x, n, mask, region, r->normalize == CD_NORM_ZSCORE, pc, err);
     ctx->last.total_ms = now_ms() - t0;
     pthread_mutex_unlock(&ctx->lock);
     return st;

@@ -2,14 +2,13 @@
  * per-sample work that does not touch storage. The loader (loader.c) and the augmented conversion
  * (convert/augment_copies.c) both call it, so a record that `convert --augment` writes is, bit for
  * bit, the sample the loader produces for the same (seed, epoch, record index, mode, patch). */
-#ifndef CD_LOADER_SAMPLE_PLAN_H
-#define CD_LOADER_SAMPLE_PLAN_H
+#ifndef CD_AUGMENT_SAMPLE_PLAN_H
+#define CD_AUGMENT_SAMPLE_PLAN_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "cirrdata/augment.h"
-#include "cirrdata/loader.h"
 #include "core/internal.h"
 
 typedef struct cd_sample_plan {

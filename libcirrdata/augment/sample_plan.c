@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cirrdata/rng.h"
-#include "loader/sample_plan.h"
+#include "augment/sample_plan.h"
 
 /* Philox stream id of the patch-centre draw (the permutation's lives in loader.c). */
 #define OP_CENTER 0x63656e74u

@@ -8,9 +8,9 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/resample.h"
 #include "core/internal.h"
-#include "convert/image_view.h"
-#include "convert/nonfinite.h"
-#include "gpu/preprocess_impl.h"
+#include "preprocess/image_view.h"
+#include "preprocess/nonfinite.h"
+#include "preprocess/preprocess_impl.h"
 
 /* Bytes of a sample's image and mask buffers (cd_buffer_alloc: big ones are 2 MiB-aligned huge-page
  * mappings, which take 1/512 of the page faults of malloc'd memory on first touch). */

@@ -7,7 +7,7 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/shard.h"
 #include "core/internal.h"
-#include "gpu/preprocess_impl.h"
+#include "preprocess/preprocess_impl.h"
 
 typedef struct cd_image_view {
     const void *data;   /* the source's voxels (borrowed: the source volume must outlive the view) */

@@ -1,37 +1,11 @@
-/* Manifest assembly and parsing (internal). */
-#ifndef CD_CONVERT_MANIFEST_H
-#define CD_CONVERT_MANIFEST_H
+/* The manifest of a dataset (internal): counts and statistics of its record entries, its own checksum,
+ * reading and writing it (schemas/shard-format.md). */
+#ifndef CD_DATASET_MANIFEST_H
+#define CD_DATASET_MANIFEST_H
 
 #include <jansson.h>
 
-#include "cirrdata/preprocess.h"
-#include "cirrdata/recipe.h"
-#include "cirrdata/volume.h"
-#include "convert/layout.h"
 #include "core/internal.h"
-
-#define CD_STATS_SAMPLES 256
-#define CD_FG_LOCATIONS 256
-
-/* Source-image facts gathered per case for the dataset statistics. */
-typedef struct cd_source_stats {
-    double spacing_ras[3];
-    int64_t shape_ras[3];
-    uint64_t count;             /* voxels inside the mask */
-    double sum, sumsq, min, max;
-    size_t nsamples;
-    double samples[CD_STATS_SAMPLES];
-} cd_source_stats;
-
-/* Computes stats of image (physical values) inside mask (> 0); the mask may be NULL (whole image). */
-CD_INTERNAL void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_source_stats *out);
-
-/* The record metadata object stored in the shard (schemas/shard-format.md). */
-CD_INTERNAL json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name,
-                                            const cd_volume *src_image, const cd_volume *src_image2, const cd_sample *s);
-
-/* The manifest's per-record entry (shard and index are set by the writer). */
-CD_INTERNAL json_t *cd_manifest_entry(const cd_case *c, const cd_sample *s, const cd_source_stats *st);
 
 /* counts and statistics from the record entries (an array). */
 CD_INTERNAL json_t *cd_manifest_counts(json_t *entries);
@@ -59,5 +33,10 @@ CD_INTERNAL cd_status cd_manifest_read(const char *path, char **text, size_t *le
 
 /* numpy-style linear percentile of n doubles (sorts a copy). */
 CD_INTERNAL double cd_percentile_f64(const double *v, size_t n, double p);
+
+/* The first case at which two inputs lists (a manifest's source.inputs, shard-format.md) differ, or SIZE_MAX when they
+ * are equal; describes the difference in msg ("case T1/p07: image train/p07.nii.gz was modified (size
+ * 1000 -> 1000 bytes, mtime ...)", "case T1/p09 is new", ...). */
+CD_INTERNAL size_t cd_inputs_first_change(json_t *before, json_t *now, char *msg, size_t cap);
 
 #endif

@@ -22,7 +22,7 @@
 #include <time.h>
 
 #include "augment/augment_impl.h"
-#include "gpu/gpu_impl.h"
+#include "augment/gpu_aug.h"
 
 static const uint32_t warp_spirv[] =
 #include "aug_spatial_spv.h"
@@ -38,15 +38,36 @@ typedef struct warp_push {
     uint32_t pz, npatch, channels, nquads, groups_x;
 } warp_push;
 
-cd_status cd_gpu_warp_init(cd_gpu_context *ctx, cd_error *err) {
+static cd_status warp_init(cd_gpu_context *ctx, cd_vk_kernel *warp, cd_error *err) {
     uint32_t ls = 64;
     const VkPhysicalDeviceLimits *l = &ctx->props.limits;
     if (ls > l->maxComputeWorkGroupSize[0]) ls = l->maxComputeWorkGroupSize[0];
     if (ls > l->maxComputeWorkGroupInvocations) ls = l->maxComputeWorkGroupInvocations;
     if (sizeof(warp_push) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
-    return cd_vk_kernel_create(ctx, &ctx->warp, warp_spirv, sizeof warp_spirv, NBIND, sizeof(warp_push), ls, err);
+    return cd_vk_kernel_create(ctx, warp, warp_spirv, sizeof warp_spirv, NBIND, sizeof(warp_push), ls, err);
 }
+
+static cd_status aug_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
+    cd_aug_kernels *k = state;
+    cd_status st = warp_init(ctx, &k->warp, err);
+    return st == CD_OK ? cd_gpu_intensity_init(ctx, k->ik, err) : st;
+}
+
+static void aug_kernels_destroy(cd_gpu_context *ctx, void *state) {
+    cd_aug_kernels *k = state;
+    cd_vk_kernel_destroy(ctx, &k->warp);
+    for (size_t i = 0; i < sizeof k->ik / sizeof k->ik[0]; i++) cd_vk_kernel_destroy(ctx, &k->ik[i]);
+}
+
+static const cd_vk_family aug_family = {"augmentation", sizeof(cd_aug_kernels), aug_kernels_init, aug_kernels_destroy};
+
+cd_status cd_aug_kernels_ready(cd_gpu_context *ctx, cd_error *err) {
+    void *state;
+    return cd_vk_family_state(ctx, &aug_family, &state, err);
+}
+
+cd_aug_kernels *cd_aug_kernels_of(const cd_gpu_context *ctx) { return cd_vk_family_find(ctx, &aug_family); }
 
 static double now_ms(void) {
     struct timespec ts;
@@ -243,16 +264,16 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
         cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                       VK_ACCESS_SHADER_READ_BIT);
     }
-    cd_vk_kernel_bind(ctx, &ctx->warp, dev);
-    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->warp.pipeline);
-    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->warp.layout, 0, 1, &ctx->warp.set, 0, NULL);
+    cd_vk_kernel_bind(ctx, &cd_aug_kernels_of(ctx)->warp, dev);
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, cd_aug_kernels_of(ctx)->warp.pipeline);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, cd_aug_kernels_of(ctx)->warp.layout, 0, 1, &cd_aug_kernels_of(ctx)->warp.set, 0, NULL);
     const uint64_t nquads = (npatch + 3) / 4;
-    const uint64_t groups = (nquads + ctx->warp.local_size - 1) / ctx->warp.local_size;
+    const uint64_t groups = (nquads + cd_aug_kernels_of(ctx)->warp.local_size - 1) / cd_aug_kernels_of(ctx)->warp.local_size;
     const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
     const uint32_t gx = (uint32_t)(groups < maxx ? groups : maxx);
     const uint32_t gy = (uint32_t)((groups + gx - 1) / gx);
     warp_push pc = {(uint32_t)patch[2], (uint32_t)npatch, channels, (uint32_t)nquads, gx};
-    ctx->vk.vkCmdPushConstants(cmd, ctx->warp.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
+    ctx->vk.vkCmdPushConstants(cmd, cd_aug_kernels_of(ctx)->warp.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
     cd_vk_timestamp(ctx, 0);
     ctx->vk.vkCmdDispatch(cmd, gx, gy, ns);
     uint32_t res = 0; /* float offset of the final images from dev[4] */
@@ -368,7 +389,7 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
             cd_vk_count_fallback(ctx, 1);
         }
     /* groups: as many items as fit every binding's range, the memory budget and the grid */
-    const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + ctx->warp.local_size - 1) / ctx->warp.local_size;
+    const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + cd_aug_kernels_of(ctx)->warp.local_size - 1) / cd_aug_kernels_of(ctx)->warp.local_size;
     const uint64_t gx = groups < lim->maxComputeWorkGroupCount[0] ? groups : lim->maxComputeWorkGroupCount[0];
     if ((groups + gx - 1) / gx > lim->maxComputeWorkGroupCount[1])
         return cd_fail(err, CD_ERR_LIMIT, "%s: a patch of %llu voxels is too large for one dispatch on %s", fn,
@@ -426,7 +447,7 @@ cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, in
     cd_status st;
     if (ctx->lost)
         st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else
+    else if ((st = cd_aug_kernels_ready(ctx, err)) == CD_OK)
         st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, intensity, fn, err);
     ctx->last.total_ms = now_ms() - t0;
     pthread_mutex_unlock(&ctx->lock);
