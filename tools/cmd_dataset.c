@@ -116,7 +116,7 @@ int cmd_convert(int argc, char **argv) {
             co.threads = (int)v;
             break;
         case O_SHARD:
-            if (!cli_parse_bytes(optarg, &co.shard_size) || co.shard_size < 4096)
+            if (!cd_parse_bytes(optarg, &co.shard_size) || co.shard_size < 4096)
                 return cli_usage_error("convert", "bad --shard-size '%s'", optarg);
             break;
         case O_PART:
@@ -128,7 +128,7 @@ int cmd_convert(int argc, char **argv) {
         case O_PAIR: co.pair_sequences = true; break;
         case O_STRICT: co.strict = true; break;
         case O_MAXB:
-            if (!cli_parse_bytes(optarg, &co.max_bytes)) return cli_usage_error("convert", "bad --max-bytes '%s'", optarg);
+            if (!cd_parse_bytes(optarg, &co.max_bytes)) return cli_usage_error("convert", "bad --max-bytes '%s'", optarg);
             break;
         case O_QUIET: quiet = true; break;
         case O_JSON: json = true; break;

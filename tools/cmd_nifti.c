@@ -92,7 +92,7 @@ static void print_header_text(const char *path, const cd_nifti_header *h) {
  * below, the header-only one of `info` included, works under. */
 static bool set_max_bytes(const char *arg) {
     uint64_t v;
-    if (!cli_parse_bytes(arg, &v) || v == 0) return false;
+    if (!cd_parse_bytes(arg, &v) || v == 0) return false;
     cd_limits l = {0}; /* the other caps: environment or default */
     l.max_decompressed_bytes = v;
     return cd_limits_set(&l, NULL) == CD_OK;

@@ -32,7 +32,7 @@ static char env_bad[CD_LIMIT_COUNT][64];   /* the malformed text ("" when fine) 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t set_value[CD_LIMIT_COUNT]; /* 0: not set by the program */
 
-bool cd_limit_parse(const char *s, uint64_t *out) {
+bool cd_parse_bytes(const char *s, uint64_t *out) {
     if (!s || *s < '0' || *s > '9') return false;
     uint64_t v = 0;
     for (; *s >= '0' && *s <= '9'; s++) {
@@ -47,8 +47,17 @@ bool cd_limit_parse(const char *s, uint64_t *out) {
     case 'T': case 't': shift = 40; s++; break;
     default: break;
     }
-    if (*s || v == 0 || v > (LIMIT_MAX >> shift)) return false;
+    if (shift && *s == 'i' && s[1] == 'B') s += 2; /* 8GiB */
+    else if (shift && *s == 'B') s++;               /* 8GB: binary multiples all the same */
+    if (*s || v == 0 || v > (UINT64_MAX >> shift)) return false;
     *out = v << shift;
+    return true;
+}
+
+bool cd_limit_parse(const char *s, uint64_t *out) {
+    uint64_t v;
+    if (!cd_parse_bytes(s, &v) || v > LIMIT_MAX) return false;
+    *out = v;
     return true;
 }
 
@@ -76,7 +85,7 @@ cd_status cd_limit(cd_limit_id id, uint64_t *value, cd_error *err) {
     *value = env_value[id] ? env_value[id] : info[id].dflt;
     if (env_bad[id][0])
         return cd_fail(err, CD_ERR_ARG,
-                       "%s='%s' is not a valid cap: give a number above zero with an optional K, M, G or T suffix "
+                       "%s='%s' is not a valid cap: give a number above zero with an optional K, M, G or T suffix (KiB, MB, ... too) "
                        "(e.g. 512M), or unset it for the default",
                        info[id].env, env_bad[id]);
     return CD_OK;

@@ -111,10 +111,14 @@ def main():
                             [manifest, "is above the JSON size cap", "(raise it with CIRRDATA_MAX_JSON_BYTES)"])
 
         # ---- malformed values are errors where the cap is used, not ignored
-        for bad in ("12X", "0", "-5", "1.5G", " 5", "5MB"):
+        for bad in ("12X", "0", "-5", "1.5G", " 5", "5MiBB"):
             r = run([cli, "verify", ds, "--quiet"], CIRRDATA_MAX_JSON_BYTES=bad)
             check(r.returncode == 1 and f"CIRRDATA_MAX_JSON_BYTES='{bad}' is not a valid cap" in r.stderr,
                   f"CIRRDATA_MAX_JSON_BYTES={bad!r}: {r.returncode} {r.stderr.strip()!r}")
+        # the grammar of --max-bytes: 8GiB, 5MB and 512m are all valid caps
+        for good in ("8GiB", "5MB", "512m"):
+            r = run([cli, "verify", ds, "--quiet"], CIRRDATA_MAX_JSON_BYTES=good)
+            check(r.returncode == 0, f"CIRRDATA_MAX_JSON_BYTES={good!r} must be a valid cap: {r.stderr.strip()!r}")
         r = run([cli, "verify", ds, "--quiet"], CIRRDATA_MAX_CSV_BYTES="lots")  # a cap verify does not use
         check(r.returncode == 0, f"a malformed cap that verify does not use: {r.stderr.strip()!r}")
         r = run([cli, "verify", ds, "--quiet"], CIRRDATA_MAX_JSON_BYTES="")

@@ -18,6 +18,7 @@
 #ifndef CIRRDATA_LIMITS_H
 #define CIRRDATA_LIMITS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cirrdata/api.h"
@@ -61,6 +62,12 @@ CD_API cd_status cd_limits_get(cd_limits *out, cd_error *err);
  * default; NULL resets every cap that way. The values are checked first (max_dim up to 2^62, byte caps
  * up to SIZE_MAX / 2; CD_ERR_ARG names the bad field) and nothing changes on error. */
 CD_API cd_status cd_limits_set(const cd_limits *limits, cd_error *err);
+
+/* The one grammar of byte sizes (the CIRRDATA_MAX_* variables, the CLI's --max-bytes and
+ * --shard-size): decimal digits, then optionally K, M, G or T (binary multiples, either case), which may
+ * be followed by "B" or "iB": 4096, 512M, 8GiB, 64kB. Above zero. *out receives the bytes; false for
+ * anything else (signs, spaces, fractions, hexadecimal, overflow). */
+CD_API bool cd_parse_bytes(const char *text, uint64_t *out);
 
 #ifdef __cplusplus
 }
