@@ -327,12 +327,6 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
 
 /* ---------------------------------------------------------------- cd_gpu_aug_intensity */
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 /* Device bytes of samples [i0, i1) (the GPU ones): meta, image, scratch, stats (padded). */
 static void igroup_sizes(const cd_gpu_context *ctx, const cd_gpu_iplan *pl, int i0, int i1, uint32_t channels, uint64_t npatch,
                          VkDeviceSize sz[4], uint32_t *ns) {
@@ -515,13 +509,13 @@ cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params,
     cd_gpu_iplan *pl = calloc((size_t)n, sizeof *pl);
     if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     pthread_mutex_lock(&ctx->lock);
-    const double t0 = now_ms();
+    const double t0 = cd_now_ms();
     memset(&ctx->last, 0, sizeof ctx->last);
     if (ctx->lost)
         st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
     else if ((st = cd_aug_kernels_ready(ctx, err)) == CD_OK)
         st = intensity_locked(ctx, params, n, images, channels, patch, pl, err);
-    ctx->last.total_ms = now_ms() - t0;
+    ctx->last.total_ms = cd_now_ms() - t0;
     pthread_mutex_unlock(&ctx->lock);
     free(pl);
     return st;

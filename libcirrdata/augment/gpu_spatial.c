@@ -69,12 +69,6 @@ cd_status cd_aug_kernels_ready(cd_gpu_context *ctx, cd_error *err) {
 
 cd_aug_kernels *cd_aug_kernels_of(const cd_gpu_context *ctx) { return cd_vk_family_find(ctx, &aug_family); }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 static uint64_t pad4(uint64_t n) { return (n + 3) & ~(uint64_t)3; }
 
 static void put64(uint32_t *w, int64_t v) {
@@ -442,14 +436,14 @@ cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, in
     item_plan *pl = calloc((size_t)n, sizeof *pl);
     if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     pthread_mutex_lock(&ctx->lock);
-    const double t0 = now_ms();
+    const double t0 = cd_now_ms();
     memset(&ctx->last, 0, sizeof ctx->last);
     cd_status st;
     if (ctx->lost)
         st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
     else if ((st = cd_aug_kernels_ready(ctx, err)) == CD_OK)
         st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, intensity, fn, err);
-    ctx->last.total_ms = now_ms() - t0;
+    ctx->last.total_ms = cd_now_ms() - t0;
     pthread_mutex_unlock(&ctx->lock);
     for (int i = 0; i < n; i++) free(pl[i].field);
     free(pl);

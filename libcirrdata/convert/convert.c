@@ -41,17 +41,6 @@ void cd_convert_options_init(cd_convert_options *o) {
     o->healthy = false;
 }
 
-static int online_cpus(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static uint64_t file_size(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -567,7 +556,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
     if (strlen(o->out_dir) >= DIR_CAP) return cd_fail(err, CD_ERR_ARG, "%.100s...: output path too long", o->out_dir);
     if (o->part_count < 0 || (o->part_count > 0 && (o->part_index < 1 || o->part_index > o->part_count)))
         return cd_fail(err, CD_ERR_ARG, "part %d/%d: I must be in 1..N", o->part_index, o->part_count);
-    const double t0 = now_s();
+    const double t0 = cd_now_s();
     const uint64_t shard_size = o->shard_size ? o->shard_size : ((uint64_t)256 << 20);
     cd_case_list cases;
     cd_status st;
@@ -664,7 +653,7 @@ cd_status cd_convert(const cd_convert_options *o, cd_convert_result *res, cd_err
      * earlier cases: fresh mappings would be zeroed by the kernel page by page. */
     cd_buffer_cache_begin();
     buffer_cache = true;
-    nthreads = o->threads > 0 ? o->threads : online_cpus();
+    nthreads = o->threads > 0 ? o->threads : cd_thread_count(0);
     p.jb.opts = o;
     p.jb.cases = &cases;
     p.jb.target_spacing = target;
@@ -797,6 +786,6 @@ done:
     json_decref(cs.skipped);
     json_decref(cs.resolved);
     cd_case_list_free(&cases);
-    res->seconds = now_s() - t0;
+    res->seconds = cd_now_s() - t0;
     return st;
 }

@@ -86,3 +86,15 @@ cd_status cd_open_regular(const char *path, const char *what, int *fd_out, uint6
     if (size) *size = (uint64_t)st.st_size;
     return CD_OK;
 }
+
+ssize_t cd_pread_full(int fd, void *buf, size_t n, uint64_t offset) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(offset + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -1;
+        if (r == 0) break;
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
+}

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/internal.h"
 
@@ -29,5 +30,9 @@ CD_INTERNAL cd_status cd_open_regular(const char *path, const char *what, int *f
 
 /* "a FIFO", "a directory", "a character device", ... for a st_mode. */
 CD_INTERNAL const char *cd_file_kind(unsigned mode);
+
+/* pread() until n bytes are read or the file ends (EINTR retried): the count read (short only at the
+ * end of the file), or -1 with errno set. The one read loop of the library's readers. */
+CD_INTERNAL ssize_t cd_pread_full(int fd, void *buf, size_t n, uint64_t offset);
 
 #endif

@@ -42,6 +42,16 @@ CD_INTERNAL cd_status cd_volume_wrap_buffer(void *buffer, size_t alloc_bytes, si
                                             const int64_t dims[3], cd_dtype dtype, cd_volume **out,
                                             cd_error *err);
 
+/* "threads 0 = all CPUs": requested when above 0, else the online CPUs (at least 1) (core/system.c). */
+CD_INTERNAL int cd_thread_count(int requested);
+/* The monotonic clock the library's timings use, in seconds and milliseconds. */
+CD_INTERNAL double cd_now_s(void);
+CD_INTERNAL double cd_now_ms(void);
+
+/* numpy's default ('linear') percentile p (0..100) of n doubles (sorts a copy; NaN when out of memory);
+ * cirrdata/volume.h has the float32 one (core/percentile.c). */
+CD_INTERNAL double cd_percentile_f64(const double *v, size_t n, double p);
+
 /* The caps of cirrdata/limits.h, by name (core/limits.c). */
 typedef enum cd_limit_id {
     CD_LIMIT_DIM,    /* max_dim */

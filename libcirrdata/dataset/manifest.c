@@ -46,24 +46,6 @@ json_t *cd_manifest_counts(json_t *entries) {
     return o;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-double cd_percentile_f64(const double *v, size_t n, double p) {
-    if (!n) return 0.0;
-    double *c = malloc(n * sizeof *c);
-    if (!c) return NAN;
-    memcpy(c, v, n * sizeof *c);
-    qsort(c, n, sizeof *c, cmp_double);
-    double h = (double)(n - 1) * p / 100.0;
-    size_t k = (size_t)floor(h);
-    double r = k + 1 < n ? c[k] + (h - (double)k) * (c[k + 1] - c[k]) : c[n - 1];
-    free(c);
-    return r;
-}
-
 /* Per-axis summary of a list of 3-vectors. */
 static json_t *axis_summary(const double *v, size_t n, bool percentiles) {
     json_t *o = json_object();

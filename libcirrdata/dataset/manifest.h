@@ -31,9 +31,6 @@ CD_INTERNAL cd_status cd_manifest_check_sum(const char *path, const char *text, 
  * malloc'ed NUL-terminated copy) and *len (when non-NULL) receive the bytes. */
 CD_INTERNAL cd_status cd_manifest_read(const char *path, char **text, size_t *len, cd_error *err);
 
-/* numpy-style linear percentile of n doubles (sorts a copy). */
-CD_INTERNAL double cd_percentile_f64(const double *v, size_t n, double p);
-
 /* The first case at which two inputs lists (a manifest's source.inputs, shard-format.md) differ, or SIZE_MAX when they
  * are equal; describes the difference in msg ("case T1/p07: image train/p07.nii.gz was modified (size
  * 1000 -> 1000 bytes, mtime ...)", "case T1/p09 is new", ...). */

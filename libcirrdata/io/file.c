@@ -25,20 +25,10 @@ void cd_file_close(cd_file *f) {
     }
 }
 
-cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t offset, size_t *got,
-                             cd_error *err) {
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(f->fd, (char *)buf + done, n - done, (off_t)(offset + done));
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return cd_fail(err, CD_ERR_IO, "%s: read failed at byte %llu: %s", f->path,
-                           (unsigned long long)(offset + done), strerror(errno));
-        }
-        if (r == 0) break;
-        done += (size_t)r;
-    }
-    *got = done;
+cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t offset, size_t *got, cd_error *err) {
+    ssize_t r = cd_pread_full(f->fd, buf, n, offset);
+    if (r < 0) return cd_fail(err, CD_ERR_IO, "%s: read failed at byte %llu: %s", f->path, (unsigned long long)offset, strerror(errno));
+    *got = (size_t)r;
     return CD_OK;
 }
 

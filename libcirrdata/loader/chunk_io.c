@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "loader/chunk_io.h"
 
 struct cd_chunk_io {
@@ -38,16 +39,10 @@ void cd_chunk_io_destroy(cd_chunk_io *io) {
 bool cd_chunk_io_is_uring(const cd_chunk_io *io) { return io->uring; }
 
 static cd_status pread_all(cd_read_req *r, const char *path, cd_error *err) {
-    uint32_t done = 0;
-    while (done < r->len) {
-        ssize_t n = pread(r->fd, (char *)r->buf + done, r->len - done, (off_t)(r->offset + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return cd_fail(err, CD_ERR_IO, "%s: read at byte %llu failed: %s", path, (unsigned long long)r->offset, strerror(errno));
-        if (n == 0)
-            return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %u bytes at %llu are past the end", path, r->len,
-                           (unsigned long long)r->offset);
-        done += (uint32_t)n;
-    }
+    ssize_t n = cd_pread_full(r->fd, r->buf, r->len, r->offset);
+    if (n < 0) return cd_fail(err, CD_ERR_IO, "%s: read at byte %llu failed: %s", path, (unsigned long long)r->offset, strerror(errno));
+    if ((size_t)n < r->len)
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %u bytes at %llu are past the end", path, r->len, (unsigned long long)r->offset);
     return CD_OK;
 }
 

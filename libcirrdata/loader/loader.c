@@ -154,11 +154,6 @@ void cd_loader_options_init(cd_loader_options *o) {
     o->ring = 4;
 }
 
-static int online_cpus(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 /* Bytes of physical memory (0 when unknown). */
 static uint64_t phys_ram(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
@@ -1159,7 +1154,7 @@ cd_status cd_loader_create(const cd_loader_options *opts, cd_loader **out, cd_er
         if (!s->ok || !s->image || (l->has_mask && !s->mask) || !s->label || !s->index || !s->slice || !s->corner)
             st = cd_fail(err, CD_ERR_NOMEM, "cannot allocate the batch ring (%u batches of %zu samples of %zu voxels)", l->ring, B, pvox);
     }
-    l->nthreads = l->o.threads > 0 ? l->o.threads : online_cpus();
+    l->nthreads = l->o.threads > 0 ? l->o.threads : cd_thread_count(0);
     if (st == CD_OK && (!(l->scratch = calloc((size_t)l->nthreads, sizeof *l->scratch)) ||
                         !(l->threads = calloc((size_t)l->nthreads, sizeof *l->threads))))
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");

@@ -28,11 +28,6 @@ struct cd_model {
     cd_nn_vk *vk;
 };
 
-static int online_cpus(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
 /* A trailing softmax turns logits into probabilities; the API returns the logits, so the graph
  * ends before it. */
 static void drop_trailing_softmax(cd_nn_graph *g) {
@@ -89,7 +84,7 @@ cd_status cd_model_open(const char *path, const cd_model_options *options, cd_mo
 
     cd_model *m = calloc(1, sizeof *m);
     if (!m) return cd_fail(err, CD_ERR_NOMEM, "%s: out of memory opening the model", path);
-    m->threads = o.threads ? o.threads : online_cpus();
+    m->threads = o.threads ? o.threads : cd_thread_count(0);
     m->max_arena = o.max_arena_bytes ? o.max_arena_bytes : MODEL_DEFAULT_ARENA;
     cd_st_file *f = NULL;
     cd_status st = cd_st_open(path, &f, err);

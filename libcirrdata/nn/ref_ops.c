@@ -44,9 +44,8 @@ static void *range_main(void *arg) {
 }
 
 static int resolve_threads(int threads) {
-    if (threads > 0) return threads > 256 ? 256 : threads;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    threads = cd_thread_count(threads);
+    return threads > 256 ? 256 : threads;
 }
 
 /* Splits [0, count) into contiguous ranges, one per thread; the caller runs the first. A thread

@@ -107,12 +107,6 @@ static cd_status pp_ready(cd_gpu_context *ctx, cd_error *err) {
     return cd_vk_family_state(ctx, &pp_family, &state, err);
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 static int64_t fixed32(double v) { return (int64_t)floor(v * 4294967296.0 + 0.5); }
 
 static void put64(uint32_t *w, int64_t v) {
@@ -352,14 +346,14 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
     if (st != CD_OK) return st;
     cd_dtype odt = o.out_dtype;
     if (odt == CD_DTYPE_INVALID) odt = o.interp == CD_INTERP_NEAREST ? src->dtype : CD_DTYPE_FLOAT32;
-    const double t0 = now_ms();
+    const double t0 = cd_now_ms();
     if (!gpu_takes(src, grid, &o, odt, m)) {
         /* the reference, which also reports bad options the same way */
         st = cd_resample(src, grid, &o, out, err);
         pthread_mutex_lock(&ctx->lock);
         memset(&ctx->last, 0, sizeof ctx->last);
         cd_vk_count_fallback(ctx, 1);
-        ctx->last.total_ms = now_ms() - t0;
+        ctx->last.total_ms = cd_now_ms() - t0;
         pthread_mutex_unlock(&ctx->lock);
         return st;
     }
@@ -389,7 +383,7 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
         memset(&ctx->last, 0, sizeof ctx->last);
         if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
         else if ((st = pp_ready(ctx, err)) == CD_OK) st = resample_locked(ctx, vals, src->dims, m, grid, (int)o.interp, (float)o.fill, fout, err);
-        ctx->last.total_ms = now_ms() - t0;
+        ctx->last.total_ms = cd_now_ms() - t0;
         pthread_mutex_unlock(&ctx->lock);
     }
     if (st == CD_OK && odt == CD_DTYPE_UINT8) {
@@ -497,7 +491,7 @@ cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, si
         return cd_fail(err, CD_ERR_ARG, "cd_gpu_normalize: 'then' needs a finite mean and a finite nonzero std");
     if (n == 0 || (r->normalize == CD_NORM_NONE && !r->has_then)) return CD_OK;
     if (n >= (size_t)UINT32_MAX) return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels (at most 2^32 - 2)", n);
-    const double t0 = now_ms();
+    const double t0 = cd_now_ms();
     /* the region as the reference resolves it: a mask region without a mask is empty, which means
      * the whole volume */
     uint32_t region = r->region == CD_REGION_MASK ? (mask ? 1 : 0) : r->region == CD_REGION_NONZERO ? 2 : 0;
@@ -534,7 +528,7 @@ cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, si
     cd_status st;
     if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
     else if ((st = pp_ready(ctx, err)) == CD_OK) st = normalize_locked(ctx, x, n, mask, region, r->normalize == CD_NORM_ZSCORE, pc, err);
-    ctx->last.total_ms = now_ms() - t0;
+    ctx->last.total_ms = cd_now_ms() - t0;
     pthread_mutex_unlock(&ctx->lock);
     return st;
 }

@@ -31,17 +31,10 @@ static bool all_zero(const uint8_t *p, size_t n) {
 }
 
 static cd_status pread_exact(const cd_shard *s, void *buf, size_t len, uint64_t at, const char *what, cd_error *err) {
-    uint8_t *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(s->fd, p + done, len - done, (off_t)(at + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return cd_fail(err, CD_ERR_IO, "%s: reading %s failed: %s", s->path, what, strerror(errno));
-        if (n == 0)
-            return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %s at byte %llu is past the end", s->path, what,
-                           (unsigned long long)at);
-        done += (size_t)n;
-    }
+    ssize_t n = cd_pread_full(s->fd, buf, len, at);
+    if (n < 0) return cd_fail(err, CD_ERR_IO, "%s: reading %s failed: %s", s->path, what, strerror(errno));
+    if ((size_t)n < len)
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %s at byte %llu is past the end", s->path, what, (unsigned long long)at);
     return CD_OK;
 }
 

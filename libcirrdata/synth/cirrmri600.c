@@ -350,11 +350,6 @@ static cd_status write_metadata(const char *root, const patient *pts, uint32_t n
 
 /* ---- entry point --------------------------------------------------------------------------------- */
 
-static int online_cpus(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
-
 cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd_error *err) {
     if (!root || !*root) return cd_fail(err, CD_ERR_ARG, "cd_synth_cirrmri600: no output folder");
     cd_synth_options o = CD_SYNTH_OPTIONS_INIT;
@@ -410,7 +405,7 @@ cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd
         shared sh = {.root = root, .opts = &o, .patients = pts, .jobs = jobs, .njobs = njobs};
         pthread_mutex_init(&sh.lock, NULL);
         pthread_cond_init(&sh.cond, NULL);
-        int nthreads = o.threads > 0 ? o.threads : online_cpus();
+        int nthreads = o.threads > 0 ? o.threads : cd_thread_count(0);
         if ((size_t)nthreads > njobs) nthreads = njobs ? (int)njobs : 1;
         pthread_t *tids = calloc((size_t)nthreads, sizeof *tids);
         int started = 0;

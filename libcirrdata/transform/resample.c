@@ -178,10 +178,7 @@ static void *par_run(void *arg) {
 }
 
 static int resolve_threads(int threads) {
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
-    }
+    threads = cd_thread_count(threads);
     return threads > MAX_THREADS ? MAX_THREADS : threads;
 }
 

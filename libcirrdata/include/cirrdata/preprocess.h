@@ -52,8 +52,6 @@ CD_API void cd_sample_destroy(cd_sample *s);
 /* The dtype a recipe stores for an image (resolving "auto" from the image's stored dtype and values). */
 CD_API cd_dtype cd_recipe_output_dtype(const cd_recipe *r, const cd_volume *image);
 
-/* numpy.percentile(values, p) ('linear' method) of n floats; reorders values. NaNs must be absent. */
-CD_API double cd_percentile_f32(float *values, size_t n, double p);
 
 /* ---- the recipe steps on a Vulkan device (cirrdata/gpu.h gives the context) ---- */
 

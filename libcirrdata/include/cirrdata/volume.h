@@ -61,6 +61,9 @@ CD_API void cd_volume_set_scaling(cd_volume *vol, double slope, double inter);
 CD_API void cd_volume_to_float32(const cd_volume *vol, float *out);
 CD_API void cd_volume_to_float64(const cd_volume *vol, double *out);
 
+/* numpy.percentile(values, p) ('linear' method) of n floats; reorders values. NaNs must be absent. */
+CD_API double cd_percentile_f32(float *values, size_t n, double p);
+
 #ifdef __cplusplus
 }
 #endif
