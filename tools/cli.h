@@ -22,8 +22,6 @@ int cli_fail_error(const cd_error *err);
 /* Prints "cirrdata <cmd>: <message>" plus a hint to stderr and returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parses an unsigned byte count with an optional K/M/G/T suffix; false on bad input. */
-bool cli_parse_bytes(const char *s, uint64_t *out);
 bool cli_parse_int64(const char *s, int64_t *out);
 
 
@@ -50,5 +48,8 @@ int cmd_limits(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export_batch(int argc, char **argv);
+
+/* The monotonic clock, in seconds (timings the commands print). */
+double cli_now_s(void);
 
 #endif

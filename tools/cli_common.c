@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -32,28 +33,6 @@ bool cli_parse_int64(const char *s, int64_t *out) {
     return true;
 }
 
-bool cli_parse_bytes(const char *s, uint64_t *out) {
-    if (!s || !*s || *s == '-') return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s) return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case '\0': break;
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    case 'T': case 't': shift = 40; end++; break;
-    default: return false;
-    }
-    if (*end == 'i' || *end == 'B') end++;
-    if (*end == 'B') end++;
-    if (*end || v > (UINT64_MAX >> shift) || v == 0) return false;
-    *out = (uint64_t)v << shift;
-    return true;
-}
-
 json_t *cli_json_real(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 json_t *cli_json_doubles(const double *v, int n) {
@@ -79,4 +58,10 @@ void cli_json_print(json_t *obj) {
     json_dumpf(obj, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(17) | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(obj);
+}
+
+double cli_now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }

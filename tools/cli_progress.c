@@ -1,4 +1,5 @@
 /* Progress bar: "label [#####.....] done/total  12.3 MB/s  elapsed 0:04  ETA 0:10" on stderr. */
+#include "cli.h"
 #include "cli_progress.h"
 
 #include <pthread.h>
@@ -19,12 +20,6 @@ struct cli_progress {
     bool draw; /* stderr is a TTY and not quiet */
     bool drawn;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void format_duration(char *buf, size_t n, double s) {
     if (s < 0 || s > 359999) {
@@ -70,7 +65,7 @@ cli_progress *cli_progress_start(const char *label, uint64_t total, bool quiet) 
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->label, sizeof p->label, "%s", label ? label : "");
     p->total = total;
-    p->start = now_s();
+    p->start = cli_now_s();
     p->last_draw = -1e9;
     p->draw = !quiet && isatty(STDERR_FILENO);
     if (p->draw) {
@@ -88,7 +83,7 @@ void cli_progress_update(cli_progress *p, uint64_t done, uint64_t bytes) {
     if (done > p->done) p->done = done;
     if (bytes > p->bytes) p->bytes = bytes;
     if (p->draw) {
-        double t = now_s();
+        double t = cli_now_s();
         if (t - p->last_draw >= REDRAW_INTERVAL_S) draw(p, t, false);
     }
     pthread_mutex_unlock(&p->lock);
@@ -105,7 +100,7 @@ void cli_progress_finish(cli_progress *p) {
     if (!p) return;
     pthread_mutex_lock(&p->lock);
     if (p->draw) {
-        draw(p, now_s(), true);
+        draw(p, cli_now_s(), true);
         fputc('\n', stderr);
         fflush(stderr);
     }

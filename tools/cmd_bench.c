@@ -34,12 +34,6 @@ static const char bench_help[] =
 
 enum { O_QUICK = 1000, O_CASES, O_SECONDS, O_THREADS, O_DIR, O_JSON, O_HELP };
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb;
     (void)flag;
@@ -98,7 +92,7 @@ typedef struct bench_out {
 } bench_out;
 
 static cd_status bench_decode(char **files, int n, double min_s, bench_out *b, cd_error *err) {
-    double t0 = now_s(), voxel_bytes = 0, file_bytes = 0;
+    double t0 = cli_now_s(), voxel_bytes = 0, file_bytes = 0;
     int vols = 0;
     do {
         for (int i = 0; i < n; i++) {
@@ -112,8 +106,8 @@ static cd_status bench_decode(char **files, int n, double min_s, bench_out *b, c
             vols++;
         }
         b->dec_passes++;
-    } while (now_s() - t0 < min_s);
-    double dt = now_s() - t0;
+    } while (cli_now_s() - t0 < min_s);
+    double dt = cli_now_s() - t0;
     b->dec_vol_s = vols / dt;
     b->dec_mb_s = voxel_bytes / 1e6 / dt;
     b->dec_file_mb_s = file_bytes / 1e6 / dt;
@@ -131,10 +125,10 @@ static cd_status bench_convert(const char *src, const char *out, const char *rec
     cd_status st = cd_recipe_preset(recipe, &co.recipe, err);
     cd_convert_result res;
     memset(&res, 0, sizeof res);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     if (st == CD_OK) st = cd_convert(&co, &res, err);
     if (st != CD_OK) return st;
-    double dt = now_s() - t0;
+    double dt = cli_now_s() - t0;
     b->conv[b->nconv].recipe = recipe;
     b->conv[b->nconv].records = res.records;
     b->conv[b->nconv].seconds = dt;
@@ -166,14 +160,14 @@ static cd_status bench_loader(const char *dataset, int threads, double min_s, be
         cd_loader_release(l, bt);
     }
     uint64_t n = 0;
-    double t0 = now_s();
-    while (st == CD_OK && now_s() - t0 < min_s) {
+    double t0 = cli_now_s();
+    while (st == CD_OK && cli_now_s() - t0 < min_s) {
         if ((st = cd_loader_next(l, &bt, err)) != CD_OK) break;
         if (!bt) continue; /* end of an epoch: the next call starts the following one */
         n += bt->size;
         cd_loader_release(l, bt);
     }
-    double dt = now_s() - t0;
+    double dt = cli_now_s() - t0;
     snprintf(b->load_io, sizeof b->load_io, "%s", cd_loader_io_name(l));
     cd_loader_destroy(l);
     b->load_samples = n;
@@ -245,9 +239,9 @@ int cmd_bench(int argc, char **argv) {
     so.healthy = false;
     so.threads = (int)threads;
     so.stats = &stats;
-    double t0 = now_s();
+    double t0 = cli_now_s();
     cd_status st = cd_synth_cirrmri600(src, &so, &err);
-    b.synth_s = now_s() - t0;
+    b.synth_s = cli_now_s() - t0;
     if (st == CD_OK && list_images(src, &files, &nfiles) != 0) {
         snprintf(err.message, sizeof err.message, "out of memory listing %.400s", src);
         st = err.status = CD_ERR_NOMEM;

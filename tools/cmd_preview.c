@@ -84,31 +84,6 @@ static bool to_float(const void *raw, cd_dtype dt, size_t n, float *out) {
     }
 }
 
-/* The k-th smallest of a[0..n) (a is reordered). */
-static float select_kth(float *a, size_t n, size_t k) {
-    size_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = a[lo + (hi - lo) / 2];
-        size_t i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < pivot) i++;
-            while (a[j] > pivot) j--;
-            if (i <= j) {
-                float t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                if (j == 0) break;
-                j--;
-            }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else break;
-    }
-    return a[k];
-}
-
 /* The p-th percentile (NumPy's default, linear) of the finite values of v[0..n). */
 static bool percentile_pair(const float *v, size_t n, double p_lo, double p_hi, float *lo, float *hi) {
     float *a = malloc((n ? n : 1) * sizeof *a);
@@ -122,20 +97,7 @@ static bool percentile_pair(const float *v, size_t n, double p_lo, double p_hi, 
         free(a);
         return true;
     }
-    double q[2] = {p_lo, p_hi};
-    float r[2];
-    for (int t = 0; t < 2; t++) {
-        double pos = q[t] / 100.0 * (double)(m - 1);
-        size_t k = (size_t)floor(pos);
-        double frac = pos - (double)k;
-        float a0 = select_kth(a, m, k), a1 = a0;
-        if (frac > 0 && k + 1 < m) { /* after selection, everything above k is >= a[k]: take its minimum */
-            a1 = a[k + 1];
-            for (size_t i = k + 2; i < m; i++)
-                if (a[i] < a1) a1 = a[i];
-        }
-        r[t] = (float)(a0 + frac * (a1 - a0));
-    }
+    float r[2] = {(float)cd_percentile_f32(a, m, p_lo), (float)cd_percentile_f32(a, m, p_hi)};
     free(a);
     *lo = r[0];
     *hi = r[1] > r[0] ? r[1] : r[0] + 1.0f;

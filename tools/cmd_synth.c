@@ -52,12 +52,6 @@ static void on_progress(void *user, uint64_t done, uint64_t total) {
     cli_progress_update(ctx->bar, done, ctx->stats->bytes);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static json_t *sequence_json(const cd_synth_stats *s, int q) {
     json_t *o = json_object();
     json_object_set_new(o, "train", json_integer(s->cases[q][0]));
@@ -129,10 +123,10 @@ int cmd_synth(int argc, char **argv) {
     so.stats = &stats;
     so.progress = on_progress;
     so.progress_user = &ctx;
-    double t0 = now_s();
+    double t0 = cli_now_s();
     cd_error err;
     cd_status st = cd_synth_cirrmri600(out, &so, &err);
-    double secs = now_s() - t0;
+    double secs = cli_now_s() - t0;
     cli_progress_finish(ctx.bar);
     if (st != CD_OK) return cli_fail_error(&err);
 
