@@ -6,7 +6,7 @@
 #include "cirrdata/rng.h"
 #include "augment/sample_plan.h"
 
-/* Philox stream id of the patch-centre draw (the permutation's lives in loader.c). */
+/* Philox stream id of the patch-centre draw (the permutation's lives in loader/order.c). */
 #define OP_CENTER 0x63656e74u
 
 static void identity_params(const double center[3], cd_aug_params *a) {

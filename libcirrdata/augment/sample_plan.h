@@ -1,5 +1,5 @@
 /* Where a training sample comes from and what is done to it (internal): the part of the loader's
- * per-sample work that does not touch storage. The loader (loader.c) and the augmented conversion
+ * per-sample work that does not touch storage. The loader (loader/workers.c) and the augmented conversion
  * (convert/augment_copies.c) both call it, so a record that `convert --augment` writes is, bit for
  * bit, the sample the loader produces for the same (seed, epoch, record index, mode, patch). */
 #ifndef CD_AUGMENT_SAMPLE_PLAN_H

@@ -233,214 +233,308 @@ static json_t *params_json(const cd_aug_params *a) {
     return j ? j : json_null();
 }
 
-cd_status cd_aug_copies_render(cd_aug_copies *ac, const cd_sample *s, json_t *fg_locations, uint64_t index, cd_aug_copy *out,
-                               double *seconds, cd_error *err) {
-    const double t0 = now_s();
-    const uint32_t C = s->channels, K = ac->copies;
-    const uint32_t *shape = s->shape;
-    const size_t vox = (size_t)shape[0] * shape[1] * shape[2];
-    const bool slice_mode = ac->mode == CD_LOADER_SLICE;
+/* One call of cd_aug_copies_render: the case, the copies' geometry and the buffers shared by its steps. */
+typedef struct render_ctx {
+    cd_aug_copies *ac;
+    const cd_sample *s;
+    uint64_t index;
+    cd_aug_copy *out;
+    uint32_t C, K;
+    const uint32_t *shape;
+    size_t vox;                /* voxels of the case */
+    bool slice_mode;
+    bool direct;               /* volume and patch modes with float32 records render straight into the copies' images */
+    cd_dtype odt;              /* the copies' image dtype */
     int64_t patch[3];
-    for (int a = 0; a < 3; a++) patch[a] = slice_mode ? (a < 2 ? shape[a] : 1) : ac->patch[a] > 0 ? ac->patch[a] : shape[a];
-    const size_t pvox = (size_t)(patch[0] * patch[1] * patch[2]);
-    const size_t per_copy = slice_mode ? shape[2] : 1, njobs = (size_t)K * per_copy;
-    memset(out, 0, K * sizeof *out);
+    size_t pvox;               /* voxels of one job's output */
+    size_t per_copy, njobs;    /* jobs per copy (slice mode: one per slice), in all */
+    scratch *sc;
+    float *fimg;               /* what the loader reads back from the plain record: the stored values as float32 */
+    job *jobs;
+    float *obuf;               /* the jobs' outputs when not direct */
+    uint8_t *mbuf;
+    int32_t (*fgl)[3];         /* the loader's foreground list */
+    uint32_t nfg;
+} render_ctx;
 
+static void render_geometry(render_ctx *r) {
+    const cd_sample *s = r->s;
+    r->C = s->channels;
+    r->K = r->ac->copies;
+    r->shape = s->shape;
+    r->vox = (size_t)r->shape[0] * r->shape[1] * r->shape[2];
+    r->slice_mode = r->ac->mode == CD_LOADER_SLICE;
+    for (int a = 0; a < 3; a++)
+        r->patch[a] = r->slice_mode ? (a < 2 ? r->shape[a] : 1) : r->ac->patch[a] > 0 ? r->ac->patch[a] : r->shape[a];
+    r->pvox = (size_t)(r->patch[0] * r->patch[1] * r->patch[2]);
+    r->per_copy = r->slice_mode ? r->shape[2] : 1;
+    r->njobs = (size_t)r->K * r->per_copy;
+    r->direct = !r->slice_mode && s->dtype != CD_DTYPE_FLOAT16;
+    r->odt = s->dtype == CD_DTYPE_FLOAT16 ? CD_DTYPE_FLOAT16 : CD_DTYPE_FLOAT32;
+}
+
+/* The calling thread's reusable buffers (created on first use); NULL when out of memory. */
+static scratch *thread_scratch(cd_aug_copies *ac) {
     scratch *sc = pthread_getspecific(ac->scratch);
     if (!sc && (sc = calloc(1, sizeof *sc)) && pthread_setspecific(ac->scratch, sc) != 0) {
         free(sc);
         sc = NULL;
     }
-    if (!sc) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    /* Volume and patch modes with float32 records render straight into the copies' images. */
-    const bool direct = !slice_mode && s->dtype != CD_DTYPE_FLOAT16;
-    const cd_dtype odt = s->dtype == CD_DTYPE_FLOAT16 ? CD_DTYPE_FLOAT16 : CD_DTYPE_FLOAT32;
-    /* What the loader reads back from the plain record: the stored values as float32. */
-    float *fimg = reserve((void **)&sc->fimg, &sc->fimg_cap, (size_t)C * vox * sizeof(float)) ? sc->fimg : NULL;
-    job *jobs = calloc(njobs, sizeof *jobs);
-    float *obuf = direct ? NULL : malloc(njobs * C * pvox * sizeof *obuf);
-    uint8_t *mbuf = s->mask && !direct ? malloc(njobs * pvox) : NULL;
-    int32_t(*fgl)[3] = calloc(json_array_size(fg_locations) + 1, sizeof *fgl);
-    cd_status st = fimg && jobs && (obuf || direct) && (mbuf || direct || !s->mask) && fgl ? CD_OK : cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    for (uint32_t k = 0; st == CD_OK && direct && k < K; k++) {
-        cd_sample *o = &out[k].s;
-        const size_t ovox = (size_t)patch[0] * (size_t)patch[1] * (size_t)patch[2];
-        o->image = malloc((size_t)C * ovox * sizeof(float));
-        o->mask = s->mask ? malloc(ovox) : NULL;
-        if (!o->image || (s->mask && !o->mask)) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    return sc;
+}
+
+/* The float image, the jobs, their output buffers, the foreground list and (direct) the copies' images. */
+static cd_status render_alloc(render_ctx *r, json_t *fg_locations, cd_error *err) {
+    const size_t C = r->C;
+    r->fimg = reserve((void **)&r->sc->fimg, &r->sc->fimg_cap, C * r->vox * sizeof(float)) ? r->sc->fimg : NULL;
+    r->jobs = calloc(r->njobs, sizeof *r->jobs);
+    r->obuf = r->direct ? NULL : malloc(r->njobs * C * r->pvox * sizeof *r->obuf);
+    r->mbuf = r->s->mask && !r->direct ? malloc(r->njobs * r->pvox) : NULL;
+    r->fgl = calloc(json_array_size(fg_locations) + 1, sizeof *r->fgl);
+    if (!(r->fimg && r->jobs && (r->obuf || r->direct) && (r->mbuf || r->direct || !r->s->mask) && r->fgl))
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (uint32_t k = 0; r->direct && k < r->K; k++) {
+        cd_sample *o = &r->out[k].s;
+        o->image = malloc(C * r->pvox * sizeof(float));
+        o->mask = r->s->mask ? malloc(r->pvox) : NULL;
+        if (!o->image || (r->s->mask && !o->mask)) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
-    for (size_t i = 0; st == CD_OK && i < (size_t)C * vox; i++) {
+    return CD_OK;
+}
+
+static void render_free(render_ctx *r) {
+    free(r->jobs);
+    free(r->obuf);
+    free(r->mbuf);
+    free(r->fgl);
+}
+
+/* The case's stored values as float32 (what the loader reads back from the plain record). */
+static cd_status to_float_image(const cd_sample *s, size_t n, float *fimg, cd_error *err) {
+    for (size_t i = 0; i < n; i++) {
         switch (s->dtype) {
         case CD_DTYPE_FLOAT32: fimg[i] = ((const float *)s->image)[i]; break;
         case CD_DTYPE_INT16: fimg[i] = ((const int16_t *)s->image)[i]; break;
         case CD_DTYPE_UINT8: fimg[i] = ((const uint8_t *)s->image)[i]; break;
         case CD_DTYPE_FLOAT16: fimg[i] = cd_half_to_float(((const uint16_t *)s->image)[i]); break;
-        default: st = cd_fail(err, CD_ERR_UNSUPPORTED, "augmented copies: image dtype %s", cd_dtype_name(s->dtype)); break;
+        default: return cd_fail(err, CD_ERR_UNSUPPORTED, "augmented copies: image dtype %s", cd_dtype_name(s->dtype));
         }
     }
-    /* The loader's foreground list: the metadata's fg_locations, entries inside the record. */
-    uint32_t nfg = 0;
+    return CD_OK;
+}
+
+/* The loader's foreground list: the metadata's fg_locations, entries inside the record. */
+static void foreground_list(render_ctx *r, json_t *fg_locations) {
     size_t q;
     json_t *pt;
+    r->nfg = 0;
     json_array_foreach(fg_locations, q, pt) {
         bool ok = json_array_size(pt) == 3;
         for (int a = 0; ok && a < 3; a++) {
             json_int_t v = json_integer_value(json_array_get(pt, (size_t)a));
-            ok = v >= 0 && v < (json_int_t)shape[a];
-            if (ok) fgl[nfg][a] = (int32_t)v;
+            ok = v >= 0 && v < (json_int_t)r->shape[a];
+            if (ok) r->fgl[r->nfg][a] = (int32_t)v;
         }
-        if (ok) nfg++;
+        if (ok) r->nfg++;
     }
+}
 
-    for (size_t j = 0; st == CD_OK && j < njobs; j++) {
-        job *jb = &jobs[j];
-        const uint64_t k = j / per_copy;
-        const int32_t z = slice_mode ? (int32_t)(j % per_copy) : -1;
-        cd_sample_plan_make(ac->pipe, ac->mode, ac->seed, k, index, z, shape, patch, ac->fg, nfg, (const int32_t(*)[3])fgl, &jb->plan);
-        jb->img = direct ? out[k].s.image : obuf + j * C * pvox;
-        jb->mask = direct ? out[k].s.mask : mbuf ? mbuf + j * pvox : NULL;
+/* Job j is copy j / per_copy (epoch k), slice j % per_copy in slice mode: planned as the loader would. */
+static void plan_jobs(render_ctx *r) {
+    const cd_aug_copies *ac = r->ac;
+    for (size_t j = 0; j < r->njobs; j++) {
+        job *jb = &r->jobs[j];
+        const uint64_t k = j / r->per_copy;
+        const int32_t z = r->slice_mode ? (int32_t)(j % r->per_copy) : -1;
+        cd_sample_plan_make(ac->pipe, ac->mode, ac->seed, k, r->index, z, r->shape, r->patch, ac->fg, r->nfg, (const int32_t(*)[3])r->fgl,
+                            &jb->plan);
+        jb->img = r->direct ? r->out[k].s.image : r->obuf + j * r->C * r->pvox;
+        jb->mask = r->direct ? r->out[k].s.mask : r->mbuf ? r->mbuf + j * r->pvox : NULL;
     }
+}
 
-    /* The spatial warp: on the GPU for all jobs at once when there is one, else job by job. */
-    bool done_gpu = false;
-    if (st == CD_OK && ac->gpu && !atomic_load(&ac->gpu_failed)) {
-        cd_gpu_spatial_item *items = calloc(njobs, sizeof *items);
-        cd_aug_params *params = calloc(njobs, sizeof *params);
-        int n = 0;
-        bool ok = items && params;
-        for (size_t j = 0; ok && j < njobs; j++) {
-            job *jb = &jobs[j];
-            if (jb->plan.empty) continue;
-            const size_t bvox = (size_t)(jb->plan.bshape[0] * jb->plan.bshape[1] * jb->plan.bshape[2]);
-            jb->box = malloc((size_t)C * bvox * sizeof(float));
-            jb->mbox = s->mask ? malloc(bvox) : NULL;
-            if (!jb->box || (s->mask && !jb->mbox)) {
-                ok = false;
-                break;
-            }
-            cd_sample_plan_extract(&jb->plan, fimg, s->mask, C, shape, jb->box, jb->mbox);
-            params[n] = jb->plan.a;
-            items[n] = (cd_gpu_spatial_item){jb->box, jb->mbox, {jb->plan.lo[0], jb->plan.lo[1], jb->plan.lo[2]},
-                                             {jb->plan.bshape[0], jb->plan.bshape[1], jb->plan.bshape[2]}, jb->img, jb->mask};
-            n++;
-        }
-        cd_error gerr;
-        cd_error_clear(&gerr);
-        if (ok && n > 0 && n <= 1 << 20) {
-            if (cd_gpu_aug_spatial(ac->gpu, params, n, items, C, patch, &gerr) == CD_OK) {
-                done_gpu = true;
-            } else {
-                atomic_store(&ac->gpu_failed, true);
-                note(ac, "a Vulkan warp failed, the CPU warp ran from then on: %.180s", gerr.message);
-            }
-        } else if (ok && n == 0) {
-            done_gpu = true;
-        }
-        for (size_t j = 0; st == CD_OK && done_gpu && j < njobs; j++) {
-            job *jb = &jobs[j];
-            if (jb->plan.empty)
-                st = cd_sample_plan_render(&jb->plan, false, NULL, NULL, C, jb->img, jb->mask, err);
-            else
-                st = cd_aug_apply_intensity(&jb->plan.a, jb->img, C, patch, err);
-        }
-        for (size_t j = 0; j < njobs; j++) {
-            free(jobs[j].box);
-            free(jobs[j].mbox);
-        }
-        free(items);
-        free(params);
+/* Extracts every non-empty job's box and lists it for the GPU warp; returns how many, or -1 when out of memory. */
+static int gpu_items(render_ctx *r, cd_gpu_spatial_item *items, cd_aug_params *params) {
+    const uint32_t C = r->C;
+    int n = 0;
+    for (size_t j = 0; j < r->njobs; j++) {
+        job *jb = &r->jobs[j];
+        if (jb->plan.empty) continue;
+        const size_t bvox = (size_t)(jb->plan.bshape[0] * jb->plan.bshape[1] * jb->plan.bshape[2]);
+        jb->box = malloc((size_t)C * bvox * sizeof(float));
+        jb->mbox = r->s->mask ? malloc(bvox) : NULL;
+        if (!jb->box || (r->s->mask && !jb->mbox)) return -1;
+        cd_sample_plan_extract(&jb->plan, r->fimg, r->s->mask, C, r->shape, jb->box, jb->mbox);
+        params[n] = jb->plan.a;
+        items[n] = (cd_gpu_spatial_item){jb->box, jb->mbox, {jb->plan.lo[0], jb->plan.lo[1], jb->plan.lo[2]},
+                                         {jb->plan.bshape[0], jb->plan.bshape[1], jb->plan.bshape[2]}, jb->img, jb->mask};
+        n++;
     }
-    for (size_t j = 0; st == CD_OK && !done_gpu && j < njobs; j++) {
-        job *jb = &jobs[j];
+    return n;
+}
+
+/* The spatial warp of all jobs at once on the GPU, then the intensity ops on the CPU. *done is false
+ * when the GPU did not warp them (the CPU does; a GPU failure turns the GPU off for the rest). */
+static cd_status warp_on_gpu(render_ctx *r, bool *done, cd_error *err) {
+    cd_aug_copies *ac = r->ac;
+    cd_gpu_spatial_item *items = calloc(r->njobs, sizeof *items);
+    cd_aug_params *params = calloc(r->njobs, sizeof *params);
+    const int n = items && params ? gpu_items(r, items, params) : -1;
+    cd_error gerr;
+    cd_error_clear(&gerr);
+    *done = false;
+    if (n > 0 && n <= 1 << 20) {
+        if (cd_gpu_aug_spatial(ac->gpu, params, n, items, r->C, r->patch, &gerr) == CD_OK) {
+            *done = true;
+        } else {
+            atomic_store(&ac->gpu_failed, true);
+            note(ac, "a Vulkan warp failed, the CPU warp ran from then on: %.180s", gerr.message);
+        }
+    } else if (n == 0) {
+        *done = true;
+    }
+    cd_status st = CD_OK;
+    for (size_t j = 0; st == CD_OK && *done && j < r->njobs; j++) {
+        job *jb = &r->jobs[j];
+        if (jb->plan.empty)
+            st = cd_sample_plan_render(&jb->plan, false, NULL, NULL, r->C, jb->img, jb->mask, err);
+        else
+            st = cd_aug_apply_intensity(&jb->plan.a, jb->img, r->C, r->patch, err);
+    }
+    for (size_t j = 0; j < r->njobs; j++) {
+        free(r->jobs[j].box);
+        free(r->jobs[j].mbox);
+    }
+    free(items);
+    free(params);
+    return st;
+}
+
+/* The loader's per-sample rendering, job by job, through the thread's box buffers. */
+static cd_status warp_on_cpu(render_ctx *r, cd_error *err) {
+    const uint32_t C = r->C;
+    const cd_sample *s = r->s;
+    scratch *sc = r->sc;
+    cd_status st = CD_OK;
+    for (size_t j = 0; st == CD_OK && j < r->njobs; j++) {
+        job *jb = &r->jobs[j];
         const size_t bvox = jb->plan.empty ? 0 : (size_t)(jb->plan.bshape[0] * jb->plan.bshape[1] * jb->plan.bshape[2]);
         if (!reserve((void **)&sc->box, &sc->box_cap, (size_t)C * bvox * sizeof(float)) ||
-            (s->mask && !reserve((void **)&sc->mbox, &sc->mbox_cap, bvox))) {
-            st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
-            break;
-        }
-        cd_sample_plan_extract(&jb->plan, fimg, s->mask, C, shape, sc->box, sc->mbox);
+            (s->mask && !reserve((void **)&sc->mbox, &sc->mbox_cap, bvox)))
+            return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        cd_sample_plan_extract(&jb->plan, r->fimg, s->mask, C, r->shape, sc->box, sc->mbox);
         st = cd_sample_plan_render(&jb->plan, true, sc->box, s->mask ? sc->mbox : NULL, C, jb->img, jb->mask, err);
     }
+    return st;
+}
 
-    /* Assemble the copies in the record layout, their grids and metadata. */
-    for (uint32_t k = 0; st == CD_OK && k < K; k++) {
-        cd_aug_copy *cp = &out[k];
-        cd_sample *o = &cp->s;
-        o->channels = C;
-        o->dtype = odt;
-        for (int a = 0; a < 3; a++) o->shape[a] = slice_mode ? shape[a] : (uint32_t)patch[a];
-        const size_t ovox = (size_t)o->shape[0] * o->shape[1] * o->shape[2];
-        if (!direct) {
-            o->image = malloc((size_t)C * ovox * cd_dtype_size(odt));
-            o->mask = s->mask ? malloc(ovox) : NULL;
+/* Copy k's voxels in the record layout from its jobs' outputs (direct: rendered in place already). */
+static void assemble_voxels(const render_ctx *r, uint32_t k, cd_sample *o) {
+    const uint32_t C = r->C;
+    const size_t ovox = (size_t)o->shape[0] * o->shape[1] * o->shape[2];
+    float *fo = r->odt == CD_DTYPE_FLOAT32 ? o->image : NULL;
+    uint16_t *ho = r->odt == CD_DTYPE_FLOAT16 ? o->image : NULL;
+    const job *first = &r->jobs[(size_t)k * r->per_copy];
+    if (r->direct) return;
+    if (!r->slice_mode) {
+        for (size_t i = 0; i < (size_t)C * ovox; i++) {
+            if (fo) fo[i] = first->img[i];
+            else ho[i] = cd_float_to_half(first->img[i]);
         }
-        if (!o->image || (s->mask && !o->mask)) {
-            st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
-            break;
-        }
-        float *fo = odt == CD_DTYPE_FLOAT32 ? o->image : NULL;
-        uint16_t *ho = odt == CD_DTYPE_FLOAT16 ? o->image : NULL;
-        const job *first = &jobs[(size_t)k * per_copy];
-        if (direct) {
-            /* rendered in place */
-        } else if (!slice_mode) {
-            for (size_t i = 0; i < (size_t)C * ovox; i++) {
-                if (fo) fo[i] = first->img[i];
-                else ho[i] = cd_float_to_half(first->img[i]);
-            }
-            if (o->mask) memcpy(o->mask, first->mask, ovox);
-        } else {
-            /* Slice z of the copy is job (k, z): (C, X, Y, 1) into (C, X, Y, Z). */
-            const size_t XY = (size_t)shape[0] * shape[1], Z = shape[2];
-            for (size_t z = 0; z < Z; z++) {
-                const job *jb = &jobs[(size_t)k * per_copy + z];
-                for (uint32_t c = 0; c < C; c++)
-                    for (size_t xy = 0; xy < XY; xy++) {
-                        float v = jb->img[(size_t)c * XY + xy];
-                        size_t d = ((size_t)c * XY + xy) * Z + z;
-                        if (fo) fo[d] = v;
-                        else ho[d] = cd_float_to_half(v);
-                    }
-                for (size_t xy = 0; o->mask && xy < XY; xy++) o->mask[xy * Z + z] = jb->mask[xy];
-            }
-        }
-        bool exact = copy_grid(s, &first->plan, slice_mode, o);
-        mask_facts(o);
-        json_t *m = cp->meta = json_object();
-        json_object_set_new(m, "copy", json_integer(k));
-        json_object_set_new(m, "case", json_integer((json_int_t)index));
-        json_object_set_new(m, "seed", json_integer((json_int_t)ac->seed));
-        json_object_set_new(m, "epoch", json_integer(k));
-        json_object_set_new(m, "mode", json_string(mode_name(ac->mode)));
-        json_object_set_new(m, "patch", vec3i(patch));
-        json_object_set_new(m, "pipeline", json_string(ac->pipe->name));
-        int64_t sshape[3] = {shape[0], shape[1], shape[2]};
-        json_object_set_new(m, "source_shape", vec3i(sshape));
-        json_object_set_new(m, "affine_exact", json_boolean(exact));
-        if (!slice_mode) {
-            json_object_set_new(m, "corner", vec3i(first->plan.corner));
-            json_object_set_new(m, "sample_id", json_integer((json_int_t)first->plan.sample_id));
-            if (ac->mode == CD_LOADER_PATCH) json_object_set_new(m, "foreground_centred", json_boolean(first->plan.fg));
-            json_object_set_new(m, "params", params_json(&first->plan.a));
-        } else {
-            json_t *sl = json_array();
-            for (size_t z = 0; z < per_copy; z++) {
-                const job *jb = &jobs[(size_t)k * per_copy + z];
-                json_t *e = json_object();
-                json_object_set_new(e, "z", json_integer((json_int_t)z));
-                json_object_set_new(e, "sample_id", json_integer((json_int_t)jb->plan.sample_id));
-                json_object_set_new(e, "params", params_json(&jb->plan.a));
-                json_array_append_new(sl, e);
-            }
-            json_object_set_new(m, "slices", sl);
-        }
+        if (o->mask) memcpy(o->mask, first->mask, ovox);
+        return;
     }
+    /* Slice z of the copy is job (k, z): (C, X, Y, 1) into (C, X, Y, Z). */
+    const size_t XY = (size_t)r->shape[0] * r->shape[1], Z = r->shape[2];
+    for (size_t z = 0; z < Z; z++) {
+        const job *jb = &r->jobs[(size_t)k * r->per_copy + z];
+        for (uint32_t c = 0; c < C; c++)
+            for (size_t xy = 0; xy < XY; xy++) {
+                float v = jb->img[(size_t)c * XY + xy];
+                size_t d = ((size_t)c * XY + xy) * Z + z;
+                if (fo) fo[d] = v;
+                else ho[d] = cd_float_to_half(v);
+            }
+        for (size_t xy = 0; o->mask && xy < XY; xy++) o->mask[xy * Z + z] = jb->mask[xy];
+    }
+}
+
+/* Copy k's "augmentation" metadata: what was drawn, and where the copy's grid is affine. */
+static json_t *copy_meta(const render_ctx *r, uint32_t k, bool exact) {
+    const cd_aug_copies *ac = r->ac;
+    const job *first = &r->jobs[(size_t)k * r->per_copy];
+    json_t *m = json_object();
+    json_object_set_new(m, "copy", json_integer(k));
+    json_object_set_new(m, "case", json_integer((json_int_t)r->index));
+    json_object_set_new(m, "seed", json_integer((json_int_t)ac->seed));
+    json_object_set_new(m, "epoch", json_integer(k));
+    json_object_set_new(m, "mode", json_string(mode_name(ac->mode)));
+    json_object_set_new(m, "patch", vec3i(r->patch));
+    json_object_set_new(m, "pipeline", json_string(ac->pipe->name));
+    int64_t sshape[3] = {r->shape[0], r->shape[1], r->shape[2]};
+    json_object_set_new(m, "source_shape", vec3i(sshape));
+    json_object_set_new(m, "affine_exact", json_boolean(exact));
+    if (!r->slice_mode) {
+        json_object_set_new(m, "corner", vec3i(first->plan.corner));
+        json_object_set_new(m, "sample_id", json_integer((json_int_t)first->plan.sample_id));
+        if (ac->mode == CD_LOADER_PATCH) json_object_set_new(m, "foreground_centred", json_boolean(first->plan.fg));
+        json_object_set_new(m, "params", params_json(&first->plan.a));
+        return m;
+    }
+    json_t *sl = json_array();
+    for (size_t z = 0; z < r->per_copy; z++) {
+        const job *jb = &r->jobs[(size_t)k * r->per_copy + z];
+        json_t *e = json_object();
+        json_object_set_new(e, "z", json_integer((json_int_t)z));
+        json_object_set_new(e, "sample_id", json_integer((json_int_t)jb->plan.sample_id));
+        json_object_set_new(e, "params", params_json(&jb->plan.a));
+        json_array_append_new(sl, e);
+    }
+    json_object_set_new(m, "slices", sl);
+    return m;
+}
+
+/* Copy k in the record layout: its shape, voxels, grid, mask facts and metadata. */
+static cd_status assemble_copy(const render_ctx *r, uint32_t k, cd_error *err) {
+    cd_aug_copy *cp = &r->out[k];
+    cd_sample *o = &cp->s;
+    o->channels = r->C;
+    o->dtype = r->odt;
+    for (int a = 0; a < 3; a++) o->shape[a] = r->slice_mode ? r->shape[a] : (uint32_t)r->patch[a];
+    const size_t ovox = (size_t)o->shape[0] * o->shape[1] * o->shape[2];
+    if (!r->direct) {
+        o->image = malloc((size_t)r->C * ovox * cd_dtype_size(r->odt));
+        o->mask = r->s->mask ? malloc(ovox) : NULL;
+    }
+    if (!o->image || (r->s->mask && !o->mask)) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    assemble_voxels(r, k, o);
+    bool exact = copy_grid(r->s, &r->jobs[(size_t)k * r->per_copy].plan, r->slice_mode, o);
+    mask_facts(o);
+    cp->meta = copy_meta(r, k, exact);
+    return CD_OK;
+}
+
+cd_status cd_aug_copies_render(cd_aug_copies *ac, const cd_sample *s, json_t *fg_locations, uint64_t index, cd_aug_copy *out,
+                               double *seconds, cd_error *err) {
+    const double t0 = now_s();
+    render_ctx r = {.ac = ac, .s = s, .index = index, .out = out};
+    render_geometry(&r);
+    memset(out, 0, r.K * sizeof *out);
+    if (!(r.sc = thread_scratch(ac))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_status st = render_alloc(&r, fg_locations, err);
+    if (st == CD_OK) st = to_float_image(s, (size_t)r.C * r.vox, r.fimg, err);
+    if (st == CD_OK) {
+        foreground_list(&r, fg_locations);
+        plan_jobs(&r);
+    }
+    /* The spatial warp: on the GPU for all jobs at once when there is one, else job by job. */
+    bool done_gpu = false;
+    if (st == CD_OK && ac->gpu && !atomic_load(&ac->gpu_failed)) st = warp_on_gpu(&r, &done_gpu, err);
+    if (st == CD_OK && !done_gpu) st = warp_on_cpu(&r, err);
+    for (uint32_t k = 0; st == CD_OK && k < r.K; k++) st = assemble_copy(&r, k, err);
     if (st != CD_OK)
-        for (uint32_t k = 0; k < K; k++) cd_aug_copy_clear(&out[k]);
-    free(jobs);
-    free(obuf);
-    free(mbuf);
-    free(fgl);
+        for (uint32_t k = 0; k < r.K; k++) cd_aug_copy_clear(&out[k]);
+    render_free(&r);
     *seconds += now_s() - t0;
     return st;
 }

@@ -1,0 +1,179 @@
+/* The end of a conversion: what computed (cpu or vulkan) reported, the manifest written, the resume
+ * journal removed, the result's counts. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cirrdata/version.h"
+#include "convert/convert_impl.h"
+#include "dataset/manifest.h"
+
+/* The manifest's "source": layout, root, fingerprint, options, skipped files and inputs. */
+static json_t *manifest_source(const convert_state *cs, const cd_case_list *l) {
+    const cd_convert_options *o = cs->opts;
+    json_t *src = json_object();
+    json_object_set_new(src, "layout", json_string(o->layout));
+    json_object_set_new(src, "root", json_string(o->root));
+    if (!strcmp(o->layout, "cirrmri600")) json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
+    if (o->pair_sequences) json_object_set_new(src, "pairing", json_string("T1+T2"));
+    json_object_set_new(src, "fingerprint", json_string(cs->id->fingerprint));
+    json_object_set_new(src, "options", json_string(cs->id->options));
+    json_t *sk = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(cs->skipped, i, x) {
+        json_t *e = json_object();
+        json_object_set(e, "path", json_object_get(x, "path"));
+        json_object_set(e, "reason", json_object_get(x, "reason"));
+        json_array_append_new(sk, e);
+    }
+    for (i = 0; i < l->nskipped; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "path", json_string(l->skipped[i].path));
+        json_object_set_new(e, "reason", json_string(l->skipped[i].reason));
+        json_array_append_new(sk, e);
+    }
+    json_object_set_new(src, "skipped", sk);
+    json_object_set(src, "inputs", cs->id->inputs);
+    return src;
+}
+
+/* Statistics describe the source cases: one entry per case (copies repeat the case's source). */
+static json_t *manifest_statistics(const convert_state *cs) {
+    json_t *per_case = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(cs->entries, i, x) {
+        json_t *cp = json_object_get(x, "copy");
+        if (!cp || json_integer_value(cp) == (json_object_get(cs->augmentation, "no_original") == json_true() ? 0 : -1))
+            json_array_append(per_case, x);
+    }
+    json_t *stats = cd_manifest_statistics(per_case);
+    json_decref(per_case);
+    return stats;
+}
+
+/* The image dtype the records really have ("auto" recipes keep each source's lossless dtype). */
+static const char *image_dtype(const convert_state *cs) {
+    const char *dt = NULL;
+    bool mixed = false;
+    json_t *x;
+    size_t i;
+    json_array_foreach(cs->entries, i, x) {
+        const char *d = json_string_value(json_object_get(x, "dtype"));
+        if (!d) continue;
+        if (dt && strcmp(dt, d)) mixed = true;
+        if (!dt) dt = d;
+    }
+    return mixed ? "mixed" : dt ? dt : "float32";
+}
+
+/* The manifest's "tensors": image and mask, their dtype, channels and chunk. */
+static json_t *manifest_tensors(const convert_state *cs) {
+    const cd_convert_options *o = cs->opts;
+    json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
+    json_object_set_new(ti, "dtype", json_string(image_dtype(cs)));
+    json_object_set_new(ti, "channels", json_integer(o->pair_sequences ? 2 : o->recipe.slices ? o->recipe.slice_channels : 1));
+    json_t *chunk = json_array();
+    for (int a = 0; a < 3; a++) json_array_append_new(chunk, json_integer(o->recipe.chunk[a]));
+    json_object_set_new(ti, "chunk", chunk);
+    json_object_set_new(tm, "dtype", json_string("uint8"));
+    json_object_set_new(tm, "channels", json_integer(1));
+    json_object_set(tm, "chunk", chunk);
+    json_object_set_new(tensors, "image", ti);
+    json_object_set_new(tensors, "mask", tm);
+    return tensors;
+}
+
+/* The manifest's "shards" (without the journal's end_case). */
+static json_t *manifest_shards(const convert_state *cs) {
+    json_t *shards = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(cs->shards, i, x) {
+        json_t *e = json_object();
+        json_object_set(e, "path", json_object_get(x, "path"));
+        json_object_set(e, "size", json_object_get(x, "size"));
+        json_object_set(e, "records", json_object_get(x, "records"));
+        json_object_set(e, "xxh3_128", json_object_get(x, "xxh3_128"));
+        json_array_append_new(shards, e);
+    }
+    return shards;
+}
+
+/* The manifest's head: format, creator, recipe, resolved values, augmentation and device. */
+static void manifest_head(json_t *m, const convert_state *cs) {
+    json_object_set_new(m, "format", json_string("cirrdata-dataset"));
+    json_object_set_new(m, "format_version", json_integer(CD_MANIFEST_FORMAT_VERSION));
+    char by[64];
+    snprintf(by, sizeof by, "libcirrdata %s", cd_version());
+    json_object_set_new(m, "created_by", json_string(by));
+    char *recipe = cd_recipe_to_json(&cs->opts->recipe);
+    json_object_set_new(m, "recipe", recipe ? json_loads(recipe, 0, NULL) : json_null());
+    free(recipe);
+    json_object_set(m, "resolved", cs->resolved);
+    if (cs->augmentation) json_object_set(m, "augmentation", cs->augmentation);
+    if (cs->device) json_object_set_new(m, "device", json_string(cs->device));
+}
+
+static cd_status write_manifest(const convert_state *cs, const cd_case_list *l, cd_error *err) {
+    const cd_convert_options *o = cs->opts;
+    json_t *m = json_object();
+    manifest_head(m, cs);
+    json_object_set_new(m, "source", manifest_source(cs, l));
+    if (o->part_count > 0)
+        json_object_set_new(m, "part", json_pack("{sisisIsIsI}", "index", o->part_index, "count", o->part_count, "first_case",
+                                                 (json_int_t)cs->id->lo, "end_case", (json_int_t)cs->id->hi, "cases",
+                                                 (json_int_t)cs->id->ncases));
+    json_t *classes = json_array();
+    for (size_t i = 0; i < l->nclasses; i++) json_array_append_new(classes, json_string(l->classes[i]));
+    json_object_set_new(m, "classes", classes);
+    json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
+    json_object_set_new(m, "statistics", manifest_statistics(cs));
+    json_object_set_new(m, "tensors", manifest_tensors(cs));
+    json_object_set_new(m, "shards", manifest_shards(cs));
+    json_object_set(m, "records", cs->entries);
+    char path[CD_CONV_PATH_CAP];
+    snprintf(path, sizeof path, "%s/manifest.json", cs->dir);
+    cd_status st = cd_manifest_write_atomic(path, m, err);
+    json_decref(m);
+    return st;
+}
+
+void cd_conv_result_from_manifest(json_t *m, cd_convert_result *res) {
+    res->records = json_array_size(json_object_get(m, "records"));
+    res->shards = json_array_size(json_object_get(m, "shards"));
+    res->resumed_records = res->records;
+    const char *dev = json_string_value(json_object_get(json_object_get(m, "augmentation"), "device"));
+    if (!dev) dev = json_string_value(json_object_get(m, "device"));
+    snprintf(res->device, sizeof res->device, "%s", dev ? dev : "");
+}
+
+/* What computed: the copies' warp (augmenting) and the recipe's resampling and normalisation (not
+ * part of the fingerprint: same data either way). */
+static void report_device(conversion *cv) {
+    cd_convert_result *res = cv->res;
+    if (cv->augmenting) {
+        snprintf(res->device, sizeof res->device, "%s", cv->ac.gpu && !atomic_load(&cv->ac.gpu_failed) ? "vulkan" : "cpu");
+        snprintf(res->device_note, sizeof res->device_note, "%s", cv->ac.device_note);
+        if (cv->cs.augmentation) json_object_set_new(cv->cs.augmentation, "device", json_string(res->device));
+    }
+    cv->cs.device = cd_pp_device_used(&cv->pp);
+    if (!cv->augmenting) snprintf(res->device, sizeof res->device, "%s", cv->cs.device);
+    if (!res->device_note[0]) snprintf(res->device_note, sizeof res->device_note, "%s", cv->pp.note);
+}
+
+cd_status cd_conv_finish(conversion *cv, cd_status st, cd_error *err) {
+    report_device(cv);
+    if (st == CD_OK) st = write_manifest(&cv->cs, &cv->cases, err);
+    cd_journal_close(&cv->cs.journal);
+    if (st != CD_OK) return st;
+    char path[CD_CONV_PATH_CAP];
+    snprintf(path, sizeof path, "%s/" CD_JOURNAL_NAME, cv->cs.dir);
+    unlink(path);
+    cv->res->records = json_array_size(cv->cs.entries);
+    cv->res->shards = json_array_size(cv->cs.shards);
+    cv->res->skipped = json_array_size(cv->cs.skipped) + cv->cases.nskipped;
+    return CD_OK;
+}

@@ -1,0 +1,224 @@
+/* The training loader's shared state (internal; the API is cirrdata/loader.h). One file per concern:
+ *   loader.c   create, close, destroy and the small accessors: ties the others together
+ *   options.c  the bounds of the options, rank and world size from the environment
+ *   records.c  the split's records, their shapes and the sample shape
+ *   order.c    the epoch's items, their permutation and this rank's share
+ *   read.c     reading a box of a record's tensor from its chunks (decoded-chunk cache, io_uring)
+ *   workers.c  the worker threads and one sample made on the CPU (read, cut, augment)
+ *   device.c   the Vulkan path: a worker's share of a batch in one device call, its CPU fallback
+ *   preload.c  filling the decoded-chunk cache before the first batch
+ *   ring.c     the batch ring: scheduling, next, release
+ *   state.c    get / set the resume state
+ * Locking: mu guards the ring, the schedule, the counters and the epoch order cache; workers hold it
+ * only to claim work and to report it. */
+#ifndef CD_LOADER_LOADER_IMPL_H
+#define CD_LOADER_LOADER_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "augment/sample_plan.h"
+#include "cirrdata/augment.h"
+#include "cirrdata/dataset.h"
+#include "cirrdata/gpu.h"
+#include "cirrdata/loader.h"
+#include "core/internal.h"
+#include "loader/chunk_cache.h"
+#include "loader/chunk_io.h"
+
+typedef struct rec_info {
+    uint64_t dataset_index;
+    int32_t label;
+    cd_record *rec;
+    const cd_shard *shard;
+    int image_t, mask_t;       /* tensor numbers; mask_t -1 when absent */
+    cd_tensor_info img;
+    uint32_t nfg;
+    int32_t (*fg)[3];          /* foreground voxel locations from the metadata */
+    bool has_bbox;
+    int64_t bbox[3][2];
+} rec_info;
+
+typedef struct item {
+    uint32_t rec;
+    int32_t z;                 /* slice mode: the slice; else -1 */
+} item;
+
+typedef struct slot {
+    bool assigned;
+    uint64_t epoch, start, number;
+    uint32_t size, claimed, done;
+    bool *ok;
+    float *image;
+    uint8_t *mask;
+    int32_t *label;
+    int64_t *index, *slice, *corner;
+    int64_t shape[3];          /* of this batch's samples */
+    cd_batch batch;
+} slot;
+
+/* Device path: one sample of a worker's share, read and planned, awaiting the share's cd_gpu_augment.
+ * Each has its own source box: the whole share is rendered by one call once every box is read. */
+typedef struct gpu_job {
+    cd_sample_plan plan;
+    float *box;
+    size_t box_cap;
+    uint8_t *mbox;
+    size_t mbox_cap;
+    float *out_img;            /* into the ring slot */
+    uint8_t *out_mask;
+    bool render;               /* false: failed, or empty and already zeroed */
+} gpu_job;
+
+typedef struct worker_scratch {
+    cd_chunk_io *io;
+    cd_gpu_context *gpu;       /* device "vulkan": this worker's own context (NULL once given up) */
+    gpu_job *jobs;             /* batch_size of them */
+    cd_gpu_spatial_item *items;
+    cd_aug_params *params;
+    cd_status *sst;            /* per sample of the share */
+    uint64_t vk_msgs_gone;     /* validation messages of contexts this worker destroyed */
+    int vk_resets;             /* contexts this worker created again after a lost device */
+    int vk_inject_lost;        /* CIRRDATA_TEST_LOADER_LOST: device calls still to report as lost */
+    float *box;
+    size_t box_cap;
+    uint8_t *mbox;
+    size_t mbox_cap;
+    uint8_t *stored;
+    size_t stored_cap;
+    uint8_t *raw;
+    size_t raw_cap;
+    cd_read_req *reqs;
+    size_t reqs_cap;
+} worker_scratch;
+
+struct cd_loader {
+    cd_loader_options o;
+    cd_chunk_cache *cache;
+    bool cache_enabled;
+    cd_dataset *ds;
+    cd_aug_pipeline *pipe;
+    rec_info *recs;
+    size_t nrecs;
+    item *items;
+    uint64_t nitems;
+    int64_t patch[3];          /* sample size; in volume mode without a fixed size, record 0's (records.c) */
+    bool per_record_shape;     /* volume mode without a fixed size: each sample keeps its record's shape */
+    size_t max_pvox;           /* voxels of the largest sample: what ring buffers hold per sample */
+    uint32_t channels;
+    bool has_mask;
+    uint64_t per_rank, bpe;
+    /* epoch order cache: this rank's item indices for one epoch */
+    uint64_t order_epoch;
+    uint32_t *order;
+    bool order_valid;
+    /* ring and scheduling */
+    slot *slots;
+    uint32_t ring;
+    uint64_t assign_seq, deliver_seq;   /* batch sequence numbers; slot = seq % ring */
+    uint64_t sched_epoch, sched_pos;    /* next batch to assign */
+    uint64_t current_epoch;             /* epoch of the batches being delivered */
+    uint64_t deliver_epoch, deliver_pos;/* where the next delivered batch starts (resume state) */
+    bool epoch_end_reported;
+    int busy;
+    bool stop;                 /* the workers are to exit (cd_loader_close) */
+    bool closed;               /* cd_loader_close has begun: next / set_state refuse */
+    cd_status failed;
+    char fail_msg[CD_ERROR_MESSAGE_MAX];
+    uint64_t skipped;
+    bool uring;
+    /* device path (cirrdata/loader.h): counters under mu */
+    bool use_gpu;              /* workers render through their cd_gpu_context */
+    uint32_t gpu_share;        /* samples of a batch a worker claims at once */
+    char device_name[320];
+    cd_gpu_options gpu_opts;   /* what every worker's context is created (and re-created) with */
+    cd_loader_device_stats dev;
+    /* preload (options.preload): jobs are (record, tensor) pairs, claimed under mu */
+    bool preloading;           /* workers take no batch until it is over */
+    uint64_t pre_next, pre_jobs;
+    int pre_busy;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t *threads;
+    worker_scratch *scratch;
+    int nthreads, started;
+};
+
+/* ---- options.c ---- */
+
+/* Bytes of physical memory (0 when unknown). */
+CD_INTERNAL uint64_t cd_loader_phys_ram(void);
+/* The bounds of loader.h, and world size / rank (from $WORLD_SIZE / $RANK when world_size is 0). */
+CD_INTERNAL cd_status cd_loader_check_options(const cd_loader_options *o, int *world, int *rank, cd_error *err);
+
+/* ---- records.c ---- */
+
+/* Reads the selected splits' records (tensors, labels, foreground locations, mask boxes). */
+CD_INTERNAL cd_status cd_loader_records_load(cd_loader *l, cd_error *err);
+/* Channels, masks and the sample shape (l->patch, per_record_shape) the mode gives the records. */
+CD_INTERNAL cd_status cd_loader_records_shape(cd_loader *l, cd_error *err);
+CD_INTERNAL void cd_loader_records_free(cd_loader *l);
+
+/* ---- order.c ---- */
+
+/* The epoch's items (records, or slices), this rank's share of them and the batches of an epoch. */
+CD_INTERNAL cd_status cd_loader_order_plan(cd_loader *l, cd_error *err);
+/* This rank's item order for an epoch (caller holds mu); NULL when out of memory. */
+CD_INTERNAL const uint32_t *cd_loader_epoch_order(cd_loader *l, uint64_t epoch);
+
+/* ---- read.c ---- */
+
+/* Grows p to hold need bytes (contents kept); NULL when out of memory (p is then still valid). */
+CD_INTERNAL void *cd_loader_grow(void *p, size_t *cap, size_t need);
+/* The decoded-chunk cache's key of chunk `chunk` of tensor t of record rec. */
+static inline uint64_t cd_loader_chunk_key(size_t rec, int t, uint32_t chunk) {
+    return ((uint64_t)rec << 36) | ((uint64_t)t << 32) | chunk;
+}
+/* Reads the box [lo, hi) (inside the tensor) of tensor t of record number rec into fbox / ubox
+ * (laid out as the box). */
+CD_INTERNAL cd_status cd_loader_read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
+                                         float *fbox, uint8_t *ubox, cd_error *err);
+/* A plan that is a map (cd_sample_plan_direct): the voxels go straight from the chunks into the
+ * output, one copy, without the staging box; then the intensity ops. Equal to the box path bit for bit. */
+CD_INTERNAL cd_status cd_loader_read_direct(cd_loader *l, worker_scratch *w, size_t rec, const cd_sample_plan *plan,
+                                            const cd_sample_map *m, float *out_img, uint8_t *out_mask, cd_error *err);
+
+/* ---- workers.c ---- */
+
+/* The worker count, their scratch and their chunk readers. */
+CD_INTERNAL cd_status cd_loader_workers_prepare(cd_loader *l, cd_error *err);
+/* Starts the worker threads (l->started of them); false when none could start. */
+CD_INTERNAL bool cd_loader_workers_start(cd_loader *l);
+/* Frees the scratch of stopped workers. */
+CD_INTERNAL void cd_loader_workers_free(cd_loader *l, worker_scratch *scratch);
+/* Makes sample j of slot s. gj non-NULL (device path): reads its box into gj's buffers and plans it,
+ * leaving the rendering to the share's cd_gpu_augment (gj->render), except an empty plan (zeroed here). */
+CD_INTERNAL cd_status cd_loader_make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, gpu_job *gj, cd_error *err);
+
+/* ---- device.c ---- */
+
+/* options.device: one cd_gpu_context per worker, created here so that a device that cannot be used is
+ * an error now (device "vulkan") or a reasoned CPU choice (device "auto"). */
+CD_INTERNAL cd_status cd_loader_device_open(cd_loader *l, cd_error *err);
+/* Samples j0 .. j0 + n - 1 of slot s rendered on the worker's device, or on the CPU when it cannot.
+ * Per-sample statuses in w->sst; err receives the first one that is not a skippable corruption. */
+CD_INTERNAL void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok,
+                                      cd_error *err);
+/* Adds the validation messages of the workers' contexts to *out (caller holds mu). */
+CD_INTERNAL void cd_loader_device_messages(const cd_loader *l, const worker_scratch *scratch, cd_loader_device_stats *out);
+
+/* ---- preload.c ---- */
+
+/* The preload phase of a worker (caller holds mu; returns holding it). */
+CD_INTERNAL void cd_loader_preload_phase(cd_loader *l, worker_scratch *w);
+
+/* ---- ring.c ---- */
+
+/* Every buffer of the batch ring, allocated now; nothing grows later. */
+CD_INTERNAL cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err);
+CD_INTERNAL void cd_loader_ring_free(cd_loader *l);
+/* Gives free ring slots the next batches (caller holds the lock). */
+CD_INTERNAL void cd_loader_assign_batches(cd_loader *l);
+
+#endif

@@ -1,0 +1,178 @@
+/* The batch ring: `ring` slots, each one batch's buffers, allocated at creation. Batches are assigned
+ * to free slots in schedule order, filled by the workers, handed out in order by cd_loader_next and
+ * given back by cd_loader_release. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "loader/loader_impl.h"
+
+/* Bytes of the batch ring (every slot's arrays), or false on overflow. */
+static bool ring_bytes(const cd_loader *l, uint64_t *out) {
+    const uint64_t per_voxel = (uint64_t)l->channels * sizeof(float) + (l->has_mask ? 1 : 0);
+    const uint64_t per_sample_extra = sizeof(bool) + sizeof(int32_t) + 5 * sizeof(int64_t);
+    uint64_t v;
+    if (__builtin_mul_overflow((uint64_t)l->max_pvox, per_voxel, &v) || __builtin_add_overflow(v, per_sample_extra, &v) ||
+        __builtin_mul_overflow(v, (uint64_t)l->o.batch_size, &v) || __builtin_mul_overflow(v, (uint64_t)l->ring, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* The voxels of the largest sample (volume mode without a fixed size: the largest record). */
+static size_t max_sample_voxels(const cd_loader *l) {
+    size_t m = (size_t)(l->patch[0] * l->patch[1] * l->patch[2]);
+    for (size_t i = 0; l->per_record_shape && i < l->nrecs; i++) {
+        size_t v = (size_t)l->recs[i].img.shape[0] * l->recs[i].img.shape[1] * l->recs[i].img.shape[2];
+        if (v > m) m = v;
+    }
+    return m;
+}
+
+cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err) {
+    l->max_pvox = max_sample_voxels(l);
+    const size_t pvox = l->max_pvox, B = l->o.batch_size;
+    uint64_t rb = 0;
+    const uint64_t ram = cd_loader_phys_ram();
+    if (!ring_bytes(l, &rb) || (ram && rb > ram)) {
+        char need[32], have[32];
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: the batch ring (ring %u x batch_size %zu x %u channel(s) x %zu voxels) needs %s, more than the physical "
+                       "memory (%s): lower ring, batch_size or patch",
+                       l->o.dataset, l->ring, B, l->channels, pvox, rb ? cd_format_bytes(rb, need, sizeof need) : "over 2^64 bytes",
+                       cd_format_bytes(ram, have, sizeof have));
+    }
+    if (!(l->slots = calloc(l->ring, sizeof *l->slots))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < l->ring; i++) {
+        slot *s = &l->slots[i];
+        s->ok = calloc(B, sizeof *s->ok);
+        s->image = malloc(B * l->channels * pvox * sizeof(float));
+        s->mask = l->has_mask ? malloc(B * pvox) : NULL;
+        s->label = calloc(B, sizeof *s->label);
+        s->index = calloc(B, sizeof *s->index);
+        s->slice = calloc(B, sizeof *s->slice);
+        s->corner = calloc(3 * B, sizeof *s->corner);
+        if (!s->ok || !s->image || (l->has_mask && !s->mask) || !s->label || !s->index || !s->slice || !s->corner)
+            return cd_fail(err, CD_ERR_NOMEM, "cannot allocate the batch ring (%u batches of %zu samples of %zu voxels)", l->ring, B, pvox);
+    }
+    return CD_OK;
+}
+
+void cd_loader_ring_free(cd_loader *l) {
+    for (uint32_t i = 0; l->slots && i < l->ring; i++) {
+        slot *s = &l->slots[i];
+        free(s->ok);
+        free(s->image);
+        free(s->mask);
+        free(s->label);
+        free(s->index);
+        free(s->slice);
+        free(s->corner);
+    }
+    free(l->slots);
+    l->slots = NULL;
+}
+
+void cd_loader_assign_batches(cd_loader *l) {
+    while (l->assign_seq < l->deliver_seq + l->ring) {
+        if (l->sched_pos >= l->per_rank || (l->o.drop_last && l->per_rank - l->sched_pos < l->o.batch_size)) {
+            l->sched_epoch++;
+            l->sched_pos = 0;
+        }
+        slot *s = &l->slots[l->assign_seq % l->ring];
+        uint64_t left = l->per_rank - l->sched_pos;
+        s->assigned = true;
+        s->epoch = l->sched_epoch;
+        s->start = l->sched_pos;
+        s->number = l->sched_pos / l->o.batch_size;
+        s->size = (uint32_t)(left < l->o.batch_size ? left : l->o.batch_size);
+        s->claimed = s->done = 0;
+        l->sched_pos += s->size;
+        l->assign_seq++;
+    }
+    pthread_cond_broadcast(&l->cv);
+}
+
+/* ---- consuming ---- */
+
+/* Skipped (corrupt) samples are dropped: the good ones move together; returns how many. */
+static uint32_t compact_batch(cd_loader *l, slot *s) {
+    const size_t pvox = (size_t)(s->shape[0] * s->shape[1] * s->shape[2]);
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < s->size; j++) {
+        if (!s->ok[j]) {
+            l->skipped++;
+            continue;
+        }
+        if (k != j) {
+            memmove(s->image + (size_t)k * l->channels * pvox, s->image + (size_t)j * l->channels * pvox, l->channels * pvox * sizeof(float));
+            if (s->mask) memmove(s->mask + (size_t)k * pvox, s->mask + (size_t)j * pvox, pvox);
+            s->label[k] = s->label[j];
+            s->index[k] = s->index[j];
+            s->slice[k] = s->slice[j];
+            memmove(s->corner + 3 * k, s->corner + 3 * j, 3 * sizeof *s->corner);
+        }
+        k++;
+    }
+    return k;
+}
+
+/* Hands out the finished batch of slot s (caller holds the lock). The resume state counts a batch as
+ * delivered once it is handed out. */
+static cd_batch *hand_out(cd_loader *l, slot *s) {
+    l->current_epoch = s->epoch;
+    l->epoch_end_reported = false;
+    l->deliver_epoch = s->epoch;
+    l->deliver_pos = s->start + s->size;
+    if (l->deliver_pos >= l->per_rank || (l->o.drop_last && l->per_rank - l->deliver_pos < l->o.batch_size)) {
+        l->deliver_epoch++;
+        l->deliver_pos = 0;
+    }
+    const uint32_t k = compact_batch(l, s);
+    s->batch = (cd_batch){.size = k, .channels = l->channels, .shape = {s->shape[0], s->shape[1], s->shape[2]}, .image = s->image,
+                          .mask = s->mask, .label = s->label, .index = s->index, .slice = s->slice, .corner = s->corner, .epoch = s->epoch,
+                          .number = s->number};
+    return &s->batch;
+}
+
+cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
+    if (!l || !batch) return cd_fail(err, CD_ERR_ARG, "cd_loader_next: NULL argument");
+    *batch = NULL;
+    pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
+    slot *s = &l->slots[l->deliver_seq % l->ring];
+    if (s->assigned && s->epoch != l->current_epoch && !l->epoch_end_reported) {
+        /* The previous epoch is over: say so once. */
+        l->epoch_end_reported = true;
+        pthread_mutex_unlock(&l->mu);
+        return CD_OK;
+    }
+    while (l->failed == CD_OK && !l->closed && s->done < s->size) pthread_cond_wait(&l->cv, &l->mu);
+    if (l->closed) { /* cd_loader_close from another thread while this one waited */
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
+    if (l->failed != CD_OK) {
+        cd_status st = cd_fail(err, l->failed, "%s", l->fail_msg);
+        pthread_mutex_unlock(&l->mu);
+        return st;
+    }
+    cd_batch *b = hand_out(l, s);
+    pthread_mutex_unlock(&l->mu);
+    *batch = b;
+    return CD_OK;
+}
+
+void cd_loader_release(cd_loader *l, cd_batch *batch) {
+    if (!l || !batch) return;
+    pthread_mutex_lock(&l->mu);
+    slot *s = &l->slots[l->deliver_seq % l->ring];
+    if (!l->closed && &s->batch == batch) { /* closed: the batch stays as it is until cd_loader_destroy */
+        s->assigned = false;
+        l->deliver_seq++;
+        cd_loader_assign_batches(l);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
