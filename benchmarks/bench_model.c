@@ -49,8 +49,8 @@ int main(int argc, char **argv) {
         if (!v) return usage();
         i++;
         if (strcmp(a, "--device") == 0) {
-            if (strcmp(v, "cpu") == 0) o.device = CD_MODEL_CPU;
-            else if (strcmp(v, "vulkan") == 0) o.device = CD_MODEL_VULKAN;
+            if (strcmp(v, "cpu") == 0) o.device = CD_DEVICE_CPU;
+            else if (strcmp(v, "vulkan") == 0) o.device = CD_DEVICE_VULKAN;
             else return usage();
         } else if (strcmp(a, "--threads") == 0) {
             o.threads = atoi(v);

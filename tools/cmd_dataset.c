@@ -38,9 +38,11 @@ static const char convert_help[] =
     "  --foreground-fraction F  patch mode: >= 0.5 centres every copy on the mask (default 0.33:\n"
     "                       never, as a batch-size-1 loader)\n"
     "  --no-original        write only the K copies\n"
-    "  --device cpu|vulkan  what runs the recipe's resampling and normalisation and the copies' spatial\n"
-    "                       warp (vulkan falls back to the CPU, with the reason; the data agree within\n"
-    "                       float32 rounding, masks exactly)\n";
+    "  --device D           cpu (default), vulkan or auto: what runs the recipe's resampling and\n"
+    "                       normalisation and the copies' spatial warp. vulkan requires a device; auto\n"
+    "                       uses a hardware GPU, else the CPU; what the device cannot do runs on the CPU,\n"
+    "                       with the reason (cirrdata/device.h). The data agree within float32\n"
+    "                       rounding, masks exactly\n";
 
 static const char verify_help[] =
     "usage: cirrdata verify DIR [--quiet]\n\n"
@@ -167,8 +169,8 @@ int cmd_convert(int argc, char **argv) {
             aug_only = "--no-original";
             break;
         case O_DEVICE:
-            if (strcmp(optarg, "cpu") && strcmp(optarg, "vulkan")) return cli_usage_error("convert", "bad --device '%s' (cpu or vulkan)", optarg);
-            co.device = optarg;
+            if (cd_device_parse(optarg, &co.device, NULL) != CD_OK)
+                return cli_usage_error("convert", "bad --device '%s' (cpu, vulkan or auto)", optarg);
             break;
         case O_NONFINITE:
             if (strcmp(optarg, "error") && strcmp(optarg, "zero")) return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);

@@ -23,8 +23,8 @@ static const char stage_help[] =
     "slices containing liver are used. Each slice's softmax probabilities are averaged into the scan's.\n\n"
     "  --model FILE      the model file (.safetensors from tools/export_weights.py)\n"
     "  --mask FILE       liver mask of the volume (same grid); repeat once per volume, in order\n"
-    "  --device D        vulkan (falls back to the CPU executor, saying why, when Vulkan cannot run it),\n"
-    "                    cpu, or auto (default: Vulkan when available, else the CPU)\n"
+    "  --device D        cpu, vulkan (a Vulkan device is required) or auto (default: a hardware GPU when\n"
+    "                    there is one, else the CPU); what the device cannot do runs on the CPU, saying why\n"
     "  --batch N         slices per inference call (default 16)\n"
     "  --threads N       CPU threads for preprocessing and the CPU executor (default: online CPUs)\n"
     "  --json            JSON on stdout, with the per-slice results (z, logits, probabilities)\n"
@@ -48,22 +48,15 @@ typedef struct stage_opts {
 
 /* ---- the model ---- */
 
-/* Opens the model on the requested executor. --device vulkan falls back to the CPU with the reason on
- * stderr; auto asks the library (Vulkan when a device is usable). */
+/* Opens the model on the requested device (cirrdata/device.h: vulkan requires one, auto uses a
+ * hardware GPU when there is one). */
 static int open_model(const stage_opts *o, cd_model **m) {
     cd_model_options mo = {0};
     mo.threads = o->threads;
     cd_error err;
     cd_error_clear(&err);
-    mo.device = !strcmp(o->device, "cpu") ? CD_MODEL_CPU : !strcmp(o->device, "vulkan") ? CD_MODEL_VULKAN : CD_MODEL_AUTO;
-    cd_status st = cd_model_open(o->model, &mo, m, &err);
-    if (st != CD_OK && mo.device == CD_MODEL_VULKAN && st != CD_ERR_IO && st != CD_ERR_FORMAT && st != CD_ERR_CORRUPT &&
-        st != CD_ERR_TRUNCATED) {
-        fprintf(stderr, "cirrdata stage: Vulkan cannot run the model (%s); using the CPU executor\n", err.message);
-        mo.device = CD_MODEL_CPU;
-        cd_error_clear(&err);
-        st = cd_model_open(o->model, &mo, m, &err);
-    }
+    cd_status st = cd_device_parse(o->device, &mo.device, &err);
+    if (st == CD_OK) st = cd_model_open(o->model, &mo, m, &err);
     if (st != CD_OK) return cli_fail_error(&err);
     if (cd_model_classes(*m) > MAX_CLASSES) {
         fprintf(stderr, "cirrdata: %s: the model has %d classes (staging prints at most %d)\n", o->model,
@@ -117,7 +110,7 @@ static json_t *model_json(cd_model *m, const char *path) {
     json_object_set_new(o, "path", json_string(path));
     json_object_set_new(o, "arch", json_string(cd_model_arch(m)));
     json_object_set_new(o, "classes", json_integer(cd_model_classes(m)));
-    json_object_set_new(o, "device", json_string(cd_model_device_used(m) == CD_MODEL_VULKAN ? "vulkan" : "cpu"));
+    json_object_set_new(o, "device", json_string(cd_model_device_used(m) == CD_DEVICE_VULKAN ? "vulkan" : "cpu"));
     json_object_set_new(o, "executor", json_string(cd_model_device_name(m)));
     return o;
 }

@@ -1,5 +1,5 @@
 /* Inference benchmark of one model file on Vulkan (not a test): cd_model_predict with
- * CD_MODEL_VULKAN, end to end (host input in, logits out), and the executor's dispatches alone from
+ * CD_DEVICE_VULKAN, end to end (host input in, logits out), and the executor's dispatches alone from
  * GPU timestamps (cd_nn_vk_last_kernel_ms, through the internal executor on the same graph).
  * Optionally checks the Vulkan logits against the C executor on the first few images.
  *
@@ -117,14 +117,14 @@ int main(int argc, char **argv) {
     cd_model *m = NULL;
     cd_model_options o;
     memset(&o, 0, sizeof o);
-    o.device = CD_MODEL_VULKAN;
+    o.device = CD_DEVICE_VULKAN;
     o.threads = (int)threads;
     o.fp16 = fp16;
     o.max_arena_bytes = (uint64_t)64 << 30;
     double t0 = now_ms();
     cd_status st = cd_model_open(model, &o, &m, &err);
     const double open_ms = now_ms() - t0;
-    if (st != CD_OK || cd_model_device_used(m) != CD_MODEL_VULKAN) {
+    if (st != CD_OK || cd_model_device_used(m) != CD_DEVICE_VULKAN) {
         fprintf(stderr, "bench_model: %s: %s\n", model, st != CD_OK ? err.message : "Vulkan is not in use");
         printf("{\"model\": ");
         json_str(model);
@@ -178,7 +178,7 @@ int main(int argc, char **argv) {
     double cpu_rel = -1;
     if (cpu_check > 0) {
         cd_model *mc = NULL;
-        o.device = CD_MODEL_CPU;
+        o.device = CD_DEVICE_CPU;
         float *lc = malloc((size_t)(cpu_check * K) * sizeof(float));
         st = lc ? cd_model_open(model, &o, &mc, &err) : CD_ERR_NOMEM;
         if (st == CD_OK) st = cd_model_predict(mc, x, cpu_check, size, size, lc, &err);

@@ -22,12 +22,6 @@ static double now_s(void) {
 
 static const char *mode_name(cd_loader_mode m) { return m == CD_LOADER_VOLUME ? "volume" : m == CD_LOADER_SLICE ? "slice" : "patch"; }
 
-static void note(cd_aug_copies *ac, const char *fmt, const char *msg) {
-    pthread_mutex_lock(&ac->note_mu);
-    if (!ac->device_note[0]) snprintf(ac->device_note, sizeof ac->device_note, fmt, msg);
-    pthread_mutex_unlock(&ac->note_mu);
-}
-
 /* A worker's reusable buffers. */
 typedef struct scratch {
     float *fimg, *box;
@@ -56,7 +50,6 @@ static bool reserve(void **buf, size_t *cap, size_t n) {
 static cd_status init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *err) {
     if (pthread_key_create(&ac->scratch, scratch_free) != 0) return cd_fail(err, CD_ERR_NOMEM, "cannot create a thread key");
     ac->scratch_key = true;
-    atomic_init(&ac->gpu_failed, false);
     if (o->copies < 1 || o->copies > 1024) return cd_fail(err, CD_ERR_ARG, "augmented copies: K = %u is not in 1..1024", o->copies);
     if (o->aug_mode != CD_LOADER_VOLUME && o->aug_mode != CD_LOADER_PATCH && o->aug_mode != CD_LOADER_SLICE)
         return cd_fail(err, CD_ERR_ARG, "augmented copies: unknown loader mode %d", (int)o->aug_mode);
@@ -72,8 +65,6 @@ static cd_status init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *
     if (any && !all) return cd_fail(err, CD_ERR_ARG, "augmented copies: give all three patch sizes or none");
     if (o->aug_mode == CD_LOADER_PATCH && !all) return cd_fail(err, CD_ERR_ARG, "augmented copies: patch mode needs a patch size");
     if (o->aug_mode == CD_LOADER_SLICE && any) return cd_fail(err, CD_ERR_ARG, "augmented copies: slice mode takes no patch size");
-    if (o->device && strcmp(o->device, "cpu") && strcmp(o->device, "vulkan"))
-        return cd_fail(err, CD_ERR_ARG, "augmented copies: unknown device '%s' (cpu or vulkan)", o->device);
     cd_status st = cd_aug_pipeline_load(o->augment, &ac->pipe, err);
     if (st != CD_OK) return st;
     if (!(ac->pipe_json = cd_aug_pipeline_to_json(ac->pipe))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -85,20 +76,14 @@ static cd_status init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *
     /* A batch-size-1 loader forces round(1 * fraction) of its one sample onto foreground. */
     ac->fg = o->aug_mode == CD_LOADER_PATCH && lround(o->foreground_fraction) >= 1;
     ac->no_original = o->no_original;
-    if (o->device && !strcmp(o->device, "vulkan")) {
-        cd_error gerr;
-        cd_error_clear(&gerr);
-        if (cd_gpu_create(NULL, &ac->gpu, &gerr) != CD_OK) {
-            ac->gpu = NULL;
-            note(ac, "Vulkan unavailable, the CPU warp ran instead: %.180s", gerr.message);
-        }
-    }
     return CD_OK;
 }
 
-cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *err) {
+cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_device_policy *policy, cd_device_slot *slot,
+                             cd_error *err) {
     memset(ac, 0, sizeof *ac);
-    pthread_mutex_init(&ac->note_mu, NULL);
+    ac->policy = policy;
+    ac->slot = slot;
     cd_status st = init(ac, o, err);
     if (st != CD_OK) cd_aug_copies_free(ac);
     return st;
@@ -106,10 +91,8 @@ cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_
 
 void cd_aug_copies_free(cd_aug_copies *ac) {
     if (!ac) return;
-    cd_gpu_destroy(ac->gpu);
     cd_aug_pipeline_destroy(ac->pipe);
     free(ac->pipe_json);
-    pthread_mutex_destroy(&ac->note_mu);
     if (ac->scratch_key) {
         /* Worker threads have exited (their destructors freed their buffers); the calling thread's, if any: */
         scratch_free(pthread_getspecific(ac->scratch));
@@ -117,7 +100,6 @@ void cd_aug_copies_free(cd_aug_copies *ac) {
         pthread_key_delete(ac->scratch);
         ac->scratch_key = false;
     }
-    ac->gpu = NULL;
     ac->pipe = NULL;
     ac->pipe_json = NULL;
 }
@@ -138,7 +120,7 @@ json_t *cd_aug_copies_manifest(const cd_aug_copies *ac) {
     json_object_set_new(o, "patch", fixed ? vec3i(ac->patch) : json_null());
     if (ac->mode == CD_LOADER_PATCH) json_object_set_new(o, "foreground_fraction", json_real(ac->foreground_fraction));
     json_object_set_new(o, "no_original", json_boolean(ac->no_original));
-    json_object_set_new(o, "device", json_string(ac->gpu ? "vulkan" : "cpu"));
+    json_object_set_new(o, "device", json_string(cd_device_policy_active(ac->policy) ? "vulkan" : "cpu"));
     json_object_set_new(o, "sample_index", json_string("case"));
     return o;
 }
@@ -373,26 +355,42 @@ static int gpu_items(render_ctx *r, cd_gpu_spatial_item *items, cd_aug_params *p
     return n;
 }
 
+/* One cd_gpu_aug_spatial of the n items under the device policy; false: the CPU warps them. */
+static bool warp_on_device(cd_aug_copies *ac, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items, uint32_t C,
+                           const int64_t patch[3]) {
+    for (;;) {
+        uint32_t generation;
+        cd_gpu_context *g = cd_device_slot_acquire(ac->policy, ac->slot, &generation);
+        if (!g) return false;
+        cd_error gerr;
+        cd_error_clear(&gerr);
+        cd_status st = cd_gpu_aug_spatial(g, params, n, items, C, patch, &gerr);
+        cd_device_slot_release(ac->slot);
+        switch (cd_device_slot_result(ac->policy, ac->slot, generation, st, &gerr, "warp augmented copies", (uint64_t)n)) {
+        case CD_DEVICE_DONE:
+            return true;
+        case CD_DEVICE_FALLBACK:
+            cd_device_policy_cpu(ac->policy, (uint64_t)n);
+            return false;
+        case CD_DEVICE_RETRY:
+            break;
+        }
+    }
+}
+
+const char *cd_aug_copies_device(const cd_aug_copies *ac) {
+    return cd_device_policy_active(ac->policy) ? "vulkan" : "cpu";
+}
+
 /* The spatial warp of all jobs at once on the GPU, then the intensity ops on the CPU. *done is false
- * when the GPU did not warp them (the CPU does; a GPU failure turns the GPU off for the rest). */
+ * when the GPU did not warp them (the CPU does, as the device policy says). */
 static cd_status warp_on_gpu(render_ctx *r, bool *done, cd_error *err) {
     cd_aug_copies *ac = r->ac;
     cd_gpu_spatial_item *items = calloc(r->njobs, sizeof *items);
     cd_aug_params *params = calloc(r->njobs, sizeof *params);
     const int n = items && params ? gpu_items(r, items, params) : -1;
-    cd_error gerr;
-    cd_error_clear(&gerr);
-    *done = false;
-    if (n > 0 && n <= 1 << 20) {
-        if (cd_gpu_aug_spatial(ac->gpu, params, n, items, r->C, r->patch, &gerr) == CD_OK) {
-            *done = true;
-        } else {
-            atomic_store(&ac->gpu_failed, true);
-            note(ac, "a Vulkan warp failed, the CPU warp ran from then on: %.180s", gerr.message);
-        }
-    } else if (n == 0) {
-        *done = true;
-    }
+    *done = n == 0;
+    if (n > 0 && n <= 1 << 20) *done = warp_on_device(ac, params, n, items, r->C, r->patch);
     cd_status st = CD_OK;
     for (size_t j = 0; st == CD_OK && *done && j < r->njobs; j++) {
         job *jb = &r->jobs[j];
@@ -529,7 +527,7 @@ cd_status cd_aug_copies_render(cd_aug_copies *ac, const cd_sample *s, json_t *fg
     }
     /* The spatial warp: on the GPU for all jobs at once when there is one, else job by job. */
     bool done_gpu = false;
-    if (st == CD_OK && ac->gpu && !atomic_load(&ac->gpu_failed)) st = warp_on_gpu(&r, &done_gpu, err);
+    if (st == CD_OK && cd_device_policy_active(ac->policy)) st = warp_on_gpu(&r, &done_gpu, err);
     if (st == CD_OK && !done_gpu) st = warp_on_cpu(&r, err);
     for (uint32_t k = 0; st == CD_OK && k < r.K; k++) st = assemble_copy(&r, k, err);
     if (st != CD_OK)

@@ -15,6 +15,7 @@
 #include "cirrdata/gpu.h"
 #include "cirrdata/preprocess.h"
 #include "core/internal.h"
+#include "gpu/device_policy.h"
 
 typedef struct cd_aug_copies {
     cd_aug_pipeline *pipe;
@@ -26,17 +27,18 @@ typedef struct cd_aug_copies {
     bool fg;                   /* patch mode: centre on foreground (foreground_fraction >= 0.5) */
     double foreground_fraction;
     bool no_original;
-    cd_gpu_context *gpu;       /* NULL: the CPU warp */
-    atomic_bool gpu_failed;    /* a GPU call failed: the rest runs on the CPU */
-    pthread_mutex_t note_mu;
-    char device_note[256];
+    cd_device_policy *policy;  /* the converter's (borrowed, as is slot): the warp on Vulkan when active */
+    cd_device_slot *slot;
     pthread_key_t scratch;     /* per worker thread: buffers reused from case to case (fresh pages cost faults) */
     bool scratch_key;
 } cd_aug_copies;
 
-/* Validates the options, loads the pipeline and (device "vulkan") the GPU context; a GPU that is
- * not there is not an error: the reason lands in device_note and the CPU does the work. */
-CD_INTERNAL cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *err);
+/* Validates the options and loads the pipeline; the spatial warp runs on the policy's slot while the
+ * policy is active (cirrdata/device.h), else on the CPU. policy and slot outlive ac. */
+CD_INTERNAL cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_device_policy *policy, cd_device_slot *slot,
+                                         cd_error *err);
+/* "vulkan" while the policy keeps the device in use, else "cpu". */
+CD_INTERNAL const char *cd_aug_copies_device(const cd_aug_copies *ac);
 CD_INTERNAL void cd_aug_copies_free(cd_aug_copies *ac);
 
 /* The manifest's "augmentation" object. */

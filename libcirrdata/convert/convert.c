@@ -41,7 +41,8 @@ static void conversion_free(conversion *cv) {
     if (cv->buffer_cache) cd_buffer_cache_end();
     json_decref(cv->cs.augmentation);
     if (cv->augmenting) cd_aug_copies_free(&cv->ac);
-    cd_pp_device_free(&cv->pp);
+    cd_device_slot_close(&cv->slot);
+    cd_device_policy_free(&cv->policy);
     cd_journal_close(&cv->cs.journal);
     cd_dir_lock_release(&cv->lock);
     cd_resume_free(&cv->rs);

@@ -18,6 +18,7 @@
 #include "convert/layout.h"
 #include "convert/resume.h"
 #include "core/internal.h"
+#include "gpu/device_policy.h"
 #include "io/dir_lock.h"
 #include "preprocess/preprocess_impl.h"
 #include "shard/record_impl.h"
@@ -54,6 +55,8 @@ typedef struct conversion {
     cd_resume rs;              /* rs.finished: the folder holds this conversion already */
     cd_dir_lock lock;
     char *legacy;
+    cd_device_policy policy;   /* options.device (cirrdata/device.h) */
+    cd_device_slot slot;       /* the one context preprocessing and the copies' warp share */
     cd_pp_device pp;
     double target[3];          /* the target spacing of a median-spacing recipe */
     bool buffer_cache;

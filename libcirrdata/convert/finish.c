@@ -155,13 +155,17 @@ void cd_conv_result_from_manifest(json_t *m, cd_convert_result *res) {
 static void report_device(conversion *cv) {
     cd_convert_result *res = cv->res;
     if (cv->augmenting) {
-        snprintf(res->device, sizeof res->device, "%s", cv->ac.gpu && !atomic_load(&cv->ac.gpu_failed) ? "vulkan" : "cpu");
-        snprintf(res->device_note, sizeof res->device_note, "%s", cv->ac.device_note);
+        snprintf(res->device, sizeof res->device, "%s", cd_aug_copies_device(&cv->ac));
         if (cv->cs.augmentation) json_object_set_new(cv->cs.augmentation, "device", json_string(res->device));
     }
     cv->cs.device = cd_pp_device_used(&cv->pp);
     if (!cv->augmenting) snprintf(res->device, sizeof res->device, "%s", cv->cs.device);
-    if (!res->device_note[0]) snprintf(res->device_note, sizeof res->device_note, "%s", cv->pp.note);
+    if (cv->policy.ready) {
+        char name[320];
+        cd_device_policy_describe(&cv->policy, res->device_note, sizeof res->device_note, name, sizeof name);
+        if (!res->device_note[0] && !strncmp(name, "cpu (", 5)) /* auto without a hardware GPU: why */
+            snprintf(res->device_note, sizeof res->device_note, "%.255s", name);
+    }
 }
 
 cd_status cd_conv_finish(conversion *cv, cd_status st, cd_error *err) {

@@ -43,7 +43,7 @@ cd_status cd_conv_plan_cases(conversion *cv, cd_error *err) {
 static cd_status plan_identity(conversion *cv, cd_error *err) {
     const cd_convert_options *o = cv->o;
     if (cv->augmenting) {
-        cd_status st = cd_aug_copies_init(&cv->ac, o, err);
+        cd_status st = cd_aug_copies_init(&cv->ac, o, &cv->policy, &cv->slot, err);
         if (st != CD_OK) {
             cv->augmenting = false; /* nothing of the copies to free */
             return st;
@@ -152,8 +152,17 @@ static cd_status resolve_median_spacing(const cd_convert_options *o, cd_case_lis
     return CD_OK;
 }
 
+/* options.device through the device policy: one slot (context) for preprocessing and the copies. */
+static cd_status plan_device(conversion *cv, cd_error *err) {
+    cd_status st = cd_device_policy_init(&cv->policy, cv->o->device, NULL, cv->o->out_dir, err);
+    if (st == CD_OK) st = cd_device_slot_open(&cv->policy, &cv->slot, err);
+    cd_pp_device_init(&cv->pp, &cv->policy, &cv->slot);
+    return st;
+}
+
 cd_status cd_conv_plan(conversion *cv, cd_error *err) {
-    cd_status st = plan_identity(cv, err);
+    cd_status st = plan_device(cv, err);
+    if (st == CD_OK) st = plan_identity(cv, err);
     if (st == CD_OK) st = plan_folder(cv, err);
     if (st != CD_OK) return st;
     snprintf(cv->res->note, sizeof cv->res->note, "%s", cv->rs.note);

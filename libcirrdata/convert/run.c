@@ -243,8 +243,7 @@ cd_status cd_conv_run(conversion *cv, cd_error *err) {
     const int nthreads = cv->o->threads > 0 ? cv->o->threads : cd_thread_count(0);
     conv_pipeline p;
     memset(&p, 0, sizeof p);
-    cd_status st = cd_pp_device_init(&cv->pp, cv->o->device, err);
-    if (st == CD_OK) st = pipeline_init(cv, &p, nthreads, err);
+    cd_status st = pipeline_init(cv, &p, nthreads, err);
     if (st != CD_OK) {
         pipeline_free(&p);
         return st;

@@ -7,78 +7,37 @@
 
 #include "loader/loader_impl.h"
 
-/* The first device error, or the one that gave the device up (caller holds the lock). */
-static void device_note(cd_loader *l, const char *what, const char *msg) {
-    if (!l->dev.note[0] || l->dev.gpu_disabled) snprintf(l->dev.note, sizeof l->dev.note, "%s: %.250s", what, msg);
-}
-
-/* One cd_gpu_augment of the share's m samples; counts it when it succeeded (takes the lock). */
-static cd_status augment_once(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3], cd_error *e) {
-    cd_status st = cd_gpu_augment(w->gpu, w->params, m, w->items, l->channels, patch, e);
-    if (st == CD_OK && w->vk_inject_lost > 0) {
-        /* Test hook: the recovery below runs for real on a device that did not fail. */
-        w->vk_inject_lost--;
-        st = cd_fail(e, CD_ERR_IO, "Vulkan: device lost (injected by CIRRDATA_TEST_LOADER_LOST)");
-    }
+/* One cd_gpu_augment of the share's m samples under the device policy: DONE, RETRY (the worker's
+ * context was created again after a lost device) or FALLBACK (the share on the CPU). */
+static cd_device_next augment_once(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3]) {
+    uint32_t generation;
+    cd_gpu_context *g = cd_device_slot_acquire(&l->policy, &w->gpu, &generation);
+    if (!g) return CD_DEVICE_FALLBACK;
+    cd_error e;
+    cd_error_clear(&e);
+    cd_status st = cd_gpu_augment(g, w->params, m, w->items, l->channels, patch, &e);
     cd_gpu_timings t;
-    cd_gpu_last_timings(w->gpu, &t);
-    if (st == CD_OK) {
+    cd_gpu_last_timings(g, &t);
+    cd_device_slot_release(&w->gpu);
+    cd_device_next next = cd_device_slot_result(&l->policy, &w->gpu, generation, st, &e, "render a share", (uint64_t)m);
+    if (next == CD_DEVICE_DONE) {
         pthread_mutex_lock(&l->mu);
         l->dev.gpu_calls++;
         l->dev.gpu_reference += (uint64_t)t.cpu_fallback;
         l->dev.gpu_samples += (uint64_t)(m - t.cpu_fallback);
         pthread_mutex_unlock(&l->mu);
     }
-    return st;
+    return next;
 }
 
-/* After a lost device: the worker's context destroyed and created again (the stats no longer reach
- * the old one). A failed re-creation gives the device up for every worker. */
-static cd_status recreate_context(cd_loader *l, worker_scratch *w, const cd_error *lost) {
-    pthread_mutex_lock(&l->mu);
-    cd_gpu_context *old = w->gpu;
-    w->gpu = NULL;
-    w->vk_msgs_gone += cd_gpu_validation_messages(old, NULL, 0);
-    w->vk_resets++;
-    l->dev.device_resets++;
-    device_note(l, "the Vulkan device was lost, its context was created again", lost->message);
-    pthread_mutex_unlock(&l->mu);
-    cd_gpu_destroy(old);
-    cd_gpu_context *fresh = NULL;
-    cd_error ce;
-    cd_error_clear(&ce);
-    cd_status cs = cd_gpu_create(&l->gpu_opts, &fresh, &ce);
-    pthread_mutex_lock(&l->mu);
-    w->gpu = fresh;
-    if (cs != CD_OK) {
-        l->dev.gpu_disabled = true;
-        device_note(l, "a lost Vulkan device could not be opened again, the CPU renders from now on", ce.message);
-    }
-    pthread_mutex_unlock(&l->mu);
-    return cs;
-}
-
-/* Renders the share's m read samples (w->params, w->items) on the worker's device. A lost device: the
- * context is destroyed and created again once per worker and the share retried; a second loss, or a
- * failed re-creation, gives the device up for every worker. Returns CD_OK when the device rendered
- * them; anything else means the caller renders them on the CPU (the reason is in the note). */
+/* Renders the share's m read samples (w->params, w->items) on the worker's device, retrying after a
+ * re-created context. Returns CD_OK when the device rendered them; anything else means the caller
+ * renders them on the CPU (the reason is in the policy's note). */
 static cd_status render_on_device(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3]) {
-    for (int attempt = 0;; attempt++) {
-        cd_error e;
-        cd_error_clear(&e);
-        cd_status st = augment_once(l, w, m, patch, &e);
-        if (st == CD_OK) return CD_OK;
-        if (st != CD_ERR_IO || attempt > 0 || w->vk_resets > 0) {
-            /* out of device memory or limits: this share on the CPU; a lost device again: give it up */
-            pthread_mutex_lock(&l->mu);
-            if (st == CD_ERR_IO) l->dev.gpu_disabled = true;
-            device_note(l, st == CD_ERR_IO ? "the Vulkan device was lost again, the CPU renders from now on" : "a share ran on the CPU",
-                        e.message);
-            pthread_mutex_unlock(&l->mu);
-            return st;
-        }
-        cd_status cs = recreate_context(l, w, &e);
-        if (cs != CD_OK) return cs;
+    for (;;) {
+        cd_device_next next = augment_once(l, w, m, patch);
+        if (next == CD_DEVICE_DONE) return CD_OK;
+        if (next == CD_DEVICE_FALLBACK) return CD_ERR_UNSUPPORTED;
     }
 }
 
@@ -141,6 +100,7 @@ static void render_share_on_cpu(cd_loader *l, worker_scratch *w, uint32_t n, int
     l->dev.fallback_calls++;
     l->dev.fallback_samples += (uint64_t)m;
     pthread_mutex_unlock(&l->mu);
+    cd_device_policy_cpu(&l->policy, (uint64_t)m);
 }
 
 void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok, cd_error *err) {
@@ -149,32 +109,24 @@ void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0,
     if (m == 0) return;
     bool alike;
     const int64_t *patch = share_patch(w, n, &alike);
-    if (device_ok && w->gpu && alike && render_on_device(l, w, m, patch) == CD_OK) return;
+    if (device_ok && alike && render_on_device(l, w, m, patch) == CD_OK) return;
     render_share_on_cpu(l, w, n, m, err, &first_err);
 }
 
-/* Creates worker i's context and its share buffers; device "auto" refuses a software device. */
-static cd_status open_worker(cd_loader *l, worker_scratch *w, bool automatic, cd_error *why) {
-    cd_status st = cd_gpu_create(&l->gpu_opts, &w->gpu, why);
-    if (st == CD_OK && automatic && cd_gpu_device(w->gpu)->type == CD_GPU_CPU)
-        /* a software device (lavapipe) is slower than the CPU engine: auto keeps the CPU, as CD_MODEL_AUTO */
-        st = cd_fail(why, CD_ERR_UNSUPPORTED, "the Vulkan device '%s' is a CPU implementation", cd_gpu_device(w->gpu)->name);
+/* Worker i's slot of the device policy and its share buffers. */
+static cd_status open_worker(cd_loader *l, worker_scratch *w, cd_error *err) {
+    cd_status st = cd_device_slot_open(&l->policy, &w->gpu, err);
+    if (st != CD_OK) return cd_fail(err, st, "%s: device 'vulkan': %s", l->o.dataset, err->message);
     const uint32_t B = l->o.batch_size;
-    if (st == CD_OK && !((w->jobs = calloc(B, sizeof *w->jobs)) && (w->items = calloc(B, sizeof *w->items)) &&
-                         (w->params = calloc(B, sizeof *w->params)) && (w->sst = calloc(B, sizeof *w->sst))))
-        st = cd_fail(why, CD_ERR_NOMEM, "out of memory");
-    return st;
+    if (!((w->jobs = calloc(B, sizeof *w->jobs)) && (w->items = calloc(B, sizeof *w->items)) &&
+          (w->params = calloc(B, sizeof *w->params)) && (w->sst = calloc(B, sizeof *w->sst))))
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    return CD_OK;
 }
 
-/* The device is in use: its name, the test hook, and each worker's share of a batch. */
+/* The device is in use: each worker's share of a batch. */
 static void device_ready(cd_loader *l) {
-    /* Test hook: each worker's first N device calls report a lost device (1: one re-creation; 2: the
-     * device is given up), so that tests exercise the recovery without a GPU that fails. */
-    const char *inject = getenv("CIRRDATA_TEST_LOADER_LOST");
-    for (int i = 0; inject && i < l->nthreads; i++) l->scratch[i].vk_inject_lost = atoi(inject);
-    const cd_gpu_context *g = l->scratch[0].gpu;
-    snprintf(l->device_name, sizeof l->device_name, "vulkan: %s", cd_gpu_device(g)->name);
-    l->dev.validation = cd_gpu_validation_enabled(g);
+    l->dev.validation = cd_gpu_validation_enabled(l->scratch[0].gpu.gpu);
     /* Without a pipeline a sample is an exact crop: the CPU cuts it, the contexts stay idle. */
     l->use_gpu = l->pipe != NULL;
     /* A worker's share: the samples in flight (ring x batch) spread over the workers, at most a batch,
@@ -184,48 +136,39 @@ static void device_ready(cd_loader *l) {
 }
 
 cd_status cd_loader_device_open(cd_loader *l, cd_error *err) {
-    const char *d = l->o.device ? l->o.device : "cpu";
-    snprintf(l->device_name, sizeof l->device_name, "cpu");
-    if (!strcmp(d, "cpu")) return CD_OK;
-    const bool automatic = !strcmp(d, "auto");
-    if (!automatic && strcmp(d, "vulkan"))
-        return cd_fail(err, CD_ERR_ARG, "%s: unknown loader device '%s' (cpu, vulkan or auto)", l->o.dataset, d);
-    memset(&l->gpu_opts, 0, sizeof l->gpu_opts);
-    l->gpu_opts.memory_limit = l->o.gpu_memory_limit;
-    cd_error why;
-    cd_error_clear(&why);
-    cd_status st = CD_OK;
-    for (int i = 0; i < l->nthreads && st == CD_OK; i++) st = open_worker(l, &l->scratch[i], automatic, &why);
-    if (st == CD_OK) {
-        device_ready(l);
-        return CD_OK;
-    }
-    for (int i = 0; i < l->nthreads; i++) {
-        cd_gpu_destroy(l->scratch[i].gpu);
-        l->scratch[i].gpu = NULL;
-    }
-    if (!automatic) return cd_fail(err, st, "%s: device 'vulkan': %s", l->o.dataset, why.message);
-    snprintf(l->device_name, sizeof l->device_name, "cpu (vulkan not used: %.280s)", why.message);
-    return CD_OK;
+    cd_gpu_options go;
+    memset(&go, 0, sizeof go);
+    go.memory_limit = l->o.gpu_memory_limit;
+    cd_status st = cd_device_policy_init(&l->policy, l->o.device, &go, l->o.dataset, err);
+    cd_device_policy_describe(&l->policy, NULL, 0, l->device_name, sizeof l->device_name);
+    if (st != CD_OK || !cd_device_policy_active(&l->policy)) return st;
+    for (int i = 0; i < l->nthreads && st == CD_OK; i++) st = open_worker(l, &l->scratch[i], err);
+    if (st == CD_OK) device_ready(l);
+    return st;
 }
 
-void cd_loader_device_messages(const cd_loader *l, const worker_scratch *scratch, cd_loader_device_stats *out) {
+void cd_loader_device_messages(const cd_loader *l, worker_scratch *scratch, cd_loader_device_stats *out) {
     for (int i = 0; scratch && i < l->nthreads; i++) {
-        const worker_scratch *w = &scratch[i];
-        out->validation_messages += w->vk_msgs_gone;
-        if (w->gpu) { /* the counters outlive the contexts */
-            char first[sizeof out->validation_first];
-            uint64_t k = cd_gpu_validation_messages(w->gpu, first, sizeof first);
-            if (k && !out->validation_first[0]) snprintf(out->validation_first, sizeof out->validation_first, "%s", first);
-            out->validation_messages += k;
-        }
+        char first[sizeof out->validation_first];
+        uint64_t k = cd_device_slot_messages(&scratch[i].gpu, first, sizeof first);
+        if (k && first[0] && !out->validation_first[0]) snprintf(out->validation_first, sizeof out->validation_first, "%s", first);
+        out->validation_messages += k;
     }
+}
+
+/* The policy's part of the counters: re-creations, whether the device was given up, the note. */
+static void policy_stats(cd_loader *l, cd_loader_device_stats *out) {
+    if (!l->policy.ready) return;
+    out->device_resets = atomic_load(&l->policy.resets);
+    out->gpu_disabled = l->policy.use_gpu && !cd_device_policy_active(&l->policy);
+    cd_device_policy_describe(&l->policy, out->note, sizeof out->note, NULL, 0);
 }
 
 void cd_loader_device_stats_get(const cd_loader *l, cd_loader_device_stats *out) {
     cd_loader *m = (cd_loader *)l; /* the lock and the contexts' message counters */
     pthread_mutex_lock(&m->mu);
     *out = l->dev;
+    policy_stats(m, out);
     cd_loader_device_messages(l, l->scratch, out);
     pthread_mutex_unlock(&m->mu);
 }

@@ -118,6 +118,7 @@ void cd_loader_destroy(cd_loader *l) {
     if (!l) return;
     cd_loader_close(l);
     cd_loader_ring_free(l);
+    cd_device_policy_free(&l->policy);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

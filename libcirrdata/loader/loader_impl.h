@@ -23,6 +23,7 @@
 #include "cirrdata/dataset.h"
 #include "cirrdata/gpu.h"
 #include "cirrdata/loader.h"
+#include "gpu/device_policy.h"
 #include "core/internal.h"
 #include "loader/chunk_cache.h"
 #include "loader/chunk_io.h"
@@ -73,14 +74,11 @@ typedef struct gpu_job {
 
 typedef struct worker_scratch {
     cd_chunk_io *io;
-    cd_gpu_context *gpu;       /* device "vulkan": this worker's own context (NULL once given up) */
+    cd_device_slot gpu;        /* device "vulkan": this worker's own context (the device policy's slot) */
     gpu_job *jobs;             /* batch_size of them */
     cd_gpu_spatial_item *items;
     cd_aug_params *params;
     cd_status *sst;            /* per sample of the share */
-    uint64_t vk_msgs_gone;     /* validation messages of contexts this worker destroyed */
-    int vk_resets;             /* contexts this worker created again after a lost device */
-    int vk_inject_lost;        /* CIRRDATA_TEST_LOADER_LOST: device calls still to report as lost */
     float *box;
     size_t box_cap;
     uint8_t *mbox;
@@ -132,7 +130,7 @@ struct cd_loader {
     bool use_gpu;              /* workers render through their cd_gpu_context */
     uint32_t gpu_share;        /* samples of a batch a worker claims at once */
     char device_name[320];
-    cd_gpu_options gpu_opts;   /* what every worker's context is created (and re-created) with */
+    cd_device_policy policy;   /* cirrdata/device.h: resolution, fallbacks, the note */
     cd_loader_device_stats dev;
     /* preload (options.preload): jobs are (record, tensor) pairs, claimed under mu */
     bool preloading;           /* workers take no batch until it is over */
@@ -198,15 +196,16 @@ CD_INTERNAL cd_status cd_loader_make_sample(cd_loader *l, worker_scratch *w, slo
 
 /* ---- device.c ---- */
 
-/* options.device: one cd_gpu_context per worker, created here so that a device that cannot be used is
- * an error now (device "vulkan") or a reasoned CPU choice (device "auto"). */
+/* options.device through the device policy (gpu/device_policy.h): one slot (context) per worker,
+ * created here so that a device that cannot be used is an error now (CD_DEVICE_VULKAN) or a reasoned
+ * CPU choice (CD_DEVICE_AUTO). */
 CD_INTERNAL cd_status cd_loader_device_open(cd_loader *l, cd_error *err);
 /* Samples j0 .. j0 + n - 1 of slot s rendered on the worker's device, or on the CPU when it cannot.
  * Per-sample statuses in w->sst; err receives the first one that is not a skippable corruption. */
 CD_INTERNAL void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok,
                                       cd_error *err);
 /* Adds the validation messages of the workers' contexts to *out (caller holds mu). */
-CD_INTERNAL void cd_loader_device_messages(const cd_loader *l, const worker_scratch *scratch, cd_loader_device_stats *out);
+CD_INTERNAL void cd_loader_device_messages(const cd_loader *l, worker_scratch *scratch, cd_loader_device_stats *out);
 
 /* ---- preload.c ---- */
 

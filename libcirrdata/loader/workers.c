@@ -145,7 +145,7 @@ static void *worker_main(void *arg) {
         slot *s = claim_work(l, &j, &n);
         if (!s) break;
         l->busy++;
-        const bool device_ok = !l->dev.gpu_disabled;
+        const bool device_ok = cd_device_policy_active(&l->policy);
         pthread_mutex_unlock(&l->mu);
         cd_error err;
         cd_error_clear(&err);
@@ -194,7 +194,7 @@ void cd_loader_workers_free(cd_loader *l, worker_scratch *scratch) {
     for (int i = 0; scratch && i < l->nthreads; i++) {
         worker_scratch *w = &scratch[i];
         cd_chunk_io_destroy(w->io);
-        cd_gpu_destroy(w->gpu);
+        cd_device_slot_close(&w->gpu);
         for (uint32_t k = 0; w->jobs && k < l->o.batch_size; k++) {
             free(w->jobs[k].box);
             free(w->jobs[k].mbox);

@@ -10,13 +10,14 @@
 #include "nn/graph.h"
 #include "nn/safetensors.h"
 #include "nn/vk_exec.h"
+#include "gpu/device_policy.h"
 
 #define MODEL_DEFAULT_ARENA (4ull << 30)
 
 struct cd_model {
     pthread_mutex_t lock;
     cd_nn_graph *g;
-    cd_model_device used;
+    cd_device used;       /* CD_DEVICE_CPU or CD_DEVICE_VULKAN (until the policy gives the device up) */
     char device_name[640];
     int threads;
     uint64_t max_arena;
@@ -24,8 +25,10 @@ struct cd_model {
     int64_t n, h, w;
     float *arena;         /* CPU executor: cd_buffer_alloc of arena_bytes */
     size_t arena_bytes;
-    cd_gpu_context *gpu;  /* Vulkan executor */
-    cd_nn_vk *vk;
+    cd_device_policy policy; /* cirrdata/device.h */
+    cd_device_slot slot;  /* the Vulkan executor's context */
+    bool fp16;
+    cd_nn_vk *vk;         /* NULL after a re-created context until the next call builds it again */
 };
 
 /* A trailing softmax turns logits into probabilities; the API returns the logits, so the graph
@@ -46,27 +49,44 @@ static void drop_trailing_softmax(cd_nn_graph *g) {
     }
 }
 
-static cd_status open_vulkan(cd_model *m, const cd_model_options *o, bool automatic, cd_error *err) {
-    cd_status st = cd_gpu_create(o->gpu, &m->gpu, err);
-    if (st != CD_OK) return st;
-    const cd_gpu_device_info *dev = cd_gpu_device(m->gpu);
-    if (automatic && dev->type == CD_GPU_CPU) {
-        /* A software Vulkan device (lavapipe) is slower than the C executor: auto keeps the CPU. */
-        st = cd_fail(err, CD_ERR_UNSUPPORTED, "the Vulkan device '%s' is a CPU implementation", dev->name);
-        cd_gpu_destroy(m->gpu);
-        m->gpu = NULL;
+/* The executor's name: "vulkan: NAME (fp16|fp32)". */
+static void name_vulkan(cd_model *m, bool fp16_used) {
+    snprintf(m->device_name, sizeof m->device_name, "vulkan: %s (%s)", cd_gpu_device(m->slot.gpu)->name, fp16_used ? "fp16" : "fp32");
+}
+
+/* The slot's context is about to be destroyed (a lost device): the executor goes first. */
+static void drop_executor(void *user) {
+    cd_model *m = user;
+    cd_nn_vk_destroy(m->vk);
+    m->vk = NULL;
+}
+
+/* The device policy resolves o->device; on Vulkan the executor is built (its failure is the open's). */
+static cd_status open_device(cd_model *m, const cd_model_options *o, const char *path, cd_error *err) {
+    cd_status st = cd_device_policy_init(&m->policy, o->device, o->gpu, path, err);
+    if (st == CD_OK && cd_device_policy_active(&m->policy)) st = cd_device_slot_open(&m->policy, &m->slot, err);
+    if (st != CD_OK || !cd_device_policy_active(&m->policy)) {
+        char name[320];
+        cd_device_policy_describe(&m->policy, NULL, 0, name, sizeof name);
+        if (st == CD_OK && strncmp(name, "cpu (", 5) == 0) /* auto without a hardware GPU: why */
+            snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s; %.500s)", m->threads, m->threads == 1 ? "" : "s",
+                     name + 5);
         return st;
     }
+    m->slot.before_reset = drop_executor;
+    m->slot.user = m;
     bool fp16_used = false;
-    st = cd_nn_vk_create(m->gpu, m->g, o->fp16, &fp16_used, &m->vk, err);
-    if (st != CD_OK) {
-        cd_gpu_destroy(m->gpu);
-        m->gpu = NULL;
-        m->vk = NULL;
-        return st;
+    cd_error why;
+    cd_error_clear(&why);
+    st = cd_nn_vk_create(m->slot.gpu, m->g, m->fp16, &fp16_used, &m->vk, &why);
+    if (st != CD_OK && o->device == CD_DEVICE_AUTO) { /* auto: the reason, and the C executor */
+        snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s; vulkan not used: %.500s)", m->threads,
+                 m->threads == 1 ? "" : "s", why.message);
+        return CD_OK;
     }
-    m->used = CD_MODEL_VULKAN;
-    snprintf(m->device_name, sizeof m->device_name, "vulkan: %s (%s)", dev->name, fp16_used ? "fp16" : "fp32");
+    if (st != CD_OK) return cd_fail(err, st, "%s", why.message);
+    m->used = CD_DEVICE_VULKAN;
+    name_vulkan(m, fp16_used);
     return CD_OK;
 }
 
@@ -77,7 +97,7 @@ cd_status cd_model_open(const char *path, const cd_model_options *options, cd_mo
     cd_model_options o;
     memset(&o, 0, sizeof o);
     if (options) o = *options;
-    if ((int)o.device < CD_MODEL_CPU || o.device > CD_MODEL_AUTO)
+    if ((int)o.device < CD_DEVICE_CPU || (int)o.device > CD_DEVICE_AUTO)
         return cd_fail(err, CD_ERR_ARG, "cd_model_open: %s: unknown device %d", path, (int)o.device);
     if (o.threads < 0 || o.threads > 1024)
         return cd_fail(err, CD_ERR_ARG, "cd_model_open: %s: threads %d is outside 0..1024", path, o.threads);
@@ -101,19 +121,12 @@ cd_status cd_model_open(const char *path, const cd_model_options *options, cd_mo
         return cd_fail(err, CD_ERR_INTERNAL, "%s: cannot create the model's lock", path);
     }
 
-    m->used = CD_MODEL_CPU;
+    m->used = CD_DEVICE_CPU;
+    m->fp16 = o.fp16;
     snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s)", m->threads, m->threads == 1 ? "" : "s");
-    if (o.device == CD_MODEL_VULKAN) {
-        if ((st = open_vulkan(m, &o, false, err)) != CD_OK) {
-            cd_model_close(m);
-            return st;
-        }
-    } else if (o.device == CD_MODEL_AUTO) {
-        cd_error why;
-        cd_error_clear(&why);
-        if (open_vulkan(m, &o, true, &why) != CD_OK)
-            snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s; vulkan not used: %.500s)", m->threads,
-                     m->threads == 1 ? "" : "s", why.message);
+    if ((st = open_device(m, &o, path, err)) != CD_OK) {
+        cd_model_close(m);
+        return st;
     }
     *out = m;
     return CD_OK;
@@ -122,7 +135,8 @@ cd_status cd_model_open(const char *path, const cd_model_options *options, cd_mo
 void cd_model_close(cd_model *m) {
     if (!m) return;
     cd_nn_vk_destroy(m->vk);
-    cd_gpu_destroy(m->gpu);
+    cd_device_slot_close(&m->slot);
+    cd_device_policy_free(&m->policy);
     cd_buffer_free(m->arena, m->arena_bytes);
     cd_nn_graph_free(m->g);
     pthread_mutex_destroy(&m->lock);
@@ -132,10 +146,10 @@ void cd_model_close(cd_model *m) {
 const char *cd_model_arch(const cd_model *m) { return m ? m->g->arch : ""; }
 int cd_model_classes(const cd_model *m) { return m ? m->g->classes : 0; }
 int cd_model_in_channels(const cd_model *m) { return m ? m->g->in_channels : 0; }
-cd_model_device cd_model_device_used(const cd_model *m) { return m ? m->used : CD_MODEL_CPU; }
+cd_device cd_model_device_used(const cd_model *m) { return m ? m->used : CD_DEVICE_CPU; }
 const char *cd_model_device_name(const cd_model *m) { return m ? m->device_name : ""; }
 
-/* Shapes the graph for (n, h, w) unless it already is, and sizes the CPU arena. */
+/* Shapes the graph for (n, h, w) unless it already is. */
 static cd_status prepare(cd_model *m, int64_t n, int64_t h, int64_t w, cd_error *err) {
     cd_nn_graph *g = m->g;
     if (m->shaped && m->n == n && m->h == h && m->w == w) return CD_OK;
@@ -147,27 +161,70 @@ static cd_status prepare(cd_model *m, int64_t n, int64_t h, int64_t w, cd_error 
         return cd_fail(err, CD_ERR_FORMAT, "%s: for input %lldx%lld the output '%s' has %lldx%lldx%lld values per image, not %d classes",
                        g->source, (long long)h, (long long)w, g->nodes[g->output].name, (long long)os->c,
                        (long long)os->h, (long long)os->w, g->classes);
-    if (m->used == CD_MODEL_CPU) {
-        size_t need = (size_t)g->arena_floats * sizeof(float);
-        if (need > m->arena_bytes) {
-            cd_buffer_free(m->arena, m->arena_bytes);
-            m->arena = NULL;
-            m->arena_bytes = 0;
-            float *a = cd_buffer_alloc(need);
-            if (!a) {
-                char b[32];
-                return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s of activation memory", g->source,
-                               cd_format_bytes(need, b, sizeof b));
-            }
-            m->arena = a;
-            m->arena_bytes = need;
-        }
-    }
     m->shaped = true;
     m->n = n;
     m->h = h;
     m->w = w;
     return CD_OK;
+}
+
+/* Sizes the CPU executor's activation memory for the shaped graph. */
+static cd_status cpu_arena(cd_model *m, cd_error *err) {
+    const cd_nn_graph *g = m->g;
+    size_t need = (size_t)g->arena_floats * sizeof(float);
+    if (need <= m->arena_bytes) return CD_OK;
+    cd_buffer_free(m->arena, m->arena_bytes);
+    m->arena = NULL;
+    m->arena_bytes = 0;
+    float *a = cd_buffer_alloc(need);
+    if (!a) {
+        char b[32];
+        return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s of activation memory", g->source, cd_format_bytes(need, b, sizeof b));
+    }
+    m->arena = a;
+    m->arena_bytes = need;
+    return CD_OK;
+}
+
+static cd_status run_cpu(cd_model *m, const float *x, float *logits, cd_error *err) {
+    cd_nn_graph *g = m->g;
+    cd_status st = cpu_arena(m, err);
+    if (st != CD_OK) return st;
+    memcpy(m->arena + g->input_offset, x, (size_t)(m->n * g->in_channels * m->h * m->w) * sizeof(float));
+    st = cd_nn_ref_run(g, m->arena, m->threads, err);
+    if (st == CD_OK) memcpy(logits, m->arena + g->nodes[g->output].offset, (size_t)(m->n * g->classes) * sizeof(float));
+    return st;
+}
+
+/* One pass on the device under the policy: true when it ran there, false when the CPU is to run it
+ * (after the device was given up, the model stays on the CPU and says why in its name). */
+static bool run_vulkan(cd_model *m, const float *x, float *logits) {
+    for (;;) {
+        uint32_t generation;
+        cd_gpu_context *gpu = cd_device_slot_acquire(&m->policy, &m->slot, &generation);
+        if (!gpu) break;
+        cd_error e;
+        cd_error_clear(&e);
+        cd_status st = CD_OK;
+        bool fp16_used = false;
+        if (!m->vk && (st = cd_nn_vk_create(gpu, m->g, m->fp16, &fp16_used, &m->vk, &e)) == CD_OK) name_vulkan(m, fp16_used);
+        if (st == CD_OK) st = cd_nn_vk_run(m->vk, m->g, x, logits, &e);
+        cd_device_slot_release(&m->slot);
+        cd_device_next next = cd_device_slot_result(&m->policy, &m->slot, generation, st, &e, "run the network", (uint64_t)m->n);
+        if (next == CD_DEVICE_DONE) return true;
+        if (next == CD_DEVICE_FALLBACK) {
+            cd_device_policy_cpu(&m->policy, (uint64_t)m->n);
+            break;
+        }
+    }
+    if (!cd_device_policy_active(&m->policy)) {
+        char note[384];
+        cd_device_policy_describe(&m->policy, note, sizeof note, NULL, 0);
+        m->used = CD_DEVICE_CPU;
+        snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s; vulkan given up: %.500s)", m->threads,
+                 m->threads == 1 ? "" : "s", note);
+    }
+    return false;
 }
 
 cd_status cd_model_predict(cd_model *m, const float *x, int64_t n, int64_t h, int64_t w, float *logits, cd_error *err) {
@@ -176,18 +233,8 @@ cd_status cd_model_predict(cd_model *m, const float *x, int64_t n, int64_t h, in
         return cd_fail(err, CD_ERR_ARG, "cd_model_predict: %s: input size n=%lld h=%lld w=%lld must be positive",
                        m->g->source, (long long)n, (long long)h, (long long)w);
     pthread_mutex_lock(&m->lock);
-    cd_nn_graph *g = m->g;
     cd_status st = prepare(m, n, h, w, err);
-    if (st == CD_OK) {
-        if (m->used == CD_MODEL_VULKAN) {
-            st = cd_nn_vk_run(m->vk, g, x, logits, err);
-        } else {
-            memcpy(m->arena + g->input_offset, x, (size_t)(n * g->in_channels * h * w) * sizeof(float));
-            st = cd_nn_ref_run(g, m->arena, m->threads, err);
-            if (st == CD_OK)
-                memcpy(logits, m->arena + g->nodes[g->output].offset, (size_t)(n * g->classes) * sizeof(float));
-        }
-    }
+    if (st == CD_OK && !(m->used == CD_DEVICE_VULKAN && run_vulkan(m, x, logits))) st = run_cpu(m, x, logits, err);
     pthread_mutex_unlock(&m->lock);
     return st;
 }

@@ -672,85 +672,84 @@ cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_volume *mask
 
 /* ---- the converter's device ---- */
 
-static void pp_note(cd_pp_device *d, const char *what, const char *msg) {
-    pthread_mutex_lock(&d->mu);
-    if (!d->note[0]) snprintf(d->note, sizeof d->note, "%.120s: %.120s", what, msg);
-    pthread_mutex_unlock(&d->mu);
-}
-
-cd_status cd_pp_device_init(cd_pp_device *d, const char *device, cd_error *err) {
+void cd_pp_device_init(cd_pp_device *d, cd_device_policy *policy, cd_device_slot *slot) {
     memset(d, 0, sizeof *d);
-    pthread_mutex_init(&d->mu, NULL);
-    atomic_init(&d->off, false);
+    d->policy = policy;
+    d->slot = slot;
     atomic_init(&d->gpu_calls, 0);
     atomic_init(&d->cpu_calls, 0);
-    d->ready = true;
-    if (!device || !strcmp(device, "cpu")) return CD_OK;
-    if (strcmp(device, "vulkan")) return cd_fail(err, CD_ERR_ARG, "unknown device '%s' (cpu or vulkan)", device);
-    d->wanted = true;
-    cd_error gerr;
-    cd_error_clear(&gerr);
-    if (cd_gpu_create(NULL, &d->gpu, &gerr) != CD_OK) {
-        d->gpu = NULL;
-        pp_note(d, "Vulkan unavailable, the CPU preprocessed instead", gerr.message);
+}
+
+const char *cd_pp_device_used(const cd_pp_device *d) { return d && atomic_load(&d->gpu_calls) > 0 ? "vulkan" : "cpu"; }
+
+/* One device call under the policy, retried on a context created again after a lost device. The
+ * call's arguments travel in `args`; returns true when the device did it. */
+typedef cd_status (*pp_call)(cd_gpu_context *g, void *args, cd_error *err);
+
+static bool on_device(cd_pp_device *d, pp_call call, void *args, const char *what) {
+    for (;;) {
+        uint32_t generation;
+        cd_gpu_context *g = d && d->policy ? cd_device_slot_acquire(d->policy, d->slot, &generation) : NULL;
+        if (!g) return false;
+        cd_error gerr;
+        cd_error_clear(&gerr);
+        cd_status st = call(g, args, &gerr);
+        cd_device_slot_release(d->slot);
+        cd_device_next next = cd_device_slot_result(d->policy, d->slot, generation, st, &gerr, what, 1);
+        if (next == CD_DEVICE_DONE) {
+            atomic_fetch_add(&d->gpu_calls, 1);
+            return true;
+        }
+        if (next == CD_DEVICE_FALLBACK) {
+            cd_device_policy_cpu(d->policy, 1);
+            return false;
+        }
     }
-    return CD_OK;
 }
 
-void cd_pp_device_free(cd_pp_device *d) {
-    if (!d || !d->ready) return;
-    cd_gpu_destroy(d->gpu);
-    pthread_mutex_destroy(&d->mu);
-    memset(d, 0, sizeof *d);
+/* The arguments of the three device calls (each uses its own). */
+typedef struct pp_args {
+    const cd_volume *src;
+    const cd_grid *grid;
+    const cd_resample_options *o;
+    cd_volume **out;
+    const cd_recipe *r;
+    float *x;
+    size_t n;
+    const uint8_t *mask;
+} pp_args;
+
+static cd_status call_resample(cd_gpu_context *g, void *args, cd_error *err) {
+    pp_args *a = args;
+    return cd_gpu_resample(g, a->src, a->grid, a->o, a->out, err);
 }
 
-const char *cd_pp_device_used(const cd_pp_device *d) {
-    return d && d->gpu && atomic_load(&d->gpu_calls) > 0 ? "vulkan" : "cpu";
+static cd_status call_mask_linear(cd_gpu_context *g, void *args, cd_error *err) {
+    pp_args *a = args;
+    return cd_gpu_resample_mask_linear(g, a->src, a->grid, a->out, err);
 }
 
-/* After a GPU failure: a lost device (or one that cannot run at all) stops the GPU path; memory
- * and limits concern this volume only. */
-static void gpu_failed(cd_pp_device *d, const char *what, cd_status st, const cd_error *gerr) {
-    if (st == CD_ERR_IO || st == CD_ERR_INTERNAL || st == CD_ERR_UNSUPPORTED) atomic_store(&d->off, true);
-    char w[128];
-    snprintf(w, sizeof w, "the GPU could not %s, the CPU did (same semantics)%s", what,
-             atomic_load(&d->off) ? "; the GPU path is off for the rest of the run" : "");
-    pp_note(d, w, gerr->message);
+static cd_status call_normalize(cd_gpu_context *g, void *args, cd_error *err) {
+    pp_args *a = args;
+    return cd_gpu_normalize(g, a->r, a->x, a->n, a->mask, err);
 }
 
 cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_volume **out,
                          cd_error *err) {
-    if (d && d->gpu && !atomic_load(&d->off)) {
-        cd_error gerr;
-        cd_error_clear(&gerr);
-        cd_status st = cd_gpu_resample(d->gpu, src, grid, o, out, &gerr);
-        if (st == CD_OK) {
-            atomic_fetch_add(&d->gpu_calls, 1);
-            return CD_OK;
-        }
-        gpu_failed(d, "resample a volume", st, &gerr);
-    }
+    pp_args a = {.src = src, .grid = grid, .o = o, .out = out};
+    if (on_device(d, call_resample, &a, "resample a volume")) return CD_OK;
     if (d) atomic_fetch_add(&d->cpu_calls, 1);
     return cd_resample(src, grid, o, out, err);
 }
 
 bool cd_pp_resample_mask_linear(cd_pp_device *d, const cd_volume *mask, const cd_grid *grid, cd_volume **out) {
-    if (!d || !d->gpu || atomic_load(&d->off)) return false;
-    cd_error gerr;
-    cd_error_clear(&gerr);
-    cd_status st = cd_gpu_resample_mask_linear(d->gpu, mask, grid, out, &gerr);
-    if (st == CD_OK) atomic_fetch_add(&d->gpu_calls, 1);
-    else gpu_failed(d, "resample a mask", st, &gerr);
-    return st == CD_OK;
+    pp_args a = {.src = mask, .grid = grid, .out = out};
+    return on_device(d, call_mask_linear, &a, "resample a mask");
 }
 
 bool cd_pp_normalize(cd_pp_device *d, const cd_recipe *r, float *x, size_t n, const uint8_t *mask) {
-    if (!d || !d->gpu || atomic_load(&d->off) || (r->normalize == CD_NORM_NONE && !r->has_then)) return false;
+    if (r->normalize == CD_NORM_NONE && !r->has_then) return false;
     /* cd_gpu_normalize writes x only once the device has finished: after a failure x is intact */
-    cd_error gerr;
-    cd_error_clear(&gerr);
-    cd_status st = cd_gpu_normalize(d->gpu, r, x, n, mask, &gerr);
-    if (st == CD_OK) atomic_fetch_add(&d->gpu_calls, 1);
-    else gpu_failed(d, "normalise a volume", st, &gerr);
-    return st == CD_OK;
+    pp_args a = {.r = r, .x = x, .n = n, .mask = mask};
+    return on_device(d, call_normalize, &a, "normalise a volume");
 }

@@ -1,7 +1,6 @@
-/* The device the converter preprocesses on (`cirrdata convert --device vulkan`): the recipe's
- * resampling and normalisation through the Vulkan kernels of gpu/preprocess.c, each call falling back
- * to the CPU reference when the GPU cannot do it (no device, memory, limits, a lost device), with the
- * first reason kept as a note. Not installed. */
+/* The device the converter preprocesses on (`cirrdata convert --device vulkan|auto`): the recipe's
+ * resampling and normalisation through the Vulkan kernels of gpu_kernels.c, each call under the device
+ * policy (cirrdata/device.h): the CPU reference computes what the device cannot. Not installed. */
 #ifndef CD_GPU_PREPROCESS_IMPL_H
 #define CD_GPU_PREPROCESS_IMPL_H
 
@@ -14,22 +13,17 @@
 #include "cirrdata/recipe.h"
 #include "cirrdata/resample.h"
 #include "core/internal.h"
+#include "gpu/device_policy.h"
 
 typedef struct cd_pp_device {
-    bool ready;                 /* initialised (cd_pp_device_free may run on a zeroed one) */
-    bool wanted;                /* "vulkan" was asked for */
-    cd_gpu_context *gpu;        /* NULL: everything on the CPU */
-    atomic_bool off;            /* the device failed for good: the rest runs on the CPU */
+    cd_device_policy *policy;   /* NULL: everything on the CPU (borrowed, as is slot) */
+    cd_device_slot *slot;       /* the context the calls share */
     atomic_ullong gpu_calls;    /* volumes resampled or normalised on the device */
     atomic_ullong cpu_calls;    /* resamplings that went to the CPU */
-    pthread_mutex_t mu;
-    char note[256];             /* the first reason the CPU ran instead; empty otherwise */
 } cd_pp_device;
 
-/* device: NULL or "cpu" (no GPU), or "vulkan" (a GPU that is not there is no error: the reason lands
- * in note). CD_ERR_ARG for another name. Free with cd_pp_device_free (also after a failed init). */
-CD_INTERNAL cd_status cd_pp_device_init(cd_pp_device *d, const char *device, cd_error *err);
-CD_INTERNAL void cd_pp_device_free(cd_pp_device *d);
+/* The preprocessing device over a policy and a slot that outlive it (policy NULL: the CPU). */
+CD_INTERNAL void cd_pp_device_init(cd_pp_device *d, cd_device_policy *policy, cd_device_slot *slot);
 /* "vulkan" when the device computed something, else "cpu". */
 CD_INTERNAL const char *cd_pp_device_used(const cd_pp_device *d);
 

@@ -29,6 +29,10 @@ class Closeable:
             pass
 
 
+# enum cd_device (cirrdata/device.h): one device enum for the loader, the converter and the model.
+DEVICES = {'cpu': 0, 'vulkan': 1, 'auto': 2}
+
+
 class CdError(ctypes.Structure):
     """struct cd_error (status.h)."""
     _fields_ = [('status', ctypes.c_int), ('message', ctypes.c_char * CD_ERROR_MESSAGE_MAX)]

@@ -51,7 +51,7 @@ class _Options(ctypes.Structure):
                 ('io', ctypes.c_int),
                 ('ring', ctypes.c_uint32),
                 ('cache_bytes', ctypes.c_int64),
-                ('device', ctypes.c_char_p),
+                ('device', ctypes.c_int),
                 ('gpu_memory_limit', ctypes.c_uint64),
                 ('preload', ctypes.c_bool)]
 
@@ -209,7 +209,7 @@ class Loader(_l.Closeable):
                  slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, copy=False,
                  cache_bytes=None, gpu_memory_limit=None, preload=False):
         from . import _LIB, _raise
-        if device not in ('cpu', 'vulkan', 'auto'):
+        if device not in _l.DEVICES:
             raise ValueError("device must be 'cpu', 'vulkan' or 'auto', not %r" % (device,))
         if mode not in _MODES:
             raise ValueError('mode must be one of %s' % sorted(_MODES))
@@ -220,8 +220,9 @@ class Loader(_l.Closeable):
         _declare(_LIB)
         o = _Options()
         _LIB.cd_loader_options_init(ctypes.byref(o))
-        self._keep = [os.fsencode(path), split.encode(), str(augment).encode(), device.encode()]
-        o.dataset, o.splits, o.augment, o.device = self._keep
+        self._keep = [os.fsencode(path), split.encode(), str(augment).encode()]
+        o.dataset, o.splits, o.augment = self._keep
+        o.device = _l.DEVICES[device]
         # Integers go to the library as they are, which checks them (loader.h); only values the C field
         # cannot hold are refused here, in the library's words.
         o.gpu_memory_limit = _fit('gpu_memory_limit', gpu_memory_limit or 0, 0, _U64_MAX, '0..%d, 0 or None for the device heap' % _U64_MAX)
@@ -255,16 +256,16 @@ class Loader(_l.Closeable):
         o.skip_corrupt = bool(skip_corrupt)
         o.io = _IO[io]
         o.ring = _fit('ring', ring, 0, _U32_MAX, '0..%d, 0 for the default 4' % _MAX_RING)
-        # Decoded-chunk cache: None = the library's default (min(2 GiB, RAM / 8)), 0 = none (the
-        # library's -1), else a budget in bytes (the library bounds it by the physical memory).
+        # Decoded-chunk cache: None = the library's default (CD_LOADER_CACHE_AUTO: min(2 GiB, RAM / 8)),
+        # 0 = none, else a budget in bytes (the library bounds it by the physical memory), as in C.
         if cache_bytes is None:
-            o.cache_bytes = 0
+            o.cache_bytes = -1
         else:
             cb = int(cache_bytes)
             if not 0 <= cb <= _I64_MAX:
                 raise _option_error('cache_bytes must be None for the default, 0 for no cache or a number of bytes up to '
                                     'the physical memory (got %d)' % cb)
-            o.cache_bytes = -1 if cb == 0 else cb
+            o.cache_bytes = cb
         o.preload = bool(preload)
         self.copy = copy
         # _lock guards _ring and _pending and is held around every call into the handle except

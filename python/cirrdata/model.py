@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _lib as _l
 
-_DEVICES = {'cpu': 0, 'vulkan': 1, 'auto': 2}
+_DEVICES = _l.DEVICES
 
 
 class _Options(ctypes.Structure):

@@ -194,15 +194,15 @@ def main():
         compare("vulkan under a 4 KiB memory limit vs cpu", cpu, lim, exact=True)
         check(sl["gpu_calls"] == 0 and sl["fallback_samples"] >= 8 and "GPU memory" in sl["note"], f"fallback stats {sl}")
 
-        # A lost device (injected: CIRRDATA_TEST_LOADER_LOST=N makes each worker's first N device calls
+        # A lost device (injected: CIRRDATA_TEST_DEVICE_LOST=N makes each worker's first N device calls
         # report one, and the recovery runs for real): once, the context is created again and the
         # device keeps rendering; twice, the CPU takes over. Batches equal the CPU's either way.
         for n_lost, name in ((1, "re-created"), (2, "given up")):
-            os.environ["CIRRDATA_TEST_LOADER_LOST"] = str(n_lost)
+            os.environ["CIRRDATA_TEST_DEVICE_LOST"] = str(n_lost)
             try:
                 got, _, sd = run(raw, **pk, threads=1, device="vulkan")
             finally:
-                del os.environ["CIRRDATA_TEST_LOADER_LOST"]
+                del os.environ["CIRRDATA_TEST_DEVICE_LOST"]
             compare(f"vulkan, device lost and {name}, vs cpu", cpu, got)
             if n_lost == 1:
                 check(sd["device_resets"] >= 1 and not sd["gpu_disabled"] and sd["gpu_samples"] > 0 and "lost" in sd["note"],

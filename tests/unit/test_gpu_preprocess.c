@@ -29,6 +29,7 @@
 
 #include <cirrdata/cirrdata.h>
 
+#include "gpu/device_policy.h"
 #include "preprocess/preprocess_impl.h" /* cd_gpu_resample_mask_linear (internal: what convert uses) */
 
 /* A smooth blob, a ramp and noise (x fastest), scaled and shifted. */
@@ -484,23 +485,21 @@ static void test_memory_limit(void **state) {
     destroy_ctx(ctx);
 }
 
-/* The converter's device (cd_pp_device) when the GPU cannot take a volume (a memory limit below it):
- * the CPU reference's result, a note naming the reason, the GPU path still on for smaller volumes;
- * a normalisation that fails leaves the voxels to the CPU untouched. */
+/* The converter's device (cd_pp_device over the device policy) when the GPU cannot take a volume (a
+ * memory limit below it): the CPU reference's result, a note naming the reason, the GPU path still on
+ * for smaller volumes; a normalisation that fails leaves the voxels to the CPU untouched. */
 static void test_pp_device_fallback(void **state) {
     (void)state;
     require_vulkan();
+    cd_device_policy p;
+    cd_device_slot slot;
     cd_pp_device d;
     cd_error err;
-    assert_int_equal(cd_pp_device_init(&d, "cpu", &err), CD_OK);
-    assert_null(d.gpu);
-    cd_pp_device_free(&d);
-    assert_int_equal(cd_pp_device_init(&d, "metal", &err), CD_ERR_ARG);
-    cd_pp_device_free(&d);
-    assert_int_equal(cd_pp_device_init(&d, "vulkan", &err), CD_OK);
-    assert_non_null(d.gpu);
-    cd_gpu_destroy(d.gpu); /* swapped for a context with a small memory limit */
-    d.gpu = make_ctx(CD_GPU_MEMORY_AUTO, 64 << 10);
+    cd_gpu_options go = {0};
+    go.memory_limit = 64 << 10;
+    assert_int_equal(cd_device_policy_init(&p, CD_DEVICE_VULKAN, &go, "test", &err), CD_OK);
+    assert_int_equal(cd_device_slot_open(&p, &slot, &err), CD_OK);
+    cd_pp_device_init(&d, &p, &slot);
     const int64_t big[3] = {40, 40, 20}, small[3] = {9, 7, 5};
     double a[4][4];
     diag_affine(a, 1, 1, 2);
@@ -512,8 +511,9 @@ static void test_pp_device_fallback(void **state) {
     assert_int_equal(cd_resample(v, &g, &ro, &ref, &err), CD_OK);
     assert_int_equal(cd_pp_resample(&d, v, &g, &ro, &got, &err), CD_OK);
     assert_memory_equal(cd_volume_data_const(ref), cd_volume_data_const(got), cd_volume_count(ref) * sizeof(float));
-    assert_non_null(strstr(d.note, "the GPU could not resample a volume"));
-    assert_false(atomic_load(&d.off));
+    assert_non_null(strstr(p.note, "the GPU could not resample a volume"));
+    assert_true(cd_device_policy_active(&p));
+    assert_int_equal(atomic_load(&p.cpu_items), 1);
     assert_string_equal(cd_pp_device_used(&d), "cpu");
     cd_recipe r;
     assert_int_equal(cd_recipe_preset("synergynet-3d", &r, &err), CD_OK);
@@ -534,8 +534,90 @@ static void test_pp_device_fallback(void **state) {
     assert_string_equal(cd_pp_device_used(&d), "vulkan");
     cd_volume_destroy(got);
     cd_volume_destroy(v);
-    check_validation(d.gpu);
-    cd_pp_device_free(&d);
+    check_validation(slot.gpu);
+    cd_device_slot_close(&slot);
+    cd_device_policy_free(&p);
+    check_validation(NULL);
+}
+
+/* Resamples a small volume through a fresh policy with CIRRDATA_TEST_DEVICE_LOST=lost and checks the
+ * result against the CPU reference; returns the policy's state through the out parameters. */
+static void lost_device_run(const char *lost, uint64_t *resets, bool *active, char *note, size_t note_len) {
+    setenv("CIRRDATA_TEST_DEVICE_LOST", lost, 1);
+    cd_device_policy p;
+    cd_device_slot slot;
+    cd_pp_device d;
+    cd_error err;
+    assert_int_equal(cd_device_policy_init(&p, CD_DEVICE_VULKAN, NULL, "test", &err), CD_OK);
+    unsetenv("CIRRDATA_TEST_DEVICE_LOST");
+    assert_int_equal(cd_device_slot_open(&p, &slot, &err), CD_OK);
+    cd_pp_device_init(&d, &p, &slot);
+    const int64_t dims[3] = {9, 7, 5};
+    double a[4][4];
+    diag_affine(a, 1, 1, 2);
+    cd_volume *v = make_volume(dims, a), *ref = NULL, *got = NULL;
+    cd_grid g;
+    const double sp[3] = {0.8, 0.9, 1.7};
+    assert_int_equal(cd_grid_for_spacing(v, sp, &g, &err), CD_OK);
+    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    ro.interp = CD_INTERP_NEAREST; /* exact on both: the result is the same whoever computed it */
+    assert_int_equal(cd_resample(v, &g, &ro, &ref, &err), CD_OK);
+    assert_int_equal(cd_pp_resample(&d, v, &g, &ro, &got, &err), CD_OK);
+    assert_memory_equal(cd_volume_data_const(ref), cd_volume_data_const(got), cd_volume_count(ref) * sizeof(float));
+    *resets = atomic_load(&p.resets);
+    *active = cd_device_policy_active(&p);
+    cd_device_policy_describe(&p, note, note_len, NULL, 0);
+    cd_volume_destroy(ref);
+    cd_volume_destroy(got);
+    cd_volume_destroy(v);
+    check_validation(slot.gpu);
+    cd_device_slot_close(&slot);
+    cd_device_policy_free(&p);
+}
+
+/* The device policy itself (cirrdata/device.h): resolution of cpu / vulkan / auto and an unknown value,
+ * and a lost device (injected): the context created again once and the call retried; lost again:
+ * the device given up, the CPU computes, the note says so. */
+static void test_device_policy(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_device_policy p;
+    cd_error err;
+    assert_int_equal(cd_device_policy_init(&p, CD_DEVICE_CPU, NULL, "test", &err), CD_OK);
+    assert_false(cd_device_policy_active(&p));
+    cd_device_policy_free(&p);
+    assert_int_equal(cd_device_policy_init(&p, (cd_device)7, NULL, "test", &err), CD_ERR_ARG);
+    assert_non_null(strstr(err.message, "unknown device 7"));
+    cd_device_policy_free(&p);
+    cd_gpu_options none = {0};
+    none.device = "no-such-device-anywhere";
+    assert_int_not_equal(cd_device_policy_init(&p, CD_DEVICE_VULKAN, &none, "test", &err), CD_OK);
+    assert_non_null(strstr(err.message, "test: device 'vulkan': "));
+    assert_non_null(strstr(err.message, "no-such-device-anywhere"));
+    cd_device_policy_free(&p);
+    assert_int_equal(cd_device_policy_init(&p, CD_DEVICE_AUTO, &none, "test", &err), CD_OK);
+    assert_false(cd_device_policy_active(&p));
+    assert_non_null(strstr(p.device_name, "cpu (vulkan not used: "));
+    cd_device_policy_free(&p);
+    cd_device parsed;
+    assert_int_equal(cd_device_parse("auto", &parsed, &err), CD_OK);
+    assert_int_equal(parsed, CD_DEVICE_AUTO);
+    assert_int_equal(cd_device_parse(NULL, &parsed, &err), CD_OK);
+    assert_int_equal(parsed, CD_DEVICE_CPU);
+    assert_int_equal(cd_device_parse("gpu", &parsed, &err), CD_ERR_ARG);
+    assert_string_equal(cd_device_name(CD_DEVICE_VULKAN), "vulkan");
+
+    uint64_t resets;
+    bool active;
+    char note[384];
+    lost_device_run("1", &resets, &active, note, sizeof note);
+    assert_int_equal(resets, 1);
+    assert_true(active);
+    assert_non_null(strstr(note, "its context was created again"));
+    lost_device_run("2", &resets, &active, note, sizeof note);
+    assert_int_equal(resets, 1);
+    assert_false(active);
+    assert_non_null(strstr(note, "lost again"));
     check_validation(NULL);
 }
 
@@ -546,7 +628,7 @@ int main(void) {
         cmocka_unit_test(test_resample_shared),  cmocka_unit_test(test_resample_staging), cmocka_unit_test(test_resample_fixed_point),
         cmocka_unit_test(test_resample_dtypes),  cmocka_unit_test(test_mask_linear),
         cmocka_unit_test(test_normalize_shared), cmocka_unit_test(test_normalize_staging), cmocka_unit_test(test_memory_limit),
-        cmocka_unit_test(test_pp_device_fallback),
+        cmocka_unit_test(test_pp_device_fallback), cmocka_unit_test(test_device_policy),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -11,6 +11,7 @@
 #include "cirrdata/nifti.h"
 #include "cirrdata/npy.h"
 #include "cirrdata/folder.h"
+#include "cirrdata/device.h"
 #include "cirrdata/rng.h"
 #include "cirrdata/resample.h"
 #include "cirrdata/synth.h"

@@ -9,6 +9,7 @@
 
 #include "cirrdata/augment.h"
 #include "cirrdata/dataset.h"
+#include "cirrdata/device.h"
 #include "cirrdata/recipe.h"
 #include "cirrdata/status.h"
 
@@ -41,8 +42,8 @@ typedef struct cd_convert_options {
     int64_t aug_patch[3];      /* volume: fixed crop/pad size, 0 = as stored; patch: the patch size */
     double foreground_fraction;/* patch mode: >= 0.5 centres every copy on foreground (as a batch-size-1 loader) */
     bool no_original;          /* write only the copies */
-    const char *device;        /* NULL/"cpu", or "vulkan": the recipe's resampling and normalisation and the copies'
-                                * spatial warp on the GPU (cirrdata/gpu.h; CPU fallback per volume, reported) */
+    cd_device device;          /* cirrdata/device.h: where the recipe's resampling and normalisation and the copies'
+                                * spatial warp run (CD_DEVICE_CPU, the default; VULKAN; AUTO) */
 } cd_convert_options;
 
 /* Fills defaults: raw recipe, all threads, 256 MiB shards. */
@@ -59,7 +60,8 @@ typedef struct cd_convert_result {
     double augment_seconds;    /* augmented copies: CPU seconds spent drawing, warping and intensity ops, all threads */
     char device[16];           /* "cpu" or "vulkan": what ran the spatial warp of augmented copies, else what ran the
                                 * recipe's resampling and normalisation (also the manifest's "device") */
-    char device_note[256];     /* why "vulkan" was asked for but not (or not always) used; empty otherwise */
+    char device_note[256];     /* why the device was not (or not always) used: the device policy's note, or
+                                * for CD_DEVICE_AUTO the reason the CPU was chosen; empty otherwise */
     char note[1024];           /* what a resume noticed: a source case changed since the interrupted run (named), a
                                 * damaged resume journal or manifest converted again; empty otherwise */
 } cd_convert_result;

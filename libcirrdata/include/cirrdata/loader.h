@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "cirrdata/augment.h" /* cd_loader_mode */
+#include "cirrdata/device.h"
 #include "cirrdata/status.h"
 
 #ifdef __cplusplus
@@ -64,10 +65,9 @@ typedef struct cd_loader_options {
     int64_t cache_bytes;       /* decoded-chunk cache shared by the workers: 0 = default
                                   (min(2 GiB, RAM / 8)), -1 = none, else a byte budget up to the
                                   physical memory */
-    const char *device;        /* where augmentation runs: "cpu" (default; also NULL), "vulkan" (every
-                                  worker gets its own cd_gpu_context; creation fails, naming the reason,
-                                  when none can be made), "auto" (vulkan on a hardware GPU, the CPU on a
-                                  software device such as lavapipe or without Vulkan, as CD_MODEL_AUTO) */
+    cd_device device;          /* where augmentation runs (cirrdata/device.h): CD_DEVICE_CPU (the default),
+                                  CD_DEVICE_VULKAN (every worker gets its own cd_gpu_context; creation
+                                  fails, naming the reason, when none can be made) or CD_DEVICE_AUTO */
     uint64_t gpu_memory_limit; /* vulkan: bytes each worker's context may hold on the device (0 = the
                                   heap; cd_gpu_options.memory_limit); batches that do not fit run on the CPU */
     bool preload;              /* fill the decoded-chunk cache before the first batch: the worker threads
@@ -144,20 +144,17 @@ CD_API uint64_t cd_loader_cache_bytes(const cd_loader *l);
 CD_API uint64_t cd_loader_skipped(const cd_loader *l);
 CD_API const char *cd_loader_io_name(const cd_loader *l);
 
-/* The device path (options.device). Decoding stays on the CPU; with "vulkan" each worker renders its
+/* The device path (options.device). Decoding stays on the CPU; on Vulkan each worker renders its
  * share of a batch (its samples of one ring slot, up to the whole batch) with ONE cd_gpu_augment call
- * writing straight into the slot, warp and intensity ops fused. Batches equal device="cpu" ones: same
+ * writing straight into the slot, warp and intensity ops fused. Batches equal CD_DEVICE_CPU ones: same
  * samples, order and drawn parameters, images within about 1e-6 of the data range (float32 on the
  * device; see gpu.h), masks, labels, indices and corners exactly, in patch, volume and slice mode. With
  * augment "none" samples are exact crops and are cut on the CPU whatever the device. Whatever the
  * device cannot do runs on the CPU reference, never a wrong or missing batch: samples gpu.h sends to
- * the reference; a share the device has no memory or limits for (CD_ERR_NOMEM, CD_ERR_LIMIT: that
- * share); a lost device (CD_ERR_IO: the worker's context is destroyed and created again once, the
- * share retried; a second loss, or a failed re-creation, sends every worker to the CPU for the rest
- * of the run). Each worker thread holds its own context (a Vulkan device, queue and memory), created
+ * the reference, and the fallbacks of cirrdata/device.h with a worker's share of a batch as the item
+ * (the worker's context is the one created again after a lost device). Each worker thread holds its own context (a Vulkan device, queue and memory), created
  * by cd_loader_create: give `threads` explicitly rather than one per online CPU on a large machine.
- * CIRRDATA_VK_DEVICE picks the device (gpu.h); CIRRDATA_TEST_LOADER_LOST=N (tests only) makes each
- * worker's first N device calls report a lost device, so that the recovery runs without a failing GPU. */
+ * CIRRDATA_VK_DEVICE picks the device (gpu.h). */
 
 /* What runs augmentation, fixed at creation: "cpu", "vulkan: <device name>", or for "auto" without a
  * hardware GPU "cpu (vulkan not used: <reason>)". Valid until cd_loader_destroy. */

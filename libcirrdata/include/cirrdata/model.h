@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cirrdata/device.h"
 #include "cirrdata/gpu.h"
 #include "cirrdata/status.h"
 
@@ -28,15 +29,12 @@ extern "C" {
 
 typedef struct cd_model cd_model;
 
-typedef enum cd_model_device {
-    CD_MODEL_CPU = 0,    /* the plain C executor */
-    CD_MODEL_VULKAN = 1, /* Vulkan compute (cirrdata/gpu.h selects the device) */
-    CD_MODEL_AUTO = 2    /* Vulkan when a device is available, else the CPU (reported by cd_model_device_used) */
-} cd_model_device;
 
 /* Options of cd_model_open; all-zero (or NULL) means the defaults: CPU, all online CPUs. */
 typedef struct cd_model_options {
-    cd_model_device device;
+    cd_device device;                /* cirrdata/device.h: CD_DEVICE_CPU (the C executor), CD_DEVICE_VULKAN
+                                        (Vulkan compute) or CD_DEVICE_AUTO; one batch (call) is the item
+                                        of the device policy's fallbacks */
     int threads;                     /* CPU executor threads; 0 = online CPUs */
     bool fp16;                       /* Vulkan: store weights and activations as float16 where the device
                                         has 16-bit storage buffers (storageBuffer16BitAccess, Vulkan 1.1);
@@ -59,8 +57,8 @@ CD_API void cd_model_close(cd_model *m);
 CD_API const char *cd_model_arch(const cd_model *m);
 CD_API int cd_model_classes(const cd_model *m);
 CD_API int cd_model_in_channels(const cd_model *m);
-/* The executor in use: CD_MODEL_CPU or CD_MODEL_VULKAN. */
-CD_API cd_model_device cd_model_device_used(const cd_model *m);
+/* The executor in use now: CD_DEVICE_CPU or CD_DEVICE_VULKAN (CPU after the device was given up). */
+CD_API cd_device cd_model_device_used(const cd_model *m);
 /* Short description of the executor ("cpu (2 threads)", "vulkan: NVIDIA H200 (fp32)"). */
 CD_API const char *cd_model_device_name(const cd_model *m);
 
