@@ -234,13 +234,6 @@ int cmd_convert(int argc, char **argv) {
     return CLI_OK;
 }
 
-static void on_verify_progress(void *user, uint64_t done, uint64_t total, uint64_t bytes) {
-    (void)bytes;
-    cli_progress *p = user;
-    cli_progress_set_total(p, total);
-    cli_progress_update(p, done, 0);
-}
-
 int cmd_verify(int argc, char **argv) {
     static const struct option opts[] = {{"quiet", no_argument, NULL, O_QUIET}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
     bool quiet = false;
@@ -258,7 +251,7 @@ int cmd_verify(int argc, char **argv) {
     if (optind != argc - 1) return cli_usage_error("verify", "expected exactly one DIR");
     cli_progress *bar = cli_progress_start("verify", 0, quiet);
     cd_error err;
-    cd_status st = cd_dataset_verify(argv[optind], on_verify_progress, bar, &err);
+    cd_status st = cd_dataset_verify(argv[optind], on_progress, bar, &err);
     cli_progress_finish(bar);
     if (st != CD_OK) return cli_fail_error(&err);
     cd_dataset *ds;

@@ -45,11 +45,10 @@ typedef struct progress_ctx {
     const cd_synth_stats *stats;
 } progress_ctx;
 
-static void on_progress(void *user, uint64_t done, uint64_t total) {
+static void on_progress(void *user, uint64_t done, uint64_t total, uint64_t bytes) {
     progress_ctx *ctx = user;
     cli_progress_set_total(ctx->bar, total); /* exact scan count: not every patient has both sequences */
-    /* The library keeps stats->bytes current before each call (same thread). */
-    cli_progress_update(ctx->bar, done, ctx->stats->bytes);
+    cli_progress_update(ctx->bar, done, bytes);
 }
 
 static json_t *sequence_json(const cd_synth_stats *s, int q) {

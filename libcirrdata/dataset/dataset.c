@@ -260,12 +260,13 @@ cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **rec, co
     return CD_OK;
 }
 
-cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, void *user, cd_error *err) {
+cd_status cd_dataset_verify(const char *dir, cd_progress_fn progress, void *user, cd_error *err) {
     cd_dataset *ds;
     cd_status st = cd_dataset_open(dir, &ds, err);
     if (st != CD_OK) return st;
     json_t *m = json_loads(ds->manifest_text, 0, NULL);
     json_t *shards = json_object_get(m, "shards");
+    uint64_t checked = 0; /* shard bytes hashed so far */
     for (size_t i = 0; i < ds->nshards && st == CD_OK; i++) {
         json_t *e = json_array_get(shards, i);
         const char *want = json_string_value(json_object_get(e, "xxh3_128"));
@@ -295,7 +296,8 @@ cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, vo
                 cd_shard_close(s);
             }
         }
-        if (progress) progress(user, i + 1, ds->nshards, 0);
+        checked += size;
+        if (progress) progress(user, i + 1, ds->nshards, checked);
     }
     /* Every manifest entry against its record's header (the comparison is in cd_dataset_read_record). */
     for (uint64_t r = 0; r < ds->nrecords && st == CD_OK; r++) {

@@ -428,8 +428,7 @@ cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd
                     reported = sh.done;
                     uint64_t b = sh.bytes;
                     pthread_mutex_unlock(&sh.lock);
-                    if (o.stats) o.stats->bytes = b;
-                    if (o.progress) o.progress(o.progress_user, reported, njobs);
+                    if (o.progress) o.progress(o.progress_user, reported, njobs, b);
                     pthread_mutex_lock(&sh.lock);
                     continue;
                 }
@@ -442,7 +441,7 @@ cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd
                 if (err) *err = sh.err;
             }
             stats.bytes = sh.bytes;
-            if (o.progress && !sh.failed && reported != sh.done) o.progress(o.progress_user, sh.done, njobs);
+            if (o.progress && !sh.failed && reported != sh.done) o.progress(o.progress_user, sh.done, njobs, sh.bytes);
         }
         free(tids);
         pthread_cond_destroy(&sh.cond);

@@ -27,7 +27,7 @@ RANK = {m: i for i, group in enumerate(LAYERS) for m in group}
 # Public headers (libcirrdata/include/cirrdata/) by the module that implements them; cirrdata.h is the
 # umbrella header for applications and may not be included inside the library.
 PUBLIC = {
-    "api": "core", "status": "core", "device": "core", "dtype": "core", "volume": "core", "limits": "core", "version": "core", "rng": "core",
+    "api": "core", "status": "core", "device": "core", "progress": "core", "dtype": "core", "volume": "core", "limits": "core", "version": "core", "rng": "core",
     "orient": "transform", "resample": "transform",
     "nifti": "io", "npy": "io", "folder": "io",
     "shard": "shard",

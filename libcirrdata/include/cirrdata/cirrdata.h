@@ -12,6 +12,7 @@
 #include "cirrdata/npy.h"
 #include "cirrdata/folder.h"
 #include "cirrdata/device.h"
+#include "cirrdata/progress.h"
 #include "cirrdata/rng.h"
 #include "cirrdata/resample.h"
 #include "cirrdata/synth.h"

@@ -29,7 +29,7 @@ typedef struct cd_convert_options {
     bool healthy;              /* cirrmri600: Healthy_subjects as class 3 "healthy" (else not read) */
     bool pair_sequences;       /* cirrmri600: one 2-channel (T1, T2-on-T1-grid) record per patient with both */
     uint64_t max_bytes;        /* NIfTI allocation cap; 0 = default */
-    cd_convert_progress_fn progress;
+    cd_progress_fn progress;   /* optional (cirrdata/progress.h): cases done of this part's, source bytes read */
     void *progress_user;
     /* Augmented copies (schemas/shard-format.md, "Augmented records"): with augment set, each case
      * yields its plain record (unless no_original) followed by `copies` augmented records; copy k of

@@ -12,14 +12,13 @@
 #include <stdint.h>
 
 #include "cirrdata/folder.h"
+#include "cirrdata/progress.h"
 #include "cirrdata/shard.h"
 #include "cirrdata/status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef void (*cd_convert_progress_fn)(void *user, uint64_t cases_done, uint64_t cases_total, uint64_t bytes_read);
 
 /* Joins the outputs of `convert --part I/N` into out_dir: all N parts of one conversion (the same
  * options and source fingerprint; together they cover every case once), else CD_ERR_ARG naming the part
@@ -49,8 +48,8 @@ CD_API cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **
 
 /* Checks every shard's size and XXH3-128 against the manifest and every record and chunk checksum.
  * Stops at the first damage (named in the message: shard file, record, tensor, chunk). progress may be
- * NULL (called with shards done / total). */
-CD_API cd_status cd_dataset_verify(const char *dir, cd_convert_progress_fn progress, void *user, cd_error *err);
+ * NULL (cirrdata/progress.h: shards done of the total, bytes checked). */
+CD_API cd_status cd_dataset_verify(const char *dir, cd_progress_fn progress, void *user, cd_error *err);
 
 #ifdef __cplusplus
 }

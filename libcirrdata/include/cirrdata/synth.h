@@ -13,6 +13,7 @@
 #define CIRRDATA_SYNTH_H
 
 #include "cirrdata/api.h"
+#include "cirrdata/progress.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -42,8 +43,6 @@ typedef struct cd_synth_case_params {
 CD_API cd_status cd_synth_case(const cd_synth_case_params *params, cd_volume **image, cd_volume **mask,
                                cd_error *err);
 
-typedef void (*cd_progress_fn)(void *user, uint64_t done, uint64_t total);
-
 /* What cd_synth_cirrmri600 wrote. Index [q] is the sequence (0 = T1, 1 = T2). */
 typedef struct cd_synth_stats {
     uint32_t patients;           /* cirrhosis patients */
@@ -60,11 +59,10 @@ typedef struct cd_synth_options {
     uint64_t seed;         /* default 0 */
     bool healthy;          /* also write Healthy_subjects/ (default true): max(2, cases / 4) subjects */
     int threads;           /* worker threads; 0 = online CPUs. The output does not depend on it. */
-    cd_progress_fn progress; /* optional: done/total scans (image + mask); called only from the calling
-                              * thread, never concurrently */
+    cd_progress_fn progress; /* optional (cirrdata/progress.h): scans (image + mask) done of the total,
+                              * bytes written */
     void *progress_user;
-    cd_synth_stats *stats; /* optional output, filled on return; stats->bytes is also kept current
-                            * before each progress call, so the callback may read it */
+    cd_synth_stats *stats; /* optional output, filled on return */
 } cd_synth_options;
 
 #define CD_SYNTH_OPTIONS_INIT {24, 0, true, 0, NULL, NULL, NULL}
