@@ -236,6 +236,8 @@ static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_h
     return CD_OK;
 }
 
+void cd_nifti_read_options_init(cd_nifti_read_options *o) { memset(o, 0, sizeof *o); }
+
 cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_volume **out, cd_nifti_header *hdr_out,
                         cd_error *err) {
     if (!path || !out) return cd_fail(err, CD_ERR_ARG, "cd_nifti_read: NULL argument");

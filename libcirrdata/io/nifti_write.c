@@ -64,6 +64,8 @@ static void fill_header(const cd_volume *vol, const cd_nifti_write_options *opts
     memcpy(h->magic, "n+1", 4);
 }
 
+void cd_nifti_write_options_init(cd_nifti_write_options *o) { memset(o, 0, sizeof *o); }
+
 cd_status cd_nifti_write(const char *path, const cd_volume *vol, const cd_nifti_write_options *opts, cd_error *err) {
     if (!path || !vol) return cd_fail(err, CD_ERR_ARG, "cd_nifti_write: NULL argument");
     cd_nifti_write_options defaults = CD_NIFTI_WRITE_OPTIONS_INIT;

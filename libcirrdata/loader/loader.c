@@ -19,7 +19,7 @@ static cd_loader *new_loader(const cd_loader_options *opts, int world, int rank)
     uint64_t budget = 0;
     if (l->o.cache_bytes > 0) {
         budget = (uint64_t)l->o.cache_bytes;
-    } else if (l->o.cache_bytes == 0) {
+    } else if (l->o.cache_bytes == CD_LOADER_CACHE_AUTO) {
         uint64_t ram = cd_loader_phys_ram();
         budget = ram / 8 < ((uint64_t)2 << 30) ? ram / 8 : ((uint64_t)2 << 30);
     }

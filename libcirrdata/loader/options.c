@@ -19,6 +19,7 @@ void cd_loader_options_init(cd_loader_options *o) {
     o->splits = "train";
     o->augment = "none";
     o->ring = 4;
+    o->cache_bytes = CD_LOADER_CACHE_AUTO;
 }
 
 uint64_t cd_loader_phys_ram(void) {
@@ -51,6 +52,9 @@ static const char *xyz(const int64_t p[3], char *buf, size_t len) {
 /* The scalar options. The wording "<option> must be in <bounds> (got <value>)" is also the Python
  * binding's, for values that do not fit the C field. */
 static cd_status check_scalars(const cd_loader_options *o, cd_error *err) {
+    if (o->batch_size == 0 && !o->splits && !o->augment) /* a zeroed struct: say how to get the defaults */
+        return cd_fail(err, CD_ERR_ARG, "batch_size must be in 1..%u (got 0; cd_loader_options_init fills in the defaults)",
+                       CD_LOADER_MAX_BATCH);
     if (o->batch_size < 1 || o->batch_size > CD_LOADER_MAX_BATCH)
         return cd_fail(err, CD_ERR_ARG, "batch_size must be in 1..%u (got %u)", CD_LOADER_MAX_BATCH, o->batch_size);
     if (o->threads < 0 || o->threads > CD_LOADER_MAX_THREADS)
@@ -66,7 +70,7 @@ static cd_status check_scalars(const cd_loader_options *o, cd_error *err) {
         return cd_fail(err, CD_ERR_ARG, "world_size must be in 0..%d, 0 for $WORLD_SIZE (got %d)", INT_MAX, o->world_size);
     const uint64_t ram = cd_loader_phys_ram();
     if (o->cache_bytes < -1 || (ram && o->cache_bytes > 0 && (uint64_t)o->cache_bytes > ram))
-        return cd_fail(err, CD_ERR_ARG, "cache_bytes must be in -1..%llu (the physical memory), -1 for no cache, 0 for the default (got %lld)",
+        return cd_fail(err, CD_ERR_ARG, "cache_bytes must be in -1..%llu (the physical memory), 0 for no cache, -1 for the default (got %lld)",
                        (unsigned long long)ram, (long long)o->cache_bytes);
     return CD_OK;
 }

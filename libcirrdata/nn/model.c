@@ -90,6 +90,8 @@ static cd_status open_device(cd_model *m, const cd_model_options *o, const char 
     return CD_OK;
 }
 
+void cd_model_options_init(cd_model_options *o) { memset(o, 0, sizeof *o); }
+
 cd_status cd_model_open(const char *path, const cd_model_options *options, cd_model **out, cd_error *err) {
     if (!out) return cd_fail(err, CD_ERR_ARG, "cd_model_open: NULL output pointer");
     *out = NULL;

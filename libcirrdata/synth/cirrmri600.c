@@ -350,6 +350,12 @@ static cd_status write_metadata(const char *root, const patient *pts, uint32_t n
 
 /* ---- entry point --------------------------------------------------------------------------------- */
 
+void cd_synth_options_init(cd_synth_options *o) {
+    memset(o, 0, sizeof *o);
+    o->cases = 24;
+    o->healthy = true;
+}
+
 cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd_error *err) {
     if (!root || !*root) return cd_fail(err, CD_ERR_ARG, "cd_synth_cirrmri600: no output folder");
     cd_synth_options o = CD_SYNTH_OPTIONS_INIT;

@@ -787,6 +787,11 @@ static bool float32_exact(cd_dtype dt) {
            dt == CD_DTYPE_FLOAT16 || dt == CD_DTYPE_FLOAT32;
 }
 
+void cd_resample_options_init(cd_resample_options *o) {
+    memset(o, 0, sizeof *o);
+    o->interp = CD_INTERP_LINEAR;
+}
+
 cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_volume **out,
                       cd_error *err) {
     if (!src || !grid || !out) return cd_fail(err, CD_ERR_ARG, "cd_resample: NULL argument");

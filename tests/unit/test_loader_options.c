@@ -86,6 +86,14 @@ static void test_bounds(void **state) {
     refused(&o, CD_ERR_ARG, NULL, "(the physical memory)");
     o = base(), o.cache_bytes = -1;
     refused(&o, CD_ERR_IO, NULL, MISSING);
+    o = base(), o.cache_bytes = 0; /* no cache: as in Python */
+    refused(&o, CD_ERR_IO, NULL, MISSING);
+    assert_int_equal(base().cache_bytes, CD_LOADER_CACHE_AUTO);
+
+    /* A zeroed struct is not silently taken: the message says how to get the defaults. */
+    memset(&o, 0, sizeof o);
+    o.dataset = MISSING;
+    refused(&o, CD_ERR_ARG, NULL, "cd_loader_options_init fills in the defaults");
 }
 
 static void test_patch(void **state) {

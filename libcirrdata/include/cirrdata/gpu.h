@@ -100,6 +100,9 @@ typedef struct cd_gpu_options {
     const char *cache_dir;        /* pipeline cache folder; NULL: $XDG_CACHE_HOME/cirrdata or ~/.cache/cirrdata */
 } cd_gpu_options;
 
+/* The defaults (all zero). */
+CD_API void cd_gpu_options_init(cd_gpu_options *o);
+
 /* Creates a context on one device. *out is NULL on failure. */
 CD_API cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_error *err);
 /* Waits for the device and frees everything; NULL is a no-op. */

@@ -42,6 +42,7 @@ typedef enum cd_loader_io { CD_IO_AUTO = 0, CD_IO_URING, CD_IO_PREAD } cd_loader
 #define CD_LOADER_MAX_BATCH 65536u   /* batch_size 1..65536 */
 #define CD_LOADER_MAX_THREADS 1024   /* threads 0..1024 */
 #define CD_LOADER_MAX_RING 64u       /* ring 0..64 */
+#define CD_LOADER_CACHE_AUTO (-1)     /* cache_bytes: min(2 GiB, RAM / 8) */
 #define CD_LOADER_MAX_EPOCH 4294967295ull /* epochs 0..2^32 - 1: the sample streams take the epoch as 32 bits */
 
 typedef struct cd_loader_options {
@@ -62,9 +63,9 @@ typedef struct cd_loader_options {
     bool skip_corrupt;         /* a corrupt record is skipped and counted instead of failing */
     cd_loader_io io;
     uint32_t ring;             /* batches in flight: 0 = the default 4, else 1..CD_LOADER_MAX_RING */
-    int64_t cache_bytes;       /* decoded-chunk cache shared by the workers: 0 = default
-                                  (min(2 GiB, RAM / 8)), -1 = none, else a byte budget up to the
-                                  physical memory */
+    int64_t cache_bytes;       /* decoded-chunk cache shared by the workers, a byte budget up to the
+                                  physical memory: 0 = none, CD_LOADER_CACHE_AUTO (what
+                                  cd_loader_options_init sets) = min(2 GiB, RAM / 8) */
     cd_device device;          /* where augmentation runs (cirrdata/device.h): CD_DEVICE_CPU (the default),
                                   CD_DEVICE_VULKAN (every worker gets its own cd_gpu_context; creation
                                   fails, naming the reason, when none can be made) or CD_DEVICE_AUTO */
@@ -75,7 +76,7 @@ typedef struct cd_loader_options {
                                   all of the split's records whatever the rank, since each epoch's
                                   permutation gives every rank other records), in parallel, until the
                                   budget (cache_bytes) is full; nothing is evicted for it. No effect
-                                  without a cache (cache_bytes -1) and none on batch contents.
+                                  without a cache (cache_bytes 0) and none on batch contents.
                                   cd_loader_create returns at once; the first cd_loader_next waits for
                                   the preload. A chunk that cannot be read or verified is left out and
                                   fails (or with skip_corrupt is skipped and counted) exactly as without

@@ -47,6 +47,9 @@ typedef struct cd_model_options {
     uint64_t max_arena_bytes;        /* cap on activation memory per call; 0 = 4 GiB */
 } cd_model_options;
 
+/* The defaults (all zero): the CPU, all online CPUs, float32, the default arena cap. */
+CD_API void cd_model_options_init(cd_model_options *o);
+
 CD_API cd_status cd_model_open(const char *path, const cd_model_options *options, cd_model **out, cd_error *err);
 /* Frees the model; NULL is a no-op. Safe after any error: when a Vulkan pass did not finish (a
  * timeout, CIRRDATA_VK_TIMEOUT_S) it first waits for the device to finish it (or to report itself

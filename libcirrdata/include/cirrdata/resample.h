@@ -63,13 +63,16 @@ CD_API cd_status cd_grid_for_spacing(const cd_volume *vol, const double spacing[
 CD_API cd_status cd_grid_for_shape(const cd_volume *vol, const int64_t shape[3], cd_grid *out, cd_error *err);
 
 typedef struct cd_resample_options {
-    cd_interp interp;    /* default CD_INTERP_LINEAR */
+    cd_interp interp;    /* the spline order: CD_INTERP_LINEAR (1) from cd_resample_options_init and for NULL
+                            options; a zeroed struct asks for CD_INTERP_NEAREST (0) */
     cd_dtype out_dtype;  /* CD_DTYPE_INVALID (0) = float32 for linear/cubic, source dtype for nearest */
     double fill;         /* value outside the source; default 0 */
     int threads;         /* 0 = number of online CPUs */
 } cd_resample_options;
 
-#define CD_RESAMPLE_OPTIONS_INIT {CD_INTERP_LINEAR, CD_DTYPE_INVALID, 0.0, 0}
+/* The defaults: linear, float32 (source dtype for nearest), fill 0, all CPUs. */
+CD_API void cd_resample_options_init(cd_resample_options *o);
+#define CD_RESAMPLE_OPTIONS_INIT {CD_INTERP_LINEAR, CD_DTYPE_INVALID, 0.0, 0} /* the same, as a static initialiser */
 
 /* Resamples src onto grid. The result has grid's dims and affine, spacing from the affine's column
  * norms, and no scaling (values are physical) unless nearest kept the source dtype, in which case
