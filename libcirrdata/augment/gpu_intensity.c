@@ -25,27 +25,6 @@
 #include "augment/augment_impl.h"
 #include "augment/gpu_aug.h"
 
-static const uint32_t noise_spirv[] =
-#include "aug_noise_spv.h"
-    ;
-static const uint32_t blur_spirv[] =
-#include "aug_blur_spv.h"
-    ;
-static const uint32_t scale_spirv[] =
-#include "aug_scale_spv.h"
-    ;
-static const uint32_t reduce_spirv[] =
-#include "aug_reduce_spv.h"
-    ;
-static const uint32_t contrast_spirv[] =
-#include "aug_contrast_spv.h"
-    ;
-static const uint32_t lowres_spirv[] =
-#include "aug_lowres_spv.h"
-    ;
-static const uint32_t gamma_spirv[] =
-#include "aug_gamma_spv.h"
-    ;
 
 enum { K_NOISE = 0, K_BLUR, K_SCALE, K_REDUCE, K_CONTRAST, K_LOWRES, K_GAMMA, NK };
 enum { SAMPLE_WORDS = 32, NBIND = 3, MAX_RADIUS = 1023, REDUCE_LOCAL = 256, MAX_PARTS = 1024 };
@@ -58,12 +37,8 @@ typedef struct ipush {
 _Static_assert(sizeof(((cd_aug_kernels *)0)->ik) / sizeof(cd_vk_kernel) == NK, "one kernel per op file");
 
 cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error *err) {
-    static const struct {
-        const uint32_t *spirv;
-        size_t bytes;
-    } src[NK] = {{noise_spirv, sizeof noise_spirv},       {blur_spirv, sizeof blur_spirv},   {scale_spirv, sizeof scale_spirv},
-                 {reduce_spirv, sizeof reduce_spirv},     {contrast_spirv, sizeof contrast_spirv},
-                 {lowres_spirv, sizeof lowres_spirv},     {gamma_spirv, sizeof gamma_spirv}};
+    static const cd_shader_id src[NK] = {CD_SHADER_AUG_NOISE,    CD_SHADER_AUG_BLUR,   CD_SHADER_AUG_SCALE, CD_SHADER_AUG_REDUCE,
+                                         CD_SHADER_AUG_CONTRAST, CD_SHADER_AUG_LOWRES, CD_SHADER_AUG_GAMMA};
     const VkPhysicalDeviceLimits *l = &ctx->props.limits;
     if (sizeof(ipush) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
@@ -72,7 +47,7 @@ cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error 
     for (int k = 0; k < NK; k++) {
         uint32_t ls = k == K_REDUCE ? REDUCE_LOCAL : 64; /* the reduction's shared arrays hold 256 */
         if (ls > lim) ls = lim;
-        cd_status st = cd_vk_kernel_create(ctx, &ik[k], src[k].spirv, src[k].bytes, NBIND, sizeof(ipush), ls, err);
+        cd_status st = cd_vk_kernel_create(ctx, &ik[k], src[k], NBIND, sizeof(ipush), ls, err);
         if (st != CD_OK) return st;
     }
     return CD_OK;

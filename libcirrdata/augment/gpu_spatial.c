@@ -24,10 +24,6 @@
 #include "augment/augment_impl.h"
 #include "augment/gpu_aug.h"
 
-static const uint32_t warp_spirv[] =
-#include "aug_spatial_spv.h"
-    ;
-
 enum { SAMPLE_WORDS = 20, ROW_WORDS = 6, EL_WORDS = 6, NBIND = 7 };
 /* device ranges of the fused intensity stage, after the warp's bindings: meta (an input), the scratch
  * image (right after the output image: the stage's data binding spans both) and the statistics */
@@ -45,7 +41,7 @@ static cd_status warp_init(cd_gpu_context *ctx, cd_vk_kernel *warp, cd_error *er
     if (ls > l->maxComputeWorkGroupInvocations) ls = l->maxComputeWorkGroupInvocations;
     if (sizeof(warp_push) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
-    return cd_vk_kernel_create(ctx, warp, warp_spirv, sizeof warp_spirv, NBIND, sizeof(warp_push), ls, err);
+    return cd_vk_kernel_create(ctx, warp, CD_SHADER_AUG_SPATIAL, NBIND, sizeof(warp_push), ls, err);
 }
 
 static cd_status aug_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {

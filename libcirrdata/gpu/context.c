@@ -705,8 +705,8 @@ static void cache_write(cd_gpu_context *ctx) {
     free(data);
 }
 
-cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32_t *spirv, size_t spirv_bytes, uint32_t bindings,
-                              uint32_t push_bytes, uint32_t local_size, cd_error *err) {
+cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id shader, uint32_t bindings, uint32_t push_bytes,
+                              uint32_t local_size, cd_error *err) {
     memset(k, 0, sizeof *k);
     k->bindings = bindings;
     k->local_size = local_size;
@@ -728,7 +728,8 @@ cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32
                                       .pPushConstantRanges = &pcr};
     r = ctx->vk.vkCreatePipelineLayout(ctx->device, &pli, NULL, &k->layout);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreatePipelineLayout");
-    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = spirv_bytes, .pCode = spirv};
+    const cd_shader *code = cd_shader_get(shader);
+    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code->bytes, .pCode = code->code};
     VkShaderModule mod;
     r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");

@@ -13,6 +13,18 @@
 #include "cirrdata/gpu.h"
 #include "core/internal.h"
 
+/* An embedded compute shader: SPIR-V words, their size in bytes, its name ("<file>" or
+ * "<file>_<variant>"). The registry (gpu/shaders.c) holds one per entry of shaders/meson.build's list,
+ * named by cd_shader_id (CD_SHADER_AUG_GAMMA, CD_SHADER_NN_ADD_FP16, ...). */
+typedef struct cd_shader {
+    const uint32_t *code;
+    size_t bytes;
+    const char *name;
+} cd_shader;
+#include "shader_registry.h" /* generated: enum cd_shader_id */
+/* The shader `id` (never NULL for an id of the enum). */
+CD_INTERNAL const cd_shader *cd_shader_get(cd_shader_id id);
+
 /* Memory kinds: one VkDeviceMemory block and one VkBuffer over it per kind, sub-allocated by a bump
  * pointer that is reset for every batch (a batch's buffers all live exactly as long as the batch). */
 typedef enum cd_vk_kind {
@@ -134,10 +146,10 @@ CD_INTERNAL cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, 
                                           cd_error *err);
 CD_INTERNAL void cd_vk_buffer_destroy(cd_gpu_context *ctx, cd_vk_buffer *b);
 
-/* Builds a compute pipeline from embedded SPIR-V with `bindings` storage buffers (bindings 0..n-1 of
- * set 0), push_bytes of push constants and the workgroup size as specialization constant 0. */
-CD_INTERNAL cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32_t *spirv, size_t spirv_bytes,
-                                          uint32_t bindings, uint32_t push_bytes, uint32_t local_size, cd_error *err);
+/* Builds a compute pipeline from an embedded shader with `bindings` storage buffers (bindings 0..n-1
+ * of set 0), push_bytes of push constants and the workgroup size as specialization constant 0. */
+CD_INTERNAL cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id shader, uint32_t bindings,
+                                          uint32_t push_bytes, uint32_t local_size, cd_error *err);
 CD_INTERNAL void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k);
 
 /* An op family (augment's warp, its intensity ops, preprocessing, ...): the runtime knows none of them.

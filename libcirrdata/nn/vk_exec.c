@@ -48,42 +48,6 @@
 #include "gpu/gpu_impl.h"
 #include "nn/vk_exec.h"
 
-static const uint32_t spv_gemm[] =
-#include "nn_conv_gemm_spv.h"
-    ;
-static const uint32_t spv_maxpool[] =
-#include "nn_maxpool_spv.h"
-    ;
-static const uint32_t spv_avgpool[] =
-#include "nn_avgpool_spv.h"
-    ;
-static const uint32_t spv_adaptive[] =
-#include "nn_adaptive_avgpool_spv.h"
-    ;
-static const uint32_t spv_add[] =
-#include "nn_add_spv.h"
-    ;
-static const uint32_t spv_softmax[] =
-#include "nn_softmax_spv.h"
-    ;
-static const uint32_t spv_gemm16[] =
-#include "nn_conv_gemm_fp16_spv.h"
-    ;
-static const uint32_t spv_maxpool16[] =
-#include "nn_maxpool_fp16_spv.h"
-    ;
-static const uint32_t spv_avgpool16[] =
-#include "nn_avgpool_fp16_spv.h"
-    ;
-static const uint32_t spv_adaptive16[] =
-#include "nn_adaptive_avgpool_fp16_spv.h"
-    ;
-static const uint32_t spv_add16[] =
-#include "nn_add_fp16_spv.h"
-    ;
-static const uint32_t spv_softmax16[] =
-#include "nn_softmax_fp16_spv.h"
-    ;
 
 enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_COUNT };
 enum { MAX_BIND = 5, MAX_GEMM_PIPES = 32, GEMM_TILE = 64, GEMM_THREADS = 256 };
@@ -105,20 +69,17 @@ typedef struct softmax_push {
     uint32_t x_off, y_off, total, groups_x, C, HW;
 } softmax_push;
 
-/* code: the float32 kernel, code16: its float16-storage variant. */
+/* shader: the float32 kernel, shader16: its float16-storage variant. */
 static const struct {
-    const uint32_t *code, *code16;
-    size_t bytes, bytes16;
+    cd_shader_id shader, shader16;
     uint32_t bindings, push;
-    const char *name;
 } g_shaders[K_COUNT] = {
-    [K_GEMM] = {spv_gemm, spv_gemm16, sizeof spv_gemm, sizeof spv_gemm16, 5, sizeof(gemm_push), "nn_conv_gemm"},
-    [K_MAXPOOL] = {spv_maxpool, spv_maxpool16, sizeof spv_maxpool, sizeof spv_maxpool16, 2, sizeof(pool_push), "nn_maxpool"},
-    [K_AVGPOOL] = {spv_avgpool, spv_avgpool16, sizeof spv_avgpool, sizeof spv_avgpool16, 2, sizeof(pool_push), "nn_avgpool"},
-    [K_ADAPTIVE] = {spv_adaptive, spv_adaptive16, sizeof spv_adaptive, sizeof spv_adaptive16, 2, 8 * sizeof(uint32_t),
-                    "nn_adaptive_avgpool"},
-    [K_ADD] = {spv_add, spv_add16, sizeof spv_add, sizeof spv_add16, 3, sizeof(add_push), "nn_add"},
-    [K_SOFTMAX] = {spv_softmax, spv_softmax16, sizeof spv_softmax, sizeof spv_softmax16, 2, sizeof(softmax_push), "nn_softmax"},
+    [K_GEMM] = {CD_SHADER_NN_CONV_GEMM, CD_SHADER_NN_CONV_GEMM_FP16, 5, sizeof(gemm_push)},
+    [K_MAXPOOL] = {CD_SHADER_NN_MAXPOOL, CD_SHADER_NN_MAXPOOL_FP16, 2, sizeof(pool_push)},
+    [K_AVGPOOL] = {CD_SHADER_NN_AVGPOOL, CD_SHADER_NN_AVGPOOL_FP16, 2, sizeof(pool_push)},
+    [K_ADAPTIVE] = {CD_SHADER_NN_ADAPTIVE_AVGPOOL, CD_SHADER_NN_ADAPTIVE_AVGPOOL_FP16, 2, 8 * sizeof(uint32_t)},
+    [K_ADD] = {CD_SHADER_NN_ADD, CD_SHADER_NN_ADD_FP16, 3, sizeof(add_push)},
+    [K_SOFTMAX] = {CD_SHADER_NN_SOFTMAX, CD_SHADER_NN_SOFTMAX_FP16, 2, sizeof(softmax_push)},
 };
 
 typedef struct gemm_pipe {
@@ -246,9 +207,8 @@ static uint64_t plan_key(const cd_nn_graph *g) {
 
 static cd_status make_pipeline(cd_nn_vk *vk, int kind, const uint32_t *spec, uint32_t nspec, VkPipeline *out, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
-    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                    .codeSize = vk->fp16 ? g_shaders[kind].bytes16 : g_shaders[kind].bytes,
-                                    .pCode = vk->fp16 ? g_shaders[kind].code16 : g_shaders[kind].code};
+    const cd_shader *code = cd_shader_get(vk->fp16 ? g_shaders[kind].shader16 : g_shaders[kind].shader);
+    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code->bytes, .pCode = code->code};
     VkShaderModule mod;
     VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");

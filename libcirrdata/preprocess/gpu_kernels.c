@@ -34,18 +34,6 @@
 #include "preprocess/preprocess_impl.h"
 #include "transform/resample_impl.h"
 
-static const uint32_t resample_spirv[] =
-#include "pp_resample_spv.h"
-    ;
-static const uint32_t resample_fp64_spirv[] =
-#include "pp_resample_fp64_spv.h"
-    ;
-static const uint32_t reduce_spirv[] =
-#include "pp_reduce_spv.h"
-    ;
-static const uint32_t normalize_spirv[] =
-#include "pp_normalize_spv.h"
-    ;
 
 #define EDGE_TOL 1e-4 /* transform/resample.c's band around the edge voxels */
 #define FIXED_MAX 1073741824.0 /* |positions| below 2^30 voxels: 32.32 fixed point cannot overflow */
@@ -85,11 +73,10 @@ static cd_status pp_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err
     if (lr > l->maxComputeWorkGroupInvocations) lr = l->maxComputeWorkGroupInvocations;
     if (sizeof(resample_push) > l->maxPushConstantsSize || sizeof(normalize_push) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
-    cd_status st = ctx->float64 ? cd_vk_kernel_create(ctx, &pp[0], resample_fp64_spirv, sizeof resample_fp64_spirv, 3,
-                                                      sizeof(resample_push), ls, err)
-                                : cd_vk_kernel_create(ctx, &pp[0], resample_spirv, sizeof resample_spirv, 3, sizeof(resample_push), ls, err);
-    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[1], reduce_spirv, sizeof reduce_spirv, 3, sizeof(reduce_push), lr, err);
-    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[2], normalize_spirv, sizeof normalize_spirv, 2, sizeof(normalize_push), ls, err);
+    cd_status st = cd_vk_kernel_create(ctx, &pp[0], ctx->float64 ? CD_SHADER_PP_RESAMPLE_FP64 : CD_SHADER_PP_RESAMPLE, 3,
+                                       sizeof(resample_push), ls, err);
+    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[1], CD_SHADER_PP_REDUCE, 3, sizeof(reduce_push), lr, err);
+    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[2], CD_SHADER_PP_NORMALIZE, 2, sizeof(normalize_push), ls, err);
     return st;
 }
 
