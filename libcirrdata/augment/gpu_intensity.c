@@ -29,7 +29,8 @@
 enum { K_NOISE = 0, K_BLUR, K_SCALE, K_REDUCE, K_CONTRAST, K_LOWRES, K_GAMMA, NK };
 enum { SAMPLE_WORDS = 32, NBIND = 3, MAX_RADIUS = 1023, REDUCE_LOCAL = 256, MAX_PARTS = 1024 };
 
-/* The push constants of every intensity kernel (the shaders declare the same block). */
+/* The push constants of every intensity kernel (shaders/include/aug_intensity.glsl declares the same
+ * block, and the op flags of gpu_aug.h). */
 typedef struct ipush {
     uint32_t groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
 } ipush;
