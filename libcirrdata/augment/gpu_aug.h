@@ -12,7 +12,7 @@ typedef struct cd_aug_kernels {
     cd_vk_kernel warp;
     cd_vk_kernel ik[7]; /* gpu_intensity.c's, one per op file */
 } cd_aug_kernels;
-/* Creates them in ctx if needed (ctx->lock held). */
+/* Creates them in ctx if needed (the context's lock held). */
 CD_INTERNAL cd_status cd_aug_kernels_ready(cd_gpu_context *ctx, cd_error *err);
 /* Those of ctx, after cd_aug_kernels_ready succeeded. */
 CD_INTERNAL cd_aug_kernels *cd_aug_kernels_of(const cd_gpu_context *ctx);
@@ -52,9 +52,9 @@ typedef struct cd_gpu_ijob {
     uint32_t scratch;
 } cd_gpu_ijob;
 CD_INTERNAL void cd_gpu_ijob_pack(const cd_gpu_ijob *j, uint32_t *meta);
-/* Records the dispatches (barriers between dependent ones; the caller puts one before and after).
- * Returns the float offset in j->data where the result lies: 0 or j->scratch. */
-CD_INTERNAL uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j);
+/* Records the dispatches into cmd (barriers between dependent ones; the caller puts one before and
+ * after). Returns the float offset in j->data where the result lies: 0 or j->scratch. */
+CD_INTERNAL uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, cd_vk_cmd *cmd, const cd_gpu_ijob *j);
 /* Creates the intensity kernels ik[7] (part of cd_aug_kernels). */
 CD_INTERNAL cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error *err);
 /* The warp batch driver of cd_gpu_aug_spatial (gpu_spatial.c); with `intensity`, each sample's

@@ -1,7 +1,7 @@
 /* The Vulkan runtime's context: loader, instance (with the validation layer on request), device
  * selection, the compute queue and what a context holds; the process-wide totals. Memory is in
- * memory.c, kernels, pipelines and their cache in pipeline.c, the command buffer of a batch in
- * command.c. Plain C over volk.
+ * memory.c, kernels, pipelines and their cache in pipeline.c, the command object in command.c. Plain
+ * C over volk.
  *
  * The loader is opened with dlopen (libvulkan.so.1, or $CIRRDATA_VK_LOADER) the first time a
  * context or a device list is asked for and stays loaded; volk's global entry points are filled once
@@ -492,23 +492,13 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
                                    .queueFamilyIndex = ctx->queue_family};
     r = ctx->vk.vkCreateCommandPool(ctx->device, &cpi, NULL, &ctx->command_pool);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateCommandPool");
-    VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                       .commandPool = ctx->command_pool,
-                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                       .commandBufferCount = 1};
-    r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cai, &ctx->cmd);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkAllocateCommandBuffers");
-    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    r = ctx->vk.vkCreateFence(ctx->device, &fci, NULL, &ctx->fence);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateFence");
-    if (qf[ctx->queue_family].timestampValidBits) {
-        VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
-        if (ctx->vk.vkCreateQueryPool(ctx->device, &qpi, NULL, &ctx->queries) != VK_SUCCESS) ctx->queries = VK_NULL_HANDLE;
-        uint32_t bits = qf[ctx->queue_family].timestampValidBits;
+    const uint32_t bits = qf[ctx->queue_family].timestampValidBits;
+    if (bits) {
+        ctx->timestamp_bits = bits;
         ctx->timestamp_mask = bits >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << bits) - 1;
         ctx->timestamp_ns = ctx->props.limits.timestampPeriod;
     }
-    return CD_OK;
+    return cd_vk_cmd_create(ctx, &ctx->batch, err);
 }
 
 cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_error *err) {
@@ -541,8 +531,7 @@ void cd_gpu_destroy(cd_gpu_context *ctx) {
         }
         cd_vk_cache_close(ctx);
         for (int k = 0; k < CD_VK_NKINDS; k++) cd_vk_arena_free(ctx, &ctx->arena[k]);
-        if (ctx->queries) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->queries, NULL);
-        if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
+        cd_vk_cmd_destroy(&ctx->batch);
         if (ctx->command_pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
         ctx->vk.vkDestroyDevice(ctx->device, NULL);
     }
@@ -576,6 +565,52 @@ void cd_gpu_last_timings(const cd_gpu_context *ctx, cd_gpu_timings *out) {
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
     *out = ctx->last;
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+/* ---------------------------------------------------------------- what the op families ask */
+
+void cd_vk_lock(cd_gpu_context *ctx) { pthread_mutex_lock(&ctx->lock); }
+void cd_vk_unlock(cd_gpu_context *ctx) { pthread_mutex_unlock(&ctx->lock); }
+
+cd_status cd_vk_usable(const cd_gpu_context *ctx, cd_error *err) {
+    if (!ctx->lost) return CD_OK;
+    return cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+}
+
+void cd_vk_wait_idle(cd_gpu_context *ctx) {
+    if (ctx->device) ctx->vk.vkDeviceWaitIdle(ctx->device);
+}
+
+const char *cd_vk_name(const cd_gpu_context *ctx) { return ctx->info.name; }
+const VkPhysicalDeviceLimits *cd_vk_limits(const cd_gpu_context *ctx) { return &ctx->props.limits; }
+VkDeviceSize cd_vk_max_allocation(const cd_gpu_context *ctx) { return ctx->max_allocation; }
+bool cd_vk_float64(const cd_gpu_context *ctx) { return ctx->float64; }
+bool cd_vk_storage16(const cd_gpu_context *ctx) { return ctx->storage16; }
+
+void cd_vk_call_begin(cd_gpu_context *ctx) {
+    pthread_mutex_lock(&ctx->lock);
+    memset(&ctx->last, 0, sizeof ctx->last);
+}
+
+void cd_vk_call_end(cd_gpu_context *ctx, double t0) {
+    ctx->last.total_ms = cd_now_ms() - t0;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+void cd_vk_count_batch(cd_gpu_context *ctx, double kernel_ms, uint64_t bytes_in, uint64_t bytes_out) {
+    ctx->last.kernel_ms += kernel_ms;
+    ctx->last.batches++;
+    ctx->last.bytes_in += bytes_in;
+    ctx->last.bytes_out += bytes_out;
+}
+
+uint64_t cd_vk_batch_budget(const cd_gpu_context *ctx) {
+    uint64_t budget = ctx->max_allocation;
+    if (ctx->memory_limit) {
+        const uint64_t b = ctx->shared ? ctx->memory_limit : ctx->memory_limit / 2;
+        budget = b < budget ? b : budget;
+    }
+    return budget;
 }
 
 void cd_vk_count_submission(void) { atomic_fetch_add(&g_submissions, 1); }

@@ -223,3 +223,5 @@ void cd_vk_buffer_destroy(cd_gpu_context *ctx, cd_vk_buffer *b) {
     if (b->size) ctx->held_bytes -= b->size;
     memset(b, 0, sizeof *b);
 }
+
+VkBuffer cd_vk_arena_buffer(const cd_gpu_context *ctx, cd_vk_kind kind) { return ctx->arena[kind].buffer; }

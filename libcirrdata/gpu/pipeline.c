@@ -1,4 +1,5 @@
-/* Kernels and their pipelines, the on-disk pipeline cache, and the op families' per-context state. */
+/* Kernels and their pipelines, the on-disk pipeline cache, descriptor sets, and the op families'
+ * per-context state. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,11 +127,10 @@ void cd_vk_cache_close(cd_gpu_context *ctx) {
 
 /* ---------------------------------------------------------------- kernels */
 
-cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id shader, uint32_t bindings, uint32_t push_bytes,
-                              uint32_t local_size, cd_error *err) {
+cd_status cd_vk_layout_create(cd_gpu_context *ctx, cd_vk_kernel *k, uint32_t bindings, uint32_t push_bytes, cd_error *err) {
     memset(k, 0, sizeof *k);
     k->bindings = bindings;
-    k->local_size = local_size;
+    k->push_bytes = push_bytes;
     VkDescriptorSetLayoutBinding b[16];
     if (bindings > 16) return cd_fail(err, CD_ERR_INTERNAL, "too many bindings");
     for (uint32_t i = 0; i < bindings; i++)
@@ -149,13 +149,21 @@ cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id
                                       .pPushConstantRanges = &pcr};
     r = ctx->vk.vkCreatePipelineLayout(ctx->device, &pli, NULL, &k->layout);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreatePipelineLayout");
+    return CD_OK;
+}
+
+cd_status cd_vk_pipeline_create(cd_gpu_context *ctx, const cd_vk_kernel *k, cd_shader_id shader, const uint32_t *spec, uint32_t nspec,
+                                 VkPipeline *out, cd_error *err) {
+    *out = VK_NULL_HANDLE;
+    VkSpecializationMapEntry me[4];
+    if (nspec > 4) return cd_fail(err, CD_ERR_INTERNAL, "too many specialization constants");
+    for (uint32_t i = 0; i < nspec; i++) me[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = sizeof(uint32_t)};
     const cd_shader *code = cd_shader_get(shader);
     VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code->bytes, .pCode = code->code};
     VkShaderModule mod;
-    r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
+    VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");
-    VkSpecializationMapEntry me = {.constantID = 0, .offset = 0, .size = sizeof(uint32_t)};
-    VkSpecializationInfo si = {.mapEntryCount = 1, .pMapEntries = &me, .dataSize = sizeof local_size, .pData = &local_size};
+    VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = me, .dataSize = nspec * sizeof(uint32_t), .pData = spec};
     VkComputePipelineCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
                                        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                                                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
@@ -163,21 +171,92 @@ cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id
                                                  .pName = "main",
                                                  .pSpecializationInfo = &si},
                                        .layout = k->layout};
-    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->cache, 1, &cpi, NULL, &k->pipeline);
+    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->cache, 1, &cpi, NULL, out);
     ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateComputePipelines");
-    VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = bindings};
-    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &ps};
-    r = ctx->vk.vkCreateDescriptorPool(ctx->device, &dpi, NULL, &k->pool);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateDescriptorPool");
-    VkDescriptorSetAllocateInfo dai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                       .descriptorPool = k->pool,
-                                       .descriptorSetCount = 1,
-                                       .pSetLayouts = &k->set_layout};
-    r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &dai, &k->set);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkAllocateDescriptorSets");
+    if (r != VK_SUCCESS) {
+        *out = VK_NULL_HANDLE;
+        return cd_vk_fail(ctx, err, r, "vkCreateComputePipelines");
+    }
+    ctx->cache_dirty = true;
     return CD_OK;
 }
+
+void cd_vk_pipeline_destroy(cd_gpu_context *ctx, VkPipeline pipeline) {
+    if (pipeline && ctx->device) ctx->vk.vkDestroyPipeline(ctx->device, pipeline, NULL);
+}
+
+cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id shader, uint32_t bindings, uint32_t push_bytes,
+                              uint32_t local_size, cd_error *err) {
+    cd_status st = cd_vk_layout_create(ctx, k, bindings, push_bytes, err);
+    k->local_size = local_size;
+    if (st == CD_OK) st = cd_vk_pipeline_create(ctx, k, shader, &local_size, 1, &k->pipeline, err);
+    if (st == CD_OK) st = cd_vk_sets_create(ctx, 1, bindings, &k->pool, err);
+    if (st == CD_OK) st = cd_vk_set_alloc(ctx, k->pool, k, NULL, &k->set, err);
+    return st;
+}
+
+void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k) {
+    if (!ctx->device) return;
+    cd_vk_sets_destroy(ctx, &k->pool);
+    cd_vk_pipeline_destroy(ctx, k->pipeline);
+    if (k->layout) ctx->vk.vkDestroyPipelineLayout(ctx->device, k->layout, NULL);
+    if (k->set_layout) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, k->set_layout, NULL);
+    memset(k, 0, sizeof *k);
+}
+
+/* ---------------------------------------------------------------- descriptor sets */
+
+cd_status cd_vk_sets_create(cd_gpu_context *ctx, uint32_t sets, uint32_t descriptors, VkDescriptorPool *out, cd_error *err) {
+    VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors};
+    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = sets, .poolSizeCount = 1, .pPoolSizes = &ps};
+    VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &dpi, NULL, out);
+    if (r != VK_SUCCESS) {
+        *out = VK_NULL_HANDLE;
+        return cd_vk_fail(ctx, err, r, "vkCreateDescriptorPool");
+    }
+    return CD_OK;
+}
+
+void cd_vk_sets_destroy(cd_gpu_context *ctx, VkDescriptorPool *pool) {
+    if (*pool && ctx->device) ctx->vk.vkDestroyDescriptorPool(ctx->device, *pool, NULL);
+    *pool = VK_NULL_HANDLE;
+}
+
+static void write_set(cd_gpu_context *ctx, VkDescriptorSet set, uint32_t n, const VkDescriptorBufferInfo *bi) {
+    VkWriteDescriptorSet w[16];
+    for (uint32_t i = 0; i < n; i++)
+        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                      .dstSet = set,
+                                      .dstBinding = i,
+                                      .descriptorCount = 1,
+                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                      .pBufferInfo = &bi[i]};
+    ctx->vk.vkUpdateDescriptorSets(ctx->device, n, w, 0, NULL);
+}
+
+cd_status cd_vk_set_alloc(cd_gpu_context *ctx, VkDescriptorPool pool, const cd_vk_kernel *k, const VkDescriptorBufferInfo *bindings,
+                          VkDescriptorSet *out, cd_error *err) {
+    VkDescriptorSetAllocateInfo dai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                       .descriptorPool = pool,
+                                       .descriptorSetCount = 1,
+                                       .pSetLayouts = &k->set_layout};
+    VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &dai, out);
+    if (r != VK_SUCCESS) {
+        *out = VK_NULL_HANDLE;
+        return cd_vk_fail(ctx, err, r, "vkAllocateDescriptorSets");
+    }
+    if (bindings) write_set(ctx, *out, k->bindings, bindings);
+    return CD_OK;
+}
+
+void cd_vk_kernel_bind(cd_gpu_context *ctx, cd_vk_kernel *k, const cd_vk_range *ranges) {
+    VkDescriptorBufferInfo bi[16];
+    for (uint32_t i = 0; i < k->bindings; i++)
+        bi[i] = (VkDescriptorBufferInfo){.buffer = ctx->arena[ranges[i].kind].buffer, .offset = ranges[i].offset, .range = ranges[i].size};
+    write_set(ctx, k->set, k->bindings, bi);
+}
+
+/* ---------------------------------------------------------------- op families */
 
 cd_status cd_vk_family_state(cd_gpu_context *ctx, const cd_vk_family *family, void **state, cd_error *err) {
     *state = cd_vk_family_find(ctx, family);
@@ -194,7 +273,6 @@ cd_status cd_vk_family_state(cd_gpu_context *ctx, const cd_vk_family *family, vo
     }
     ctx->families[ctx->nfamilies].family = family;
     ctx->families[ctx->nfamilies++].state = s;
-    ctx->cache_dirty = true;
     *state = s;
     return CD_OK;
 }
@@ -203,28 +281,4 @@ void *cd_vk_family_find(const cd_gpu_context *ctx, const cd_vk_family *family) {
     for (int f = 0; f < ctx->nfamilies; f++)
         if (ctx->families[f].family == family) return ctx->families[f].state;
     return NULL;
-}
-
-void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k) {
-    if (!ctx->device) return;
-    if (k->pool) ctx->vk.vkDestroyDescriptorPool(ctx->device, k->pool, NULL);
-    if (k->pipeline) ctx->vk.vkDestroyPipeline(ctx->device, k->pipeline, NULL);
-    if (k->layout) ctx->vk.vkDestroyPipelineLayout(ctx->device, k->layout, NULL);
-    if (k->set_layout) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, k->set_layout, NULL);
-    memset(k, 0, sizeof *k);
-}
-
-void cd_vk_kernel_bind(cd_gpu_context *ctx, cd_vk_kernel *k, const cd_vk_range *ranges) {
-    VkDescriptorBufferInfo bi[16];
-    VkWriteDescriptorSet w[16];
-    for (uint32_t i = 0; i < k->bindings; i++) {
-        bi[i] = (VkDescriptorBufferInfo){.buffer = ctx->arena[ranges[i].kind].buffer, .offset = ranges[i].offset, .range = ranges[i].size};
-        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                      .dstSet = k->set,
-                                      .dstBinding = i,
-                                      .descriptorCount = 1,
-                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                      .pBufferInfo = &bi[i]};
-    }
-    ctx->vk.vkUpdateDescriptorSets(ctx->device, k->bindings, w, 0, NULL);
 }

@@ -639,7 +639,7 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
         r = ctx->vk.vkCreateFence(ctx->device, &fci, NULL, &vk->fence);
         if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkCreateFence");
     }
-    if (st == CD_OK && ctx->queries) { /* the context has timestamps on its queue: so can we */
+    if (st == CD_OK && ctx->timestamp_bits) { /* the context has timestamps on its queue: so can we */
         VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
         if (ctx->vk.vkCreateQueryPool(ctx->device, &qpi, NULL, &vk->queries) != VK_SUCCESS) vk->queries = VK_NULL_HANDLE;
         vk->ts_ns = ctx->timestamp_ns;
