@@ -23,6 +23,7 @@
  * One call = one command buffer: [copy in ->] dispatch(es) [-> copy out], a barrier at each arrow
  * and between dependent dispatches only. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
