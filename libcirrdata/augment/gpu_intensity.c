@@ -35,9 +35,13 @@ typedef struct ipush {
     uint32_t groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
 } ipush;
 
-_Static_assert(sizeof(((cd_aug_kernels *)0)->ik) / sizeof(cd_vk_kernel) == NK, "one kernel per op file");
+/* The intensity kernels of a context (a cd_vk_family of the runtime), one per op file. */
+typedef struct ikernels {
+    cd_vk_kernel k[NK];
+} ikernels;
 
-cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error *err) {
+static cd_status ikernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
+    cd_vk_kernel *ik = ((ikernels *)state)->k;
     static const cd_shader_id src[NK] = {CD_SHADER_AUG_NOISE,    CD_SHADER_AUG_BLUR,   CD_SHADER_AUG_SCALE, CD_SHADER_AUG_REDUCE,
                                          CD_SHADER_AUG_CONTRAST, CD_SHADER_AUG_LOWRES, CD_SHADER_AUG_GAMMA};
     const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
@@ -53,6 +57,20 @@ cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error 
     }
     return CD_OK;
 }
+
+static void ikernels_destroy(cd_gpu_context *ctx, void *state) {
+    for (int k = 0; k < NK; k++) cd_vk_kernel_destroy(ctx, &((ikernels *)state)->k[k]);
+}
+
+static const cd_vk_family intensity_family = {"augmentation: intensity", sizeof(ikernels), ikernels_init, ikernels_destroy};
+
+cd_status cd_gpu_intensity_ready(cd_gpu_context *ctx, cd_error *err) {
+    void *state;
+    return cd_vk_family_state(ctx, &intensity_family, &state, err);
+}
+
+/* The kernels of ctx, after cd_gpu_intensity_ready succeeded. */
+static cd_vk_kernel *IK(const cd_gpu_context *ctx) { return ((ikernels *)cd_vk_family_find(ctx, &intensity_family))->k; }
 
 /* ---------------------------------------------------------------- per-sample plans */
 
@@ -109,7 +127,7 @@ void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_ip
 }
 
 static uint32_t reduce_parts(const cd_gpu_context *ctx, uint64_t npatch) {
-    const uint64_t per = (uint64_t)cd_aug_kernels_of(ctx)->ik[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
+    const uint64_t per = (uint64_t)IK(ctx)[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
     const uint64_t parts = (npatch + per - 1) / per;
     return (uint32_t)(parts < 1 ? 1 : parts > MAX_PARTS ? MAX_PARTS : parts);
 }
@@ -233,7 +251,7 @@ static void gamma_step(cd_vk_cmd *cmd, const cd_vk_kernel *ik, ipush pc, uint32_
 
 uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, cd_vk_cmd *cmd, const cd_gpu_ijob *j) {
     if (!j->ops || !j->ns) return 0;
-    cd_vk_kernel *ik = cd_aug_kernels_of(ctx)->ik;
+    cd_vk_kernel *ik = IK(ctx);
     const cd_vk_range ranges[NBIND] = {j->meta, j->data, j->stats};
     for (int k = 0; k < NK; k++) cd_vk_kernel_bind(ctx, &ik[k], ranges);
     const uint64_t npatch = (uint64_t)(j->patch[0] * j->patch[1] * j->patch[2]);
@@ -481,7 +499,7 @@ cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params,
     cd_vk_call_begin(ctx);
     const double t0 = cd_now_ms();
     st = cd_vk_usable(ctx, err);
-    if (st == CD_OK) st = cd_aug_kernels_ready(ctx, err);
+    if (st == CD_OK) st = cd_gpu_intensity_ready(ctx, err);
     if (st == CD_OK) st = intensity_locked(ctx, params, n, images, channels, patch, pl, err);
     cd_vk_call_end(ctx, t0);
     free(pl);

@@ -34,7 +34,9 @@ typedef struct warp_push {
     uint32_t pz, npatch, channels, nquads, groups_x;
 } warp_push;
 
-static cd_status warp_init(cd_gpu_context *ctx, cd_vk_kernel *warp, cd_error *err) {
+/* The warp of a context: a cd_vk_family of the runtime (state: one cd_vk_kernel), created on its first
+ * use there. */
+static cd_status warp_init(cd_gpu_context *ctx, void *warp, cd_error *err) {
     uint32_t ls = 64;
     const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     if (ls > l->maxComputeWorkGroupSize[0]) ls = l->maxComputeWorkGroupSize[0];
@@ -44,26 +46,12 @@ static cd_status warp_init(cd_gpu_context *ctx, cd_vk_kernel *warp, cd_error *er
     return cd_vk_kernel_create(ctx, warp, CD_SHADER_AUG_SPATIAL, NBIND, sizeof(warp_push), ls, err);
 }
 
-static cd_status aug_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
-    cd_aug_kernels *k = state;
-    cd_status st = warp_init(ctx, &k->warp, err);
-    return st == CD_OK ? cd_gpu_intensity_init(ctx, k->ik, err) : st;
-}
+static void warp_destroy(cd_gpu_context *ctx, void *warp) { cd_vk_kernel_destroy(ctx, warp); }
 
-static void aug_kernels_destroy(cd_gpu_context *ctx, void *state) {
-    cd_aug_kernels *k = state;
-    cd_vk_kernel_destroy(ctx, &k->warp);
-    for (size_t i = 0; i < sizeof k->ik / sizeof k->ik[0]; i++) cd_vk_kernel_destroy(ctx, &k->ik[i]);
-}
+static const cd_vk_family warp_family = {"augmentation: warp", sizeof(cd_vk_kernel), warp_init, warp_destroy};
 
-static const cd_vk_family aug_family = {"augmentation", sizeof(cd_aug_kernels), aug_kernels_init, aug_kernels_destroy};
-
-cd_status cd_aug_kernels_ready(cd_gpu_context *ctx, cd_error *err) {
-    void *state;
-    return cd_vk_family_state(ctx, &aug_family, &state, err);
-}
-
-cd_aug_kernels *cd_aug_kernels_of(const cd_gpu_context *ctx) { return cd_vk_family_find(ctx, &aug_family); }
+/* The warp of ctx, after cd_vk_family_state succeeded. */
+static cd_vk_kernel *WARP(const cd_gpu_context *ctx) { return cd_vk_family_find(ctx, &warp_family); }
 
 static uint64_t pad4(uint64_t n) { return (n + 3) & ~(uint64_t)3; }
 
@@ -254,7 +242,7 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                           VK_ACCESS_SHADER_READ_BIT);
     }
-    cd_vk_kernel *warp = &cd_aug_kernels_of(ctx)->warp;
+    cd_vk_kernel *warp = WARP(ctx);
     cd_vk_kernel_bind(ctx, warp, dev);
     cd_vk_cmd_bind(cmd, warp, VK_NULL_HANDLE, VK_NULL_HANDLE);
     const uint64_t nquads = (npatch + 3) / 4;
@@ -377,7 +365,7 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
             cd_vk_count_fallback(ctx, 1);
         }
     /* groups: as many items as fit every binding's range, the memory budget and the grid */
-    const uint32_t ls = cd_aug_kernels_of(ctx)->warp.local_size;
+    const uint32_t ls = WARP(ctx)->local_size;
     const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + ls - 1) / ls;
     const uint64_t gx = groups < lim->maxComputeWorkGroupCount[0] ? groups : lim->maxComputeWorkGroupCount[0];
     if ((groups + gx - 1) / gx > lim->maxComputeWorkGroupCount[1])
@@ -428,8 +416,10 @@ cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, in
     if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     cd_vk_call_begin(ctx);
     const double t0 = cd_now_ms();
+    void *warp;
     cd_status st = cd_vk_usable(ctx, err);
-    if (st == CD_OK) st = cd_aug_kernels_ready(ctx, err);
+    if (st == CD_OK) st = cd_vk_family_state(ctx, &warp_family, &warp, err);
+    if (st == CD_OK && intensity) st = cd_gpu_intensity_ready(ctx, err);
     if (st == CD_OK) st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, intensity, fn, err);
     cd_vk_call_end(ctx, t0);
     for (int i = 0; i < n; i++) free(pl[i].field);
