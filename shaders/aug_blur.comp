@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Gaussian blur along one axis (pc.op: 0 = x, 1 = y, 2 = z), scipy.ndimage.gaussian_filter1d with
 // mode 'reflect' (d c b a | a b c d), as cd_aug_gauss_axis (libcirrdata/augment/intensity.c). The
 // host computes each sample's weights (radius (int)(truncate * sigma + 0.5), exp(-x^2 / 2 sigma^2)
@@ -7,15 +8,12 @@
 // samples that do not blur this axis are copied. One invocation per voxel of one row (sample x
 // channel, gl_WorkGroupID.z).
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer Meta { uint meta[]; };
 layout(std430, set = 0, binding = 1) buffer Data { float data[]; };
 
-layout(push_constant) uniform Push {
-    uint groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
-} pc;
-
-const uint SAMPLE_WORDS = 32u;
+#include "aug_intensity.glsl"
 
 int reflect_index(int i, int n) {
     if (n == 1) return 0;
@@ -26,7 +24,7 @@ int reflect_index(int i, int n) {
 }
 
 void main() {
-    const uint i = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint i = cd_invocation(pc.groups_x);
     if (i >= pc.count) return;
     const uint row = gl_WorkGroupID.z, rec = (row / pc.channels) * SAMPLE_WORDS;
     const uint src = pc.cur + row * pc.npatch, dst = pc.oth + row * pc.npatch;

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Low-resolution simulation (cd_aug_apply_intensity / lowres_channel, libcirrdata/augment/intensity.c):
 // pc.mode 0: down to m voxels per axis by torch 'nearest-exact' (pc.cur -> pc.oth, one invocation per
 // voxel of the m-grid); pc.mode 1: back up to the patch by (tri)linear, align_corners=False
@@ -7,18 +8,15 @@
 // which could move a nearest index): per axis in Meta, idx[m], i0[n], i1[n], l1[n] (float).
 // Rows: sample x channel, gl_WorkGroupID.z; samples without the op are left alone.
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer Meta { uint meta[]; };
 layout(std430, set = 0, binding = 1) buffer Data { float data[]; };
 
-layout(push_constant) uniform Push {
-    uint groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
-} pc;
-
-const uint SAMPLE_WORDS = 32u, FLAG_LOWRES = 16u;
+#include "aug_intensity.glsl"
 
 void main() {
-    const uint o = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint o = cd_invocation(pc.groups_x);
     if (o >= pc.count) return;
     const uint row = gl_WorkGroupID.z, rec = (row / pc.channels) * SAMPLE_WORDS;
     if ((meta[rec] & FLAG_LOWRES) == 0u) return;

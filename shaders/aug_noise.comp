@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Gaussian noise (cd_aug_apply_intensity's first op, libcirrdata/augment/intensity.c): x += sigma * n(i)
 // with n(i) the per-voxel normal field of libcirrdata/augment/draw.c, the same for every channel.
 // One invocation per block b of 4 voxels of one sample (gl_WorkGroupID.z): Philox4x32-10 with
@@ -9,15 +10,12 @@
 // rounded and a driver may fuse a * b + c, so n agrees with the C value to ~1e-6, not bit for bit.
 // No subgroup operations.
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer Meta { uint meta[]; };
 layout(std430, set = 0, binding = 1) buffer Data { float data[]; };
 
-layout(push_constant) uniform Push {
-    uint groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
-} pc;
-
-const uint SAMPLE_WORDS = 32u, FLAG_NOISE = 1u;
+#include "aug_intensity.glsl"
 
 uvec4 philox(uvec4 c, uvec2 k) {
     for (int i = 0; i < 10; i++) {
@@ -62,7 +60,7 @@ vec2 cos_sin_2pi(float u) {
 }
 
 void main() {
-    const uint b = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint b = cd_invocation(pc.groups_x);
     if (b >= pc.count) return;
     const uint s = gl_WorkGroupID.z, rec = s * SAMPLE_WORDS;
     if ((meta[rec] & FLAG_NOISE) == 0u) return;

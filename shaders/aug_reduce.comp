@@ -1,13 +1,12 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Per-row statistics (row = sample x channel) for contrast and gamma: mean, sample standard
 // deviation (N - 1), min, max, as sum_min_max / sd_about in libcirrdata/augment/intensity.c compute
 // them in double (16 lane partial sums in a fixed order). Here in float, numerically sound: every
-// invocation runs Welford's update over its voxels, then (count, mean, M2) triples are merged
-// pairwise with Chan et al.'s formula (M2 = M2a + M2b + d^2 na nb / n) -- a tree in shared memory,
-// no subgroup operations, any workgroup size up to 256.
-// The error of mean and sd is then a few float ulps times log2(N) relative to the data's spread
-// (no cancellation of large sums of squares), ~1e-6 where the tolerance against the double reference
-// is 1e-4 of the data range.
+// invocation runs Welford's update over its voxels, then the (count, mean, M2) triples are merged
+// pairwise (include/welford.glsl, as pp_reduce.comp) -- a tree in shared memory, no subgroup
+// operations, any workgroup size up to 256. The error of mean and sd is ~1e-6 of the data's spread
+// where the tolerance against the double reference is 1e-4 of the data range.
 //   pc.mode 0: workgroup (g, row) reduces voxels g*L + t, stepping by pc.parts*L, to partial g of the
 //              row: Stats[(row * pc.parts + g) * 5 + {count (uint bits), mean, M2, min, max}]
 //   pc.mode 1: one workgroup per row merges its pc.parts partials into
@@ -19,56 +18,48 @@ layout(std430, set = 0, binding = 0) readonly buffer Meta { uint meta[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Data { float data[]; };
 layout(std430, set = 0, binding = 2) buffer Stats { float stats[]; };
 
-layout(push_constant) uniform Push {
-    uint groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
-} pc;
+#include "aug_intensity.glsl"
 
-const uint SAMPLE_WORDS = 32u, MAX_LOCAL = 256u;
+const uint MAX_LOCAL = 256u;
 
 shared float s_n[MAX_LOCAL], s_mean[MAX_LOCAL], s_m2[MAX_LOCAL], s_lo[MAX_LOCAL], s_hi[MAX_LOCAL];
 
+#define WELFORD_COUNT float
+#include "welford.glsl"
+
 struct acc {
-    float n, mean, m2, lo, hi;
+    welford w;
+    float lo, hi;
 };
 
 acc merge(acc a, acc b) {
-    if (b.n == 0.0) return a;
-    if (a.n == 0.0) return b;
-    acc r;
-    r.n = a.n + b.n;
-    const float d = b.mean - a.mean, fb = b.n / r.n;
-    r.mean = a.mean + d * fb;
-    r.m2 = a.m2 + b.m2 + d * d * a.n * fb;
-    r.lo = min(a.lo, b.lo);
-    r.hi = max(a.hi, b.hi);
-    return r;
+    if (b.w.n == 0.0) return a;
+    if (a.w.n == 0.0) return b;
+    return acc(welford_merge(a.w, b.w), min(a.lo, b.lo), max(a.hi, b.hi));
 }
 
 void main() {
     const uint row = gl_WorkGroupID.z, t = gl_LocalInvocationID.x, L = gl_WorkGroupSize.x;
     if ((meta[(row / pc.channels) * SAMPLE_WORDS] & pc.op) == 0u) return; // uniform over the workgroup
     const float inf = uintBitsToFloat(0x7f800000u);
-    acc a = acc(0.0, 0.0, 0.0, inf, -inf);
+    acc a = acc(welford(0.0, 0.0, 0.0), inf, -inf);
     if (pc.mode == 0u) {
         const uint base = pc.cur + row * pc.npatch;
         for (uint i = gl_WorkGroupID.x * L + t; i < pc.npatch; i += pc.parts * L) {
             const float x = data[base + i];
-            a.n += 1.0;
-            const float d = x - a.mean;
-            a.mean += d / a.n;
-            a.m2 += d * (x - a.mean);
+            a.w = welford_add(a.w, x);
             a.lo = min(a.lo, x);
             a.hi = max(a.hi, x);
         }
     } else {
         for (uint p = t; p < pc.parts; p += L) {
             const uint q = (row * pc.parts + p) * 5u;
-            a = merge(a, acc(float(floatBitsToUint(stats[q])), stats[q + 1u], stats[q + 2u], stats[q + 3u], stats[q + 4u]));
+            a = merge(a, acc(welford(float(floatBitsToUint(stats[q])), stats[q + 1u], stats[q + 2u]), stats[q + 3u], stats[q + 4u]));
         }
     }
-    s_n[t] = a.n;
-    s_mean[t] = a.mean;
-    s_m2[t] = a.m2;
+    s_n[t] = a.w.n;
+    s_mean[t] = a.w.mean;
+    s_m2[t] = a.w.m2;
     s_lo[t] = a.lo;
     s_hi[t] = a.hi;
     for (uint step = 1u; step < L; step *= 2u) {
@@ -76,10 +67,10 @@ void main() {
         barrier();
         if (t % (2u * step) == 0u && t + step < L) {
             const uint u = t + step;
-            a = merge(a, acc(s_n[u], s_mean[u], s_m2[u], s_lo[u], s_hi[u]));
-            s_n[t] = a.n;
-            s_mean[t] = a.mean;
-            s_m2[t] = a.m2;
+            a = merge(a, acc(welford(s_n[u], s_mean[u], s_m2[u]), s_lo[u], s_hi[u]));
+            s_n[t] = a.w.n;
+            s_mean[t] = a.w.mean;
+            s_m2[t] = a.w.m2;
             s_lo[t] = a.lo;
             s_hi[t] = a.hi;
         }
@@ -87,15 +78,15 @@ void main() {
     if (t != 0u) return;
     if (pc.mode == 0u) {
         const uint q = (row * pc.parts + gl_WorkGroupID.x) * 5u;
-        stats[q] = uintBitsToFloat(uint(a.n));
-        stats[q + 1u] = a.mean;
-        stats[q + 2u] = a.m2;
+        stats[q] = uintBitsToFloat(uint(a.w.n));
+        stats[q + 1u] = a.w.mean;
+        stats[q + 2u] = a.w.m2;
         stats[q + 3u] = a.lo;
         stats[q + 4u] = a.hi;
     } else {
         const uint q = pc.stats + (pc.slot * pc.rows + row) * 4u;
-        stats[q] = a.mean;
-        stats[q + 1u] = a.n > 1.0 ? sqrt(max(a.m2, 0.0) / (a.n - 1.0)) : 0.0;
+        stats[q] = a.w.mean;
+        stats[q + 1u] = a.w.n > 1.0 ? sqrt(max(a.w.m2, 0.0) / (a.w.n - 1.0)) : 0.0;
         stats[q + 2u] = a.lo;
         stats[q + 3u] = a.hi;
     }

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // The fused spatial augmentation warp: cd_aug_apply_spatial (libcirrdata/augment/spatial.c) for a
 // batch of samples. One invocation computes 4 consecutive output voxels (in C order over the patch)
 // of one sample (gl_WorkGroupID.z), so that it writes one whole 32-bit word of the uint8 mask.
@@ -11,8 +12,9 @@
 // are the same). Images: trilinear, zero outside the box; masks: nearest, floor(p + 1/2), 0
 // outside. No subgroup operations; the workgroup size is a specialization constant.
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 
-// Per sample, 20 uints (see libcirrdata/gpu/aug_spatial.c, SAMPLE_WORDS):
+// Per sample, 20 uints (see libcirrdata/augment/gpu_spatial.c, SAMPLE_WORDS):
 //  0 src offset (floats), 1 mask offset (bytes, multiple of 4), 2 out offset (floats),
 //  3 out-mask offset (bytes, multiple of 4), 4 rows offset (uints), 5 elastic offset (uints),
 //  6 flags (1 image, 2 mask, 4 elastic), 7 voxels in the box, 8..10 box shape,
@@ -49,7 +51,7 @@ uvec2 mul64(uint z, uvec2 d) {
 }
 
 void main() {
-    const uint q = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint q = cd_invocation(pc.groups_x);
     if (q >= pc.nquads) return;
     const uint s = gl_WorkGroupID.z * 20u;
     const uint src_off = smp[s + 0u], mask_off = smp[s + 1u], out_off = smp[s + 2u], omask_off = smp[s + 3u];

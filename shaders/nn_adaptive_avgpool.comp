@@ -1,14 +1,11 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // adaptive_avg_pool2d over NCHW: cd_nn_ref_adaptive_avgpool2d (libcirrdata/nn/ref_ops.c), PyTorch's
 // bins: rows floor(i H / OH) .. ceil((i + 1) H / OH). One invocation per output element, summing in
 // row-major order. The workgroup size is specialization constant 0.
-#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
-#extension GL_EXT_shader_16bit_storage : require
-#define ACT float16_t
-#else
-#define ACT float
-#endif
+#include "nn_storage.glsl"
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 layout(std430, set = 0, binding = 0) readonly buffer In { ACT x[]; };
 layout(std430, set = 0, binding = 1) writeonly buffer Out { ACT y[]; };
 layout(push_constant) uniform Push {
@@ -17,7 +14,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 void main() {
-    const uint i = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint i = cd_invocation(pc.groups_x);
     if (i >= pc.total) return;
     const uint ohw = pc.OH * pc.OW;
     const uint plane = i / ohw, p = i - plane * ohw;

@@ -1,15 +1,12 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // avg_pool2d over NCHW: cd_nn_ref_avgpool2d (libcirrdata/nn/ref_ops.c), PyTorch's divisor: with
 // count_include_pad the window clipped to the padded input (H + ph), else to the input itself;
 // ceil_mode only changes OH, OW (computed by the host). One invocation per output element, summing
 // in row-major window order as the reference does. The workgroup size is specialization constant 0.
-#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
-#extension GL_EXT_shader_16bit_storage : require
-#define ACT float16_t
-#else
-#define ACT float
-#endif
+#include "nn_storage.glsl"
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 layout(std430, set = 0, binding = 0) readonly buffer In { ACT x[]; };
 layout(std430, set = 0, binding = 1) writeonly buffer Out { ACT y[]; };
 layout(push_constant) uniform Push {
@@ -19,7 +16,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 void main() {
-    const uint i = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint i = cd_invocation(pc.groups_x);
     if (i >= pc.total) return;
     const uint ohw = pc.OH * pc.OW;
     const uint plane = i / ohw, p = i - plane * ohw;

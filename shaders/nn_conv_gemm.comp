@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Convolution (and linear layers: a 1x1 convolution over a 1x1 image) as an implicit GEMM, the
 // Vulkan twin of cd_nn_ref_conv2d / cd_nn_ref_linear (libcirrdata/nn/ref_ops.c):
 //   Y[m, n] = sum_k W[m, k] X[k, n] per group, M = output channels of the group,
@@ -17,12 +18,7 @@
 // m_end = w_ld = Og, every group in z.
 // The fp16 variant (CD_FP16) stores x, w, res and y as float16, converted on load and store; the bias,
 // the shared tiles and the accumulators stay float32.
-#ifdef CD_FP16 // the fp16 variant (shaders/meson.build): tensors stored as float16, arithmetic in float32
-#extension GL_EXT_shader_16bit_storage : require
-#define ACT float16_t
-#else
-#define ACT float
-#endif
+#include "nn_storage.glsl"
 layout(local_size_x = 256, local_size_y = 1, local_size_z = 1) in;
 layout(constant_id = 0) const uint KH = 1;
 layout(constant_id = 1) const uint KW = 1;

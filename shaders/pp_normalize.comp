@@ -1,5 +1,6 @@
 #version 450
-// The intensity map of a recipe's normalisation (normalize() in libcirrdata/convert/preprocess.c),
+#extension GL_GOOGLE_include_directive : require
+// The intensity map of a recipe's normalisation (normalize() in libcirrdata/preprocess/),
 // in place on float32 voxels:
 //   pc.mode 0 (z-score): x = (x - mean) / sd with mean and sd from Stats[pc.stats_at + {0, 1}]
 //                        (pp_reduce.comp, or the caller's given values);
@@ -9,6 +10,7 @@
 // then, with pc.then != 0, x = (x - then_mean) / then_std. The reference computes each step in
 // double and rounds to float; here float throughout (a few ulps). `precise`: no FMA contraction.
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 
 layout(std430, set = 0, binding = 0) buffer Data { float data[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Stats { float stats[]; };
@@ -19,7 +21,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 void main() {
-    const uint i = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint i = cd_invocation(pc.groups_x);
     if (i >= pc.n) return;
     precise float x = data[i];
     if (pc.mode == 0u) {

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Resampling of a volume onto another voxel grid through an index->index affine: cd_resample
 // (libcirrdata/transform/resample.c) with float32 values, for orders 0 (nearest), 1 (trilinear)
 // and 3 (cubic B-spline on coefficients the host prefiltered with the reference's own prefilter).
@@ -26,6 +27,7 @@
 #extension GL_ARB_gpu_shader_fp64 : enable
 #endif
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+#include "invocation.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer Src { float src[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Rows { uint rows[]; }; // 6 uints per output row (x lo/hi, y, z)
@@ -85,7 +87,7 @@ float lerp_taps(float g, float f, float a, float b) {
 }
 
 void main() {
-    const uint o = (gl_WorkGroupID.y * pc.groups_x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    const uint o = cd_invocation(pc.groups_x);
     if (o >= pc.nout) return;
     const uint row = o / pc.onx;
     const uint i = o - row * pc.onx;

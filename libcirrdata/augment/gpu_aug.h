@@ -1,21 +1,12 @@
 /* The augmentation engine's Vulkan kernels (internal): the warp (gpu_spatial.c) and the intensity ops
- * (gpu_intensity.c), which cd_gpu_augment records into one command buffer. */
+ * (gpu_intensity.c), which cd_gpu_augment records into one command buffer. Each file's kernels are a
+ * cd_vk_family of the runtime of their own, created in a context on their first use there: a warp
+ * alone builds no intensity kernel and the intensity ops alone no warp. */
 #ifndef CD_AUGMENT_GPU_AUG_H
 #define CD_AUGMENT_GPU_AUG_H
 
 #include "cirrdata/augment.h"
 #include "gpu/gpu_impl.h"
-
-/* The augmentation kernels of a context (a cd_vk_family of the runtime): the warp and the intensity ops,
- * created on the context's first augmentation call. */
-typedef struct cd_aug_kernels {
-    cd_vk_kernel warp;
-    cd_vk_kernel ik[7]; /* gpu_intensity.c's, one per op file */
-} cd_aug_kernels;
-/* Creates them in ctx if needed (ctx->lock held). */
-CD_INTERNAL cd_status cd_aug_kernels_ready(cd_gpu_context *ctx, cd_error *err);
-/* Those of ctx, after cd_aug_kernels_ready succeeded. */
-CD_INTERNAL cd_aug_kernels *cd_aug_kernels_of(const cd_gpu_context *ctx);
 
 /* ---- the intensity stage (gpu_intensity.c), also recorded after the warp by cd_gpu_augment ---- */
 
@@ -52,11 +43,12 @@ typedef struct cd_gpu_ijob {
     uint32_t scratch;
 } cd_gpu_ijob;
 CD_INTERNAL void cd_gpu_ijob_pack(const cd_gpu_ijob *j, uint32_t *meta);
-/* Records the dispatches (barriers between dependent ones; the caller puts one before and after).
- * Returns the float offset in j->data where the result lies: 0 or j->scratch. */
-CD_INTERNAL uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j);
-/* Creates the intensity kernels ik[7] (part of cd_aug_kernels). */
-CD_INTERNAL cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error *err);
+/* Records the dispatches into cmd (barriers between dependent ones; the caller puts one before and
+ * after). Returns the float offset in j->data where the result lies: 0 or j->scratch. */
+CD_INTERNAL uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, cd_vk_cmd *cmd, const cd_gpu_ijob *j);
+/* Creates the intensity kernels in ctx if needed (the context's lock held): cd_gpu_istats_bytes and
+ * cd_gpu_ijob_record use them. */
+CD_INTERNAL cd_status cd_gpu_intensity_ready(cd_gpu_context *ctx, cd_error *err);
 /* The warp batch driver of cd_gpu_aug_spatial (gpu_spatial.c); with `intensity`, each sample's
  * intensity ops follow its warp in the same command buffer (cd_gpu_augment). `fn` names the caller
  * in messages. Takes the context's lock. */

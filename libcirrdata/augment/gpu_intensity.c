@@ -25,58 +25,52 @@
 #include "augment/augment_impl.h"
 #include "augment/gpu_aug.h"
 
-static const uint32_t noise_spirv[] =
-#include "aug_noise_spv.h"
-    ;
-static const uint32_t blur_spirv[] =
-#include "aug_blur_spv.h"
-    ;
-static const uint32_t scale_spirv[] =
-#include "aug_scale_spv.h"
-    ;
-static const uint32_t reduce_spirv[] =
-#include "aug_reduce_spv.h"
-    ;
-static const uint32_t contrast_spirv[] =
-#include "aug_contrast_spv.h"
-    ;
-static const uint32_t lowres_spirv[] =
-#include "aug_lowres_spv.h"
-    ;
-static const uint32_t gamma_spirv[] =
-#include "aug_gamma_spv.h"
-    ;
 
 enum { K_NOISE = 0, K_BLUR, K_SCALE, K_REDUCE, K_CONTRAST, K_LOWRES, K_GAMMA, NK };
 enum { SAMPLE_WORDS = 32, NBIND = 3, MAX_RADIUS = 1023, REDUCE_LOCAL = 256, MAX_PARTS = 1024 };
 
-/* The push constants of every intensity kernel (the shaders declare the same block). */
+/* The push constants of every intensity kernel (shaders/include/aug_intensity.glsl declares the same
+ * block, and the op flags of gpu_aug.h). */
 typedef struct ipush {
     uint32_t groups_x, count, npatch, channels, nx, ny, nz, cur, oth, op, mode, slot, parts, stats, rows, pad;
 } ipush;
 
-_Static_assert(sizeof(((cd_aug_kernels *)0)->ik) / sizeof(cd_vk_kernel) == NK, "one kernel per op file");
+/* The intensity kernels of a context (a cd_vk_family of the runtime), one per op file. */
+typedef struct ikernels {
+    cd_vk_kernel k[NK];
+} ikernels;
 
-cd_status cd_gpu_intensity_init(cd_gpu_context *ctx, cd_vk_kernel *ik, cd_error *err) {
-    static const struct {
-        const uint32_t *spirv;
-        size_t bytes;
-    } src[NK] = {{noise_spirv, sizeof noise_spirv},       {blur_spirv, sizeof blur_spirv},   {scale_spirv, sizeof scale_spirv},
-                 {reduce_spirv, sizeof reduce_spirv},     {contrast_spirv, sizeof contrast_spirv},
-                 {lowres_spirv, sizeof lowres_spirv},     {gamma_spirv, sizeof gamma_spirv}};
-    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+static cd_status ikernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
+    cd_vk_kernel *ik = ((ikernels *)state)->k;
+    static const cd_shader_id src[NK] = {CD_SHADER_AUG_NOISE,    CD_SHADER_AUG_BLUR,   CD_SHADER_AUG_SCALE, CD_SHADER_AUG_REDUCE,
+                                         CD_SHADER_AUG_CONTRAST, CD_SHADER_AUG_LOWRES, CD_SHADER_AUG_GAMMA};
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     if (sizeof(ipush) > l->maxPushConstantsSize)
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", cd_vk_name(ctx));
     uint32_t lim = l->maxComputeWorkGroupSize[0] < l->maxComputeWorkGroupInvocations ? l->maxComputeWorkGroupSize[0]
                                                                                      : l->maxComputeWorkGroupInvocations;
     for (int k = 0; k < NK; k++) {
         uint32_t ls = k == K_REDUCE ? REDUCE_LOCAL : 64; /* the reduction's shared arrays hold 256 */
         if (ls > lim) ls = lim;
-        cd_status st = cd_vk_kernel_create(ctx, &ik[k], src[k].spirv, src[k].bytes, NBIND, sizeof(ipush), ls, err);
+        cd_status st = cd_vk_kernel_create(ctx, &ik[k], src[k], NBIND, sizeof(ipush), ls, err);
         if (st != CD_OK) return st;
     }
     return CD_OK;
 }
+
+static void ikernels_destroy(cd_gpu_context *ctx, void *state) {
+    for (int k = 0; k < NK; k++) cd_vk_kernel_destroy(ctx, &((ikernels *)state)->k[k]);
+}
+
+static const cd_vk_family intensity_family = {"augmentation: intensity", sizeof(ikernels), ikernels_init, ikernels_destroy};
+
+cd_status cd_gpu_intensity_ready(cd_gpu_context *ctx, cd_error *err) {
+    void *state;
+    return cd_vk_family_state(ctx, &intensity_family, &state, err);
+}
+
+/* The kernels of ctx, after cd_gpu_intensity_ready succeeded. */
+static cd_vk_kernel *IK(const cd_gpu_context *ctx) { return ((ikernels *)cd_vk_family_find(ctx, &intensity_family))->k; }
 
 /* ---------------------------------------------------------------- per-sample plans */
 
@@ -133,7 +127,7 @@ void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_ip
 }
 
 static uint32_t reduce_parts(const cd_gpu_context *ctx, uint64_t npatch) {
-    const uint64_t per = (uint64_t)cd_aug_kernels_of(ctx)->ik[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
+    const uint64_t per = (uint64_t)IK(ctx)[K_REDUCE].local_size * 8; /* about 8 voxels per invocation */
     const uint64_t parts = (npatch + per - 1) / per;
     return (uint32_t)(parts < 1 ? 1 : parts > MAX_PARTS ? MAX_PARTS : parts);
 }
@@ -205,62 +199,61 @@ void cd_gpu_ijob_pack(const cd_gpu_ijob *j, uint32_t *meta) {
 
 /* ---------------------------------------------------------------- recording */
 
-static void bind(cd_gpu_context *ctx, const cd_vk_kernel *k, const ipush *pc) {
-    VkCommandBuffer cmd = ctx->cmd;
-    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, k->pipeline);
-    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, k->layout, 0, 1, &k->set, 0, NULL);
-    ctx->vk.vkCmdPushConstants(cmd, k->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *pc, pc);
+static void bind(cd_vk_cmd *cmd, const cd_vk_kernel *k, const ipush *pc) {
+    cd_vk_cmd_bind(cmd, k, VK_NULL_HANDLE, VK_NULL_HANDLE);
+    cd_vk_cmd_push(cmd, k, pc);
 }
 
 /* A dispatch of `per_row` invocations for each of gz rows: a 2D grid of workgroups per row when one
  * row of groups would exceed the device's limit along x. */
-static void dispatch_rows(cd_gpu_context *ctx, const cd_vk_kernel *k, ipush *pc, uint64_t per_row, uint32_t gz) {
+static void dispatch_rows(cd_vk_cmd *cmd, const cd_vk_kernel *k, ipush *pc, uint64_t per_row, uint32_t gz) {
     const uint64_t groups = (per_row + k->local_size - 1) / k->local_size;
-    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
+    const uint32_t maxx = cd_vk_limits(cmd->ctx)->maxComputeWorkGroupCount[0];
     const uint32_t gx = (uint32_t)(groups < maxx ? groups : maxx);
     pc->groups_x = gx;
     pc->count = (uint32_t)per_row;
-    bind(ctx, k, pc);
-    ctx->vk.vkCmdDispatch(ctx->cmd, gx, (uint32_t)((groups + gx - 1) / gx), gz);
+    bind(cmd, k, pc);
+    cd_vk_cmd_dispatch(cmd, gx, (uint32_t)((groups + gx - 1) / gx), gz);
 }
 
-static void compute_barrier(cd_gpu_context *ctx) {
-    cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+static void compute_barrier(cd_vk_cmd *cmd) {
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 /* Statistics of the rows of samples with `flag` into stats slot `slot`: two dependent dispatches. */
-static void reduce(cd_gpu_context *ctx, ipush pc, uint32_t flag, uint32_t slot) {
-    const cd_vk_kernel *k = &cd_aug_kernels_of(ctx)->ik[K_REDUCE];
+static void reduce(cd_vk_cmd *cmd, const cd_vk_kernel *ik, ipush pc, uint32_t flag, uint32_t slot) {
+    const cd_vk_kernel *k = &ik[K_REDUCE];
     pc.op = flag;
     pc.slot = slot;
     pc.mode = 0;
-    bind(ctx, k, &pc);
-    ctx->vk.vkCmdDispatch(ctx->cmd, pc.parts, 1, pc.rows);
-    compute_barrier(ctx);
+    bind(cmd, k, &pc);
+    cd_vk_cmd_dispatch(cmd, pc.parts, 1, pc.rows);
+    compute_barrier(cmd);
     pc.mode = 1;
-    bind(ctx, k, &pc);
-    ctx->vk.vkCmdDispatch(ctx->cmd, 1, 1, pc.rows);
+    bind(cmd, k, &pc);
+    cd_vk_cmd_dispatch(cmd, 1, 1, pc.rows);
 }
 
-static void gamma_step(cd_gpu_context *ctx, ipush pc, uint32_t flag) {
-    reduce(ctx, pc, flag, 0);
-    compute_barrier(ctx);
+static void gamma_step(cd_vk_cmd *cmd, const cd_vk_kernel *ik, ipush pc, uint32_t flag) {
+    reduce(cmd, ik, pc, flag, 0);
+    compute_barrier(cmd);
     pc.op = flag;
     pc.mode = 0;
-    dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
-    compute_barrier(ctx);
-    reduce(ctx, pc, flag, 1);
-    compute_barrier(ctx);
+    dispatch_rows(cmd, &ik[K_GAMMA], &pc, pc.npatch, pc.rows);
+    compute_barrier(cmd);
+    reduce(cmd, ik, pc, flag, 1);
+    compute_barrier(cmd);
     pc.op = flag;
     pc.mode = 1;
-    dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_GAMMA], &pc, pc.npatch, pc.rows);
+    dispatch_rows(cmd, &ik[K_GAMMA], &pc, pc.npatch, pc.rows);
 }
 
-uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
+uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, cd_vk_cmd *cmd, const cd_gpu_ijob *j) {
     if (!j->ops || !j->ns) return 0;
+    cd_vk_kernel *ik = IK(ctx);
     const cd_vk_range ranges[NBIND] = {j->meta, j->data, j->stats};
-    for (int k = 0; k < NK; k++) cd_vk_kernel_bind(ctx, &cd_aug_kernels_of(ctx)->ik[k], ranges);
+    for (int k = 0; k < NK; k++) cd_vk_kernel_bind(ctx, &ik[k], ranges);
     const uint64_t npatch = (uint64_t)(j->patch[0] * j->patch[1] * j->patch[2]);
     ipush pc = {.npatch = (uint32_t)npatch,
                 .channels = j->channels,
@@ -275,12 +268,12 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
     bool first = true;
 #define STEP()                                                                                     \
     do {                                                                                           \
-        if (!first) compute_barrier(ctx);                                                          \
+        if (!first) compute_barrier(cmd);                                                          \
         first = false;                                                                             \
     } while (0)
     if (j->ops & CD_GPU_I_NOISE) {
         STEP();
-        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_NOISE], &pc, (npatch + 3) / 4, j->ns);
+        dispatch_rows(cmd, &ik[K_NOISE], &pc, (npatch + 3) / 4, j->ns);
     }
     if (j->ops & CD_GPU_I_BLUR)
         for (uint32_t ax = 0; ax < 3; ax++) {
@@ -289,37 +282,37 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, const cd_gpu_ijob *j) {
             if (!any) continue;
             STEP();
             pc.op = ax;
-            dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_BLUR], &pc, npatch, pc.rows);
+            dispatch_rows(cmd, &ik[K_BLUR], &pc, npatch, pc.rows);
             const uint32_t t = pc.cur;
             pc.cur = pc.oth;
             pc.oth = t;
         }
     if (j->ops & CD_GPU_I_BRIGHTNESS) {
         STEP();
-        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_SCALE], &pc, npatch, pc.rows);
+        dispatch_rows(cmd, &ik[K_SCALE], &pc, npatch, pc.rows);
     }
     if (j->ops & CD_GPU_I_CONTRAST) {
         STEP();
-        reduce(ctx, pc, CD_GPU_I_CONTRAST, 0);
-        compute_barrier(ctx);
+        reduce(cmd, ik, pc, CD_GPU_I_CONTRAST, 0);
+        compute_barrier(cmd);
         pc.slot = 0;
-        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_CONTRAST], &pc, npatch, pc.rows);
+        dispatch_rows(cmd, &ik[K_CONTRAST], &pc, npatch, pc.rows);
     }
     if (j->ops & CD_GPU_I_LOWRES) {
         STEP();
         pc.mode = 0;
-        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_LOWRES], &pc, npatch, pc.rows);
-        compute_barrier(ctx);
+        dispatch_rows(cmd, &ik[K_LOWRES], &pc, npatch, pc.rows);
+        compute_barrier(cmd);
         pc.mode = 1;
-        dispatch_rows(ctx, &cd_aug_kernels_of(ctx)->ik[K_LOWRES], &pc, npatch, pc.rows);
+        dispatch_rows(cmd, &ik[K_LOWRES], &pc, npatch, pc.rows);
     }
     if (j->ops & CD_GPU_I_GAMMA_INVERT) {
         STEP();
-        gamma_step(ctx, pc, CD_GPU_I_GAMMA_INVERT);
+        gamma_step(cmd, ik, pc, CD_GPU_I_GAMMA_INVERT);
     }
     if (j->ops & CD_GPU_I_GAMMA) {
         STEP();
-        gamma_step(ctx, pc, CD_GPU_I_GAMMA);
+        gamma_step(cmd, ik, pc, CD_GPU_I_GAMMA);
     }
 #undef STEP
     return pc.cur;
@@ -354,7 +347,8 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
     igroup_sizes(ctx, pl, i0, i1, channels, npatch, sz, &ns);
     if (ns == 0) return CD_OK;
     const VkDeviceSize in_bytes = sz[0] + sz[1];
-    VkDeviceSize need[CD_VK_NKINDS] = {sz[0] + sz[1] + sz[2] + sz[3], ctx->shared ? 0 : in_bytes, ctx->shared ? 0 : sz[1]};
+    const bool shared = cd_gpu_shared_memory(ctx);
+    VkDeviceSize need[CD_VK_NKINDS] = {sz[0] + sz[1] + sz[2] + sz[3], shared ? 0 : in_bytes, shared ? 0 : sz[1]};
     cd_status st = cd_vk_arenas_reserve(ctx, need, err);
     if (st != CD_OK) return st;
     cd_vk_range meta = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[0]);
@@ -363,7 +357,7 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
     if (sz[2]) data.size += cd_vk_alloc(ctx, CD_VK_DEVICE, sz[2]).size; /* contiguous: [image | scratch] */
     cd_vk_range stats = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[3]);
     cd_vk_range h_meta = meta, h_img = img, h_out = img;
-    if (!ctx->shared) {
+    if (!shared) {
         h_meta = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[0]);
         h_img = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[1]);
         h_out = cd_vk_alloc(ctx, CD_VK_READBACK, sz[1]);
@@ -391,38 +385,35 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
     }
     cd_gpu_ijob_pack(&job, cd_vk_host(ctx, h_meta));
 
-    st = cd_vk_begin(ctx, err);
+    cd_vk_cmd *cmd = cd_vk_batch(ctx);
+    st = cd_vk_cmd_begin(cmd, false, err);
     if (st == CD_OK) {
-        VkCommandBuffer cmd = ctx->cmd;
-        if (!ctx->shared) {
+        if (!shared) {
             /* meta and image are adjacent in both arenas: one region */
             VkBufferCopy region = {.srcOffset = h_meta.offset, .dstOffset = meta.offset, .size = in_bytes};
-            ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_UPLOAD].buffer, ctx->arena[CD_VK_DEVICE].buffer, 1, &region);
-            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+            cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(ctx, CD_VK_DEVICE), 1, &region);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                              VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
         } /* shared memory: the submission makes the host's writes visible */
-        cd_vk_timestamp(ctx, 0);
-        const uint32_t res = cd_gpu_ijob_record(ctx, &job);
-        cd_vk_timestamp(ctx, 1);
-        if (!ctx->shared) {
-            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                          VK_ACCESS_TRANSFER_READ_BIT);
+        cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+        const uint32_t res = cd_gpu_ijob_record(ctx, cmd, &job);
+        cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
+        if (!shared) {
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                              VK_ACCESS_TRANSFER_READ_BIT);
             VkBufferCopy region = {.srcOffset = img.offset + (VkDeviceSize)res * 4, .dstOffset = h_out.offset, .size = sz[1]};
-            ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_DEVICE].buffer, ctx->arena[CD_VK_READBACK].buffer, 1, &region);
-            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                          VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_DEVICE), cd_vk_arena_buffer(ctx, CD_VK_READBACK), 1, &region);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                              VK_ACCESS_HOST_READ_BIT);
         } else {
             h_out.offset += (VkDeviceSize)res * 4;
-            cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                          VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                              VK_ACCESS_HOST_READ_BIT);
         }
         double kms = 0;
-        st = cd_vk_submit_wait(ctx, &kms, err);
+        st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err);
         if (st == CD_OK) {
-            ctx->last.kernel_ms += kms;
-            ctx->last.batches++;
-            ctx->last.bytes_in += in_bytes;
-            ctx->last.bytes_out += sz[1];
+            cd_vk_count_batch(ctx, kms, in_bytes, sz[1]);
             const float *out = cd_vk_host(ctx, h_out);
             s = 0;
             for (int i = i0; i < i1; i++) {
@@ -440,7 +431,8 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
 static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images, uint32_t channels,
                                   const int64_t patch[3], cd_gpu_iplan *pl, cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
-    const VkPhysicalDeviceLimits *lim = &ctx->props.limits;
+    const VkPhysicalDeviceLimits *lim = cd_vk_limits(ctx);
+    const bool shared = cd_gpu_shared_memory(ctx);
     for (int i = 0; i < n; i++) {
         if (!images[i]) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_intensity: image %d is NULL", i);
         cd_gpu_iplan_make(&params[i], patch, &pl[i]);
@@ -450,11 +442,7 @@ static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *para
             cd_vk_count_fallback(ctx, 1);
         }
     }
-    uint64_t budget = ctx->max_allocation;
-    if (ctx->memory_limit) {
-        const uint64_t b = ctx->shared ? ctx->memory_limit : ctx->memory_limit / 2;
-        budget = b < budget ? b : budget;
-    }
+    const uint64_t budget = cd_vk_batch_budget(ctx);
     const uint64_t range_max = lim->maxStorageBufferRange;
     int i0 = 0;
     while (i0 < n) {
@@ -472,11 +460,11 @@ static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *para
                     if (sz[1] + sz[2] > range_max || sz[3] > range_max || sz[0] > range_max || channels > lim->maxComputeWorkGroupCount[2])
                         return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_intensity: image %d (%s with its scratch copy) is more than %s can bind "
                                                           "(maxStorageBufferRange %s)",
-                                       i0, cd_format_bytes(sz[1] + sz[2], b1, sizeof b1), ctx->info.name,
+                                       i0, cd_format_bytes(sz[1] + sz[2], b1, sizeof b1), cd_vk_name(ctx),
                                        cd_format_bytes(range_max, b2, sizeof b2));
                     return cd_fail(err, CD_ERR_NOMEM, "GPU memory: image %d needs %s, more than the %s available on %s", i0,
-                                   cd_format_bytes(total * (ctx->shared ? 1 : 2), b1, sizeof b1),
-                                   cd_format_bytes(budget * (ctx->shared ? 1 : 2), b2, sizeof b2), ctx->info.name);
+                                   cd_format_bytes(total * (shared ? 1 : 2), b1, sizeof b1),
+                                   cd_format_bytes(budget * (shared ? 1 : 2), b2, sizeof b2), cd_vk_name(ctx));
                 }
                 break;
             }
@@ -508,15 +496,12 @@ cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params,
     if (st != CD_OK || n == 0 || channels == 0) return st;
     cd_gpu_iplan *pl = calloc((size_t)n, sizeof *pl);
     if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    pthread_mutex_lock(&ctx->lock);
+    cd_vk_call_begin(ctx);
     const double t0 = cd_now_ms();
-    memset(&ctx->last, 0, sizeof ctx->last);
-    if (ctx->lost)
-        st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else if ((st = cd_aug_kernels_ready(ctx, err)) == CD_OK)
-        st = intensity_locked(ctx, params, n, images, channels, patch, pl, err);
-    ctx->last.total_ms = cd_now_ms() - t0;
-    pthread_mutex_unlock(&ctx->lock);
+    st = cd_vk_usable(ctx, err);
+    if (st == CD_OK) st = cd_gpu_intensity_ready(ctx, err);
+    if (st == CD_OK) st = intensity_locked(ctx, params, n, images, channels, patch, pl, err);
+    cd_vk_call_end(ctx, t0);
     free(pl);
     return st;
 }

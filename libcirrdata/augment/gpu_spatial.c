@@ -24,10 +24,6 @@
 #include "augment/augment_impl.h"
 #include "augment/gpu_aug.h"
 
-static const uint32_t warp_spirv[] =
-#include "aug_spatial_spv.h"
-    ;
-
 enum { SAMPLE_WORDS = 20, ROW_WORDS = 6, EL_WORDS = 6, NBIND = 7 };
 /* device ranges of the fused intensity stage, after the warp's bindings: meta (an input), the scratch
  * image (right after the output image: the stage's data binding spans both) and the statistics */
@@ -38,36 +34,24 @@ typedef struct warp_push {
     uint32_t pz, npatch, channels, nquads, groups_x;
 } warp_push;
 
-static cd_status warp_init(cd_gpu_context *ctx, cd_vk_kernel *warp, cd_error *err) {
+/* The warp of a context: a cd_vk_family of the runtime (state: one cd_vk_kernel), created on its first
+ * use there. */
+static cd_status warp_init(cd_gpu_context *ctx, void *warp, cd_error *err) {
     uint32_t ls = 64;
-    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     if (ls > l->maxComputeWorkGroupSize[0]) ls = l->maxComputeWorkGroupSize[0];
     if (ls > l->maxComputeWorkGroupInvocations) ls = l->maxComputeWorkGroupInvocations;
     if (sizeof(warp_push) > l->maxPushConstantsSize)
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
-    return cd_vk_kernel_create(ctx, warp, warp_spirv, sizeof warp_spirv, NBIND, sizeof(warp_push), ls, err);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", cd_vk_name(ctx));
+    return cd_vk_kernel_create(ctx, warp, CD_SHADER_AUG_SPATIAL, NBIND, sizeof(warp_push), ls, err);
 }
 
-static cd_status aug_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
-    cd_aug_kernels *k = state;
-    cd_status st = warp_init(ctx, &k->warp, err);
-    return st == CD_OK ? cd_gpu_intensity_init(ctx, k->ik, err) : st;
-}
+static void warp_destroy(cd_gpu_context *ctx, void *warp) { cd_vk_kernel_destroy(ctx, warp); }
 
-static void aug_kernels_destroy(cd_gpu_context *ctx, void *state) {
-    cd_aug_kernels *k = state;
-    cd_vk_kernel_destroy(ctx, &k->warp);
-    for (size_t i = 0; i < sizeof k->ik / sizeof k->ik[0]; i++) cd_vk_kernel_destroy(ctx, &k->ik[i]);
-}
+static const cd_vk_family warp_family = {"augmentation: warp", sizeof(cd_vk_kernel), warp_init, warp_destroy};
 
-static const cd_vk_family aug_family = {"augmentation", sizeof(cd_aug_kernels), aug_kernels_init, aug_kernels_destroy};
-
-cd_status cd_aug_kernels_ready(cd_gpu_context *ctx, cd_error *err) {
-    void *state;
-    return cd_vk_family_state(ctx, &aug_family, &state, err);
-}
-
-cd_aug_kernels *cd_aug_kernels_of(const cd_gpu_context *ctx) { return cd_vk_family_find(ctx, &aug_family); }
+/* The warp of ctx, after cd_vk_family_state succeeded. */
+static cd_vk_kernel *WARP(const cd_gpu_context *ctx) { return cd_vk_family_find(ctx, &warp_family); }
 
 static uint64_t pad4(uint64_t n) { return (n + 3) & ~(uint64_t)3; }
 
@@ -131,9 +115,9 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     for (int i = i0; i < i1; i++) ns += !(pl[i].cpu || pl[i].skip);
     if (ns == 0) return CD_OK;
     const bool stage = sz[X_META] != 0; /* some image has intensity ops */
+    const bool shared = cd_gpu_shared_memory(ctx);
     VkDeviceSize in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6] + sz[X_META], out_bytes = sz[4] + sz[5];
-    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes + sz[X_SCRATCH] + sz[X_STATS], ctx->shared ? 0 : in_bytes,
-                                       ctx->shared ? 0 : out_bytes};
+    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes + sz[X_SCRATCH] + sz[X_STATS], shared ? 0 : in_bytes, shared ? 0 : out_bytes};
     cd_status st = cd_vk_arenas_reserve(ctx, need, err);
     if (st != CD_OK) return st;
     /* device ranges: inputs first (contiguous, copied in one region), then outputs (the scratch image
@@ -147,7 +131,7 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     if (sz[X_SCRATCH]) dev[X_SCRATCH] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[X_SCRATCH]);
     dev[5] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[5]);
     if (stage) dev[X_STATS] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[X_STATS]);
-    if (ctx->shared) {
+    if (shared) {
         memcpy(host_in, dev, sizeof dev);
         memcpy(host_out, dev, sizeof dev);
     } else {
@@ -245,60 +229,57 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
         s++;
     }
 
-    st = cd_vk_begin(ctx, err);
+    cd_vk_cmd *cmd = cd_vk_batch(ctx);
+    st = cd_vk_cmd_begin(cmd, false, err);
     if (st != CD_OK) {
         free(jp);
         free(jq);
         return st;
     }
-    VkCommandBuffer cmd = ctx->cmd;
-    if (!ctx->shared) {
+    if (!shared) {
         VkBufferCopy region = {.srcOffset = host_in[0].offset, .dstOffset = dev[0].offset, .size = in_bytes};
-        ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_UPLOAD].buffer, ctx->arena[CD_VK_DEVICE].buffer, 1, &region);
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT);
+        cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(ctx, CD_VK_DEVICE), 1, &region);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                          VK_ACCESS_SHADER_READ_BIT);
     }
-    cd_vk_kernel_bind(ctx, &cd_aug_kernels_of(ctx)->warp, dev);
-    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, cd_aug_kernels_of(ctx)->warp.pipeline);
-    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, cd_aug_kernels_of(ctx)->warp.layout, 0, 1, &cd_aug_kernels_of(ctx)->warp.set, 0, NULL);
+    cd_vk_kernel *warp = WARP(ctx);
+    cd_vk_kernel_bind(ctx, warp, dev);
+    cd_vk_cmd_bind(cmd, warp, VK_NULL_HANDLE, VK_NULL_HANDLE);
     const uint64_t nquads = (npatch + 3) / 4;
-    const uint64_t groups = (nquads + cd_aug_kernels_of(ctx)->warp.local_size - 1) / cd_aug_kernels_of(ctx)->warp.local_size;
-    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
+    const uint64_t groups = (nquads + warp->local_size - 1) / warp->local_size;
+    const uint32_t maxx = cd_vk_limits(ctx)->maxComputeWorkGroupCount[0];
     const uint32_t gx = (uint32_t)(groups < maxx ? groups : maxx);
     const uint32_t gy = (uint32_t)((groups + gx - 1) / gx);
     warp_push pc = {(uint32_t)patch[2], (uint32_t)npatch, channels, (uint32_t)nquads, gx};
-    ctx->vk.vkCmdPushConstants(cmd, cd_aug_kernels_of(ctx)->warp.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
-    cd_vk_timestamp(ctx, 0);
-    ctx->vk.vkCmdDispatch(cmd, gx, gy, ns);
+    cd_vk_cmd_push(cmd, warp, &pc);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+    cd_vk_cmd_dispatch(cmd, gx, gy, ns);
     uint32_t res = 0; /* float offset of the final images from dev[4] */
     if (stage) {
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-        res = cd_gpu_ijob_record(ctx, &job);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        res = cd_gpu_ijob_record(ctx, cmd, &job);
     }
     free(jp);
     free(jq);
-    cd_vk_timestamp(ctx, 1);
-    if (!ctx->shared) {
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_TRANSFER_READ_BIT);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
+    if (!shared) {
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                          VK_ACCESS_TRANSFER_READ_BIT);
         VkBufferCopy regions[2] = {{.srcOffset = dev[4].offset + (VkDeviceSize)res * 4, .dstOffset = host_out[4].offset, .size = sz[4]},
                                    {.srcOffset = dev[5].offset, .dstOffset = host_out[5].offset, .size = sz[5]}};
-        ctx->vk.vkCmdCopyBuffer(cmd, ctx->arena[CD_VK_DEVICE].buffer, ctx->arena[CD_VK_READBACK].buffer, 2, regions);
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                      VK_ACCESS_HOST_READ_BIT);
+        cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_DEVICE), cd_vk_arena_buffer(ctx, CD_VK_READBACK), 2, regions);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
     } else {
         host_out[4].offset += (VkDeviceSize)res * 4;
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                      VK_ACCESS_HOST_READ_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
     }
     double kms = 0;
-    st = cd_vk_submit_wait(ctx, &kms, err);
+    st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err);
     if (st != CD_OK) return st;
-    ctx->last.kernel_ms += kms;
-    ctx->last.batches++;
-    ctx->last.bytes_in += in_bytes;
-    ctx->last.bytes_out += out_bytes;
+    cd_vk_count_batch(ctx, kms, in_bytes, out_bytes);
 
     const float *out = cd_vk_host(ctx, host_out[4]);
     const uint8_t *omask = cd_vk_host(ctx, host_out[5]);
@@ -330,7 +311,8 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
                                     uint32_t channels, const int64_t patch[3], item_plan *pl, bool intensity, const char *fn,
                                     cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
-    const VkPhysicalDeviceLimits *lim = &ctx->props.limits;
+    const VkPhysicalDeviceLimits *lim = cd_vk_limits(ctx);
+    const bool shared = cd_gpu_shared_memory(ctx);
     const uint64_t range_max = lim->maxStorageBufferRange;
     /* plan every item */
     for (int i = 0; i < n; i++) {
@@ -383,16 +365,13 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
             cd_vk_count_fallback(ctx, 1);
         }
     /* groups: as many items as fit every binding's range, the memory budget and the grid */
-    const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + cd_aug_kernels_of(ctx)->warp.local_size - 1) / cd_aug_kernels_of(ctx)->warp.local_size;
+    const uint32_t ls = WARP(ctx)->local_size;
+    const uint64_t nquads = (npatch + 3) / 4, groups = (nquads + ls - 1) / ls;
     const uint64_t gx = groups < lim->maxComputeWorkGroupCount[0] ? groups : lim->maxComputeWorkGroupCount[0];
     if ((groups + gx - 1) / gx > lim->maxComputeWorkGroupCount[1])
         return cd_fail(err, CD_ERR_LIMIT, "%s: a patch of %llu voxels is too large for one dispatch on %s", fn,
-                       (unsigned long long)npatch, ctx->info.name);
-    uint64_t budget = ctx->max_allocation;
-    if (ctx->memory_limit) {
-        uint64_t b = ctx->shared ? ctx->memory_limit : ctx->memory_limit / 2;
-        budget = b < budget ? b : budget;
-    }
+                       (unsigned long long)npatch, cd_vk_name(ctx));
+    const uint64_t budget = cd_vk_batch_budget(ctx);
     const uint64_t rows_bytes = (uint64_t)(patch[0] * patch[1]) * ROW_WORDS * 4;
     int i0 = 0;
     while (i0 < n) {
@@ -413,11 +392,11 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
                     char b1[32], b2[32];
                     if (big > range_max || channels > lim->maxComputeWorkGroupCount[2])
                         return cd_fail(err, CD_ERR_LIMIT, "%s: item %d needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)",
-                                       fn, i0, cd_format_bytes(big, b1, sizeof b1), ctx->info.name,
+                                       fn, i0, cd_format_bytes(big, b1, sizeof b1), cd_vk_name(ctx),
                                        cd_format_bytes(range_max, b2, sizeof b2));
                     return cd_fail(err, CD_ERR_NOMEM, "GPU memory: item %d needs %s, more than the %s available on %s", i0,
-                                   cd_format_bytes(total * (ctx->shared ? 1 : 2), b1, sizeof b1),
-                                   cd_format_bytes(budget * (ctx->shared ? 1 : 2), b2, sizeof b2), ctx->info.name);
+                                   cd_format_bytes(total * (shared ? 1 : 2), b1, sizeof b1),
+                                   cd_format_bytes(budget * (shared ? 1 : 2), b2, sizeof b2), cd_vk_name(ctx));
                 }
                 break;
             }
@@ -435,16 +414,14 @@ cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, in
                             uint32_t channels, const int64_t patch[3], bool intensity, const char *fn, cd_error *err) {
     item_plan *pl = calloc((size_t)n, sizeof *pl);
     if (!pl) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    pthread_mutex_lock(&ctx->lock);
+    cd_vk_call_begin(ctx);
     const double t0 = cd_now_ms();
-    memset(&ctx->last, 0, sizeof ctx->last);
-    cd_status st;
-    if (ctx->lost)
-        st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else if ((st = cd_aug_kernels_ready(ctx, err)) == CD_OK)
-        st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, intensity, fn, err);
-    ctx->last.total_ms = cd_now_ms() - t0;
-    pthread_mutex_unlock(&ctx->lock);
+    void *warp;
+    cd_status st = cd_vk_usable(ctx, err);
+    if (st == CD_OK) st = cd_vk_family_state(ctx, &warp_family, &warp, err);
+    if (st == CD_OK && intensity) st = cd_gpu_intensity_ready(ctx, err);
+    if (st == CD_OK) st = aug_spatial_locked(ctx, params, n, items, channels, patch, pl, intensity, fn, err);
+    cd_vk_call_end(ctx, t0);
     for (int i = 0; i < n; i++) free(pl[i].field);
     free(pl);
     return st;

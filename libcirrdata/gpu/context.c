@@ -1,24 +1,20 @@
-/* The Vulkan runtime: loader, instance (with the validation layer on request), device selection,
- * the compute queue, memory arenas, pipelines and their on-disk cache, and the command buffer of a
- * batch. Plain C over volk.
+/* The Vulkan runtime's context: loader, instance (with the validation layer on request), device
+ * selection, the compute queue and what a context holds; the process-wide totals. Memory is in
+ * memory.c, kernels, pipelines and their cache in pipeline.c, the command object in command.c. Plain
+ * C over volk.
  *
  * The loader is opened with dlopen (libvulkan.so.1, or $CIRRDATA_VK_LOADER) the first time a
  * context or a device list is asked for and stays loaded; volk's global entry points are filled once
  * (the loader's instance-level trampolines serve every instance), device-level ones go to a table per
  * context. */
-#include <ctype.h>
 #include <dlfcn.h>
-#include <stdatomic.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "gpu/gpu_impl.h"
-#include "core/fs.h"
+#include "gpu/context_impl.h"
 
 /* ---------------------------------------------------------------- loader and instance */
 
@@ -394,476 +390,6 @@ cd_status cd_gpu_list_devices(cd_gpu_device_info *out, int cap, int *count, int 
     return st;
 }
 
-/* ---------------------------------------------------------------- memory */
-
-/* A memory type allowed by `bits` with all of `required`, preferring the most of `preferred`. */
-static int find_memory_type(const VkPhysicalDeviceMemoryProperties *m, uint32_t bits, VkMemoryPropertyFlags required,
-                            VkMemoryPropertyFlags preferred) {
-    int best = -1, best_score = -1;
-    for (uint32_t t = 0; t < m->memoryTypeCount; t++) {
-        if (!(bits & (1u << t))) continue;
-        VkMemoryPropertyFlags f = m->memoryTypes[t].propertyFlags;
-        if ((f & required) != required) continue;
-        int score = __builtin_popcount(f & preferred);
-        if (score > best_score) {
-            best = (int)t;
-            best_score = score;
-        }
-    }
-    return best;
-}
-
-static void arena_free(cd_gpu_context *ctx, cd_vk_arena *a) {
-    if (a->mapped) ctx->vk.vkUnmapMemory(ctx->device, a->memory);
-    if (a->buffer) ctx->vk.vkDestroyBuffer(ctx->device, a->buffer, NULL);
-    if (a->memory) ctx->vk.vkFreeMemory(ctx->device, a->memory, NULL);
-    memset(a, 0, sizeof *a);
-}
-
-VkDeviceSize cd_vk_padded(const cd_gpu_context *ctx, VkDeviceSize size) {
-    VkDeviceSize al = ctx->props.limits.minStorageBufferOffsetAlignment;
-    if (al < 16) al = 16;
-    if (size < 16) size = 16;
-    return (size + al - 1) / al * al;
-}
-
-static const char *kind_name(cd_vk_kind k) {
-    return k == CD_VK_DEVICE ? "device" : k == CD_VK_UPLOAD ? "upload staging" : "readback staging";
-}
-
-cd_status cd_vk_arenas_reserve(cd_gpu_context *ctx, const VkDeviceSize need[CD_VK_NKINDS], cd_error *err) {
-    char b1[32], b2[32];
-    uint64_t total = ctx->held_bytes;
-    for (int k = 0; k < CD_VK_NKINDS; k++) total += need[k] > ctx->arena[k].capacity ? need[k] : ctx->arena[k].capacity;
-    if (ctx->memory_limit && total > ctx->memory_limit) {
-        /* Growing one block while keeping the others might be what overflows: drop the unneeded
-         * ones and try again with just what this batch needs. */
-        total = ctx->held_bytes;
-        for (int k = 0; k < CD_VK_NKINDS; k++) total += need[k];
-        if (total > ctx->memory_limit)
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs %s, more than the context's limit of %s (%s)",
-                           cd_format_bytes(total, b1, sizeof b1), cd_format_bytes(ctx->memory_limit, b2, sizeof b2), ctx->info.name);
-        for (int k = 0; k < CD_VK_NKINDS; k++)
-            if (need[k] > ctx->arena[k].capacity) arena_free(ctx, &ctx->arena[k]);
-    }
-    for (int k = 0; k < CD_VK_NKINDS; k++) {
-        cd_vk_arena *a = &ctx->arena[k];
-        a->used = 0;
-        if (need[k] <= a->capacity) continue;
-        arena_free(ctx, a);
-        VkDeviceSize cap = 1 << 20;
-        while (cap < need[k] && cap < ((VkDeviceSize)1 << 62)) cap <<= 1;
-        /* the power of two only where it fits the limits; else exactly what is needed */
-        uint64_t others = ctx->held_bytes;
-        for (int o = 0; o < CD_VK_NKINDS; o++)
-            if (o != k) others += ctx->arena[o].capacity > need[o] ? ctx->arena[o].capacity : need[o];
-        if (cap > ctx->max_allocation || (ctx->memory_limit && others + cap > ctx->memory_limit)) cap = need[k];
-        if (cap > ctx->max_allocation)
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs a %s %s buffer, more than one allocation may hold (%s) on %s",
-                           cd_format_bytes(cap, b1, sizeof b1), kind_name((cd_vk_kind)k),
-                           cd_format_bytes(ctx->max_allocation, b2, sizeof b2), ctx->info.name);
-        VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-                                  .size = cap,
-                                  .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                           VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                                  .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
-        VkResult r = ctx->vk.vkCreateBuffer(ctx->device, &bci, NULL, &a->buffer);
-        if (r != VK_SUCCESS) {
-            a->buffer = VK_NULL_HANDLE;
-            return cd_vk_fail(ctx, err, r, "vkCreateBuffer");
-        }
-        VkMemoryRequirements req;
-        ctx->vk.vkGetBufferMemoryRequirements(ctx->device, a->buffer, &req);
-        VkMemoryPropertyFlags required, preferred;
-        const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-        if (k == CD_VK_DEVICE && ctx->shared) {
-            required = host;
-            preferred = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
-        } else if (k == CD_VK_DEVICE) {
-            required = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
-            preferred = 0;
-        } else if (k == CD_VK_UPLOAD) {
-            required = host;
-            preferred = 0;
-        } else {
-            required = host;
-            preferred = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
-        }
-        int t = find_memory_type(&ctx->memprops, req.memoryTypeBits, required, preferred);
-        if (t < 0) {
-            arena_free(ctx, a);
-            return cd_fail(err, CD_ERR_UNSUPPORTED, "GPU memory: %s has no memory type for %s buffers", ctx->info.name,
-                           kind_name((cd_vk_kind)k));
-        }
-        const VkMemoryType *mt = &ctx->memprops.memoryTypes[t];
-        VkDeviceSize heap = ctx->memprops.memoryHeaps[mt->heapIndex].size, in_heap = req.size;
-        for (int o = 0; o < CD_VK_NKINDS; o++)
-            if (o != k && ctx->arena[o].memory && ctx->arena[o].heap_index == mt->heapIndex) in_heap += ctx->arena[o].capacity;
-        if (in_heap > heap) {
-            arena_free(ctx, a);
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs %s in a memory heap of %s (%s)",
-                           cd_format_bytes(in_heap, b1, sizeof b1), cd_format_bytes(heap, b2, sizeof b2), ctx->info.name);
-        }
-        VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)t};
-        r = ctx->vk.vkAllocateMemory(ctx->device, &mai, NULL, &a->memory);
-        if (r != VK_SUCCESS) {
-            a->memory = VK_NULL_HANDLE;
-            arena_free(ctx, a);
-            if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-                return cd_fail(err, CD_ERR_NOMEM, "GPU memory: cannot allocate %s of %s memory on %s (%s)",
-                               cd_format_bytes(req.size, b1, sizeof b1), kind_name((cd_vk_kind)k), ctx->info.name,
-                               cd_vk_result_name(r));
-            return cd_vk_fail(ctx, err, r, "vkAllocateMemory");
-        }
-        a->type_index = (uint32_t)t;
-        a->heap_index = mt->heapIndex;
-        r = ctx->vk.vkBindBufferMemory(ctx->device, a->buffer, a->memory, 0);
-        if (r == VK_SUCCESS && (mt->propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))
-            r = ctx->vk.vkMapMemory(ctx->device, a->memory, 0, VK_WHOLE_SIZE, 0, &a->mapped);
-        if (r != VK_SUCCESS) {
-            a->mapped = NULL;
-            arena_free(ctx, a);
-            return cd_vk_fail(ctx, err, r, "vkBindBufferMemory/vkMapMemory");
-        }
-        a->capacity = cap;
-    }
-    return CD_OK;
-}
-
-cd_vk_range cd_vk_alloc(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size) {
-    cd_vk_arena *a = &ctx->arena[kind];
-    cd_vk_range r = {kind, a->used, cd_vk_padded(ctx, size)};
-    a->used += r.size;
-    return r;
-}
-
-void *cd_vk_host(cd_gpu_context *ctx, cd_vk_range r) { return (char *)ctx->arena[r.kind].mapped + r.offset; }
-
-cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size, cd_vk_buffer *out, cd_error *err) {
-    char b1[32], b2[32], b3[32];
-    memset(out, 0, sizeof *out);
-    size = cd_vk_padded(ctx, size);
-    uint64_t arenas = 0;
-    for (int k = 0; k < CD_VK_NKINDS; k++) arenas += ctx->arena[k].capacity;
-    if (ctx->memory_limit && arenas + ctx->held_bytes + size > ctx->memory_limit)
-        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer does not fit the context's limit of %s (%s held; %s)",
-                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->memory_limit, b2, sizeof b2),
-                       cd_format_bytes(arenas + ctx->held_bytes, b3, sizeof b3), ctx->info.name);
-    if (size > ctx->max_allocation)
-        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer is more than one allocation may hold (%s) on %s",
-                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->max_allocation, b2, sizeof b2),
-                       ctx->info.name);
-    VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-                              .size = size,
-                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
-    VkResult r = ctx->vk.vkCreateBuffer(ctx->device, &bci, NULL, &out->buffer);
-    if (r != VK_SUCCESS) {
-        out->buffer = VK_NULL_HANDLE;
-        return cd_vk_fail(ctx, err, r, "vkCreateBuffer");
-    }
-    VkMemoryRequirements req;
-    ctx->vk.vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
-    /* the arenas' choice of memory type for this kind */
-    const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-    VkMemoryPropertyFlags required = host, preferred = 0;
-    if (kind == CD_VK_DEVICE && ctx->shared) preferred = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
-    else if (kind == CD_VK_DEVICE) required = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
-    else if (kind == CD_VK_READBACK) preferred = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
-    int t = find_memory_type(&ctx->memprops, req.memoryTypeBits, required, preferred);
-    if (t < 0) {
-        cd_vk_buffer_destroy(ctx, out);
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "GPU memory: %s has no memory type for %s buffers", ctx->info.name, kind_name(kind));
-    }
-    const VkMemoryType *mt = &ctx->memprops.memoryTypes[t];
-    if (req.size > ctx->memprops.memoryHeaps[mt->heapIndex].size) {
-        cd_vk_buffer_destroy(ctx, out);
-        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s buffer is larger than its memory heap (%s) on %s",
-                       cd_format_bytes(req.size, b1, sizeof b1), cd_format_bytes(ctx->memprops.memoryHeaps[mt->heapIndex].size, b2, sizeof b2),
-                       ctx->info.name);
-    }
-    VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)t};
-    r = ctx->vk.vkAllocateMemory(ctx->device, &mai, NULL, &out->memory);
-    if (r != VK_SUCCESS) {
-        out->memory = VK_NULL_HANDLE;
-        cd_vk_buffer_destroy(ctx, out);
-        if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: cannot allocate %s of %s memory on %s (%s)", cd_format_bytes(req.size, b1, sizeof b1),
-                           kind_name(kind), ctx->info.name, cd_vk_result_name(r));
-        return cd_vk_fail(ctx, err, r, "vkAllocateMemory");
-    }
-    r = ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0);
-    if (r == VK_SUCCESS && (mt->propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))
-        r = ctx->vk.vkMapMemory(ctx->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
-    if (r != VK_SUCCESS) {
-        out->mapped = NULL;
-        cd_vk_buffer_destroy(ctx, out);
-        return cd_vk_fail(ctx, err, r, "vkBindBufferMemory/vkMapMemory");
-    }
-    out->size = size;
-    ctx->held_bytes += size;
-    return CD_OK;
-}
-
-void cd_vk_buffer_destroy(cd_gpu_context *ctx, cd_vk_buffer *b) {
-    if (!b || !ctx->device) return;
-    if (b->mapped) ctx->vk.vkUnmapMemory(ctx->device, b->memory);
-    if (b->buffer) ctx->vk.vkDestroyBuffer(ctx->device, b->buffer, NULL);
-    if (b->memory) ctx->vk.vkFreeMemory(ctx->device, b->memory, NULL);
-    if (b->size) ctx->held_bytes -= b->size;
-    memset(b, 0, sizeof *b);
-}
-
-/* ---------------------------------------------------------------- pipelines and their cache */
-
-static cd_status mkdirs(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return CD_ERR_IO;
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return CD_ERR_IO;
-    return CD_OK;
-}
-
-static void cache_path(cd_gpu_context *ctx, const cd_gpu_options *o) {
-    ctx->cache_path[0] = '\0';
-    if ((o && o->no_pipeline_cache) || (getenv("CIRRDATA_VK_PIPELINE_CACHE") && !strcmp(getenv("CIRRDATA_VK_PIPELINE_CACHE"), "0")))
-        return;
-    char dir[900];
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (o && o->cache_dir && *o->cache_dir) snprintf(dir, sizeof dir, "%s", o->cache_dir);
-    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/cirrdata", xdg);
-    else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/cirrdata", home);
-    else return;
-    char uuid[33];
-    for (int i = 0; i < 16; i++) snprintf(uuid + 2 * i, 3, "%02x", ctx->props.pipelineCacheUUID[i]);
-    snprintf(ctx->cache_path, sizeof ctx->cache_path, "%s/vk-pipelines-%04x-%04x-%08x-%s.bin", dir, ctx->props.vendorID,
-             ctx->props.deviceID, ctx->props.driverVersion, uuid);
-}
-
-/* Reads the cache file if its header is this device's; anything else is a miss (NULL). */
-static void *cache_read(cd_gpu_context *ctx, size_t *len) {
-    *len = 0;
-    if (!ctx->cache_path[0]) return NULL;
-    int fd; /* a FIFO in the cache's place is a miss, never waited on */
-    if (cd_open_regular(ctx->cache_path, NULL, &fd, NULL, NULL) != CD_OK) return NULL;
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        close(fd);
-        return NULL;
-    }
-    void *data = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n >= 32 && n <= (64L << 20) && fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)n)) &&
-        fread(data, 1, (size_t)n, f) == (size_t)n) {
-        const unsigned char *b = data;
-        uint32_t hsize, hversion, vendor, device;
-        memcpy(&hsize, b, 4);
-        memcpy(&hversion, b + 4, 4);
-        memcpy(&vendor, b + 8, 4);
-        memcpy(&device, b + 12, 4);
-        if (hsize >= 32 && hsize <= (uint32_t)n && hversion == VK_PIPELINE_CACHE_HEADER_VERSION_ONE && vendor == ctx->props.vendorID &&
-            device == ctx->props.deviceID && !memcmp(b + 16, ctx->props.pipelineCacheUUID, VK_UUID_SIZE)) {
-            fclose(f);
-            *len = (size_t)n;
-            return data;
-        }
-    }
-    free(data);
-    fclose(f);
-    return NULL;
-}
-
-/* Writes the cache atomically (temporary file, then rename); failures are ignored: a cache. */
-static void cache_write(cd_gpu_context *ctx) {
-    if (!ctx->cache_path[0] || !ctx->cache) return;
-    size_t n = 0;
-    if (ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->cache, &n, NULL) != VK_SUCCESS || n == 0 || n > (64u << 20)) return;
-    void *data = malloc(n);
-    if (!data) return;
-    if (ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->cache, &n, data) == VK_SUCCESS) {
-        char dir[1024];
-        snprintf(dir, sizeof dir, "%s", ctx->cache_path);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        if (mkdirs(dir) == CD_OK) {
-            char tmp[1100];
-            snprintf(tmp, sizeof tmp, "%s.%ld.tmp", ctx->cache_path, (long)getpid());
-            FILE *f = fopen(tmp, "wb");
-            if (f) {
-                bool ok = fwrite(data, 1, n, f) == n;
-                ok &= fclose(f) == 0;
-                if (!ok || rename(tmp, ctx->cache_path) != 0) unlink(tmp);
-            }
-        }
-    }
-    free(data);
-}
-
-cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, const uint32_t *spirv, size_t spirv_bytes, uint32_t bindings,
-                              uint32_t push_bytes, uint32_t local_size, cd_error *err) {
-    memset(k, 0, sizeof *k);
-    k->bindings = bindings;
-    k->local_size = local_size;
-    VkDescriptorSetLayoutBinding b[16];
-    if (bindings > 16) return cd_fail(err, CD_ERR_INTERNAL, "too many bindings");
-    for (uint32_t i = 0; i < bindings; i++)
-        b[i] = (VkDescriptorSetLayoutBinding){.binding = i,
-                                              .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                              .descriptorCount = 1,
-                                              .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-    VkDescriptorSetLayoutCreateInfo dli = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, .bindingCount = bindings, .pBindings = b};
-    VkResult r = ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &dli, NULL, &k->set_layout);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateDescriptorSetLayout");
-    VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = push_bytes};
-    VkPipelineLayoutCreateInfo pli = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-                                      .setLayoutCount = 1,
-                                      .pSetLayouts = &k->set_layout,
-                                      .pushConstantRangeCount = push_bytes ? 1 : 0,
-                                      .pPushConstantRanges = &pcr};
-    r = ctx->vk.vkCreatePipelineLayout(ctx->device, &pli, NULL, &k->layout);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreatePipelineLayout");
-    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = spirv_bytes, .pCode = spirv};
-    VkShaderModule mod;
-    r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");
-    VkSpecializationMapEntry me = {.constantID = 0, .offset = 0, .size = sizeof(uint32_t)};
-    VkSpecializationInfo si = {.mapEntryCount = 1, .pMapEntries = &me, .dataSize = sizeof local_size, .pData = &local_size};
-    VkComputePipelineCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-                                       .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                                                 .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                                                 .module = mod,
-                                                 .pName = "main",
-                                                 .pSpecializationInfo = &si},
-                                       .layout = k->layout};
-    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->cache, 1, &cpi, NULL, &k->pipeline);
-    ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateComputePipelines");
-    VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = bindings};
-    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &ps};
-    r = ctx->vk.vkCreateDescriptorPool(ctx->device, &dpi, NULL, &k->pool);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateDescriptorPool");
-    VkDescriptorSetAllocateInfo dai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                       .descriptorPool = k->pool,
-                                       .descriptorSetCount = 1,
-                                       .pSetLayouts = &k->set_layout};
-    r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &dai, &k->set);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkAllocateDescriptorSets");
-    return CD_OK;
-}
-
-cd_status cd_vk_family_state(cd_gpu_context *ctx, const cd_vk_family *family, void **state, cd_error *err) {
-    *state = cd_vk_family_find(ctx, family);
-    if (*state) return CD_OK;
-    if (ctx->nfamilies == CD_VK_MAX_FAMILIES)
-        return cd_fail(err, CD_ERR_INTERNAL, "Vulkan: more than %d kernel families in one context", CD_VK_MAX_FAMILIES);
-    void *s = calloc(1, family->state_bytes);
-    if (!s) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    cd_status st = family->init(ctx, s, err);
-    if (st != CD_OK) {
-        family->destroy(ctx, s);
-        free(s);
-        return st;
-    }
-    ctx->families[ctx->nfamilies].family = family;
-    ctx->families[ctx->nfamilies++].state = s;
-    ctx->cache_dirty = true;
-    *state = s;
-    return CD_OK;
-}
-
-void *cd_vk_family_find(const cd_gpu_context *ctx, const cd_vk_family *family) {
-    for (int f = 0; f < ctx->nfamilies; f++)
-        if (ctx->families[f].family == family) return ctx->families[f].state;
-    return NULL;
-}
-
-void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k) {
-    if (!ctx->device) return;
-    if (k->pool) ctx->vk.vkDestroyDescriptorPool(ctx->device, k->pool, NULL);
-    if (k->pipeline) ctx->vk.vkDestroyPipeline(ctx->device, k->pipeline, NULL);
-    if (k->layout) ctx->vk.vkDestroyPipelineLayout(ctx->device, k->layout, NULL);
-    if (k->set_layout) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, k->set_layout, NULL);
-    memset(k, 0, sizeof *k);
-}
-
-void cd_vk_kernel_bind(cd_gpu_context *ctx, cd_vk_kernel *k, const cd_vk_range *ranges) {
-    VkDescriptorBufferInfo bi[16];
-    VkWriteDescriptorSet w[16];
-    for (uint32_t i = 0; i < k->bindings; i++) {
-        bi[i] = (VkDescriptorBufferInfo){.buffer = ctx->arena[ranges[i].kind].buffer, .offset = ranges[i].offset, .range = ranges[i].size};
-        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                      .dstSet = k->set,
-                                      .dstBinding = i,
-                                      .descriptorCount = 1,
-                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                      .pBufferInfo = &bi[i]};
-    }
-    ctx->vk.vkUpdateDescriptorSets(ctx->device, k->bindings, w, 0, NULL);
-}
-
-/* ---------------------------------------------------------------- command buffer of a batch */
-
-cd_status cd_vk_begin(cd_gpu_context *ctx, cd_error *err) {
-    VkResult r = ctx->vk.vkResetCommandBuffer(ctx->cmd, 0);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetCommandBuffer");
-    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    r = ctx->vk.vkBeginCommandBuffer(ctx->cmd, &bi);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkBeginCommandBuffer");
-    if (ctx->queries) ctx->vk.vkCmdResetQueryPool(ctx->cmd, ctx->queries, 0, 2);
-    return CD_OK;
-}
-
-void cd_vk_timestamp(cd_gpu_context *ctx, uint32_t query) {
-    if (ctx->queries) ctx->vk.vkCmdWriteTimestamp(ctx->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, ctx->queries, query);
-}
-
-void cd_vk_barrier(cd_gpu_context *ctx, VkPipelineStageFlags src_stage, VkAccessFlags src_access, VkPipelineStageFlags dst_stage,
-                   VkAccessFlags dst_access) {
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access};
-    ctx->vk.vkCmdPipelineBarrier(ctx->cmd, src_stage, dst_stage, 0, 1, &mb, 0, NULL, 0, NULL);
-}
-
-static uint64_t timeout_ns(void) {
-    const char *v = getenv("CIRRDATA_VK_TIMEOUT_S");
-    double s = v && *v ? atof(v) : 120.0;
-    if (!(s > 0) || s > 1e9) s = 120.0;
-    return (uint64_t)(s * 1e9);
-}
-
-cd_status cd_vk_submit_wait(cd_gpu_context *ctx, double *kernel_ms, cd_error *err) {
-    *kernel_ms = 0;
-    VkResult r = ctx->vk.vkEndCommandBuffer(ctx->cmd);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkEndCommandBuffer");
-    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &ctx->cmd};
-    r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, ctx->fence);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkQueueSubmit");
-    r = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, timeout_ns());
-    if (r == VK_TIMEOUT) {
-        ctx->lost = true; /* the command buffer is still pending: it cannot be reused */
-        return cd_fail(err, CD_ERR_IO, "Vulkan: a batch did not finish within the timeout (CIRRDATA_VK_TIMEOUT_S, default 120 s) "
-                                       "on %s; the context is unusable",
-                       ctx->info.name);
-    }
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences");
-    cd_vk_count_submission();
-    r = ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetFences");
-    if (ctx->queries) {
-        uint64_t ts[2];
-        r = ctx->vk.vkGetQueryPoolResults(ctx->device, ctx->queries, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
-        if (r == VK_SUCCESS) *kernel_ms = (double)((ts[1] - ts[0]) & ctx->timestamp_mask) * ctx->timestamp_ns * 1e-6;
-        else if (r == VK_ERROR_DEVICE_LOST) return cd_vk_fail(ctx, err, r, "vkGetQueryPoolResults");
-    }
-    return CD_OK;
-}
-
 /* ---------------------------------------------------------------- context */
 
 static bool validation_wanted(cd_gpu_validation v) {
@@ -966,23 +492,13 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
                                    .queueFamilyIndex = ctx->queue_family};
     r = ctx->vk.vkCreateCommandPool(ctx->device, &cpi, NULL, &ctx->command_pool);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateCommandPool");
-    VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                       .commandPool = ctx->command_pool,
-                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                       .commandBufferCount = 1};
-    r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cai, &ctx->cmd);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkAllocateCommandBuffers");
-    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    r = ctx->vk.vkCreateFence(ctx->device, &fci, NULL, &ctx->fence);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateFence");
-    if (qf[ctx->queue_family].timestampValidBits) {
-        VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
-        if (ctx->vk.vkCreateQueryPool(ctx->device, &qpi, NULL, &ctx->queries) != VK_SUCCESS) ctx->queries = VK_NULL_HANDLE;
-        uint32_t bits = qf[ctx->queue_family].timestampValidBits;
+    const uint32_t bits = qf[ctx->queue_family].timestampValidBits;
+    if (bits) {
+        ctx->timestamp_bits = bits;
         ctx->timestamp_mask = bits >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << bits) - 1;
         ctx->timestamp_ns = ctx->props.limits.timestampPeriod;
     }
-    return CD_OK;
+    return cd_vk_cmd_create(ctx, &ctx->batch, err);
 }
 
 cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_error *err) {
@@ -995,23 +511,7 @@ cd_status cd_gpu_create(const cd_gpu_options *options, cd_gpu_context **out, cd_
     ctx->validation = validation_wanted(options ? options->validation : CD_GPU_VALIDATION_ENV);
     cd_status st = create_instance(ctx, ctx->validation, &ctx->instance, err);
     if (st == CD_OK) st = create_device(ctx, options, err);
-    if (st == CD_OK) {
-        cache_path(ctx, options);
-        size_t len = 0;
-        void *data = cache_read(ctx, &len);
-        VkPipelineCacheCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, .initialDataSize = len, .pInitialData = data};
-        VkResult r = ctx->vk.vkCreatePipelineCache(ctx->device, &pci, NULL, &ctx->cache);
-        if (r != VK_SUCCESS && data) { /* a driver that refuses the data: a miss */
-            pci.initialDataSize = 0;
-            pci.pInitialData = NULL;
-            r = ctx->vk.vkCreatePipelineCache(ctx->device, &pci, NULL, &ctx->cache);
-            free(data);
-            data = NULL;
-        }
-        if (r != VK_SUCCESS) ctx->cache = VK_NULL_HANDLE; /* pipelines are built without one */
-        ctx->cache_hit = data != NULL && ctx->cache;
-        free(data);
-    }
+    if (st == CD_OK) cd_vk_cache_open(ctx, options);
     if (st != CD_OK) {
         cd_gpu_destroy(ctx);
         return st;
@@ -1029,11 +529,9 @@ void cd_gpu_destroy(cd_gpu_context *ctx) {
             ctx->families[f].family->destroy(ctx, ctx->families[f].state);
             free(ctx->families[f].state);
         }
-        if (ctx->cache_dirty && !ctx->lost) cache_write(ctx); /* pipelines built here: the next context finds them */
-        for (int k = 0; k < CD_VK_NKINDS; k++) arena_free(ctx, &ctx->arena[k]);
-        if (ctx->cache) ctx->vk.vkDestroyPipelineCache(ctx->device, ctx->cache, NULL);
-        if (ctx->queries) ctx->vk.vkDestroyQueryPool(ctx->device, ctx->queries, NULL);
-        if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
+        cd_vk_cache_close(ctx);
+        for (int k = 0; k < CD_VK_NKINDS; k++) cd_vk_arena_free(ctx, &ctx->arena[k]);
+        cd_vk_cmd_destroy(&ctx->batch);
         if (ctx->command_pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
         ctx->vk.vkDestroyDevice(ctx->device, NULL);
     }
@@ -1067,6 +565,52 @@ void cd_gpu_last_timings(const cd_gpu_context *ctx, cd_gpu_timings *out) {
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
     *out = ctx->last;
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+/* ---------------------------------------------------------------- what the op families ask */
+
+void cd_vk_lock(cd_gpu_context *ctx) { pthread_mutex_lock(&ctx->lock); }
+void cd_vk_unlock(cd_gpu_context *ctx) { pthread_mutex_unlock(&ctx->lock); }
+
+cd_status cd_vk_usable(const cd_gpu_context *ctx, cd_error *err) {
+    if (!ctx->lost) return CD_OK;
+    return cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+}
+
+void cd_vk_wait_idle(cd_gpu_context *ctx) {
+    if (ctx->device) ctx->vk.vkDeviceWaitIdle(ctx->device);
+}
+
+const char *cd_vk_name(const cd_gpu_context *ctx) { return ctx->info.name; }
+const VkPhysicalDeviceLimits *cd_vk_limits(const cd_gpu_context *ctx) { return &ctx->props.limits; }
+VkDeviceSize cd_vk_max_allocation(const cd_gpu_context *ctx) { return ctx->max_allocation; }
+bool cd_vk_float64(const cd_gpu_context *ctx) { return ctx->float64; }
+bool cd_vk_storage16(const cd_gpu_context *ctx) { return ctx->storage16; }
+
+void cd_vk_call_begin(cd_gpu_context *ctx) {
+    pthread_mutex_lock(&ctx->lock);
+    memset(&ctx->last, 0, sizeof ctx->last);
+}
+
+void cd_vk_call_end(cd_gpu_context *ctx, double t0) {
+    ctx->last.total_ms = cd_now_ms() - t0;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+void cd_vk_count_batch(cd_gpu_context *ctx, double kernel_ms, uint64_t bytes_in, uint64_t bytes_out) {
+    ctx->last.kernel_ms += kernel_ms;
+    ctx->last.batches++;
+    ctx->last.bytes_in += bytes_in;
+    ctx->last.bytes_out += bytes_out;
+}
+
+uint64_t cd_vk_batch_budget(const cd_gpu_context *ctx) {
+    uint64_t budget = ctx->max_allocation;
+    if (ctx->memory_limit) {
+        const uint64_t b = ctx->shared ? ctx->memory_limit : ctx->memory_limit / 2;
+        budget = b < budget ? b : budget;
+    }
+    return budget;
 }
 
 void cd_vk_count_submission(void) { atomic_fetch_add(&g_submissions, 1); }

@@ -13,10 +13,13 @@
  * the context's per-batch arenas, so the augmentation kernels sharing the context cannot clobber
  * them; they count against the context's memory limit.
  *
- * Commands: the executor owns a command pool, one command buffer, a fence, a timestamp query pool
- * and a descriptor pool (one set per dispatch, allocated at record time). The forward pass is
- * recorded once per shaped graph (a hash of the plan detects a new shape) and replayed; the queue is
- * used under the context's lock, the only thing shared with other users of the context.
+ * Kernels and commands come from the runtime (gpu/gpu_impl.h): the kernels are an op family of the
+ * context (their layouts at first use, the pipelines of a storage precision with its first executor,
+ * the GEMM's per kernel size at record time), shared by the executors of a context and kept until it
+ * goes. The executor owns one command object (cd_vk_cmd: command buffer, fence, timestamps, the
+ * runtime's timeout) and a descriptor pool (one set per dispatch, allocated at record time). The
+ * forward pass is recorded once per shaped graph (a hash of the plan detects a new shape) and
+ * replayed; everything runs under the context's lock, shared with the other users of the context.
  *
  * Barriers: a compute->compute memory barrier is recorded before a dispatch only when it reads a
  * range written since the last barrier (RAW) or writes a range read or written since then (WAR,
@@ -48,45 +51,9 @@
 #include "gpu/gpu_impl.h"
 #include "nn/vk_exec.h"
 
-static const uint32_t spv_gemm[] =
-#include "nn_conv_gemm_spv.h"
-    ;
-static const uint32_t spv_maxpool[] =
-#include "nn_maxpool_spv.h"
-    ;
-static const uint32_t spv_avgpool[] =
-#include "nn_avgpool_spv.h"
-    ;
-static const uint32_t spv_adaptive[] =
-#include "nn_adaptive_avgpool_spv.h"
-    ;
-static const uint32_t spv_add[] =
-#include "nn_add_spv.h"
-    ;
-static const uint32_t spv_softmax[] =
-#include "nn_softmax_spv.h"
-    ;
-static const uint32_t spv_gemm16[] =
-#include "nn_conv_gemm_fp16_spv.h"
-    ;
-static const uint32_t spv_maxpool16[] =
-#include "nn_maxpool_fp16_spv.h"
-    ;
-static const uint32_t spv_avgpool16[] =
-#include "nn_avgpool_fp16_spv.h"
-    ;
-static const uint32_t spv_adaptive16[] =
-#include "nn_adaptive_avgpool_fp16_spv.h"
-    ;
-static const uint32_t spv_add16[] =
-#include "nn_add_fp16_spv.h"
-    ;
-static const uint32_t spv_softmax16[] =
-#include "nn_softmax_fp16_spv.h"
-    ;
 
 enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_COUNT };
-enum { MAX_BIND = 5, MAX_GEMM_PIPES = 32, GEMM_TILE = 64, GEMM_THREADS = 256 };
+enum { MAX_BIND = 5, GEMM_TILE = 64, GEMM_THREADS = 256 };
 
 /* Push constants, as the shaders declare them. */
 typedef struct gemm_push {
@@ -105,26 +72,18 @@ typedef struct softmax_push {
     uint32_t x_off, y_off, total, groups_x, C, HW;
 } softmax_push;
 
-/* code: the float32 kernel, code16: its float16-storage variant. */
+/* shader: the float32 kernel, shader16: its float16-storage variant. */
 static const struct {
-    const uint32_t *code, *code16;
-    size_t bytes, bytes16;
+    cd_shader_id shader, shader16;
     uint32_t bindings, push;
-    const char *name;
 } g_shaders[K_COUNT] = {
-    [K_GEMM] = {spv_gemm, spv_gemm16, sizeof spv_gemm, sizeof spv_gemm16, 5, sizeof(gemm_push), "nn_conv_gemm"},
-    [K_MAXPOOL] = {spv_maxpool, spv_maxpool16, sizeof spv_maxpool, sizeof spv_maxpool16, 2, sizeof(pool_push), "nn_maxpool"},
-    [K_AVGPOOL] = {spv_avgpool, spv_avgpool16, sizeof spv_avgpool, sizeof spv_avgpool16, 2, sizeof(pool_push), "nn_avgpool"},
-    [K_ADAPTIVE] = {spv_adaptive, spv_adaptive16, sizeof spv_adaptive, sizeof spv_adaptive16, 2, 8 * sizeof(uint32_t),
-                    "nn_adaptive_avgpool"},
-    [K_ADD] = {spv_add, spv_add16, sizeof spv_add, sizeof spv_add16, 3, sizeof(add_push), "nn_add"},
-    [K_SOFTMAX] = {spv_softmax, spv_softmax16, sizeof spv_softmax, sizeof spv_softmax16, 2, sizeof(softmax_push), "nn_softmax"},
+    [K_GEMM] = {CD_SHADER_NN_CONV_GEMM, CD_SHADER_NN_CONV_GEMM_FP16, 5, sizeof(gemm_push)},
+    [K_MAXPOOL] = {CD_SHADER_NN_MAXPOOL, CD_SHADER_NN_MAXPOOL_FP16, 2, sizeof(pool_push)},
+    [K_AVGPOOL] = {CD_SHADER_NN_AVGPOOL, CD_SHADER_NN_AVGPOOL_FP16, 2, sizeof(pool_push)},
+    [K_ADAPTIVE] = {CD_SHADER_NN_ADAPTIVE_AVGPOOL, CD_SHADER_NN_ADAPTIVE_AVGPOOL_FP16, 2, 8 * sizeof(uint32_t)},
+    [K_ADD] = {CD_SHADER_NN_ADD, CD_SHADER_NN_ADD_FP16, 3, sizeof(add_push)},
+    [K_SOFTMAX] = {CD_SHADER_NN_SOFTMAX, CD_SHADER_NN_SOFTMAX_FP16, 2, sizeof(softmax_push)},
 };
-
-typedef struct gemm_pipe {
-    uint32_t kh, kw;
-    VkPipeline pipe;
-} gemm_pipe;
 
 /* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
 typedef struct span {
@@ -158,15 +117,89 @@ void cd_nn_vk_test_limits(uint64_t max_range, uint64_t max_buffer) {
     atomic_store(&g_test_buffer, max_buffer);
 }
 
+/* ---------------------------------------------------------------- the kernels (an op family) */
+
+typedef struct gemm_pipe {
+    uint32_t kh, kw;
+    VkPipeline pipe;
+} gemm_pipe;
+
+/* The inference kernels of a context: per op its layouts (created with the family), and per storage
+ * precision (index: fp16) the pipelines, created on first use; the GEMM's per kernel size (KH and KW
+ * are specialization constants). They serve every executor of the context, so the GEMM's list grows
+ * with the kernel sizes of all its models rather than stopping at a fixed count. */
+typedef struct nn_kernels {
+    cd_vk_kernel k[K_COUNT]; /* layouts */
+    VkPipeline pipe[2][K_COUNT]; /* all but K_GEMM */
+    gemm_pipe *gemm[2];
+    int ngemm[2], capgemm[2];
+    uint32_t local; /* workgroup size of the elementwise kernels */
+} nn_kernels;
+
+static cd_status nn_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
+    nn_kernels *K = state;
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
+    K->local = 256;
+    if (K->local > l->maxComputeWorkGroupSize[0]) K->local = l->maxComputeWorkGroupSize[0];
+    if (K->local > l->maxComputeWorkGroupInvocations) K->local = l->maxComputeWorkGroupInvocations;
+    cd_status st = CD_OK;
+    for (int k = 0; k < K_COUNT && st == CD_OK; k++) st = cd_vk_layout_create(ctx, &K->k[k], g_shaders[k].bindings, g_shaders[k].push, err);
+    return st;
+}
+
+static void nn_kernels_destroy(cd_gpu_context *ctx, void *state) {
+    nn_kernels *K = state;
+    for (int p = 0; p < 2; p++) {
+        for (int k = 0; k < K_COUNT; k++) cd_vk_pipeline_destroy(ctx, K->pipe[p][k]);
+        for (int i = 0; i < K->ngemm[p]; i++) cd_vk_pipeline_destroy(ctx, K->gemm[p][i].pipe);
+        free(K->gemm[p]);
+    }
+    for (int k = 0; k < K_COUNT; k++) cd_vk_kernel_destroy(ctx, &K->k[k]);
+}
+
+static const cd_vk_family nn_family = {"inference", sizeof(nn_kernels), nn_kernels_init, nn_kernels_destroy};
+
+/* The kernels of ctx with the pipelines of one precision ready (the context's lock held). */
+static cd_status nn_kernels_ready(cd_gpu_context *ctx, bool fp16, nn_kernels **out, cd_error *err) {
+    void *state;
+    cd_status st = cd_vk_family_state(ctx, &nn_family, &state, err);
+    if (st != CD_OK) return st;
+    nn_kernels *K = state;
+    for (int k = 0; k < K_COUNT && st == CD_OK; k++)
+        if (k != K_GEMM && !K->pipe[fp16][k])
+            st = cd_vk_pipeline_create(ctx, &K->k[k], fp16 ? g_shaders[k].shader16 : g_shaders[k].shader, &K->local, 1, &K->pipe[fp16][k],
+                                       err);
+    *out = K;
+    return st;
+}
+
+/* The GEMM's pipeline for a kernel size, created on first use. */
+static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, uint32_t kh, uint32_t kw, VkPipeline *out, cd_error *err) {
+    for (int i = 0; i < K->ngemm[fp16]; i++)
+        if (K->gemm[fp16][i].kh == kh && K->gemm[fp16][i].kw == kw) {
+            *out = K->gemm[fp16][i].pipe;
+            return CD_OK;
+        }
+    if (K->ngemm[fp16] == K->capgemm[fp16]) {
+        const int c = K->capgemm[fp16] ? 2 * K->capgemm[fp16] : 8;
+        gemm_pipe *ng = realloc(K->gemm[fp16], (size_t)c * sizeof *ng);
+        if (!ng) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        K->gemm[fp16] = ng;
+        K->capgemm[fp16] = c;
+    }
+    const uint32_t spec[2] = {kh, kw};
+    cd_status st = cd_vk_pipeline_create(ctx, &K->k[K_GEMM], fp16 ? g_shaders[K_GEMM].shader16 : g_shaders[K_GEMM].shader, spec, 2, out, err);
+    if (st != CD_OK) return st;
+    K->gemm[fp16][K->ngemm[fp16]++] = (gemm_pipe){kh, kw, *out};
+    return CD_OK;
+}
+
 struct cd_nn_vk {
     cd_gpu_context *ctx;
-    VkDescriptorSetLayout dsl[K_COUNT];
-    VkPipelineLayout layout[K_COUNT];
-    VkPipeline pipe[K_COUNT]; /* K_GEMM: per kernel size in gemm[] */
-    gemm_pipe gemm[MAX_GEMM_PIPES];
-    int ngemm;
-    uint32_t local; /* workgroup size of the elementwise kernels */
-    VkDeviceSize align;
+    nn_kernels *K;      /* the context's (they live as long as it) */
+    bool shared;        /* the context's memory mode: the activations are host-visible */
+    VkDeviceSize align; /* of the weight pieces */
+    VkDeviceSize bind_align; /* minStorageBufferOffsetAlignment (at least 1): where a binding may start */
     bool fp16;          /* float16 storage of weights and activations (the *_fp16 kernels) */
     VkDeviceSize esize; /* bytes per stored weight or activation element: 2 with fp16, else 4 */
 
@@ -179,12 +212,7 @@ struct cd_nn_vk {
     int nodes;
 
     cd_vk_buffer arena, upload, readback;
-    VkCommandPool pool;
-    VkCommandBuffer cmd;
-    VkFence fence;
-    VkQueryPool queries;
-    double ts_ns;
-    uint64_t ts_mask;
+    cd_vk_cmd cmd; /* the weight upload's, then the recorded forward pass */
     VkDescriptorPool dpool;
     bool recorded;
     uint64_t key; /* hash of the plan the command buffer was recorded for */
@@ -204,13 +232,6 @@ struct cd_nn_vk {
 };
 
 /* ---------------------------------------------------------------- small helpers */
-
-static uint64_t timeout_ns(void) {
-    const char *v = getenv("CIRRDATA_VK_TIMEOUT_S");
-    double s = v && *v ? atof(v) : 120.0;
-    if (!(s > 0) || s > 1e9) s = 120.0;
-    return (uint64_t)(s * 1e9);
-}
 
 static int64_t numel(const cd_nn_shape *s) { return s->n * s->c * s->h * s->w; }
 
@@ -240,117 +261,6 @@ static uint64_t plan_key(const cd_nn_graph *g) {
         h = fnv(h, nd->offset);
     }
     return h;
-}
-
-/* ---------------------------------------------------------------- pipelines */
-
-static cd_status make_pipeline(cd_nn_vk *vk, int kind, const uint32_t *spec, uint32_t nspec, VkPipeline *out, cd_error *err) {
-    cd_gpu_context *ctx = vk->ctx;
-    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                    .codeSize = vk->fp16 ? g_shaders[kind].bytes16 : g_shaders[kind].bytes,
-                                    .pCode = vk->fp16 ? g_shaders[kind].code16 : g_shaders[kind].code};
-    VkShaderModule mod;
-    VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");
-    VkSpecializationMapEntry me[2] = {{.constantID = 0, .offset = 0, .size = 4}, {.constantID = 1, .offset = 4, .size = 4}};
-    VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = me, .dataSize = nspec * 4, .pData = spec};
-    VkComputePipelineCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-                                       .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                                                 .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                                                 .module = mod,
-                                                 .pName = "main",
-                                                 .pSpecializationInfo = &si},
-                                       .layout = vk->layout[kind]};
-    r = ctx->vk.vkCreateComputePipelines(ctx->device, ctx->cache, 1, &cpi, NULL, out);
-    ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
-    if (r != VK_SUCCESS) {
-        *out = VK_NULL_HANDLE;
-        return cd_vk_fail(ctx, err, r, "vkCreateComputePipelines (nn)");
-    }
-    return CD_OK;
-}
-
-static cd_status gemm_pipeline(cd_nn_vk *vk, uint32_t kh, uint32_t kw, VkPipeline *out, cd_error *err) {
-    for (int i = 0; i < vk->ngemm; i++)
-        if (vk->gemm[i].kh == kh && vk->gemm[i].kw == kw) {
-            *out = vk->gemm[i].pipe;
-            return CD_OK;
-        }
-    if (vk->ngemm == MAX_GEMM_PIPES)
-        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: more than %d distinct convolution kernel sizes", MAX_GEMM_PIPES);
-    const uint32_t spec[2] = {kh, kw};
-    cd_status st = make_pipeline(vk, K_GEMM, spec, 2, out, err);
-    if (st != CD_OK) return st;
-    vk->gemm[vk->ngemm++] = (gemm_pipe){kh, kw, *out};
-    return CD_OK;
-}
-
-static cd_status create_layouts(cd_nn_vk *vk, cd_error *err) {
-    cd_gpu_context *ctx = vk->ctx;
-    for (int k = 0; k < K_COUNT; k++) {
-        VkDescriptorSetLayoutBinding b[MAX_BIND];
-        for (uint32_t i = 0; i < g_shaders[k].bindings; i++)
-            b[i] = (VkDescriptorSetLayoutBinding){.binding = i,
-                                                  .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                                  .descriptorCount = 1,
-                                                  .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-        VkDescriptorSetLayoutCreateInfo dli = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                                               .bindingCount = g_shaders[k].bindings,
-                                               .pBindings = b};
-        VkResult r = ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &dli, NULL, &vk->dsl[k]);
-        if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateDescriptorSetLayout");
-        VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = g_shaders[k].push};
-        VkPipelineLayoutCreateInfo pli = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-                                          .setLayoutCount = 1,
-                                          .pSetLayouts = &vk->dsl[k],
-                                          .pushConstantRangeCount = 1,
-                                          .pPushConstantRanges = &pcr};
-        r = ctx->vk.vkCreatePipelineLayout(ctx->device, &pli, NULL, &vk->layout[k]);
-        if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreatePipelineLayout");
-        if (k != K_GEMM) {
-            cd_status st = make_pipeline(vk, k, &vk->local, 1, &vk->pipe[k], err);
-            if (st != CD_OK) return st;
-        }
-    }
-    return CD_OK;
-}
-
-/* ---------------------------------------------------------------- commands */
-
-static cd_status begin_cmd(cd_nn_vk *vk, VkCommandBufferUsageFlags flags, cd_error *err) {
-    cd_gpu_context *ctx = vk->ctx;
-    VkResult r = ctx->vk.vkResetCommandBuffer(vk->cmd, 0);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetCommandBuffer");
-    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = flags};
-    r = ctx->vk.vkBeginCommandBuffer(vk->cmd, &bi);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkBeginCommandBuffer");
-    return CD_OK;
-}
-
-/* Submits the command buffer and waits; call with ctx->lock held. */
-static cd_status submit_wait(cd_nn_vk *vk, cd_error *err) {
-    cd_gpu_context *ctx = vk->ctx;
-    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &vk->cmd};
-    VkResult r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, vk->fence);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkQueueSubmit (inference)");
-    r = ctx->vk.vkWaitForFences(ctx->device, 1, &vk->fence, VK_TRUE, timeout_ns());
-    if (r == VK_TIMEOUT) {
-        ctx->lost = true; /* the command buffer is still pending: nothing can be reused */
-        return cd_fail(err, CD_ERR_IO,
-                       "Vulkan: the forward pass did not finish within the timeout (CIRRDATA_VK_TIMEOUT_S, default 120 s) on %s; the "
-                       "context is unusable",
-                       ctx->info.name);
-    }
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences (inference)");
-    cd_vk_count_submission();
-    r = ctx->vk.vkResetFences(ctx->device, 1, &vk->fence);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkResetFences");
-    return CD_OK;
-}
-
-static void barrier(cd_nn_vk *vk, VkPipelineStageFlags src_stage, VkAccessFlags src, VkPipelineStageFlags dst_stage, VkAccessFlags dst) {
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src, .dstAccessMask = dst};
-    vk->ctx->vk.vkCmdPipelineBarrier(vk->cmd, src_stage, dst_stage, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
 /* ---------------------------------------------------------------- weights */
@@ -459,7 +369,7 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
     /* a piece must fit one binding and one buffer; a block's bias slice may start up to an alignment
      * unit before its first channel */
     const VkDeviceSize limit = vk->range < vk->max_buf ? vk->range : vk->max_buf;
-    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize al = vk->bind_align;
     for (int i = 0; i < g->count && st == CD_OK; i++) {
         const cd_nn_node *nd = &g->nodes[i];
         node_w *w = &vk->nw[i];
@@ -479,7 +389,7 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
                 return cd_fail(err, CD_ERR_LIMIT,
                                "%s: node %s: one output channel's weights (%s) are more than %s can bind (maxStorageBufferRange or "
                                "maxMemoryAllocationSize %s)",
-                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * vk->esize, b1, sizeof b1), vk->ctx->info.name,
+                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * vk->esize, b1, sizeof b1), cd_vk_name(vk->ctx),
                                cd_format_bytes(limit, b2, sizeof b2));
             if (ob >= og) ob = og;
             else if (ob >= GEMM_TILE) ob = ob / GEMM_TILE * GEMM_TILE; /* whole tiles */
@@ -496,7 +406,7 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         if (st == CD_OK && nd->bias) {
             if ((VkDeviceSize)nd->out_ch * 4 > vk->max_buf)
                 return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: the bias is more than one buffer may hold on %s", g->source, nd->name,
-                               vk->ctx->info.name);
+                               cd_vk_name(vk->ctx));
             st = place(vk, (VkDeviceSize)nd->out_ch * 4, &w->bias, err);
         }
     }
@@ -515,10 +425,8 @@ static cd_status up_flush(cd_nn_vk *vk, uploader *u, cd_error *err) {
     if (!u->open) return CD_OK;
     u->open = false;
     u->used = 0;
-    VkResult r = vk->ctx->vk.vkEndCommandBuffer(vk->cmd);
-    if (r != VK_SUCCESS) return cd_vk_fail(vk->ctx, err, r, "vkEndCommandBuffer");
     /* the host rewrites the staging buffer only after the copies read it: the fence wait */
-    return submit_wait(vk, err);
+    return cd_vk_cmd_submit_wait(&vk->cmd, "the weight upload", NULL, err);
 }
 
 static cd_status up_piece(cd_nn_vk *vk, uploader *u, wplace p, VkDeviceSize bytes, void **dst, cd_error *err) {
@@ -532,18 +440,18 @@ static cd_status up_piece(cd_nn_vk *vk, uploader *u, wplace p, VkDeviceSize byte
         if (st != CD_OK) return st;
     }
     if (!u->open) {
-        cd_status st = begin_cmd(vk, VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT, err);
+        cd_status st = cd_vk_cmd_begin(&vk->cmd, false, err);
         if (st != CD_OK) return st;
         u->open = true;
     }
     VkBufferCopy region = {.srcOffset = u->used, .dstOffset = p.off, .size = bytes};
-    vk->ctx->vk.vkCmdCopyBuffer(vk->cmd, u->stage.buffer, b->buffer, 1, &region);
+    cd_vk_cmd_copy(&vk->cmd, u->stage.buffer, b->buffer, 1, &region);
     *dst = (char *)u->stage.mapped + u->used;
     u->used = round_up(u->used + bytes, 16);
     return CD_OK;
 }
 
-/* Lays out, allocates and uploads every parameter once; call with ctx->lock held. */
+/* Lays out, allocates and uploads every parameter once; call with the context's lock held. */
 static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
     cd_status st = layout_weights(vk, g, err);
@@ -593,10 +501,10 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
     }
     if (st == CD_OK) st = up_flush(vk, &u, err);
     else if (u.open) {
-        ctx->vk.vkEndCommandBuffer(vk->cmd);
+        cd_vk_cmd_end(&vk->cmd, NULL);
         u.open = false;
     }
-    if (st != CD_OK) ctx->vk.vkDeviceWaitIdle(ctx->device); /* a copy that timed out may still read the stage */
+    if (st != CD_OK) cd_vk_wait_idle(ctx); /* a copy that timed out may still read the stage */
     cd_vk_buffer_destroy(ctx, &u.stage);
     return st;
 }
@@ -609,14 +517,13 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
     if (!out) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_create: NULL argument");
     *out = NULL;
     if (!ctx || !g) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_create: NULL argument");
-    if (ctx->lost) return cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     if (l->maxComputeWorkGroupInvocations < GEMM_THREADS || l->maxComputeWorkGroupSize[0] < GEMM_THREADS ||
         l->maxComputeSharedMemorySize < 8192 || l->maxPushConstantsSize < sizeof(gemm_push))
         return cd_fail(err, CD_ERR_UNSUPPORTED,
                        "Vulkan inference: %s allows %u invocations per workgroup and %u bytes of shared memory; the convolution "
                        "kernel needs 256 and 8 KiB",
-                       ctx->info.name, l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize);
+                       cd_vk_name(ctx), l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize);
     for (int i = 0; i < g->count; i++) {
         const cd_nn_node *nd = &g->nodes[i];
         if (nd->op == CD_NN_BATCHNORM)
@@ -629,9 +536,10 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
     if (!vk) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     vk->ctx = ctx;
     vk->nodes = g->count;
+    vk->shared = cd_gpu_shared_memory(ctx);
     /* CIRRDATA_NN_NO_FP16: behave as on a device without 16-bit storage (tests, comparisons) */
     const char *no16 = getenv("CIRRDATA_NN_NO_FP16");
-    vk->fp16 = fp16 && ctx->storage16 && !(no16 && *no16 && strcmp(no16, "0"));
+    vk->fp16 = fp16 && cd_vk_storage16(ctx) && !(no16 && *no16 && strcmp(no16, "0"));
     vk->esize = vk->fp16 ? 2 : 4;
     vk->nw = calloc((size_t)g->count + 1, sizeof *vk->nw);
     vk->fused_add = calloc((size_t)g->count + 1, sizeof *vk->fused_add);
@@ -642,54 +550,24 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
         cd_nn_vk_destroy(vk);
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
+    vk->bind_align = l->minStorageBufferOffsetAlignment ? l->minStorageBufferOffsetAlignment : 1;
     vk->align = l->minStorageBufferOffsetAlignment > 256 ? l->minStorageBufferOffsetAlignment : 256;
     vk->range = l->maxStorageBufferRange;
-    vk->max_buf = ctx->max_allocation;
+    vk->max_buf = cd_vk_max_allocation(ctx);
     const uint64_t tr = atomic_load(&g_test_range), tb = atomic_load(&g_test_buffer);
     if (tr && tr < vk->range) vk->range = tr;
     if (tb && tb < vk->max_buf) vk->max_buf = tb;
     vk->max_buf = vk->max_buf / vk->align * vk->align;
     if (vk->range < 4 * vk->align || vk->max_buf < 4 * vk->align) {
         cd_nn_vk_destroy(vk);
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan inference: %s allows too small storage buffers", ctx->info.name);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan inference: %s allows too small storage buffers", cd_vk_name(ctx));
     }
-    vk->local = 256;
-    if (vk->local > l->maxComputeWorkGroupSize[0]) vk->local = l->maxComputeWorkGroupSize[0];
-    if (vk->local > l->maxComputeWorkGroupInvocations) vk->local = l->maxComputeWorkGroupInvocations;
-
-    cd_status st = create_layouts(vk, err);
-    VkResult r = VK_SUCCESS;
-    if (st == CD_OK) {
-        VkCommandPoolCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                       .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
-                                       .queueFamilyIndex = ctx->queue_family};
-        r = ctx->vk.vkCreateCommandPool(ctx->device, &cpi, NULL, &vk->pool);
-        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkCreateCommandPool");
-    }
-    if (st == CD_OK) {
-        VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                           .commandPool = vk->pool,
-                                           .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                           .commandBufferCount = 1};
-        r = ctx->vk.vkAllocateCommandBuffers(ctx->device, &cai, &vk->cmd);
-        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkAllocateCommandBuffers");
-    }
-    if (st == CD_OK) {
-        VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-        r = ctx->vk.vkCreateFence(ctx->device, &fci, NULL, &vk->fence);
-        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkCreateFence");
-    }
-    if (st == CD_OK && ctx->queries) { /* the context has timestamps on its queue: so can we */
-        VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
-        if (ctx->vk.vkCreateQueryPool(ctx->device, &qpi, NULL, &vk->queries) != VK_SUCCESS) vk->queries = VK_NULL_HANDLE;
-        vk->ts_ns = ctx->timestamp_ns;
-        vk->ts_mask = ctx->timestamp_mask;
-    }
-    if (st == CD_OK) {
-        pthread_mutex_lock(&ctx->lock); /* memory accounting and the queue */
-        st = upload_weights(vk, g, err);
-        pthread_mutex_unlock(&ctx->lock);
-    }
+    cd_vk_lock(ctx); /* the kernels, memory accounting, the command pool and the queue */
+    cd_status st = cd_vk_usable(ctx, err);
+    if (st == CD_OK) st = nn_kernels_ready(ctx, vk->fp16, &vk->K, err);
+    if (st == CD_OK) st = cd_vk_cmd_create(ctx, &vk->cmd, err);
+    if (st == CD_OK) st = upload_weights(vk, g, err);
+    cd_vk_unlock(ctx);
     if (st != CD_OK) {
         cd_nn_vk_destroy(vk);
         return st;
@@ -704,33 +582,22 @@ static void free_plan_buffers(cd_nn_vk *vk) {
     cd_vk_buffer_destroy(ctx, &vk->arena);
     cd_vk_buffer_destroy(ctx, &vk->upload);
     cd_vk_buffer_destroy(ctx, &vk->readback);
-    if (vk->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, vk->dpool, NULL);
-    vk->dpool = VK_NULL_HANDLE;
+    cd_vk_sets_destroy(ctx, &vk->dpool);
     vk->recorded = false;
 }
 
 void cd_nn_vk_destroy(cd_nn_vk *vk) {
     if (!vk) return;
     cd_gpu_context *ctx = vk->ctx;
-    if (ctx->device) {
-        pthread_mutex_lock(&ctx->lock);
-        /* A submission that timed out is still running and uses the buffers, pipelines and command
-         * buffer freed below: wait for the device first (a hung device ends in VK_ERROR_DEVICE_LOST,
-         * after which freeing is allowed). After a successful run the device is idle already. */
-        ctx->vk.vkDeviceWaitIdle(ctx->device);
-        free_plan_buffers(vk);
-        for (int b = 0; b < vk->nwbuf; b++) cd_vk_buffer_destroy(ctx, &vk->wbuf[b]);
-        pthread_mutex_unlock(&ctx->lock);
-        for (int i = 0; i < vk->ngemm; i++) ctx->vk.vkDestroyPipeline(ctx->device, vk->gemm[i].pipe, NULL);
-        for (int k = 0; k < K_COUNT; k++) {
-            if (vk->pipe[k]) ctx->vk.vkDestroyPipeline(ctx->device, vk->pipe[k], NULL);
-            if (vk->layout[k]) ctx->vk.vkDestroyPipelineLayout(ctx->device, vk->layout[k], NULL);
-            if (vk->dsl[k]) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, vk->dsl[k], NULL);
-        }
-        if (vk->queries) ctx->vk.vkDestroyQueryPool(ctx->device, vk->queries, NULL);
-        if (vk->fence) ctx->vk.vkDestroyFence(ctx->device, vk->fence, NULL);
-        if (vk->pool) ctx->vk.vkDestroyCommandPool(ctx->device, vk->pool, NULL);
-    }
+    cd_vk_lock(ctx);
+    /* A submission that timed out is still running and uses the buffers and the command buffer freed
+     * below: wait for the device first. After a successful run the device is idle already. (The
+     * kernels are the context's and go with it.) */
+    cd_vk_wait_idle(ctx);
+    free_plan_buffers(vk);
+    for (int b = 0; b < vk->nwbuf; b++) cd_vk_buffer_destroy(ctx, &vk->wbuf[b]);
+    cd_vk_cmd_destroy(&vk->cmd);
+    cd_vk_unlock(ctx);
     if (vk->nw)
         for (int i = 0; i < vk->nodes; i++) free(vk->nw[i].blk);
     free(vk->nw);
@@ -758,7 +625,7 @@ typedef struct bind {
  * offset rounded down to the device's alignment, the rest goes to the shader as an element offset. */
 static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t off, int64_t floats, bool write, bind *b,
                             cd_error *err) {
-    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize al = vk->bind_align;
     const VkDeviceSize byte = (VkDeviceSize)off * vk->esize, base = byte / al * al;
     const VkDeviceSize range = byte + (VkDeviceSize)floats * vk->esize - base;
     if (off < 0 || floats <= 0 || (VkDeviceSize)(off + floats) * vk->esize > vk->arena.size)
@@ -766,7 +633,7 @@ static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_
     if (range > vk->range) { /* chunk() keeps bindings under the range: a planning error */
         char b1[32], b2[32];
         return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: a %s tensor is more than %s can bind (maxStorageBufferRange %s)",
-                       g->source, g->nodes[node].name, cd_format_bytes(range, b1, sizeof b1), vk->ctx->info.name,
+                       g->source, g->nodes[node].name, cd_format_bytes(range, b1, sizeof b1), cd_vk_name(vk->ctx),
                        cd_format_bytes(vk->range, b2, sizeof b2));
     }
     if ((byte - base) / vk->esize > UINT32_MAX || (uint64_t)floats > UINT32_MAX)
@@ -784,7 +651,7 @@ static bind weight_bind(cd_nn_vk *vk, wplace p, VkDeviceSize bytes) {
 /* Binds channels [o_lo, o_lo + count) of a bias piece: from its offset rounded down to the device's
  * alignment; *elem: where channel o_lo is in the binding. */
 static bind bias_bind(cd_nn_vk *vk, wplace p, int64_t o_lo, int64_t count, uint32_t *elem) {
-    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize al = vk->bind_align;
     const VkDeviceSize byte = p.off + (VkDeviceSize)o_lo * 4, base = byte / al * al;
     *elem = (uint32_t)((byte - base) / 4);
     return (bind){.info = {.buffer = vk->wbuf[p.buf].buffer, .offset = base, .range = byte + (VkDeviceSize)count * 4 - base}};
@@ -797,7 +664,7 @@ static bind dummy_bind(cd_nn_vk *vk) { return weight_bind(vk, (wplace){0, 0}, 16
  * alignment unit of slack (a binding starts at its offset rounded down); CD_ERR_LIMIT when one
  * image does not fit. */
 static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img_floats, int64_t n, int64_t *per, cd_error *err) {
-    const VkDeviceSize al = vk->ctx->props.limits.minStorageBufferOffsetAlignment ? vk->ctx->props.limits.minStorageBufferOffsetAlignment : 1;
+    const VkDeviceSize al = vk->bind_align;
     const VkDeviceSize img = (VkDeviceSize)img_floats * vk->esize, room = vk->range - al;
     if (img * (VkDeviceSize)n <= room) {
         *per = n;
@@ -807,7 +674,7 @@ static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img
         char b1[32], b2[32];
         return cd_fail(err, CD_ERR_LIMIT,
                        "%s: node %s: one image's %s tensor is more than %s can bind (maxStorageBufferRange %s); use a smaller input size",
-                       g->source, g->nodes[node].name, cd_format_bytes(img, b1, sizeof b1), vk->ctx->info.name,
+                       g->source, g->nodes[node].name, cd_format_bytes(img, b1, sizeof b1), cd_vk_name(vk->ctx),
                        cd_format_bytes(vk->range, b2, sizeof b2));
     }
     *per = (int64_t)(room / img);
@@ -834,6 +701,7 @@ static cd_status pend_add(span **list, int *n, int *cap, span v) {
 static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b, uint32_t nb, void *push, uint32_t gx, uint32_t gy,
                           uint32_t gz, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
+    const cd_vk_kernel *k = &vk->K->k[kind];
     if (vk->counting) {
         vk->dispatches++;
         return CD_OK;
@@ -848,8 +716,8 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
             for (int j = 0; j < vk->npend_r && !need; j++) need = overlap(&s, &vk->pend_r[j]);
     }
     if (need) {
-        barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        cd_vk_cmd_barrier(&vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
         vk->npend_r = vk->npend_w = 0;
         vk->barriers++;
     }
@@ -860,38 +728,27 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
         if (ps != CD_OK)
             return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
-    VkDescriptorSetAllocateInfo dai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                       .descriptorPool = vk->dpool,
-                                       .descriptorSetCount = 1,
-                                       .pSetLayouts = &vk->dsl[kind]};
+    VkDescriptorBufferInfo info[MAX_BIND];
+    for (uint32_t i = 0; i < nb; i++) info[i] = b[i].info;
     VkDescriptorSet set;
-    VkResult r = ctx->vk.vkAllocateDescriptorSets(ctx->device, &dai, &set);
-    if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkAllocateDescriptorSets (inference)");
-    VkWriteDescriptorSet w[MAX_BIND];
-    for (uint32_t i = 0; i < nb; i++)
-        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                      .dstSet = set,
-                                      .dstBinding = i,
-                                      .descriptorCount = 1,
-                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                      .pBufferInfo = &b[i].info};
-    ctx->vk.vkUpdateDescriptorSets(ctx->device, nb, w, 0, NULL);
-    ctx->vk.vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    ctx->vk.vkCmdBindDescriptorSets(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout[kind], 0, 1, &set, 0, NULL);
-    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
-    if (gy > ctx->props.limits.maxComputeWorkGroupCount[1] || gz > ctx->props.limits.maxComputeWorkGroupCount[2])
-        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: a %u x %u x %u grid exceeds the limits of %s", gx, gy, gz, ctx->info.name);
+    cd_status st = cd_vk_set_alloc(ctx, vk->dpool, k, info, &set, err);
+    if (st != CD_OK) return st;
+    cd_vk_cmd_bind(&vk->cmd, k, pipe, set);
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
+    const uint32_t maxx = l->maxComputeWorkGroupCount[0];
+    if (gy > l->maxComputeWorkGroupCount[1] || gz > l->maxComputeWorkGroupCount[2])
+        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: a %u x %u x %u grid exceeds the limits of %s", gx, gy, gz, cd_vk_name(ctx));
     if (kind == K_GEMM) { /* long grids: several dispatches, each told its first column */
         gemm_push *pc = push;
         for (uint32_t x0 = 0; x0 < gx; x0 += maxx) {
             const uint32_t n = gx - x0 < maxx ? gx - x0 : maxx;
             pc->n_base = x0 * GEMM_TILE;
-            ctx->vk.vkCmdPushConstants(vk->cmd, vk->layout[kind], VK_SHADER_STAGE_COMPUTE_BIT, 0, g_shaders[kind].push, pc);
-            ctx->vk.vkCmdDispatch(vk->cmd, n, gy, gz);
+            cd_vk_cmd_push(&vk->cmd, k, pc);
+            cd_vk_cmd_dispatch(&vk->cmd, n, gy, gz);
         }
     } else {
-        ctx->vk.vkCmdPushConstants(vk->cmd, vk->layout[kind], VK_SHADER_STAGE_COMPUTE_BIT, 0, g_shaders[kind].push, push);
-        ctx->vk.vkCmdDispatch(vk->cmd, gx, gy, gz);
+        cd_vk_cmd_push(&vk->cmd, k, push);
+        cd_vk_cmd_dispatch(&vk->cmd, gx, gy, gz);
     }
     vk->dispatches++;
     return CD_OK;
@@ -899,10 +756,11 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
 
 /* Grid of an elementwise kernel over `total` invocations: x as long as allowed, then y. */
 static cd_status grid_1d(cd_nn_vk *vk, const cd_nn_graph *g, int node, uint64_t total, uint32_t *gx, uint32_t *gy, cd_error *err) {
-    const uint64_t groups = (total + vk->local - 1) / vk->local;
-    const uint64_t maxx = vk->ctx->props.limits.maxComputeWorkGroupCount[0];
+    const uint64_t groups = (total + vk->K->local - 1) / vk->K->local;
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(vk->ctx);
+    const uint64_t maxx = l->maxComputeWorkGroupCount[0];
     const uint64_t x = groups < maxx ? groups : maxx, y = (groups + x - 1) / x;
-    if (total > UINT32_MAX || y > vk->ctx->props.limits.maxComputeWorkGroupCount[1])
+    if (total > UINT32_MAX || y > l->maxComputeWorkGroupCount[1])
         return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: %llu elements are too many for one dispatch; use a smaller batch", g->source,
                        g->nodes[node].name, (unsigned long long)total);
     *gx = (uint32_t)(x ? x : 1);
@@ -934,7 +792,7 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     if (per * OH * OW > UINT32_MAX - 64 * (int64_t)GEMM_TILE)
         return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: too large for one dispatch; use a smaller batch", g->source, nd->name);
     VkPipeline pipe;
-    st = gemm_pipeline(vk, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe, err);
+    st = gemm_pipeline(vk->ctx, vk->K, vk->fp16, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe, err);
     if (st != CD_OK) return st;
     uint32_t flags = (nd->bias ? 1u : 0u) | (nd->relu ? 4u : 0u);
     if (out_node != i) flags |= 2u | (on->relu ? 4u : 0u);
@@ -996,7 +854,7 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
             st = grid_1d(vk, g, i, pos, &gx, &gy, err);
             if (st != CD_OK) break;
             softmax_push pc = {b[0].elem, b[1].elem, (uint32_t)pos, gx, (uint32_t)nd->shape.c, (uint32_t)(nd->shape.h * nd->shape.w)};
-            st = dispatch(vk, K_SOFTMAX, vk->pipe[K_SOFTMAX], b, 2, &pc, gx, gy, 1, err);
+            st = dispatch(vk, K_SOFTMAX, vk->K->pipe[vk->fp16][K_SOFTMAX], b, 2, &pc, gx, gy, 1, err);
             continue;
         }
         st = grid_1d(vk, g, i, (uint64_t)(nimg * out_img), &gx, &gy, err);
@@ -1021,7 +879,7 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
                 pc.dw = 0;
             }
         }
-        st = dispatch(vk, kind, vk->pipe[kind], b, 2, &pc, gx, gy, 1, err);
+        st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, 2, &pc, gx, gy, 1, err);
     }
     vk->tag = 0;
     return st;
@@ -1046,7 +904,7 @@ static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error 
         if (st != CD_OK) break;
         add_push pc = {b[0].elem, b[1].elem, b[2].elem, (uint32_t)cnt, gx,
                        (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
-        st = dispatch(vk, K_ADD, vk->pipe[K_ADD], b, 3, &pc, gx, gy, 1, err);
+        st = dispatch(vk, K_ADD, vk->K->pipe[vk->fp16][K_ADD], b, 3, &pc, gx, gy, 1, err);
     }
     vk->tag = 0;
     return st;
@@ -1179,8 +1037,8 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     const VkDeviceSize in_bytes = (VkDeviceSize)numel(&g->input_shape) * vk->esize,
                        out_bytes = (VkDeviceSize)numel(&g->nodes[g->output].shape) * vk->esize;
     st = cd_vk_buffer_create(ctx, CD_VK_DEVICE, (VkDeviceSize)vk->arena_floats * vk->esize, &vk->arena, err);
-    if (st == CD_OK && !ctx->shared) st = cd_vk_buffer_create(ctx, CD_VK_UPLOAD, in_bytes, &vk->upload, err);
-    if (st == CD_OK && !ctx->shared) st = cd_vk_buffer_create(ctx, CD_VK_READBACK, out_bytes, &vk->readback, err);
+    if (st == CD_OK && !vk->shared) st = cd_vk_buffer_create(ctx, CD_VK_UPLOAD, in_bytes, &vk->upload, err);
+    if (st == CD_OK && !vk->shared) st = cd_vk_buffer_create(ctx, CD_VK_READBACK, out_bytes, &vk->readback, err);
     if (st != CD_OK) {
         free_plan_buffers(vk);
         return st;
@@ -1190,54 +1048,44 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     vk->dispatches = 0;
     for (int i = 0; i < g->count && st == CD_OK; i++) st = record_node(vk, g, i, err);
     vk->counting = false;
+    const uint32_t ndisp = (uint32_t)vk->dispatches + 1;
+    if (st == CD_OK) st = cd_vk_sets_create(ctx, ndisp, ndisp * MAX_BIND, &vk->dpool, err);
+    if (st == CD_OK) st = cd_vk_cmd_begin(&vk->cmd, true, err); /* submitted once per run */
     if (st != CD_OK) {
         free_plan_buffers(vk);
         return st;
     }
-    const int ndisp = vk->dispatches + 1;
-    VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = (uint32_t)ndisp * MAX_BIND};
-    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = (uint32_t)ndisp, .poolSizeCount = 1, .pPoolSizes = &ps};
-    VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &dpi, NULL, &vk->dpool);
-    if (r != VK_SUCCESS) {
-        vk->dpool = VK_NULL_HANDLE;
-        free_plan_buffers(vk);
-        return cd_vk_fail(ctx, err, r, "vkCreateDescriptorPool (inference)");
-    }
-    st = begin_cmd(vk, 0, err);
-    if (st != CD_OK) {
-        free_plan_buffers(vk);
-        return st;
-    }
-    VkCommandBuffer cmd = vk->cmd;
+    cd_vk_cmd *cmd = &vk->cmd;
     /* the previous submission's accesses (the last dispatches, the readback copy) before this one's */
-    barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
-    if (vk->queries) ctx->vk.vkCmdResetQueryPool(cmd, vk->queries, 0, 2);
-    if (!ctx->shared) {
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    if (!vk->shared) {
         VkBufferCopy region = {.srcOffset = 0, .dstOffset = (VkDeviceSize)tensor_off(vk, 0) * vk->esize, .size = in_bytes};
-        ctx->vk.vkCmdCopyBuffer(cmd, vk->upload.buffer, vk->arena.buffer, 1, &region);
-        barrier(vk, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        cd_vk_cmd_copy(cmd, vk->upload.buffer, vk->arena.buffer, 1, &region);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     }
-    if (vk->queries) ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, 0);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, 0);
     vk->npend_r = vk->npend_w = 0;
     vk->dispatches = vk->barriers = 0;
     for (int i = 0; i < g->count && st == CD_OK; i++) st = record_node(vk, g, i, err);
     if (st == CD_OK) {
-        if (vk->queries) ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, vk->queries, 1);
+        cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
         const int64_t out_off = tensor_off(vk, g->output);
-        if (!ctx->shared) {
-            barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+        if (!vk->shared) {
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                              VK_ACCESS_TRANSFER_READ_BIT);
             VkBufferCopy region = {.srcOffset = (VkDeviceSize)out_off * vk->esize, .dstOffset = 0, .size = out_bytes};
-            ctx->vk.vkCmdCopyBuffer(cmd, vk->arena.buffer, vk->readback.buffer, 1, &region);
-            barrier(vk, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_copy(cmd, vk->arena.buffer, vk->readback.buffer, 1, &region);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                              VK_ACCESS_HOST_READ_BIT);
         } else
-            barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-        r = ctx->vk.vkEndCommandBuffer(cmd);
-        if (r != VK_SUCCESS) st = cd_vk_fail(ctx, err, r, "vkEndCommandBuffer");
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                              VK_ACCESS_HOST_READ_BIT);
+        st = cd_vk_cmd_end(cmd, err);
     } else
-        ctx->vk.vkEndCommandBuffer(cmd);
+        cd_vk_cmd_end(cmd, NULL);
     if (st != CD_OK) {
         free_plan_buffers(vk);
         return st;
@@ -1256,31 +1104,23 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
 cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, float *output, cd_error *err) {
     if (!vk || !g || !input || !output) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: NULL argument");
     cd_gpu_context *ctx = vk->ctx;
-    pthread_mutex_lock(&ctx->lock);
-    cd_status st = CD_OK;
+    cd_vk_lock(ctx);
     vk->last_ms = 0;
-    if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    cd_status st = cd_vk_usable(ctx, err);
     if (st == CD_OK) st = record(vk, g, err);
     if (st == CD_OK) {
         const size_t nin = (size_t)numel(&g->input_shape), nout = (size_t)numel(&g->nodes[g->output].shape);
-        void *dst = ctx->shared ? (char *)vk->arena.mapped + tensor_off(vk, 0) * vk->esize : vk->upload.mapped;
+        void *dst = vk->shared ? (char *)vk->arena.mapped + tensor_off(vk, 0) * vk->esize : vk->upload.mapped;
         if (vk->fp16) to_half(input, dst, nin);
         else memcpy(dst, input, nin * 4);
-        st = submit_wait(vk, err);
+        st = cd_vk_cmd_submit_wait(&vk->cmd, "the forward pass", &vk->last_ms, err);
         if (st == CD_OK) {
-            const void *src = ctx->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * vk->esize : vk->readback.mapped;
+            const void *src = vk->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * vk->esize : vk->readback.mapped;
             if (vk->fp16) from_half(src, output, nout);
             else memcpy(output, src, nout * 4);
-            if (vk->queries) {
-                uint64_t ts[2];
-                VkResult r = ctx->vk.vkGetQueryPoolResults(ctx->device, vk->queries, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                                           VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
-                if (r == VK_SUCCESS) vk->last_ms = (double)((ts[1] - ts[0]) & vk->ts_mask) * vk->ts_ns * 1e-6;
-                else if (r == VK_ERROR_DEVICE_LOST) st = cd_vk_fail(ctx, err, r, "vkGetQueryPoolResults");
-            }
         }
     }
-    pthread_mutex_unlock(&ctx->lock);
+    cd_vk_unlock(ctx);
     return st;
 }
 

@@ -23,6 +23,7 @@
  * One call = one command buffer: [copy in ->] dispatch(es) [-> copy out], a barrier at each arrow
  * and between dependent dispatches only. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,18 +35,6 @@
 #include "preprocess/preprocess_impl.h"
 #include "transform/resample_impl.h"
 
-static const uint32_t resample_spirv[] =
-#include "pp_resample_spv.h"
-    ;
-static const uint32_t resample_fp64_spirv[] =
-#include "pp_resample_fp64_spv.h"
-    ;
-static const uint32_t reduce_spirv[] =
-#include "pp_reduce_spv.h"
-    ;
-static const uint32_t normalize_spirv[] =
-#include "pp_normalize_spv.h"
-    ;
 
 #define EDGE_TOL 1e-4 /* transform/resample.c's band around the edge voxels */
 #define FIXED_MAX 1073741824.0 /* |positions| below 2^30 voxels: 32.32 fixed point cannot overflow */
@@ -77,19 +66,18 @@ typedef struct pp_kernels {
 
 static cd_status pp_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
     cd_vk_kernel *pp = ((pp_kernels *)state)->k;
-    const VkPhysicalDeviceLimits *l = &ctx->props.limits;
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     uint32_t ls = 64, lr = REDUCE_LOCAL_MAX;
     if (ls > l->maxComputeWorkGroupSize[0]) ls = l->maxComputeWorkGroupSize[0];
     if (ls > l->maxComputeWorkGroupInvocations) ls = l->maxComputeWorkGroupInvocations;
     if (lr > l->maxComputeWorkGroupSize[0]) lr = l->maxComputeWorkGroupSize[0];
     if (lr > l->maxComputeWorkGroupInvocations) lr = l->maxComputeWorkGroupInvocations;
     if (sizeof(resample_push) > l->maxPushConstantsSize || sizeof(normalize_push) > l->maxPushConstantsSize)
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", ctx->info.name);
-    cd_status st = ctx->float64 ? cd_vk_kernel_create(ctx, &pp[0], resample_fp64_spirv, sizeof resample_fp64_spirv, 3,
-                                                      sizeof(resample_push), ls, err)
-                                : cd_vk_kernel_create(ctx, &pp[0], resample_spirv, sizeof resample_spirv, 3, sizeof(resample_push), ls, err);
-    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[1], reduce_spirv, sizeof reduce_spirv, 3, sizeof(reduce_push), lr, err);
-    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[2], normalize_spirv, sizeof normalize_spirv, 2, sizeof(normalize_push), ls, err);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", cd_vk_name(ctx));
+    cd_status st = cd_vk_kernel_create(ctx, &pp[0], cd_vk_float64(ctx) ? CD_SHADER_PP_RESAMPLE_FP64 : CD_SHADER_PP_RESAMPLE, 3,
+                                       sizeof(resample_push), ls, err);
+    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[1], CD_SHADER_PP_REDUCE, 3, sizeof(reduce_push), lr, err);
+    if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[2], CD_SHADER_PP_NORMALIZE, 2, sizeof(normalize_push), ls, err);
     return st;
 }
 
@@ -99,7 +87,7 @@ static void pp_kernels_destroy(cd_gpu_context *ctx, void *state) {
 
 static const cd_vk_family pp_family = {"preprocessing", sizeof(pp_kernels), pp_kernels_init, pp_kernels_destroy};
 
-/* The kernels of ctx, after pp_ready succeeded (ctx->lock held). */
+/* The kernels of ctx, after pp_ready succeeded (the context's lock held). */
 static cd_vk_kernel *PP(cd_gpu_context *ctx) { return ((pp_kernels *)cd_vk_family_find(ctx, &pp_family))->k; }
 
 static cd_status pp_ready(cd_gpu_context *ctx, cd_error *err) {
@@ -157,11 +145,12 @@ static int64_t fixed_constant(double c, int64_t n, int64_t lo, int64_t hi) {
  * 2D grid is too small. */
 static bool grid2d(const cd_gpu_context *ctx, uint64_t items, uint32_t ls, uint32_t *gx, uint32_t *gy) {
     const uint64_t groups = (items + ls - 1) / ls;
-    const uint32_t maxx = ctx->props.limits.maxComputeWorkGroupCount[0];
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
+    const uint32_t maxx = l->maxComputeWorkGroupCount[0];
     *gx = (uint32_t)(groups < maxx ? (groups ? groups : 1) : maxx);
     const uint64_t y = (groups + *gx - 1) / *gx;
     *gy = (uint32_t)(y ? y : 1);
-    return y <= ctx->props.limits.maxComputeWorkGroupCount[1];
+    return y <= l->maxComputeWorkGroupCount[1];
 }
 
 static bool float32_exact(cd_dtype dt) {
@@ -172,61 +161,61 @@ static bool float32_exact(cd_dtype dt) {
 static double column_norm(const double a[4][4], int j) { return sqrt(a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]); }
 
 /* Copies in (staging), the recorded dispatches, copies out: the frame of every call here. */
-static void copy_in(cd_gpu_context *ctx, cd_vk_range host, cd_vk_range dev) {
-    if (ctx->shared || !host.size) return;
+static void copy_in(cd_vk_cmd *cmd, cd_vk_range host, cd_vk_range dev) {
+    if (cd_gpu_shared_memory(cmd->ctx) || !host.size) return;
     VkBufferCopy region = {.srcOffset = host.offset, .dstOffset = dev.offset, .size = host.size};
-    ctx->vk.vkCmdCopyBuffer(ctx->cmd, ctx->arena[CD_VK_UPLOAD].buffer, ctx->arena[CD_VK_DEVICE].buffer, 1, &region);
-    cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(cmd->ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(cmd->ctx, CD_VK_DEVICE), 1, &region);
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
-static void copy_out(cd_gpu_context *ctx, cd_vk_range dev, cd_vk_range host) {
-    if (!ctx->shared) {
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_TRANSFER_READ_BIT);
+static void copy_out(cd_vk_cmd *cmd, cd_vk_range dev, cd_vk_range host) {
+    if (!cd_gpu_shared_memory(cmd->ctx)) {
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                          VK_ACCESS_TRANSFER_READ_BIT);
         VkBufferCopy region = {.srcOffset = dev.offset, .dstOffset = host.offset, .size = dev.size};
-        ctx->vk.vkCmdCopyBuffer(ctx->cmd, ctx->arena[CD_VK_DEVICE].buffer, ctx->arena[CD_VK_READBACK].buffer, 1, &region);
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                      VK_ACCESS_HOST_READ_BIT);
+        cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(cmd->ctx, CD_VK_DEVICE), cd_vk_arena_buffer(cmd->ctx, CD_VK_READBACK), 1, &region);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
     } else {
-        cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                      VK_ACCESS_HOST_READ_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                          VK_ACCESS_HOST_READ_BIT);
     }
 }
 
-static void dispatch(cd_gpu_context *ctx, cd_vk_kernel *k, const void *push, uint32_t push_bytes, uint32_t gx, uint32_t gy) {
-    ctx->vk.vkCmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, k->pipeline);
-    ctx->vk.vkCmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, k->layout, 0, 1, &k->set, 0, NULL);
-    ctx->vk.vkCmdPushConstants(ctx->cmd, k->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes, push);
-    ctx->vk.vkCmdDispatch(ctx->cmd, gx, gy, 1);
+static void dispatch(cd_vk_cmd *cmd, const cd_vk_kernel *k, const void *push, uint32_t gx, uint32_t gy) {
+    cd_vk_cmd_bind(cmd, k, VK_NULL_HANDLE, VK_NULL_HANDLE);
+    cd_vk_cmd_push(cmd, k, push);
+    cd_vk_cmd_dispatch(cmd, gx, gy, 1);
 }
 
-static void compute_barrier(cd_gpu_context *ctx) {
-    cd_vk_barrier(ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+static void compute_barrier(cd_vk_cmd *cmd) {
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 /* The bytes one buffer of `bytes` may take: within maxStorageBufferRange, else CD_ERR_LIMIT. */
 static cd_status check_range(const cd_gpu_context *ctx, uint64_t bytes, const char *fn, const char *what, cd_error *err) {
-    if (bytes <= ctx->props.limits.maxStorageBufferRange) return CD_OK;
+    const uint64_t range = cd_vk_limits(ctx)->maxStorageBufferRange;
+    if (bytes <= range) return CD_OK;
     char b1[32], b2[32];
     return cd_fail(err, CD_ERR_LIMIT, "%s: the %s needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)", fn, what,
-                   cd_format_bytes(bytes, b1, sizeof b1), ctx->info.name,
-                   cd_format_bytes(ctx->props.limits.maxStorageBufferRange, b2, sizeof b2));
+                   cd_format_bytes(bytes, b1, sizeof b1), cd_vk_name(ctx), cd_format_bytes(range, b2, sizeof b2));
 }
 
 /* ---- resampling ---- */
 
 /* The device part of cd_gpu_resample: vals = the source's float32 values (or spline coefficients),
- * x fastest; writes the output grid's float32 values to out. Call with ctx->lock held. */
+ * x fastest; writes the output grid's float32 values to out. Call with the context's lock held. */
 static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const int64_t n[3], const double m[3][4], const cd_grid *grid,
                                  int order, float fill, float *out, cd_error *err) {
     const int64_t onx = grid->dims[0], ny = grid->dims[1], nz = grid->dims[2];
     const uint64_t nsrc = (uint64_t)(n[0] * n[1] * n[2]), nout = (uint64_t)(onx * ny * nz);
     /* fixed point: axes whose position depends on i alone (zero row terms) take the reference's
      * decisions from a table of onx ints each, after the row bases */
+    const bool f64 = cd_vk_float64(ctx), shared = cd_gpu_shared_memory(ctx);
     uint32_t tables = 0;
-    for (int a = 0; a < 3 && !ctx->float64; a++)
+    for (int a = 0; a < 3 && !f64; a++)
         if (m[a][0] != 0 && m[a][1] == 0 && m[a][2] == 0) tables |= 1u << a;
     const uint64_t nrows = (uint64_t)(ny * nz) + (tables ? (uint64_t)(onx + 1) / 2 : 0); /* 6 uints each: 3 tables of onx */
     cd_status st;
@@ -236,15 +225,15 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
     uint32_t gx, gy;
     if (!grid2d(ctx, nout, PP(ctx)[0].local_size, &gx, &gy))
         return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_resample: %llu output voxels are too many for one dispatch on %s", (unsigned long long)nout,
-                       ctx->info.name);
+                       cd_vk_name(ctx));
     const VkDeviceSize s_src = cd_vk_padded(ctx, nsrc * 4), s_rows = cd_vk_padded(ctx, nrows * 24), s_out = cd_vk_padded(ctx, nout * 4);
-    VkDeviceSize need[CD_VK_NKINDS] = {s_src + s_rows + s_out, ctx->shared ? 0 : s_src + s_rows, ctx->shared ? 0 : s_out};
+    VkDeviceSize need[CD_VK_NKINDS] = {s_src + s_rows + s_out, shared ? 0 : s_src + s_rows, shared ? 0 : s_out};
     if ((st = cd_vk_arenas_reserve(ctx, need, err)) != CD_OK) return st;
     cd_vk_range dev[3], hin[2], hout;
     dev[0] = cd_vk_alloc(ctx, CD_VK_DEVICE, nsrc * 4);
     dev[1] = cd_vk_alloc(ctx, CD_VK_DEVICE, nrows * 24);
     dev[2] = cd_vk_alloc(ctx, CD_VK_DEVICE, nout * 4);
-    if (ctx->shared) {
+    if (shared) {
         hin[0] = dev[0];
         hin[1] = dev[1];
         hout = dev[2];
@@ -265,11 +254,11 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
         for (int64_t j = 0; j < ny; j++, rows += 6)
             for (int a = 0; a < 3; a++) {
                 const double b = m[a][1] * (double)j + m[a][2] * (double)k + m[a][3];
-                if (ctx->float64) put_double(rows + 2 * a, b);
+                if (f64) put_double(rows + 2 * a, b);
                 else put64(rows + 2 * a, m[a][0] == 0 ? fixed_constant(b, n[a], flo, fhi[a]) : fixed32(b));
             }
     for (int a = 0; a < 3; a++) {
-        if (ctx->float64) {
+        if (f64) {
             put_double(pc.step + 2 * a, m[a][0]);
             put_double(pc.hi + 2 * a, (double)(n[a] - 1) + EDGE_TOL);
         } else {
@@ -277,7 +266,7 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
             put64(pc.hi + 2 * a, fhi[a]);
         }
     }
-    if (ctx->float64) put_double(pc.lo, -EDGE_TOL);
+    if (f64) put_double(pc.lo, -EDGE_TOL);
     else put64(pc.lo, flo);
     for (int a = 0; a < 3; a++) {
         if (!(tables & (1u << a))) continue;
@@ -291,23 +280,21 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
         }
     }
 
-    if ((st = cd_vk_begin(ctx, err)) != CD_OK) return st;
-    if (!ctx->shared) { /* source and rows are adjacent in both arenas: one copy */
+    cd_vk_cmd *cmd = cd_vk_batch(ctx);
+    if ((st = cd_vk_cmd_begin(cmd, false, err)) != CD_OK) return st;
+    if (!shared) { /* source and rows are adjacent in both arenas: one copy */
         cd_vk_range h = hin[0], d = dev[0];
         h.size = d.size = dev[0].size + dev[1].size;
-        copy_in(ctx, h, d);
+        copy_in(cmd, h, d);
     }
     cd_vk_kernel_bind(ctx, &PP(ctx)[0], dev);
-    cd_vk_timestamp(ctx, 0);
-    dispatch(ctx, &PP(ctx)[0], &pc, sizeof pc, gx, gy);
-    cd_vk_timestamp(ctx, 1);
-    copy_out(ctx, dev[2], hout);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
+    dispatch(cmd, &PP(ctx)[0], &pc, gx, gy);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
+    copy_out(cmd, dev[2], hout);
     double kms = 0;
-    if ((st = cd_vk_submit_wait(ctx, &kms, err)) != CD_OK) return st;
-    ctx->last.kernel_ms += kms;
-    ctx->last.batches++;
-    ctx->last.bytes_in += s_src + s_rows;
-    ctx->last.bytes_out += s_out;
+    if ((st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err)) != CD_OK) return st;
+    cd_vk_count_batch(ctx, kms, s_src + s_rows, s_out);
     memcpy(out, cd_vk_host(ctx, hout), nout * 4);
     return CD_OK;
 }
@@ -350,11 +337,9 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
     if (!gpu_takes(src, grid, &o, odt, m)) {
         /* the reference, which also reports bad options the same way */
         st = cd_resample(src, grid, &o, out, err);
-        pthread_mutex_lock(&ctx->lock);
-        memset(&ctx->last, 0, sizeof ctx->last);
+        cd_vk_call_begin(ctx);
         cd_vk_count_fallback(ctx, 1);
-        ctx->last.total_ms = cd_now_ms() - t0;
-        pthread_mutex_unlock(&ctx->lock);
+        cd_vk_call_end(ctx, t0);
         return st;
     }
     if (isnan(o.fill) && odt != CD_DTYPE_FLOAT32) return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: a NaN fill needs a floating-point output dtype");
@@ -379,12 +364,11 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
         if (!fout) st = cd_fail(err, CD_ERR_NOMEM, "cd_gpu_resample: out of memory");
     }
     if (st == CD_OK) {
-        pthread_mutex_lock(&ctx->lock);
-        memset(&ctx->last, 0, sizeof ctx->last);
-        if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-        else if ((st = pp_ready(ctx, err)) == CD_OK) st = resample_locked(ctx, vals, src->dims, m, grid, (int)o.interp, (float)o.fill, fout, err);
-        ctx->last.total_ms = cd_now_ms() - t0;
-        pthread_mutex_unlock(&ctx->lock);
+        cd_vk_call_begin(ctx);
+        st = cd_vk_usable(ctx, err);
+        if (st == CD_OK) st = pp_ready(ctx, err);
+        if (st == CD_OK) st = resample_locked(ctx, vals, src->dims, m, grid, (int)o.interp, (float)o.fill, fout, err);
+        cd_vk_call_end(ctx, t0);
     }
     if (st == CD_OK && odt == CD_DTYPE_UINT8) {
         /* values are source bytes or the fill: stored as the reference stores (half up, clamped, NaN 0) */
@@ -420,20 +404,20 @@ static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const
     if ((st = check_range(ctx, (uint64_t)n * 4, "cd_gpu_normalize", "volume", err)) != CD_OK) return st;
     uint32_t gx, gy;
     if (!grid2d(ctx, n, PP(ctx)[2].local_size, &gx, &gy))
-        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels are too many for one dispatch on %s", n, ctx->info.name);
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels are too many for one dispatch on %s", n, cd_vk_name(ctx));
     const uint32_t lr = PP(ctx)[1].local_size;
     uint64_t parts = ((uint64_t)n + (uint64_t)lr * 64 - 1) / ((uint64_t)lr * 64);
     if (parts < 1) parts = 1;
     if (parts > REDUCE_PARTS_MAX) parts = REDUCE_PARTS_MAX;
-    const bool with_mask = zscore && region == 1;
+    const bool with_mask = zscore && region == 1, shared = cd_gpu_shared_memory(ctx);
     const VkDeviceSize s_data = cd_vk_padded(ctx, (uint64_t)n * 4), s_mask = with_mask ? cd_vk_padded(ctx, pad4(n)) : 0,
                        s_stats = cd_vk_padded(ctx, (parts * 6 + 2) * 4);
-    VkDeviceSize need[CD_VK_NKINDS] = {s_data + s_mask + s_stats, ctx->shared ? 0 : s_data + s_mask, ctx->shared ? 0 : s_data};
+    VkDeviceSize need[CD_VK_NKINDS] = {s_data + s_mask + s_stats, shared ? 0 : s_data + s_mask, shared ? 0 : s_data};
     if ((st = cd_vk_arenas_reserve(ctx, need, err)) != CD_OK) return st;
     cd_vk_range data = cd_vk_alloc(ctx, CD_VK_DEVICE, (uint64_t)n * 4), mrange = {CD_VK_DEVICE, 0, 0}, hin, hmask = {CD_VK_UPLOAD, 0, 0}, hout;
     if (with_mask) mrange = cd_vk_alloc(ctx, CD_VK_DEVICE, pad4(n));
     cd_vk_range stats = cd_vk_alloc(ctx, CD_VK_DEVICE, (parts * 6 + 2) * 4);
-    if (ctx->shared) {
+    if (shared) {
         hin = hout = data;
         hmask = mrange;
     } else {
@@ -447,38 +431,36 @@ static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const
         memcpy(hm, mask, n);
         memset(hm + n, 0, pad4(n) - n);
     }
-    if ((st = cd_vk_begin(ctx, err)) != CD_OK) return st;
-    if (!ctx->shared) {
+    cd_vk_cmd *cmd = cd_vk_batch(ctx);
+    if ((st = cd_vk_cmd_begin(cmd, false, err)) != CD_OK) return st;
+    if (!shared) {
         cd_vk_range h = hin, d = data;
         h.size = d.size = data.size + (with_mask ? mrange.size : 0); /* adjacent in both arenas */
-        copy_in(ctx, h, d);
+        copy_in(cmd, h, d);
     }
-    cd_vk_timestamp(ctx, 0);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
     if (zscore) {
         /* the mask binding must name a buffer even when the region does not read it */
         const cd_vk_range rb[3] = {data, with_mask ? mrange : data, stats};
         cd_vk_kernel_bind(ctx, &PP(ctx)[1], rb);
         reduce_push rp = {(uint32_t)n, (uint32_t)parts, region, 0};
-        dispatch(ctx, &PP(ctx)[1], &rp, sizeof rp, (uint32_t)parts, 1);
-        compute_barrier(ctx);
+        dispatch(cmd, &PP(ctx)[1], &rp, (uint32_t)parts, 1);
+        compute_barrier(cmd);
         rp.mode = 1;
-        dispatch(ctx, &PP(ctx)[1], &rp, sizeof rp, 1, 1);
-        compute_barrier(ctx);
+        dispatch(cmd, &PP(ctx)[1], &rp, 1, 1);
+        compute_barrier(cmd);
         pc.stats_at = (uint32_t)(parts * 6);
     }
     const cd_vk_range nb[2] = {data, stats};
     cd_vk_kernel_bind(ctx, &PP(ctx)[2], nb);
     pc.n = (uint32_t)n;
     pc.groups_x = gx;
-    dispatch(ctx, &PP(ctx)[2], &pc, sizeof pc, gx, gy);
-    cd_vk_timestamp(ctx, 1);
-    copy_out(ctx, data, hout);
+    dispatch(cmd, &PP(ctx)[2], &pc, gx, gy);
+    cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
+    copy_out(cmd, data, hout);
     double kms = 0;
-    if ((st = cd_vk_submit_wait(ctx, &kms, err)) != CD_OK) return st;
-    ctx->last.kernel_ms += kms;
-    ctx->last.batches++;
-    ctx->last.bytes_in += s_data + s_mask;
-    ctx->last.bytes_out += s_data;
+    if ((st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err)) != CD_OK) return st;
+    cd_vk_count_batch(ctx, kms, s_data + s_mask, s_data);
     memcpy(x, cd_vk_host(ctx, hout), n * 4);
     return CD_OK;
 }
@@ -523,13 +505,11 @@ cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, si
         pc.cmin = (float)fmin(r0, r1);
         pc.cmax = (float)fmax(r0, r1);
     }
-    pthread_mutex_lock(&ctx->lock);
-    memset(&ctx->last, 0, sizeof ctx->last);
-    cd_status st;
-    if (ctx->lost) st = cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
-    else if ((st = pp_ready(ctx, err)) == CD_OK) st = normalize_locked(ctx, x, n, mask, region, r->normalize == CD_NORM_ZSCORE, pc, err);
-    ctx->last.total_ms = cd_now_ms() - t0;
-    pthread_mutex_unlock(&ctx->lock);
+    cd_vk_call_begin(ctx);
+    cd_status st = cd_vk_usable(ctx, err);
+    if (st == CD_OK) st = pp_ready(ctx, err);
+    if (st == CD_OK) st = normalize_locked(ctx, x, n, mask, region, r->normalize == CD_NORM_ZSCORE, pc, err);
+    cd_vk_call_end(ctx, t0);
     return st;
 }
 

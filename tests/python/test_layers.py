@@ -7,6 +7,7 @@
 
 - include edges: every `#include "M/..."` of an internal header and every `#include "cirrdata/H.h"` of a
   public header (mapped to the module that implements it) in libcirrdata/M/ and in the public headers;
+  a header private to its module (PRIVATE) included from another module fails whatever the order;
 - symbol edges: every undefined symbol of an object file of module A that an object file of module B
   defines (`nm` over the library's objects in the build folder).
 
@@ -41,6 +42,9 @@ PUBLIC = {
     "model": "nn", "staging": "nn",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+# Internal headers private to their module: no other module may include them, whatever the order
+# (gpu/context_impl.h holds the Vulkan context's fields; the op families use gpu/gpu_impl.h's functions).
+PRIVATE = {"gpu/context_impl.h"}
 
 
 def allowed(a, b):
@@ -74,6 +78,8 @@ def include_edges(root, problems):
                 target = head
             else:
                 continue  # generated headers (*_spv.h, version.h), volk
+            if inc in PRIVATE and target != mod:
+                problems.append(f"{os.path.relpath(path, root)} includes {inc}, which is private to module {target}")
             if target != mod:
                 edges[(mod, target)] += 1
             if not allowed(mod, target):
