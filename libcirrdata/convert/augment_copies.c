@@ -355,27 +355,25 @@ static int gpu_items(render_ctx *r, cd_gpu_spatial_item *items, cd_aug_params *p
     return n;
 }
 
+/* The arguments of one warp on the device. */
+typedef struct warp_call {
+    const cd_aug_params *params;
+    int n;
+    const cd_gpu_spatial_item *items;
+    uint32_t C;
+    const int64_t *patch;
+} warp_call;
+
+static cd_status warp_items(cd_gpu_context *gpu, void *user, cd_error *err) {
+    const warp_call *c = user;
+    return cd_gpu_aug_spatial(gpu, c->params, c->n, c->items, c->C, c->patch, err);
+}
+
 /* One cd_gpu_aug_spatial of the n items under the device policy; false: the CPU warps them. */
 static bool warp_on_device(cd_aug_copies *ac, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items, uint32_t C,
                            const int64_t patch[3]) {
-    for (;;) {
-        uint32_t generation;
-        cd_gpu_context *g = cd_device_slot_acquire(ac->policy, ac->slot, &generation);
-        if (!g) return false;
-        cd_error gerr;
-        cd_error_clear(&gerr);
-        cd_status st = cd_gpu_aug_spatial(g, params, n, items, C, patch, &gerr);
-        cd_device_slot_release(ac->slot);
-        switch (cd_device_slot_result(ac->policy, ac->slot, generation, st, &gerr, "warp augmented copies", (uint64_t)n)) {
-        case CD_DEVICE_DONE:
-            return true;
-        case CD_DEVICE_FALLBACK:
-            cd_device_policy_cpu(ac->policy, (uint64_t)n);
-            return false;
-        case CD_DEVICE_RETRY:
-            break;
-        }
-    }
+    warp_call c = {params, n, items, C, patch};
+    return cd_device_slot_run(ac->policy, ac->slot, warp_items, &c, "warp augmented copies", (uint64_t)n);
 }
 
 const char *cd_aug_copies_device(const cd_aug_copies *ac) {

@@ -6,6 +6,13 @@
 
 #include "gpu/device_policy.h"
 
+/* What a device call's status means. */
+typedef enum cd_device_next {
+    CD_DEVICE_DONE = 0, /* the device did it */
+    CD_DEVICE_RETRY,    /* the context was created again: call the device again */
+    CD_DEVICE_FALLBACK  /* the CPU does this item */
+} cd_device_next;
+
 static void set_name(cd_device_policy *p, const char *fmt, const char *a) {
     pthread_mutex_lock(&p->mu);
     snprintf(p->device_name, sizeof p->device_name, fmt, a);
@@ -69,10 +76,6 @@ void cd_device_policy_free(cd_device_policy *p) {
 
 bool cd_device_policy_active(const cd_device_policy *p) { return p && p->use_gpu && !atomic_load(&p->off); }
 
-void cd_device_policy_cpu(cd_device_policy *p, uint64_t items) {
-    if (p && p->ready) atomic_fetch_add(&p->cpu_items, items);
-}
-
 void cd_device_policy_describe(cd_device_policy *p, char *note, size_t note_len, char *name, size_t name_len) {
     pthread_mutex_lock(&p->mu);
     if (note) snprintf(note, note_len, "%s", p->note);
@@ -99,19 +102,6 @@ void cd_device_slot_close(cd_device_slot *s) {
     pthread_rwlock_destroy(&s->lock);
     memset(s, 0, sizeof *s);
 }
-
-cd_gpu_context *cd_device_slot_acquire(cd_device_policy *p, cd_device_slot *s, uint32_t *generation) {
-    if (!cd_device_policy_active(p) || !s->ready) return NULL;
-    pthread_rwlock_rdlock(&s->lock);
-    if (!s->gpu || atomic_load(&p->off)) {
-        pthread_rwlock_unlock(&s->lock);
-        return NULL;
-    }
-    *generation = s->generation;
-    return s->gpu;
-}
-
-void cd_device_slot_release(cd_device_slot *s) { pthread_rwlock_unlock(&s->lock); }
 
 static cd_device_next give_up(cd_device_policy *p, const char *what, const char *msg) {
     atomic_store(&p->off, true);
@@ -152,27 +142,12 @@ static cd_device_next after_loss(cd_device_policy *p, cd_device_slot *s, uint32_
     return CD_DEVICE_RETRY;
 }
 
-cd_device_next cd_device_slot_result(cd_device_policy *p, cd_device_slot *s, uint32_t generation, cd_status st, const cd_error *e,
-                                     const char *what, uint64_t items) {
-    const char *msg = e ? e->message : "";
+/* What the status of a device call made on generation `generation` of the slot means. */
+static cd_device_next slot_result(cd_device_policy *p, cd_device_slot *s, uint32_t generation, cd_status st, const char *msg,
+                                  const char *what, uint64_t items) {
     if (st == CD_OK) {
-        /* An injected loss stands for one loss of the device: a call made on a context that has been
-         * replaced since it began is not one. */
-        bool injected = false;
-        pthread_rwlock_rdlock(&s->lock);
-        pthread_mutex_lock(&p->mu);
-        if (s->inject_lost > 0 && s->generation == generation) {
-            s->inject_lost--;
-            injected = true;
-        }
-        pthread_mutex_unlock(&p->mu);
-        pthread_rwlock_unlock(&s->lock);
-        if (!injected) {
-            atomic_fetch_add(&p->gpu_items, items);
-            return CD_DEVICE_DONE;
-        }
-        st = CD_ERR_IO;
-        msg = "Vulkan: device lost (injected by CIRRDATA_TEST_DEVICE_LOST)";
+        atomic_fetch_add(&p->gpu_items, items);
+        return CD_DEVICE_DONE;
     }
     char w[160];
     switch (st) {
@@ -186,6 +161,44 @@ cd_device_next cd_device_slot_result(cd_device_policy *p, cd_device_slot *s, uin
     default:
         snprintf(w, sizeof w, "the GPU could not %s, the CPU does the rest", what);
         return give_up(p, w, msg);
+    }
+}
+
+/* The test hook: whether this call (on the current context, read lock held) is to be a lost device. */
+static bool inject_loss(cd_device_policy *p, cd_device_slot *s) {
+    pthread_mutex_lock(&p->mu);
+    bool injected = s->inject_lost > 0;
+    if (injected) s->inject_lost--;
+    pthread_mutex_unlock(&p->mu);
+    return injected;
+}
+
+bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn, void *user, const char *what, uint64_t items) {
+    for (;;) {
+        if (!cd_device_policy_active(p) || !s || !s->ready) return false;
+        pthread_rwlock_rdlock(&s->lock);
+        if (!s->gpu || atomic_load(&p->off)) {
+            pthread_rwlock_unlock(&s->lock);
+            return false;
+        }
+        const uint32_t generation = s->generation;
+        cd_error e;
+        cd_error_clear(&e);
+        cd_status st;
+        if (inject_loss(p, s)) /* before the call: it must not run (in-place work would run twice) */
+            st = cd_fail(&e, CD_ERR_IO, "Vulkan: device lost (injected by CIRRDATA_TEST_DEVICE_LOST)");
+        else
+            st = fn(s->gpu, user, &e);
+        pthread_rwlock_unlock(&s->lock);
+        switch (slot_result(p, s, generation, st, e.message, what, items)) {
+        case CD_DEVICE_DONE:
+            return true;
+        case CD_DEVICE_FALLBACK:
+            atomic_fetch_add(&p->cpu_items, items);
+            return false;
+        case CD_DEVICE_RETRY:
+            break;
+        }
     }
 }
 

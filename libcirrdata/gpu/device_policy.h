@@ -5,6 +5,7 @@
  *
  * A slot is one context with its own lock: any number of threads may use it at once (read side); the
  * re-creation after a lost device takes the write side, so a context is never destroyed under a user.
+ * Callers hand their device work to cd_device_slot_run, which applies the whole rule set.
  * A slot is re-created at most once; every slot's loss after that, or a failed re-creation, turns the
  * device off for the whole policy. */
 #ifndef CD_GPU_DEVICE_POLICY_H
@@ -25,7 +26,7 @@ typedef struct cd_device_policy {
     bool use_gpu;                /* resolved to Vulkan */
     atomic_bool off;             /* given up: the CPU from now on */
     atomic_ullong gpu_items;     /* items the device computed */
-    atomic_ullong cpu_items;     /* items the CPU computed instead (cd_device_policy_cpu) */
+    atomic_ullong cpu_items;     /* items the CPU computed instead */
     atomic_ullong resets;        /* contexts created again after a lost device */
     cd_gpu_context *spare;       /* the context made while resolving: the first slot takes it */
     int inject_lost;             /* test hook, see cd_device_slot_result */
@@ -47,12 +48,6 @@ typedef struct cd_device_slot {
     bool ready;
 } cd_device_slot;
 
-typedef enum cd_device_next {
-    CD_DEVICE_DONE = 0,          /* the device did it */
-    CD_DEVICE_RETRY,             /* the context was created again: call the device again */
-    CD_DEVICE_FALLBACK           /* do this item on the CPU (and count it with cd_device_policy_cpu) */
-} cd_device_next;
-
 /* Resolves `requested` (cirrdata/device.h): CD_DEVICE_VULKAN without a usable context is an error
  * "WHO: device 'vulkan': REASON"; AUTO on a software device or without Vulkan is the CPU with the
  * reason in device_name. gpu may be NULL (defaults). Free with cd_device_policy_free, also after a
@@ -62,8 +57,6 @@ CD_INTERNAL cd_status cd_device_policy_init(cd_device_policy *p, cd_device reque
 CD_INTERNAL void cd_device_policy_free(cd_device_policy *p);
 /* Vulkan is resolved and not given up. */
 CD_INTERNAL bool cd_device_policy_active(const cd_device_policy *p);
-/* Counts items the CPU computed instead of the device. */
-CD_INTERNAL void cd_device_policy_cpu(cd_device_policy *p, uint64_t items);
 /* Records a reason the CPU ran (kept when it is the first). */
 CD_INTERNAL void cd_device_policy_note(cd_device_policy *p, const char *what, const char *msg);
 /* Copies the note and the device name (each may be NULL). */
@@ -73,16 +66,18 @@ CD_INTERNAL void cd_device_policy_describe(cd_device_policy *p, char *note, size
  * A context that cannot be created is an error. Close with cd_device_slot_close, also after a failure. */
 CD_INTERNAL cd_status cd_device_slot_open(cd_device_policy *p, cd_device_slot *s, cd_error *err);
 CD_INTERNAL void cd_device_slot_close(cd_device_slot *s);
-/* The slot's context for one call, its read lock held until cd_device_slot_release, and its
- * generation; NULL (no lock held) when the device is not in use. */
-CD_INTERNAL cd_gpu_context *cd_device_slot_acquire(cd_device_policy *p, cd_device_slot *s, uint32_t *generation);
-CD_INTERNAL void cd_device_slot_release(cd_device_slot *s);
-/* After a device call made under cd_device_slot_acquire (and released): applies the policy to its
- * status. `what` names the work for the note ("resample a volume"); `items` is counted as the
- * device's on success. Test hook: $CIRRDATA_TEST_DEVICE_LOST=N makes the first N successful calls of
- * each slot report a lost device, so that the tests run the recovery on a device that does not fail. */
-CD_INTERNAL cd_device_next cd_device_slot_result(cd_device_policy *p, cd_device_slot *s, uint32_t generation, cd_status st,
-                                                 const cd_error *e, const char *what, uint64_t items);
+/* A device call: fn on the slot's context (user passes its arguments and results). */
+typedef cd_status (*cd_device_fn)(cd_gpu_context *gpu, void *user, cd_error *err);
+/* Runs fn under the policy and returns true when the device did the work. False: the caller does it
+ * on the CPU (counted as `items` CPU items): the device is not in use, was given up, or could not do
+ * this item (no memory, limits). A lost device: the slot's context is created again (once per slot,
+ * with before_reset first) and fn runs again. fn runs under the slot's read lock, so any number of
+ * threads may run on one slot. `what` names the work in the note ("resample a volume"); `items` is
+ * counted as the device's on success. Test hook: $CIRRDATA_TEST_DEVICE_LOST=N makes the first N
+ * calls of each slot a lost device without running fn, so that the tests run the recovery on a
+ * device that does not fail. */
+CD_INTERNAL bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn, void *user, const char *what,
+                                    uint64_t items);
 /* Validation messages of the slot's contexts, the destroyed ones included; the first one of the
  * current context to `first` when non-NULL. */
 CD_INTERNAL uint64_t cd_device_slot_messages(cd_device_slot *s, char *first, size_t first_len);

@@ -7,38 +7,34 @@
 
 #include "loader/loader_impl.h"
 
-/* One cd_gpu_augment of the share's m samples under the device policy: DONE, RETRY (the worker's
- * context was created again after a lost device) or FALLBACK (the share on the CPU). */
-static cd_device_next augment_once(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3]) {
-    uint32_t generation;
-    cd_gpu_context *g = cd_device_slot_acquire(&l->policy, &w->gpu, &generation);
-    if (!g) return CD_DEVICE_FALLBACK;
-    cd_error e;
-    cd_error_clear(&e);
-    cd_status st = cd_gpu_augment(g, w->params, m, w->items, l->channels, patch, &e);
+/* One share's device call: its arguments in, the device's timings out. */
+typedef struct share_call {
+    cd_loader *l;
+    worker_scratch *w;
+    int m;
+    const int64_t *patch;
     cd_gpu_timings t;
-    cd_gpu_last_timings(g, &t);
-    cd_device_slot_release(&w->gpu);
-    cd_device_next next = cd_device_slot_result(&l->policy, &w->gpu, generation, st, &e, "render a share", (uint64_t)m);
-    if (next == CD_DEVICE_DONE) {
-        pthread_mutex_lock(&l->mu);
-        l->dev.gpu_calls++;
-        l->dev.gpu_reference += (uint64_t)t.cpu_fallback;
-        l->dev.gpu_samples += (uint64_t)(m - t.cpu_fallback);
-        pthread_mutex_unlock(&l->mu);
-    }
-    return next;
+} share_call;
+
+static cd_status augment_share(cd_gpu_context *gpu, void *user, cd_error *err) {
+    share_call *c = user;
+    cd_status st = cd_gpu_augment(gpu, c->w->params, c->m, c->w->items, c->l->channels, c->patch, err);
+    cd_gpu_last_timings(gpu, &c->t);
+    return st;
 }
 
-/* Renders the share's m read samples (w->params, w->items) on the worker's device, retrying after a
- * re-created context. Returns CD_OK when the device rendered them; anything else means the caller
- * renders them on the CPU (the reason is in the policy's note). */
+/* Renders the share's m read samples (w->params, w->items) on the worker's device under the device
+ * policy. Returns CD_OK when the device rendered them; anything else means the caller renders them
+ * on the CPU (the reason is in the policy's note). */
 static cd_status render_on_device(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3]) {
-    for (;;) {
-        cd_device_next next = augment_once(l, w, m, patch);
-        if (next == CD_DEVICE_DONE) return CD_OK;
-        if (next == CD_DEVICE_FALLBACK) return CD_ERR_UNSUPPORTED;
-    }
+    share_call c = {.l = l, .w = w, .m = m, .patch = patch};
+    if (!cd_device_slot_run(&l->policy, &w->gpu, augment_share, &c, "render a share", (uint64_t)m)) return CD_ERR_UNSUPPORTED;
+    pthread_mutex_lock(&l->mu);
+    l->dev.gpu_calls++;
+    l->dev.gpu_reference += (uint64_t)c.t.cpu_fallback;
+    l->dev.gpu_samples += (uint64_t)(m - c.t.cpu_fallback);
+    pthread_mutex_unlock(&l->mu);
+    return CD_OK;
 }
 
 /* Reads and plans samples j0 .. j0 + n - 1 (cd_loader_make_sample), listing those to render in
@@ -100,7 +96,6 @@ static void render_share_on_cpu(cd_loader *l, worker_scratch *w, uint32_t n, int
     l->dev.fallback_calls++;
     l->dev.fallback_samples += (uint64_t)m;
     pthread_mutex_unlock(&l->mu);
-    cd_device_policy_cpu(&l->policy, (uint64_t)m);
 }
 
 void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok, cd_error *err) {

@@ -198,27 +198,31 @@ static cd_status run_cpu(cd_model *m, const float *x, float *logits, cd_error *e
     return st;
 }
 
+/* One pass's arguments. */
+typedef struct pass_call {
+    cd_model *m;
+    const float *x;
+    float *logits;
+} pass_call;
+
+/* The pass on the slot's context; after a re-created context the executor is built again first. */
+static cd_status vulkan_pass(cd_gpu_context *gpu, void *user, cd_error *err) {
+    pass_call *c = user;
+    cd_model *m = c->m;
+    if (!m->vk) {
+        bool fp16_used = false;
+        cd_status st = cd_nn_vk_create(gpu, m->g, m->fp16, &fp16_used, &m->vk, err);
+        if (st != CD_OK) return st;
+        name_vulkan(m, fp16_used);
+    }
+    return cd_nn_vk_run(m->vk, m->g, c->x, c->logits, err);
+}
+
 /* One pass on the device under the policy: true when it ran there, false when the CPU is to run it
  * (after the device was given up, the model stays on the CPU and says why in its name). */
 static bool run_vulkan(cd_model *m, const float *x, float *logits) {
-    for (;;) {
-        uint32_t generation;
-        cd_gpu_context *gpu = cd_device_slot_acquire(&m->policy, &m->slot, &generation);
-        if (!gpu) break;
-        cd_error e;
-        cd_error_clear(&e);
-        cd_status st = CD_OK;
-        bool fp16_used = false;
-        if (!m->vk && (st = cd_nn_vk_create(gpu, m->g, m->fp16, &fp16_used, &m->vk, &e)) == CD_OK) name_vulkan(m, fp16_used);
-        if (st == CD_OK) st = cd_nn_vk_run(m->vk, m->g, x, logits, &e);
-        cd_device_slot_release(&m->slot);
-        cd_device_next next = cd_device_slot_result(&m->policy, &m->slot, generation, st, &e, "run the network", (uint64_t)m->n);
-        if (next == CD_DEVICE_DONE) return true;
-        if (next == CD_DEVICE_FALLBACK) {
-            cd_device_policy_cpu(&m->policy, (uint64_t)m->n);
-            break;
-        }
-    }
+    pass_call c = {m, x, logits};
+    if (cd_device_slot_run(&m->policy, &m->slot, vulkan_pass, &c, "run the network", (uint64_t)m->n)) return true;
     if (!cd_device_policy_active(&m->policy)) {
         char note[384];
         cd_device_policy_describe(&m->policy, note, sizeof note, NULL, 0);

@@ -662,31 +662,6 @@ void cd_pp_device_init(cd_pp_device *d, cd_device_policy *policy, cd_device_slot
 
 const char *cd_pp_device_used(const cd_pp_device *d) { return d && atomic_load(&d->gpu_calls) > 0 ? "vulkan" : "cpu"; }
 
-/* One device call under the policy, retried on a context created again after a lost device. The
- * call's arguments travel in `args`; returns true when the device did it. */
-typedef cd_status (*pp_call)(cd_gpu_context *g, void *args, cd_error *err);
-
-static bool on_device(cd_pp_device *d, pp_call call, void *args, const char *what) {
-    for (;;) {
-        uint32_t generation;
-        cd_gpu_context *g = d && d->policy ? cd_device_slot_acquire(d->policy, d->slot, &generation) : NULL;
-        if (!g) return false;
-        cd_error gerr;
-        cd_error_clear(&gerr);
-        cd_status st = call(g, args, &gerr);
-        cd_device_slot_release(d->slot);
-        cd_device_next next = cd_device_slot_result(d->policy, d->slot, generation, st, &gerr, what, 1);
-        if (next == CD_DEVICE_DONE) {
-            atomic_fetch_add(&d->gpu_calls, 1);
-            return true;
-        }
-        if (next == CD_DEVICE_FALLBACK) {
-            cd_device_policy_cpu(d->policy, 1);
-            return false;
-        }
-    }
-}
-
 /* The arguments of the three device calls (each uses its own). */
 typedef struct pp_args {
     const cd_volume *src;
@@ -699,18 +674,25 @@ typedef struct pp_args {
     const uint8_t *mask;
 } pp_args;
 
+/* One call under the device policy; true when the device did it. */
+static bool on_device(cd_pp_device *d, cd_device_fn call, pp_args *a, const char *what) {
+    if (!d || !d->policy || !cd_device_slot_run(d->policy, d->slot, call, a, what, 1)) return false;
+    atomic_fetch_add(&d->gpu_calls, 1);
+    return true;
+}
+
 static cd_status call_resample(cd_gpu_context *g, void *args, cd_error *err) {
-    pp_args *a = args;
+    const pp_args *a = args;
     return cd_gpu_resample(g, a->src, a->grid, a->o, a->out, err);
 }
 
 static cd_status call_mask_linear(cd_gpu_context *g, void *args, cd_error *err) {
-    pp_args *a = args;
+    const pp_args *a = args;
     return cd_gpu_resample_mask_linear(g, a->src, a->grid, a->out, err);
 }
 
 static cd_status call_normalize(cd_gpu_context *g, void *args, cd_error *err) {
-    pp_args *a = args;
+    const pp_args *a = args;
     return cd_gpu_normalize(g, a->r, a->x, a->n, a->mask, err);
 }
 
