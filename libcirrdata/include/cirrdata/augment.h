@@ -40,6 +40,23 @@ CD_API char *cd_aug_pipeline_to_json(const cd_aug_pipeline *p);
 /* True for 2D pipelines (spatial ops act in the x-y plane only; z is untouched). */
 CD_API bool cd_aug_pipeline_is_2d(const cd_aug_pipeline *p);
 
+/* How samples are cut from records: by the training loader (cirrdata/loader.h) and by the augmented
+ * copies of a conversion (cirrdata/convert.h), which equal its samples. */
+typedef enum cd_loader_mode {
+    CD_LOADER_VOLUME = 0, /* whole records (batch > 1 needs equal shapes, or patch = a fixed crop/pad) */
+    CD_LOADER_PATCH,      /* fixed-size patches; a fraction centred on foreground */
+    CD_LOADER_SLICE       /* 2D axial slices (z), all or only those containing mask */
+} cd_loader_mode;
+
+/* ==== Advanced API ====
+ * The engine's per-sample steps (draw the parameters, the source box, the fused spatial pass, the
+ * intensity ops) and their Vulkan kernels: what cirrdata/loader.h and the converter's augmented copies
+ * are built from, for tools, benchmarks and tests that drive the engine directly.
+ * Like zstd.h's ZSTD_STATIC_LINKING_ONLY section: these declarations may change in any release
+ * (signatures, struct layouts); define CIRRDATA_ADVANCED_API before including this header to use
+ * them. The library and its own tools, tests and benchmarks are built with it. */
+#ifdef CIRRDATA_ADVANCED_API
+
 /* Everything random about one sample, resolved. */
 typedef struct cd_aug_params {
     /* Spatial: output voxel o (0-based in the patch) samples the source at
@@ -108,14 +125,6 @@ CD_API cd_status cd_aug_apply_intensity(const cd_aug_params *a, float *img, uint
 /* The parameters as a JSON object (for record metadata and audits); caller frees with free(). */
 CD_API char *cd_aug_params_to_json(const cd_aug_params *a);
 
-/* How samples are cut from records: by the training loader (cirrdata/loader.h) and by the augmented
- * copies of a conversion (cirrdata/convert.h), which equal its samples. */
-typedef enum cd_loader_mode {
-    CD_LOADER_VOLUME = 0, /* whole records (batch > 1 needs equal shapes, or patch = a fixed crop/pad) */
-    CD_LOADER_PATCH,      /* fixed-size patches; a fraction centred on foreground */
-    CD_LOADER_SLICE       /* 2D axial slices (z), all or only those containing mask */
-} cd_loader_mode;
-
 /* ---- the same ops on a Vulkan device (cirrdata/gpu.h gives the context) ---- */
 
 /* One sample of a batch: the arguments of cd_aug_apply_spatial that differ between samples. */
@@ -157,6 +166,8 @@ CD_API cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *
  * cd_gpu_aug_spatial. */
 CD_API cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
                                 uint32_t channels, const int64_t patch[3], cd_error *err);
+
+#endif /* CIRRDATA_ADVANCED_API */
 
 #ifdef __cplusplus
 }

@@ -130,6 +130,13 @@ typedef struct cd_gpu_stats {
 } cd_gpu_stats;
 /* Fills *out (NULL is a no-op). Thread-safe. The CLI checks validation_messages before it exits. */
 CD_API void cd_gpu_process_stats(cd_gpu_stats *out);
+/* ==== Advanced API ====
+ * Per-context measurements for benchmarks and tests: the pipeline cache hit, the last call's times.
+ * Like zstd.h's ZSTD_STATIC_LINKING_ONLY section: these declarations may change in any release
+ * (signatures, struct layouts); define CIRRDATA_ADVANCED_API before including this header to use
+ * them. The library and its own tools, tests and benchmarks are built with it. */
+#ifdef CIRRDATA_ADVANCED_API
+
 /* Whether the pipeline cache was loaded from disk (a hit) when the context was created. */
 CD_API bool cd_gpu_pipeline_cache_hit(const cd_gpu_context *ctx);
 
@@ -144,6 +151,8 @@ typedef struct cd_gpu_timings {
     int cpu_fallback;             /* items computed by the C reference (transforms outside the GPU's range) */
 } cd_gpu_timings;
 CD_API void cd_gpu_last_timings(const cd_gpu_context *ctx, cd_gpu_timings *out);
+
+#endif /* CIRRDATA_ADVANCED_API */
 
 #ifdef __cplusplus
 }

@@ -52,6 +52,13 @@ CD_API void cd_sample_destroy(cd_sample *s);
 /* The dtype a recipe stores for an image (resolving "auto" from the image's stored dtype and values). */
 CD_API cd_dtype cd_recipe_output_dtype(const cd_recipe *r, const cd_volume *image);
 
+/* ==== Advanced API ====
+ * The recipe's resampling and normalisation as Vulkan kernels, one call each (what `convert --device`
+ * runs through the device policy of cirrdata/device.h).
+ * Like zstd.h's ZSTD_STATIC_LINKING_ONLY section: these declarations may change in any release
+ * (signatures, struct layouts); define CIRRDATA_ADVANCED_API before including this header to use
+ * them. The library and its own tools, tests and benchmarks are built with it. */
+#ifdef CIRRDATA_ADVANCED_API
 
 /* ---- the recipe steps on a Vulkan device (cirrdata/gpu.h gives the context) ---- */
 
@@ -89,6 +96,8 @@ CD_API cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, cons
  * x is written only when the device has finished (after an error it is intact). The caller keeps
  * ownership of x and mask. Errors as cd_gpu_resample; CD_ERR_ARG for a bad recipe field. */
 CD_API cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, size_t n, const uint8_t *mask, cd_error *err);
+
+#endif /* CIRRDATA_ADVANCED_API */
 
 #ifdef __cplusplus
 }

@@ -49,16 +49,6 @@ typedef struct cd_tensor_info {
     uint32_t chunk_grid[3];  /* chunks along each axis */
 } cd_tensor_info;
 
-/* Where one chunk lives and what it covers. */
-typedef struct cd_chunk_info {
-    uint64_t offset;         /* absolute, in the shard file */
-    uint32_t stored_size;
-    uint32_t raw_size;
-    uint64_t xxh3;
-    uint32_t start[3];       /* first voxel covered */
-    uint32_t extent[3];      /* voxels covered along each axis */
-} cd_chunk_info;
-
 /* ---- building records ---- */
 
 typedef struct cd_record_builder cd_record_builder;
@@ -107,8 +97,6 @@ CD_API cd_status cd_shard_open(const char *path, cd_shard **out, cd_error *err);
 CD_API void cd_shard_close(cd_shard *s);
 CD_API uint64_t cd_shard_record_count(const cd_shard *s);
 CD_API const char *cd_shard_path(const cd_shard *s);
-/* The file descriptor (for callers that schedule their own reads, e.g. io_uring). */
-CD_API int cd_shard_fd(const cd_shard *s);
 
 /* Reads and verifies record i's header. The caller owns *out (cd_record_destroy). */
 CD_API cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, cd_error *err);
@@ -121,13 +109,6 @@ CD_API uint32_t cd_record_tensor_count(const cd_record *r);
 /* Index of the tensor called name, or -1. */
 CD_API int cd_record_find_tensor(const cd_record *r, const char *name);
 CD_API void cd_record_tensor_info(const cd_record *r, uint32_t tensor, cd_tensor_info *out);
-CD_API void cd_record_chunk_info(const cd_record *r, uint32_t tensor, uint32_t chunk, cd_chunk_info *out);
-
-/* Decodes one chunk from its stored bytes (already read by the caller), verifying checksum and
- * size. out must hold info->raw_size bytes. Errors name the shard, record, tensor and chunk. */
-CD_API cd_status cd_record_decode_chunk(const cd_shard *s, const cd_record *r, uint32_t tensor, uint32_t chunk,
-                                        const void *stored, void *out, cd_error *err);
-
 /* Reads a whole tensor into out: C-order (C, X, Y, Z), C*X*Y*Z*sizeof(dtype) bytes. */
 CD_API cd_status cd_record_read_tensor(const cd_shard *s, const cd_record *r, uint32_t tensor, void *out,
                                        cd_error *err);
@@ -144,6 +125,36 @@ CD_API cd_status cd_shard_verify(const char *path, int64_t *bad_record, cd_error
 
 /* XXH3-128 of a whole file as 32 hex digits (hash_hex holds 33 bytes). */
 CD_API cd_status cd_file_xxh3_128(const char *path, char hash_hex[33], uint64_t *size, cd_error *err);
+
+/* ==== Advanced API ====
+ * Chunk-level reading for callers that schedule their own reads (the loader's io_uring path): the
+ * file descriptor, where each chunk lives, and decoding one chunk already read.
+ * Like zstd.h's ZSTD_STATIC_LINKING_ONLY section: these declarations may change in any release
+ * (signatures, struct layouts); define CIRRDATA_ADVANCED_API before including this header to use
+ * them. The library and its own tools, tests and benchmarks are built with it. */
+#ifdef CIRRDATA_ADVANCED_API
+
+/* Where one chunk lives and what it covers. */
+typedef struct cd_chunk_info {
+    uint64_t offset;         /* absolute, in the shard file */
+    uint32_t stored_size;
+    uint32_t raw_size;
+    uint64_t xxh3;
+    uint32_t start[3];       /* first voxel covered */
+    uint32_t extent[3];      /* voxels covered along each axis */
+} cd_chunk_info;
+
+/* The file descriptor (for callers that schedule their own reads, e.g. io_uring). */
+CD_API int cd_shard_fd(const cd_shard *s);
+
+CD_API void cd_record_chunk_info(const cd_record *r, uint32_t tensor, uint32_t chunk, cd_chunk_info *out);
+
+/* Decodes one chunk from its stored bytes (already read by the caller), verifying checksum and
+ * size. out must hold info->raw_size bytes. Errors name the shard, record, tensor and chunk. */
+CD_API cd_status cd_record_decode_chunk(const cd_shard *s, const cd_record *r, uint32_t tensor, uint32_t chunk,
+                                        const void *stored, void *out, cd_error *err);
+
+#endif /* CIRRDATA_ADVANCED_API */
 
 #ifdef __cplusplus
 }
