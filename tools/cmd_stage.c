@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "png_canvas.h"
+#include "render/confusion.h"
 
 static const char stage_help[] =
     "usage: cirrdata stage VOLUME.nii.gz [VOLUME ...] --model WEIGHTS [--mask MASK.nii.gz ...]\n"
@@ -37,7 +37,7 @@ static const char stage_help[] =
 
 enum { O_MODEL = 1000, O_MASK, O_DEVICE, O_BATCH, O_THREADS, O_JSON, O_DATASET, O_SPLIT, O_PNG, O_NOMASK, O_HELP };
 
-#define MAX_CLASSES 16
+#define MAX_CLASSES CONFUSION_MAX_CLASSES
 
 typedef struct stage_opts {
     const char *model, *dataset, *split, *png;
@@ -263,59 +263,6 @@ static bool split_matches(const char *want, const char *split) {
     return false;
 }
 
-/* The confusion matrix as a picture: rows = true class, columns = predicted, cells shaded by the share
- * of their row, with counts, row totals, accuracy and a caption. */
-static cd_status draw_confusion(const char *path, int C, const int64_t cm[MAX_CLASSES][MAX_CLASSES], json_t *names,
-                                const char *caption, cd_error *err) {
-    const int cell = 96, left = 150, top = 120, scale = 2;
-    int W = left + C * cell + 130;
-    if (W < png_canvas_text_width(caption, 1) + 32) W = png_canvas_text_width(caption, 1) + 32;
-    const int H = top + C * cell + 40 + png_canvas_text_height(caption, 1) + 20;
-    png_canvas cv;
-    const png_rgb bg = {250, 250, 252}, ink = {20, 20, 28}, dim = {96, 96, 110}, frame = {180, 180, 190};
-    cd_status st = png_canvas_init(&cv, W, H, bg, err);
-    if (st != CD_OK) return st;
-    png_canvas_text(&cv, 16, 14, "cirrhosis stage: confusion matrix", scale, ink);
-    png_canvas_text(&cv, left + C * cell / 2 - png_canvas_text_width("predicted", scale) / 2, top - 56, "predicted", scale, dim);
-    png_canvas_text(&cv, 16, top - 28, "true", scale, dim);
-    int64_t total = 0, correct = 0;
-    for (int t = 0; t < C; t++) {
-        int64_t row = 0;
-        for (int p = 0; p < C; p++) row += cm[t][p];
-        total += row;
-        correct += cm[t][t];
-        png_canvas_text(&cv, 16, top + t * cell + cell / 2 - 8, class_name(names, t), scale, ink);
-        char buf[48];
-        snprintf(buf, sizeof buf, "n=%lld", (long long)row);
-        png_canvas_text(&cv, left + C * cell + 14, top + t * cell + cell / 2 - 8, buf, scale, dim);
-        for (int p = 0; p < C; p++) {
-            double share = row ? (double)cm[t][p] / (double)row : 0.0;
-            /* Diagonal in blue, errors in orange; darker = larger share of the row. */
-            png_rgb base = t == p ? (png_rgb){33, 102, 172} : (png_rgb){230, 97, 1};
-            png_rgb c = {(uint8_t)(255 - share * (255 - base.r)), (uint8_t)(255 - share * (255 - base.g)),
-                         (uint8_t)(255 - share * (255 - base.b))};
-            int x = left + p * cell, y = top + t * cell;
-            png_canvas_fill(&cv, x, y, cell, cell, frame);
-            png_canvas_fill(&cv, x + 1, y + 1, cell - 2, cell - 2, c);
-            snprintf(buf, sizeof buf, "%lld", (long long)cm[t][p]);
-            png_rgb tc = share > 0.55 ? (png_rgb){255, 255, 255} : ink;
-            png_canvas_text(&cv, x + cell / 2 - png_canvas_text_width(buf, 3) / 2, y + cell / 2 - 14, buf, 3, tc);
-        }
-    }
-    for (int p = 0; p < C; p++) {
-        const char *nm = class_name(names, p);
-        png_canvas_text(&cv, left + p * cell + cell / 2 - png_canvas_text_width(nm, scale) / 2, top - 26, nm, scale, ink);
-    }
-    char acc[96];
-    snprintf(acc, sizeof acc, "accuracy %lld/%lld = %.1f %%", (long long)correct, (long long)total,
-             total ? 100.0 * (double)correct / (double)total : 0.0);
-    png_canvas_text(&cv, left, top + C * cell + 12, acc, scale, ink);
-    png_canvas_text(&cv, 16, top + C * cell + 40, caption, 1, dim);
-    st = png_canvas_write(&cv, path, err);
-    png_canvas_free(&cv);
-    return st;
-}
-
 static int stage_dataset(const stage_opts *o) {
     cd_error err;
     cd_error_clear(&err);
@@ -420,7 +367,9 @@ static int stage_dataset(const stage_opts *o) {
         char caption[512];
         snprintf(caption, sizeof caption, "%llu scans of split '%s' of %s\nmodel %s (%s) on %s; mean of slice probabilities",
                  (unsigned long long)done, o->split, o->dataset, o->model, cd_model_arch(m), cd_model_device_name(m));
-        if (draw_confusion(o->png, C, cm, names, caption, &err) != CD_OK) rc = cli_fail_error(&err);
+        const char *cnames[MAX_CLASSES];
+        for (int t = 0; t < C; t++) cnames[t] = class_name(names, t);
+        if (confusion_draw(o->png, C, cm, cnames, caption, &err) != CD_OK) rc = cli_fail_error(&err);
     }
     if (rc == CLI_OK && o->json) {
         json_t *out = json_object(), *mat = json_array(), *cls = json_array();
