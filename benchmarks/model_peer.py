@@ -5,7 +5,7 @@ input size through PyTorch eval() on the CPU.
     /usr/bin/python3 benchmarks/model_peer.py MODEL.safetensors --arch ARCH [--batch 8] [--size 256]
         [--threads 2] [--iters 5] [--warmup 1]
 
-The weights of the file (tools/export_weights.py) are loaded into cirrdata.models.build(arch), the
+The weights of the file (tools/scripts/export_weights.py) are loaded into cirrdata.models.build(arch), the
 module python/cirrdata/models.py builds (torchvision's definition); torch.set_num_threads(threads),
 torch.no_grad(). Input: uniform in [-2, 2), batch x 3 x size x size float32. `--warmup` untimed
 calls, then `--iters` calls, each timed with time.perf_counter (the clock bench_model's

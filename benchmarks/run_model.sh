@@ -12,7 +12,7 @@
 # with torch and torchvision).
 #
 # Per architecture: exports random weights with random batch-norm statistics
-# (tools/export_weights.py --random --random-bn --seed 1, cached under benchmarks/.data). Then ROUNDS
+# (tools/scripts/export_weights.py --random --random-bn --seed 1, cached under benchmarks/.data). Then ROUNDS
 # rounds; in each, for every architecture, bench_model (C executor) and benchmarks/model_peer.py
 # (PyTorch) run back to back, one process each, on the same file, batch and input size, and which of
 # the two goes first alternates (by round and by architecture). Each run reports the median of its
@@ -51,7 +51,7 @@ results="$data/model_results.jsonl"
 for arch in $archs; do
     model="$data/model-$arch-s1.safetensors"
     if [ ! -s "$model" ]; then
-        "$py" tools/export_weights.py --arch "$arch" --random --random-bn --seed 1 -o "$model"
+        "$py" tools/scripts/export_weights.py --arch "$arch" --random --random-bn --seed 1 -o "$model"
     fi
     cat "$model" > /dev/null # page cache
 done

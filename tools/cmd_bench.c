@@ -175,11 +175,16 @@ static cd_status bench_loader(const char *dataset, int threads, double min_s, be
     return st;
 }
 
-int cmd_bench(int argc, char **argv) {
-    bool quick = false, json = false;
-    int64_t cases = -1, threads = 0;
-    double seconds = -1;
-    const char *dir = getenv("TMPDIR");
+/* What `bench` was asked for. */
+typedef struct bench_args {
+    bool quick, json;
+    int64_t cases, threads;
+    double seconds;
+    const char *dir;
+} bench_args;
+
+/* The options into a; CLI_OK, a usage error, or -1 after --help. */
+static int parse_options(int argc, char **argv, bench_args *a) {
     static const struct option opts[] = {{"quick", no_argument, NULL, O_QUICK},     {"cases", required_argument, NULL, O_CASES},
                                          {"seconds", required_argument, NULL, O_SECONDS},
                                          {"threads", required_argument, NULL, O_THREADS},
@@ -190,134 +195,155 @@ int cmd_bench(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end;
         switch (c) {
-        case O_QUICK: quick = true; break;
+        case O_QUICK: a->quick = true; break;
         case O_CASES:
-            if (!cli_parse_int64(optarg, &cases) || cases < 1 || cases > 200) return cli_usage_error("bench", "--cases must be 1..200");
+            if (!cli_parse_int64(optarg, &a->cases) || a->cases < 1 || a->cases > 200) return cli_usage_error("bench", "--cases must be 1..200");
             break;
         case O_SECONDS:
-            seconds = strtod(optarg, &end);
-            if (*end || !(seconds >= 0.1 && seconds <= 600)) return cli_usage_error("bench", "--seconds must be 0.1..600");
+            a->seconds = strtod(optarg, &end);
+            if (*end || !(a->seconds >= 0.1 && a->seconds <= 600)) return cli_usage_error("bench", "--seconds must be 0.1..600");
             break;
         case O_THREADS:
-            if (!cli_parse_int64(optarg, &threads) || threads < 0 || threads > 1024)
+            if (!cli_parse_int64(optarg, &a->threads) || a->threads < 0 || a->threads > 1024)
                 return cli_usage_error("bench", "--threads must be 0..1024");
             break;
-        case O_DIR: dir = optarg; break;
-        case O_JSON: json = true; break;
-        case O_HELP: case 'h': fputs(bench_help, stdout); return CLI_OK;
+        case O_DIR: a->dir = optarg; break;
+        case O_JSON: a->json = true; break;
+        case O_HELP: case 'h': fputs(bench_help, stdout); return -1;
         default: return cli_usage_error("bench", "unknown option");
         }
     }
     if (optind < argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
-    if (cases < 0) cases = quick ? 2 : 8;
-    if (seconds < 0) seconds = quick ? 1.0 : 3.0;
+    if (a->cases < 0) a->cases = a->quick ? 2 : 8;
+    if (a->seconds < 0) a->seconds = a->quick ? 1.0 : 3.0;
+    return CLI_OK;
+}
+
+/* A progress line on stderr (not with --json). */
+static void phase(const bench_args *a, const char *what) {
+    if (!a->json) fprintf(stderr, "  %s...\n", what);
+}
+
+/* The synthetic set in tmp and every phase on it, in order, until one fails. */
+static cd_status run_phases(const bench_args *a, const char *tmp, bench_out *b, cd_error *err) {
+    char src[4200], out_raw[4200], out_nn[4200];
+    snprintf(src, sizeof src, "%s/CirrMRI600+", tmp);
+    snprintf(out_raw, sizeof out_raw, "%s/dataset-raw", tmp);
+    snprintf(out_nn, sizeof out_nn, "%s/dataset-nnunet-3d", tmp);
+    cd_synth_options so = CD_SYNTH_OPTIONS_INIT;
+    cd_synth_stats stats;
+    so.cases = (uint32_t)a->cases;
+    so.seed = 7;
+    so.healthy = false;
+    so.threads = (int)a->threads;
+    so.stats = &stats;
+    double t0 = cli_now_s();
+    cd_status st = cd_synth_cirrmri600(src, &so, err);
+    b->synth_s = cli_now_s() - t0;
+    char **files = NULL;
+    int nfiles = 0;
+    if (st == CD_OK && list_images(src, &files, &nfiles) != 0) {
+        snprintf(err->message, sizeof err->message, "out of memory listing %.400s", src);
+        st = err->status = CD_ERR_NOMEM;
+    }
+    if (st == CD_OK) {
+        b->scans = nfiles;
+        for (int i = 0; i < nfiles; i++) {
+            struct stat sb;
+            if (stat(files[i], &sb) == 0) b->source_mb += (double)sb.st_size / 1e6;
+        }
+        phase(a, "decode");
+        st = bench_decode(files, nfiles, a->seconds, b, err);
+    }
+    if (st == CD_OK) {
+        phase(a, "convert raw");
+        st = bench_convert(src, out_raw, "raw", (int)a->threads, b, err);
+    }
+    if (st == CD_OK && !a->quick) {
+        phase(a, "convert nnunet-3d");
+        st = bench_convert(src, out_nn, "nnunet-3d", (int)a->threads, b, err);
+    }
+    if (st == CD_OK) {
+        phase(a, "loader");
+        st = bench_loader(out_raw, (int)a->threads, a->seconds, b, err);
+    }
+    for (int i = 0; i < nfiles; i++) free(files[i]);
+    free(files);
+    return st;
+}
+
+static void print_json(const bench_out *b) {
+    json_t *o = json_object(), *conv = json_array();
+    json_object_set_new(o, "version", json_string(cd_version()));
+    json_object_set_new(o, "cpus", json_integer(b->cpus));
+    json_object_set_new(o, "threads", json_integer(b->threads));
+    json_object_set_new(o, "patients", json_integer(b->patients));
+    json_object_set_new(o, "scans", json_integer(b->scans));
+    json_object_set_new(o, "source_mb", json_real(b->source_mb));
+    json_object_set_new(o, "synth_seconds", json_real(b->synth_s));
+    json_t *d = json_object();
+    json_object_set_new(d, "threads", json_integer(1));
+    json_object_set_new(d, "passes", json_integer(b->dec_passes));
+    json_object_set_new(d, "volumes_per_s", json_real(b->dec_vol_s));
+    json_object_set_new(d, "voxel_mb_per_s", json_real(b->dec_mb_s));
+    json_object_set_new(d, "file_mb_per_s", json_real(b->dec_file_mb_s));
+    json_object_set_new(o, "decode", d);
+    for (int i = 0; i < b->nconv; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "recipe", json_string(b->conv[i].recipe));
+        json_object_set_new(e, "records", json_integer((json_int_t)b->conv[i].records));
+        json_object_set_new(e, "seconds", json_real(b->conv[i].seconds));
+        json_object_set_new(e, "cases_per_s", json_real(b->conv[i].cases_s));
+        json_object_set_new(e, "source_mb_per_s", json_real(b->conv[i].mb_s));
+        json_array_append_new(conv, e);
+    }
+    json_object_set_new(o, "convert", conv);
+    json_t *l = json_object();
+    json_object_set_new(l, "mode", json_string("patch 96x96x32, batch 2, augment nnunet, raw dataset"));
+    json_object_set_new(l, "samples", json_integer((json_int_t)b->load_samples));
+    json_object_set_new(l, "samples_per_s", json_real(b->load_samples_s));
+    json_object_set_new(l, "io", json_string(b->load_io));
+    json_object_set_new(o, "loader", l);
+    cli_json_print(o);
+}
+
+static void print_text(const bench_out *b) {
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    printf("cirrdata bench on %s: %d CPUs online, libcirrdata %s\n", host, b->cpus, cd_version());
+    printf("synthetic CirrMRI600+: %d patients, %d scans, %.1f MB of .nii.gz (written in %.1f s)\n", b->patients, b->scans,
+           b->source_mb, b->synth_s);
+    printf("  decode   cd_nifti_read, 1 thread          %7.1f volumes/s  %7.1f MB/s voxels  %6.1f MB/s .nii.gz\n",
+           b->dec_vol_s, b->dec_mb_s, b->dec_file_mb_s);
+    for (int i = 0; i < b->nconv; i++)
+        printf("  convert  %-10s %2d threads             %7.2f cases/s    %7.1f MB/s .nii.gz read\n", b->conv[i].recipe,
+               b->threads, b->conv[i].cases_s, b->conv[i].mb_s);
+    printf("  loader   patch 96x96x32 nnunet aug, %2d thr %7.1f samples/s  (batch 2, io %s)\n", b->threads,
+           b->load_samples_s, b->load_io);
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_args a = {.cases = -1, .seconds = -1, .dir = getenv("TMPDIR")};
+    int rc = parse_options(argc, argv, &a);
+    if (rc != CLI_OK) return rc < 0 ? CLI_OK : rc;
     bench_out b;
     memset(&b, 0, sizeof b);
     b.cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    b.threads = threads ? (int)threads : b.cpus;
-    b.patients = (int)cases;
-
-    char tmp[4096], src[4200], out_raw[4200], out_nn[4200];
-    snprintf(tmp, sizeof tmp, "%s/cirrdata-bench-XXXXXX", dir && *dir ? dir : "/tmp");
+    b.threads = a.threads ? (int)a.threads : b.cpus;
+    b.patients = (int)a.cases;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/cirrdata-bench-XXXXXX", a.dir && *a.dir ? a.dir : "/tmp");
     if (!mkdtemp(tmp)) {
         fprintf(stderr, "cirrdata: %s: cannot create a temporary directory: %s\n", tmp, strerror(errno));
         return CLI_FAIL;
     }
-    snprintf(src, sizeof src, "%s/CirrMRI600+", tmp);
-    snprintf(out_raw, sizeof out_raw, "%s/dataset-raw", tmp);
-    snprintf(out_nn, sizeof out_nn, "%s/dataset-nnunet-3d", tmp);
+    if (!a.json) fprintf(stderr, "cirrdata bench: synthetic data in %s (removed afterwards)\n", tmp);
     cd_error err;
     cd_error_clear(&err);
-    char **files = NULL;
-    int nfiles = 0;
-    if (!json) fprintf(stderr, "cirrdata bench: synthetic data in %s (removed afterwards)\n", tmp);
-
-    cd_synth_options so = CD_SYNTH_OPTIONS_INIT;
-    cd_synth_stats stats;
-    so.cases = (uint32_t)cases;
-    so.seed = 7;
-    so.healthy = false;
-    so.threads = (int)threads;
-    so.stats = &stats;
-    double t0 = cli_now_s();
-    cd_status st = cd_synth_cirrmri600(src, &so, &err);
-    b.synth_s = cli_now_s() - t0;
-    if (st == CD_OK && list_images(src, &files, &nfiles) != 0) {
-        snprintf(err.message, sizeof err.message, "out of memory listing %.400s", src);
-        st = err.status = CD_ERR_NOMEM;
-    }
-    if (st == CD_OK) {
-        b.scans = nfiles;
-        for (int i = 0; i < nfiles; i++) {
-            struct stat sb;
-            if (stat(files[i], &sb) == 0) b.source_mb += (double)sb.st_size / 1e6;
-        }
-        if (!json) fprintf(stderr, "  decode...\n");
-        st = bench_decode(files, nfiles, seconds, &b, &err);
-    }
-    if (st == CD_OK) {
-        if (!json) fprintf(stderr, "  convert raw...\n");
-        st = bench_convert(src, out_raw, "raw", (int)threads, &b, &err);
-    }
-    if (st == CD_OK && !quick) {
-        if (!json) fprintf(stderr, "  convert nnunet-3d...\n");
-        st = bench_convert(src, out_nn, "nnunet-3d", (int)threads, &b, &err);
-    }
-    if (st == CD_OK) {
-        if (!json) fprintf(stderr, "  loader...\n");
-        st = bench_loader(out_raw, (int)threads, seconds, &b, &err);
-    }
-    for (int i = 0; i < nfiles; i++) free(files[i]);
-    free(files);
+    cd_status st = run_phases(&a, tmp, &b, &err);
     nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (st != CD_OK) return cli_fail_error(&err);
-
-    if (json) {
-        json_t *o = json_object(), *conv = json_array();
-        json_object_set_new(o, "version", json_string(cd_version()));
-        json_object_set_new(o, "cpus", json_integer(b.cpus));
-        json_object_set_new(o, "threads", json_integer(b.threads));
-        json_object_set_new(o, "patients", json_integer(b.patients));
-        json_object_set_new(o, "scans", json_integer(b.scans));
-        json_object_set_new(o, "source_mb", json_real(b.source_mb));
-        json_object_set_new(o, "synth_seconds", json_real(b.synth_s));
-        json_t *d = json_object();
-        json_object_set_new(d, "threads", json_integer(1));
-        json_object_set_new(d, "passes", json_integer(b.dec_passes));
-        json_object_set_new(d, "volumes_per_s", json_real(b.dec_vol_s));
-        json_object_set_new(d, "voxel_mb_per_s", json_real(b.dec_mb_s));
-        json_object_set_new(d, "file_mb_per_s", json_real(b.dec_file_mb_s));
-        json_object_set_new(o, "decode", d);
-        for (int i = 0; i < b.nconv; i++) {
-            json_t *e = json_object();
-            json_object_set_new(e, "recipe", json_string(b.conv[i].recipe));
-            json_object_set_new(e, "records", json_integer((json_int_t)b.conv[i].records));
-            json_object_set_new(e, "seconds", json_real(b.conv[i].seconds));
-            json_object_set_new(e, "cases_per_s", json_real(b.conv[i].cases_s));
-            json_object_set_new(e, "source_mb_per_s", json_real(b.conv[i].mb_s));
-            json_array_append_new(conv, e);
-        }
-        json_object_set_new(o, "convert", conv);
-        json_t *l = json_object();
-        json_object_set_new(l, "mode", json_string("patch 96x96x32, batch 2, augment nnunet, raw dataset"));
-        json_object_set_new(l, "samples", json_integer((json_int_t)b.load_samples));
-        json_object_set_new(l, "samples_per_s", json_real(b.load_samples_s));
-        json_object_set_new(l, "io", json_string(b.load_io));
-        json_object_set_new(o, "loader", l);
-        cli_json_print(o);
-        return CLI_OK;
-    }
-    char host[256] = "?";
-    gethostname(host, sizeof host - 1);
-    printf("cirrdata bench on %s: %d CPUs online, libcirrdata %s\n", host, b.cpus, cd_version());
-    printf("synthetic CirrMRI600+: %d patients, %d scans, %.1f MB of .nii.gz (written in %.1f s)\n", b.patients, b.scans,
-           b.source_mb, b.synth_s);
-    printf("  decode   cd_nifti_read, 1 thread          %7.1f volumes/s  %7.1f MB/s voxels  %6.1f MB/s .nii.gz\n",
-           b.dec_vol_s, b.dec_mb_s, b.dec_file_mb_s);
-    for (int i = 0; i < b.nconv; i++)
-        printf("  convert  %-10s %2d threads             %7.2f cases/s    %7.1f MB/s .nii.gz read\n", b.conv[i].recipe,
-               b.threads, b.conv[i].cases_s, b.conv[i].mb_s);
-    printf("  loader   patch 96x96x32 nnunet aug, %2d thr %7.1f samples/s  (batch 2, io %s)\n", b.threads,
-           b.load_samples_s, b.load_io);
+    if (a.json) print_json(&b);
+    else print_text(&b);
     return CLI_OK;
 }

@@ -80,6 +80,149 @@ static void on_progress(void *user, uint64_t done, uint64_t total, uint64_t byte
     cli_progress_update(p, done, bytes);
 }
 
+/* What `convert` was asked for: the library's options and the CLI's own. */
+typedef struct convert_args {
+    cd_convert_options co;
+    const char *aug_only; /* an augmentation option given (needs --augment) */
+    const char *recipe;
+    int non_finite;       /* --non-finite: overrides the recipe's; -1: not given */
+    bool quiet, json;
+} convert_args;
+
+/* The augmentation options (given only with --augment); CLI_OK or a usage error. */
+static int parse_augment_option(int c, convert_args *a) {
+    cd_convert_options *co = &a->co;
+    int64_t v;
+    switch (c) {
+    case O_COPIES:
+        if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --copies '%s' (1..1024)", optarg);
+        co->copies = (uint32_t)v;
+        a->aug_only = "--copies";
+        break;
+    case O_SEED:
+        if (!cli_parse_int64(optarg, &v) || v < 0) return cli_usage_error("convert", "bad --seed '%s'", optarg);
+        co->seed = (uint64_t)v;
+        a->aug_only = "--seed";
+        break;
+    case O_MODE:
+        if (!strcmp(optarg, "volume")) co->aug_mode = CD_LOADER_VOLUME;
+        else if (!strcmp(optarg, "patch")) co->aug_mode = CD_LOADER_PATCH;
+        else if (!strcmp(optarg, "slice")) co->aug_mode = CD_LOADER_SLICE;
+        else return cli_usage_error("convert", "bad --mode '%s' (volume, patch or slice)", optarg);
+        a->aug_only = "--mode";
+        break;
+    case O_PATCH:
+        if (!parse_xyz(optarg, co->aug_patch)) return cli_usage_error("convert", "bad --patch '%s' (X,Y,Z, each 1..4096)", optarg);
+        a->aug_only = "--patch";
+        break;
+    case O_FGF: {
+        char *end;
+        co->foreground_fraction = strtod(optarg, &end);
+        if (*end || end == optarg || !(co->foreground_fraction >= 0 && co->foreground_fraction <= 1))
+            return cli_usage_error("convert", "bad --foreground-fraction '%s' (0..1)", optarg);
+        a->aug_only = "--foreground-fraction";
+        break;
+    }
+    case O_NOORIG:
+        co->no_original = true;
+        a->aug_only = "--no-original";
+        break;
+    }
+    return CLI_OK;
+}
+
+/* One option (getopt's c and optarg); CLI_OK or a usage error. */
+static int parse_convert_option(int c, char **argv, convert_args *a) {
+    cd_convert_options *co = &a->co;
+    int64_t v;
+    switch (c) {
+    case O_LAYOUT: co->layout = optarg; break;
+    case 'o':
+    case O_OUT: co->out_dir = optarg; break;
+    case O_RECIPE: a->recipe = optarg; break;
+    case O_THREADS:
+        if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --threads '%s'", optarg);
+        co->threads = (int)v;
+        break;
+    case O_SHARD:
+        if (!cd_parse_bytes(optarg, &co->shard_size) || co->shard_size < 4096)
+            return cli_usage_error("convert", "bad --shard-size '%s'", optarg);
+        break;
+    case O_PART:
+        if (sscanf(optarg, "%d/%d", &co->part_index, &co->part_count) != 2 || co->part_count < 1 || co->part_index < 1 ||
+            co->part_index > co->part_count)
+            return cli_usage_error("convert", "bad --part '%s' (expected I/N with 1 <= I <= N)", optarg);
+        break;
+    case O_HEALTHY: co->healthy = true; break;
+    case O_PAIR: co->pair_sequences = true; break;
+    case O_STRICT: co->strict = true; break;
+    case O_MAXB:
+        if (!cd_parse_bytes(optarg, &co->max_bytes)) return cli_usage_error("convert", "bad --max-bytes '%s'", optarg);
+        break;
+    case O_QUIET: a->quiet = true; break;
+    case O_JSON: a->json = true; break;
+    case O_AUGMENT: co->augment = optarg; break;
+    case O_COPIES: case O_SEED: case O_MODE: case O_PATCH: case O_FGF: case O_NOORIG: return parse_augment_option(c, a);
+    case O_DEVICE:
+        if (cd_device_parse(optarg, &co->device, NULL) != CD_OK)
+            return cli_usage_error("convert", "bad --device '%s' (cpu, vulkan or auto)", optarg);
+        break;
+    case O_NONFINITE:
+        if (strcmp(optarg, "error") && strcmp(optarg, "zero")) return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);
+        a->non_finite = strcmp(optarg, "zero") ? CD_NON_FINITE_ERROR : CD_NON_FINITE_ZERO;
+        break;
+    default: return cli_usage_error("convert", "unknown option or missing value '%s'", argv[optind - 1]);
+    }
+    return CLI_OK;
+}
+
+/* What the options need of each other, once all are read. */
+static int check_convert_args(int argc, char **argv, convert_args *a) {
+    cd_convert_options *co = &a->co;
+    if (optind != argc - 1) return cli_usage_error("convert", "expected exactly one ROOT");
+    if (!co->layout) return cli_usage_error("convert", "missing --layout (cirrmri600 or nnunet)");
+    if (!co->out_dir) return cli_usage_error("convert", "missing --out DIR");
+    if (co->augment && !strcmp(co->augment, "none")) co->augment = NULL;
+    if (a->aug_only && !co->augment) return cli_usage_error("convert", "%s needs --augment", a->aug_only);
+    if (co->augment && !co->copies) co->copies = 1;
+    if (co->aug_mode == CD_LOADER_PATCH && !co->aug_patch[0]) return cli_usage_error("convert", "--mode patch needs --patch X,Y,Z");
+    if (co->aug_mode == CD_LOADER_SLICE && co->aug_patch[0]) return cli_usage_error("convert", "--mode slice takes no --patch");
+    co->root = argv[optind];
+    return CLI_OK;
+}
+
+static void print_convert_json(const cd_convert_options *co, const cd_convert_result *res) {
+    json_t *o = json_object();
+    json_object_set_new(o, "out", json_string(co->out_dir));
+    json_object_set_new(o, "recipe", json_string(co->recipe.name));
+    json_object_set_new(o, "records", json_integer((json_int_t)res->records));
+    json_object_set_new(o, "skipped", json_integer((json_int_t)res->skipped));
+    json_object_set_new(o, "shards", json_integer((json_int_t)res->shards));
+    json_object_set_new(o, "resumed_records", json_integer((json_int_t)res->resumed_records));
+    json_object_set_new(o, "bytes_read", json_integer((json_int_t)res->bytes_read));
+    json_object_set_new(o, "bytes_written", json_integer((json_int_t)res->bytes_written));
+    json_object_set_new(o, "seconds", json_real(res->seconds));
+    json_object_set_new(o, "cases_per_second", json_real(res->seconds > 0 ? (double)(res->records + res->skipped) / res->seconds : 0));
+    if (co->augment) json_object_set_new(o, "augment_seconds", json_real(res->augment_seconds));
+    json_object_set_new(o, "device", json_string(res->device));
+    if (res->device_note[0]) json_object_set_new(o, "device_note", json_string(res->device_note));
+    if (res->note[0]) json_object_set_new(o, "note", json_string(res->note));
+    cli_json_print(o);
+}
+
+static void print_convert_text(const cd_convert_options *co, const cd_convert_result *res) {
+    double mb = (double)res->bytes_read / 1e6;
+    printf("converted %llu records (%llu skipped%s) into %llu shard%s in %s\n", (unsigned long long)res->records,
+           (unsigned long long)res->skipped, res->skipped ? ", listed in the manifest" : "", (unsigned long long)res->shards,
+           res->shards == 1 ? "" : "s", co->out_dir);
+    if (res->resumed_records) printf("resumed: %llu records were already done\n", (unsigned long long)res->resumed_records);
+    printf("read %.1f MB in %.2f s (%.1f MB/s), recipe %s\n", mb, res->seconds, res->seconds > 0 ? mb / res->seconds : 0.0,
+           co->recipe.name);
+    if (co->augment)
+        printf("augmented copies: %u per case, warp on %s (%.2f CPU s of augmentation), seed %llu\n", co->copies, res->device,
+               res->augment_seconds, (unsigned long long)co->seed);
+}
+
 int cmd_convert(int argc, char **argv) {
     static const struct option opts[] = {
         {"layout", required_argument, NULL, O_LAYOUT},   {"out", required_argument, NULL, O_OUT},
@@ -95,140 +238,34 @@ int cmd_convert(int argc, char **argv) {
         {"no-original", no_argument, NULL, O_NOORIG},    {"device", required_argument, NULL, O_DEVICE},
         {"non-finite", required_argument, NULL, O_NONFINITE},
         {NULL, 0, NULL, 0}};
-    cd_convert_options co;
-    cd_convert_options_init(&co);
-    co.foreground_fraction = 0.33; /* the loader's default */
-    const char *aug_only = NULL;   /* an augmentation option given (needs --augment) */
-    const char *recipe = "raw";
-    int non_finite = -1; /* --non-finite: overrides the recipe's */
-    bool quiet = false, json = false;
-    co.layout = NULL;
-    int c;
-    int64_t v;
+    convert_args a = {.recipe = "raw", .non_finite = -1};
+    cd_convert_options *co = &a.co;
+    cd_convert_options_init(co);
+    co->foreground_fraction = 0.33; /* the loader's default */
+    co->layout = NULL;
+    int c, rc;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
-        switch (c) {
-        case O_LAYOUT: co.layout = optarg; break;
-        case 'o':
-        case O_OUT: co.out_dir = optarg; break;
-        case O_RECIPE: recipe = optarg; break;
-        case O_THREADS:
-            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --threads '%s'", optarg);
-            co.threads = (int)v;
-            break;
-        case O_SHARD:
-            if (!cd_parse_bytes(optarg, &co.shard_size) || co.shard_size < 4096)
-                return cli_usage_error("convert", "bad --shard-size '%s'", optarg);
-            break;
-        case O_PART:
-            if (sscanf(optarg, "%d/%d", &co.part_index, &co.part_count) != 2 || co.part_count < 1 || co.part_index < 1 ||
-                co.part_index > co.part_count)
-                return cli_usage_error("convert", "bad --part '%s' (expected I/N with 1 <= I <= N)", optarg);
-            break;
-        case O_HEALTHY: co.healthy = true; break;
-        case O_PAIR: co.pair_sequences = true; break;
-        case O_STRICT: co.strict = true; break;
-        case O_MAXB:
-            if (!cd_parse_bytes(optarg, &co.max_bytes)) return cli_usage_error("convert", "bad --max-bytes '%s'", optarg);
-            break;
-        case O_QUIET: quiet = true; break;
-        case O_JSON: json = true; break;
-        case O_AUGMENT: co.augment = optarg; break;
-        case O_COPIES:
-            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --copies '%s' (1..1024)", optarg);
-            co.copies = (uint32_t)v;
-            aug_only = "--copies";
-            break;
-        case O_SEED:
-            if (!cli_parse_int64(optarg, &v) || v < 0) return cli_usage_error("convert", "bad --seed '%s'", optarg);
-            co.seed = (uint64_t)v;
-            aug_only = "--seed";
-            break;
-        case O_MODE:
-            if (!strcmp(optarg, "volume")) co.aug_mode = CD_LOADER_VOLUME;
-            else if (!strcmp(optarg, "patch")) co.aug_mode = CD_LOADER_PATCH;
-            else if (!strcmp(optarg, "slice")) co.aug_mode = CD_LOADER_SLICE;
-            else return cli_usage_error("convert", "bad --mode '%s' (volume, patch or slice)", optarg);
-            aug_only = "--mode";
-            break;
-        case O_PATCH:
-            if (!parse_xyz(optarg, co.aug_patch)) return cli_usage_error("convert", "bad --patch '%s' (X,Y,Z, each 1..4096)", optarg);
-            aug_only = "--patch";
-            break;
-        case O_FGF: {
-            char *end;
-            co.foreground_fraction = strtod(optarg, &end);
-            if (*end || end == optarg || !(co.foreground_fraction >= 0 && co.foreground_fraction <= 1))
-                return cli_usage_error("convert", "bad --foreground-fraction '%s' (0..1)", optarg);
-            aug_only = "--foreground-fraction";
-            break;
+        if (c == 'h' || c == O_HELP) {
+            fputs(convert_help, stdout);
+            return CLI_OK;
         }
-        case O_NOORIG:
-            co.no_original = true;
-            aug_only = "--no-original";
-            break;
-        case O_DEVICE:
-            if (cd_device_parse(optarg, &co.device, NULL) != CD_OK)
-                return cli_usage_error("convert", "bad --device '%s' (cpu, vulkan or auto)", optarg);
-            break;
-        case O_NONFINITE:
-            if (strcmp(optarg, "error") && strcmp(optarg, "zero")) return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);
-            non_finite = strcmp(optarg, "zero") ? CD_NON_FINITE_ERROR : CD_NON_FINITE_ZERO;
-            break;
-        case 'h':
-        case O_HELP: fputs(convert_help, stdout); return CLI_OK;
-        default: return cli_usage_error("convert", "unknown option or missing value '%s'", argv[optind - 1]);
-        }
+        if ((rc = parse_convert_option(c, argv, &a)) != CLI_OK) return rc;
     }
-    if (optind != argc - 1) return cli_usage_error("convert", "expected exactly one ROOT");
-    if (!co.layout) return cli_usage_error("convert", "missing --layout (cirrmri600 or nnunet)");
-    if (!co.out_dir) return cli_usage_error("convert", "missing --out DIR");
-    if (co.augment && !strcmp(co.augment, "none")) co.augment = NULL;
-    if (aug_only && !co.augment) return cli_usage_error("convert", "%s needs --augment", aug_only);
-    if (co.augment && !co.copies) co.copies = 1;
-    if (co.aug_mode == CD_LOADER_PATCH && !co.aug_patch[0]) return cli_usage_error("convert", "--mode patch needs --patch X,Y,Z");
-    if (co.aug_mode == CD_LOADER_SLICE && co.aug_patch[0]) return cli_usage_error("convert", "--mode slice takes no --patch");
-    co.root = argv[optind];
+    if ((rc = check_convert_args(argc, argv, &a)) != CLI_OK) return rc;
     cd_error err;
-    if (cd_recipe_load(recipe, &co.recipe, &err) != CD_OK) return cli_fail_error(&err);
-    if (non_finite >= 0) co.recipe.non_finite = (cd_non_finite)non_finite; /* stored with the recipe */
-    cli_progress *bar = cli_progress_start("convert", 0, quiet || json);
-    co.progress = on_progress;
-    co.progress_user = bar;
+    if (cd_recipe_load(a.recipe, &co->recipe, &err) != CD_OK) return cli_fail_error(&err);
+    if (a.non_finite >= 0) co->recipe.non_finite = (cd_non_finite)a.non_finite; /* stored with the recipe */
+    cli_progress *bar = cli_progress_start("convert", 0, a.quiet || a.json);
+    co->progress = on_progress;
+    co->progress_user = bar;
     cd_convert_result res;
-    cd_status st = cd_convert(&co, &res, &err);
+    cd_status st = cd_convert(co, &res, &err);
     cli_progress_finish(bar);
     if (st != CD_OK) return cli_fail_error(&err);
-    double mb = (double)res.bytes_read / 1e6;
-    if (json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "out", json_string(co.out_dir));
-        json_object_set_new(o, "recipe", json_string(co.recipe.name));
-        json_object_set_new(o, "records", json_integer((json_int_t)res.records));
-        json_object_set_new(o, "skipped", json_integer((json_int_t)res.skipped));
-        json_object_set_new(o, "shards", json_integer((json_int_t)res.shards));
-        json_object_set_new(o, "resumed_records", json_integer((json_int_t)res.resumed_records));
-        json_object_set_new(o, "bytes_read", json_integer((json_int_t)res.bytes_read));
-        json_object_set_new(o, "bytes_written", json_integer((json_int_t)res.bytes_written));
-        json_object_set_new(o, "seconds", json_real(res.seconds));
-        json_object_set_new(o, "cases_per_second", json_real(res.seconds > 0 ? (double)(res.records + res.skipped) / res.seconds : 0));
-        if (co.augment) json_object_set_new(o, "augment_seconds", json_real(res.augment_seconds));
-        json_object_set_new(o, "device", json_string(res.device));
-        if (res.device_note[0]) json_object_set_new(o, "device_note", json_string(res.device_note));
-        if (res.note[0]) json_object_set_new(o, "note", json_string(res.note));
-        cli_json_print(o);
-    } else {
-        printf("converted %llu records (%llu skipped%s) into %llu shard%s in %s\n", (unsigned long long)res.records,
-               (unsigned long long)res.skipped, res.skipped ? ", listed in the manifest" : "", (unsigned long long)res.shards,
-               res.shards == 1 ? "" : "s", co.out_dir);
-        if (res.resumed_records) printf("resumed: %llu records were already done\n", (unsigned long long)res.resumed_records);
-        printf("read %.1f MB in %.2f s (%.1f MB/s), recipe %s\n", mb, res.seconds, res.seconds > 0 ? mb / res.seconds : 0.0,
-               co.recipe.name);
-        if (co.augment)
-            printf("augmented copies: %u per case, warp on %s (%.2f CPU s of augmentation), seed %llu\n", co.copies,
-                   res.device, res.augment_seconds, (unsigned long long)co.seed);
-    }
+    if (a.json) print_convert_json(co, &res);
+    else print_convert_text(co, &res);
     if (res.device_note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.device_note);
     if (res.note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.note);
     return CLI_OK;

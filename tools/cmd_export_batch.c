@@ -141,152 +141,201 @@ static cd_status write_nifti(const char *path, const void *data, cd_dtype dt, ui
     return st;
 }
 
-int cmd_export_batch(int argc, char **argv) {
+/* One export: what was asked for, the dataset, and the counts so far. */
+typedef struct export_job {
+    const char *dir, *out, *splits;
+    bool nifti, quiet, overwrite;
+    cd_dataset *ds;
+    json_t *used; /* base name -> record index */
+    void *buf;    /* the tensor being written */
+    size_t done, files, renamed_records;
+    uint64_t bytes;
+} export_job;
+
+/* The options into j; CLI_OK, a usage error, or -1 after --help. */
+static int parse_options(int argc, char **argv, export_job *j) {
     static const struct option opts[] = {{"out", required_argument, NULL, O_OUT},       {"split", required_argument, NULL, O_SPLIT},
                                          {"format", required_argument, NULL, O_FORMAT}, {"overwrite", no_argument, NULL, O_OVERWRITE},
                                          {"quiet", no_argument, NULL, O_QUIET},         {"help", no_argument, NULL, O_HELP},
                                          {NULL, 0, NULL, 0}};
-    const char *out = NULL, *splits = "train";
-    bool nifti = false, quiet = false, overwrite = false;
     int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         switch (c) {
         case 'o':
-        case O_OUT: out = optarg; break;
-        case O_SPLIT: splits = optarg; break;
+        case O_OUT: j->out = optarg; break;
+        case O_SPLIT: j->splits = optarg; break;
         case O_FORMAT:
-            if (!strcmp(optarg, "npy")) nifti = false;
-            else if (!strcmp(optarg, "nifti")) nifti = true;
+            if (!strcmp(optarg, "npy")) j->nifti = false;
+            else if (!strcmp(optarg, "nifti")) j->nifti = true;
             else return cli_usage_error("export-batch", "bad --format '%s' (npy or nifti)", optarg);
             break;
-        case O_OVERWRITE: overwrite = true; break;
-        case O_QUIET: quiet = true; break;
+        case O_OVERWRITE: j->overwrite = true; break;
+        case O_QUIET: j->quiet = true; break;
         case 'h':
-        case O_HELP: fputs(export_batch_help, stdout); return CLI_OK;
+        case O_HELP: fputs(export_batch_help, stdout); return -1;
         default: return cli_usage_error("export-batch", "unknown option or missing value '%s'", argv[optind - 1]);
         }
     }
     if (optind != argc - 1) return cli_usage_error("export-batch", "expected exactly one DATASET");
-    if (!out) return cli_usage_error("export-batch", "missing --out DIR");
-    const char *dir = argv[optind];
-    cd_error err;
-    cd_dataset *ds;
-    if (cd_dataset_open(dir, &ds, &err) != CD_OK) return cli_fail_error(&err);
-    json_t *m = json_loads(cd_dataset_manifest(ds), 0, NULL);
-    json_t *entries = json_object_get(m, "records");
-    size_t total = 0, i;
+    if (!j->out) return cli_usage_error("export-batch", "missing --out DIR");
+    j->dir = argv[optind];
+    return CLI_OK;
+}
+
+static bool selected(const export_job *j, json_t *entry) {
+    const char *sp = json_string_value(json_object_get(entry, "split"));
+    return cd_dataset_split_selected(j->splits, sp ? sp : "");
+}
+
+/* Records to export (at least one), the output folder (created) and its lock. */
+static int prepare_output(export_job *j, json_t *entries, size_t *total, cd_folder_lock **lock) {
+    size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) {
-        const char *sp = json_string_value(json_object_get(e, "split"));
-        total += cd_dataset_split_selected(splits, sp ? sp : "");
-    }
-    int rc = CLI_OK;
-    if (!total) {
+    *total = 0;
+    json_array_foreach(entries, i, e) *total += selected(j, e);
+    cd_error err;
+    if (!*total) {
         err.status = CD_ERR_ARG;
-        snprintf(err.message, sizeof err.message, "%.300s: no records in split(s) '%.100s'", dir, splits);
-        rc = cli_fail_error(&err);
-    } else if (mkdir(out, 0755) != 0 && errno != EEXIST) {
+        snprintf(err.message, sizeof err.message, "%.300s: no records in split(s) '%.100s'", j->dir, j->splits);
+        return cli_fail_error(&err);
+    }
+    if (mkdir(j->out, 0755) != 0 && errno != EEXIST) {
         err.status = CD_ERR_IO;
-        snprintf(err.message, sizeof err.message, "%.300s: cannot create directory: %.100s", out, strerror(errno));
-        rc = cli_fail_error(&err);
+        snprintf(err.message, sizeof err.message, "%.300s: cannot create directory: %.100s", j->out, strerror(errno));
+        return cli_fail_error(&err);
     }
     /* One writer per folder: a second export into it would mix its files with ours. */
+    if (cd_folder_lock_acquire(j->out, "export-batch", lock, &err) != CD_OK) return cli_fail_error(&err);
+    return CLI_OK;
+}
+
+/* The record's affine and spacing from its metadata (identity and 1 mm without it). */
+static void record_geometry(json_t *meta, double affine[4][4], double spacing[3]) {
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < 4; k++) affine[r][k] = r == k;
+    for (int a = 0; a < 3; a++) spacing[a] = 1;
+    for (int r = 0; meta && r < 4; r++)
+        for (int k = 0; k < 4; k++) affine[r][k] = json_number_value(json_array_get(json_array_get(json_object_get(meta, "affine"), (size_t)r), (size_t)k));
+    for (int a = 0; meta && a < 3; a++) spacing[a] = json_number_value(json_array_get(json_object_get(meta, "spacing"), (size_t)a));
+}
+
+/* Manifest entry i's part of its file names (unique so far), with a note on stderr when renamed. */
+static void record_base(export_job *j, size_t i, json_t *e, char *base, size_t cap) {
+    char copy[32];
+    json_t *cp = json_object_get(e, "copy");
+    if (json_is_integer(cp) && json_integer_value(cp) >= 0) snprintf(copy, sizeof copy, "aug%lld", (long long)json_integer_value(cp));
+    else snprintf(copy, sizeof copy, "orig");
+    bool renamed;
+    long long taken_by;
+    unique_base(j->used, i, json_string_value(json_object_get(e, "patient_id")), json_string_value(json_object_get(e, "sequence")), copy,
+                base, cap, &renamed, &taken_by);
+    if (!renamed) return;
+    const char *key = json_string_value(json_object_get(e, "key"));
+    j->renamed_records++;
+    if (taken_by >= 0)
+        fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is taken by record %lld; written as %s_*\n", i,
+                key ? key : "", taken_by, base);
+    else
+        fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is too long; written as %s_*\n", i, key ? key : "", base);
+}
+
+/* Writes channel ch of the tensor in j->buf (all channels in one .npy) to a file it claims. */
+static cd_status write_file(export_job *j, const char *base, const char *tname, const cd_tensor_info *ti, uint32_t ch,
+                            const double affine[4][4], const double spacing[3], cd_error *err) {
+    char path[4400];
+    int len;
+    if (!j->nifti) len = snprintf(path, sizeof path, "%s/%s_%s.npy", j->out, base, tname);
+    else if (ti->channels == 1) len = snprintf(path, sizeof path, "%s/%s_%s.nii.gz", j->out, base, tname);
+    else len = snprintf(path, sizeof path, "%s/%s_%s_c%u.nii.gz", j->out, base, tname, ch);
+    if (len < 0 || (size_t)len >= sizeof path) {
+        snprintf(err->message, sizeof err->message, "%.300s: output folder name too long", j->out);
+        return err->status = CD_ERR_ARG;
+    }
+    if (!claim(path, j->overwrite, err)) return err->status;
+    cd_status st;
+    if (!j->nifti) {
+        int64_t dims[4] = {ti->channels, ti->shape[0], ti->shape[1], ti->shape[2]};
+        st = cd_npy_write(path, j->buf, ti->dtype, 4, dims, false, err);
+    } else {
+        st = write_nifti(path, j->buf, ti->dtype, ch, ti, affine, spacing, err);
+    }
+    if (st == CD_OK) j->files++;
+    else unlink(path); /* the empty claim, or what the failed write left */
+    return st;
+}
+
+/* Tensor t of record i: read, then written as one file (npy) or one per channel (nifti). */
+static cd_status export_tensor(export_job *j, size_t i, const cd_shard *sh, const cd_record *rec, uint32_t t, const char *base,
+                               const double affine[4][4], const double spacing[3], cd_error *err) {
+    cd_tensor_info ti;
+    cd_record_tensor_info(rec, t, &ti);
+    char tname[CD_TENSOR_NAME_MAX + 2];
+    size_t tlen = 0;
+    append_safe(tname, sizeof tname, &tlen, ti.name);
+    const size_t nbytes = (size_t)ti.channels * ti.shape[0] * ti.shape[1] * ti.shape[2] * cd_dtype_size(ti.dtype);
+    free(j->buf);
+    if (!(j->buf = malloc(nbytes ? nbytes : 1))) {
+        snprintf(err->message, sizeof err->message, "out of memory (%zu bytes for record %zu)", nbytes, i);
+        return err->status = CD_ERR_NOMEM;
+    }
+    cd_status st = cd_record_read_tensor(sh, rec, t, j->buf, err);
+    for (uint32_t ch = 0; st == CD_OK && ch < (j->nifti ? ti.channels : 1); ch++)
+        st = write_file(j, base, tname, &ti, ch, affine, spacing, err);
+    j->bytes += nbytes;
+    return st;
+}
+
+/* Manifest entry i (record i): its files. */
+static cd_status export_record(export_job *j, size_t i, json_t *e, cd_error *err) {
+    cd_record *rec = NULL;
+    const cd_shard *sh = NULL;
+    cd_status st = cd_dataset_read_record(j->ds, i, &rec, &sh, err);
+    json_t *meta = st == CD_OK ? json_loads(cd_record_metadata(rec), 0, NULL) : NULL;
+    double affine[4][4], spacing[3];
+    record_geometry(meta, affine, spacing);
+    char base[BASE_MAX + 64];
+    record_base(j, i, e, base, sizeof base);
+    for (uint32_t t = 0; st == CD_OK && t < cd_record_tensor_count(rec); t++)
+        st = export_tensor(j, i, sh, rec, t, base, (const double(*)[4])affine, spacing, err);
+    json_decref(meta);
+    cd_record_destroy(rec);
+    return st;
+}
+
+int cmd_export_batch(int argc, char **argv) {
+    export_job j = {.splits = "train"};
+    int rc = parse_options(argc, argv, &j);
+    if (rc != CLI_OK) return rc < 0 ? CLI_OK : rc;
+    cd_error err;
+    if (cd_dataset_open(j.dir, &j.ds, &err) != CD_OK) return cli_fail_error(&err);
+    json_t *m = json_loads(cd_dataset_manifest(j.ds), 0, NULL);
+    json_t *entries = json_object_get(m, "records");
+    size_t total, i;
     cd_folder_lock *lock = NULL;
-    if (rc == CLI_OK && cd_folder_lock_acquire(out, "export-batch", &lock, &err) != CD_OK) rc = cli_fail_error(&err);
-    cli_progress *bar = rc == CLI_OK ? cli_progress_start("export", total, quiet) : NULL;
-    size_t done = 0, files = 0, renamed_records = 0;
-    uint64_t bytes = 0;
-    void *buf = NULL;
-    json_t *used = json_object(); /* base name -> record index */
+    rc = prepare_output(&j, entries, &total, &lock);
+    cli_progress *bar = rc == CLI_OK ? cli_progress_start("export", total, j.quiet) : NULL;
+    j.used = json_object();
+    json_t *e;
     json_array_foreach(entries, i, e) {
         if (rc != CLI_OK) break;
-        const char *sp = json_string_value(json_object_get(e, "split"));
-        if (!cd_dataset_split_selected(splits, sp ? sp : "")) continue;
-        cd_record *rec = NULL;
-        const cd_shard *sh = NULL;
-        cd_status st = cd_dataset_read_record(ds, i, &rec, &sh, &err);
-        json_t *meta = st == CD_OK ? json_loads(cd_record_metadata(rec), 0, NULL) : NULL;
-        double affine[4][4] = {{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}}, spacing[3] = {1, 1, 1};
-        for (int r = 0; meta && r < 4; r++)
-            for (int k = 0; k < 4; k++) affine[r][k] = json_number_value(json_array_get(json_array_get(json_object_get(meta, "affine"), (size_t)r), (size_t)k));
-        for (int a = 0; meta && a < 3; a++) spacing[a] = json_number_value(json_array_get(json_object_get(meta, "spacing"), (size_t)a));
-        char base[BASE_MAX + 64], copy[32];
-        json_t *cp = json_object_get(e, "copy");
-        if (json_is_integer(cp) && json_integer_value(cp) >= 0) snprintf(copy, sizeof copy, "aug%lld", (long long)json_integer_value(cp));
-        else snprintf(copy, sizeof copy, "orig");
-        bool renamed;
-        long long taken_by;
-        unique_base(used, i, json_string_value(json_object_get(e, "patient_id")), json_string_value(json_object_get(e, "sequence")),
-                    copy, base, sizeof base, &renamed, &taken_by);
-        if (renamed) {
-            const char *key = json_string_value(json_object_get(e, "key"));
-            renamed_records++;
-            if (taken_by >= 0)
-                fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is taken by record %lld; written as %s_*\n", i,
-                        key ? key : "", taken_by, base);
-            else
-                fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is too long; written as %s_*\n", i,
-                        key ? key : "", base);
-        }
-        for (uint32_t t = 0; st == CD_OK && t < cd_record_tensor_count(rec); t++) {
-            cd_tensor_info ti;
-            cd_record_tensor_info(rec, t, &ti);
-            char tname[CD_TENSOR_NAME_MAX + 2];
-            size_t tlen = 0;
-            append_safe(tname, sizeof tname, &tlen, ti.name);
-            const size_t nbytes = (size_t)ti.channels * ti.shape[0] * ti.shape[1] * ti.shape[2] * cd_dtype_size(ti.dtype);
-            free(buf);
-            if (!(buf = malloc(nbytes ? nbytes : 1))) {
-                st = err.status = CD_ERR_NOMEM;
-                snprintf(err.message, sizeof err.message, "out of memory (%zu bytes for record %zu)", nbytes, i);
-                break;
-            }
-            st = cd_record_read_tensor(sh, rec, t, buf, &err);
-            char path[4400];
-            for (uint32_t ch = 0; st == CD_OK && ch < (nifti ? ti.channels : 1); ch++) {
-                int len;
-                if (!nifti) len = snprintf(path, sizeof path, "%s/%s_%s.npy", out, base, tname);
-                else if (ti.channels == 1) len = snprintf(path, sizeof path, "%s/%s_%s.nii.gz", out, base, tname);
-                else len = snprintf(path, sizeof path, "%s/%s_%s_c%u.nii.gz", out, base, tname, ch);
-                if (len < 0 || (size_t)len >= sizeof path) {
-                    st = err.status = CD_ERR_ARG;
-                    snprintf(err.message, sizeof err.message, "%.300s: output folder name too long", out);
-                    break;
-                }
-                if (!claim(path, overwrite, &err)) {
-                    st = err.status;
-                    break;
-                }
-                if (!nifti) {
-                    int64_t dims[4] = {ti.channels, ti.shape[0], ti.shape[1], ti.shape[2]};
-                    st = cd_npy_write(path, buf, ti.dtype, 4, dims, false, &err);
-                } else {
-                    st = write_nifti(path, buf, ti.dtype, ch, &ti, affine, spacing, &err);
-                }
-                if (st == CD_OK) files++;
-                else unlink(path); /* the empty claim, or what the failed write left */
-            }
-            bytes += nbytes;
-        }
-        json_decref(meta);
-        cd_record_destroy(rec);
-        if (st != CD_OK) rc = cli_fail_error(&err);
-        cli_progress_update(bar, ++done, bytes);
+        if (!selected(&j, e)) continue;
+        if (export_record(&j, i, e, &err) != CD_OK) rc = cli_fail_error(&err);
+        cli_progress_update(bar, ++j.done, j.bytes);
     }
-    free(buf);
-    json_decref(used);
+    free(j.buf);
+    json_decref(j.used);
     cd_folder_lock_release(lock);
     cli_progress_finish(bar);
     if (rc == CLI_OK) {
-        printf("exported %zu record%s of split(s) '%s' as %zu %s file%s into %s", done, done == 1 ? "" : "s", splits, files,
-               nifti ? "NIfTI" : "npy", files == 1 ? "" : "s", out);
-        if (renamed_records)
-            printf(" (%zu record%s renamed with _r<index> to keep names unique)", renamed_records, renamed_records == 1 ? "" : "s");
+        printf("exported %zu record%s of split(s) '%s' as %zu %s file%s into %s", j.done, j.done == 1 ? "" : "s", j.splits, j.files,
+               j.nifti ? "NIfTI" : "npy", j.files == 1 ? "" : "s", j.out);
+        if (j.renamed_records)
+            printf(" (%zu record%s renamed with _r<index> to keep names unique)", j.renamed_records, j.renamed_records == 1 ? "" : "s");
         printf("\n");
     }
     json_decref(m);
-    cd_dataset_close(ds);
+    cd_dataset_close(j.ds);
     return rc;
 }

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "png_canvas.h"
+#include "render/confusion.h"
 
 static const char stage_help[] =
     "usage: cirrdata stage VOLUME.nii.gz [VOLUME ...] --model WEIGHTS [--mask MASK.nii.gz ...]\n"
@@ -17,11 +17,11 @@ static const char stage_help[] =
     "       cirrdata stage --dataset DIR [--split NAME] --model WEIGHTS [--png CONFUSION.png]\n"
     "                      [--no-mask] [--device ...] [--batch N] [--threads N] [--json]\n\n"
     "Stages cirrhosis (mild, moderate, severe) with a 2D staging network exported by\n"
-    "tools/export_weights.py: the scan is reoriented to RAS+, its axial slices are resized to 256x256,\n"
-    "mapped to [0,1] by the volume's 0.5/99.5 percentiles, given 3 channels and normalised as\n"
+    "tools/scripts/export_weights.py: the scan is reoriented to RAS+, its axial slices are resized to\n"
+    "256x256, mapped to [0,1] by the volume's 0.5/99.5 percentiles, given 3 channels and normalised as\n"
     "(x - 0.5) / 0.5 (the cirrhosisstage-2d recipe; cirrdata/staging.h). With a liver mask only the\n"
     "slices containing liver are used. Each slice's softmax probabilities are averaged into the scan's.\n\n"
-    "  --model FILE      the model file (.safetensors from tools/export_weights.py)\n"
+    "  --model FILE      the model file (.safetensors from tools/scripts/export_weights.py)\n"
     "  --mask FILE       liver mask of the volume (same grid); repeat once per volume, in order\n"
     "  --device D        cpu, vulkan (a Vulkan device is required) or auto (default: a hardware GPU when\n"
     "                    there is one, else the CPU); what the device cannot do runs on the CPU, saying why\n"
@@ -37,7 +37,7 @@ static const char stage_help[] =
 
 enum { O_MODEL = 1000, O_MASK, O_DEVICE, O_BATCH, O_THREADS, O_JSON, O_DATASET, O_SPLIT, O_PNG, O_NOMASK, O_HELP };
 
-#define MAX_CLASSES 16
+#define MAX_CLASSES CONFUSION_MAX_CLASSES
 
 typedef struct stage_opts {
     const char *model, *dataset, *split, *png;
@@ -256,57 +256,184 @@ static bool split_matches(const char *want, const char *split) {
     return false;
 }
 
-/* The confusion matrix as a picture: rows = true class, columns = predicted, cells shaded by the share
- * of their row, with counts, row totals, accuracy and a caption. */
-static cd_status draw_confusion(const char *path, int C, const int64_t cm[MAX_CLASSES][MAX_CLASSES], json_t *names,
-                                const char *caption, cd_error *err) {
-    const int cell = 96, left = 150, top = 120, scale = 2;
-    int W = left + C * cell + 130;
-    if (W < png_canvas_text_width(caption, 1) + 32) W = png_canvas_text_width(caption, 1) + 32;
-    const int H = top + C * cell + 40 + png_canvas_text_height(caption, 1) + 20;
-    png_canvas cv;
-    const png_rgb bg = {250, 250, 252}, ink = {20, 20, 28}, dim = {96, 96, 110}, frame = {180, 180, 190};
-    cd_status st = png_canvas_init(&cv, W, H, bg, err);
-    if (st != CD_OK) return st;
-    png_canvas_text(&cv, 16, 14, "cirrhosis stage: confusion matrix", scale, ink);
-    png_canvas_text(&cv, left + C * cell / 2 - png_canvas_text_width("predicted", scale) / 2, top - 56, "predicted", scale, dim);
-    png_canvas_text(&cv, 16, top - 28, "true", scale, dim);
-    int64_t total = 0, correct = 0;
+/* Staging a dataset's split: the model, the dataset's class names and the tallies so far. */
+typedef struct stage_eval {
+    const stage_opts *o;
+    cd_model *m;
+    json_t *names; /* the manifest's "classes" (borrowed), or NULL */
+    int C;         /* the model's classes */
+    int64_t cm[MAX_CLASSES][MAX_CLASSES];
+    int64_t seq_total[2], seq_correct[2]; /* T1, T2 */
+    json_t *scans;                        /* --json: one object per scan */
+    uint64_t done;
+} stage_eval;
+
+/* Staging needs the scans as acquired: a recipe that resampled, normalised or sliced them is refused. */
+static int check_recipe(const stage_opts *o, json_t *man) {
+    json_t *recipe = man ? json_object_get(man, "recipe") : NULL;
+    const char *rname = json_string_value(json_object_get(recipe, "name"));
+    const char *norm = json_string_value(json_object_get(json_object_get(recipe, "normalize"), "mode"));
+    const char *res = json_string_value(json_object_get(json_object_get(recipe, "resample"), "mode"));
+    if (!recipe || json_object_get(recipe, "slices") || (norm && strcmp(norm, "none")) || (res && strcmp(res, "none"))) {
+        fprintf(stderr, "cirrdata: %s: recipe '%s' has resampled, normalised or sliced the scans; staging needs them as "
+                        "acquired (convert with --recipe raw)\n", o->dataset, rname ? rname : "?");
+        return CLI_FAIL;
+    }
+    return CLI_OK;
+}
+
+/* Adds scan i's result r (true class t) to the tallies, and prints it or keeps it for the JSON. */
+static void tally(stage_eval *ev, uint64_t i, json_t *meta, int t, const cd_stage_result *r) {
+    const char *key = json_string_value(json_object_get(meta, "key"));
+    const char *seq = json_string_value(json_object_get(meta, "sequence"));
+    ev->cm[t][r->stage]++;
+    int q = seq && !strcmp(seq, "T2");
+    ev->seq_total[q]++;
+    ev->seq_correct[q] += t == r->stage;
+    ev->done++;
+    if (ev->o->json) {
+        json_t *s = result_json(r, ev->names, false);
+        json_object_set_new(s, "record", json_integer((json_int_t)i));
+        json_object_set_new(s, "key", json_string(key ? key : ""));
+        json_object_set(s, "patient_id", json_object_get(meta, "patient_id"));
+        json_object_set(s, "sequence", json_object_get(meta, "sequence"));
+        json_object_set_new(s, "true", json_string(class_name(ev->names, t)));
+        json_object_set_new(s, "true_index", json_integer(t));
+        json_array_append_new(ev->scans, s);
+    } else {
+        printf("  %-10s true %-8s -> %-8s %s ", key ? key : "?", class_name(ev->names, t), class_name(ev->names, r->stage),
+               t == r->stage ? "ok " : "err");
+        print_probs(r, ev->names);
+        printf("  %lld slices\n", (long long)r->n);
+        fflush(stdout);
+    }
+}
+
+/* Stages record i (of the chosen split) of rec's metadata meta. */
+static int stage_record(stage_eval *ev, uint64_t i, const cd_shard *sh, const cd_record *rec, json_t *meta) {
+    const stage_opts *o = ev->o;
+    json_t *lab = json_object_get(meta, "label");
+    const char *key = json_string_value(json_object_get(meta, "key"));
+    char where[256];
+    snprintf(where, sizeof where, "%s: record %llu (%s)", o->dataset, (unsigned long long)i, key ? key : "?");
+    double aff[4][4];
+    if (!json_is_integer(lab) || json_integer_value(lab) < 0 || json_integer_value(lab) >= ev->C ||
+        !affine_from_json(json_object_get(meta, "affine"), aff)) {
+        fprintf(stderr, "cirrdata: %s: no label in 0..%d or no affine in the record's metadata\n", where, ev->C - 1);
+        return CLI_FAIL;
+    }
+    cd_error err;
+    cd_error_clear(&err);
+    cd_volume *img = NULL, *msk = NULL;
+    cd_stage_result *r = NULL;
+    int rc = CLI_OK;
+    if (record_volume(sh, rec, "image", aff, &img, &err) != CD_OK ||
+        (!o->no_mask && cd_record_find_tensor(rec, "mask") >= 0 && record_volume(sh, rec, "mask", aff, &msk, &err) != CD_OK) ||
+        cd_stage_volume(ev->m, img, msk, o->batch, o->threads, &r, &err) != CD_OK) {
+        fprintf(stderr, "cirrdata: %s: %s\n", where, err.message);
+        rc = CLI_FAIL;
+    } else {
+        tally(ev, i, meta, (int)json_integer_value(lab), r);
+    }
+    cd_stage_result_destroy(r);
+    cd_volume_destroy(img);
+    cd_volume_destroy(msk);
+    return rc;
+}
+
+/* Every record of the chosen split, in order, until one fails. */
+static int stage_records(stage_eval *ev, cd_dataset *ds) {
+    uint64_t n = cd_dataset_record_count(ds);
+    int rc = CLI_OK;
+    for (uint64_t i = 0; i < n && rc == CLI_OK; i++) {
+        cd_record *rec = NULL;
+        const cd_shard *sh = NULL;
+        cd_error err;
+        cd_error_clear(&err);
+        if (cd_dataset_read_record(ds, i, &rec, &sh, &err) != CD_OK) return cli_fail_error(&err);
+        json_t *meta = json_loads(cd_record_metadata(rec), 0, NULL);
+        const char *split = json_string_value(json_object_get(meta, "split"));
+        if (split && split_matches(ev->o->split, split)) rc = stage_record(ev, i, sh, rec, meta);
+        json_decref(meta);
+        cd_record_destroy(rec);
+    }
+    if (rc == CLI_OK && ev->done == 0) {
+        fprintf(stderr, "cirrdata: %s: no records in split '%s'\n", ev->o->dataset, ev->o->split);
+        rc = CLI_FAIL;
+    }
+    return rc;
+}
+
+/* --png: the confusion matrix as a picture. */
+static int draw_confusion(const stage_eval *ev) {
+    const stage_opts *o = ev->o;
+    char caption[512];
+    snprintf(caption, sizeof caption, "%llu scans of split '%s' of %s\nmodel %s (%s) on %s; mean of slice probabilities",
+             (unsigned long long)ev->done, o->split, o->dataset, o->model, cd_model_arch(ev->m), cd_model_device_name(ev->m));
+    const char *cnames[MAX_CLASSES];
+    for (int t = 0; t < ev->C; t++) cnames[t] = class_name(ev->names, t);
+    cd_error err;
+    if (confusion_draw(o->png, ev->C, ev->cm, cnames, caption, &err) != CD_OK) return cli_fail_error(&err);
+    return CLI_OK;
+}
+
+/* The summary as one JSON object (with the scans, which it takes). */
+static void print_json_summary(stage_eval *ev, double acc, int64_t majority) {
+    const stage_opts *o = ev->o;
+    json_t *out = json_object(), *mat = json_array(), *cls = json_array();
+    for (int t = 0; t < ev->C; t++) {
+        json_t *row = json_array();
+        for (int p = 0; p < ev->C; p++) json_array_append_new(row, json_integer(ev->cm[t][p]));
+        json_array_append_new(mat, row);
+        json_array_append_new(cls, json_string(class_name(ev->names, t)));
+    }
+    json_object_set_new(out, "model", model_json(ev->m, o->model));
+    json_object_set_new(out, "dataset", json_string(o->dataset));
+    json_object_set_new(out, "split", json_string(o->split));
+    json_object_set_new(out, "classes", cls);
+    json_object_set_new(out, "confusion", mat);
+    json_object_set_new(out, "scans_evaluated", json_integer((json_int_t)ev->done));
+    json_object_set_new(out, "accuracy", json_real(acc));
+    json_object_set_new(out, "majority_class_rate", json_real(ev->done ? (double)majority / (double)ev->done : 0.0));
+    json_object_set_new(out, "png", o->png ? json_string(o->png) : json_null());
+    json_object_set_new(out, "scans", ev->scans);
+    ev->scans = NULL;
+    cli_json_print(out);
+}
+
+static void print_text_summary(const stage_eval *ev, int64_t correct, double acc, int64_t majority) {
+    const int C = ev->C;
+    printf("\nconfusion matrix (rows: true stage, columns: predicted), %llu scans:\n%-10s", (unsigned long long)ev->done, "");
+    for (int p = 0; p < C; p++) printf("%10s", class_name(ev->names, p));
+    printf("\n");
     for (int t = 0; t < C; t++) {
+        printf("%-10s", class_name(ev->names, t));
+        for (int p = 0; p < C; p++) printf("%10lld", (long long)ev->cm[t][p]);
+        printf("\n");
+    }
+    printf("held-out accuracy: %lld/%llu = %.1f %% (chance %.1f %%, majority class %.1f %%)", (long long)correct,
+           (unsigned long long)ev->done, 100.0 * acc, 100.0 / C, 100.0 * (double)majority / (double)ev->done);
+    for (int q = 0; q < 2; q++)
+        if (ev->seq_total[q])
+            printf("%s T%d %lld/%lld", q ? "," : ";", q + 1, (long long)ev->seq_correct[q], (long long)ev->seq_total[q]);
+    printf("\n");
+    if (ev->o->png) printf("confusion matrix picture: %s\n", ev->o->png);
+}
+
+/* Accuracy, the picture and the summary of a finished evaluation. */
+static int report(stage_eval *ev) {
+    int64_t correct = 0, majority = 0;
+    for (int t = 0; t < ev->C; t++) {
         int64_t row = 0;
-        for (int p = 0; p < C; p++) row += cm[t][p];
-        total += row;
-        correct += cm[t][t];
-        png_canvas_text(&cv, 16, top + t * cell + cell / 2 - 8, class_name(names, t), scale, ink);
-        char buf[48];
-        snprintf(buf, sizeof buf, "n=%lld", (long long)row);
-        png_canvas_text(&cv, left + C * cell + 14, top + t * cell + cell / 2 - 8, buf, scale, dim);
-        for (int p = 0; p < C; p++) {
-            double share = row ? (double)cm[t][p] / (double)row : 0.0;
-            /* Diagonal in blue, errors in orange; darker = larger share of the row. */
-            png_rgb base = t == p ? (png_rgb){33, 102, 172} : (png_rgb){230, 97, 1};
-            png_rgb c = {(uint8_t)(255 - share * (255 - base.r)), (uint8_t)(255 - share * (255 - base.g)),
-                         (uint8_t)(255 - share * (255 - base.b))};
-            int x = left + p * cell, y = top + t * cell;
-            png_canvas_fill(&cv, x, y, cell, cell, frame);
-            png_canvas_fill(&cv, x + 1, y + 1, cell - 2, cell - 2, c);
-            snprintf(buf, sizeof buf, "%lld", (long long)cm[t][p]);
-            png_rgb tc = share > 0.55 ? (png_rgb){255, 255, 255} : ink;
-            png_canvas_text(&cv, x + cell / 2 - png_canvas_text_width(buf, 3) / 2, y + cell / 2 - 14, buf, 3, tc);
-        }
+        for (int p = 0; p < ev->C; p++) row += ev->cm[t][p];
+        if (row > majority) majority = row;
+        correct += ev->cm[t][t];
     }
-    for (int p = 0; p < C; p++) {
-        const char *nm = class_name(names, p);
-        png_canvas_text(&cv, left + p * cell + cell / 2 - png_canvas_text_width(nm, scale) / 2, top - 26, nm, scale, ink);
-    }
-    char acc[96];
-    snprintf(acc, sizeof acc, "accuracy %lld/%lld = %.1f %%", (long long)correct, (long long)total,
-             total ? 100.0 * (double)correct / (double)total : 0.0);
-    png_canvas_text(&cv, left, top + C * cell + 12, acc, scale, ink);
-    png_canvas_text(&cv, 16, top + C * cell + 40, caption, 1, dim);
-    st = png_canvas_write(&cv, path, err);
-    png_canvas_free(&cv);
-    return st;
+    const double acc = ev->done ? (double)correct / (double)ev->done : 0.0;
+    int rc = ev->o->png ? draw_confusion(ev) : CLI_OK;
+    if (rc == CLI_OK && ev->o->json) print_json_summary(ev, acc, majority);
+    else if (rc == CLI_OK) print_text_summary(ev, correct, acc, majority);
+    return rc;
 }
 
 static int stage_dataset(const stage_opts *o) {
@@ -314,147 +441,18 @@ static int stage_dataset(const stage_opts *o) {
     cd_error_clear(&err);
     cd_dataset *ds = NULL;
     if (cd_dataset_open(o->dataset, &ds, &err) != CD_OK) return cli_fail_error(&err);
-    json_error_t je;
-    json_t *man = json_loads(cd_dataset_manifest(ds), 0, &je);
-    json_t *recipe = man ? json_object_get(man, "recipe") : NULL;
-    json_t *names = man ? json_object_get(man, "classes") : NULL;
-    const char *rname = json_string_value(json_object_get(recipe, "name"));
-    const char *norm = json_string_value(json_object_get(json_object_get(recipe, "normalize"), "mode"));
-    const char *res = json_string_value(json_object_get(json_object_get(recipe, "resample"), "mode"));
-    int rc = CLI_OK;
-    if (!recipe || json_object_get(recipe, "slices") || (norm && strcmp(norm, "none")) || (res && strcmp(res, "none"))) {
-        fprintf(stderr, "cirrdata: %s: recipe '%s' has resampled, normalised or sliced the scans; staging needs them as "
-                        "acquired (convert with --recipe raw)\n", o->dataset, rname ? rname : "?");
-        rc = CLI_FAIL;
-    }
-    cd_model *m = NULL;
-    if (rc == CLI_OK) rc = open_model(o, &m);
-    const int C = m ? cd_model_classes(m) : 0;
-    int64_t cm[MAX_CLASSES][MAX_CLASSES] = {{0}};
-    int64_t seq_total[2] = {0, 0}, seq_correct[2] = {0, 0};
-    json_t *scans = json_array();
-    uint64_t n = cd_dataset_record_count(ds), done = 0;
+    json_t *man = json_loads(cd_dataset_manifest(ds), 0, NULL);
+    stage_eval ev = {.o = o, .names = man ? json_object_get(man, "classes") : NULL, .scans = json_array()};
+    int rc = check_recipe(o, man);
+    if (rc == CLI_OK) rc = open_model(o, &ev.m);
+    ev.C = ev.m ? cd_model_classes(ev.m) : 0;
     if (rc == CLI_OK && !o->json)
-        printf("staging the '%s' split of %s with %s on %s\n", o->split, o->dataset, cd_model_arch(m), cd_model_device_name(m));
-    for (uint64_t i = 0; i < n && rc == CLI_OK; i++) {
-        cd_record *rec = NULL;
-        const cd_shard *sh = NULL;
-        if (cd_dataset_read_record(ds, i, &rec, &sh, &err) != CD_OK) {
-            rc = cli_fail_error(&err);
-            break;
-        }
-        json_t *meta = json_loads(cd_record_metadata(rec), 0, &je);
-        const char *split = json_string_value(json_object_get(meta, "split"));
-        json_t *lab = json_object_get(meta, "label");
-        double aff[4][4];
-        if (!split || !split_matches(o->split, split)) {
-            json_decref(meta);
-            cd_record_destroy(rec);
-            continue;
-        }
-        cd_volume *img = NULL, *msk = NULL;
-        cd_stage_result *r = NULL;
-        const char *key = json_string_value(json_object_get(meta, "key"));
-        char where[256];
-        snprintf(where, sizeof where, "%s: record %llu (%s)", o->dataset, (unsigned long long)i, key ? key : "?");
-        if (!json_is_integer(lab) || json_integer_value(lab) < 0 || json_integer_value(lab) >= C ||
-            !affine_from_json(json_object_get(meta, "affine"), aff)) {
-            fprintf(stderr, "cirrdata: %s: no label in 0..%d or no affine in the record's metadata\n", where, C - 1);
-            rc = CLI_FAIL;
-        } else if (record_volume(sh, rec, "image", aff, &img, &err) != CD_OK ||
-                   (!o->no_mask && cd_record_find_tensor(rec, "mask") >= 0 && record_volume(sh, rec, "mask", aff, &msk, &err) != CD_OK) ||
-                   cd_stage_volume(m, img, msk, o->batch, o->threads, &r, &err) != CD_OK) {
-            fprintf(stderr, "cirrdata: %s: %s\n", where, err.message);
-            rc = CLI_FAIL;
-        } else {
-            int t = (int)json_integer_value(lab);
-            const char *seq = json_string_value(json_object_get(meta, "sequence"));
-            cm[t][r->stage]++;
-            int q = seq && !strcmp(seq, "T2");
-            seq_total[q]++;
-            seq_correct[q] += t == r->stage;
-            done++;
-            if (o->json) {
-                json_t *s = result_json(r, names, false);
-                json_object_set_new(s, "record", json_integer((json_int_t)i));
-                json_object_set_new(s, "key", json_string(key ? key : ""));
-                json_object_set(s, "patient_id", json_object_get(meta, "patient_id"));
-                json_object_set(s, "sequence", json_object_get(meta, "sequence"));
-                json_object_set_new(s, "true", json_string(class_name(names, t)));
-                json_object_set_new(s, "true_index", json_integer(t));
-                json_array_append_new(scans, s);
-            } else {
-                printf("  %-10s true %-8s -> %-8s %s ", key ? key : "?", class_name(names, t), class_name(names, r->stage),
-                       t == r->stage ? "ok " : "err");
-                print_probs(r, names);
-                printf("  %lld slices\n", (long long)r->n);
-                fflush(stdout);
-            }
-        }
-        cd_stage_result_destroy(r);
-        cd_volume_destroy(img);
-        cd_volume_destroy(msk);
-        json_decref(meta);
-        cd_record_destroy(rec);
-    }
-    if (rc == CLI_OK && done == 0) {
-        fprintf(stderr, "cirrdata: %s: no records in split '%s'\n", o->dataset, o->split);
-        rc = CLI_FAIL;
-    }
-    int64_t correct = 0, majority = 0;
-    for (int t = 0; t < C; t++) {
-        int64_t row = 0;
-        for (int p = 0; p < C; p++) row += cm[t][p];
-        if (row > majority) majority = row;
-        correct += cm[t][t];
-    }
-    const double acc = done ? (double)correct / (double)done : 0.0;
-    if (rc == CLI_OK && o->png) {
-        char caption[512];
-        snprintf(caption, sizeof caption, "%llu scans of split '%s' of %s\nmodel %s (%s) on %s; mean of slice probabilities",
-                 (unsigned long long)done, o->split, o->dataset, o->model, cd_model_arch(m), cd_model_device_name(m));
-        if (draw_confusion(o->png, C, cm, names, caption, &err) != CD_OK) rc = cli_fail_error(&err);
-    }
-    if (rc == CLI_OK && o->json) {
-        json_t *out = json_object(), *mat = json_array(), *cls = json_array();
-        for (int t = 0; t < C; t++) {
-            json_t *row = json_array();
-            for (int p = 0; p < C; p++) json_array_append_new(row, json_integer(cm[t][p]));
-            json_array_append_new(mat, row);
-            json_array_append_new(cls, json_string(class_name(names, t)));
-        }
-        json_object_set_new(out, "model", model_json(m, o->model));
-        json_object_set_new(out, "dataset", json_string(o->dataset));
-        json_object_set_new(out, "split", json_string(o->split));
-        json_object_set_new(out, "classes", cls);
-        json_object_set_new(out, "confusion", mat);
-        json_object_set_new(out, "scans_evaluated", json_integer((json_int_t)done));
-        json_object_set_new(out, "accuracy", json_real(acc));
-        json_object_set_new(out, "majority_class_rate", json_real(done ? (double)majority / (double)done : 0.0));
-        json_object_set_new(out, "png", o->png ? json_string(o->png) : json_null());
-        json_object_set_new(out, "scans", scans);
-        scans = NULL;
-        cli_json_print(out);
-    } else if (rc == CLI_OK) {
-        printf("\nconfusion matrix (rows: true stage, columns: predicted), %llu scans:\n%-10s", (unsigned long long)done, "");
-        for (int p = 0; p < C; p++) printf("%10s", class_name(names, p));
-        printf("\n");
-        for (int t = 0; t < C; t++) {
-            printf("%-10s", class_name(names, t));
-            for (int p = 0; p < C; p++) printf("%10lld", (long long)cm[t][p]);
-            printf("\n");
-        }
-        printf("held-out accuracy: %lld/%llu = %.1f %% (chance %.1f %%, majority class %.1f %%)", (long long)correct,
-               (unsigned long long)done, 100.0 * acc, 100.0 / C, 100.0 * (double)majority / (double)done);
-        for (int q = 0; q < 2; q++)
-            if (seq_total[q])
-                printf("%s T%d %lld/%lld", q ? "," : ";", q + 1, (long long)seq_correct[q], (long long)seq_total[q]);
-        printf("\n");
-        if (o->png) printf("confusion matrix picture: %s\n", o->png);
-    }
-    json_decref(scans);
+        printf("staging the '%s' split of %s with %s on %s\n", o->split, o->dataset, cd_model_arch(ev.m), cd_model_device_name(ev.m));
+    if (rc == CLI_OK) rc = stage_records(&ev, ds);
+    if (rc == CLI_OK) rc = report(&ev);
+    json_decref(ev.scans);
     json_decref(man);
-    cd_model_close(m);
+    cd_model_close(ev.m);
     cd_dataset_close(ds);
     return rc;
 }

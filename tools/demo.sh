@@ -84,11 +84,11 @@ step "pictures: a sample (three planes, mask outline) and an augmented batch"
 export CIRRDATA_LIB=$root/build-release/libcirrdata/libcirrdata.so PYTHONPATH=$root/python
 mkdir -p "$out/staging"
 step "train the staging network (cirrnet-small, PyTorch, fed only by cirrdata.Loader: liver slices, staging augmentation; ${steps} steps)"
-/usr/bin/python3 tools/train_staging.py "$out/dataset-cirrhosisstage-2d" -o "$out/staging/cirrnet-small.pt" \
+/usr/bin/python3 tools/scripts/train_staging.py "$out/dataset-cirrhosisstage-2d" -o "$out/staging/cirrnet-small.pt" \
   --steps "$steps" --time-budget "$train_s" | tee "$out/staging/train.log"
 
 step "export the weights (safetensors + graph, schemas/model-graph.md)"
-/usr/bin/python3 tools/export_weights.py --arch cirrnet-small "$out/staging/cirrnet-small.pt" -o "$out/staging/cirrnet-small.safetensors"
+/usr/bin/python3 tools/scripts/export_weights.py --arch cirrnet-small "$out/staging/cirrnet-small.pt" -o "$out/staging/cirrnet-small.safetensors"
 
 test_img=$(ls "$out/CirrMRI600+/Cirrhosis_T1_3D/Cirrhosis_T1_3D/test_images/" | head -n 1)
 step "stage one held-out scan (reorient, 256x256 slices with liver, network per slice, mean of probabilities)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Inference benchmark: ResNet-18 and ResNet-50 (random weights and random batch-norm statistics,
-# exported by tools/export_weights.py) at batch 32, 3x256x256, through cd_model on Vulkan
+# exported by tools/scripts/export_weights.py) at batch 32, 3x256x256, through cd_model on Vulkan
 # (bench_model) in float32 and with float16 storage (--fp16), against PyTorch eager float32 and
 # autocast float16 on the same card (torch_model.py), with the parity of the logits against PyTorch
 # (strict float32; 1e-4, fp16 1e-2) and against the C executor (first images). run.sh calls it after
@@ -58,7 +58,7 @@ rc=0
 for arch in $archs; do
   model="$work/$arch.safetensors"
   echo "== $arch: exporting random weights (random batch-norm statistics)"
-  "$py" tools/export_weights.py --arch "$arch" --random --random-bn --seed 1 -o "$model" --quiet
+  "$py" tools/scripts/export_weights.py --arch "$arch" --random --random-bn --seed 1 -o "$model" --quiet
   logits=()
   for prec in $precisions; do
     tag=$arch flag=() lflag=--logits

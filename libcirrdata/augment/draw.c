@@ -92,113 +92,95 @@ static void matmul(double a[3][3], const double b[3][3]) {
     memcpy(a, t, sizeof t);
 }
 
-void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64_t sample, const int64_t patch[3],
-                 const double center[3], cd_aug_params *out) {
-    (void)patch;
-    memset(out, 0, sizeof *out);
-    for (int i = 0; i < 3; i++) {
-        out->matrix[i][i] = 1.0;
-        out->center[i] = center ? center[i] : 0.0;
-    }
-    out->scale = 1.0;
-    out->blur_truncate = 4.0;
-    if (!p) return;
-    out->planar = p->dims == 2;
-    const int naxes = out->planar ? 2 : 3;
+/* Where one draw comes from: the pipeline and the (seed, epoch, sample) that key every op's stream. */
+typedef struct draw_src {
+    const cd_aug_pipeline *p;
+    uint64_t seed, epoch, sample;
+} draw_src;
+
+/* Op `op` of the pipeline when present, with r seeded on its stream; NULL when absent. */
+static const cd_aug_op *op_start(const draw_src *d, cd_aug_kind kind, uint32_t stream, cd_rng *r) {
+    const cd_aug_op *op = &d->p->ops[kind];
+    if (!op->present) return NULL;
+    op_rng(r, d->seed, d->epoch, d->sample, stream);
+    return op;
+}
+
+/* Rotation, scaling and the elastic deformation. */
+static void draw_spatial(const draw_src *d, cd_aug_params *out) {
     cd_rng r;
-    const cd_aug_op *op = &p->ops[CD_AUG_ROTATION];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_ROTATION);
-        if (cd_rng_uniform(&r) < op->p)
-            for (int a = 0; a < 3; a++)
-                if (op->axes[a]) out->rotation[a] = cd_rng_range(&r, op->range[0], op->range[1]) * (PI / 180.0);
+    const cd_aug_op *op;
+    if ((op = op_start(d, CD_AUG_ROTATION, CD_AUG_STREAM_ROTATION, &r)) && cd_rng_uniform(&r) < op->p)
+        for (int a = 0; a < 3; a++)
+            if (op->axes[a]) out->rotation[a] = cd_rng_range(&r, op->range[0], op->range[1]) * (PI / 180.0);
+    if ((op = op_start(d, CD_AUG_SCALING, CD_AUG_STREAM_SCALING, &r)) && cd_rng_uniform(&r) < op->p)
+        out->scale = cd_rng_range(&r, op->range[0], op->range[1]);
+    if ((op = op_start(d, CD_AUG_ELASTIC, CD_AUG_STREAM_ELASTIC, &r)) && cd_rng_uniform(&r) < op->p) {
+        out->elastic = true;
+        out->elastic_alpha = cd_rng_range(&r, op->range[0], op->range[1]);
+        out->elastic_sigma = cd_rng_range(&r, op->range2[0], op->range2[1]);
+        out->elastic_key = draw_key(&r);
     }
-    op = &p->ops[CD_AUG_SCALING];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_SCALING);
-        if (cd_rng_uniform(&r) < op->p) out->scale = cd_rng_range(&r, op->range[0], op->range[1]);
+}
+
+/* Noise and blur (sigma per axis, or one for all). */
+static void draw_noise_blur(const draw_src *d, cd_aug_params *out) {
+    cd_rng r;
+    const cd_aug_op *op;
+    if ((op = op_start(d, CD_AUG_NOISE, CD_AUG_STREAM_NOISE, &r)) && cd_rng_uniform(&r) < op->p) {
+        out->noise = true;
+        out->noise_sigma = cd_rng_range(&r, op->range[0], op->range[1]);
+        out->noise_key = draw_key(&r);
     }
-    op = &p->ops[CD_AUG_ELASTIC];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_ELASTIC);
-        if (cd_rng_uniform(&r) < op->p) {
-            out->elastic = true;
-            out->elastic_alpha = cd_rng_range(&r, op->range[0], op->range[1]);
-            out->elastic_sigma = cd_rng_range(&r, op->range2[0], op->range2[1]);
-            out->elastic_key = draw_key(&r);
+    if (!(op = op_start(d, CD_AUG_BLUR, CD_AUG_STREAM_BLUR, &r))) return;
+    const int naxes = out->planar ? 2 : 3;
+    double u = cd_rng_uniform(&r), u2 = cd_rng_uniform(&r);
+    if (u < op->p && u2 < op->p_per_channel) {
+        out->blur = true;
+        out->blur_truncate = op->truncate;
+        if (op->per_axis)
+            for (int a = 0; a < naxes; a++) out->blur_sigma[a] = cd_rng_range(&r, op->range[0], op->range[1]);
+        else {
+            double s = cd_rng_range(&r, op->range[0], op->range[1]);
+            for (int a = 0; a < naxes; a++) out->blur_sigma[a] = s;
         }
     }
-    op = &p->ops[CD_AUG_NOISE];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_NOISE);
-        if (cd_rng_uniform(&r) < op->p) {
-            out->noise = true;
-            out->noise_sigma = cd_rng_range(&r, op->range[0], op->range[1]);
-            out->noise_key = draw_key(&r);
-        }
+}
+
+/* Brightness, contrast, low resolution and gamma (with its inversion). */
+static void draw_intensity(const draw_src *d, cd_aug_params *out) {
+    cd_rng r;
+    const cd_aug_op *op;
+    if ((op = op_start(d, CD_AUG_BRIGHTNESS, CD_AUG_STREAM_BRIGHTNESS, &r)) && cd_rng_uniform(&r) < op->p) {
+        out->brightness = true;
+        out->brightness_factor = split_draw(&r, op->range[0], op->range[1]);
     }
-    op = &p->ops[CD_AUG_BLUR];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_BLUR);
-        double u = cd_rng_uniform(&r), u2 = cd_rng_uniform(&r);
-        if (u < op->p && u2 < op->p_per_channel) {
-            out->blur = true;
-            out->blur_truncate = op->truncate;
-            if (op->per_axis)
-                for (int a = 0; a < naxes; a++) out->blur_sigma[a] = cd_rng_range(&r, op->range[0], op->range[1]);
-            else {
-                double s = cd_rng_range(&r, op->range[0], op->range[1]);
-                for (int a = 0; a < naxes; a++) out->blur_sigma[a] = s;
-            }
-        }
+    if ((op = op_start(d, CD_AUG_CONTRAST, CD_AUG_STREAM_CONTRAST, &r)) && cd_rng_uniform(&r) < op->p) {
+        out->contrast = true;
+        out->contrast_factor = split_draw(&r, op->range[0], op->range[1]);
     }
-    op = &p->ops[CD_AUG_BRIGHTNESS];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_BRIGHTNESS);
-        if (cd_rng_uniform(&r) < op->p) {
-            out->brightness = true;
-            out->brightness_factor = split_draw(&r, op->range[0], op->range[1]);
-        }
-    }
-    op = &p->ops[CD_AUG_CONTRAST];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_CONTRAST);
-        if (cd_rng_uniform(&r) < op->p) {
-            out->contrast = true;
-            out->contrast_factor = split_draw(&r, op->range[0], op->range[1]);
-        }
-    }
-    op = &p->ops[CD_AUG_LOWRES];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_LOWRES);
+    if ((op = op_start(d, CD_AUG_LOWRES, CD_AUG_STREAM_LOWRES, &r))) {
         double u = cd_rng_uniform(&r), u2 = cd_rng_uniform(&r);
         if (u < op->p && u2 < op->p_per_channel) {
             out->lowres = true;
             out->lowres_zoom = cd_rng_range(&r, op->range[0], op->range[1]);
         }
     }
-    op = &p->ops[CD_AUG_GAMMA];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_GAMMA_INVERT);
+    if ((op = op_start(d, CD_AUG_GAMMA, CD_AUG_STREAM_GAMMA_INVERT, &r))) {
         if (cd_rng_uniform(&r) < op->invert_p) {
             out->gamma_invert = true;
             out->gamma_invert_value = split_draw(&r, op->range[0], op->range[1]);
         }
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_GAMMA);
+        op_rng(&r, d->seed, d->epoch, d->sample, CD_AUG_STREAM_GAMMA);
         if (cd_rng_uniform(&r) < op->p) {
             out->gamma = true;
             out->gamma_value = split_draw(&r, op->range[0], op->range[1]);
         }
     }
-    op = &p->ops[CD_AUG_MIRROR];
-    if (op->present) {
-        op_rng(&r, seed, epoch, sample, CD_AUG_STREAM_MIRROR);
-        for (int a = 0; a < 3; a++) {
-            double u = cd_rng_uniform(&r);
-            out->mirror[a] = op->axes[a] && u < op->p;
-        }
-    }
-    /* matrix = Rz * Ry * Rx * S * F (batchgeneratorsv2 create_affine_matrix_3d, then mirroring). */
+}
+
+/* matrix = Rz * Ry * Rx * S * F (batchgeneratorsv2 create_affine_matrix_3d, then mirroring). */
+static void compose_matrix(cd_aug_params *out) {
     const double *t = out->rotation;
     const double rx[3][3] = {{1, 0, 0}, {0, cos(t[0]), -sin(t[0])}, {0, sin(t[0]), cos(t[0])}};
     const double ry[3][3] = {{cos(t[1]), 0, sin(t[1])}, {0, 1, 0}, {-sin(t[1]), 0, cos(t[1])}};
@@ -212,6 +194,31 @@ void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64
                              {0, 0, (out->planar ? 1.0 : out->scale) * (out->mirror[2] ? -1 : 1)}};
     matmul(m, sf);
     memcpy(out->matrix, m, sizeof m);
+}
+
+void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64_t sample, const int64_t patch[3],
+                 const double center[3], cd_aug_params *out) {
+    (void)patch;
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 3; i++) {
+        out->matrix[i][i] = 1.0;
+        out->center[i] = center ? center[i] : 0.0;
+    }
+    out->scale = 1.0;
+    out->blur_truncate = 4.0;
+    if (!p) return;
+    out->planar = p->dims == 2;
+    const draw_src d = {p, seed, epoch, sample};
+    draw_spatial(&d, out);
+    draw_noise_blur(&d, out);
+    draw_intensity(&d, out);
+    cd_rng r;
+    const cd_aug_op *op = op_start(&d, CD_AUG_MIRROR, CD_AUG_STREAM_MIRROR, &r);
+    for (int a = 0; op && a < 3; a++) {
+        double u = cd_rng_uniform(&r);
+        out->mirror[a] = op->axes[a] && u < op->p;
+    }
+    compose_matrix(out);
 }
 
 /* Box-Muller on pairs (w[2p], w[2p + 1]) -> out[2p] = r cos, out[2p + 1] = r sin, p < NOISE_PAIRS (a

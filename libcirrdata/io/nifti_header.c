@@ -128,106 +128,103 @@ const char *cd_nifti_bytes_cap_text(const cd_nifti_caps *caps, char *buf, size_t
     return buf;
 }
 
-cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len, bool pair, const cd_nifti_caps *caps,
-                                 cd_nifti_header *h, cd_error *err) {
-    memset(h, 0, sizeof *h);
+/* The on-disk fields that are resolved after the checks: the xforms and the voxel offset. */
+typedef struct raw_fields {
+    double quatern[6];   /* quatern_b, c, d, qoffset_x, y, z */
+    double srow[3][4];
+    double vox_offset_f; /* NIfTI-1 stores the offset as a float */
+    int64_t vox_offset;  /* NIfTI-2 */
+} raw_fields;
+
+/* The header size (348 or 540) and whether its fields are byte-swapped, from the first field. */
+static cd_status header_size(const char *path, const void *bytes, size_t len, uint32_t *hsize, bool *swapped, cd_error *err) {
     if (len < 4) return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %zu bytes is too short for a NIfTI header", path, len);
     uint32_t sizeof_hdr;
     memcpy(&sizeof_hdr, bytes, 4);
-    bool swapped;
     if (sizeof_hdr == CD_NIFTI1_HEADER_SIZE || sizeof_hdr == CD_NIFTI2_HEADER_SIZE)
-        swapped = false;
+        *swapped = false;
     else if (bswap32(sizeof_hdr) == CD_NIFTI1_HEADER_SIZE || bswap32(sizeof_hdr) == CD_NIFTI2_HEADER_SIZE)
-        swapped = true;
+        *swapped = true;
     else
         return cd_fail(err, CD_ERR_FORMAT,
                        "%s: not a NIfTI file (header size field is %u, expected 348 for NIfTI-1 or 540 for NIfTI-2)",
                        path, sizeof_hdr);
-    uint32_t hsize = swapped ? bswap32(sizeof_hdr) : sizeof_hdr;
-    if (len < hsize)
+    *hsize = *swapped ? bswap32(sizeof_hdr) : sizeof_hdr;
+    if (len < *hsize)
         return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: the NIfTI-%d header needs %u bytes, the file has %zu", path,
-                       hsize == CD_NIFTI1_HEADER_SIZE ? 1 : 2, hsize, len);
-    bool little_host = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__);
-    h->big_endian = little_host ? swapped : !swapped;
-    h->pair = pair;
+                       *hsize == CD_NIFTI1_HEADER_SIZE ? 1 : 2, *hsize, len);
+    return CD_OK;
+}
 
-    double quatern[6], srow[3][4];
-    int64_t vox_offset = 0;
-    double vox_offset_f;
-    const char *magic;
-    if (hsize == CD_NIFTI1_HEADER_SIZE) {
-        nifti_1_header n1;
-        memcpy(&n1, bytes, sizeof n1);
-        if (swapped) nifti_swap_as_nifti1(&n1);
-        h->version = 1;
-        magic = n1.magic;
-        if (memcmp(n1.magic, pair ? "ni1" : "n+1", 4) != 0) {
-            if (memcmp(n1.magic, pair ? "n+1" : "ni1", 4) == 0)
-                return cd_fail(err, CD_ERR_FORMAT, "%s: NIfTI-1 magic '%s' is for a %s, not a %s", path, n1.magic,
-                               pair ? "single .nii file" : ".hdr/.img pair", pair ? ".hdr/.img pair" : "single file");
-            return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-1 file (plain Analyze 7.5 is not supported)",
-                           path);
-        }
-        h->ndim = n1.dim[0];
-        for (int i = 1; i < 8; i++) h->dim[i] = n1.dim[i];
-        for (int i = 0; i < 8; i++) h->pixdim[i] = n1.pixdim[i];
-        h->datatype = n1.datatype;
-        h->bitpix = n1.bitpix;
-        vox_offset_f = n1.vox_offset;
-        h->scl_slope = n1.scl_slope;
-        h->scl_inter = n1.scl_inter;
-        h->qform_code = n1.qform_code;
-        h->sform_code = n1.sform_code;
-        quatern[0] = n1.quatern_b; quatern[1] = n1.quatern_c; quatern[2] = n1.quatern_d;
-        quatern[3] = n1.qoffset_x; quatern[4] = n1.qoffset_y; quatern[5] = n1.qoffset_z;
-        for (int j = 0; j < 4; j++) {
-            srow[0][j] = n1.srow_x[j];
-            srow[1][j] = n1.srow_y[j];
-            srow[2][j] = n1.srow_z[j];
-        }
-        h->xyzt_units = n1.xyzt_units;
-        h->intent_code = n1.intent_code;
-        memcpy(h->descrip, n1.descrip, 80);
-    } else {
-        nifti_2_header n2;
-        memcpy(&n2, bytes, sizeof n2);
-        if (swapped) nifti_swap_as_nifti2(&n2);
-        h->version = 2;
-        magic = n2.magic;
-        if (memcmp(n2.magic, pair ? "ni2" : "n+2", 4) != 0) {
-            if (memcmp(n2.magic, pair ? "n+2" : "ni2", 4) == 0)
-                return cd_fail(err, CD_ERR_FORMAT, "%s: NIfTI-2 magic '%s' is for a %s, not a %s", path, n2.magic,
-                               pair ? "single .nii file" : ".hdr/.img pair", pair ? ".hdr/.img pair" : "single file");
-            return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-2 file", path);
-        }
-        if (n2.dim[0] < -32768 || n2.dim[0] > 32767)
-            return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %lld is not a number of dimensions", path, (long long)n2.dim[0]);
-        h->ndim = (int)n2.dim[0];
-        for (int i = 1; i < 8; i++) h->dim[i] = n2.dim[i];
-        for (int i = 0; i < 8; i++) h->pixdim[i] = n2.pixdim[i];
-        h->datatype = n2.datatype;
-        h->bitpix = n2.bitpix;
-        vox_offset_f = NAN;
-        vox_offset = n2.vox_offset;
-        h->scl_slope = n2.scl_slope;
-        h->scl_inter = n2.scl_inter;
-        h->qform_code = n2.qform_code;
-        h->sform_code = n2.sform_code;
-        quatern[0] = n2.quatern_b; quatern[1] = n2.quatern_c; quatern[2] = n2.quatern_d;
-        quatern[3] = n2.qoffset_x; quatern[4] = n2.qoffset_y; quatern[5] = n2.qoffset_z;
-        for (int j = 0; j < 4; j++) {
-            srow[0][j] = n2.srow_x[j];
-            srow[1][j] = n2.srow_y[j];
-            srow[2][j] = n2.srow_z[j];
-        }
-        h->xyzt_units = n2.xyzt_units;
-        h->intent_code = n2.intent_code;
-        memcpy(h->descrip, n2.descrip, 80);
-    }
-    (void)magic;
-    h->descrip[80] = '\0';
+/* The magic of a single file ("n+V") or a .hdr/.img pair ("niV"), V the version. */
+static cd_status check_magic(const char *path, const char *magic, int version, bool pair, cd_error *err) {
+    const char single[4] = {'n', '+', (char)('0' + version), 0}, paired[4] = {'n', 'i', (char)('0' + version), 0};
+    if (memcmp(magic, pair ? paired : single, 4) == 0) return CD_OK;
+    if (memcmp(magic, pair ? single : paired, 4) == 0)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: NIfTI-%d magic '%s' is for a %s, not a %s", path, version, magic,
+                       pair ? "single .nii file" : ".hdr/.img pair", pair ? ".hdr/.img pair" : "single file");
+    if (version == 1)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-1 file (plain Analyze 7.5 is not supported)", path);
+    return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-2 file", path);
+}
 
-    /* Dimensions: everything that sizes an allocation is checked here, before any use. */
+/* The fields that NIfTI-1 and NIfTI-2 headers share by name (N: a nifti_1_header or nifti_2_header). */
+#define COPY_FIELDS(N)                                                                             \
+    do {                                                                                           \
+        for (int i = 1; i < 8; i++) h->dim[i] = (N).dim[i];                                        \
+        for (int i = 0; i < 8; i++) h->pixdim[i] = (N).pixdim[i];                                  \
+        h->datatype = (N).datatype;                                                                \
+        h->bitpix = (N).bitpix;                                                                    \
+        h->scl_slope = (N).scl_slope;                                                              \
+        h->scl_inter = (N).scl_inter;                                                              \
+        h->qform_code = (N).qform_code;                                                            \
+        h->sform_code = (N).sform_code;                                                            \
+        raw->quatern[0] = (N).quatern_b, raw->quatern[1] = (N).quatern_c;                          \
+        raw->quatern[2] = (N).quatern_d, raw->quatern[3] = (N).qoffset_x;                          \
+        raw->quatern[4] = (N).qoffset_y, raw->quatern[5] = (N).qoffset_z;                          \
+        for (int j = 0; j < 4; j++) {                                                              \
+            raw->srow[0][j] = (N).srow_x[j];                                                       \
+            raw->srow[1][j] = (N).srow_y[j];                                                       \
+            raw->srow[2][j] = (N).srow_z[j];                                                       \
+        }                                                                                          \
+        h->xyzt_units = (N).xyzt_units;                                                            \
+        h->intent_code = (N).intent_code;                                                          \
+        memcpy(h->descrip, (N).descrip, 80);                                                       \
+    } while (0)
+
+static cd_status read_nifti1(const char *path, const void *bytes, bool swapped, bool pair, cd_nifti_header *h, raw_fields *raw,
+                             cd_error *err) {
+    nifti_1_header n1;
+    memcpy(&n1, bytes, sizeof n1);
+    if (swapped) nifti_swap_as_nifti1(&n1);
+    h->version = 1;
+    cd_status st = check_magic(path, n1.magic, 1, pair, err);
+    if (st != CD_OK) return st;
+    h->ndim = n1.dim[0];
+    COPY_FIELDS(n1);
+    raw->vox_offset_f = n1.vox_offset;
+    return CD_OK;
+}
+
+static cd_status read_nifti2(const char *path, const void *bytes, bool swapped, bool pair, cd_nifti_header *h, raw_fields *raw,
+                             cd_error *err) {
+    nifti_2_header n2;
+    memcpy(&n2, bytes, sizeof n2);
+    if (swapped) nifti_swap_as_nifti2(&n2);
+    h->version = 2;
+    cd_status st = check_magic(path, n2.magic, 2, pair, err);
+    if (st != CD_OK) return st;
+    if (n2.dim[0] < -32768 || n2.dim[0] > 32767)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %lld is not a number of dimensions", path, (long long)n2.dim[0]);
+    h->ndim = (int)n2.dim[0];
+    COPY_FIELDS(n2);
+    raw->vox_offset_f = NAN;
+    raw->vox_offset = n2.vox_offset;
+    return CD_OK;
+}
+
+/* Dimensions: everything that sizes an allocation is checked here, before any use. */
+static cd_status check_dims(const char *path, const cd_nifti_caps *caps, cd_nifti_header *h, cd_error *err) {
     if (h->ndim < 1 || h->ndim > 7)
         return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %d: the number of dimensions must be 1..7", path, h->ndim);
     for (int i = 1; i <= 7; i++) {
@@ -243,26 +240,35 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
                            cd_limit_describe(CD_LIMIT_DIM, caps->max_dim, c, sizeof c));
         }
     }
-    /* An unsupported datatype is still a readable header (info reports it); reading voxels refuses it. */
+    return CD_OK;
+}
+
+/* The voxel type and its size in bytes. An unsupported datatype is still a readable header (info
+ * reports it); reading voxels refuses it. */
+static cd_status check_datatype(const char *path, cd_nifti_header *h, size_t *esize, cd_error *err) {
     h->dtype = cd_nifti_datatype_to_dtype(h->datatype);
-    size_t esize = cd_dtype_size(h->dtype);
+    *esize = cd_dtype_size(h->dtype);
     if (h->dtype == CD_DTYPE_INVALID) {
         if (h->bitpix < 8 || h->bitpix % 8 || h->bitpix > 256)
             return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s) with bitpix %d", path, h->datatype,
                            cd_nifti_datatype_label(h->datatype), h->bitpix);
-        esize = (size_t)h->bitpix / 8;
-    } else if (h->bitpix != (int)(8 * esize)) {
+        *esize = (size_t)h->bitpix / 8;
+    } else if (h->bitpix != (int)(8 * *esize)) {
         return cd_fail(err, CD_ERR_FORMAT, "%s: bitpix %d disagrees with datatype %d (%s, %zu bits)", path, h->bitpix,
-                       h->datatype, cd_dtype_name(h->dtype), 8 * esize);
+                       h->datatype, cd_dtype_name(h->dtype), 8 * *esize);
     }
-    uint64_t vox3 = 1, nvol = 1;
-    for (int i = 1; i <= 3; i++)
-        if (__builtin_mul_overflow(vox3, (uint64_t)h->dim[i], &vox3)) goto overflow;
-    for (int i = 4; i <= 7; i++)
-        if (__builtin_mul_overflow(nvol, (uint64_t)h->dim[i], &nvol)) goto overflow;
-    uint64_t vol_bytes, all_bytes;
-    if (__builtin_mul_overflow(vox3, (uint64_t)esize, &vol_bytes) || __builtin_mul_overflow(vol_bytes, nvol, &all_bytes))
-        goto overflow;
+    return CD_OK;
+}
+
+/* Voxels per volume, volumes and bytes, without overflow and within the caps. */
+static cd_status check_sizes(const char *path, const cd_nifti_caps *caps, size_t esize, cd_nifti_header *h, cd_error *err) {
+    uint64_t vox3 = 1, nvol = 1, vol_bytes, all_bytes;
+    bool over = false;
+    for (int i = 1; i <= 3 && !over; i++) over = __builtin_mul_overflow(vox3, (uint64_t)h->dim[i], &vox3);
+    for (int i = 4; i <= 7 && !over; i++) over = __builtin_mul_overflow(nvol, (uint64_t)h->dim[i], &nvol);
+    if (over || __builtin_mul_overflow(vox3, (uint64_t)esize, &vol_bytes) || __builtin_mul_overflow(vol_bytes, nvol, &all_bytes))
+        return cd_fail(err, CD_ERR_LIMIT, "%s: the header's dimensions (%lld x %lld x %lld x %lld ...) overflow a 64-bit size",
+                       path, (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], (long long)h->dim[4]);
     h->nvolumes = (int64_t)nvol;
     h->volume_bytes = vol_bytes;
     if (vox3 > caps->max_voxels) {
@@ -277,25 +283,31 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
                        (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], esize,
                        cd_format_bytes(vol_bytes, a, sizeof a), cd_nifti_bytes_cap_text(caps, c, sizeof c));
     }
+    return CD_OK;
+}
 
-    /* Where the voxels start. NIfTI-1 stores it as a float. */
+/* Where the voxels start. NIfTI-1 stores it as a float. */
+static cd_status check_vox_offset(const char *path, uint32_t hsize, const raw_fields *raw, cd_nifti_header *h, cd_error *err) {
+    int64_t vox_offset = raw->vox_offset;
     if (h->version == 1) {
-        if (!isfinite(vox_offset_f) || vox_offset_f < 0 || vox_offset_f > 9.0e15)
-            return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %g is not a valid byte offset", path, vox_offset_f);
-        vox_offset = (int64_t)vox_offset_f; /* nibabel: int(vox_offset) */
+        if (!isfinite(raw->vox_offset_f) || raw->vox_offset_f < 0 || raw->vox_offset_f > 9.0e15)
+            return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %g is not a valid byte offset", path, raw->vox_offset_f);
+        vox_offset = (int64_t)raw->vox_offset_f; /* nibabel: int(vox_offset) */
     }
     if (vox_offset < 0)
         return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %lld is negative", path, (long long)vox_offset);
-    if (!pair && (uint64_t)vox_offset < hsize + 4u)
+    if (!h->pair && (uint64_t)vox_offset < hsize + 4u)
         return cd_fail(err, CD_ERR_FORMAT, "%s: vox_offset %lld lies inside the %u-byte header", path,
                        (long long)vox_offset, hsize + 4u);
     h->vox_offset = vox_offset;
+    return CD_OK;
+}
 
-    /* Scaling, as nibabel's get_slope_inter. */
+/* Scaling, as nibabel's get_slope_inter; the affine: sform > qform > base, after nibabel's load-time
+ * fixes of codes and pixdims; the orientation codes. */
+static void resolve_geometry(const raw_fields *raw, cd_nifti_header *h) {
     h->has_scaling = h->scl_slope != 0.0 && isfinite(h->scl_slope) && isfinite(h->scl_inter) &&
                      !(h->scl_slope == 1.0 && h->scl_inter == 0.0);
-
-    /* Affine: sform > qform > base, after nibabel's load-time fixes of codes and pixdims. */
     h->qform_code = valid_xform_code(h->qform_code);
     h->sform_code = valid_xform_code(h->sform_code);
     for (int i = 1; i <= 3; i++) {
@@ -303,10 +315,11 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
         if (h->pixdim[i] == 0.0) h->pixdim[i] = 1.0;
     }
     if (h->pixdim[0] != 1.0 && h->pixdim[0] != -1.0) h->pixdim[0] = 1.0;
-    cd_nifti_qform_affine(quatern[0], quatern[1], quatern[2], quatern[3], quatern[4], quatern[5], h->pixdim, h->qform);
+    const double *q = raw->quatern;
+    cd_nifti_qform_affine(q[0], q[1], q[2], q[3], q[4], q[5], h->pixdim, h->qform);
     memset(h->sform, 0, sizeof h->sform);
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 4; j++) h->sform[i][j] = srow[i][j];
+        for (int j = 0; j < 4; j++) h->sform[i][j] = raw->srow[i][j];
     h->sform[3][3] = 1.0;
     if (h->sform_code > 0)
         memcpy(h->affine, h->sform, sizeof h->affine);
@@ -319,9 +332,27 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
         cd_orientation_codes(&ornt, h->orientation);
     else
         memcpy(h->orientation, "???", 4);
-    return CD_OK;
+}
 
-overflow:
-    return cd_fail(err, CD_ERR_LIMIT, "%s: the header's dimensions (%lld x %lld x %lld x %lld ...) overflow a 64-bit size",
-                   path, (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], (long long)h->dim[4]);
+cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len, bool pair, const cd_nifti_caps *caps,
+                                 cd_nifti_header *h, cd_error *err) {
+    memset(h, 0, sizeof *h);
+    uint32_t hsize = 0;
+    bool swapped = false;
+    cd_status st = header_size(path, bytes, len, &hsize, &swapped, err);
+    if (st != CD_OK) return st;
+    bool little_host = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__);
+    h->big_endian = little_host ? swapped : !swapped;
+    h->pair = pair;
+    raw_fields raw = {.vox_offset = 0};
+    if (hsize == CD_NIFTI1_HEADER_SIZE) st = read_nifti1(path, bytes, swapped, pair, h, &raw, err);
+    else st = read_nifti2(path, bytes, swapped, pair, h, &raw, err);
+    if (st != CD_OK) return st;
+    h->descrip[80] = '\0';
+    size_t esize;
+    if ((st = check_dims(path, caps, h, err)) != CD_OK || (st = check_datatype(path, h, &esize, err)) != CD_OK ||
+        (st = check_sizes(path, caps, esize, h, err)) != CD_OK || (st = check_vox_offset(path, hsize, &raw, h, err)) != CD_OK)
+        return st;
+    resolve_geometry(&raw, h);
+    return CD_OK;
 }

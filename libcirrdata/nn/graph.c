@@ -535,6 +535,102 @@ static cd_status meta_int(const cd_st_file *f, const char *src, const char *key,
     return CD_OK;
 }
 
+/* The model's metadata: format 1, its architecture, classes and input channels. */
+static cd_status load_metadata(const cd_st_file *f, cd_nn_graph *g, long *classes, long *in_ch, cd_error *err) {
+    const char *src = g->source;
+    const char *fmt = cd_st_metadata(f, "cirrdata.format");
+    if (!fmt) return cd_fail(err, CD_ERR_FORMAT, "%s: not a cirrdata model: metadata 'cirrdata.format' is missing", src);
+    if (strcmp(fmt, "1") != 0) return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: model format '%.20s' is not supported (expected '1')", src, fmt);
+    const char *arch = cd_st_metadata(f, "cirrdata.arch");
+    if (!arch || !*arch || strlen(arch) >= sizeof g->arch)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.arch' is missing or longer than %zu bytes", src, sizeof g->arch - 1);
+    snprintf(g->arch, sizeof g->arch, "%s", arch);
+    cd_status st;
+    if ((st = meta_int(f, src, "cirrdata.classes", 1, 1000000, true, classes, err)) ||
+        (st = meta_int(f, src, "cirrdata.in_channels", 1, 4096, true, in_ch, err)))
+        return st;
+    g->classes = (int)*classes;
+    g->in_channels = (int)*in_ch;
+    return CD_OK;
+}
+
+/* The graph document (metadata 'cirrdata.graph', within the JSON cap) parsed into *root, version 1. */
+static cd_status load_document(const cd_st_file *f, const char *src, json_t **root, cd_error *err) {
+    const char *text = cd_st_metadata(f, "cirrdata.graph");
+    if (!text) return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is missing", src);
+    size_t len = strlen(text);
+    uint64_t max_json;
+    cd_status st = cd_limit(CD_LIMIT_JSON, &max_json, err);
+    if (st != CD_OK) return st;
+    if (len > max_json) {
+        char a[32], c[160];
+        return cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' of %s is above %s", src, cd_format_bytes(len, a, sizeof a),
+                       cd_limit_describe(CD_LIMIT_JSON, max_json, c, sizeof c));
+    }
+    json_error_t jerr;
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*root)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is not valid JSON: %s (line %d, column %d)", src,
+                       jerr.text, jerr.line, jerr.column);
+    json_t *ver = json_object_get(*root, "version");
+    if (!json_is_object(*root) || !json_is_integer(ver) || json_integer_value(ver) != 1)
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: graph 'version' must be 1", src);
+    return CD_OK;
+}
+
+/* The document's input (name, in_ch channels), its 1..GRAPH_MAX_NODES nodes and its output name. */
+static cd_status check_document(json_t *root, const char *src, long in_ch, cd_error *err) {
+    json_t *input = json_object_get(root, "input"), *jnodes = json_object_get(root, "nodes"),
+           *joutput = json_object_get(root, "output");
+    json_t *iname = json_object_get(input, "name"), *ich = json_object_get(input, "channels");
+    if (!json_is_object(input) || !json_is_string(iname) || json_string_length(iname) == 0 ||
+        json_string_length(iname) > 127 || strlen(json_string_value(iname)) != json_string_length(iname))
+        return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'input' must be {\"name\": 1..127 bytes, \"channels\": n}", src);
+    if (!json_is_integer(ich) || json_integer_value(ich) != in_ch)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: graph input 'channels' disagrees with metadata cirrdata.in_channels = %ld",
+                       src, in_ch);
+    if (!json_is_array(jnodes) || json_array_size(jnodes) == 0 || json_array_size(jnodes) > GRAPH_MAX_NODES)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'nodes' must be an array of 1..%d nodes", src, GRAPH_MAX_NODES);
+    if (!json_is_string(joutput)) return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' must be a node name", src);
+    return CD_OK;
+}
+
+/* The input node and every node of the document, in order (*chans: each node's channels; the caller
+ * frees it). */
+static cd_status build_nodes(const cd_st_file *f, cd_nn_graph *g, json_t *root, long in_ch, chan_info **chans, cd_error *err) {
+    json_t *jnodes = json_object_get(root, "nodes");
+    int n = (int)json_array_size(jnodes) + 1;
+    g->nodes = calloc((size_t)n, sizeof(cd_nn_node));
+    *chans = calloc((size_t)n, sizeof(chan_info));
+    if (!g->nodes || !*chans) return cd_fail(err, CD_ERR_NOMEM, "%s: out of memory for %d graph nodes", g->source, n);
+    cd_nn_node *in0 = &g->nodes[0];
+    in0->op = CD_NN_INPUT;
+    in0->in[0] = in0->in[1] = -1;
+    in0->out_ch = (int)in_ch;
+    snprintf(in0->name, sizeof in0->name, "%s", json_string_value(json_object_get(json_object_get(root, "input"), "name")));
+    (*chans)[0].ch = in_ch;
+    g->count = 1;
+    parse_ctx p = {f, g, err};
+    cd_status st;
+    for (int i = 1; i < n; i++) {
+        g->count = i + 1; /* so that a failure frees this node's parameters */
+        if ((st = parse_node(&p, i, json_array_get(jnodes, (size_t)i - 1), *chans))) return st;
+    }
+    return CD_OK;
+}
+
+/* The output: a node other than the input, with `classes` channels where they are known. */
+static cd_status resolve_output(cd_nn_graph *g, json_t *root, const chan_info *chans, long classes, cd_error *err) {
+    const char *name = json_string_value(json_object_get(root, "output"));
+    g->output = find_node(g, g->count, name);
+    if (g->output < 0) return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' '%s' names no node", g->source, name);
+    if (g->output == 0) return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' is the graph input", g->source);
+    if (chans[g->output].ch >= 0 && chans[g->output].ch != classes)
+        return node_fail(err, CD_ERR_FORMAT, g, &g->nodes[g->output], "the output has %lld channels, metadata says %ld classes",
+                         (long long)chans[g->output].ch, classes);
+    return CD_OK;
+}
+
 cd_status cd_nn_graph_load(const cd_st_file *f, cd_nn_graph **out, cd_error *err) {
     *out = NULL;
     cd_nn_graph *g = calloc(1, sizeof *g);
@@ -542,122 +638,21 @@ cd_status cd_nn_graph_load(const cd_st_file *f, cd_nn_graph **out, cd_error *err
     snprintf(g->source, sizeof g->source, "%s", cd_st_path(f) ? cd_st_path(f) : "(model)");
     json_t *root = NULL;
     chan_info *chans = NULL;
-    cd_status st = CD_OK;
-    const char *src = g->source;
-
-    const char *fmt = cd_st_metadata(f, "cirrdata.format");
-    if (!fmt) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: not a cirrdata model: metadata 'cirrdata.format' is missing", src);
-        goto fail;
-    }
-    if (strcmp(fmt, "1") != 0) {
-        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: model format '%.20s' is not supported (expected '1')", src, fmt);
-        goto fail;
-    }
-    const char *arch = cd_st_metadata(f, "cirrdata.arch");
-    if (!arch || !*arch || strlen(arch) >= sizeof g->arch) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.arch' is missing or longer than %zu bytes", src,
-                     sizeof g->arch - 1);
-        goto fail;
-    }
-    snprintf(g->arch, sizeof g->arch, "%s", arch);
     long classes = 0, in_ch = 0;
-    if ((st = meta_int(f, src, "cirrdata.classes", 1, 1000000, true, &classes, err)) ||
-        (st = meta_int(f, src, "cirrdata.in_channels", 1, 4096, true, &in_ch, err)))
-        goto fail;
-    g->classes = (int)classes;
-    g->in_channels = (int)in_ch;
-
-    const char *text = cd_st_metadata(f, "cirrdata.graph");
-    if (!text) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is missing", src);
-        goto fail;
-    }
-    size_t len = strlen(text);
-    uint64_t max_json;
-    if ((st = cd_limit(CD_LIMIT_JSON, &max_json, err)) != CD_OK) goto fail;
-    if (len > max_json) {
-        char a[32], c[160];
-        st = cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' of %s is above %s", src, cd_format_bytes(len, a, sizeof a),
-                     cd_limit_describe(CD_LIMIT_JSON, max_json, c, sizeof c));
-        goto fail;
-    }
-    json_error_t jerr;
-    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is not valid JSON: %s (line %d, column %d)", src,
-                     jerr.text, jerr.line, jerr.column);
-        goto fail;
-    }
-    json_t *ver = json_object_get(root, "version");
-    if (!json_is_object(root) || !json_is_integer(ver) || json_integer_value(ver) != 1) {
-        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: graph 'version' must be 1", src);
-        goto fail;
-    }
-    json_t *input = json_object_get(root, "input"), *jnodes = json_object_get(root, "nodes"),
-           *joutput = json_object_get(root, "output");
-    json_t *iname = json_object_get(input, "name"), *ich = json_object_get(input, "channels");
-    if (!json_is_object(input) || !json_is_string(iname) || json_string_length(iname) == 0 ||
-        json_string_length(iname) > 127 || strlen(json_string_value(iname)) != json_string_length(iname)) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'input' must be {\"name\": 1..127 bytes, \"channels\": n}", src);
-        goto fail;
-    }
-    if (!json_is_integer(ich) || json_integer_value(ich) != in_ch) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph input 'channels' disagrees with metadata cirrdata.in_channels = %ld",
-                     src, in_ch);
-        goto fail;
-    }
-    if (!json_is_array(jnodes) || json_array_size(jnodes) == 0 || json_array_size(jnodes) > GRAPH_MAX_NODES) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'nodes' must be an array of 1..%d nodes", src, GRAPH_MAX_NODES);
-        goto fail;
-    }
-    if (!json_is_string(joutput)) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' must be a node name", src);
-        goto fail;
-    }
-    int n = (int)json_array_size(jnodes) + 1;
-    g->nodes = calloc((size_t)n, sizeof(cd_nn_node));
-    chans = calloc((size_t)n, sizeof(chan_info));
-    if (!g->nodes || !chans) {
-        st = cd_fail(err, CD_ERR_NOMEM, "%s: out of memory for %d graph nodes", src, n);
-        goto fail;
-    }
-    cd_nn_node *in0 = &g->nodes[0];
-    in0->op = CD_NN_INPUT;
-    in0->in[0] = in0->in[1] = -1;
-    in0->out_ch = (int)in_ch;
-    snprintf(in0->name, sizeof in0->name, "%s", json_string_value(iname));
-    chans[0].ch = in_ch;
-    g->count = 1;
-    parse_ctx p = {f, g, err};
-    for (int i = 1; i < n; i++) {
-        g->count = i + 1; /* so that a failure frees this node's parameters */
-        if ((st = parse_node(&p, i, json_array_get(jnodes, (size_t)i - 1), chans))) goto fail;
-    }
-    g->output = find_node(g, n, json_string_value(joutput));
-    if (g->output < 0) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' '%s' names no node", src, json_string_value(joutput));
-        goto fail;
-    }
-    if (g->output == 0) {
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' is the graph input", src);
-        goto fail;
-    }
-    if (chans[g->output].ch >= 0 && chans[g->output].ch != classes) {
-        st = node_fail(err, CD_ERR_FORMAT, g, &g->nodes[g->output], "the output has %lld channels, metadata says %ld classes",
-                       (long long)chans[g->output].ch, classes);
-        goto fail;
-    }
-    if ((st = simplify(g, err))) goto fail;
+    cd_status st = load_metadata(f, g, &classes, &in_ch, err);
+    if (st == CD_OK) st = load_document(f, g->source, &root, err);
+    if (st == CD_OK) st = check_document(root, g->source, in_ch, err);
+    if (st == CD_OK) st = build_nodes(f, g, root, in_ch, &chans, err);
+    if (st == CD_OK) st = resolve_output(g, root, chans, classes, err);
+    if (st == CD_OK) st = simplify(g, err);
     json_decref(root);
     free(chans);
+    if (st != CD_OK) {
+        cd_nn_graph_free(g);
+        return st;
+    }
     *out = g;
     return CD_OK;
-fail:
-    json_decref(root);
-    free(chans);
-    cd_nn_graph_free(g);
-    return st;
 }
 
 /* ---- shapes and the arena plan ---- */

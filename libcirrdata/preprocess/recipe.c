@@ -161,108 +161,97 @@ static const cd_dtype dtype_values[] = {CD_DTYPE_INVALID, CD_DTYPE_FLOAT32, CD_D
         if (st_ != CD_OK) return st_;                                                              \
     } while (0)
 
-static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
-    static const char *const top[] = {"name", "version", "description", "reorient", "resample", "crop", "normalize",
-                                      "slices", "dtype", "mask_dtype", "chunk", "zstd_level", "non_finite", NULL};
-    if (!json_is_object(root)) return BAD(c, "%s: a recipe must be a JSON object", c->origin);
-    TRY(check_keys(c, root, "", top));
-    json_t *name = json_object_get(root, "name"), *version = json_object_get(root, "version");
-    if (!json_is_string(name) || json_string_length(name) < 1 || json_string_length(name) > 64)
-        return BAD(c, "%s: recipe: 'name' (1..64 characters) is required", c->origin);
-    if (!json_is_integer(version) || json_integer_value(version) != 1)
-        return BAD(c, "%s: recipe: 'version' must be 1", c->origin);
-    defaults(r, json_string_value(name));
+static cd_status parse_resample(parse_ctx *c, json_t *rs, cd_recipe *r) {
+    static const char *const keys[] = {"mode",       "spacing",  "shape",   "image_order", "mask_order", "anisotropy_threshold",
+                                       "separate_z", "order_z", NULL};
+    if (!json_is_object(rs) || !json_object_get(rs, "mode")) return BAD(c, "%s: recipe: 'resample' needs a 'mode'", c->origin);
+    TRY(check_keys(c, rs, ".resample", keys));
     int e = 0;
-    static const char *const reorient_names[] = {"none", "RAS", NULL};
-    e = 1;
-    TRY(get_enum(c, root, "reorient", reorient_names, &e));
-    r->reorient = e == 1;
+    TRY(get_enum(c, rs, "mode", resample_names, &e));
+    r->resample = (cd_resample_mode)e;
+    double v[3] = {0, 0, 0};
+    TRY(get_vec(c, rs, "spacing", 3, false, 1e-3, 1e3, v));
+    memcpy(r->spacing, v, sizeof v);
+    double s[3] = {0, 0, 0};
+    TRY(get_vec(c, rs, "shape", 3, true, 0, 4096, s));
+    for (int i = 0; i < 3; i++) r->shape[i] = (int64_t)s[i];
+    int64_t io = 1, mo = 0;
+    TRY(get_int(c, rs, "image_order", 0, 3, &io));
+    TRY(get_int(c, rs, "mask_order", 0, 1, &mo));
+    if (io == 2) return BAD(c, "%s: recipe: 'image_order' must be 0, 1 or 3", c->origin);
+    r->image_order = (int)io;
+    r->mask_order = (int)mo;
+    TRY(get_number(c, rs, "anisotropy_threshold", 1, 1e6, &r->anisotropy_threshold));
+    json_t *sz = json_object_get(rs, "separate_z");
+    if (sz) {
+        if (json_is_boolean(sz))
+            r->separate_z = json_is_true(sz) ? CD_SEPARATE_Z_ON : CD_SEPARATE_Z_OFF;
+        else if (json_is_string(sz) && !strcmp(json_string_value(sz), "auto"))
+            r->separate_z = CD_SEPARATE_Z_AUTO;
+        else
+            return BAD(c, "%s: recipe: 'separate_z' must be \"auto\", true or false", c->origin);
+    }
+    int64_t oz = 0;
+    TRY(get_int(c, rs, "order_z", 0, 1, &oz));
+    r->order_z = (int)oz;
+    if (r->resample == CD_RESAMPLE_SPACING && !json_object_get(rs, "spacing"))
+        return BAD(c, "%s: recipe: resample mode 'spacing' needs 'spacing'", c->origin);
+    if (r->resample == CD_RESAMPLE_SHAPE && (!json_object_get(rs, "shape") || r->shape[0] < 1 || r->shape[1] < 1))
+        return BAD(c, "%s: recipe: resample mode 'shape' needs 'shape' (x and y >= 1)", c->origin);
+    return CD_OK;
+}
 
-    json_t *rs = json_object_get(root, "resample");
-    if (rs) {
-        static const char *const keys[] = {"mode",       "spacing",  "shape",   "image_order", "mask_order", "anisotropy_threshold",
-                                           "separate_z", "order_z", NULL};
-        if (!json_is_object(rs) || !json_object_get(rs, "mode")) return BAD(c, "%s: recipe: 'resample' needs a 'mode'", c->origin);
-        TRY(check_keys(c, rs, ".resample", keys));
-        e = 0;
-        TRY(get_enum(c, rs, "mode", resample_names, &e));
-        r->resample = (cd_resample_mode)e;
-        double v[3] = {0, 0, 0};
-        TRY(get_vec(c, rs, "spacing", 3, false, 1e-3, 1e3, v));
-        memcpy(r->spacing, v, sizeof v);
-        double s[3] = {0, 0, 0};
-        TRY(get_vec(c, rs, "shape", 3, true, 0, 4096, s));
-        for (int i = 0; i < 3; i++) r->shape[i] = (int64_t)s[i];
-        int64_t io = 1, mo = 0;
-        TRY(get_int(c, rs, "image_order", 0, 3, &io));
-        TRY(get_int(c, rs, "mask_order", 0, 1, &mo));
-        if (io == 2) return BAD(c, "%s: recipe: 'image_order' must be 0, 1 or 3", c->origin);
-        r->image_order = (int)io;
-        r->mask_order = (int)mo;
-        TRY(get_number(c, rs, "anisotropy_threshold", 1, 1e6, &r->anisotropy_threshold));
-        json_t *sz = json_object_get(rs, "separate_z");
-        if (sz) {
-            if (json_is_boolean(sz))
-                r->separate_z = json_is_true(sz) ? CD_SEPARATE_Z_ON : CD_SEPARATE_Z_OFF;
-            else if (json_is_string(sz) && !strcmp(json_string_value(sz), "auto"))
-                r->separate_z = CD_SEPARATE_Z_AUTO;
-            else
-                return BAD(c, "%s: recipe: 'separate_z' must be \"auto\", true or false", c->origin);
-        }
-        int64_t oz = 0;
-        TRY(get_int(c, rs, "order_z", 0, 1, &oz));
-        r->order_z = (int)oz;
-        if (r->resample == CD_RESAMPLE_SPACING && !json_object_get(rs, "spacing"))
-            return BAD(c, "%s: recipe: resample mode 'spacing' needs 'spacing'", c->origin);
-        if (r->resample == CD_RESAMPLE_SHAPE && (!json_object_get(rs, "shape") || r->shape[0] < 1 || r->shape[1] < 1))
-            return BAD(c, "%s: recipe: resample mode 'shape' needs 'shape' (x and y >= 1)", c->origin);
-    }
-    json_t *cr = json_object_get(root, "crop");
-    if (cr) {
-        static const char *const keys[] = {"mode", "margin", NULL};
-        if (!json_is_object(cr) || !json_object_get(cr, "mode")) return BAD(c, "%s: recipe: 'crop' needs a 'mode'", c->origin);
-        TRY(check_keys(c, cr, ".crop", keys));
-        e = 0;
-        TRY(get_enum(c, cr, "mode", crop_names, &e));
-        r->crop = (cd_crop_mode)e;
-        double m[3] = {0, 0, 0};
-        TRY(get_vec(c, cr, "margin", 3, true, 0, 4096, m));
-        for (int i = 0; i < 3; i++) r->margin[i] = (int64_t)m[i];
-    }
-    json_t *no = json_object_get(root, "normalize");
-    if (no) {
-        static const char *const keys[] = {"mode", "region", "percentiles", "range", "then", NULL};
-        if (!json_is_object(no) || !json_object_get(no, "mode")) return BAD(c, "%s: recipe: 'normalize' needs a 'mode'", c->origin);
-        TRY(check_keys(c, no, ".normalize", keys));
-        e = 0;
-        TRY(get_enum(c, no, "mode", norm_names, &e));
-        r->normalize = (cd_norm_mode)e;
-        e = 0;
-        TRY(get_enum(c, no, "region", region_names, &e));
-        r->region = (cd_norm_region)e;
-        TRY(get_vec(c, no, "percentiles", 2, false, 0, 100, r->percentiles));
-        if (!(r->percentiles[0] < r->percentiles[1])) return BAD(c, "%s: recipe: percentiles must increase", c->origin);
-        TRY(get_vec(c, no, "range", 2, false, -1e30, 1e30, r->range));
-        double t[2] = {0, 1};
-        if (json_object_get(no, "then")) {
-            TRY(get_vec(c, no, "then", 2, false, -1e30, 1e30, t));
-            if (t[1] == 0) return BAD(c, "%s: recipe: 'then' std must be non-zero", c->origin);
-            r->has_then = true;
-            r->then_mean = t[0];
-            r->then_std = t[1];
-        }
-    }
-    json_t *sl = json_object_get(root, "slices");
-    if (sl) {
-        static const char *const keys[] = {"channels", NULL};
-        if (!json_is_object(sl)) return BAD(c, "%s: recipe: 'slices' must be an object", c->origin);
-        TRY(check_keys(c, sl, ".slices", keys));
-        int64_t ch = 1;
-        TRY(get_int(c, sl, "channels", 1, 4, &ch));
-        r->slices = true;
-        r->slice_channels = (int)ch;
-    }
+static cd_status parse_crop(parse_ctx *c, json_t *cr, cd_recipe *r) {
+    static const char *const keys[] = {"mode", "margin", NULL};
+    if (!json_is_object(cr) || !json_object_get(cr, "mode")) return BAD(c, "%s: recipe: 'crop' needs a 'mode'", c->origin);
+    TRY(check_keys(c, cr, ".crop", keys));
+    int e = 0;
+    TRY(get_enum(c, cr, "mode", crop_names, &e));
+    r->crop = (cd_crop_mode)e;
+    double m[3] = {0, 0, 0};
+    TRY(get_vec(c, cr, "margin", 3, true, 0, 4096, m));
+    for (int i = 0; i < 3; i++) r->margin[i] = (int64_t)m[i];
+    return CD_OK;
+}
+
+static cd_status parse_normalize(parse_ctx *c, json_t *no, cd_recipe *r) {
+    static const char *const keys[] = {"mode", "region", "percentiles", "range", "then", NULL};
+    if (!json_is_object(no) || !json_object_get(no, "mode")) return BAD(c, "%s: recipe: 'normalize' needs a 'mode'", c->origin);
+    TRY(check_keys(c, no, ".normalize", keys));
+    int e = 0;
+    TRY(get_enum(c, no, "mode", norm_names, &e));
+    r->normalize = (cd_norm_mode)e;
     e = 0;
+    TRY(get_enum(c, no, "region", region_names, &e));
+    r->region = (cd_norm_region)e;
+    TRY(get_vec(c, no, "percentiles", 2, false, 0, 100, r->percentiles));
+    if (!(r->percentiles[0] < r->percentiles[1])) return BAD(c, "%s: recipe: percentiles must increase", c->origin);
+    TRY(get_vec(c, no, "range", 2, false, -1e30, 1e30, r->range));
+    double t[2] = {0, 1};
+    if (json_object_get(no, "then")) {
+        TRY(get_vec(c, no, "then", 2, false, -1e30, 1e30, t));
+        if (t[1] == 0) return BAD(c, "%s: recipe: 'then' std must be non-zero", c->origin);
+        r->has_then = true;
+        r->then_mean = t[0];
+        r->then_std = t[1];
+    }
+    return CD_OK;
+}
+
+static cd_status parse_slices(parse_ctx *c, json_t *sl, cd_recipe *r) {
+    static const char *const keys[] = {"channels", NULL};
+    if (!json_is_object(sl)) return BAD(c, "%s: recipe: 'slices' must be an object", c->origin);
+    TRY(check_keys(c, sl, ".slices", keys));
+    int64_t ch = 1;
+    TRY(get_int(c, sl, "channels", 1, 4, &ch));
+    r->slices = true;
+    r->slice_channels = (int)ch;
+    return CD_OK;
+}
+
+/* How the result is stored: dtype, mask dtype, chunk, zstd level; and the non-finite policy. */
+static cd_status parse_storage(parse_ctx *c, json_t *root, cd_recipe *r) {
+    int e = 0;
     TRY(get_enum(c, root, "dtype", dtype_names, &e));
     r->dtype = dtype_values[e];
     json_t *md = json_object_get(root, "mask_dtype");
@@ -277,6 +266,31 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
     e = CD_NON_FINITE_ERROR;
     TRY(get_enum(c, root, "non_finite", non_finite_names, &e));
     r->non_finite = (cd_non_finite)e;
+    return CD_OK;
+}
+
+static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
+    static const char *const top[] = {"name", "version", "description", "reorient", "resample", "crop", "normalize",
+                                      "slices", "dtype", "mask_dtype", "chunk", "zstd_level", "non_finite", NULL};
+    if (!json_is_object(root)) return BAD(c, "%s: a recipe must be a JSON object", c->origin);
+    TRY(check_keys(c, root, "", top));
+    json_t *name = json_object_get(root, "name"), *version = json_object_get(root, "version");
+    if (!json_is_string(name) || json_string_length(name) < 1 || json_string_length(name) > 64)
+        return BAD(c, "%s: recipe: 'name' (1..64 characters) is required", c->origin);
+    if (!json_is_integer(version) || json_integer_value(version) != 1)
+        return BAD(c, "%s: recipe: 'version' must be 1", c->origin);
+    defaults(r, json_string_value(name));
+    static const char *const reorient_names[] = {"none", "RAS", NULL};
+    int e = 1;
+    TRY(get_enum(c, root, "reorient", reorient_names, &e));
+    r->reorient = e == 1;
+    json_t *rs = json_object_get(root, "resample"), *cr = json_object_get(root, "crop"), *no = json_object_get(root, "normalize"),
+           *sl = json_object_get(root, "slices");
+    if (rs) TRY(parse_resample(c, rs, r));
+    if (cr) TRY(parse_crop(c, cr, r));
+    if (no) TRY(parse_normalize(c, no, r));
+    if (sl) TRY(parse_slices(c, sl, r));
+    TRY(parse_storage(c, root, r));
     if (r->slices) {
         r->chunk[2] = 1; /* one chunk per slice: a slice read touches one chunk per x/y block */
         if (r->resample == CD_RESAMPLE_MEDIAN_SPACING)

@@ -792,48 +792,47 @@ void cd_resample_options_init(cd_resample_options *o) {
     o->interp = CD_INTERP_LINEAR;
 }
 
-cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_volume **out,
-                      cd_error *err) {
-    if (!src || !grid || !out) return cd_fail(err, CD_ERR_ARG, "cd_resample: NULL argument");
-    *out = NULL;
-    cd_resample_options o = CD_RESAMPLE_OPTIONS_INIT;
-    if (opts) o = *opts;
-    if (o.interp != CD_INTERP_NEAREST && o.interp != CD_INTERP_LINEAR && o.interp != CD_INTERP_CUBIC)
-        return cd_fail(err, CD_ERR_ARG, "cd_resample: interpolation order %d (must be 0, 1 or 3)", (int)o.interp);
-    if (o.out_dtype != CD_DTYPE_INVALID && cd_dtype_size(o.out_dtype) == 0)
-        return cd_fail(err, CD_ERR_ARG, "cd_resample: invalid output dtype %d", (int)o.out_dtype);
-    if (o.threads < 0) return cd_fail(err, CD_ERR_ARG, "cd_resample: threads is %d (must be >= 0)", o.threads);
+/* The options (opts NULL: defaults) into *o, the grid and both affines checked; inv: the source's
+ * inverse affine. */
+static cd_status check_arguments(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_resample_options *o,
+                                 double inv[3][4], cd_error *err) {
+    *o = (cd_resample_options)CD_RESAMPLE_OPTIONS_INIT;
+    if (opts) *o = *opts;
+    if (o->interp != CD_INTERP_NEAREST && o->interp != CD_INTERP_LINEAR && o->interp != CD_INTERP_CUBIC)
+        return cd_fail(err, CD_ERR_ARG, "cd_resample: interpolation order %d (must be 0, 1 or 3)", (int)o->interp);
+    if (o->out_dtype != CD_DTYPE_INVALID && cd_dtype_size(o->out_dtype) == 0)
+        return cd_fail(err, CD_ERR_ARG, "cd_resample: invalid output dtype %d", (int)o->out_dtype);
+    if (o->threads < 0) return cd_fail(err, CD_ERR_ARG, "cd_resample: threads is %d (must be >= 0)", o->threads);
     for (int i = 0; i < 3; i++)
         if (grid->dims[i] < 1)
             return cd_fail(err, CD_ERR_ARG, "cd_resample: grid dim %d is %lld (must be >= 1)", i,
                            (long long)grid->dims[i]);
     if (!affine_finite(grid->affine)) return cd_fail(err, CD_ERR_ARG, "cd_resample: the grid's affine is not finite");
-    double inv[3][4];
     if (!affine_finite(src->affine) || !invert_affine(src->affine, inv))
         return cd_fail(err, CD_ERR_ARG, "cd_resample: the source affine is singular or not finite");
+    return CD_OK;
+}
 
-    rjob jb;
-    memset(&jb, 0, sizeof jb);
-    /* M = inv(A_src) * A_grid, once. */
+/* M = inv(A_src) * A_grid (output voxel -> source voxel), once, its entries snapped. */
+static cd_status voxel_transform(const double inv[3][4], const cd_grid *grid, double m[3][4], cd_error *err) {
     for (int r = 0; r < 3; r++) {
         for (int c = 0; c < 4; c++) {
             double s = 0;
             for (int q = 0; q < 3; q++) s += inv[r][q] * grid->affine[q][c];
-            jb.m[r][c] = s;
+            m[r][c] = s;
         }
-        jb.m[r][3] += inv[r][3];
+        m[r][3] += inv[r][3];
         for (int c = 0; c < 4; c++) {
-            if (!isfinite(jb.m[r][c]))
+            if (!isfinite(m[r][c]))
                 return cd_fail(err, CD_ERR_ARG, "cd_resample: the voxel-to-voxel transform is not finite");
-            jb.m[r][c] = snap_entry(jb.m[r][c]);
+            m[r][c] = snap_entry(m[r][c]);
         }
     }
-    cd_dtype odt = o.out_dtype;
-    if (odt == CD_DTYPE_INVALID) odt = o.interp == CD_INTERP_NEAREST ? src->dtype : CD_DTYPE_FLOAT32;
-    if (isnan(o.fill) && odt < CD_DTYPE_FLOAT16)
-        return cd_fail(err, CD_ERR_ARG, "cd_resample: a NaN fill needs a floating-point output dtype");
+    return CD_OK;
+}
 
-    /* Allocation cap: the output plus, for cubic, the coefficient copy. */
+/* Allocation cap: the output plus, for cubic, the coefficient copy (for float16, its float32 copy). */
+static cd_status check_caps(const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt, cd_error *err) {
     uint64_t cap, max_vox;
     cd_status cst;
     if ((cst = cd_resolve_max_bytes(0, &cap, err)) != CD_OK || (cst = cd_limit(CD_LIMIT_VOXELS, &max_vox, err)) != CD_OK)
@@ -845,7 +844,7 @@ cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resamp
                        (long long)grid->dims[1], (long long)grid->dims[2], cd_limit_describe(CD_LIMIT_VOXELS, max_vox, c, sizeof c));
     }
     double obytes = (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2] * (double)cd_dtype_size(odt);
-    double cbytes = o.interp == CD_INTERP_CUBIC ? (double)src->count * (float32_exact(src->dtype) ? 4.0 : 8.0)
+    double cbytes = o->interp == CD_INTERP_CUBIC ? (double)src->count * (float32_exact(src->dtype) ? 4.0 : 8.0)
                     : src->dtype == CD_DTYPE_FLOAT16 ? (double)src->count * 4.0
                                                      : 0.0;
     if (obytes + cbytes > (double)cap) {
@@ -855,83 +854,112 @@ cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resamp
                        (long long)grid->dims[1], (long long)grid->dims[2], cd_dtype_name(odt),
                        cd_limit_describe(CD_LIMIT_BYTES, cap, b2, sizeof b2));
     }
+    return CD_OK;
+}
 
-    int threads = resolve_threads(o.threads);
-    /* Not zero-filled: the kernels write every voxel, and the first touch of the pages then happens
-     * in the worker threads, in parallel. */
-    cd_volume *res = NULL;
+/* The output volume on grid. Not zero-filled: the kernels write every voxel, and the first touch of
+ * the pages then happens in the worker threads, in parallel. */
+static cd_status alloc_output(const cd_grid *grid, cd_dtype odt, cd_volume **res, cd_error *err) {
     size_t nbytes = (size_t)grid->dims[0] * (size_t)grid->dims[1] * (size_t)grid->dims[2] * cd_dtype_size(odt);
     void *obuf = cd_buffer_alloc(nbytes);
     if (!obuf) return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes for the output", nbytes);
-    cd_status st = cd_volume_wrap_buffer(obuf, nbytes, 0, grid->dims, odt, &res, err);
+    cd_status st = cd_volume_wrap_buffer(obuf, nbytes, 0, grid->dims, odt, res, err);
     if (st != CD_OK) return st;
-    memcpy(res->affine, grid->affine, sizeof res->affine);
-    for (int i = 0; i < 3; i++) res->spacing[i] = column_norm(grid->affine, i);
+    memcpy((*res)->affine, grid->affine, sizeof (*res)->affine);
+    for (int i = 0; i < 3; i++) (*res)->spacing[i] = column_norm(grid->affine, i);
+    return CD_OK;
+}
 
-    memcpy(jb.n, src->dims, sizeof jb.n);
-    jb.sy = src->dims[0];
-    jb.sz = src->dims[0] * src->dims[1];
-    jb.interp = o.interp;
-    jb.fill = o.fill;
-    jb.out_dtype = odt;
-    jb.out = res->data;
-    memcpy(jb.on, grid->dims, sizeof jb.on);
-    jb.data = src->data;
-    jb.dtype = src->dtype;
-    jb.scaled = src->scaled;
-    jb.slope = src->slope;
-    jb.inter = src->inter;
+/* The job reading src's voxels into res. */
+static void job_init(rjob *jb, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt, cd_volume *res) {
+    memcpy(jb->n, src->dims, sizeof jb->n);
+    jb->sy = src->dims[0];
+    jb->sz = src->dims[0] * src->dims[1];
+    jb->interp = o->interp;
+    jb->fill = o->fill;
+    jb->out_dtype = odt;
+    jb->out = res->data;
+    memcpy(jb->on, grid->dims, sizeof jb->on);
+    jb->data = src->data;
+    jb->dtype = src->dtype;
+    jb->scaled = src->scaled;
+    jb->slope = src->slope;
+    jb->inter = src->inter;
+}
 
-    void *tmp = NULL; /* converted source or spline coefficients */
-    size_t tmp_bytes = 0;
-    if (o.interp == CD_INTERP_NEAREST && odt == src->dtype) {
-        /* Raw copy: the result keeps the source's scaling, and the fill is stored as the raw value
-         * that scales to it. */
-        jb.raw_copy = true;
-        jb.esize = cd_dtype_size(odt);
-        double raw = src->scaled ? (o.fill - src->inter) / src->slope : o.fill;
-        store_row(&raw, 1, odt, jb.fill_elem);
+/* Cubic: the B-spline coefficients of src's physical values (scaling goes into them: the prefilter
+ * and the spline act on physical values), in *tmp (tmp_bytes; the caller frees it). */
+static cd_status spline_coefficients(const cd_volume *src, int threads, rjob *jb, void **tmp, size_t *tmp_bytes, cd_error *err) {
+    bool single = float32_exact(src->dtype);
+    *tmp_bytes = src->count * (single ? sizeof(float) : sizeof(double));
+    *tmp = cd_buffer_alloc(*tmp_bytes);
+    if (!*tmp) return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes of spline coefficients", *tmp_bytes);
+    if (single)
+        cd_volume_to_float32(src, *tmp);
+    else
+        cd_volume_to_float64(src, *tmp);
+    pjob pj = {*tmp, single, {src->dims[0], src->dims[1], src->dims[2]}};
+    cd_status st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]), prefilter_xy, &pj, err);
+    if (st == CD_OK && src->dims[2] > 1)
+        st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]), prefilter_z, &pj, err);
+    jb->data = *tmp;
+    jb->dtype = single ? CD_DTYPE_FLOAT32 : CD_DTYPE_FLOAT64;
+    jb->scaled = false;
+    return st;
+}
+
+/* What the kernels read, by case: the source's elements copied as they are (nearest into its own
+ * dtype: the result keeps the source's scaling, and the fill is stored as the raw value that scales
+ * to it), spline coefficients (cubic), a float32 copy (half floats: the kernels read native types
+ * only), or the source itself. *tmp: a copy to free (tmp_bytes), or NULL. */
+static cd_status prepare_source(const cd_volume *src, const cd_resample_options *o, cd_dtype odt, int threads, cd_volume *res, rjob *jb,
+                                void **tmp, size_t *tmp_bytes, cd_error *err) {
+    if (o->interp == CD_INTERP_NEAREST && odt == src->dtype) {
+        jb->raw_copy = true;
+        jb->esize = cd_dtype_size(odt);
+        double raw = src->scaled ? (o->fill - src->inter) / src->slope : o->fill;
+        store_row(&raw, 1, odt, jb->fill_elem);
         res->slope = src->slope;
         res->inter = src->inter;
         res->scaled = src->scaled;
-    } else if (o.interp == CD_INTERP_CUBIC) {
-        /* Scaling goes into the coefficients: the prefilter and B-spline act on physical values. */
-        bool single = float32_exact(src->dtype);
-        tmp_bytes = src->count * (single ? sizeof(float) : sizeof(double));
-        tmp = cd_buffer_alloc(tmp_bytes);
-        if (!tmp) {
-            cd_volume_destroy(res);
-            return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes of spline coefficients",
-                           tmp_bytes);
-        }
-        if (single)
-            cd_volume_to_float32(src, tmp);
-        else
-            cd_volume_to_float64(src, tmp);
-        pjob pj = {tmp, single, {src->dims[0], src->dims[1], src->dims[2]}};
-        st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]), prefilter_xy,
-                          &pj, err);
-        if (st == CD_OK && src->dims[2] > 1)
-            st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]),
-                              prefilter_z, &pj, err);
-        jb.data = tmp;
-        jb.dtype = single ? CD_DTYPE_FLOAT32 : CD_DTYPE_FLOAT64;
-        jb.scaled = false;
-    } else if (src->dtype == CD_DTYPE_FLOAT16) {
-        /* The kernels read native types only; half floats go through a float32 copy. */
-        tmp_bytes = src->count * sizeof(float);
-        tmp = cd_buffer_alloc(tmp_bytes);
-        if (!tmp) {
-            cd_volume_destroy(res);
-            return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes", tmp_bytes);
-        }
-        cd_volume_to_float32(src, tmp);
-        jb.data = tmp;
-        jb.dtype = CD_DTYPE_FLOAT32;
-        jb.scaled = false;
+        return CD_OK;
     }
-    if (st == CD_OK)
-        st = parallel_for(threads, grid->dims[2], resample_scratch_bytes(&jb), resample_slice, &jb, err);
+    if (o->interp == CD_INTERP_CUBIC) return spline_coefficients(src, threads, jb, tmp, tmp_bytes, err);
+    if (src->dtype != CD_DTYPE_FLOAT16) return CD_OK;
+    *tmp_bytes = src->count * sizeof(float);
+    *tmp = cd_buffer_alloc(*tmp_bytes);
+    if (!*tmp) return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes", *tmp_bytes);
+    cd_volume_to_float32(src, *tmp);
+    jb->data = *tmp;
+    jb->dtype = CD_DTYPE_FLOAT32;
+    jb->scaled = false;
+    return CD_OK;
+}
+
+cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_volume **out,
+                      cd_error *err) {
+    if (!src || !grid || !out) return cd_fail(err, CD_ERR_ARG, "cd_resample: NULL argument");
+    *out = NULL;
+    cd_resample_options o;
+    double inv[3][4];
+    cd_status st = check_arguments(src, grid, opts, &o, inv, err);
+    if (st != CD_OK) return st;
+    rjob jb;
+    memset(&jb, 0, sizeof jb);
+    if ((st = voxel_transform(inv, grid, jb.m, err)) != CD_OK) return st;
+    cd_dtype odt = o.out_dtype;
+    if (odt == CD_DTYPE_INVALID) odt = o.interp == CD_INTERP_NEAREST ? src->dtype : CD_DTYPE_FLOAT32;
+    if (isnan(o.fill) && odt < CD_DTYPE_FLOAT16)
+        return cd_fail(err, CD_ERR_ARG, "cd_resample: a NaN fill needs a floating-point output dtype");
+    if ((st = check_caps(src, grid, &o, odt, err)) != CD_OK) return st;
+    int threads = resolve_threads(o.threads);
+    cd_volume *res = NULL;
+    if ((st = alloc_output(grid, odt, &res, err)) != CD_OK) return st;
+    job_init(&jb, src, grid, &o, odt, res);
+    void *tmp = NULL; /* converted source or spline coefficients */
+    size_t tmp_bytes = 0;
+    st = prepare_source(src, &o, odt, threads, res, &jb, &tmp, &tmp_bytes, err);
+    if (st == CD_OK) st = parallel_for(threads, grid->dims[2], resample_scratch_bytes(&jb), resample_slice, &jb, err);
     cd_buffer_free(tmp, tmp_bytes);
     if (st != CD_OK) {
         cd_volume_destroy(res);

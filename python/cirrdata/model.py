@@ -4,7 +4,7 @@
         logits = m.predict(x)          # x: float32 (N, 3, H, W); logits: float32 (N, m.classes)
         print(m.arch, m.classes, m.device)
 
-Model files are written by tools/export_weights.py (schemas/model-graph.md). Batch norm is folded
+Model files are written by tools/scripts/export_weights.py (schemas/model-graph.md). Batch norm is folded
 into the convolutions when the file is opened; outputs equal PyTorch eval() to about 1e-6 relative
 (tests/python/test_model_torch.py), about 1e-3 with fp16=True (float16 storage on Vulkan).
 device: 'cpu' (the C executor), 'vulkan' (an error when there is no usable Vulkan device) or 'auto'

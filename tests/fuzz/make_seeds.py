@@ -333,7 +333,7 @@ def csv_seeds():
     put('csv', 'ragged.csv', 'a,b,c\n1\n1,2,3,4,5\n , ,\n"",,\n')
 
 
-# ---- safetensors (H1): model files as tools/export_weights.py writes them, plus dtype and layout variety
+# ---- safetensors (H1): model files as tools/scripts/export_weights.py writes them, plus dtype and layout variety
 def st_file(tensors, metadata=None, pad=True):
     """safetensors bytes from (name, dtype, shape, raw bytes) tuples, written back to back."""
     header, blobs, off = {}, [], 0

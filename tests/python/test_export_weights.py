@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tools/export_weights.py against PyTorch: tensors, metadata, the graph document and checkpoint forms.
+"""tools/scripts/export_weights.py against PyTorch: tensors, metadata, the graph document and checkpoint forms.
 
   /usr/bin/python3 tests/python/test_export_weights.py [--lib BUILD/libcirrdata/libcirrdata.so]
 
@@ -36,9 +36,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-EXPORTER = os.path.join(ROOT, 'tools', 'export_weights.py')
+EXPORTER = os.path.join(ROOT, 'tools', 'scripts', 'export_weights.py')
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'scripts'))
 import harness  # noqa: E402
 from asan_reexec import reexec_under_asan  # noqa: E402
 from harness import Checks  # noqa: E402

@@ -4,7 +4,7 @@
   /usr/bin/python3 tests/python/test_model_torch.py --lib build/libcirrdata/libcirrdata.so
   CIRRDATA_SLOW_TESTS=1 ... (ResNet-50 and VGG-19 at full size too)
 
-Each network is exported by tools/export_weights.py with random weights AND random batch-norm
+Each network is exported by tools/scripts/export_weights.py with random weights AND random batch-norm
 statistics (--random --random-bn), so batch-norm folding is exercised with non-trivial gamma, beta,
 mean and variance. The PyTorch reference is cirrdata.models.build(arch) (torchvision for the
 ResNets and VGG) with the file's tensors loaded strictly and put in eval(); it shares nothing with
@@ -83,7 +83,7 @@ def check(ok, name, detail=''):
 
 
 def export(arch, path, seed):
-    cmd = [sys.executable, os.path.join(REPO, 'tools', 'export_weights.py'), '--arch', arch, '--random', '--random-bn',
+    cmd = [sys.executable, os.path.join(REPO, 'tools', 'scripts', 'export_weights.py'), '--arch', arch, '--random', '--random-bn',
            '--seed', str(seed), '-o', path]
     # Pure Python and torch, no libcirrdata: without the ASan runtime the sanitizer build preloads
     # (asan_reexec.py), which makes torch's start and a 560 MB export several times slower.

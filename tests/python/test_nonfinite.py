@@ -235,7 +235,7 @@ def check_stage(cli, work):
     env.pop('LD_PRELOAD', None)  # torch does not load libcirrdata
     env.pop('CIRRDATA_ASAN_REEXEC', None)
     import subprocess
-    p = subprocess.run([sys.executable, os.path.join(harness.ROOT, 'tools', 'export_weights.py'), '--arch', 'cirrnet-small',
+    p = subprocess.run([sys.executable, os.path.join(harness.ROOT, 'tools', 'scripts', 'export_weights.py'), '--arch', 'cirrnet-small',
                         '--random', '-o', model, '--quiet'], capture_output=True, text=True, timeout=600, env=env)
     if not check(p.returncode == 0, f"export_weights --random: {p.stderr.strip()[-600:]}"):
         return

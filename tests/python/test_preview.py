@@ -19,9 +19,9 @@ import cdshard  # noqa: E402  (the independent reader written from schemas/shard
 import harness  # noqa: E402
 from harness import check, run  # noqa: E402
 
-OUTLINE = (255, 48, 48)    # tools/cmd_preview.c C_OUTLINE
-FRAME = (70, 70, 80)       # tools/cmd_preview.c C_FRAME
-MARGIN = 16                # tools/cmd_preview.c MARGIN: the first panel's left edge
+OUTLINE = (255, 48, 48)    # tools/render/planes.c C_OUTLINE
+FRAME = (70, 70, 80)       # tools/render/planes.c C_FRAME
+MARGIN = 16                # tools/render/preview_draw.c MARGIN: the first panel's left edge
 
 
 def _paeth(a, b, c):

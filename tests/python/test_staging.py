@@ -238,7 +238,7 @@ def main():
                  os.path.join(tmp, 'logits.npy')], env=plain_env())
         if not check(r.returncode == 0, 'torch reference: %s' % r.stderr.strip()[-2000:]):
             return 1
-        r = run([sys.executable, os.path.join(ROOT, 'tools', 'export_weights.py'), '--arch', 'cirrnet-small', ckpt,
+        r = run([sys.executable, os.path.join(ROOT, 'tools', 'scripts', 'export_weights.py'), '--arch', 'cirrnet-small', ckpt,
                  '-o', model], env=plain_env())
         if not check(r.returncode == 0, 'export_weights: %s' % r.stderr.strip()):
             return 1

@@ -3,7 +3,7 @@
  *
  * A model file is safetensors whose metadata carries the architecture ("cirrdata.arch", e.g.
  * "resnet18"), the class count and the graph ("cirrdata.graph", schemas/model-graph.md), as written by
- * tools/export_weights.py from a PyTorch checkpoint. Batch norm is folded into the convolutions at
+ * tools/scripts/export_weights.py from a PyTorch checkpoint. Batch norm is folded into the convolutions at
  * load. Outputs equal PyTorch eval() to max|diff| / max|ref| <= 1e-4 (tests/python/test_model_torch.py;
  * 1e-2 with the Vulkan fp16 storage option).
  *

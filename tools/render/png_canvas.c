@@ -1,4 +1,4 @@
-/* RGB canvas and PNG writer for `cirrdata preview` (see png_canvas.h). */
+/* RGB canvas and PNG writer for the CLI's pictures (see png_canvas.h). */
 #include "png_canvas.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
-/* An RGB canvas for the pictures of `cirrdata preview`: fill, grey images with an intensity window,
- * mask outlines, text in the built-in font, and writing the result as a PNG (libpng). */
+/* An RGB canvas for the CLI's pictures (`cirrdata preview`, `cirrdata stage --png`): fill, grey images
+ * with an intensity window, mask outlines, text in the built-in font, and writing the result as a PNG
+ * (libpng). */
 #ifndef CD_TOOLS_PNG_CANVAS_H
 #define CD_TOOLS_PNG_CANVAS_H
 

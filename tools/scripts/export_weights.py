@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Exports a PyTorch image classifier to a cirrdata model file (schemas/model-graph.md).
 
-  tools/export_weights.py --arch resnet18 CHECKPOINT.pt -o model.safetensors [--classes 3]
-  tools/export_weights.py --arch cirrnet-small --random [--random-bn] [--seed 0] -o model.safetensors
+  tools/scripts/export_weights.py --arch resnet18 CHECKPOINT.pt -o model.safetensors [--classes 3]
+  tools/scripts/export_weights.py --arch cirrnet-small --random [--random-bn] [--seed 0] -o model.safetensors
 
 CHECKPOINT may be a state_dict, a dict holding one under 'state_dict', 'model' or 'model_state_dict'
 (as training scripts save them), or a whole pickled nn.Module; a 'module.' prefix (DataParallel /
@@ -30,7 +30,7 @@ import sys
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PKG_DIR = os.path.join(os.path.dirname(HERE), 'python', 'cirrdata')
+PKG_DIR = os.path.join(os.path.dirname(os.path.dirname(HERE)), 'python', 'cirrdata')  # HERE: tools/scripts
 
 DEFAULT_CLASS_NAMES = {3: 'mild,moderate,severe', 4: 'mild,moderate,severe,healthy'}
 MAX_NODE_NAME = 127

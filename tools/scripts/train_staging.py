@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Trains a cirrhosis staging classifier (3 classes: mild, moderate, severe) on 2D axial slices,
-fed only by cirrdata.Loader, and saves a checkpoint that tools/export_weights.py turns into a model
+fed only by cirrdata.Loader, and saves a checkpoint that tools/scripts/export_weights.py turns into a model
 file for `cirrdata stage`.
 
-  tools/train_staging.py DATASET -o staging.pt [--arch cirrnet-small] [--steps 800 | --epochs N]
+  tools/scripts/train_staging.py DATASET -o staging.pt [--arch cirrnet-small] [--steps 800 | --epochs N]
                          [--time-budget 600]
 
 DATASET is a dataset converted with the `cirrhosisstage-2d` recipe (cirrdata convert ... --recipe
@@ -46,7 +46,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'python'))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'python'))  # HERE: tools/scripts
 
 CLASS_NAMES = ('mild', 'moderate', 'severe')
 

@@ -1,4 +1,4 @@
-/* A built-in 5x7 bitmap font (printable ASCII) for the PNG pictures of `cirrdata preview`. */
+/* A built-in 5x7 bitmap font (printable ASCII) for the PNG pictures of the CLI (render/png_canvas.h). */
 #ifndef CD_TOOLS_FONT_H
 #define CD_TOOLS_FONT_H
 
