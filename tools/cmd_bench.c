@@ -230,7 +230,8 @@ static cd_status run_phases(const bench_args *a, const char *tmp, bench_out *b, 
     snprintf(src, sizeof src, "%s/CirrMRI600+", tmp);
     snprintf(out_raw, sizeof out_raw, "%s/dataset-raw", tmp);
     snprintf(out_nn, sizeof out_nn, "%s/dataset-nnunet-3d", tmp);
-    cd_synth_options so = CD_SYNTH_OPTIONS_INIT;
+    cd_synth_options so;
+    cd_synth_options_init(&so);
     cd_synth_stats stats;
     so.cases = (uint32_t)a->cases;
     so.seed = 7;

@@ -140,7 +140,8 @@ int cmd_export(int argc, char **argv) {
                                          {NULL, 0, NULL, 0}};
     bool json = false, canonical = false;
     const char *output = NULL;
-    cd_nifti_read_options ropts = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_nifti_read_options ropts;
+    cd_nifti_read_options_init(&ropts);
     int c;
     optind = 1;
     opterr = 0;

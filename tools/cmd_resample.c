@@ -62,8 +62,10 @@ int cmd_resample(int argc, char **argv) {
     double spacing[3], shape_d[3];
     bool have_spacing = false, have_shape = false, json = false;
     int64_t order = 1, threads = 0;
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
-    cd_nifti_read_options rdo = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
+    cd_nifti_read_options rdo;
+    cd_nifti_read_options_init(&rdo);
     int c;
     optind = 1;
     opterr = 0;

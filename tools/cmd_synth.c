@@ -76,7 +76,8 @@ int cmd_synth(int argc, char **argv) {
                                          {"json", no_argument, NULL, OPT_JSON},
                                          {"help", no_argument, NULL, OPT_HELP},
                                          {NULL, 0, NULL, 0}};
-    cd_synth_options so = CD_SYNTH_OPTIONS_INIT;
+    cd_synth_options so;
+    cd_synth_options_init(&so);
     bool json = false, quiet = false;
     int c;
     int64_t v;

@@ -92,7 +92,8 @@ int main(int argc, char **argv) {
         printf("[");
     static const cd_interp orders[3] = {CD_INTERP_NEAREST, CD_INTERP_LINEAR, CD_INTERP_CUBIC};
     for (int o = 0; o < 3; o++) {
-        cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+        cd_resample_options ro;
+        cd_resample_options_init(&ro);
         ro.interp = orders[o];
         ro.threads = threads;
         double tc[MAX_ROUNDS], tk[MAX_ROUNDS], tg[MAX_ROUNDS];

@@ -1,5 +1,5 @@
 /* Augmented copies for `convert --augment` (see augment_copies.h and schemas/shard-format.md,
- * "Augmented records"). The work per copy is the loader's: loader/sample_plan.c plans, extracts and
+ * "Augmented records"). The work per copy is the loader's: augment/sample_plan.c plans, extracts and
  * renders; only where the source box comes from differs (memory here, chunks there). */
 #include <math.h>
 #include <pthread.h>

@@ -1,7 +1,7 @@
 /* Augmented copies of a preprocessed case for `convert --augment` (internal).
  *
  * Copy k of the case with sample index i is rendered by the loader's own per-sample code
- * (loader/sample_plan.c) from the values the loader would read back from the plain record (the
+ * (augment/sample_plan.c) from the values the loader would read back from the plain record (the
  * stored dtype converted to float32), for (seed, epoch = k, record index = i) with batch size 1. */
 #ifndef CD_CONVERT_AUGMENT_COPIES_H
 #define CD_CONVERT_AUGMENT_COPIES_H

@@ -101,7 +101,8 @@ static void case_volumes_free(case_volumes *v) {
 
 /* Reads the case's files (counting their bytes in res->bytes_read). */
 static cd_status read_case(const conv_job *jb, const cd_case *c, case_volumes *v, case_result *res, cd_error *err) {
-    cd_nifti_read_options ro = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_nifti_read_options ro;
+    cd_nifti_read_options_init(&ro);
     ro.max_bytes = jb->opts->max_bytes;
     cd_status st = cd_nifti_read(c->image_path, &ro, &v->img, NULL, err);
     res->bytes_read = file_size(c->image_path);

@@ -242,7 +242,8 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
                         cd_error *err) {
     if (!path || !out) return cd_fail(err, CD_ERR_ARG, "cd_nifti_read: NULL argument");
     *out = NULL;
-    cd_nifti_read_options defaults = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_nifti_read_options defaults;
+    cd_nifti_read_options_init(&defaults);
     if (!opts) opts = &defaults;
     cd_nifti_caps caps;
     cd_status st = cd_nifti_caps_resolve(opts->max_bytes, &caps, err);

@@ -68,7 +68,8 @@ void cd_nifti_write_options_init(cd_nifti_write_options *o) { memset(o, 0, sizeo
 
 cd_status cd_nifti_write(const char *path, const cd_volume *vol, const cd_nifti_write_options *opts, cd_error *err) {
     if (!path || !vol) return cd_fail(err, CD_ERR_ARG, "cd_nifti_write: NULL argument");
-    cd_nifti_write_options defaults = CD_NIFTI_WRITE_OPTIONS_INIT;
+    cd_nifti_write_options defaults;
+    cd_nifti_write_options_init(&defaults);
     if (!opts) opts = &defaults;
     int64_t dims[3];
     cd_volume_dims(vol, dims);

@@ -1,6 +1,6 @@
 /* The recipe's preprocessing on the device: cd_gpu_resample (shaders/pp_resample.comp), the twin of
  * cd_resample (transform/resample.c), and cd_gpu_normalize (shaders/pp_reduce.comp,
- * pp_normalize.comp), the twin of the normalisation step of cd_preprocess (convert/preprocess.c);
+ * pp_normalize.comp), the twin of the normalisation step of cd_preprocess (cd_pp_normalize_cpu, normalize.c);
  * and cd_pp_device, through which `cirrdata convert --device vulkan` runs them with a per-call CPU
  * fallback.
  *
@@ -320,7 +320,8 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
                           cd_error *err) {
     if (!ctx || !src || !grid || !out) return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: NULL argument");
     *out = NULL;
-    cd_resample_options o = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options o;
+    cd_resample_options_init(&o);
     if (opts) o = *opts;
     if (o.interp != CD_INTERP_NEAREST && o.interp != CD_INTERP_LINEAR && o.interp != CD_INTERP_CUBIC)
         return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: interpolation order %d (must be 0, 1 or 3)", (int)o.interp);
@@ -555,7 +556,7 @@ static void indicator(const uint8_t *m, size_t n, int label, float *h) {
     for (size_t i = 0; i < n; i++) h[i] = m[i] == label ? 1.0f : 0.0f;
 }
 
-/* The labels of a uint8 mask resampled as the reference's resample_mask_linear (convert/preprocess.c):
+/* The labels of a uint8 mask resampled as the reference's cd_pp_mask_linear (nnunet_resample.c):
  * one trilinear pass per present label (binary masks: the label's indicator, kept where > 0.5),
  * argmax with ties to the lower label; the device interpolates, the host decides, and re-decides
  * every voxel whose values lie within MASK_AMBIGUOUS of a decision with the reference's arithmetic,
@@ -589,7 +590,8 @@ cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_volume *mask
     float *best = binary ? NULL : malloc(on * sizeof *best);
     uint8_t *again = calloc(on ? on : 1, 1);
     if ((!binary && !best) || !again) st = cd_fail(err, CD_ERR_NOMEM, "cd_gpu_resample: out of memory (mask)");
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = CD_INTERP_LINEAR;
     ro.threads = 1;
     if (st == CD_OK && binary) {

@@ -20,7 +20,8 @@ static cd_status mask_linear_binary(const cd_volume *mask, const cd_grid *grid, 
     cd_volume_set_affine(ind, a);
     float *h = cd_volume_data(ind);
     for (size_t i = 0; i < n; i++) h[i] = (label && m[i] == label) ? 1.0f : 0.0f;
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = CD_INTERP_LINEAR;
     ro.threads = threads;
     cd_volume *res;
@@ -64,7 +65,8 @@ static cd_status mask_linear_labels(const cd_volume *mask, const cd_grid *grid, 
     for (size_t i = 0; i < on; i++) best[i] = -1.0f;
     uint8_t *o = cd_volume_data(*out);
     memset(o, 0, on);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = CD_INTERP_LINEAR;
     ro.threads = threads;
     for (int label = 0; label < 256 && st == CD_OK; label++) {
@@ -166,7 +168,8 @@ typedef cd_status (*slice_resample_fn)(const cd_recipe *r, const cd_volume *slic
  * 0 is outside that range, as skimage keeps cval in mode 'constant'. */
 static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
                              cd_error *err) {
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = (cd_interp)r->image_order;
     ro.out_dtype = CD_DTYPE_FLOAT32;
     ro.threads = threads;
@@ -196,7 +199,8 @@ static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const c
 static cd_status slice_mask(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
                             cd_error *err) {
     if (r->mask_order == 1) return cd_pp_mask_linear(slice, grid, threads, out, err);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = CD_INTERP_NEAREST;
     ro.out_dtype = CD_DTYPE_UINT8;
     ro.threads = threads;

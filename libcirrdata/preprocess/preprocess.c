@@ -246,7 +246,8 @@ static cd_status resample_extra_channels(pp_run *p, cd_error *err) {
     if (p->nimages < 2) return CD_OK;
     cd_grid base;
     cd_grid_of_volume(p->ch[0], &base);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.threads = p->threads;
     ro.interp = CD_INTERP_LINEAR;
     ro.out_dtype = CD_DTYPE_FLOAT32;
@@ -274,7 +275,8 @@ static cd_status recipe_grid(const pp_run *p, cd_grid *grid, cd_error *err) {
 /* Every channel onto grid: the separate axis apart when there is one (and the grid allows it), else
  * in one pass on the device or the CPU. */
 static cd_status resample_channels(pp_run *p, const cd_grid *grid, int sep_axis, cd_error *err) {
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.threads = p->threads;
     ro.interp = (cd_interp)p->r->image_order;
     ro.out_dtype = CD_DTYPE_FLOAT32;
@@ -303,7 +305,8 @@ static cd_status resample_mask(pp_run *p, const cd_grid *grid, int sep_axis, cd_
         if (p->r->mask_order == 1) {
             if (!cd_pp_resample_mask_linear(p->dev, p->msk, grid, &res)) st = cd_pp_mask_linear(p->msk, grid, p->threads, &res, err);
         } else {
-            cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+            cd_resample_options ro;
+            cd_resample_options_init(&ro);
             ro.threads = p->threads;
             ro.interp = CD_INTERP_NEAREST;
             ro.out_dtype = CD_DTYPE_UINT8;

@@ -32,7 +32,7 @@ CD_INTERNAL const char *cd_pp_device_used(const cd_pp_device *d);
 CD_INTERNAL cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o,
                                      cd_volume **out, cd_error *err);
 /* The recipe's linear mask resampling (mask_order 1: one trilinear pass per label, argmax; what
- * resample_mask_linear in convert/preprocess.c does) on the device. Returns false when it did not run
+ * cd_pp_mask_linear in nnunet_resample.c does) on the device. Returns false when it did not run
  * there (*out untouched: the caller runs the CPU reference). Thread-safe. */
 CD_INTERNAL bool cd_pp_resample_mask_linear(cd_pp_device *d, const cd_volume *mask, const cd_grid *grid, cd_volume **out);
 /* The device part of it: the labels of a uint8 mask resampled exactly as the reference does (the
@@ -45,7 +45,7 @@ CD_INTERNAL cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_
  * untouched and the caller runs the CPU reference). Thread-safe. */
 CD_INTERNAL bool cd_pp_normalize(cd_pp_device *d, const cd_recipe *r, float *x, size_t n, const uint8_t *mask);
 
-/* cd_preprocess_multi (convert/preprocess.c) with its resampling and normalisation through dev (NULL:
+/* cd_preprocess_multi (preprocess.c) with its resampling and normalisation through dev (NULL:
  * the CPU, which is cd_preprocess_multi). What the converter calls. */
 CD_INTERNAL cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
                                               int nimages, const cd_volume *mask, int threads, cd_pp_device *dev, cd_sample **out,

@@ -107,7 +107,8 @@ static cd_status write_case(shared *sh, const job *jb, uint64_t *bytes, cd_error
                                 .stage = pt->stage, .dims = {0, 0, 0}};
     cd_volume *img = NULL, *msk = NULL;
     cd_status st = cd_synth_case(&prm, &img, &msk, err);
-    cd_nifti_write_options wo = CD_NIFTI_WRITE_OPTIONS_INIT;
+    cd_nifti_write_options wo;
+    cd_nifti_write_options_init(&wo);
     wo.compression_level = SYNTH_GZIP_LEVEL;
     *bytes = 0;
     for (int w = 0; w < 2 && st == CD_OK; w++) {
@@ -358,7 +359,8 @@ void cd_synth_options_init(cd_synth_options *o) {
 
 cd_status cd_synth_cirrmri600(const char *root, const cd_synth_options *opts, cd_error *err) {
     if (!root || !*root) return cd_fail(err, CD_ERR_ARG, "cd_synth_cirrmri600: no output folder");
-    cd_synth_options o = CD_SYNTH_OPTIONS_INIT;
+    cd_synth_options o;
+    cd_synth_options_init(&o);
     if (opts) o = *opts;
     if (o.cases < 1 || o.cases > 100000)
         return cd_fail(err, CD_ERR_ARG, "%s: cases = %u is not in 1..100000", root, (unsigned)o.cases);

@@ -796,7 +796,7 @@ void cd_resample_options_init(cd_resample_options *o) {
  * inverse affine. */
 static cd_status check_arguments(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_resample_options *o,
                                  double inv[3][4], cd_error *err) {
-    *o = (cd_resample_options)CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options_init(o);
     if (opts) *o = *opts;
     if (o->interp != CD_INTERP_NEAREST && o->interp != CD_INTERP_LINEAR && o->interp != CD_INTERP_CUBIC)
         return cd_fail(err, CD_ERR_ARG, "cd_resample: interpolation order %d (must be 0, 1 or 3)", (int)o->interp);
@@ -969,7 +969,7 @@ cd_status cd_resample(const cd_volume *src, const cd_grid *grid, const cd_resamp
     return CD_OK;
 }
 
-/* ---- internal: the pieces the Vulkan resampler shares (gpu/preprocess.c) ----------------------- */
+/* ---- internal: the pieces the Vulkan resampler shares (preprocess/gpu_kernels.c) ----------------------- */
 
 cd_status cd_resample_voxel_map(const cd_volume *src, const cd_grid *grid, double m[3][4], cd_error *err) {
     double inv[3][4];

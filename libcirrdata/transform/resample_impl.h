@@ -1,4 +1,4 @@
-/* Internal pieces of cd_resample (transform/resample.c) that the Vulkan resampler (gpu/preprocess.c)
+/* Internal pieces of cd_resample (transform/resample.c) that the Vulkan resampler (preprocess/gpu_kernels.c)
  * shares, so that both compute from the very same numbers. */
 #ifndef CD_RESAMPLE_IMPL_H
 #define CD_RESAMPLE_IMPL_H

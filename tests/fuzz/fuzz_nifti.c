@@ -23,7 +23,8 @@ static void read_one(const char *path) {
     cd_error err;
     cd_nifti_header hdr;
     cd_nifti_read_header(path, &hdr, &err);
-    cd_nifti_read_options opts = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_nifti_read_options opts;
+    cd_nifti_read_options_init(&opts);
     opts.max_bytes = FUZZ_MAX_BYTES;
     cd_volume *vol = NULL;
     if (cd_nifti_read(path, &opts, &vol, &hdr, &err) == CD_OK) {

@@ -391,7 +391,8 @@ static void test_pipeline_cache(void **state) {
     assert_int_equal(cd_volume_create(dims, CD_DTYPE_FLOAT32, &v, &err), CD_OK);
     cd_grid g;
     cd_grid_of_volume(v, &g);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     assert_int_equal(cd_gpu_resample(ctx, v, &g, &ro, &out, &err), CD_OK);
     cd_volume_destroy(out);
     cd_volume_destroy(v);

@@ -194,7 +194,8 @@ static void resample_suite(cd_gpu_memory_mode mode) {
             }
             }
             for (int o = 0; o < 3; o++) {
-                cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+                cd_resample_options ro;
+                cd_resample_options_init(&ro);
                 ro.interp = orders[o];
                 ro.fill = gk == 5 && o == 1 ? -7.5 : 0.0;
                 ro.threads = 1;
@@ -267,12 +268,14 @@ static void test_resample_dtypes(void **state) {
             rotated_grid(i16, dims, 0.9, 20, &g);
         }
         for (int o = 0; o < 3; o++) {
-            cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+            cd_resample_options ro;
+            cd_resample_options_init(&ro);
             ro.interp = orders[o];
             ro.out_dtype = CD_DTYPE_FLOAT32;
             check_resample(ctx, i16, &g, &ro, "int16 scaled");
         }
-        cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+        cd_resample_options ro;
+        cd_resample_options_init(&ro);
         ro.interp = CD_INTERP_NEAREST;
         ro.out_dtype = CD_DTYPE_UINT8;
         check_resample(ctx, m8, &g, &ro, "uint8 mask");
@@ -464,7 +467,8 @@ static void test_memory_limit(void **state) {
     cd_volume *v = make_volume(d, a), *out = (cd_volume *)1;
     cd_grid g;
     cd_grid_of_volume(v, &g);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     assert_int_equal(cd_gpu_resample(ctx, v, &g, &ro, &out, &err), CD_ERR_NOMEM);
     assert_null(out);
     assert_non_null(strstr(err.message, "GPU memory") ? err.message : strstr(err.message, "memory"));
@@ -507,7 +511,8 @@ static void test_pp_device_fallback(void **state) {
     cd_grid g;
     const double sp[3] = {0.8, 0.9, 1.7};
     assert_int_equal(cd_grid_for_spacing(v, sp, &g, &err), CD_OK);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     assert_int_equal(cd_resample(v, &g, &ro, &ref, &err), CD_OK);
     assert_int_equal(cd_pp_resample(&d, v, &g, &ro, &got, &err), CD_OK);
     assert_memory_equal(cd_volume_data_const(ref), cd_volume_data_const(got), cd_volume_count(ref) * sizeof(float));
@@ -559,7 +564,8 @@ static void lost_device_run(const char *lost, uint64_t *resets, bool *active, ch
     cd_grid g;
     const double sp[3] = {0.8, 0.9, 1.7};
     assert_int_equal(cd_grid_for_spacing(v, sp, &g, &err), CD_OK);
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = CD_INTERP_NEAREST; /* exact on both: the result is the same whoever computed it */
     assert_int_equal(cd_resample(v, &g, &ro, &ref, &err), CD_OK);
     assert_int_equal(cd_pp_resample(&d, v, &g, &ro, &got, &err), CD_OK);

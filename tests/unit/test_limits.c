@@ -157,7 +157,8 @@ static void test_nifti_caps(void **state) {
     assert_int_equal(cd_nifti_read(path, NULL, &r, NULL, &err), CD_ERR_LIMIT);
     expect_msg(&err, "above the decompressed size cap of 719 B", "CIRRDATA_MAX_BYTES");
     /* A per-call limit replaces the process-wide one and says so. */
-    cd_nifti_read_options o = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_nifti_read_options o;
+    cd_nifti_read_options_init(&o);
     o.max_bytes = 700;
     assert_int_equal(cd_nifti_read(path, &o, &r, NULL, &err), CD_ERR_LIMIT);
     expect_msg(&err, "given for this read", NULL);

@@ -279,7 +279,8 @@ static void test_volume_index_and_limits(void **state) {
     test_path(path, sizeof path, "small.nii");
     cd_volume *v = make_volume(CD_DTYPE_INT16, 8, 8, 8), *r;
     assert_int_equal(cd_nifti_write(path, v, NULL, NULL), CD_OK);
-    cd_nifti_read_options o = CD_NIFTI_READ_OPTIONS_INIT;
+    cd_nifti_read_options o;
+    cd_nifti_read_options_init(&o);
     cd_error err;
     o.volume = 1;
     assert_int_equal(cd_nifti_read(path, &o, &r, NULL, &err), CD_ERR_ARG);

@@ -257,7 +257,8 @@ static int non_finite_at(const cd_volume *o, int64_t where[][3], int cap) {
 static void linear_suite(resample_fn fn, void *ctx, const char *who) {
     const int64_t d[3] = {7, 6, 5};
     cd_error err;
-    cd_resample_options ro = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options ro;
+    cd_resample_options_init(&ro);
     ro.interp = CD_INTERP_LINEAR;
     ro.threads = 2;
     int64_t w[64][3];

@@ -44,7 +44,8 @@ static cd_grid shifted_grid(const cd_volume *v, const int64_t dims[3], const dou
 
 static cd_volume *resample(const cd_volume *v, const cd_grid *g, cd_interp interp, cd_dtype odt, double fill,
                            int threads) {
-    cd_resample_options o = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options o;
+    cd_resample_options_init(&o);
     o.interp = interp;
     o.out_dtype = odt;
     o.fill = fill;
@@ -344,13 +345,14 @@ static void test_bad_args(void **state) {
     assert_int_equal(cd_resample(v, &g, NULL, &r, &err), CD_ERR_ARG);
     assert_non_null(strstr(err.message, "dim 1"));
     cd_grid_of_volume(v, &g);
-    cd_resample_options o = CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options o;
+    cd_resample_options_init(&o);
     o.interp = (cd_interp)2;
     assert_int_equal(cd_resample(v, &g, &o, &r, &err), CD_ERR_ARG);
-    o = (cd_resample_options)CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options_init(&o);
     o.threads = -1;
     assert_int_equal(cd_resample(v, &g, &o, &r, &err), CD_ERR_ARG);
-    o = (cd_resample_options)CD_RESAMPLE_OPTIONS_INIT;
+    cd_resample_options_init(&o);
     o.fill = NAN;
     o.out_dtype = CD_DTYPE_INT16;
     assert_int_equal(cd_resample(v, &g, &o, &r, &err), CD_ERR_ARG);

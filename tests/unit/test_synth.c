@@ -202,7 +202,8 @@ static void test_bad_params(void **state) {
     p.stage = 4;
     assert_int_equal(cd_synth_case(&p, &img, &msk, &err), CD_ERR_ARG);
     assert_non_null(strstr(err.message, "stage"));
-    cd_synth_options o = CD_SYNTH_OPTIONS_INIT;
+    cd_synth_options o;
+    cd_synth_options_init(&o);
     o.cases = 0;
     assert_int_equal(cd_synth_cirrmri600("/nonexistent-dir/x", &o, &err), CD_ERR_ARG);
 }
@@ -219,7 +220,8 @@ static void test_tree(void **state) {
     char root[512];
     test_path(root, sizeof root, "cirrmri600");
     cd_synth_stats stats;
-    cd_synth_options o = CD_SYNTH_OPTIONS_INIT;
+    cd_synth_options o;
+    cd_synth_options_init(&o);
     o.cases = 3;
     o.seed = 9;
     o.threads = 2;

@@ -64,7 +64,6 @@ typedef struct cd_nifti_read_options {
 
 /* The defaults (all zero: volume 0, the max_bytes of cirrdata/limits.h). */
 CD_API void cd_nifti_read_options_init(cd_nifti_read_options *o);
-#define CD_NIFTI_READ_OPTIONS_INIT {0, 0} /* the same, as a static initialiser */
 
 /* Reads and validates only the header. */
 CD_API cd_status cd_nifti_read_header(const char *path, cd_nifti_header *hdr, cd_error *err);
@@ -83,7 +82,6 @@ typedef struct cd_nifti_write_options {
 
 /* The defaults (all zero: level 6, codes 1). */
 CD_API void cd_nifti_write_options_init(cd_nifti_write_options *o);
-#define CD_NIFTI_WRITE_OPTIONS_INIT {0, 0, 0} /* the same, as a static initialiser */
 
 /* Writes vol as a little-endian NIfTI-1 single file; gzip when path ends in ".gz". The affine goes
  * into the sform exactly and into the qform as its closest rigid part (as nibabel does); scaling is

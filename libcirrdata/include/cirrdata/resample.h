@@ -72,7 +72,6 @@ typedef struct cd_resample_options {
 
 /* The defaults: linear, float32 (source dtype for nearest), fill 0, all CPUs. */
 CD_API void cd_resample_options_init(cd_resample_options *o);
-#define CD_RESAMPLE_OPTIONS_INIT {CD_INTERP_LINEAR, CD_DTYPE_INVALID, 0.0, 0} /* the same, as a static initialiser */
 
 /* Resamples src onto grid. The result has grid's dims and affine, spacing from the affine's column
  * norms, and no scaling (values are physical) unless nearest kept the source dtype, in which case

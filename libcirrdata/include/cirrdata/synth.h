@@ -68,7 +68,6 @@ typedef struct cd_synth_options {
 /* The defaults: 24 patients, seed 0, healthy subjects, all CPUs. A zeroed struct asks for 0 patients,
  * which cd_synth_cirrmri600 refuses (CD_ERR_ARG). */
 CD_API void cd_synth_options_init(cd_synth_options *o);
-#define CD_SYNTH_OPTIONS_INIT {24, 0, true, 0, NULL, NULL, NULL} /* the same, as a static initialiser */
 
 /* Writes a synthetic CirrMRI600+ tree under root (created if missing; existing files of the same
  * names are replaced atomically, other files are left alone). The layout, exactly as published:
