@@ -71,11 +71,11 @@ typedef struct bench_ctx {
     uint8_t *ref;
     size_t ref_len;
     size_t vox_offset;
-    size_t vox_bytes;    /* bytes of volume 0 */
+    size_t vox_bytes;     /* bytes of volume 0 */
     uint8_t *prealloc;    /* pre-touched output buffer of out_size() bytes, MADV_HUGEPAGE */
     uint8_t *prealloc_4k; /* the same from malloc (4 KiB pages; --diag only) */
     struct libdeflate_decompressor *dec;
-    bool verify;         /* set during the check pass: compare outputs with the reference */
+    bool verify; /* set during the check pass: compare outputs with the reference */
 } bench_ctx;
 
 typedef int (*bench_fn)(bench_ctx *ctx);
@@ -94,30 +94,26 @@ typedef struct map_buf {
 
 static int map_buf_alloc(map_buf *b, size_t n, bool huge);
 
-static void die(const char *fmt, const char *arg)
-{
+static void die(const char *fmt, const char *arg) {
     fprintf(stderr, "bench_decode: ");
     fprintf(stderr, fmt, arg);
     fputc('\n', stderr);
     exit(1);
 }
 
-static double now_s(void)
-{
+static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static bool ends_with(const char *s, const char *suffix)
-{
+static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
 /* Reads a whole file into a fresh malloc'd buffer. Returns NULL on error (errno set). */
-static uint8_t *read_file(const char *path, size_t *len_out)
-{
+static uint8_t *read_file(const char *path, size_t *len_out) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return NULL;
     struct stat st;
@@ -149,20 +145,20 @@ static uint8_t *read_file(const char *path, size_t *len_out)
 }
 
 /* gzip ISIZE: the uncompressed size mod 2^32, from the last four bytes of a single-member stream. */
-static size_t gzip_isize(const uint8_t *buf, size_t len)
-{
+static size_t gzip_isize(const uint8_t *buf, size_t len) {
     if (len < 18) return 0;
     const uint8_t *p = buf + len - 4;
     return (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
 }
 
-static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static int64_t le64(const uint8_t *p) { return (int64_t)((uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32); }
 
 /* Voxel offset and bytes of volume 0 from a little-endian NIfTI-1 or NIfTI-2 header. */
-static void parse_header(bench_ctx *ctx, const uint8_t *h, size_t len)
-{
+static void parse_header(bench_ctx *ctx, const uint8_t *h, size_t len) {
     int64_t dim[8];
     int64_t bitpix;
     double off;
@@ -192,12 +188,10 @@ static void parse_header(bench_ctx *ctx, const uint8_t *h, size_t len)
     ctx->vox_bytes = (size_t)(n * (uint64_t)(bitpix / 8));
 }
 
-static int check_voxels(bench_ctx *ctx, const void *data, size_t nbytes, const char *who)
-{
+static int check_voxels(bench_ctx *ctx, const void *data, size_t nbytes, const char *who) {
     if (!ctx->verify) return 0;
     if (nbytes != ctx->vox_bytes) {
-        fprintf(stderr, "bench_decode: %s produced %zu voxel bytes, expected %zu\n", who, nbytes,
-                ctx->vox_bytes);
+        fprintf(stderr, "bench_decode: %s produced %zu voxel bytes, expected %zu\n", who, nbytes, ctx->vox_bytes);
         return -1;
     }
     if (memcmp(data, ctx->ref + ctx->vox_offset, nbytes) != 0) {
@@ -209,26 +203,23 @@ static int check_voxels(bench_ctx *ctx, const void *data, size_t nbytes, const c
 
 /* ---- .nii.gz candidates ---- */
 
-static int run_deflate_raw(bench_ctx *ctx)
-{
+static int run_deflate_raw(bench_ctx *ctx) {
     size_t actual = 0;
-    enum libdeflate_result r = libdeflate_gzip_decompress(ctx->dec, ctx->file_buf, ctx->file_len,
-                                                          ctx->prealloc, ctx->ref_len, &actual);
+    enum libdeflate_result r =
+        libdeflate_gzip_decompress(ctx->dec, ctx->file_buf, ctx->file_len, ctx->prealloc, ctx->ref_len, &actual);
     if (r != LIBDEFLATE_SUCCESS || actual != ctx->ref_len) return -1;
     return check_voxels(ctx, ctx->prealloc + ctx->vox_offset, ctx->vox_bytes, "libdeflate raw");
 }
 
-static int run_deflate_raw_4k(bench_ctx *ctx)
-{
+static int run_deflate_raw_4k(bench_ctx *ctx) {
     size_t actual = 0;
-    enum libdeflate_result r = libdeflate_gzip_decompress(ctx->dec, ctx->file_buf, ctx->file_len,
-                                                          ctx->prealloc_4k, ctx->ref_len, &actual);
+    enum libdeflate_result r =
+        libdeflate_gzip_decompress(ctx->dec, ctx->file_buf, ctx->file_len, ctx->prealloc_4k, ctx->ref_len, &actual);
     if (r != LIBDEFLATE_SUCCESS || actual != ctx->ref_len) return -1;
     return check_voxels(ctx, ctx->prealloc_4k + ctx->vox_offset, ctx->vox_bytes, "raw (4K pages)");
 }
 
-static int run_deflate_file(bench_ctx *ctx)
-{
+static int run_deflate_file(bench_ctx *ctx) {
     size_t clen = 0;
     uint8_t *cbuf = read_file(ctx->path, &clen);
     if (!cbuf) return -1;
@@ -237,8 +228,7 @@ static int run_deflate_file(bench_ctx *ctx)
     struct libdeflate_decompressor *dec = libdeflate_alloc_decompressor();
     int rc = -1;
     size_t actual = 0;
-    if (out && dec &&
-        libdeflate_gzip_decompress(dec, cbuf, clen, out, ulen, &actual) == LIBDEFLATE_SUCCESS &&
+    if (out && dec && libdeflate_gzip_decompress(dec, cbuf, clen, out, ulen, &actual) == LIBDEFLATE_SUCCESS &&
         actual == ulen && ulen == ctx->ref_len)
         rc = check_voxels(ctx, out + ctx->vox_offset, ctx->vox_bytes, "libdeflate + file");
     libdeflate_free_decompressor(dec);
@@ -247,8 +237,7 @@ static int run_deflate_file(bench_ctx *ctx)
     return rc;
 }
 
-static int run_read_only(bench_ctx *ctx)
-{
+static int run_read_only(bench_ctx *ctx) {
     size_t len = 0;
     uint8_t *buf = read_file(ctx->path, &len);
     if (!buf) return -1;
@@ -257,14 +246,13 @@ static int run_read_only(bench_ctx *ctx)
     return rc;
 }
 
-static int run_inflate_fresh(bench_ctx *ctx)
-{
+static int run_inflate_fresh(bench_ctx *ctx) {
     uint8_t *out = malloc(ctx->ref_len);
     if (!out) return -1;
     size_t actual = 0;
     int rc = -1;
-    if (libdeflate_gzip_decompress(ctx->dec, ctx->file_buf, ctx->file_len, out, ctx->ref_len,
-                                   &actual) == LIBDEFLATE_SUCCESS &&
+    if (libdeflate_gzip_decompress(ctx->dec, ctx->file_buf, ctx->file_len, out, ctx->ref_len, &actual) ==
+            LIBDEFLATE_SUCCESS &&
         actual == ctx->ref_len)
         rc = check_voxels(ctx, out + ctx->vox_offset, ctx->vox_bytes, "inflate fresh");
     free(out);
@@ -273,8 +261,7 @@ static int run_inflate_fresh(bench_ctx *ctx)
 
 static size_t out_size(const bench_ctx *ctx);
 
-static int run_malloc_touch(bench_ctx *ctx)
-{
+static int run_malloc_touch(bench_ctx *ctx) {
     size_t n = out_size(ctx);
     volatile uint8_t *out = malloc(n);
     if (!out) return -1;
@@ -285,8 +272,7 @@ static int run_malloc_touch(bench_ctx *ctx)
 
 static size_t out_size(const bench_ctx *ctx) { return ctx->gz ? ctx->ref_len : ctx->vox_bytes; }
 
-static int run_mmap_populate(bench_ctx *ctx)
-{
+static int run_mmap_populate(bench_ctx *ctx) {
     size_t n = out_size(ctx);
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) return -1;
@@ -294,8 +280,7 @@ static int run_mmap_populate(bench_ctx *ctx)
     return 0;
 }
 
-static int run_hugepage_touch(bench_ctx *ctx)
-{
+static int run_hugepage_touch(bench_ctx *ctx) {
     const size_t huge = (size_t)2 << 20;
     size_t n = out_size(ctx), m = n + huge;
     uint8_t *base = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -308,20 +293,18 @@ static int run_hugepage_touch(bench_ctx *ctx)
 }
 
 /* A fresh output buffer: MAP_POPULATE mapping, or 2 MiB-aligned mapping with MADV_HUGEPAGE. */
-static int map_buf_alloc(map_buf *b, size_t n, bool huge)
-{
+static int map_buf_alloc(map_buf *b, size_t n, bool huge) {
     const size_t h = (size_t)2 << 20;
     b->len = huge ? n + h : n;
-    b->base = mmap(NULL, b->len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | (huge ? 0 : MAP_POPULATE), -1, 0);
+    b->base =
+        mmap(NULL, b->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (huge ? 0 : MAP_POPULATE), -1, 0);
     if (b->base == MAP_FAILED) return -1;
     b->p = huge ? (uint8_t *)(((uintptr_t)b->base + h - 1) & ~(uintptr_t)(h - 1)) : b->base;
     if (huge) (void)madvise(b->p, n, MADV_HUGEPAGE);
     return 0;
 }
 
-static int deflate_file_mapped(bench_ctx *ctx, bool huge, const char *who)
-{
+static int deflate_file_mapped(bench_ctx *ctx, bool huge, const char *who) {
     size_t clen = 0;
     uint8_t *cbuf = read_file(ctx->path, &clen);
     if (!cbuf) return -1;
@@ -348,8 +331,7 @@ static int run_deflate_file_huge(bench_ctx *ctx) { return deflate_file_mapped(ct
 
 /* ---- .nii candidates ---- */
 
-static int pread_all(int fd, uint8_t *buf, size_t len, off_t off)
-{
+static int pread_all(int fd, uint8_t *buf, size_t len, off_t off) {
     size_t done = 0;
     while (done < len) {
         ssize_t r = pread(fd, buf + done, len - done, off + (off_t)done);
@@ -360,8 +342,7 @@ static int pread_all(int fd, uint8_t *buf, size_t len, off_t off)
     return 0;
 }
 
-static int run_pread_raw(bench_ctx *ctx)
-{
+static int run_pread_raw(bench_ctx *ctx) {
     int fd = open(ctx->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     int rc = pread_all(fd, ctx->prealloc, ctx->vox_bytes, (off_t)ctx->vox_offset);
@@ -370,8 +351,7 @@ static int run_pread_raw(bench_ctx *ctx)
     return rc;
 }
 
-static int run_pread_raw_4k(bench_ctx *ctx)
-{
+static int run_pread_raw_4k(bench_ctx *ctx) {
     int fd = open(ctx->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     int rc = pread_all(fd, ctx->prealloc_4k, ctx->vox_bytes, (off_t)ctx->vox_offset);
@@ -380,8 +360,7 @@ static int run_pread_raw_4k(bench_ctx *ctx)
     return rc;
 }
 
-static int run_malloc_pread(bench_ctx *ctx)
-{
+static int run_malloc_pread(bench_ctx *ctx) {
     int fd = open(ctx->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     uint8_t *buf = malloc(ctx->vox_bytes);
@@ -394,8 +373,7 @@ static int run_malloc_pread(bench_ctx *ctx)
 
 /* ---- cirrdata ---- */
 
-static int run_cirrdata(bench_ctx *ctx)
-{
+static int run_cirrdata(bench_ctx *ctx) {
     cd_volume *vol = NULL;
     cd_nifti_header hdr;
     cd_error err;
@@ -411,14 +389,12 @@ static int run_cirrdata(bench_ctx *ctx)
 
 /* ---- statistics ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
+static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median_of(const double *t, int n)
-{
+static double median_of(const double *t, int n) {
     double *s = malloc((size_t)n * sizeof *s);
     if (!s) die("%s", "out of memory");
     memcpy(s, t, (size_t)n * sizeof *s);
@@ -428,22 +404,19 @@ static double median_of(const double *t, int n)
     return m;
 }
 
-static double min_of(const double *t, int n)
-{
+static double min_of(const double *t, int n) {
     double m = t[0];
     for (int i = 1; i < n; i++)
         if (t[i] < m) m = t[i];
     return m;
 }
 
-static void usage(void)
-{
+static void usage(void) {
     fprintf(stderr, "usage: bench_decode FILE.nii[.gz] [--repeat N] [--json] [--diag] [--verbose]\n");
     exit(2);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *path = NULL;
     int repeat = 15;
     bool json = false, diag = false, verbose = false;
@@ -478,8 +451,8 @@ int main(int argc, char **argv)
         ctx.ref = malloc(ctx.ref_len ? ctx.ref_len : 1);
         size_t actual = 0;
         if (!ctx.ref ||
-            libdeflate_gzip_decompress(ctx.dec, ctx.file_buf, ctx.file_len, ctx.ref, ctx.ref_len,
-                                       &actual) != LIBDEFLATE_SUCCESS ||
+            libdeflate_gzip_decompress(ctx.dec, ctx.file_buf, ctx.file_len, ctx.ref, ctx.ref_len, &actual) !=
+                LIBDEFLATE_SUCCESS ||
             actual != ctx.ref_len)
             die("%s: libdeflate cannot inflate it as one gzip member", path);
     } else {
@@ -520,10 +493,8 @@ int main(int argc, char **argv)
         cands[nc++] = (candidate){"mmap populate", "mmap_populate", run_mmap_populate, NULL};
         cands[nc++] = (candidate){"hugepage + touch", "hugepage_touch", run_hugepage_touch, NULL};
         if (ctx.gz) {
-            cands[nc++] = (candidate){"deflate+file+pop", "deflate_file_populate",
-                                      run_deflate_file_populate, NULL};
-            cands[nc++] = (candidate){"deflate+file+huge", "deflate_file_hugepage",
-                                      run_deflate_file_huge, NULL};
+            cands[nc++] = (candidate){"deflate+file+pop", "deflate_file_populate", run_deflate_file_populate, NULL};
+            cands[nc++] = (candidate){"deflate+file+huge", "deflate_file_hugepage", run_deflate_file_huge, NULL};
         }
     }
     for (int c = 0; c < nc; c++) {
@@ -567,27 +538,22 @@ int main(int argc, char **argv)
     double r_file_med = med[1] / med[cd_idx], r_file_min = mn[1] / mn[cd_idx];
 
     if (json) {
-        printf("{\"file\":\"%s\",\"mode\":\"%s\",\"file_bytes\":%zu,\"voxel_bytes\":%zu,\"repeat\":%d",
-               path, ctx.gz ? "nii.gz" : "nii", ctx.file_len, ctx.vox_bytes, repeat);
+        printf("{\"file\":\"%s\",\"mode\":\"%s\",\"file_bytes\":%zu,\"voxel_bytes\":%zu,\"repeat\":%d", path,
+               ctx.gz ? "nii.gz" : "nii", ctx.file_len, ctx.vox_bytes, repeat);
         for (int c = 0; c < nc; c++)
             printf(",\"%s\":{\"name\":\"%s\",\"median_s\":%.6f,\"min_s\":%.6f,\"median_MBps\":%.1f,\"max_MBps\":%.1f}",
                    cands[c].key, cands[c].name, med[c], mn[c], mb / med[c], mb / mn[c]);
-        printf(",\"ratio_cirrdata_vs_%s\":{\"median\":%.4f,\"min\":%.4f}", cands[0].key, r_raw_med,
-               r_raw_min);
-        printf(",\"ratio_cirrdata_vs_%s\":{\"median\":%.4f,\"min\":%.4f}}\n", cands[1].key, r_file_med,
-               r_file_min);
+        printf(",\"ratio_cirrdata_vs_%s\":{\"median\":%.4f,\"min\":%.4f}", cands[0].key, r_raw_med, r_raw_min);
+        printf(",\"ratio_cirrdata_vs_%s\":{\"median\":%.4f,\"min\":%.4f}}\n", cands[1].key, r_file_med, r_file_min);
     } else {
         printf("%s: %s, %zu bytes on disk, %.2f MB of voxels (volume 0), %d interleaved rounds\n", path,
                ctx.gz ? "gzip" : "uncompressed", ctx.file_len, mb, repeat);
-        printf("%-20s %10s %10s %12s %12s\n", "candidate", "median ms", "min ms", "median MB/s",
-               "best MB/s");
+        printf("%-20s %10s %10s %12s %12s\n", "candidate", "median ms", "min ms", "median MB/s", "best MB/s");
         for (int c = 0; c < nc; c++)
-            printf("%-20s %10.2f %10.2f %12.1f %12.1f\n", cands[c].name, med[c] * 1e3, mn[c] * 1e3,
-                   mb / med[c], mb / mn[c]);
-        printf("throughput ratio cirrdata / %-18s median %.3f  min-time %.3f\n", cands[0].name,
-               r_raw_med, r_raw_min);
-        printf("throughput ratio cirrdata / %-18s median %.3f  min-time %.3f\n", cands[1].name,
-               r_file_med, r_file_min);
+            printf("%-20s %10.2f %10.2f %12.1f %12.1f\n", cands[c].name, med[c] * 1e3, mn[c] * 1e3, mb / med[c],
+                   mb / mn[c]);
+        printf("throughput ratio cirrdata / %-18s median %.3f  min-time %.3f\n", cands[0].name, r_raw_med, r_raw_min);
+        printf("throughput ratio cirrdata / %-18s median %.3f  min-time %.3f\n", cands[1].name, r_file_med, r_file_min);
     }
 
     for (int c = 0; c < nc; c++) free(cands[c].times);

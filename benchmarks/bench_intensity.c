@@ -36,7 +36,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--patch") && i + 1 < argc) {
             long long a, b, c;
-            if (sscanf(argv[++i], "%lld,%lld,%lld", &a, &b, &c) != 3 || a < 1 || b < 1 || c < 1 || a * b * c > (1LL << 26)) {
+            if (sscanf(argv[++i], "%lld,%lld,%lld", &a, &b, &c) != 3 || a < 1 || b < 1 || c < 1 ||
+                a * b * c > (1LL << 26)) {
                 fprintf(stderr, "bench_intensity: bad --patch '%s' (X,Y,Z, at most 2^26 voxels)\n", argv[i]);
                 return 2;
             }

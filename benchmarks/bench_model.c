@@ -49,9 +49,12 @@ int main(int argc, char **argv) {
         if (!v) return usage();
         i++;
         if (strcmp(a, "--device") == 0) {
-            if (strcmp(v, "cpu") == 0) o.device = CD_DEVICE_CPU;
-            else if (strcmp(v, "vulkan") == 0) o.device = CD_DEVICE_VULKAN;
-            else return usage();
+            if (strcmp(v, "cpu") == 0)
+                o.device = CD_DEVICE_CPU;
+            else if (strcmp(v, "vulkan") == 0)
+                o.device = CD_DEVICE_VULKAN;
+            else
+                return usage();
         } else if (strcmp(a, "--threads") == 0) {
             o.threads = atoi(v);
         } else if (strcmp(a, "--batch") == 0) {
@@ -98,7 +101,8 @@ int main(int argc, char **argv) {
         if (i >= warmup) t[i - warmup] = now() - t0;
     }
     if (rc == 0 && json) {
-        printf("{\"tool\": \"ours\", \"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"batch\": %ld, \"size\": [%ld, %ld], "
+        printf("{\"tool\": \"ours\", \"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"batch\": %ld, \"size\": "
+               "[%ld, %ld], "
                "\"warmup\": %ld, \"times_s\": [",
                cd_model_arch(m), cd_model_device_name(m), o.threads, batch, h, w, warmup);
         for (long i = 0; i < iters; i++) printf("%s%.6f", i ? ", " : "", t[i]);
@@ -110,8 +114,9 @@ int main(int argc, char **argv) {
         if (json)
             printf("\"best_s\": %.6f, \"median_s\": %.6f, \"images_per_s\": %.4f}\n", t[0], med, (double)batch / med);
         else
-            printf("model=%s device=\"%s\" batch=%ld size=%ldx%ld iters=%ld best_s=%.4f median_s=%.4f images_per_s=%.2f\n",
-               cd_model_arch(m), cd_model_device_name(m), batch, h, w, iters, t[0], med, (double)batch / med);
+            printf(
+                "model=%s device=\"%s\" batch=%ld size=%ldx%ld iters=%ld best_s=%.4f median_s=%.4f images_per_s=%.2f\n",
+                cd_model_arch(m), cd_model_device_name(m), batch, h, w, iters, t[0], med, (double)batch / med);
     }
     free(x);
     free(y);

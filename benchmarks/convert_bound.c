@@ -206,8 +206,10 @@ static void process_file(thread_state *t, const file_in *f) {
         for (size_t p = 0; p < total; p += step) {
             size_t n = total - p < step ? total - p : step;
             size_t z = ZSTD_compressCCtx(t->cctx, t->zout, t->zcap, vox + p, n, LEVEL);
-            if (ZSTD_isError(z)) t->error = 1;
-            else t->zbytes += z;
+            if (ZSTD_isError(z))
+                t->error = 1;
+            else
+                t->zbytes += z;
         }
         zstd = now(CLOCK_THREAD_CPUTIME_ID) - c0;
     } else {
@@ -223,9 +225,12 @@ static void process_file(thread_state *t, const file_in *f) {
                             memcpy(o, vox + ((size_t)(x0 + d[0] * (y + d[1] * z))) * es, row);
                     double g = now(CLOCK_THREAD_CPUTIME_ID);
                     gather += g - c0;
-                    size_t n = ZSTD_compressCCtx(t->cctx, t->zout, t->zcap, t->scratch, (size_t)(o - t->scratch), LEVEL);
-                    if (ZSTD_isError(n)) t->error = 1;
-                    else t->zbytes += n;
+                    size_t n =
+                        ZSTD_compressCCtx(t->cctx, t->zout, t->zcap, t->scratch, (size_t)(o - t->scratch), LEVEL);
+                    if (ZSTD_isError(n))
+                        t->error = 1;
+                    else
+                        t->zbytes += n;
                     c0 = now(CLOCK_THREAD_CPUTIME_ID);
                     zstd += c0 - g;
                 }
@@ -239,8 +244,10 @@ static void process_record(thread_state *t, const record_in *r) {
     const uint8_t *p = r->raw;
     for (size_t i = 0; i < r->nchunks; i++) {
         size_t n = ZSTD_compressCCtx(t->cctx, t->zout, t->zcap, p, r->len[i], LEVEL);
-        if (ZSTD_isError(n)) t->error = 1;
-        else t->zbytes += n;
+        if (ZSTD_isError(n))
+            t->error = 1;
+        else
+            t->zbytes += n;
         t->vbytes += r->len[i];
         p += r->len[i];
     }
@@ -301,7 +308,8 @@ static size_t load_dataset(const char *dir) {
                 cd_chunk_info ci;
                 cd_record_chunk_info(rec, t, c, &ci);
                 uint8_t *stored = malloc(ci.stored_size ? ci.stored_size : 1);
-                if (!stored || pread(cd_shard_fd(sh), stored, ci.stored_size, (off_t)ci.offset) != (ssize_t)ci.stored_size ||
+                if (!stored ||
+                    pread(cd_shard_fd(sh), stored, ci.stored_size, (off_t)ci.offset) != (ssize_t)ci.stored_size ||
                     cd_record_decode_chunk(sh, rec, t, c, stored, p, &err) != CD_OK) {
                     fprintf(stderr, "convert_bound: %s: record %zu tensor %u chunk %u cannot be read\n", dir, r, t, c);
                     return 0;
@@ -333,16 +341,25 @@ int main(int argc, char **argv) {
     const char *dataset = NULL;
     files = calloc((size_t)argc, sizeof *files);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "--flat")) opt_flat = true;
-        else if (!strcmp(argv[i], "--read")) opt_read = true;
-        else if (!strcmp(argv[i], "--dataset") && i + 1 < argc) dataset = argv[++i];
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
+            repeat = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!strcmp(argv[i], "--flat"))
+            opt_flat = true;
+        else if (!strcmp(argv[i], "--read"))
+            opt_read = true;
+        else if (!strcmp(argv[i], "--dataset") && i + 1 < argc)
+            dataset = argv[++i];
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: convert_bound [--threads N] [--repeat R] [--json] [--flat] [--read] [--dataset DIR] FILE...\n");
+            fprintf(
+                stderr,
+                "usage: convert_bound [--threads N] [--repeat R] [--json] [--flat] [--read] [--dataset DIR] FILE...\n");
             return 2;
-        } else files[nfiles++].path = argv[i];
+        } else
+            files[nfiles++].path = argv[i];
     }
     if (!nfiles || threads < 1 || threads > MAX_THREADS || repeat < 1) {
         fprintf(stderr, "convert_bound: need FILEs, 1 <= threads <= %d, repeat >= 1\n", MAX_THREADS);
@@ -430,8 +447,8 @@ int main(int argc, char **argv) {
         if (r >= 0) times[r] = w;
         if (getenv("CONVERT_BOUND_VERBOSE") && r >= 0)
             for (int t = 0; t < threads; t++)
-                fprintf(stderr, "round %d thread %d: wall %.3f s, cpu inflate %.3f zstd %.3f\n", r, t, w, ts[t].t_inflate,
-                        ts[t].t_zstd);
+                fprintf(stderr, "round %d thread %d: wall %.3f s, cpu inflate %.3f zstd %.3f\n", r, t, w,
+                        ts[t].t_inflate, ts[t].t_zstd);
     }
     double best = times[0];
     for (int r = 1; r < repeat; r++) best = times[r] < best ? times[r] : best;
@@ -442,17 +459,25 @@ int main(int argc, char **argv) {
                "\"read_timed\":%s,\"median_s\":%.6f,\"min_s\":%.6f,\"cases_per_s\":%.4f,\"in_bytes\":%llu,"
                "\"voxel_bytes\":%llu,\"zstd_bytes\":%llu,\"cpu_s\":{\"read\":%.4f,\"inflate\":%.4f,\"gather\":%.4f,"
                "\"zstd\":%.4f}}\n",
-               nfiles, cases, threads, repeat, records ? "stored" : opt_flat ? "flat" : "chunks", opt_read ? "true" : "false", med, best,
-               (double)cases / med, (unsigned long long)in_bytes, (unsigned long long)vbytes, (unsigned long long)zbytes,
-               ph[0] / repeat, ph[1] / repeat, ph[2] / repeat, ph[3] / repeat);
+               nfiles, cases, threads, repeat,
+               records    ? "stored"
+               : opt_flat ? "flat"
+                          : "chunks",
+               opt_read ? "true" : "false", med, best, (double)cases / med, (unsigned long long)in_bytes,
+               (unsigned long long)vbytes, (unsigned long long)zbytes, ph[0] / repeat, ph[1] / repeat, ph[2] / repeat,
+               ph[3] / repeat);
     } else {
         printf("convert_bound: %zu files (%zu cases), %d threads, %d rounds, %s%s\n", nfiles, cases, threads, repeat,
-               records ? "the dataset's stored chunks" : opt_flat ? "flat slices" : "64^3 chunks", opt_read ? ", file read timed" : "");
+               records    ? "the dataset's stored chunks"
+               : opt_flat ? "flat slices"
+                          : "64^3 chunks",
+               opt_read ? ", file read timed" : "");
         printf("  wall: median %.3f s, best %.3f s -> %.2f cases/s (median)\n", med, best, (double)cases / med);
-        printf("  bytes: %llu compressed in, %llu voxel bytes, %llu zstd out (ratio %.2f)\n", (unsigned long long)in_bytes,
-               (unsigned long long)vbytes, (unsigned long long)zbytes, zbytes ? (double)vbytes / (double)zbytes : 0.0);
-        printf("  thread CPU s per round: read %.3f, inflate %.3f, gather %.3f, zstd %.3f\n", ph[0] / repeat, ph[1] / repeat,
-               ph[2] / repeat, ph[3] / repeat);
+        printf("  bytes: %llu compressed in, %llu voxel bytes, %llu zstd out (ratio %.2f)\n",
+               (unsigned long long)in_bytes, (unsigned long long)vbytes, (unsigned long long)zbytes,
+               zbytes ? (double)vbytes / (double)zbytes : 0.0);
+        printf("  thread CPU s per round: read %.3f, inflate %.3f, gather %.3f, zstd %.3f\n", ph[0] / repeat,
+               ph[1] / repeat, ph[2] / repeat, ph[3] / repeat);
     }
     return 0;
 }

@@ -150,7 +150,8 @@ static int cmp_d(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void add_chunks(const cd_record *rec, const cd_shard *shard, const char *name, const int64_t lo[3], const int64_t hi[3]) {
+static void add_chunks(const cd_record *rec, const cd_shard *shard, const char *name, const int64_t lo[3],
+                       const int64_t hi[3]) {
     int t = cd_record_find_tensor(rec, name);
     if (t < 0) return;
     cd_tensor_info ti;
@@ -204,7 +205,8 @@ int main(int argc, char **argv) {
             goto usage;
         }
     }
-    if (!dir || !corners || threads < 1 || threads > 64 || repeat < 1 || !(min_seconds >= 0) || min_seconds > 3600) goto usage;
+    if (!dir || !corners || threads < 1 || threads > 64 || repeat < 1 || !(min_seconds >= 0) || min_seconds > 3600)
+        goto usage;
 
     cd_error err;
     cd_dataset *ds;
@@ -286,20 +288,23 @@ int main(int argc, char **argv) {
                "\"stored_bytes\":%" PRIu64 ",\"raw_bytes\":%" PRIu64,
                threads, repeat, min_seconds, nsamples, nchunks, stored_total, raw_total);
     else
-        printf("%zu samples, %zu chunks (%.2f per sample), %.2f MB stored, %.2f MB decoded per sample; %d threads, %d rounds\n",
-               nsamples, nchunks, (double)nchunks / nsamples, stored_total / 1e6 / nsamples, raw_total / 1e6 / nsamples, threads,
-               repeat);
+        printf("%zu samples, %zu chunks (%.2f per sample), %.2f MB stored, %.2f MB decoded per sample; %d threads, %d "
+               "rounds\n",
+               nsamples, nchunks, (double)nchunks / nsamples, stored_total / 1e6 / nsamples, raw_total / 1e6 / nsamples,
+               threads, repeat);
     for (int k = 0; k < NCAND; k++) {
         qsort(t[k], (size_t)repeat, sizeof(double), cmp_d);
         double med = t[k][repeat / 2], best = t[k][0];
         if (json)
             printf(",\"%s\":{\"median_s\":%.6f,\"min_s\":%.6f,\"samples_per_s\":%.2f,\"samples_per_s_best\":%.2f,"
                    "\"decoded_MBps\":%.1f,\"passes\":%ld}",
-                   k == C_DECODE ? "decode" : k == C_XXH3 ? "xxh3_decode" : "pread_decode", med, best, nsamples / med,
-                   nsamples / best, raw_total / 1e6 / med, passes_total[k]);
+                   k == C_DECODE ? "decode"
+                   : k == C_XXH3 ? "xxh3_decode"
+                                 : "pread_decode",
+                   med, best, nsamples / med, nsamples / best, raw_total / 1e6 / med, passes_total[k]);
         else
-            printf("  %-14s median %8.4f s  best %8.4f s  %9.1f samples/s (best %9.1f)  %8.1f MB/s decoded\n", cand_name[k], med,
-                   best, nsamples / med, nsamples / best, raw_total / 1e6 / med);
+            printf("  %-14s median %8.4f s  best %8.4f s  %9.1f samples/s (best %9.1f)  %8.1f MB/s decoded\n",
+                   cand_name[k], med, best, nsamples / med, nsamples / best, raw_total / 1e6 / med);
     }
     if (json) printf("}\n");
     for (uint64_t i = 0; i < nrec; i++)
@@ -307,6 +312,8 @@ int main(int argc, char **argv) {
     cd_dataset_close(ds);
     return 0;
 usage:
-    fprintf(stderr, "usage: loader_bound DATASET CORNERS [--patch X,Y,Z] [--threads N] [--repeat N] [--min-seconds S] [--json]\n");
+    fprintf(
+        stderr,
+        "usage: loader_bound DATASET CORNERS [--patch X,Y,Z] [--threads N] [--repeat N] [--min-seconds S] [--json]\n");
     return 2;
 }

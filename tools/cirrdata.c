@@ -13,13 +13,18 @@ static const cli_command commands[] = {
     {"verify", "check every checksum of a converted dataset; name the damaged shard and record", cmd_verify},
     {"inspect", "print a converted dataset's counts, statistics, recipe and shards", cmd_inspect},
     {"merge", "join the parts of a 'convert --part I/N' run into one dataset", cmd_merge},
-    {"export-batch", "write a converted dataset's records as plain .npy or .nii.gz files (with affines) for tools that read only files", cmd_export_batch},
-    {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)", cmd_resample},
+    {"export-batch",
+     "write a converted dataset's records as plain .npy or .nii.gz files (with affines) for tools that read only files",
+     cmd_export_batch},
+    {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)",
+     cmd_resample},
     {"preview", "draw a converted sample (three planes, mask outline) or a loader batch as a PNG picture", cmd_preview},
     {"stage", "stage cirrhosis (mild, moderate, severe) in MRI scans with a trained network", cmd_stage},
-    {"bench", "measure decode, convert and loader throughput on this machine (synthetic data, about a minute)", cmd_bench},
+    {"bench", "measure decode, convert and loader throughput on this machine (synthetic data, about a minute)",
+     cmd_bench},
     {"devices", "list the Vulkan devices and which one the GPU path would use", cmd_devices},
-    {"limits", "print the caps on sizes read from files (NIfTI, JSON, CSV) and the variables that set them", cmd_limits},
+    {"limits", "print the caps on sizes read from files (NIfTI, JSON, CSV) and the variables that set them",
+     cmd_limits},
 };
 
 /* Runs after every command: a process that used Vulkan with the validation layer on fails (exit 1)
@@ -31,9 +36,11 @@ static int vulkan_epilogue(int rc) {
     cd_gpu_process_stats(&s);
     const char *v = getenv("CIRRDATA_VK_STATS");
     if (v && !strcmp(v, "1"))
-        fprintf(stderr, "cirrdata: vulkan stats: contexts %llu, submissions %llu, cpu_fallback %llu, validation_messages %llu\n",
-                (unsigned long long)s.contexts, (unsigned long long)s.submissions, (unsigned long long)s.cpu_fallback,
-                (unsigned long long)s.validation_messages);
+        fprintf(
+            stderr,
+            "cirrdata: vulkan stats: contexts %llu, submissions %llu, cpu_fallback %llu, validation_messages %llu\n",
+            (unsigned long long)s.contexts, (unsigned long long)s.submissions, (unsigned long long)s.cpu_fallback,
+            (unsigned long long)s.validation_messages);
     if (s.validation_messages) {
         fprintf(stderr, "cirrdata: error: the Vulkan validation layer reported %llu message%s; the first: %s\n",
                 (unsigned long long)s.validation_messages, s.validation_messages == 1 ? "" : "s", s.validation_first);
@@ -43,9 +50,10 @@ static int vulkan_epilogue(int rc) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: cirrdata <command> [options]\n\n"
-                 "libcirrdata %s: fast, exact NIfTI reading and data pipelines for 3D medical imaging.\n\n"
-                 "commands:\n",
+    fprintf(out,
+            "usage: cirrdata <command> [options]\n\n"
+            "libcirrdata %s: fast, exact NIfTI reading and data pipelines for 3D medical imaging.\n\n"
+            "commands:\n",
             cd_version());
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);

@@ -24,7 +24,6 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 
 bool cli_parse_int64(const char *s, int64_t *out);
 
-
 /* JSON helpers. */
 json_t *cli_json_matrix4(const double m[4][4]);
 json_t *cli_json_doubles(const double *v, int n);

@@ -52,8 +52,8 @@ static void draw(cli_progress *p, double t, bool final) {
     else
         format_duration(eta, sizeof eta, elapsed * (double)(p->total - done) / (double)done);
     double mbs = elapsed > 0 ? (double)p->bytes / 1e6 / elapsed : 0.0;
-    fprintf(stderr, "\r%s [%s] %llu/%llu  %.1f MB/s  elapsed %s  ETA %s\033[K", p->label, bar,
-            (unsigned long long)done, (unsigned long long)p->total, mbs, el, eta);
+    fprintf(stderr, "\r%s [%s] %llu/%llu  %.1f MB/s  elapsed %s  ETA %s\033[K", p->label, bar, (unsigned long long)done,
+            (unsigned long long)p->total, mbs, el, eta);
     fflush(stderr);
     p->drawn = true;
     p->last_draw = t;

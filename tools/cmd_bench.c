@@ -185,11 +185,14 @@ typedef struct bench_args {
 
 /* The options into a; CLI_OK, a usage error, or -1 after --help. */
 static int parse_options(int argc, char **argv, bench_args *a) {
-    static const struct option opts[] = {{"quick", no_argument, NULL, O_QUICK},     {"cases", required_argument, NULL, O_CASES},
+    static const struct option opts[] = {{"quick", no_argument, NULL, O_QUICK},
+                                         {"cases", required_argument, NULL, O_CASES},
                                          {"seconds", required_argument, NULL, O_SECONDS},
                                          {"threads", required_argument, NULL, O_THREADS},
-                                         {"dir", required_argument, NULL, O_DIR},     {"json", no_argument, NULL, O_JSON},
-                                         {"help", no_argument, NULL, O_HELP},         {NULL, 0, NULL, 0}};
+                                         {"dir", required_argument, NULL, O_DIR},
+                                         {"json", no_argument, NULL, O_JSON},
+                                         {"help", no_argument, NULL, O_HELP},
+                                         {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -197,11 +200,13 @@ static int parse_options(int argc, char **argv, bench_args *a) {
         switch (c) {
         case O_QUICK: a->quick = true; break;
         case O_CASES:
-            if (!cli_parse_int64(optarg, &a->cases) || a->cases < 1 || a->cases > 200) return cli_usage_error("bench", "--cases must be 1..200");
+            if (!cli_parse_int64(optarg, &a->cases) || a->cases < 1 || a->cases > 200)
+                return cli_usage_error("bench", "--cases must be 1..200");
             break;
         case O_SECONDS:
             a->seconds = strtod(optarg, &end);
-            if (*end || !(a->seconds >= 0.1 && a->seconds <= 600)) return cli_usage_error("bench", "--seconds must be 0.1..600");
+            if (*end || !(a->seconds >= 0.1 && a->seconds <= 600))
+                return cli_usage_error("bench", "--seconds must be 0.1..600");
             break;
         case O_THREADS:
             if (!cli_parse_int64(optarg, &a->threads) || a->threads < 0 || a->threads > 1024)
@@ -209,7 +214,8 @@ static int parse_options(int argc, char **argv, bench_args *a) {
             break;
         case O_DIR: a->dir = optarg; break;
         case O_JSON: a->json = true; break;
-        case O_HELP: case 'h': fputs(bench_help, stdout); return -1;
+        case O_HELP:
+        case 'h': fputs(bench_help, stdout); return -1;
         default: return cli_usage_error("bench", "unknown option");
         }
     }
@@ -312,8 +318,8 @@ static void print_text(const bench_out *b) {
     char host[256] = "?";
     gethostname(host, sizeof host - 1);
     printf("cirrdata bench on %s: %d CPUs online, libcirrdata %s\n", host, b->cpus, cd_version());
-    printf("synthetic CirrMRI600+: %d patients, %d scans, %.1f MB of .nii.gz (written in %.1f s)\n", b->patients, b->scans,
-           b->source_mb, b->synth_s);
+    printf("synthetic CirrMRI600+: %d patients, %d scans, %.1f MB of .nii.gz (written in %.1f s)\n", b->patients,
+           b->scans, b->source_mb, b->synth_s);
     printf("  decode   cd_nifti_read, 1 thread          %7.1f volumes/s  %7.1f MB/s voxels  %6.1f MB/s .nii.gz\n",
            b->dec_vol_s, b->dec_mb_s, b->dec_file_mb_s);
     for (int i = 0; i < b->nconv; i++)
@@ -344,7 +350,9 @@ int cmd_bench(int argc, char **argv) {
     cd_status st = run_phases(&a, tmp, &b, &err);
     nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (st != CD_OK) return cli_fail_error(&err);
-    if (a.json) print_json(&b);
-    else print_text(&b);
+    if (a.json)
+        print_json(&b);
+    else
+        print_text(&b);
     return CLI_OK;
 }

@@ -60,8 +60,28 @@ static const char merge_help[] =
     "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n";
 
 enum {
-    O_LAYOUT = 1000, O_OUT, O_RECIPE, O_THREADS, O_SHARD, O_PART, O_HEALTHY, O_PAIR, O_STRICT, O_MAXB, O_QUIET, O_JSON, O_HELP,
-    O_AUGMENT, O_COPIES, O_SEED, O_MODE, O_PATCH, O_FGF, O_NOORIG, O_DEVICE, O_NONFINITE
+    O_LAYOUT = 1000,
+    O_OUT,
+    O_RECIPE,
+    O_THREADS,
+    O_SHARD,
+    O_PART,
+    O_HEALTHY,
+    O_PAIR,
+    O_STRICT,
+    O_MAXB,
+    O_QUIET,
+    O_JSON,
+    O_HELP,
+    O_AUGMENT,
+    O_COPIES,
+    O_SEED,
+    O_MODE,
+    O_PATCH,
+    O_FGF,
+    O_NOORIG,
+    O_DEVICE,
+    O_NONFINITE
 };
 
 static bool parse_xyz(const char *s, int64_t out[3]) {
@@ -85,7 +105,7 @@ typedef struct convert_args {
     cd_convert_options co;
     const char *aug_only; /* an augmentation option given (needs --augment) */
     const char *recipe;
-    int non_finite;       /* --non-finite: overrides the recipe's; -1: not given */
+    int non_finite; /* --non-finite: overrides the recipe's; -1: not given */
     bool quiet, json;
 } convert_args;
 
@@ -95,7 +115,8 @@ static int parse_augment_option(int c, convert_args *a) {
     int64_t v;
     switch (c) {
     case O_COPIES:
-        if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --copies '%s' (1..1024)", optarg);
+        if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024)
+            return cli_usage_error("convert", "bad --copies '%s' (1..1024)", optarg);
         co->copies = (uint32_t)v;
         a->aug_only = "--copies";
         break;
@@ -105,14 +126,19 @@ static int parse_augment_option(int c, convert_args *a) {
         a->aug_only = "--seed";
         break;
     case O_MODE:
-        if (!strcmp(optarg, "volume")) co->aug_mode = CD_LOADER_VOLUME;
-        else if (!strcmp(optarg, "patch")) co->aug_mode = CD_LOADER_PATCH;
-        else if (!strcmp(optarg, "slice")) co->aug_mode = CD_LOADER_SLICE;
-        else return cli_usage_error("convert", "bad --mode '%s' (volume, patch or slice)", optarg);
+        if (!strcmp(optarg, "volume"))
+            co->aug_mode = CD_LOADER_VOLUME;
+        else if (!strcmp(optarg, "patch"))
+            co->aug_mode = CD_LOADER_PATCH;
+        else if (!strcmp(optarg, "slice"))
+            co->aug_mode = CD_LOADER_SLICE;
+        else
+            return cli_usage_error("convert", "bad --mode '%s' (volume, patch or slice)", optarg);
         a->aug_only = "--mode";
         break;
     case O_PATCH:
-        if (!parse_xyz(optarg, co->aug_patch)) return cli_usage_error("convert", "bad --patch '%s' (X,Y,Z, each 1..4096)", optarg);
+        if (!parse_xyz(optarg, co->aug_patch))
+            return cli_usage_error("convert", "bad --patch '%s' (X,Y,Z, each 1..4096)", optarg);
         a->aug_only = "--patch";
         break;
     case O_FGF: {
@@ -141,7 +167,8 @@ static int parse_convert_option(int c, char **argv, convert_args *a) {
     case O_OUT: co->out_dir = optarg; break;
     case O_RECIPE: a->recipe = optarg; break;
     case O_THREADS:
-        if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024) return cli_usage_error("convert", "bad --threads '%s'", optarg);
+        if (!cli_parse_int64(optarg, &v) || v < 1 || v > 1024)
+            return cli_usage_error("convert", "bad --threads '%s'", optarg);
         co->threads = (int)v;
         break;
     case O_SHARD:
@@ -149,8 +176,8 @@ static int parse_convert_option(int c, char **argv, convert_args *a) {
             return cli_usage_error("convert", "bad --shard-size '%s'", optarg);
         break;
     case O_PART:
-        if (sscanf(optarg, "%d/%d", &co->part_index, &co->part_count) != 2 || co->part_count < 1 || co->part_index < 1 ||
-            co->part_index > co->part_count)
+        if (sscanf(optarg, "%d/%d", &co->part_index, &co->part_count) != 2 || co->part_count < 1 ||
+            co->part_index < 1 || co->part_index > co->part_count)
             return cli_usage_error("convert", "bad --part '%s' (expected I/N with 1 <= I <= N)", optarg);
         break;
     case O_HEALTHY: co->healthy = true; break;
@@ -162,13 +189,19 @@ static int parse_convert_option(int c, char **argv, convert_args *a) {
     case O_QUIET: a->quiet = true; break;
     case O_JSON: a->json = true; break;
     case O_AUGMENT: co->augment = optarg; break;
-    case O_COPIES: case O_SEED: case O_MODE: case O_PATCH: case O_FGF: case O_NOORIG: return parse_augment_option(c, a);
+    case O_COPIES:
+    case O_SEED:
+    case O_MODE:
+    case O_PATCH:
+    case O_FGF:
+    case O_NOORIG: return parse_augment_option(c, a);
     case O_DEVICE:
         if (cd_device_parse(optarg, &co->device, NULL) != CD_OK)
             return cli_usage_error("convert", "bad --device '%s' (cpu, vulkan or auto)", optarg);
         break;
     case O_NONFINITE:
-        if (strcmp(optarg, "error") && strcmp(optarg, "zero")) return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);
+        if (strcmp(optarg, "error") && strcmp(optarg, "zero"))
+            return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);
         a->non_finite = strcmp(optarg, "zero") ? CD_NON_FINITE_ERROR : CD_NON_FINITE_ZERO;
         break;
     default: return cli_usage_error("convert", "unknown option or missing value '%s'", argv[optind - 1]);
@@ -185,8 +218,10 @@ static int check_convert_args(int argc, char **argv, convert_args *a) {
     if (co->augment && !strcmp(co->augment, "none")) co->augment = NULL;
     if (a->aug_only && !co->augment) return cli_usage_error("convert", "%s needs --augment", a->aug_only);
     if (co->augment && !co->copies) co->copies = 1;
-    if (co->aug_mode == CD_LOADER_PATCH && !co->aug_patch[0]) return cli_usage_error("convert", "--mode patch needs --patch X,Y,Z");
-    if (co->aug_mode == CD_LOADER_SLICE && co->aug_patch[0]) return cli_usage_error("convert", "--mode slice takes no --patch");
+    if (co->aug_mode == CD_LOADER_PATCH && !co->aug_patch[0])
+        return cli_usage_error("convert", "--mode patch needs --patch X,Y,Z");
+    if (co->aug_mode == CD_LOADER_SLICE && co->aug_patch[0])
+        return cli_usage_error("convert", "--mode slice takes no --patch");
     co->root = argv[optind];
     return CLI_OK;
 }
@@ -202,7 +237,8 @@ static void print_convert_json(const cd_convert_options *co, const cd_convert_re
     json_object_set_new(o, "bytes_read", json_integer((json_int_t)res->bytes_read));
     json_object_set_new(o, "bytes_written", json_integer((json_int_t)res->bytes_written));
     json_object_set_new(o, "seconds", json_real(res->seconds));
-    json_object_set_new(o, "cases_per_second", json_real(res->seconds > 0 ? (double)(res->records + res->skipped) / res->seconds : 0));
+    json_object_set_new(o, "cases_per_second",
+                        json_real(res->seconds > 0 ? (double)(res->records + res->skipped) / res->seconds : 0));
     if (co->augment) json_object_set_new(o, "augment_seconds", json_real(res->augment_seconds));
     json_object_set_new(o, "device", json_string(res->device));
     if (res->device_note[0]) json_object_set_new(o, "device_note", json_string(res->device_note));
@@ -213,31 +249,41 @@ static void print_convert_json(const cd_convert_options *co, const cd_convert_re
 static void print_convert_text(const cd_convert_options *co, const cd_convert_result *res) {
     double mb = (double)res->bytes_read / 1e6;
     printf("converted %llu records (%llu skipped%s) into %llu shard%s in %s\n", (unsigned long long)res->records,
-           (unsigned long long)res->skipped, res->skipped ? ", listed in the manifest" : "", (unsigned long long)res->shards,
-           res->shards == 1 ? "" : "s", co->out_dir);
-    if (res->resumed_records) printf("resumed: %llu records were already done\n", (unsigned long long)res->resumed_records);
-    printf("read %.1f MB in %.2f s (%.1f MB/s), recipe %s\n", mb, res->seconds, res->seconds > 0 ? mb / res->seconds : 0.0,
-           co->recipe.name);
+           (unsigned long long)res->skipped, res->skipped ? ", listed in the manifest" : "",
+           (unsigned long long)res->shards, res->shards == 1 ? "" : "s", co->out_dir);
+    if (res->resumed_records)
+        printf("resumed: %llu records were already done\n", (unsigned long long)res->resumed_records);
+    printf("read %.1f MB in %.2f s (%.1f MB/s), recipe %s\n", mb, res->seconds,
+           res->seconds > 0 ? mb / res->seconds : 0.0, co->recipe.name);
     if (co->augment)
-        printf("augmented copies: %u per case, warp on %s (%.2f CPU s of augmentation), seed %llu\n", co->copies, res->device,
-               res->augment_seconds, (unsigned long long)co->seed);
+        printf("augmented copies: %u per case, warp on %s (%.2f CPU s of augmentation), seed %llu\n", co->copies,
+               res->device, res->augment_seconds, (unsigned long long)co->seed);
 }
 
 int cmd_convert(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"layout", required_argument, NULL, O_LAYOUT},   {"out", required_argument, NULL, O_OUT},
-        {"recipe", required_argument, NULL, O_RECIPE},   {"threads", required_argument, NULL, O_THREADS},
-        {"shard-size", required_argument, NULL, O_SHARD}, {"part", required_argument, NULL, O_PART},
-        {"healthy", no_argument, NULL, O_HEALTHY},        {"strict", no_argument, NULL, O_STRICT},
-        {"pair-t1t2", no_argument, NULL, O_PAIR},
-        {"max-bytes", required_argument, NULL, O_MAXB},   {"quiet", no_argument, NULL, O_QUIET},
-        {"json", no_argument, NULL, O_JSON},              {"help", no_argument, NULL, O_HELP},
-        {"augment", required_argument, NULL, O_AUGMENT}, {"copies", required_argument, NULL, O_COPIES},
-        {"seed", required_argument, NULL, O_SEED},       {"mode", required_argument, NULL, O_MODE},
-        {"patch", required_argument, NULL, O_PATCH},     {"foreground-fraction", required_argument, NULL, O_FGF},
-        {"no-original", no_argument, NULL, O_NOORIG},    {"device", required_argument, NULL, O_DEVICE},
-        {"non-finite", required_argument, NULL, O_NONFINITE},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"layout", required_argument, NULL, O_LAYOUT},
+                                         {"out", required_argument, NULL, O_OUT},
+                                         {"recipe", required_argument, NULL, O_RECIPE},
+                                         {"threads", required_argument, NULL, O_THREADS},
+                                         {"shard-size", required_argument, NULL, O_SHARD},
+                                         {"part", required_argument, NULL, O_PART},
+                                         {"healthy", no_argument, NULL, O_HEALTHY},
+                                         {"strict", no_argument, NULL, O_STRICT},
+                                         {"pair-t1t2", no_argument, NULL, O_PAIR},
+                                         {"max-bytes", required_argument, NULL, O_MAXB},
+                                         {"quiet", no_argument, NULL, O_QUIET},
+                                         {"json", no_argument, NULL, O_JSON},
+                                         {"help", no_argument, NULL, O_HELP},
+                                         {"augment", required_argument, NULL, O_AUGMENT},
+                                         {"copies", required_argument, NULL, O_COPIES},
+                                         {"seed", required_argument, NULL, O_SEED},
+                                         {"mode", required_argument, NULL, O_MODE},
+                                         {"patch", required_argument, NULL, O_PATCH},
+                                         {"foreground-fraction", required_argument, NULL, O_FGF},
+                                         {"no-original", no_argument, NULL, O_NOORIG},
+                                         {"device", required_argument, NULL, O_DEVICE},
+                                         {"non-finite", required_argument, NULL, O_NONFINITE},
+                                         {NULL, 0, NULL, 0}};
     convert_args a = {.recipe = "raw", .non_finite = -1};
     cd_convert_options *co = &a.co;
     cd_convert_options_init(co);
@@ -264,15 +310,18 @@ int cmd_convert(int argc, char **argv) {
     cd_status st = cd_convert(co, &res, &err);
     cli_progress_finish(bar);
     if (st != CD_OK) return cli_fail_error(&err);
-    if (a.json) print_convert_json(co, &res);
-    else print_convert_text(co, &res);
+    if (a.json)
+        print_convert_json(co, &res);
+    else
+        print_convert_text(co, &res);
     if (res.device_note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.device_note);
     if (res.note[0]) fprintf(stderr, "cirrdata convert: note: %s\n", res.note);
     return CLI_OK;
 }
 
 int cmd_verify(int argc, char **argv) {
-    static const struct option opts[] = {{"quiet", no_argument, NULL, O_QUIET}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"quiet", no_argument, NULL, O_QUIET}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
     bool quiet = false;
     int c;
     optind = 1;
@@ -293,7 +342,9 @@ int cmd_verify(int argc, char **argv) {
     if (st != CD_OK) return cli_fail_error(&err);
     cd_dataset *ds;
     if (cd_dataset_open(argv[optind], &ds, &err) != CD_OK) return cli_fail_error(&err);
-    if (!quiet) printf("%s: OK (%llu records, every checksum verified)\n", argv[optind], (unsigned long long)cd_dataset_record_count(ds));
+    if (!quiet)
+        printf("%s: OK (%llu records, every checksum verified)\n", argv[optind],
+               (unsigned long long)cd_dataset_record_count(ds));
     cd_dataset_close(ds);
     return CLI_OK;
 }
@@ -307,7 +358,8 @@ static void print_counts(const char *title, json_t *obj) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, O_JSON}, {"help", no_argument, NULL, O_HELP}, {NULL, 0, NULL, 0}};
     bool json = false;
     int c;
     optind = 1;
@@ -329,8 +381,8 @@ int cmd_inspect(int argc, char **argv) {
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "path", json_string(argv[optind]));
-        static const char *const keys[] = {"created_by", "recipe", "resolved", "augmentation", "source", "part", "classes", "counts",
-                                           "statistics", "tensors", "shards"};
+        static const char *const keys[] = {"created_by", "recipe", "resolved",   "augmentation", "source", "part",
+                                           "classes",    "counts", "statistics", "tensors",      "shards"};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             if (json_object_get(m, keys[i])) json_object_set(o, keys[i], json_object_get(m, keys[i]));
         json_object_del(json_object_get(o, "source"), "fingerprint");
@@ -355,23 +407,28 @@ int cmd_inspect(int argc, char **argv) {
     json_object_foreach(json_object_get(counts, "by_label"), k, v) {
         long idx = strtol(k, NULL, 10);
         const char *name = idx >= 0 ? json_string_value(json_array_get(classes, (size_t)idx)) : NULL;
-        printf(" %s%s%s%s=%lld", k, name ? "(" : "", name ? name : "", name ? ")" : "", (long long)json_integer_value(v));
+        printf(" %s%s%s%s=%lld", k, name ? "(" : "", name ? name : "", name ? ")" : "",
+               (long long)json_integer_value(v));
     }
     printf("\n");
     json_t *skipped = json_object_get(json_object_get(m, "source"), "skipped");
-    if (json_array_size(skipped)) printf("skipped     %zu case(s), see manifest.json source.skipped\n", json_array_size(skipped));
+    if (json_array_size(skipped))
+        printf("skipped     %zu case(s), see manifest.json source.skipped\n", json_array_size(skipped));
     json_t *aug = json_object_get(m, "augmentation");
     if (aug) {
         json_t *pt = json_object_get(aug, "patch");
         char patch[80] = "as stored";
         if (json_is_array(pt))
             snprintf(patch, sizeof patch, "%lld x %lld x %lld", (long long)json_integer_value(json_array_get(pt, 0)),
-                     (long long)json_integer_value(json_array_get(pt, 1)), (long long)json_integer_value(json_array_get(pt, 2)));
+                     (long long)json_integer_value(json_array_get(pt, 1)),
+                     (long long)json_integer_value(json_array_get(pt, 2)));
         long long ncopies = (long long)json_integer_value(json_object_get(aug, "copies"));
         const char *pname = json_string_value(json_object_get(json_object_get(aug, "pipeline"), "name"));
-        const char *mode = json_string_value(json_object_get(aug, "mode")), *dev = json_string_value(json_object_get(aug, "device"));
-        printf("augmented   %lld cop%s per case, pipeline %s, seed %lld, mode %s, patch %s, %s, warp on %s\n", ncopies, ncopies == 1 ? "y" : "ies",
-               pname ? pname : "?", (long long)json_integer_value(json_object_get(aug, "seed")), mode ? mode : "?", patch,
+        const char *mode = json_string_value(json_object_get(aug, "mode")),
+                   *dev = json_string_value(json_object_get(aug, "device"));
+        printf("augmented   %lld cop%s per case, pipeline %s, seed %lld, mode %s, patch %s, %s, warp on %s\n", ncopies,
+               ncopies == 1 ? "y" : "ies", pname ? pname : "?",
+               (long long)json_integer_value(json_object_get(aug, "seed")), mode ? mode : "?", patch,
                json_is_true(json_object_get(aug, "no_original")) ? "no originals" : "originals kept", dev ? dev : "?");
         char *pj = json_dumps(json_object_get(aug, "pipeline"), JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (pj) printf("  pipeline    %s\n", pj);
@@ -383,7 +440,8 @@ int cmd_inspect(int argc, char **argv) {
                json_number_value(json_array_get(res, 1)), json_number_value(json_array_get(res, 2)));
     json_object_foreach(json_object_get(m, "statistics"), k, v) {
         json_t *sp = json_object_get(json_object_get(v, "spacing"), "median");
-        json_t *smin = json_object_get(json_object_get(v, "shape"), "min"), *smax = json_object_get(json_object_get(v, "shape"), "max");
+        json_t *smin = json_object_get(json_object_get(v, "shape"), "min"),
+               *smax = json_object_get(json_object_get(v, "shape"), "max");
         json_t *in = json_object_get(v, "intensity_in_mask"), *pct = json_object_get(in, "percentiles");
         printf("%s (%lld cases)\n", k, (long long)json_integer_value(json_object_get(v, "cases")));
         printf("  spacing median  %.3g x %.3g x %.3g mm (RAS axes)\n", json_number_value(json_array_get(sp, 0)),
@@ -392,9 +450,10 @@ int cmd_inspect(int argc, char **argv) {
                json_number_value(json_array_get(smax, 0)), json_number_value(json_array_get(smin, 1)),
                json_number_value(json_array_get(smax, 1)), json_number_value(json_array_get(smin, 2)),
                json_number_value(json_array_get(smax, 2)));
-        printf("  in mask         mean %.4g, std %.4g, p0.5 %.4g, p50 %.4g, p99.5 %.4g\n", json_number_value(json_object_get(in, "mean")),
-               json_number_value(json_object_get(in, "std")), json_number_value(json_object_get(pct, "0.5")),
-               json_number_value(json_object_get(pct, "50")), json_number_value(json_object_get(pct, "99.5")));
+        printf("  in mask         mean %.4g, std %.4g, p0.5 %.4g, p50 %.4g, p99.5 %.4g\n",
+               json_number_value(json_object_get(in, "mean")), json_number_value(json_object_get(in, "std")),
+               json_number_value(json_object_get(pct, "0.5")), json_number_value(json_object_get(pct, "50")),
+               json_number_value(json_object_get(pct, "99.5")));
     }
     json_decref(m);
     return CLI_OK;
@@ -407,7 +466,8 @@ int cmd_merge(int argc, char **argv) {
     }
     if (argc < 3) return cli_usage_error("merge", "expected OUT and at least one PART_DIR");
     cd_error err;
-    if (cd_dataset_merge(argv[1], (const char *const *)(argv + 2), argc - 2, &err) != CD_OK) return cli_fail_error(&err);
+    if (cd_dataset_merge(argv[1], (const char *const *)(argv + 2), argc - 2, &err) != CD_OK)
+        return cli_fail_error(&err);
     printf("merged %d part(s) into %s\n", argc - 2, argv[1]);
     return CLI_OK;
 }

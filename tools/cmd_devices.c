@@ -29,11 +29,13 @@ static const char *vendor_name(uint32_t id) {
 
 int cmd_devices(int argc, char **argv) {
     bool json = false;
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j') json = true;
+        if (c == 'j')
+            json = true;
         else if (c == 'h') {
             fputs(devices_help, stdout);
             return CLI_OK;
@@ -64,7 +66,8 @@ int cmd_devices(int argc, char **argv) {
             json_object_set_new(e, "vendor", json_string(vendor_name(d[i].vendor_id)));
             snprintf(buf, sizeof buf, "0x%04x", d[i].device_id);
             json_object_set_new(e, "device_id", json_string(buf));
-            snprintf(buf, sizeof buf, "%u.%u.%u", d[i].api_version >> 22, (d[i].api_version >> 12) & 0x3ff, d[i].api_version & 0xfff);
+            snprintf(buf, sizeof buf, "%u.%u.%u", d[i].api_version >> 22, (d[i].api_version >> 12) & 0x3ff,
+                     d[i].api_version & 0xfff);
             json_object_set_new(e, "api_version", json_string(buf));
             json_object_set_new(e, "driver_version", json_integer(d[i].driver_version));
             json_object_set_new(e, "device_local_bytes", json_integer((json_int_t)d[i].device_local_bytes));
@@ -89,8 +92,8 @@ int cmd_devices(int argc, char **argv) {
         char vbuf[16];
         if (!*v) snprintf(vbuf, sizeof vbuf, "0x%04x", d[i].vendor_id);
         printf(" %c %d %-40.40s %-10s %-8s %10s  %u.%u.%u%s\n", i == sel ? '*' : ' ', d[i].index, d[i].name,
-               cd_gpu_device_type_name(d[i].type), *v ? v : vbuf, mem, d[i].api_version >> 22, (d[i].api_version >> 12) & 0x3ff,
-               d[i].api_version & 0xfff, d[i].compute ? "" : "  (no compute queue)");
+               cd_gpu_device_type_name(d[i].type), *v ? v : vbuf, mem, d[i].api_version >> 22,
+               (d[i].api_version >> 12) & 0x3ff, d[i].api_version & 0xfff, d[i].compute ? "" : "  (no compute queue)");
     }
     if (st == CD_ERR_ARG) {
         fprintf(stderr, "cirrdata: %s\n", err.message);

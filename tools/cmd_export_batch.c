@@ -46,7 +46,8 @@ static bool append_safe(char *out, size_t cap, size_t *len, const char *s) {
     size_t start = *len;
     for (; s && *s; s++) {
         char c = *s;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '+' || c == '-';
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '+' ||
+                  c == '-';
         if (*len + 2 > cap) {
             out[*len] = '\0';
             return false;
@@ -154,9 +155,12 @@ typedef struct export_job {
 
 /* The options into j; CLI_OK, a usage error, or -1 after --help. */
 static int parse_options(int argc, char **argv, export_job *j) {
-    static const struct option opts[] = {{"out", required_argument, NULL, O_OUT},       {"split", required_argument, NULL, O_SPLIT},
-                                         {"format", required_argument, NULL, O_FORMAT}, {"overwrite", no_argument, NULL, O_OVERWRITE},
-                                         {"quiet", no_argument, NULL, O_QUIET},         {"help", no_argument, NULL, O_HELP},
+    static const struct option opts[] = {{"out", required_argument, NULL, O_OUT},
+                                         {"split", required_argument, NULL, O_SPLIT},
+                                         {"format", required_argument, NULL, O_FORMAT},
+                                         {"overwrite", no_argument, NULL, O_OVERWRITE},
+                                         {"quiet", no_argument, NULL, O_QUIET},
+                                         {"help", no_argument, NULL, O_HELP},
                                          {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
@@ -167,9 +171,12 @@ static int parse_options(int argc, char **argv, export_job *j) {
         case O_OUT: j->out = optarg; break;
         case O_SPLIT: j->splits = optarg; break;
         case O_FORMAT:
-            if (!strcmp(optarg, "npy")) j->nifti = false;
-            else if (!strcmp(optarg, "nifti")) j->nifti = true;
-            else return cli_usage_error("export-batch", "bad --format '%s' (npy or nifti)", optarg);
+            if (!strcmp(optarg, "npy"))
+                j->nifti = false;
+            else if (!strcmp(optarg, "nifti"))
+                j->nifti = true;
+            else
+                return cli_usage_error("export-batch", "bad --format '%s' (npy or nifti)", optarg);
             break;
         case O_OVERWRITE: j->overwrite = true; break;
         case O_QUIET: j->quiet = true; break;
@@ -217,28 +224,35 @@ static void record_geometry(json_t *meta, double affine[4][4], double spacing[3]
         for (int k = 0; k < 4; k++) affine[r][k] = r == k;
     for (int a = 0; a < 3; a++) spacing[a] = 1;
     for (int r = 0; meta && r < 4; r++)
-        for (int k = 0; k < 4; k++) affine[r][k] = json_number_value(json_array_get(json_array_get(json_object_get(meta, "affine"), (size_t)r), (size_t)k));
-    for (int a = 0; meta && a < 3; a++) spacing[a] = json_number_value(json_array_get(json_object_get(meta, "spacing"), (size_t)a));
+        for (int k = 0; k < 4; k++)
+            affine[r][k] = json_number_value(
+                json_array_get(json_array_get(json_object_get(meta, "affine"), (size_t)r), (size_t)k));
+    for (int a = 0; meta && a < 3; a++)
+        spacing[a] = json_number_value(json_array_get(json_object_get(meta, "spacing"), (size_t)a));
 }
 
 /* Manifest entry i's part of its file names (unique so far), with a note on stderr when renamed. */
 static void record_base(export_job *j, size_t i, json_t *e, char *base, size_t cap) {
     char copy[32];
     json_t *cp = json_object_get(e, "copy");
-    if (json_is_integer(cp) && json_integer_value(cp) >= 0) snprintf(copy, sizeof copy, "aug%lld", (long long)json_integer_value(cp));
-    else snprintf(copy, sizeof copy, "orig");
+    if (json_is_integer(cp) && json_integer_value(cp) >= 0)
+        snprintf(copy, sizeof copy, "aug%lld", (long long)json_integer_value(cp));
+    else
+        snprintf(copy, sizeof copy, "orig");
     bool renamed;
     long long taken_by;
-    unique_base(j->used, i, json_string_value(json_object_get(e, "patient_id")), json_string_value(json_object_get(e, "sequence")), copy,
-                base, cap, &renamed, &taken_by);
+    unique_base(j->used, i, json_string_value(json_object_get(e, "patient_id")),
+                json_string_value(json_object_get(e, "sequence")), copy, base, cap, &renamed, &taken_by);
     if (!renamed) return;
     const char *key = json_string_value(json_object_get(e, "key"));
     j->renamed_records++;
     if (taken_by >= 0)
-        fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is taken by record %lld; written as %s_*\n", i,
+        fprintf(stderr,
+                "export-batch: record %zu (key '%.200s'): its file name is taken by record %lld; written as %s_*\n", i,
                 key ? key : "", taken_by, base);
     else
-        fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is too long; written as %s_*\n", i, key ? key : "", base);
+        fprintf(stderr, "export-batch: record %zu (key '%.200s'): its file name is too long; written as %s_*\n", i,
+                key ? key : "", base);
 }
 
 /* Writes channel ch of the tensor in j->buf (all channels in one .npy) to a file it claims. */
@@ -246,9 +260,12 @@ static cd_status write_file(export_job *j, const char *base, const char *tname, 
                             const double affine[4][4], const double spacing[3], cd_error *err) {
     char path[4400];
     int len;
-    if (!j->nifti) len = snprintf(path, sizeof path, "%s/%s_%s.npy", j->out, base, tname);
-    else if (ti->channels == 1) len = snprintf(path, sizeof path, "%s/%s_%s.nii.gz", j->out, base, tname);
-    else len = snprintf(path, sizeof path, "%s/%s_%s_c%u.nii.gz", j->out, base, tname, ch);
+    if (!j->nifti)
+        len = snprintf(path, sizeof path, "%s/%s_%s.npy", j->out, base, tname);
+    else if (ti->channels == 1)
+        len = snprintf(path, sizeof path, "%s/%s_%s.nii.gz", j->out, base, tname);
+    else
+        len = snprintf(path, sizeof path, "%s/%s_%s_c%u.nii.gz", j->out, base, tname, ch);
     if (len < 0 || (size_t)len >= sizeof path) {
         snprintf(err->message, sizeof err->message, "%.300s: output folder name too long", j->out);
         return err->status = CD_ERR_ARG;
@@ -261,14 +278,16 @@ static cd_status write_file(export_job *j, const char *base, const char *tname, 
     } else {
         st = write_nifti(path, j->buf, ti->dtype, ch, ti, affine, spacing, err);
     }
-    if (st == CD_OK) j->files++;
-    else unlink(path); /* the empty claim, or what the failed write left */
+    if (st == CD_OK)
+        j->files++;
+    else
+        unlink(path); /* the empty claim, or what the failed write left */
     return st;
 }
 
 /* Tensor t of record i: read, then written as one file (npy) or one per channel (nifti). */
-static cd_status export_tensor(export_job *j, size_t i, const cd_shard *sh, const cd_record *rec, uint32_t t, const char *base,
-                               const double affine[4][4], const double spacing[3], cd_error *err) {
+static cd_status export_tensor(export_job *j, size_t i, const cd_shard *sh, const cd_record *rec, uint32_t t,
+                               const char *base, const double affine[4][4], const double spacing[3], cd_error *err) {
     cd_tensor_info ti;
     cd_record_tensor_info(rec, t, &ti);
     char tname[CD_TENSOR_NAME_MAX + 2];
@@ -329,10 +348,11 @@ int cmd_export_batch(int argc, char **argv) {
     cd_folder_lock_release(lock);
     cli_progress_finish(bar);
     if (rc == CLI_OK) {
-        printf("exported %zu record%s of split(s) '%s' as %zu %s file%s into %s", j.done, j.done == 1 ? "" : "s", j.splits, j.files,
-               j.nifti ? "NIfTI" : "npy", j.files == 1 ? "" : "s", j.out);
+        printf("exported %zu record%s of split(s) '%s' as %zu %s file%s into %s", j.done, j.done == 1 ? "" : "s",
+               j.splits, j.files, j.nifti ? "NIfTI" : "npy", j.files == 1 ? "" : "s", j.out);
         if (j.renamed_records)
-            printf(" (%zu record%s renamed with _r<index> to keep names unique)", j.renamed_records, j.renamed_records == 1 ? "" : "s");
+            printf(" (%zu record%s renamed with _r<index> to keep names unique)", j.renamed_records,
+                   j.renamed_records == 1 ? "" : "s");
         printf("\n");
     }
     json_decref(m);

@@ -14,12 +14,14 @@ static const char limits_help[] =
 
 int cmd_limits(int argc, char **argv) {
     bool json = false;
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j') json = true;
+        if (c == 'j')
+            json = true;
         else if (c == 'h') {
             fputs(limits_help, stdout);
             return CLI_OK;
@@ -36,11 +38,12 @@ int cmd_limits(int argc, char **argv) {
         uint64_t value, dflt;
     } rows[] = {
         {"max_dim", "CIRRDATA_MAX_DIM", "NIfTI dim[1..7]", now.max_dim, def.max_dim},
-        {"max_voxels", "CIRRDATA_MAX_VOXELS", "voxels of one NIfTI volume, resampling output", now.max_voxels, def.max_voxels},
-        {"max_decompressed_bytes", "CIRRDATA_MAX_BYTES", "bytes of one NIfTI read, resampling output", now.max_decompressed_bytes,
-         def.max_decompressed_bytes},
-        {"max_json_bytes", "CIRRDATA_MAX_JSON_BYTES", "manifest, recipe, pipeline, dataset.json, model graph", now.max_json_bytes,
-         def.max_json_bytes},
+        {"max_voxels", "CIRRDATA_MAX_VOXELS", "voxels of one NIfTI volume, resampling output", now.max_voxels,
+         def.max_voxels},
+        {"max_decompressed_bytes", "CIRRDATA_MAX_BYTES", "bytes of one NIfTI read, resampling output",
+         now.max_decompressed_bytes, def.max_decompressed_bytes},
+        {"max_json_bytes", "CIRRDATA_MAX_JSON_BYTES", "manifest, recipe, pipeline, dataset.json, model graph",
+         now.max_json_bytes, def.max_json_bytes},
         {"max_csv_bytes", "CIRRDATA_MAX_CSV_BYTES", "metadata CSV files", now.max_csv_bytes, def.max_csv_bytes},
     };
     if (json) {
@@ -57,7 +60,7 @@ int cmd_limits(int argc, char **argv) {
     }
     printf("%-24s %22s %22s  %-24s %s\n", "cap", "value", "default", "environment", "applies to");
     for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
-        printf("%-24s %22llu %22llu  %-24s %s\n", rows[i].name, (unsigned long long)rows[i].value, (unsigned long long)rows[i].dflt,
-               rows[i].env, rows[i].what);
+        printf("%-24s %22llu %22llu  %-24s %s\n", rows[i].name, (unsigned long long)rows[i].value,
+               (unsigned long long)rows[i].dflt, rows[i].env, rows[i].what);
     return CLI_OK;
 }

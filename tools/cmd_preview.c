@@ -44,17 +44,30 @@ static const char preview_help[] =
     "                    augmented copies side by side (middle axial slice of each), with what was\n"
     "                    drawn for each copy\n";
 
-enum { O_SAMPLE = 1000, O_OUT, O_SIZE, O_BATCH, O_AUGMENT, O_SEED, O_BSIZE, O_PATCH, O_MODE, O_SPLIT, O_HELP, O_VARIANTS };
+enum {
+    O_SAMPLE = 1000,
+    O_OUT,
+    O_SIZE,
+    O_BATCH,
+    O_AUGMENT,
+    O_SEED,
+    O_BSIZE,
+    O_PATCH,
+    O_MODE,
+    O_SPLIT,
+    O_HELP,
+    O_VARIANTS
+};
 
 /* ---- reading a record ---- */
 
 /* Converts n elements of dtype to float; false for a dtype we do not draw. */
 static bool to_float(const void *raw, cd_dtype dt, size_t n, float *out) {
     switch (dt) {
-#define CONV(T)                                                                                                                            \
-    do {                                                                                                                                   \
-        const T *s = raw;                                                                                                                  \
-        for (size_t i = 0; i < n; i++) out[i] = (float)s[i];                                                                               \
+#define CONV(T)                                                                                                        \
+    do {                                                                                                               \
+        const T *s = raw;                                                                                              \
+        for (size_t i = 0; i < n; i++) out[i] = (float)s[i];                                                           \
     } while (0)
     case CD_DTYPE_UINT8: CONV(uint8_t); return true;
     case CD_DTYPE_INT8: CONV(int8_t); return true;
@@ -118,7 +131,8 @@ static int read_image(const record_src *rs, int ti, preview_record *s) {
     else if (cd_record_read_tensor(rs->sh, rs->rec, (uint32_t)ti, raw, &err) != CD_OK)
         rc = cli_fail_error(&err);
     else if (!to_float(raw, info.dtype, nel, s->image))
-        rc = fail_msg("%s: record %llu: cannot draw an image of dtype %s", rs->dir, (unsigned long long)rs->n, cd_dtype_name(info.dtype));
+        rc = fail_msg("%s: record %llu: cannot draw an image of dtype %s", rs->dir, (unsigned long long)rs->n,
+                      cd_dtype_name(info.dtype));
     free(raw);
     return rc;
 }
@@ -156,8 +170,11 @@ static int read_mask(const record_src *rs, int mi, preview_record *s) {
     cd_error_clear(&err);
     if (!raw || !mf || !s->mask)
         rc = fail_msg("%s: record %llu: out of memory for the mask", rs->dir, (unsigned long long)rs->n);
-    else if (cd_record_read_tensor(rs->sh, rs->rec, (uint32_t)mi, raw, &err) != CD_OK || !to_float(raw, info.dtype, mel, mf))
-        rc = err.status != CD_OK ? cli_fail_error(&err) : fail_msg("%s: record %llu: cannot read the mask", rs->dir, (unsigned long long)rs->n);
+    else if (cd_record_read_tensor(rs->sh, rs->rec, (uint32_t)mi, raw, &err) != CD_OK ||
+             !to_float(raw, info.dtype, mel, mf))
+        rc = err.status != CD_OK
+                 ? cli_fail_error(&err)
+                 : fail_msg("%s: record %llu: cannot read the mask", rs->dir, (unsigned long long)rs->n);
     else
         mask_foreground(mf, nvox, info.channels, s->mask);
     free(mf);
@@ -177,9 +194,12 @@ static int read_record(cd_dataset *ds, const char *dir, uint64_t n, preview_reco
     int rc = CLI_OK;
     s->meta = json_loads(cd_record_metadata(rec), 0, NULL);
     int ti = cd_record_find_tensor(rec, "image"), mi = cd_record_find_tensor(rec, "mask");
-    if (!s->meta) rc = fail_msg("%s: record %llu: metadata is not JSON", dir, (unsigned long long)n);
-    else if (ti < 0) rc = fail_msg("%s: record %llu has no 'image' tensor", dir, (unsigned long long)n);
-    else rc = read_image(&rs, ti, s);
+    if (!s->meta)
+        rc = fail_msg("%s: record %llu: metadata is not JSON", dir, (unsigned long long)n);
+    else if (ti < 0)
+        rc = fail_msg("%s: record %llu has no 'image' tensor", dir, (unsigned long long)n);
+    else
+        rc = read_image(&rs, ti, s);
     if (rc == CLI_OK && mi >= 0) rc = read_mask(&rs, mi, s);
     cd_record_destroy(rec);
     if (rc != CLI_OK) record_free(s);
@@ -195,9 +215,11 @@ static int preview_sample(const char *dir, uint64_t n, const char *out, int size
     uint64_t count = cd_dataset_record_count(ds);
     if (n >= count) {
         cd_dataset_close(ds);
-        if (count == 0) return fail_msg("%s: sample %llu is out of range: the dataset holds no records", dir, (unsigned long long)n);
-        return fail_msg("%s: sample %llu is out of range: the dataset holds %llu records (0..%llu)", dir, (unsigned long long)n,
-                        (unsigned long long)count, (unsigned long long)(count - 1));
+        if (count == 0)
+            return fail_msg("%s: sample %llu is out of range: the dataset holds no records", dir,
+                            (unsigned long long)n);
+        return fail_msg("%s: sample %llu is out of range: the dataset holds %llu records (0..%llu)", dir,
+                        (unsigned long long)n, (unsigned long long)count, (unsigned long long)(count - 1));
     }
     const preview_source src = {dir, json_loads(cd_dataset_manifest(ds), 0, NULL)};
     preview_record s;
@@ -208,7 +230,8 @@ static int preview_sample(const char *dir, uint64_t n, const char *out, int size
         rc = cli_fail_error(&err);
     } else if (rc == CLI_OK) {
         const char *key = json_string_value(json_object_get(s.meta, "key"));
-        printf("wrote %s (%d x %d): record %llu, %s, window", out, pic.width, pic.height, (unsigned long long)n, key ? key : "?");
+        printf("wrote %s (%d x %d): record %llu, %s, window", out, pic.width, pic.height, (unsigned long long)n,
+               key ? key : "?");
         for (uint32_t c = 0; c < s.channels; c++) printf(" %.9g..%.9g", pic.windows[2 * c], pic.windows[2 * c + 1]);
         printf("\n");
         free(pic.windows);
@@ -229,14 +252,18 @@ typedef struct batch_opts {
     cd_loader_mode mode;
 } batch_opts;
 
-static const char *mode_name(cd_loader_mode m) { return m == CD_LOADER_VOLUME ? "volume" : m == CD_LOADER_SLICE ? "slice" : "patch"; }
+static const char *mode_name(cd_loader_mode m) {
+    return m == CD_LOADER_VOLUME ? "volume" : m == CD_LOADER_SLICE ? "slice" : "patch";
+}
 
 static void batch_loader_options(const char *dir, const batch_opts *bo, cd_loader_options *lo) {
     cd_loader_options_init(lo);
     lo->dataset = dir;
     lo->mode = bo->mode;
-    if (bo->patch_set) memcpy(lo->patch, bo->patch, sizeof lo->patch);
-    else if (bo->mode != CD_LOADER_PATCH) memset(lo->patch, 0, sizeof lo->patch);
+    if (bo->patch_set)
+        memcpy(lo->patch, bo->patch, sizeof lo->patch);
+    else if (bo->mode != CD_LOADER_PATCH)
+        memset(lo->patch, 0, sizeof lo->patch);
     lo->batch_size = bo->batch_size;
     lo->seed = bo->seed;
     lo->augment = bo->augment;
@@ -246,17 +273,20 @@ static void batch_loader_options(const char *dir, const batch_opts *bo, cd_loade
 }
 
 /* Batch bo->number of epoch 0 (*b, to release), after the batches before it. */
-static int batch_fetch(cd_loader *ld, const char *dir, const batch_opts *bo, const cd_loader_options *lo, cd_batch **b) {
+static int batch_fetch(cd_loader *ld, const char *dir, const batch_opts *bo, const cd_loader_options *lo,
+                       cd_batch **b) {
     cd_error err;
     uint64_t nbatches = cd_loader_epoch_batches(ld);
     if (bo->number >= nbatches)
-        return fail_msg("%s: batch %llu is out of range: an epoch of split '%s' has %llu batch%s of %u", dir, (unsigned long long)bo->number,
-                        lo->splits, (unsigned long long)nbatches, nbatches == 1 ? "" : "es", lo->batch_size);
+        return fail_msg("%s: batch %llu is out of range: an epoch of split '%s' has %llu batch%s of %u", dir,
+                        (unsigned long long)bo->number, lo->splits, (unsigned long long)nbatches,
+                        nbatches == 1 ? "" : "es", lo->batch_size);
     for (uint64_t k = 0; k <= bo->number; k++) {
         if (*b) cd_loader_release(ld, *b);
         *b = NULL;
         if (cd_loader_next(ld, b, &err) != CD_OK) return cli_fail_error(&err);
-        if (!*b) return fail_msg("%s: the loader ended the epoch before batch %llu", dir, (unsigned long long)bo->number);
+        if (!*b)
+            return fail_msg("%s: the loader ended the epoch before batch %llu", dir, (unsigned long long)bo->number);
     }
     return CLI_OK;
 }
@@ -287,15 +317,16 @@ static int preview_batch(const char *dir, const batch_opts *bo, const char *out,
     batch_loader_options(dir, bo, &lo);
     cd_loader *ld = NULL;
     cd_batch *b = NULL;
-    double (*sp)[3] = NULL;
+    double(*sp)[3] = NULL;
     int rc = cd_loader_create(&lo, &ld, &err) != CD_OK ? cli_fail_error(&err) : batch_fetch(ld, dir, bo, &lo, &b);
     if (rc == CLI_OK) rc = batch_spacings(ds, b, &sp);
     const preview_batch_info bi = {bo->augment, bo->seed, mode_name(bo->mode), lo.splits};
     preview_picture pic;
-    if (rc == CLI_OK && preview_draw_batch(&src, b, (const double(*)[3])sp, &bi, size, out, &pic, &err) != CD_OK) rc = cli_fail_error(&err);
+    if (rc == CLI_OK && preview_draw_batch(&src, b, (const double(*)[3])sp, &bi, size, out, &pic, &err) != CD_OK)
+        rc = cli_fail_error(&err);
     else if (rc == CLI_OK)
-        printf("wrote %s (%d x %d): batch %llu, %u sample%s\n", out, pic.width, pic.height, (unsigned long long)b->number, b->size,
-               b->size == 1 ? "" : "s");
+        printf("wrote %s (%d x %d): batch %llu, %u sample%s\n", out, pic.width, pic.height,
+               (unsigned long long)b->number, b->size, b->size == 1 ? "" : "s");
     free(sp);
     if (b) cd_loader_release(ld, b);
     cd_loader_destroy(ld);
@@ -309,8 +340,8 @@ static int preview_batch(const char *dir, const batch_opts *bo, const char *out,
 enum { MAX_VARIANTS = 16 }; /* the original and the first copies are enough to see the spread */
 
 /* The records of case case_no (at most MAX_VARIANTS): *n of them, at dataset indices idx[]. */
-static int variant_records(cd_dataset *ds, const char *dir, json_t *manifest, uint64_t case_no, preview_record *recs, uint64_t *idx,
-                           int *n) {
+static int variant_records(cd_dataset *ds, const char *dir, json_t *manifest, uint64_t case_no, preview_record *recs,
+                           uint64_t *idx, int *n) {
     size_t i;
     json_t *e;
     json_array_foreach(json_object_get(manifest, "records"), i, e) {
@@ -324,7 +355,8 @@ static int variant_records(cd_dataset *ds, const char *dir, json_t *manifest, ui
     json_t *aug = json_object_get(manifest, "augmentation");
     return fail_msg("%s: no records of case %llu (cases are 0..%lld)", dir, (unsigned long long)case_no,
                     (long long)json_integer_value(json_object_get(json_object_get(manifest, "counts"), "records")) /
-                            (json_integer_value(json_object_get(aug, "copies")) + !json_is_true(json_object_get(aug, "no_original"))) -
+                            (json_integer_value(json_object_get(aug, "copies")) +
+                             !json_is_true(json_object_get(aug, "no_original"))) -
                         1);
 }
 
@@ -337,13 +369,16 @@ static int preview_variants(const char *dir, uint64_t case_no, const char *out, 
     uint64_t idx[MAX_VARIANTS];
     int n = 0, rc;
     if (!json_object_get(src.manifest, "augmentation"))
-        rc = fail_msg("%s: not written by 'convert --augment' (no 'augmentation' in the manifest): nothing to compare", dir);
+        rc = fail_msg("%s: not written by 'convert --augment' (no 'augmentation' in the manifest): nothing to compare",
+                      dir);
     else
         rc = variant_records(ds, dir, src.manifest, case_no, recs, idx, &n);
     preview_picture pic;
-    if (rc == CLI_OK && preview_draw_variants(&src, recs, idx, n, case_no, size, out, &pic, &err) != CD_OK) rc = cli_fail_error(&err);
+    if (rc == CLI_OK && preview_draw_variants(&src, recs, idx, n, case_no, size, out, &pic, &err) != CD_OK)
+        rc = cli_fail_error(&err);
     else if (rc == CLI_OK)
-        printf("wrote %s (%d x %d): case %llu, %d record%s\n", out, pic.width, pic.height, (unsigned long long)case_no, n, n == 1 ? "" : "s");
+        printf("wrote %s (%d x %d): case %llu, %d record%s\n", out, pic.width, pic.height, (unsigned long long)case_no,
+               n, n == 1 ? "" : "s");
     for (int k = 0; k < n; k++) record_free(&recs[k]);
     json_decref(src.manifest);
     cd_dataset_close(ds);
@@ -364,32 +399,40 @@ static bool parse_patch(const char *s, int64_t out[3]) {
 }
 
 int cmd_preview(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"sample", required_argument, NULL, O_SAMPLE}, {"out", required_argument, NULL, O_OUT},
-        {"size", required_argument, NULL, O_SIZE},     {"batch", no_argument, NULL, O_BATCH},
-        {"augment", required_argument, NULL, O_AUGMENT}, {"seed", required_argument, NULL, O_SEED},
-        {"batch-size", required_argument, NULL, O_BSIZE}, {"patch", required_argument, NULL, O_PATCH},
-        {"mode", required_argument, NULL, O_MODE},     {"split", required_argument, NULL, O_SPLIT},
-        {"variants", required_argument, NULL, O_VARIANTS},
-        {"help", no_argument, NULL, O_HELP},           {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"sample", required_argument, NULL, O_SAMPLE},
+                                         {"out", required_argument, NULL, O_OUT},
+                                         {"size", required_argument, NULL, O_SIZE},
+                                         {"batch", no_argument, NULL, O_BATCH},
+                                         {"augment", required_argument, NULL, O_AUGMENT},
+                                         {"seed", required_argument, NULL, O_SEED},
+                                         {"batch-size", required_argument, NULL, O_BSIZE},
+                                         {"patch", required_argument, NULL, O_PATCH},
+                                         {"mode", required_argument, NULL, O_MODE},
+                                         {"split", required_argument, NULL, O_SPLIT},
+                                         {"variants", required_argument, NULL, O_VARIANTS},
+                                         {"help", no_argument, NULL, O_HELP},
+                                         {NULL, 0, NULL, 0}};
     const char *out = NULL;
     int64_t sample_n = -1, size = -1, v, variants = -1;
     bool batch = false, batch_only = false;
     const char *batch_only_name = NULL;
-    batch_opts bo = {.augment = "none", .splits = NULL, .seed = 0, .number = 0, .batch_size = 4, .mode = CD_LOADER_PATCH};
+    batch_opts bo = {
+        .augment = "none", .splits = NULL, .seed = 0, .number = 0, .batch_size = 4, .mode = CD_LOADER_PATCH};
     int c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         switch (c) {
         case O_SAMPLE:
-            if (!cli_parse_int64(optarg, &v) || v < 0) return cli_usage_error("preview", "bad --sample '%s' (a record number >= 0)", optarg);
+            if (!cli_parse_int64(optarg, &v) || v < 0)
+                return cli_usage_error("preview", "bad --sample '%s' (a record number >= 0)", optarg);
             sample_n = v;
             break;
         case 'o':
         case O_OUT: out = optarg; break;
         case O_SIZE:
-            if (!cli_parse_int64(optarg, &v) || v < 16 || v > 4096) return cli_usage_error("preview", "bad --size '%s' (16..4096 pixels)", optarg);
+            if (!cli_parse_int64(optarg, &v) || v < 16 || v > 4096)
+                return cli_usage_error("preview", "bad --size '%s' (16..4096 pixels)", optarg);
             size = v;
             break;
         case O_BATCH: batch = true; break;
@@ -405,22 +448,28 @@ int cmd_preview(int argc, char **argv) {
             batch_only_name = "--seed";
             break;
         case O_BSIZE:
-            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 64) return cli_usage_error("preview", "bad --batch-size '%s' (1..64)", optarg);
+            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 64)
+                return cli_usage_error("preview", "bad --batch-size '%s' (1..64)", optarg);
             bo.batch_size = (uint32_t)v;
             batch_only = true;
             batch_only_name = "--batch-size";
             break;
         case O_PATCH:
-            if (!parse_patch(optarg, bo.patch)) return cli_usage_error("preview", "bad --patch '%s' (expected X,Y,Z, each 1..4096)", optarg);
+            if (!parse_patch(optarg, bo.patch))
+                return cli_usage_error("preview", "bad --patch '%s' (expected X,Y,Z, each 1..4096)", optarg);
             bo.patch_set = true;
             batch_only = true;
             batch_only_name = "--patch";
             break;
         case O_MODE:
-            if (!strcmp(optarg, "patch")) bo.mode = CD_LOADER_PATCH;
-            else if (!strcmp(optarg, "volume")) bo.mode = CD_LOADER_VOLUME;
-            else if (!strcmp(optarg, "slice")) bo.mode = CD_LOADER_SLICE;
-            else return cli_usage_error("preview", "bad --mode '%s' (patch, volume or slice)", optarg);
+            if (!strcmp(optarg, "patch"))
+                bo.mode = CD_LOADER_PATCH;
+            else if (!strcmp(optarg, "volume"))
+                bo.mode = CD_LOADER_VOLUME;
+            else if (!strcmp(optarg, "slice"))
+                bo.mode = CD_LOADER_SLICE;
+            else
+                return cli_usage_error("preview", "bad --mode '%s' (patch, volume or slice)", optarg);
             batch_only = true;
             batch_only_name = "--mode";
             break;
@@ -430,7 +479,8 @@ int cmd_preview(int argc, char **argv) {
             batch_only_name = "--split";
             break;
         case O_VARIANTS:
-            if (!cli_parse_int64(optarg, &v) || v < 0) return cli_usage_error("preview", "bad --variants '%s' (a case number >= 0)", optarg);
+            if (!cli_parse_int64(optarg, &v) || v < 0)
+                return cli_usage_error("preview", "bad --variants '%s' (a case number >= 0)", optarg);
             variants = v;
             break;
         case 'h':

@@ -142,10 +142,14 @@ static int stage_files(const stage_opts *o, char **vols, int nvol, char **masks,
         } else if (cd_stage_volume(m, img, msk, o->batch, o->threads, &r, &err) != CD_OK) {
             /* Preprocessing errors concern the pair (shape, grid, empty mask, non-finite voxels); the model's
              * name its file. */
-            if (mpath && err.status == CD_ERR_ARG && strstr(err.message, "mask")) rc = fail_with_file(mpath, &err);
-            else if (mpath && err.status == CD_ERR_FORMAT && strstr(err.message, "in the mask")) rc = fail_with_file(mpath, &err);
-            else if (mpath && err.status == CD_ERR_FORMAT && strstr(err.message, "grids differ")) rc = fail_with_file(mpath, &err);
-            else rc = fail_with_file(vols[i], &err);
+            if (mpath && err.status == CD_ERR_ARG && strstr(err.message, "mask"))
+                rc = fail_with_file(mpath, &err);
+            else if (mpath && err.status == CD_ERR_FORMAT && strstr(err.message, "in the mask"))
+                rc = fail_with_file(mpath, &err);
+            else if (mpath && err.status == CD_ERR_FORMAT && strstr(err.message, "grids differ"))
+                rc = fail_with_file(mpath, &err);
+            else
+                rc = fail_with_file(vols[i], &err);
         } else if (o->json) {
             json_t *s = result_json(r, NULL, true);
             json_object_set_new(s, "image", json_string(vols[i]));
@@ -187,9 +191,12 @@ static cd_status record_volume(const cd_shard *sh, const cd_record *rec, const c
     }
     cd_tensor_info ti;
     cd_record_tensor_info(rec, (uint32_t)t, &ti);
-    if (ti.channels != 1 || (ti.dtype != CD_DTYPE_UINT8 && ti.dtype != CD_DTYPE_INT16 && ti.dtype != CD_DTYPE_FLOAT32)) {
-        snprintf(err->message, sizeof err->message, "tensor '%s' is %u channels of %s; staging needs one channel of "
-                 "uint8, int16 or float32 (a 3D recipe such as raw)", tensor, ti.channels, cd_dtype_name(ti.dtype));
+    if (ti.channels != 1 ||
+        (ti.dtype != CD_DTYPE_UINT8 && ti.dtype != CD_DTYPE_INT16 && ti.dtype != CD_DTYPE_FLOAT32)) {
+        snprintf(err->message, sizeof err->message,
+                 "tensor '%s' is %u channels of %s; staging needs one channel of "
+                 "uint8, int16 or float32 (a 3D recipe such as raw)",
+                 tensor, ti.channels, cd_dtype_name(ti.dtype));
         err->status = CD_ERR_UNSUPPORTED;
         return CD_ERR_UNSUPPORTED;
     }
@@ -274,9 +281,12 @@ static int check_recipe(const stage_opts *o, json_t *man) {
     const char *rname = json_string_value(json_object_get(recipe, "name"));
     const char *norm = json_string_value(json_object_get(json_object_get(recipe, "normalize"), "mode"));
     const char *res = json_string_value(json_object_get(json_object_get(recipe, "resample"), "mode"));
-    if (!recipe || json_object_get(recipe, "slices") || (norm && strcmp(norm, "none")) || (res && strcmp(res, "none"))) {
-        fprintf(stderr, "cirrdata: %s: recipe '%s' has resampled, normalised or sliced the scans; staging needs them as "
-                        "acquired (convert with --recipe raw)\n", o->dataset, rname ? rname : "?");
+    if (!recipe || json_object_get(recipe, "slices") || (norm && strcmp(norm, "none")) ||
+        (res && strcmp(res, "none"))) {
+        fprintf(stderr,
+                "cirrdata: %s: recipe '%s' has resampled, normalised or sliced the scans; staging needs them as "
+                "acquired (convert with --recipe raw)\n",
+                o->dataset, rname ? rname : "?");
         return CLI_FAIL;
     }
     return CLI_OK;
@@ -301,8 +311,8 @@ static void tally(stage_eval *ev, uint64_t i, json_t *meta, int t, const cd_stag
         json_object_set_new(s, "true_index", json_integer(t));
         json_array_append_new(ev->scans, s);
     } else {
-        printf("  %-10s true %-8s -> %-8s %s ", key ? key : "?", class_name(ev->names, t), class_name(ev->names, r->stage),
-               t == r->stage ? "ok " : "err");
+        printf("  %-10s true %-8s -> %-8s %s ", key ? key : "?", class_name(ev->names, t),
+               class_name(ev->names, r->stage), t == r->stage ? "ok " : "err");
         print_probs(r, ev->names);
         printf("  %lld slices\n", (long long)r->n);
         fflush(stdout);
@@ -328,7 +338,8 @@ static int stage_record(stage_eval *ev, uint64_t i, const cd_shard *sh, const cd
     cd_stage_result *r = NULL;
     int rc = CLI_OK;
     if (record_volume(sh, rec, "image", aff, &img, &err) != CD_OK ||
-        (!o->no_mask && cd_record_find_tensor(rec, "mask") >= 0 && record_volume(sh, rec, "mask", aff, &msk, &err) != CD_OK) ||
+        (!o->no_mask && cd_record_find_tensor(rec, "mask") >= 0 &&
+         record_volume(sh, rec, "mask", aff, &msk, &err) != CD_OK) ||
         cd_stage_volume(ev->m, img, msk, o->batch, o->threads, &r, &err) != CD_OK) {
         fprintf(stderr, "cirrdata: %s: %s\n", where, err.message);
         rc = CLI_FAIL;
@@ -368,8 +379,10 @@ static int stage_records(stage_eval *ev, cd_dataset *ds) {
 static int draw_confusion(const stage_eval *ev) {
     const stage_opts *o = ev->o;
     char caption[512];
-    snprintf(caption, sizeof caption, "%llu scans of split '%s' of %s\nmodel %s (%s) on %s; mean of slice probabilities",
-             (unsigned long long)ev->done, o->split, o->dataset, o->model, cd_model_arch(ev->m), cd_model_device_name(ev->m));
+    snprintf(caption, sizeof caption,
+             "%llu scans of split '%s' of %s\nmodel %s (%s) on %s; mean of slice probabilities",
+             (unsigned long long)ev->done, o->split, o->dataset, o->model, cd_model_arch(ev->m),
+             cd_model_device_name(ev->m));
     const char *cnames[MAX_CLASSES];
     for (int t = 0; t < ev->C; t++) cnames[t] = class_name(ev->names, t);
     cd_error err;
@@ -403,7 +416,8 @@ static void print_json_summary(stage_eval *ev, double acc, int64_t majority) {
 
 static void print_text_summary(const stage_eval *ev, int64_t correct, double acc, int64_t majority) {
     const int C = ev->C;
-    printf("\nconfusion matrix (rows: true stage, columns: predicted), %llu scans:\n%-10s", (unsigned long long)ev->done, "");
+    printf("\nconfusion matrix (rows: true stage, columns: predicted), %llu scans:\n%-10s",
+           (unsigned long long)ev->done, "");
     for (int p = 0; p < C; p++) printf("%10s", class_name(ev->names, p));
     printf("\n");
     for (int t = 0; t < C; t++) {
@@ -415,7 +429,8 @@ static void print_text_summary(const stage_eval *ev, int64_t correct, double acc
            (unsigned long long)ev->done, 100.0 * acc, 100.0 / C, 100.0 * (double)majority / (double)ev->done);
     for (int q = 0; q < 2; q++)
         if (ev->seq_total[q])
-            printf("%s T%d %lld/%lld", q ? "," : ";", q + 1, (long long)ev->seq_correct[q], (long long)ev->seq_total[q]);
+            printf("%s T%d %lld/%lld", q ? "," : ";", q + 1, (long long)ev->seq_correct[q],
+                   (long long)ev->seq_total[q]);
     printf("\n");
     if (ev->o->png) printf("confusion matrix picture: %s\n", ev->o->png);
 }
@@ -431,8 +446,10 @@ static int report(stage_eval *ev) {
     }
     const double acc = ev->done ? (double)correct / (double)ev->done : 0.0;
     int rc = ev->o->png ? draw_confusion(ev) : CLI_OK;
-    if (rc == CLI_OK && ev->o->json) print_json_summary(ev, acc, majority);
-    else if (rc == CLI_OK) print_text_summary(ev, correct, acc, majority);
+    if (rc == CLI_OK && ev->o->json)
+        print_json_summary(ev, acc, majority);
+    else if (rc == CLI_OK)
+        print_text_summary(ev, correct, acc, majority);
     return rc;
 }
 
@@ -447,7 +464,8 @@ static int stage_dataset(const stage_opts *o) {
     if (rc == CLI_OK) rc = open_model(o, &ev.m);
     ev.C = ev.m ? cd_model_classes(ev.m) : 0;
     if (rc == CLI_OK && !o->json)
-        printf("staging the '%s' split of %s with %s on %s\n", o->split, o->dataset, cd_model_arch(ev.m), cd_model_device_name(ev.m));
+        printf("staging the '%s' split of %s with %s on %s\n", o->split, o->dataset, cd_model_arch(ev.m),
+               cd_model_device_name(ev.m));
     if (rc == CLI_OK) rc = stage_records(&ev, ds);
     if (rc == CLI_OK) rc = report(&ev);
     json_decref(ev.scans);
@@ -459,13 +477,18 @@ static int stage_dataset(const stage_opts *o) {
 
 int cmd_stage(int argc, char **argv) {
     stage_opts o = {.split = "test", .device = "auto"};
-    static const struct option opts[] = {
-        {"model", required_argument, NULL, O_MODEL},     {"mask", required_argument, NULL, O_MASK},
-        {"device", required_argument, NULL, O_DEVICE},   {"batch", required_argument, NULL, O_BATCH},
-        {"threads", required_argument, NULL, O_THREADS}, {"json", no_argument, NULL, O_JSON},
-        {"dataset", required_argument, NULL, O_DATASET}, {"split", required_argument, NULL, O_SPLIT},
-        {"png", required_argument, NULL, O_PNG},         {"no-mask", no_argument, NULL, O_NOMASK},
-        {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"model", required_argument, NULL, O_MODEL},
+                                         {"mask", required_argument, NULL, O_MASK},
+                                         {"device", required_argument, NULL, O_DEVICE},
+                                         {"batch", required_argument, NULL, O_BATCH},
+                                         {"threads", required_argument, NULL, O_THREADS},
+                                         {"json", no_argument, NULL, O_JSON},
+                                         {"dataset", required_argument, NULL, O_DATASET},
+                                         {"split", required_argument, NULL, O_SPLIT},
+                                         {"png", required_argument, NULL, O_PNG},
+                                         {"no-mask", no_argument, NULL, O_NOMASK},
+                                         {"help", no_argument, NULL, O_HELP},
+                                         {NULL, 0, NULL, 0}};
     char **masks = calloc((size_t)argc + 1, sizeof *masks);
     if (!masks) return CLI_FAIL;
     int nmask = 0, c, rc = CLI_OK;
@@ -481,19 +504,27 @@ int cmd_stage(int argc, char **argv) {
             o.device = optarg;
             break;
         case O_BATCH:
-            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 4096) rc = cli_usage_error("stage", "--batch must be 1..4096");
-            else o.batch = (int)v;
+            if (!cli_parse_int64(optarg, &v) || v < 1 || v > 4096)
+                rc = cli_usage_error("stage", "--batch must be 1..4096");
+            else
+                o.batch = (int)v;
             break;
         case O_THREADS:
-            if (!cli_parse_int64(optarg, &v) || v < 0 || v > 1024) rc = cli_usage_error("stage", "--threads must be 0..1024");
-            else o.threads = (int)v;
+            if (!cli_parse_int64(optarg, &v) || v < 0 || v > 1024)
+                rc = cli_usage_error("stage", "--threads must be 0..1024");
+            else
+                o.threads = (int)v;
             break;
         case O_JSON: o.json = true; break;
         case O_DATASET: o.dataset = optarg; break;
         case O_SPLIT: o.split = optarg; break;
         case O_PNG: o.png = optarg; break;
         case O_NOMASK: o.no_mask = true; break;
-        case O_HELP: case 'h': fputs(stage_help, stdout); free(masks); return CLI_OK;
+        case O_HELP:
+        case 'h':
+            fputs(stage_help, stdout);
+            free(masks);
+            return CLI_OK;
         default: rc = cli_usage_error("stage", "unknown option"); break;
         }
     }
@@ -502,9 +533,12 @@ int cmd_stage(int argc, char **argv) {
     } else if (!o.model) {
         rc = cli_usage_error("stage", "--model is required");
     } else if (o.dataset) {
-        if (nvol) rc = cli_usage_error("stage", "give volumes or --dataset, not both");
-        else if (nmask) rc = cli_usage_error("stage", "--mask is for volumes; --dataset uses the records' masks");
-        else rc = stage_dataset(&o);
+        if (nvol)
+            rc = cli_usage_error("stage", "give volumes or --dataset, not both");
+        else if (nmask)
+            rc = cli_usage_error("stage", "--mask is for volumes; --dataset uses the records' masks");
+        else
+            rc = stage_dataset(&o);
     } else if (nvol == 0) {
         rc = cli_usage_error("stage", "give a volume (VOLUME.nii.gz) or --dataset DIR");
     } else if (nmask && nmask != nvol) {

@@ -151,9 +151,9 @@ int cmd_synth(int argc, char **argv) {
                scans ? secs / (double)scans : 0.0);
         printf("  patients: %u with cirrhosis, %u healthy\n", stats.patients, stats.healthy);
         for (int q = 0; q < 2; q++)
-            printf("  T%d: train %u, valid %u, test %u; stage 1/2/3: %u/%u/%u; healthy %u\n", q + 1,
-                   stats.cases[q][0], stats.cases[q][1], stats.cases[q][2], stats.stage_cases[q][1],
-                   stats.stage_cases[q][2], stats.stage_cases[q][3], stats.healthy_cases[q]);
+            printf("  T%d: train %u, valid %u, test %u; stage 1/2/3: %u/%u/%u; healthy %u\n", q + 1, stats.cases[q][0],
+                   stats.cases[q][1], stats.cases[q][2], stats.stage_cases[q][1], stats.stage_cases[q][2],
+                   stats.stage_cases[q][3], stats.healthy_cases[q]);
     }
     return CLI_OK;
 }

@@ -60,13 +60,14 @@ static int fail(const char *what, const cd_error *err) {
 }
 
 /* The reference chain of one sample. */
-static cd_status reference(const cd_aug_params *a, const cd_gpu_spatial_item *it, const int64_t patch[3], float *img, uint8_t *mask,
-                           cd_error *err) {
+static cd_status reference(const cd_aug_params *a, const cd_gpu_spatial_item *it, const int64_t patch[3], float *img,
+                           uint8_t *mask, cd_error *err) {
     cd_status st = cd_aug_apply_spatial(a, it->src, it->mask_src, 1, it->box_lo, it->box_shape, patch, img, mask, err);
     return st == CD_OK ? cd_aug_apply_intensity(a, img, 1, patch, err) : st;
 }
 
-static int dump_sample(const char *dir, const cd_aug_params *a0, const cd_gpu_spatial_item *it, const int64_t patch[3]) {
+static int dump_sample(const char *dir, const cd_aug_params *a0, const cd_gpu_spatial_item *it,
+                       const int64_t patch[3]) {
     cd_aug_params a = *a0;
     a.noise = false;
     const int64_t np = patch[0] * patch[1] * patch[2], nb = it->box_shape[0] * it->box_shape[1] * it->box_shape[2];
@@ -77,17 +78,20 @@ static int dump_sample(const char *dir, const cd_aug_params *a0, const cd_gpu_sp
         return 1;
     }
     char meta[4096];
-    int len = snprintf(meta, sizeof meta,
-                       "{\"patch\": [%lld, %lld, %lld], \"box_lo\": [%lld, %lld, %lld], \"box_shape\": [%lld, %lld, %lld], "
-                       "\"center\": [%.17g, %.17g, %.17g], \"matrix\": [[%.17g, %.17g, %.17g], [%.17g, %.17g, %.17g], [%.17g, %.17g, %.17g]], "
-                       "\"noise_sigma\": %.17g, \"blur_sigma\": [%.17g, %.17g, %.17g], \"blur_truncate\": %.17g, \"brightness\": %.17g, "
-                       "\"contrast\": %.17g, \"lowres_zoom\": %.17g, \"gamma_invert\": %.17g, \"gamma\": %.17g}\n",
-                       (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)it->box_lo[0], (long long)it->box_lo[1],
-                       (long long)it->box_lo[2], (long long)it->box_shape[0], (long long)it->box_shape[1], (long long)it->box_shape[2],
-                       a.center[0], a.center[1], a.center[2], a.matrix[0][0], a.matrix[0][1], a.matrix[0][2], a.matrix[1][0], a.matrix[1][1],
-                       a.matrix[1][2], a.matrix[2][0], a.matrix[2][1], a.matrix[2][2], a0->noise_sigma, a.blur_sigma[0], a.blur_sigma[1],
-                       a.blur_sigma[2], a.blur_truncate, a.brightness_factor, a.contrast_factor, a.lowres_zoom, a.gamma_invert_value,
-                       a.gamma_value);
+    int len = snprintf(
+        meta, sizeof meta,
+        "{\"patch\": [%lld, %lld, %lld], \"box_lo\": [%lld, %lld, %lld], \"box_shape\": [%lld, %lld, %lld], "
+        "\"center\": [%.17g, %.17g, %.17g], \"matrix\": [[%.17g, %.17g, %.17g], [%.17g, %.17g, %.17g], [%.17g, %.17g, "
+        "%.17g]], "
+        "\"noise_sigma\": %.17g, \"blur_sigma\": [%.17g, %.17g, %.17g], \"blur_truncate\": %.17g, \"brightness\": "
+        "%.17g, "
+        "\"contrast\": %.17g, \"lowres_zoom\": %.17g, \"gamma_invert\": %.17g, \"gamma\": %.17g}\n",
+        (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)it->box_lo[0],
+        (long long)it->box_lo[1], (long long)it->box_lo[2], (long long)it->box_shape[0], (long long)it->box_shape[1],
+        (long long)it->box_shape[2], a.center[0], a.center[1], a.center[2], a.matrix[0][0], a.matrix[0][1],
+        a.matrix[0][2], a.matrix[1][0], a.matrix[1][1], a.matrix[1][2], a.matrix[2][0], a.matrix[2][1], a.matrix[2][2],
+        a0->noise_sigma, a.blur_sigma[0], a.blur_sigma[1], a.blur_sigma[2], a.blur_truncate, a.brightness_factor,
+        a.contrast_factor, a.lowres_zoom, a.gamma_invert_value, a.gamma_value);
     int rc = write_file("bench_augment", dir, "augment_meta.json", meta, (size_t)len);
     rc |= write_file("bench_augment", dir, "augment_src.f32", it->src, sizeof(float) * (size_t)nb);
     rc |= write_file("bench_augment", dir, "augment_cpu_nonoise.f32", img, sizeof(float) * (size_t)np);
@@ -129,7 +133,9 @@ static int run_case(cd_gpu_context *ctx, const bcase *c, double seconds, bool cp
     if (ctx) {
         static double ts[BENCH_MAX_ROUNDS];
         bench_gpu_times g;
-        if (bench_gpu_rounds("bench_augment", "cd_gpu_augment", cd_gpu_augment, ctx, params, c->b, items, patch, seconds, &g)) return 1;
+        if (bench_gpu_rounds("bench_augment", "cd_gpu_augment", cd_gpu_augment, ctx, params, c->b, items, patch,
+                             seconds, &g))
+            return 1;
         r->kernel_ms = g.kernel_ms;
         r->call_ms = g.call_ms;
         r->cpu_fallback = g.cpu_fallback;
@@ -145,15 +151,18 @@ static int run_case(cd_gpu_context *ctx, const bcase *c, double seconds, bool cp
         const double s_end = now_ms() + seconds * 1e3;
         do {
             const double t0 = now_ms();
-            if (cd_gpu_aug_spatial(ctx, params, c->b, it2, 1, patch, &err) != CD_OK) return fail("cd_gpu_aug_spatial", &err);
-            if (cd_gpu_aug_intensity(ctx, params, c->b, split, 1, patch, &err) != CD_OK) return fail("cd_gpu_aug_intensity", &err);
+            if (cd_gpu_aug_spatial(ctx, params, c->b, it2, 1, patch, &err) != CD_OK)
+                return fail("cd_gpu_aug_spatial", &err);
+            if (cd_gpu_aug_intensity(ctx, params, c->b, split, 1, patch, &err) != CD_OK)
+                return fail("cd_gpu_aug_intensity", &err);
             ts[ns++] = now_ms() - t0;
         } while (now_ms() < s_end && ns < BENCH_MAX_ROUNDS);
         r->split_ms = median(ts, ns);
         free(it2);
         if (!cpu) /* parity needs the reference once */
             for (int i = 0; i < c->b; i++)
-                if (reference(&params[i], &items[i], patch, ref[i], refm[i], &err) != CD_OK) return fail("reference", &err);
+                if (reference(&params[i], &items[i], patch, ref[i], refm[i], &err) != CD_OK)
+                    return fail("reference", &err);
         float mn = INFINITY, mx = -INFINITY;
         for (int i = 0; i < c->b; i++)
             for (int64_t v = 0; v < np; v++) {
@@ -189,8 +198,8 @@ int main(int argc, char **argv) {
     const bcase *cs = args.cs;
     int rc = 0;
     if (!args.json)
-        printf("%-14s %-13s %10s %11s %11s %11s %10s %9s %6s\n", "case", "box", "cpu Mv/s", "fused kern", "fused call", "split call",
-               "max err", "mask diff", "subm");
+        printf("%-14s %-13s %10s %11s %11s %11s %10s %9s %6s\n", "case", "box", "cpu Mv/s", "fused kern", "fused call",
+               "split call", "max err", "mask diff", "subm");
     for (int i = 0; i < args.nc; i++) {
         result r;
         rc |= run_case(ctx, &cs[i], args.seconds, args.cpu, i == 0 ? args.dump : NULL, &r);
@@ -200,16 +209,20 @@ int main(int argc, char **argv) {
         char name[64], box[64];
         bench_case_names(&cs[i], r.box, name, box);
         if (args.json)
-            printf("%s{\"case\": \"%s\", \"batch\": %d, \"patch\": [%lld, %lld, %lld], \"box\": [%lld, %lld, %lld], \"voxels\": %.0f, "
-                   "\"cpu_ms\": %.6g, \"fused_kernel_ms\": %.6g, \"fused_call_ms\": %.6g, \"split_call_ms\": %.6g, \"cpu_mvox_s\": %.6g, "
-                   "\"fused_kernel_mvox_s\": %.6g, \"fused_call_mvox_s\": %.6g, \"split_call_mvox_s\": %.6g, \"max_err\": %.3g, "
+            printf("%s{\"case\": \"%s\", \"batch\": %d, \"patch\": [%lld, %lld, %lld], \"box\": [%lld, %lld, %lld], "
+                   "\"voxels\": %.0f, "
+                   "\"cpu_ms\": %.6g, \"fused_kernel_ms\": %.6g, \"fused_call_ms\": %.6g, \"split_call_ms\": %.6g, "
+                   "\"cpu_mvox_s\": %.6g, "
+                   "\"fused_kernel_mvox_s\": %.6g, \"fused_call_mvox_s\": %.6g, \"split_call_mvox_s\": %.6g, "
+                   "\"max_err\": %.3g, "
                    "\"mask_mismatch\": %lld, \"submissions\": %d, \"cpu_fallback\": %d}",
-                   i ? ", " : "", name, cs[i].b, (long long)cs[i].patch[0], (long long)cs[i].patch[1], (long long)cs[i].patch[2],
-                   (long long)r.box[0], (long long)r.box[1], (long long)r.box[2], vox, r.cpu_ms, r.kernel_ms, r.call_ms, r.split_ms, cpu_mv,
-                   k_mv, c_mv, s_mv, r.max_err, r.mask_bad, r.batches, r.cpu_fallback);
+                   i ? ", " : "", name, cs[i].b, (long long)cs[i].patch[0], (long long)cs[i].patch[1],
+                   (long long)cs[i].patch[2], (long long)r.box[0], (long long)r.box[1], (long long)r.box[2], vox,
+                   r.cpu_ms, r.kernel_ms, r.call_ms, r.split_ms, cpu_mv, k_mv, c_mv, s_mv, r.max_err, r.mask_bad,
+                   r.batches, r.cpu_fallback);
         else
-            printf("%-14s %-13s %10.1f %11.1f %11.1f %11.1f %10.2g %9lld %6d\n", name, box, cpu_mv, k_mv, c_mv, s_mv, r.max_err, r.mask_bad,
-                   r.batches);
+            printf("%-14s %-13s %10.1f %11.1f %11.1f %11.1f %10.2g %9lld %6d\n", name, box, cpu_mv, k_mv, c_mv, s_mv,
+                   r.max_err, r.mask_bad, r.batches);
     }
     if (args.json) printf("], \"parity_ok\": %s}\n", rc ? "false" : "true");
     cd_gpu_destroy(ctx);

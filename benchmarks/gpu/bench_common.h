@@ -66,8 +66,8 @@ typedef struct bench_phantom {
 
 /* Fills item's source box (cd_aug_source_box of a for patch) with the phantom and a 3-label mask and
  * allocates its outputs; the box's shape goes to box[3]. Returns the box's voxel count. */
-static int64_t bench_fill_item(cd_gpu_spatial_item *item, const cd_aug_params *a, const int64_t patch[3], const bench_phantom *ph,
-                               int64_t box[3]) {
+static int64_t bench_fill_item(cd_gpu_spatial_item *item, const cd_aug_params *a, const int64_t patch[3],
+                               const bench_phantom *ph, int64_t box[3]) {
     const int64_t np = patch[0] * patch[1] * patch[2];
     int64_t lo[3], hi[3];
     cd_aug_source_box(a, patch, lo, hi);
@@ -90,9 +90,11 @@ static int64_t bench_fill_item(cd_gpu_spatial_item *item, const cd_aug_params *a
             for (int64_t z = 0; z < s[2]; z++) {
                 const double gx = (double)(x + lo[0]) / (double)patch[0], gy = (double)(y + lo[1]) / (double)patch[1],
                              gz = (double)(z + lo[2]) / (double)patch[2];
-                const double d = (gx - 0.75) * (gx - 0.75) + (gy - 0.75) * (gy - 0.75) + 0.5 * (gz - 0.75) * (gz - 0.75);
+                const double d =
+                    (gx - 0.75) * (gx - 0.75) + (gy - 0.75) * (gy - 0.75) + 0.5 * (gz - 0.75) * (gz - 0.75);
                 const int64_t v = (x * s[1] + y) * s[2] + z;
-                src[v] = (float)(ph->peak * exp(-4.0 * d) + ph->wave * sin(9.0 * gx) * cos(7.0 * gy) + ph->offset) + ph->noise_amp * noise();
+                src[v] = (float)(ph->peak * exp(-4.0 * d) + ph->wave * sin(9.0 * gx) * cos(7.0 * gy) + ph->offset) +
+                         ph->noise_amp * noise();
                 m[v] = d < 0.1 ? 1 : d < 0.2 ? 2 : 0;
             }
     item->src = src;
@@ -140,14 +142,22 @@ static int bench_parse_args(bench_args *a, int argc, char **argv, int64_t max_ex
     a->seconds = 2.0;
     a->cpu = a->gpu = true;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--cases") && i + 1 < argc) a->cases = argv[++i];
-        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) a->seconds = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--dump") && i + 1 < argc) a->dump = argv[++i];
-        else if (!strcmp(argv[i], "--cpu-only")) a->gpu = false;
-        else if (!strcmp(argv[i], "--gpu-only")) a->cpu = false;
-        else if (!strcmp(argv[i], "--json")) a->json = true;
+        if (!strcmp(argv[i], "--cases") && i + 1 < argc)
+            a->cases = argv[++i];
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            a->seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--dump") && i + 1 < argc)
+            a->dump = argv[++i];
+        else if (!strcmp(argv[i], "--cpu-only"))
+            a->gpu = false;
+        else if (!strcmp(argv[i], "--gpu-only"))
+            a->cpu = false;
+        else if (!strcmp(argv[i], "--json"))
+            a->json = true;
         else {
-            fprintf(stderr, "usage: %s [--cases BxXxYxZ,...] [--seconds S] [--cpu-only | --gpu-only] [--json] [--dump DIR]\n", a->prog);
+            fprintf(stderr,
+                    "usage: %s [--cases BxXxYxZ,...] [--seconds S] [--cpu-only | --gpu-only] [--json] [--dump DIR]\n",
+                    a->prog);
             return 2;
         }
     }
@@ -155,8 +165,8 @@ static int bench_parse_args(bench_args *a, int argc, char **argv, int64_t max_ex
     for (const char *p = a->cases; *p && a->nc < BENCH_MAX_CASES;) {
         long long b, x, y, z;
         int used = 0;
-        if (sscanf(p, "%lldx%lldx%lldx%lld%n", &b, &x, &y, &z, &used) != 4 || b < 1 || b > 256 || x < 1 || y < 1 || z < 1 ||
-            x > max_extent || y > max_extent || z > max_extent) {
+        if (sscanf(p, "%lldx%lldx%lldx%lld%n", &b, &x, &y, &z, &used) != 4 || b < 1 || b > 256 || x < 1 || y < 1 ||
+            z < 1 || x > max_extent || y > max_extent || z > max_extent) {
             fprintf(stderr, "%s: bad case '%s' (want BxXxYxZ)\n", a->prog, p);
             return 2;
         }
@@ -180,17 +190,19 @@ static int bench_start(bench_args *a, int argc, char **argv, int64_t max_extent,
     }
     const cd_gpu_device_info *d = *ctx ? cd_gpu_device(*ctx) : NULL;
     if (a->json)
-        printf("{\"device\": \"%s\", \"device_type\": \"%s\", \"shared_memory\": %s, \"kernel_clock\": \"device: Vulkan timestamps\", "
+        printf("{\"device\": \"%s\", \"device_type\": \"%s\", \"shared_memory\": %s, \"kernel_clock\": \"device: "
+               "Vulkan timestamps\", "
                "\"call_clock\": \"host: CLOCK_MONOTONIC, host memory to host memory\", \"cases\": [",
-               d ? d->name : "",
-               d ? cd_gpu_device_type_name(d->type) : "", *ctx && cd_gpu_shared_memory(*ctx) ? "true" : "false");
+               d ? d->name : "", d ? cd_gpu_device_type_name(d->type) : "",
+               *ctx && cd_gpu_shared_memory(*ctx) ? "true" : "false");
     else
         printf("device: %s\n", d ? d->name : "(none)");
     return 0;
 }
 
-typedef cd_status (*bench_gpu_fn)(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                  uint32_t channels, const int64_t patch[3], cd_error *err);
+typedef cd_status (*bench_gpu_fn)(cd_gpu_context *ctx, const cd_aug_params *params, int n,
+                                  const cd_gpu_spatial_item *items, uint32_t channels, const int64_t patch[3],
+                                  cd_error *err);
 
 /* Two clocks, each compared only with a peer on the same clock (benchmarks/gpu/README.md):
  *   kernel_ms  the device's: Vulkan timestamps written in the command buffer around the dispatches
@@ -205,8 +217,9 @@ typedef struct bench_gpu_times {
 
 /* fn on one batch: two warm-up calls (arenas, pipelines, caches), then calls until `seconds` have
  * passed. Returns 0, or 1 after a message "prog: what: error" (what may be NULL) when a call fails. */
-static int bench_gpu_rounds(const char *prog, const char *what, bench_gpu_fn fn, cd_gpu_context *ctx, const cd_aug_params *params,
-                            int b, const cd_gpu_spatial_item *items, const int64_t patch[3], double seconds, bench_gpu_times *out) {
+static int bench_gpu_rounds(const char *prog, const char *what, bench_gpu_fn fn, cd_gpu_context *ctx,
+                            const cd_aug_params *params, int b, const cd_gpu_spatial_item *items,
+                            const int64_t patch[3], double seconds, bench_gpu_times *out) {
     static double tk[BENCH_MAX_ROUNDS], tc[BENCH_MAX_ROUNDS];
     cd_error err;
     int n = 0;
@@ -235,7 +248,8 @@ failed:
 
 /* "BxXxYxZ" of a case and "XxYxZ" of its source box. */
 static void bench_case_names(const bcase *c, const int64_t box[3], char name[64], char boxs[64]) {
-    snprintf(name, 64, "%dx%lldx%lldx%lld", c->b, (long long)c->patch[0], (long long)c->patch[1], (long long)c->patch[2]);
+    snprintf(name, 64, "%dx%lldx%lldx%lld", c->b, (long long)c->patch[0], (long long)c->patch[1],
+             (long long)c->patch[2]);
     snprintf(boxs, 64, "%lldx%lldx%lld", (long long)box[0], (long long)box[1], (long long)box[2]);
 }
 

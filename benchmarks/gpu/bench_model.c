@@ -29,9 +29,12 @@
 static void json_str(const char *s) {
     putchar('"');
     for (; s && *s; s++) {
-        if (*s == '"' || *s == '\\') printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
-        else putchar(*s);
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
     }
     putchar('"');
 }
@@ -44,8 +47,8 @@ static int write_raw(const char *path, const float *a, size_t n) {
 }
 
 /* Kernel times through the internal executor (the model does not expose them). */
-static cd_status kernel_times(const char *path, int64_t n, int64_t size, bool fp16, const float *x, int warmup, int iters,
-                              double *kms, double *wall, cd_error *err) {
+static cd_status kernel_times(const char *path, int64_t n, int64_t size, bool fp16, const float *x, int warmup,
+                              int iters, double *kms, double *wall, cd_error *err) {
     cd_st_file *f = NULL;
     cd_nn_graph *g = NULL;
     cd_gpu_context *ctx = NULL;
@@ -78,8 +81,9 @@ static cd_status kernel_times(const char *path, int64_t n, int64_t size, bool fp
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_model --model FILE [--batch 32] [--size 256] [--iters 10] [--warmup 2] [--seed 1]\n"
-                    "                   [--input-out FILE] [--logits-out FILE] [--cpu-check K] [--threads T] [--fp16]\n");
+    fprintf(stderr,
+            "usage: bench_model --model FILE [--batch 32] [--size 256] [--iters 10] [--warmup 2] [--seed 1]\n"
+            "                   [--input-out FILE] [--logits-out FILE] [--cpu-check K] [--threads T] [--fp16]\n");
     exit(2);
 }
 
@@ -96,20 +100,32 @@ int main(int argc, char **argv) {
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage();
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--batch")) batch = atol(v);
-        else if (!strcmp(a, "--size")) size = atol(v);
-        else if (!strcmp(a, "--iters")) iters = atol(v);
-        else if (!strcmp(a, "--warmup")) warmup = atol(v);
-        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--input-out")) input_out = v;
-        else if (!strcmp(a, "--logits-out")) logits_out = v;
-        else if (!strcmp(a, "--cpu-check")) cpu_check = atol(v);
-        else if (!strcmp(a, "--threads")) threads = atol(v);
-        else usage();
+        if (!strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--batch"))
+            batch = atol(v);
+        else if (!strcmp(a, "--size"))
+            size = atol(v);
+        else if (!strcmp(a, "--iters"))
+            iters = atol(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup = atol(v);
+        else if (!strcmp(a, "--seed"))
+            seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--input-out"))
+            input_out = v;
+        else if (!strcmp(a, "--logits-out"))
+            logits_out = v;
+        else if (!strcmp(a, "--cpu-check"))
+            cpu_check = atol(v);
+        else if (!strcmp(a, "--threads"))
+            threads = atol(v);
+        else
+            usage();
         i++;
     }
-    if (!model || batch < 1 || batch > 4096 || size < 8 || size > 4096 || iters < 1 || iters > 100000 || warmup < 0 || cpu_check < 0)
+    if (!model || batch < 1 || batch > 4096 || size < 8 || size > 4096 || iters < 1 || iters > 100000 || warmup < 0 ||
+        cpu_check < 0)
         usage();
     if (cpu_check > batch) cpu_check = batch;
 
@@ -165,7 +181,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_model: %s: %s\n", model, err.message);
         return 1;
     }
-    if (logits_out && write_raw(logits_out, logits, nout)) fprintf(stderr, "bench_model: cannot write %s\n", logits_out);
+    if (logits_out && write_raw(logits_out, logits, nout))
+        fprintf(stderr, "bench_model: cannot write %s\n", logits_out);
     char device[700];
     snprintf(device, sizeof device, "%s", cd_model_device_name(m));
     const size_t dl = strlen(device);
@@ -210,8 +227,10 @@ int main(int argc, char **argv) {
     json_str(device);
     printf(", \"fp16\": %s", fp16_used ? "true" : "false");
     printf(", \"batch\": %ld, \"size\": %ld, \"iters\": %ld, \"open_ms\": %.3f, \"first_ms\": %.3f, \"call_ms\": %.3f, "
-           "\"call_ms_min\": %.3f, \"kernel_ms\": %.3f, \"kernel_ms_min\": %.3f, \"exec_call_ms\": %.3f, \"img_per_s\": %.2f",
-           batch, size, iters, open_ms, first_ms, call_med, call_min, k_med, k_min, w_med, call_med > 0 ? batch / (call_med * 1e-3) : 0);
+           "\"call_ms_min\": %.3f, \"kernel_ms\": %.3f, \"kernel_ms_min\": %.3f, \"exec_call_ms\": %.3f, "
+           "\"img_per_s\": %.2f",
+           batch, size, iters, open_ms, first_ms, call_med, call_min, k_med, k_min, w_med,
+           call_med > 0 ? batch / (call_med * 1e-3) : 0);
     if (cpu_rel >= 0) printf(", \"cpu_check_images\": %ld, \"cpu_check_rel\": %.3e", cpu_check, cpu_rel);
     printf(", \"error\": ");
     json_str(st == CD_OK ? "" : err.message);
@@ -223,8 +242,9 @@ int main(int argc, char **argv) {
     free(wall);
     const double tol = fp16_used ? 1e-2 : 1e-4;
     if (cpu_rel > tol) {
-        fprintf(stderr, "bench_model: Vulkan logits differ from the C executor by %.3e of the largest logit (allowed %.0e)\n", cpu_rel,
-                tol);
+        fprintf(stderr,
+                "bench_model: Vulkan logits differ from the C executor by %.3e of the largest logit (allowed %.0e)\n",
+                cpu_rel, tol);
         return 3;
     }
     return st == CD_OK ? 0 : 1;

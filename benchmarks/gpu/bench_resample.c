@@ -68,9 +68,11 @@ int main(int argc, char **argv) {
     for (int64_t z = 0, i = 0; z < size[2]; z++)
         for (int64_t y = 0; y < size[1]; y++)
             for (int64_t x = 0; x < size[0]; x++, i++) {
-                const double gx = (double)x / (double)size[0] - 0.45, gy = (double)y / (double)size[1] - 0.5, gz = (double)z / (double)size[2] - 0.5;
+                const double gx = (double)x / (double)size[0] - 0.45, gy = (double)y / (double)size[1] - 0.5,
+                             gz = (double)z / (double)size[2] - 0.5;
                 rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-                p[i] = (float)(1000 * exp(-5 * (gx * gx + gy * gy + gz * gz)) + 200 * gx + 20 * ((double)(rng >> 11) / 9007199254740992.0 - 0.5));
+                p[i] = (float)(1000 * exp(-5 * (gx * gx + gy * gy + gz * gz)) + 200 * gx +
+                               20 * ((double)(rng >> 11) / 9007199254740992.0 - 0.5));
             }
     const double aff[4][4] = {{1, 0, 0, -128}, {0, 1, 0, -128}, {0, 0, 3, -90}, {0, 0, 0, 1}};
     cd_volume_set_affine(src, aff);
@@ -82,12 +84,13 @@ int main(int argc, char **argv) {
     }
     const double nout = (double)grid.dims[0] * (double)grid.dims[1] * (double)grid.dims[2];
     cd_gpu_context *ctx = NULL;
-    if (cd_gpu_create(NULL, &ctx, &err) != CD_OK) fprintf(stderr, "bench_resample: no GPU (%s): CPU only\n", err.message);
+    if (cd_gpu_create(NULL, &ctx, &err) != CD_OK)
+        fprintf(stderr, "bench_resample: no GPU (%s): CPU only\n", err.message);
     int rc = 0;
     if (!json)
-        printf("resample %lldx%lldx%lld -> %lldx%lldx%lld (%.1f Mvox out)%s%s\n", (long long)size[0], (long long)size[1], (long long)size[2],
-               (long long)grid.dims[0], (long long)grid.dims[1], (long long)grid.dims[2], nout / 1e6, ctx ? ", device " : "",
-               ctx ? cd_gpu_device(ctx)->name : "");
+        printf("resample %lldx%lldx%lld -> %lldx%lldx%lld (%.1f Mvox out)%s%s\n", (long long)size[0],
+               (long long)size[1], (long long)size[2], (long long)grid.dims[0], (long long)grid.dims[1],
+               (long long)grid.dims[2], nout / 1e6, ctx ? ", device " : "", ctx ? cd_gpu_device(ctx)->name : "");
     else
         printf("[");
     static const cd_interp orders[3] = {CD_INTERP_NEAREST, CD_INTERP_LINEAR, CD_INTERP_CUBIC};
@@ -139,14 +142,17 @@ int main(int argc, char **argv) {
         }
         const double c = median(tc, nc), k = ctx ? median(tk, ng) : 0, g = ctx ? median(tg, ng) : 0;
         if (json)
-            printf("%s{\"order\": %d, \"out_voxels\": %.0f, \"cpu_threads\": %d, \"cpu_ms\": %.3f, \"gpu_kernel_ms\": %.3f, \"gpu_call_ms\": %.3f, "
-                   "\"cpu_mvox_s\": %.2f, \"gpu_kernel_mvox_s\": %.2f, \"gpu_call_mvox_s\": %.2f, \"max_err\": %.3g, \"nearest_diff\": %lld}",
-                   o ? ", " : "", (int)orders[o], nout, threads, c, k, g, nout / c / 1e3, k > 0 ? nout / k / 1e3 : 0, g > 0 ? nout / g / 1e3 : 0,
-                   err_rel, bad);
+            printf("%s{\"order\": %d, \"out_voxels\": %.0f, \"cpu_threads\": %d, \"cpu_ms\": %.3f, \"gpu_kernel_ms\": "
+                   "%.3f, \"gpu_call_ms\": %.3f, "
+                   "\"cpu_mvox_s\": %.2f, \"gpu_kernel_mvox_s\": %.2f, \"gpu_call_mvox_s\": %.2f, \"max_err\": %.3g, "
+                   "\"nearest_diff\": %lld}",
+                   o ? ", " : "", (int)orders[o], nout, threads, c, k, g, nout / c / 1e3, k > 0 ? nout / k / 1e3 : 0,
+                   g > 0 ? nout / g / 1e3 : 0, err_rel, bad);
         else
-            printf("  order %d: cpu(%d thr) %8.1f Mvox/s | gpu kernel %8.1f Mvox/s | gpu call %8.1f Mvox/s | parity %s %.2g%s\n", (int)orders[o],
-                   threads, nout / c / 1e3, k > 0 ? nout / k / 1e3 : 0, g > 0 ? nout / g / 1e3 : 0, o == 0 ? "diff voxels" : "max err",
-                   o == 0 ? (double)bad : err_rel, o == 0 ? "" : " of the range");
+            printf("  order %d: cpu(%d thr) %8.1f Mvox/s | gpu kernel %8.1f Mvox/s | gpu call %8.1f Mvox/s | parity %s "
+                   "%.2g%s\n",
+                   (int)orders[o], threads, nout / c / 1e3, k > 0 ? nout / k / 1e3 : 0, g > 0 ? nout / g / 1e3 : 0,
+                   o == 0 ? "diff voxels" : "max err", o == 0 ? (double)bad : err_rel, o == 0 ? "" : " of the range");
         cd_volume_destroy(ref);
         cd_volume_destroy(got);
     }

@@ -45,7 +45,8 @@ static int run_case(cd_gpu_context *ctx, const bcase *c, double seconds, bool cp
         double center[3];
         for (int k = 0; k < 3; k++) center[k] = 0.75 * (double)patch[k] + 0.37 * i;
         bench_transform(&params[i], center);
-        const int64_t nb = bench_fill_item(&items[i], &params[i], patch, &(bench_phantom){1000.0, 200.0, 0.0, 20.0f}, r->box);
+        const int64_t nb =
+            bench_fill_item(&items[i], &params[i], patch, &(bench_phantom){1000.0, 200.0, 0.0, 20.0f}, r->box);
         ref[i] = malloc(sizeof(float) * (size_t)np);
         refm[i] = malloc((size_t)np);
         r->bytes += (double)nb * 5.0 + (double)np * 5.0;
@@ -59,8 +60,8 @@ static int run_case(cd_gpu_context *ctx, const bcase *c, double seconds, bool cp
     do {
         const double t0 = now_ms();
         for (int i = 0; i < c->b; i++)
-            if (cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, 1, items[i].box_lo, items[i].box_shape, patch, ref[i],
-                                     refm[i], &err) != CD_OK) {
+            if (cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, 1, items[i].box_lo,
+                                     items[i].box_shape, patch, ref[i], refm[i], &err) != CD_OK) {
                 fprintf(stderr, "bench_warp: %s\n", err.message);
                 return 1;
             }
@@ -69,7 +70,8 @@ static int run_case(cd_gpu_context *ctx, const bcase *c, double seconds, bool cp
     r->cpu_ms = cpu ? median(t, nt) : 0;
     if (ctx) {
         bench_gpu_times g;
-        if (bench_gpu_rounds("bench_warp", NULL, cd_gpu_aug_spatial, ctx, params, c->b, items, patch, seconds, &g)) return 1;
+        if (bench_gpu_rounds("bench_warp", NULL, cd_gpu_aug_spatial, ctx, params, c->b, items, patch, seconds, &g))
+            return 1;
         r->gpu_kernel_ms = g.kernel_ms;
         r->gpu_call_ms = g.call_ms;
         r->cpu_fallback = g.cpu_fallback;
@@ -88,14 +90,16 @@ static int run_case(cd_gpu_context *ctx, const bcase *c, double seconds, bool cp
         if (dump) {
             char meta[2048];
             const cd_aug_params *a = &params[0];
-            int len = snprintf(meta, sizeof meta,
-                               "{\"patch\": [%lld, %lld, %lld], \"box_lo\": [%lld, %lld, %lld], \"box_shape\": [%lld, %lld, %lld], "
-                               "\"center\": [%.17g, %.17g, %.17g], \"matrix\": [[%.17g, %.17g, %.17g], [%.17g, %.17g, %.17g], [%.17g, %.17g, %.17g]]}\n",
-                               (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)items[0].box_lo[0],
-                               (long long)items[0].box_lo[1], (long long)items[0].box_lo[2], (long long)items[0].box_shape[0],
-                               (long long)items[0].box_shape[1], (long long)items[0].box_shape[2], a->center[0], a->center[1], a->center[2],
-                               a->matrix[0][0], a->matrix[0][1], a->matrix[0][2], a->matrix[1][0], a->matrix[1][1], a->matrix[1][2],
-                               a->matrix[2][0], a->matrix[2][1], a->matrix[2][2]);
+            int len = snprintf(
+                meta, sizeof meta,
+                "{\"patch\": [%lld, %lld, %lld], \"box_lo\": [%lld, %lld, %lld], \"box_shape\": [%lld, %lld, %lld], "
+                "\"center\": [%.17g, %.17g, %.17g], \"matrix\": [[%.17g, %.17g, %.17g], [%.17g, %.17g, %.17g], [%.17g, "
+                "%.17g, %.17g]]}\n",
+                (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)items[0].box_lo[0],
+                (long long)items[0].box_lo[1], (long long)items[0].box_lo[2], (long long)items[0].box_shape[0],
+                (long long)items[0].box_shape[1], (long long)items[0].box_shape[2], a->center[0], a->center[1],
+                a->center[2], a->matrix[0][0], a->matrix[0][1], a->matrix[0][2], a->matrix[1][0], a->matrix[1][1],
+                a->matrix[1][2], a->matrix[2][0], a->matrix[2][1], a->matrix[2][2]);
             const int64_t nb = items[0].box_shape[0] * items[0].box_shape[1] * items[0].box_shape[2];
             rc |= write_file("bench_warp", dump, "warp_meta.json", meta, (size_t)len);
             rc |= write_file("bench_warp", dump, "warp_src.f32", items[0].src, sizeof(float) * (size_t)nb);
@@ -122,27 +126,32 @@ int main(int argc, char **argv) {
     const bcase *cs = args.cs;
     int rc = 0;
     if (!args.json)
-        printf("%-14s %-13s %10s %10s %10s %9s %10s %10s %6s\n", "case", "box", "cpu Mv/s", "kern Mv/s", "call Mv/s", "kern GB/s", "max err",
-               "mask diff", "subm");
+        printf("%-14s %-13s %10s %10s %10s %9s %10s %10s %6s\n", "case", "box", "cpu Mv/s", "kern Mv/s", "call Mv/s",
+               "kern GB/s", "max err", "mask diff", "subm");
     for (int i = 0; i < args.nc; i++) {
         result r;
         rc |= run_case(ctx, &cs[i], args.seconds, args.cpu, i == 0 ? args.dump : NULL, &r);
         const double vox = (double)cs[i].b * (double)(cs[i].patch[0] * cs[i].patch[1] * cs[i].patch[2]);
-        const double cpu_mv = mvox_s(vox, r.cpu_ms), k_mv = mvox_s(vox, r.gpu_kernel_ms), c_mv = mvox_s(vox, r.gpu_call_ms),
+        const double cpu_mv = mvox_s(vox, r.cpu_ms), k_mv = mvox_s(vox, r.gpu_kernel_ms),
+                     c_mv = mvox_s(vox, r.gpu_call_ms),
                      gbs = r.gpu_kernel_ms > 0 ? r.bytes / r.gpu_kernel_ms * 1e-6 : 0;
         char name[64], box[64];
         bench_case_names(&cs[i], r.box, name, box);
         if (args.json)
-            printf("%s{\"case\": \"%s\", \"batch\": %d, \"patch\": [%lld, %lld, %lld], \"box\": [%lld, %lld, %lld], \"voxels\": %.0f, "
-                   "\"bytes\": %.0f, \"cpu_ms\": %.6g, \"gpu_kernel_ms\": %.6g, \"gpu_call_ms\": %.6g, \"cpu_mvox_s\": %.6g, "
-                   "\"gpu_kernel_mvox_s\": %.6g, \"gpu_call_mvox_s\": %.6g, \"gpu_kernel_gb_s\": %.6g, \"max_err\": %.3g, "
-                   "\"mask_mismatch\": %lld, \"submissions\": %d, \"cpu_fallback\": %d}",
-                   i ? ", " : "", name, cs[i].b, (long long)cs[i].patch[0], (long long)cs[i].patch[1], (long long)cs[i].patch[2],
-                   (long long)r.box[0], (long long)r.box[1], (long long)r.box[2], vox, r.bytes, r.cpu_ms, r.gpu_kernel_ms, r.gpu_call_ms,
-                   cpu_mv, k_mv, c_mv, gbs, r.max_err, r.mask_bad, r.batches, r.cpu_fallback);
+            printf(
+                "%s{\"case\": \"%s\", \"batch\": %d, \"patch\": [%lld, %lld, %lld], \"box\": [%lld, %lld, %lld], "
+                "\"voxels\": %.0f, "
+                "\"bytes\": %.0f, \"cpu_ms\": %.6g, \"gpu_kernel_ms\": %.6g, \"gpu_call_ms\": %.6g, \"cpu_mvox_s\": "
+                "%.6g, "
+                "\"gpu_kernel_mvox_s\": %.6g, \"gpu_call_mvox_s\": %.6g, \"gpu_kernel_gb_s\": %.6g, \"max_err\": %.3g, "
+                "\"mask_mismatch\": %lld, \"submissions\": %d, \"cpu_fallback\": %d}",
+                i ? ", " : "", name, cs[i].b, (long long)cs[i].patch[0], (long long)cs[i].patch[1],
+                (long long)cs[i].patch[2], (long long)r.box[0], (long long)r.box[1], (long long)r.box[2], vox, r.bytes,
+                r.cpu_ms, r.gpu_kernel_ms, r.gpu_call_ms, cpu_mv, k_mv, c_mv, gbs, r.max_err, r.mask_bad, r.batches,
+                r.cpu_fallback);
         else
-            printf("%-14s %-13s %10.1f %10.1f %10.1f %9.1f %10.2g %10lld %6d\n", name, box, cpu_mv, k_mv, c_mv, gbs, r.max_err, r.mask_bad,
-                   r.batches);
+            printf("%-14s %-13s %10.1f %10.1f %10.1f %9.1f %10.2g %10lld %6d\n", name, box, cpu_mv, k_mv, c_mv, gbs,
+                   r.max_err, r.mask_bad, r.batches);
     }
     if (args.json) printf("], \"parity_ok\": %s}\n", rc ? "false" : "true");
     cd_gpu_destroy(ctx);

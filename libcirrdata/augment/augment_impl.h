@@ -65,7 +65,8 @@ extern CD_INTERNAL const char *const cd_aug_kind_names[CD_AUG_NKINDS];
  * gaussian_filter1d: weights exp(-x^2 / (2 sigma^2)) for |x| <= (int)(truncate * sigma + 0.5),
  * normalised to sum 1, accumulated in double. mode 0: scipy 'reflect' (d c b a | a b c d);
  * mode 1: scipy 'constant' with cval 0. Returns false when out of memory. */
-CD_INTERNAL bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis, double sigma, double truncate, int mode);
+CD_INTERNAL bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis, double sigma, double truncate,
+                                   int mode);
 
 /* The elastic displacement field of a (patch): 3 planes of prod(patch) floats, in voxels of the
  * patch grid (see draw.c for the definition). maxabs receives the largest |component| per axis.

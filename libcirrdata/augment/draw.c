@@ -233,7 +233,7 @@ static void box_muller(const uint32_t *restrict w, float *restrict out) {
     float t[NOISE_PAIRS], cv[NOISE_PAIRS], sv[NOISE_PAIRS];
     for (int p = 0; p < NOISE_PAIRS; p++) {
         const float u1 = ((float)(int32_t)(w[2 * p] >> 8) + 1.0f) * 0x1p-24f; /* (0, 1], exact */
-        const float u2 = (float)(int32_t)(w[2 * p + 1] >> 8) * 0x1p-24f;       /* [0, 1), exact */
+        const float u2 = (float)(int32_t)(w[2 * p + 1] >> 8) * 0x1p-24f;      /* [0, 1), exact */
         /* log_acc(u1): frexp by bits (u1 is normal: >= 2^-24), m into [sqrt(1/2), sqrt(2)) */
         uint32_t bits;
         memcpy(&bits, &u1, sizeof bits);
@@ -255,8 +255,11 @@ static void box_muller(const uint32_t *restrict w, float *restrict out) {
         /* cos_sin_2pi(u2): q = floor(4 u2 + 0.5) (truncation: the argument is >= 0) */
         const int32_t q = (int32_t)(u2 * 4.0f + 0.5f);
         const float a = (u2 - (float)q * 0.25f) * 6.28318530718f, a2 = a * a;
-        const float sn = a * (1.0f + a2 * (-1.0f / 6.0f + a2 * (1.0f / 120.0f + a2 * (-1.0f / 5040.0f + a2 * (1.0f / 362880.0f)))));
-        const float cs = 1.0f + a2 * (-0.5f + a2 * (1.0f / 24.0f + a2 * (-1.0f / 720.0f + a2 * (1.0f / 40320.0f + a2 * (-1.0f / 3628800.0f)))));
+        const float sn =
+            a * (1.0f + a2 * (-1.0f / 6.0f + a2 * (1.0f / 120.0f + a2 * (-1.0f / 5040.0f + a2 * (1.0f / 362880.0f)))));
+        const float cs =
+            1.0f + a2 * (-0.5f + a2 * (1.0f / 24.0f +
+                                       a2 * (-1.0f / 720.0f + a2 * (1.0f / 40320.0f + a2 * (-1.0f / 3628800.0f)))));
         /* quadrant q & 3: (c, s), (-s, c), (-c, -s), (s, -c); sign flips by exact multiplies */
         const float c0 = (q & 1) ? sn : cs, s0 = (q & 1) ? cs : sn;
         cv[p] = c0 * (((q + 1) & 2) ? -1.0f : 1.0f);

@@ -12,9 +12,14 @@
 
 /* Ops a sample's intensity stage runs (bits of the first word of its record in the meta buffer). */
 enum {
-    CD_GPU_I_NOISE = 1, CD_GPU_I_BLUR = 2, CD_GPU_I_BRIGHTNESS = 4, CD_GPU_I_CONTRAST = 8, CD_GPU_I_LOWRES = 16,
-    CD_GPU_I_GAMMA_INVERT = 32, CD_GPU_I_GAMMA = 64,
-    CD_GPU_I_SCRATCH = CD_GPU_I_BLUR | CD_GPU_I_LOWRES,                       /* need a second image */
+    CD_GPU_I_NOISE = 1,
+    CD_GPU_I_BLUR = 2,
+    CD_GPU_I_BRIGHTNESS = 4,
+    CD_GPU_I_CONTRAST = 8,
+    CD_GPU_I_LOWRES = 16,
+    CD_GPU_I_GAMMA_INVERT = 32,
+    CD_GPU_I_GAMMA = 64,
+    CD_GPU_I_SCRATCH = CD_GPU_I_BLUR | CD_GPU_I_LOWRES,                         /* need a second image */
     CD_GPU_I_STATS = CD_GPU_I_CONTRAST | CD_GPU_I_GAMMA_INVERT | CD_GPU_I_GAMMA /* need reductions */
 };
 
@@ -52,7 +57,8 @@ CD_INTERNAL cd_status cd_gpu_intensity_ready(cd_gpu_context *ctx, cd_error *err)
 /* The warp batch driver of cd_gpu_aug_spatial (gpu_spatial.c); with `intensity`, each sample's
  * intensity ops follow its warp in the same command buffer (cd_gpu_augment). `fn` names the caller
  * in messages. Takes the context's lock. */
-CD_INTERNAL cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                        uint32_t channels, const int64_t patch[3], bool intensity, const char *fn, cd_error *err);
+CD_INTERNAL cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, int n,
+                                        const cd_gpu_spatial_item *items, uint32_t channels, const int64_t patch[3],
+                                        bool intensity, const char *fn, cd_error *err);
 
 #endif

@@ -25,7 +25,6 @@
 #include "augment/augment_impl.h"
 #include "augment/gpu_aug.h"
 
-
 enum { K_NOISE = 0, K_BLUR, K_SCALE, K_REDUCE, K_CONTRAST, K_LOWRES, K_GAMMA, NK };
 enum { SAMPLE_WORDS = 32, NBIND = 3, MAX_RADIUS = 1023, REDUCE_LOCAL = 256, MAX_PARTS = 1024 };
 
@@ -42,13 +41,15 @@ typedef struct ikernels {
 
 static cd_status ikernels_init(cd_gpu_context *ctx, void *state, cd_error *err) {
     cd_vk_kernel *ik = ((ikernels *)state)->k;
-    static const cd_shader_id src[NK] = {CD_SHADER_AUG_NOISE,    CD_SHADER_AUG_BLUR,   CD_SHADER_AUG_SCALE, CD_SHADER_AUG_REDUCE,
-                                         CD_SHADER_AUG_CONTRAST, CD_SHADER_AUG_LOWRES, CD_SHADER_AUG_GAMMA};
+    static const cd_shader_id src[NK] = {CD_SHADER_AUG_NOISE,  CD_SHADER_AUG_BLUR,     CD_SHADER_AUG_SCALE,
+                                         CD_SHADER_AUG_REDUCE, CD_SHADER_AUG_CONTRAST, CD_SHADER_AUG_LOWRES,
+                                         CD_SHADER_AUG_GAMMA};
     const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     if (sizeof(ipush) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", cd_vk_name(ctx));
-    uint32_t lim = l->maxComputeWorkGroupSize[0] < l->maxComputeWorkGroupInvocations ? l->maxComputeWorkGroupSize[0]
-                                                                                     : l->maxComputeWorkGroupInvocations;
+    uint32_t lim = l->maxComputeWorkGroupSize[0] < l->maxComputeWorkGroupInvocations
+                       ? l->maxComputeWorkGroupSize[0]
+                       : l->maxComputeWorkGroupInvocations;
     for (int k = 0; k < NK; k++) {
         uint32_t ls = k == K_REDUCE ? REDUCE_LOCAL : 64; /* the reduction's shared arrays hold 256 */
         if (ls > lim) ls = lim;
@@ -62,7 +63,8 @@ static void ikernels_destroy(cd_gpu_context *ctx, void *state) {
     for (int k = 0; k < NK; k++) cd_vk_kernel_destroy(ctx, &((ikernels *)state)->k[k]);
 }
 
-static const cd_vk_family intensity_family = {"augmentation: intensity", sizeof(ikernels), ikernels_init, ikernels_destroy};
+static const cd_vk_family intensity_family = {"augmentation: intensity", sizeof(ikernels), ikernels_init,
+                                              ikernels_destroy};
 
 cd_status cd_gpu_intensity_ready(cd_gpu_context *ctx, cd_error *err) {
     void *state;
@@ -70,7 +72,9 @@ cd_status cd_gpu_intensity_ready(cd_gpu_context *ctx, cd_error *err) {
 }
 
 /* The kernels of ctx, after cd_gpu_intensity_ready succeeded. */
-static cd_vk_kernel *IK(const cd_gpu_context *ctx) { return ((ikernels *)cd_vk_family_find(ctx, &intensity_family))->k; }
+static cd_vk_kernel *IK(const cd_gpu_context *ctx) {
+    return ((ikernels *)cd_vk_family_find(ctx, &intensity_family))->k;
+}
 
 /* ---------------------------------------------------------------- per-sample plans */
 
@@ -107,10 +111,12 @@ void cd_gpu_iplan_make(const cd_aug_params *a, const int64_t patch[3], cd_gpu_ip
     }
     if (a->lowres) {
         p->flags |= CD_GPU_I_LOWRES;
-        if (!isfinite(a->lowres_zoom)) ok = false;
+        if (!isfinite(a->lowres_zoom))
+            ok = false;
         else
             for (int ax = 0; ax < 3; ax++) {
-                const double v = (a->planar && ax == 2) ? (double)patch[ax] : nearbyint((double)patch[ax] * a->lowres_zoom);
+                const double v =
+                    (a->planar && ax == 2) ? (double)patch[ax] : nearbyint((double)patch[ax] * a->lowres_zoom);
                 p->m[ax] = v < 1 ? 1 : v > (double)patch[ax] ? patch[ax] : (int64_t)v;
                 p->meta_words += (uint64_t)p->m[ax] + 3 * (uint64_t)patch[ax];
             }
@@ -217,8 +223,8 @@ static void dispatch_rows(cd_vk_cmd *cmd, const cd_vk_kernel *k, ipush *pc, uint
 }
 
 static void compute_barrier(cd_vk_cmd *cmd) {
-    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 /* Statistics of the rows of samples with `flag` into stats slot `slot`: two dependent dispatches. */
@@ -266,10 +272,10 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, cd_vk_cmd *cmd, const cd_gpu_ij
                 .stats = (uint32_t)(j->ns * j->channels * reduce_parts(ctx, npatch) * 5),
                 .rows = j->ns * j->channels};
     bool first = true;
-#define STEP()                                                                                     \
-    do {                                                                                           \
-        if (!first) compute_barrier(cmd);                                                          \
-        first = false;                                                                             \
+#define STEP()                                                                                                         \
+    do {                                                                                                               \
+        if (!first) compute_barrier(cmd);                                                                              \
+        first = false;                                                                                                 \
     } while (0)
     if (j->ops & CD_GPU_I_NOISE) {
         STEP();
@@ -321,8 +327,8 @@ uint32_t cd_gpu_ijob_record(cd_gpu_context *ctx, cd_vk_cmd *cmd, const cd_gpu_ij
 /* ---------------------------------------------------------------- cd_gpu_aug_intensity */
 
 /* Device bytes of samples [i0, i1) (the GPU ones): meta, image, scratch, stats (padded). */
-static void igroup_sizes(const cd_gpu_context *ctx, const cd_gpu_iplan *pl, int i0, int i1, uint32_t channels, uint64_t npatch,
-                         VkDeviceSize sz[4], uint32_t *ns) {
+static void igroup_sizes(const cd_gpu_context *ctx, const cd_gpu_iplan *pl, int i0, int i1, uint32_t channels,
+                         uint64_t npatch, VkDeviceSize sz[4], uint32_t *ns) {
     uint64_t meta = 0, rows = 0;
     uint32_t ops = 0;
     *ns = 0;
@@ -339,8 +345,9 @@ static void igroup_sizes(const cd_gpu_context *ctx, const cd_gpu_iplan *pl, int 
     sz[3] = cd_vk_padded(ctx, (ops & CD_GPU_I_STATS) ? cd_gpu_istats_bytes(ctx, rows, npatch) : 0);
 }
 
-static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, float *const *images, const cd_gpu_iplan *pl, int i0,
-                            int i1, uint32_t channels, const int64_t patch[3], cd_error *err) {
+static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, float *const *images,
+                            const cd_gpu_iplan *pl, int i0, int i1, uint32_t channels, const int64_t patch[3],
+                            cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
     VkDeviceSize sz[4];
     uint32_t ns;
@@ -369,7 +376,13 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
         free(pq);
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
-    cd_gpu_ijob job = {.ns = ns, .channels = channels, .params = pp, .plans = pq, .meta = meta, .data = data, .stats = stats,
+    cd_gpu_ijob job = {.ns = ns,
+                       .channels = channels,
+                       .params = pp,
+                       .plans = pq,
+                       .meta = meta,
+                       .data = data,
+                       .stats = stats,
                        .scratch = (uint32_t)(sz[1] / 4)};
     memcpy(job.patch, patch, sizeof job.patch);
     float *hi = cd_vk_host(ctx, h_img);
@@ -391,24 +404,28 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
         if (!shared) {
             /* meta and image are adjacent in both arenas: one region */
             VkBufferCopy region = {.srcOffset = h_meta.offset, .dstOffset = meta.offset, .size = in_bytes};
-            cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(ctx, CD_VK_DEVICE), 1, &region);
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(ctx, CD_VK_DEVICE), 1,
+                           &region);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                               VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
         } /* shared memory: the submission makes the host's writes visible */
         cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
         const uint32_t res = cd_gpu_ijob_record(ctx, cmd, &job);
         cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
         if (!shared) {
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                              VK_ACCESS_TRANSFER_READ_BIT);
-            VkBufferCopy region = {.srcOffset = img.offset + (VkDeviceSize)res * 4, .dstOffset = h_out.offset, .size = sz[1]};
-            cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_DEVICE), cd_vk_arena_buffer(ctx, CD_VK_READBACK), 1, &region);
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                              VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+            VkBufferCopy region = {
+                .srcOffset = img.offset + (VkDeviceSize)res * 4, .dstOffset = h_out.offset, .size = sz[1]};
+            cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_DEVICE), cd_vk_arena_buffer(ctx, CD_VK_READBACK), 1,
+                           &region);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         } else {
             h_out.offset += (VkDeviceSize)res * 4;
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                              VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         }
         double kms = 0;
         st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err);
@@ -428,8 +445,8 @@ static cd_status irun_group(cd_gpu_context *ctx, const cd_aug_params *params, fl
     return st;
 }
 
-static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images, uint32_t channels,
-                                  const int64_t patch[3], cd_gpu_iplan *pl, cd_error *err) {
+static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images,
+                                  uint32_t channels, const int64_t patch[3], cd_gpu_iplan *pl, cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
     const VkPhysicalDeviceLimits *lim = cd_vk_limits(ctx);
     const bool shared = cd_gpu_shared_memory(ctx);
@@ -452,18 +469,21 @@ static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *para
             uint32_t ns;
             igroup_sizes(ctx, pl, i0, i1 + 1, channels, npatch, sz, &ns);
             const uint64_t total = sz[0] + sz[1] + sz[2] + sz[3];
-            const bool fits = sz[0] <= range_max && sz[1] + sz[2] <= range_max && sz[3] <= range_max && total <= budget &&
-                              (uint64_t)ns * channels <= lim->maxComputeWorkGroupCount[2];
+            const bool fits = sz[0] <= range_max && sz[1] + sz[2] <= range_max && sz[3] <= range_max &&
+                              total <= budget && (uint64_t)ns * channels <= lim->maxComputeWorkGroupCount[2];
             if (!fits) {
                 if (i1 == i0) {
                     char b1[32], b2[32];
-                    if (sz[1] + sz[2] > range_max || sz[3] > range_max || sz[0] > range_max || channels > lim->maxComputeWorkGroupCount[2])
-                        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_intensity: image %d (%s with its scratch copy) is more than %s can bind "
-                                                          "(maxStorageBufferRange %s)",
-                                       i0, cd_format_bytes(sz[1] + sz[2], b1, sizeof b1), cd_vk_name(ctx),
-                                       cd_format_bytes(range_max, b2, sizeof b2));
-                    return cd_fail(err, CD_ERR_NOMEM, "GPU memory: image %d needs %s, more than the %s available on %s", i0,
-                                   cd_format_bytes(total * (shared ? 1 : 2), b1, sizeof b1),
+                    if (sz[1] + sz[2] > range_max || sz[3] > range_max || sz[0] > range_max ||
+                        channels > lim->maxComputeWorkGroupCount[2])
+                        return cd_fail(
+                            err, CD_ERR_LIMIT,
+                            "cd_gpu_aug_intensity: image %d (%s with its scratch copy) is more than %s can bind "
+                            "(maxStorageBufferRange %s)",
+                            i0, cd_format_bytes(sz[1] + sz[2], b1, sizeof b1), cd_vk_name(ctx),
+                            cd_format_bytes(range_max, b2, sizeof b2));
+                    return cd_fail(err, CD_ERR_NOMEM, "GPU memory: image %d needs %s, more than the %s available on %s",
+                                   i0, cd_format_bytes(total * (shared ? 1 : 2), b1, sizeof b1),
                                    cd_format_bytes(budget * (shared ? 1 : 2), b2, sizeof b2), cd_vk_name(ctx));
                 }
                 break;
@@ -478,20 +498,22 @@ static cd_status intensity_locked(cd_gpu_context *ctx, const cd_aug_params *para
 }
 
 /* The checks both public calls share. */
-static cd_status check_args(const char *fn, const cd_gpu_context *ctx, const cd_aug_params *params, int n, const void *items,
-                            uint32_t channels, const int64_t patch[3], cd_error *err) {
-    if (!ctx || !patch || n < 0 || (n > 0 && (!params || !items))) return cd_fail(err, CD_ERR_ARG, "%s: NULL argument", fn);
+static cd_status check_args(const char *fn, const cd_gpu_context *ctx, const cd_aug_params *params, int n,
+                            const void *items, uint32_t channels, const int64_t patch[3], cd_error *err) {
+    if (!ctx || !patch || n < 0 || (n > 0 && (!params || !items)))
+        return cd_fail(err, CD_ERR_ARG, "%s: NULL argument", fn);
     for (int k = 0; k < 3; k++)
-        if (patch[k] < 1 || patch[k] > (1 << 20)) return cd_fail(err, CD_ERR_ARG, "%s: bad patch size %lld", fn, (long long)patch[k]);
+        if (patch[k] < 1 || patch[k] > (1 << 20))
+            return cd_fail(err, CD_ERR_ARG, "%s: bad patch size %lld", fn, (long long)patch[k]);
     if ((uint64_t)(patch[0] * patch[1] * patch[2]) >= (UINT64_C(1) << 32) / 6)
-        return cd_fail(err, CD_ERR_LIMIT, "%s: patch of %lld x %lld x %lld voxels is too large", fn, (long long)patch[0], (long long)patch[1],
-                       (long long)patch[2]);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: patch of %lld x %lld x %lld voxels is too large", fn,
+                       (long long)patch[0], (long long)patch[1], (long long)patch[2]);
     if (channels > 4096) return cd_fail(err, CD_ERR_ARG, "%s: %u channels", fn, channels);
     return CD_OK;
 }
 
-cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images, uint32_t channels,
-                               const int64_t patch[3], cd_error *err) {
+cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float *const *images,
+                               uint32_t channels, const int64_t patch[3], cd_error *err) {
     cd_status st = check_args("cd_gpu_aug_intensity", ctx, params, n, images, channels, patch, err);
     if (st != CD_OK || n == 0 || channels == 0) return st;
     cd_gpu_iplan *pl = calloc((size_t)n, sizeof *pl);
@@ -506,8 +528,8 @@ cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *params,
     return st;
 }
 
-cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items, uint32_t channels,
-                         const int64_t patch[3], cd_error *err) {
+cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                         uint32_t channels, const int64_t patch[3], cd_error *err) {
     cd_status st = check_args("cd_gpu_augment", ctx, params, n, items, channels, patch, err);
     if (st != CD_OK || n == 0) return st;
     return cd_gpu_warp_batch(ctx, params, n, items, channels, patch, true, "cd_gpu_augment", err);

@@ -64,18 +64,18 @@ static int64_t fixed32(double v) { return (int64_t)floor(v * 4294967296.0 + 0.5)
 
 /* Per-item plan. */
 typedef struct item_plan {
-    bool cpu;       /* computed by the reference on the host */
-    bool skip;      /* nothing to write */
+    bool cpu;  /* computed by the reference on the host */
+    bool skip; /* nothing to write */
     uint32_t flags;
-    float *field;   /* elastic displacement (host), or NULL */
+    float *field; /* elastic displacement (host), or NULL */
     uint64_t nbox;
     uint64_t src_bytes, mask_bytes, el_bytes, out_bytes, omask_bytes;
     cd_gpu_iplan ip; /* the intensity ops (cd_gpu_augment, image items) */
 } item_plan;
 
 /* Bytes of each range for items [i0, i1), padded as allocated (the X_ ones 0 without intensity). */
-static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, int i1, uint64_t rows_bytes, uint32_t channels,
-                        uint64_t npatch, bool intensity, VkDeviceSize sz[NRANGES]) {
+static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, int i1, uint64_t rows_bytes,
+                        uint32_t channels, uint64_t npatch, bool intensity, VkDeviceSize sz[NRANGES]) {
     memset(sz, 0, sizeof(VkDeviceSize) * NRANGES);
     uint32_t ops = 0;
     uint64_t nimg = 0;
@@ -95,7 +95,8 @@ static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, 
         }
     }
     for (int b = 0; b < NBIND; b++) sz[b] = cd_vk_padded(ctx, sz[b]);
-    if (!ops) sz[X_META] = 0;
+    if (!ops)
+        sz[X_META] = 0;
     else {
         sz[X_META] = cd_vk_padded(ctx, sz[X_META]);
         sz[X_SCRATCH] = (ops & CD_GPU_I_SCRATCH) ? sz[4] : 0;
@@ -105,8 +106,9 @@ static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, 
 
 /* Runs items [i0, i1) (the GPU ones among them) as one command buffer; with `intensity`, the
  * intensity stage of the image items follows the warp in it. */
-static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, const cd_gpu_spatial_item *items, const item_plan *pl,
-                           int i0, int i1, uint32_t channels, const int64_t patch[3], bool intensity, cd_error *err) {
+static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, const cd_gpu_spatial_item *items,
+                           const item_plan *pl, int i0, int i1, uint32_t channels, const int64_t patch[3],
+                           bool intensity, cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
     const uint64_t nrows = (uint64_t)(patch[0] * patch[1]);
     VkDeviceSize sz[NRANGES];
@@ -117,7 +119,8 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     const bool stage = sz[X_META] != 0; /* some image has intensity ops */
     const bool shared = cd_gpu_shared_memory(ctx);
     VkDeviceSize in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6] + sz[X_META], out_bytes = sz[4] + sz[5];
-    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes + sz[X_SCRATCH] + sz[X_STATS], shared ? 0 : in_bytes, shared ? 0 : out_bytes};
+    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes + sz[X_SCRATCH] + sz[X_STATS], shared ? 0 : in_bytes,
+                                       shared ? 0 : out_bytes};
     cd_status st = cd_vk_arenas_reserve(ctx, need, err);
     if (st != CD_OK) return st;
     /* device ranges: inputs first (contiguous, copied in one region), then outputs (the scratch image
@@ -204,7 +207,8 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
         for (int64_t x = 0; x < patch[0]; x++)
             for (int64_t y = 0; y < patch[1]; y++, r += ROW_WORDS) {
                 const double q0 = (double)x - h[0], q1 = (double)y - h[1], q2 = -h[2];
-                for (int k = 0; k < 3; k++) put64(r + 2 * k, fixed32(c[k] + m[k][0] * q0 + m[k][1] * q1 + m[k][2] * q2));
+                for (int k = 0; k < 3; k++)
+                    put64(r + 2 * k, fixed32(c[k] + m[k][0] * q0 + m[k][1] * q1 + m[k][2] * q2));
             }
         o_rows += nrows * ROW_WORDS;
         if (pl[i].flags & FLAG_IMAGE) {
@@ -239,8 +243,8 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     if (!shared) {
         VkBufferCopy region = {.srcOffset = host_in[0].offset, .dstOffset = dev[0].offset, .size = in_bytes};
         cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(ctx, CD_VK_DEVICE), 1, &region);
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                          VK_ACCESS_SHADER_READ_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
     }
     cd_vk_kernel *warp = WARP(ctx);
     cd_vk_kernel_bind(ctx, warp, dev);
@@ -256,25 +260,26 @@ static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, con
     cd_vk_cmd_dispatch(cmd, gx, gy, ns);
     uint32_t res = 0; /* float offset of the final images from dev[4] */
     if (stage) {
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
         res = cd_gpu_ijob_record(ctx, cmd, &job);
     }
     free(jp);
     free(jq);
     cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
     if (!shared) {
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                          VK_ACCESS_TRANSFER_READ_BIT);
-        VkBufferCopy regions[2] = {{.srcOffset = dev[4].offset + (VkDeviceSize)res * 4, .dstOffset = host_out[4].offset, .size = sz[4]},
-                                   {.srcOffset = dev[5].offset, .dstOffset = host_out[5].offset, .size = sz[5]}};
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+        VkBufferCopy regions[2] = {
+            {.srcOffset = dev[4].offset + (VkDeviceSize)res * 4, .dstOffset = host_out[4].offset, .size = sz[4]},
+            {.srcOffset = dev[5].offset, .dstOffset = host_out[5].offset, .size = sz[5]}};
         cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_DEVICE), cd_vk_arena_buffer(ctx, CD_VK_READBACK), 2, regions);
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
                           VK_ACCESS_HOST_READ_BIT);
     } else {
         host_out[4].offset += (VkDeviceSize)res * 4;
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                          VK_ACCESS_HOST_READ_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     }
     double kms = 0;
     st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err);
@@ -307,9 +312,9 @@ static bool finite3x3(const cd_aug_params *a) {
     return true;
 }
 
-static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                    uint32_t channels, const int64_t patch[3], item_plan *pl, bool intensity, const char *fn,
-                                    cd_error *err) {
+static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *params, int n,
+                                    const cd_gpu_spatial_item *items, uint32_t channels, const int64_t patch[3],
+                                    item_plan *pl, bool intensity, const char *fn, cd_error *err) {
     const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
     const VkPhysicalDeviceLimits *lim = cd_vk_limits(ctx);
     const bool shared = cd_gpu_shared_memory(ctx);
@@ -322,8 +327,10 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
         for (int k = 0; k < 3; k++)
             if (it->box_shape[k] < 0 || it->box_shape[k] > (1 << 20))
                 return cd_fail(err, CD_ERR_ARG, "%s: item %d: bad box size %lld", fn, i, (long long)it->box_shape[k]);
-        if (it->out_img && channels && !it->src) return cd_fail(err, CD_ERR_ARG, "%s: item %d: out_img without src", fn, i);
-        if (it->out_mask && !it->mask_src) return cd_fail(err, CD_ERR_ARG, "%s: item %d: out_mask without mask_src", fn, i);
+        if (it->out_img && channels && !it->src)
+            return cd_fail(err, CD_ERR_ARG, "%s: item %d: out_img without src", fn, i);
+        if (it->out_mask && !it->mask_src)
+            return cd_fail(err, CD_ERR_ARG, "%s: item %d: out_mask without mask_src", fn, i);
         p->flags = (it->out_img && channels ? FLAG_IMAGE : 0) | (it->out_mask ? FLAG_MASK : 0);
         if (!p->flags) {
             p->skip = true;
@@ -357,8 +364,8 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
     /* the items the reference computes */
     for (int i = 0; i < n; i++)
         if (pl[i].cpu) {
-            cd_status st = cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels, items[i].box_lo, items[i].box_shape,
-                                                patch, items[i].out_img, items[i].out_mask, err);
+            cd_status st = cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels, items[i].box_lo,
+                                                items[i].box_shape, patch, items[i].out_img, items[i].out_mask, err);
             if (st == CD_OK && intensity && (pl[i].flags & FLAG_IMAGE))
                 st = cd_aug_apply_intensity(&params[i], items[i].out_img, channels, patch, err);
             if (st != CD_OK) return st;
@@ -391,11 +398,13 @@ static cd_status aug_spatial_locked(cd_gpu_context *ctx, const cd_aug_params *pa
                 if (i1 == i0) {
                     char b1[32], b2[32];
                     if (big > range_max || channels > lim->maxComputeWorkGroupCount[2])
-                        return cd_fail(err, CD_ERR_LIMIT, "%s: item %d needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)",
-                                       fn, i0, cd_format_bytes(big, b1, sizeof b1), cd_vk_name(ctx),
-                                       cd_format_bytes(range_max, b2, sizeof b2));
-                    return cd_fail(err, CD_ERR_NOMEM, "GPU memory: item %d needs %s, more than the %s available on %s", i0,
-                                   cd_format_bytes(total * (shared ? 1 : 2), b1, sizeof b1),
+                        return cd_fail(
+                            err, CD_ERR_LIMIT,
+                            "%s: item %d needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)", fn, i0,
+                            cd_format_bytes(big, b1, sizeof b1), cd_vk_name(ctx),
+                            cd_format_bytes(range_max, b2, sizeof b2));
+                    return cd_fail(err, CD_ERR_NOMEM, "GPU memory: item %d needs %s, more than the %s available on %s",
+                                   i0, cd_format_bytes(total * (shared ? 1 : 2), b1, sizeof b1),
                                    cd_format_bytes(budget * (shared ? 1 : 2), b2, sizeof b2), cd_vk_name(ctx));
                 }
                 break;
@@ -429,13 +438,14 @@ cd_status cd_gpu_warp_batch(cd_gpu_context *ctx, const cd_aug_params *params, in
 
 cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
                              uint32_t channels, const int64_t patch[3], cd_error *err) {
-    if (!ctx || !patch || n < 0 || (n > 0 && (!params || !items))) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: NULL argument");
+    if (!ctx || !patch || n < 0 || (n > 0 && (!params || !items)))
+        return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: NULL argument");
     for (int k = 0; k < 3; k++)
         if (patch[k] < 1 || patch[k] > (1 << 20))
             return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: bad patch size %lld", (long long)patch[k]);
     if ((uint64_t)(patch[0] * patch[1] * patch[2]) >= (UINT64_C(1) << 32) / EL_WORDS)
-        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_spatial: patch of %lld x %lld x %lld voxels is too large", (long long)patch[0],
-                       (long long)patch[1], (long long)patch[2]);
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_aug_spatial: patch of %lld x %lld x %lld voxels is too large",
+                       (long long)patch[0], (long long)patch[1], (long long)patch[2]);
     if (channels > 4096) return cd_fail(err, CD_ERR_ARG, "cd_gpu_aug_spatial: %u channels", channels);
     if (n == 0) return CD_OK;
     return cd_gpu_warp_batch(ctx, params, n, items, channels, patch, false, "cd_gpu_aug_spatial", err);

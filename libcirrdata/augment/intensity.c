@@ -34,7 +34,8 @@ static int64_t reflect_index(int64_t i, int64_t n) {
     return i < n ? i : period - 1 - i;
 }
 
-CD_VCLONES bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis, double sigma, double truncate, int mode) {
+CD_VCLONES bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis, double sigma, double truncate,
+                                  int mode) {
     if (!(sigma > 0)) return true;
     int64_t r = (int64_t)(truncate * sigma + 0.5);
     if (r < 1) return true;
@@ -42,7 +43,8 @@ CD_VCLONES bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis,
     const int64_t stride = axis == 0 ? shape[1] * shape[2] : axis == 1 ? shape[2] : 1;
     /* All axes: LANES lines at once, each lane with the arithmetic of one line alone (taps j and
      * 2r - j summed first, then times w[j], accumulated in j order), so every lane's result is what
-     * a line-by-line loop gives, bit for bit, whatever the vector width; the lane loops vectorise. Lines of axis 0: (y, z) at
+     * a line-by-line loop gives, bit for bit, whatever the vector width; the lane loops vectorise. Lines of axis 0:
+     * (y, z) at
      * offset y*nz + z; axis 1: (x, z) at x*ny*nz + z -- neighbouring lanes adjacent in memory; axis
      * 2: (x, y) at (x*ny + y)*nz -- neighbouring lanes nz apart (gathered into the lane buffer). */
     enum { LANES = 16 };
@@ -79,7 +81,8 @@ CD_VCLONES bool cd_aug_gauss_axis(float *data, const int64_t shape[3], int axis,
                 double acc[LANES];
                 for (int64_t k = 0; k < LANES; k++) acc[k] = w[r] * e[r * LANES + k];
                 for (int64_t j = 0; j < r; j++)
-                    for (int64_t k = 0; k < LANES; k++) acc[k] += (e[j * LANES + k] + e[(2 * r - j) * LANES + k]) * w[j];
+                    for (int64_t k = 0; k < LANES; k++)
+                        acc[k] += (e[j * LANES + k] + e[(2 * r - j) * LANES + k]) * w[j];
                 if (lane_step == 1)
                     for (int64_t k = 0; k < nl; k++) line[i * stride + k] = (float)acc[k];
                 else
@@ -234,7 +237,8 @@ CD_VCLONES static void gamma_channel(float *x, int64_t n, double g, bool invert)
  * the same order: the same bits as evaluating it per voxel, with about 1/4 of the work and
  * contiguous, vectorisable inner loops. */
 /* o = b p0 + a p1 elementwise (o never overlaps p0 or p1). */
-static inline void lerp_rows(float *restrict o, const float *restrict p0, const float *restrict p1, int64_t n, float b, float a) {
+static inline void lerp_rows(float *restrict o, const float *restrict p0, const float *restrict p1, int64_t n, float b,
+                             float a) {
     int64_t c = 0;
     for (; c + VL <= n; c += VL)
         for (int k = 0; k < VL; k++) o[c + k] = b * p0[c + k] + a * p1[c + k];
@@ -303,8 +307,8 @@ CD_VCLONES static bool lowres_channel(float *x, const int64_t n[3], const int64_
                     float *o = yp[slot];
                     for (int64_t b = 0; b < n[1]; b++) {
                         const float ay = l1[1][b], by = 1.0f - ay;
-                        lerp_rows(o + b * n[2], zb + (want * m[1] + i0[1][b]) * n[2], zb + (want * m[1] + i1[1][b]) * n[2],
-                                  n[2], by, ay);
+                        lerp_rows(o + b * n[2], zb + (want * m[1] + i0[1][b]) * n[2],
+                                  zb + (want * m[1] + i1[1][b]) * n[2], n[2], by, ay);
                     }
                     held[slot] = want;
                 }
@@ -325,7 +329,8 @@ CD_VCLONES static bool lowres_channel(float *x, const int64_t n[3], const int64_
     return ok;
 }
 
-cd_status cd_aug_apply_intensity(const cd_aug_params *a, float *img, uint32_t channels, const int64_t patch[3], cd_error *err) {
+cd_status cd_aug_apply_intensity(const cd_aug_params *a, float *img, uint32_t channels, const int64_t patch[3],
+                                 cd_error *err) {
     if (!a || !img || !patch) return cd_fail(err, CD_ERR_ARG, "cd_aug_apply_intensity: NULL argument");
     for (int i = 0; i < 3; i++)
         if (patch[i] < 1 || patch[i] > (1 << 20))
@@ -363,7 +368,8 @@ cd_status cd_aug_apply_intensity(const cd_aug_params *a, float *img, uint32_t ch
             if (m[ax] > patch[ax]) m[ax] = patch[ax];
         }
         for (uint32_t c = 0; c < channels; c++)
-            if (!lowres_channel(img + (int64_t)c * n, patch, m)) return cd_fail(err, CD_ERR_NOMEM, "out of memory (lowres)");
+            if (!lowres_channel(img + (int64_t)c * n, patch, m))
+                return cd_fail(err, CD_ERR_NOMEM, "out of memory (lowres)");
     }
     if (a->gamma_invert)
         for (uint32_t c = 0; c < channels; c++) gamma_channel(img + (int64_t)c * n, n, a->gamma_invert_value, true);

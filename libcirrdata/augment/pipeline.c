@@ -14,8 +14,8 @@
 #include "core/json_check.h"
 #include "io/file.h"
 
-const char *const cd_aug_kind_names[CD_AUG_NKINDS] = {"rotation", "scaling", "elastic", "noise", "blur",
-                                                      "brightness", "contrast", "lowres", "gamma", "mirror"};
+const char *const cd_aug_kind_names[CD_AUG_NKINDS] = {"rotation",   "scaling",  "elastic", "noise", "blur",
+                                                      "brightness", "contrast", "lowres",  "gamma", "mirror"};
 
 static const char *const builtin_names[] = {"nnunet", "cirrhosisstage", "none", NULL};
 
@@ -73,7 +73,8 @@ static cd_status builtin(const char *name, cd_aug_pipeline *p, cd_error *err) {
         p->ops[CD_AUG_MIRROR].axes[0] = p->ops[CD_AUG_MIRROR].axes[1] = true;
         return CD_OK;
     }
-    return cd_fail(err, CD_ERR_ARG, "unknown augmentation pipeline '%s' (built-ins: nnunet, cirrhosisstage, none; or a .json file)",
+    return cd_fail(err, CD_ERR_ARG,
+                   "unknown augmentation pipeline '%s' (built-ins: nnunet, cirrhosisstage, none; or a .json file)",
                    name);
 }
 
@@ -85,17 +86,18 @@ typedef struct parse_ctx {
 } parse_ctx;
 
 #define BAD(ctx, ...) cd_fail((ctx)->err, CD_ERR_FORMAT, __VA_ARGS__)
-#define TRY(x)                                                                                     \
-    do {                                                                                           \
-        cd_status st_ = (x);                                                                       \
-        if (st_ != CD_OK) return st_;                                                              \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        cd_status st_ = (x);                                                                                           \
+        if (st_ != CD_OK) return st_;                                                                                  \
     } while (0)
 
 static cd_status check_keys(parse_ctx *c, json_t *obj, const char *where, const char *const *allowed) {
     return cd_json_check_keys(obj, allowed, c->origin, "augmentation pipeline", where, c->err);
 }
 
-static cd_status get_number(parse_ctx *c, json_t *obj, const char *where, const char *key, double lo, double hi, double *out) {
+static cd_status get_number(parse_ctx *c, json_t *obj, const char *where, const char *key, double lo, double hi,
+                            double *out) {
     json_t *v = json_object_get(obj, key);
     if (!v) return CD_OK;
     if (!json_is_number(v) || !(json_number_value(v) >= lo && json_number_value(v) <= hi))
@@ -105,13 +107,14 @@ static cd_status get_number(parse_ctx *c, json_t *obj, const char *where, const 
 }
 
 /* A [lo, hi] pair with lo <= hi, both within [min, max] (open at min when open_min). */
-static cd_status get_range(parse_ctx *c, json_t *obj, const char *where, const char *key, double min, double max, bool open_min,
-                           bool required, double out[2]) {
+static cd_status get_range(parse_ctx *c, json_t *obj, const char *where, const char *key, double min, double max,
+                           bool open_min, bool required, double out[2]) {
     json_t *v = json_object_get(obj, key);
     if (!v) return required ? BAD(c, "%s: augmentation pipeline%s: '%s' is required", c->origin, where, key) : CD_OK;
     if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_number(json_array_get(v, 0)) ||
         !json_is_number(json_array_get(v, 1)))
-        return BAD(c, "%s: augmentation pipeline%s: '%s' must be an array of 2 numbers [low, high]", c->origin, where, key);
+        return BAD(c, "%s: augmentation pipeline%s: '%s' must be an array of 2 numbers [low, high]", c->origin, where,
+                   key);
     double a = json_number_value(json_array_get(v, 0)), b = json_number_value(json_array_get(v, 1));
     for (int i = 0; i < 2; i++) {
         double d = i ? b : a;
@@ -119,7 +122,8 @@ static cd_status get_range(parse_ctx *c, json_t *obj, const char *where, const c
             return BAD(c, "%s: augmentation pipeline%s: '%s' values must be in %s%g, %g]", c->origin, where, key,
                        open_min ? "(" : "[", min, max);
     }
-    if (!(a <= b)) return BAD(c, "%s: augmentation pipeline%s: '%s' is reversed (%g > %g)", c->origin, where, key, a, b);
+    if (!(a <= b))
+        return BAD(c, "%s: augmentation pipeline%s: '%s' is reversed (%g > %g)", c->origin, where, key, a, b);
     out[0] = a;
     out[1] = b;
     return CD_OK;
@@ -130,11 +134,13 @@ static cd_status get_axes(parse_ctx *c, json_t *obj, const char *where, bool all
     if (!v) return CD_OK;
     const char *s = json_is_string(v) ? json_string_value(v) : NULL;
     bool seen[3] = {false, false, false};
-    if (!s || !*s) return BAD(c, "%s: augmentation pipeline%s: 'axes' must be a non-empty string of x, y, z", c->origin, where);
+    if (!s || !*s)
+        return BAD(c, "%s: augmentation pipeline%s: 'axes' must be a non-empty string of x, y, z", c->origin, where);
     for (; *s; s++) {
         int a = *s == 'x' ? 0 : *s == 'y' ? 1 : *s == 'z' ? 2 : -1;
         if (a < 0 || seen[a])
-            return BAD(c, "%s: augmentation pipeline%s: 'axes' must list distinct letters among x, y, z", c->origin, where);
+            return BAD(c, "%s: augmentation pipeline%s: 'axes' must list distinct letters among x, y, z", c->origin,
+                       where);
         if (a == 2 && !allow_z)
             return BAD(c, "%s: augmentation pipeline%s: a 2D pipeline cannot use axis z here", c->origin, where);
         seen[a] = true;
@@ -148,7 +154,8 @@ static cd_status parse_op(parse_ctx *c, json_t *o, int index, cd_aug_pipeline *p
     snprintf(where, sizeof where, ".ops[%d]", index);
     if (!json_is_object(o)) return BAD(c, "%s: augmentation pipeline%s: each op must be an object", c->origin, where);
     json_t *name = json_object_get(o, "op");
-    if (!json_is_string(name)) return BAD(c, "%s: augmentation pipeline%s: 'op' (a string) is required", c->origin, where);
+    if (!json_is_string(name))
+        return BAD(c, "%s: augmentation pipeline%s: 'op' (a string) is required", c->origin, where);
     int k = -1;
     for (int i = 0; i < CD_AUG_NKINDS; i++)
         if (!strcmp(cd_aug_kind_names[i], json_string_value(name))) k = i;
@@ -174,7 +181,8 @@ static cd_status parse_op(parse_ctx *c, json_t *o, int index, cd_aug_pipeline *p
         if (planar) op->axes[0] = op->axes[1] = false;
         TRY(get_axes(c, o, where, true, op->axes));
         if (planar && (op->axes[0] || op->axes[1]))
-            return BAD(c, "%s: augmentation pipeline%s: a 2D pipeline rotates about z only (\"axes\": \"z\")", c->origin, where);
+            return BAD(c, "%s: augmentation pipeline%s: a 2D pipeline rotates about z only (\"axes\": \"z\")",
+                       c->origin, where);
         break;
     }
     case CD_AUG_SCALING: {
@@ -203,7 +211,8 @@ static cd_status parse_op(parse_ctx *c, json_t *o, int index, cd_aug_pipeline *p
         TRY(get_number(c, o, where, "p_per_channel", 0, 1, &op->p_per_channel));
         TRY(get_number(c, o, where, "truncate", 0.5, 20, &op->truncate));
         json_t *pa = json_object_get(o, "per_axis");
-        if (pa && !json_is_boolean(pa)) return BAD(c, "%s: augmentation pipeline%s: 'per_axis' must be true or false", c->origin, where);
+        if (pa && !json_is_boolean(pa))
+            return BAD(c, "%s: augmentation pipeline%s: 'per_axis' must be true or false", c->origin, where);
         if (pa) op->per_axis = json_is_true(pa);
         break;
     }
@@ -250,7 +259,8 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_aug_pipeline *p) {
     if (!json_is_integer(version) || json_integer_value(version) != 1)
         return BAD(c, "%s: augmentation pipeline: 'version' must be 1", c->origin);
     json_t *desc = json_object_get(root, "description");
-    if (desc && !json_is_string(desc)) return BAD(c, "%s: augmentation pipeline: 'description' must be a string", c->origin);
+    if (desc && !json_is_string(desc))
+        return BAD(c, "%s: augmentation pipeline: 'description' must be a string", c->origin);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", json_string_value(name));
     p->dims = 3;
@@ -261,7 +271,8 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_aug_pipeline *p) {
         p->dims = (int)json_integer_value(dims);
     }
     json_t *ops = json_object_get(root, "ops");
-    if (!json_is_array(ops)) return BAD(c, "%s: augmentation pipeline: 'ops' (an array, possibly empty) is required", c->origin);
+    if (!json_is_array(ops))
+        return BAD(c, "%s: augmentation pipeline: 'ops' (an array, possibly empty) is required", c->origin);
     for (size_t i = 0; i < json_array_size(ops); i++) TRY(parse_op(c, json_array_get(ops, i), (int)i, p));
     return CD_OK;
 }

@@ -18,9 +18,9 @@ static void identity_params(const double center[3], cd_aug_params *a) {
     a->scale = 1.0;
 }
 
-void cd_sample_plan_make(const cd_aug_pipeline *pipe, cd_loader_mode mode, uint64_t seed, uint64_t epoch, uint64_t record_index,
-                         int32_t z, const uint32_t shape[3], const int64_t patch[3], bool fg, uint32_t nfg, const int32_t (*fgl)[3],
-                         cd_sample_plan *out) {
+void cd_sample_plan_make(const cd_aug_pipeline *pipe, cd_loader_mode mode, uint64_t seed, uint64_t epoch,
+                         uint64_t record_index, int32_t z, const uint32_t shape[3], const int64_t patch[3], bool fg,
+                         uint32_t nfg, const int32_t (*fgl)[3], cd_sample_plan *out) {
     memset(out, 0, sizeof *out);
     memcpy(out->patch, patch, sizeof out->patch);
     /* Where the patch lies: an integer corner, so that without augmentation a patch is an exact crop
@@ -62,8 +62,8 @@ void cd_sample_plan_make(const cd_aug_pipeline *pipe, cd_loader_mode mode, uint6
     }
 }
 
-void cd_sample_plan_extract(const cd_sample_plan *p, const float *img, const uint8_t *mask, uint32_t channels, const uint32_t shape[3],
-                            float *box, uint8_t *mbox) {
+void cd_sample_plan_extract(const cd_sample_plan *p, const float *img, const uint8_t *mask, uint32_t channels,
+                            const uint32_t shape[3], float *box, uint8_t *mbox) {
     if (p->empty) return;
     const size_t X = shape[0], Y = shape[1], Z = shape[2];
     const size_t bx = (size_t)p->bshape[0], by = (size_t)p->bshape[1], bz = (size_t)p->bshape[2];
@@ -77,8 +77,8 @@ void cd_sample_plan_extract(const cd_sample_plan *p, const float *img, const uin
             }
 }
 
-cd_status cd_sample_plan_render(const cd_sample_plan *p, bool intensity, const float *box, const uint8_t *mbox, uint32_t channels,
-                                float *out_img, uint8_t *out_mask, cd_error *err) {
+cd_status cd_sample_plan_render(const cd_sample_plan *p, bool intensity, const float *box, const uint8_t *mbox,
+                                uint32_t channels, float *out_img, uint8_t *out_mask, cd_error *err) {
     const size_t pvox = (size_t)(p->patch[0] * p->patch[1] * p->patch[2]);
     if (p->empty) {
         memset(out_img, 0, (size_t)channels * pvox * sizeof(float));

@@ -36,18 +36,19 @@ typedef struct cd_sample_map {
  * slice mode, else ignored. fg: patch mode, centre the patch on one of fgl[0..nfg) (the loader's
  * nnU-Net rule decides; needs nfg > 0); otherwise on a uniformly drawn voxel. pipe NULL: identity. */
 CD_INTERNAL void cd_sample_plan_make(const cd_aug_pipeline *pipe, cd_loader_mode mode, uint64_t seed, uint64_t epoch,
-                                     uint64_t record_index, int32_t z, const uint32_t shape[3], const int64_t patch[3], bool fg,
-                                     uint32_t nfg, const int32_t (*fgl)[3], cd_sample_plan *out);
+                                     uint64_t record_index, int32_t z, const uint32_t shape[3], const int64_t patch[3],
+                                     bool fg, uint32_t nfg, const int32_t (*fgl)[3], cd_sample_plan *out);
 
 /* Copies the plan's box out of a whole record held in memory (C-order (channels, shape) float32
  * image, (shape) uint8 mask or NULL) into box / mbox, laid out as the loader reads it from chunks. */
-CD_INTERNAL void cd_sample_plan_extract(const cd_sample_plan *p, const float *img, const uint8_t *mask, uint32_t channels,
-                                        const uint32_t shape[3], float *box, uint8_t *mbox);
+CD_INTERNAL void cd_sample_plan_extract(const cd_sample_plan *p, const float *img, const uint8_t *mask,
+                                        uint32_t channels, const uint32_t shape[3], float *box, uint8_t *mbox);
 
 /* Renders the plan from its box (as extracted or read): zero for an empty plan, else the fused
  * spatial pass, then (with a pipeline) the intensity ops. out_mask may be NULL. */
-CD_INTERNAL cd_status cd_sample_plan_render(const cd_sample_plan *p, bool intensity, const float *box, const uint8_t *mbox,
-                                            uint32_t channels, float *out_img, uint8_t *out_mask, cd_error *err);
+CD_INTERNAL cd_status cd_sample_plan_render(const cd_sample_plan *p, bool intensity, const float *box,
+                                            const uint8_t *mbox, uint32_t channels, float *out_img, uint8_t *out_mask,
+                                            cd_error *err);
 
 /* True when the plan is a map (no rotation, scaling or elastic deformation; a diagonal +-1 matrix with
  * an integer offset): every sample without augmentation, and about two thirds with nnU-Net's. Then the
@@ -62,7 +63,7 @@ CD_INTERNAL bool cd_sample_map_source(const cd_sample_map *m, const uint32_t sha
 
 /* Zeroes the output voxels (channels x size float32, and the size uint8 mask when not NULL) whose
  * source lies outside a record of the given shape; leaves the others alone. */
-CD_INTERNAL void cd_sample_map_zero_outside(const cd_sample_map *m, const uint32_t shape[3], uint32_t channels, float *out_img,
-                                            uint8_t *out_mask);
+CD_INTERNAL void cd_sample_map_zero_outside(const cd_sample_map *m, const uint32_t shape[3], uint32_t channels,
+                                            float *out_img, uint8_t *out_mask);
 
 #endif

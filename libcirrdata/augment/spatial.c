@@ -66,7 +66,8 @@ void cd_aug_source_box(const cd_aug_params *a, const int64_t patch[3], int64_t l
     double d[3] = {0, 0, 0};
     if (a->elastic) {
         float *f = cd_aug_elastic_field(a, patch, d);
-        if (f) free(f);
+        if (f)
+            free(f);
         else { /* out of memory: |d| <= alpha always (|noise| <= 1, kernel weights sum to 1) */
             d[0] = d[1] = a->elastic_alpha;
             d[2] = a->planar ? 0 : a->elastic_alpha;
@@ -110,7 +111,8 @@ static void sample_checked(const warp_ctx *w, int64_t o, double px, double py, d
         w->out_mask[o] = v;
     }
     if (!w->out) return;
-    if (!(px > -1.0 && px < (double)w->b[0] && py > -1.0 && py < (double)w->b[1] && pz > -1.0 && pz < (double)w->b[2])) {
+    if (!(px > -1.0 && px < (double)w->b[0] && py > -1.0 && py < (double)w->b[1] && pz > -1.0 &&
+          pz < (double)w->b[2])) {
         for (uint32_t c = 0; c < w->channels; c++) w->out[c * w->npatch + o] = 0.0f;
         return;
     }
@@ -228,7 +230,8 @@ static void row_fast(const warp_ctx *w, int64_t o, int64_t n, const int64_t p0[3
             uint8_t *om = w->out_mask + o + z0;
             px = p0[0] + z0 * dp[0], py = p0[1] + z0 * dp[1], pz = p0[2] + z0 * dp[2];
             for (int k = 0; k < nb; k++, px += dp[0], py += dp[1], pz += dp[2])
-                om[k] = mk[(int32_t)((px + FIX_HALF) >> 32) * sx + (int32_t)((py + FIX_HALF) >> 32) * sy + (int32_t)((pz + FIX_HALF) >> 32)];
+                om[k] = mk[(int32_t)((px + FIX_HALF) >> 32) * sx + (int32_t)((py + FIX_HALF) >> 32) * sy +
+                           (int32_t)((pz + FIX_HALF) >> 32)];
         }
         if (w->out)
             for (uint32_t c = 0; c < w->channels; c++) {
@@ -302,9 +305,9 @@ static void row_edge(const warp_ctx *w, int64_t o, int64_t n, const int64_t p0[3
     for (int a = 0; a < 3; a++) {
         const int64_t B = w->b[a] * FIX_ONE, e = p0[a] + (n - 1) * dp[a];
         if (p0[a] >= 0 && p0[a] < B - FIX_ONE && e >= 0 && e < B - FIX_ONE) continue; /* interior along a: no limit */
-        z_clip(p0[a], dp[a], 0, B - FIX_ONE, &ia, &ib);     /* 0 <= p < b - 1 */
-        z_clip(p0[a], dp[a], 1 - FIX_ONE, B, &sa, &sb);     /* -1 < p < b */
-        z_clip(p0[a], dp[a], -FIX_HALF, B - FIX_HALF, &ma, &mb); /* 0 <= floor(p + 1/2) < b */
+        z_clip(p0[a], dp[a], 0, B - FIX_ONE, &ia, &ib);                               /* 0 <= p < b - 1 */
+        z_clip(p0[a], dp[a], 1 - FIX_ONE, B, &sa, &sb);                               /* -1 < p < b */
+        z_clip(p0[a], dp[a], -FIX_HALF, B - FIX_HALF, &ma, &mb);                      /* 0 <= floor(p + 1/2) < b */
     }
     /* within [0, n): an interval may start past the row */
     ia = ia < n ? ia : n, sa = sa < n ? sa : n, ma = ma < n ? ma : n;
@@ -371,7 +374,8 @@ static void row_integral(const warp_ctx *w, int64_t o, int64_t n, const int64_t 
             float *out = w->out + (int64_t)c * w->npatch + o;
             const float *src = w->src + (int64_t)c * w->nbox + off0;
             for (int64_t z = 0; z < zlo; z++) out[z] = 0.0f;
-            if (dz == 1) memcpy(out + zlo, src + zlo, sizeof(float) * (size_t)(zhi - zlo));
+            if (dz == 1)
+                memcpy(out + zlo, src + zlo, sizeof(float) * (size_t)(zhi - zlo));
             else
                 for (int64_t z = zlo; z < zhi; z++) out[z] = src[z * dz];
             for (int64_t z = zhi; z < n; z++) out[z] = 0.0f;
@@ -397,8 +401,8 @@ static inline int64_t fixed_round(double v) {
 }
 
 cd_status cd_aug_apply_spatial(const cd_aug_params *a, const float *src, const uint8_t *mask_src, uint32_t channels,
-                               const int64_t box_lo[3], const int64_t box_shape[3], const int64_t patch[3], float *out_img,
-                               uint8_t *out_mask, cd_error *err) {
+                               const int64_t box_lo[3], const int64_t box_shape[3], const int64_t patch[3],
+                               float *out_img, uint8_t *out_mask, cd_error *err) {
     if (!a || !box_lo || !box_shape || !patch) return cd_fail(err, CD_ERR_ARG, "cd_aug_apply_spatial: NULL argument");
     if (out_img && channels && !src) return cd_fail(err, CD_ERR_ARG, "cd_aug_apply_spatial: out_img without src");
     if (out_mask && !mask_src) return cd_fail(err, CD_ERR_ARG, "cd_aug_apply_spatial: out_mask without mask_src");
@@ -408,8 +412,15 @@ cd_status cd_aug_apply_spatial(const cd_aug_params *a, const float *src, const u
         if (box_shape[i] < 0 || box_shape[i] > (1 << 20))
             return cd_fail(err, CD_ERR_ARG, "cd_aug_apply_spatial: bad box size %lld", (long long)box_shape[i]);
     }
-    warp_ctx w = {src, mask_src, channels, box_shape[0] * box_shape[1] * box_shape[2], box_shape[1] * box_shape[2], box_shape[2],
-                  {box_shape[0], box_shape[1], box_shape[2]}, channels ? out_img : NULL, out_mask,
+    warp_ctx w = {src,
+                  mask_src,
+                  channels,
+                  box_shape[0] * box_shape[1] * box_shape[2],
+                  box_shape[1] * box_shape[2],
+                  box_shape[2],
+                  {box_shape[0], box_shape[1], box_shape[2]},
+                  channels ? out_img : NULL,
+                  out_mask,
                   patch[0] * patch[1] * patch[2]};
     if (!w.out && !w.out_mask) return CD_OK;
     double dmax[3];
@@ -442,9 +453,12 @@ cd_status cd_aug_apply_spatial(const cd_aug_params *a, const float *src, const u
                 for (int64_t z = 0; z < n2; z++) {
                     const double d0 = field[o + z], d1 = field[np + o + z], d2 = field[2 * np + o + z];
                     double p[3];
-                    for (int i = 0; i < 3; i++) p[i] = base[i] + (double)z * step[i] + m[i][0] * d0 + m[i][1] * d1 + m[i][2] * d2;
-                    if (interior(&w, p[0], p[1], p[2])) sample_interior(&w, o + z, p[0], p[1], p[2]);
-                    else sample_checked(&w, o + z, p[0], p[1], p[2]);
+                    for (int i = 0; i < 3; i++)
+                        p[i] = base[i] + (double)z * step[i] + m[i][0] * d0 + m[i][1] * d1 + m[i][2] * d2;
+                    if (interior(&w, p[0], p[1], p[2]))
+                        sample_interior(&w, o + z, p[0], p[1], p[2]);
+                    else
+                        sample_checked(&w, o + z, p[0], p[1], p[2]);
                 }
                 continue;
             }
@@ -467,13 +481,18 @@ cd_status cd_aug_apply_spatial(const cd_aug_params *a, const float *src, const u
                 const int64_t lo = p0[i] < e ? p0[i] : e, hi = p0[i] < e ? e : p0[i];
                 inside &= lo >= 0 && hi < (w.b[i] - 1) * INT64_C(4294967296);
             }
-            if (fixed && inside) row_fast(&w, o, n2, p0, dp);
-            else if (fixed) row_edge(&w, o, n2, p0, dp);
+            if (fixed && inside)
+                row_fast(&w, o, n2, p0, dp);
+            else if (fixed)
+                row_edge(&w, o, n2, p0, dp);
             else
                 for (int64_t z = 0; z < n2; z++) {
-                    const double px = base[0] + (double)z * step[0], py = base[1] + (double)z * step[1], pz = base[2] + (double)z * step[2];
-                    if (interior(&w, px, py, pz)) sample_interior(&w, o + z, px, py, pz);
-                    else sample_checked(&w, o + z, px, py, pz);
+                    const double px = base[0] + (double)z * step[0], py = base[1] + (double)z * step[1],
+                                 pz = base[2] + (double)z * step[2];
+                    if (interior(&w, px, py, pz))
+                        sample_interior(&w, o + z, px, py, pz);
+                    else
+                        sample_checked(&w, o + z, px, py, pz);
                 }
         }
     free(field);

@@ -20,7 +20,9 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static const char *mode_name(cd_loader_mode m) { return m == CD_LOADER_VOLUME ? "volume" : m == CD_LOADER_SLICE ? "slice" : "patch"; }
+static const char *mode_name(cd_loader_mode m) {
+    return m == CD_LOADER_VOLUME ? "volume" : m == CD_LOADER_SLICE ? "slice" : "patch";
+}
 
 /* A worker's reusable buffers. */
 typedef struct scratch {
@@ -48,23 +50,29 @@ static bool reserve(void **buf, size_t *cap, size_t n) {
 }
 
 static cd_status init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *err) {
-    if (pthread_key_create(&ac->scratch, scratch_free) != 0) return cd_fail(err, CD_ERR_NOMEM, "cannot create a thread key");
+    if (pthread_key_create(&ac->scratch, scratch_free) != 0)
+        return cd_fail(err, CD_ERR_NOMEM, "cannot create a thread key");
     ac->scratch_key = true;
-    if (o->copies < 1 || o->copies > 1024) return cd_fail(err, CD_ERR_ARG, "augmented copies: K = %u is not in 1..1024", o->copies);
+    if (o->copies < 1 || o->copies > 1024)
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: K = %u is not in 1..1024", o->copies);
     if (o->aug_mode != CD_LOADER_VOLUME && o->aug_mode != CD_LOADER_PATCH && o->aug_mode != CD_LOADER_SLICE)
         return cd_fail(err, CD_ERR_ARG, "augmented copies: unknown loader mode %d", (int)o->aug_mode);
     if (o->foreground_fraction < 0 || o->foreground_fraction > 1)
-        return cd_fail(err, CD_ERR_ARG, "augmented copies: foreground fraction %g is not in [0, 1]", o->foreground_fraction);
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: foreground fraction %g is not in [0, 1]",
+                       o->foreground_fraction);
     bool any = false, all = true;
     for (int a = 0; a < 3; a++) {
         if (o->aug_patch[a] < 0 || o->aug_patch[a] > 4096)
-            return cd_fail(err, CD_ERR_ARG, "augmented copies: patch size %lld is not in 1..4096", (long long)o->aug_patch[a]);
+            return cd_fail(err, CD_ERR_ARG, "augmented copies: patch size %lld is not in 1..4096",
+                           (long long)o->aug_patch[a]);
         any |= o->aug_patch[a] > 0;
         all &= o->aug_patch[a] > 0;
     }
     if (any && !all) return cd_fail(err, CD_ERR_ARG, "augmented copies: give all three patch sizes or none");
-    if (o->aug_mode == CD_LOADER_PATCH && !all) return cd_fail(err, CD_ERR_ARG, "augmented copies: patch mode needs a patch size");
-    if (o->aug_mode == CD_LOADER_SLICE && any) return cd_fail(err, CD_ERR_ARG, "augmented copies: slice mode takes no patch size");
+    if (o->aug_mode == CD_LOADER_PATCH && !all)
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: patch mode needs a patch size");
+    if (o->aug_mode == CD_LOADER_SLICE && any)
+        return cd_fail(err, CD_ERR_ARG, "augmented copies: slice mode takes no patch size");
     cd_status st = cd_aug_pipeline_load(o->augment, &ac->pipe, err);
     if (st != CD_OK) return st;
     if (!(ac->pipe_json = cd_aug_pipeline_to_json(ac->pipe))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -79,8 +87,8 @@ static cd_status init(cd_aug_copies *ac, const cd_convert_options *o, cd_error *
     return CD_OK;
 }
 
-cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_device_policy *policy, cd_device_slot *slot,
-                             cd_error *err) {
+cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_device_policy *policy,
+                             cd_device_slot *slot, cd_error *err) {
     memset(ac, 0, sizeof *ac);
     ac->policy = policy;
     ac->slot = slot;
@@ -135,9 +143,9 @@ void cd_aug_copy_clear(cd_aug_copy *c) {
 /* One sample to render: a copy (volume, patch) or one slice of a copy (slice mode). */
 typedef struct job {
     cd_sample_plan plan;
-    float *img;               /* (C, patch) */
-    uint8_t *mask;            /* (patch) or NULL */
-    float *box;               /* GPU path: the extracted source box */
+    float *img;    /* (C, patch) */
+    uint8_t *mask; /* (patch) or NULL */
+    float *box;    /* GPU path: the extracted source box */
     uint8_t *mbox;
 } job;
 
@@ -223,19 +231,19 @@ typedef struct render_ctx {
     cd_aug_copy *out;
     uint32_t C, K;
     const uint32_t *shape;
-    size_t vox;                /* voxels of the case */
+    size_t vox; /* voxels of the case */
     bool slice_mode;
-    bool direct;               /* volume and patch modes with float32 records render straight into the copies' images */
-    cd_dtype odt;              /* the copies' image dtype */
+    bool direct;  /* volume and patch modes with float32 records render straight into the copies' images */
+    cd_dtype odt; /* the copies' image dtype */
     int64_t patch[3];
-    size_t pvox;               /* voxels of one job's output */
-    size_t per_copy, njobs;    /* jobs per copy (slice mode: one per slice), in all */
+    size_t pvox;            /* voxels of one job's output */
+    size_t per_copy, njobs; /* jobs per copy (slice mode: one per slice), in all */
     scratch *sc;
-    float *fimg;               /* what the loader reads back from the plain record: the stored values as float32 */
+    float *fimg; /* what the loader reads back from the plain record: the stored values as float32 */
     job *jobs;
-    float *obuf;               /* the jobs' outputs when not direct */
+    float *obuf; /* the jobs' outputs when not direct */
     uint8_t *mbuf;
-    int32_t (*fgl)[3];         /* the loader's foreground list */
+    int32_t (*fgl)[3]; /* the loader's foreground list */
     uint32_t nfg;
 } render_ctx;
 
@@ -328,8 +336,8 @@ static void plan_jobs(render_ctx *r) {
         job *jb = &r->jobs[j];
         const uint64_t k = j / r->per_copy;
         const int32_t z = r->slice_mode ? (int32_t)(j % r->per_copy) : -1;
-        cd_sample_plan_make(ac->pipe, ac->mode, ac->seed, k, r->index, z, r->shape, r->patch, ac->fg, r->nfg, (const int32_t(*)[3])r->fgl,
-                            &jb->plan);
+        cd_sample_plan_make(ac->pipe, ac->mode, ac->seed, k, r->index, z, r->shape, r->patch, ac->fg, r->nfg,
+                            (const int32_t(*)[3])r->fgl, &jb->plan);
         jb->img = r->direct ? r->out[k].s.image : r->obuf + j * r->C * r->pvox;
         jb->mask = r->direct ? r->out[k].s.mask : r->mbuf ? r->mbuf + j * r->pvox : NULL;
     }
@@ -348,8 +356,12 @@ static int gpu_items(render_ctx *r, cd_gpu_spatial_item *items, cd_aug_params *p
         if (!jb->box || (r->s->mask && !jb->mbox)) return -1;
         cd_sample_plan_extract(&jb->plan, r->fimg, r->s->mask, C, r->shape, jb->box, jb->mbox);
         params[n] = jb->plan.a;
-        items[n] = (cd_gpu_spatial_item){jb->box, jb->mbox, {jb->plan.lo[0], jb->plan.lo[1], jb->plan.lo[2]},
-                                         {jb->plan.bshape[0], jb->plan.bshape[1], jb->plan.bshape[2]}, jb->img, jb->mask};
+        items[n] = (cd_gpu_spatial_item){jb->box,
+                                         jb->mbox,
+                                         {jb->plan.lo[0], jb->plan.lo[1], jb->plan.lo[2]},
+                                         {jb->plan.bshape[0], jb->plan.bshape[1], jb->plan.bshape[2]},
+                                         jb->img,
+                                         jb->mask};
         n++;
     }
     return n;
@@ -370,8 +382,8 @@ static cd_status warp_items(cd_gpu_context *gpu, void *user, cd_error *err) {
 }
 
 /* One cd_gpu_aug_spatial of the n items under the device policy; false: the CPU warps them. */
-static bool warp_on_device(cd_aug_copies *ac, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items, uint32_t C,
-                           const int64_t patch[3]) {
+static bool warp_on_device(cd_aug_copies *ac, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
+                           uint32_t C, const int64_t patch[3]) {
     warp_call c = {params, n, items, C, patch};
     return cd_device_slot_run(ac->policy, ac->slot, warp_items, &c, "warp augmented copies", (uint64_t)n);
 }
@@ -434,8 +446,10 @@ static void assemble_voxels(const render_ctx *r, uint32_t k, cd_sample *o) {
     if (r->direct) return;
     if (!r->slice_mode) {
         for (size_t i = 0; i < (size_t)C * ovox; i++) {
-            if (fo) fo[i] = first->img[i];
-            else ho[i] = cd_float_to_half(first->img[i]);
+            if (fo)
+                fo[i] = first->img[i];
+            else
+                ho[i] = cd_float_to_half(first->img[i]);
         }
         if (o->mask) memcpy(o->mask, first->mask, ovox);
         return;
@@ -448,8 +462,10 @@ static void assemble_voxels(const render_ctx *r, uint32_t k, cd_sample *o) {
             for (size_t xy = 0; xy < XY; xy++) {
                 float v = jb->img[(size_t)c * XY + xy];
                 size_t d = ((size_t)c * XY + xy) * Z + z;
-                if (fo) fo[d] = v;
-                else ho[d] = cd_float_to_half(v);
+                if (fo)
+                    fo[d] = v;
+                else
+                    ho[d] = cd_float_to_half(v);
             }
         for (size_t xy = 0; o->mask && xy < XY; xy++) o->mask[xy * Z + z] = jb->mask[xy];
     }
@@ -510,8 +526,8 @@ static cd_status assemble_copy(const render_ctx *r, uint32_t k, cd_error *err) {
     return CD_OK;
 }
 
-cd_status cd_aug_copies_render(cd_aug_copies *ac, const cd_sample *s, json_t *fg_locations, uint64_t index, cd_aug_copy *out,
-                               double *seconds, cd_error *err) {
+cd_status cd_aug_copies_render(cd_aug_copies *ac, const cd_sample *s, json_t *fg_locations, uint64_t index,
+                               cd_aug_copy *out, double *seconds, cd_error *err) {
     const double t0 = now_s();
     render_ctx r = {.ac = ac, .s = s, .index = index, .out = out};
     render_geometry(&r);

@@ -19,24 +19,24 @@
 
 typedef struct cd_aug_copies {
     cd_aug_pipeline *pipe;
-    char *pipe_json;           /* canonical pipeline (manifest provenance) */
+    char *pipe_json; /* canonical pipeline (manifest provenance) */
     uint32_t copies;
     uint64_t seed;
     cd_loader_mode mode;
-    int64_t patch[3];          /* volume: 0 = each record's own shape */
-    bool fg;                   /* patch mode: centre on foreground (foreground_fraction >= 0.5) */
+    int64_t patch[3]; /* volume: 0 = each record's own shape */
+    bool fg;          /* patch mode: centre on foreground (foreground_fraction >= 0.5) */
     double foreground_fraction;
     bool no_original;
-    cd_device_policy *policy;  /* the converter's (borrowed, as is slot): the warp on Vulkan when active */
+    cd_device_policy *policy; /* the converter's (borrowed, as is slot): the warp on Vulkan when active */
     cd_device_slot *slot;
-    pthread_key_t scratch;     /* per worker thread: buffers reused from case to case (fresh pages cost faults) */
+    pthread_key_t scratch; /* per worker thread: buffers reused from case to case (fresh pages cost faults) */
     bool scratch_key;
 } cd_aug_copies;
 
 /* Validates the options and loads the pipeline; the spatial warp runs on the policy's slot while the
  * policy is active (cirrdata/device.h), else on the CPU. policy and slot outlive ac. */
-CD_INTERNAL cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_device_policy *policy, cd_device_slot *slot,
-                                         cd_error *err);
+CD_INTERNAL cd_status cd_aug_copies_init(cd_aug_copies *ac, const cd_convert_options *o, cd_device_policy *policy,
+                                         cd_device_slot *slot, cd_error *err);
 /* "vulkan" while the policy keeps the device in use, else "cpu". */
 CD_INTERNAL const char *cd_aug_copies_device(const cd_aug_copies *ac);
 CD_INTERNAL void cd_aug_copies_free(cd_aug_copies *ac);
@@ -46,8 +46,8 @@ CD_INTERNAL json_t *cd_aug_copies_manifest(const cd_aug_copies *ac);
 
 /* One rendered copy: a sample in the record's layout plus its "augmentation" metadata object. */
 typedef struct cd_aug_copy {
-    cd_sample s;               /* image (float32, or float16 when the plain record is float16), mask, affine, bbox... */
-    json_t *meta;              /* the record's "augmentation" object */
+    cd_sample s;  /* image (float32, or float16 when the plain record is float16), mask, affine, bbox... */
+    json_t *meta; /* the record's "augmentation" object */
 } cd_aug_copy;
 
 /* Renders the K copies of preprocessed case s with sample index `index`; fg_locations: the plain

@@ -63,10 +63,11 @@ static cd_status build_record(const cd_recipe *r, const cd_sample *s, const cd_i
         st = cd_record_builder_add_tensor_fill(*out, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD,
                                                r->zstd_level, cd_image_view_fill, view, err);
     else if (st == CD_OK)
-        st = cd_record_builder_add_tensor(*out, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD, r->zstd_level, s->image,
-                                          err);
+        st = cd_record_builder_add_tensor(*out, "image", s->dtype, s->channels, s->shape, r->chunk, CD_CODEC_ZSTD,
+                                          r->zstd_level, s->image, err);
     if (st == CD_OK && s->mask)
-        st = cd_record_builder_add_tensor(*out, "mask", CD_DTYPE_UINT8, 1, s->shape, r->chunk, CD_CODEC_ZSTD, r->zstd_level, s->mask, err);
+        st = cd_record_builder_add_tensor(*out, "mask", CD_DTYPE_UINT8, 1, s->shape, r->chunk, CD_CODEC_ZSTD,
+                                          r->zstd_level, s->mask, err);
     return st;
 }
 
@@ -114,7 +115,8 @@ static cd_status read_case(const conv_job *jb, const cd_case *c, case_volumes *v
         st = cd_nifti_read(c->mask_path, &ro, &v->msk_raw, NULL, err);
         res->bytes_read += file_size(c->mask_path);
         /* NaN or infinite labels: the case is refused, or they become 0 (recipe non_finite). */
-        if (st == CD_OK) st = cd_non_finite_resolve(jb->opts->recipe.non_finite, &v->msk_raw, c->mask_path, "the mask", err);
+        if (st == CD_OK)
+            st = cd_non_finite_resolve(jb->opts->recipe.non_finite, &v->msk_raw, c->mask_path, "the mask", err);
         /* Masks are usually uint8 already: use them as they are. */
         if (st == CD_OK && (cd_volume_dtype(v->msk_raw) != CD_DTYPE_UINT8 || cd_volume_has_scaling(v->msk_raw)))
             st = mask_to_u8(v->msk_raw, &v->msk, err);
@@ -124,11 +126,11 @@ static cd_status read_case(const conv_job *jb, const cd_case *c, case_volumes *v
 
 /* The recipe applied to the case. Without augmented copies (which render from the sample's image) a
  * raw image is chunked straight from the source volume (*view_used). */
-static cd_status preprocess_case(const conv_job *jb, const cd_case *c, const case_volumes *v, cd_image_view *view, bool *view_used,
-                                 cd_sample **s, cd_error *err) {
+static cd_status preprocess_case(const conv_job *jb, const cd_case *c, const case_volumes *v, cd_image_view *view,
+                                 bool *view_used, cd_sample **s, cd_error *err) {
     const cd_volume *images[2] = {v->img, v->img2};
-    cd_status st = cd_preprocess_multi_view(&jb->opts->recipe, jb->target_spacing, images, v->img2 ? 2 : 1, case_mask(v), 1, jb->pp,
-                                            jb->aug ? NULL : view, view_used, s, err);
+    cd_status st = cd_preprocess_multi_view(&jb->opts->recipe, jb->target_spacing, images, v->img2 ? 2 : 1,
+                                            case_mask(v), 1, jb->pp, jb->aug ? NULL : view, view_used, s, err);
     if (st != CD_OK) {
         /* Name the files: preprocessing messages do not know them. */
         char m[CD_ERROR_MESSAGE_MAX];
@@ -143,14 +145,14 @@ typedef struct case_ctx {
     const conv_job *jb;
     const cd_case *c;
     const case_volumes *v;
-    const char *cls;           /* class name, or NULL */
+    const char *cls; /* class name, or NULL */
     cd_source_stats stats;
-    uint64_t index;            /* sample index (augmented copies) */
+    uint64_t index; /* sample index (augmented copies) */
 } case_ctx;
 
 /* The plain record (with augmented copies: marked as copy -1 of its case). */
-static cd_status add_plain_record(const case_ctx *cx, const cd_sample *s, const cd_image_view *view, json_t *meta, case_result *res,
-                                  cd_error *err) {
+static cd_status add_plain_record(const case_ctx *cx, const cd_sample *s, const cd_image_view *view, json_t *meta,
+                                  case_result *res, cd_error *err) {
     cd_record_builder *b = NULL;
     cd_status st = build_record(&cx->jb->opts->recipe, s, view, meta, &b, err);
     json_t *entry = st == CD_OK ? cd_manifest_entry(cx->c, s, &cx->stats) : NULL;
@@ -166,7 +168,8 @@ static cd_status add_plain_record(const case_ctx *cx, const cd_sample *s, const 
 }
 
 /* Augmented copy k: the plain metadata, described anew for the copy's grid and mask, plus what was drawn. */
-static cd_status add_copy_record(const case_ctx *cx, const cd_aug_copy *cp, uint32_t k, case_result *res, cd_error *err) {
+static cd_status add_copy_record(const case_ctx *cx, const cd_aug_copy *cp, uint32_t k, case_result *res,
+                                 cd_error *err) {
     const conv_job *jb = cx->jb;
     json_t *cm = cd_record_metadata_json(cx->c, jb->opts->root, cx->cls, cx->v->img, cx->v->img2, &cp->s);
     char key[600];
@@ -194,7 +197,8 @@ static cd_status add_copies(const case_ctx *cx, const cd_sample *s, json_t *meta
     cd_aug_copies *aug = cx->jb->aug;
     const uint32_t K = aug->copies;
     cd_aug_copy *copies = calloc(K, sizeof *copies);
-    cd_status st = copies ? cd_aug_copies_render(aug, s, json_object_get(meta, "fg_locations"), cx->index, copies, &res->augment_seconds, err)
+    cd_status st = copies ? cd_aug_copies_render(aug, s, json_object_get(meta, "fg_locations"), cx->index, copies,
+                                                 &res->augment_seconds, err)
                           : cd_fail(err, CD_ERR_NOMEM, "out of memory");
     for (uint32_t k = 0; st == CD_OK && k < K; k++) st = add_copy_record(cx, &copies[k], k, res, err);
     for (uint32_t k = 0; copies && k < K; k++) cd_aug_copy_clear(&copies[k]);
@@ -204,7 +208,8 @@ static cd_status add_copies(const case_ctx *cx, const cd_sample *s, json_t *meta
 
 /* The records of a preprocessed case. */
 static cd_status build_case_records(const conv_job *jb, const cd_case *c, const case_volumes *v, const cd_sample *s,
-                                    const cd_image_view *view, conv_pipeline *p, size_t case_no, case_result *res, cd_error *err) {
+                                    const cd_image_view *view, conv_pipeline *p, size_t case_no, case_result *res,
+                                    cd_error *err) {
     /* With augmented copies the sample index of this case (the plain dataset's record index)
      * is known once every earlier case has succeeded or failed. */
     case_ctx cx = {.jb = jb, .c = c, .v = v};
@@ -228,8 +233,8 @@ static void case_failed(case_result *res, cd_status st, const cd_error *err) {
     res->augment_seconds = secs;
     res->bytes_read = bytes;
     res->status = st;
-    res->skipped = st == CD_ERR_FORMAT || st == CD_ERR_UNSUPPORTED || st == CD_ERR_TRUNCATED || st == CD_ERR_CORRUPT || st == CD_ERR_LIMIT ||
-                   st == CD_ERR_IO;
+    res->skipped = st == CD_ERR_FORMAT || st == CD_ERR_UNSUPPORTED || st == CD_ERR_TRUNCATED || st == CD_ERR_CORRUPT ||
+                   st == CD_ERR_LIMIT || st == CD_ERR_IO;
     snprintf(res->message, sizeof res->message, "%s", err->message);
 }
 

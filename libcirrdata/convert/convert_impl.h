@@ -32,9 +32,9 @@ typedef struct convert_state {
     const cd_conv_identity *id;
     char dir[CD_CONV_DIR_CAP];
     cd_journal journal;
-    json_t *shards;     /* finished: [{path, size, records, xxh3_128, end_case}] */
-    json_t *entries;    /* manifest entries of the records in finished shards */
-    json_t *skipped;    /* [{case, path, reason}] */
+    json_t *shards;                              /* finished: [{path, size, records, xxh3_128, end_case}] */
+    json_t *entries;                             /* manifest entries of the records in finished shards */
+    json_t *skipped;                             /* [{case, path, reason}] */
     size_t journaled_entries, journaled_skipped; /* how many of each the journal holds */
     json_t *resolved;
     json_t *augmentation; /* the manifest's "augmentation" object, or NULL */
@@ -47,20 +47,20 @@ typedef struct conversion {
     cd_convert_result *res;
     uint64_t shard_size;
     cd_case_list cases;
-    size_t lo, hi;             /* this part's cases: [lo, hi) */
+    size_t lo, hi; /* this part's cases: [lo, hi) */
     convert_state cs;
     bool augmenting;
     cd_aug_copies ac;
     cd_conv_identity id;
-    cd_resume rs;              /* rs.finished: the folder holds this conversion already */
+    cd_resume rs; /* rs.finished: the folder holds this conversion already */
     cd_dir_lock lock;
     char *legacy;
-    cd_device_policy policy;   /* options.device (cirrdata/device.h) */
-    cd_device_slot slot;       /* the one context preprocessing and the copies' warp share */
+    cd_device_policy policy; /* options.device (cirrdata/device.h) */
+    cd_device_slot slot;     /* the one context preprocessing and the copies' warp share */
     cd_pp_device pp;
-    double target[3];          /* the target spacing of a median-spacing recipe */
+    double target[3]; /* the target spacing of a median-spacing recipe */
     bool buffer_cache;
-    bool ran;                  /* the pipeline ran (finish.c reports it, successful or not) */
+    bool ran; /* the pipeline ran (finish.c reports it, successful or not) */
 } conversion;
 
 /* A case yields one record, or with augmented copies up to K + 1 (all in one shard). */
@@ -81,8 +81,8 @@ typedef struct conv_job {
     const cd_convert_options *opts;
     const cd_case_list *cases;
     const double *target_spacing;
-    cd_aug_copies *aug;        /* NULL: plain conversion */
-    cd_pp_device *pp;          /* what resamples and normalises (--device) */
+    cd_aug_copies *aug; /* NULL: plain conversion */
+    cd_pp_device *pp;   /* what resamples and normalises (--device) */
 } conv_job;
 
 typedef struct conv_pipeline conv_pipeline;
@@ -106,7 +106,8 @@ CD_INTERNAL uint64_t cd_conv_resolve_case(conv_pipeline *p, size_t i, bool ok);
 /* ---- case.c ---- */
 
 /* Reads, preprocesses and builds the records of case c (number case_no) into res (in a worker thread). */
-CD_INTERNAL void cd_conv_process_case(const conv_job *jb, const cd_case *c, case_result *res, conv_pipeline *p, size_t case_no);
+CD_INTERNAL void cd_conv_process_case(const conv_job *jb, const cd_case *c, case_result *res, conv_pipeline *p,
+                                      size_t case_no);
 CD_INTERNAL void cd_conv_case_result_clear(case_result *r);
 
 /* ---- finish.c ---- */

@@ -15,7 +15,8 @@ static json_t *manifest_source(const convert_state *cs, const cd_case_list *l) {
     json_t *src = json_object();
     json_object_set_new(src, "layout", json_string(o->layout));
     json_object_set_new(src, "root", json_string(o->root));
-    if (!strcmp(o->layout, "cirrmri600")) json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
+    if (!strcmp(o->layout, "cirrmri600"))
+        json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
     if (o->pair_sequences) json_object_set_new(src, "pairing", json_string("T1+T2"));
     json_object_set_new(src, "fingerprint", json_string(cs->id->fingerprint));
     json_object_set_new(src, "options", json_string(cs->id->options));
@@ -74,7 +75,10 @@ static json_t *manifest_tensors(const convert_state *cs) {
     const cd_convert_options *o = cs->opts;
     json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
     json_object_set_new(ti, "dtype", json_string(image_dtype(cs)));
-    json_object_set_new(ti, "channels", json_integer(o->pair_sequences ? 2 : o->recipe.slices ? o->recipe.slice_channels : 1));
+    json_object_set_new(ti, "channels",
+                        json_integer(o->pair_sequences  ? 2
+                                     : o->recipe.slices ? o->recipe.slice_channels
+                                                        : 1));
     json_t *chunk = json_array();
     for (int a = 0; a < 3; a++) json_array_append_new(chunk, json_integer(o->recipe.chunk[a]));
     json_object_set_new(ti, "chunk", chunk);
@@ -123,9 +127,10 @@ static cd_status write_manifest(const convert_state *cs, const cd_case_list *l, 
     manifest_head(m, cs);
     json_object_set_new(m, "source", manifest_source(cs, l));
     if (o->part_count > 0)
-        json_object_set_new(m, "part", json_pack("{sisisIsIsI}", "index", o->part_index, "count", o->part_count, "first_case",
-                                                 (json_int_t)cs->id->lo, "end_case", (json_int_t)cs->id->hi, "cases",
-                                                 (json_int_t)cs->id->ncases));
+        json_object_set_new(m, "part",
+                            json_pack("{sisisIsIsI}", "index", o->part_index, "count", o->part_count, "first_case",
+                                      (json_int_t)cs->id->lo, "end_case", (json_int_t)cs->id->hi, "cases",
+                                      (json_int_t)cs->id->ncases));
     json_t *classes = json_array();
     for (size_t i = 0; i < l->nclasses; i++) json_array_append_new(classes, json_string(l->classes[i]));
     json_object_set_new(m, "classes", classes);

@@ -34,15 +34,15 @@ static char *options_text(const cd_convert_options *o, uint64_t shard_size, json
     size_t n = 256 + (recipe ? strlen(recipe) : 0) + (pj ? strlen(pj) : 0);
     char *t = malloc(n);
     if (t)
-        snprintf(t, n, "cirrdata-convert 2|%s|%llu|%d|%d|%s|augment|%s", o->layout, (unsigned long long)shard_size, o->healthy,
-                 o->pair_sequences, recipe ? recipe : "", pj ? pj : "none");
+        snprintf(t, n, "cirrdata-convert 2|%s|%llu|%d|%d|%s|augment|%s", o->layout, (unsigned long long)shard_size,
+                 o->healthy, o->pair_sequences, recipe ? recipe : "", pj ? pj : "none");
     free(recipe);
     free(pj);
     return t;
 }
 
-cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *o, const cd_case_list *l, uint64_t shard_size,
-                                json_t *aug, size_t lo, size_t hi, cd_error *err) {
+cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *o, const cd_case_list *l,
+                                uint64_t shard_size, json_t *aug, size_t lo, size_t hi, cd_error *err) {
     memset(id, 0, sizeof *id);
     id->part_index = o->part_count > 0 ? o->part_index : 0;
     id->part_count = o->part_count > 0 ? o->part_count : 0;
@@ -64,8 +64,8 @@ cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *
         json_array_append_new(files, file_stamp(o->root, c->image_path));
         if (c->mask_path) json_array_append_new(files, file_stamp(o->root, c->mask_path));
         if (c->image2_path) json_array_append_new(files, file_stamp(o->root, c->image2_path));
-        json_array_append_new(id->inputs, json_pack("{sssssssiso}", "key", c->key, "split", c->split, "sequence", c->sequence,
-                                                    "label", c->label, "files", files));
+        json_array_append_new(id->inputs, json_pack("{sssssssiso}", "key", c->key, "split", c->split, "sequence",
+                                                    c->sequence, "label", c->label, "files", files));
     }
     char *in = json_dumps(id->inputs, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!in) {
@@ -95,15 +95,15 @@ static uint64_t size_or_zero(const char *p) {
     return stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
 }
 
-char *cd_conv_legacy_fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi, uint64_t shard_size,
-                                 json_t *aug) {
+char *cd_conv_legacy_fingerprint(const cd_convert_options *o, const cd_case_list *l, size_t lo, size_t hi,
+                                 uint64_t shard_size, json_t *aug) {
     XXH3_state_t *s = XXH3_createState();
     if (!s) return NULL;
     XXH3_64bits_reset(s);
     char buf[1024]; /* a case's line: key (< 400 bytes, layout.h) and the fields after it, never cut */
     char *recipe = cd_recipe_to_json(&o->recipe);
-    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%d|%zu-%zu|", o->layout, (unsigned long long)shard_size,
-             o->part_index, o->part_count, o->healthy, o->pair_sequences, lo, hi);
+    snprintf(buf, sizeof buf, "cirrdata-convert 1|%s|%llu|%d/%d|%d|%d|%zu-%zu|", o->layout,
+             (unsigned long long)shard_size, o->part_index, o->part_count, o->healthy, o->pair_sequences, lo, hi);
     XXH3_64bits_update(s, buf, strlen(buf));
     if (recipe) XXH3_64bits_update(s, recipe, strlen(recipe));
     free(recipe);

@@ -12,11 +12,11 @@
 #include "dataset/manifest.h" /* cd_inputs_first_change */
 
 typedef struct cd_conv_identity {
-    char options[17];     /* XXH3-64 (hex) of the options: layout, recipe, shard size, healthy, pairing,
+    char options[17];           /* XXH3-64 (hex) of the options: layout, recipe, shard size, healthy, pairing,
                            * augmentation (not the device, not the part) */
-    char fingerprint[17]; /* options + every case's inputs: the manifest's source.fingerprint, the same for
+    char fingerprint[17];       /* options + every case's inputs: the manifest's source.fingerprint, the same for
                            * every part of a conversion and for a one-machine conversion */
-    json_t *inputs;       /* every case in list order: {key, split, sequence, label, files: [[path relative
+    json_t *inputs;             /* every case in list order: {key, split, sequence, label, files: [[path relative
                            * to the root, size, mtime_ns], ...]} (image, then mask, then a paired image) */
     int part_index, part_count; /* 0/0: everything */
     size_t lo, hi, ncases;      /* this part's cases [lo, hi) of ncases */

@@ -30,7 +30,8 @@ static char *format_line(json_t *obj, size_t *len) {
 
 cd_status cd_journal_start(const char *path, json_t *header, json_t *lines, cd_journal *j, cd_error *err) {
     j->fd = -1;
-    if (snprintf(j->path, sizeof j->path, "%s", path) >= (int)sizeof j->path) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", path);
+    if (snprintf(j->path, sizeof j->path, "%s", path) >= (int)sizeof j->path)
+        return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", path);
     size_t n = 1 + json_array_size(lines);
     cd_write_piece *pieces = calloc(n, sizeof *pieces);
     if (!pieces) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -57,7 +58,8 @@ cd_status cd_journal_append(cd_journal *j, json_t *obj, cd_error *err) {
     if (!line) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot serialise the journal", j->path);
     cd_status st = cd_file_write_full(j->fd, line, len, j->path, err);
     free(line);
-    if (st == CD_OK && fdatasync(j->fd) != 0) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", j->path, strerror(errno));
+    if (st == CD_OK && fdatasync(j->fd) != 0)
+        st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", j->path, strerror(errno));
     return st;
 }
 
@@ -82,8 +84,8 @@ static json_t *parse_line(const char *p, size_t n) {
     return o;
 }
 
-cd_status cd_journal_read(const char *path, bool *exists, json_t **header, json_t **lines, size_t *bad_line, bool *damaged,
-                          cd_error *err) {
+cd_status cd_journal_read(const char *path, bool *exists, json_t **header, json_t **lines, size_t *bad_line,
+                          bool *damaged, cd_error *err) {
     *header = NULL;
     *lines = json_array();
     *bad_line = 0;

@@ -102,8 +102,10 @@ static cd_status set_classes(cd_case_list *l, const char *const *names, size_t n
 static bool nifti_stem(const char *name, char *stem, size_t n) {
     size_t len = strlen(name);
     size_t cut = 0;
-    if (len > 7 && !strcmp(name + len - 7, ".nii.gz")) cut = 7;
-    else if (len > 4 && !strcmp(name + len - 4, ".nii")) cut = 4;
+    if (len > 7 && !strcmp(name + len - 7, ".nii.gz"))
+        cut = 7;
+    else if (len > 4 && !strcmp(name + len - 4, ".nii"))
+        cut = 4;
     if (!cut || name[0] == '.' || len - cut >= n) return false;
     memcpy(stem, name, len - cut);
     stem[len - cut] = '\0';
@@ -213,7 +215,8 @@ static cd_status read_labels(const char *path, bool need_eval, label_table *t, c
     int cev = cd_csv_column(&csv, "Radiological Evaluation");
     if (cid < 0 || (need_eval && cev < 0)) {
         cd_csv_free(&csv);
-        return cd_fail(err, CD_ERR_FORMAT, "%s: missing column '%s'", path, cid < 0 ? "Patient ID" : "Radiological Evaluation");
+        return cd_fail(err, CD_ERR_FORMAT, "%s: missing column '%s'", path,
+                       cid < 0 ? "Patient ID" : "Radiological Evaluation");
     }
     t->rows = calloc(csv.nrows ? csv.nrows : 1, sizeof *t->rows);
     if (!t->rows) {
@@ -247,10 +250,11 @@ static cd_status read_labels(const char *path, bool need_eval, label_table *t, c
         const label_row *a = kept ? &t->rows[kept - 1] : NULL, *b = &t->rows[i];
         if (a && !id_cmp(a->id, b->id)) {
             if (same_values(a, b)) continue; /* a repeated row: nothing to choose between */
-            st = cd_fail(err, CD_ERR_FORMAT,
-                         "%s: patient %s has conflicting rows: data row %zu (Age %g, Gender %d, Radiological Evaluation "
-                         "%d) and data row %zu (Age %g, Gender %d, Radiological Evaluation %d)",
-                         path, a->id, a->row, a->age, a->gender, a->evaluation, b->row, b->age, b->gender, b->evaluation);
+            st = cd_fail(
+                err, CD_ERR_FORMAT,
+                "%s: patient %s has conflicting rows: data row %zu (Age %g, Gender %d, Radiological Evaluation "
+                "%d) and data row %zu (Age %g, Gender %d, Radiological Evaluation %d)",
+                path, a->id, a->row, a->age, a->gender, a->evaluation, b->row, b->age, b->gender, b->evaluation);
             free(t->rows);
             t->rows = NULL;
             t->n = 0;
@@ -290,8 +294,8 @@ static cd_status skip_masks_without_image(cd_case_list *l, const char *img_dir, 
 }
 
 /* Adds the cases of one images/masks folder pair. */
-static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *mask_dir, const char *seq, const char *split,
-                             const label_table *labels, bool healthy, bool strict, cd_error *err) {
+static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *mask_dir, const char *seq,
+                             const char *split, const label_table *labels, bool healthy, bool strict, cd_error *err) {
     char **names;
     size_t n;
     cd_status st = list_nifti(img_dir, &names, &n, err);
@@ -304,8 +308,10 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
         if (!is_file(mpath)) {
             /* The mask may be compressed differently from the image. */
             size_t len = strlen(mpath);
-            if (len > 3 && !strcmp(mpath + len - 3, ".gz")) mpath[len - 3] = '\0';
-            else snprintf(mpath + len, sizeof mpath - len, ".gz");
+            if (len > 3 && !strcmp(mpath + len - 3, ".gz"))
+                mpath[len - 3] = '\0';
+            else
+                snprintf(mpath + len, sizeof mpath - len, ".gz");
         }
         if (!is_file(mpath)) {
             st = add_skip(l, path, "missing mask", strict, err);
@@ -313,11 +319,13 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
         }
         const label_row *lr = labels ? find_label(labels, stem) : NULL;
         if (!healthy && (!lr || lr->evaluation < 1 || lr->evaluation > 3)) {
-            st = add_skip(l, path, lr ? "Radiological Evaluation is not 1, 2 or 3" : "no label in the metadata CSV", strict, err);
+            st = add_skip(l, path, lr ? "Radiological Evaluation is not 1, 2 or 3" : "no label in the metadata CSV",
+                          strict, err);
             continue;
         }
         char key[CD_CASE_KEY_MAX];
-        if (strlen(stem) >= CD_CASE_ID_MAX || !pathf(key, sizeof key, "%s%s/%s", healthy ? "healthy-" : "", seq, stem)) {
+        if (strlen(stem) >= CD_CASE_ID_MAX ||
+            !pathf(key, sizeof key, "%s%s/%s", healthy ? "healthy-" : "", seq, stem)) {
             st = add_skip(l, path, "the file name is too long for a case key", strict, err);
             continue;
         }
@@ -431,7 +439,8 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
         free(labels.rows);
     }
     if (st == CD_OK && !any)
-        st = cd_fail(err, CD_ERR_FORMAT, "%s: no Cirrhosis_T1_3D or Cirrhosis_T2_3D folder (expected the CirrMRI600+ layout)", root);
+        st = cd_fail(err, CD_ERR_FORMAT,
+                     "%s: no Cirrhosis_T1_3D or Cirrhosis_T2_3D folder (expected the CirrMRI600+ layout)", root);
     if (st == CD_OK && healthy_class) {
         label_table demo = {0};
         pathf(path, sizeof path, "%s/Healthy_demographics.csv", meta);
@@ -451,7 +460,10 @@ cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict
             /* Healthy subjects have no official split: every tenth goes to valid, the next to test. */
             for (size_t i = first; i < out->n; i++) {
                 size_t k = (i - first) % 10;
-                snprintf(out->cases[i].split, sizeof out->cases[i].split, "%s", k == 8 ? "valid" : k == 9 ? "test" : "train");
+                snprintf(out->cases[i].split, sizeof out->cases[i].split, "%s",
+                         k == 8   ? "valid"
+                         : k == 9 ? "test"
+                                  : "train");
             }
         }
         free(demo.rows);
@@ -554,9 +566,11 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
     const char *modality = "image";
     json_t *ch = json_object_get(ds, "channel_names");
     if (!ch) ch = json_object_get(ds, "modality");
-    if (json_is_object(ch) && json_is_string(json_object_get(ch, "0"))) modality = json_string_value(json_object_get(ch, "0"));
-    const char *ending = json_is_string(json_object_get(ds, "file_ending")) ? json_string_value(json_object_get(ds, "file_ending"))
-                                                                              : ".nii.gz";
+    if (json_is_object(ch) && json_is_string(json_object_get(ch, "0")))
+        modality = json_string_value(json_object_get(ch, "0"));
+    const char *ending = json_is_string(json_object_get(ds, "file_ending"))
+                             ? json_string_value(json_object_get(ds, "file_ending"))
+                             : ".nii.gz";
     if (strchr(ending, '/') || strlen(ending) > 32) {
         cd_fail(err, CD_ERR_FORMAT, "%s: file_ending '%.40s' is not a plain file name suffix", path, ending);
         json_decref(ds); /* after the message: ending points into ds */
@@ -579,7 +593,8 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
             char ip[PATH_CAP], lp[PATH_CAP];
             if (!safe_join(root, root_real, img, ip, sizeof ip) || !safe_join(root, root_real, lab, lp, sizeof lp)) {
                 st = add_skip(out, path,
-                              "a training entry's path is absolute, escapes the dataset (.. or a symbolic link leading out) or is missing",
+                              "a training entry's path is absolute, escapes the dataset (.. or a symbolic link leading "
+                              "out) or is missing",
                               strict, err);
                 if (st != CD_OK) break;
                 continue;
@@ -621,7 +636,8 @@ cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_
                 pathf(ip, sizeof ip, "%s/%s", idir, names[i]);
                 pathf(lp, sizeof lp, "%s/labelsTr/%s%s", root, stem, ending);
                 if (!inside_root(root_real, ip) || !inside_root(root_real, lp)) {
-                    st = add_skip(out, ip, "the image or its label escapes the dataset (a symbolic link leading out)", strict, err);
+                    st = add_skip(out, ip, "the image or its label escapes the dataset (a symbolic link leading out)",
+                                  strict, err);
                     continue;
                 }
                 if (!is_file(lp)) {
@@ -671,7 +687,8 @@ cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b
         if (!is_a && !is_b) continue;
         cd_case *partner = NULL;
         for (size_t j = 0; j < l->n && !partner; j++)
-            if (j != i && !strcmp(l->cases[j].sequence, is_a ? b : a) && !id_cmp(l->cases[j].patient_id, x->patient_id) &&
+            if (j != i && !strcmp(l->cases[j].sequence, is_a ? b : a) &&
+                !id_cmp(l->cases[j].patient_id, x->patient_id) &&
                 strncmp(l->cases[j].key, "healthy-", 8) == strncmp(x->key, "healthy-", 8))
                 partner = &l->cases[j];
         if (!partner) {
@@ -687,7 +704,8 @@ cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b
         }
         char seq[CD_CASE_SEQUENCE_MAX], key[CD_CASE_KEY_MAX];
         if (!pathf(seq, sizeof seq, "%s+%s", a, b) ||
-            !pathf(key, sizeof key, "%s%s+%s/%s", strncmp(x->key, "healthy-", 8) ? "" : "healthy-", a, b, x->patient_id)) {
+            !pathf(key, sizeof key, "%s%s+%s/%s", strncmp(x->key, "healthy-", 8) ? "" : "healthy-", a, b,
+                   x->patient_id)) {
             st = add_skip(&out, x->image_path, "the paired sequence names are too long for a case key", strict, err);
             continue;
         }

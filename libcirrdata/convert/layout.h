@@ -19,13 +19,13 @@ typedef struct cd_case {
     char patient_id[CD_CASE_ID_MAX];
     char sequence[CD_CASE_SEQUENCE_MAX];
     char split[16];
-    int label;             /* 0-based class, -1 unknown */
-    int stage;             /* dataset's own code (Radiological Evaluation), 0 none */
-    double age;            /* NaN unknown */
-    int gender;            /* -1 unknown */
+    int label;  /* 0-based class, -1 unknown */
+    int stage;  /* dataset's own code (Radiological Evaluation), 0 none */
+    double age; /* NaN unknown */
+    int gender; /* -1 unknown */
     char *image_path;
-    char *mask_path;       /* NULL: no mask */
-    char *image2_path;     /* a second, co-registered sequence (pairing), or NULL */
+    char *mask_path;   /* NULL: no mask */
+    char *image2_path; /* a second, co-registered sequence (pairing), or NULL */
 } cd_case;
 
 typedef struct cd_skip {
@@ -38,7 +38,7 @@ typedef struct cd_case_list {
     size_t n, cap;
     cd_skip *skipped;
     size_t nskipped, capskipped;
-    char **classes;        /* class names, label i = classes[i] */
+    char **classes; /* class names, label i = classes[i] */
     size_t nclasses;
 } cd_case_list;
 
@@ -64,6 +64,7 @@ CD_INTERNAL cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_li
 /* Multi-sequence pairing: replaces the list by one case per patient that has both sequences a and b
  * (same label), key "a+b/<id>", sequence "a+b", image a with its mask plus image2 = b. Patients
  * with only one of them are skipped with a reason (strict: an error). */
-CD_INTERNAL cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b, bool strict, cd_error *err);
+CD_INTERNAL cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b, bool strict,
+                                               cd_error *err);
 
 #endif

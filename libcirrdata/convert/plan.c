@@ -63,7 +63,8 @@ static cd_status plan_identity(conversion *cv, cd_error *err) {
 }
 
 static cd_status make_dir(const char *p, cd_error *err) {
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) return cd_fail(err, CD_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+    if (mkdir(p, 0755) != 0 && errno != EEXIST)
+        return cd_fail(err, CD_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
     return CD_OK;
 }
 
@@ -72,7 +73,8 @@ static cd_status make_shard_dir(const char *p, cd_error *err) {
     cd_status st = make_dir(p, err);
     struct stat sb;
     if (st == CD_OK && (lstat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)))
-        st = cd_fail(err, CD_ERR_ARG, "%s: not a folder (a symbolic link or a file): convert writes shards only inside --out", p);
+        st = cd_fail(err, CD_ERR_ARG,
+                     "%s: not a folder (a symbolic link or a file): convert writes shards only inside --out", p);
     return st;
 }
 
@@ -108,7 +110,8 @@ static cd_status start_journal(conversion *cv, cd_error *err) {
     json_t *header = cd_resume_journal_header(&cv->id);
     char path[CD_CONV_PATH_CAP];
     snprintf(path, sizeof path, "%s/" CD_JOURNAL_NAME, cs->dir);
-    cd_status st = header ? cd_journal_start(path, header, cv->rs.lines, &cs->journal, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_status st = header ? cd_journal_start(path, header, cv->rs.lines, &cs->journal, err)
+                          : cd_fail(err, CD_ERR_NOMEM, "out of memory");
     json_decref(header);
     return st;
 }
@@ -124,8 +127,8 @@ static cd_status resolve_median_spacing(const cd_convert_options *o, cd_case_lis
         cd_error e;
         if (cd_nifti_read_header(l->cases[i].image_path, &h, &e) != CD_OK) continue; /* reported when processed */
         cd_orientation ornt;
-        if (cd_orientation_from_affine(h.affine, &ornt, NULL) != CD_OK || ornt.world_axis[0] < 0 || ornt.world_axis[1] < 0 ||
-            ornt.world_axis[2] < 0)
+        if (cd_orientation_from_affine(h.affine, &ornt, NULL) != CD_OK || ornt.world_axis[0] < 0 ||
+            ornt.world_axis[1] < 0 || ornt.world_axis[2] < 0)
             continue;
         for (int a = 0; a < 3; a++) sp[3 * k + ornt.world_axis[a]] = a < h.ndim ? h.pixdim[a + 1] : 1.0;
         k++;

@@ -15,58 +15,58 @@
  * in-mask counts kept so that the sample pass scans only the rows that hold a sample. The double loop's
  * sums are exact, hence equal to these, while count * max|x|^2 < 2^53 (every partial sum and square is
  * then an integer below 2^53); false (nothing set) when that does not hold. */
-#define INT_STATS(T)                                                                                       \
-    do {                                                                                                   \
-        const T *src = cd_volume_data_const(image);                                                        \
-        uint64_t cnt = 0;                                                                                  \
-        int64_t sum = 0, mn = INT64_MAX, mx = INT64_MIN;                                                   \
-        uint64_t sq = 0;                                                                                   \
-        for (size_t r = 0; r < nrows; r++) {                                                               \
-            const size_t i0 = r * row;                                                                     \
-            uint32_t c = (uint32_t)row;                                                                    \
-            if (m) {                                                                                       \
-                c = 0;                                                                                     \
-                for (size_t i = i0; i < i0 + row; i++) c += m[i] != 0;                                     \
-            }                                                                                              \
-            rows[r] = c;                                                                                   \
-            if (!c) continue;                                                                              \
-            cnt += c;                                                                                      \
-            for (size_t i = i0; i < i0 + row; i++) {                                                       \
-                if (m && !m[i]) continue;                                                                  \
-                const int64_t x = src[i];                                                                  \
-                sum += x;                                                                                  \
-                sq += (uint64_t)(x * x);                                                                   \
-                mn = x < mn ? x : mn;                                                                      \
-                mx = x > mx ? x : mx;                                                                      \
-            }                                                                                              \
-        }                                                                                                  \
-        const double amax = cnt ? fmax(fabs((double)mn), fabs((double)mx)) : 0.0;                         \
-        if ((double)cnt * amax * amax >= 9007199254740992.0) return false;                                 \
-        out->count = cnt;                                                                                  \
-        out->sum = (double)sum;                                                                            \
-        out->sumsq = (double)sq;                                                                           \
-        out->min = cnt ? (double)mn : INFINITY;                                                            \
-        out->max = cnt ? (double)mx : -INFINITY;                                                           \
-        if (!cnt) return true;                                                                             \
-        const size_t want = cnt < CD_STATS_SAMPLES ? (size_t)cnt : CD_STATS_SAMPLES;                      \
-        uint64_t k = 0, target = 0;                                                                        \
-        size_t next = 0;                                                                                   \
-        for (size_t r = 0; r < nrows && next < want; r++) {                                                \
-            if (k + rows[r] <= target) {                                                                   \
-                k += rows[r];                                                                              \
-                continue;                                                                                  \
-            }                                                                                              \
-            for (size_t i = r * row; i < (r + 1) * row && next < want; i++) {                              \
-                if (m && !m[i]) continue;                                                                  \
-                if (k == target) {                                                                         \
-                    out->samples[next++] = (double)src[i];                                                 \
-                    target = (uint64_t)next * cnt / want;                                                  \
-                }                                                                                          \
-                k++;                                                                                       \
-            }                                                                                              \
-        }                                                                                                  \
-        out->nsamples = next;                                                                              \
-        return true;                                                                                       \
+#define INT_STATS(T)                                                                                                   \
+    do {                                                                                                               \
+        const T *src = cd_volume_data_const(image);                                                                    \
+        uint64_t cnt = 0;                                                                                              \
+        int64_t sum = 0, mn = INT64_MAX, mx = INT64_MIN;                                                               \
+        uint64_t sq = 0;                                                                                               \
+        for (size_t r = 0; r < nrows; r++) {                                                                           \
+            const size_t i0 = r * row;                                                                                 \
+            uint32_t c = (uint32_t)row;                                                                                \
+            if (m) {                                                                                                   \
+                c = 0;                                                                                                 \
+                for (size_t i = i0; i < i0 + row; i++) c += m[i] != 0;                                                 \
+            }                                                                                                          \
+            rows[r] = c;                                                                                               \
+            if (!c) continue;                                                                                          \
+            cnt += c;                                                                                                  \
+            for (size_t i = i0; i < i0 + row; i++) {                                                                   \
+                if (m && !m[i]) continue;                                                                              \
+                const int64_t x = src[i];                                                                              \
+                sum += x;                                                                                              \
+                sq += (uint64_t)(x * x);                                                                               \
+                mn = x < mn ? x : mn;                                                                                  \
+                mx = x > mx ? x : mx;                                                                                  \
+            }                                                                                                          \
+        }                                                                                                              \
+        const double amax = cnt ? fmax(fabs((double)mn), fabs((double)mx)) : 0.0;                                      \
+        if ((double)cnt * amax * amax >= 9007199254740992.0) return false;                                             \
+        out->count = cnt;                                                                                              \
+        out->sum = (double)sum;                                                                                        \
+        out->sumsq = (double)sq;                                                                                       \
+        out->min = cnt ? (double)mn : INFINITY;                                                                        \
+        out->max = cnt ? (double)mx : -INFINITY;                                                                       \
+        if (!cnt) return true;                                                                                         \
+        const size_t want = cnt < CD_STATS_SAMPLES ? (size_t)cnt : CD_STATS_SAMPLES;                                   \
+        uint64_t k = 0, target = 0;                                                                                    \
+        size_t next = 0;                                                                                               \
+        for (size_t r = 0; r < nrows && next < want; r++) {                                                            \
+            if (k + rows[r] <= target) {                                                                               \
+                k += rows[r];                                                                                          \
+                continue;                                                                                              \
+            }                                                                                                          \
+            for (size_t i = r * row; i < (r + 1) * row && next < want; i++) {                                          \
+                if (m && !m[i]) continue;                                                                              \
+                if (k == target) {                                                                                     \
+                    out->samples[next++] = (double)src[i];                                                             \
+                    target = (uint64_t)next * cnt / want;                                                              \
+                }                                                                                                      \
+                k++;                                                                                                   \
+            }                                                                                                          \
+        }                                                                                                              \
+        out->nsamples = next;                                                                                          \
+        return true;                                                                                                   \
     } while (0)
 
 /* row: voxels per row (dims[0]); nrows rows; rows[]: scratch for the rows' in-mask counts. */
@@ -123,32 +123,32 @@ void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_s
         out->max = -INFINITY;
         out->nsamples = 0;
     }
-#define STATS_LOOP(T)                                                                              \
-    do {                                                                                           \
-        const T *src = cd_volume_data_const(image);                                                \
-        for (size_t i = 0; i < n; i++) {                                                           \
-            if (m && !m[i]) continue;                                                              \
-            double x = scaled ? (double)src[i] * slope + inter : (double)src[i];                   \
-            if (!isfinite(x)) continue;                                                            \
-            out->count++;                                                                          \
-            out->sum += x;                                                                         \
-            out->sumsq += x * x;                                                                   \
-            if (x < out->min) out->min = x;                                                        \
-            if (x > out->max) out->max = x;                                                        \
-        }                                                                                          \
-        if (!out->count) break;                                                                    \
-        /* Evenly spaced samples of the in-mask voxels, for dataset percentiles. */                \
-        size_t want = out->count < CD_STATS_SAMPLES ? (size_t)out->count : CD_STATS_SAMPLES;       \
-        uint64_t k = 0;                                                                            \
-        size_t next = 0;                                                                           \
-        for (size_t i = 0; i < n && next < want; i++) {                                            \
-            if (m && !m[i]) continue;                                                              \
-            double x = scaled ? (double)src[i] * slope + inter : (double)src[i];                   \
-            if (!isfinite(x)) continue;                                                            \
-            if (k == (uint64_t)next * out->count / want) out->samples[next++] = x;                 \
-            k++;                                                                                   \
-        }                                                                                          \
-        out->nsamples = next;                                                                      \
+#define STATS_LOOP(T)                                                                                                  \
+    do {                                                                                                               \
+        const T *src = cd_volume_data_const(image);                                                                    \
+        for (size_t i = 0; i < n; i++) {                                                                               \
+            if (m && !m[i]) continue;                                                                                  \
+            double x = scaled ? (double)src[i] * slope + inter : (double)src[i];                                       \
+            if (!isfinite(x)) continue;                                                                                \
+            out->count++;                                                                                              \
+            out->sum += x;                                                                                             \
+            out->sumsq += x * x;                                                                                       \
+            if (x < out->min) out->min = x;                                                                            \
+            if (x > out->max) out->max = x;                                                                            \
+        }                                                                                                              \
+        if (!out->count) break;                                                                                        \
+        /* Evenly spaced samples of the in-mask voxels, for dataset percentiles. */                                    \
+        size_t want = out->count < CD_STATS_SAMPLES ? (size_t)out->count : CD_STATS_SAMPLES;                           \
+        uint64_t k = 0;                                                                                                \
+        size_t next = 0;                                                                                               \
+        for (size_t i = 0; i < n && next < want; i++) {                                                                \
+            if (m && !m[i]) continue;                                                                                  \
+            double x = scaled ? (double)src[i] * slope + inter : (double)src[i];                                       \
+            if (!isfinite(x)) continue;                                                                                \
+            if (k == (uint64_t)next * out->count / want) out->samples[next++] = x;                                     \
+            k++;                                                                                                       \
+        }                                                                                                              \
+        out->nsamples = next;                                                                                          \
     } while (0)
     switch (cd_volume_dtype(image)) {
     case CD_DTYPE_UINT8: STATS_LOOP(uint8_t); break;
@@ -269,7 +269,8 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
         const char *plus = strchr(c->sequence, '+');
         for (uint32_t i = 0; i < s->channels; i++) {
             if (plus && src2)
-                json_array_append_new(ch, i == 0 ? json_stringn(c->sequence, (size_t)(plus - c->sequence)) : json_string(plus + 1));
+                json_array_append_new(ch, i == 0 ? json_stringn(c->sequence, (size_t)(plus - c->sequence))
+                                                 : json_string(plus + 1));
             else
                 json_array_append_new(ch, json_string(c->sequence));
         }

@@ -16,7 +16,7 @@
 typedef struct cd_source_stats {
     double spacing_ras[3];
     int64_t shape_ras[3];
-    uint64_t count;             /* voxels inside the mask */
+    uint64_t count; /* voxels inside the mask */
     double sum, sumsq, min, max;
     size_t nsamples;
     double samples[CD_STATS_SAMPLES];
@@ -27,7 +27,8 @@ CD_INTERNAL void cd_source_stats_compute(const cd_volume *image, const cd_volume
 
 /* The record metadata object stored in the shard (schemas/shard-format.md). */
 CD_INTERNAL json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name,
-                                            const cd_volume *src_image, const cd_volume *src_image2, const cd_sample *s);
+                                            const cd_volume *src_image, const cd_volume *src_image2,
+                                            const cd_sample *s);
 
 /* The manifest's per-record entry (shard and index are set by the writer). */
 CD_INTERNAL json_t *cd_manifest_entry(const cd_case *c, const cd_sample *s, const cd_source_stats *st);

@@ -31,9 +31,9 @@ static void note(cd_resume *r, const char *fmt, ...) {
 json_t *cd_resume_journal_header(const cd_conv_identity *id) {
     json_t *in = json_array();
     for (size_t i = id->lo; i < id->hi; i++) json_array_append(in, json_array_get(id->inputs, i));
-    return json_pack("{sssisssss[ii]s[III]so}", "journal", "cirrdata-convert", "version", 1, "options", id->options, "fingerprint",
-                     id->fingerprint, "part", id->part_index, id->part_count, "cases", (json_int_t)id->lo, (json_int_t)id->hi,
-                     (json_int_t)id->ncases, "inputs", in);
+    return json_pack("{sssisssss[ii]s[III]so}", "journal", "cirrdata-convert", "version", 1, "options", id->options,
+                     "fingerprint", id->fingerprint, "part", id->part_index, id->part_count, "cases",
+                     (json_int_t)id->lo, (json_int_t)id->hi, (json_int_t)id->ncases, "inputs", in);
 }
 
 void cd_resume_free(cd_resume *r) {
@@ -42,7 +42,9 @@ void cd_resume_free(cd_resume *r) {
     r->manifest = r->lines = NULL;
 }
 
-static const char *source_str(json_t *m, const char *k) { return json_string_value(json_object_get(json_object_get(m, "source"), k)); }
+static const char *source_str(json_t *m, const char *k) {
+    return json_string_value(json_object_get(json_object_get(m, "source"), k));
+}
 
 static bool part_matches(json_t *m, const cd_conv_identity *id) {
     json_t *p = json_object_get(m, "part");
@@ -70,24 +72,28 @@ static cd_status refuse_other(const char *dir, json_t *m, const cd_conv_identity
             snprintf(want, sizeof want, "part %d/%d", id->part_index, id->part_count);
         else
             snprintf(want, sizeof want, "a whole conversion");
-        return cd_fail(err, CD_ERR_ARG, "%s: %s (it holds %s, this command writes %s); choose another --out", dir, head, held, want);
+        return cd_fail(err, CD_ERR_ARG, "%s: %s (it holds %s, this command writes %s); choose another --out", dir, head,
+                       held, want);
     }
     const char *opt = source_str(m, "options");
     if (!opt || strcmp(opt, id->options) || !json_is_array(json_object_get(json_object_get(m, "source"), "inputs")))
-        return cd_fail(err, CD_ERR_ARG, "%s: %s (layout, recipe, shard size or augmentation differ); choose another --out", dir, head);
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: %s (layout, recipe, shard size or augmentation differ); choose another --out", dir, head);
     char change[600];
-    if (cd_inputs_first_change(json_object_get(json_object_get(m, "source"), "inputs"), id->inputs, change, sizeof change) ==
-        SIZE_MAX)
+    if (cd_inputs_first_change(json_object_get(json_object_get(m, "source"), "inputs"), id->inputs, change,
+                               sizeof change) == SIZE_MAX)
         snprintf(change, sizeof change, "the fingerprints differ");
-    return cd_fail(err, CD_ERR_ARG,
-                   "%s: %s: the source changed since it was converted (%s); choose another --out, or delete the folder to "
-                   "convert again",
-                   dir, head, change);
+    return cd_fail(
+        err, CD_ERR_ARG,
+        "%s: %s: the source changed since it was converted (%s); choose another --out, or delete the folder to "
+        "convert again",
+        dir, head, change);
 }
 
 static bool shard_file_name(const char *n) {
     size_t len = strlen(n);
-    return !strncmp(n, "shard-", 6) && ((len > 4 && !strcmp(n + len - 4, ".cds")) || (len > 8 && !strcmp(n + len - 8, ".cds.tmp")));
+    return !strncmp(n, "shard-", 6) &&
+           ((len > 4 && !strcmp(n + len - 4, ".cds")) || (len > 8 && !strcmp(n + len - 8, ".cds.tmp")));
 }
 
 /* "shards/NAME" of a manifest or journal shard path, or NULL when it is not one of our shard names. */
@@ -104,7 +110,8 @@ static bool same_file(const char *dir, json_t *sh) {
     uint64_t size = 0;
     snprintf(full, sizeof full, "%.3800s/%s", dir, rel);
     struct stat st;
-    if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != (uint64_t)json_integer_value(json_object_get(sh, "size")))
+    if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size != (uint64_t)json_integer_value(json_object_get(sh, "size")))
         return false;
     return cd_file_xxh3_128(full, hex, &size, NULL) == CD_OK && !strcmp(hex, hash);
 }
@@ -122,8 +129,8 @@ static bool text_has_fingerprint(const char *text, size_t len, const char *fp) {
     return false;
 }
 
-static cd_status look_at_manifest(const char *dir, const cd_conv_identity *id, const char *legacy, cd_resume *r, bool *vouches,
-                                  cd_error *err) {
+static cd_status look_at_manifest(const char *dir, const cd_conv_identity *id, const char *legacy, cd_resume *r,
+                                  bool *vouches, cd_error *err) {
     char path[PATH_CAP];
     snprintf(path, sizeof path, "%.3800s/manifest.json", dir);
     struct stat sb;
@@ -136,9 +143,10 @@ static cd_status look_at_manifest(const char *dir, const cd_conv_identity *id, c
     bool intact = cd_manifest_check_sum(path, text, len, &why) == CD_OK;
     json_t *m = json_loadb(text, len, 0, NULL);
     const char *fp = source_str(m, "fingerprint");
-    bool ours = fp && part_matches(m, id) &&
-                (!strcmp(fp, id->fingerprint) ||
-                 (!intact && legacy && json_integer_value(json_object_get(m, "format_version")) == 1 && !strcmp(fp, legacy)));
+    bool ours =
+        fp && part_matches(m, id) &&
+        (!strcmp(fp, id->fingerprint) ||
+         (!intact && legacy && json_integer_value(json_object_get(m, "format_version")) == 1 && !strcmp(fp, legacy)));
     /* Damage can make the JSON unreadable: the fingerprint's text still says whose the folder was. */
     if (!m && !intact) ours = text_has_fingerprint(text, len, id->fingerprint);
     free(text);
@@ -154,10 +162,11 @@ static cd_status look_at_manifest(const char *dir, const cd_conv_identity *id, c
     }
     json_decref(m);
     if (!ours)
-        return cd_fail(err, CD_ERR_ARG,
-                       "%s; it is not the output of this conversion, and convert never replaces a dataset it cannot vouch for: "
-                       "move it away or choose another --out",
-                       why.message);
+        return cd_fail(
+            err, CD_ERR_ARG,
+            "%s; it is not the output of this conversion, and convert never replaces a dataset it cannot vouch for: "
+            "move it away or choose another --out",
+            why.message);
     /* Damaged (or from before manifests had a checksum) but of this very conversion: its shard files (this
      * part's names) are ours to write again. */
     *vouches = true;
@@ -167,8 +176,8 @@ static cd_status look_at_manifest(const char *dir, const cd_conv_identity *id, c
 }
 
 /* The journal: the shards kept, whether it vouches for our part's shard files. */
-static cd_status look_at_journal(const char *dir, const cd_conv_identity *id, cd_resume *r, bool *vouches, bool *damaged_journal,
-                                 json_t *kept, cd_error *err) {
+static cd_status look_at_journal(const char *dir, const cd_conv_identity *id, cd_resume *r, bool *vouches,
+                                 bool *damaged_journal, json_t *kept, cd_error *err) {
     char path[PATH_CAP];
     snprintf(path, sizeof path, "%.3800s/" CD_JOURNAL_NAME, dir);
     bool exists, damaged;
@@ -194,14 +203,16 @@ static cd_status look_at_journal(const char *dir, const cd_conv_identity *id, cd
         json_integer_value(json_array_get(part, 1)) != id->part_count) {
         json_decref(header);
         json_decref(lines);
-        return cd_fail(err, CD_ERR_ARG,
-                       "%s: holds an unfinished conversion with other options or of another part (%s); choose another --out, or "
-                       "delete the folder to start over",
-                       dir, path);
+        return cd_fail(
+            err, CD_ERR_ARG,
+            "%s: holds an unfinished conversion with other options or of another part (%s); choose another --out, or "
+            "delete the folder to start over",
+            dir, path);
     }
     *vouches = true;
     size_t limit = id->hi;
-    if ((size_t)json_integer_value(json_array_get(cases, 0)) != id->lo || (size_t)json_integer_value(json_array_get(cases, 1)) != id->hi ||
+    if ((size_t)json_integer_value(json_array_get(cases, 0)) != id->lo ||
+        (size_t)json_integer_value(json_array_get(cases, 1)) != id->hi ||
         (size_t)json_integer_value(json_array_get(cases, 2)) != id->ncases) {
         limit = id->lo;
         note(r, "the source's case list changed since the interrupted run: converting %s again",
@@ -223,7 +234,8 @@ static cd_status look_at_journal(const char *dir, const cd_conv_identity *id, cd
     json_array_foreach(lines, i, line) {
         json_t *sh = json_object_get(line, "shard");
         json_int_t end = json_integer_value(json_object_get(sh, "end_case"));
-        if (!json_is_object(sh) || end < (json_int_t)r->resume_case || (size_t)end > limit || !json_is_array(json_object_get(line, "entries")))
+        if (!json_is_object(sh) || end < (json_int_t)r->resume_case || (size_t)end > limit ||
+            !json_is_array(json_object_get(line, "entries")))
             break;
         if (!same_file(dir, sh)) {
             note(r, "%s/%s differs from what the journal recorded: converting again from it", dir,
@@ -238,7 +250,8 @@ static cd_status look_at_journal(const char *dir, const cd_conv_identity *id, cd
     return CD_OK;
 }
 
-cd_status cd_resume_prepare(const char *dir, const cd_conv_identity *id, const char *legacy, cd_resume *r, cd_error *err) {
+cd_status cd_resume_prepare(const char *dir, const cd_conv_identity *id, const char *legacy, cd_resume *r,
+                            cd_error *err) {
     memset(r, 0, sizeof *r);
     r->lines = json_array();
     r->resume_case = id->lo;
@@ -285,16 +298,18 @@ cd_status cd_resume_prepare(const char *dir, const cd_conv_identity *id, const c
             size_t n = strlen(names);
             snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", json_string_value(json_array_get(foreign, i)));
         }
-        st = cd_fail(err, CD_ERR_ARG,
-                     "%s: holds %zu shard file%s that no manifest or resume journal of this conversion accounts for (%s%s)%s; "
-                     "convert never deletes data it cannot vouch for: move them away or choose another --out",
-                     path, nf, nf == 1 ? "" : "s", names, nf > 4 ? ", ..." : "",
-                     damaged_journal ? " (its resume journal " CD_JOURNAL_NAME " is damaged)" : "");
+        st = cd_fail(
+            err, CD_ERR_ARG,
+            "%s: holds %zu shard file%s that no manifest or resume journal of this conversion accounts for (%s%s)%s; "
+            "convert never deletes data it cannot vouch for: move them away or choose another --out",
+            path, nf, nf == 1 ? "" : "s", names, nf > 4 ? ", ..." : "",
+            damaged_journal ? " (its resume journal " CD_JOURNAL_NAME " is damaged)" : "");
     }
     for (i = 0; st == CD_OK && i < json_array_size(remove); i++) {
         char full[PATH_CAP];
         snprintf(full, sizeof full, "%.3800s/shards/%.255s", dir, json_string_value(json_array_get(remove, i)));
-        if (unlink(full) != 0 && errno != ENOENT) st = cd_fail(err, CD_ERR_IO, "%s: cannot remove: %s", full, strerror(errno));
+        if (unlink(full) != 0 && errno != ENOENT)
+            st = cd_fail(err, CD_ERR_IO, "%s: cannot remove: %s", full, strerror(errno));
     }
     json_decref(remove);
     json_decref(foreign);

@@ -11,21 +11,21 @@
 
 struct conv_pipeline {
     conv_job jb;
-    size_t lo, hi;            /* cases to do: [lo, hi) */
+    size_t lo, hi; /* cases to do: [lo, hi) */
     size_t window;
-    case_result *slots;       /* slot of case i: slots[i % window] */
-    size_t next_claim;        /* next case a worker takes */
-    size_t next_write;        /* next case the writer needs */
+    case_result *slots; /* slot of case i: slots[i % window] */
+    size_t next_claim;  /* next case a worker takes */
+    size_t next_write;  /* next case the writer needs */
     bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* Augmented copies: the outcome of each case's preprocessing, in case order, gives every case
      * its sample index (the count of good cases before it) without waiting for the writer. */
-    size_t *res_case;         /* per window slot: the case that resolved there */
-    int8_t *res_state;        /* 1 good, 2 failed, 0 not yet */
+    size_t *res_case;  /* per window slot: the case that resolved there */
+    int8_t *res_state; /* 1 good, 2 failed, 0 not yet */
     uint64_t *res_index;
-    size_t resolved_upto;     /* every case before it is resolved */
-    uint64_t good;            /* good cases before resolved_upto (plus the base) */
+    size_t resolved_upto; /* every case before it is resolved */
+    uint64_t good;        /* good cases before resolved_upto (plus the base) */
     pthread_t *threads;
     int started;
 };
@@ -52,7 +52,8 @@ static void *worker_main(void *arg) {
     conv_pipeline *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->next_claim < p->hi && p->next_claim >= p->next_write + p->window) pthread_cond_wait(&p->cv, &p->mu);
+        while (!p->stop && p->next_claim < p->hi && p->next_claim >= p->next_write + p->window)
+            pthread_cond_wait(&p->cv, &p->mu);
         if (p->stop || p->next_claim >= p->hi) break;
         size_t i = p->next_claim++;
         pthread_mutex_unlock(&p->mu);
@@ -92,10 +93,12 @@ static cd_status pipeline_init(conversion *cv, conv_pipeline *p, int nthreads, c
         /* Sample indices go on from the last case already written (a resumed run), else from the
          * part's first case (see schemas/shard-format.md on --part). */
         size_t ne = json_array_size(cv->cs.entries);
-        p->good = ne ? (uint64_t)json_integer_value(json_object_get(json_array_get(cv->cs.entries, ne - 1), "case")) + 1 : (uint64_t)cv->lo;
+        p->good = ne ? (uint64_t)json_integer_value(json_object_get(json_array_get(cv->cs.entries, ne - 1), "case")) + 1
+                     : (uint64_t)cv->lo;
         for (size_t k = 0; k < p->window; k++) p->res_case[k] = SIZE_MAX;
     }
-    if (!p->slots || !p->threads || !p->res_case || !p->res_state || !p->res_index) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    if (!p->slots || !p->threads || !p->res_case || !p->res_state || !p->res_index)
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     return CD_OK;
@@ -136,17 +139,19 @@ static case_result take_result(conv_pipeline *p, size_t i) {
 /* ---- the writer ---- */
 
 typedef struct writer {
-    cd_shard_writer *w;        /* the shard being written, or NULL */
-    size_t seq;                /* its number */
-    char rel[256];             /* its path under the output folder */
-    int part;                  /* --part I (0: none), in the shard names */
+    cd_shard_writer *w; /* the shard being written, or NULL */
+    size_t seq;         /* its number */
+    char rel[256];      /* its path under the output folder */
+    int part;           /* --part I (0: none), in the shard names */
 } writer;
 
 /* A finished shard, its records' entries and the skips since the last one, as one journal line. */
 static cd_status journal_shard(convert_state *cs, json_t *shard, cd_error *err) {
     json_t *entries = json_array(), *skipped = json_array();
-    for (size_t i = cs->journaled_entries; i < json_array_size(cs->entries); i++) json_array_append(entries, json_array_get(cs->entries, i));
-    for (size_t i = cs->journaled_skipped; i < json_array_size(cs->skipped); i++) json_array_append(skipped, json_array_get(cs->skipped, i));
+    for (size_t i = cs->journaled_entries; i < json_array_size(cs->entries); i++)
+        json_array_append(entries, json_array_get(cs->entries, i));
+    for (size_t i = cs->journaled_skipped; i < json_array_size(cs->skipped); i++)
+        json_array_append(skipped, json_array_get(cs->skipped, i));
     json_t *line = json_pack("{sOsoso}", "shard", shard, "entries", entries, "skipped", skipped);
     cd_status st = line ? cd_journal_append(&cs->journal, line, err) : cd_fail(err, CD_ERR_NOMEM, "out of memory");
     json_decref(line);

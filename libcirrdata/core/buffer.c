@@ -31,7 +31,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int users;                  /* cd_buffer_cache_begin calls not yet ended */
 static mapping cache[CACHE_SLOTS]; /* freed mappings kept for reuse */
 static size_t ncache, cache_bytes;
-static mapping lent[LENDS];        /* live buffers whose mapping is longer than mmap_length(their size) */
+static mapping lent[LENDS]; /* live buffers whose mapping is longer than mmap_length(their size) */
 static size_t nlent;
 
 static size_t mmap_length(size_t nbytes) { return (nbytes + CD_HUGE_PAGE - 1) & ~(CD_HUGE_PAGE - 1); }

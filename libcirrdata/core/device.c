@@ -17,6 +17,4 @@ cd_status cd_device_parse(const char *name, cd_device *out, cd_error *err) {
     return cd_fail(err, CD_ERR_ARG, "unknown device '%s' (cpu, vulkan or auto)", name);
 }
 
-const char *cd_device_name(cd_device device) {
-    return (int)device >= 0 && (int)device < 3 ? names[device] : "unknown";
-}
+const char *cd_device_name(cd_device device) { return (int)device >= 0 && (int)device < 3 ? names[device] : "unknown"; }

@@ -37,9 +37,12 @@ void cd_fsync_dir_of(const char *path) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         (void)fsync(dfd);
@@ -73,7 +76,8 @@ cd_status cd_open_regular(const char *path, const char *what, int *fd_out, uint6
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return cd_fail(err, CD_ERR_IO, "%s: %s%snot a regular file (%s)", path, w, what ? ": " : "", cd_file_kind((unsigned)st.st_mode));
+        return cd_fail(err, CD_ERR_IO, "%s: %s%snot a regular file (%s)", path, w, what ? ": " : "",
+                       cd_file_kind((unsigned)st.st_mode));
     }
     /* Regular files ignore O_NONBLOCK today; cleared anyway so reads keep plain blocking semantics. */
     int fl = fcntl(fd, F_GETFL);

@@ -36,8 +36,8 @@ uint16_t cd_float_to_half(float f) {
     if (absx >= 0x7f800000u) /* inf or nan (keep a quiet nan) */
         return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
     if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
-    if (absx < 0x38800000u) {                                     /* below the smallest normal half */
-        if (absx < 0x33000000u) return (uint16_t)sign;            /* < 2^-25: rounds to 0 */
+    if (absx < 0x38800000u) {                                   /* below the smallest normal half */
+        if (absx < 0x33000000u) return (uint16_t)sign;          /* < 2^-25: rounds to 0 */
         uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
         uint32_t shift = 126 - e; /* 14..24 */
         uint32_t half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);

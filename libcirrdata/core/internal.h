@@ -38,9 +38,8 @@ CD_INTERNAL void cd_buffer_cache_end(void);
 
 /* Builds a volume around a buffer from cd_buffer_alloc of alloc_bytes bytes whose voxels start at
  * data_offset. Takes ownership of the buffer in every case (freed on failure). */
-CD_INTERNAL cd_status cd_volume_wrap_buffer(void *buffer, size_t alloc_bytes, size_t data_offset,
-                                            const int64_t dims[3], cd_dtype dtype, cd_volume **out,
-                                            cd_error *err);
+CD_INTERNAL cd_status cd_volume_wrap_buffer(void *buffer, size_t alloc_bytes, size_t data_offset, const int64_t dims[3],
+                                            cd_dtype dtype, cd_volume **out, cd_error *err);
 
 /* "threads 0 = all CPUs": requested when above 0, else the online CPUs (at least 1) (core/system.c). */
 CD_INTERNAL int cd_thread_count(int requested);

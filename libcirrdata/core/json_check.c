@@ -3,8 +3,8 @@
 
 #include "core/json_check.h"
 
-cd_status cd_json_check_keys(json_t *obj, const char *const *allowed, const char *origin, const char *what, const char *where,
-                             cd_error *err) {
+cd_status cd_json_check_keys(json_t *obj, const char *const *allowed, const char *origin, const char *what,
+                             const char *where, cd_error *err) {
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {

@@ -41,14 +41,32 @@ bool cd_parse_bytes(const char *s, uint64_t *out) {
     }
     unsigned shift = 0;
     switch (*s) {
-    case 'K': case 'k': shift = 10; s++; break;
-    case 'M': case 'm': shift = 20; s++; break;
-    case 'G': case 'g': shift = 30; s++; break;
-    case 'T': case 't': shift = 40; s++; break;
+    case 'K':
+    case 'k':
+        shift = 10;
+        s++;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        s++;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        s++;
+        break;
+    case 'T':
+    case 't':
+        shift = 40;
+        s++;
+        break;
     default: break;
     }
-    if (shift && *s == 'i' && s[1] == 'B') s += 2; /* 8GiB */
-    else if (shift && *s == 'B') s++;               /* 8GB: binary multiples all the same */
+    if (shift && *s == 'i' && s[1] == 'B')
+        s += 2; /* 8GiB */
+    else if (shift && *s == 'B')
+        s++; /* 8GB: binary multiples all the same */
     if (*s || v == 0 || v > (UINT64_MAX >> shift)) return false;
     *out = v << shift;
     return true;
@@ -85,7 +103,8 @@ cd_status cd_limit(cd_limit_id id, uint64_t *value, cd_error *err) {
     *value = env_value[id] ? env_value[id] : info[id].dflt;
     if (env_bad[id][0])
         return cd_fail(err, CD_ERR_ARG,
-                       "%s='%s' is not a valid cap: give a number above zero with an optional K, M, G or T suffix (KiB, MB, ... too) "
+                       "%s='%s' is not a valid cap: give a number above zero with an optional K, M, G or T suffix "
+                       "(KiB, MB, ... too) "
                        "(e.g. 512M), or unset it for the default",
                        info[id].env, env_bad[id]);
     return CD_OK;
@@ -122,8 +141,8 @@ static uint64_t *field(cd_limits *l, int id) {
     }
 }
 
-static const char *const field_names[CD_LIMIT_COUNT] = {"max_dim", "max_voxels", "max_decompressed_bytes", "max_json_bytes",
-                                                        "max_csv_bytes"};
+static const char *const field_names[CD_LIMIT_COUNT] = {"max_dim", "max_voxels", "max_decompressed_bytes",
+                                                        "max_json_bytes", "max_csv_bytes"};
 
 void cd_limits_defaults(cd_limits *out) {
     if (!out) return;
@@ -156,8 +175,8 @@ cd_status cd_limits_set(const cd_limits *limits, cd_error *err) {
         uint64_t top = LIMIT_MAX;
         if (info[i].bytes && (uint64_t)(SIZE_MAX / 2) < top) top = (uint64_t)(SIZE_MAX / 2);
         if (v > top)
-            return cd_fail(err, CD_ERR_ARG, "cd_limits_set: %s = %llu is above the largest accepted value, %llu", field_names[i],
-                           (unsigned long long)v, (unsigned long long)top);
+            return cd_fail(err, CD_ERR_ARG, "cd_limits_set: %s = %llu is above the largest accepted value, %llu",
+                           field_names[i], (unsigned long long)v, (unsigned long long)top);
     }
     pthread_mutex_lock(&mu);
     for (int i = 0; i < CD_LIMIT_COUNT; i++) set_value[i] = *field(&l, i);

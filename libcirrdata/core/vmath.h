@@ -57,7 +57,7 @@ static inline float cd_vlog2f(float x) {
     const uint32_t ix = cd_vf2u(x) + (0x3f800000u - 0x3f3504f3u);
     const int32_t k = (int32_t)(ix >> 23) - 0x7f;
     const float f = cd_vu2f((ix & 0x007fffffu) + 0x3f3504f3u) - 1.0f; /* m - 1, exact */
-    const float s = f / (2.0f + f), z = s * s;                       /* m = (1 + s) / (1 - s) */
+    const float s = f / (2.0f + f), z = s * s;                        /* m = (1 + s) / (1 - s) */
     return s * (C1 + z * (C3 + z * (C5 + z * (C7 + z * C9)))) + (float)k;
 }
 

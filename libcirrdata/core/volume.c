@@ -10,8 +10,7 @@ static void set_identity(double a[4][4]) {
     for (int i = 0; i < 4; i++) a[i][i] = 1.0;
 }
 
-static cd_status check_dims(const int64_t dims[3], cd_dtype dtype, size_t *count, size_t *nbytes,
-                            cd_error *err) {
+static cd_status check_dims(const int64_t dims[3], cd_dtype dtype, size_t *count, size_t *nbytes, cd_error *err) {
     size_t esize = cd_dtype_size(dtype);
     if (!esize) return cd_fail(err, CD_ERR_ARG, "invalid dtype %d", (int)dtype);
     size_t n = 1;
@@ -93,9 +92,13 @@ size_t cd_volume_nbytes(const cd_volume *vol) { return vol->count * cd_dtype_siz
 void *cd_volume_data(cd_volume *vol) { return vol->data; }
 const void *cd_volume_data_const(const cd_volume *vol) { return vol->data; }
 void cd_volume_affine(const cd_volume *vol, double affine[4][4]) { memcpy(affine, vol->affine, sizeof vol->affine); }
-void cd_volume_set_affine(cd_volume *vol, const double affine[4][4]) { memcpy(vol->affine, affine, sizeof vol->affine); }
+void cd_volume_set_affine(cd_volume *vol, const double affine[4][4]) {
+    memcpy(vol->affine, affine, sizeof vol->affine);
+}
 void cd_volume_spacing(const cd_volume *vol, double spacing[3]) { memcpy(spacing, vol->spacing, sizeof vol->spacing); }
-void cd_volume_set_spacing(cd_volume *vol, const double spacing[3]) { memcpy(vol->spacing, spacing, sizeof vol->spacing); }
+void cd_volume_set_spacing(cd_volume *vol, const double spacing[3]) {
+    memcpy(vol->spacing, spacing, sizeof vol->spacing);
+}
 bool cd_volume_has_scaling(const cd_volume *vol) { return vol->scaled; }
 
 void cd_volume_scaling(const cd_volume *vol, double *slope, double *inter) {
@@ -118,40 +121,40 @@ void cd_volume_set_scaling(cd_volume *vol, double slope, double inter) {
 
 /* One loop per stored type; the scaled value is formed in double so float32 output is correctly
  * rounded from the exact nibabel (float64) result. */
-#define CONVERT_LOOP(T, OUT_T)                                                                     \
-    do {                                                                                           \
-        const T *src = (const T *)vol->data;                                                       \
-        if (vol->scaled)                                                                           \
-            for (size_t i = 0; i < n; i++) out[i] = (OUT_T)((double)src[i] * slope + inter);       \
-        else                                                                                       \
-            for (size_t i = 0; i < n; i++) out[i] = (OUT_T)src[i];                                 \
+#define CONVERT_LOOP(T, OUT_T)                                                                                         \
+    do {                                                                                                               \
+        const T *src = (const T *)vol->data;                                                                           \
+        if (vol->scaled)                                                                                               \
+            for (size_t i = 0; i < n; i++) out[i] = (OUT_T)((double)src[i] * slope + inter);                           \
+        else                                                                                                           \
+            for (size_t i = 0; i < n; i++) out[i] = (OUT_T)src[i];                                                     \
     } while (0)
 
-#define CONVERT_ALL(OUT_T)                                                                         \
-    do {                                                                                           \
-        size_t n = vol->count;                                                                     \
-        double slope = vol->slope, inter = vol->inter;                                             \
-        switch (vol->dtype) {                                                                      \
-        case CD_DTYPE_UINT8: CONVERT_LOOP(uint8_t, OUT_T); break;                                  \
-        case CD_DTYPE_INT8: CONVERT_LOOP(int8_t, OUT_T); break;                                    \
-        case CD_DTYPE_UINT16: CONVERT_LOOP(uint16_t, OUT_T); break;                                \
-        case CD_DTYPE_INT16: CONVERT_LOOP(int16_t, OUT_T); break;                                  \
-        case CD_DTYPE_UINT32: CONVERT_LOOP(uint32_t, OUT_T); break;                                \
-        case CD_DTYPE_INT32: CONVERT_LOOP(int32_t, OUT_T); break;                                  \
-        case CD_DTYPE_UINT64: CONVERT_LOOP(uint64_t, OUT_T); break;                                \
-        case CD_DTYPE_INT64: CONVERT_LOOP(int64_t, OUT_T); break;                                  \
-        case CD_DTYPE_FLOAT32: CONVERT_LOOP(float, OUT_T); break;                                  \
-        case CD_DTYPE_FLOAT64: CONVERT_LOOP(double, OUT_T); break;                                 \
-        case CD_DTYPE_FLOAT16: {                                                                   \
-            const uint16_t *src = (const uint16_t *)vol->data;                                     \
-            for (size_t i = 0; i < n; i++) {                                                       \
-                double v = cd_half_to_float(src[i]);                                                  \
-                out[i] = (OUT_T)(vol->scaled ? v * slope + inter : v);                             \
-            }                                                                                      \
-            break;                                                                                 \
-        }                                                                                          \
-        case CD_DTYPE_INVALID: break;                                                              \
-        }                                                                                          \
+#define CONVERT_ALL(OUT_T)                                                                                             \
+    do {                                                                                                               \
+        size_t n = vol->count;                                                                                         \
+        double slope = vol->slope, inter = vol->inter;                                                                 \
+        switch (vol->dtype) {                                                                                          \
+        case CD_DTYPE_UINT8: CONVERT_LOOP(uint8_t, OUT_T); break;                                                      \
+        case CD_DTYPE_INT8: CONVERT_LOOP(int8_t, OUT_T); break;                                                        \
+        case CD_DTYPE_UINT16: CONVERT_LOOP(uint16_t, OUT_T); break;                                                    \
+        case CD_DTYPE_INT16: CONVERT_LOOP(int16_t, OUT_T); break;                                                      \
+        case CD_DTYPE_UINT32: CONVERT_LOOP(uint32_t, OUT_T); break;                                                    \
+        case CD_DTYPE_INT32: CONVERT_LOOP(int32_t, OUT_T); break;                                                      \
+        case CD_DTYPE_UINT64: CONVERT_LOOP(uint64_t, OUT_T); break;                                                    \
+        case CD_DTYPE_INT64: CONVERT_LOOP(int64_t, OUT_T); break;                                                      \
+        case CD_DTYPE_FLOAT32: CONVERT_LOOP(float, OUT_T); break;                                                      \
+        case CD_DTYPE_FLOAT64: CONVERT_LOOP(double, OUT_T); break;                                                     \
+        case CD_DTYPE_FLOAT16: {                                                                                       \
+            const uint16_t *src = (const uint16_t *)vol->data;                                                         \
+            for (size_t i = 0; i < n; i++) {                                                                           \
+                double v = cd_half_to_float(src[i]);                                                                   \
+                out[i] = (OUT_T)(vol->scaled ? v * slope + inter : v);                                                 \
+            }                                                                                                          \
+            break;                                                                                                     \
+        }                                                                                                              \
+        case CD_DTYPE_INVALID: break;                                                                                  \
+        }                                                                                                              \
     } while (0)
 
 void cd_volume_to_float32(const cd_volume *vol, float *out) { CONVERT_ALL(float); }

@@ -29,9 +29,9 @@ struct cd_dataset {
     char *dir;
     char *manifest_text;
     size_t nshards;
-    char **shard_paths;     /* absolute (dir-joined) */
+    char **shard_paths; /* absolute (dir-joined) */
     uint64_t *shard_records;
-    cd_shard **shards;      /* opened on first use */
+    cd_shard **shards; /* opened on first use */
     uint64_t nrecords;
     record_loc *records;
     pthread_mutex_t mu;
@@ -41,8 +41,8 @@ struct cd_dataset {
 static bool safe_relative(const char *p) {
     if (!p || !*p || p[0] == '/' || strlen(p) > 255) return false;
     for (const char *c = p; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' ||
-              *c == '-' || *c == '/'))
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' ||
+              *c == '_' || *c == '-' || *c == '/'))
             return false;
     const char *s = p;
     while (*s) {
@@ -65,9 +65,12 @@ static uint64_t entry_fields(json_t *o) {
         json_t *v = json_object_get(o, keys[k]);
         char buf[32];
         const char *s = buf;
-        if (json_is_string(v)) s = json_string_value(v);
-        else if (json_is_integer(v)) snprintf(buf, sizeof buf, "#%lld", (long long)json_integer_value(v));
-        else snprintf(buf, sizeof buf, "?%d", v ? (int)json_typeof(v) : -1);
+        if (json_is_string(v))
+            s = json_string_value(v);
+        else if (json_is_integer(v))
+            snprintf(buf, sizeof buf, "#%lld", (long long)json_integer_value(v));
+        else
+            snprintf(buf, sizeof buf, "?%d", v ? (int)json_typeof(v) : -1);
         for (const unsigned char *c = (const unsigned char *)s;; c++) {
             h = (h ^ *c) * 1099511628211ULL;
             if (!*c) break;
@@ -100,18 +103,20 @@ static cd_status check_references(const cd_dataset *ds, const char *path, cd_err
         for (uint64_t i = 1; i < ds->nrecords; i++)
             if (!by_location(&order[i - 1], &order[i])) {
                 uint64_t a = (uint64_t)(order[i - 1] - ds->records), b = (uint64_t)(order[i] - ds->records);
-                cd_status st = cd_fail(err, CD_ERR_FORMAT, "%s: records %llu and %llu both refer to record %llu of shard %u (%s)", path,
-                                       (unsigned long long)(a < b ? a : b), (unsigned long long)(a < b ? b : a),
-                                       (unsigned long long)order[i]->index, order[i]->shard, ds->shard_paths[order[i]->shard]);
+                cd_status st =
+                    cd_fail(err, CD_ERR_FORMAT, "%s: records %llu and %llu both refer to record %llu of shard %u (%s)",
+                            path, (unsigned long long)(a < b ? a : b), (unsigned long long)(a < b ? b : a),
+                            (unsigned long long)order[i]->index, order[i]->shard, ds->shard_paths[order[i]->shard]);
                 free(order);
                 return st;
             }
         free(order);
     }
     if (total != ds->nrecords)
-        return cd_fail(err, CD_ERR_FORMAT,
-                       "%s: its shards hold %llu records but it lists %llu: some records are not referenced by any entry", path,
-                       (unsigned long long)total, (unsigned long long)ds->nrecords);
+        return cd_fail(
+            err, CD_ERR_FORMAT,
+            "%s: its shards hold %llu records but it lists %llu: some records are not referenced by any entry", path,
+            (unsigned long long)total, (unsigned long long)ds->nrecords);
     return CD_OK;
 }
 
@@ -148,14 +153,15 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
     if ((st = cd_manifest_read(path, &ds->manifest_text, &manifest_len, err)) != CD_OK) goto fail;
     json_error_t jerr;
     m = json_loadb(ds->manifest_text, manifest_len, JSON_REJECT_DUPLICATES, &jerr);
-#define BAD(...)                                                                                   \
-    do {                                                                                           \
-        st = cd_fail(err, CD_ERR_FORMAT, __VA_ARGS__);                                             \
-        goto fail;                                                                                 \
+#define BAD(...)                                                                                                       \
+    do {                                                                                                               \
+        st = cd_fail(err, CD_ERR_FORMAT, __VA_ARGS__);                                                                 \
+        goto fail;                                                                                                     \
     } while (0)
     if (!m) BAD("%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
-    if (!json_is_object(m) || strcmp(json_string_value(json_object_get(m, "format")) ? json_string_value(json_object_get(m, "format")) : "",
-                                     "cirrdata-dataset"))
+    if (!json_is_object(m) ||
+        strcmp(json_string_value(json_object_get(m, "format")) ? json_string_value(json_object_get(m, "format")) : "",
+               "cirrdata-dataset"))
         BAD("%s: not a cirrdata dataset manifest", path);
     if (json_integer_value(json_object_get(m, "format_version")) != CD_MANIFEST_FORMAT_VERSION)
         BAD("%s: format_version %lld is not supported (this library reads %d)", path,
@@ -180,7 +186,8 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
     json_array_foreach(shards, i, e) {
         const char *rel = json_string_value(json_object_get(e, "path"));
         if (!safe_relative(rel))
-            BAD("%s: shard %zu: path '%s' is not a plain relative path inside the dataset", path, i, rel ? rel : "(missing)");
+            BAD("%s: shard %zu: path '%s' is not a plain relative path inside the dataset", path, i,
+                rel ? rel : "(missing)");
         json_t *nr = json_object_get(e, "records");
         if (!json_is_integer(nr) || json_integer_value(nr) < 0) BAD("%s: shard %zu: bad 'records'", path, i);
         ds->shard_records[i] = (uint64_t)json_integer_value(nr);
@@ -190,7 +197,8 @@ cd_status cd_dataset_open(const char *dir, cd_dataset **out, cd_error *err) {
          * reported when it is read. */
         size_t rn = strlen(root_real);
         if (realpath(full, real) && rn > 1 && (strncmp(real, root_real, rn) || real[rn] != '/'))
-            BAD("%s: shard %zu: '%s' resolves to %s, outside the dataset (a symbolic link leading out)", path, i, rel, real);
+            BAD("%s: shard %zu: '%s' resolves to %s, outside the dataset (a symbolic link leading out)", path, i, rel,
+                real);
         ds->shard_paths[i] = strdup(full);
     }
     ds->nrecords = json_array_size(records);
@@ -226,16 +234,16 @@ const char *cd_dataset_manifest(const cd_dataset *ds) { return ds->manifest_text
 cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **rec, const cd_shard **shard, cd_error *err) {
     if (!ds || !rec) return cd_fail(err, CD_ERR_ARG, "cd_dataset_read_record: NULL argument");
     if (i >= ds->nrecords)
-        return cd_fail(err, CD_ERR_ARG, "%s: record %llu does not exist (the dataset has %llu)", ds->dir, (unsigned long long)i,
-                       (unsigned long long)ds->nrecords);
+        return cd_fail(err, CD_ERR_ARG, "%s: record %llu does not exist (the dataset has %llu)", ds->dir,
+                       (unsigned long long)i, (unsigned long long)ds->nrecords);
     const record_loc *l = &ds->records[i];
     pthread_mutex_lock(&ds->mu);
     cd_status st = CD_OK;
     if (!ds->shards[l->shard]) {
         st = cd_shard_open(ds->shard_paths[l->shard], &ds->shards[l->shard], err);
         if (st == CD_OK && cd_shard_record_count(ds->shards[l->shard]) != ds->shard_records[l->shard]) {
-            st = cd_fail(err, CD_ERR_CORRUPT, "%s: holds %llu records, the manifest says %llu", ds->shard_paths[l->shard],
-                         (unsigned long long)cd_shard_record_count(ds->shards[l->shard]),
+            st = cd_fail(err, CD_ERR_CORRUPT, "%s: holds %llu records, the manifest says %llu",
+                         ds->shard_paths[l->shard], (unsigned long long)cd_shard_record_count(ds->shards[l->shard]),
                          (unsigned long long)ds->shard_records[l->shard]);
             cd_shard_close(ds->shards[l->shard]);
             ds->shards[l->shard] = NULL;
@@ -252,10 +260,11 @@ cd_status cd_dataset_read_record(cd_dataset *ds, uint64_t i, cd_record **rec, co
     if (!same) {
         cd_record_destroy(*rec);
         *rec = NULL;
-        return cd_fail(err, CD_ERR_CORRUPT,
-                       "%s/manifest.json: record %llu: key, patient_id, sequence, split or label differ from the metadata of "
-                       "record %llu in %s (a damaged manifest)",
-                       ds->dir, (unsigned long long)i, (unsigned long long)l->index, ds->shard_paths[l->shard]);
+        return cd_fail(
+            err, CD_ERR_CORRUPT,
+            "%s/manifest.json: record %llu: key, patient_id, sequence, split or label differ from the metadata of "
+            "record %llu in %s (a damaged manifest)",
+            ds->dir, (unsigned long long)i, (unsigned long long)l->index, ds->shard_paths[l->shard]);
     }
     return CD_OK;
 }
@@ -276,7 +285,8 @@ cd_status cd_dataset_verify(const char *dir, cd_progress_fn progress, void *user
         if ((st = cd_file_xxh3_128(ds->shard_paths[i], hex, &size, err)) != CD_OK) break;
         if ((json_int_t)size != want_size) {
             st = cd_fail(err, size < (uint64_t)want_size ? CD_ERR_TRUNCATED : CD_ERR_CORRUPT,
-                         "%s: %llu bytes, the manifest says %lld", ds->shard_paths[i], (unsigned long long)size, (long long)want_size);
+                         "%s: %llu bytes, the manifest says %lld", ds->shard_paths[i], (unsigned long long)size,
+                         (long long)want_size);
             /* Go on to name the damaged record, when the shard structure allows it. */
         } else if (!want || strcmp(hex, want)) {
             st = cd_fail(err, CD_ERR_CORRUPT, "%s: XXH3-128 %s differs from the manifest's %s", ds->shard_paths[i], hex,
@@ -291,8 +301,9 @@ cd_status cd_dataset_verify(const char *dir, cd_progress_fn progress, void *user
             cd_shard *s;
             if (cd_shard_open(ds->shard_paths[i], &s, NULL) == CD_OK) {
                 if (cd_shard_record_count(s) != ds->shard_records[i])
-                    st = cd_fail(err, CD_ERR_CORRUPT, "%s: holds %llu records, the manifest says %llu", ds->shard_paths[i],
-                                 (unsigned long long)cd_shard_record_count(s), (unsigned long long)ds->shard_records[i]);
+                    st = cd_fail(err, CD_ERR_CORRUPT, "%s: holds %llu records, the manifest says %llu",
+                                 ds->shard_paths[i], (unsigned long long)cd_shard_record_count(s),
+                                 (unsigned long long)ds->shard_records[i]);
                 cd_shard_close(s);
             }
         }

@@ -137,7 +137,8 @@ json_t *cd_manifest_statistics(json_t *entries) {
         json_object_set_new(in, "max", json_real(count ? mx : 0.0));
         json_t *pct = json_object();
         static const char *const keys[] = {"0.5", "1", "5", "25", "50", "75", "95", "99", "99.5"};
-        for (size_t p = 0; p < 9; p++) json_object_set_new(pct, keys[p], json_real(cd_percentile_f64(samples, m, atof(keys[p]))));
+        for (size_t p = 0; p < 9; p++)
+            json_object_set_new(pct, keys[p], json_real(cd_percentile_f64(samples, m, atof(keys[p]))));
         json_object_set_new(in, "percentiles", pct);
         json_object_set_new(o, "intensity_in_mask", in);
         json_object_set_new(out, seq, o);
@@ -156,7 +157,9 @@ static cd_status write_text_atomic(const char *path, const char *text, size_t le
     return cd_file_write_atomic_ex(path, &piece, 1, true, err);
 }
 
-static char *dump(json_t *value) { return json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)); }
+static char *dump(json_t *value) {
+    return json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+}
 
 cd_status cd_json_write_atomic(const char *path, json_t *value, cd_error *err) {
     char *text = dump(value);
@@ -172,7 +175,7 @@ cd_status cd_json_write_atomic(const char *path, json_t *value, cd_error *err) {
  * The file ends with the 54 bytes  "manifest_xxh3": "<32 lowercase hex>"<LF>}<LF>  and the hex digits are
  * the XXH3-128 (canonical, as xxhsum -H2 prints it) of every byte before them. */
 #define SUM_KEY "\"manifest_xxh3\": \"" /* 18 bytes */
-#define SUM_END "\"\n}\n"                /* 4 bytes */
+#define SUM_END "\"\n}\n"               /* 4 bytes */
 #define SUM_KEY_LEN 18
 #define SUM_END_LEN 4
 #define SUM_TAIL_LEN (SUM_KEY_LEN + 32 + SUM_END_LEN)
@@ -218,12 +221,14 @@ cd_status cd_manifest_check_sum(const char *path, const char *text, size_t len, 
     bool shaped = len >= SUM_TAIL_LEN + 2 && !memcmp(text + len - SUM_TAIL_LEN, SUM_KEY, SUM_KEY_LEN) &&
                   !memcmp(text + len - SUM_END_LEN, SUM_END, SUM_END_LEN);
     const char *want = text + len - SUM_TAIL_LEN + SUM_KEY_LEN;
-    for (int i = 0; shaped && i < 32; i++) shaped = (want[i] >= '0' && want[i] <= '9') || (want[i] >= 'a' && want[i] <= 'f');
+    for (int i = 0; shaped && i < 32; i++)
+        shaped = (want[i] >= '0' && want[i] <= '9') || (want[i] >= 'a' && want[i] <= 'f');
     if (shaped) {
         char hex[33];
         xxh3_128_hex(text, len - SUM_TAIL_LEN, hex);
         if (memcmp(hex, want, 32))
-            return cd_fail(err, CD_ERR_CORRUPT, "%s: damaged: the XXH3-128 of its bytes is %s, its manifest_xxh3 says %.32s", path, hex,
+            return cd_fail(err, CD_ERR_CORRUPT,
+                           "%s: damaged: the XXH3-128 of its bytes is %s, its manifest_xxh3 says %.32s", path, hex,
                            want);
         return CD_OK;
     }
@@ -233,12 +238,14 @@ cd_status cd_manifest_check_sum(const char *path, const char *text, size_t len, 
     bool old = m && version == 1 && !json_object_get(m, CD_MANIFEST_SUM_MEMBER);
     json_decref(m);
     if (old)
-        return cd_fail(err, CD_ERR_UNSUPPORTED,
-                       "%s: format_version 1, from before manifests carried a checksum of their own: run the same "
-                       "`cirrdata convert` command again (it rewrites the dataset in place), or convert into a new directory",
-                       path);
-    return cd_fail(err, CD_ERR_CORRUPT,
-                   "%s: damaged or truncated: it does not end with its manifest_xxh3 checksum (schemas/shard-format.md)", path);
+        return cd_fail(
+            err, CD_ERR_UNSUPPORTED,
+            "%s: format_version 1, from before manifests carried a checksum of their own: run the same "
+            "`cirrdata convert` command again (it rewrites the dataset in place), or convert into a new directory",
+            path);
+    return cd_fail(
+        err, CD_ERR_CORRUPT,
+        "%s: damaged or truncated: it does not end with its manifest_xxh3 checksum (schemas/shard-format.md)", path);
 }
 
 cd_status cd_manifest_read(const char *path, char **text, size_t *len, cd_error *err) {
@@ -271,8 +278,8 @@ static void describe_file_change(json_t *a, json_t *b, const char *key, char *ms
     else if (sb < 0)
         snprintf(msg, cap, "case %s: %s can no longer be read", key, pb);
     else
-        snprintf(msg, cap, "case %s: %s was modified (size %lld -> %lld bytes, mtime %lld.%09lld -> %lld.%09lld s)", key, pb,
-                 (long long)sa, (long long)sb, (long long)(ta / 1000000000), (long long)(ta % 1000000000),
+        snprintf(msg, cap, "case %s: %s was modified (size %lld -> %lld bytes, mtime %lld.%09lld -> %lld.%09lld s)",
+                 key, pb, (long long)sa, (long long)sb, (long long)(ta / 1000000000), (long long)(ta % 1000000000),
                  (long long)(tb / 1000000000), (long long)(tb % 1000000000));
 }
 
@@ -293,15 +300,18 @@ size_t cd_inputs_first_change(json_t *before, json_t *now, char *msg, size_t cap
         if (strcmp(str(a, "key"), key)) {
             snprintf(msg, cap, "the case list changed at %s (was %s)", key, str(a, "key"));
         } else if (strcmp(str(a, "split"), str(b, "split")) || strcmp(str(a, "sequence"), str(b, "sequence"))) {
-            snprintf(msg, cap, "case %s: split or sequence changed (%s/%s -> %s/%s)", key, str(a, "split"), str(a, "sequence"),
-                     str(b, "split"), str(b, "sequence"));
+            snprintf(msg, cap, "case %s: split or sequence changed (%s/%s -> %s/%s)", key, str(a, "split"),
+                     str(a, "sequence"), str(b, "split"), str(b, "sequence"));
         } else if (!json_equal(json_object_get(a, "label"), json_object_get(b, "label"))) {
-            snprintf(msg, cap, "case %s: label changed (%lld -> %lld)", key, (long long)json_integer_value(json_object_get(a, "label")),
+            snprintf(msg, cap, "case %s: label changed (%lld -> %lld)", key,
+                     (long long)json_integer_value(json_object_get(a, "label")),
                      (long long)json_integer_value(json_object_get(b, "label")));
         } else {
             json_t *fa = json_object_get(a, "files"), *fb = json_object_get(b, "files");
             size_t k = 0;
-            while (k < json_array_size(fa) && k < json_array_size(fb) && json_equal(json_array_get(fa, k), json_array_get(fb, k))) k++;
+            while (k < json_array_size(fa) && k < json_array_size(fb) &&
+                   json_equal(json_array_get(fa, k), json_array_get(fb, k)))
+                k++;
             if (k < json_array_size(fa) && k < json_array_size(fb))
                 describe_file_change(json_array_get(fa, k), json_array_get(fb, k), key, msg, cap);
             else

@@ -30,7 +30,8 @@ static cd_status link_or_copy(const char *from, const char *to, json_t *listing,
         if (S_ISREG(b.st_mode) && want && cd_file_xxh3_128(to, hex, &size, NULL) == CD_OK && !strcmp(hex, want) &&
             (json_int_t)size == json_integer_value(json_object_get(listing, "size")))
             return CD_OK;
-        return cd_fail(err, CD_ERR_ARG, "%s: exists and is not the shard %s; merge never overwrites: choose an empty output folder", to,
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: exists and is not the shard %s; merge never overwrites: choose an empty output folder", to,
                        from);
     }
     cd_file in; /* opened first: a FIFO (or other non-file) is refused, never linked or waited on */
@@ -51,7 +52,8 @@ static cd_status link_or_copy(const char *from, const char *to, json_t *listing,
     if (!buf) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
     for (uint64_t at = 0; st == CD_OK && at < in.size;) {
         size_t want = in.size - at < (1u << 20) ? (size_t)(in.size - at) : (1u << 20);
-        if ((st = cd_file_pread_exact(&in, buf, want, at, err)) == CD_OK) st = cd_file_write_full(outfd, buf, want, tmp, err);
+        if ((st = cd_file_pread_exact(&in, buf, want, at, err)) == CD_OK)
+            st = cd_file_write_full(outfd, buf, want, tmp, err);
         at += want;
     }
     free(buf);
@@ -86,26 +88,32 @@ static cd_status same_conversion(json_t *const *pm, const char *const *pdir, int
     static const char *const fields[] = {"layout", "healthy", "pairing"};
     for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
         if (strcmp(src_str(a, fields[f]), src_str(b, fields[f])))
-            return cd_fail(err, CD_ERR_ARG, "%s: part %d is not part of the same conversion as part 1 (%s): source %s '%s', part 1 '%s'",
+            return cd_fail(err, CD_ERR_ARG,
+                           "%s: part %d is not part of the same conversion as part 1 (%s): source %s '%s', part 1 '%s'",
                            pdir[i], i + 1, pdir[0], fields[f], src_str(b, fields[f]), src_str(a, fields[f]));
     if (!json_equal(json_object_get(b, "recipe"), json_object_get(a, "recipe")) ||
         !json_equal(json_object_get(b, "resolved"), json_object_get(a, "resolved")))
-        return cd_fail(err, CD_ERR_ARG, "%s: part %d was converted with another recipe than part 1 (%s)", pdir[i], i + 1, pdir[0]);
-    if (!same_augmentation(json_object_get(b, "augmentation"), json_object_get(a, "augmentation")))
-        return cd_fail(err, CD_ERR_ARG, "%s: part %d has other augmented copies (pipeline, copies, seed or mode) than part 1 (%s)", pdir[i],
+        return cd_fail(err, CD_ERR_ARG, "%s: part %d was converted with another recipe than part 1 (%s)", pdir[i],
                        i + 1, pdir[0]);
+    if (!same_augmentation(json_object_get(b, "augmentation"), json_object_get(a, "augmentation")))
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: part %d has other augmented copies (pipeline, copies, seed or mode) than part 1 (%s)",
+                       pdir[i], i + 1, pdir[0]);
     if (strcmp(src_str(a, "options"), src_str(b, "options")))
-        return cd_fail(err, CD_ERR_ARG, "%s: part %d was converted with other options (shard size, layout options) than part 1 (%s)",
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: part %d was converted with other options (shard size, layout options) than part 1 (%s)",
                        pdir[i], i + 1, pdir[0]);
     if (strcmp(src_str(a, "fingerprint"), src_str(b, "fingerprint"))) {
         char change[600];
         if (cd_inputs_first_change(json_object_get(json_object_get(a, "source"), "inputs"),
-                                   json_object_get(json_object_get(b, "source"), "inputs"), change, sizeof change) == SIZE_MAX)
+                                   json_object_get(json_object_get(b, "source"), "inputs"), change,
+                                   sizeof change) == SIZE_MAX)
             snprintf(change, sizeof change, "their fingerprints differ");
-        return cd_fail(err, CD_ERR_ARG,
-                       "%s: part %d was converted from another source tree, or from the source in another state, than part 1 "
-                       "(%s): %s",
-                       pdir[i], i + 1, pdir[0], change);
+        return cd_fail(
+            err, CD_ERR_ARG,
+            "%s: part %d was converted from another source tree, or from the source in another state, than part 1 "
+            "(%s): %s",
+            pdir[i], i + 1, pdir[0], change);
     }
     return CD_OK;
 }
@@ -115,23 +123,26 @@ static cd_status cover_every_case(json_t *const *pm, const char *const *pdir, in
     json_int_t expect = 0, total = json_integer_value(json_object_get(json_object_get(pm[0], "part"), "cases"));
     for (int i = 0; i < nparts; i++) {
         json_t *p = json_object_get(pm[i], "part");
-        json_int_t first = json_integer_value(json_object_get(p, "first_case")), end = json_integer_value(json_object_get(p, "end_case"));
+        json_int_t first = json_integer_value(json_object_get(p, "first_case")),
+                   end = json_integer_value(json_object_get(p, "end_case"));
         if (json_integer_value(json_object_get(p, "cases")) != total || first != expect || end < first || end > total)
             return cd_fail(err, CD_ERR_ARG,
-                           "%s: part %d covers cases %lld..%lld of %lld, but the parts before it end at case %lld: the parts do not "
+                           "%s: part %d covers cases %lld..%lld of %lld, but the parts before it end at case %lld: the "
+                           "parts do not "
                            "cover every case exactly once",
-                           pdir[i], i + 1, (long long)first, (long long)end, (long long)json_integer_value(json_object_get(p, "cases")),
-                           (long long)expect);
+                           pdir[i], i + 1, (long long)first, (long long)end,
+                           (long long)json_integer_value(json_object_get(p, "cases")), (long long)expect);
         expect = end;
     }
     if (expect != total)
-        return cd_fail(err, CD_ERR_ARG, "%s: the parts end at case %lld of %lld: cases are missing", pdir[nparts - 1], (long long)expect,
-                       (long long)total);
+        return cd_fail(err, CD_ERR_ARG, "%s: the parts end at case %lld of %lld: cases are missing", pdir[nparts - 1],
+                       (long long)expect, (long long)total);
     return CD_OK;
 }
 
 cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int nparts, cd_error *err) {
-    if (!out_dir || !parts || nparts < 1) return cd_fail(err, CD_ERR_ARG, "merge: need an output and at least one part");
+    if (!out_dir || !parts || nparts < 1)
+        return cd_fail(err, CD_ERR_ARG, "merge: need an output and at least one part");
     if (strlen(out_dir) > 3800) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", out_dir);
     json_t **pm = calloc((size_t)nparts, sizeof *pm);
     const char **pdir = calloc((size_t)nparts, sizeof *pdir); /* part directory by part index */
@@ -153,14 +164,18 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
         int idx = (int)json_integer_value(json_object_get(part, "index"));
         int cnt = (int)json_integer_value(json_object_get(part, "count"));
         if (!part || cnt != nparts || idx < 1 || idx > nparts || pm[idx - 1]) {
-            st = cd_fail(err, CD_ERR_ARG, "%s: not part of a %d-part conversion, or a part given twice (part %d/%d)", parts[i], nparts,
-                         idx, cnt);
+            st = cd_fail(err, CD_ERR_ARG, "%s: not part of a %d-part conversion, or a part given twice (part %d/%d)",
+                         parts[i], nparts, idx, cnt);
             json_decref(m);
             break;
         }
-        if (!json_is_integer(json_object_get(part, "first_case")) || !json_is_string(json_object_get(json_object_get(m, "source"), "options"))) {
-            st = cd_fail(err, CD_ERR_ARG, "%s: a part converted by an older libcirrdata (its manifest does not say which cases it holds): "
-                         "convert the parts again", parts[i]);
+        if (!json_is_integer(json_object_get(part, "first_case")) ||
+            !json_is_string(json_object_get(json_object_get(m, "source"), "options"))) {
+            st = cd_fail(
+                err, CD_ERR_ARG,
+                "%s: a part converted by an older libcirrdata (its manifest does not say which cases it holds): "
+                "convert the parts again",
+                parts[i]);
             json_decref(m);
             break;
         }
@@ -170,16 +185,20 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
     for (int i = 1; i < nparts && st == CD_OK; i++) st = same_conversion(pm, pdir, i, err);
     if (st == CD_OK) st = cover_every_case(pm, pdir, nparts, err);
     if (st == CD_OK) {
-        if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
+        if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
+            st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
         if (st == CD_OK) st = cd_dir_lock_acquire(out_dir, "merge", &lock, err);
         snprintf(path, sizeof path, "%s/shards", out_dir);
         if (st == CD_OK && mkdir(path, 0755) != 0 && errno != EEXIST)
             st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
         struct stat sb;
         if (st == CD_OK && (lstat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)))
-            st = cd_fail(err, CD_ERR_ARG, "%s: not a folder (a symbolic link or a file): merge writes shards only inside the output", path);
+            st = cd_fail(err, CD_ERR_ARG,
+                         "%s: not a folder (a symbolic link or a file): merge writes shards only inside the output",
+                         path);
         snprintf(path, sizeof path, "%s/manifest.json", out_dir);
-        if (st == CD_OK && lstat(path, &sb) == 0) st = cd_fail(err, CD_ERR_ARG, "%s: already exists; merge into a new directory", path);
+        if (st == CD_OK && lstat(path, &sb) == 0)
+            st = cd_fail(err, CD_ERR_ARG, "%s: already exists; merge into a new directory", path);
     }
     json_t *shards = json_array(), *records = json_array(), *skipped = json_array(), *seen = json_object();
     size_t shard_base = 0;
@@ -198,7 +217,9 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
         }
         json_array_foreach(json_object_get(m, "records"), j, e) {
             json_t *c = json_deep_copy(e);
-            json_object_set_new(c, "shard", json_integer((json_int_t)(shard_base + (size_t)json_integer_value(json_object_get(e, "shard")))));
+            json_object_set_new(
+                c, "shard",
+                json_integer((json_int_t)(shard_base + (size_t)json_integer_value(json_object_get(e, "shard")))));
             json_array_append_new(records, c);
         }
         /* The layout's own skips are in every part: keep each once (a set, not a scan per entry). */

@@ -24,7 +24,8 @@ cd_status cd_vk_cmd_create(cd_gpu_context *ctx, cd_vk_cmd *c, cd_error *err) {
         return cd_vk_fail(ctx, err, r, "vkCreateFence");
     }
     if (ctx->timestamp_bits) { /* without them the kernels' time is reported as 0 */
-        VkQueryPoolCreateInfo qpi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
+        VkQueryPoolCreateInfo qpi = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
         if (ctx->vk.vkCreateQueryPool(ctx->device, &qpi, NULL, &c->queries) != VK_SUCCESS) c->queries = VK_NULL_HANDLE;
     }
     return CD_OK;
@@ -63,9 +64,10 @@ cd_status cd_vk_cmd_end(cd_vk_cmd *c, cd_error *err) {
     return r == VK_SUCCESS ? CD_OK : cd_vk_fail(c->ctx, err, r, "vkEndCommandBuffer");
 }
 
-void cd_vk_cmd_barrier(cd_vk_cmd *c, VkPipelineStageFlags src_stage, VkAccessFlags src_access, VkPipelineStageFlags dst_stage,
-                       VkAccessFlags dst_access) {
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access};
+void cd_vk_cmd_barrier(cd_vk_cmd *c, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
+                       VkPipelineStageFlags dst_stage, VkAccessFlags dst_access) {
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access};
     c->ctx->vk.vkCmdPipelineBarrier(c->cb, src_stage, dst_stage, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
@@ -89,7 +91,9 @@ void cd_vk_cmd_push(cd_vk_cmd *c, const cd_vk_kernel *k, const void *push) {
     c->ctx->vk.vkCmdPushConstants(c->cb, k->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, k->push_bytes, push);
 }
 
-void cd_vk_cmd_dispatch(cd_vk_cmd *c, uint32_t gx, uint32_t gy, uint32_t gz) { c->ctx->vk.vkCmdDispatch(c->cb, gx, gy, gz); }
+void cd_vk_cmd_dispatch(cd_vk_cmd *c, uint32_t gx, uint32_t gy, uint32_t gz) {
+    c->ctx->vk.vkCmdDispatch(c->cb, gx, gy, gz);
+}
 
 static uint64_t timeout_ns(void) {
     const char *v = getenv("CIRRDATA_VK_TIMEOUT_S");
@@ -109,8 +113,9 @@ cd_status cd_vk_cmd_submit_wait(cd_vk_cmd *c, const char *what, double *kernel_m
     r = ctx->vk.vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, timeout_ns());
     if (r == VK_TIMEOUT) {
         ctx->lost = true; /* the command buffer is still pending: nothing it uses can be reused */
-        return cd_fail(err, CD_ERR_IO, "Vulkan: %s did not finish within the timeout (CIRRDATA_VK_TIMEOUT_S, default 120 s) on %s; "
-                                       "the context is unusable",
+        return cd_fail(err, CD_ERR_IO,
+                       "Vulkan: %s did not finish within the timeout (CIRRDATA_VK_TIMEOUT_S, default 120 s) on %s; "
+                       "the context is unusable",
                        what, ctx->info.name);
     }
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkWaitForFences");
@@ -121,8 +126,10 @@ cd_status cd_vk_cmd_submit_wait(cd_vk_cmd *c, const char *what, double *kernel_m
         uint64_t ts[2];
         r = ctx->vk.vkGetQueryPoolResults(ctx->device, c->queries, 0, 2, sizeof ts, ts, sizeof ts[0],
                                           VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
-        if (r == VK_SUCCESS) *kernel_ms = (double)((ts[1] - ts[0]) & ctx->timestamp_mask) * ctx->timestamp_ns * 1e-6;
-        else if (r == VK_ERROR_DEVICE_LOST) return cd_vk_fail(ctx, err, r, "vkGetQueryPoolResults");
+        if (r == VK_SUCCESS)
+            *kernel_ms = (double)((ts[1] - ts[0]) & ctx->timestamp_mask) * ctx->timestamp_ns * 1e-6;
+        else if (r == VK_ERROR_DEVICE_LOST)
+            return cd_vk_fail(ctx, err, r, "vkGetQueryPoolResults");
     }
     return CD_OK;
 }

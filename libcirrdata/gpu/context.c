@@ -62,7 +62,8 @@ cd_status cd_vk_fail(cd_gpu_context *ctx, cd_error *err, VkResult r, const char 
                        r == VK_ERROR_OUT_OF_HOST_MEMORY ? "host" : "device", cd_vk_result_name(r));
     case VK_ERROR_DEVICE_LOST:
         if (ctx) ctx->lost = true;
-        return cd_fail(err, CD_ERR_IO, "Vulkan: %s: device lost (driver reset or GPU fault); destroy the context and create another",
+        return cd_fail(err, CD_ERR_IO,
+                       "Vulkan: %s: device lost (driver reset or GPU fault); destroy the context and create another",
                        what);
     case VK_ERROR_INCOMPATIBLE_DRIVER:
     case VK_ERROR_INITIALIZATION_FAILED:
@@ -79,7 +80,8 @@ static cd_status load_loader(cd_error *err) {
     const char *path = getenv("CIRRDATA_VK_LOADER");
     pthread_mutex_lock(&g_loader_lock);
     void *h = NULL;
-    if (path && *path) h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (path && *path)
+        h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     else {
         h = dlopen("libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
         if (!h) h = dlopen("libvulkan.so", RTLD_NOW | RTLD_LOCAL);
@@ -193,7 +195,8 @@ static cd_status create_instance(cd_gpu_context *ctx, bool validation, VkInstanc
             free(gp);
         }
         if (!debug_utils)
-            return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan validation: " VK_EXT_DEBUG_UTILS_EXTENSION_NAME " is missing");
+            return cd_fail(err, CD_ERR_UNSUPPORTED,
+                           "Vulkan validation: " VK_EXT_DEBUG_UTILS_EXTENSION_NAME " is missing");
         exts[nexts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
         if (features) exts[nexts++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME;
     }
@@ -204,13 +207,14 @@ static cd_status create_instance(cd_gpu_context *ctx, bool validation, VkInstanc
                              .engineVersion = 1,
                              .apiVersion = api};
     const VkValidationFeatureEnableEXT enables[] = {VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
-    VkDebugUtilsMessengerCreateInfoEXT mci = {
-        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
-        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
-        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
-                       VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
-        .pfnUserCallback = debug_callback,
-        .pUserData = ctx};
+    VkDebugUtilsMessengerCreateInfoEXT mci = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+                                              .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                                                                 VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+                                              .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                                                             VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                                                             VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+                                              .pfnUserCallback = debug_callback,
+                                              .pUserData = ctx};
     VkValidationFeaturesEXT vf = {.sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
                                   .pNext = &mci,
                                   .enabledValidationFeatureCount = 1,
@@ -225,9 +229,10 @@ static cd_status create_instance(cd_gpu_context *ctx, bool validation, VkInstanc
     VkInstance inst;
     VkResult r = vkCreateInstance(&ici, NULL, &inst);
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
-        return cd_fail(err, CD_ERR_UNSUPPORTED,
-                       "Vulkan is not available: the loader found no driver (VK_ERROR_INCOMPATIBLE_DRIVER); install one "
-                       "(e.g. mesa-vulkan-drivers for lavapipe) or use the CPU path");
+        return cd_fail(
+            err, CD_ERR_UNSUPPORTED,
+            "Vulkan is not available: the loader found no driver (VK_ERROR_INCOMPATIBLE_DRIVER); install one "
+            "(e.g. mesa-vulkan-drivers for lavapipe) or use the CPU path");
     if (r != VK_SUCCESS) return cd_vk_fail(NULL, err, r, "vkCreateInstance");
     pthread_mutex_lock(&g_loader_lock);
     if (!g_instance_ready) {
@@ -316,7 +321,9 @@ static cd_status select_device(const cd_gpu_device_info *d, int n, const char *s
         if (*end == '\0' && errno == 0) {
             if (idx < 0 || idx >= n)
                 return cd_fail(err, CD_ERR_ARG, "Vulkan device %s: no such device (there are %d)", selector, n);
-            if (!d[idx].compute) return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan device %s (%s) has no compute queue", selector, d[idx].name);
+            if (!d[idx].compute)
+                return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan device %s (%s) has no compute queue", selector,
+                               d[idx].name);
             *out = (int)idx;
             return CD_OK;
         }
@@ -330,7 +337,8 @@ static cd_status select_device(const cd_gpu_device_info *d, int n, const char *s
                 return CD_OK;
             }
         }
-        return cd_fail(err, CD_ERR_ARG, "Vulkan device '%s' matches no device with a compute queue ('cirrdata devices' lists them)",
+        return cd_fail(err, CD_ERR_ARG,
+                       "Vulkan device '%s' matches no device with a compute queue ('cirrdata devices' lists them)",
                        selector);
     }
     for (int i = 0; i < n; i++) {
@@ -356,8 +364,9 @@ static cd_status enumerate(VkInstance inst, VkPhysicalDevice **pds, cd_gpu_devic
     VkResult r = vkEnumeratePhysicalDevices(inst, &count, NULL);
     if (r != VK_SUCCESS) return cd_vk_fail(NULL, err, r, "vkEnumeratePhysicalDevices");
     if (count == 0)
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan is not available: the driver reports no device (install one, e.g. "
-                                                "mesa-vulkan-drivers, or use the CPU path)");
+        return cd_fail(err, CD_ERR_UNSUPPORTED,
+                       "Vulkan is not available: the driver reports no device (install one, e.g. "
+                       "mesa-vulkan-drivers, or use the CPU path)");
     *pds = calloc(count, sizeof **pds);
     *infos = calloc(count, sizeof **infos);
     if (!*pds || !*infos) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -417,17 +426,20 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
     vkGetPhysicalDeviceMemoryProperties(ctx->physical, &ctx->memprops);
     ctx->max_allocation = 0;
     for (uint32_t h = 0; h < ctx->memprops.memoryHeapCount; h++)
-        if (ctx->memprops.memoryHeaps[h].size > ctx->max_allocation) ctx->max_allocation = ctx->memprops.memoryHeaps[h].size;
+        if (ctx->memprops.memoryHeaps[h].size > ctx->max_allocation)
+            ctx->max_allocation = ctx->memprops.memoryHeaps[h].size;
     /* 16-bit storage buffers (core in Vulkan 1.1): enabled when offered, for the inference executor's
      * float16 storage option (nn/vk_exec.c); nothing else changes with it */
     VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
     if (ctx->props.apiVersion >= VK_API_VERSION_1_1 && vkGetPhysicalDeviceProperties2) {
-        VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+        VkPhysicalDeviceMaintenance3Properties m3 = {.sType =
+                                                         VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
         uint32_t iv = 0;
         if (vkEnumerateInstanceVersion && vkEnumerateInstanceVersion(&iv) == VK_SUCCESS && iv >= VK_API_VERSION_1_1) {
             vkGetPhysicalDeviceProperties2(ctx->physical, &p2);
-            if (m3.maxMemoryAllocationSize && m3.maxMemoryAllocationSize < ctx->max_allocation) ctx->max_allocation = m3.maxMemoryAllocationSize;
+            if (m3.maxMemoryAllocationSize && m3.maxMemoryAllocationSize < ctx->max_allocation)
+                ctx->max_allocation = m3.maxMemoryAllocationSize;
             VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16};
             if (vkGetPhysicalDeviceFeatures2) vkGetPhysicalDeviceFeatures2(ctx->physical, &f2);
             ctx->storage16 = s16.storageBuffer16BitAccess == VK_TRUE;
@@ -455,7 +467,10 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
     if (best < 0) return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s has no compute queue", ctx->info.name);
     ctx->queue_family = (uint32_t)best;
     const float prio = 1.0f;
-    VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = ctx->queue_family, .queueCount = 1, .pQueuePriorities = &prio};
+    VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                   .queueFamilyIndex = ctx->queue_family,
+                                   .queueCount = 1,
+                                   .pQueuePriorities = &prio};
     /* float64 arithmetic when offered: the resampler computes positions in the reference's own double
      * precision with it (preprocess/gpu_kernels.c); CIRRDATA_VK_NO_FLOAT64=1 keeps it off (the tests of
      * the fixed-point variant) */
@@ -466,7 +481,10 @@ static cd_status create_device(cd_gpu_context *ctx, const cd_gpu_options *o, cd_
     ctx->float64 = have.shaderFloat64 == VK_TRUE;
     const char *no64 = getenv("CIRRDATA_VK_NO_FLOAT64");
     if (no64 && *no64 && strcmp(no64, "0")) ctx->float64 = false;
-    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = ctx->storage16 ? &s16 : NULL, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
+    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                              .pNext = ctx->storage16 ? &s16 : NULL,
+                              .queueCreateInfoCount = 1,
+                              .pQueueCreateInfos = &qci,
                               .pEnabledFeatures = &want};
     VkResult r = vkCreateDevice(ctx->physical, &dci, NULL, &ctx->device);
     if (r != VK_SUCCESS) {
@@ -574,7 +592,8 @@ void cd_vk_unlock(cd_gpu_context *ctx) { pthread_mutex_unlock(&ctx->lock); }
 
 cd_status cd_vk_usable(const cd_gpu_context *ctx, cd_error *err) {
     if (!ctx->lost) return CD_OK;
-    return cd_fail(err, CD_ERR_IO, "Vulkan: the device of this context was lost; destroy the context and create another");
+    return cd_fail(err, CD_ERR_IO,
+                   "Vulkan: the device of this context was lost; destroy the context and create another");
 }
 
 void cd_vk_wait_idle(cd_gpu_context *ctx) {

@@ -54,7 +54,7 @@ struct cd_gpu_context {
 
     VkPipelineCache cache;
     bool cache_hit;
-    bool cache_dirty; /* pipelines built since the cache file was read: written back at destroy */
+    bool cache_dirty;      /* pipelines built since the cache file was read: written back at destroy */
     char cache_path[1024]; /* empty: no persistence */
 
     /* The op families' per-context state (their kernels), created on first use (cd_vk_family_state). */

@@ -50,7 +50,8 @@ cd_status cd_device_policy_init(cd_device_policy *p, cd_device requested, const 
     cd_status st = cd_gpu_create(&p->gpu, &p->spare, &why);
     if (st == CD_OK && requested == CD_DEVICE_AUTO && cd_gpu_device(p->spare)->type == CD_GPU_CPU) {
         /* a software device (lavapipe) is slower than the C code: auto keeps the CPU */
-        st = cd_fail(&why, CD_ERR_UNSUPPORTED, "the Vulkan device '%s' is a CPU implementation", cd_gpu_device(p->spare)->name);
+        st = cd_fail(&why, CD_ERR_UNSUPPORTED, "the Vulkan device '%s' is a CPU implementation",
+                     cd_gpu_device(p->spare)->name);
         cd_gpu_destroy(p->spare);
         p->spare = NULL;
     }
@@ -85,7 +86,8 @@ void cd_device_policy_describe(cd_device_policy *p, char *note, size_t note_len,
 
 cd_status cd_device_slot_open(cd_device_policy *p, cd_device_slot *s, cd_error *err) {
     memset(s, 0, sizeof *s);
-    if (pthread_rwlock_init(&s->lock, NULL) != 0) return cd_fail(err, CD_ERR_NOMEM, "cannot create a device slot's lock");
+    if (pthread_rwlock_init(&s->lock, NULL) != 0)
+        return cd_fail(err, CD_ERR_NOMEM, "cannot create a device slot's lock");
     s->ready = true;
     if (!p->use_gpu) return CD_OK;
     s->inject_lost = p->inject_lost;
@@ -112,7 +114,8 @@ static cd_device_next give_up(cd_device_policy *p, const char *what, const char 
 }
 
 /* A lost device: the slot's context destroyed and created again, once per slot (write lock). */
-static cd_device_next after_loss(cd_device_policy *p, cd_device_slot *s, uint32_t generation, const char *what, const char *msg) {
+static cd_device_next after_loss(cd_device_policy *p, cd_device_slot *s, uint32_t generation, const char *what,
+                                 const char *msg) {
     pthread_rwlock_wrlock(&s->lock);
     if (s->generation != generation || !s->gpu) { /* another thread got here first */
         cd_device_next next = s->gpu ? CD_DEVICE_RETRY : CD_DEVICE_FALLBACK;
@@ -138,13 +141,14 @@ static cd_device_next after_loss(cd_device_policy *p, cd_device_slot *s, uint32_
     cd_status cs = cd_gpu_create(&p->gpu, &s->gpu, &ce);
     if (cs != CD_OK) s->gpu = NULL;
     pthread_rwlock_unlock(&s->lock);
-    if (cs != CD_OK) return give_up(p, "a lost Vulkan device could not be opened again, the CPU does the rest", ce.message);
+    if (cs != CD_OK)
+        return give_up(p, "a lost Vulkan device could not be opened again, the CPU does the rest", ce.message);
     return CD_DEVICE_RETRY;
 }
 
 /* What the status of a device call made on generation `generation` of the slot means. */
-static cd_device_next slot_result(cd_device_policy *p, cd_device_slot *s, uint32_t generation, cd_status st, const char *msg,
-                                  const char *what, uint64_t items) {
+static cd_device_next slot_result(cd_device_policy *p, cd_device_slot *s, uint32_t generation, cd_status st,
+                                  const char *msg, const char *what, uint64_t items) {
     if (st == CD_OK) {
         atomic_fetch_add(&p->gpu_items, items);
         return CD_DEVICE_DONE;
@@ -156,11 +160,8 @@ static cd_device_next slot_result(cd_device_policy *p, cd_device_slot *s, uint32
         snprintf(w, sizeof w, "the GPU could not %s, the CPU did (same semantics)", what);
         cd_device_policy_note(p, w, msg);
         return CD_DEVICE_FALLBACK;
-    case CD_ERR_IO:
-        return after_loss(p, s, generation, what, msg);
-    default:
-        snprintf(w, sizeof w, "the GPU could not %s, the CPU does the rest", what);
-        return give_up(p, w, msg);
+    case CD_ERR_IO: return after_loss(p, s, generation, what, msg);
+    default: snprintf(w, sizeof w, "the GPU could not %s, the CPU does the rest", what); return give_up(p, w, msg);
     }
 }
 
@@ -173,7 +174,8 @@ static bool inject_loss(cd_device_policy *p, cd_device_slot *s) {
     return injected;
 }
 
-bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn, void *user, const char *what, uint64_t items) {
+bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn, void *user, const char *what,
+                        uint64_t items) {
     for (;;) {
         if (!cd_device_policy_active(p) || !s || !s->ready) return false;
         pthread_rwlock_rdlock(&s->lock);
@@ -191,13 +193,9 @@ bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn,
             st = fn(s->gpu, user, &e);
         pthread_rwlock_unlock(&s->lock);
         switch (slot_result(p, s, generation, st, e.message, what, items)) {
-        case CD_DEVICE_DONE:
-            return true;
-        case CD_DEVICE_FALLBACK:
-            atomic_fetch_add(&p->cpu_items, items);
-            return false;
-        case CD_DEVICE_RETRY:
-            break;
+        case CD_DEVICE_DONE: return true;
+        case CD_DEVICE_FALLBACK: atomic_fetch_add(&p->cpu_items, items); return false;
+        case CD_DEVICE_RETRY: break;
         }
     }
 }

@@ -22,27 +22,27 @@
 
 typedef struct cd_device_policy {
     cd_device requested;
-    cd_gpu_options gpu;          /* every context is created (and re-created) with these; strings borrowed */
-    bool use_gpu;                /* resolved to Vulkan */
-    atomic_bool off;             /* given up: the CPU from now on */
-    atomic_ullong gpu_items;     /* items the device computed */
-    atomic_ullong cpu_items;     /* items the CPU computed instead */
-    atomic_ullong resets;        /* contexts created again after a lost device */
-    cd_gpu_context *spare;       /* the context made while resolving: the first slot takes it */
-    int inject_lost;             /* test hook, see cd_device_slot_result */
-    pthread_mutex_t mu;          /* note and device_name */
-    char note[384];              /* the first reason the CPU ran instead (or the one that gave the device up) */
-    char device_name[320];       /* "vulkan: NAME", "cpu" or "cpu (vulkan not used: WHY)" */
+    cd_gpu_options gpu;      /* every context is created (and re-created) with these; strings borrowed */
+    bool use_gpu;            /* resolved to Vulkan */
+    atomic_bool off;         /* given up: the CPU from now on */
+    atomic_ullong gpu_items; /* items the device computed */
+    atomic_ullong cpu_items; /* items the CPU computed instead */
+    atomic_ullong resets;    /* contexts created again after a lost device */
+    cd_gpu_context *spare;   /* the context made while resolving: the first slot takes it */
+    int inject_lost;         /* test hook, see cd_device_slot_result */
+    pthread_mutex_t mu;      /* note and device_name */
+    char note[384];          /* the first reason the CPU ran instead (or the one that gave the device up) */
+    char device_name[320];   /* "vulkan: NAME", "cpu" or "cpu (vulkan not used: WHY)" */
     bool ready;
 } cd_device_policy;
 
 typedef struct cd_device_slot {
-    pthread_rwlock_t lock;       /* read: a call on gpu; write: its re-creation */
-    cd_gpu_context *gpu;         /* NULL: the CPU */
-    uint32_t generation;         /* grows with each re-creation */
+    pthread_rwlock_t lock; /* read: a call on gpu; write: its re-creation */
+    cd_gpu_context *gpu;   /* NULL: the CPU */
+    uint32_t generation;   /* grows with each re-creation */
     uint32_t resets;
     int inject_lost;
-    uint64_t messages_gone;      /* validation messages of the contexts this slot destroyed */
+    uint64_t messages_gone;           /* validation messages of the contexts this slot destroyed */
     void (*before_reset)(void *user); /* optional: frees what still uses the old context */
     void *user;
     bool ready;
@@ -52,15 +52,16 @@ typedef struct cd_device_slot {
  * "WHO: device 'vulkan': REASON"; AUTO on a software device or without Vulkan is the CPU with the
  * reason in device_name. gpu may be NULL (defaults). Free with cd_device_policy_free, also after a
  * failure. */
-CD_INTERNAL cd_status cd_device_policy_init(cd_device_policy *p, cd_device requested, const cd_gpu_options *gpu, const char *who,
-                                            cd_error *err);
+CD_INTERNAL cd_status cd_device_policy_init(cd_device_policy *p, cd_device requested, const cd_gpu_options *gpu,
+                                            const char *who, cd_error *err);
 CD_INTERNAL void cd_device_policy_free(cd_device_policy *p);
 /* Vulkan is resolved and not given up. */
 CD_INTERNAL bool cd_device_policy_active(const cd_device_policy *p);
 /* Records a reason the CPU ran (kept when it is the first). */
 CD_INTERNAL void cd_device_policy_note(cd_device_policy *p, const char *what, const char *msg);
 /* Copies the note and the device name (each may be NULL). */
-CD_INTERNAL void cd_device_policy_describe(cd_device_policy *p, char *note, size_t note_len, char *name, size_t name_len);
+CD_INTERNAL void cd_device_policy_describe(cd_device_policy *p, char *note, size_t note_len, char *name,
+                                           size_t name_len);
 
 /* A slot with its own context (the spare one first) when the policy uses Vulkan, else an empty slot.
  * A context that cannot be created is an error. Close with cd_device_slot_close, also after a failure. */
@@ -76,8 +77,8 @@ typedef cd_status (*cd_device_fn)(cd_gpu_context *gpu, void *user, cd_error *err
  * counted as the device's on success. Test hook: $CIRRDATA_TEST_DEVICE_LOST=N makes the first N
  * calls of each slot a lost device without running fn, so that the tests run the recovery on a
  * device that does not fail. */
-CD_INTERNAL bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn, void *user, const char *what,
-                                    uint64_t items);
+CD_INTERNAL bool cd_device_slot_run(cd_device_policy *p, cd_device_slot *s, cd_device_fn fn, void *user,
+                                    const char *what, uint64_t items);
 /* Validation messages of the slot's contexts, the destroyed ones included; the first one of the
  * current context to `first` when non-NULL. */
 CD_INTERNAL uint64_t cd_device_slot_messages(cd_device_slot *s, char *first, size_t first_len);

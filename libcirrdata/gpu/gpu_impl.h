@@ -139,8 +139,8 @@ CD_INTERNAL cd_status cd_vk_layout_create(cd_gpu_context *ctx, cd_vk_kernel *k, 
 CD_INTERNAL void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k);
 /* A pipeline of `shader` on k's layouts, with specialization constants 0..nspec-1 = spec[] (32-bit
  * each), built through the context's pipeline cache (written back when the context goes). */
-CD_INTERNAL cd_status cd_vk_pipeline_create(cd_gpu_context *ctx, const cd_vk_kernel *k, cd_shader_id shader, const uint32_t *spec,
-                                            uint32_t nspec, VkPipeline *out, cd_error *err);
+CD_INTERNAL cd_status cd_vk_pipeline_create(cd_gpu_context *ctx, const cd_vk_kernel *k, cd_shader_id shader,
+                                            const uint32_t *spec, uint32_t nspec, VkPipeline *out, cd_error *err);
 CD_INTERNAL void cd_vk_pipeline_destroy(cd_gpu_context *ctx, VkPipeline pipeline);
 /* Points binding i of the kernel's own set at ranges[i] (all in CD_VK_DEVICE). */
 CD_INTERNAL void cd_vk_kernel_bind(cd_gpu_context *ctx, cd_vk_kernel *k, const cd_vk_range *ranges);

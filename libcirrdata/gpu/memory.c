@@ -51,8 +51,10 @@ cd_status cd_vk_arenas_reserve(cd_gpu_context *ctx, const VkDeviceSize need[CD_V
         total = ctx->held_bytes;
         for (int k = 0; k < CD_VK_NKINDS; k++) total += need[k];
         if (total > ctx->memory_limit)
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs %s, more than the context's limit of %s (%s)",
-                           cd_format_bytes(total, b1, sizeof b1), cd_format_bytes(ctx->memory_limit, b2, sizeof b2), ctx->info.name);
+            return cd_fail(err, CD_ERR_NOMEM,
+                           "GPU memory: the batch needs %s, more than the context's limit of %s (%s)",
+                           cd_format_bytes(total, b1, sizeof b1), cd_format_bytes(ctx->memory_limit, b2, sizeof b2),
+                           ctx->info.name);
         for (int k = 0; k < CD_VK_NKINDS; k++)
             if (need[k] > ctx->arena[k].capacity) cd_vk_arena_free(ctx, &ctx->arena[k]);
     }
@@ -69,7 +71,8 @@ cd_status cd_vk_arenas_reserve(cd_gpu_context *ctx, const VkDeviceSize need[CD_V
             if (o != k) others += ctx->arena[o].capacity > need[o] ? ctx->arena[o].capacity : need[o];
         if (cap > ctx->max_allocation || (ctx->memory_limit && others + cap > ctx->memory_limit)) cap = need[k];
         if (cap > ctx->max_allocation)
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs a %s %s buffer, more than one allocation may hold (%s) on %s",
+            return cd_fail(err, CD_ERR_NOMEM,
+                           "GPU memory: the batch needs a %s %s buffer, more than one allocation may hold (%s) on %s",
                            cd_format_bytes(cap, b1, sizeof b1), kind_name((cd_vk_kind)k),
                            cd_format_bytes(ctx->max_allocation, b2, sizeof b2), ctx->info.name);
         VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
@@ -108,13 +111,17 @@ cd_status cd_vk_arenas_reserve(cd_gpu_context *ctx, const VkDeviceSize need[CD_V
         const VkMemoryType *mt = &ctx->memprops.memoryTypes[t];
         VkDeviceSize heap = ctx->memprops.memoryHeaps[mt->heapIndex].size, in_heap = req.size;
         for (int o = 0; o < CD_VK_NKINDS; o++)
-            if (o != k && ctx->arena[o].memory && ctx->arena[o].heap_index == mt->heapIndex) in_heap += ctx->arena[o].capacity;
+            if (o != k && ctx->arena[o].memory && ctx->arena[o].heap_index == mt->heapIndex)
+                in_heap += ctx->arena[o].capacity;
         if (in_heap > heap) {
             cd_vk_arena_free(ctx, a);
             return cd_fail(err, CD_ERR_NOMEM, "GPU memory: the batch needs %s in a memory heap of %s (%s)",
-                           cd_format_bytes(in_heap, b1, sizeof b1), cd_format_bytes(heap, b2, sizeof b2), ctx->info.name);
+                           cd_format_bytes(in_heap, b1, sizeof b1), cd_format_bytes(heap, b2, sizeof b2),
+                           ctx->info.name);
         }
-        VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)t};
+        VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                                    .allocationSize = req.size,
+                                    .memoryTypeIndex = (uint32_t)t};
         r = ctx->vk.vkAllocateMemory(ctx->device, &mai, NULL, &a->memory);
         if (r != VK_SUCCESS) {
             a->memory = VK_NULL_HANDLE;
@@ -149,23 +156,26 @@ cd_vk_range cd_vk_alloc(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size)
 
 void *cd_vk_host(cd_gpu_context *ctx, cd_vk_range r) { return (char *)ctx->arena[r.kind].mapped + r.offset; }
 
-cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size, cd_vk_buffer *out, cd_error *err) {
+cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize size, cd_vk_buffer *out,
+                              cd_error *err) {
     char b1[32], b2[32], b3[32];
     memset(out, 0, sizeof *out);
     size = cd_vk_padded(ctx, size);
     uint64_t arenas = 0;
     for (int k = 0; k < CD_VK_NKINDS; k++) arenas += ctx->arena[k].capacity;
     if (ctx->memory_limit && arenas + ctx->held_bytes + size > ctx->memory_limit)
-        return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer does not fit the context's limit of %s (%s held; %s)",
-                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->memory_limit, b2, sizeof b2),
-                       cd_format_bytes(arenas + ctx->held_bytes, b3, sizeof b3), ctx->info.name);
+        return cd_fail(
+            err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer does not fit the context's limit of %s (%s held; %s)",
+            cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->memory_limit, b2, sizeof b2),
+            cd_format_bytes(arenas + ctx->held_bytes, b3, sizeof b3), ctx->info.name);
     if (size > ctx->max_allocation)
         return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s %s buffer is more than one allocation may hold (%s) on %s",
-                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind), cd_format_bytes(ctx->max_allocation, b2, sizeof b2),
-                       ctx->info.name);
+                       cd_format_bytes(size, b1, sizeof b1), kind_name(kind),
+                       cd_format_bytes(ctx->max_allocation, b2, sizeof b2), ctx->info.name);
     VkBufferCreateInfo bci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                               .size = size,
-                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                       VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                               .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkResult r = ctx->vk.vkCreateBuffer(ctx->device, &bci, NULL, &out->buffer);
     if (r != VK_SUCCESS) {
@@ -177,29 +187,35 @@ cd_status cd_vk_buffer_create(cd_gpu_context *ctx, cd_vk_kind kind, VkDeviceSize
     /* the arenas' choice of memory type for this kind */
     const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     VkMemoryPropertyFlags required = host, preferred = 0;
-    if (kind == CD_VK_DEVICE && ctx->shared) preferred = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
-    else if (kind == CD_VK_DEVICE) required = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
-    else if (kind == CD_VK_READBACK) preferred = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    if (kind == CD_VK_DEVICE && ctx->shared)
+        preferred = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    else if (kind == CD_VK_DEVICE)
+        required = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    else if (kind == CD_VK_READBACK)
+        preferred = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
     int t = find_memory_type(&ctx->memprops, req.memoryTypeBits, required, preferred);
     if (t < 0) {
         cd_vk_buffer_destroy(ctx, out);
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "GPU memory: %s has no memory type for %s buffers", ctx->info.name, kind_name(kind));
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "GPU memory: %s has no memory type for %s buffers", ctx->info.name,
+                       kind_name(kind));
     }
     const VkMemoryType *mt = &ctx->memprops.memoryTypes[t];
     if (req.size > ctx->memprops.memoryHeaps[mt->heapIndex].size) {
         cd_vk_buffer_destroy(ctx, out);
         return cd_fail(err, CD_ERR_NOMEM, "GPU memory: a %s buffer is larger than its memory heap (%s) on %s",
-                       cd_format_bytes(req.size, b1, sizeof b1), cd_format_bytes(ctx->memprops.memoryHeaps[mt->heapIndex].size, b2, sizeof b2),
-                       ctx->info.name);
+                       cd_format_bytes(req.size, b1, sizeof b1),
+                       cd_format_bytes(ctx->memprops.memoryHeaps[mt->heapIndex].size, b2, sizeof b2), ctx->info.name);
     }
-    VkMemoryAllocateInfo mai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)t};
+    VkMemoryAllocateInfo mai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)t};
     r = ctx->vk.vkAllocateMemory(ctx->device, &mai, NULL, &out->memory);
     if (r != VK_SUCCESS) {
         out->memory = VK_NULL_HANDLE;
         cd_vk_buffer_destroy(ctx, out);
         if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: cannot allocate %s of %s memory on %s (%s)", cd_format_bytes(req.size, b1, sizeof b1),
-                           kind_name(kind), ctx->info.name, cd_vk_result_name(r));
+            return cd_fail(err, CD_ERR_NOMEM, "GPU memory: cannot allocate %s of %s memory on %s (%s)",
+                           cd_format_bytes(req.size, b1, sizeof b1), kind_name(kind), ctx->info.name,
+                           cd_vk_result_name(r));
         return cd_vk_fail(ctx, err, r, "vkAllocateMemory");
     }
     r = ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0);

@@ -27,14 +27,19 @@ static cd_status mkdirs(const char *path) {
 
 static void cache_path(cd_gpu_context *ctx, const cd_gpu_options *o) {
     ctx->cache_path[0] = '\0';
-    if ((o && o->no_pipeline_cache) || (getenv("CIRRDATA_VK_PIPELINE_CACHE") && !strcmp(getenv("CIRRDATA_VK_PIPELINE_CACHE"), "0")))
+    if ((o && o->no_pipeline_cache) ||
+        (getenv("CIRRDATA_VK_PIPELINE_CACHE") && !strcmp(getenv("CIRRDATA_VK_PIPELINE_CACHE"), "0")))
         return;
     char dir[900];
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (o && o->cache_dir && *o->cache_dir) snprintf(dir, sizeof dir, "%s", o->cache_dir);
-    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/cirrdata", xdg);
-    else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/cirrdata", home);
-    else return;
+    if (o && o->cache_dir && *o->cache_dir)
+        snprintf(dir, sizeof dir, "%s", o->cache_dir);
+    else if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/cirrdata", xdg);
+    else if (home && *home)
+        snprintf(dir, sizeof dir, "%s/.cache/cirrdata", home);
+    else
+        return;
     char uuid[33];
     for (int i = 0; i < 16; i++) snprintf(uuid + 2 * i, 3, "%02x", ctx->props.pipelineCacheUUID[i]);
     snprintf(ctx->cache_path, sizeof ctx->cache_path, "%s/vk-pipelines-%04x-%04x-%08x-%s.bin", dir, ctx->props.vendorID,
@@ -63,8 +68,9 @@ static void *cache_read(cd_gpu_context *ctx, size_t *len) {
         memcpy(&hversion, b + 4, 4);
         memcpy(&vendor, b + 8, 4);
         memcpy(&device, b + 12, 4);
-        if (hsize >= 32 && hsize <= (uint32_t)n && hversion == VK_PIPELINE_CACHE_HEADER_VERSION_ONE && vendor == ctx->props.vendorID &&
-            device == ctx->props.deviceID && !memcmp(b + 16, ctx->props.pipelineCacheUUID, VK_UUID_SIZE)) {
+        if (hsize >= 32 && hsize <= (uint32_t)n && hversion == VK_PIPELINE_CACHE_HEADER_VERSION_ONE &&
+            vendor == ctx->props.vendorID && device == ctx->props.deviceID &&
+            !memcmp(b + 16, ctx->props.pipelineCacheUUID, VK_UUID_SIZE)) {
             fclose(f);
             *len = (size_t)n;
             return data;
@@ -79,7 +85,8 @@ static void *cache_read(cd_gpu_context *ctx, size_t *len) {
 static void cache_write(cd_gpu_context *ctx) {
     if (!ctx->cache_path[0] || !ctx->cache) return;
     size_t n = 0;
-    if (ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->cache, &n, NULL) != VK_SUCCESS || n == 0 || n > (64u << 20)) return;
+    if (ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->cache, &n, NULL) != VK_SUCCESS || n == 0 || n > (64u << 20))
+        return;
     void *data = malloc(n);
     if (!data) return;
     if (ctx->vk.vkGetPipelineCacheData(ctx->device, ctx->cache, &n, data) == VK_SUCCESS) {
@@ -105,7 +112,8 @@ void cd_vk_cache_open(cd_gpu_context *ctx, const cd_gpu_options *options) {
     cache_path(ctx, options);
     size_t len = 0;
     void *data = cache_read(ctx, &len);
-    VkPipelineCacheCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, .initialDataSize = len, .pInitialData = data};
+    VkPipelineCacheCreateInfo pci = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, .initialDataSize = len, .pInitialData = data};
     VkResult r = ctx->vk.vkCreatePipelineCache(ctx->device, &pci, NULL, &ctx->cache);
     if (r != VK_SUCCESS && data) { /* a driver that refuses the data: a miss */
         pci.initialDataSize = 0;
@@ -127,7 +135,8 @@ void cd_vk_cache_close(cd_gpu_context *ctx) {
 
 /* ---------------------------------------------------------------- kernels */
 
-cd_status cd_vk_layout_create(cd_gpu_context *ctx, cd_vk_kernel *k, uint32_t bindings, uint32_t push_bytes, cd_error *err) {
+cd_status cd_vk_layout_create(cd_gpu_context *ctx, cd_vk_kernel *k, uint32_t bindings, uint32_t push_bytes,
+                              cd_error *err) {
     memset(k, 0, sizeof *k);
     k->bindings = bindings;
     k->push_bytes = push_bytes;
@@ -138,7 +147,8 @@ cd_status cd_vk_layout_create(cd_gpu_context *ctx, cd_vk_kernel *k, uint32_t bin
                                               .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                               .descriptorCount = 1,
                                               .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-    VkDescriptorSetLayoutCreateInfo dli = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, .bindingCount = bindings, .pBindings = b};
+    VkDescriptorSetLayoutCreateInfo dli = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, .bindingCount = bindings, .pBindings = b};
     VkResult r = ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &dli, NULL, &k->set_layout);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateDescriptorSetLayout");
     VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = push_bytes};
@@ -152,18 +162,21 @@ cd_status cd_vk_layout_create(cd_gpu_context *ctx, cd_vk_kernel *k, uint32_t bin
     return CD_OK;
 }
 
-cd_status cd_vk_pipeline_create(cd_gpu_context *ctx, const cd_vk_kernel *k, cd_shader_id shader, const uint32_t *spec, uint32_t nspec,
-                                 VkPipeline *out, cd_error *err) {
+cd_status cd_vk_pipeline_create(cd_gpu_context *ctx, const cd_vk_kernel *k, cd_shader_id shader, const uint32_t *spec,
+                                uint32_t nspec, VkPipeline *out, cd_error *err) {
     *out = VK_NULL_HANDLE;
     VkSpecializationMapEntry me[4];
     if (nspec > 4) return cd_fail(err, CD_ERR_INTERNAL, "too many specialization constants");
-    for (uint32_t i = 0; i < nspec; i++) me[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = sizeof(uint32_t)};
+    for (uint32_t i = 0; i < nspec; i++)
+        me[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = sizeof(uint32_t)};
     const cd_shader *code = cd_shader_get(shader);
-    VkShaderModuleCreateInfo smi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code->bytes, .pCode = code->code};
+    VkShaderModuleCreateInfo smi = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code->bytes, .pCode = code->code};
     VkShaderModule mod;
     VkResult r = ctx->vk.vkCreateShaderModule(ctx->device, &smi, NULL, &mod);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkCreateShaderModule");
-    VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = me, .dataSize = nspec * sizeof(uint32_t), .pData = spec};
+    VkSpecializationInfo si = {
+        .mapEntryCount = nspec, .pMapEntries = me, .dataSize = nspec * sizeof(uint32_t), .pData = spec};
     VkComputePipelineCreateInfo cpi = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
                                        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                                                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
@@ -185,8 +198,8 @@ void cd_vk_pipeline_destroy(cd_gpu_context *ctx, VkPipeline pipeline) {
     if (pipeline && ctx->device) ctx->vk.vkDestroyPipeline(ctx->device, pipeline, NULL);
 }
 
-cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id shader, uint32_t bindings, uint32_t push_bytes,
-                              uint32_t local_size, cd_error *err) {
+cd_status cd_vk_kernel_create(cd_gpu_context *ctx, cd_vk_kernel *k, cd_shader_id shader, uint32_t bindings,
+                              uint32_t push_bytes, uint32_t local_size, cd_error *err) {
     cd_status st = cd_vk_layout_create(ctx, k, bindings, push_bytes, err);
     k->local_size = local_size;
     if (st == CD_OK) st = cd_vk_pipeline_create(ctx, k, shader, &local_size, 1, &k->pipeline, err);
@@ -206,9 +219,11 @@ void cd_vk_kernel_destroy(cd_gpu_context *ctx, cd_vk_kernel *k) {
 
 /* ---------------------------------------------------------------- descriptor sets */
 
-cd_status cd_vk_sets_create(cd_gpu_context *ctx, uint32_t sets, uint32_t descriptors, VkDescriptorPool *out, cd_error *err) {
+cd_status cd_vk_sets_create(cd_gpu_context *ctx, uint32_t sets, uint32_t descriptors, VkDescriptorPool *out,
+                            cd_error *err) {
     VkDescriptorPoolSize ps = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = descriptors};
-    VkDescriptorPoolCreateInfo dpi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = sets, .poolSizeCount = 1, .pPoolSizes = &ps};
+    VkDescriptorPoolCreateInfo dpi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = sets, .poolSizeCount = 1, .pPoolSizes = &ps};
     VkResult r = ctx->vk.vkCreateDescriptorPool(ctx->device, &dpi, NULL, out);
     if (r != VK_SUCCESS) {
         *out = VK_NULL_HANDLE;
@@ -234,8 +249,8 @@ static void write_set(cd_gpu_context *ctx, VkDescriptorSet set, uint32_t n, cons
     ctx->vk.vkUpdateDescriptorSets(ctx->device, n, w, 0, NULL);
 }
 
-cd_status cd_vk_set_alloc(cd_gpu_context *ctx, VkDescriptorPool pool, const cd_vk_kernel *k, const VkDescriptorBufferInfo *bindings,
-                          VkDescriptorSet *out, cd_error *err) {
+cd_status cd_vk_set_alloc(cd_gpu_context *ctx, VkDescriptorPool pool, const cd_vk_kernel *k,
+                          const VkDescriptorBufferInfo *bindings, VkDescriptorSet *out, cd_error *err) {
     VkDescriptorSetAllocateInfo dai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
                                        .descriptorPool = pool,
                                        .descriptorSetCount = 1,
@@ -252,7 +267,8 @@ cd_status cd_vk_set_alloc(cd_gpu_context *ctx, VkDescriptorPool pool, const cd_v
 void cd_vk_kernel_bind(cd_gpu_context *ctx, cd_vk_kernel *k, const cd_vk_range *ranges) {
     VkDescriptorBufferInfo bi[16];
     for (uint32_t i = 0; i < k->bindings; i++)
-        bi[i] = (VkDescriptorBufferInfo){.buffer = ctx->arena[ranges[i].kind].buffer, .offset = ranges[i].offset, .range = ranges[i].size};
+        bi[i] = (VkDescriptorBufferInfo){
+            .buffer = ctx->arena[ranges[i].kind].buffer, .offset = ranges[i].offset, .range = ranges[i].size};
     write_set(ctx, k->set, k->bindings, bi);
 }
 

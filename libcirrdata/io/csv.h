@@ -8,9 +8,9 @@
 #include "core/internal.h"
 
 typedef struct cd_csv {
-    size_t nrows, ncols;   /* data rows (the header excluded) */
-    char **header;         /* ncols names, trimmed */
-    char ***rows;          /* rows[i][j]; short rows are padded with "" */
+    size_t nrows, ncols; /* data rows (the header excluded) */
+    char **header;       /* ncols names, trimmed */
+    char ***rows;        /* rows[i][j]; short rows are padded with "" */
 } cd_csv;
 
 CD_INTERNAL cd_status cd_csv_read(const char *path, cd_csv *out, cd_error *err);

@@ -29,7 +29,8 @@ static void write_holder(int fd, const char *what) {
     time_t t = time(NULL);
     struct tm tm;
     if (localtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    int n = snprintf(line, sizeof line, "pid %ld on host %s: cirrdata %s, since %s\n", (long)getpid(), host, what, when);
+    int n =
+        snprintf(line, sizeof line, "pid %ld on host %s: cirrdata %s, since %s\n", (long)getpid(), host, what, when);
     if (ftruncate(fd, 0) == 0 && n > 0) (void)!pwrite(fd, line, (size_t)n, 0);
 }
 
@@ -46,7 +47,8 @@ cd_status cd_dir_lock_acquire(const char *dir, const char *what, cd_dir_lock *lo
             /* A symbolic link planted at the lock's name: remove the link (never what it points to). */
             if (unlink(lock->path) == 0) continue;
         }
-        if (fd < 0) return cd_fail(err, CD_ERR_IO, "%s: cannot create the folder's lock file: %s", lock->path, strerror(errno));
+        if (fd < 0)
+            return cd_fail(err, CD_ERR_IO, "%s: cannot create the folder's lock file: %s", lock->path, strerror(errno));
         struct stat a, b;
         if (fstat(fd, &a) != 0 || !S_ISREG(a.st_mode)) {
             close(fd);
@@ -58,10 +60,11 @@ cd_status cd_dir_lock_acquire(const char *dir, const char *what, cd_dir_lock *lo
             read_holder(fd, holder, sizeof holder);
             close(fd);
             if (e == EWOULDBLOCK)
-                return cd_fail(err, CD_ERR_IO,
-                               "%s: another cirrdata process is writing into this folder (%s); wait for it to finish or "
-                               "choose another output folder",
-                               dir, holder);
+                return cd_fail(
+                    err, CD_ERR_IO,
+                    "%s: another cirrdata process is writing into this folder (%s); wait for it to finish or "
+                    "choose another output folder",
+                    dir, holder);
             return cd_fail(err, CD_ERR_IO, "%s: cannot lock: %s", lock->path, strerror(e));
         }
         if (stat(lock->path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {

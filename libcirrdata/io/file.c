@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include "io/file.h"
 
 cd_status cd_file_open(const char *path, cd_file *f, cd_error *err) {
@@ -27,7 +26,9 @@ void cd_file_close(cd_file *f) {
 
 cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t offset, size_t *got, cd_error *err) {
     ssize_t r = cd_pread_full(f->fd, buf, n, offset);
-    if (r < 0) return cd_fail(err, CD_ERR_IO, "%s: read failed at byte %llu: %s", f->path, (unsigned long long)offset, strerror(errno));
+    if (r < 0)
+        return cd_fail(err, CD_ERR_IO, "%s: read failed at byte %llu: %s", f->path, (unsigned long long)offset,
+                       strerror(errno));
     *got = (size_t)r;
     return CD_OK;
 }
@@ -65,15 +66,18 @@ int cd_path_has_suffix(const char *path, const char *suffix) {
     return lp >= ls && strcasecmp(path + lp - ls, suffix) == 0;
 }
 
-cd_status cd_file_write_atomic_ex(const char *path, const cd_write_piece *pieces, size_t npieces, bool durable, cd_error *err) {
+cd_status cd_file_write_atomic_ex(const char *path, const cd_write_piece *pieces, size_t npieces, bool durable,
+                                  cd_error *err) {
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return cd_fail(err, CD_ERR_ARG, "%.200s...: path too long", path);
     int fd;
     cd_status st = cd_file_create_exclusive(tmp, &fd, err);
     if (st != CD_OK) return st;
-    for (size_t i = 0; i < npieces && st == CD_OK; i++) st = cd_file_write_full(fd, pieces[i].data, pieces[i].len, tmp, err);
-    if (st == CD_OK && durable && fsync(fd) != 0) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+    for (size_t i = 0; i < npieces && st == CD_OK; i++)
+        st = cd_file_write_full(fd, pieces[i].data, pieces[i].len, tmp, err);
+    if (st == CD_OK && durable && fsync(fd) != 0)
+        st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     if (close(fd) != 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
     if (st == CD_OK && rename(tmp, path) != 0)
         st = cd_fail(err, CD_ERR_IO, "%s: cannot rename the finished file into place: %s", path, strerror(errno));
@@ -110,7 +114,8 @@ cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *
             cd_limit_describe(CD_LIMIT_JSON, max_bytes, lim, sizeof lim);
         else
             snprintf(lim, sizeof lim, "the limit of %s", cd_format_bytes(max_bytes, a, sizeof a));
-        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what, cd_format_bytes(f.size, a, sizeof a), lim);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: %s file of %s is above %s", path, what,
+                       cd_format_bytes(f.size, a, sizeof a), lim);
     }
     /* One byte more than the size tells whether the file grew meanwhile. */
     const size_t cap = (size_t)f.size;

@@ -20,25 +20,24 @@ CD_INTERNAL cd_status cd_file_open(const char *path, cd_file *f, cd_error *err);
 CD_INTERNAL void cd_file_close(cd_file *f);
 
 /* Reads exactly n bytes at offset; a short file is CD_ERR_TRUNCATED. */
-CD_INTERNAL cd_status cd_file_pread_exact(const cd_file *f, void *buf, size_t n, uint64_t offset,
-                                          cd_error *err);
+CD_INTERNAL cd_status cd_file_pread_exact(const cd_file *f, void *buf, size_t n, uint64_t offset, cd_error *err);
 
 /* Reads up to n bytes at offset into buf; *got receives the count (short only at end of file). */
-CD_INTERNAL cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t offset,
-                                         size_t *got, cd_error *err);
+CD_INTERNAL cd_status cd_file_pread_some(const cd_file *f, void *buf, size_t n, uint64_t offset, size_t *got,
+                                         cd_error *err);
 
 /* Reads the whole file into a buffer from cd_buffer_alloc (free with cd_buffer_free(*buf, *len)).
  * Files larger than max_bytes are refused with CD_ERR_LIMIT. */
-CD_INTERNAL cd_status cd_file_read_all(const cd_file *f, uint64_t max_bytes, void **buf, size_t *len,
-                                       cd_error *err);
+CD_INTERNAL cd_status cd_file_read_all(const cd_file *f, uint64_t max_bytes, void **buf, size_t *len, cd_error *err);
 
 /* Reads a whole text file (a regular file: see cd_open_regular) of at most max_bytes (0: the JSON size
  * cap of cirrdata/limits.h) into a NUL-terminated malloc'ed string (*text); `what` names the content in
  * messages ("recipe", "manifest"). The _len form also gives the byte count (the text may hold NUL
  * bytes). A file whose size changes while it is read is CD_ERR_IO. */
-CD_INTERNAL cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text, cd_error *err);
-CD_INTERNAL cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text, size_t *len,
-                                            cd_error *err);
+CD_INTERNAL cd_status cd_read_text_file(const char *path, size_t max_bytes, const char *what, char **text,
+                                        cd_error *err);
+CD_INTERNAL cd_status cd_read_text_file_len(const char *path, size_t max_bytes, const char *what, char **text,
+                                            size_t *len, cd_error *err);
 
 /* True when path ends with suffix (ASCII case-insensitive). */
 CD_INTERNAL int cd_path_has_suffix(const char *path, const char *suffix);
@@ -55,7 +54,7 @@ typedef struct cd_write_piece {
  * also fsyncs the file before the rename and the folder after it (manifests, journals). */
 CD_INTERNAL cd_status cd_file_write_atomic(const char *path, const cd_write_piece *pieces, size_t npieces,
                                            cd_error *err);
-CD_INTERNAL cd_status cd_file_write_atomic_ex(const char *path, const cd_write_piece *pieces, size_t npieces, bool durable,
-                                              cd_error *err);
+CD_INTERNAL cd_status cd_file_write_atomic_ex(const char *path, const cd_write_piece *pieces, size_t npieces,
+                                              bool durable, cd_error *err);
 
 #endif

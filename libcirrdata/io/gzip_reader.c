@@ -55,14 +55,13 @@ static cd_status zlib_error(const char *path, int rc, const z_stream *zs, uint64
         return cd_fail(err, CD_ERR_CORRUPT,
                        "%s: corrupt gzip: the ISIZE trailer disagrees with the inflated size (%llu bytes)", path,
                        (unsigned long long)produced);
-    if (strstr(msg, "data check"))
-        return cd_fail(err, CD_ERR_CORRUPT, "%s: corrupt gzip: CRC32 mismatch", path);
+    if (strstr(msg, "data check")) return cd_fail(err, CD_ERR_CORRUPT, "%s: corrupt gzip: CRC32 mismatch", path);
     return cd_fail(err, CD_ERR_CORRUPT, "%s: corrupt gzip data after %llu inflated bytes: %s", path,
                    (unsigned long long)produced, msg);
 }
 
-cd_status cd_gzip_inflate(const char *path, const uint8_t *in, size_t in_len, void *out, size_t want,
-                          uint64_t total, bool allow_short, size_t *got, cd_error *err) {
+cd_status cd_gzip_inflate(const char *path, const uint8_t *in, size_t in_len, void *out, size_t want, uint64_t total,
+                          bool allow_short, size_t *got, cd_error *err) {
     if (!cd_gzip_is_gzip(in, in_len)) return cd_fail(err, CD_ERR_FORMAT, "%s: not gzip data", path);
     if (want == total && in_len >= 18 && read_le32(in + in_len - 4) == (uint32_t)total &&
         inflate_libdeflate(in, in_len, out, want)) {
@@ -106,8 +105,8 @@ cd_status cd_gzip_inflate(const char *path, const uint8_t *in, size_t in_len, vo
         else
             extra += made;
         if (extra > MAX_EXTRA_BYTES) {
-            st = cd_fail(err, CD_ERR_FORMAT, "%s: gzip stream holds more than 64 MiB past the data the header describes",
-                         path);
+            st = cd_fail(err, CD_ERR_FORMAT,
+                         "%s: gzip stream holds more than 64 MiB past the data the header describes", path);
             break;
         }
         if (rc == Z_STREAM_END) {

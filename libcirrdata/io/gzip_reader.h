@@ -24,8 +24,7 @@ CD_INTERNAL bool cd_gzip_is_gzip(const uint8_t *in, size_t in_len);
  * When want == total, the stream is read to its end so the CRC32 and ISIZE trailers are checked;
  * data past total (at most 64 MiB) is checked and ignored.
  * Errors name path: truncated data, corrupt deflate data, CRC or length mismatches. */
-CD_INTERNAL cd_status cd_gzip_inflate(const char *path, const uint8_t *in, size_t in_len, void *out,
-                                      size_t want, uint64_t total, bool allow_short, size_t *got,
-                                      cd_error *err);
+CD_INTERNAL cd_status cd_gzip_inflate(const char *path, const uint8_t *in, size_t in_len, void *out, size_t want,
+                                      uint64_t total, bool allow_short, size_t *got, cd_error *err);
 
 #endif

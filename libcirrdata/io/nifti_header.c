@@ -58,8 +58,8 @@ const char *cd_nifti_datatype_label(int datatype) {
     }
 }
 
-void cd_nifti_qform_affine(double qb, double qc, double qd, double qx, double qy, double qz,
-                           const double pixdim[4], double out[4][4]) {
+void cd_nifti_qform_affine(double qb, double qc, double qd, double qx, double qy, double qz, const double pixdim[4],
+                           double out[4][4]) {
     /* nibabel.quaternions.fillpositive with threshold -3 * float32 eps, then quat2mat. */
     double w2 = 1.0 - (qb * qb + qc * qc + qd * qd);
     double w = (w2 < 0.0) ? 0.0 : sqrt(w2);
@@ -75,9 +75,15 @@ void cd_nifti_qform_affine(double qb, double qc, double qd, double qx, double qy
         double wX = w * X, wY = w * Y, wZ = w * Z;
         double xX = x * X, xY = x * Y, xZ = x * Z;
         double yY = y * Y, yZ = y * Z, zZ = z * Z;
-        r[0][0] = 1.0 - (yY + zZ); r[0][1] = xY - wZ;         r[0][2] = xZ + wY;
-        r[1][0] = xY + wZ;         r[1][1] = 1.0 - (xX + zZ); r[1][2] = yZ - wX;
-        r[2][0] = xZ - wY;         r[2][1] = yZ + wX;         r[2][2] = 1.0 - (xX + yY);
+        r[0][0] = 1.0 - (yY + zZ);
+        r[0][1] = xY - wZ;
+        r[0][2] = xZ + wY;
+        r[1][0] = xY + wZ;
+        r[1][1] = 1.0 - (xX + zZ);
+        r[1][2] = yZ - wX;
+        r[2][0] = xZ - wY;
+        r[2][1] = yZ + wX;
+        r[2][2] = 1.0 - (xX + yY);
     }
     double qfac = (pixdim[0] == 1.0 || pixdim[0] == -1.0) ? pixdim[0] : 1.0;
     double vox[3];
@@ -124,21 +130,24 @@ cd_status cd_nifti_caps_resolve(uint64_t requested, cd_nifti_caps *caps, cd_erro
 const char *cd_nifti_bytes_cap_text(const cd_nifti_caps *caps, char *buf, size_t buflen) {
     if (!caps->per_call) return cd_limit_describe(CD_LIMIT_BYTES, caps->max_bytes, buf, buflen);
     char v[32];
-    snprintf(buf, buflen, "the limit of %s given for this read (max_bytes)", cd_format_bytes(caps->max_bytes, v, sizeof v));
+    snprintf(buf, buflen, "the limit of %s given for this read (max_bytes)",
+             cd_format_bytes(caps->max_bytes, v, sizeof v));
     return buf;
 }
 
 /* The on-disk fields that are resolved after the checks: the xforms and the voxel offset. */
 typedef struct raw_fields {
-    double quatern[6];   /* quatern_b, c, d, qoffset_x, y, z */
+    double quatern[6]; /* quatern_b, c, d, qoffset_x, y, z */
     double srow[3][4];
     double vox_offset_f; /* NIfTI-1 stores the offset as a float */
     int64_t vox_offset;  /* NIfTI-2 */
 } raw_fields;
 
 /* The header size (348 or 540) and whether its fields are byte-swapped, from the first field. */
-static cd_status header_size(const char *path, const void *bytes, size_t len, uint32_t *hsize, bool *swapped, cd_error *err) {
-    if (len < 4) return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %zu bytes is too short for a NIfTI header", path, len);
+static cd_status header_size(const char *path, const void *bytes, size_t len, uint32_t *hsize, bool *swapped,
+                             cd_error *err) {
+    if (len < 4)
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %zu bytes is too short for a NIfTI header", path, len);
     uint32_t sizeof_hdr;
     memcpy(&sizeof_hdr, bytes, 4);
     if (sizeof_hdr == CD_NIFTI1_HEADER_SIZE || sizeof_hdr == CD_NIFTI2_HEADER_SIZE)
@@ -151,8 +160,8 @@ static cd_status header_size(const char *path, const void *bytes, size_t len, ui
                        path, sizeof_hdr);
     *hsize = *swapped ? bswap32(sizeof_hdr) : sizeof_hdr;
     if (len < *hsize)
-        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: the NIfTI-%d header needs %u bytes, the file has %zu", path,
-                       *hsize == CD_NIFTI1_HEADER_SIZE ? 1 : 2, *hsize, len);
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: the NIfTI-%d header needs %u bytes, the file has %zu",
+                       path, *hsize == CD_NIFTI1_HEADER_SIZE ? 1 : 2, *hsize, len);
     return CD_OK;
 }
 
@@ -164,36 +173,37 @@ static cd_status check_magic(const char *path, const char *magic, int version, b
         return cd_fail(err, CD_ERR_FORMAT, "%s: NIfTI-%d magic '%s' is for a %s, not a %s", path, version, magic,
                        pair ? "single .nii file" : ".hdr/.img pair", pair ? ".hdr/.img pair" : "single file");
     if (version == 1)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-1 file (plain Analyze 7.5 is not supported)", path);
+        return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-1 file (plain Analyze 7.5 is not supported)",
+                       path);
     return cd_fail(err, CD_ERR_FORMAT, "%s: wrong magic: not a NIfTI-2 file", path);
 }
 
 /* The fields that NIfTI-1 and NIfTI-2 headers share by name (N: a nifti_1_header or nifti_2_header). */
-#define COPY_FIELDS(N)                                                                             \
-    do {                                                                                           \
-        for (int i = 1; i < 8; i++) h->dim[i] = (N).dim[i];                                        \
-        for (int i = 0; i < 8; i++) h->pixdim[i] = (N).pixdim[i];                                  \
-        h->datatype = (N).datatype;                                                                \
-        h->bitpix = (N).bitpix;                                                                    \
-        h->scl_slope = (N).scl_slope;                                                              \
-        h->scl_inter = (N).scl_inter;                                                              \
-        h->qform_code = (N).qform_code;                                                            \
-        h->sform_code = (N).sform_code;                                                            \
-        raw->quatern[0] = (N).quatern_b, raw->quatern[1] = (N).quatern_c;                          \
-        raw->quatern[2] = (N).quatern_d, raw->quatern[3] = (N).qoffset_x;                          \
-        raw->quatern[4] = (N).qoffset_y, raw->quatern[5] = (N).qoffset_z;                          \
-        for (int j = 0; j < 4; j++) {                                                              \
-            raw->srow[0][j] = (N).srow_x[j];                                                       \
-            raw->srow[1][j] = (N).srow_y[j];                                                       \
-            raw->srow[2][j] = (N).srow_z[j];                                                       \
-        }                                                                                          \
-        h->xyzt_units = (N).xyzt_units;                                                            \
-        h->intent_code = (N).intent_code;                                                          \
-        memcpy(h->descrip, (N).descrip, 80);                                                       \
+#define COPY_FIELDS(N)                                                                                                 \
+    do {                                                                                                               \
+        for (int i = 1; i < 8; i++) h->dim[i] = (N).dim[i];                                                            \
+        for (int i = 0; i < 8; i++) h->pixdim[i] = (N).pixdim[i];                                                      \
+        h->datatype = (N).datatype;                                                                                    \
+        h->bitpix = (N).bitpix;                                                                                        \
+        h->scl_slope = (N).scl_slope;                                                                                  \
+        h->scl_inter = (N).scl_inter;                                                                                  \
+        h->qform_code = (N).qform_code;                                                                                \
+        h->sform_code = (N).sform_code;                                                                                \
+        raw->quatern[0] = (N).quatern_b, raw->quatern[1] = (N).quatern_c;                                              \
+        raw->quatern[2] = (N).quatern_d, raw->quatern[3] = (N).qoffset_x;                                              \
+        raw->quatern[4] = (N).qoffset_y, raw->quatern[5] = (N).qoffset_z;                                              \
+        for (int j = 0; j < 4; j++) {                                                                                  \
+            raw->srow[0][j] = (N).srow_x[j];                                                                           \
+            raw->srow[1][j] = (N).srow_y[j];                                                                           \
+            raw->srow[2][j] = (N).srow_z[j];                                                                           \
+        }                                                                                                              \
+        h->xyzt_units = (N).xyzt_units;                                                                                \
+        h->intent_code = (N).intent_code;                                                                              \
+        memcpy(h->descrip, (N).descrip, 80);                                                                           \
     } while (0)
 
-static cd_status read_nifti1(const char *path, const void *bytes, bool swapped, bool pair, cd_nifti_header *h, raw_fields *raw,
-                             cd_error *err) {
+static cd_status read_nifti1(const char *path, const void *bytes, bool swapped, bool pair, cd_nifti_header *h,
+                             raw_fields *raw, cd_error *err) {
     nifti_1_header n1;
     memcpy(&n1, bytes, sizeof n1);
     if (swapped) nifti_swap_as_nifti1(&n1);
@@ -206,8 +216,8 @@ static cd_status read_nifti1(const char *path, const void *bytes, bool swapped, 
     return CD_OK;
 }
 
-static cd_status read_nifti2(const char *path, const void *bytes, bool swapped, bool pair, cd_nifti_header *h, raw_fields *raw,
-                             cd_error *err) {
+static cd_status read_nifti2(const char *path, const void *bytes, bool swapped, bool pair, cd_nifti_header *h,
+                             raw_fields *raw, cd_error *err) {
     nifti_2_header n2;
     memcpy(&n2, bytes, sizeof n2);
     if (swapped) nifti_swap_as_nifti2(&n2);
@@ -215,7 +225,8 @@ static cd_status read_nifti2(const char *path, const void *bytes, bool swapped, 
     cd_status st = check_magic(path, n2.magic, 2, pair, err);
     if (st != CD_OK) return st;
     if (n2.dim[0] < -32768 || n2.dim[0] > 32767)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %lld is not a number of dimensions", path, (long long)n2.dim[0]);
+        return cd_fail(err, CD_ERR_FORMAT, "%s: dim[0] = %lld is not a number of dimensions", path,
+                       (long long)n2.dim[0]);
     h->ndim = (int)n2.dim[0];
     COPY_FIELDS(n2);
     raw->vox_offset_f = NAN;
@@ -233,7 +244,8 @@ static cd_status check_dims(const char *path, const cd_nifti_caps *caps, cd_nift
             continue;
         }
         if (h->dim[i] < 1)
-            return cd_fail(err, CD_ERR_FORMAT, "%s: dim[%d] = %lld: dimensions must be >= 1", path, i, (long long)h->dim[i]);
+            return cd_fail(err, CD_ERR_FORMAT, "%s: dim[%d] = %lld: dimensions must be >= 1", path, i,
+                           (long long)h->dim[i]);
         if ((uint64_t)h->dim[i] > caps->max_dim) {
             char c[160];
             return cd_fail(err, CD_ERR_LIMIT, "%s: dim[%d] = %lld is above %s", path, i, (long long)h->dim[i],
@@ -250,8 +262,8 @@ static cd_status check_datatype(const char *path, cd_nifti_header *h, size_t *es
     *esize = cd_dtype_size(h->dtype);
     if (h->dtype == CD_DTYPE_INVALID) {
         if (h->bitpix < 8 || h->bitpix % 8 || h->bitpix > 256)
-            return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s) with bitpix %d", path, h->datatype,
-                           cd_nifti_datatype_label(h->datatype), h->bitpix);
+            return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s) with bitpix %d", path,
+                           h->datatype, cd_nifti_datatype_label(h->datatype), h->bitpix);
         *esize = (size_t)h->bitpix / 8;
     } else if (h->bitpix != (int)(8 * *esize)) {
         return cd_fail(err, CD_ERR_FORMAT, "%s: bitpix %d disagrees with datatype %d (%s, %zu bits)", path, h->bitpix,
@@ -261,14 +273,17 @@ static cd_status check_datatype(const char *path, cd_nifti_header *h, size_t *es
 }
 
 /* Voxels per volume, volumes and bytes, without overflow and within the caps. */
-static cd_status check_sizes(const char *path, const cd_nifti_caps *caps, size_t esize, cd_nifti_header *h, cd_error *err) {
+static cd_status check_sizes(const char *path, const cd_nifti_caps *caps, size_t esize, cd_nifti_header *h,
+                             cd_error *err) {
     uint64_t vox3 = 1, nvol = 1, vol_bytes, all_bytes;
     bool over = false;
     for (int i = 1; i <= 3 && !over; i++) over = __builtin_mul_overflow(vox3, (uint64_t)h->dim[i], &vox3);
     for (int i = 4; i <= 7 && !over; i++) over = __builtin_mul_overflow(nvol, (uint64_t)h->dim[i], &nvol);
-    if (over || __builtin_mul_overflow(vox3, (uint64_t)esize, &vol_bytes) || __builtin_mul_overflow(vol_bytes, nvol, &all_bytes))
-        return cd_fail(err, CD_ERR_LIMIT, "%s: the header's dimensions (%lld x %lld x %lld x %lld ...) overflow a 64-bit size",
-                       path, (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], (long long)h->dim[4]);
+    if (over || __builtin_mul_overflow(vox3, (uint64_t)esize, &vol_bytes) ||
+        __builtin_mul_overflow(vol_bytes, nvol, &all_bytes))
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: the header's dimensions (%lld x %lld x %lld x %lld ...) overflow a 64-bit size", path,
+                       (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], (long long)h->dim[4]);
     h->nvolumes = (int64_t)nvol;
     h->volume_bytes = vol_bytes;
     if (vox3 > caps->max_voxels) {
@@ -279,15 +294,16 @@ static cd_status check_sizes(const char *path, const cd_nifti_caps *caps, size_t
     }
     if (vol_bytes > caps->max_bytes) {
         char a[32], c[160];
-        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld voxels of %zu bytes is %s, above %s", path,
-                       (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], esize,
+        return cd_fail(err, CD_ERR_LIMIT, "%s: a volume of %lld x %lld x %lld voxels of %zu bytes is %s, above %s",
+                       path, (long long)h->dim[1], (long long)h->dim[2], (long long)h->dim[3], esize,
                        cd_format_bytes(vol_bytes, a, sizeof a), cd_nifti_bytes_cap_text(caps, c, sizeof c));
     }
     return CD_OK;
 }
 
 /* Where the voxels start. NIfTI-1 stores it as a float. */
-static cd_status check_vox_offset(const char *path, uint32_t hsize, const raw_fields *raw, cd_nifti_header *h, cd_error *err) {
+static cd_status check_vox_offset(const char *path, uint32_t hsize, const raw_fields *raw, cd_nifti_header *h,
+                                  cd_error *err) {
     int64_t vox_offset = raw->vox_offset;
     if (h->version == 1) {
         if (!isfinite(raw->vox_offset_f) || raw->vox_offset_f < 0 || raw->vox_offset_f > 9.0e15)
@@ -335,7 +351,7 @@ static void resolve_geometry(const raw_fields *raw, cd_nifti_header *h) {
 }
 
 cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len, bool pair, const cd_nifti_caps *caps,
-                                 cd_nifti_header *h, cd_error *err) {
+                                cd_nifti_header *h, cd_error *err) {
     memset(h, 0, sizeof *h);
     uint32_t hsize = 0;
     bool swapped = false;
@@ -345,13 +361,16 @@ cd_status cd_nifti_parse_header(const char *path, const void *bytes, size_t len,
     h->big_endian = little_host ? swapped : !swapped;
     h->pair = pair;
     raw_fields raw = {.vox_offset = 0};
-    if (hsize == CD_NIFTI1_HEADER_SIZE) st = read_nifti1(path, bytes, swapped, pair, h, &raw, err);
-    else st = read_nifti2(path, bytes, swapped, pair, h, &raw, err);
+    if (hsize == CD_NIFTI1_HEADER_SIZE)
+        st = read_nifti1(path, bytes, swapped, pair, h, &raw, err);
+    else
+        st = read_nifti2(path, bytes, swapped, pair, h, &raw, err);
     if (st != CD_OK) return st;
     h->descrip[80] = '\0';
     size_t esize;
     if ((st = check_dims(path, caps, h, err)) != CD_OK || (st = check_datatype(path, h, &esize, err)) != CD_OK ||
-        (st = check_sizes(path, caps, esize, h, err)) != CD_OK || (st = check_vox_offset(path, hsize, &raw, h, err)) != CD_OK)
+        (st = check_sizes(path, caps, esize, h, err)) != CD_OK ||
+        (st = check_vox_offset(path, hsize, &raw, h, err)) != CD_OK)
         return st;
     resolve_geometry(&raw, h);
     return CD_OK;

@@ -174,19 +174,23 @@ static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_h
     char a[32], b[160];
     const uint64_t max_bytes = caps->max_bytes;
     const uint64_t vol_bytes = h->volume_bytes;
-    const uint64_t start = (uint64_t)h->vox_offset + (uint64_t)vol_index * vol_bytes; /* cannot overflow: bounded below */
-    uint64_t total;                                                                   /* end of all the data */
+    const uint64_t start =
+        (uint64_t)h->vox_offset + (uint64_t)vol_index * vol_bytes; /* cannot overflow: bounded below */
+    uint64_t total;                                                /* end of all the data */
     if (__builtin_mul_overflow((uint64_t)h->nvolumes, vol_bytes, &total) ||
         __builtin_add_overflow(total, (uint64_t)h->vox_offset, &total))
         return cd_fail(err, CD_ERR_LIMIT, "%s: data size overflows", data_path);
 
     if (!ds->gz) {
         if (ds->file.size < total)
-            return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: file has %llu bytes, the header needs %llu (%lld volume%s at offset %lld)",
-                           data_path, (unsigned long long)ds->file.size, (unsigned long long)total, (long long)h->nvolumes,
-                           h->nvolumes == 1 ? "" : "s", (long long)h->vox_offset);
+            return cd_fail(err, CD_ERR_TRUNCATED,
+                           "%s: truncated: file has %llu bytes, the header needs %llu (%lld volume%s at offset %lld)",
+                           data_path, (unsigned long long)ds->file.size, (unsigned long long)total,
+                           (long long)h->nvolumes, h->nvolumes == 1 ? "" : "s", (long long)h->vox_offset);
         void *buf = cd_buffer_alloc((size_t)vol_bytes);
-        if (!buf) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(vol_bytes, a, sizeof a));
+        if (!buf)
+            return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path,
+                           cd_format_bytes(vol_bytes, a, sizeof a));
         cd_status st = cd_file_pread_exact(&ds->file, buf, (size_t)vol_bytes, start, err);
         if (st != CD_OK) {
             cd_buffer_free(buf, (size_t)vol_bytes);
@@ -207,9 +211,11 @@ static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_h
     const uint64_t want = (total <= max_bytes) ? total : need;
     if (want > max_bytes)
         return cd_fail(err, CD_ERR_LIMIT, "%s: reading volume %lld needs %s of inflated data, above %s", data_path,
-                       (long long)vol_index, cd_format_bytes(want, a, sizeof a), cd_nifti_bytes_cap_text(caps, b, sizeof b));
+                       (long long)vol_index, cd_format_bytes(want, a, sizeof a),
+                       cd_nifti_bytes_cap_text(caps, b, sizeof b));
     uint8_t *buf = cd_buffer_alloc((size_t)want);
-    if (!buf) return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(want, a, sizeof a));
+    if (!buf)
+        return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(want, a, sizeof a));
     cd_status st = cd_gzip_inflate(data_path, ds->bytes, ds->len, buf, (size_t)want, total, false, NULL, err);
     if (st != CD_OK) {
         cd_buffer_free(buf, (size_t)want);
@@ -221,7 +227,8 @@ static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_h
         void *one = cd_buffer_alloc((size_t)vol_bytes);
         if (!one) {
             cd_buffer_free(buf, (size_t)want);
-            return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path, cd_format_bytes(vol_bytes, a, sizeof a));
+            return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s", data_path,
+                           cd_format_bytes(vol_bytes, a, sizeof a));
         }
         memcpy(one, buf + start, (size_t)vol_bytes);
         cd_buffer_free(buf, (size_t)want);
@@ -269,8 +276,8 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
     }
     if (opts->volume < 0 || opts->volume >= h.nvolumes) {
         source_close(&hs);
-        return cd_fail(err, CD_ERR_ARG, "%s: volume %lld does not exist (the file has %lld)", path, (long long)opts->volume,
-                       (long long)h.nvolumes);
+        return cd_fail(err, CD_ERR_ARG, "%s: volume %lld does not exist (the file has %lld)", path,
+                       (long long)opts->volume, (long long)h.nvolumes);
     }
     source *data_src = &hs;
     if (f.pair) {

@@ -28,8 +28,8 @@ struct cd_cached_chunk {
     void *data;
     size_t len;
     int pins;
-    bool cached;                     /* false: a private entry (over budget), freed on unpin */
-    struct cd_cached_chunk *hnext;   /* hash chain */
+    bool cached;                         /* false: a private entry (over budget), freed on unpin */
+    struct cd_cached_chunk *hnext;       /* hash chain */
     struct cd_cached_chunk *prev, *next; /* LRU list, most recent first */
 };
 
@@ -156,8 +156,14 @@ void cd_chunk_cache_free(cd_chunk_cache *c, void *data, size_t len) {
 }
 
 static void lru_unlink(cd_chunk_cache *c, cd_cached_chunk *e) {
-    if (e->prev) e->prev->next = e->next; else c->head = e->next;
-    if (e->next) e->next->prev = e->prev; else c->tail = e->prev;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
     e->prev = e->next = NULL;
 }
 
@@ -279,8 +285,10 @@ bool cd_chunk_cache_preload(cd_chunk_cache *c, uint64_t key, void *data, size_t 
         hash_insert(c, e);
         /* at the cold end: chunks the sampling reads (moved to the front) outlive ones never read */
         e->prev = c->tail;
-        if (c->tail) c->tail->next = e;
-        else c->head = e;
+        if (c->tail)
+            c->tail->next = e;
+        else
+            c->head = e;
         c->tail = e;
     }
     pthread_mutex_unlock(&c->mu);

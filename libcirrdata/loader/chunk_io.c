@@ -40,9 +40,12 @@ bool cd_chunk_io_is_uring(const cd_chunk_io *io) { return io->uring; }
 
 static cd_status pread_all(cd_read_req *r, const char *path, cd_error *err) {
     ssize_t n = cd_pread_full(r->fd, r->buf, r->len, r->offset);
-    if (n < 0) return cd_fail(err, CD_ERR_IO, "%s: read at byte %llu failed: %s", path, (unsigned long long)r->offset, strerror(errno));
+    if (n < 0)
+        return cd_fail(err, CD_ERR_IO, "%s: read at byte %llu failed: %s", path, (unsigned long long)r->offset,
+                       strerror(errno));
     if ((size_t)n < r->len)
-        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %u bytes at %llu are past the end", path, r->len, (unsigned long long)r->offset);
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %u bytes at %llu are past the end", path, r->len,
+                       (unsigned long long)r->offset);
     return CD_OK;
 }
 
@@ -70,7 +73,8 @@ cd_status cd_chunk_io_read(cd_chunk_io *io, cd_read_req *reqs, size_t n, const c
         }
         if (queued) {
             int rc = io_uring_submit(&io->ring);
-            if (rc < 0 && st == CD_OK) st = cd_fail(err, CD_ERR_IO, "%s: io_uring submit failed: %s", path, strerror(-rc));
+            if (rc < 0 && st == CD_OK)
+                st = cd_fail(err, CD_ERR_IO, "%s: io_uring submit failed: %s", path, strerror(-rc));
             if (rc < 0) break;
         }
         if (inflight == 0) break;
@@ -87,7 +91,8 @@ cd_status cd_chunk_io_read(cd_chunk_io *io, cd_read_req *reqs, size_t n, const c
         inflight--;
         if (st != CD_OK) continue; /* drain what is in flight before returning */
         if (res < 0) {
-            st = cd_fail(err, CD_ERR_IO, "%s: read at byte %llu failed: %s", path, (unsigned long long)reqs[i].offset, strerror(-res));
+            st = cd_fail(err, CD_ERR_IO, "%s: read at byte %llu failed: %s", path, (unsigned long long)reqs[i].offset,
+                         strerror(-res));
         } else if ((uint32_t)res < reqs[i].len) {
             cd_read_req rest = reqs[i];
             rest.offset += (uint32_t)res;

@@ -28,7 +28,8 @@ static cd_status augment_share(cd_gpu_context *gpu, void *user, cd_error *err) {
  * on the CPU (the reason is in the policy's note). */
 static cd_status render_on_device(cd_loader *l, worker_scratch *w, int m, const int64_t patch[3]) {
     share_call c = {.l = l, .w = w, .m = m, .patch = patch};
-    if (!cd_device_slot_run(&l->policy, &w->gpu, augment_share, &c, "render a share", (uint64_t)m)) return CD_ERR_UNSUPPORTED;
+    if (!cd_device_slot_run(&l->policy, &w->gpu, augment_share, &c, "render a share", (uint64_t)m))
+        return CD_ERR_UNSUPPORTED;
     pthread_mutex_lock(&l->mu);
     l->dev.gpu_calls++;
     l->dev.gpu_reference += (uint64_t)c.t.cpu_fallback;
@@ -39,7 +40,8 @@ static cd_status render_on_device(cd_loader *l, worker_scratch *w, int m, const 
 
 /* Reads and plans samples j0 .. j0 + n - 1 (cd_loader_make_sample), listing those to render in
  * w->params / w->items. Returns how many; *first_err is cleared once err holds a failure. */
-static int read_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, cd_error *err, bool *first_err) {
+static int read_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, cd_error *err,
+                      bool *first_err) {
     int m = 0;
     for (uint32_t k = 0; k < n; k++) {
         gpu_job *gj = &w->jobs[k];
@@ -85,8 +87,8 @@ static void render_share_on_cpu(cd_loader *l, worker_scratch *w, uint32_t n, int
         if (w->sst[k] != CD_OK || !gj->render) continue;
         cd_error e;
         cd_error_clear(&e);
-        cd_status st = w->sst[k] = cd_sample_plan_render(&gj->plan, true, gj->box, l->has_mask ? gj->mbox : NULL, l->channels,
-                                                         gj->out_img, gj->out_mask, &e);
+        cd_status st = w->sst[k] = cd_sample_plan_render(&gj->plan, true, gj->box, l->has_mask ? gj->mbox : NULL,
+                                                         l->channels, gj->out_img, gj->out_mask, &e);
         if (st != CD_OK && *first_err) {
             *err = e;
             *first_err = false;
@@ -98,7 +100,8 @@ static void render_share_on_cpu(cd_loader *l, worker_scratch *w, uint32_t n, int
     pthread_mutex_unlock(&l->mu);
 }
 
-void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok, cd_error *err) {
+void cd_loader_make_share(cd_loader *l, worker_scratch *w, slot *s, uint32_t j0, uint32_t n, bool device_ok,
+                          cd_error *err) {
     bool first_err = true;
     const int m = read_share(l, w, s, j0, n, err, &first_err);
     if (m == 0) return;
@@ -126,7 +129,8 @@ static void device_ready(cd_loader *l) {
     l->use_gpu = l->pipe != NULL;
     /* A worker's share: the samples in flight (ring x batch) spread over the workers, at most a batch,
      * so that every worker has decoding to do and each device call carries as many samples as it can. */
-    const uint64_t inflight = (uint64_t)l->ring * l->o.batch_size, share = (inflight + (uint64_t)l->nthreads - 1) / (uint64_t)l->nthreads;
+    const uint64_t inflight = (uint64_t)l->ring * l->o.batch_size,
+                   share = (inflight + (uint64_t)l->nthreads - 1) / (uint64_t)l->nthreads;
     l->gpu_share = (uint32_t)(share < 1 ? 1 : share > l->o.batch_size ? l->o.batch_size : share);
 }
 
@@ -146,7 +150,8 @@ void cd_loader_device_messages(const cd_loader *l, worker_scratch *scratch, cd_l
     for (int i = 0; scratch && i < l->nthreads; i++) {
         char first[sizeof out->validation_first];
         uint64_t k = cd_device_slot_messages(&scratch[i].gpu, first, sizeof first);
-        if (k && first[0] && !out->validation_first[0]) snprintf(out->validation_first, sizeof out->validation_first, "%s", first);
+        if (k && first[0] && !out->validation_first[0])
+            snprintf(out->validation_first, sizeof out->validation_first, "%s", first);
         out->validation_messages += k;
     }
 }

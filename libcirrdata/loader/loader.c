@@ -35,9 +35,11 @@ static cd_loader *new_loader(const cd_loader_options *opts, int world, int rank)
 /* The dataset, the augmentation pipeline and the split's records with their sample shape. */
 static cd_status open_dataset(cd_loader *l, cd_error *err) {
     cd_status st = cd_dataset_open(l->o.dataset, &l->ds, err);
-    if (st == CD_OK && l->o.augment && strcmp(l->o.augment, "none")) st = cd_aug_pipeline_load(l->o.augment, &l->pipe, err);
+    if (st == CD_OK && l->o.augment && strcmp(l->o.augment, "none"))
+        st = cd_aug_pipeline_load(l->o.augment, &l->pipe, err);
     if (st == CD_OK) st = cd_loader_records_load(l, err);
-    if (st == CD_OK && l->nrecs == 0) st = cd_fail(err, CD_ERR_ARG, "%s: no records in split(s) '%s'", l->o.dataset, l->o.splits);
+    if (st == CD_OK && l->nrecs == 0)
+        st = cd_fail(err, CD_ERR_ARG, "%s: no records in split(s) '%s'", l->o.dataset, l->o.splits);
     if (st == CD_OK) st = cd_loader_records_shape(l, err);
     return st;
 }

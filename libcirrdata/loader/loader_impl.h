@@ -33,17 +33,17 @@ typedef struct rec_info {
     int32_t label;
     cd_record *rec;
     const cd_shard *shard;
-    int image_t, mask_t;       /* tensor numbers; mask_t -1 when absent */
+    int image_t, mask_t; /* tensor numbers; mask_t -1 when absent */
     cd_tensor_info img;
     uint32_t nfg;
-    int32_t (*fg)[3];          /* foreground voxel locations from the metadata */
+    int32_t (*fg)[3]; /* foreground voxel locations from the metadata */
     bool has_bbox;
     int64_t bbox[3][2];
 } rec_info;
 
 typedef struct item {
     uint32_t rec;
-    int32_t z;                 /* slice mode: the slice; else -1 */
+    int32_t z; /* slice mode: the slice; else -1 */
 } item;
 
 typedef struct slot {
@@ -55,7 +55,7 @@ typedef struct slot {
     uint8_t *mask;
     int32_t *label;
     int64_t *index, *slice, *corner;
-    int64_t shape[3];          /* of this batch's samples */
+    int64_t shape[3]; /* of this batch's samples */
     cd_batch batch;
 } slot;
 
@@ -67,18 +67,18 @@ typedef struct gpu_job {
     size_t box_cap;
     uint8_t *mbox;
     size_t mbox_cap;
-    float *out_img;            /* into the ring slot */
+    float *out_img; /* into the ring slot */
     uint8_t *out_mask;
-    bool render;               /* false: failed, or empty and already zeroed */
+    bool render; /* false: failed, or empty and already zeroed */
 } gpu_job;
 
 typedef struct worker_scratch {
     cd_chunk_io *io;
-    cd_device_slot gpu;        /* device "vulkan": this worker's own context (the device policy's slot) */
-    gpu_job *jobs;             /* batch_size of them */
+    cd_device_slot gpu; /* device "vulkan": this worker's own context (the device policy's slot) */
+    gpu_job *jobs;      /* batch_size of them */
     cd_gpu_spatial_item *items;
     cd_aug_params *params;
-    cd_status *sst;            /* per sample of the share */
+    cd_status *sst; /* per sample of the share */
     float *box;
     size_t box_cap;
     uint8_t *mbox;
@@ -101,9 +101,9 @@ struct cd_loader {
     size_t nrecs;
     item *items;
     uint64_t nitems;
-    int64_t patch[3];          /* sample size; in volume mode without a fixed size, record 0's (records.c) */
-    bool per_record_shape;     /* volume mode without a fixed size: each sample keeps its record's shape */
-    size_t max_pvox;           /* voxels of the largest sample: what ring buffers hold per sample */
+    int64_t patch[3];      /* sample size; in volume mode without a fixed size, record 0's (records.c) */
+    bool per_record_shape; /* volume mode without a fixed size: each sample keeps its record's shape */
+    size_t max_pvox;       /* voxels of the largest sample: what ring buffers hold per sample */
     uint32_t channels;
     bool has_mask;
     uint64_t per_rank, bpe;
@@ -114,26 +114,26 @@ struct cd_loader {
     /* ring and scheduling */
     slot *slots;
     uint32_t ring;
-    uint64_t assign_seq, deliver_seq;   /* batch sequence numbers; slot = seq % ring */
-    uint64_t sched_epoch, sched_pos;    /* next batch to assign */
-    uint64_t current_epoch;             /* epoch of the batches being delivered */
-    uint64_t deliver_epoch, deliver_pos;/* where the next delivered batch starts (resume state) */
+    uint64_t assign_seq, deliver_seq;    /* batch sequence numbers; slot = seq % ring */
+    uint64_t sched_epoch, sched_pos;     /* next batch to assign */
+    uint64_t current_epoch;              /* epoch of the batches being delivered */
+    uint64_t deliver_epoch, deliver_pos; /* where the next delivered batch starts (resume state) */
     bool epoch_end_reported;
     int busy;
-    bool stop;                 /* the workers are to exit (cd_loader_close) */
-    bool closed;               /* cd_loader_close has begun: next / set_state refuse */
+    bool stop;   /* the workers are to exit (cd_loader_close) */
+    bool closed; /* cd_loader_close has begun: next / set_state refuse */
     cd_status failed;
     char fail_msg[CD_ERROR_MESSAGE_MAX];
     uint64_t skipped;
     bool uring;
     /* device path (cirrdata/loader.h): counters under mu */
-    bool use_gpu;              /* workers render through their cd_gpu_context */
-    uint32_t gpu_share;        /* samples of a batch a worker claims at once */
+    bool use_gpu;       /* workers render through their cd_gpu_context */
+    uint32_t gpu_share; /* samples of a batch a worker claims at once */
     char device_name[320];
-    cd_device_policy policy;   /* cirrdata/device.h: resolution, fallbacks, the note */
+    cd_device_policy policy; /* cirrdata/device.h: resolution, fallbacks, the note */
     cd_loader_device_stats dev;
     /* preload (options.preload): jobs are (record, tensor) pairs, claimed under mu */
-    bool preloading;           /* workers take no batch until it is over */
+    bool preloading; /* workers take no batch until it is over */
     uint64_t pre_next, pre_jobs;
     int pre_busy;
     pthread_mutex_t mu;
@@ -175,8 +175,8 @@ static inline uint64_t cd_loader_chunk_key(size_t rec, int t, uint32_t chunk) {
 }
 /* Reads the box [lo, hi) (inside the tensor) of tensor t of record number rec into fbox / ubox
  * (laid out as the box). */
-CD_INTERNAL cd_status cd_loader_read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
-                                         float *fbox, uint8_t *ubox, cd_error *err);
+CD_INTERNAL cd_status cd_loader_read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3],
+                                         const int64_t hi[3], float *fbox, uint8_t *ubox, cd_error *err);
 /* A plan that is a map (cd_sample_plan_direct): the voxels go straight from the chunks into the
  * output, one copy, without the staging box; then the intensity ops. Equal to the box path bit for bit. */
 CD_INTERNAL cd_status cd_loader_read_direct(cd_loader *l, worker_scratch *w, size_t rec, const cd_sample_plan *plan,
@@ -192,7 +192,8 @@ CD_INTERNAL bool cd_loader_workers_start(cd_loader *l);
 CD_INTERNAL void cd_loader_workers_free(cd_loader *l, worker_scratch *scratch);
 /* Makes sample j of slot s. gj non-NULL (device path): reads its box into gj's buffers and plans it,
  * leaving the rendering to the share's cd_gpu_augment (gj->render), except an empty plan (zeroed here). */
-CD_INTERNAL cd_status cd_loader_make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, gpu_job *gj, cd_error *err);
+CD_INTERNAL cd_status cd_loader_make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, gpu_job *gj,
+                                            cd_error *err);
 
 /* ---- device.c ---- */
 

@@ -53,25 +53,32 @@ static const char *xyz(const int64_t p[3], char *buf, size_t len) {
  * binding's, for values that do not fit the C field. */
 static cd_status check_scalars(const cd_loader_options *o, cd_error *err) {
     if (o->batch_size == 0 && !o->splits && !o->augment) /* a zeroed struct: say how to get the defaults */
-        return cd_fail(err, CD_ERR_ARG, "batch_size must be in 1..%u (got 0; cd_loader_options_init fills in the defaults)",
+        return cd_fail(err, CD_ERR_ARG,
+                       "batch_size must be in 1..%u (got 0; cd_loader_options_init fills in the defaults)",
                        CD_LOADER_MAX_BATCH);
     if (o->batch_size < 1 || o->batch_size > CD_LOADER_MAX_BATCH)
         return cd_fail(err, CD_ERR_ARG, "batch_size must be in 1..%u (got %u)", CD_LOADER_MAX_BATCH, o->batch_size);
     if (o->threads < 0 || o->threads > CD_LOADER_MAX_THREADS)
-        return cd_fail(err, CD_ERR_ARG, "threads must be in 0..%d, 0 for one per online CPU (got %d)", CD_LOADER_MAX_THREADS, o->threads);
+        return cd_fail(err, CD_ERR_ARG, "threads must be in 0..%d, 0 for one per online CPU (got %d)",
+                       CD_LOADER_MAX_THREADS, o->threads);
     if (o->ring > CD_LOADER_MAX_RING)
-        return cd_fail(err, CD_ERR_ARG, "ring must be in 0..%u, 0 for the default 4 (got %u)", CD_LOADER_MAX_RING, o->ring);
+        return cd_fail(err, CD_ERR_ARG, "ring must be in 0..%u, 0 for the default 4 (got %u)", CD_LOADER_MAX_RING,
+                       o->ring);
     if (!(o->foreground_fraction >= 0 && o->foreground_fraction <= 1)) /* NaN too */
         return cd_fail(err, CD_ERR_ARG, "foreground_fraction must be in [0, 1] (got %g)", o->foreground_fraction);
     if ((unsigned)o->mode > CD_LOADER_SLICE)
         return cd_fail(err, CD_ERR_ARG, "mode must be in 0..2, volume, patch or slice (got %d)", (int)o->mode);
-    if ((unsigned)o->io > CD_IO_PREAD) return cd_fail(err, CD_ERR_ARG, "io must be in 0..2, auto, uring or pread (got %d)", (int)o->io);
+    if ((unsigned)o->io > CD_IO_PREAD)
+        return cd_fail(err, CD_ERR_ARG, "io must be in 0..2, auto, uring or pread (got %d)", (int)o->io);
     if (o->world_size < 0)
-        return cd_fail(err, CD_ERR_ARG, "world_size must be in 0..%d, 0 for $WORLD_SIZE (got %d)", INT_MAX, o->world_size);
+        return cd_fail(err, CD_ERR_ARG, "world_size must be in 0..%d, 0 for $WORLD_SIZE (got %d)", INT_MAX,
+                       o->world_size);
     const uint64_t ram = cd_loader_phys_ram();
     if (o->cache_bytes < -1 || (ram && o->cache_bytes > 0 && (uint64_t)o->cache_bytes > ram))
-        return cd_fail(err, CD_ERR_ARG, "cache_bytes must be in -1..%llu (the physical memory), 0 for no cache, -1 for the default (got %lld)",
-                       (unsigned long long)ram, (long long)o->cache_bytes);
+        return cd_fail(
+            err, CD_ERR_ARG,
+            "cache_bytes must be in -1..%llu (the physical memory), 0 for no cache, -1 for the default (got %lld)",
+            (unsigned long long)ram, (long long)o->cache_bytes);
     return CD_OK;
 }
 
@@ -89,14 +96,19 @@ static cd_status check_patch(const cd_loader_options *o, cd_error *err) {
     char b[96], d[160];
     const char *alt = o->mode == CD_LOADER_VOLUME ? ", or all 0 for each record's own size" : "";
     for (int a = 0; a < 3; a++)
-        if (p[a] < 1) return cd_fail(err, CD_ERR_ARG, "patch must be in 1..%llu per axis%s (got %s)", (unsigned long long)max_dim, alt, xyz(p, b, sizeof b));
+        if (p[a] < 1)
+            return cd_fail(err, CD_ERR_ARG, "patch must be in 1..%llu per axis%s (got %s)", (unsigned long long)max_dim,
+                           alt, xyz(p, b, sizeof b));
     for (int a = 0; a < 3; a++)
         if ((uint64_t)p[a] > max_dim)
-            return cd_fail(err, CD_ERR_LIMIT, "patch must be in 1..%llu per axis%s (got %s): %lld is above %s", (unsigned long long)max_dim, alt,
-                           xyz(p, b, sizeof b), (long long)p[a], cd_limit_describe(CD_LIMIT_DIM, max_dim, d, sizeof d));
+            return cd_fail(err, CD_ERR_LIMIT, "patch must be in 1..%llu per axis%s (got %s): %lld is above %s",
+                           (unsigned long long)max_dim, alt, xyz(p, b, sizeof b), (long long)p[a],
+                           cd_limit_describe(CD_LIMIT_DIM, max_dim, d, sizeof d));
     uint64_t v;
-    if (__builtin_mul_overflow((uint64_t)p[0], (uint64_t)p[1], &v) || __builtin_mul_overflow(v, (uint64_t)p[2], &v) || v > max_voxels)
-        return cd_fail(err, CD_ERR_LIMIT, "patch %s is above %s", xyz(p, b, sizeof b), cd_limit_describe(CD_LIMIT_VOXELS, max_voxels, d, sizeof d));
+    if (__builtin_mul_overflow((uint64_t)p[0], (uint64_t)p[1], &v) || __builtin_mul_overflow(v, (uint64_t)p[2], &v) ||
+        v > max_voxels)
+        return cd_fail(err, CD_ERR_LIMIT, "patch %s is above %s", xyz(p, b, sizeof b),
+                       cd_limit_describe(CD_LIMIT_VOXELS, max_voxels, d, sizeof d));
     return CD_OK;
 }
 
@@ -106,7 +118,8 @@ cd_status cd_loader_check_options(const cd_loader_options *o, int *world, int *r
     if (st == CD_OK) st = check_patch(o, err);
     *world = o->world_size;
     *rank = o->rank;
-    if (st == CD_OK && *world == 0 && (st = env_int("WORLD_SIZE", 1, 1, world, err)) == CD_OK) st = env_int("RANK", 0, 0, rank, err);
+    if (st == CD_OK && *world == 0 && (st = env_int("WORLD_SIZE", 1, 1, world, err)) == CD_OK)
+        st = env_int("RANK", 0, 0, rank, err);
     if (st == CD_OK && (*rank < 0 || *rank >= *world))
         st = cd_fail(err, CD_ERR_ARG, "rank must be in 0..%d (world_size %d) (got %d)", *world - 1, *world, *rank);
     return st;

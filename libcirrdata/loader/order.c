@@ -74,7 +74,8 @@ cd_status cd_loader_order_plan(cd_loader *l, cd_error *err) {
     cd_status st = make_items(l, err);
     if (st != CD_OK) return st;
     l->per_rank = l->nitems / (uint64_t)l->o.world_size + ((uint64_t)l->o.rank < l->nitems % (uint64_t)l->o.world_size);
-    if (l->per_rank == 0) st = cd_fail(err, CD_ERR_ARG, "%s: no samples for rank %d of %d", l->o.dataset, l->o.rank, l->o.world_size);
+    if (l->per_rank == 0)
+        st = cd_fail(err, CD_ERR_ARG, "%s: no samples for rank %d of %d", l->o.dataset, l->o.rank, l->o.world_size);
     l->bpe = l->o.drop_last ? l->per_rank / l->o.batch_size : (l->per_rank + l->o.batch_size - 1) / l->o.batch_size;
     if (st == CD_OK && l->bpe == 0) st = cd_fail(err, CD_ERR_ARG, "fewer samples than one batch with drop_last");
     l->order = calloc(l->per_rank ? l->per_rank : 1, sizeof *l->order);

@@ -11,7 +11,7 @@
 typedef struct preload_group {
     uint32_t ids[PRELOAD_GROUP];
     cd_chunk_info cis[PRELOAD_GROUP];
-    size_t n, total;           /* chunks, their stored bytes */
+    size_t n, total; /* chunks, their stored bytes */
 } preload_group;
 
 /* Collects the next group; *full when a chunk no longer fits the room. */

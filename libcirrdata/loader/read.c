@@ -37,19 +37,21 @@ static void copy_run(const uint8_t *raw, size_t src, cd_dtype dtype, size_t n, b
         copy_mask_run(raw + src, n, rev, u);
         return;
     }
-#define RUN(T, CONV)                                                                                                                   \
-    do {                                                                                                                               \
-        const T *s = (const T *)raw + src;                                                                                             \
-        if (rev)                                                                                                                       \
-            for (size_t i = 0; i < n; i++) o[i] = CONV(s[n - 1 - i]);                                                                  \
-        else                                                                                                                           \
-            for (size_t i = 0; i < n; i++) o[i] = CONV(s[i]);                                                                          \
+#define RUN(T, CONV)                                                                                                   \
+    do {                                                                                                               \
+        const T *s = (const T *)raw + src;                                                                             \
+        if (rev)                                                                                                       \
+            for (size_t i = 0; i < n; i++) o[i] = CONV(s[n - 1 - i]);                                                  \
+        else                                                                                                           \
+            for (size_t i = 0; i < n; i++) o[i] = CONV(s[i]);                                                          \
     } while (0)
 #define SAME(v) (v)
     switch (dtype) {
     case CD_DTYPE_FLOAT32:
-        if (!rev) memcpy(o, (const float *)raw + src, n * sizeof(float));
-        else RUN(float, SAME);
+        if (!rev)
+            memcpy(o, (const float *)raw + src, n * sizeof(float));
+        else
+            RUN(float, SAME);
         break;
     case CD_DTYPE_INT16: RUN(int16_t, (float)); break;
     case CD_DTYPE_UINT8: RUN(uint8_t, (float)); break;
@@ -62,8 +64,8 @@ static void copy_run(const uint8_t *raw, size_t src, cd_dtype dtype, size_t n, b
 
 /* Copies the voxels of one decoded chunk that the map m reads into its output (fbox: channels x
  * m->size float32, or ubox: m->size uint8): one run per (channel, x, y), reversed along mirrored z. */
-static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, const uint8_t *raw, const cd_sample_map *m, float *fbox,
-                          uint8_t *ubox) {
+static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, const uint8_t *raw, const cd_sample_map *m,
+                          float *fbox, uint8_t *ubox) {
     int64_t r0[3], r1[3]; /* source voxels of this chunk that the map reads */
     for (int a = 0; a < 3; a++) {
         const int64_t nlo = m->sgn[a] > 0 ? m->off[a] : m->off[a] - m->size[a] + 1, nhi = nlo + m->size[a];
@@ -82,9 +84,12 @@ static void scatter_chunk(const cd_tensor_info *ti, const cd_chunk_info *ci, con
             const int64_t ox = m->sgn[0] > 0 ? x - m->off[0] : m->off[0] - x;
             for (int64_t y = r0[1]; y < r1[1]; y++) {
                 const int64_t oy = m->sgn[1] > 0 ? y - m->off[1] : m->off[1] - y;
-                size_t src = (((size_t)c * ci->extent[0] + (size_t)(x - ci->start[0])) * ci->extent[1] + (size_t)(y - ci->start[1])) *
-                                 ci->extent[2] + (size_t)(r0[2] - ci->start[2]);
-                size_t dst = (size_t)c * pvox + ((size_t)ox * (size_t)m->size[1] + (size_t)oy) * (size_t)m->size[2] + (size_t)oz;
+                size_t src = (((size_t)c * ci->extent[0] + (size_t)(x - ci->start[0])) * ci->extent[1] +
+                              (size_t)(y - ci->start[1])) *
+                                 ci->extent[2] +
+                             (size_t)(r0[2] - ci->start[2]);
+                size_t dst =
+                    (size_t)c * pvox + ((size_t)ox * (size_t)m->size[1] + (size_t)oy) * (size_t)m->size[2] + (size_t)oz;
                 copy_run(raw, src, ti->dtype, n, rev, ubox ? NULL : fbox + dst, ubox ? ubox + dst : NULL);
             }
         }
@@ -102,10 +107,10 @@ typedef struct chunk_set {
     float *fbox;
     uint8_t *ubox;
     /* the chunks */
-    size_t n, nmiss, total;    /* chunks, those not cached, their stored bytes */
+    size_t n, nmiss, total; /* chunks, those not cached, their stored bytes */
     uint32_t *ids;
     const cd_cached_chunk **ent;
-    const void **data;         /* decoded bytes of chunk i still to scatter (NULL: scattered already) */
+    const void **data; /* decoded bytes of chunk i still to scatter (NULL: scattered already) */
     size_t *miss;
     bool heap;
     uint32_t ids_s[NSTACK];
@@ -170,9 +175,10 @@ static cd_status read_missing(worker_scratch *w, chunk_set *cs, cd_error *err) {
 
 /* Missing chunk i (stored bytes at `stored`) without a cache: decoded into the worker's reused buffer
  * and scattered at once (fresh buffers per chunk cost page faults that can exceed the decoding itself). */
-static cd_status decode_uncached(worker_scratch *w, chunk_set *cs, size_t i, const cd_chunk_info *ci, const uint8_t *stored,
-                                 cd_error *err) {
-    if (!(w->raw = cd_loader_grow(w->raw, &w->raw_cap, ci->raw_size ? ci->raw_size : 1))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+static cd_status decode_uncached(worker_scratch *w, chunk_set *cs, size_t i, const cd_chunk_info *ci,
+                                 const uint8_t *stored, cd_error *err) {
+    if (!(w->raw = cd_loader_grow(w->raw, &w->raw_cap, ci->raw_size ? ci->raw_size : 1)))
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     cd_status st = cd_record_decode_chunk(cs->ri->shard, cs->ri->rec, (uint32_t)cs->t, cs->ids[i], stored, w->raw, err);
     if (st == CD_OK) scatter_chunk(&cs->ti, ci, w->raw, cs->m, cs->fbox, cs->ubox);
     cs->data[i] = NULL;
@@ -180,7 +186,8 @@ static cd_status decode_uncached(worker_scratch *w, chunk_set *cs, size_t i, con
 }
 
 /* Missing chunk i decoded into the cache (pinned, scattered with the cached ones). */
-static cd_status decode_cached(cd_loader *l, chunk_set *cs, size_t i, const cd_chunk_info *ci, const uint8_t *stored, cd_error *err) {
+static cd_status decode_cached(cd_loader *l, chunk_set *cs, size_t i, const cd_chunk_info *ci, const uint8_t *stored,
+                               cd_error *err) {
     void *raw = cd_chunk_cache_alloc(l->cache, ci->raw_size);
     if (!raw) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     cd_status st = cd_record_decode_chunk(cs->ri->shard, cs->ri->rec, (uint32_t)cs->t, cs->ids[i], stored, raw, err);
@@ -215,8 +222,8 @@ static cd_status load_missing(cd_loader *l, worker_scratch *w, chunk_set *cs, cd
 /* Reads the chunks of tensor t of record number rec that the box [lo, hi) (inside the tensor)
  * touches and copies what the map m reads from them into fbox / ubox: cached decoded chunks are
  * reused, the others are read together (one submission), verified and decoded, then cached. */
-static cd_status read_chunks(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3],
-                             const cd_sample_map *m, float *fbox, uint8_t *ubox, cd_error *err) {
+static cd_status read_chunks(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3],
+                             const int64_t hi[3], const cd_sample_map *m, float *fbox, uint8_t *ubox, cd_error *err) {
     chunk_set cs = {.ri = &l->recs[rec], .rec = rec, .t = t, .m = m, .fbox = fbox, .ubox = ubox};
     cd_record_tensor_info(cs.ri->rec, (uint32_t)t, &cs.ti);
     uint32_t c0[3], c1[3];
@@ -238,14 +245,14 @@ static cd_status read_chunks(cd_loader *l, worker_scratch *w, size_t rec, int t,
     return st;
 }
 
-cd_status cd_loader_read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3], const int64_t hi[3], float *fbox,
-                             uint8_t *ubox, cd_error *err) {
+cd_status cd_loader_read_box(cd_loader *l, worker_scratch *w, size_t rec, int t, const int64_t lo[3],
+                             const int64_t hi[3], float *fbox, uint8_t *ubox, cd_error *err) {
     const cd_sample_map m = {{lo[0], lo[1], lo[2]}, {1, 1, 1}, {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]}};
     return read_chunks(l, w, rec, t, lo, hi, &m, fbox, ubox, err);
 }
 
-cd_status cd_loader_read_direct(cd_loader *l, worker_scratch *w, size_t rec, const cd_sample_plan *plan, const cd_sample_map *m,
-                                float *out_img, uint8_t *out_mask, cd_error *err) {
+cd_status cd_loader_read_direct(cd_loader *l, worker_scratch *w, size_t rec, const cd_sample_plan *plan,
+                                const cd_sample_map *m, float *out_img, uint8_t *out_mask, cd_error *err) {
     const rec_info *ri = &l->recs[rec];
     int64_t lo[3], hi[3];
     cd_sample_map_zero_outside(m, ri->img.shape, l->channels, out_img, out_mask);

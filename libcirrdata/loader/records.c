@@ -28,7 +28,8 @@ static void read_sampling_meta(rec_info *ri) {
     if (json_is_array(bb) && json_array_size(bb) == 3) {
         ri->has_bbox = true;
         for (int a = 0; a < 3; a++)
-            for (int b = 0; b < 2; b++) ri->bbox[a][b] = json_integer_value(json_array_get(json_array_get(bb, (size_t)a), (size_t)b));
+            for (int b = 0; b < 2; b++)
+                ri->bbox[a][b] = json_integer_value(json_array_get(json_array_get(bb, (size_t)a), (size_t)b));
     }
     json_decref(meta);
 }
@@ -43,7 +44,8 @@ static cd_status load_record(cd_loader *l, size_t i, json_t *e, cd_error *err) {
     l->nrecs++;
     ri->image_t = cd_record_find_tensor(ri->rec, "image");
     ri->mask_t = cd_record_find_tensor(ri->rec, "mask");
-    if (ri->image_t < 0) return cd_fail(err, CD_ERR_FORMAT, "%s: record %zu has no 'image' tensor", cd_shard_path(ri->shard), i);
+    if (ri->image_t < 0)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: record %zu has no 'image' tensor", cd_shard_path(ri->shard), i);
     cd_record_tensor_info(ri->rec, (uint32_t)ri->image_t, &ri->img);
     read_sampling_meta(ri);
     return CD_OK;
@@ -86,12 +88,13 @@ static cd_status volume_shape(cd_loader *l, cd_error *err) {
     l->per_record_shape = !fixed;
     for (size_t i = 0; i < l->nrecs && !fixed && l->o.batch_size > 1; i++)
         if (memcmp(l->recs[i].img.shape, s0, sizeof(uint32_t[3])))
-            return cd_fail(err, CD_ERR_ARG,
-                           "%s: volume mode with batch_size > 1 needs records of one shape (record %llu is %ux%ux%u, record %llu "
-                           "%ux%ux%u); give a fixed size (patch) to crop/pad",
-                           l->o.dataset, (unsigned long long)l->recs[0].dataset_index, s0[0], s0[1], s0[2],
-                           (unsigned long long)l->recs[i].dataset_index, l->recs[i].img.shape[0], l->recs[i].img.shape[1],
-                           l->recs[i].img.shape[2]);
+            return cd_fail(
+                err, CD_ERR_ARG,
+                "%s: volume mode with batch_size > 1 needs records of one shape (record %llu is %ux%ux%u, record %llu "
+                "%ux%ux%u); give a fixed size (patch) to crop/pad",
+                l->o.dataset, (unsigned long long)l->recs[0].dataset_index, s0[0], s0[1], s0[2],
+                (unsigned long long)l->recs[i].dataset_index, l->recs[i].img.shape[0], l->recs[i].img.shape[1],
+                l->recs[i].img.shape[2]);
     return CD_OK;
 }
 
@@ -103,7 +106,9 @@ static cd_status slice_shape(cd_loader *l, cd_error *err) {
     l->patch[2] = 1;
     for (size_t i = 0; i < l->nrecs; i++)
         if (l->recs[i].img.shape[0] != s0[0] || l->recs[i].img.shape[1] != s0[1])
-            return cd_fail(err, CD_ERR_ARG, "%s: slice mode needs one in-plane size (a 2D recipe such as cirrhosisstage-2d)", l->o.dataset);
+            return cd_fail(err, CD_ERR_ARG,
+                           "%s: slice mode needs one in-plane size (a 2D recipe such as cirrhosisstage-2d)",
+                           l->o.dataset);
     return CD_OK;
 }
 
@@ -113,8 +118,8 @@ cd_status cd_loader_records_shape(cd_loader *l, cd_error *err) {
     l->has_mask = true;
     for (size_t i = 0; i < l->nrecs; i++) { /* the message names the last record that differs */
         if (l->recs[i].img.channels != l->channels)
-            st = cd_fail(err, CD_ERR_FORMAT, "%s: records have different channel counts (%u and %u)", l->o.dataset, l->channels,
-                         l->recs[i].img.channels);
+            st = cd_fail(err, CD_ERR_FORMAT, "%s: records have different channel counts (%u and %u)", l->o.dataset,
+                         l->channels, l->recs[i].img.channels);
         if (l->recs[i].mask_t < 0) l->has_mask = false;
     }
     if (st != CD_OK) return st;

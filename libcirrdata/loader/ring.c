@@ -11,8 +11,9 @@ static bool ring_bytes(const cd_loader *l, uint64_t *out) {
     const uint64_t per_voxel = (uint64_t)l->channels * sizeof(float) + (l->has_mask ? 1 : 0);
     const uint64_t per_sample_extra = sizeof(bool) + sizeof(int32_t) + 5 * sizeof(int64_t);
     uint64_t v;
-    if (__builtin_mul_overflow((uint64_t)l->max_pvox, per_voxel, &v) || __builtin_add_overflow(v, per_sample_extra, &v) ||
-        __builtin_mul_overflow(v, (uint64_t)l->o.batch_size, &v) || __builtin_mul_overflow(v, (uint64_t)l->ring, &v))
+    if (__builtin_mul_overflow((uint64_t)l->max_pvox, per_voxel, &v) ||
+        __builtin_add_overflow(v, per_sample_extra, &v) || __builtin_mul_overflow(v, (uint64_t)l->o.batch_size, &v) ||
+        __builtin_mul_overflow(v, (uint64_t)l->ring, &v))
         return false;
     *out = v;
     return true;
@@ -36,9 +37,11 @@ cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err) {
     if (!ring_bytes(l, &rb) || (ram && rb > ram)) {
         char need[32], have[32];
         return cd_fail(err, CD_ERR_LIMIT,
-                       "%s: the batch ring (ring %u x batch_size %zu x %u channel(s) x %zu voxels) needs %s, more than the physical "
+                       "%s: the batch ring (ring %u x batch_size %zu x %u channel(s) x %zu voxels) needs %s, more than "
+                       "the physical "
                        "memory (%s): lower ring, batch_size or patch",
-                       l->o.dataset, l->ring, B, l->channels, pvox, rb ? cd_format_bytes(rb, need, sizeof need) : "over 2^64 bytes",
+                       l->o.dataset, l->ring, B, l->channels, pvox,
+                       rb ? cd_format_bytes(rb, need, sizeof need) : "over 2^64 bytes",
                        cd_format_bytes(ram, have, sizeof have));
     }
     if (!(l->slots = calloc(l->ring, sizeof *l->slots))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -52,7 +55,9 @@ cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err) {
         s->slice = calloc(B, sizeof *s->slice);
         s->corner = calloc(3 * B, sizeof *s->corner);
         if (!s->ok || !s->image || (l->has_mask && !s->mask) || !s->label || !s->index || !s->slice || !s->corner)
-            return cd_fail(err, CD_ERR_NOMEM, "cannot allocate the batch ring (%u batches of %zu samples of %zu voxels)", l->ring, B, pvox);
+            return cd_fail(err, CD_ERR_NOMEM,
+                           "cannot allocate the batch ring (%u batches of %zu samples of %zu voxels)", l->ring, B,
+                           pvox);
     }
     return CD_OK;
 }
@@ -104,7 +109,8 @@ static uint32_t compact_batch(cd_loader *l, slot *s) {
             continue;
         }
         if (k != j) {
-            memmove(s->image + (size_t)k * l->channels * pvox, s->image + (size_t)j * l->channels * pvox, l->channels * pvox * sizeof(float));
+            memmove(s->image + (size_t)k * l->channels * pvox, s->image + (size_t)j * l->channels * pvox,
+                    l->channels * pvox * sizeof(float));
             if (s->mask) memmove(s->mask + (size_t)k * pvox, s->mask + (size_t)j * pvox, pvox);
             s->label[k] = s->label[j];
             s->index[k] = s->index[j];
@@ -128,8 +134,16 @@ static cd_batch *hand_out(cd_loader *l, slot *s) {
         l->deliver_pos = 0;
     }
     const uint32_t k = compact_batch(l, s);
-    s->batch = (cd_batch){.size = k, .channels = l->channels, .shape = {s->shape[0], s->shape[1], s->shape[2]}, .image = s->image,
-                          .mask = s->mask, .label = s->label, .index = s->index, .slice = s->slice, .corner = s->corner, .epoch = s->epoch,
+    s->batch = (cd_batch){.size = k,
+                          .channels = l->channels,
+                          .shape = {s->shape[0], s->shape[1], s->shape[2]},
+                          .image = s->image,
+                          .mask = s->mask,
+                          .label = s->label,
+                          .index = s->index,
+                          .slice = s->slice,
+                          .corner = s->corner,
+                          .epoch = s->epoch,
                           .number = s->number};
     return &s->batch;
 }

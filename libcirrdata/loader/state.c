@@ -11,12 +11,14 @@ void cd_loader_get_state(const cd_loader *l, cd_loader_state *out) {
 
 static cd_status check_state(const cd_loader *l, const cd_loader_state *state, cd_error *err) {
     if (state->seed != l->o.seed)
-        return cd_fail(err, CD_ERR_ARG, "state was saved with seed %llu, this loader has seed %llu", (unsigned long long)state->seed,
-                       (unsigned long long)l->o.seed);
+        return cd_fail(err, CD_ERR_ARG, "state was saved with seed %llu, this loader has seed %llu",
+                       (unsigned long long)state->seed, (unsigned long long)l->o.seed);
     if (state->epoch > CD_LOADER_MAX_EPOCH)
-        return cd_fail(err, CD_ERR_ARG, "state epoch must be in 0..%llu (got %llu)", CD_LOADER_MAX_EPOCH, (unsigned long long)state->epoch);
+        return cd_fail(err, CD_ERR_ARG, "state epoch must be in 0..%llu (got %llu)", CD_LOADER_MAX_EPOCH,
+                       (unsigned long long)state->epoch);
     if (state->position >= l->per_rank)
-        return cd_fail(err, CD_ERR_ARG, "state position must be in 0..%llu, the samples of an epoch of this rank (got %llu)",
+        return cd_fail(err, CD_ERR_ARG,
+                       "state position must be in 0..%llu, the samples of an epoch of this rank (got %llu)",
                        (unsigned long long)l->per_rank - 1, (unsigned long long)state->position);
     return CD_OK;
 }

@@ -20,9 +20,10 @@ static bool slot_item(cd_loader *l, const slot *s, uint32_t j, item *it) {
 }
 
 /* Where sample j of slot s goes, and its label, index and slice. */
-static void slot_sample(cd_loader *l, slot *s, uint32_t j, const rec_info *ri, item it, const int64_t patch[3], float **out_img,
-                        uint8_t **out_mask) {
-    if (j == 0) memcpy(s->shape, patch, sizeof(int64_t[3])); /* equal for every sample of a batch (checked at creation) */
+static void slot_sample(cd_loader *l, slot *s, uint32_t j, const rec_info *ri, item it, const int64_t patch[3],
+                        float **out_img, uint8_t **out_mask) {
+    if (j == 0)
+        memcpy(s->shape, patch, sizeof(int64_t[3])); /* equal for every sample of a batch (checked at creation) */
     const size_t pvox = (size_t)(patch[0] * patch[1] * patch[2]);
     *out_img = s->image + (size_t)j * l->channels * pvox;
     *out_mask = l->has_mask ? s->mask + (size_t)j * pvox : NULL;
@@ -34,17 +35,17 @@ static void slot_sample(cd_loader *l, slot *s, uint32_t j, const rec_info *ri, i
 /* Placement, drawn parameters and source box of sample j: shared with the augmented conversion
  * (augment/sample_plan.c), so both produce the same sample bit for bit. nnU-Net: the last
  * round(B * fraction) positions of a batch are forced onto foreground. */
-static void plan_sample(const cd_loader *l, const slot *s, uint32_t j, const rec_info *ri, item it, const int64_t patch[3],
-                        cd_sample_plan *plan) {
+static void plan_sample(const cd_loader *l, const slot *s, uint32_t j, const rec_info *ri, item it,
+                        const int64_t patch[3], cd_sample_plan *plan) {
     uint32_t forced = (uint32_t)lround(l->o.batch_size * l->o.foreground_fraction);
     bool fg = l->o.mode == CD_LOADER_PATCH && j >= l->o.batch_size - forced && ri->nfg > 0;
-    cd_sample_plan_make(l->pipe, l->o.mode, l->o.seed, s->epoch, ri->dataset_index, it.z, ri->img.shape, patch, fg, ri->nfg,
-                        (const int32_t(*)[3])ri->fg, plan);
+    cd_sample_plan_make(l->pipe, l->o.mode, l->o.seed, s->epoch, ri->dataset_index, it.z, ri->img.shape, patch, fg,
+                        ri->nfg, (const int32_t(*)[3])ri->fg, plan);
 }
 
 /* Reads only the source box the transform needs into *box / *mbox (grown as needed). */
-static cd_status read_plan_box(cd_loader *l, worker_scratch *w, item it, const cd_sample_plan *plan, float **box, size_t *box_cap,
-                               uint8_t **mbox, size_t *mbox_cap, cd_error *err) {
+static cd_status read_plan_box(cd_loader *l, worker_scratch *w, item it, const cd_sample_plan *plan, float **box,
+                               size_t *box_cap, uint8_t **mbox, size_t *mbox_cap, cd_error *err) {
     const rec_info *ri = &l->recs[it.rec];
     const int64_t *bshape = plan->bshape;
     size_t bvox = (size_t)(bshape[0] * bshape[1] * bshape[2]);
@@ -52,7 +53,8 @@ static cd_status read_plan_box(cd_loader *l, worker_scratch *w, item it, const c
         (l->has_mask && !(*mbox = cd_loader_grow(*mbox, mbox_cap, bvox))))
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     cd_status st = cd_loader_read_box(l, w, it.rec, ri->image_t, plan->lo, plan->hi, *box, NULL, err);
-    if (st == CD_OK && l->has_mask) st = cd_loader_read_box(l, w, it.rec, ri->mask_t, plan->lo, plan->hi, NULL, *mbox, err);
+    if (st == CD_OK && l->has_mask)
+        st = cd_loader_read_box(l, w, it.rec, ri->mask_t, plan->lo, plan->hi, NULL, *mbox, err);
     return st;
 }
 
@@ -73,7 +75,8 @@ cd_status cd_loader_make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32
     /* Integer translation + mirroring (every sample without augmentation, most with it): straight
      * from the chunks into the output. The device path keeps its boxes. */
     cd_sample_map dmap;
-    if (!gj && cd_sample_plan_direct(&plan, &dmap)) return cd_loader_read_direct(l, w, it.rec, &plan, &dmap, out_img, out_mask, err);
+    if (!gj && cd_sample_plan_direct(&plan, &dmap))
+        return cd_loader_read_direct(l, w, it.rec, &plan, &dmap, out_img, out_mask, err);
     if (gj) {
         cd_status st = read_plan_box(l, w, it, &plan, &gj->box, &gj->box_cap, &gj->mbox, &gj->mbox_cap, err);
         if (st != CD_OK) return st;
@@ -85,7 +88,8 @@ cd_status cd_loader_make_sample(cd_loader *l, worker_scratch *w, slot *s, uint32
     }
     cd_status st = read_plan_box(l, w, it, &plan, &w->box, &w->box_cap, &w->mbox, &w->mbox_cap, err);
     if (st == CD_OK)
-        st = cd_sample_plan_render(&plan, l->pipe != NULL, w->box, l->has_mask ? w->mbox : NULL, l->channels, out_img, out_mask, err);
+        st = cd_sample_plan_render(&plan, l->pipe != NULL, w->box, l->has_mask ? w->mbox : NULL, l->channels, out_img,
+                                   out_mask, err);
     return st;
 }
 
@@ -117,7 +121,8 @@ static slot *claim_work(cd_loader *l, uint32_t *j, uint32_t *n) {
 
 /* Marks samples j .. j + n - 1 of s made (caller holds mu): a failure that is not a skippable
  * corruption fails the loader with its message. */
-static void report_work(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, uint32_t n, cd_status st, const cd_error *err) {
+static void report_work(cd_loader *l, worker_scratch *w, slot *s, uint32_t j, uint32_t n, cd_status st,
+                        const cd_error *err) {
     for (uint32_t k = j; k < j + n; k++) {
         if (l->use_gpu) st = w->sst[k - j];
         s->ok[k] = st == CD_OK;
@@ -164,7 +169,8 @@ static void *worker_main(void *arg) {
 
 cd_status cd_loader_workers_prepare(cd_loader *l, cd_error *err) {
     l->nthreads = l->o.threads > 0 ? l->o.threads : cd_thread_count(0);
-    if (!(l->scratch = calloc((size_t)l->nthreads, sizeof *l->scratch)) || !(l->threads = calloc((size_t)l->nthreads, sizeof *l->threads)))
+    if (!(l->scratch = calloc((size_t)l->nthreads, sizeof *l->scratch)) ||
+        !(l->threads = calloc((size_t)l->nthreads, sizeof *l->threads)))
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     bool want_uring = l->o.io != CD_IO_PREAD;
     l->uring = want_uring;

@@ -147,8 +147,8 @@ static cd_status fetch(parse_ctx *p, cd_nn_node *nd, const char *field, const ch
     cd_error_clear(&e);
     cd_status st = cd_st_get_f32(p->f, tensor, rank, shape, out, &e);
     if (st != CD_OK)
-        return cd_fail(p->err, st, "%s (graph node '%s' (%s), field '%s')", e.message, nd->name,
-                       cd_nn_op_name(nd->op), field);
+        return cd_fail(p->err, st, "%s (graph node '%s' (%s), field '%s')", e.message, nd->name, cd_nn_op_name(nd->op),
+                       field);
     return CD_OK;
 }
 
@@ -188,7 +188,8 @@ static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
     cd_status st;
     const char *wname = NULL, *bname = NULL;
     long long groups;
-    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) || (st = get_tensor_name(p, nd, j, "bias", true, &bname)) ||
+    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) ||
+        (st = get_tensor_name(p, nd, j, "bias", true, &bname)) ||
         (st = get_pair(p, nd, j, "stride", 1, 64, NULL, &nd->sh, &nd->sw)) ||
         (st = get_pair(p, nd, j, "padding", 0, 64, NULL, &nd->ph, &nd->pw)) ||
         (st = get_pair(p, nd, j, "dilation", 1, 64, NULL, &nd->dh, &nd->dw)) ||
@@ -206,8 +207,8 @@ static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
     if ((st = find_param(p, nd, "weight", wname, 4, &t))) return st;
     int64_t o = t->shape[0];
     if (o % groups != 0)
-        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "groups %lld does not divide the %lld output channels", groups,
-                         (long long)o);
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "groups %lld does not divide the %lld output channels",
+                         groups, (long long)o);
     if (t->shape[2] > 64 || t->shape[3] > 64)
         return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "kernel %lldx%lld is outside 1..64", (long long)t->shape[2],
                          (long long)t->shape[3]);
@@ -219,8 +220,8 @@ static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
         int kh, kw;
         if ((st = get_pair(p, nd, j, "kernel", 1, 64, NULL, &kh, &kw))) return st;
         if (kh != nd->kh || kw != nd->kw)
-            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'kernel' [%d, %d] disagrees with the weight's %dx%d",
-                             kh, kw, nd->kh, nd->kw);
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
+                             "field 'kernel' [%d, %d] disagrees with the weight's %dx%d", kh, kw, nd->kh, nd->kw);
     }
     int64_t wshape[4] = {o, c / groups, nd->kh, nd->kw};
     if ((st = fetch(p, nd, "weight", wname, 4, wshape, &nd->weight))) return st;
@@ -266,7 +267,8 @@ static cd_status parse_bn(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_in
 static cd_status parse_pool(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
     cd_status st;
     if (in->flat) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "input is flattened, pooling needs (N, C, H, W)");
-    if (nd->op == CD_NN_ADAPTIVE_AVGPOOL2D) return get_pair(p, nd, j, "output_size", 1, 64, NULL, &nd->out_h, &nd->out_w);
+    if (nd->op == CD_NN_ADAPTIVE_AVGPOOL2D)
+        return get_pair(p, nd, j, "output_size", 1, 64, NULL, &nd->out_h, &nd->out_w);
     if ((st = get_pair(p, nd, j, "kernel", 1, 64, NULL, &nd->kh, &nd->kw))) return st;
     int kdef[2] = {nd->kh, nd->kw};
     if ((st = get_pair(p, nd, j, "stride", 1, 64, kdef, &nd->sh, &nd->sw)) ||
@@ -274,8 +276,8 @@ static cd_status parse_pool(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
         (st = get_bool(p, nd, j, "ceil_mode", &nd->ceil_mode)))
         return st;
     if (nd->ph > nd->kh / 2 || nd->pw > nd->kw / 2)
-        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "padding [%d, %d] is more than half the kernel [%d, %d]", nd->ph,
-                         nd->pw, nd->kh, nd->kw);
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "padding [%d, %d] is more than half the kernel [%d, %d]",
+                         nd->ph, nd->pw, nd->kh, nd->kw);
     if (nd->op == CD_NN_MAXPOOL2D) {
         if ((st = get_pair(p, nd, j, "dilation", 1, 64, NULL, &nd->dh, &nd->dw))) return st;
     } else {
@@ -291,7 +293,8 @@ static cd_status parse_pool(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
 static cd_status parse_linear(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
     cd_status st;
     const char *wname = NULL, *bname = NULL;
-    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) || (st = get_tensor_name(p, nd, j, "bias", true, &bname)))
+    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) ||
+        (st = get_tensor_name(p, nd, j, "bias", true, &bname)))
         return st;
     if (!in->flat)
         return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
@@ -327,7 +330,8 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
     nd->last_use = -1;
     snprintf(nd->name, sizeof nd->name, "#%d", idx - 1);
     nd->op = CD_NN_INPUT; /* for messages until the op is known */
-    if (!json_is_object(j)) return cd_fail(p->err, CD_ERR_FORMAT, "%s: graph node #%d is not an object", g->source, idx - 1);
+    if (!json_is_object(j))
+        return cd_fail(p->err, CD_ERR_FORMAT, "%s: graph node #%d is not an object", g->source, idx - 1);
     json_t *name = json_object_get(j, "name");
     if (!json_is_string(name) || json_string_length(name) == 0 || json_string_length(name) > 127 ||
         strlen(json_string_value(name)) != json_string_length(name))
@@ -346,15 +350,17 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
     json_t *ins = json_object_get(j, "inputs");
     int want = expected_inputs(nd->op);
     if (!json_is_array(ins) || (int)json_array_size(ins) != want)
-        return node_fail(p->err, CD_ERR_FORMAT, g, nd, "'inputs' must be an array of %d name%s", want, want > 1 ? "s" : "");
+        return node_fail(p->err, CD_ERR_FORMAT, g, nd, "'inputs' must be an array of %d name%s", want,
+                         want > 1 ? "s" : "");
     for (int k = 0; k < want; k++) {
         json_t *s = json_array_get(ins, (size_t)k);
         if (!json_is_string(s)) return node_fail(p->err, CD_ERR_FORMAT, g, nd, "input %d is not a string", k);
         int src = find_node(g, idx, json_string_value(s));
         if (src < 0)
-            return node_fail(p->err, CD_ERR_FORMAT, g, nd,
-                             "input '%s' is neither the graph input nor an earlier node (nodes must be in execution order)",
-                             json_string_value(s));
+            return node_fail(
+                p->err, CD_ERR_FORMAT, g, nd,
+                "input '%s' is neither the graph input nor an earlier node (nodes must be in execution order)",
+                json_string_value(s));
         nd->in[k] = src;
     }
     nd->n_in = want;
@@ -374,7 +380,8 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
     case CD_NN_FLATTEN: {
         long long sd;
         if ((st = get_int(p, nd, j, "start_dim", LLONG_MIN, LLONG_MAX, &sd))) return st;
-        if (sd != 1) return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "start_dim %lld is not supported (must be 1)", sd);
+        if (sd != 1)
+            return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "start_dim %lld is not supported (must be 1)", sd);
         json_t *ed = json_object_get(j, "end_dim");
         if (ed && !(json_is_integer(ed) && (json_integer_value(ed) == -1 || json_integer_value(ed) == 3)))
             return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "end_dim must be -1");
@@ -399,7 +406,8 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
         long long dim;
         if ((st = get_int(p, nd, j, "dim", LLONG_MIN, LLONG_MAX, &dim))) return st;
         if (!(dim == 1 || (dim == -1 && in->flat)))
-            return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "softmax over dim %lld is not supported (must be 1)", dim);
+            return node_fail(p->err, CD_ERR_UNSUPPORTED, g, nd, "softmax over dim %lld is not supported (must be 1)",
+                             dim);
         break;
     }
     case CD_NN_RELU:
@@ -461,9 +469,10 @@ static cd_status simplify(cd_nn_graph *g, cd_error *err) {
             uses[p] += uses[i] - 1;
         } else if (nd->op == CD_NN_BATCHNORM) {
             if (src->op != CD_NN_CONV2D || src->relu || uses[p] != 1) {
-                st = node_fail(err, CD_ERR_UNSUPPORTED, g, nd,
-                               "cannot be folded: its input '%s' (%s) is not a convolution used only by this batch norm",
-                               src->name, cd_nn_op_name(src->op));
+                st =
+                    node_fail(err, CD_ERR_UNSUPPORTED, g, nd,
+                              "cannot be folded: its input '%s' (%s) is not a convolution used only by this batch norm",
+                              src->name, cd_nn_op_name(src->op));
                 goto done;
             }
             if ((st = fold_bn(src, nd, err, g))) goto done;
@@ -529,8 +538,8 @@ static cd_status meta_int(const cd_st_file *f, const char *src, const char *key,
     char *end = NULL;
     long v = (*s >= '0' && *s <= '9') ? strtol(s, &end, 10) : -1;
     if (!end || *end || v < lo || v > hi)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata '%s' is '%.40s', expected an integer %ld..%ld", src, key, s, lo,
-                       hi);
+        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata '%s' is '%.40s', expected an integer %ld..%ld", src, key, s,
+                       lo, hi);
     *out = v;
     return CD_OK;
 }
@@ -539,11 +548,14 @@ static cd_status meta_int(const cd_st_file *f, const char *src, const char *key,
 static cd_status load_metadata(const cd_st_file *f, cd_nn_graph *g, long *classes, long *in_ch, cd_error *err) {
     const char *src = g->source;
     const char *fmt = cd_st_metadata(f, "cirrdata.format");
-    if (!fmt) return cd_fail(err, CD_ERR_FORMAT, "%s: not a cirrdata model: metadata 'cirrdata.format' is missing", src);
-    if (strcmp(fmt, "1") != 0) return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: model format '%.20s' is not supported (expected '1')", src, fmt);
+    if (!fmt)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: not a cirrdata model: metadata 'cirrdata.format' is missing", src);
+    if (strcmp(fmt, "1") != 0)
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: model format '%.20s' is not supported (expected '1')", src, fmt);
     const char *arch = cd_st_metadata(f, "cirrdata.arch");
     if (!arch || !*arch || strlen(arch) >= sizeof g->arch)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.arch' is missing or longer than %zu bytes", src, sizeof g->arch - 1);
+        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.arch' is missing or longer than %zu bytes", src,
+                       sizeof g->arch - 1);
     snprintf(g->arch, sizeof g->arch, "%s", arch);
     cd_status st;
     if ((st = meta_int(f, src, "cirrdata.classes", 1, 1000000, true, classes, err)) ||
@@ -564,14 +576,14 @@ static cd_status load_document(const cd_st_file *f, const char *src, json_t **ro
     if (st != CD_OK) return st;
     if (len > max_json) {
         char a[32], c[160];
-        return cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' of %s is above %s", src, cd_format_bytes(len, a, sizeof a),
-                       cd_limit_describe(CD_LIMIT_JSON, max_json, c, sizeof c));
+        return cd_fail(err, CD_ERR_LIMIT, "%s: metadata 'cirrdata.graph' of %s is above %s", src,
+                       cd_format_bytes(len, a, sizeof a), cd_limit_describe(CD_LIMIT_JSON, max_json, c, sizeof c));
     }
     json_error_t jerr;
     *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!*root)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is not valid JSON: %s (line %d, column %d)", src,
-                       jerr.text, jerr.line, jerr.column);
+        return cd_fail(err, CD_ERR_FORMAT, "%s: metadata 'cirrdata.graph' is not valid JSON: %s (line %d, column %d)",
+                       src, jerr.text, jerr.line, jerr.column);
     json_t *ver = json_object_get(*root, "version");
     if (!json_is_object(*root) || !json_is_integer(ver) || json_integer_value(ver) != 1)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: graph 'version' must be 1", src);
@@ -587,8 +599,8 @@ static cd_status check_document(json_t *root, const char *src, long in_ch, cd_er
         json_string_length(iname) > 127 || strlen(json_string_value(iname)) != json_string_length(iname))
         return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'input' must be {\"name\": 1..127 bytes, \"channels\": n}", src);
     if (!json_is_integer(ich) || json_integer_value(ich) != in_ch)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: graph input 'channels' disagrees with metadata cirrdata.in_channels = %ld",
-                       src, in_ch);
+        return cd_fail(err, CD_ERR_FORMAT,
+                       "%s: graph input 'channels' disagrees with metadata cirrdata.in_channels = %ld", src, in_ch);
     if (!json_is_array(jnodes) || json_array_size(jnodes) == 0 || json_array_size(jnodes) > GRAPH_MAX_NODES)
         return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'nodes' must be an array of 1..%d nodes", src, GRAPH_MAX_NODES);
     if (!json_is_string(joutput)) return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' must be a node name", src);
@@ -597,7 +609,8 @@ static cd_status check_document(json_t *root, const char *src, long in_ch, cd_er
 
 /* The input node and every node of the document, in order (*chans: each node's channels; the caller
  * frees it). */
-static cd_status build_nodes(const cd_st_file *f, cd_nn_graph *g, json_t *root, long in_ch, chan_info **chans, cd_error *err) {
+static cd_status build_nodes(const cd_st_file *f, cd_nn_graph *g, json_t *root, long in_ch, chan_info **chans,
+                             cd_error *err) {
     json_t *jnodes = json_object_get(root, "nodes");
     int n = (int)json_array_size(jnodes) + 1;
     g->nodes = calloc((size_t)n, sizeof(cd_nn_node));
@@ -607,7 +620,8 @@ static cd_status build_nodes(const cd_st_file *f, cd_nn_graph *g, json_t *root, 
     in0->op = CD_NN_INPUT;
     in0->in[0] = in0->in[1] = -1;
     in0->out_ch = (int)in_ch;
-    snprintf(in0->name, sizeof in0->name, "%s", json_string_value(json_object_get(json_object_get(root, "input"), "name")));
+    snprintf(in0->name, sizeof in0->name, "%s",
+             json_string_value(json_object_get(json_object_get(root, "input"), "name")));
     (*chans)[0].ch = in_ch;
     g->count = 1;
     parse_ctx p = {f, g, err};
@@ -626,8 +640,9 @@ static cd_status resolve_output(cd_nn_graph *g, json_t *root, const chan_info *c
     if (g->output < 0) return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' '%s' names no node", g->source, name);
     if (g->output == 0) return cd_fail(err, CD_ERR_FORMAT, "%s: graph 'output' is the graph input", g->source);
     if (chans[g->output].ch >= 0 && chans[g->output].ch != classes)
-        return node_fail(err, CD_ERR_FORMAT, g, &g->nodes[g->output], "the output has %lld channels, metadata says %ld classes",
-                         (long long)chans[g->output].ch, classes);
+        return node_fail(err, CD_ERR_FORMAT, g, &g->nodes[g->output],
+                         "the output has %lld channels, metadata says %ld classes", (long long)chans[g->output].ch,
+                         classes);
     return CD_OK;
 }
 
@@ -674,8 +689,8 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
     switch (nd->op) {
     case CD_NN_CONV2D:
         if (a->c != nd->in_ch)
-            return node_fail(err, CD_ERR_FORMAT, g, nd, "input has %lld channels, the weight expects %d", (long long)a->c,
-                             nd->in_ch);
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "input has %lld channels, the weight expects %d",
+                             (long long)a->c, nd->in_ch);
         o.c = nd->out_ch;
         o.h = pool_out(a->h, nd->kh, nd->sh, nd->ph, nd->dh, false);
         o.w = pool_out(a->w, nd->kw, nd->sw, nd->pw, nd->dw, false);
@@ -695,17 +710,18 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
         break;
     case CD_NN_LINEAR:
         if (a->c != nd->in_ch || a->h != 1 || a->w != 1)
-            return node_fail(err, CD_ERR_FORMAT, g, nd,
-                             "input '%s' has %lld features (%lldx%lldx%lld), the weight expects %d (input size %lldx%lld)",
-                             g->nodes[nd->in[0]].name, (long long)(a->c * a->h * a->w), (long long)a->c,
-                             (long long)a->h, (long long)a->w, nd->in_ch, (long long)g->input_shape.h,
-                             (long long)g->input_shape.w);
+            return node_fail(
+                err, CD_ERR_FORMAT, g, nd,
+                "input '%s' has %lld features (%lldx%lldx%lld), the weight expects %d (input size %lldx%lld)",
+                g->nodes[nd->in[0]].name, (long long)(a->c * a->h * a->w), (long long)a->c, (long long)a->h,
+                (long long)a->w, nd->in_ch, (long long)g->input_shape.h, (long long)g->input_shape.w);
         o.c = nd->out_ch;
         break;
     case CD_NN_ADD: {
         const cd_nn_shape *b = &g->nodes[nd->in[1]].shape;
         if (a->c != b->c || a->h != b->h || a->w != b->w)
-            return node_fail(err, CD_ERR_FORMAT, g, nd, "operands '%s' (%lldx%lldx%lld) and '%s' (%lldx%lldx%lld) differ",
+            return node_fail(err, CD_ERR_FORMAT, g, nd,
+                             "operands '%s' (%lldx%lldx%lld) and '%s' (%lldx%lldx%lld) differ",
                              g->nodes[nd->in[0]].name, (long long)a->c, (long long)a->h, (long long)a->w,
                              g->nodes[nd->in[1]].name, (long long)b->c, (long long)b->h, (long long)b->w);
         break;
@@ -715,7 +731,8 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
     default: return node_fail(err, CD_ERR_INTERNAL, g, nd, "op left after simplification");
     }
     if (o.h < 1 || o.w < 1)
-        return node_fail(err, CD_ERR_ARG, g, nd, "input %lldx%lld is too small: output would be %lldx%lld (network input %lldx%lld)",
+        return node_fail(err, CD_ERR_ARG, g, nd,
+                         "input %lldx%lld is too small: output would be %lldx%lld (network input %lldx%lld)",
                          (long long)a->h, (long long)a->w, (long long)o.h, (long long)o.w, (long long)g->input_shape.h,
                          (long long)g->input_shape.w);
     nd->shape = o;
@@ -730,8 +747,8 @@ typedef struct block {
 cd_status cd_nn_graph_shape(cd_nn_graph *g, int64_t n, int64_t h, int64_t w, uint64_t max_arena_bytes, cd_error *err) {
     g->arena_floats = 0;
     if (n < 1 || n > SHAPE_MAX_N || h < 1 || h > SHAPE_MAX_HW || w < 1 || w > SHAPE_MAX_HW)
-        return cd_fail(err, CD_ERR_ARG, "%s: input size n=%lld h=%lld w=%lld is outside 1..%d x 1..%d x 1..%d", g->source,
-                       (long long)n, (long long)h, (long long)w, SHAPE_MAX_N, SHAPE_MAX_HW, SHAPE_MAX_HW);
+        return cd_fail(err, CD_ERR_ARG, "%s: input size n=%lld h=%lld w=%lld is outside 1..%d x 1..%d x 1..%d",
+                       g->source, (long long)n, (long long)h, (long long)w, SHAPE_MAX_N, SHAPE_MAX_HW, SHAPE_MAX_HW);
     g->input_shape = (cd_nn_shape){n, g->in_channels, h, w};
     g->nodes[0].shape = g->input_shape;
     /* Element counts: every dimension is bounded (channels by the parameter sizes, spatial sizes by
@@ -801,10 +818,11 @@ cd_status cd_nn_graph_shape(cd_nn_graph *g, int64_t n, int64_t h, int64_t w, uin
     }
     if (max_arena_bytes && (uint64_t)arena > max_arena_bytes / sizeof(float)) {
         char need[32], cap[32];
-        st = cd_fail(err, CD_ERR_LIMIT, "%s: input %lldx%lldx%lldx%lld needs %s of activation memory, over the %s limit",
-                     g->source, (long long)n, (long long)g->in_channels, (long long)h, (long long)w,
-                     cd_format_bytes((uint64_t)arena * sizeof(float), need, sizeof need),
-                     cd_format_bytes(max_arena_bytes, cap, sizeof cap));
+        st =
+            cd_fail(err, CD_ERR_LIMIT, "%s: input %lldx%lldx%lldx%lld needs %s of activation memory, over the %s limit",
+                    g->source, (long long)n, (long long)g->in_channels, (long long)h, (long long)w,
+                    cd_format_bytes((uint64_t)arena * sizeof(float), need, sizeof need),
+                    cd_format_bytes(max_arena_bytes, cap, sizeof cap));
         goto done;
     }
     g->arena_floats = arena;

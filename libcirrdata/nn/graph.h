@@ -18,18 +18,18 @@
 #include "nn/safetensors.h"
 
 typedef enum cd_nn_op {
-    CD_NN_INPUT = 0,      /* the network input (N, C, H, W) */
-    CD_NN_CONV2D,         /* weight (O, C/groups, KH, KW), optional bias (O) */
-    CD_NN_BATCHNORM,      /* only before simplification: folded into the preceding conv */
-    CD_NN_RELU,           /* only before simplification where it follows a conv/linear/add */
+    CD_NN_INPUT = 0, /* the network input (N, C, H, W) */
+    CD_NN_CONV2D,    /* weight (O, C/groups, KH, KW), optional bias (O) */
+    CD_NN_BATCHNORM, /* only before simplification: folded into the preceding conv */
+    CD_NN_RELU,      /* only before simplification where it follows a conv/linear/add */
     CD_NN_MAXPOOL2D,
     CD_NN_AVGPOOL2D,
     CD_NN_ADAPTIVE_AVGPOOL2D,
-    CD_NN_FLATTEN,        /* (N, C, H, W) -> (N, C*H*W, 1, 1): a view, no copy */
-    CD_NN_LINEAR,         /* weight (O, I), optional bias (O); input (N, I, 1, 1) */
-    CD_NN_ADD,            /* elementwise sum of two equal-shaped tensors */
-    CD_NN_SOFTMAX,        /* over C */
-    CD_NN_DROPOUT,        /* identity at inference; removed by simplification */
+    CD_NN_FLATTEN, /* (N, C, H, W) -> (N, C*H*W, 1, 1): a view, no copy */
+    CD_NN_LINEAR,  /* weight (O, I), optional bias (O); input (N, I, 1, 1) */
+    CD_NN_ADD,     /* elementwise sum of two equal-shaped tensors */
+    CD_NN_SOFTMAX, /* over C */
+    CD_NN_DROPOUT, /* identity at inference; removed by simplification */
     CD_NN_OP_COUNT
 } cd_nn_op;
 
@@ -42,45 +42,45 @@ typedef struct cd_nn_shape {
 
 typedef struct cd_nn_node {
     cd_nn_op op;
-    char name[128];             /* the node's name in the JSON (used in messages) */
-    int in[2];                  /* producer node indices; -1 unused */
+    char name[128]; /* the node's name in the JSON (used in messages) */
+    int in[2];      /* producer node indices; -1 unused */
     int n_in;
 
     /* conv2d / pools */
     int kh, kw, sh, sw, ph, pw, dh, dw;
-    int groups;                 /* conv2d */
-    bool ceil_mode;             /* max/avg pool */
-    bool count_include_pad;     /* avg pool */
-    int out_h, out_w;           /* adaptive avg pool: output size */
-    int in_ch, out_ch;          /* conv2d, linear: from the weight shapes */
+    int groups;             /* conv2d */
+    bool ceil_mode;         /* max/avg pool */
+    bool count_include_pad; /* avg pool */
+    int out_h, out_w;       /* adaptive avg pool: output size */
+    int in_ch, out_ch;      /* conv2d, linear: from the weight shapes */
 
     /* Parameters as float32, owned by the graph (malloc). After simplification a conv's weight and
      * bias include the folded batch norm (bias is then never NULL). */
     float *weight, *bias;
-    float *bn_mean, *bn_var;    /* batch norm before folding (weight/bias are gamma/beta); NULL after */
+    float *bn_mean, *bn_var; /* batch norm before folding (weight/bias are gamma/beta); NULL after */
     float eps;
 
-    bool relu;                  /* fused ReLU on the output (conv2d, linear, add) */
-    float *packed;              /* conv2d: nn/ref_ops.c's packed weights and padded bias, made on the first
+    bool relu;     /* fused ReLU on the output (conv2d, linear, add) */
+    float *packed; /* conv2d: nn/ref_ops.c's packed weights and padded bias, made on the first
                                  * run (aligned_alloc; freed with the parameters) */
 
     /* Filled by cd_nn_graph_shape for the current input. */
     cd_nn_shape shape;
-    int64_t offset;             /* floats from the arena's start of this node's output (flatten: its input's) */
-    int last_use;               /* index of the last node reading this output (planning) */
+    int64_t offset; /* floats from the arena's start of this node's output (flatten: its input's) */
+    int last_use;   /* index of the last node reading this output (planning) */
 } cd_nn_node;
 
 typedef struct cd_nn_graph {
     cd_nn_node *nodes;
     int count;
-    int output;                 /* the node whose tensor is the result (logits, or probabilities) */
-    char arch[64];              /* metadata "cirrdata.arch", e.g. "resnet18" */
-    int classes;                /* output channels */
-    int in_channels;            /* 3 for the staging models */
-    int64_t arena_floats;       /* activation arena size for the current shape (floats) */
-    int64_t input_offset;       /* where the input goes in the arena (floats) */
+    int output;           /* the node whose tensor is the result (logits, or probabilities) */
+    char arch[64];        /* metadata "cirrdata.arch", e.g. "resnet18" */
+    int classes;          /* output channels */
+    int in_channels;      /* 3 for the staging models */
+    int64_t arena_floats; /* activation arena size for the current shape (floats) */
+    int64_t input_offset; /* where the input goes in the arena (floats) */
     cd_nn_shape input_shape;
-    char source[512];           /* file path, for messages */
+    char source[512]; /* file path, for messages */
 } cd_nn_graph;
 
 /* Builds the graph from an open safetensors file: parses metadata "cirrdata.graph" (format in

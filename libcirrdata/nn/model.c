@@ -17,18 +17,18 @@
 struct cd_model {
     pthread_mutex_t lock;
     cd_nn_graph *g;
-    cd_device used;       /* CD_DEVICE_CPU or CD_DEVICE_VULKAN (until the policy gives the device up) */
+    cd_device used; /* CD_DEVICE_CPU or CD_DEVICE_VULKAN (until the policy gives the device up) */
     char device_name[640];
     int threads;
     uint64_t max_arena;
-    bool shaped;          /* g is shaped for (n, h, w) below */
+    bool shaped; /* g is shaped for (n, h, w) below */
     int64_t n, h, w;
-    float *arena;         /* CPU executor: cd_buffer_alloc of arena_bytes */
+    float *arena; /* CPU executor: cd_buffer_alloc of arena_bytes */
     size_t arena_bytes;
     cd_device_policy policy; /* cirrdata/device.h */
-    cd_device_slot slot;  /* the Vulkan executor's context */
+    cd_device_slot slot;     /* the Vulkan executor's context */
     bool fp16;
-    cd_nn_vk *vk;         /* NULL after a re-created context until the next call builds it again */
+    cd_nn_vk *vk; /* NULL after a re-created context until the next call builds it again */
 };
 
 /* A trailing softmax turns logits into probabilities; the API returns the logits, so the graph
@@ -51,7 +51,8 @@ static void drop_trailing_softmax(cd_nn_graph *g) {
 
 /* The executor's name: "vulkan: NAME (fp16|fp32)". */
 static void name_vulkan(cd_model *m, bool fp16_used) {
-    snprintf(m->device_name, sizeof m->device_name, "vulkan: %s (%s)", cd_gpu_device(m->slot.gpu)->name, fp16_used ? "fp16" : "fp32");
+    snprintf(m->device_name, sizeof m->device_name, "vulkan: %s (%s)", cd_gpu_device(m->slot.gpu)->name,
+             fp16_used ? "fp16" : "fp32");
 }
 
 /* The slot's context is about to be destroyed (a lost device): the executor goes first. */
@@ -69,8 +70,8 @@ static cd_status open_device(cd_model *m, const cd_model_options *o, const char 
         char name[320];
         cd_device_policy_describe(&m->policy, NULL, 0, name, sizeof name);
         if (st == CD_OK && strncmp(name, "cpu (", 5) == 0) /* auto without a hardware GPU: why */
-            snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s; %.500s)", m->threads, m->threads == 1 ? "" : "s",
-                     name + 5);
+            snprintf(m->device_name, sizeof m->device_name, "cpu (%d thread%s; %.500s)", m->threads,
+                     m->threads == 1 ? "" : "s", name + 5);
         return st;
     }
     m->slot.before_reset = drop_executor;
@@ -160,7 +161,8 @@ static cd_status prepare(cd_model *m, int64_t n, int64_t h, int64_t w, cd_error 
     if (st != CD_OK) return st;
     const cd_nn_shape *os = &g->nodes[g->output].shape;
     if (os->c * os->h * os->w != g->classes)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: for input %lldx%lld the output '%s' has %lldx%lldx%lld values per image, not %d classes",
+        return cd_fail(err, CD_ERR_FORMAT,
+                       "%s: for input %lldx%lld the output '%s' has %lldx%lldx%lld values per image, not %d classes",
                        g->source, (long long)h, (long long)w, g->nodes[g->output].name, (long long)os->c,
                        (long long)os->h, (long long)os->w, g->classes);
     m->shaped = true;
@@ -181,7 +183,8 @@ static cd_status cpu_arena(cd_model *m, cd_error *err) {
     float *a = cd_buffer_alloc(need);
     if (!a) {
         char b[32];
-        return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s of activation memory", g->source, cd_format_bytes(need, b, sizeof b));
+        return cd_fail(err, CD_ERR_NOMEM, "%s: cannot allocate %s of activation memory", g->source,
+                       cd_format_bytes(need, b, sizeof b));
     }
     m->arena = a;
     m->arena_bytes = need;

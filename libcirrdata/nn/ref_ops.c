@@ -3,7 +3,8 @@
  * Convolution is im2col fused into the packing of a cache-blocked SGEMM (C = A·B with A the weights
  * (O/groups x C/groups·KH·KW), B the image patches, C the output planes): A is packed into 6-row
  * strips once per node, on its first run (node->packed, kept with the graph; the packing depends only
- * on the weights, so results are the same as packing per call), each thread packs its own column panels of B into 16-column strips, and a 6x16
+ * on the weights, so results are the same as packing per call), each thread packs its own column panels of B into
+ * 16-column strips, and a 6x16
  * register tile accumulates in float32 (like PyTorch). On x86-64 with AVX2+FMA the tile uses
  * intrinsics, chosen at run time; elsewhere plain C that the compiler vectorises. Pools follow
  * PyTorch exactly (max pool padding is -inf, ceil-mode windows starting in the right padding are
@@ -105,9 +106,9 @@ static void kernel_generic(int64_t kc, const float *restrict a, const float *res
 }
 
 #ifdef REF_X86
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t kc, const float *restrict a, const float *restrict b,
-                                                            float *restrict c, int64_t ldc, int accumulate,
-                                                            const float *bias, int relu) {
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int64_t kc, const float *restrict a,
+                                                            const float *restrict b, float *restrict c, int64_t ldc,
+                                                            int accumulate, const float *bias, int relu) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int64_t k = 0; k < kc; k++, a += MR, b += NR) {
@@ -197,8 +198,7 @@ static void pack_weights(const conv_job *j, float *ap) {
             int64_t kc = j->K - pc < KC ? j->K - pc : KC;
             for (int64_t m0 = 0; m0 < j->og_pad; m0 += MR) {
                 for (int64_t k = 0; k < kc; k++)
-                    for (int64_t r = 0; r < MR; r++)
-                        *dst++ = m0 + r < j->og ? w[(m0 + r) * j->K + pc + k] : 0.0f;
+                    for (int64_t r = 0; r < MR; r++) *dst++ = m0 + r < j->og ? w[(m0 + r) * j->K + pc + k] : 0.0f;
             }
         }
     }
@@ -293,7 +293,8 @@ static const float *packed_weights(const conv_job *j) {
     float *bias = p + na;
     memset(bias, 0, (size_t)(nd->groups * j->og_pad) * sizeof(float));
     if (nd->bias)
-        for (int64_t g = 0; g < nd->groups; g++) memcpy(bias + g * j->og_pad, nd->bias + g * j->og, (size_t)j->og * sizeof(float));
+        for (int64_t g = 0; g < nd->groups; g++)
+            memcpy(bias + g * j->og_pad, nd->bias + g * j->og, (size_t)j->og * sizeof(float));
     float *expected = NULL;
     if (!__atomic_compare_exchange_n(&nd->packed, &expected, p, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         free(p);
@@ -386,7 +387,8 @@ static void conv_range(void *ctx, int64_t begin, int64_t end) {
     conv_scratch s = {NULL, NULL, NULL};
     if (j->apack) {
         int64_t kc = j->K < KC ? j->K : KC;
-        s.bp = aligned_alloc(64, (size_t)((kc * ((j->tile + NR - 1) / NR) * NR * (int64_t)sizeof(float) + 63) / 64 * 64));
+        s.bp =
+            aligned_alloc(64, (size_t)((kc * ((j->tile + NR - 1) / NR) * NR * (int64_t)sizeof(float) + 63) / 64 * 64));
         s.iy0 = malloc((size_t)j->tile * sizeof(int32_t));
         s.ix0 = malloc((size_t)j->tile * sizeof(int32_t));
     }
@@ -622,7 +624,7 @@ void cd_nn_ref_softmax(const cd_nn_shape *s, const float *in, float *out) {
 /* Elementwise and per-plane ops split over planes (or elements) between threads. */
 typedef struct plane_job {
     const cd_nn_node *node;
-    cd_nn_shape in_shape;   /* n = 1, c = planes: each range is a sub-shape */
+    cd_nn_shape in_shape; /* n = 1, c = planes: each range is a sub-shape */
     int64_t in_plane, out_plane;
     const float *a, *b;
     float *out;
@@ -667,8 +669,13 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
         case CD_NN_ADAPTIVE_AVGPOOL2D:
         case CD_NN_ADD:
         case CD_NN_RELU: {
-            plane_job j = {nd, *is, is->h * is->w, nd->shape.h * nd->shape.w, a,
-                           nd->op == CD_NN_ADD ? arena + g->nodes[nd->in[1]].offset : NULL, out};
+            plane_job j = {nd,
+                           *is,
+                           is->h * is->w,
+                           nd->shape.h * nd->shape.w,
+                           a,
+                           nd->op == CD_NN_ADD ? arena + g->nodes[nd->in[1]].offset : NULL,
+                           out};
             int64_t planes = is->n * is->c;
             /* Small tensors are not worth a thread start. */
             int64_t work = planes * j.in_plane;

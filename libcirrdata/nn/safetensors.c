@@ -13,11 +13,11 @@
 #include "nn/safetensors.h"
 
 struct cd_st_file {
-    char *path;           /* file path or caller's name, for messages */
-    void *map;            /* mmap'ed file, NULL for cd_st_open_memory or an empty file */
+    char *path; /* file path or caller's name, for messages */
+    void *map;  /* mmap'ed file, NULL for cd_st_open_memory or an empty file */
     size_t map_size;
     int count;
-    cd_st_tensor *tensors; /* names owned here (malloc'ed) */
+    cd_st_tensor *tensors;        /* names owned here (malloc'ed) */
     const cd_st_tensor **by_name; /* sorted by name: lookups stay O(log n) on files with many tensors */
     int nmeta;
     char **meta_keys;
@@ -57,9 +57,7 @@ void cd_st_close(cd_st_file *f) {
 
 const char *cd_st_path(const cd_st_file *f) { return f->path; }
 int cd_st_count(const cd_st_file *f) { return f->count; }
-const cd_st_tensor *cd_st_at(const cd_st_file *f, int i) {
-    return i >= 0 && i < f->count ? &f->tensors[i] : NULL;
-}
+const cd_st_tensor *cd_st_at(const cd_st_file *f, int i) { return i >= 0 && i < f->count ? &f->tensors[i] : NULL; }
 
 static int cmp_by_name(const void *a, const void *b) {
     return strcmp((*(const cd_st_tensor *const *)a)->name, (*(const cd_st_tensor *const *)b)->name);
@@ -140,7 +138,9 @@ static cd_status parse_tensor(const cd_st_file *f, const char *name, json_t *obj
            *offs = json_object_get(obj, "data_offsets");
     if (!dt || !shape || !offs)
         return cd_fail(err, CD_ERR_FORMAT, "%s: tensor '%s': missing '%s'", f->path, name,
-                       !dt ? "dtype" : !shape ? "shape" : "data_offsets");
+                       !dt      ? "dtype"
+                       : !shape ? "shape"
+                                : "data_offsets");
     cd_status st = parse_dtype(f, name, dt, &t->dtype, err);
     if (st != CD_OK) return st;
 
@@ -148,8 +148,8 @@ static cd_status parse_tensor(const cd_st_file *f, const char *name, json_t *obj
         return cd_fail(err, CD_ERR_FORMAT, "%s: tensor '%s': shape is not an array", f->path, name);
     size_t rank = json_array_size(shape);
     if (rank > CD_ST_MAX_RANK)
-        return cd_fail(err, CD_ERR_LIMIT, "%s: tensor '%s': rank %zu is above the maximum of %d", f->path, name,
-                       rank, CD_ST_MAX_RANK);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: tensor '%s': rank %zu is above the maximum of %d", f->path, name, rank,
+                       CD_ST_MAX_RANK);
     t->rank = (int)rank;
     /* The element count times the dtype size must fit in int64. The product of the non-zero dims is
      * bounded the same way, so no product of dims overflows later even for an empty tensor. */
@@ -177,11 +177,14 @@ static cd_status parse_tensor(const cd_st_file *f, const char *name, json_t *obj
         return cd_fail(err, CD_ERR_FORMAT, "%s: tensor '%s': data_offsets is not [begin, end]", f->path, name);
     json_int_t b = json_integer_value(json_array_get(offs, 0)), e = json_integer_value(json_array_get(offs, 1));
     if (b < 0 || e < b)
-        return cd_fail(err, CD_ERR_FORMAT, "%s: tensor '%s': data_offsets [%lld, %lld] are not an ordered pair of "
-                       "non-negative offsets", f->path, name, (long long)b, (long long)e);
+        return cd_fail(err, CD_ERR_FORMAT,
+                       "%s: tensor '%s': data_offsets [%lld, %lld] are not an ordered pair of "
+                       "non-negative offsets",
+                       f->path, name, (long long)b, (long long)e);
     if ((uint64_t)e > buffer_size)
-        return cd_fail(err, CD_ERR_TRUNCATED, "%s: tensor '%s': data_offsets end %lld is past the %llu-byte data buffer",
-                       f->path, name, (long long)e, (unsigned long long)buffer_size);
+        return cd_fail(err, CD_ERR_TRUNCATED,
+                       "%s: tensor '%s': data_offsets end %lld is past the %llu-byte data buffer", f->path, name,
+                       (long long)e, (unsigned long long)buffer_size);
     if ((uint64_t)(e - b) != nbytes)
         return cd_fail(err, CD_ERR_FORMAT, "%s: tensor '%s': data_offsets span %lld bytes, but %s shape needs %llu",
                        f->path, name, (long long)(e - b), dtype_names[t->dtype], (unsigned long long)nbytes);
@@ -358,8 +361,7 @@ cd_status cd_st_get_f32(const cd_st_file *f, const char *name, int expected_rank
     /* elements * dtype size <= the file size, so this allocation is bounded by the input. */
     size_t n = (size_t)t->elements;
     float *dst = malloc(n ? n * sizeof(float) : 1);
-    if (!dst)
-        return cd_fail(err, CD_ERR_NOMEM, "%s: tensor '%s': cannot allocate %zu floats", f->path, name, n);
+    if (!dst) return cd_fail(err, CD_ERR_NOMEM, "%s: tensor '%s': cannot allocate %zu floats", f->path, name, n);
     const uint8_t *src = t->data;
     switch (t->dtype) {
     case CD_ST_F32:
@@ -390,8 +392,7 @@ cd_status cd_st_get_f32(const cd_st_file *f, const char *name, int expected_rank
                 dst[i] = (float)d;
         }
         break;
-    default:
-        break;
+    default: break;
     }
     *out = dst;
     return CD_OK;

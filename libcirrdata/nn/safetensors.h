@@ -19,17 +19,25 @@
 #define CD_ST_MAX_HEADER (100u * 1024u * 1024u)
 
 typedef enum cd_st_dtype {
-    CD_ST_F32 = 0, CD_ST_F16, CD_ST_BF16, CD_ST_F64, CD_ST_I64, CD_ST_I32, CD_ST_I16, CD_ST_I8, CD_ST_U8,
+    CD_ST_F32 = 0,
+    CD_ST_F16,
+    CD_ST_BF16,
+    CD_ST_F64,
+    CD_ST_I64,
+    CD_ST_I32,
+    CD_ST_I16,
+    CD_ST_I8,
+    CD_ST_U8,
     CD_ST_BOOL
 } cd_st_dtype;
 
 typedef struct cd_st_tensor {
-    const char *name;          /* owned by the file handle */
+    const char *name; /* owned by the file handle */
     cd_st_dtype dtype;
     int rank;
     int64_t shape[CD_ST_MAX_RANK];
     int64_t elements;
-    const void *data;          /* inside the mapping; NOT aligned in general (use memcpy) */
+    const void *data; /* inside the mapping; NOT aligned in general (use memcpy) */
     size_t nbytes;
 } cd_st_tensor;
 

@@ -85,7 +85,8 @@ cd_status cd_stage_preprocess(const cd_volume *image, const cd_volume *mask, int
     /* NaN or infinite voxels are refused here, where they can be named: the network would turn them
      * into NaN outputs and the slice it blamed would be the wrong one. A NaN label would count as liver. */
     cd_volume *unused = NULL;
-    cd_status st = cd_non_finite_apply(CD_NON_FINITE_ERROR, image, "the image", "staging needs finite values", &unused, err);
+    cd_status st =
+        cd_non_finite_apply(CD_NON_FINITE_ERROR, image, "the image", "staging needs finite values", &unused, err);
     if (st == CD_OK && mask)
         st = cd_non_finite_apply(CD_NON_FINITE_ERROR, mask, "the mask", "staging needs finite values", &unused, err);
     if (st != CD_OK) return st;
@@ -122,7 +123,8 @@ cd_status cd_stage_preprocess(const cd_volume *image, const cd_volume *mask, int
         if (keep) in->z[in->n++] = z;
     }
     if (in->n == 0) {
-        st = cd_fail(err, CD_ERR_ARG, "the mask's liver vanishes when its slices are resized to %dx%d (fewer than one pixel)",
+        st = cd_fail(err, CD_ERR_ARG,
+                     "the mask's liver vanishes when its slices are resized to %dx%d (fewer than one pixel)",
                      CD_STAGE_SIZE, CD_STAGE_SIZE);
         goto done;
     }
@@ -194,8 +196,8 @@ cd_status cd_stage_run(cd_model *m, const cd_stage_input *in, int batch, cd_stag
         double mx = l[0], sum = 0;
         for (int c = 0; c < C; c++) {
             if (!isfinite(l[c])) {
-                st = cd_fail(err, CD_ERR_FORMAT, "the model (%s) gave a non-finite output for slice z=%lld", cd_model_arch(m),
-                             (long long)in->z[i]);
+                st = cd_fail(err, CD_ERR_FORMAT, "the model (%s) gave a non-finite output for slice z=%lld",
+                             cd_model_arch(m), (long long)in->z[i]);
                 break;
             }
             if (l[c] > mx) mx = l[c];

@@ -7,7 +7,8 @@
  * less than VGG-19's 392 MiB fc weight) and a buffer may be at most maxMemoryAllocationSize: a layer
  * whose weight exceeds either is stored as blocks of output channels, each [k][channels of the
  * block] and bound on its own, one dispatch per block (see node_w); the weights fill as many buffers
- * as the allocation size requires. Activations live in one arena buffer planned like the graph's (nn/graph.c's first fit over
+ * as the allocation size requires. Activations live in one arena buffer planned like the graph's (nn/graph.c's first
+ * fit over
  * the same lifetimes, see plan()) but aware of fusion; in staging mode small upload/readback buffers
  * carry the input and the output. These buffers are the executor's own (cd_vk_buffer_create), not
  * the context's per-batch arenas, so the augmentation kernels sharing the context cannot clobber
@@ -50,7 +51,6 @@
 
 #include "gpu/gpu_impl.h"
 #include "nn/vk_exec.h"
-
 
 enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_COUNT };
 enum { MAX_BIND = 5, GEMM_TILE = 64, GEMM_THREADS = 256 };
@@ -129,7 +129,7 @@ typedef struct gemm_pipe {
  * are specialization constants). They serve every executor of the context, so the GEMM's list grows
  * with the kernel sizes of all its models rather than stopping at a fixed count. */
 typedef struct nn_kernels {
-    cd_vk_kernel k[K_COUNT]; /* layouts */
+    cd_vk_kernel k[K_COUNT];     /* layouts */
     VkPipeline pipe[2][K_COUNT]; /* all but K_GEMM */
     gemm_pipe *gemm[2];
     int ngemm[2], capgemm[2];
@@ -143,7 +143,8 @@ static cd_status nn_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err
     if (K->local > l->maxComputeWorkGroupSize[0]) K->local = l->maxComputeWorkGroupSize[0];
     if (K->local > l->maxComputeWorkGroupInvocations) K->local = l->maxComputeWorkGroupInvocations;
     cd_status st = CD_OK;
-    for (int k = 0; k < K_COUNT && st == CD_OK; k++) st = cd_vk_layout_create(ctx, &K->k[k], g_shaders[k].bindings, g_shaders[k].push, err);
+    for (int k = 0; k < K_COUNT && st == CD_OK; k++)
+        st = cd_vk_layout_create(ctx, &K->k[k], g_shaders[k].bindings, g_shaders[k].push, err);
     return st;
 }
 
@@ -167,14 +168,15 @@ static cd_status nn_kernels_ready(cd_gpu_context *ctx, bool fp16, nn_kernels **o
     nn_kernels *K = state;
     for (int k = 0; k < K_COUNT && st == CD_OK; k++)
         if (k != K_GEMM && !K->pipe[fp16][k])
-            st = cd_vk_pipeline_create(ctx, &K->k[k], fp16 ? g_shaders[k].shader16 : g_shaders[k].shader, &K->local, 1, &K->pipe[fp16][k],
-                                       err);
+            st = cd_vk_pipeline_create(ctx, &K->k[k], fp16 ? g_shaders[k].shader16 : g_shaders[k].shader, &K->local, 1,
+                                       &K->pipe[fp16][k], err);
     *out = K;
     return st;
 }
 
 /* The GEMM's pipeline for a kernel size, created on first use. */
-static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, uint32_t kh, uint32_t kw, VkPipeline *out, cd_error *err) {
+static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, uint32_t kh, uint32_t kw, VkPipeline *out,
+                               cd_error *err) {
     for (int i = 0; i < K->ngemm[fp16]; i++)
         if (K->gemm[fp16][i].kh == kh && K->gemm[fp16][i].kw == kw) {
             *out = K->gemm[fp16][i].pipe;
@@ -188,7 +190,8 @@ static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, ui
         K->capgemm[fp16] = c;
     }
     const uint32_t spec[2] = {kh, kw};
-    cd_status st = cd_vk_pipeline_create(ctx, &K->k[K_GEMM], fp16 ? g_shaders[K_GEMM].shader16 : g_shaders[K_GEMM].shader, spec, 2, out, err);
+    cd_status st = cd_vk_pipeline_create(
+        ctx, &K->k[K_GEMM], fp16 ? g_shaders[K_GEMM].shader16 : g_shaders[K_GEMM].shader, spec, 2, out, err);
     if (st != CD_OK) return st;
     K->gemm[fp16][K->ngemm[fp16]++] = (gemm_pipe){kh, kw, *out};
     return CD_OK;
@@ -196,12 +199,12 @@ static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, ui
 
 struct cd_nn_vk {
     cd_gpu_context *ctx;
-    nn_kernels *K;      /* the context's (they live as long as it) */
-    bool shared;        /* the context's memory mode: the activations are host-visible */
-    VkDeviceSize align; /* of the weight pieces */
+    nn_kernels *K;           /* the context's (they live as long as it) */
+    bool shared;             /* the context's memory mode: the activations are host-visible */
+    VkDeviceSize align;      /* of the weight pieces */
     VkDeviceSize bind_align; /* minStorageBufferOffsetAlignment (at least 1): where a binding may start */
-    bool fp16;          /* float16 storage of weights and activations (the *_fp16 kernels) */
-    VkDeviceSize esize; /* bytes per stored weight or activation element: 2 with fp16, else 4 */
+    bool fp16;               /* float16 storage of weights and activations (the *_fp16 kernels) */
+    VkDeviceSize esize;      /* bytes per stored weight or activation element: 2 with fp16, else 4 */
 
     VkDeviceSize range;   /* bytes one binding may span (maxStorageBufferRange, or the test override) */
     VkDeviceSize max_buf; /* bytes one weight buffer may hold (a multiple of align) */
@@ -219,8 +222,8 @@ struct cd_nn_vk {
     double last_ms;
 
     /* record-time state */
-    int64_t *off;      /* per node: arena offset (elements) of the tensor it owns (the executor's plan) */
-    int *owner;        /* per node: the node owning its tensor (views: their input's owner) */
+    int64_t *off; /* per node: arena offset (elements) of the tensor it owns (the executor's plan) */
+    int *owner;   /* per node: the node owning its tensor (views: their input's owner) */
     int64_t arena_floats;
     int *fused_add; /* per node: the add a conv/linear writes into, or -1 */
     bool *skip;     /* per node: not dispatched (fused away) */
@@ -387,12 +390,15 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
             if (ob > ob_bias) ob = ob_bias;
             if (ob < 1)
                 return cd_fail(err, CD_ERR_LIMIT,
-                               "%s: node %s: one output channel's weights (%s) are more than %s can bind (maxStorageBufferRange or "
+                               "%s: node %s: one output channel's weights (%s) are more than %s can bind "
+                               "(maxStorageBufferRange or "
                                "maxMemoryAllocationSize %s)",
-                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * vk->esize, b1, sizeof b1), cd_vk_name(vk->ctx),
-                               cd_format_bytes(limit, b2, sizeof b2));
-            if (ob >= og) ob = og;
-            else if (ob >= GEMM_TILE) ob = ob / GEMM_TILE * GEMM_TILE; /* whole tiles */
+                               g->source, nd->name, cd_format_bytes((VkDeviceSize)K * vk->esize, b1, sizeof b1),
+                               cd_vk_name(vk->ctx), cd_format_bytes(limit, b2, sizeof b2));
+            if (ob >= og)
+                ob = og;
+            else if (ob >= GEMM_TILE)
+                ob = ob / GEMM_TILE * GEMM_TILE; /* whole tiles */
             w->ob = ob;
             w->nblk = (int)((og + ob - 1) / ob);
         }
@@ -405,8 +411,8 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         }
         if (st == CD_OK && nd->bias) {
             if ((VkDeviceSize)nd->out_ch * 4 > vk->max_buf)
-                return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: the bias is more than one buffer may hold on %s", g->source, nd->name,
-                               cd_vk_name(vk->ctx));
+                return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: the bias is more than one buffer may hold on %s",
+                               g->source, nd->name, cd_vk_name(vk->ctx));
             st = place(vk, (VkDeviceSize)nd->out_ch * 4, &w->bias, err);
         }
     }
@@ -466,7 +472,8 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         for (int i = 0; i < g->count; i++) {
             const node_w *w = &vk->nw[i];
             if (!has_params(&g->nodes[i])) continue;
-            const VkDeviceSize piece = (VkDeviceSize)(w->whole ? g->nodes[i].out_ch : w->ob) * node_k(&g->nodes[i]) * vk->esize;
+            const VkDeviceSize piece =
+                (VkDeviceSize)(w->whole ? g->nodes[i].out_ch : w->ob) * node_k(&g->nodes[i]) * vk->esize;
             if (piece > largest) largest = piece;
             if ((VkDeviceSize)g->nodes[i].out_ch * 4 > largest) largest = (VkDeviceSize)g->nodes[i].out_ch * 4;
         }
@@ -490,7 +497,8 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
                 write_block(nd, gi, 0, og, vk->fp16, (char *)dst + (size_t)(gi * K * og) * vk->esize);
         } else
             for (int64_t p = 0; p < groups * w->nblk && st == CD_OK; p++) {
-                const int64_t gi = p / w->nblk, j = p % w->nblk, width = og - j * w->ob < w->ob ? og - j * w->ob : w->ob;
+                const int64_t gi = p / w->nblk, j = p % w->nblk,
+                              width = og - j * w->ob < w->ob ? og - j * w->ob : w->ob;
                 st = up_piece(vk, &u, w->blk[p], (VkDeviceSize)width * K * vk->esize, &dst, err);
                 if (st == CD_OK) write_block(nd, gi, j * w->ob, width, vk->fp16, dst);
             }
@@ -499,7 +507,8 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
             if (st == CD_OK) memcpy(dst, nd->bias, (size_t)nd->out_ch * 4);
         }
     }
-    if (st == CD_OK) st = up_flush(vk, &u, err);
+    if (st == CD_OK)
+        st = up_flush(vk, &u, err);
     else if (u.open) {
         cd_vk_cmd_end(&vk->cmd, NULL);
         u.open = false;
@@ -520,16 +529,19 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
     const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     if (l->maxComputeWorkGroupInvocations < GEMM_THREADS || l->maxComputeWorkGroupSize[0] < GEMM_THREADS ||
         l->maxComputeSharedMemorySize < 8192 || l->maxPushConstantsSize < sizeof(gemm_push))
-        return cd_fail(err, CD_ERR_UNSUPPORTED,
-                       "Vulkan inference: %s allows %u invocations per workgroup and %u bytes of shared memory; the convolution "
-                       "kernel needs 256 and 8 KiB",
-                       cd_vk_name(ctx), l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize);
+        return cd_fail(
+            err, CD_ERR_UNSUPPORTED,
+            "Vulkan inference: %s allows %u invocations per workgroup and %u bytes of shared memory; the convolution "
+            "kernel needs 256 and 8 KiB",
+            cd_vk_name(ctx), l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize);
     for (int i = 0; i < g->count; i++) {
         const cd_nn_node *nd = &g->nodes[i];
         if (nd->op == CD_NN_BATCHNORM)
-            return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: batch_norm that was not folded into a convolution is not supported on Vulkan",
+            return cd_fail(err, CD_ERR_UNSUPPORTED,
+                           "%s: node %s: batch_norm that was not folded into a convolution is not supported on Vulkan",
                            g->source, nd->name);
-        if (has_params(nd) && (nd->in_ch <= 0 || nd->out_ch <= 0 || (nd->op == CD_NN_CONV2D && (nd->groups <= 0 || nd->kh <= 0 || nd->kw <= 0))))
+        if (has_params(nd) && (nd->in_ch <= 0 || nd->out_ch <= 0 ||
+                               (nd->op == CD_NN_CONV2D && (nd->groups <= 0 || nd->kh <= 0 || nd->kw <= 0))))
             return cd_fail(err, CD_ERR_ARG, "%s: node %s: bad parameter shape", g->source, nd->name);
     }
     cd_nn_vk *vk = calloc(1, sizeof *vk);
@@ -560,7 +572,8 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
     vk->max_buf = vk->max_buf / vk->align * vk->align;
     if (vk->range < 4 * vk->align || vk->max_buf < 4 * vk->align) {
         cd_nn_vk_destroy(vk);
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan inference: %s allows too small storage buffers", cd_vk_name(ctx));
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan inference: %s allows too small storage buffers",
+                       cd_vk_name(ctx));
     }
     cd_vk_lock(ctx); /* the kernels, memory accounting, the command pool and the queue */
     cd_status st = cd_vk_usable(ctx, err);
@@ -623,23 +636,28 @@ typedef struct bind {
 
 /* Binds `floats` elements at arena offset `off` (elements of esize bytes): the range starts at the
  * offset rounded down to the device's alignment, the rest goes to the shader as an element offset. */
-static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t off, int64_t floats, bool write, bind *b,
-                            cd_error *err) {
+static cd_status arena_bind(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t off, int64_t floats, bool write,
+                            bind *b, cd_error *err) {
     const VkDeviceSize al = vk->bind_align;
     const VkDeviceSize byte = (VkDeviceSize)off * vk->esize, base = byte / al * al;
     const VkDeviceSize range = byte + (VkDeviceSize)floats * vk->esize - base;
     if (off < 0 || floats <= 0 || (VkDeviceSize)(off + floats) * vk->esize > vk->arena.size)
-        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: tensor outside the activation arena", g->source, g->nodes[node].name);
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: tensor outside the activation arena", g->source,
+                       g->nodes[node].name);
     if (range > vk->range) { /* chunk() keeps bindings under the range: a planning error */
         char b1[32], b2[32];
-        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: a %s tensor is more than %s can bind (maxStorageBufferRange %s)",
-                       g->source, g->nodes[node].name, cd_format_bytes(range, b1, sizeof b1), cd_vk_name(vk->ctx),
+        return cd_fail(err, CD_ERR_INTERNAL,
+                       "%s: node %s: a %s tensor is more than %s can bind (maxStorageBufferRange %s)", g->source,
+                       g->nodes[node].name, cd_format_bytes(range, b1, sizeof b1), cd_vk_name(vk->ctx),
                        cd_format_bytes(vk->range, b2, sizeof b2));
     }
     if ((byte - base) / vk->esize > UINT32_MAX || (uint64_t)floats > UINT32_MAX)
-        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: tensor too large for 32-bit indexing", g->source, g->nodes[node].name);
-    *b = (bind){.info = {.buffer = vk->arena.buffer, .offset = base, .range = range}, .elem = (uint32_t)((byte - base) / vk->esize),
-                .arena = true, .write = write};
+        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: tensor too large for 32-bit indexing", g->source,
+                       g->nodes[node].name);
+    *b = (bind){.info = {.buffer = vk->arena.buffer, .offset = base, .range = range},
+                .elem = (uint32_t)((byte - base) / vk->esize),
+                .arena = true,
+                .write = write};
     return CD_OK;
 }
 
@@ -654,7 +672,8 @@ static bind bias_bind(cd_nn_vk *vk, wplace p, int64_t o_lo, int64_t count, uint3
     const VkDeviceSize al = vk->bind_align;
     const VkDeviceSize byte = p.off + (VkDeviceSize)o_lo * 4, base = byte / al * al;
     *elem = (uint32_t)((byte - base) / 4);
-    return (bind){.info = {.buffer = vk->wbuf[p.buf].buffer, .offset = base, .range = byte + (VkDeviceSize)count * 4 - base}};
+    return (bind){
+        .info = {.buffer = vk->wbuf[p.buf].buffer, .offset = base, .range = byte + (VkDeviceSize)count * 4 - base}};
 }
 
 static bind dummy_bind(cd_nn_vk *vk) { return weight_bind(vk, (wplace){0, 0}, 16); }
@@ -663,7 +682,8 @@ static bind dummy_bind(cd_nn_vk *vk) { return weight_bind(vk, (wplace){0, 0}, 16
  * elements per image: all of them when every binding fits the range, else as many as fit after an
  * alignment unit of slack (a binding starts at its offset rounded down); CD_ERR_LIMIT when one
  * image does not fit. */
-static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img_floats, int64_t n, int64_t *per, cd_error *err) {
+static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img_floats, int64_t n, int64_t *per,
+                       cd_error *err) {
     const VkDeviceSize al = vk->bind_align;
     const VkDeviceSize img = (VkDeviceSize)img_floats * vk->esize, room = vk->range - al;
     if (img * (VkDeviceSize)n <= room) {
@@ -673,7 +693,8 @@ static cd_status chunk(cd_nn_vk *vk, const cd_nn_graph *g, int node, int64_t img
     if (img > room) {
         char b1[32], b2[32];
         return cd_fail(err, CD_ERR_LIMIT,
-                       "%s: node %s: one image's %s tensor is more than %s can bind (maxStorageBufferRange %s); use a smaller input size",
+                       "%s: node %s: one image's %s tensor is more than %s can bind (maxStorageBufferRange %s); use a "
+                       "smaller input size",
                        g->source, g->nodes[node].name, cd_format_bytes(img, b1, sizeof b1), cd_vk_name(vk->ctx),
                        cd_format_bytes(vk->range, b2, sizeof b2));
     }
@@ -698,8 +719,8 @@ static cd_status pend_add(span **list, int *n, int *cap, span v) {
 }
 
 /* Records one dispatch (or several along x when the grid is too long: `chunks` pushes with n_base). */
-static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b, uint32_t nb, void *push, uint32_t gx, uint32_t gy,
-                          uint32_t gz, cd_error *err) {
+static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b, uint32_t nb, void *push, uint32_t gx,
+                          uint32_t gy, uint32_t gz, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
     const cd_vk_kernel *k = &vk->K->k[kind];
     if (vk->counting) {
@@ -716,17 +737,17 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
             for (int j = 0; j < vk->npend_r && !need; j++) need = overlap(&s, &vk->pend_r[j]);
     }
     if (need) {
-        cd_vk_cmd_barrier(&vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        cd_vk_cmd_barrier(&vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
         vk->npend_r = vk->npend_w = 0;
         vk->barriers++;
     }
     for (uint32_t i = 0; i < nb; i++) {
         if (!b[i].arena) continue;
         span s = {b[i].info.buffer, b[i].info.offset, b[i].info.offset + b[i].info.range, vk->tag};
-        cd_status ps = b[i].write ? pend_add(&vk->pend_w, &vk->npend_w, &vk->cap_w, s) : pend_add(&vk->pend_r, &vk->npend_r, &vk->cap_r, s);
-        if (ps != CD_OK)
-            return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        cd_status ps = b[i].write ? pend_add(&vk->pend_w, &vk->npend_w, &vk->cap_w, s)
+                                  : pend_add(&vk->pend_r, &vk->npend_r, &vk->cap_r, s);
+        if (ps != CD_OK) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
     VkDescriptorBufferInfo info[MAX_BIND];
     for (uint32_t i = 0; i < nb; i++) info[i] = b[i].info;
@@ -737,7 +758,8 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
     const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     const uint32_t maxx = l->maxComputeWorkGroupCount[0];
     if (gy > l->maxComputeWorkGroupCount[1] || gz > l->maxComputeWorkGroupCount[2])
-        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: a %u x %u x %u grid exceeds the limits of %s", gx, gy, gz, cd_vk_name(ctx));
+        return cd_fail(err, CD_ERR_LIMIT, "Vulkan inference: a %u x %u x %u grid exceeds the limits of %s", gx, gy, gz,
+                       cd_vk_name(ctx));
     if (kind == K_GEMM) { /* long grids: several dispatches, each told its first column */
         gemm_push *pc = push;
         for (uint32_t x0 = 0; x0 < gx; x0 += maxx) {
@@ -755,13 +777,15 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
 }
 
 /* Grid of an elementwise kernel over `total` invocations: x as long as allowed, then y. */
-static cd_status grid_1d(cd_nn_vk *vk, const cd_nn_graph *g, int node, uint64_t total, uint32_t *gx, uint32_t *gy, cd_error *err) {
+static cd_status grid_1d(cd_nn_vk *vk, const cd_nn_graph *g, int node, uint64_t total, uint32_t *gx, uint32_t *gy,
+                         cd_error *err) {
     const uint64_t groups = (total + vk->K->local - 1) / vk->K->local;
     const VkPhysicalDeviceLimits *l = cd_vk_limits(vk->ctx);
     const uint64_t maxx = l->maxComputeWorkGroupCount[0];
     const uint64_t x = groups < maxx ? groups : maxx, y = (groups + x - 1) / x;
     if (total > UINT32_MAX || y > l->maxComputeWorkGroupCount[1])
-        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: %llu elements are too many for one dispatch; use a smaller batch", g->source,
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: node %s: %llu elements are too many for one dispatch; use a smaller batch", g->source,
                        g->nodes[node].name, (unsigned long long)total);
     *gx = (uint32_t)(x ? x : 1);
     *gy = (uint32_t)(y ? y : 1);
@@ -783,14 +807,17 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     if (lin && is->c * is->h * is->w != nd->in_ch)
         return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld features, the weight %d", g->source, nd->name,
                        (long long)(is->c * is->h * is->w), nd->in_ch);
-    if (!lin && C != nd->in_ch) return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the weight %d", g->source, nd->name, (long long)C, nd->in_ch);
+    if (!lin && C != nd->in_ch)
+        return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the weight %d", g->source, nd->name,
+                       (long long)C, nd->in_ch);
     if (!w->blk) return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no weights on the device", g->source, nd->name);
     const int64_t in_img = C * H * W, out_img = O * OH * OW;
     int64_t per = 0;
     cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
     if (st != CD_OK) return st;
     if (per * OH * OW > UINT32_MAX - 64 * (int64_t)GEMM_TILE)
-        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: too large for one dispatch; use a smaller batch", g->source, nd->name);
+        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: too large for one dispatch; use a smaller batch", g->source,
+                       nd->name);
     VkPipeline pipe;
     st = gemm_pipeline(vk->ctx, vk->K, vk->fp16, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe, err);
     if (st != CD_OK) return st;
@@ -802,21 +829,42 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
         const int64_t nimg = n - b0 < per ? n - b0 : per, ntotal = nimg * OH * OW;
         bind b[5];
         st = arena_bind(vk, g, i, tensor_off(vk, src) + b0 * in_img, nimg * in_img, false, &b[0], err);
-        if (st == CD_OK && other >= 0) st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
-        else b[3] = dummy_bind(vk);
-        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
+        if (st == CD_OK && other >= 0)
+            st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
+        else
+            b[3] = dummy_bind(vk);
+        if (st == CD_OK)
+            st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
         if (st != CD_OK) break;
-        gemm_push pc = {.x_off = b[0].elem, .w_off = 0, .b_off = 0, .r_off = b[3].elem, .y_off = b[4].elem,
-                        .C = (uint32_t)C, .H = (uint32_t)H, .W = (uint32_t)W, .O = (uint32_t)O, .OH = (uint32_t)OH, .OW = (uint32_t)OW,
-                        .Cg = (uint32_t)(C / groups), .Og = (uint32_t)og, .K = (uint32_t)K, .ntotal = (uint32_t)ntotal,
-                        .sh = lin ? 1 : (uint32_t)nd->sh, .sw = lin ? 1 : (uint32_t)nd->sw, .ph = lin ? 0 : (uint32_t)nd->ph,
-                        .pw = lin ? 0 : (uint32_t)nd->pw, .dh = lin ? 1 : (uint32_t)nd->dh, .dw = lin ? 1 : (uint32_t)nd->dw, .flags = flags};
+        gemm_push pc = {.x_off = b[0].elem,
+                        .w_off = 0,
+                        .b_off = 0,
+                        .r_off = b[3].elem,
+                        .y_off = b[4].elem,
+                        .C = (uint32_t)C,
+                        .H = (uint32_t)H,
+                        .W = (uint32_t)W,
+                        .O = (uint32_t)O,
+                        .OH = (uint32_t)OH,
+                        .OW = (uint32_t)OW,
+                        .Cg = (uint32_t)(C / groups),
+                        .Og = (uint32_t)og,
+                        .K = (uint32_t)K,
+                        .ntotal = (uint32_t)ntotal,
+                        .sh = lin ? 1 : (uint32_t)nd->sh,
+                        .sw = lin ? 1 : (uint32_t)nd->sw,
+                        .ph = lin ? 0 : (uint32_t)nd->ph,
+                        .pw = lin ? 0 : (uint32_t)nd->pw,
+                        .dh = lin ? 1 : (uint32_t)nd->dh,
+                        .dw = lin ? 1 : (uint32_t)nd->dw,
+                        .flags = flags};
         const uint64_t gx = ((uint64_t)ntotal + GEMM_TILE - 1) / GEMM_TILE;
         if (w->whole) { /* every group in z */
             b[1] = weight_bind(vk, w->blk[0], (VkDeviceSize)O * K * vk->esize);
             b[2] = nd->bias ? bias_bind(vk, w->bias, 0, O, &pc.b_off) : dummy_bind(vk);
             pc.m_end = pc.w_ld = (uint32_t)og;
-            st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((og + GEMM_TILE - 1) / GEMM_TILE), (uint32_t)groups, err);
+            st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((og + GEMM_TILE - 1) / GEMM_TILE),
+                          (uint32_t)groups, err);
             continue;
         }
         for (int64_t p = 0; p < groups * w->nblk && st == CD_OK; p++) { /* one output-channel block each */
@@ -827,7 +875,8 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
             pc.m_base = (uint32_t)m_lo;
             pc.m_end = (uint32_t)(m_lo + width);
             pc.w_ld = (uint32_t)width;
-            st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((width + GEMM_TILE - 1) / GEMM_TILE), 1, err);
+            st = dispatch(vk, K_GEMM, pipe, b, 5, &pc, (uint32_t)gx, (uint32_t)((width + GEMM_TILE - 1) / GEMM_TILE), 1,
+                          err);
         }
     }
     vk->tag = 0;
@@ -853,14 +902,21 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
             const uint64_t pos = (uint64_t)(nimg * nd->shape.h * nd->shape.w);
             st = grid_1d(vk, g, i, pos, &gx, &gy, err);
             if (st != CD_OK) break;
-            softmax_push pc = {b[0].elem, b[1].elem, (uint32_t)pos, gx, (uint32_t)nd->shape.c, (uint32_t)(nd->shape.h * nd->shape.w)};
+            softmax_push pc = {
+                b[0].elem, b[1].elem, (uint32_t)pos, gx, (uint32_t)nd->shape.c, (uint32_t)(nd->shape.h * nd->shape.w)};
             st = dispatch(vk, K_SOFTMAX, vk->K->pipe[vk->fp16][K_SOFTMAX], b, 2, &pc, gx, gy, 1, err);
             continue;
         }
         st = grid_1d(vk, g, i, (uint64_t)(nimg * out_img), &gx, &gy, err);
         if (st != CD_OK) break;
-        pool_push pc = {.x_off = b[0].elem, .y_off = b[1].elem, .total = (uint32_t)(nimg * out_img), .groups_x = gx,
-                        .H = (uint32_t)is->h, .W = (uint32_t)is->w, .OH = (uint32_t)nd->shape.h, .OW = (uint32_t)nd->shape.w};
+        pool_push pc = {.x_off = b[0].elem,
+                        .y_off = b[1].elem,
+                        .total = (uint32_t)(nimg * out_img),
+                        .groups_x = gx,
+                        .H = (uint32_t)is->h,
+                        .W = (uint32_t)is->w,
+                        .OH = (uint32_t)nd->shape.h,
+                        .OW = (uint32_t)nd->shape.w};
         int kind = K_ADAPTIVE;
         if (nd->op != CD_NN_ADAPTIVE_AVGPOOL2D) {
             pc.kh = (uint32_t)nd->kh;
@@ -896,14 +952,17 @@ static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error 
         const int64_t cnt = (n - b0 < per ? n - b0 : per) * img;
         bind b[3];
         st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, cnt, false, &b[0], err);
-        if (st == CD_OK && nd->op == CD_NN_ADD) st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * img, cnt, false, &b[1], err);
-        else b[1] = dummy_bind(vk);
+        if (st == CD_OK && nd->op == CD_NN_ADD)
+            st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * img, cnt, false, &b[1], err);
+        else
+            b[1] = dummy_bind(vk);
         if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[2], err);
         uint32_t gx = 0, gy = 0;
         if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
         if (st != CD_OK) break;
-        add_push pc = {b[0].elem, b[1].elem, b[2].elem, (uint32_t)cnt, gx,
-                       (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
+        add_push pc = {b[0].elem, b[1].elem,
+                       b[2].elem, (uint32_t)cnt,
+                       gx,        (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
         st = dispatch(vk, K_ADD, vk->K->pipe[vk->fp16][K_ADD], b, 3, &pc, gx, gy, 1, err);
     }
     vk->tag = 0;
@@ -926,8 +985,8 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_ADD:
     case CD_NN_RELU: return record_add(vk, g, i, err);
     default:
-        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source, nd->name,
-                       (int)nd->op);
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source,
+                       nd->name, (int)nd->op);
     }
 }
 
@@ -959,7 +1018,8 @@ static cd_status plan(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
             const int p = a->in[s], q = a->in[1 - s];
             if (p < 0 || q < 0 || q >= p || vk->owner[p] != p) continue;
             const cd_nn_node *c = &g->nodes[p];
-            if ((c->op != CD_NN_CONV2D && c->op != CD_NN_LINEAR) || c->relu || vk->fused_add[p] >= 0 || p == g->output) continue;
+            if ((c->op != CD_NN_CONV2D && c->op != CD_NN_LINEAR) || c->relu || vk->fused_add[p] >= 0 || p == g->output)
+                continue;
             int readers = 0;
             for (int m = 0; m < n; m++)
                 for (int k = 0; k < g->nodes[m].n_in; k++) readers += g->nodes[m].in[k] == p;
@@ -1028,7 +1088,8 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
     const uint64_t key = plan_key(g);
     if (vk->recorded && key == vk->key) return CD_OK;
-    if (g->count != vk->nodes) return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: not the graph the executor was created for");
+    if (g->count != vk->nodes)
+        return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: not the graph the executor was created for");
     if (g->output < 0 || g->output >= g->count || g->arena_floats <= 0)
         return cd_fail(err, CD_ERR_ARG, "cd_nn_vk_run: %s: the graph is not shaped (cd_nn_graph_shape)", g->source);
     free_plan_buffers(vk);
@@ -1058,13 +1119,16 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     cd_vk_cmd *cmd = &vk->cmd;
     /* the previous submission's accesses (the last dispatches, the readback copy) before this one's */
     cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+                      VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                          VK_ACCESS_TRANSFER_WRITE_BIT);
     if (!vk->shared) {
-        VkBufferCopy region = {.srcOffset = 0, .dstOffset = (VkDeviceSize)tensor_off(vk, 0) * vk->esize, .size = in_bytes};
+        VkBufferCopy region = {
+            .srcOffset = 0, .dstOffset = (VkDeviceSize)tensor_off(vk, 0) * vk->esize, .size = in_bytes};
         cd_vk_cmd_copy(cmd, vk->upload.buffer, vk->arena.buffer, 1, &region);
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     }
     cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, 0);
     vk->npend_r = vk->npend_w = 0;
@@ -1074,15 +1138,15 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
         cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
         const int64_t out_off = tensor_off(vk, g->output);
         if (!vk->shared) {
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                              VK_ACCESS_TRANSFER_READ_BIT);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
             VkBufferCopy region = {.srcOffset = (VkDeviceSize)out_off * vk->esize, .dstOffset = 0, .size = out_bytes};
             cd_vk_cmd_copy(cmd, vk->arena.buffer, vk->readback.buffer, 1, &region);
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                              VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         } else
-            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                              VK_ACCESS_HOST_READ_BIT);
+            cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         st = cd_vk_cmd_end(cmd, err);
     } else
         cd_vk_cmd_end(cmd, NULL);
@@ -1091,9 +1155,10 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
         return st;
     }
     if (getenv("CIRRDATA_NN_VK_VERBOSE"))
-        fprintf(stderr, "cirrdata: Vulkan inference: recorded %d dispatches, %d barriers for %lld x %lld x %lld x %lld\n", vk->dispatches,
-                vk->barriers, (long long)g->input_shape.n, (long long)g->input_shape.c, (long long)g->input_shape.h,
-                (long long)g->input_shape.w);
+        fprintf(stderr,
+                "cirrdata: Vulkan inference: recorded %d dispatches, %d barriers for %lld x %lld x %lld x %lld\n",
+                vk->dispatches, vk->barriers, (long long)g->input_shape.n, (long long)g->input_shape.c,
+                (long long)g->input_shape.h, (long long)g->input_shape.w);
     vk->recorded = true;
     vk->key = key;
     return CD_OK;
@@ -1111,13 +1176,18 @@ cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, f
     if (st == CD_OK) {
         const size_t nin = (size_t)numel(&g->input_shape), nout = (size_t)numel(&g->nodes[g->output].shape);
         void *dst = vk->shared ? (char *)vk->arena.mapped + tensor_off(vk, 0) * vk->esize : vk->upload.mapped;
-        if (vk->fp16) to_half(input, dst, nin);
-        else memcpy(dst, input, nin * 4);
+        if (vk->fp16)
+            to_half(input, dst, nin);
+        else
+            memcpy(dst, input, nin * 4);
         st = cd_vk_cmd_submit_wait(&vk->cmd, "the forward pass", &vk->last_ms, err);
         if (st == CD_OK) {
-            const void *src = vk->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * vk->esize : vk->readback.mapped;
-            if (vk->fp16) from_half(src, output, nout);
-            else memcpy(output, src, nout * 4);
+            const void *src = vk->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * vk->esize
+                                         : vk->readback.mapped;
+            if (vk->fp16)
+                from_half(src, output, nout);
+            else
+                memcpy(output, src, nout * 4);
         }
     }
     cd_vk_unlock(ctx);

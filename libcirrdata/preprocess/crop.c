@@ -27,7 +27,8 @@ void cd_pp_bbox(const cd_volume *v, bool from_float, int64_t lo[3], int64_t hi[3
             }
 }
 
-cd_status cd_pp_crop_volume(const cd_volume *v, const int64_t lo[3], const int64_t hi[3], cd_volume **out, cd_error *err) {
+cd_status cd_pp_crop_volume(const cd_volume *v, const int64_t lo[3], const int64_t hi[3], cd_volume **out,
+                            cd_error *err) {
     int64_t d[3], nd[3] = {hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
     cd_volume_dims(v, d);
     cd_status st = cd_volume_create(nd, cd_volume_dtype(v), out, err);

@@ -35,8 +35,7 @@
 #include "preprocess/preprocess_impl.h"
 #include "transform/resample_impl.h"
 
-
-#define EDGE_TOL 1e-4 /* transform/resample.c's band around the edge voxels */
+#define EDGE_TOL 1e-4          /* transform/resample.c's band around the edge voxels */
 #define FIXED_MAX 1073741824.0 /* |positions| below 2^30 voxels: 32.32 fixed point cannot overflow */
 #define REDUCE_LOCAL_MAX 256u  /* the shared arrays of pp_reduce.comp */
 #define REDUCE_PARTS_MAX 4096u
@@ -74,8 +73,9 @@ static cd_status pp_kernels_init(cd_gpu_context *ctx, void *state, cd_error *err
     if (lr > l->maxComputeWorkGroupInvocations) lr = l->maxComputeWorkGroupInvocations;
     if (sizeof(resample_push) > l->maxPushConstantsSize || sizeof(normalize_push) > l->maxPushConstantsSize)
         return cd_fail(err, CD_ERR_UNSUPPORTED, "Vulkan: %s allows too few push constants", cd_vk_name(ctx));
-    cd_status st = cd_vk_kernel_create(ctx, &pp[0], cd_vk_float64(ctx) ? CD_SHADER_PP_RESAMPLE_FP64 : CD_SHADER_PP_RESAMPLE, 3,
-                                       sizeof(resample_push), ls, err);
+    cd_status st =
+        cd_vk_kernel_create(ctx, &pp[0], cd_vk_float64(ctx) ? CD_SHADER_PP_RESAMPLE_FP64 : CD_SHADER_PP_RESAMPLE, 3,
+                            sizeof(resample_push), ls, err);
     if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[1], CD_SHADER_PP_REDUCE, 3, sizeof(reduce_push), lr, err);
     if (st == CD_OK) st = cd_vk_kernel_create(ctx, &pp[2], CD_SHADER_PP_NORMALIZE, 2, sizeof(normalize_push), ls, err);
     return st;
@@ -135,8 +135,10 @@ static int64_t fixed_constant(double c, int64_t n, int64_t lo, int64_t hi) {
     for (int k = 0; k < 4; k++) {
         fixed_decide(p, n, lo, hi, &fi, &fq);
         if (ri == fi && rq == fq) break;
-        if (ri != fi) p += ri ? (p < lo ? 1 : -1) : (c < 0 ? -1 : 1);
-        else p += rq > fq ? 1 : -1;
+        if (ri != fi)
+            p += ri ? (p < lo ? 1 : -1) : (c < 0 ? -1 : 1);
+        else
+            p += rq > fq ? 1 : -1;
     }
     return p;
 }
@@ -158,28 +160,32 @@ static bool float32_exact(cd_dtype dt) {
            dt == CD_DTYPE_FLOAT16 || dt == CD_DTYPE_FLOAT32;
 }
 
-static double column_norm(const double a[4][4], int j) { return sqrt(a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]); }
+static double column_norm(const double a[4][4], int j) {
+    return sqrt(a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]);
+}
 
 /* Copies in (staging), the recorded dispatches, copies out: the frame of every call here. */
 static void copy_in(cd_vk_cmd *cmd, cd_vk_range host, cd_vk_range dev) {
     if (cd_gpu_shared_memory(cmd->ctx) || !host.size) return;
     VkBufferCopy region = {.srcOffset = host.offset, .dstOffset = dev.offset, .size = host.size};
-    cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(cmd->ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(cmd->ctx, CD_VK_DEVICE), 1, &region);
-    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(cmd->ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(cmd->ctx, CD_VK_DEVICE), 1,
+                   &region);
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 static void copy_out(cd_vk_cmd *cmd, cd_vk_range dev, cd_vk_range host) {
     if (!cd_gpu_shared_memory(cmd->ctx)) {
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                          VK_ACCESS_TRANSFER_READ_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
         VkBufferCopy region = {.srcOffset = dev.offset, .dstOffset = host.offset, .size = dev.size};
-        cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(cmd->ctx, CD_VK_DEVICE), cd_vk_arena_buffer(cmd->ctx, CD_VK_READBACK), 1, &region);
+        cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(cmd->ctx, CD_VK_DEVICE), cd_vk_arena_buffer(cmd->ctx, CD_VK_READBACK), 1,
+                       &region);
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
                           VK_ACCESS_HOST_READ_BIT);
     } else {
-        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-                          VK_ACCESS_HOST_READ_BIT);
+        cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                          VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     }
 }
 
@@ -190,25 +196,27 @@ static void dispatch(cd_vk_cmd *cmd, const cd_vk_kernel *k, const void *push, ui
 }
 
 static void compute_barrier(cd_vk_cmd *cmd) {
-    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                      VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 /* The bytes one buffer of `bytes` may take: within maxStorageBufferRange, else CD_ERR_LIMIT. */
-static cd_status check_range(const cd_gpu_context *ctx, uint64_t bytes, const char *fn, const char *what, cd_error *err) {
+static cd_status check_range(const cd_gpu_context *ctx, uint64_t bytes, const char *fn, const char *what,
+                             cd_error *err) {
     const uint64_t range = cd_vk_limits(ctx)->maxStorageBufferRange;
     if (bytes <= range) return CD_OK;
     char b1[32], b2[32];
-    return cd_fail(err, CD_ERR_LIMIT, "%s: the %s needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)", fn, what,
-                   cd_format_bytes(bytes, b1, sizeof b1), cd_vk_name(ctx), cd_format_bytes(range, b2, sizeof b2));
+    return cd_fail(err, CD_ERR_LIMIT, "%s: the %s needs a %s buffer, more than %s can bind (maxStorageBufferRange %s)",
+                   fn, what, cd_format_bytes(bytes, b1, sizeof b1), cd_vk_name(ctx),
+                   cd_format_bytes(range, b2, sizeof b2));
 }
 
 /* ---- resampling ---- */
 
 /* The device part of cd_gpu_resample: vals = the source's float32 values (or spline coefficients),
  * x fastest; writes the output grid's float32 values to out. Call with the context's lock held. */
-static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const int64_t n[3], const double m[3][4], const cd_grid *grid,
-                                 int order, float fill, float *out, cd_error *err) {
+static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const int64_t n[3], const double m[3][4],
+                                 const cd_grid *grid, int order, float fill, float *out, cd_error *err) {
     const int64_t onx = grid->dims[0], ny = grid->dims[1], nz = grid->dims[2];
     const uint64_t nsrc = (uint64_t)(n[0] * n[1] * n[2]), nout = (uint64_t)(onx * ny * nz);
     /* fixed point: axes whose position depends on i alone (zero row terms) take the reference's
@@ -217,16 +225,18 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
     uint32_t tables = 0;
     for (int a = 0; a < 3 && !f64; a++)
         if (m[a][0] != 0 && m[a][1] == 0 && m[a][2] == 0) tables |= 1u << a;
-    const uint64_t nrows = (uint64_t)(ny * nz) + (tables ? (uint64_t)(onx + 1) / 2 : 0); /* 6 uints each: 3 tables of onx */
+    const uint64_t nrows =
+        (uint64_t)(ny * nz) + (tables ? (uint64_t)(onx + 1) / 2 : 0); /* 6 uints each: 3 tables of onx */
     cd_status st;
     if ((st = check_range(ctx, nsrc * 4, "cd_gpu_resample", "source", err)) != CD_OK) return st;
     if ((st = check_range(ctx, nout * 4, "cd_gpu_resample", "output", err)) != CD_OK) return st;
     if ((st = check_range(ctx, nrows * 24, "cd_gpu_resample", "row table", err)) != CD_OK) return st;
     uint32_t gx, gy;
     if (!grid2d(ctx, nout, PP(ctx)[0].local_size, &gx, &gy))
-        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_resample: %llu output voxels are too many for one dispatch on %s", (unsigned long long)nout,
-                       cd_vk_name(ctx));
-    const VkDeviceSize s_src = cd_vk_padded(ctx, nsrc * 4), s_rows = cd_vk_padded(ctx, nrows * 24), s_out = cd_vk_padded(ctx, nout * 4);
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_resample: %llu output voxels are too many for one dispatch on %s",
+                       (unsigned long long)nout, cd_vk_name(ctx));
+    const VkDeviceSize s_src = cd_vk_padded(ctx, nsrc * 4), s_rows = cd_vk_padded(ctx, nrows * 24),
+                       s_out = cd_vk_padded(ctx, nout * 4);
     VkDeviceSize need[CD_VK_NKINDS] = {s_src + s_rows + s_out, shared ? 0 : s_src + s_rows, shared ? 0 : s_out};
     if ((st = cd_vk_arenas_reserve(ctx, need, err)) != CD_OK) return st;
     cd_vk_range dev[3], hin[2], hout;
@@ -245,8 +255,19 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
     memcpy(cd_vk_host(ctx, hin[0]), vals, nsrc * 4);
     /* row bases: the reference's ROW_SETUP expression, in double; as such (float64 devices) or
      * rounded once to 32.32 */
-    resample_push pc = {(uint32_t)onx, (uint32_t)nout, gx, (uint32_t)order, (int32_t)n[0], (int32_t)n[1], (int32_t)n[2], fill, {0}, {0}, {0},
-                        tables, (uint32_t)(ny * nz * 6)};
+    resample_push pc = {(uint32_t)onx,
+                        (uint32_t)nout,
+                        gx,
+                        (uint32_t)order,
+                        (int32_t)n[0],
+                        (int32_t)n[1],
+                        (int32_t)n[2],
+                        fill,
+                        {0},
+                        {0},
+                        {0},
+                        tables,
+                        (uint32_t)(ny * nz * 6)};
     int64_t flo = fixed32(-EDGE_TOL), fhi[3];
     for (int a = 0; a < 3; a++) fhi[a] = fixed32((double)(n[a] - 1) + EDGE_TOL);
     uint32_t *rows = cd_vk_host(ctx, hin[1]);
@@ -254,8 +275,10 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
         for (int64_t j = 0; j < ny; j++, rows += 6)
             for (int a = 0; a < 3; a++) {
                 const double b = m[a][1] * (double)j + m[a][2] * (double)k + m[a][3];
-                if (f64) put_double(rows + 2 * a, b);
-                else put64(rows + 2 * a, m[a][0] == 0 ? fixed_constant(b, n[a], flo, fhi[a]) : fixed32(b));
+                if (f64)
+                    put_double(rows + 2 * a, b);
+                else
+                    put64(rows + 2 * a, m[a][0] == 0 ? fixed_constant(b, n[a], flo, fhi[a]) : fixed32(b));
             }
     for (int a = 0; a < 3; a++) {
         if (f64) {
@@ -266,8 +289,10 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
             put64(pc.hi + 2 * a, fhi[a]);
         }
     }
-    if (f64) put_double(pc.lo, -EDGE_TOL);
-    else put64(pc.lo, flo);
+    if (f64)
+        put_double(pc.lo, -EDGE_TOL);
+    else
+        put64(pc.lo, flo);
     for (int a = 0; a < 3; a++) {
         if (!(tables & (1u << a))) continue;
         int32_t *t = (int32_t *)rows + a * onx; /* rows now points past the row bases */
@@ -301,9 +326,11 @@ static cd_status resample_locked(cd_gpu_context *ctx, const float *vals, const i
 
 /* What the device takes: sources whose values float32 holds exactly (as the reference's float32
  * coefficient path), float32 output, or uint8 -> uint8 nearest copies without scaling (masks). */
-static bool gpu_takes(const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt, const double m[3][4]) {
+static bool gpu_takes(const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt,
+                      const double m[3][4]) {
     if (!float32_exact(src->dtype)) return false;
-    if (odt != CD_DTYPE_FLOAT32 && !(o->interp == CD_INTERP_NEAREST && odt == CD_DTYPE_UINT8 && src->dtype == CD_DTYPE_UINT8 && !src->scaled))
+    if (odt != CD_DTYPE_FLOAT32 &&
+        !(o->interp == CD_INTERP_NEAREST && odt == CD_DTYPE_UINT8 && src->dtype == CD_DTYPE_UINT8 && !src->scaled))
         return false;
     /* a nearest copy into the source dtype keeps the source's scaling (cd_resample): not this path */
     if (o->interp == CD_INTERP_NEAREST && odt == src->dtype && src->scaled) return false;
@@ -313,11 +340,12 @@ static bool gpu_takes(const cd_volume *src, const cd_grid *grid, const cd_resamp
         for (int j = 0; j < 3; j++) ext += fabs(m[a][j]) * (double)(grid->dims[j] - 1);
         if (!(ext < FIXED_MAX)) return false;
     }
-    return (uint64_t)src->count < (UINT64_C(1) << 31) && (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2] < 4294967295.0;
+    return (uint64_t)src->count < (UINT64_C(1) << 31) &&
+           (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2] < 4294967295.0;
 }
 
-cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_volume **out,
-                          cd_error *err) {
+cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *grid,
+                          const cd_resample_options *opts, cd_volume **out, cd_error *err) {
     if (!ctx || !src || !grid || !out) return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: NULL argument");
     *out = NULL;
     cd_resample_options o;
@@ -328,7 +356,8 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
     if (o.threads < 0) return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: threads is %d (must be >= 0)", o.threads);
     for (int i = 0; i < 3; i++)
         if (grid->dims[i] < 1)
-            return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: grid dim %d is %lld (must be >= 1)", i, (long long)grid->dims[i]);
+            return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: grid dim %d is %lld (must be >= 1)", i,
+                           (long long)grid->dims[i]);
     double m[3][4];
     cd_status st = cd_resample_voxel_map(src, grid, m, err);
     if (st != CD_OK) return st;
@@ -343,7 +372,8 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
         cd_vk_call_end(ctx, t0);
         return st;
     }
-    if (isnan(o.fill) && odt != CD_DTYPE_FLOAT32) return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: a NaN fill needs a floating-point output dtype");
+    if (isnan(o.fill) && odt != CD_DTYPE_FLOAT32)
+        return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample: a NaN fill needs a floating-point output dtype");
     /* the values the device interpolates: physical float32 values, or the reference's coefficients */
     const size_t nsrc = (size_t)src->count;
     float *vals = NULL;
@@ -354,8 +384,10 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
         vals = malloc((nsrc ? nsrc : 1) * sizeof *vals);
         if (!vals) return cd_fail(err, CD_ERR_NOMEM, "cd_gpu_resample: cannot allocate %zu bytes", nsrc * sizeof *vals);
         own = true;
-        if (o.interp == CD_INTERP_CUBIC) st = cd_resample_spline_f32(src, o.threads, vals, err);
-        else cd_volume_to_float32(src, vals);
+        if (o.interp == CD_INTERP_CUBIC)
+            st = cd_resample_spline_f32(src, o.threads, vals, err);
+        else
+            cd_volume_to_float32(src, vals);
     }
     cd_volume *res = NULL;
     float *fout = NULL;
@@ -399,13 +431,14 @@ cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_gr
 static uint64_t pad4(uint64_t n) { return (n + 3) & ~(uint64_t)3; }
 
 /* The device part of cd_gpu_normalize. zscore: reduce then map; otherwise the map with pc's values. */
-static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const uint8_t *mask, uint32_t region, bool zscore,
-                                  normalize_push pc, cd_error *err) {
+static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const uint8_t *mask, uint32_t region,
+                                  bool zscore, normalize_push pc, cd_error *err) {
     cd_status st;
     if ((st = check_range(ctx, (uint64_t)n * 4, "cd_gpu_normalize", "volume", err)) != CD_OK) return st;
     uint32_t gx, gy;
     if (!grid2d(ctx, n, PP(ctx)[2].local_size, &gx, &gy))
-        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels are too many for one dispatch on %s", n, cd_vk_name(ctx));
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels are too many for one dispatch on %s", n,
+                       cd_vk_name(ctx));
     const uint32_t lr = PP(ctx)[1].local_size;
     uint64_t parts = ((uint64_t)n + (uint64_t)lr * 64 - 1) / ((uint64_t)lr * 64);
     if (parts < 1) parts = 1;
@@ -415,7 +448,8 @@ static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const
                        s_stats = cd_vk_padded(ctx, (parts * 6 + 2) * 4);
     VkDeviceSize need[CD_VK_NKINDS] = {s_data + s_mask + s_stats, shared ? 0 : s_data + s_mask, shared ? 0 : s_data};
     if ((st = cd_vk_arenas_reserve(ctx, need, err)) != CD_OK) return st;
-    cd_vk_range data = cd_vk_alloc(ctx, CD_VK_DEVICE, (uint64_t)n * 4), mrange = {CD_VK_DEVICE, 0, 0}, hin, hmask = {CD_VK_UPLOAD, 0, 0}, hout;
+    cd_vk_range data = cd_vk_alloc(ctx, CD_VK_DEVICE, (uint64_t)n * 4), mrange = {CD_VK_DEVICE, 0, 0}, hin,
+                hmask = {CD_VK_UPLOAD, 0, 0}, hout;
     if (with_mask) mrange = cd_vk_alloc(ctx, CD_VK_DEVICE, pad4(n));
     cd_vk_range stats = cd_vk_alloc(ctx, CD_VK_DEVICE, (parts * 6 + 2) * 4);
     if (shared) {
@@ -466,14 +500,16 @@ static cd_status normalize_locked(cd_gpu_context *ctx, float *x, size_t n, const
     return CD_OK;
 }
 
-cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, size_t n, const uint8_t *mask, cd_error *err) {
+cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, size_t n, const uint8_t *mask,
+                           cd_error *err) {
     if (!ctx || !r || (n && !x)) return cd_fail(err, CD_ERR_ARG, "cd_gpu_normalize: NULL argument");
     if (r->normalize != CD_NORM_NONE && r->normalize != CD_NORM_ZSCORE && r->normalize != CD_NORM_PERCENTILE)
         return cd_fail(err, CD_ERR_ARG, "cd_gpu_normalize: unknown normalisation %d", (int)r->normalize);
     if (r->has_then && !(r->then_std != 0 && isfinite(r->then_std) && isfinite(r->then_mean)))
         return cd_fail(err, CD_ERR_ARG, "cd_gpu_normalize: 'then' needs a finite mean and a finite nonzero std");
     if (n == 0 || (r->normalize == CD_NORM_NONE && !r->has_then)) return CD_OK;
-    if (n >= (size_t)UINT32_MAX) return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels (at most 2^32 - 2)", n);
+    if (n >= (size_t)UINT32_MAX)
+        return cd_fail(err, CD_ERR_LIMIT, "cd_gpu_normalize: %zu voxels (at most 2^32 - 2)", n);
     const double t0 = cd_now_ms();
     /* the region as the reference resolves it: a mask region without a mask is empty, which means
      * the whole volume */
@@ -520,7 +556,8 @@ cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, si
  * mask mk (x fastest, dims n, fill 0), in the reference's own double arithmetic and evaluation order
  * (transform/resample.c: ROW_SETUP, VOXEL_POS, axis_pos, LINEAR_LOOP), rounded to float as the
  * reference stores it. */
-static float linear_voxel(const uint8_t *mk, int label, const int64_t n[3], const double m[3][4], int64_t i, int64_t j, int64_t k) {
+static float linear_voxel(const uint8_t *mk, int label, const int64_t n[3], const double m[3][4], int64_t i, int64_t j,
+                          int64_t k) {
     double c[3];
     int64_t ic[3];
     for (int a = 0; a < 3; a++) {
@@ -561,11 +598,13 @@ static void indicator(const uint8_t *m, size_t n, int label, float *h) {
  * argmax with ties to the lower label; the device interpolates, the host decides, and re-decides
  * every voxel whose values lie within MASK_AMBIGUOUS of a decision with the reference's arithmetic,
  * so that the result equals the reference's. */
-cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_volume *mask, const cd_grid *grid, cd_volume **out, cd_error *err) {
+cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_volume *mask, const cd_grid *grid, cd_volume **out,
+                                      cd_error *err) {
     if (!ctx || !mask || !grid || !out) return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample_mask_linear: NULL argument");
     *out = NULL;
     if (mask->dtype != CD_DTYPE_UINT8 || mask->scaled)
-        return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample_mask_linear: the mask must be unscaled uint8 (got %s)", cd_dtype_name(mask->dtype));
+        return cd_fail(err, CD_ERR_ARG, "cd_gpu_resample_mask_linear: the mask must be unscaled uint8 (got %s)",
+                       cd_dtype_name(mask->dtype));
     const uint8_t *m = mask->data;
     const size_t n = mask->count;
     bool present[256] = {false};
@@ -698,8 +737,8 @@ static cd_status call_normalize(cd_gpu_context *g, void *args, cd_error *err) {
     return cd_gpu_normalize(g, a->r, a->x, a->n, a->mask, err);
 }
 
-cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_volume **out,
-                         cd_error *err) {
+cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o,
+                         cd_volume **out, cd_error *err) {
     pp_args a = {.src = src, .grid = grid, .o = o, .out = out};
     if (on_device(d, call_resample, &a, "resample a volume")) return CD_OK;
     if (d) atomic_fetch_add(&d->cpu_calls, 1);

@@ -21,10 +21,12 @@ typedef struct cd_image_view {
 } cd_image_view;
 
 /* cd_preprocess_multi_dev, except that when the recipe stores one image's raw values without a crop
- * (the source's values, reoriented, cast or scaled to float32) and view is non-NULL, the sample's image is left NULL and *view describes it instead (*used true). */
-CD_INTERNAL cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
-                                               int nimages, const cd_volume *mask, int threads, cd_pp_device *dev,
-                                               cd_image_view *view, bool *used, cd_sample **out, cd_error *err);
+ * (the source's values, reoriented, cast or scaled to float32) and view is non-NULL, the sample's image is left NULL
+ * and *view describes it instead (*used true). */
+CD_INTERNAL cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spacing[3],
+                                               const cd_volume *const *images, int nimages, const cd_volume *mask,
+                                               int threads, cd_pp_device *dev, cd_image_view *view, bool *used,
+                                               cd_sample **out, cd_error *err);
 
 /* A cd_chunk_fill_fn (shard/record_impl.h) over a cd_image_view (user): one chunk in C order. */
 CD_INTERNAL void cd_image_view_fill(const void *user, const cd_tensor_info *ti, const cd_chunk_info *ci, void *dst);

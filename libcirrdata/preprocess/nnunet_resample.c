@@ -7,7 +7,8 @@
 
 /* Binary masks (0 and one label): one linear pass of the label's indicator, kept where it exceeds 0.5
  * -- what one-hot + argmax gives, since inside the source p0 = 1 - p1 (ties go to 0). */
-static cd_status mask_linear_binary(const cd_volume *mask, const cd_grid *grid, int threads, int label, cd_volume **out, cd_error *err) {
+static cd_status mask_linear_binary(const cd_volume *mask, const cd_grid *grid, int threads, int label, cd_volume **out,
+                                    cd_error *err) {
     const uint8_t *m = cd_volume_data_const(mask);
     size_t n = cd_volume_count(mask);
     cd_volume *ind;
@@ -42,8 +43,8 @@ static cd_status mask_linear_binary(const cd_volume *mask, const cd_grid *grid, 
 
 /* Several labels: one linear pass per label's indicator, each voxel taking the label of the largest
  * (strictly: ties keep the lower label, as argmax). */
-static cd_status mask_linear_labels(const cd_volume *mask, const cd_grid *grid, int threads, const bool present[256], cd_volume **out,
-                                    cd_error *err) {
+static cd_status mask_linear_labels(const cd_volume *mask, const cd_grid *grid, int threads, const bool present[256],
+                                    cd_volume **out, cd_error *err) {
     const uint8_t *m = cd_volume_data_const(mask);
     size_t n = cd_volume_count(mask);
     cd_status st = cd_volume_create(grid->dims, CD_DTYPE_UINT8, out, err);
@@ -96,7 +97,8 @@ cd_status cd_pp_mask_linear(const cd_volume *mask, const cd_grid *grid, int thre
     for (size_t i = 0; i < n; i++) present[m[i]] = true;
     int nlabels = 0;
     for (int v = 0; v < 256; v++) nlabels += present[v];
-    if (!(nlabels <= 2 && (present[0] || nlabels == 1))) return mask_linear_labels(mask, grid, threads, present, out, err);
+    if (!(nlabels <= 2 && (present[0] || nlabels == 1)))
+        return mask_linear_labels(mask, grid, threads, present, out, err);
     int label = 0;
     for (int v = 1; v < 256; v++)
         if (present[v]) label = v;
@@ -105,7 +107,9 @@ cd_status cd_pp_mask_linear(const cd_volume *mask, const cd_grid *grid, int thre
 
 /* ---- nnU-Net's separate resampling of the low-resolution axis ---- */
 
-static double col_norm(const double a[4][4], int j) { return sqrt(a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]); }
+static double col_norm(const double a[4][4], int j) {
+    return sqrt(a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]);
+}
 
 static double det3(const double c0[3], const double c1[3], const double c2[3]) {
     return c0[0] * (c1[1] * c2[2] - c1[2] * c2[1]) - c1[0] * (c0[1] * c2[2] - c0[2] * c2[1]) +
@@ -149,7 +153,8 @@ int cd_pp_separate_axis(const cd_recipe *r, const cd_volume *src, const cd_grid 
 
 /* Copies plane k across `axis` between a volume (dims d) and a dense (d[u], d[v]) plane, u < v the
  * other axes. to_plane: volume -> plane, else plane -> volume. */
-static void copy_plane(uint8_t *vol, const int64_t d[3], int axis, int64_t k, uint8_t *plane, size_t es, bool to_plane) {
+static void copy_plane(uint8_t *vol, const int64_t d[3], int axis, int64_t k, uint8_t *plane, size_t es,
+                       bool to_plane) {
     const int u = axis == 0 ? 1 : 0, v = axis == 2 ? 1 : 2;
     const int64_t st[3] = {1, d[0], d[0] * d[1]};
     for (int64_t q = 0; q < d[v]; q++)
@@ -166,8 +171,8 @@ typedef cd_status (*slice_resample_fn)(const cd_recipe *r, const cd_volume *slic
 /* nnU-Net resizes each slice with skimage.transform.resize, whose clip=True default clamps the result
  * to the slice's value range (cubic overshoot); the fill 0 of positions outside the slice is kept when
  * 0 is outside that range, as skimage keeps cval in mode 'constant'. */
-static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
-                             cd_error *err) {
+static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads,
+                             cd_volume **out, cd_error *err) {
     cd_resample_options ro;
     cd_resample_options_init(&ro);
     ro.interp = (cd_interp)r->image_order;
@@ -196,8 +201,8 @@ static cd_status slice_image(const cd_recipe *r, const cd_volume *slice, const c
     return CD_OK;
 }
 
-static cd_status slice_mask(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads, cd_volume **out,
-                            cd_error *err) {
+static cd_status slice_mask(const cd_recipe *r, const cd_volume *slice, const cd_grid *grid, int threads,
+                            cd_volume **out, cd_error *err) {
     if (r->mask_order == 1) return cd_pp_mask_linear(slice, grid, threads, out, err);
     cd_resample_options ro;
     cd_resample_options_init(&ro);
@@ -210,15 +215,15 @@ static cd_status slice_mask(const cd_recipe *r, const cd_volume *slice, const cd
 /* Where a separate-axis resampling reads: grid position K along the axis is source slice coordinate
  * c0 + K * q. */
 typedef struct sep_geom {
-    double A[4][4];            /* the source's affine */
-    int axis, u, v;            /* the separate axis and the other two, u < v */
+    double A[4][4]; /* the source's affine */
+    int axis, u, v; /* the separate axis and the other two, u < v */
     double q, c0;
 } sep_geom;
 
 /* The geometry of resampling src onto grid with `axis` apart; false when the grid's in-plane steps
  * would move across the source's slices (the grid's axes are not parallel to the source's). */
 static bool separate_geometry(const cd_volume *src, const cd_grid *grid, int axis, sep_geom *g) {
-    const double (*G)[4] = grid->affine;
+    const double(*G)[4] = grid->affine;
     cd_volume_affine(src, g->A);
     g->axis = axis;
     g->u = axis == 0 ? 1 : 0;
@@ -230,7 +235,8 @@ static bool separate_geometry(const cd_volume *src, const cd_grid *grid, int axi
     }
     g->q = voxel_component(g->A, axis, ga);
     g->c0 = voxel_component(g->A, axis, g0);
-    return fabs(voxel_component(g->A, axis, gu)) < 1e-9 && fabs(voxel_component(g->A, axis, gv)) < 1e-9 && g->q > 0 && isfinite(g->c0);
+    return fabs(voxel_component(g->A, axis, gu)) < 1e-9 && fabs(voxel_component(g->A, axis, gv)) < 1e-9 && g->q > 0 &&
+           isfinite(g->c0);
 }
 
 /* Every source slice across the axis resampled in 2D onto the grid's in-plane positions (fn), into
@@ -238,9 +244,9 @@ static bool separate_geometry(const cd_volume *src, const cd_grid *grid, int axi
  * source's in-plane columns and its axis column, origin on slice k. The slice grid: the grid's
  * in-plane columns, origin where the grid's line through its origin along the axis meets slice k (so
  * in-plane positions are the grid's, for every k). */
-static cd_status resample_slices(const cd_recipe *r, const cd_volume *src, const cd_grid *grid, const sep_geom *g, int threads,
-                                 slice_resample_fn fn, cd_volume *inter, cd_error *err) {
-    const double (*G)[4] = grid->affine, (*A)[4] = g->A;
+static cd_status resample_slices(const cd_recipe *r, const cd_volume *src, const cd_grid *grid, const sep_geom *g,
+                                 int threads, slice_resample_fn fn, cd_volume *inter, cd_error *err) {
+    const double(*G)[4] = grid->affine, (*A)[4] = g->A;
     const int axis = g->axis, u = g->u, v = g->v;
     int64_t sd[3], id[3];
     cd_volume_dims(src, sd);
@@ -303,7 +309,9 @@ static void interpolate_axis(const cd_volume *inter, const sep_geom *g, int orde
                     const float *pl = (const float *)ib + io + lo * ist[axis];
                     double b = n > 1 ? (double)pl[ist[axis]] : (double)pl[0];
                     /* a slice of weight exactly 0 is not read: 0 * NaN would be NaN */
-                    ((float *)ob)[oo] = (float)(w == 0.0 ? (double)pl[0] : w == 1.0 ? b : (1.0 - w) * (double)pl[0] + w * b);
+                    ((float *)ob)[oo] = (float)(w == 0.0   ? (double)pl[0]
+                                                : w == 1.0 ? b
+                                                           : (1.0 - w) * (double)pl[0] + w * b);
                 }
             }
     }
@@ -314,8 +322,8 @@ static void interpolate_axis(const cd_volume *inter, const sep_geom *g, int orde
  * planes are interpolated from those along the axis (order_z for images, 0 for masks). The grid's
  * axes must be parallel to the source's (true of the spacing and shape grids, which keep the axis
  * directions). *done is false (and nothing happens) when they are not. */
-cd_status cd_pp_resample_separate(const cd_recipe *r, const cd_volume *src, const cd_grid *grid, int axis, int threads, bool mask,
-                                  cd_volume **out, bool *done, cd_error *err) {
+cd_status cd_pp_resample_separate(const cd_recipe *r, const cd_volume *src, const cd_grid *grid, int axis, int threads,
+                                  bool mask, cd_volume **out, bool *done, cd_error *err) {
     *done = false;
     sep_geom g;
     if (!separate_geometry(src, grid, axis, &g)) return CD_OK;
@@ -331,10 +339,11 @@ cd_status cd_pp_resample_separate(const cd_recipe *r, const cd_volume *src, cons
     cd_status st = cd_resolve_max_bytes(0, &cap, err);
     if (st != CD_OK) return st;
     const double need = ((double)id[0] * (double)id[1] * (double)id[2] +
-                         (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2]) * (double)cd_dtype_size(odt);
+                         (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2]) *
+                        (double)cd_dtype_size(odt);
     if (need > (double)cap)
-        return cd_fail(err, CD_ERR_LIMIT, "resampling with a separate axis %d needs %.0f bytes, above the cap of %llu", axis,
-                       need, (unsigned long long)cap);
+        return cd_fail(err, CD_ERR_LIMIT, "resampling with a separate axis %d needs %.0f bytes, above the cap of %llu",
+                       axis, need, (unsigned long long)cap);
     cd_volume *inter = NULL;
     st = cd_volume_create(id, odt, &inter, err);
     if (st == CD_OK) st = resample_slices(r, src, grid, &g, threads, fn, inter, err);

@@ -7,13 +7,13 @@
 #include "preprocess/nonfinite.h"
 
 /* Physical values as cd_volume_to_float32 forms them: (float)(raw * slope + inter) in double. */
-#define COUNT_LOOP(T)                                                                              \
-    do {                                                                                           \
-        const T *s = (const T *)data;                                                              \
-        if (scaled)                                                                                \
-            for (size_t i = 0; i < n; i++) bad += !isfinite((float)((double)s[i] * slope + inter)); \
-        else                                                                                       \
-            for (size_t i = 0; i < n; i++) bad += !isfinite((float)s[i]);                          \
+#define COUNT_LOOP(T)                                                                                                  \
+    do {                                                                                                               \
+        const T *s = (const T *)data;                                                                                  \
+        if (scaled)                                                                                                    \
+            for (size_t i = 0; i < n; i++) bad += !isfinite((float)((double)s[i] * slope + inter));                    \
+        else                                                                                                           \
+            for (size_t i = 0; i < n; i++) bad += !isfinite((float)s[i]);                                              \
     } while (0)
 
 /* The physical values of every raw value of an integer type lie between those of its extremes (the
@@ -68,16 +68,19 @@ uint64_t cd_volume_count_non_finite(const cd_volume *v) {
     return bad;
 }
 
-cd_status cd_non_finite_apply(cd_non_finite policy, const cd_volume *v, const char *what, const char *hint, cd_volume **clean,
-                              cd_error *err) {
+cd_status cd_non_finite_apply(cd_non_finite policy, const cd_volume *v, const char *what, const char *hint,
+                              cd_volume **clean, cd_error *err) {
     *clean = NULL;
     const uint64_t bad = cd_volume_count_non_finite(v);
     if (bad == 0) return CD_OK;
     if (policy != CD_NON_FINITE_ZERO) {
-        if (!hint) hint = strstr(what, "mask") ? "a recipe with \"non_finite\": \"zero\" (convert --non-finite zero) makes such voxels background (0)"
-                                               : "a recipe with \"non_finite\": \"zero\" (convert --non-finite zero) sets such voxels to 0";
-        return cd_fail(err, CD_ERR_FORMAT, "%llu non-finite voxel%s (NaN or infinite in float32) in %s; %s", (unsigned long long)bad,
-                       bad == 1 ? "" : "s", what, hint);
+        if (!hint)
+            hint = strstr(what, "mask")
+                       ? "a recipe with \"non_finite\": \"zero\" (convert --non-finite zero) makes such voxels "
+                         "background (0)"
+                       : "a recipe with \"non_finite\": \"zero\" (convert --non-finite zero) sets such voxels to 0";
+        return cd_fail(err, CD_ERR_FORMAT, "%llu non-finite voxel%s (NaN or infinite in float32) in %s; %s",
+                       (unsigned long long)bad, bad == 1 ? "" : "s", what, hint);
     }
     int64_t d[3];
     cd_volume_dims(v, d);
@@ -97,7 +100,8 @@ cd_status cd_non_finite_apply(cd_non_finite policy, const cd_volume *v, const ch
     return CD_OK;
 }
 
-cd_status cd_non_finite_resolve(cd_non_finite policy, cd_volume **v, const char *path, const char *what, cd_error *err) {
+cd_status cd_non_finite_resolve(cd_non_finite policy, cd_volume **v, const char *path, const char *what,
+                                cd_error *err) {
     cd_volume *clean = NULL;
     cd_status st = cd_non_finite_apply(policy, *v, what, NULL, &clean, err);
     if (st != CD_OK) {

@@ -88,19 +88,20 @@ static cd_status to_float_volume(const cd_volume *v, cd_volume **out, cd_error *
     return CD_OK;
 }
 
-cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], const cd_volume *image, const cd_volume *mask,
-                        int threads, cd_sample **out, cd_error *err) {
+cd_status cd_preprocess(const cd_recipe *r, const double target_spacing[3], const cd_volume *image,
+                        const cd_volume *mask, int threads, cd_sample **out, cd_error *err) {
     const cd_volume *images[1] = {image};
     return cd_preprocess_multi(r, target_spacing, images, 1, mask, threads, out, err);
 }
 
-cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images, int nimages,
-                              const cd_volume *mask, int threads, cd_sample **out, cd_error *err) {
+cd_status cd_preprocess_multi(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
+                              int nimages, const cd_volume *mask, int threads, cd_sample **out, cd_error *err) {
     return cd_preprocess_multi_dev(r, target_spacing, images, nimages, mask, threads, NULL, out, err);
 }
 
-cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images, int nimages,
-                              const cd_volume *mask, int threads, cd_pp_device *dev, cd_sample **out, cd_error *err) {
+cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
+                                  int nimages, const cd_volume *mask, int threads, cd_pp_device *dev, cd_sample **out,
+                                  cd_error *err) {
     return cd_preprocess_multi_view(r, target_spacing, images, nimages, mask, threads, dev, NULL, NULL, out, err);
 }
 
@@ -156,13 +157,15 @@ static cd_status check_inputs(const cd_recipe *r, const cd_volume *const *images
         if (!images[c]) return cd_fail(err, CD_ERR_ARG, "cd_preprocess: image %d is NULL", c);
     const cd_volume *image = images[0];
     if (mask && cd_volume_dtype(mask) != CD_DTYPE_UINT8)
-        return cd_fail(err, CD_ERR_ARG, "cd_preprocess: the mask must be uint8 (got %s)", cd_dtype_name(cd_volume_dtype(mask)));
+        return cd_fail(err, CD_ERR_ARG, "cd_preprocess: the mask must be uint8 (got %s)",
+                       cd_dtype_name(cd_volume_dtype(mask)));
     if (mask && !same_grid(image, mask)) {
         int64_t a[3], b[3];
         cd_volume_dims(image, a);
         cd_volume_dims(mask, b);
-        return cd_fail(err, CD_ERR_FORMAT, "image and mask grids differ (image %lldx%lldx%lld, mask %lldx%lldx%lld, or affines)",
-                       (long long)a[0], (long long)a[1], (long long)a[2], (long long)b[0], (long long)b[1], (long long)b[2]);
+        return cd_fail(
+            err, CD_ERR_FORMAT, "image and mask grids differ (image %lldx%lldx%lld, mask %lldx%lldx%lld, or affines)",
+            (long long)a[0], (long long)a[1], (long long)a[2], (long long)b[0], (long long)b[1], (long long)b[2]);
     }
     return CD_OK;
 }
@@ -173,8 +176,10 @@ static cd_status check_inputs(const cd_recipe *r, const cd_volume *const *images
 static cd_status replace_non_finite(pp_run *p, const cd_volume *const *images, cd_error *err) {
     for (int c = 0; c < p->nimages; c++) {
         char what[48];
-        if (p->nimages > 1) snprintf(what, sizeof what, "the image of channel %d", c + 1);
-        else snprintf(what, sizeof what, "the image");
+        if (p->nimages > 1)
+            snprintf(what, sizeof what, "the image of channel %d", c + 1);
+        else
+            snprintf(what, sizeof what, "the image");
         cd_status st = cd_non_finite_apply(p->r->non_finite, images[c], what, NULL, &p->finite[c], err);
         if (st != CD_OK) return st;
         p->images[c] = p->finite[c] ? p->finite[c] : images[c];
@@ -284,7 +289,8 @@ static cd_status resample_channels(pp_run *p, const cd_grid *grid, int sep_axis,
         cd_volume *res = NULL;
         bool done = false;
         cd_status st = CD_OK;
-        if (sep_axis >= 0) st = cd_pp_resample_separate(p->r, p->ch[c], grid, sep_axis, p->threads, false, &res, &done, err);
+        if (sep_axis >= 0)
+            st = cd_pp_resample_separate(p->r, p->ch[c], grid, sep_axis, p->threads, false, &res, &done, err);
         if (st == CD_OK && !done) st = cd_pp_resample(p->dev, p->ch[c], grid, &ro, &res, err);
         if (st != CD_OK) {
             cd_volume_destroy(res);
@@ -303,7 +309,8 @@ static cd_status resample_mask(pp_run *p, const cd_grid *grid, int sep_axis, cd_
     if (sep_axis >= 0) st = cd_pp_resample_separate(p->r, p->msk, grid, sep_axis, p->threads, true, &res, &done, err);
     if (st == CD_OK && !done) {
         if (p->r->mask_order == 1) {
-            if (!cd_pp_resample_mask_linear(p->dev, p->msk, grid, &res)) st = cd_pp_mask_linear(p->msk, grid, p->threads, &res, err);
+            if (!cd_pp_resample_mask_linear(p->dev, p->msk, grid, &res))
+                st = cd_pp_mask_linear(p->msk, grid, p->threads, &res, err);
         } else {
             cd_resample_options ro;
             cd_resample_options_init(&ro);
@@ -398,20 +405,29 @@ static cd_status check_float16_range(const pp_run *p, cd_error *err) {
         for (size_t i = 0, n = cd_volume_count(p->ch[c]); i < n; i++) over += !(fabsf(x[i]) < 65520.0f);
     }
     if (!over) return CD_OK;
-    return cd_fail(err, CD_ERR_FORMAT, "%llu preprocessed voxel%s outside the float16 range (|x| >= 65520 would be stored as "
-                   "infinite); use \"dtype\": \"float32\" or a normalisation", (unsigned long long)over, over == 1 ? "" : "s");
+    return cd_fail(err, CD_ERR_FORMAT,
+                   "%llu preprocessed voxel%s outside the float16 range (|x| >= 65520 would be stored as "
+                   "infinite); use \"dtype\": \"float32\" or a normalisation",
+                   (unsigned long long)over, over == 1 ? "" : "s");
 }
 
 /* The image's channels (sequences, or copies of one grey image for 2D backbones) in C order, cast;
  * with view (in_place, one channel) no C-order image: *view describes it. src: channel c's source. */
-static cd_status store_image(pp_run *p, const cd_store_src *src, cd_sample *s, cd_image_view *view, bool *used, cd_error *err) {
+static cd_status store_image(pp_run *p, const cd_store_src *src, cd_sample *s, cd_image_view *view, bool *used,
+                             cd_error *err) {
     const int64_t *d = src[0].d;
     const size_t nvox = (size_t)d[0] * (size_t)d[1] * (size_t)d[2], es = cd_dtype_size(p->out_dtype);
     if (view && p->in_place && s->channels == 1) {
         /* The chunks come straight from the source (cd_image_view_fill): no C-order image. */
-        *view = (cd_image_view){src[0].data, src[0].dtype, p->out_dtype, {d[0], d[1], d[2]},
-                                {src[0].step[0], src[0].step[1], src[0].step[2]}, src[0].base,
-                                src[0].scaled, src[0].slope, src[0].inter};
+        *view = (cd_image_view){src[0].data,
+                                src[0].dtype,
+                                p->out_dtype,
+                                {d[0], d[1], d[2]},
+                                {src[0].step[0], src[0].step[1], src[0].step[2]},
+                                src[0].base,
+                                src[0].scaled,
+                                src[0].slope,
+                                src[0].inter};
         if (used) *used = true;
         return CD_OK;
     }
@@ -450,7 +466,8 @@ static cd_status store_mask(const pp_run *p, cd_sample *s, cd_error *err) {
     s->mask = cd_buffer_alloc((size_t)s->shape[0] * s->shape[1] * s->shape[2]);
     if (!s->mask) return cd_fail(err, CD_ERR_NOMEM, "out of memory for the preprocessed mask");
     double unused[4][4];
-    const cd_store_src ms = p->in_place ? cd_store_reoriented_src(p->mask, &p->ornt, unused) : cd_store_plain_src(p->msk);
+    const cd_store_src ms =
+        p->in_place ? cd_store_reoriented_src(p->mask, &p->ornt, unused) : cd_store_plain_src(p->msk);
     cd_store_c_order(&ms, CD_DTYPE_UINT8, s->mask);
     int64_t lo[3], hi[3];
     bool found;
@@ -469,11 +486,14 @@ static cd_status store_sample(pp_run *p, cd_image_view *view, bool *used, cd_sam
     if (!s) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     cd_store_src src[MAX_CHANNELS];
     for (int c = 0; c < p->nimages; c++)
-        src[c] = p->in_place ? cd_store_reoriented_src(p->images[c], &p->ornt, p->in_place_affine) : cd_store_plain_src(p->ch[c]);
+        src[c] = p->in_place ? cd_store_reoriented_src(p->images[c], &p->ornt, p->in_place_affine)
+                             : cd_store_plain_src(p->ch[c]);
     cd_status st = CD_OK;
     for (int a = 0; a < 3 && st == CD_OK; a++) {
-        if (src[0].d[a] > UINT32_MAX) st = cd_fail(err, CD_ERR_LIMIT, "preprocessed volume too large");
-        else s->shape[a] = (uint32_t)src[0].d[a];
+        if (src[0].d[a] > UINT32_MAX)
+            st = cd_fail(err, CD_ERR_LIMIT, "preprocessed volume too large");
+        else
+            s->shape[a] = (uint32_t)src[0].d[a];
     }
     s->channels = p->nimages > 1 ? (uint32_t)p->nimages : p->r->slices ? (uint32_t)p->r->slice_channels : 1;
     s->dtype = p->out_dtype;
@@ -491,12 +511,17 @@ static cd_status store_sample(pp_run *p, cd_image_view *view, bool *used, cd_sam
 }
 
 cd_status cd_preprocess_multi_view(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
-                                   int nimages, const cd_volume *mask, int threads, cd_pp_device *dev, cd_image_view *view,
-                                   bool *used, cd_sample **out, cd_error *err) {
+                                   int nimages, const cd_volume *mask, int threads, cd_pp_device *dev,
+                                   cd_image_view *view, bool *used, cd_sample **out, cd_error *err) {
     if (used) *used = false;
     cd_status st = check_inputs(r, images, nimages, mask, out, err);
     if (st != CD_OK) return st;
-    pp_run p = {.r = r, .target_spacing = target_spacing, .nimages = nimages, .mask = mask, .threads = threads, .dev = dev,
+    pp_run p = {.r = r,
+                .target_spacing = target_spacing,
+                .nimages = nimages,
+                .mask = mask,
+                .threads = threads,
+                .dev = dev,
                 .ornt = {{0, 1, 2}, {1, 1, 1}}};
     st = replace_non_finite(&p, images, err);
     if (st == CD_OK) {

@@ -16,10 +16,10 @@
 #include "gpu/device_policy.h"
 
 typedef struct cd_pp_device {
-    cd_device_policy *policy;   /* NULL: everything on the CPU (borrowed, as is slot) */
-    cd_device_slot *slot;       /* the context the calls share */
-    atomic_ullong gpu_calls;    /* volumes resampled or normalised on the device */
-    atomic_ullong cpu_calls;    /* resamplings that went to the CPU */
+    cd_device_policy *policy; /* NULL: everything on the CPU (borrowed, as is slot) */
+    cd_device_slot *slot;     /* the context the calls share */
+    atomic_ullong gpu_calls;  /* volumes resampled or normalised on the device */
+    atomic_ullong cpu_calls;  /* resamplings that went to the CPU */
 } cd_pp_device;
 
 /* The preprocessing device over a policy and a slot that outlive it (policy NULL: the CPU). */
@@ -29,17 +29,18 @@ CD_INTERNAL const char *cd_pp_device_used(const cd_pp_device *d);
 
 /* cd_resample through the device when there is one (d may be NULL: the CPU). Errors are the
  * reference's: a GPU failure only moves the work to the CPU. Thread-safe. */
-CD_INTERNAL cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o,
-                                     cd_volume **out, cd_error *err);
+CD_INTERNAL cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *grid,
+                                     const cd_resample_options *o, cd_volume **out, cd_error *err);
 /* The recipe's linear mask resampling (mask_order 1: one trilinear pass per label, argmax; what
  * cd_pp_mask_linear in nnunet_resample.c does) on the device. Returns false when it did not run
  * there (*out untouched: the caller runs the CPU reference). Thread-safe. */
-CD_INTERNAL bool cd_pp_resample_mask_linear(cd_pp_device *d, const cd_volume *mask, const cd_grid *grid, cd_volume **out);
+CD_INTERNAL bool cd_pp_resample_mask_linear(cd_pp_device *d, const cd_volume *mask, const cd_grid *grid,
+                                            cd_volume **out);
 /* The device part of it: the labels of a uint8 mask resampled exactly as the reference does (the
  * device interpolates every label's indicator; voxels within 1e-5 of a decision are decided again on
  * the host in the reference's double arithmetic). The caller owns *out. Errors as cd_gpu_resample. */
-CD_INTERNAL cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_volume *mask, const cd_grid *grid, cd_volume **out,
-                                                  cd_error *err);
+CD_INTERNAL cd_status cd_gpu_resample_mask_linear(cd_gpu_context *ctx, const cd_volume *mask, const cd_grid *grid,
+                                                  cd_volume **out, cd_error *err);
 /* The recipe's normalisation of one channel (x fastest, n voxels, mask NULL or n bytes) on the
  * device. Returns false when it did not run there (no device, nothing to do, a failure: x is then
  * untouched and the caller runs the CPU reference). Thread-safe. */
@@ -47,8 +48,8 @@ CD_INTERNAL bool cd_pp_normalize(cd_pp_device *d, const cd_recipe *r, float *x, 
 
 /* cd_preprocess_multi (preprocess.c) with its resampling and normalisation through dev (NULL:
  * the CPU, which is cd_preprocess_multi). What the converter calls. */
-CD_INTERNAL cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3], const cd_volume *const *images,
-                                              int nimages, const cd_volume *mask, int threads, cd_pp_device *dev, cd_sample **out,
-                                              cd_error *err);
+CD_INTERNAL cd_status cd_preprocess_multi_dev(const cd_recipe *r, const double target_spacing[3],
+                                              const cd_volume *const *images, int nimages, const cd_volume *mask,
+                                              int threads, cd_pp_device *dev, cd_sample **out, cd_error *err);
 
 #endif

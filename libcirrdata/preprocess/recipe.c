@@ -127,15 +127,18 @@ static cd_status get_int(parse_ctx *c, json_t *obj, const char *key, int64_t lo,
     json_t *v = json_object_get(obj, key);
     if (!v) return CD_OK;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return BAD(c, "%s: recipe: '%s' must be an integer in [%lld, %lld]", c->origin, key, (long long)lo, (long long)hi);
+        return BAD(c, "%s: recipe: '%s' must be an integer in [%lld, %lld]", c->origin, key, (long long)lo,
+                   (long long)hi);
     *out = json_integer_value(v);
     return CD_OK;
 }
 
-static cd_status get_vec(parse_ctx *c, json_t *obj, const char *key, int n, bool integer, double lo, double hi, double *out) {
+static cd_status get_vec(parse_ctx *c, json_t *obj, const char *key, int n, bool integer, double lo, double hi,
+                         double *out) {
     json_t *v = json_object_get(obj, key);
     if (!v) return CD_OK;
-    if (!json_is_array(v) || (int)json_array_size(v) != n) return BAD(c, "%s: recipe: '%s' must be an array of %d numbers", c->origin, key, n);
+    if (!json_is_array(v) || (int)json_array_size(v) != n)
+        return BAD(c, "%s: recipe: '%s' must be an array of %d numbers", c->origin, key, n);
     for (int i = 0; i < n; i++) {
         json_t *e = json_array_get(v, (size_t)i);
         if (integer ? !json_is_integer(e) : !json_is_number(e))
@@ -153,18 +156,20 @@ static const char *const norm_names[] = {"none", "zscore", "percentile", NULL};
 static const char *const region_names[] = {"volume", "mask", "nonzero", NULL};
 static const char *const dtype_names[] = {"auto", "float32", "float16", "int16", "uint8", NULL};
 static const char *const non_finite_names[] = {"error", "zero", NULL}; /* by cd_non_finite value */
-static const cd_dtype dtype_values[] = {CD_DTYPE_INVALID, CD_DTYPE_FLOAT32, CD_DTYPE_FLOAT16, CD_DTYPE_INT16, CD_DTYPE_UINT8};
+static const cd_dtype dtype_values[] = {CD_DTYPE_INVALID, CD_DTYPE_FLOAT32, CD_DTYPE_FLOAT16, CD_DTYPE_INT16,
+                                        CD_DTYPE_UINT8};
 
-#define TRY(x)                                                                                     \
-    do {                                                                                           \
-        cd_status st_ = (x);                                                                       \
-        if (st_ != CD_OK) return st_;                                                              \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        cd_status st_ = (x);                                                                                           \
+        if (st_ != CD_OK) return st_;                                                                                  \
     } while (0)
 
 static cd_status parse_resample(parse_ctx *c, json_t *rs, cd_recipe *r) {
-    static const char *const keys[] = {"mode",       "spacing",  "shape",   "image_order", "mask_order", "anisotropy_threshold",
-                                       "separate_z", "order_z", NULL};
-    if (!json_is_object(rs) || !json_object_get(rs, "mode")) return BAD(c, "%s: recipe: 'resample' needs a 'mode'", c->origin);
+    static const char *const keys[] = {
+        "mode", "spacing", "shape", "image_order", "mask_order", "anisotropy_threshold", "separate_z", "order_z", NULL};
+    if (!json_is_object(rs) || !json_object_get(rs, "mode"))
+        return BAD(c, "%s: recipe: 'resample' needs a 'mode'", c->origin);
     TRY(check_keys(c, rs, ".resample", keys));
     int e = 0;
     TRY(get_enum(c, rs, "mode", resample_names, &e));
@@ -203,7 +208,8 @@ static cd_status parse_resample(parse_ctx *c, json_t *rs, cd_recipe *r) {
 
 static cd_status parse_crop(parse_ctx *c, json_t *cr, cd_recipe *r) {
     static const char *const keys[] = {"mode", "margin", NULL};
-    if (!json_is_object(cr) || !json_object_get(cr, "mode")) return BAD(c, "%s: recipe: 'crop' needs a 'mode'", c->origin);
+    if (!json_is_object(cr) || !json_object_get(cr, "mode"))
+        return BAD(c, "%s: recipe: 'crop' needs a 'mode'", c->origin);
     TRY(check_keys(c, cr, ".crop", keys));
     int e = 0;
     TRY(get_enum(c, cr, "mode", crop_names, &e));
@@ -216,7 +222,8 @@ static cd_status parse_crop(parse_ctx *c, json_t *cr, cd_recipe *r) {
 
 static cd_status parse_normalize(parse_ctx *c, json_t *no, cd_recipe *r) {
     static const char *const keys[] = {"mode", "region", "percentiles", "range", "then", NULL};
-    if (!json_is_object(no) || !json_object_get(no, "mode")) return BAD(c, "%s: recipe: 'normalize' needs a 'mode'", c->origin);
+    if (!json_is_object(no) || !json_object_get(no, "mode"))
+        return BAD(c, "%s: recipe: 'normalize' needs a 'mode'", c->origin);
     TRY(check_keys(c, no, ".normalize", keys));
     int e = 0;
     TRY(get_enum(c, no, "mode", norm_names, &e));
@@ -270,8 +277,9 @@ static cd_status parse_storage(parse_ctx *c, json_t *root, cd_recipe *r) {
 }
 
 static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
-    static const char *const top[] = {"name", "version", "description", "reorient", "resample", "crop", "normalize",
-                                      "slices", "dtype", "mask_dtype", "chunk", "zstd_level", "non_finite", NULL};
+    static const char *const top[] = {"name",  "version",    "description", "reorient", "resample",
+                                      "crop",  "normalize",  "slices",      "dtype",    "mask_dtype",
+                                      "chunk", "zstd_level", "non_finite",  NULL};
     if (!json_is_object(root)) return BAD(c, "%s: a recipe must be a JSON object", c->origin);
     TRY(check_keys(c, root, "", top));
     json_t *name = json_object_get(root, "name"), *version = json_object_get(root, "version");
@@ -284,8 +292,8 @@ static cd_status parse_obj(parse_ctx *c, json_t *root, cd_recipe *r) {
     int e = 1;
     TRY(get_enum(c, root, "reorient", reorient_names, &e));
     r->reorient = e == 1;
-    json_t *rs = json_object_get(root, "resample"), *cr = json_object_get(root, "crop"), *no = json_object_get(root, "normalize"),
-           *sl = json_object_get(root, "slices");
+    json_t *rs = json_object_get(root, "resample"), *cr = json_object_get(root, "crop"),
+           *no = json_object_get(root, "normalize"), *sl = json_object_get(root, "slices");
     if (rs) TRY(parse_resample(c, rs, r));
     if (cr) TRY(parse_crop(c, cr, r));
     if (no) TRY(parse_normalize(c, no, r));
@@ -357,8 +365,9 @@ char *cd_recipe_to_json(const cd_recipe *r) {
     json_object_set_new(rs, "image_order", json_integer(r->image_order));
     json_object_set_new(rs, "mask_order", json_integer(r->mask_order));
     json_object_set_new(rs, "anisotropy_threshold", json_real(r->anisotropy_threshold));
-    json_object_set_new(rs, "separate_z", r->separate_z == CD_SEPARATE_Z_AUTO ? json_string("auto")
-                                                                               : json_boolean(r->separate_z == CD_SEPARATE_Z_ON));
+    json_object_set_new(rs, "separate_z",
+                        r->separate_z == CD_SEPARATE_Z_AUTO ? json_string("auto")
+                                                            : json_boolean(r->separate_z == CD_SEPARATE_Z_ON));
     json_object_set_new(rs, "order_z", json_integer(r->order_z));
     json_object_set_new(o, "resample", rs);
     json_t *cr = json_object();
@@ -385,7 +394,8 @@ char *cd_recipe_to_json(const cd_recipe *r) {
     int64_t ch[3] = {r->chunk[0], r->chunk[1], r->chunk[2]};
     json_object_set_new(o, "chunk", vec_int(ch, 3));
     json_object_set_new(o, "zstd_level", json_integer(r->zstd_level));
-    if (r->non_finite != CD_NON_FINITE_ERROR) json_object_set_new(o, "non_finite", json_string(non_finite_names[r->non_finite]));
+    if (r->non_finite != CD_NON_FINITE_ERROR)
+        json_object_set_new(o, "non_finite", json_string(non_finite_names[r->non_finite]));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(o);
     return s;

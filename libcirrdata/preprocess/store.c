@@ -10,48 +10,48 @@
  * tile are transposed in a small L1-resident buffer and written out as whole z-runs; otherwise (source x
  * became the stored z) the plain loop already writes contiguously. */
 #define STORE_TILE_Z 32
-#define STORE_LOOP(SRC_T, DST_T, CONVERT)                                                          \
-    do {                                                                                           \
-        const SRC_T *s = (const SRC_T *)src->data + src->base;                                     \
-        DST_T *o = (DST_T *)dst;                                                                   \
-        const int64_t B = 64 / (int64_t)sizeof(SRC_T), tf = t[f];                                  \
-        for (int64_t f0 = 0; f0 < d[f]; f0 += B) {                                                 \
-            const int64_t f1 = f0 + B < d[f] ? f0 + B : d[f];                                      \
-            if (ost[b] == 1) {                                                                     \
-                DST_T tile[64][STORE_TILE_Z];                                                      \
-                for (int64_t pa = 0; pa < d[a]; pa++)                                              \
-                    for (int64_t b0 = 0; b0 < d[b]; b0 += STORE_TILE_Z) {                          \
-                        const int64_t b1 = b0 + STORE_TILE_Z < d[b] ? b0 + STORE_TILE_Z : d[b];    \
-                        for (int64_t pb = b0; pb < b1; pb++) {                                     \
-                            const SRC_T *row = s + pa * t[a] + pb * t[b];                          \
+#define STORE_LOOP(SRC_T, DST_T, CONVERT)                                                                              \
+    do {                                                                                                               \
+        const SRC_T *s = (const SRC_T *)src->data + src->base;                                                         \
+        DST_T *o = (DST_T *)dst;                                                                                       \
+        const int64_t B = 64 / (int64_t)sizeof(SRC_T), tf = t[f];                                                      \
+        for (int64_t f0 = 0; f0 < d[f]; f0 += B) {                                                                     \
+            const int64_t f1 = f0 + B < d[f] ? f0 + B : d[f];                                                          \
+            if (ost[b] == 1) {                                                                                         \
+                DST_T tile[64][STORE_TILE_Z];                                                                          \
+                for (int64_t pa = 0; pa < d[a]; pa++)                                                                  \
+                    for (int64_t b0 = 0; b0 < d[b]; b0 += STORE_TILE_Z) {                                              \
+                        const int64_t b1 = b0 + STORE_TILE_Z < d[b] ? b0 + STORE_TILE_Z : d[b];                        \
+                        for (int64_t pb = b0; pb < b1; pb++) {                                                         \
+                            const SRC_T *row = s + pa * t[a] + pb * t[b];                                              \
                             /* The next tile's source lines (every row a different line: the      \
-                             * hardware prefetchers do not follow this pattern). */                \
-                            if (pa + 1 < d[a]) {                                                   \
-                                __builtin_prefetch(row + t[a] + f0 * tf);                          \
-                                __builtin_prefetch(row + t[a] + (f1 - 1) * tf);                    \
-                            }                                                                      \
-                            for (int64_t pf = f0; pf < f1; pf++) {                                 \
-                                SRC_T v = row[pf * tf];                                            \
-                                tile[pf - f0][pb - b0] = CONVERT;                                  \
-                            }                                                                      \
-                        }                                                                          \
-                        for (int64_t pf = f0; pf < f1; pf++) {                                     \
-                            DST_T *orow = o + pa * ost[a] + b0 + pf * ost[f];                      \
-                            for (int64_t k = 0; k < b1 - b0; k++) orow[k] = tile[pf - f0][k];      \
-                        }                                                                          \
-                    }                                                                              \
-                continue;                                                                          \
-            }                                                                                      \
-            for (int64_t pa = 0; pa < d[a]; pa++)                                                  \
-                for (int64_t pb = 0; pb < d[b]; pb++) {                                            \
-                    const SRC_T *row = s + pa * t[a] + pb * t[b];                                  \
-                    DST_T *orow = o + pa * ost[a] + pb * ost[b];                                   \
-                    for (int64_t pf = f0; pf < f1; pf++) {                                         \
-                        SRC_T v = row[pf * tf];                                                    \
-                        orow[pf * ost[f]] = CONVERT;                                               \
-                    }                                                                              \
-                }                                                                                  \
-        }                                                                                          \
+                             * hardware prefetchers do not follow this pattern). */                    \
+                            if (pa + 1 < d[a]) {                                                                       \
+                                __builtin_prefetch(row + t[a] + f0 * tf);                                              \
+                                __builtin_prefetch(row + t[a] + (f1 - 1) * tf);                                        \
+                            }                                                                                          \
+                            for (int64_t pf = f0; pf < f1; pf++) {                                                     \
+                                SRC_T v = row[pf * tf];                                                                \
+                                tile[pf - f0][pb - b0] = CONVERT;                                                      \
+                            }                                                                                          \
+                        }                                                                                              \
+                        for (int64_t pf = f0; pf < f1; pf++) {                                                         \
+                            DST_T *orow = o + pa * ost[a] + b0 + pf * ost[f];                                          \
+                            for (int64_t k = 0; k < b1 - b0; k++) orow[k] = tile[pf - f0][k];                          \
+                        }                                                                                              \
+                    }                                                                                                  \
+                continue;                                                                                              \
+            }                                                                                                          \
+            for (int64_t pa = 0; pa < d[a]; pa++)                                                                      \
+                for (int64_t pb = 0; pb < d[b]; pb++) {                                                                \
+                    const SRC_T *row = s + pa * t[a] + pb * t[b];                                                      \
+                    DST_T *orow = o + pa * ost[a] + pb * ost[b];                                                       \
+                    for (int64_t pf = f0; pf < f1; pf++) {                                                             \
+                        SRC_T v = row[pf * tf];                                                                        \
+                        orow[pf * ost[f]] = CONVERT;                                                                   \
+                    }                                                                                                  \
+                }                                                                                                      \
+        }                                                                                                              \
     } while (0)
 
 static int16_t round_i16(double v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : lrint(v)); }
@@ -91,8 +91,10 @@ void cd_store_c_order(const cd_store_src *src, cd_dtype out_dtype, void *dst) {
         }
         break;
     case CD_DTYPE_UINT8:
-        if (out_dtype == CD_DTYPE_UINT8) STORE_LOOP(uint8_t, uint8_t, v);
-        else STORE_LOOP(uint8_t, int16_t, (int16_t)v);
+        if (out_dtype == CD_DTYPE_UINT8)
+            STORE_LOOP(uint8_t, uint8_t, v);
+        else
+            STORE_LOOP(uint8_t, int16_t, (int16_t)v);
         break;
     case CD_DTYPE_INT8: STORE_LOOP(int8_t, int16_t, (int16_t)v); break;
     case CD_DTYPE_INT16: STORE_LOOP(int16_t, int16_t, v); break;
@@ -140,7 +142,8 @@ cd_store_src cd_store_reoriented_src(const cd_volume *vol, const cd_orientation 
 
 /* Row by row (z runs): a row's nonzero count is a branch-free loop, and only a row with any updates the
  * box, from its first and last nonzero z. */
-void cd_bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], int64_t hi[3], bool *found, uint64_t *count) {
+void cd_bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], int64_t hi[3], bool *found,
+                     uint64_t *count) {
     *found = false;
     *count = 0;
     for (int a = 0; a < 3; a++) {
@@ -172,8 +175,14 @@ void cd_image_view_fill(const void *user, const cd_tensor_info *ti, const cd_chu
     const cd_image_view *v = user;
     (void)ti;
     /* The chunk is the C-order store of a sub-box of the view. */
-    cd_store_src sub = {v->data, v->src_dtype, {ci->extent[0], ci->extent[1], ci->extent[2]},
-                     {v->step[0], v->step[1], v->step[2]}, v->base, v->scaled, v->slope, v->inter};
+    cd_store_src sub = {v->data,
+                        v->src_dtype,
+                        {ci->extent[0], ci->extent[1], ci->extent[2]},
+                        {v->step[0], v->step[1], v->step[2]},
+                        v->base,
+                        v->scaled,
+                        v->slope,
+                        v->inter};
     for (int a = 0; a < 3; a++) sub.base += (int64_t)ci->start[a] * v->step[a];
     cd_store_c_order(&sub, v->dtype, dst);
 }

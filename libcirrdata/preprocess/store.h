@@ -33,6 +33,7 @@ CD_INTERNAL cd_store_src cd_store_plain_src(const cd_volume *vol);
  * in place: stored axis o->world_axis[i] walks source axis i, backwards where flipped. */
 CD_INTERNAL cd_store_src cd_store_reoriented_src(const cd_volume *vol, const cd_orientation *o, double affine[4][4]);
 /* Half-open box of nonzero voxels and their count, of a C-order (X, Y, Z) uint8 array. */
-CD_INTERNAL void cd_bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], int64_t hi[3], bool *found, uint64_t *count);
+CD_INTERNAL void cd_bbox_c_order(const uint8_t *m, const uint32_t d[3], int64_t lo[3], int64_t hi[3], bool *found,
+                                 uint64_t *count);
 
 #endif

@@ -53,7 +53,8 @@ cd_status cd_zstd_compress(const void *src, size_t len, int level, void **dst, s
 
 size_t cd_zstd_bound(size_t len) { return ZSTD_compressBound(len); }
 
-cd_status cd_zstd_compress_to(const void *src, size_t len, int level, void *dst, size_t cap, size_t *dst_len, cd_error *err) {
+cd_status cd_zstd_compress_to(const void *src, size_t len, int level, void *dst, size_t cap, size_t *dst_len,
+                              cd_error *err) {
     ZSTD_CCtx *c = thread_cctx();
     if (!c) return cd_fail(err, CD_ERR_NOMEM, "out of memory for zstd compression");
     size_t n = ZSTD_compressCCtx(c, dst, cap, src, len, level);

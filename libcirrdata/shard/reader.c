@@ -34,7 +34,8 @@ static cd_status pread_exact(const cd_shard *s, void *buf, size_t len, uint64_t 
     ssize_t n = cd_pread_full(s->fd, buf, len, at);
     if (n < 0) return cd_fail(err, CD_ERR_IO, "%s: reading %s failed: %s", s->path, what, strerror(errno));
     if ((size_t)n < len)
-        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %s at byte %llu is past the end", s->path, what, (unsigned long long)at);
+        return cd_fail(err, CD_ERR_TRUNCATED, "%s: truncated: %s at byte %llu is past the end", s->path, what,
+                       (unsigned long long)at);
     return CD_OK;
 }
 
@@ -147,10 +148,10 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
     cd_status st = CD_OK;
     char what[64];
     snprintf(what, sizeof what, "record %llu", (unsigned long long)i);
-#define BAD(...)                                                                                  \
-    do {                                                                                          \
-        st = cd_fail(err, CD_ERR_CORRUPT, __VA_ARGS__);                                           \
-        goto done;                                                                                \
+#define BAD(...)                                                                                                       \
+    do {                                                                                                               \
+        st = cd_fail(err, CD_ERR_CORRUPT, __VA_ARGS__);                                                                \
+        goto done;                                                                                                     \
     } while (0)
     if (!h || !r) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -181,7 +182,8 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
         /* NUL-padded name, unique in the record; reserved bytes zero (shard-format.md). */
         size_t nl = strnlen((const char *)p, CD_TENSOR_NAME_MAX);
         if (!nl || !all_zero(p + nl, CD_TENSOR_NAME_MAX - nl) || !all_zero(p + 18, 2) || !all_zero(p + 52, 12))
-            BAD("%s: record %llu: tensor %u: bad name padding or reserved bytes not zero", s->path, (unsigned long long)i, t);
+            BAD("%s: record %llu: tensor %u: bad name padding or reserved bytes not zero", s->path,
+                (unsigned long long)i, t);
         for (uint32_t u = 0; u < t; u++)
             if (!strcmp(r->tensors[u].name, name))
                 BAD("%s: record %llu: two tensors named '%s'", s->path, (unsigned long long)i, name);
@@ -193,7 +195,8 @@ cd_status cd_shard_read_record(const cd_shard *s, uint64_t i, cd_record **out, c
         need += (uint64_t)CD_RECORD_CHUNK_ENTRY * r->tensors[t].chunk_count;
         r->ntensors = t + 1;
     }
-    if (need != hsize) BAD("%s: record %llu: record header size disagrees with its tables", s->path, (unsigned long long)i);
+    if (need != hsize)
+        BAD("%s: record %llu: record header size disagrees with its tables", s->path, (unsigned long long)i);
     r->meta = malloc((size_t)meta + 1);
     if (!r->meta) {
         st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
@@ -278,8 +281,8 @@ cd_status cd_record_decode_chunk(const cd_shard *s, const cd_record *r, uint32_t
 }
 
 /* Reads and decodes one chunk into scratch buffers (stored: >= stored_size, raw: >= raw_size). */
-static cd_status load_chunk(const cd_shard *s, const cd_record *r, uint32_t t, uint32_t c, uint8_t *stored, uint8_t *raw,
-                            cd_error *err) {
+static cd_status load_chunk(const cd_shard *s, const cd_record *r, uint32_t t, uint32_t c, uint8_t *stored,
+                            uint8_t *raw, cd_error *err) {
     const cd_chunk_info *ci = &r->chunks[t][c];
     char what[96];
     snprintf(what, sizeof what, "record %llu chunk %u", (unsigned long long)r->number, c);
@@ -339,9 +342,12 @@ cd_status cd_record_read_region(const cd_shard *s, const cd_record *r, uint32_t 
                     for (int64_t x = x0; x < x1; x++)
                         for (int64_t y = y0; y < y1; y++) {
                             size_t src = (((size_t)ch * ci->extent[0] + (x - ci->start[0])) * ci->extent[1] +
-                                          (y - ci->start[1])) * ci->extent[2] + (z0 - ci->start[2]);
-                            size_t dst = (((size_t)ch * size[0] + (x - start[0])) * size[1] + (y - start[1])) * size[2] +
-                                         (z0 - start[2]);
+                                          (y - ci->start[1])) *
+                                             ci->extent[2] +
+                                         (z0 - ci->start[2]);
+                            size_t dst =
+                                (((size_t)ch * size[0] + (x - start[0])) * size[1] + (y - start[1])) * size[2] +
+                                (z0 - start[2]);
                             memcpy(o + dst * es, raw + src * es, row);
                         }
             }
@@ -371,7 +377,8 @@ cd_status cd_shard_verify(const char *path, int64_t *bad_record, cd_error *err) 
         for (uint32_t t = 0; t < r->ntensors && st == CD_OK; t++) {
             const cd_tensor_info *ti = &r->tensors[t];
             uint8_t *stored = malloc(max_chunk_stored(r, t));
-            uint8_t *raw = malloc((size_t)ti->channels * ti->chunk[0] * ti->chunk[1] * ti->chunk[2] * cd_dtype_size(ti->dtype));
+            uint8_t *raw =
+                malloc((size_t)ti->channels * ti->chunk[0] * ti->chunk[1] * ti->chunk[2] * cd_dtype_size(ti->dtype));
             if (!stored || !raw) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
             for (uint32_t c = 0; c < ti->chunk_count && st == CD_OK; c++) st = load_chunk(s, r, t, c, stored, raw, err);
             free(stored);

@@ -10,7 +10,8 @@
 cd_status cd_record_builder_create(const char *metadata_json, cd_record_builder **out, cd_error *err) {
     if (!metadata_json || !out) return cd_fail(err, CD_ERR_ARG, "cd_record_builder_create: NULL argument");
     size_t n = strlen(metadata_json);
-    if (n > CD_SHARD_MAX_META_BYTES) return cd_fail(err, CD_ERR_LIMIT, "record metadata of %zu bytes is above 1 MiB", n);
+    if (n > CD_SHARD_MAX_META_BYTES)
+        return cd_fail(err, CD_ERR_LIMIT, "record metadata of %zu bytes is above 1 MiB", n);
     cd_record_builder *b = calloc(1, sizeof *b);
     if (!b || !(b->meta = malloc(n + 1))) {
         free(b);
@@ -60,8 +61,8 @@ void cd_chunk_geometry(const cd_tensor_info *ti, uint32_t chunk, cd_chunk_info *
         if (end > ti->shape[a]) end = ti->shape[a];
         ci->extent[a] = end - ci->start[a];
     }
-    ci->raw_size = (uint32_t)((uint64_t)ti->channels * ci->extent[0] * ci->extent[1] * ci->extent[2] *
-                              cd_dtype_size(ti->dtype));
+    ci->raw_size =
+        (uint32_t)((uint64_t)ti->channels * ci->extent[0] * ci->extent[1] * ci->extent[2] * cd_dtype_size(ti->dtype));
 }
 
 cd_status cd_tensor_info_init(cd_tensor_info *ti, const char *name, cd_dtype dtype, uint32_t channels,
@@ -72,7 +73,8 @@ cd_status cd_tensor_info_init(cd_tensor_info *ti, const char *name, cd_dtype dty
     if (!cd_shard_dtype_code(dtype))
         return cd_fail(err, CD_ERR_ARG, "tensor '%s': dtype %s cannot be stored (uint8, int16, float16, float32)", name,
                        cd_dtype_name(dtype));
-    if (codec != CD_CODEC_RAW && codec != CD_CODEC_ZSTD) return cd_fail(err, CD_ERR_ARG, "tensor '%s': bad codec", name);
+    if (codec != CD_CODEC_RAW && codec != CD_CODEC_ZSTD)
+        return cd_fail(err, CD_ERR_ARG, "tensor '%s': bad codec", name);
     if (channels < 1) return cd_fail(err, CD_ERR_ARG, "tensor '%s': channels must be >= 1", name);
     strcpy(ti->name, name);
     ti->dtype = dtype;
@@ -80,7 +82,8 @@ cd_status cd_tensor_info_init(cd_tensor_info *ti, const char *name, cd_dtype dty
     ti->channels = channels;
     uint64_t count = 1, chunk_bytes = (uint64_t)channels * cd_dtype_size(dtype);
     for (int a = 0; a < 3; a++) {
-        if (shape[a] < 1 || chunk[a] < 1) return cd_fail(err, CD_ERR_ARG, "tensor '%s': shape and chunk must be >= 1", name);
+        if (shape[a] < 1 || chunk[a] < 1)
+            return cd_fail(err, CD_ERR_ARG, "tensor '%s': shape and chunk must be >= 1", name);
         ti->shape[a] = shape[a];
         ti->chunk[a] = chunk[a] < shape[a] ? chunk[a] : shape[a];
         ti->chunk_grid[a] = (shape[a] + ti->chunk[a] - 1) / ti->chunk[a];
@@ -139,7 +142,8 @@ cd_status cd_record_builder_add_tensor(cd_record_builder *b, const char *name, c
                                        const uint32_t shape[3], const uint32_t chunk[3], cd_codec codec, int level,
                                        const void *data, cd_error *err) {
     if (!data) return cd_fail(err, CD_ERR_ARG, "cd_record_builder_add_tensor: NULL argument");
-    return cd_record_builder_add_tensor_fill(b, name, dtype, channels, shape, chunk, codec, level, fill_from_array, data, err);
+    return cd_record_builder_add_tensor_fill(b, name, dtype, channels, shape, chunk, codec, level, fill_from_array,
+                                             data, err);
 }
 
 cd_status cd_record_builder_add_tensor_fill(cd_record_builder *b, const char *name, cd_dtype dtype, uint32_t channels,
@@ -164,9 +168,10 @@ cd_status cd_record_builder_add_tensor_fill(cd_record_builder *b, const char *na
     bt->chunks = calloc(bt->info.chunk_count, sizeof *bt->chunks);
     bt->arena_bytes = cap ? cap : 1;
     bt->arena = cd_buffer_alloc(bt->arena_bytes);
-    uint8_t *scratch = codec == CD_CODEC_ZSTD ? thread_scratch((size_t)channels * bt->info.chunk[0] * bt->info.chunk[1] *
-                                                               bt->info.chunk[2] * cd_dtype_size(dtype))
-                                              : NULL;
+    uint8_t *scratch = codec == CD_CODEC_ZSTD
+                           ? thread_scratch((size_t)channels * bt->info.chunk[0] * bt->info.chunk[1] *
+                                            bt->info.chunk[2] * cd_dtype_size(dtype))
+                           : NULL;
     if (!bt->chunks || (codec == CD_CODEC_ZSTD && !scratch) || !bt->arena) {
         free(bt->chunks);
         cd_buffer_free(bt->arena, bt->arena_bytes);
@@ -213,6 +218,7 @@ uint64_t cd_record_builder_header_size(const cd_record_builder *b) {
 uint64_t cd_record_builder_size(const cd_record_builder *b) {
     uint64_t n = cd_align4k(cd_record_builder_header_size(b));
     for (uint32_t t = 0; t < b->ntensors; t++)
-        for (uint32_t c = 0; c < b->tensors[t].info.chunk_count; c++) n += cd_align4k(b->tensors[t].chunks[c].stored_size);
+        for (uint32_t c = 0; c < b->tensors[t].info.chunk_count; c++)
+            n += cd_align4k(b->tensors[t].chunks[c].stored_size);
     return n;
 }

@@ -27,8 +27,8 @@ struct cd_record_builder {
 
 struct cd_record {
     uint64_t number;
-    uint64_t offset;       /* of the record header in the shard */
-    char *meta;            /* NUL-terminated copy */
+    uint64_t offset; /* of the record header in the shard */
+    char *meta;      /* NUL-terminated copy */
     uint32_t ntensors;
     cd_tensor_info tensors[CD_SHARD_MAX_TENSORS];
     cd_chunk_info *chunks[CD_SHARD_MAX_TENSORS];
@@ -46,8 +46,8 @@ typedef void (*cd_chunk_fill_fn)(const void *user, const cd_tensor_info *ti, con
 /* cd_record_builder_add_tensor with the chunks produced by fill(user, ...) instead of gathered from a
  * C-order array (so a caller can produce them straight from its own layout). */
 CD_INTERNAL cd_status cd_record_builder_add_tensor_fill(cd_record_builder *b, const char *name, cd_dtype dtype,
-                                                        uint32_t channels, const uint32_t shape[3], const uint32_t chunk[3],
-                                                        cd_codec codec, int level, cd_chunk_fill_fn fill, const void *user,
-                                                        cd_error *err);
+                                                        uint32_t channels, const uint32_t shape[3],
+                                                        const uint32_t chunk[3], cd_codec codec, int level,
+                                                        cd_chunk_fill_fn fill, const void *user, cd_error *err);
 
 #endif

@@ -14,9 +14,9 @@
 struct cd_shard_writer {
     char *path, *tmp_path;
     int fd;
-    uint64_t pos;        /* bytes written so far (always 4 KiB aligned between records) */
+    uint64_t pos; /* bytes written so far (always 4 KiB aligned between records) */
     uint64_t nrecords, cap;
-    uint8_t *index;      /* nrecords * 32 bytes */
+    uint8_t *index; /* nrecords * 32 bytes */
     bool finished;
 };
 

@@ -43,11 +43,11 @@ enum { F_SHAPE, F_NODULAR, F_NODULES, F_FIBROSIS, F_FINE, F_BOWEL, F_BIAS, F_COU
 /* ---- value noise: random values on a coarse lattice, smoothstep-interpolated ---------------- */
 
 typedef struct vnoise {
-    float *v;      /* n[0] * n[1] * n[2] lattice values in [-1, 1], x fastest */
+    float *v; /* n[0] * n[1] * n[2] lattice values in [-1, 1], x fastest */
     int n[3];
-    double lo[3];  /* patient mm of lattice point 0 */
+    double lo[3]; /* patient mm of lattice point 0 */
     double inv_cell;
-    float *row;    /* n[0] values: the lattice interpolated in y and z for the current row */
+    float *row; /* n[0] values: the lattice interpolated in y and z for the current row */
 } vnoise;
 
 static double smooth01(double f) { return f * f * (3.0 - 2.0 * f); }
@@ -128,18 +128,18 @@ static bool ell_row_hits(const ellipsoid *e, double y, double z, double grow) {
 }
 
 typedef struct anatomy {
-    double A, B;            /* body semi-axes (x, y) */
-    double fat, muscle;     /* subcutaneous fat and abdominal wall thickness */
+    double A, B;                               /* body semi-axes (x, y) */
+    double fat, muscle;                        /* subcutaneous fat and abdominal wall thickness */
     double spine_y, spine_r, aorta[3], ivc[3]; /* (x, y, r) */
-    ellipsoid lobe[3];      /* right lobe, left lobe, caudate */
+    ellipsoid lobe[3];                         /* right lobe, left lobe, caudate */
     ellipsoid spleen, kidney[2], gall;
     bool has_gall, ascites;
-    double ascites_d;       /* ascites rim width in normalised liver distance */
-    double shape_amp;       /* generic smooth shape variation (all stages) */
-    double nod_amp;         /* surface nodularity amplitude (normalised distance) */
+    double ascites_d;            /* ascites rim width in normalised liver distance */
+    double shape_amp;            /* generic smooth shape variation (all stages) */
+    double nod_amp;              /* surface nodularity amplitude (normalised distance) */
     double h_nod, h_fib, h_fine; /* parenchymal texture strengths */
-    double liver_box[2][3]; /* bounding box of the liver (mm) */
-    double sev;             /* continuous severity (0 healthy .. ~3.6) */
+    double liver_box[2][3];      /* bounding box of the liver (mm) */
+    double sev;                  /* continuous severity (0 healthy .. ~3.6) */
 } anatomy;
 
 static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -162,8 +162,12 @@ static void draw_anatomy(cd_rng *r, int stage, double fov_x, double fov_y, anato
     double A = an->A, B = an->B;
     an->spine_y = 0.55 * B;
     an->spine_r = cd_rng_range(r, 15, 19);
-    an->aorta[0] = 0.06 * A; an->aorta[1] = 0.30 * B; an->aorta[2] = cd_rng_range(r, 9, 12);
-    an->ivc[0] = -0.12 * A; an->ivc[1] = 0.24 * B; an->ivc[2] = cd_rng_range(r, 9, 13);
+    an->aorta[0] = 0.06 * A;
+    an->aorta[1] = 0.30 * B;
+    an->aorta[2] = cd_rng_range(r, 9, 12);
+    an->ivc[0] = -0.12 * A;
+    an->ivc[1] = 0.24 * B;
+    an->ivc[2] = cd_rng_range(r, 9, 13);
 
     double r_scale = 1.0 - s * cd_rng_range(r, 0.05, 0.08);  /* right-lobe atrophy */
     double c_scale = 1.0 + s * cd_rng_range(r, 0.10, 0.16);  /* caudate hypertrophy */
@@ -225,8 +229,8 @@ static void draw_anatomy(cd_rng *r, int stage, double fov_x, double fov_y, anato
 typedef struct acquisition {
     int64_t dims[3];
     double sp[3];
-    double rot;        /* in-plane obliquity (radians), small */
-    double origin[3];  /* LPS world position of voxel (0,0,0) before rotation */
+    double rot;                  /* in-plane obliquity (radians), small */
+    double origin[3];            /* LPS world position of voxel (0,0,0) before rotation */
     double body_off[2], liver_z; /* body centre offset in-plane, liver centre offset in z (mm) */
     cd_dtype dtype;
     bool scaled;
@@ -254,8 +258,7 @@ static void draw_acquisition(cd_rng *r, const int64_t req[3], acquisition *aq) {
     aq->body_off[0] = cd_rng_range(r, -10, 10);
     aq->body_off[1] = cd_rng_range(r, -5, 15);
     aq->liver_z = cd_rng_range(r, -15, 15);
-    for (int d = 0; d < 3; d++)
-        aq->origin[d] = -0.5 * (double)(aq->dims[d] - 1) * aq->sp[d] + cd_rng_range(r, -20, 20);
+    for (int d = 0; d < 3; d++) aq->origin[d] = -0.5 * (double)(aq->dims[d] - 1) * aq->sp[d] + cd_rng_range(r, -20, 20);
     aq->origin[2] += cd_rng_range(r, -300, 100); /* table position */
 
     /* Stored types as scanners and converters produce them: mostly int16. */
@@ -334,7 +337,7 @@ static void add_rician(cd_rng *r, float sigma, float *img, size_t n) {
 typedef struct render {
     const anatomy *an;
     const contrast *ct;
-    int seq_q;            /* 0 = T1, 1 = T2 */
+    int seq_q; /* 0 = T1, 1 = T2 */
     vnoise f[F_COUNT];
 } render;
 

@@ -108,16 +108,16 @@ void cd_volume_axcodes(const cd_volume *vol, char codes[4]) {
         memcpy(codes, "???", 4);
 }
 
-#define PERMUTE_LOOP(T)                                                                            \
-    do {                                                                                           \
-        const T *src = (const T *)vol->data;                                                       \
-        T *dst = (T *)res->data;                                                                   \
-        size_t idx = 0;                                                                            \
-        for (int64_t k = 0; k < n[2]; k++)                                                         \
-            for (int64_t j = 0; j < n[1]; j++) {                                                   \
-                int64_t at = base + step[2] * k + step[1] * j;                                     \
-                for (int64_t i = 0; i < n[0]; i++, at += step[0]) dst[at] = src[idx++];              \
-            }                                                                                      \
+#define PERMUTE_LOOP(T)                                                                                                \
+    do {                                                                                                               \
+        const T *src = (const T *)vol->data;                                                                           \
+        T *dst = (T *)res->data;                                                                                       \
+        size_t idx = 0;                                                                                                \
+        for (int64_t k = 0; k < n[2]; k++)                                                                             \
+            for (int64_t j = 0; j < n[1]; j++) {                                                                       \
+                int64_t at = base + step[2] * k + step[1] * j;                                                         \
+                for (int64_t i = 0; i < n[0]; i++, at += step[0]) dst[at] = src[idx++];                                \
+            }                                                                                                          \
     } while (0)
 
 cd_status cd_volume_reorient_canonical(const cd_volume *vol, cd_volume **out, cd_error *err) {

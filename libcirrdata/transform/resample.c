@@ -84,7 +84,7 @@ void cd_grid_of_volume(const cd_volume *vol, cd_grid *out) {
 /* Same directions and centre as vol, new dims and spacing. */
 static cd_status rescaled_grid(const cd_volume *vol, const int64_t dims[3], const double spacing[3], cd_grid *out,
                                cd_error *err) {
-    const double (*a)[4] = vol->affine;
+    const double(*a)[4] = vol->affine;
     double g[4][4] = {{0}};
     for (int r = 0; r < 3; r++) {
         double centre = a[r][3], t = 0;
@@ -219,24 +219,24 @@ static cd_status parallel_for(int threads, int64_t n, size_t scratch_bytes, par_
 
 /* scipy's output rounding: half away from zero (t +- 0.5, truncated), clamped to the type's range;
  * NaN becomes 0 (a C cast of NaN to an integer is undefined). */
-#define STORE_INT(T, LO, HI)                                                                       \
-    do {                                                                                           \
-        T *o = (T *)out;                                                                           \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            double t = v[i];                                                                       \
-            t = t > 0 ? t + 0.5 : t - 0.5;                                                         \
-            o[i] = t >= (HI) ? (T)(HI) : t <= (LO) ? (T)(LO) : t == t ? (T)t : (T)0;                \
-        }                                                                                          \
+#define STORE_INT(T, LO, HI)                                                                                           \
+    do {                                                                                                               \
+        T *o = (T *)out;                                                                                               \
+        for (int64_t i = 0; i < n; i++) {                                                                              \
+            double t = v[i];                                                                                           \
+            t = t > 0 ? t + 0.5 : t - 0.5;                                                                             \
+            o[i] = t >= (HI) ? (T)(HI) : t <= (LO) ? (T)(LO) : t == t ? (T)t : (T)0;                                   \
+        }                                                                                                              \
     } while (0)
 
-#define STORE_UINT(T, HI)                                                                          \
-    do {                                                                                           \
-        T *o = (T *)out;                                                                           \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            double t = v[i];                                                                       \
-            t = t > 0 ? t + 0.5 : 0;                                                               \
-            o[i] = t >= (HI) ? (T)(HI) : (T)t;                                                     \
-        }                                                                                          \
+#define STORE_UINT(T, HI)                                                                                              \
+    do {                                                                                                               \
+        T *o = (T *)out;                                                                                               \
+        for (int64_t i = 0; i < n; i++) {                                                                              \
+            double t = v[i];                                                                                           \
+            t = t > 0 ? t + 0.5 : 0;                                                                                   \
+            o[i] = t >= (HI) ? (T)(HI) : (T)t;                                                                         \
+        }                                                                                                              \
     } while (0)
 
 static void store_row(const double *v, int64_t n, cd_dtype dt, void *out) {
@@ -253,9 +253,10 @@ static void store_row(const double *v, int64_t n, cd_dtype dt, void *out) {
         for (int64_t i = 0; i < n; i++) {
             double t = v[i];
             t = t > 0 ? t + 0.5 : t - 0.5;
-            o[i] = t >= 9223372036854775808.0 ? INT64_MAX : t <= -9223372036854775808.0 ? INT64_MIN
-                   : t == t                   ? (int64_t)t
-                                              : 0;
+            o[i] = t >= 9223372036854775808.0    ? INT64_MAX
+                   : t <= -9223372036854775808.0 ? INT64_MIN
+                   : t == t                      ? (int64_t)t
+                                                 : 0;
         }
         break;
     }
@@ -294,7 +295,7 @@ typedef struct rjob {
     bool scaled;      /* apply slope/inter to interpolated raw values */
     double slope, inter, fill;
     cd_interp interp;
-    bool raw_copy;     /* nearest into the source dtype: copy elements, keep scaling */
+    bool raw_copy;                          /* nearest into the source dtype: copy elements, keep scaling */
     _Alignas(8) unsigned char fill_elem[8]; /* store_row writes it as the output type */
     size_t esize;
     cd_dtype out_dtype;
@@ -311,15 +312,15 @@ static inline bool axis_pos(double *c, double hi) {
 }
 
 /* Source position of output voxel (i, j, k) from the row bases; false when outside. */
-#define ROW_SETUP()                                                                                \
-    double b0 = jb->m[0][1] * (double)j + jb->m[0][2] * (double)k + jb->m[0][3];                   \
-    double b1 = jb->m[1][1] * (double)j + jb->m[1][2] * (double)k + jb->m[1][3];                   \
-    double b2 = jb->m[2][1] * (double)j + jb->m[2][2] * (double)k + jb->m[2][3];                   \
-    const double s0 = jb->m[0][0], s1 = jb->m[1][0], s2 = jb->m[2][0];                             \
+#define ROW_SETUP()                                                                                                    \
+    double b0 = jb->m[0][1] * (double)j + jb->m[0][2] * (double)k + jb->m[0][3];                                       \
+    double b1 = jb->m[1][1] * (double)j + jb->m[1][2] * (double)k + jb->m[1][3];                                       \
+    double b2 = jb->m[2][1] * (double)j + jb->m[2][2] * (double)k + jb->m[2][3];                                       \
+    const double s0 = jb->m[0][0], s1 = jb->m[1][0], s2 = jb->m[2][0];                                                 \
     const double h0 = (double)(jb->n[0] - 1), h1 = (double)(jb->n[1] - 1), h2 = (double)(jb->n[2] - 1)
 
-#define VOXEL_POS(I, X, Y, Z)                                                                      \
-    double X = b0 + (double)(I) * s0, Y = b1 + (double)(I) * s1, Z = b2 + (double)(I) * s2;        \
+#define VOXEL_POS(I, X, Y, Z)                                                                                          \
+    double X = b0 + (double)(I)*s0, Y = b1 + (double)(I)*s1, Z = b2 + (double)(I)*s2;                                  \
     bool inside_ = axis_pos(&X, h0) & axis_pos(&Y, h1) & axis_pos(&Z, h2)
 
 /* Nearest: the source element index of each output voxel of row (j, k), -1 outside. */
@@ -332,17 +333,17 @@ static void nearest_index_row(const rjob *jb, int64_t j, int64_t k, int64_t *idx
     }
 }
 
-#define GATHER_ROW(T)                                                                              \
-    do {                                                                                           \
-        const T *src = (const T *)jb->data;                                                        \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            if (idx[i] < 0)                                                                        \
-                v[i] = jb->fill;                                                                   \
-            else if (jb->scaled)                                                                   \
-                v[i] = (double)src[idx[i]] * jb->slope + jb->inter;                                \
-            else                                                                                   \
-                v[i] = (double)src[idx[i]];                                                        \
-        }                                                                                          \
+#define GATHER_ROW(T)                                                                                                  \
+    do {                                                                                                               \
+        const T *src = (const T *)jb->data;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                                              \
+            if (idx[i] < 0)                                                                                            \
+                v[i] = jb->fill;                                                                                       \
+            else if (jb->scaled)                                                                                       \
+                v[i] = (double)src[idx[i]] * jb->slope + jb->inter;                                                    \
+            else                                                                                                       \
+                v[i] = (double)src[idx[i]];                                                                            \
+        }                                                                                                              \
     } while (0)
 
 /* Nearest into another dtype: physical values. */
@@ -430,45 +431,45 @@ static inline double lerp_taps(double g, double f, double a, double b) {
 /* Trilinear. The lower corner is clamped to n-2 so the upper neighbour exists; at c == n-1 the
  * weight of the upper neighbour is then exactly 1 (scipy reads the last voxel with weight 1 there).
  * A single-voxel axis has step 0. CHECKED = 0 is the interior loop (0 <= c < n-1 on every axis). */
-#define LINEAR_LOOP(T, I0, I1, CHECKED)                                                            \
-    for (int64_t i = (I0); i < (I1); i++) {                                                        \
-        double x = b0 + (double)i * s0, y = b1 + (double)i * s1, z = b2 + (double)i * s2;          \
-        int64_t ix, iy, iz;                                                                        \
-        if (CHECKED) {                                                                             \
-            if (!(axis_pos(&x, h0) & axis_pos(&y, h1) & axis_pos(&z, h2))) {                       \
-                v[i] = jb->fill;                                                                   \
-                continue;                                                                          \
-            }                                                                                      \
-            ix = (int64_t)x, iy = (int64_t)y, iz = (int64_t)z;                                     \
-            ix = ix > lx ? lx : ix;                                                                \
-            iy = iy > ly ? ly : iy;                                                                \
-            iz = iz > lz ? lz : iz;                                                                \
-        } else {                                                                                   \
-            ix = (int64_t)x, iy = (int64_t)y, iz = (int64_t)z;                                     \
-        }                                                                                          \
-        double fx = x - (double)ix, fy = y - (double)iy, fz = z - (double)iz;                      \
-        double gx = 1.0 - fx, gy = 1.0 - fy, gz = 1.0 - fz;                                        \
-        const T *p = src + ix + sy * iy + sz * iz;                                                 \
-        double c00 = lerp_taps(gx, fx, (double)p[0], (double)p[dx]);                               \
-        double c10 = lerp_taps(gx, fx, (double)p[dy], (double)p[dy + dx]);                         \
-        double c01 = lerp_taps(gx, fx, (double)p[dz], (double)p[dz + dx]);                         \
-        double c11 = lerp_taps(gx, fx, (double)p[dz + dy], (double)p[dz + dy + dx]);               \
-        double t = lerp_taps(gz, fz, lerp_taps(gy, fy, c00, c10), lerp_taps(gy, fy, c01, c11));    \
-        v[i] = scaled ? t * slope + inter : t;                                                     \
+#define LINEAR_LOOP(T, I0, I1, CHECKED)                                                                                \
+    for (int64_t i = (I0); i < (I1); i++) {                                                                            \
+        double x = b0 + (double)i * s0, y = b1 + (double)i * s1, z = b2 + (double)i * s2;                              \
+        int64_t ix, iy, iz;                                                                                            \
+        if (CHECKED) {                                                                                                 \
+            if (!(axis_pos(&x, h0) & axis_pos(&y, h1) & axis_pos(&z, h2))) {                                           \
+                v[i] = jb->fill;                                                                                       \
+                continue;                                                                                              \
+            }                                                                                                          \
+            ix = (int64_t)x, iy = (int64_t)y, iz = (int64_t)z;                                                         \
+            ix = ix > lx ? lx : ix;                                                                                    \
+            iy = iy > ly ? ly : iy;                                                                                    \
+            iz = iz > lz ? lz : iz;                                                                                    \
+        } else {                                                                                                       \
+            ix = (int64_t)x, iy = (int64_t)y, iz = (int64_t)z;                                                         \
+        }                                                                                                              \
+        double fx = x - (double)ix, fy = y - (double)iy, fz = z - (double)iz;                                          \
+        double gx = 1.0 - fx, gy = 1.0 - fy, gz = 1.0 - fz;                                                            \
+        const T *p = src + ix + sy * iy + sz * iz;                                                                     \
+        double c00 = lerp_taps(gx, fx, (double)p[0], (double)p[dx]);                                                   \
+        double c10 = lerp_taps(gx, fx, (double)p[dy], (double)p[dy + dx]);                                             \
+        double c01 = lerp_taps(gx, fx, (double)p[dz], (double)p[dz + dx]);                                             \
+        double c11 = lerp_taps(gx, fx, (double)p[dz + dy], (double)p[dz + dy + dx]);                                   \
+        double t = lerp_taps(gz, fz, lerp_taps(gy, fy, c00, c10), lerp_taps(gy, fy, c01, c11));                        \
+        v[i] = scaled ? t * slope + inter : t;                                                                         \
     }
 
-#define LINEAR_ROW(T)                                                                              \
-    do {                                                                                           \
-        const T *src = (const T *)jb->data;                                                        \
-        const int64_t lx = jb->n[0] > 1 ? jb->n[0] - 2 : 0, ly = jb->n[1] > 1 ? jb->n[1] - 2 : 0;  \
-        const int64_t lz = jb->n[2] > 1 ? jb->n[2] - 2 : 0, sy = jb->sy, sz = jb->sz;              \
-        const int64_t dx = jb->n[0] > 1 ? 1 : 0, dy = jb->n[1] > 1 ? sy : 0;                       \
-        const int64_t dz = jb->n[2] > 1 ? sz : 0;                                                  \
-        const bool scaled = jb->scaled;                                                            \
-        const double slope = jb->slope, inter = jb->inter;                                         \
-        LINEAR_LOOP(T, 0, lo, 1)                                                                   \
-        LINEAR_LOOP(T, lo, hi, 0)                                                                  \
-        LINEAR_LOOP(T, hi, nx, 1)                                                                  \
+#define LINEAR_ROW(T)                                                                                                  \
+    do {                                                                                                               \
+        const T *src = (const T *)jb->data;                                                                            \
+        const int64_t lx = jb->n[0] > 1 ? jb->n[0] - 2 : 0, ly = jb->n[1] > 1 ? jb->n[1] - 2 : 0;                      \
+        const int64_t lz = jb->n[2] > 1 ? jb->n[2] - 2 : 0, sy = jb->sy, sz = jb->sz;                                  \
+        const int64_t dx = jb->n[0] > 1 ? 1 : 0, dy = jb->n[1] > 1 ? sy : 0;                                           \
+        const int64_t dz = jb->n[2] > 1 ? sz : 0;                                                                      \
+        const bool scaled = jb->scaled;                                                                                \
+        const double slope = jb->slope, inter = jb->inter;                                                             \
+        LINEAR_LOOP(T, 0, lo, 1)                                                                                       \
+        LINEAR_LOOP(T, lo, hi, 0)                                                                                      \
+        LINEAR_LOOP(T, hi, nx, 1)                                                                                      \
     } while (0)
 
 static void linear_row(const rjob *jb, int64_t j, int64_t k, double *v) {
@@ -522,61 +523,61 @@ static inline void cubic_axis(double c, int64_t n, int64_t stride, double w[4], 
 }
 
 /* Checked voxels: snapping and mirrored taps. */
-#define CUBIC_EDGE_LOOP(C, I0, I1)                                                                 \
-    for (int64_t i = (I0); i < (I1); i++) {                                                        \
-        VOXEL_POS(i, x, y, z);                                                                     \
-        if (!inside_) {                                                                            \
-            v[i] = jb->fill;                                                                       \
-            continue;                                                                              \
-        }                                                                                          \
-        double wx[4], wy[4], wz[4];                                                                \
-        int64_t ox[4], oy[4], oz[4];                                                               \
-        cubic_axis(x, jb->n[0], 1, wx, ox);                                                        \
-        cubic_axis(y, jb->n[1], jb->sy, wy, oy);                                                   \
-        cubic_axis(z, jb->n[2], jb->sz, wz, oz);                                                   \
-        double t = 0.0;                                                                            \
-        for (int c = 0; c < 4; c++) {                                                              \
-            double ty = 0.0;                                                                       \
-            for (int b = 0; b < 4; b++) {                                                          \
-                const C *p = cf + oz[c] + oy[b];                                                   \
-                ty += wy[b] * (wx[0] * (double)p[ox[0]] + wx[1] * (double)p[ox[1]] +               \
-                               wx[2] * (double)p[ox[2]] + wx[3] * (double)p[ox[3]]);               \
-            }                                                                                      \
-            t += wz[c] * ty;                                                                       \
-        }                                                                                          \
-        v[i] = t;                                                                                  \
+#define CUBIC_EDGE_LOOP(C, I0, I1)                                                                                     \
+    for (int64_t i = (I0); i < (I1); i++) {                                                                            \
+        VOXEL_POS(i, x, y, z);                                                                                         \
+        if (!inside_) {                                                                                                \
+            v[i] = jb->fill;                                                                                           \
+            continue;                                                                                                  \
+        }                                                                                                              \
+        double wx[4], wy[4], wz[4];                                                                                    \
+        int64_t ox[4], oy[4], oz[4];                                                                                   \
+        cubic_axis(x, jb->n[0], 1, wx, ox);                                                                            \
+        cubic_axis(y, jb->n[1], jb->sy, wy, oy);                                                                       \
+        cubic_axis(z, jb->n[2], jb->sz, wz, oz);                                                                       \
+        double t = 0.0;                                                                                                \
+        for (int c = 0; c < 4; c++) {                                                                                  \
+            double ty = 0.0;                                                                                           \
+            for (int b = 0; b < 4; b++) {                                                                              \
+                const C *p = cf + oz[c] + oy[b];                                                                       \
+                ty += wy[b] * (wx[0] * (double)p[ox[0]] + wx[1] * (double)p[ox[1]] + wx[2] * (double)p[ox[2]] +        \
+                               wx[3] * (double)p[ox[3]]);                                                              \
+            }                                                                                                          \
+            t += wz[c] * ty;                                                                                           \
+        }                                                                                                              \
+        v[i] = t;                                                                                                      \
     }
 
 /* Interior voxels (1 <= c < n-2 on every axis): the 4x4x4 footprint is inside, no mirroring. */
-#define CUBIC_INNER_LOOP(C, I0, I1)                                                                \
-    for (int64_t i = (I0); i < (I1); i++) {                                                        \
-        double x = b0 + (double)i * s0, y = b1 + (double)i * s1, z = b2 + (double)i * s2;          \
-        int64_t fx = (int64_t)x, fy = (int64_t)y, fz = (int64_t)z;                                 \
-        double wx[4], wy[4], wz[4];                                                                \
-        cubic_weights(x - (double)fx, wx);                                                         \
-        cubic_weights(y - (double)fy, wy);                                                         \
-        cubic_weights(z - (double)fz, wz);                                                         \
-        const C *p0 = cf + (fx - 1) + sy * (fy - 1) + sz * (fz - 1);                               \
-        double t = 0.0;                                                                            \
-        for (int c = 0; c < 4; c++) {                                                              \
-            double ty = 0.0;                                                                       \
-            for (int b = 0; b < 4; b++) {                                                          \
-                const C *p = p0 + c * sz + b * sy;                                                 \
-                ty += wy[b] * (wx[0] * (double)p[0] + wx[1] * (double)p[1] + wx[2] * (double)p[2] + \
-                               wx[3] * (double)p[3]);                                              \
-            }                                                                                      \
-            t += wz[c] * ty;                                                                       \
-        }                                                                                          \
-        v[i] = t;                                                                                  \
+#define CUBIC_INNER_LOOP(C, I0, I1)                                                                                    \
+    for (int64_t i = (I0); i < (I1); i++) {                                                                            \
+        double x = b0 + (double)i * s0, y = b1 + (double)i * s1, z = b2 + (double)i * s2;                              \
+        int64_t fx = (int64_t)x, fy = (int64_t)y, fz = (int64_t)z;                                                     \
+        double wx[4], wy[4], wz[4];                                                                                    \
+        cubic_weights(x - (double)fx, wx);                                                                             \
+        cubic_weights(y - (double)fy, wy);                                                                             \
+        cubic_weights(z - (double)fz, wz);                                                                             \
+        const C *p0 = cf + (fx - 1) + sy * (fy - 1) + sz * (fz - 1);                                                   \
+        double t = 0.0;                                                                                                \
+        for (int c = 0; c < 4; c++) {                                                                                  \
+            double ty = 0.0;                                                                                           \
+            for (int b = 0; b < 4; b++) {                                                                              \
+                const C *p = p0 + c * sz + b * sy;                                                                     \
+                ty += wy[b] *                                                                                          \
+                      (wx[0] * (double)p[0] + wx[1] * (double)p[1] + wx[2] * (double)p[2] + wx[3] * (double)p[3]);     \
+            }                                                                                                          \
+            t += wz[c] * ty;                                                                                           \
+        }                                                                                                              \
+        v[i] = t;                                                                                                      \
     }
 
-#define CUBIC_ROW(C)                                                                               \
-    do {                                                                                           \
-        const C *cf = (const C *)jb->data;                                                         \
-        const int64_t sy = jb->sy, sz = jb->sz;                                                    \
-        CUBIC_EDGE_LOOP(C, 0, lo)                                                                  \
-        CUBIC_INNER_LOOP(C, lo, hi)                                                                \
-        CUBIC_EDGE_LOOP(C, hi, nx)                                                                 \
+#define CUBIC_ROW(C)                                                                                                   \
+    do {                                                                                                               \
+        const C *cf = (const C *)jb->data;                                                                             \
+        const int64_t sy = jb->sy, sz = jb->sz;                                                                        \
+        CUBIC_EDGE_LOOP(C, 0, lo)                                                                                      \
+        CUBIC_INNER_LOOP(C, lo, hi)                                                                                    \
+        CUBIC_EDGE_LOOP(C, hi, nx)                                                                                     \
     } while (0)
 
 /* Rows whose y and z positions are constant (every axis-aligned grid: resampling to a spacing or a
@@ -587,18 +588,18 @@ static inline void cubic_axis(double c, int64_t n, int64_t stride, double w[4], 
  * same, in another order (differences of a few double ulp). col covers the source x range the row
  * touches, with 3 voxels of margin for the mirrored taps. Scratch: col and one row of partial sums,
  * each n[0] doubles. */
-#define CUBIC_SEPARABLE_ROW(C)                                                                     \
-    do {                                                                                           \
-        const C *cf = (const C *)jb->data;                                                         \
-        for (int64_t x = xa; x <= xb; x++) col[x] = 0.0;                                           \
-        for (int c = 0; c < 4; c++) {                                                              \
-            const C *r0 = cf + oz[c] + oy[0], *r1 = cf + oz[c] + oy[1];                            \
-            const C *r2 = cf + oz[c] + oy[2], *r3 = cf + oz[c] + oy[3];                            \
-            const double y0 = wy[0], y1 = wy[1], y2 = wy[2], y3 = wy[3], zc = wz[c];               \
-            for (int64_t x = xa; x <= xb; x++)                                                     \
-                ty[x] = y0 * (double)r0[x] + y1 * (double)r1[x] + y2 * (double)r2[x] + y3 * (double)r3[x]; \
-            for (int64_t x = xa; x <= xb; x++) col[x] += zc * ty[x];                               \
-        }                                                                                          \
+#define CUBIC_SEPARABLE_ROW(C)                                                                                         \
+    do {                                                                                                               \
+        const C *cf = (const C *)jb->data;                                                                             \
+        for (int64_t x = xa; x <= xb; x++) col[x] = 0.0;                                                               \
+        for (int c = 0; c < 4; c++) {                                                                                  \
+            const C *r0 = cf + oz[c] + oy[0], *r1 = cf + oz[c] + oy[1];                                                \
+            const C *r2 = cf + oz[c] + oy[2], *r3 = cf + oz[c] + oy[3];                                                \
+            const double y0 = wy[0], y1 = wy[1], y2 = wy[2], y3 = wy[3], zc = wz[c];                                   \
+            for (int64_t x = xa; x <= xb; x++)                                                                         \
+                ty[x] = y0 * (double)r0[x] + y1 * (double)r1[x] + y2 * (double)r2[x] + y3 * (double)r3[x];             \
+            for (int64_t x = xa; x <= xb; x++) col[x] += zc * ty[x];                                                   \
+        }                                                                                                              \
     } while (0)
 
 static bool cubic_row_separable(const rjob *jb, int64_t j, int64_t k, double *v, double *col, double *ty) {
@@ -794,8 +795,8 @@ void cd_resample_options_init(cd_resample_options *o) {
 
 /* The options (opts NULL: defaults) into *o, the grid and both affines checked; inv: the source's
  * inverse affine. */
-static cd_status check_arguments(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts, cd_resample_options *o,
-                                 double inv[3][4], cd_error *err) {
+static cd_status check_arguments(const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts,
+                                 cd_resample_options *o, double inv[3][4], cd_error *err) {
     cd_resample_options_init(o);
     if (opts) *o = *opts;
     if (o->interp != CD_INTERP_NEAREST && o->interp != CD_INTERP_LINEAR && o->interp != CD_INTERP_CUBIC)
@@ -832,19 +833,22 @@ static cd_status voxel_transform(const double inv[3][4], const cd_grid *grid, do
 }
 
 /* Allocation cap: the output plus, for cubic, the coefficient copy (for float16, its float32 copy). */
-static cd_status check_caps(const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt, cd_error *err) {
+static cd_status check_caps(const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt,
+                            cd_error *err) {
     uint64_t cap, max_vox;
     cd_status cst;
-    if ((cst = cd_resolve_max_bytes(0, &cap, err)) != CD_OK || (cst = cd_limit(CD_LIMIT_VOXELS, &max_vox, err)) != CD_OK)
+    if ((cst = cd_resolve_max_bytes(0, &cap, err)) != CD_OK ||
+        (cst = cd_limit(CD_LIMIT_VOXELS, &max_vox, err)) != CD_OK)
         return cst;
     const double ovox = (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2];
     if (ovox > (double)max_vox) {
         char c[160];
-        return cd_fail(err, CD_ERR_LIMIT, "cd_resample: an output of %lld x %lld x %lld voxels is above %s", (long long)grid->dims[0],
-                       (long long)grid->dims[1], (long long)grid->dims[2], cd_limit_describe(CD_LIMIT_VOXELS, max_vox, c, sizeof c));
+        return cd_fail(err, CD_ERR_LIMIT, "cd_resample: an output of %lld x %lld x %lld voxels is above %s",
+                       (long long)grid->dims[0], (long long)grid->dims[1], (long long)grid->dims[2],
+                       cd_limit_describe(CD_LIMIT_VOXELS, max_vox, c, sizeof c));
     }
     double obytes = (double)grid->dims[0] * (double)grid->dims[1] * (double)grid->dims[2] * (double)cd_dtype_size(odt);
-    double cbytes = o->interp == CD_INTERP_CUBIC ? (double)src->count * (float32_exact(src->dtype) ? 4.0 : 8.0)
+    double cbytes = o->interp == CD_INTERP_CUBIC     ? (double)src->count * (float32_exact(src->dtype) ? 4.0 : 8.0)
                     : src->dtype == CD_DTYPE_FLOAT16 ? (double)src->count * 4.0
                                                      : 0.0;
     if (obytes + cbytes > (double)cap) {
@@ -865,13 +869,14 @@ static cd_status alloc_output(const cd_grid *grid, cd_dtype odt, cd_volume **res
     if (!obuf) return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes for the output", nbytes);
     cd_status st = cd_volume_wrap_buffer(obuf, nbytes, 0, grid->dims, odt, res, err);
     if (st != CD_OK) return st;
-    memcpy((*res)->affine, grid->affine, sizeof (*res)->affine);
+    memcpy((*res)->affine, grid->affine, sizeof(*res)->affine);
     for (int i = 0; i < 3; i++) (*res)->spacing[i] = column_norm(grid->affine, i);
     return CD_OK;
 }
 
 /* The job reading src's voxels into res. */
-static void job_init(rjob *jb, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt, cd_volume *res) {
+static void job_init(rjob *jb, const cd_volume *src, const cd_grid *grid, const cd_resample_options *o, cd_dtype odt,
+                     cd_volume *res) {
     memcpy(jb->n, src->dims, sizeof jb->n);
     jb->sy = src->dims[0];
     jb->sz = src->dims[0] * src->dims[1];
@@ -889,19 +894,23 @@ static void job_init(rjob *jb, const cd_volume *src, const cd_grid *grid, const 
 
 /* Cubic: the B-spline coefficients of src's physical values (scaling goes into them: the prefilter
  * and the spline act on physical values), in *tmp (tmp_bytes; the caller frees it). */
-static cd_status spline_coefficients(const cd_volume *src, int threads, rjob *jb, void **tmp, size_t *tmp_bytes, cd_error *err) {
+static cd_status spline_coefficients(const cd_volume *src, int threads, rjob *jb, void **tmp, size_t *tmp_bytes,
+                                     cd_error *err) {
     bool single = float32_exact(src->dtype);
     *tmp_bytes = src->count * (single ? sizeof(float) : sizeof(double));
     *tmp = cd_buffer_alloc(*tmp_bytes);
-    if (!*tmp) return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes of spline coefficients", *tmp_bytes);
+    if (!*tmp)
+        return cd_fail(err, CD_ERR_NOMEM, "cd_resample: cannot allocate %zu bytes of spline coefficients", *tmp_bytes);
     if (single)
         cd_volume_to_float32(src, *tmp);
     else
         cd_volume_to_float64(src, *tmp);
     pjob pj = {*tmp, single, {src->dims[0], src->dims[1], src->dims[2]}};
-    cd_status st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]), prefilter_xy, &pj, err);
+    cd_status st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]),
+                                prefilter_xy, &pj, err);
     if (st == CD_OK && src->dims[2] > 1)
-        st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]), prefilter_z, &pj, err);
+        st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]), prefilter_z,
+                          &pj, err);
     jb->data = *tmp;
     jb->dtype = single ? CD_DTYPE_FLOAT32 : CD_DTYPE_FLOAT64;
     jb->scaled = false;
@@ -912,8 +921,8 @@ static cd_status spline_coefficients(const cd_volume *src, int threads, rjob *jb
  * dtype: the result keeps the source's scaling, and the fill is stored as the raw value that scales
  * to it), spline coefficients (cubic), a float32 copy (half floats: the kernels read native types
  * only), or the source itself. *tmp: a copy to free (tmp_bytes), or NULL. */
-static cd_status prepare_source(const cd_volume *src, const cd_resample_options *o, cd_dtype odt, int threads, cd_volume *res, rjob *jb,
-                                void **tmp, size_t *tmp_bytes, cd_error *err) {
+static cd_status prepare_source(const cd_volume *src, const cd_resample_options *o, cd_dtype odt, int threads,
+                                cd_volume *res, rjob *jb, void **tmp, size_t *tmp_bytes, cd_error *err) {
     if (o->interp == CD_INTERP_NEAREST && odt == src->dtype) {
         jb->raw_copy = true;
         jb->esize = cd_dtype_size(odt);
@@ -985,7 +994,8 @@ cd_status cd_resample_voxel_map(const cd_volume *src, const cd_grid *grid, doubl
         }
         m[r][3] += inv[r][3];
         for (int c = 0; c < 4; c++) {
-            if (!isfinite(m[r][c])) return cd_fail(err, CD_ERR_ARG, "cd_resample: the voxel-to-voxel transform is not finite");
+            if (!isfinite(m[r][c]))
+                return cd_fail(err, CD_ERR_ARG, "cd_resample: the voxel-to-voxel transform is not finite");
             m[r][c] = snap_entry(m[r][c]);
         }
     }
@@ -993,12 +1003,16 @@ cd_status cd_resample_voxel_map(const cd_volume *src, const cd_grid *grid, doubl
 }
 
 cd_status cd_resample_spline_f32(const cd_volume *src, int threads, float *coef, cd_error *err) {
-    if (!float32_exact(src->dtype)) return cd_fail(err, CD_ERR_ARG, "cd_resample_spline_f32: %s coefficients are float64", cd_dtype_name(src->dtype));
+    if (!float32_exact(src->dtype))
+        return cd_fail(err, CD_ERR_ARG, "cd_resample_spline_f32: %s coefficients are float64",
+                       cd_dtype_name(src->dtype));
     cd_volume_to_float32(src, coef);
     threads = resolve_threads(threads);
     pjob pj = {coef, true, {src->dims[0], src->dims[1], src->dims[2]}};
-    cd_status st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]), prefilter_xy, &pj, err);
+    cd_status st = parallel_for(threads, src->dims[2], sizeof(double) * (size_t)(src->dims[0] * src->dims[1]),
+                                prefilter_xy, &pj, err);
     if (st == CD_OK && src->dims[2] > 1)
-        st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]), prefilter_z, &pj, err);
+        st = parallel_for(threads, src->dims[1], sizeof(double) * (size_t)(src->dims[0] * src->dims[2]), prefilter_z,
+                          &pj, err);
     return st;
 }

@@ -7,9 +7,9 @@
 
 #include "nn/safetensors.h"
 
-static const char *const meta_keys[] = {"cirrdata.format", "cirrdata.arch", "cirrdata.classes",
-                                        "cirrdata.in_channels", "cirrdata.input_size", "cirrdata.class_names",
-                                        "cirrdata.graph", "cirrdata.source", "cirrdata.torch", ""};
+static const char *const meta_keys[] = {
+    "cirrdata.format",      "cirrdata.arch",  "cirrdata.classes", "cirrdata.in_channels", "cirrdata.input_size",
+    "cirrdata.class_names", "cirrdata.graph", "cirrdata.source",  "cirrdata.torch",       ""};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

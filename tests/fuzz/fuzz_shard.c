@@ -38,13 +38,13 @@ static void put64(uint8_t *p, uint64_t v) {
 static bool inside(uint64_t off, uint64_t len, uint64_t size) { return off <= size && len <= size - off; }
 static uint64_t align4k(uint64_t n) { return (n + 4095) & ~(uint64_t)4095; }
 
-#define CHECK(cond)                                                                                   \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            fprintf(stderr, "fuzz_shard oracle: the reader accepted a shard that breaks: %s (line %d)\n", \
-                    #cond, __LINE__);                                                                 \
-            abort();                                                                                  \
-        }                                                                                             \
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "fuzz_shard oracle: the reader accepted a shard that breaks: %s (line %d)\n", #cond,       \
+                    __LINE__);                                                                                         \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 /* Fills the zero checksum fields (see the top). Hashing stops after 32 x size bytes, so a mutant
@@ -113,7 +113,8 @@ static void check_record(const uint8_t *d, uint64_t i, const cd_record *r) {
     json_t *j = json_loadb((const char *)h + 32 + 64 * nt, meta, JSON_REJECT_DUPLICATES, NULL);
     CHECK(json_is_object(j));
     json_decref(j);
-    CHECK(strlen(cd_record_metadata(r)) <= meta && !memcmp(cd_record_metadata(r), h + 32 + 64 * nt, strlen(cd_record_metadata(r))));
+    CHECK(strlen(cd_record_metadata(r)) <= meta &&
+          !memcmp(cd_record_metadata(r), h + 32 + 64 * nt, strlen(cd_record_metadata(r))));
     const uint8_t *ct = h + 32 + 64 * nt + meta;
     uint64_t next_free = off + align4k(hs);
     for (uint32_t t = 0; t < nt; t++) {
@@ -121,8 +122,8 @@ static void check_record(const uint8_t *d, uint64_t i, const cd_record *r) {
         cd_tensor_info ti;
         cd_record_tensor_info(r, t, &ti);
         CHECK(ti.name[0] && strlen(ti.name) <= 16 && !strncmp(ti.name, (const char *)te, 16));
-        CHECK(te[16] >= 1 && te[16] <= 4 && te[17] <= 1 && (uint32_t)ti.codec == te[17] && ti.channels == get32(te + 20) &&
-              ti.channels >= 1);
+        CHECK(te[16] >= 1 && te[16] <= 4 && te[17] <= 1 && (uint32_t)ti.codec == te[17] &&
+              ti.channels == get32(te + 20) && ti.channels >= 1);
         static const size_t esize[5] = {0, 1, 2, 2, 4};
         CHECK(cd_dtype_size(ti.dtype) == esize[te[16]]);
         uint64_t count = 1;
@@ -144,7 +145,8 @@ static void check_record(const uint8_t *d, uint64_t i, const cd_record *r) {
                   ci.stored_size <= off + rs - ci.offset);
             next_free = ci.offset + ci.stored_size;
             /* geometry: chunk (a, b, c) of the grid in C order, edge chunks clipped */
-            const uint32_t g1 = (ti.shape[1] + ti.chunk[1] - 1) / ti.chunk[1], g2 = (ti.shape[2] + ti.chunk[2] - 1) / ti.chunk[2];
+            const uint32_t g1 = (ti.shape[1] + ti.chunk[1] - 1) / ti.chunk[1],
+                           g2 = (ti.shape[2] + ti.chunk[2] - 1) / ti.chunk[2];
             const uint32_t idx[3] = {c / (g1 * g2), (c / g2) % g1, c % g2};
             uint64_t raw = (uint64_t)ti.channels * esize[te[16]];
             for (int a = 0; a < 3; a++) {

@@ -25,7 +25,8 @@ static bool g_have_vulkan;
 static inline bool vulkan_required(void) {
     const char *v = getenv("CIRRDATA_TEST_REQUIRE_VULKAN");
     if (v && *v) return strcmp(v, "0") != 0;
-    static const char *const where[] = {"/usr/share/vulkan/icd.d/lvp_icd*.json", "/usr/local/share/vulkan/icd.d/lvp_icd*.json",
+    static const char *const where[] = {"/usr/share/vulkan/icd.d/lvp_icd*.json",
+                                        "/usr/local/share/vulkan/icd.d/lvp_icd*.json",
                                         "/etc/vulkan/icd.d/lvp_icd*.json"};
     for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
         glob_t g;
@@ -49,7 +50,9 @@ static inline int gpu_test_init(void) {
         /* a missing validation layer is a broken setup, not a machine without Vulkan */
         if (strstr(err.message, "LAYER")) return 1;
         if (vulkan_required()) {
-            fprintf(stderr, "lavapipe is installed (or CIRRDATA_TEST_REQUIRE_VULKAN=1), so a Vulkan device must open: failing\n");
+            fprintf(
+                stderr,
+                "lavapipe is installed (or CIRRDATA_TEST_REQUIRE_VULKAN=1), so a Vulkan device must open: failing\n");
             return 1;
         }
     }
@@ -79,7 +82,8 @@ static inline void check_validation(cd_gpu_context *ctx) {
     cd_gpu_stats s;
     cd_gpu_process_stats(&s);
     if (s.validation_messages)
-        fprintf(stderr, "validation messages in this process: %llu, first: %s\n", (unsigned long long)s.validation_messages, s.validation_first);
+        fprintf(stderr, "validation messages in this process: %llu, first: %s\n",
+                (unsigned long long)s.validation_messages, s.validation_first);
     assert_int_equal(s.validation_messages, 0);
 }
 
@@ -101,8 +105,8 @@ static inline void check_fallback(uint64_t expected, bool device_ran) {
     cd_gpu_process_stats(&s);
     const uint64_t fb = s.cpu_fallback - g_mark.cpu_fallback, subs = s.submissions - g_mark.submissions;
     if (fb != expected || (device_ran && subs == 0))
-        fprintf(stderr, "items computed by the C reference: %llu (expected %llu); device submissions: %llu\n", (unsigned long long)fb,
-                (unsigned long long)expected, (unsigned long long)subs);
+        fprintf(stderr, "items computed by the C reference: %llu (expected %llu); device submissions: %llu\n",
+                (unsigned long long)fb, (unsigned long long)expected, (unsigned long long)subs);
     assert_int_equal(fb, expected);
     if (device_ran) assert_true(subs > 0);
 }
@@ -130,7 +134,9 @@ static inline uint64_t rnd(void) {
     g_rng ^= g_rng >> 27;
     return g_rng * 0x2545F4914F6CDD1Dull;
 }
-static inline double urand(double lo, double hi) { return lo + (hi - lo) * (double)(rnd() >> 11) * (1.0 / 9007199254740992.0); }
+static inline double urand(double lo, double hi) {
+    return lo + (hi - lo) * (double)(rnd() >> 11) * (1.0 / 9007199254740992.0);
+}
 static inline int irand(int lo, int hi) { return lo + (int)(rnd() % (uint64_t)(hi - lo + 1)); }
 
 #endif

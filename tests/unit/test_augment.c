@@ -26,7 +26,9 @@ static cd_aug_params identity(double cx, double cy, double cz) {
 #define SX 12
 #define SY 10
 #define SZ 8
-static float sval(int x, int y, int z) { return (float)(x * x + 3 * y + 0.5 * z * z) + 0.001f * (float)(x * 100 + y * 10 + z); }
+static float sval(int x, int y, int z) {
+    return (float)(x * x + 3 * y + 0.5 * z * z) + 0.001f * (float)(x * 100 + y * 10 + z);
+}
 static void make_source(float *s, uint8_t *m) {
     for (int x = 0; x < SX; x++)
         for (int y = 0; y < SY; y++)
@@ -133,7 +135,8 @@ static void test_mirror_and_rot90(void **state) {
     for (int y = 0; y < 4; y++)
         for (int z = 0; z < 3; z++) {
             assert_true(out[(0 * 4 + y) * 3 + z] == 0.0f);
-            assert_float_equal(out[(2 * 4 + y) * 3 + z], 0.75 * sval(1, 3 + y, 2 + z) + 0.25 * sval(1, 4 + y, 2 + z), 1e-4);
+            assert_float_equal(out[(2 * 4 + y) * 3 + z], 0.75 * sval(1, 3 + y, 2 + z) + 0.25 * sval(1, 4 + y, 2 + z),
+                               1e-4);
             assert_int_equal(om[(2 * 4 + y) * 3 + z], msk[(1 * SY + 3 + y) * SZ + 2 + z]);
         }
 }
@@ -213,7 +216,8 @@ static void test_draw_deterministic(void **state) {
     /* P(two nnU-Net draws identical) = P(no op applies, same mirrors) ~ 0.05: nearly always differ */
     assert_true(differ_sample >= 40 && differ_epoch >= 40 && differ_seed >= 40);
     /* with rotation always on, every draw differs */
-    cd_aug_pipeline *q = parse_ok("{\"name\": \"r\", \"version\": 1, \"ops\": [{\"op\": \"rotation\", \"p\": 1, \"range_deg\": [-30, 30]}]}");
+    cd_aug_pipeline *q = parse_ok(
+        "{\"name\": \"r\", \"version\": 1, \"ops\": [{\"op\": \"rotation\", \"p\": 1, \"range_deg\": [-30, 30]}]}");
     for (uint64_t s = 0; s < 20; s++) {
         cd_aug_draw(q, 42, 3, s, patch, c, &a);
         cd_aug_draw(q, 42, 3, s + 1, patch, c, &b);
@@ -247,7 +251,8 @@ static void test_draw_frequencies_ranges(void **state) {
     const int64_t patch[3] = {32, 32, 16};
     const double c[3] = {0, 0, 0};
     enum { N = 20000 };
-    int rot = 0, sc = 0, el = 0, no = 0, bl = 0, br = 0, co = 0, lr = 0, gi = 0, ga = 0, mi[3] = {0, 0, 0}, gamma_low = 0;
+    int rot = 0, sc = 0, el = 0, no = 0, bl = 0, br = 0, co = 0, lr = 0, gi = 0, ga = 0, mi[3] = {0, 0, 0},
+        gamma_low = 0;
     for (int s = 0; s < N; s++) {
         cd_aug_params a;
         cd_aug_draw(p, 7, 1, (uint64_t)s, patch, c, &a);
@@ -281,7 +286,8 @@ static void test_draw_frequencies_ranges(void **state) {
         }
         /* the matrix is R S F: its determinant is +-scale^3 */
         const double(*m)[3] = a.matrix;
-        double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+        double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) -
+                     m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
                      m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
         int flips = a.mirror[0] + a.mirror[1] + a.mirror[2];
         assert_float_equal(det, (flips % 2 ? -1 : 1) * a.scale * a.scale * a.scale, 1e-9);
@@ -430,7 +436,8 @@ static void test_intensity_hand(void **state) {
     a.gamma_value = 2.0;
     float g[4] = {0, 1, 2, 3};
     run_line(&a, g, 4);
-    const double eg[4] = {1.5 - sqrt(5.0) / 2, 1.5 - 5 * sqrt(5.0) / 14, 1.5 + sqrt(5.0) / 14, 1.5 + 11 * sqrt(5.0) / 14};
+    const double eg[4] = {1.5 - sqrt(5.0) / 2, 1.5 - 5 * sqrt(5.0) / 14, 1.5 + sqrt(5.0) / 14,
+                          1.5 + 11 * sqrt(5.0) / 14};
     for (int i = 0; i < 4; i++) assert_float_equal(g[i], eg[i], 1e-5);
     /* inverted gamma 2: negate, gamma with stats, negate back */
     a = identity(0, 0, 0);
@@ -438,7 +445,8 @@ static void test_intensity_hand(void **state) {
     a.gamma_invert_value = 2.0;
     float gi[4] = {0, 1, 2, 3};
     run_line(&a, gi, 4);
-    const double egi[4] = {1.5 - 11 * sqrt(5.0) / 14, 1.5 - sqrt(5.0) / 14, 1.5 + 5 * sqrt(5.0) / 14, 1.5 + sqrt(5.0) / 2};
+    const double egi[4] = {1.5 - 11 * sqrt(5.0) / 14, 1.5 - sqrt(5.0) / 14, 1.5 + 5 * sqrt(5.0) / 14,
+                           1.5 + sqrt(5.0) / 2};
     for (int i = 0; i < 4; i++) assert_float_equal(gi[i], egi[i], 1e-5);
 
     /* lowres zoom 0.5 on (0, 1, 2, 3): nearest-exact down to (1, 3); linear up (align_corners False):
@@ -499,27 +507,39 @@ static void expect_bad(const char *json, const char *needle) {
 static void test_bad_json(void **state) {
     (void)state;
     expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"twirl\", \"p\": 0.5}]}", "unknown op 'twirl'");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"noise\", \"p\": 1.5, \"sigma\": [0, 0.1]}]}", "'p'");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"noise\", \"p\": -0.1, \"sigma\": [0, 0.1]}]}", "'p'");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"scaling\", \"p\": 0.2, \"range\": [1.4, 0.7]}]}", "reversed");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"gamma\", \"p\": 0.2, \"range\": [0.7, 1.5], \"flavour\": 1}]}",
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"noise\", \"p\": 1.5, \"sigma\": [0, 0.1]}]}",
+               "'p'");
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"noise\", \"p\": -0.1, \"sigma\": [0, 0.1]}]}",
+               "'p'");
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"scaling\", \"p\": 0.2, \"range\": [1.4, 0.7]}]}",
+               "reversed");
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"gamma\", \"p\": 0.2, \"range\": [0.7, 1.5], "
+               "\"flavour\": 1}]}",
                "unknown key 'flavour'");
     expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"blur\", \"p\": 0.2, \"sigma\": [1, 2]},"
                "{\"op\": \"blur\", \"p\": 0.2, \"sigma\": [1, 2]}]}",
                "twice");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"dims\": 2, \"ops\": [{\"op\": \"mirror\", \"p\": 0.5, \"axes\": \"xz\"}]}", "axis z");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"dims\": 2, \"ops\": [{\"op\": \"rotation\", \"p\": 1, \"range_deg\": [-10, 10], \"axes\": \"x\"}]}",
+    expect_bad(
+        "{\"name\": \"x\", \"version\": 1, \"dims\": 2, \"ops\": [{\"op\": \"mirror\", \"p\": 0.5, \"axes\": \"xz\"}]}",
+        "axis z");
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"dims\": 2, \"ops\": [{\"op\": \"rotation\", \"p\": 1, "
+               "\"range_deg\": [-10, 10], \"axes\": \"x\"}]}",
                "about z");
     expect_bad("{\"name\": \"x\", \"version\": 2, \"ops\": []}", "'version'");
     expect_bad("{\"name\": \"x\", \"version\": 1}", "'ops'");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"lowres\", \"p\": 0.2, \"zoom\": [0, 1]}]}", "'zoom'");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"rotation\", \"p\": 0.2}]}", "'range_deg' is required");
-    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"rotation\", \"p\": 0.2, \"range_deg\": [-30, 30],", "invalid JSON");
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"lowres\", \"p\": 0.2, \"zoom\": [0, 1]}]}",
+               "'zoom'");
+    expect_bad("{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"rotation\", \"p\": 0.2}]}",
+               "'range_deg' is required");
+    expect_bad(
+        "{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"rotation\", \"p\": 0.2, \"range_deg\": [-30, 30],",
+        "invalid JSON");
 
     /* from a file: the message names the file */
     char path[512];
     test_path(path, sizeof path, "reversed.json");
-    const char *txt = "{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"contrast\", \"p\": 0.2, \"range\": [1.25, 0.75]}]}";
+    const char *txt =
+        "{\"name\": \"x\", \"version\": 1, \"ops\": [{\"op\": \"contrast\", \"p\": 0.2, \"range\": [1.25, 0.75]}]}";
     write_bytes(path, txt, strlen(txt));
     cd_aug_pipeline *p = NULL;
     cd_error err;
@@ -556,8 +576,9 @@ static void test_builtin_roundtrip(void **state) {
         cd_aug_pipeline_destroy(q);
     }
     /* ops in any order in the file; canonical order out */
-    cd_aug_pipeline *p = parse_ok("{\"name\": \"o\", \"version\": 1, \"ops\": [{\"op\": \"mirror\", \"p\": 0.5, \"axes\": \"x\"},"
-                                  "{\"op\": \"rotation\", \"p\": 0.2, \"range_deg\": [-30, 30], \"axes\": \"z\"}]}");
+    cd_aug_pipeline *p =
+        parse_ok("{\"name\": \"o\", \"version\": 1, \"ops\": [{\"op\": \"mirror\", \"p\": 0.5, \"axes\": \"x\"},"
+                 "{\"op\": \"rotation\", \"p\": 0.2, \"range_deg\": [-30, 30], \"axes\": \"z\"}]}");
     char *j = cd_aug_pipeline_to_json(p);
     assert_true(strstr(j, "\"rotation\"") < strstr(j, "\"mirror\""));
     free(j);
@@ -566,10 +587,10 @@ static void test_builtin_roundtrip(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_identity_exact),       cmocka_unit_test(test_mirror_and_rot90),
-        cmocka_unit_test(test_scale2_trilinear),     cmocka_unit_test(test_draw_deterministic),
+        cmocka_unit_test(test_identity_exact),          cmocka_unit_test(test_mirror_and_rot90),
+        cmocka_unit_test(test_scale2_trilinear),        cmocka_unit_test(test_draw_deterministic),
         cmocka_unit_test(test_draw_frequencies_ranges), cmocka_unit_test(test_source_box_poison),
-        cmocka_unit_test(test_intensity_hand),       cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_intensity_hand),          cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_builtin_roundtrip),
     };
     return cmocka_run_group_tests_name("augment", tests, NULL, NULL);

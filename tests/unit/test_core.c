@@ -15,8 +15,8 @@ static void test_dtype_table(void **state) {
     assert_int_equal(cd_dtype_size(CD_DTYPE_UINT32), 4);
     assert_int_equal(cd_dtype_size(CD_DTYPE_FLOAT64), 8);
     assert_int_equal(cd_dtype_size(CD_DTYPE_INVALID), 0);
-    const cd_dtype all[] = {CD_DTYPE_UINT8,  CD_DTYPE_INT8,  CD_DTYPE_UINT16,  CD_DTYPE_INT16,
-                            CD_DTYPE_UINT32, CD_DTYPE_INT32, CD_DTYPE_UINT64,  CD_DTYPE_INT64,
+    const cd_dtype all[] = {CD_DTYPE_UINT8,   CD_DTYPE_INT8,    CD_DTYPE_UINT16, CD_DTYPE_INT16,
+                            CD_DTYPE_UINT32,  CD_DTYPE_INT32,   CD_DTYPE_UINT64, CD_DTYPE_INT64,
                             CD_DTYPE_FLOAT16, CD_DTYPE_FLOAT32, CD_DTYPE_FLOAT64};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         assert_int_equal(cd_dtype_from_name(cd_dtype_name(all[i])), all[i]);
@@ -133,9 +133,11 @@ static void test_philox_known_answers(void **state) {
         uint32_t ctr[4], key[2], out[4];
     } kat[] = {
         {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
-        {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff},
+        {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+         {0xffffffff, 0xffffffff},
          {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
-        {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0},
+        {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+         {0xa4093822, 0x299f31d0},
          {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
     };
     for (size_t i = 0; i < sizeof kat / sizeof kat[0]; i++) {
@@ -180,11 +182,11 @@ static void test_float_to_half(void **state) {
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN payloads */
         assert_int_equal(cd_float_to_half(cd_half_to_float((uint16_t)h)), h);
     }
-    assert_int_equal(cd_float_to_half(1.0f + ldexpf(1.0f, -11)), 0x3C00);      /* tie -> even (down) */
-    assert_int_equal(cd_float_to_half(1.0f + 3 * ldexpf(1.0f, -11)), 0x3C02);  /* tie -> even (up) */
-    assert_int_equal(cd_float_to_half(65520.0f), 0x7C00);                      /* overflow -> inf */
-    assert_int_equal(cd_float_to_half(-ldexpf(1.0f, -26)), 0x8000);            /* underflow -> -0 */
-    assert_int_equal(cd_float_to_half(ldexpf(1.0f, -24)), 0x0001);             /* smallest subnormal */
+    assert_int_equal(cd_float_to_half(1.0f + ldexpf(1.0f, -11)), 0x3C00);     /* tie -> even (down) */
+    assert_int_equal(cd_float_to_half(1.0f + 3 * ldexpf(1.0f, -11)), 0x3C02); /* tie -> even (up) */
+    assert_int_equal(cd_float_to_half(65520.0f), 0x7C00);                     /* overflow -> inf */
+    assert_int_equal(cd_float_to_half(-ldexpf(1.0f, -26)), 0x8000);           /* underflow -> -0 */
+    assert_int_equal(cd_float_to_half(ldexpf(1.0f, -24)), 0x0001);            /* smallest subnormal */
 }
 
 int main(void) {

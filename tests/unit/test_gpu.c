@@ -116,8 +116,8 @@ static void random_sample(sample *s, uint32_t channels, const int64_t patch[3], 
 /* Runs a batch on the GPU and through the reference; returns the worst image error relative to the
  * data range, counts mismatching mask voxels and bit-identical image voxels. The reference must have
  * computed exactly `fallback` of the GPU call's samples (check_fallback). */
-static double compare_batch_fb(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3], int64_t *mask_bad,
-                               int64_t *exact, int64_t *total, int fallback) {
+static double compare_batch_fb(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3],
+                               int64_t *mask_bad, int64_t *exact, int64_t *total, int fallback) {
     cd_aug_params *params = malloc(sizeof *params * (size_t)n);
     cd_gpu_spatial_item *items = malloc(sizeof *items * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -133,8 +133,8 @@ static double compare_batch_fb(cd_gpu_context *ctx, sample *s, int n, uint32_t c
     const int64_t npatch = patch[0] * patch[1] * patch[2];
     double worst = 0;
     for (int i = 0; i < n; i++) {
-        assert_int_equal(cd_aug_apply_spatial(&s[i].a, s[i].src, s[i].msk, channels, s[i].it.box_lo, s[i].it.box_shape, patch, s[i].ref,
-                                              s[i].refm, &err),
+        assert_int_equal(cd_aug_apply_spatial(&s[i].a, s[i].src, s[i].msk, channels, s[i].it.box_lo, s[i].it.box_shape,
+                                              patch, s[i].ref, s[i].refm, &err),
                          CD_OK);
         for (int64_t v = 0; v < npatch * channels; v++) {
             double e = fabs((double)s[i].ref[v] - (double)s[i].it.out_img[v]) / 4000.0;
@@ -145,7 +145,8 @@ static double compare_batch_fb(cd_gpu_context *ctx, sample *s, int n, uint32_t c
         if (s[i].refm)
             for (int64_t v = 0; v < npatch; v++) {
                 if (s[i].refm[v] != s[i].it.out_mask[v] && *mask_bad < 5)
-                    fprintf(stderr, "mask mismatch: sample %d voxel %lld: ref %d gpu %d\n", i, (long long)v, s[i].refm[v], s[i].it.out_mask[v]);
+                    fprintf(stderr, "mask mismatch: sample %d voxel %lld: ref %d gpu %d\n", i, (long long)v,
+                            s[i].refm[v], s[i].it.out_mask[v]);
                 *mask_bad += s[i].refm[v] != s[i].it.out_mask[v];
             }
     }
@@ -154,8 +155,8 @@ static double compare_batch_fb(cd_gpu_context *ctx, sample *s, int n, uint32_t c
     return worst;
 }
 
-static double compare_batch(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3], int64_t *mask_bad,
-                            int64_t *exact, int64_t *total) {
+static double compare_batch(cd_gpu_context *ctx, sample *s, int n, uint32_t channels, const int64_t patch[3],
+                            int64_t *mask_bad, int64_t *exact, int64_t *total) {
     return compare_batch_fb(ctx, s, n, channels, patch, mask_bad, exact, total, 0);
 }
 
@@ -179,9 +180,11 @@ static void random_parity(cd_gpu_memory_mode mode, int rounds) {
     }
     cd_gpu_timings t;
     cd_gpu_last_timings(ctx, &t);
-    fprintf(stderr, "[%s, %s memory] %d batches: worst image error %.3g of the range, %.4f%% of voxels bit-identical, %lld mask mismatches\n",
-            cd_gpu_device(ctx)->name, cd_gpu_shared_memory(ctx) ? "shared" : "staging", rounds, worst, 100.0 * (double)exact / (double)total,
-            (long long)mask_bad);
+    fprintf(stderr,
+            "[%s, %s memory] %d batches: worst image error %.3g of the range, %.4f%% of voxels bit-identical, %lld "
+            "mask mismatches\n",
+            cd_gpu_device(ctx)->name, cd_gpu_shared_memory(ctx) ? "shared" : "staging", rounds, worst,
+            100.0 * (double)exact / (double)total, (long long)mask_bad);
     assert_true(worst <= 1e-4);
     assert_int_equal(mask_bad, 0);
     destroy_ctx(ctx);
@@ -225,7 +228,8 @@ static void test_parity_large(void **state) {
     }
     int64_t bad = 0, exact = 0, total = 0;
     double w = compare_batch(ctx, s, 2, 1, patch, &bad, &exact, &total);
-    fprintf(stderr, "[large] worst %.3g, %.4f%% bit-identical, %lld mask mismatches\n", w, 100.0 * (double)exact / (double)total, (long long)bad);
+    fprintf(stderr, "[large] worst %.3g, %.4f%% bit-identical, %lld mask mismatches\n", w,
+            100.0 * (double)exact / (double)total, (long long)bad);
     assert_true(w <= 1e-4);
     assert_int_equal(bad, 0);
     for (int i = 0; i < 2; i++) free_sample(&s[i]);
@@ -246,7 +250,8 @@ static void test_integral_exact(void **state) {
         s.a.matrix[0][perm] = (r & 2) ? -1 : 1;
         s.a.matrix[1][1 - perm] = (r & 4) ? -1 : 1;
         s.a.matrix[2][2] = 1;
-        for (int k = 0; k < 3; k++) s.a.center[k] = (double)(s.it.box_lo[k] + irand(0, 6)) + ((patch[k] - 1) % 2 ? 0.5 : 0.0);
+        for (int k = 0; k < 3; k++)
+            s.a.center[k] = (double)(s.it.box_lo[k] + irand(0, 6)) + ((patch[k] - 1) % 2 ? 0.5 : 0.0);
         int64_t bad = 0, exact = 0, total = 0;
         double w = compare_batch(ctx, &s, 1, 2, patch, &bad, &exact, &total);
         assert_true(w == 0.0);
@@ -294,7 +299,8 @@ static void test_too_large(void **state) {
         fprintf(stderr, "expected error: %s\n", err.message);
         assert_non_null(strstr(err.message, "GPU memory"));
         /* the CPU path */
-        assert_int_equal(cd_aug_apply_spatial(&s.a, s.src, NULL, 1, s.it.box_lo, s.it.box_shape, patch, s.ref, NULL, &err), CD_OK);
+        assert_int_equal(
+            cd_aug_apply_spatial(&s.a, s.src, NULL, 1, s.it.box_lo, s.it.box_shape, patch, s.ref, NULL, &err), CD_OK);
         free_sample(&s);
         /* the same context, a batch that fits */
         const int64_t small[3] = {9, 8, 7};
@@ -341,7 +347,8 @@ static void test_devices(void **state) {
     for (int i = 0; i < n && i < 16; i++) {
         assert_true(d[i].name[0] != '\0');
         assert_int_equal(d[i].index, i);
-        fprintf(stderr, "device %d: %s (%s)%s\n", i, d[i].name, cd_gpu_device_type_name(d[i].type), i == sel ? " *" : "");
+        fprintf(stderr, "device %d: %s (%s)%s\n", i, d[i].name, cd_gpu_device_type_name(d[i].type),
+                i == sel ? " *" : "");
     }
     /* selection by index and by name */
     char idx[16];
@@ -500,10 +507,11 @@ int main(void) {
     g_rng = 0x9E3779B97F4A7C15ull; /* this file's own sequence of draws */
     if (gpu_test_init()) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_no_vulkan),      cmocka_unit_test(test_devices),       cmocka_unit_test(test_parity_shared),
-        cmocka_unit_test(test_parity_staging), cmocka_unit_test(test_parity_large),  cmocka_unit_test(test_integral_exact),
-        cmocka_unit_test(test_fallback),       cmocka_unit_test(test_too_large),     cmocka_unit_test(test_pipeline_cache),
-        cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_no_vulkan),      cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_parity_shared),  cmocka_unit_test(test_parity_staging),
+        cmocka_unit_test(test_parity_large),   cmocka_unit_test(test_integral_exact),
+        cmocka_unit_test(test_fallback),       cmocka_unit_test(test_too_large),
+        cmocka_unit_test(test_pipeline_cache), cmocka_unit_test(test_timeout),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

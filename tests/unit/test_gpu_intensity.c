@@ -34,8 +34,10 @@ static float *make_image(uint32_t channels, const int64_t p[3]) {
         for (int64_t x = 0; x < p[0]; x++)
             for (int64_t y = 0; y < p[1]; y++)
                 for (int64_t z = 0; z < p[2]; z++) {
-                    const double gx = (double)x / (double)p[0] - 0.4, gy = (double)y / (double)p[1] - 0.55, gz = (double)z / (double)p[2] - 0.5;
-                    const double v = 2.5 * exp(-6 * (gx * gx + gy * gy + gz * gz)) + 0.8 * gx - 0.3 * gz + 0.4 * urand(-1, 1) + 0.3 * c;
+                    const double gx = (double)x / (double)p[0] - 0.4, gy = (double)y / (double)p[1] - 0.55,
+                                 gz = (double)z / (double)p[2] - 0.5;
+                    const double v = 2.5 * exp(-6 * (gx * gx + gy * gy + gz * gz)) + 0.8 * gx - 0.3 * gz +
+                                     0.4 * urand(-1, 1) + 0.3 * c;
                     img[(int64_t)c * n + (x * p[1] + y) * p[2] + z] = (float)(v * scale + shift);
                 }
     return img;
@@ -63,7 +65,8 @@ static void identity_params(cd_aug_params *a) {
 }
 
 enum { OP_NOISE, OP_BLUR, OP_BRIGHTNESS, OP_CONTRAST, OP_LOWRES, OP_GAMMA_INVERT, OP_GAMMA, NOPS };
-static const char *const op_names[NOPS] = {"noise", "blur", "brightness", "contrast", "lowres", "gamma_invert", "gamma"};
+static const char *const op_names[NOPS] = {"noise",  "blur",         "brightness", "contrast",
+                                           "lowres", "gamma_invert", "gamma"};
 
 static void set_op(cd_aug_params *a, int op) {
     switch (op) {
@@ -101,8 +104,8 @@ static void set_op(cd_aug_params *a, int op) {
 }
 
 /* Runs params[0..n) on copies of imgs through the GPU and the reference; returns the worst error. */
-static double compare_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float **imgs, uint32_t channels,
-                                const int64_t patch[3]) {
+static double compare_intensity(cd_gpu_context *ctx, const cd_aug_params *params, int n, float **imgs,
+                                uint32_t channels, const int64_t patch[3]) {
     const int64_t np = patch[0] * patch[1] * patch[2] * channels;
     float **gpu = malloc(sizeof *gpu * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -131,7 +134,8 @@ static double compare_intensity(cd_gpu_context *ctx, const cd_aug_params *params
     return worst;
 }
 
-static const int64_t odd_shapes[][3] = {{1, 1, 1}, {1, 5, 7}, {33, 17, 5}, {7, 1, 9}, {6, 8, 1}, {16, 16, 1}, {2, 3, 2}, {13, 11, 19}};
+static const int64_t odd_shapes[][3] = {{1, 1, 1}, {1, 5, 7},   {33, 17, 5}, {7, 1, 9},
+                                        {6, 8, 1}, {16, 16, 1}, {2, 3, 2},   {13, 11, 19}};
 
 static void ops_alone(cd_gpu_memory_mode mode) {
     require_vulkan();
@@ -153,13 +157,13 @@ static void ops_alone(cd_gpu_memory_mode mode) {
             }
             const double w = compare_intensity(ctx, params, n, imgs, channels, patch);
             if (w > 1e-4)
-                fprintf(stderr, "%s: shape %lldx%lldx%lld, %u channels: error %.3g\n", op_names[op], (long long)patch[0], (long long)patch[1],
-                        (long long)patch[2], channels, w);
+                fprintf(stderr, "%s: shape %lldx%lldx%lld, %u channels: error %.3g\n", op_names[op],
+                        (long long)patch[0], (long long)patch[1], (long long)patch[2], channels, w);
             worst = w > worst ? w : worst;
             for (int i = 0; i < n; i++) free(imgs[i]);
         }
-        fprintf(stderr, "[%s memory] %-12s worst error %.3g of the range\n", cd_gpu_shared_memory(ctx) ? "shared" : "staging", op_names[op],
-                worst);
+        fprintf(stderr, "[%s memory] %-12s worst error %.3g of the range\n",
+                cd_gpu_shared_memory(ctx) ? "shared" : "staging", op_names[op], worst);
         assert_true(worst <= 1e-4);
     }
     destroy_ctx(ctx);
@@ -182,7 +186,8 @@ static const char *all_ops_json(int dims) {
                        "{\"op\": \"scaling\", \"p\": 0.7, \"range\": [0.7, 1.4]},"
                        "{\"op\": \"elastic\", \"p\": 0.3, \"alpha\": [0, 8], \"sigma\": [2, 4]},"
                        "{\"op\": \"noise\", \"p\": 0.8, \"sigma\": [0, 0.1]},"
-                       "{\"op\": \"blur\", \"p\": 0.8, \"sigma\": [0.5, 1.0], \"p_per_channel\": 0.8, \"per_axis\": true, \"truncate\": 4},"
+                       "{\"op\": \"blur\", \"p\": 0.8, \"sigma\": [0.5, 1.0], \"p_per_channel\": 0.8, \"per_axis\": "
+                       "true, \"truncate\": 4},"
                        "{\"op\": \"brightness\", \"p\": 0.8, \"range\": [0.75, 1.25]},"
                        "{\"op\": \"contrast\", \"p\": 0.8, \"range\": [0.75, 1.25]},"
                        "{\"op\": \"lowres\", \"p\": 0.8, \"zoom\": [0.5, 1.0], \"p_per_channel\": 0.8},"
@@ -192,7 +197,8 @@ static const char *all_ops_json(int dims) {
                        "{\"op\": \"rotation\", \"p\": 0.7, \"range_deg\": [-30, 30], \"axes\": \"z\"},"
                        "{\"op\": \"scaling\", \"p\": 0.7, \"range\": [0.7, 1.4]},"
                        "{\"op\": \"noise\", \"p\": 0.8, \"sigma\": [0, 0.1]},"
-                       "{\"op\": \"blur\", \"p\": 0.8, \"sigma\": [0.5, 1.0], \"p_per_channel\": 0.8, \"per_axis\": true, \"truncate\": 4},"
+                       "{\"op\": \"blur\", \"p\": 0.8, \"sigma\": [0.5, 1.0], \"p_per_channel\": 0.8, \"per_axis\": "
+                       "true, \"truncate\": 4},"
                        "{\"op\": \"brightness\", \"p\": 0.8, \"range\": [0.75, 1.25]},"
                        "{\"op\": \"contrast\", \"p\": 0.8, \"range\": [0.75, 1.25]},"
                        "{\"op\": \"lowres\", \"p\": 0.8, \"zoom\": [0.5, 1.0], \"p_per_channel\": 0.8},"
@@ -203,8 +209,9 @@ static const char *all_ops_json(int dims) {
 static cd_aug_pipeline *load_pipeline(const char *which) {
     cd_aug_pipeline *p = NULL;
     cd_error err;
-    cd_status st = !strcmp(which, "nnunet") ? cd_aug_pipeline_load("nnunet", &p, &err)
-                                            : cd_aug_pipeline_parse(all_ops_json(!strcmp(which, "all-2d") ? 2 : 3), which, &p, &err);
+    cd_status st = !strcmp(which, "nnunet")
+                       ? cd_aug_pipeline_load("nnunet", &p, &err)
+                       : cd_aug_pipeline_parse(all_ops_json(!strcmp(which, "all-2d") ? 2 : 3), which, &p, &err);
     if (st != CD_OK) fprintf(stderr, "pipeline %s: %s\n", which, err.message);
     assert_int_equal(st, CD_OK);
     return p;
@@ -311,8 +318,8 @@ static void fused(cd_gpu_memory_mode mode, const char *pipe, int rounds) {
         assert_int_equal(st, CD_OK);
         check_fallback(0, true);
         for (int i = 0; i < n; i++) {
-            assert_int_equal(cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels, items[i].box_lo, items[i].box_shape,
-                                                  patch, ref[i], refm[i], &err),
+            assert_int_equal(cd_aug_apply_spatial(&params[i], items[i].src, items[i].mask_src, channels,
+                                                  items[i].box_lo, items[i].box_shape, patch, ref[i], refm[i], &err),
                              CD_OK);
             float *warped = malloc(sizeof(float) * (size_t)(np * channels));
             memcpy(warped, ref[i], sizeof(float) * (size_t)(np * channels));
@@ -391,7 +398,8 @@ static void test_split_and_fallback(void **state) {
         free(imgs[i]);
         free(gpu[i]);
     }
-    fprintf(stderr, "[split] %d submissions, %d samples on the CPU, worst error %.3g\n", t.batches, t.cpu_fallback, worst);
+    fprintf(stderr, "[split] %d submissions, %d samples on the CPU, worst error %.3g\n", t.batches, t.cpu_fallback,
+            worst);
     assert_true(t.batches >= 3);
     assert_int_equal(t.cpu_fallback, 2);
     assert_true(worst <= 1e-4);
@@ -460,8 +468,9 @@ static void test_too_large(void **state) {
 int main(void) {
     if (gpu_test_init()) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ops_alone_shared), cmocka_unit_test(test_ops_alone_staging), cmocka_unit_test(test_pipeline_intensity),
-        cmocka_unit_test(test_fused_shared),     cmocka_unit_test(test_fused_staging),     cmocka_unit_test(test_split_and_fallback),
+        cmocka_unit_test(test_ops_alone_shared),   cmocka_unit_test(test_ops_alone_staging),
+        cmocka_unit_test(test_pipeline_intensity), cmocka_unit_test(test_fused_shared),
+        cmocka_unit_test(test_fused_staging),      cmocka_unit_test(test_split_and_fallback),
         cmocka_unit_test(test_too_large),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));

@@ -42,8 +42,10 @@ static cd_volume *make_volume(const int64_t d[3], const double affine[4][4]) {
     for (int64_t z = 0, i = 0; z < d[2]; z++)
         for (int64_t y = 0; y < d[1]; y++)
             for (int64_t x = 0; x < d[0]; x++, i++) {
-                const double gx = (double)x / (double)d[0] - 0.4, gy = (double)y / (double)d[1] - 0.55, gz = (double)z / (double)d[2] - 0.5;
-                const double s = 2.5 * exp(-6 * (gx * gx + gy * gy + gz * gz)) + 0.8 * gx - 0.3 * gz + 0.4 * urand(-1, 1);
+                const double gx = (double)x / (double)d[0] - 0.4, gy = (double)y / (double)d[1] - 0.55,
+                             gz = (double)z / (double)d[2] - 0.5;
+                const double s =
+                    2.5 * exp(-6 * (gx * gx + gy * gy + gz * gz)) + 0.8 * gx - 0.3 * gz + 0.4 * urand(-1, 1);
                 p[i] = (float)(s * scale + shift);
             }
     cd_volume_set_affine(v, affine);
@@ -65,7 +67,8 @@ static void diag_affine(double a[4][4], double sx, double sy, double sz) {
 static void rotated_grid(const cd_volume *v, const int64_t dims[3], double sp, double deg, cd_grid *g) {
     double a[4][4];
     cd_volume_affine(v, a);
-    const double ax = urand(-deg, deg) * M_PI / 180, ay = urand(-deg, deg) * M_PI / 180, az = urand(-deg, deg) * M_PI / 180;
+    const double ax = urand(-deg, deg) * M_PI / 180, ay = urand(-deg, deg) * M_PI / 180,
+                 az = urand(-deg, deg) * M_PI / 180;
     const double rx[3][3] = {{1, 0, 0}, {0, cos(ax), -sin(ax)}, {0, sin(ax), cos(ax)}};
     const double ry[3][3] = {{cos(ay), 0, sin(ay)}, {0, 1, 0}, {-sin(ay), 0, cos(ay)}};
     const double rz[3][3] = {{cos(az), -sin(az), 0}, {sin(az), cos(az), 0}, {0, 0, 1}};
@@ -105,8 +108,8 @@ static double rel_err(const float *ref, const float *got, size_t n) {
 
 /* cd_gpu_resample against cd_resample for one source, grid and options; `fallback`: the call is one
  * the reference must compute (check_fallback), else the device must. */
-static void check_resample_fb(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, const char *what,
-                              bool fallback) {
+static void check_resample_fb(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g,
+                              const cd_resample_options *ro, const char *what, bool fallback) {
     cd_error err;
     cd_volume *ref = NULL, *got = NULL;
     assert_int_equal(cd_resample(src, g, ro, &ref, &err), CD_OK);
@@ -132,8 +135,11 @@ static void check_resample_fb(cd_gpu_context *ctx, const cd_volume *src, const c
             const size_t es = cd_dtype_size(cd_volume_dtype(ref));
             for (size_t i = 0; i < n; i++)
                 if (memcmp(r8 + i * es, g8 + i * es, es) && !nd++) first = i;
-            fprintf(stderr, "%s: nearest/uint8 result differs from the reference at %zu voxels, first %zu", what, nd, first);
-            if (es == 4) fprintf(stderr, " (%g, not %g)", (double)((const float *)g8)[first], (double)((const float *)r8)[first]);
+            fprintf(stderr, "%s: nearest/uint8 result differs from the reference at %zu voxels, first %zu", what, nd,
+                    first);
+            if (es == 4)
+                fprintf(stderr, " (%g, not %g)", (double)((const float *)g8)[first],
+                        (double)((const float *)r8)[first]);
             fputc('\n', stderr);
             fail();
         }
@@ -147,7 +153,8 @@ static void check_resample_fb(cd_gpu_context *ctx, const cd_volume *src, const c
     check_validation(ctx);
 }
 
-static void check_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, const char *what) {
+static void check_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro,
+                           const char *what) {
     check_resample_fb(ctx, src, g, ro, what, false);
 }
 
@@ -156,7 +163,8 @@ static const cd_interp orders[3] = {CD_INTERP_NEAREST, CD_INTERP_LINEAR, CD_INTE
 static void resample_suite(cd_gpu_memory_mode mode) {
     require_vulkan();
     cd_gpu_context *ctx = make_ctx(mode, 0);
-    static const int64_t shapes[][3] = {{33, 17, 5}, {1, 7, 5}, {13, 1, 1}, {9, 11, 1}, {1, 1, 1}, {20, 24, 16}, {2, 3, 65}};
+    static const int64_t shapes[][3] = {{33, 17, 5}, {1, 7, 5},    {13, 1, 1}, {9, 11, 1},
+                                        {1, 1, 1},   {20, 24, 16}, {2, 3, 65}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         double a[4][4];
         diag_affine(a, urand(0.6, 1.6), urand(0.6, 1.6), urand(1.0, 4.0));
@@ -199,8 +207,8 @@ static void resample_suite(cd_gpu_memory_mode mode) {
                 ro.interp = orders[o];
                 ro.fill = gk == 5 && o == 1 ? -7.5 : 0.0;
                 ro.threads = 1;
-                snprintf(what, sizeof what, "shape %zu grid %d (%lldx%lldx%lld)", s, gk, (long long)g.dims[0], (long long)g.dims[1],
-                         (long long)g.dims[2]);
+                snprintf(what, sizeof what, "shape %zu grid %d (%lldx%lldx%lld)", s, gk, (long long)g.dims[0],
+                         (long long)g.dims[1], (long long)g.dims[2]);
                 check_resample(ctx, v, &g, &ro, what);
             }
         }
@@ -313,7 +321,8 @@ static void test_mask_linear(void **state) {
                 for (int64_t k = 0, i = 0; k < d[2]; k++)
                     for (int64_t j = 0; j < d[1]; j++)
                         for (int64_t x = 0; x < d[0]; x++, i++) {
-                            const double r = ((x - d[0] / 2.0) / 5) * ((x - d[0] / 2.0) / 5) + ((j - d[1] / 2.0) / 4) * ((j - d[1] / 2.0) / 4) +
+                            const double r = ((x - d[0] / 2.0) / 5) * ((x - d[0] / 2.0) / 5) +
+                                             ((j - d[1] / 2.0) / 4) * ((j - d[1] / 2.0) / 4) +
                                              ((k - d[2] / 2.0) / 3) * ((k - d[2] / 2.0) / 3);
                             m[i] = r <= 1 ? (uint8_t)(labels == 1 ? 1 : 1 + (x > d[0] / 2) + (j > d[1] / 2)) : 0;
                         }
@@ -324,9 +333,12 @@ static void test_mask_linear(void **state) {
                 r.resample = CD_RESAMPLE_SPACING;
                 r.mask_order = 1;
                 r.dtype = CD_DTYPE_FLOAT32;
-                if (z == 0) r.spacing[0] = 0.75, r.spacing[1] = 0.625, r.spacing[2] = 1.5; /* exactly 2x */
-                else if (z == 1) r.spacing[0] = 1.1, r.spacing[1] = 0.9, r.spacing[2] = 2.2;
-                else r.spacing[0] = 2.5, r.spacing[1] = 2.0, r.spacing[2] = 4.0;
+                if (z == 0)
+                    r.spacing[0] = 0.75, r.spacing[1] = 0.625, r.spacing[2] = 1.5; /* exactly 2x */
+                else if (z == 1)
+                    r.spacing[0] = 1.1, r.spacing[1] = 0.9, r.spacing[2] = 2.2;
+                else
+                    r.spacing[0] = 2.5, r.spacing[1] = 2.0, r.spacing[2] = 4.0;
                 cd_sample *ref = NULL;
                 assert_int_equal(cd_preprocess(&r, NULL, img, mask, 1, &ref, &err), CD_OK);
                 cd_grid g;
@@ -347,7 +359,9 @@ static void test_mask_linear(void **state) {
                             bad += o[i] != ref->mask[(x * od[1] + j) * od[2] + k];
                             fg += o[i] != 0;
                         }
-                if (bad) fprintf(stderr, "mask linear: shape %zu labels %d zoom %d: %zu of %zu voxels differ\n", s, labels, z, bad, (size_t)(od[0] * od[1] * od[2]));
+                if (bad)
+                    fprintf(stderr, "mask linear: shape %zu labels %d zoom %d: %zu of %zu voxels differ\n", s, labels,
+                            z, bad, (size_t)(od[0] * od[1] * od[2]));
                 assert_int_equal(bad, 0);
                 cd_sample_destroy(ref);
                 cd_volume_destroy(got);
@@ -360,7 +374,8 @@ static void test_mask_linear(void **state) {
 
 /* cd_gpu_normalize on x-fastest voxels against cd_preprocess (normalisation only, float32 output,
  * which stores C order: (x * ny + y) * nz + z). */
-static void check_normalize(cd_gpu_context *ctx, const cd_recipe *r, const cd_volume *v, const cd_volume *mask, const char *what) {
+static void check_normalize(cd_gpu_context *ctx, const cd_recipe *r, const cd_volume *v, const cd_volume *mask,
+                            const char *what) {
     cd_error err;
     cd_sample *s = NULL;
     cd_status st = cd_preprocess(r, NULL, v, mask, 1, &s, &err);
@@ -631,10 +646,11 @@ int main(void) {
     if (gpu_test_init()) return 1;
     g_rng = 0x9E3779B97F4A7C15ull;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_resample_shared),  cmocka_unit_test(test_resample_staging), cmocka_unit_test(test_resample_fixed_point),
-        cmocka_unit_test(test_resample_dtypes),  cmocka_unit_test(test_mask_linear),
-        cmocka_unit_test(test_normalize_shared), cmocka_unit_test(test_normalize_staging), cmocka_unit_test(test_memory_limit),
-        cmocka_unit_test(test_pp_device_fallback), cmocka_unit_test(test_device_policy),
+        cmocka_unit_test(test_resample_shared),      cmocka_unit_test(test_resample_staging),
+        cmocka_unit_test(test_resample_fixed_point), cmocka_unit_test(test_resample_dtypes),
+        cmocka_unit_test(test_mask_linear),          cmocka_unit_test(test_normalize_shared),
+        cmocka_unit_test(test_normalize_staging),    cmocka_unit_test(test_memory_limit),
+        cmocka_unit_test(test_pp_device_fallback),   cmocka_unit_test(test_device_policy),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -77,7 +77,8 @@ static void test_parse(void **state) {
         uint64_t v = 12345;
         bool ok = cd_limit_parse(cases[i].s, &v);
         if (ok != cases[i].ok) fail_msg("'%s': parse gave %d", cases[i].s, ok);
-        if (ok && v != cases[i].v) fail_msg("'%s': %llu, want %llu", cases[i].s, (unsigned long long)v, (unsigned long long)cases[i].v);
+        if (ok && v != cases[i].v)
+            fail_msg("'%s': %llu, want %llu", cases[i].s, (unsigned long long)v, (unsigned long long)cases[i].v);
     }
 }
 
@@ -90,8 +91,8 @@ static void test_environment_and_set(void **state) {
     cd_limits_defaults(&d);
     assert_int_equal(cd_limits_get(&l, &err), CD_ERR_ARG);
     expect_msg(&err, "CIRRDATA_MAX_CSV_BYTES='12X'", "not a valid cap");
-    assert_true(l.max_json_bytes == 2048);             /* from the environment */
-    assert_true(l.max_csv_bytes == d.max_csv_bytes);   /* malformed: reads as the default, and is reported */
+    assert_true(l.max_json_bytes == 2048);           /* from the environment */
+    assert_true(l.max_csv_bytes == d.max_csv_bytes); /* malformed: reads as the default, and is reported */
     assert_true(l.max_dim == d.max_dim && l.max_voxels == d.max_voxels);
 
     /* The program's value wins over the environment, a malformed one included. */

@@ -124,7 +124,8 @@ static void test_patch(void **state) {
     o.patch[0] = o.patch[1] = o.patch[2] = 0;
     refused(&o, CD_ERR_IO, NULL, MISSING);
     o.patch[2] = 16;
-    refused(&o, CD_ERR_ARG, "patch must be in 1..1048576 per axis, or all 0 for each record's own size (got 0 x 0 x 16)", NULL);
+    refused(&o, CD_ERR_ARG,
+            "patch must be in 1..1048576 per axis, or all 0 for each record's own size (got 0 x 0 x 16)", NULL);
     o = base(), o.mode = CD_LOADER_SLICE;
     o.patch[0] = -1;
     refused(&o, CD_ERR_IO, NULL, MISSING);

@@ -152,7 +152,13 @@ static void test_multi_member_gzip(void **state) {
     assert_int_equal(cd_nifti_read(path, NULL, &r, NULL, &err), CD_OK);
     assert_same_volume(v, r);
     cd_volume_destroy(r);
-    free(raw); free(m1); free(m2); free(m2a); free(m3); free(both); free(three);
+    free(raw);
+    free(m1);
+    free(m2);
+    free(m2a);
+    free(m3);
+    free(both);
+    free(three);
     cd_volume_destroy(v);
 }
 
@@ -234,10 +240,10 @@ static void test_big_endian_and_pair(void **state) {
     /* Swap every field by its size: int32 sizeof_hdr, int16 dims, ... (layout of nifti_1_header). */
     const struct {
         int off, size, count;
-    } fields[] = {{0, 4, 1},   {32, 4, 1},  {40, 2, 8},   {56, 4, 3},   {68, 2, 1},  {70, 2, 1},
-                  {72, 2, 1},  {74, 2, 1},  {76, 4, 8},   {108, 4, 1},  {112, 4, 1}, {116, 4, 1},
-                  {120, 2, 1}, {124, 4, 1}, {128, 4, 1},  {132, 4, 1},  {136, 4, 1}, {140, 4, 1},
-                  {144, 4, 1}, {252, 2, 1}, {254, 2, 1},  {256, 4, 18}};
+    } fields[] = {{0, 4, 1},   {32, 4, 1},  {40, 2, 8},  {56, 4, 3},  {68, 2, 1},  {70, 2, 1},
+                  {72, 2, 1},  {74, 2, 1},  {76, 4, 8},  {108, 4, 1}, {112, 4, 1}, {116, 4, 1},
+                  {120, 2, 1}, {124, 4, 1}, {128, 4, 1}, {132, 4, 1}, {136, 4, 1}, {140, 4, 1},
+                  {144, 4, 1}, {252, 2, 1}, {254, 2, 1}, {256, 4, 18}};
     for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++)
         for (int c = 0; c < fields[f].count; c++) {
             uint8_t *p = h + fields[f].off + c * fields[f].size;
@@ -316,14 +322,10 @@ static void test_npy_header(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_nii),
-        cmocka_unit_test(test_roundtrip_nii_gz),
-        cmocka_unit_test(test_scaling_roundtrip),
-        cmocka_unit_test(test_multi_member_gzip),
-        cmocka_unit_test(test_gzip_damage),
-        cmocka_unit_test(test_gzip_bomb),
-        cmocka_unit_test(test_big_endian_and_pair),
-        cmocka_unit_test(test_volume_index_and_limits),
+        cmocka_unit_test(test_roundtrip_nii),       cmocka_unit_test(test_roundtrip_nii_gz),
+        cmocka_unit_test(test_scaling_roundtrip),   cmocka_unit_test(test_multi_member_gzip),
+        cmocka_unit_test(test_gzip_damage),         cmocka_unit_test(test_gzip_bomb),
+        cmocka_unit_test(test_big_endian_and_pair), cmocka_unit_test(test_volume_index_and_limits),
         cmocka_unit_test(test_npy_header),
     };
     return cmocka_run_group_tests_name("nifti_io", tests, NULL, NULL);

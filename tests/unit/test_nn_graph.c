@@ -34,7 +34,8 @@ static void stb_tensor(stb *b, const char *name, int rank, const int64_t *shape,
     }
     b->data = realloc(b->data, (b->count + n) * sizeof(float));
     assert_non_null(b->data);
-    for (size_t i = 0; i < n; i++) b->data[b->count + i] = vals ? vals[i] : (float)sin(0.7 * (double)(b->count + i)) * 0.5f;
+    for (size_t i = 0; i < n; i++)
+        b->data[b->count + i] = vals ? vals[i] : (float)sin(0.7 * (double)(b->count + i)) * 0.5f;
     json_object_set_new(b->hdr, name,
                         json_pack("{s:s, s:o, s:[I, I]}", "dtype", "F32", "shape", sh, "data_offsets",
                                   (json_int_t)(b->count * 4), (json_int_t)((b->count + n) * 4)));
@@ -100,8 +101,8 @@ static void expect_bad(stb *b, const char *graph, int classes, const char *needl
 /* One pool node over a 1-channel input; returns the shaped graph. */
 static cd_nn_graph *pool_graph(const char *node_json, int64_t h, int64_t w) {
     char graph[1024];
-    snprintf(graph, sizeof graph,
-             "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'p', 'nodes': [%s]}", node_json);
+    snprintf(graph, sizeof graph, "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'p', 'nodes': [%s]}",
+             node_json);
     stb b;
     stb_init(&b);
     cd_nn_graph *g = NULL;
@@ -115,16 +116,20 @@ static cd_nn_graph *pool_graph(const char *node_json, int64_t h, int64_t w) {
 
 static void run_pool(const cd_nn_graph *g, const float *in, float *out) {
     const cd_nn_node *nd = &g->nodes[1];
-    if (nd->op == CD_NN_MAXPOOL2D) cd_nn_ref_maxpool2d(nd, &g->input_shape, in, out);
-    else if (nd->op == CD_NN_AVGPOOL2D) cd_nn_ref_avgpool2d(nd, &g->input_shape, in, out);
-    else cd_nn_ref_adaptive_avgpool2d(nd, &g->input_shape, in, out);
+    if (nd->op == CD_NN_MAXPOOL2D)
+        cd_nn_ref_maxpool2d(nd, &g->input_shape, in, out);
+    else if (nd->op == CD_NN_AVGPOOL2D)
+        cd_nn_ref_avgpool2d(nd, &g->input_shape, in, out);
+    else
+        cd_nn_ref_adaptive_avgpool2d(nd, &g->input_shape, in, out);
 }
 
 static void test_maxpool_ceil(void **state) {
     (void)state;
     /* k2 s2 ceil on 5x5: (5 - 2 + 1) / 2 + 1 = 3; the last window holds only column/row 4. */
     cd_nn_graph *g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [2, 2], 'stride': [2, 2],"
-                                " 'padding': [0, 0], 'dilation': [1, 1], 'ceil_mode': true}", 5, 5);
+                                " 'padding': [0, 0], 'dilation': [1, 1], 'ceil_mode': true}",
+                                5, 5);
     assert_int_equal(g->nodes[1].shape.h, 3);
     assert_int_equal(g->nodes[1].shape.w, 3);
     float in[25], out[9];
@@ -141,12 +146,14 @@ static void test_maxpool_ceil(void **state) {
     /* k2 s2 p1 ceil on 5x5: ceil gives 4, but the 4th window would start at 6 >= 5 + 1 (in the right
      * padding): dropped, 3. */
     g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [2, 2], 'stride': [2, 2],"
-                   " 'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': true}", 5, 5);
+                   " 'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': true}",
+                   5, 5);
     assert_int_equal(g->nodes[1].shape.h, 3);
     cd_nn_graph_free(g);
     /* Padding is -inf: an all-negative input keeps its values at the border. */
     g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
-                   " 'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': false}", 4, 4);
+                   " 'padding': [1, 1], 'dilation': [1, 1], 'ceil_mode': false}",
+                   4, 4);
     assert_int_equal(g->nodes[1].shape.h, 2);
     for (int i = 0; i < 16; i++) in[i] = -100.0f - (float)i;
     run_pool(g, in, out);
@@ -155,7 +162,8 @@ static void test_maxpool_ceil(void **state) {
     cd_nn_graph_free(g);
     /* Dilation 2, k2, p1 on 3 wide: (3 + 2 - 2 - 1) / 1 + 1 = 3 outputs per axis. */
     g = pool_graph("{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [2, 2], 'stride': [1, 1],"
-                   " 'padding': [1, 1], 'dilation': [2, 2], 'ceil_mode': false}", 3, 3);
+                   " 'padding': [1, 1], 'dilation': [2, 2], 'ceil_mode': false}",
+                   3, 3);
     assert_int_equal(g->nodes[1].shape.w, 3);
     for (int i = 0; i < 9; i++) in[i] = (float)i;
     run_pool(g, in, out);
@@ -172,14 +180,16 @@ static void test_avgpool_divisor(void **state) {
     for (int i = 0; i < 36; i++) in[i] = 1.0f;
     /* k3 s2 p1 on 4x4, count_include_pad: the corner window covers 4 cells of 9. */
     cd_nn_graph *g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
-                                " 'padding': [1, 1], 'ceil_mode': false, 'count_include_pad': true}", 4, 4);
+                                " 'padding': [1, 1], 'ceil_mode': false, 'count_include_pad': true}",
+                                4, 4);
     assert_int_equal(g->nodes[1].shape.h, 2);
     run_pool(g, in, out);
     assert_float_equal(out[0], 4.0 / 9.0, 1e-7);
     assert_float_equal(out[3], 1.0, 1e-7);
     cd_nn_graph_free(g);
     g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
-                   " 'padding': [1, 1], 'ceil_mode': false, 'count_include_pad': false}", 4, 4);
+                   " 'padding': [1, 1], 'ceil_mode': false, 'count_include_pad': false}",
+                   4, 4);
     run_pool(g, in, out);
     assert_float_equal(out[0], 1.0, 1e-7);
     cd_nn_graph_free(g);
@@ -187,14 +197,16 @@ static void test_avgpool_divisor(void **state) {
      * (ends at min(5 + 3, 6 + 1) = 7): the divisor with padding is 2 x 2 = 4 and the one input cell
      * sums to 1; without padding the divisor is 1. */
     g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
-                   " 'padding': [1, 1], 'ceil_mode': true, 'count_include_pad': true}", 6, 6);
+                   " 'padding': [1, 1], 'ceil_mode': true, 'count_include_pad': true}",
+                   6, 6);
     assert_int_equal(g->nodes[1].shape.h, 4);
     run_pool(g, in, out);
     assert_float_equal(out[15], 0.25, 1e-7);
     assert_float_equal(out[0], 4.0 / 9.0, 1e-7);
     cd_nn_graph_free(g);
     g = pool_graph("{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [3, 3], 'stride': [2, 2],"
-                   " 'padding': [1, 1], 'ceil_mode': true, 'count_include_pad': false}", 6, 6);
+                   " 'padding': [1, 1], 'ceil_mode': true, 'count_include_pad': false}",
+                   6, 6);
     run_pool(g, in, out);
     assert_float_equal(out[15], 1.0, 1e-7);
     cd_nn_graph_free(g);
@@ -203,7 +215,8 @@ static void test_avgpool_divisor(void **state) {
 static void test_adaptive_bins(void **state) {
     (void)state;
     /* 1x5 -> 1x3: bins [0,2), [1,4), [3,5) (floor(i*5/3) .. ceil((i+1)*5/3)), overlapping. */
-    cd_nn_graph *g = pool_graph("{'name': 'p', 'op': 'adaptive_avg_pool2d', 'inputs': ['x'], 'output_size': [1, 3]}", 1, 5);
+    cd_nn_graph *g =
+        pool_graph("{'name': 'p', 'op': 'adaptive_avg_pool2d', 'inputs': ['x'], 'output_size': [1, 3]}", 1, 5);
     float in[5] = {0, 1, 2, 3, 4}, out[3];
     run_pool(g, in, out);
     assert_float_equal(out[0], 0.5, 1e-7);
@@ -266,8 +279,9 @@ static void check_conv(int C, int O, int k, int s, int p, int d, int groups, int
                         double e = fabs(acc - out[((bi * O + o) * oh + y) * ow + x]);
                         if (e > worst) worst = e;
                     }
-        if (worst > 1e-4) fail_msg("conv C%d O%d k%d s%d p%d d%d g%d %lldx%lld: error %g", C, O, k, s, p, d, groups,
-                                   (long long)h, (long long)w, worst);
+        if (worst > 1e-4)
+            fail_msg("conv C%d O%d k%d s%d p%d d%d g%d %lldx%lld: error %g", C, O, k, s, p, d, groups, (long long)h,
+                     (long long)w, worst);
     }
     free(in);
     free(out);
@@ -276,12 +290,12 @@ static void check_conv(int C, int O, int k, int s, int p, int d, int groups, int
 
 static void test_conv_direct(void **state) {
     (void)state;
-    check_conv(3, 7, 3, 1, 1, 1, 1, 9, 11, 2);    /* edge tiles in M (7 = 6 + 1) and N (99 pixels) */
-    check_conv(4, 6, 3, 2, 2, 2, 2, 13, 10, 1);   /* groups, dilation, stride */
-    check_conv(5, 13, 1, 1, 0, 1, 1, 5, 7, 3);    /* pointwise path */
-    check_conv(2, 4, 7, 2, 3, 1, 1, 20, 33, 1);   /* the ResNet stem shape */
-    check_conv(600, 8, 1, 2, 0, 1, 1, 6, 6, 1);   /* K = 600 > one K block: accumulation across blocks */
-    check_conv(70, 9, 3, 1, 1, 1, 1, 12, 40, 1);  /* K = 630: 3 blocks, rows straddling strips */
+    check_conv(3, 7, 3, 1, 1, 1, 1, 9, 11, 2);   /* edge tiles in M (7 = 6 + 1) and N (99 pixels) */
+    check_conv(4, 6, 3, 2, 2, 2, 2, 13, 10, 1);  /* groups, dilation, stride */
+    check_conv(5, 13, 1, 1, 0, 1, 1, 5, 7, 3);   /* pointwise path */
+    check_conv(2, 4, 7, 2, 3, 1, 1, 20, 33, 1);  /* the ResNet stem shape */
+    check_conv(600, 8, 1, 2, 0, 1, 1, 6, 6, 1);  /* K = 600 > one K block: accumulation across blocks */
+    check_conv(70, 9, 3, 1, 1, 1, 1, 12, 40, 1); /* K = 630: 3 blocks, rows straddling strips */
 }
 
 /* ---- batch-norm folding and fusion ---- */
@@ -300,15 +314,16 @@ static void test_bn_fold(void **state) {
     stb_tensor(&b, "v", 1, cs, var);
     cd_nn_graph *g;
     cd_error err;
-    cd_status st = stb_load(&b,
-                            "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'r', 'nodes': ["
-                            "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [1, 1],"
-                            " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
-                            "{'name': 'bn', 'op': 'batch_norm', 'inputs': ['c'], 'weight': 'g', 'bias': 'be',"
-                            " 'running_mean': 'm', 'running_var': 'v', 'eps': 0.25},"
-                            "{'name': 'd', 'op': 'dropout', 'inputs': ['bn']},"
-                            "{'name': 'r', 'op': 'relu', 'inputs': ['d']}]}",
-                            2, 1, &g, &err);
+    cd_status st =
+        stb_load(&b,
+                 "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'r', 'nodes': ["
+                 "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [1, 1],"
+                 " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                 "{'name': 'bn', 'op': 'batch_norm', 'inputs': ['c'], 'weight': 'g', 'bias': 'be',"
+                 " 'running_mean': 'm', 'running_var': 'v', 'eps': 0.25},"
+                 "{'name': 'd', 'op': 'dropout', 'inputs': ['bn']},"
+                 "{'name': 'r', 'op': 'relu', 'inputs': ['d']}]}",
+                 2, 1, &g, &err);
     if (st != CD_OK) fail_msg("%s", err.message);
     /* Everything folds into the convolution: input + conv. */
     assert_int_equal(g->count, 2);
@@ -407,7 +422,8 @@ static void test_arena_plan(void **state) {
             fail_msg("%s", err.message);
         }
         int n = g->count;
-        int *birth = calloc((size_t)n, sizeof(int)), *death = calloc((size_t)n, sizeof(int)), *own = calloc((size_t)n, sizeof(int));
+        int *birth = calloc((size_t)n, sizeof(int)), *death = calloc((size_t)n, sizeof(int)),
+            *own = calloc((size_t)n, sizeof(int));
         for (int i = 0; i < n; i++) {
             own[i] = g->nodes[i].op == CD_NN_FLATTEN ? own[g->nodes[i].in[0]] : i;
             birth[i] = death[i] = i;
@@ -438,7 +454,8 @@ static void test_arena_plan(void **state) {
         /* The plan reuses memory: less than the sum of all tensors. */
         int64_t sum = 0;
         for (int i = 0; i < n; i++)
-            if (own[i] == i) sum += g->nodes[i].shape.n * g->nodes[i].shape.c * g->nodes[i].shape.h * g->nodes[i].shape.w;
+            if (own[i] == i)
+                sum += g->nodes[i].shape.n * g->nodes[i].shape.c * g->nodes[i].shape.h * g->nodes[i].shape.w;
         assert_true(g->arena_floats < sum + 64 * n);
         /* and the whole thing runs (ASan checks every access stays in the arena) */
         float *arena = calloc((size_t)g->arena_floats, sizeof(float));
@@ -460,7 +477,7 @@ static void test_arena_plan(void **state) {
 /* ---- malformed graphs ---- */
 
 #define HEAD "{'version': 1, 'input': {'name': 'x', 'channels': 1}, "
-#define CONV(name, in, w, extra)                                                                                      \
+#define CONV(name, in, w, extra)                                                                                       \
     "{'name': '" name "', 'op': 'conv2d', 'inputs': ['" in "'], 'weight': '" w "', 'bias': null, 'stride': [1, 1],"    \
     " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1" extra "}"
 
@@ -474,10 +491,12 @@ static void test_bad_graphs(void **state) {
     (void)state;
     stb b;
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'g', 'nodes': [{'name': 'g', 'op': 'gelu', 'inputs': ['x']}]}", 2, "'g'", "unknown op");
+    expect_bad(&b, HEAD "'output': 'g', 'nodes': [{'name': 'g', 'op': 'gelu', 'inputs': ['x']}]}", 2, "'g'",
+               "unknown op");
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'b', 'nodes': [{'name': 'a', 'op': 'relu', 'inputs': ['b']}, "
-                        "{'name': 'b', 'op': 'relu', 'inputs': ['x']}]}",
+    expect_bad(&b,
+               HEAD "'output': 'b', 'nodes': [{'name': 'a', 'op': 'relu', 'inputs': ['b']}, "
+                    "{'name': 'b', 'op': 'relu', 'inputs': ['x']}]}",
                2, "'a'", "'b'");
     one_conv(&b, 2, 1, 3);
     expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "nope", "") "]}", 2, "'c'", "missing tensor 'nope'");
@@ -486,12 +505,14 @@ static void test_bad_graphs(void **state) {
     expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 2, "'c'", "shape");
     /* kernel 0 and 65: pools by field, conv by weight shape */
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [0, 0],"
-                        " 'stride': [1, 1], 'padding': [0, 0], 'dilation': [1, 1], 'ceil_mode': false}]}",
+    expect_bad(&b,
+               HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [0, 0],"
+                    " 'stride': [1, 1], 'padding': [0, 0], 'dilation': [1, 1], 'ceil_mode': false}]}",
                1, "'p'", "kernel");
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [65, 3],"
-                        " 'stride': [1, 1], 'padding': [0, 0], 'ceil_mode': false, 'count_include_pad': true}]}",
+    expect_bad(&b,
+               HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'avg_pool2d', 'inputs': ['x'], 'kernel': [65, 3],"
+                    " 'stride': [1, 1], 'padding': [0, 0], 'ceil_mode': false, 'count_include_pad': true}]}",
                1, "'p'", "kernel");
     one_conv(&b, 1, 1, 65);
     expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 1, "'c'", "kernel 65x65");
@@ -503,8 +524,9 @@ static void test_bad_graphs(void **state) {
     }
     /* pool padding more than half the kernel */
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [3, 3],"
-                        " 'stride': [1, 1], 'padding': [2, 2], 'dilation': [1, 1], 'ceil_mode': false}]}",
+    expect_bad(&b,
+               HEAD "'output': 'p', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': [3, 3],"
+                    " 'stride': [1, 1], 'padding': [2, 2], 'dilation': [1, 1], 'ceil_mode': false}]}",
                1, "'p'", "half");
     /* groups not dividing: 3 output channels, groups 2 on a 2-channel input */
     {
@@ -513,9 +535,10 @@ static void test_bad_graphs(void **state) {
         stb_tensor(&b, "w", 4, ws, NULL);
         cd_nn_graph *g = NULL;
         cd_error err;
-        assert_int_equal(stb_load(&b, "{'version': 1, 'input': {'name': 'x', 'channels': 2}, 'output': 'c', 'nodes': ["
-                                      "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null,"
-                                      " 'stride': [1, 1], 'padding': [0, 0], 'dilation': [1, 1], 'groups': 2}]}",
+        assert_int_equal(stb_load(&b,
+                                  "{'version': 1, 'input': {'name': 'x', 'channels': 2}, 'output': 'c', 'nodes': ["
+                                  "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null,"
+                                  " 'stride': [1, 1], 'padding': [0, 0], 'dilation': [1, 1], 'groups': 2}]}",
                                   3, 2, &g, &err),
                          CD_ERR_FORMAT);
         assert_non_null(strstr(err.message, "'c'"));
@@ -528,10 +551,12 @@ static void test_bad_graphs(void **state) {
         stb_tensor(&b, "lw", 2, lw, NULL);
         cd_nn_graph *g = NULL;
         cd_error err;
-        assert_int_equal(stb_load(&b, HEAD "'output': 'fc', 'nodes': [{'name': 'f', 'op': 'flatten', 'inputs': ['x'], 'start_dim': 1},"
-                                           "{'name': 'fc', 'op': 'linear', 'inputs': ['f'], 'weight': 'lw', 'bias': null}]}",
-                                  2, 1, &g, &err),
-                         CD_OK);
+        assert_int_equal(
+            stb_load(&b,
+                     HEAD "'output': 'fc', 'nodes': [{'name': 'f', 'op': 'flatten', 'inputs': ['x'], 'start_dim': 1},"
+                          "{'name': 'fc', 'op': 'linear', 'inputs': ['f'], 'weight': 'lw', 'bias': null}]}",
+                     2, 1, &g, &err),
+            CD_OK);
         assert_int_equal(cd_nn_graph_shape(g, 1, 3, 3, 0, &err), CD_OK);
         assert_int_equal(cd_nn_graph_shape(g, 1, 4, 4, 0, &err), CD_ERR_FORMAT);
         assert_non_null(strstr(err.message, "'fc'"));
@@ -545,12 +570,17 @@ static void test_bad_graphs(void **state) {
         stb_tensor(&b, "w", 4, ws, NULL);
         cd_nn_graph *g = NULL;
         cd_error err;
-        assert_int_equal(stb_load(&b, HEAD "'output': 's', 'nodes': [" CONV("c", "x", "w", "") ","
-                                           "{'name': 'h', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [2, 2],"
-                                           " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
-                                           "{'name': 's', 'op': 'add', 'inputs': ['c', 'h']}]}",
-                                  1, 1, &g, &err),
-                         CD_OK);
+        assert_int_equal(
+            stb_load(
+                &b,
+                HEAD "'output': 's', 'nodes': [" CONV(
+                    "c", "x", "w",
+                    "") ","
+                        "{'name': 'h', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [2, 2],"
+                        " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                        "{'name': 's', 'op': 'add', 'inputs': ['c', 'h']}]}",
+                1, 1, &g, &err),
+            CD_OK);
         assert_int_equal(cd_nn_graph_shape(g, 1, 1, 1, 0, &err), CD_OK); /* 1x1 both ways */
         assert_int_equal(cd_nn_graph_shape(g, 1, 4, 4, 0, &err), CD_ERR_FORMAT);
         assert_non_null(strstr(err.message, "'s'"));
@@ -562,7 +592,8 @@ static void test_bad_graphs(void **state) {
         one_conv(&b, 1, 1, 5);
         cd_nn_graph *g = NULL;
         cd_error err;
-        assert_int_equal(stb_load(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 1, 1, &g, &err), CD_OK);
+        assert_int_equal(stb_load(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 1, 1, &g, &err),
+                         CD_OK);
         assert_int_equal(cd_nn_graph_shape(g, 1, 4, 9, 0, &err), CD_ERR_ARG);
         assert_non_null(strstr(err.message, "'c'"));
         assert_non_null(strstr(err.message, "too small"));
@@ -570,15 +601,19 @@ static void test_bad_graphs(void **state) {
     }
     /* duplicate names, missing fields, non-positive eps, bad JSON */
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'r', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}, "
-                        "{'name': 'r', 'op': 'relu', 'inputs': ['r']}]}",
+    expect_bad(&b,
+               HEAD "'output': 'r', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}, "
+                    "{'name': 'r', 'op': 'relu', 'inputs': ['r']}]}",
                1, "'r'", "duplicate");
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'c', 'nodes': [{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null,"
-                        " 'stride': [1, 1], 'dilation': [1, 1], 'groups': 1}]}",
+    expect_bad(&b,
+               HEAD
+               "'output': 'c', 'nodes': [{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null,"
+               " 'stride': [1, 1], 'dilation': [1, 1], 'groups': 1}]}",
                2, "'c'", "padding");
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'r', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}", 1, "not valid JSON", NULL);
+    expect_bad(&b, HEAD "'output': 'r', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}", 1, "not valid JSON",
+               NULL);
     one_conv(&b, 2, 1, 3);
     expect_bad(&b, HEAD "'output': 'zz', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}]}", 1, "'zz'", NULL);
     /* classes must match the output's channels */
@@ -588,8 +623,9 @@ static void test_bad_graphs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_maxpool_ceil),  cmocka_unit_test(test_avgpool_divisor), cmocka_unit_test(test_adaptive_bins),
-        cmocka_unit_test(test_conv_direct),   cmocka_unit_test(test_bn_fold),         cmocka_unit_test(test_arena_plan),
+        cmocka_unit_test(test_maxpool_ceil),  cmocka_unit_test(test_avgpool_divisor),
+        cmocka_unit_test(test_adaptive_bins), cmocka_unit_test(test_conv_direct),
+        cmocka_unit_test(test_bn_fold),       cmocka_unit_test(test_arena_plan),
         cmocka_unit_test(test_bad_graphs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

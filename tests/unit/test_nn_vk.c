@@ -39,7 +39,9 @@
 #include "nn/graph.h"
 #include "nn/vk_exec.h"
 
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)((double)(rnd() >> 11) * (1.0 / 9007199254740992.0)); }
+static float frand(float lo, float hi) {
+    return lo + (hi - lo) * (float)((double)(rnd() >> 11) * (1.0 / 9007199254740992.0));
+}
 
 static float *rand_array(int64_t n, float lo, float hi) {
     float *a = malloc(sizeof(float) * (size_t)(n ? n : 1));
@@ -79,8 +81,8 @@ static cd_nn_node *add_node(cd_nn_graph *g, cd_nn_op op, int in0, int in1, const
     return nd;
 }
 
-static cd_nn_node *add_conv(cd_nn_graph *g, int in, int c, int o, int k, int s, int p, int d, int groups, bool bias, bool relu,
-                            const char *name) {
+static cd_nn_node *add_conv(cd_nn_graph *g, int in, int c, int o, int k, int s, int p, int d, int groups, bool bias,
+                            bool relu, const char *name) {
     cd_nn_node *nd = add_node(g, CD_NN_CONV2D, in, -1, name);
     nd->in_ch = c;
     nd->out_ch = o;
@@ -107,8 +109,8 @@ static cd_nn_node *add_linear(cd_nn_graph *g, int in, int i, int o, bool bias, c
     return nd;
 }
 
-static cd_nn_node *add_pool(cd_nn_graph *g, cd_nn_op op, int in, int kh, int kw, int s, int p, int d, bool ceil_mode, bool cip,
-                            const char *name) {
+static cd_nn_node *add_pool(cd_nn_graph *g, cd_nn_op op, int in, int kh, int kw, int s, int p, int d, bool ceil_mode,
+                            bool cip, const char *name) {
     cd_nn_node *nd = add_node(g, op, in, -1, name);
     nd->kh = kh;
     nd->kw = kw;
@@ -160,7 +162,8 @@ static void round16_array(float *a, int64_t n) {
 static void round16_weights(cd_nn_graph *g) {
     for (int i = 0; i < g->count; i++) {
         const cd_nn_node *nd = &g->nodes[i];
-        if (nd->op == CD_NN_CONV2D) round16_array(nd->weight, (int64_t)nd->out_ch * (nd->in_ch / nd->groups) * nd->kh * nd->kw);
+        if (nd->op == CD_NN_CONV2D)
+            round16_array(nd->weight, (int64_t)nd->out_ch * (nd->in_ch / nd->groups) * nd->kh * nd->kw);
         if (nd->op == CD_NN_LINEAR) round16_array(nd->weight, (int64_t)nd->out_ch * nd->in_ch);
     }
 }
@@ -214,8 +217,9 @@ static void run_and_compare16(cd_gpu_context *ctx, cd_nn_graph *g, double rel, d
     if (g_fp16) rel += rel16;
     const double m = max_abs(ref, nout), d = excess(got, ref, nout);
     if (!(d <= rel * fmax(m, 1e-30)) || getenv("CIRRDATA_TEST_VERBOSE"))
-        fprintf(stderr, "%s%s: max|diff|%s %.3g, max|ref| %.3g, allowed %.3g (%s memory)\n", what, g_fp16 ? " (fp16)" : "",
-                g_fp16 ? " beyond 2^-11|ref|" : "", d, m, rel * m, cd_gpu_shared_memory(ctx) ? "shared" : "staging");
+        fprintf(stderr, "%s%s: max|diff|%s %.3g, max|ref| %.3g, allowed %.3g (%s memory)\n", what,
+                g_fp16 ? " (fp16)" : "", g_fp16 ? " beyond 2^-11|ref|" : "", d, m, rel * m,
+                cd_gpu_shared_memory(ctx) ? "shared" : "staging");
     assert_true(d <= rel * fmax(m, 1e-30));
     assert_true(m > 0);
     check_validation(ctx);
@@ -239,19 +243,19 @@ static void conv_cases(cd_gpu_memory_mode mode) {
     require_vulkan();
     cd_gpu_context *ctx = make_ctx(mode, 0);
     static const conv_case cases[] = {
-        {2, 3, 5, 7, 1, 3, 1, 1, 1, 1, true, false},     /* 1-pixel-wide axis, tiny channels */
-        {3, 4, 6, 9, 8, 3, 2, 1, 1, 1, true, true},      /* stride 2 with padding */
-        {1, 5, 7, 11, 10, 3, 1, 2, 2, 1, true, false},   /* dilation 2 */
-        {2, 6, 10, 8, 9, 3, 1, 1, 1, 2, true, true},     /* groups 2 */
-        {2, 8, 8, 6, 6, 3, 1, 1, 1, 8, false, false},    /* depthwise */
-        {3, 70, 130, 5, 6, 1, 1, 0, 1, 1, true, false},  /* 1x1, O over two tiles, K over several steps */
-        {2, 3, 16, 33, 31, 7, 2, 3, 1, 1, false, true},  /* ResNet's stem: 7x7 stride 2 pad 3 */
-        {1, 40, 3, 4, 4, 3, 1, 1, 1, 1, false, true},    /* K = 360, O = 3 */
-        {5, 2, 3, 1, 1, 1, 1, 0, 1, 1, true, false},     /* 1x1 images */
-        {2, 3, 16, 20, 17, 5, 2, 2, 1, 1, true, true},   /* 5x5 stride 2, padding 2 */
-        {2, 3, 24, 21, 18, 4, 4, 0, 1, 1, false, true},  /* cirrnet-small's stem: 4x4 stride 4, no padding, odd sizes */
-        {1, 16, 32, 9, 9, 1, 2, 0, 1, 1, true, false},   /* downsample: 1x1 stride 2 */
-        {1, 65, 66, 3, 70, 3, 1, 1, 1, 1, true, false},  /* 65x66 channels, wide rows (N = 210) */
+        {2, 3, 5, 7, 1, 3, 1, 1, 1, 1, true, false},    /* 1-pixel-wide axis, tiny channels */
+        {3, 4, 6, 9, 8, 3, 2, 1, 1, 1, true, true},     /* stride 2 with padding */
+        {1, 5, 7, 11, 10, 3, 1, 2, 2, 1, true, false},  /* dilation 2 */
+        {2, 6, 10, 8, 9, 3, 1, 1, 1, 2, true, true},    /* groups 2 */
+        {2, 8, 8, 6, 6, 3, 1, 1, 1, 8, false, false},   /* depthwise */
+        {3, 70, 130, 5, 6, 1, 1, 0, 1, 1, true, false}, /* 1x1, O over two tiles, K over several steps */
+        {2, 3, 16, 33, 31, 7, 2, 3, 1, 1, false, true}, /* ResNet's stem: 7x7 stride 2 pad 3 */
+        {1, 40, 3, 4, 4, 3, 1, 1, 1, 1, false, true},   /* K = 360, O = 3 */
+        {5, 2, 3, 1, 1, 1, 1, 0, 1, 1, true, false},    /* 1x1 images */
+        {2, 3, 16, 20, 17, 5, 2, 2, 1, 1, true, true},  /* 5x5 stride 2, padding 2 */
+        {2, 3, 24, 21, 18, 4, 4, 0, 1, 1, false, true}, /* cirrnet-small's stem: 4x4 stride 4, no padding, odd sizes */
+        {1, 16, 32, 9, 9, 1, 2, 0, 1, 1, true, false},  /* downsample: 1x1 stride 2 */
+        {1, 65, 66, 3, 70, 3, 1, 1, 1, 1, true, false}, /* 65x66 channels, wide rows (N = 210) */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const conv_case *c = &cases[i];
@@ -304,10 +308,10 @@ static void test_pools(void **state) {
         {CD_NN_MAXPOOL2D, 3, 3, 2, 0, 1, true, false, 1, 2, 8, 9},    /* ceil mode */
         {CD_NN_MAXPOOL2D, 3, 2, 1, 1, 2, false, false, 1, 3, 9, 7},   /* dilation 2 */
         {CD_NN_MAXPOOL2D, 2, 2, 2, 0, 1, false, false, 3, 5, 2, 7},   /* one output row */
-        {CD_NN_AVGPOOL2D, 1, 3, 1, 0, 1, false, true, 2, 3, 1, 7},     /* 1-pixel axis */
+        {CD_NN_AVGPOOL2D, 1, 3, 1, 0, 1, false, true, 2, 3, 1, 7},    /* 1-pixel axis */
         {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, false, true, 2, 3, 9, 10},
         {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, false, false, 2, 3, 9, 10},
-        {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, true, true, 1, 4, 8, 8},     /* ceil mode: a window past the padding */
+        {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, true, true, 1, 4, 8, 8}, /* ceil mode: a window past the padding */
         {CD_NN_AVGPOOL2D, 3, 3, 2, 1, 1, true, false, 1, 4, 8, 8},
         {CD_NN_AVGPOOL2D, 2, 2, 2, 0, 1, false, true, 2, 5, 7, 6},
         {CD_NN_ADAPTIVE_AVGPOOL2D, 1, 1, 1, 0, 1, false, false, 3, 7, 7, 7},
@@ -348,7 +352,8 @@ static void test_add(void **state) {
         add_pool(g, CD_NN_AVGPOOL2D, 0, 3, 3, 1, 1, 1, false, true, "b");
         add_node(g, CD_NN_ADD, 1, 2, "add")->relu = relu;
         finish(g, 2, 5, 67);
-        /* fp16: the average pool's output is rounded (2^-11 of it, and |avg| <= max|x| = 2 <~ max|ref|) before the add */
+        /* fp16: the average pool's output is rounded (2^-11 of it, and |avg| <= max|x| = 2 <~ max|ref|)
+         * before the add */
         run_and_compare16(ctx, g, 1e-6, 0x1p-10, relu ? "add+relu" : "add");
         cd_nn_graph_free(g);
     }
@@ -376,7 +381,7 @@ static void test_add(void **state) {
 static cd_nn_graph *small_net(void) {
     cd_nn_graph *g = new_graph(12, 3);
     add_conv(g, 0, 3, 8, 5, 2, 2, 1, 1, true, true, "conv1");                 /* 1 */
-    add_pool(g, CD_NN_MAXPOOL2D, 1, 3, 3, 2, 1, 1, false, false, "maxpool"); /* 2 */
+    add_pool(g, CD_NN_MAXPOOL2D, 1, 3, 3, 2, 1, 1, false, false, "maxpool");  /* 2 */
     add_conv(g, 2, 8, 16, 3, 2, 1, 1, 1, true, true, "l1c1");                 /* 3 */
     add_conv(g, 3, 16, 16, 3, 1, 1, 1, 1, true, false, "l1c2");               /* 4 */
     add_conv(g, 2, 8, 16, 1, 2, 0, 1, 1, true, false, "l1down");              /* 5 */
@@ -429,7 +434,8 @@ static void test_graph(void **state) {
                 check_fallback(0, true);
                 const double m = max_abs(ref, nout), d = excess(got, ref, nout);
                 if (!(d <= rel * m) || getenv("CIRRDATA_TEST_VERBOSE"))
-                    fprintf(stderr, "graph shape %d%s: max|diff| %.3g max|ref| %.3g\n", s, g_fp16 ? " (fp16)" : "", d, m);
+                    fprintf(stderr, "graph shape %d%s: max|diff| %.3g max|ref| %.3g\n", s, g_fp16 ? " (fp16)" : "", d,
+                            m);
                 assert_true(d <= rel * m);
                 assert_true(m > 0);
             }

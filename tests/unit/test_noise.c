@@ -16,7 +16,8 @@
 static void test_philox_blocks(void **state) {
     (void)state;
     /* counters at 0, across the 2^32 carry into word 1, and across the 2^64 wrap */
-    const uint32_t starts[][4] = {{0, 0, 0, 0}, {0xFFFFFFF0u, 7, 3, 9}, {0xFFFFFFFAu, 0xFFFFFFFFu, 1, 2}, {12345, 0, 4, 0}};
+    const uint32_t starts[][4] = {
+        {0, 0, 0, 0}, {0xFFFFFFF0u, 7, 3, 9}, {0xFFFFFFFAu, 0xFFFFFFFFu, 1, 2}, {12345, 0, 4, 0}};
     const uint32_t key[2] = {0x01234567u, 0x89ABCDEFu};
     const size_t counts[] = {0, 1, 15, 16, 17, 33, 100};
     uint32_t out[4 * 100 + 4];
@@ -115,7 +116,8 @@ static void test_noise_op(void **state) {
     a.noise = true;
     a.noise_sigma = 0.37;
     a.noise_key = 99;
-    float *img = malloc(sizeof(float) * (size_t)(3 * n)), *ref = malloc(sizeof(float) * (size_t)(3 * n)), *nz = malloc(sizeof(float) * (size_t)n);
+    float *img = malloc(sizeof(float) * (size_t)(3 * n)), *ref = malloc(sizeof(float) * (size_t)(3 * n)),
+          *nz = malloc(sizeof(float) * (size_t)n);
     for (int64_t i = 0; i < 3 * n; i++) img[i] = ref[i] = (float)sin(0.1 * (double)i) * 100.0f;
     cd_aug_noise_fill(a.noise_key, 0, n, nz);
     cd_error err;

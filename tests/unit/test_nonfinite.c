@@ -40,7 +40,8 @@ static cd_volume *smooth_f32(const int64_t d[3]) {
     float *p = cd_volume_data(v);
     for (int64_t z = 0, i = 0; z < d[2]; z++)
         for (int64_t y = 0; y < d[1]; y++)
-            for (int64_t x = 0; x < d[0]; x++, i++) p[i] = (float)(50.0 + 10.0 * sin(0.7 * x) + 7.0 * cos(0.5 * y) + 3.0 * z + 0.1 * x * y);
+            for (int64_t x = 0; x < d[0]; x++, i++)
+                p[i] = (float)(50.0 + 10.0 * sin(0.7 * x) + 7.0 * cos(0.5 * y) + 3.0 * z + 0.1 * x * y);
     return v;
 }
 
@@ -105,8 +106,9 @@ static void test_apply(void **state) {
     assert_null(clean);
     assert_non_null(strstr(err.message, "3 non-finite voxels (NaN or infinite in float32) in the image; "));
     assert_non_null(strstr(err.message, "\"non_finite\": \"zero\""));
-    assert_int_equal(cd_non_finite_apply(CD_NON_FINITE_ERROR, v, "the image", "staging needs finite values", &clean, &err),
-                     CD_ERR_FORMAT);
+    assert_int_equal(
+        cd_non_finite_apply(CD_NON_FINITE_ERROR, v, "the image", "staging needs finite values", &clean, &err),
+        CD_ERR_FORMAT);
     assert_non_null(strstr(err.message, "in the image; staging needs finite values"));
     assert_int_equal(cd_non_finite_apply(CD_NON_FINITE_ZERO, v, "the image", NULL, &clean, &err), CD_OK);
     assert_non_null(clean);
@@ -121,15 +123,18 @@ static void test_apply(void **state) {
     assert_memory_equal(s1, s2, sizeof s1);
     const float *c = cd_volume_data_const(clean);
     for (size_t i = 0; i < 60; i++) {
-        if (i == 7 || i == 8 || i == 59) assert_true(c[i] == 0.0f);
-        else assert_true(c[i] == (float)((double)p[i] * 2.0 + 1.0)); /* physical values */
+        if (i == 7 || i == 8 || i == 59)
+            assert_true(c[i] == 0.0f);
+        else
+            assert_true(c[i] == (float)((double)p[i] * 2.0 + 1.0)); /* physical values */
     }
     cd_volume_destroy(clean);
     /* a path-named refusal (the mask in convert) */
     cd_volume *m = v;
     assert_int_equal(cd_non_finite_resolve(CD_NON_FINITE_ERROR, &m, "/data/m.nii.gz", "the mask", &err), CD_ERR_FORMAT);
     assert_ptr_equal(m, v);
-    assert_non_null(strstr(err.message, "/data/m.nii.gz: 3 non-finite voxels (NaN or infinite in float32) in the mask; "));
+    assert_non_null(
+        strstr(err.message, "/data/m.nii.gz: 3 non-finite voxels (NaN or infinite in float32) in the mask; "));
     assert_non_null(strstr(err.message, "background"));
     assert_int_equal(cd_non_finite_resolve(CD_NON_FINITE_ZERO, &m, "/data/m.nii.gz", "the mask", &err), CD_OK);
     assert_ptr_not_equal(m, v); /* v was destroyed and replaced */
@@ -146,7 +151,8 @@ static void test_recipe_field(void **state) {
     char *j = cd_recipe_to_json(&r);
     assert_null(strstr(j, "non_finite")); /* the default is not written: fingerprints stay as they were */
     free(j);
-    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": \"zero\"}", "x.json", &r, &err), CD_OK);
+    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": \"zero\"}", "x.json", &r, &err),
+                     CD_OK);
     assert_int_equal(r.non_finite, CD_NON_FINITE_ZERO);
     j = cd_recipe_to_json(&r);
     assert_non_null(strstr(j, "\"non_finite\": \"zero\""));
@@ -154,11 +160,14 @@ static void test_recipe_field(void **state) {
     assert_int_equal(cd_recipe_parse(j, "back", &back, &err), CD_OK);
     assert_int_equal(back.non_finite, CD_NON_FINITE_ZERO);
     free(j);
-    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": \"error\"}", "x.json", &r, &err), CD_OK);
+    assert_int_equal(
+        cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": \"error\"}", "x.json", &r, &err), CD_OK);
     assert_int_equal(r.non_finite, CD_NON_FINITE_ERROR);
-    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": \"nan\"}", "x.json", &r, &err), CD_ERR_FORMAT);
+    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": \"nan\"}", "x.json", &r, &err),
+                     CD_ERR_FORMAT);
     assert_non_null(strstr(err.message, "x.json: recipe: 'non_finite' must be one of error, zero"));
-    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": 0}", "x.json", &r, &err), CD_ERR_FORMAT);
+    assert_int_equal(cd_recipe_parse("{\"name\": \"x\", \"version\": 1, \"non_finite\": 0}", "x.json", &r, &err),
+                     CD_ERR_FORMAT);
 }
 
 /* cd_preprocess of an image with a NaN: refused; with "zero" the same bytes as the image with a 0 there. */
@@ -205,7 +214,8 @@ static void test_float16_range(void **state) {
     cd_volume *v = smooth_f32(d);
     cd_recipe r;
     cd_error err;
-    assert_int_equal(cd_recipe_parse("{\"name\": \"h\", \"version\": 1, \"dtype\": \"float16\"}", "h.json", &r, &err), CD_OK);
+    assert_int_equal(cd_recipe_parse("{\"name\": \"h\", \"version\": 1, \"dtype\": \"float16\"}", "h.json", &r, &err),
+                     CD_OK);
     cd_sample *s = NULL;
     ((float *)cd_volume_data(v))[3] = 65504.0f; /* the largest float16 */
     assert_int_equal(cd_preprocess(&r, NULL, v, NULL, 1, &s, &err), CD_OK);
@@ -222,17 +232,17 @@ static void test_float16_range(void **state) {
 
 /* ---- trilinear resampling: taps of weight 0 are not read ---- */
 
-typedef cd_status (*resample_fn)(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, cd_volume **out,
-                                 cd_error *err);
+typedef cd_status (*resample_fn)(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro,
+                                 cd_volume **out, cd_error *err);
 
-static cd_status cpu_resample(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, cd_volume **out,
-                              cd_error *err) {
+static cd_status cpu_resample(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro,
+                              cd_volume **out, cd_error *err) {
     (void)ctx;
     return cd_resample(src, g, ro, out, err);
 }
 
-static cd_status gpu_resample(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro, cd_volume **out,
-                              cd_error *err) {
+static cd_status gpu_resample(void *ctx, const cd_volume *src, const cd_grid *g, const cd_resample_options *ro,
+                              cd_volume **out, cd_error *err) {
     cd_status st = cd_gpu_resample(ctx, src, g, ro, out, err);
     check_validation(ctx);
     return st;
@@ -276,8 +286,9 @@ static void linear_suite(resample_fn fn, void *ctx, const char *who) {
         cd_grid_of_volume(v, &g);
         assert_int_equal(fn(ctx, v, &g, &ro, &o, &err), CD_OK);
         int n = non_finite_at(o, w, 64);
-        if (n != 1) fprintf(stderr, "%s: identity grid: %d non-finite voxels, first (%lld, %lld, %lld)\n", who, n, (long long)w[0][0],
-                            (long long)w[0][1], (long long)w[0][2]);
+        if (n != 1)
+            fprintf(stderr, "%s: identity grid: %d non-finite voxels, first (%lld, %lld, %lld)\n", who, n,
+                    (long long)w[0][0], (long long)w[0][1], (long long)w[0][2]);
         assert_int_equal(n, 1);
         assert_memory_equal(w[0], p, sizeof w[0]);
         const float *src = cd_volume_data_const(v), *out = cd_volume_data_const(o);
@@ -301,8 +312,9 @@ static void linear_suite(resample_fn fn, void *ctx, const char *who) {
         n = non_finite_at(o, w, 64);
         assert_true(n >= 1 && n <= 64);
         for (int i = 0; i < n; i++) {
-            if (w[i][2] != p[2]) fprintf(stderr, "%s: 2D resize: non-finite voxel in slice %lld, not %lld\n", who, (long long)w[i][2],
-                                         (long long)p[2]);
+            if (w[i][2] != p[2])
+                fprintf(stderr, "%s: 2D resize: non-finite voxel in slice %lld, not %lld\n", who, (long long)w[i][2],
+                        (long long)p[2]);
             assert_int_equal(w[i][2], p[2]);
         }
         cd_volume_destroy(o);
@@ -340,10 +352,10 @@ static void test_linear_gpu_fixed_point(void **state) {
 int main(void) {
     if (gpu_test_init() != 0) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_count),      cmocka_unit_test(test_apply),      cmocka_unit_test(test_recipe_field),
-        cmocka_unit_test(test_preprocess), cmocka_unit_test(test_float16_range), cmocka_unit_test(test_linear_cpu),
-        cmocka_unit_test(test_linear_gpu),
-        cmocka_unit_test(test_linear_gpu_fixed_point),
+        cmocka_unit_test(test_count),         cmocka_unit_test(test_apply),
+        cmocka_unit_test(test_recipe_field),  cmocka_unit_test(test_preprocess),
+        cmocka_unit_test(test_float16_range), cmocka_unit_test(test_linear_cpu),
+        cmocka_unit_test(test_linear_gpu),    cmocka_unit_test(test_linear_gpu_fixed_point),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,7 @@ static void test_values_and_conversions(void **state) {
      * not 8-byte aligned, so the reader must not load doubles in place -- f (F32, 2x2) at 42, i (I64) at 58. */
     uint8_t data[66];
     memset(data, 0, sizeof data);
-    const uint16_t h[2] = {0x3555, 0x0001};     /* 0.333251953125 (= 1365/4096), 2^-24 (smallest subnormal) */
+    const uint16_t h[2] = {0x3555, 0x0001};         /* 0.333251953125 (= 1365/4096), 2^-24 (smallest subnormal) */
     const uint16_t b[3] = {0x3F80, 0x4049, 0xC2F7}; /* 1.0, 3.140625, -123.5 */
     const double d[4] = {0.1, 2.5, 1e300, -1e300};
     const float f[4] = {1.5f, -2.0f, 0.0f, 1e-3f};
@@ -125,8 +125,10 @@ static const bad_case bad_cases[] = {
     {"trailing garbage", "{} x", 0, CD_ERR_FORMAT, "not valid JSON"},
     {"non-object", "[1, 2]", 0, CD_ERR_FORMAT, "not a JSON object"},
     {"empty header", "", 0, CD_ERR_FORMAT, "not a JSON object"},
-    {"duplicate key", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                      "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, CD_ERR_FORMAT, "duplicate"},
+    {"duplicate key",
+     "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+     "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+     8, CD_ERR_FORMAT, "duplicate"},
     {"entry not object", "{\"w\": 3}", 0, CD_ERR_FORMAT, "tensor 'w': entry is not an object"},
     {"unknown dtype", "{\"w\":{\"dtype\":\"F99\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, CD_ERR_FORMAT,
      "tensor 'w': unknown dtype 'F99'"},
@@ -144,14 +146,17 @@ static const bad_case bad_cases[] = {
      "tensor 'w': rank 9"},
     {"element count overflow", "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}",
      0, CD_ERR_FORMAT, "tensor 'w': element count overflows"},
-    {"huge dim of an empty tensor", "{\"w\":{\"dtype\":\"F32\",\"shape\":[0,9223372036854775807],\"data_offsets\":[0,0]}}",
-     0, CD_ERR_FORMAT, "tensor 'w': element count overflows"},
+    {"huge dim of an empty tensor",
+     "{\"w\":{\"dtype\":\"F32\",\"shape\":[0,9223372036854775807],\"data_offsets\":[0,0]}}", 0, CD_ERR_FORMAT,
+     "tensor 'w': element count overflows"},
     {"byte count overflow", "{\"w\":{\"dtype\":\"F64\",\"shape\":[2305843009213693952],\"data_offsets\":[0,0]}}", 0,
      CD_ERR_FORMAT, "tensor 'w': element count overflows"},
     {"offsets past buffer", "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8, CD_ERR_TRUNCATED,
      "tensor 'w': data_offsets end 16 is past the 8-byte data buffer"},
-    {"huge offsets", "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[9223372036854775806,"
-                     "9223372036854775807]}}", 8, CD_ERR_TRUNCATED, "tensor 'w': data_offsets end"},
+    {"huge offsets",
+     "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[9223372036854775806,"
+     "9223372036854775807]}}",
+     8, CD_ERR_TRUNCATED, "tensor 'w': data_offsets end"},
     {"end-begin mismatch", "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, CD_ERR_FORMAT,
      "tensor 'w': data_offsets span 4 bytes, but F32 shape needs 8"},
     {"reversed offsets", "{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]}}", 8, CD_ERR_FORMAT,
@@ -160,12 +165,16 @@ static const bad_case bad_cases[] = {
      "tensor 'w': data_offsets [-4, 0]"},
     {"offsets not a pair", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 8, CD_ERR_FORMAT,
      "tensor 'w': data_offsets is not [begin, end]"},
-    {"overlapping tensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, CD_ERR_FORMAT,
-     "tensors 'a' and 'b' overlap"},
-    {"same offsets", "{\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[4,8]},"
-                     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, CD_ERR_FORMAT, "overlap"},
-    {"missing field", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, CD_ERR_FORMAT, "tensor 'w': missing 'data_offsets'"},
+    {"overlapping tensors",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+     12, CD_ERR_FORMAT, "tensors 'a' and 'b' overlap"},
+    {"same offsets",
+     "{\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+     8, CD_ERR_FORMAT, "overlap"},
+    {"missing field", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, CD_ERR_FORMAT,
+     "tensor 'w': missing 'data_offsets'"},
     {"unknown field", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4, CD_ERR_FORMAT,
      "tensor 'w': unknown key 'x'"},
     {"metadata non-string", "{\"__metadata__\":{\"cirrdata.arch\":\"r\",\"k\":1}}", 0, CD_ERR_FORMAT,
@@ -230,7 +239,8 @@ static void test_files_on_disk(void **state) {
     const float vals[3] = {1.0f, 2.0f, 3.0f};
     size_t len;
     uint8_t *buf = build("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                         "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", vals, sizeof vals, &len);
+                         "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                         vals, sizeof vals, &len);
     write_bytes(path, buf, len);
     cd_st_file *sf = NULL;
     cd_error err;

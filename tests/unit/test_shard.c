@@ -9,7 +9,9 @@
 #define NY 20
 #define NZ 9
 
-static int16_t image_value(int rec, int c, int x, int y, int z) { return (int16_t)(rec * 1000 + c * 500 + x * 13 - y * 7 + z); }
+static int16_t image_value(int rec, int c, int x, int y, int z) {
+    return (int16_t)(rec * 1000 + c * 500 + x * 13 - y * 7 + z);
+}
 
 static void fill_record(int rec, int16_t *img, uint8_t *mask) {
     for (int c = 0; c < 2; c++)
@@ -32,8 +34,10 @@ static void write_shard(const char *path, int nrec, cd_codec codec) {
         snprintf(meta, sizeof meta, "{\"key\": \"case/%d\", \"label\": %d}", r, r % 3);
         cd_record_builder *b;
         assert_int_equal(cd_record_builder_create(meta, &b, &err), CD_OK);
-        assert_int_equal(cd_record_builder_add_tensor(b, "image", CD_DTYPE_INT16, 2, shape, chunk, codec, 3, img, &err), CD_OK);
-        assert_int_equal(cd_record_builder_add_tensor(b, "mask", CD_DTYPE_UINT8, 1, shape, chunk, codec, 3, mask, &err), CD_OK);
+        assert_int_equal(cd_record_builder_add_tensor(b, "image", CD_DTYPE_INT16, 2, shape, chunk, codec, 3, img, &err),
+                         CD_OK);
+        assert_int_equal(cd_record_builder_add_tensor(b, "mask", CD_DTYPE_UINT8, 1, shape, chunk, codec, 3, mask, &err),
+                         CD_OK);
         assert_int_equal(cd_record_builder_add_tensor(b, "mask", CD_DTYPE_UINT8, 1, shape, chunk, codec, 3, mask, &err),
                          CD_ERR_ARG);
         assert_int_equal(cd_shard_writer_append(w, b, &err), CD_OK);
@@ -102,11 +106,20 @@ static void check_roundtrip(cd_codec codec) {
     cd_shard_close(s);
     int64_t bad;
     assert_int_equal(cd_shard_verify(path, &bad, &err), CD_OK);
-    free(img); free(got); free(mask); free(gotm);
+    free(img);
+    free(got);
+    free(mask);
+    free(gotm);
 }
 
-static void test_roundtrip_zstd(void **state) { (void)state; check_roundtrip(CD_CODEC_ZSTD); }
-static void test_roundtrip_raw(void **state) { (void)state; check_roundtrip(CD_CODEC_RAW); }
+static void test_roundtrip_zstd(void **state) {
+    (void)state;
+    check_roundtrip(CD_CODEC_ZSTD);
+}
+static void test_roundtrip_raw(void **state) {
+    (void)state;
+    check_roundtrip(CD_CODEC_RAW);
+}
 
 static void test_deterministic_bytes(void **state) {
     (void)state;
@@ -155,11 +168,11 @@ static void test_damage_detected(void **state) {
     cd_record_chunk_info(r, 0, 2, &ci);
     cd_record_destroy(r);
     cd_shard_close(s);
-    expect_damage(good, n, 20, 0x1, 0, CD_ERR_CORRUPT, -1, "header checksum");        /* shard header */
-    expect_damage(good, n, n - 10, 0x4, 0, CD_ERR_CORRUPT, -1, "index checksum");     /* index */
+    expect_damage(good, n, 20, 0x1, 0, CD_ERR_CORRUPT, -1, "header checksum");            /* shard header */
+    expect_damage(good, n, n - 10, 0x4, 0, CD_ERR_CORRUPT, -1, "index checksum");         /* index */
     expect_damage(good, n, (size_t)ci.offset + 5, 0x10, 0, CD_ERR_CORRUPT, 1, "chunk 2"); /* a chunk of record 1 */
     expect_damage(good, n, 4096 + 40, 0x2, 0, CD_ERR_CORRUPT, 0, "record header checksum");
-    expect_damage(good, n, 0, 0, n - 100, CD_ERR_TRUNCATED, -1, "header says");       /* truncated */
+    expect_damage(good, n, 0, 0, n - 100, CD_ERR_TRUNCATED, -1, "header says"); /* truncated */
     expect_damage(good, n, 0, 0xff, 0, CD_ERR_FORMAT, -1, "bad magic");
     free(good);
 }
@@ -221,14 +234,19 @@ static void test_structure_rules(void **state) {
     const size_t rec = 4096, ioff = (size_t)le64(good + 24), t0 = rec + 32, t1 = t0 + 64;
     static const struct {
         const char *what;
-        int where; /* 0 shard header, 1 index entry, 2 record header, 3 tensor entry, 4 duplicate name, 5 name padding */
+        /* 0 shard header, 1 index entry, 2 record header, 3 tensor entry, 4 duplicate name, 5 name padding */
+        int where;
         size_t at;
         const char *needle;
     } cases[] = {
-        {"shard header reserved", 0, 100, "reserved bytes"},  {"index entry reserved", 1, 12, "bad index entry"},
-        {"index entry reserved 2", 1, 24, "bad index entry"}, {"record header reserved", 2, 20, "inconsistent record header"},
-        {"tensor reserved", 3, 18, "reserved bytes"},         {"tensor reserved 2", 3, 60, "reserved bytes"},
-        {"duplicate name", 4, 0, "two tensors named 'image'"}, {"name padding", 5, 0, "name padding"},
+        {"shard header reserved", 0, 100, "reserved bytes"},
+        {"index entry reserved", 1, 12, "bad index entry"},
+        {"index entry reserved 2", 1, 24, "bad index entry"},
+        {"record header reserved", 2, 20, "inconsistent record header"},
+        {"tensor reserved", 3, 18, "reserved bytes"},
+        {"tensor reserved 2", 3, 60, "reserved bytes"},
+        {"duplicate name", 4, 0, "two tensors named 'image'"},
+        {"name padding", 5, 0, "name padding"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         uint8_t *b = malloc(n);
@@ -238,8 +256,8 @@ static void test_structure_rules(void **state) {
         case 1: b[ioff + cases[k].at] = 1; break;
         case 2: b[rec + cases[k].at] = 1; break;
         case 3: b[t1 + cases[k].at] = 1; break;
-        case 4: memcpy(b + t1, b + t0, 16); break;          /* "mask" renamed "image" */
-        case 5: b[t1 + 10] = 'x'; break;                    /* "mask\0\0...x" */
+        case 4: memcpy(b + t1, b + t0, 16); break; /* "mask" renamed "image" */
+        case 5: b[t1 + 10] = 'x'; break;           /* "mask\0\0...x" */
         }
         reseal(b, n);
         write_bytes(path, b, n);
@@ -264,12 +282,9 @@ static void test_structure_rules(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_zstd),
-        cmocka_unit_test(test_roundtrip_raw),
-        cmocka_unit_test(test_deterministic_bytes),
-        cmocka_unit_test(test_damage_detected),
-        cmocka_unit_test(test_aliased_chunk_rejected),
-        cmocka_unit_test(test_structure_rules),
+        cmocka_unit_test(test_roundtrip_zstd),         cmocka_unit_test(test_roundtrip_raw),
+        cmocka_unit_test(test_deterministic_bytes),    cmocka_unit_test(test_damage_detected),
+        cmocka_unit_test(test_aliased_chunk_rejected), cmocka_unit_test(test_structure_rules),
     };
     return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
 }

@@ -10,8 +10,8 @@
 /* Small fixed grid for the feature tests: fast, and the same grid for every stage. */
 static void make_case(uint32_t idx, cd_sequence seq, int stage, const int64_t dims[3], cd_volume **img,
                       cd_volume **msk) {
-    cd_synth_case_params p = {.seed = 1234, .case_index = idx, .sequence = seq, .stage = stage,
-                              .dims = {dims[0], dims[1], dims[2]}};
+    cd_synth_case_params p = {
+        .seed = 1234, .case_index = idx, .sequence = seq, .stage = stage, .dims = {dims[0], dims[1], dims[2]}};
     cd_error err;
     assert_int_equal(cd_synth_case(&p, img, msk, &err), CD_OK);
 }
@@ -148,8 +148,8 @@ static void test_stage_features(void **state) {
             cd_volume_destroy(msk);
         }
     }
-    print_message("healthy vs severe: roughness %.3f/%.3f, left share %.3f/%.3f, heterogeneity %.4f/%.4f\n",
-                  rough[0], rough[1], left[0], left[1], het[0], het[1]);
+    print_message("healthy vs severe: roughness %.3f/%.3f, left share %.3f/%.3f, heterogeneity %.4f/%.4f\n", rough[0],
+                  rough[1], left[0], left[1], het[0], het[1]);
     assert_true(rough[1] > 1.05 * rough[0]);
     assert_true(left[1] > left[0] + 0.03);
     assert_true(het[1] > 1.05 * het[0]);
@@ -257,9 +257,9 @@ static void test_tree(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deterministic),     cmocka_unit_test(test_ranges_and_orientation),
-        cmocka_unit_test(test_stage_features),    cmocka_unit_test(test_contrast),
-        cmocka_unit_test(test_bad_params),        cmocka_unit_test(test_tree),
+        cmocka_unit_test(test_deterministic),  cmocka_unit_test(test_ranges_and_orientation),
+        cmocka_unit_test(test_stage_features), cmocka_unit_test(test_contrast),
+        cmocka_unit_test(test_bad_params),     cmocka_unit_test(test_tree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

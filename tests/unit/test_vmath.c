@@ -84,8 +84,8 @@ static void test_pow_unit(void **state) {
  * AVX-512F. */
 enum { NV = 1 << 16 };
 
-__attribute__((noinline, optimize("no-tree-vectorize", "no-tree-slp-vectorize"))) static void pow_scalar(const float *t, float *y,
-                                                                                                        float g) {
+__attribute__((noinline, optimize("no-tree-vectorize", "no-tree-slp-vectorize"))) static void
+pow_scalar(const float *t, float *y, float g) {
     for (int i = 0; i < NV; i++) {
         y[i] = cd_vpowf_unit(t[i], g);
         __asm__ volatile("" ::: "memory"); /* one element at a time */
@@ -98,12 +98,14 @@ __attribute__((noinline)) static void pow_lanes(const float *restrict t, float *
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((noinline, target("avx2"))) static void pow_lanes_avx2(const float *restrict t, float *restrict y, float g) {
+__attribute__((noinline, target("avx2"))) static void pow_lanes_avx2(const float *restrict t, float *restrict y,
+                                                                     float g) {
     for (int64_t i = 0; i < NV; i += 16)
         for (int64_t k = 0; k < 16; k++) y[i + k] = cd_vpowf_unit(t[i + k], g);
 }
 
-__attribute__((noinline, target("avx512f"))) static void pow_lanes_avx512(const float *restrict t, float *restrict y, float g) {
+__attribute__((noinline, target("avx512f"))) static void pow_lanes_avx512(const float *restrict t, float *restrict y,
+                                                                          float g) {
     for (int64_t i = 0; i < NV; i += 16)
         for (int64_t k = 0; k < 16; k++) y[i + k] = cd_vpowf_unit(t[i + k], g);
 }

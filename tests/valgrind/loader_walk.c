@@ -49,7 +49,9 @@ int main(int argc, char **argv) {
     cd_loader_state st;
     cd_loader_get_state(l, &st);
     o.threads = 1;
-    if (cd_loader_create(&o, &l2, &err) != CD_OK || cd_loader_set_state(l2, &st, &err) != CD_OK || walk(l2, n, &sum, &err)) goto out;
+    if (cd_loader_create(&o, &l2, &err) != CD_OK || cd_loader_set_state(l2, &st, &err) != CD_OK ||
+        walk(l2, n, &sum, &err))
+        goto out;
     cd_batch *b = NULL;
     while (!b)
         if (cd_loader_next(l2, &b, &err) != CD_OK) goto out;
@@ -61,7 +63,8 @@ int main(int argc, char **argv) {
     cd_error e2;
     cd_error_clear(&e2);
     if (cd_loader_next(l2, &b2, &e2) != CD_ERR_ARG || b2 || !strstr(e2.message, "closed")) {
-        snprintf(err.message, sizeof err.message, "cd_loader_next after cd_loader_close must fail: '%.200s'", e2.message);
+        snprintf(err.message, sizeof err.message, "cd_loader_next after cd_loader_close must fail: '%.200s'",
+                 e2.message);
         goto out;
     }
     cd_loader_release(l2, b); /* does nothing after the close */

@@ -6,7 +6,7 @@
 
 #define FONT_GLYPH_W 5
 #define FONT_GLYPH_H 8 /* 7 rows above the baseline, 1 for descenders */
-#define FONT_CAP_H 7    /* height of capitals and digits */
+#define FONT_CAP_H 7   /* height of capitals and digits */
 /* Advance per character and per line at scale 1. */
 #define FONT_CELL_W 6
 #define FONT_CELL_H 10

@@ -49,8 +49,8 @@ int plane_voxel_to_pixel(int64_t i, int64_t n, int w, bool flip) {
     return u < 0 ? 0 : u >= w ? w - 1 : u;
 }
 
-void plane_sample(const float *img, const uint8_t *mask, const int64_t d[3], const plane_view *vw, int64_t pos, int w, int h,
-                  float *out, uint8_t *mout) {
+void plane_sample(const float *img, const uint8_t *mask, const int64_t d[3], const plane_view *vw, int64_t pos, int w,
+                  int h, float *out, uint8_t *mout) {
     for (int v = 0; v < h; v++) {
         double rc = pixel_to_voxel(v, h, d[vw->row], vw->row_flip);
         rc = rc < 0 ? 0 : rc > (double)(d[vw->row] - 1) ? (double)(d[vw->row] - 1) : rc;

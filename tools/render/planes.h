@@ -32,8 +32,8 @@ static inline size_t plane_vidx(const int64_t d[3], int64_t x, int64_t y, int64_
 int plane_voxel_to_pixel(int64_t i, int64_t n, int w, bool flip);
 /* Samples the plane (fixed axis at index pos) of one channel (C order, dims d) onto w x h display
  * pixels: bilinear for the image, nearest for the mask (mask/mout may be NULL). */
-void plane_sample(const float *img, const uint8_t *mask, const int64_t d[3], const plane_view *vw, int64_t pos, int w, int h,
-                  float *out, uint8_t *mout);
+void plane_sample(const float *img, const uint8_t *mask, const int64_t d[3], const plane_view *vw, int64_t pos, int w,
+                  int h, float *out, uint8_t *mout);
 /* The p_lo-th and p_hi-th percentiles (NumPy's default, linear) of the finite values of v[0..n): a
  * window with *hi > *lo (0..1 when none is finite). False when out of memory. */
 bool plane_window(const float *v, size_t n, double p_lo, double p_hi, float *lo, float *hi);

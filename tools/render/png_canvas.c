@@ -33,7 +33,8 @@ cd_status png_canvas_init(png_canvas *c, int width, int height, png_rgb bg, cd_e
     c->width = c->height = 0;
     c->pixels = NULL;
     if (width < 1 || height < 1 || width > CANVAS_MAX_SIDE || height > CANVAS_MAX_SIDE)
-        return fail(err, CD_ERR_ARG, "picture size %d x %d is outside 1..%d pixels per side", width, height, CANVAS_MAX_SIDE);
+        return fail(err, CD_ERR_ARG, "picture size %d x %d is outside 1..%d pixels per side", width, height,
+                    CANVAS_MAX_SIDE);
     c->pixels = malloc((size_t)width * (size_t)height * 3);
     if (!c->pixels) return fail(err, CD_ERR_NOMEM, "out of memory for a %d x %d picture", width, height);
     c->width = width;
@@ -48,7 +49,9 @@ void png_canvas_free(png_canvas *c) {
     c->width = c->height = 0;
 }
 
-static inline uint8_t *px(const png_canvas *c, int x, int y) { return c->pixels + ((size_t)y * (size_t)c->width + (size_t)x) * 3; }
+static inline uint8_t *px(const png_canvas *c, int x, int y) {
+    return c->pixels + ((size_t)y * (size_t)c->width + (size_t)x) * 3;
+}
 
 void png_canvas_set(png_canvas *c, int x, int y, png_rgb colour) {
     if (x < 0 || y < 0 || x >= c->width || y >= c->height) return;
@@ -93,9 +96,10 @@ void png_canvas_outline(png_canvas *c, int x, int y, int w, int h, const uint8_t
     for (int j = 0; j < h; j++)
         for (int i = 0; i < w; i++) {
             if (!mask[(size_t)j * (size_t)w + (size_t)i]) continue;
-            bool edge = i == 0 || j == 0 || i == w - 1 || j == h - 1 || !mask[(size_t)j * (size_t)w + (size_t)(i - 1)] ||
-                        !mask[(size_t)j * (size_t)w + (size_t)(i + 1)] || !mask[(size_t)(j - 1) * (size_t)w + (size_t)i] ||
-                        !mask[(size_t)(j + 1) * (size_t)w + (size_t)i];
+            bool edge =
+                i == 0 || j == 0 || i == w - 1 || j == h - 1 || !mask[(size_t)j * (size_t)w + (size_t)(i - 1)] ||
+                !mask[(size_t)j * (size_t)w + (size_t)(i + 1)] || !mask[(size_t)(j - 1) * (size_t)w + (size_t)i] ||
+                !mask[(size_t)(j + 1) * (size_t)w + (size_t)i];
             if (edge) png_canvas_set(c, x + i, y + j, colour);
         }
 }

@@ -136,8 +136,10 @@ static void channel_name(const char *sequence, uint32_t c, uint32_t channels, ch
         if (p) p++;
     }
     size_t len = p ? strcspn(p, "+") : 0;
-    if (p && len > 0 && len < 16 && strchr(sequence, '+')) snprintf(out, cap, "ch%u %.*s  ", c, (int)len, p);
-    else snprintf(out, cap, "ch%u  ", c);
+    if (p && len > 0 && len < 16 && strchr(sequence, '+'))
+        snprintf(out, cap, "ch%u %.*s  ", c, (int)len, p);
+    else
+        snprintf(out, cap, "ch%u  ", c);
 }
 
 /* Panel headers, e.g. "ch1 T2  coronal y 106/192"; a column is as wide as its panel or header. */
@@ -151,8 +153,8 @@ static void sample_headers(const preview_record *s, sample_layout *L) {
         for (int c = 0; c < L->cpc; c++) {
             char cname[32];
             channel_name(seq, (uint32_t)c, s->channels, cname, sizeof cname);
-            snprintf(L->heads[c][v], sizeof L->heads[c][v], "%s%s %c %lld/%lld", cname, vw->name, PLANE_AXIS_NAME[vw->fixed],
-                     (long long)L->centre[vw->fixed], (long long)s->d[vw->fixed]);
+            snprintf(L->heads[c][v], sizeof L->heads[c][v], "%s%s %c %lld/%lld", cname, vw->name,
+                     PLANE_AXIS_NAME[vw->fixed], (long long)L->centre[vw->fixed], (long long)s->d[vw->fixed]);
             int tw = png_canvas_text_width(L->heads[c][v], L->ts);
             if (tw > L->colw[v]) L->colw[v] = tw;
         }
@@ -189,37 +191,41 @@ static void add_windows_line(caption *cap, const preview_record *s, const float 
     for (uint32_t c = 0; c < s->channels && len < (int)sizeof buf - 64; c++) {
         char cn[16] = "";
         if (s->channels > 1) snprintf(cn, sizeof cn, "ch%u ", c);
-        len += snprintf(buf + len, sizeof buf - (size_t)len, "%s %s%.5g .. %.5g", c ? "," : "", cn, win[2 * c], win[2 * c + 1]);
+        len += snprintf(buf + len, sizeof buf - (size_t)len, "%s %s%.5g .. %.5g", c ? "," : "", cn, win[2 * c],
+                        win[2 * c + 1]);
     }
     caption_add(cap, C_TEXT, "%s", buf);
 }
 
 /* Title and caption: label, patient, sequence, split, shape, spacing, recipe, windows, dataset. */
-static void sample_captions(const preview_source *src, const preview_record *s, uint64_t n, uint64_t count, const sample_layout *L,
-                            const float *win, caption *title, caption *cap) {
+static void sample_captions(const preview_source *src, const preview_record *s, uint64_t n, uint64_t count,
+                            const sample_layout *L, const float *win, caption *title, caption *cap) {
     const double *sp = L->sp, *ext = L->ext;
     const int64_t *d = s->d;
     long label = (long)json_integer_value(json_object_get(s->meta, "label"));
-    caption_add(title, C_TITLE, "%s (label %ld)   patient %s   %s   %s", class_name(src->manifest, s->meta, label), label,
-                jstr(s->meta, "patient_id", "?"), jstr(s->meta, "sequence", "?"), jstr(s->meta, "split", "?"));
-    caption_add(cap, C_TEXT, "record %llu of %llu (%s): %lld x %lld x %lld voxels, %u channel%s, %s", (unsigned long long)n,
-                (unsigned long long)count, jstr(s->meta, "key", "?"), (long long)d[0], (long long)d[1], (long long)d[2], s->channels,
-                s->channels == 1 ? "" : "s", cd_dtype_name(s->dtype));
-    caption_add(cap, C_TEXT, "spacing %.4g x %.4g x %.4g mm (%.0f x %.0f x %.0f mm), recipe %s", sp[0], sp[1], sp[2], ext[0], ext[1],
-                ext[2], jstr(json_object_get(src->manifest, "recipe"), "name", "?"));
+    caption_add(title, C_TITLE, "%s (label %ld)   patient %s   %s   %s", class_name(src->manifest, s->meta, label),
+                label, jstr(s->meta, "patient_id", "?"), jstr(s->meta, "sequence", "?"), jstr(s->meta, "split", "?"));
+    caption_add(cap, C_TEXT, "record %llu of %llu (%s): %lld x %lld x %lld voxels, %u channel%s, %s",
+                (unsigned long long)n, (unsigned long long)count, jstr(s->meta, "key", "?"), (long long)d[0],
+                (long long)d[1], (long long)d[2], s->channels, s->channels == 1 ? "" : "s", cd_dtype_name(s->dtype));
+    caption_add(cap, C_TEXT, "spacing %.4g x %.4g x %.4g mm (%.0f x %.0f x %.0f mm), recipe %s", sp[0], sp[1], sp[2],
+                ext[0], ext[1], ext[2], jstr(json_object_get(src->manifest, "recipe"), "name", "?"));
     add_windows_line(cap, s, win);
     if ((int)s->channels > L->cpc) caption_add(cap, C_TEXT, "showing channels 0..%d of %u", L->cpc - 1, s->channels);
     if (s->mask)
-        caption_add(cap, C_TEXT, L->has_fg ? "mask outlined in red; planes cut through the middle of its bounding box"
-                                           : "mask is empty; planes cut through the middle of the volume");
-    else caption_add(cap, C_TEXT, "no mask; planes cut through the middle of the volume");
+        caption_add(cap, C_TEXT,
+                    L->has_fg ? "mask outlined in red; planes cut through the middle of its bounding box"
+                              : "mask is empty; planes cut through the middle of the volume");
+    else
+        caption_add(cap, C_TEXT, "no mask; planes cut through the middle of the volume");
     caption_add(cap, C_DIM, "radiological view: patient right on image left; blue ticks: the other planes");
     char pathbuf[PATH_MAX];
     caption_add(cap, C_DIM, "dataset %s", abs_path(src->dir, pathbuf));
 }
 
 /* Draws one row per channel from y on; *y ends below the last. */
-static cd_status sample_rows(png_canvas *cv, const preview_record *s, const sample_layout *L, const float *win, int *y, cd_error *err) {
+static cd_status sample_rows(png_canvas *cv, const preview_record *s, const sample_layout *L, const float *win, int *y,
+                             cd_error *err) {
     const size_t nvox = (size_t)s->d[0] * (size_t)s->d[1] * (size_t)s->d[2];
     size_t maxpix = 0;
     for (int v = 0; v < 3; v++)
@@ -238,7 +244,8 @@ static cd_status sample_rows(png_canvas *cv, const preview_record *s, const samp
             const plane_view *vw = &PLANE_VIEWS[v];
             png_canvas_text(cv, x, *y, L->heads[c][v], L->ts, C_TEXT);
             int py = *y + L->head_h + (L->row_h - L->ph[v]) / 2;
-            plane_sample(s->image + (size_t)c * nvox, s->mask, s->d, vw, L->centre[vw->fixed], L->pw[v], L->ph[v], pix, mp);
+            plane_sample(s->image + (size_t)c * nvox, s->mask, s->d, vw, L->centre[vw->fixed], L->pw[v], L->ph[v], pix,
+                         mp);
             /* Ticks: where the two other planes (fixed along this view's column and row axes) cut. */
             int tc = plane_voxel_to_pixel(L->centre[vw->col], s->d[vw->col], L->pw[v], vw->col_flip);
             int tr = plane_voxel_to_pixel(L->centre[vw->row], s->d[vw->row], L->ph[v], vw->row_flip);
@@ -253,11 +260,12 @@ static cd_status sample_rows(png_canvas *cv, const preview_record *s, const samp
 }
 
 /* The picture: title, the rows, the caption; written to out. */
-static cd_status sample_picture(const preview_record *s, sample_layout *L, const float *win, caption *title, caption *cap,
-                                const char *out, cd_error *err) {
+static cd_status sample_picture(const preview_record *s, sample_layout *L, const float *win, caption *title,
+                                caption *cap, const char *out, cd_error *err) {
     int tts = wrap_captions(title, cap, L->width, L->ts);
     L->head_h = FONT_GLYPH_H * L->ts + 10; /* panel header plus room for the ticks */
-    L->height = MARGIN + caption_height(title, tts) + 6 + L->cpc * (L->head_h + L->row_h + GAP) + caption_height(cap, L->ts) + MARGIN;
+    L->height = MARGIN + caption_height(title, tts) + 6 + L->cpc * (L->head_h + L->row_h + GAP) +
+                caption_height(cap, L->ts) + MARGIN;
     png_canvas cv;
     cd_status st = png_canvas_init(&cv, L->width, L->height, C_BG, err);
     if (st != CD_OK) return st;
@@ -300,21 +308,21 @@ cd_status preview_draw_sample(const preview_source *src, const preview_record *s
 /* One cell of a grid: two header lines over the middle axial slice of each channel. */
 typedef struct grid_cell {
     char head[2][160];
-    const float *image;   /* channels x (X, Y, Z) */
-    const uint8_t *mask;  /* or NULL */
-    const int64_t *d;     /* dims */
-    const double *sp;     /* spacing */
+    const float *image;  /* channels x (X, Y, Z) */
+    const uint8_t *mask; /* or NULL */
+    const int64_t *d;    /* dims */
+    const double *sp;    /* spacing */
     uint32_t channels;
-    bool letters;         /* orientation letters (not after a flip or rotation) */
+    bool letters; /* orientation letters (not after a flip or rotation) */
 } grid_cell;
 
 typedef struct grid_layout {
-    double scale;         /* pixels per mm */
-    int cols, rows;       /* cells per row, rows */
-    int cell_w, panel_h;  /* the widest cell (panel or header), the tallest panel */
-    int ts, tts;          /* font scale of headers and caption, of the title */
+    double scale;        /* pixels per mm */
+    int cols, rows;      /* cells per row, rows */
+    int cell_w, panel_h; /* the widest cell (panel or header), the tallest panel */
+    int ts, tts;         /* font scale of headers and caption, of the title */
     int head_h, cell_h, width, height;
-    bool channel_labels;  /* "chN" on the panels of cells with several channels */
+    bool channel_labels; /* "chN" on the panels of cells with several channels */
 } grid_layout;
 
 /* The longest in-plane extent (mm) of the cells. */
@@ -358,12 +366,13 @@ static void grid_size(const grid_cell *cells, int n, uint32_t C, grid_layout *g,
     g->tts = wrap_captions(title, cap, g->width, g->ts);
     g->head_h = 2 * FONT_CELL_H * g->ts + 4;
     g->cell_h = g->head_h + (int)C * (g->panel_h + 8) - 8;
-    g->height = MARGIN + caption_height(title, g->tts) + 8 + g->rows * (g->cell_h + GAP) + caption_height(cap, g->ts) + MARGIN;
+    g->height =
+        MARGIN + caption_height(title, g->tts) + 8 + g->rows * (g->cell_h + GAP) + caption_height(cap, g->ts) + MARGIN;
 }
 
 /* Cell c's headers and panels with their top-left corner at (gx, gy); pix and mpix hold a panel. */
-static cd_status grid_cell_draw(png_canvas *cv, const grid_layout *g, const grid_cell *c, int gx, int gy, float *pix, uint8_t *mpix,
-                                cd_error *err) {
+static cd_status grid_cell_draw(png_canvas *cv, const grid_layout *g, const grid_cell *c, int gx, int gy, float *pix,
+                                uint8_t *mpix, cd_error *err) {
     png_canvas_text(cv, gx, gy, c->head[0], g->ts, C_TEXT);
     png_canvas_text(cv, gx, gy + FONT_CELL_H * g->ts, c->head[1], g->ts, C_DIM);
     const size_t nvox = (size_t)c->d[0] * (size_t)c->d[1] * (size_t)c->d[2];
@@ -386,8 +395,8 @@ static cd_status grid_cell_draw(png_canvas *cv, const grid_layout *g, const grid
 }
 
 /* Title, the cells, the caption at the bottom; written to out. */
-static cd_status grid_picture(const grid_layout *g, const grid_cell *cells, int n, const caption *title, const caption *cap,
-                              const char *out, cd_error *err) {
+static cd_status grid_picture(const grid_layout *g, const grid_cell *cells, int n, const caption *title,
+                              const caption *cap, const char *out, cd_error *err) {
     png_canvas cv;
     cd_status st = png_canvas_init(&cv, g->width, g->height, C_BG, err);
     if (st != CD_OK) return st;
@@ -397,8 +406,8 @@ static cd_status grid_picture(const grid_layout *g, const grid_cell *cells, int 
     uint8_t *mpix = malloc((size_t)g->cell_w * (size_t)g->panel_h);
     if (!pix || !mpix) st = out_of_memory(err);
     for (int k = 0; k < n && st == CD_OK; k++)
-        st = grid_cell_draw(&cv, g, &cells[k], MARGIN + (k % g->cols) * (g->cell_w + GAP), y0 + (k / g->cols) * (g->cell_h + GAP), pix,
-                            mpix, err);
+        st = grid_cell_draw(&cv, g, &cells[k], MARGIN + (k % g->cols) * (g->cell_w + GAP),
+                            y0 + (k / g->cols) * (g->cell_h + GAP), pix, mpix, err);
     free(pix);
     free(mpix);
     if (st == CD_OK) {
@@ -421,8 +430,8 @@ static void batch_cells(const cd_batch *b, const double (*sp)[3], json_t *classe
         if (b->slice[i] >= 0)
             snprintf(c->head[1], 96, "label %d %s  slice z %lld", b->label[i], cn ? cn : "?", (long long)b->slice[i]);
         else
-            snprintf(c->head[1], 96, "label %d %s  z %lld/%lld", b->label[i], cn ? cn : "?", (long long)(b->shape[2] / 2),
-                     (long long)b->shape[2]);
+            snprintf(c->head[1], 96, "label %d %s  z %lld/%lld", b->label[i], cn ? cn : "?",
+                     (long long)(b->shape[2] / 2), (long long)b->shape[2]);
         c->image = b->image + (size_t)i * b->channels * nvox;
         c->mask = b->mask ? b->mask + (size_t)i * nvox : NULL;
         c->d = b->shape;
@@ -446,26 +455,30 @@ static void batch_lists(const cd_batch *b, json_t *classes, caption *cap) {
     caption_add(cap, C_TEXT, "labels %s", lab);
 }
 
-static void batch_captions(const preview_source *src, const cd_batch *b, const preview_batch_info *bi, bool letters, caption *title,
-                           caption *cap) {
+static void batch_captions(const preview_source *src, const cd_batch *b, const preview_batch_info *bi, bool letters,
+                           caption *title, caption *cap) {
     const uint32_t B = b->size, C = b->channels;
     const int64_t *d = b->shape;
-    caption_add(title, C_TITLE, "batch %llu of epoch %llu: %u sample%s, augment %s, seed %llu", (unsigned long long)b->number,
-                (unsigned long long)b->epoch, B, B == 1 ? "" : "s", bi->augment, (unsigned long long)bi->seed);
+    caption_add(title, C_TITLE, "batch %llu of epoch %llu: %u sample%s, augment %s, seed %llu",
+                (unsigned long long)b->number, (unsigned long long)b->epoch, B, B == 1 ? "" : "s", bi->augment,
+                (unsigned long long)bi->seed);
     batch_lists(b, json_object_get(src->manifest, "classes"), cap);
-    caption_add(cap, C_TEXT, "mode %s, samples %lld x %lld x %lld, %u channel%s, splits %s, recipe %s", bi->mode, (long long)d[0],
-                (long long)d[1], (long long)d[2], C, C == 1 ? "" : "s", bi->splits, jstr(json_object_get(src->manifest, "recipe"), "name", "?"));
+    caption_add(cap, C_TEXT, "mode %s, samples %lld x %lld x %lld, %u channel%s, splits %s, recipe %s", bi->mode,
+                (long long)d[0], (long long)d[1], (long long)d[2], C, C == 1 ? "" : "s", bi->splits,
+                jstr(json_object_get(src->manifest, "recipe"), "name", "?"));
     caption_add(cap, C_TEXT, "%s; window p0.5..p99.5 of each sample; mask outlined in red",
                 d[2] > 1 ? "middle axial slice of each sample" : "each sample's axial slice");
-    caption_add(cap, C_DIM, letters ? "radiological view: patient right on image left, anterior up"
-                                    : "radiological view as stored (patient right on image left, anterior up) before augmentation; "
-                                      "its flips and rotations move the directions, so no R/L/A/P letters");
+    caption_add(cap, C_DIM,
+                letters ? "radiological view: patient right on image left, anterior up"
+                        : "radiological view as stored (patient right on image left, anterior up) before augmentation; "
+                          "its flips and rotations move the directions, so no R/L/A/P letters");
     char pathbuf[PATH_MAX];
     caption_add(cap, C_DIM, "dataset %s", abs_path(src->dir, pathbuf));
 }
 
-cd_status preview_draw_batch(const preview_source *src, const cd_batch *b, const double (*sp)[3], const preview_batch_info *bi,
-                             int size, const char *out, preview_picture *pic, cd_error *err) {
+cd_status preview_draw_batch(const preview_source *src, const cd_batch *b, const double (*sp)[3],
+                             const preview_batch_info *bi, int size, const char *out, preview_picture *pic,
+                             cd_error *err) {
     const int n = (int)b->size;
     grid_cell *cells = calloc(n ? (size_t)n : 1, sizeof *cells);
     if (!cells) return out_of_memory(err);
@@ -501,7 +514,8 @@ static void describe_params(json_t *aug, char *out, size_t cap) {
     json_t *rot = json_object_get(p, "rotation_rad"), *mi = json_object_get(p, "mirror");
     double r[3];
     for (int a = 0; a < 3; a++) r[a] = json_number_value(json_array_get(rot, (size_t)a)) * 180.0 / M_PI;
-    if (r[0] != 0 || r[1] != 0 || r[2] != 0) k += (size_t)snprintf(out + k, cap - k, "rot %.0f,%.0f,%.0f deg ", r[0], r[1], r[2]);
+    if (r[0] != 0 || r[1] != 0 || r[2] != 0)
+        k += (size_t)snprintf(out + k, cap - k, "rot %.0f,%.0f,%.0f deg ", r[0], r[1], r[2]);
     double sc = json_number_value(json_object_get(p, "scale"));
     if (k < cap && sc != 1.0 && sc != 0) k += (size_t)snprintf(out + k, cap - k, "scale %.2f ", sc);
     char m[4] = "";
@@ -526,12 +540,16 @@ static void variant_cells(const preview_record *recs, const uint64_t *index, int
     for (int k = 0; k < n; k++) {
         grid_cell *c = &cells[k];
         json_t *a = json_object_get(recs[k].meta, "augmentation");
-        if (!a) snprintf(c->head[0], sizeof c->head[0], "original  record %llu", (unsigned long long)index[k]);
+        if (!a)
+            snprintf(c->head[0], sizeof c->head[0], "original  record %llu", (unsigned long long)index[k]);
         else
-            snprintf(c->head[0], sizeof c->head[0], "copy %lld (epoch %lld)  record %llu", (long long)json_integer_value(json_object_get(a, "copy")),
+            snprintf(c->head[0], sizeof c->head[0], "copy %lld (epoch %lld)  record %llu",
+                     (long long)json_integer_value(json_object_get(a, "copy")),
                      (long long)json_integer_value(json_object_get(a, "epoch")), (unsigned long long)index[k]);
-        if (a) describe_params(a, c->head[1], sizeof c->head[1]);
-        else snprintf(c->head[1], sizeof c->head[1], "as preprocessed");
+        if (a)
+            describe_params(a, c->head[1], sizeof c->head[1]);
+        else
+            snprintf(c->head[1], sizeof c->head[1], "as preprocessed");
         if ((int)strlen(c->head[1]) > 48) c->head[1][48] = 0; /* the caption has the rest */
         preview_record_spacing(recs[k].meta, sp[k]);
         c->image = recs[k].image;
@@ -543,19 +561,24 @@ static void variant_cells(const preview_record *recs, const uint64_t *index, int
     }
 }
 
-static void variant_captions(const preview_source *src, const preview_record *first, int n, uint64_t case_no, caption *title,
-                             caption *cap) {
+static void variant_captions(const preview_source *src, const preview_record *first, int n, uint64_t case_no,
+                             caption *title, caption *cap) {
     json_t *aug = json_object_get(src->manifest, "augmentation");
     json_t *meta = first->meta;
-    caption_add(title, C_TITLE, "case %llu (%s): %d record%s, pipeline %s, seed %lld", (unsigned long long)case_no, jstr(meta, "key", "?"),
-                n, n == 1 ? "" : "s", jstr(json_object_get(aug, "pipeline"), "name", "?"),
+    caption_add(title, C_TITLE, "case %llu (%s): %d record%s, pipeline %s, seed %lld", (unsigned long long)case_no,
+                jstr(meta, "key", "?"), n, n == 1 ? "" : "s", jstr(json_object_get(aug, "pipeline"), "name", "?"),
                 (long long)json_integer_value(json_object_get(aug, "seed")));
-    caption_add(cap, C_TEXT, "patient %s, sequence %s, split %s, label %lld; mode %s; recipe %s", jstr(meta, "patient_id", "?"),
-                jstr(meta, "sequence", "?"), jstr(meta, "split", "?"), (long long)json_integer_value(json_object_get(meta, "label")),
-                jstr(aug, "mode", "?"), jstr(json_object_get(src->manifest, "recipe"), "name", "?"));
-    caption_add(cap, C_TEXT, "copy k = the loader's sample for (seed, epoch k, this case) in the same mode; middle axial slice of each record, "
-                             "window p0.5..p99.5 of each, mask outlined in red");
-    caption_add(cap, C_DIM, "copies are drawn on the grid they were sampled on (flips and rotations included), so no R/L/A/P letters");
+    caption_add(cap, C_TEXT, "patient %s, sequence %s, split %s, label %lld; mode %s; recipe %s",
+                jstr(meta, "patient_id", "?"), jstr(meta, "sequence", "?"), jstr(meta, "split", "?"),
+                (long long)json_integer_value(json_object_get(meta, "label")), jstr(aug, "mode", "?"),
+                jstr(json_object_get(src->manifest, "recipe"), "name", "?"));
+    caption_add(cap, C_TEXT,
+                "copy k = the loader's sample for (seed, epoch k, this case) in the same mode; middle axial slice of "
+                "each record, "
+                "window p0.5..p99.5 of each, mask outlined in red");
+    caption_add(
+        cap, C_DIM,
+        "copies are drawn on the grid they were sampled on (flips and rotations included), so no R/L/A/P letters");
     char pathbuf[PATH_MAX];
     caption_add(cap, C_DIM, "dataset %s", abs_path(src->dir, pathbuf));
 }
@@ -563,7 +586,7 @@ static void variant_captions(const preview_source *src, const preview_record *fi
 cd_status preview_draw_variants(const preview_source *src, const preview_record *recs, const uint64_t *index, int n,
                                 uint64_t case_no, int size, const char *out, preview_picture *pic, cd_error *err) {
     grid_cell *cells = calloc((size_t)n, sizeof *cells);
-    double (*sp)[3] = calloc((size_t)n, sizeof *sp);
+    double(*sp)[3] = calloc((size_t)n, sizeof *sp);
     if (!cells || !sp) {
         free(cells);
         free(sp);

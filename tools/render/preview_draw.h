@@ -52,8 +52,9 @@ typedef struct preview_batch_info {
 
 /* Loader batch b at out: the middle axial slice of every sample (sp: one spacing per sample), four to
  * a row, with headers and a caption. Errors as preview_draw_sample. */
-cd_status preview_draw_batch(const preview_source *src, const cd_batch *b, const double (*sp)[3], const preview_batch_info *bi,
-                             int size, const char *out, preview_picture *pic, cd_error *err);
+cd_status preview_draw_batch(const preview_source *src, const cd_batch *b, const double (*sp)[3],
+                             const preview_batch_info *bi, int size, const char *out, preview_picture *pic,
+                             cd_error *err);
 
 /* Case case_no's records (recs[0..n), n >= 1, records index[] of a dataset written by 'convert
  * --augment') at out: the middle axial slice of each side by side, with what was drawn for each copy.

@@ -68,41 +68,41 @@ typedef struct cd_aug_params {
      * zero padding (scipy map_coordinates order 1 mode 'grid-constant', torch grid_sample
      * padding_mode 'zeros'); masks: nearest, index floor(src + 0.5). */
     double matrix[3][3];
-    double center[3];            /* source voxel coordinates of the patch centre */
-    bool planar;                 /* from a 2D pipeline: z is never rotated, scaled, displaced,
+    double center[3]; /* source voxel coordinates of the patch centre */
+    bool planar;      /* from a 2D pipeline: z is never rotated, scaled, displaced,
                                     blurred or downsampled */
     bool elastic;
-    double elastic_alpha;        /* displacement magnitude, voxels */
-    double elastic_sigma;        /* smoothness of the displacement field, voxels */
-    uint64_t elastic_key;        /* Philox key of the displacement noise */
+    double elastic_alpha; /* displacement magnitude, voxels */
+    double elastic_sigma; /* smoothness of the displacement field, voxels */
+    uint64_t elastic_key; /* Philox key of the displacement noise */
     /* Intensity ops, applied in this order when their flag is set. Every channel gets the same
      * values (nnU-Net v2 draws brightness, contrast and gamma per channel: identical for the
      * single-channel MRI this library serves). */
     bool noise;
-    double noise_sigma;          /* standard deviation (nnU-Net's "noise_variance" is used as one) */
-    uint64_t noise_key;          /* Philox key of the per-voxel noise (same field for all channels) */
+    double noise_sigma; /* standard deviation (nnU-Net's "noise_variance" is used as one) */
+    uint64_t noise_key; /* Philox key of the per-voxel noise (same field for all channels) */
     bool blur;
-    double blur_sigma[3];        /* per axis, voxels (0 = no blur on that axis) */
-    double blur_truncate;        /* kernel radius (int)(truncate * sigma + 0.5), scipy 'reflect' */
+    double blur_sigma[3]; /* per axis, voxels (0 = no blur on that axis) */
+    double blur_truncate; /* kernel radius (int)(truncate * sigma + 0.5), scipy 'reflect' */
     bool brightness;
-    double brightness_factor;    /* multiplicative */
+    double brightness_factor; /* multiplicative */
     bool contrast;
-    double contrast_factor;      /* about the mean, clipped to the patch's original range */
+    double contrast_factor; /* about the mean, clipped to the patch's original range */
     bool lowres;
-    double lowres_zoom;          /* down by nearest to zoom * shape, back up trilinearly */
-    bool gamma_invert;           /* the "inverted gamma" step (nnU-Net p = 0.1), applied before gamma */
-    double gamma_invert_value;   /* its gamma: the image is negated, gamma'd as below, negated back */
+    double lowres_zoom;        /* down by nearest to zoom * shape, back up trilinearly */
+    bool gamma_invert;         /* the "inverted gamma" step (nnU-Net p = 0.1), applied before gamma */
+    double gamma_invert_value; /* its gamma: the image is negated, gamma'd as below, negated back */
     bool gamma;
-    double gamma_value;          /* on the min-max range, mean and std restored (nnU-Net) */
-    bool mirror[3];              /* already folded into matrix; kept for metadata/audit */
-    double rotation[3];          /* radians, about x, y, z; already in matrix */
-    double scale;                /* already in matrix */
+    double gamma_value; /* on the min-max range, mean and std restored (nnU-Net) */
+    bool mirror[3];     /* already folded into matrix; kept for metadata/audit */
+    double rotation[3]; /* radians, about x, y, z; already in matrix */
+    double scale;       /* already in matrix */
 } cd_aug_params;
 
 /* Draws the parameters of one sample. patch: the output size; center: the source voxel the patch
  * is centred on (chosen by the sampler). */
-CD_API void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64_t sample, const int64_t patch[3],
-                        const double center[3], cd_aug_params *out);
+CD_API void cd_aug_draw(const cd_aug_pipeline *p, uint64_t seed, uint64_t epoch, uint64_t sample,
+                        const int64_t patch[3], const double center[3], cd_aug_params *out);
 
 /* The box of source voxels [lo, hi) the spatial transform of a patch can touch (trilinear support
  * included; with elastic deformation the displacement field is generated to bound it exactly, which
@@ -114,9 +114,9 @@ CD_API void cd_aug_source_box(const cd_aug_params *a, const int64_t patch[3], in
  * box_shape) of the source; mask_src: (box) uint8 or NULL. Writes out_img (channels, patch) and
  * out_mask (patch) when non-NULL. Positions outside the box (or the source) read 0. Single-threaded;
  * calls on different outputs may run concurrently. */
-CD_API cd_status cd_aug_apply_spatial(const cd_aug_params *a, const float *src, const uint8_t *mask_src, uint32_t channels,
-                                      const int64_t box_lo[3], const int64_t box_shape[3], const int64_t patch[3],
-                                      float *out_img, uint8_t *out_mask, cd_error *err);
+CD_API cd_status cd_aug_apply_spatial(const cd_aug_params *a, const float *src, const uint8_t *mask_src,
+                                      uint32_t channels, const int64_t box_lo[3], const int64_t box_shape[3],
+                                      const int64_t patch[3], float *out_img, uint8_t *out_mask, cd_error *err);
 
 /* The intensity ops, in place on a (channels, patch) image. */
 CD_API cd_status cd_aug_apply_intensity(const cd_aug_params *a, float *img, uint32_t channels, const int64_t patch[3],
@@ -133,8 +133,8 @@ typedef struct cd_gpu_spatial_item {
     const uint8_t *mask_src; /* (box) uint8 or NULL */
     int64_t box_lo[3];       /* the box of the source that src holds */
     int64_t box_shape[3];
-    float *out_img;          /* (channels, patch) or NULL */
-    uint8_t *out_mask;       /* (patch) or NULL */
+    float *out_img;    /* (channels, patch) or NULL */
+    uint8_t *out_mask; /* (patch) or NULL */
 } cd_gpu_spatial_item;
 
 /* The fused spatial pass for n samples (params[i] and items[i]), all with the same channel count and
@@ -144,8 +144,9 @@ typedef struct cd_gpu_spatial_item {
  * device's limits is split into several submissions; a single sample too large for the device
  * returns CD_ERR_LIMIT, memory the device cannot give CD_ERR_NOMEM, a lost device CD_ERR_IO (the
  * context is then unusable: destroy it and create another). On error the outputs are undefined. */
-CD_API cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                    uint32_t channels, const int64_t patch[3], cd_error *err);
+CD_API cd_status cd_gpu_aug_spatial(cd_gpu_context *ctx, const cd_aug_params *params, int n,
+                                    const cd_gpu_spatial_item *items, uint32_t channels, const int64_t patch[3],
+                                    cd_error *err);
 
 /* The intensity ops for n samples: exactly cd_aug_apply_intensity(&params[i], images[i], channels,
  * patch) for each, in place on the (channels, patch) float32 images, in one command buffer per batch
@@ -164,8 +165,9 @@ CD_API cd_status cd_gpu_aug_intensity(cd_gpu_context *ctx, const cd_aug_params *
  * reference. This is what a training loader calls with its per-worker batch: params from cd_aug_draw,
  * items from the source boxes it read (cd_aug_source_box). Limits, splitting and errors as
  * cd_gpu_aug_spatial. */
-CD_API cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n, const cd_gpu_spatial_item *items,
-                                uint32_t channels, const int64_t patch[3], cd_error *err);
+CD_API cd_status cd_gpu_augment(cd_gpu_context *ctx, const cd_aug_params *params, int n,
+                                const cd_gpu_spatial_item *items, uint32_t channels, const int64_t patch[3],
+                                cd_error *err);
 
 #endif /* CIRRDATA_ADVANCED_API */
 

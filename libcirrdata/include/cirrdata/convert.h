@@ -18,31 +18,31 @@ extern "C" {
 #endif
 
 typedef struct cd_convert_options {
-    const char *layout;        /* "cirrmri600" or "nnunet" */
-    const char *root;          /* the source dataset */
-    const char *out_dir;       /* created if missing */
+    const char *layout;  /* "cirrmri600" or "nnunet" */
+    const char *root;    /* the source dataset */
+    const char *out_dir; /* created if missing */
     cd_recipe recipe;
-    int threads;               /* 0 = online CPUs */
-    uint64_t shard_size;       /* target bytes per shard; 0 = 256 MiB */
-    int part_index, part_count;/* convert part I of N (1-based); 0/0 = everything */
-    bool strict;               /* a bad case is fatal instead of skipped */
-    bool healthy;              /* cirrmri600: Healthy_subjects as class 3 "healthy" (else not read) */
-    bool pair_sequences;       /* cirrmri600: one 2-channel (T1, T2-on-T1-grid) record per patient with both */
-    uint64_t max_bytes;        /* NIfTI allocation cap; 0 = default */
-    cd_progress_fn progress;   /* optional (cirrdata/progress.h): cases done of this part's, source bytes read */
+    int threads;                /* 0 = online CPUs */
+    uint64_t shard_size;        /* target bytes per shard; 0 = 256 MiB */
+    int part_index, part_count; /* convert part I of N (1-based); 0/0 = everything */
+    bool strict;                /* a bad case is fatal instead of skipped */
+    bool healthy;               /* cirrmri600: Healthy_subjects as class 3 "healthy" (else not read) */
+    bool pair_sequences;        /* cirrmri600: one 2-channel (T1, T2-on-T1-grid) record per patient with both */
+    uint64_t max_bytes;         /* NIfTI allocation cap; 0 = default */
+    cd_progress_fn progress;    /* optional (cirrdata/progress.h): cases done of this part's, source bytes read */
     void *progress_user;
     /* Augmented copies (schemas/shard-format.md, "Augmented records"): with augment set, each case
      * yields its plain record (unless no_original) followed by `copies` augmented records; copy k of
      * case i equals the loader's sample for (seed, epoch k, record index i) in aug_mode with
      * batch_size 1, read from the plain conversion of the same source and recipe. */
-    const char *augment;       /* NULL or "none": plain; "nnunet", "cirrhosisstage" or a pipeline JSON file */
-    uint32_t copies;           /* K, 1..1024 (needs augment) */
+    const char *augment; /* NULL or "none": plain; "nnunet", "cirrhosisstage" or a pipeline JSON file */
+    uint32_t copies;     /* K, 1..1024 (needs augment) */
     uint64_t seed;
-    cd_loader_mode aug_mode;   /* CD_LOADER_VOLUME (what init sets), CD_LOADER_PATCH or CD_LOADER_SLICE */
-    int64_t aug_patch[3];      /* volume: fixed crop/pad size, 0 = as stored; patch: the patch size */
-    double foreground_fraction;/* patch mode: >= 0.5 centres every copy on foreground (as a batch-size-1 loader) */
-    bool no_original;          /* write only the copies */
-    cd_device device;          /* cirrdata/device.h: where the recipe's resampling and normalisation and the copies'
+    cd_loader_mode aug_mode;    /* CD_LOADER_VOLUME (what init sets), CD_LOADER_PATCH or CD_LOADER_SLICE */
+    int64_t aug_patch[3];       /* volume: fixed crop/pad size, 0 = as stored; patch: the patch size */
+    double foreground_fraction; /* patch mode: >= 0.5 centres every copy on foreground (as a batch-size-1 loader) */
+    bool no_original;           /* write only the copies */
+    cd_device device;           /* cirrdata/device.h: where the recipe's resampling and normalisation and the copies'
                                 * spatial warp run (CD_DEVICE_CPU, the default; VULKAN; AUTO) */
 } cd_convert_options;
 
@@ -50,19 +50,19 @@ typedef struct cd_convert_options {
 CD_API void cd_convert_options_init(cd_convert_options *opts);
 
 typedef struct cd_convert_result {
-    uint64_t records;          /* records in the dataset (this part) */
-    uint64_t skipped;          /* cases skipped, listed in the manifest with reasons */
+    uint64_t records; /* records in the dataset (this part) */
+    uint64_t skipped; /* cases skipped, listed in the manifest with reasons */
     uint64_t shards;
-    uint64_t bytes_read;       /* source bytes (compressed files) */
-    uint64_t bytes_written;    /* shard bytes */
-    uint64_t resumed_records;  /* records taken over from an interrupted earlier run */
+    uint64_t bytes_read;      /* source bytes (compressed files) */
+    uint64_t bytes_written;   /* shard bytes */
+    uint64_t resumed_records; /* records taken over from an interrupted earlier run */
     double seconds;
-    double augment_seconds;    /* augmented copies: CPU seconds spent drawing, warping and intensity ops, all threads */
-    char device[16];           /* "cpu" or "vulkan": what ran the spatial warp of augmented copies, else what ran the
+    double augment_seconds; /* augmented copies: CPU seconds spent drawing, warping and intensity ops, all threads */
+    char device[16];        /* "cpu" or "vulkan": what ran the spatial warp of augmented copies, else what ran the
                                 * recipe's resampling and normalisation (also the manifest's "device") */
-    char device_note[256];     /* why the device was not (or not always) used: the device policy's note, or
+    char device_note[256];  /* why the device was not (or not always) used: the device policy's note, or
                                 * for CD_DEVICE_AUTO the reason the CPU was chosen; empty otherwise */
-    char note[1024];           /* what a resume noticed: a source case changed since the interrupted run (named), a
+    char note[1024];        /* what a resume noticed: a source case changed since the interrupted run (named), a
                                 * damaged resume journal or manifest converted again; empty otherwise */
 } cd_convert_result;
 

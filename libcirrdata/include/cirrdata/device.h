@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 typedef enum cd_device {
-    CD_DEVICE_CPU = 0,    /* the default (a zeroed options struct) */
+    CD_DEVICE_CPU = 0, /* the default (a zeroed options struct) */
     CD_DEVICE_VULKAN = 1,
     CD_DEVICE_AUTO = 2
 } cd_device;

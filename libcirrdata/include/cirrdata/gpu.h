@@ -9,7 +9,8 @@
  * Every kernel has a C reference in the CPU engine and computes the same thing (cd_gpu_resample is
  * cd_resample, cd_gpu_normalize the normalisation of cd_preprocess; see below): cd_gpu_aug_spatial
  * is cd_aug_apply_spatial (cirrdata/augment.h) for a batch, cd_gpu_aug_intensity is
- * cd_aug_apply_intensity, and cd_gpu_augment is both, fused into one command buffer per batch. Images agree with the reference to about
+ * cd_aug_apply_intensity, and cd_gpu_augment is both, fused into one command buffer per batch. Images agree with the
+ * reference to about
  * 1e-7 of the data range (the same float32 lerps; positions differ by < 1e-7 voxel where the
  * reference uses double precision), masks exactly (barring a position within 1e-7 voxel of a
  * half-integer).
@@ -57,15 +58,15 @@ typedef enum cd_gpu_device_type {
 } cd_gpu_device_type;
 
 typedef struct cd_gpu_device_info {
-    int index;                 /* position in the loader's list (what CIRRDATA_VK_DEVICE=<index> names) */
+    int index; /* position in the loader's list (what CIRRDATA_VK_DEVICE=<index> names) */
     char name[256];
     cd_gpu_device_type type;
     uint32_t vendor_id, device_id;
-    uint32_t driver_version;   /* as the driver reports it (vendor-specific packing) */
-    uint32_t api_version;      /* VK_MAKE_API_VERSION packing */
-    uint64_t device_local_bytes; /* sum of the device-local memory heaps */
+    uint32_t driver_version;        /* as the driver reports it (vendor-specific packing) */
+    uint32_t api_version;           /* VK_MAKE_API_VERSION packing */
+    uint64_t device_local_bytes;    /* sum of the device-local memory heaps */
     bool host_visible_device_local; /* a memory type that is both (shared memory, ReBAR) */
-    bool compute;              /* has a compute queue: usable by cirrdata */
+    bool compute;                   /* has a compute queue: usable by cirrdata */
 } cd_gpu_device_info;
 
 /* "discrete", "integrated", "cpu", "virtual" or "other". */
@@ -92,12 +93,12 @@ typedef enum cd_gpu_validation {
 
 /* Options of cd_gpu_create; all-zero (or a NULL pointer) means the defaults. */
 typedef struct cd_gpu_options {
-    const char *device;           /* "<index>" or a name substring; NULL: $CIRRDATA_VK_DEVICE, else the best */
+    const char *device; /* "<index>" or a name substring; NULL: $CIRRDATA_VK_DEVICE, else the best */
     cd_gpu_validation validation;
     cd_gpu_memory_mode memory;
-    uint64_t memory_limit;        /* bytes the context may hold on the device; 0: the memory heap's size */
-    bool no_pipeline_cache;       /* neither read nor write the on-disk pipeline cache */
-    const char *cache_dir;        /* pipeline cache folder; NULL: $XDG_CACHE_HOME/cirrdata or ~/.cache/cirrdata */
+    uint64_t memory_limit;  /* bytes the context may hold on the device; 0: the memory heap's size */
+    bool no_pipeline_cache; /* neither read nor write the on-disk pipeline cache */
+    const char *cache_dir;  /* pipeline cache folder; NULL: $XDG_CACHE_HOME/cirrdata or ~/.cache/cirrdata */
 } cd_gpu_options;
 
 /* The defaults (all zero). */

@@ -39,28 +39,28 @@ typedef enum cd_loader_io { CD_IO_AUTO = 0, CD_IO_URING, CD_IO_PREAD } cd_loader
  * is an error, not gigabytes of ring or a million threads. Patch sizes are also held to the caps of
  * cirrdata/limits.h (max_dim per axis, max_voxels per sample: CD_ERR_LIMIT), and the whole batch ring to
  * the physical memory (CD_ERR_LIMIT). */
-#define CD_LOADER_MAX_BATCH 65536u   /* batch_size 1..65536 */
-#define CD_LOADER_MAX_THREADS 1024   /* threads 0..1024 */
-#define CD_LOADER_MAX_RING 64u       /* ring 0..64 */
-#define CD_LOADER_CACHE_AUTO (-1)     /* cache_bytes: min(2 GiB, RAM / 8) */
+#define CD_LOADER_MAX_BATCH 65536u        /* batch_size 1..65536 */
+#define CD_LOADER_MAX_THREADS 1024        /* threads 0..1024 */
+#define CD_LOADER_MAX_RING 64u            /* ring 0..64 */
+#define CD_LOADER_CACHE_AUTO (-1)         /* cache_bytes: min(2 GiB, RAM / 8) */
 #define CD_LOADER_MAX_EPOCH 4294967295ull /* epochs 0..2^32 - 1: the sample streams take the epoch as 32 bits */
 
 typedef struct cd_loader_options {
-    const char *dataset;       /* dataset directory */
+    const char *dataset; /* dataset directory */
     cd_loader_mode mode;
-    int64_t patch[3];          /* patch mode: patch size, each 1..max_dim; volume mode: a fixed size (each
+    int64_t patch[3];           /* patch mode: patch size, each 1..max_dim; volume mode: a fixed size (each
                                   >= 1) or all 0 = as stored; ignored in slice mode. At most max_voxels. */
-    double foreground_fraction;/* patch mode: share of each batch centred on a foreground voxel (0.33); [0, 1] */
-    bool slices_with_mask_only;/* slice mode: only slices containing mask */
-    uint32_t batch_size;       /* 1..CD_LOADER_MAX_BATCH */
+    double foreground_fraction; /* patch mode: share of each batch centred on a foreground voxel (0.33); [0, 1] */
+    bool slices_with_mask_only; /* slice mode: only slices containing mask */
+    uint32_t batch_size;        /* 1..CD_LOADER_MAX_BATCH */
     uint64_t seed;
-    const char *splits;        /* comma-separated split names (default "train"); "*" = all */
-    const char *augment;       /* "none" (default), "nnunet", "cirrhosisstage" or a pipeline JSON path */
-    int threads;               /* 0 = online CPUs, else 1..CD_LOADER_MAX_THREADS */
-    int rank, world_size;      /* world_size 0 = from $WORLD_SIZE / $RANK (decimal integers; unset: 1 / 0),
+    const char *splits;   /* comma-separated split names (default "train"); "*" = all */
+    const char *augment;  /* "none" (default), "nnunet", "cirrhosisstage" or a pipeline JSON path */
+    int threads;          /* 0 = online CPUs, else 1..CD_LOADER_MAX_THREADS */
+    int rank, world_size; /* world_size 0 = from $WORLD_SIZE / $RANK (decimal integers; unset: 1 / 0),
                                   else >= 1 with rank in 0..world_size - 1 */
-    bool drop_last;            /* drop a final partial batch (default false: it is returned smaller) */
-    bool skip_corrupt;         /* a corrupt record is skipped and counted instead of failing */
+    bool drop_last;       /* drop a final partial batch (default false: it is returned smaller) */
+    bool skip_corrupt;    /* a corrupt record is skipped and counted instead of failing */
     cd_loader_io io;
     uint32_t ring;             /* batches in flight: 0 = the default 4, else 1..CD_LOADER_MAX_RING */
     int64_t cache_bytes;       /* decoded-chunk cache shared by the workers, a byte budget up to the
@@ -104,18 +104,18 @@ CD_API void cd_loader_destroy(cd_loader *l);
 /* A borrowed batch: valid until cd_loader_release (then the ring slot is filled again) or, after
  * cd_loader_close, until cd_loader_destroy. Arrays are C-order. */
 typedef struct cd_batch {
-    uint32_t size;             /* samples in this batch (<= batch_size) */
+    uint32_t size; /* samples in this batch (<= batch_size) */
     uint32_t channels;
-    int64_t shape[3];          /* X, Y, Z of every sample (Z = 1 in slice mode) */
-    float *image;              /* (size, channels, X, Y, Z) */
-    uint8_t *mask;             /* (size, 1, X, Y, Z), or NULL when the dataset has no masks */
-    int32_t *label;            /* (size) */
-    int64_t *index;            /* (size) dataset record indices */
-    int64_t *slice;            /* (size) slice mode: z of the slice; else -1 */
-    int64_t *corner;           /* (size, 3) source voxel of each sample's first voxel before augmentation
+    int64_t shape[3]; /* X, Y, Z of every sample (Z = 1 in slice mode) */
+    float *image;     /* (size, channels, X, Y, Z) */
+    uint8_t *mask;    /* (size, 1, X, Y, Z), or NULL when the dataset has no masks */
+    int32_t *label;   /* (size) */
+    int64_t *index;   /* (size) dataset record indices */
+    int64_t *slice;   /* (size) slice mode: z of the slice; else -1 */
+    int64_t *corner;  /* (size, 3) source voxel of each sample's first voxel before augmentation
                                   (the patch covers corner .. corner + shape - 1; may lie partly outside) */
     uint64_t epoch;
-    uint64_t number;           /* batch number within the epoch (for this rank) */
+    uint64_t number; /* batch number within the epoch (for this rank) */
 } cd_batch;
 
 /* The next batch. At the end of an epoch returns CD_OK with *batch = NULL once; the next call starts
@@ -153,7 +153,8 @@ CD_API const char *cd_loader_io_name(const cd_loader *l);
  * augment "none" samples are exact crops and are cut on the CPU whatever the device. Whatever the
  * device cannot do runs on the CPU reference, never a wrong or missing batch: samples gpu.h sends to
  * the reference, and the fallbacks of cirrdata/device.h with a worker's share of a batch as the item
- * (the worker's context is the one created again after a lost device). Each worker thread holds its own context (a Vulkan device, queue and memory), created
+ * (the worker's context is the one created again after a lost device). Each worker thread holds its own context (a
+ * Vulkan device, queue and memory), created
  * by cd_loader_create: give `threads` explicitly rather than one per online CPU on a large machine.
  * CIRRDATA_VK_DEVICE picks the device (gpu.h). */
 
@@ -162,17 +163,17 @@ CD_API const char *cd_loader_io_name(const cd_loader *l);
 CD_API const char *cd_loader_device_name(const cd_loader *l);
 
 typedef struct cd_loader_device_stats {
-    uint64_t gpu_calls;        /* successful cd_gpu_augment calls (a worker's share of one batch each) */
-    uint64_t gpu_samples;      /* samples those calls rendered on the device */
-    uint64_t gpu_reference;    /* samples inside those calls that gpu.h ran on the reference */
-    uint64_t fallback_calls;   /* shares rendered on the CPU after a device error */
+    uint64_t gpu_calls;      /* successful cd_gpu_augment calls (a worker's share of one batch each) */
+    uint64_t gpu_samples;    /* samples those calls rendered on the device */
+    uint64_t gpu_reference;  /* samples inside those calls that gpu.h ran on the reference */
+    uint64_t fallback_calls; /* shares rendered on the CPU after a device error */
     uint64_t fallback_samples;
-    uint64_t device_resets;    /* contexts created again after a lost device */
-    bool gpu_disabled;         /* the device was given up: the CPU renders from then on */
-    bool validation;           /* the Vulkan validation layer is on (CIRRDATA_VK_VALIDATION=1) */
+    uint64_t device_resets;       /* contexts created again after a lost device */
+    bool gpu_disabled;            /* the device was given up: the CPU renders from then on */
+    bool validation;              /* the Vulkan validation layer is on (CIRRDATA_VK_VALIDATION=1) */
     uint64_t validation_messages; /* warnings and errors it reported, all contexts together */
     char validation_first[256];   /* the first of them */
-    char note[384];            /* the first device error, or the one that gave the device up ("" when none) */
+    char note[384];               /* the first device error, or the one that gave the device up ("" when none) */
 } cd_loader_device_stats;
 
 /* The counters so far (all zero with device "cpu"). They include batches prepared ahead in the ring,

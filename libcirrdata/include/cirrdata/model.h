@@ -29,22 +29,21 @@ extern "C" {
 
 typedef struct cd_model cd_model;
 
-
 /* Options of cd_model_open; all-zero (or NULL) means the defaults: CPU, all online CPUs. */
 typedef struct cd_model_options {
-    cd_device device;                /* cirrdata/device.h: CD_DEVICE_CPU (the C executor), CD_DEVICE_VULKAN
+    cd_device device;          /* cirrdata/device.h: CD_DEVICE_CPU (the C executor), CD_DEVICE_VULKAN
                                         (Vulkan compute) or CD_DEVICE_AUTO; one batch (call) is the item
                                         of the device policy's fallbacks */
-    int threads;                     /* CPU executor threads; 0 = online CPUs */
-    bool fp16;                       /* Vulkan: store weights and activations as float16 where the device
+    int threads;               /* CPU executor threads; 0 = online CPUs */
+    bool fp16;                 /* Vulkan: store weights and activations as float16 where the device
                                         has 16-bit storage buffers (storageBuffer16BitAccess, Vulkan 1.1);
                                         arithmetic, biases, input and logits stay float32. Logits then
                                         differ from float32's by ~1e-3 of the largest (one 2^-11 rounding
                                         per stored value; a value beyond +-65504 becomes infinite).
                                         cd_model_device_name ends in "(fp16)" when used, "(fp32)"
                                         otherwise. Ignored on the CPU */
-    const cd_gpu_options *gpu;       /* Vulkan context options (NULL: defaults) */
-    uint64_t max_arena_bytes;        /* cap on activation memory per call; 0 = 4 GiB */
+    const cd_gpu_options *gpu; /* Vulkan context options (NULL: defaults) */
+    uint64_t max_arena_bytes;  /* cap on activation memory per call; 0 = 4 GiB */
 } cd_model_options;
 
 /* The defaults (all zero): the CPU, all online CPUs, float32, the default arena cap. */

@@ -32,29 +32,29 @@ extern "C" {
 
 /* Everything we report about a NIfTI header, in host byte order and native types. */
 typedef struct cd_nifti_header {
-    int version;              /* 1 or 2 */
-    bool big_endian;          /* byte order of the file */
-    bool compressed;          /* gzip (the data part, for pairs) */
-    bool pair;                /* .hdr/.img pair */
-    int ndim;                 /* dim[0], 1..7 */
-    int64_t dim[8];           /* dim[1..ndim] >= 1; unused entries are 1 */
-    double pixdim[8];         /* pixdim[0] is qfac */
-    int datatype;             /* NIfTI datatype code */
+    int version;      /* 1 or 2 */
+    bool big_endian;  /* byte order of the file */
+    bool compressed;  /* gzip (the data part, for pairs) */
+    bool pair;        /* .hdr/.img pair */
+    int ndim;         /* dim[0], 1..7 */
+    int64_t dim[8];   /* dim[1..ndim] >= 1; unused entries are 1 */
+    double pixdim[8]; /* pixdim[0] is qfac */
+    int datatype;     /* NIfTI datatype code */
     int bitpix;
-    cd_dtype dtype;           /* CD_DTYPE_INVALID for unsupported datatype codes */
-    int64_t vox_offset;       /* byte offset of the voxels in the data file */
+    cd_dtype dtype;              /* CD_DTYPE_INVALID for unsupported datatype codes */
+    int64_t vox_offset;          /* byte offset of the voxels in the data file */
     double scl_slope, scl_inter; /* as stored */
-    bool has_scaling;         /* nibabel semantics: slope finite, non-zero, and (slope,inter) != (1,0) */
+    bool has_scaling;            /* nibabel semantics: slope finite, non-zero, and (slope,inter) != (1,0) */
     int qform_code, sform_code;
-    double qform[4][4];       /* from the quaternion (meaningful even when qform_code is 0) */
-    double sform[4][4];       /* srow_x/y/z */
-    double affine[4][4];      /* the one nibabel uses (sform > qform > base) */
-    char orientation[4];      /* axis codes of affine, e.g. "LPS" */
+    double qform[4][4];  /* from the quaternion (meaningful even when qform_code is 0) */
+    double sform[4][4];  /* srow_x/y/z */
+    double affine[4][4]; /* the one nibabel uses (sform > qform > base) */
+    char orientation[4]; /* axis codes of affine, e.g. "LPS" */
     int xyzt_units;
     int intent_code;
     char descrip[81];
-    int64_t nvolumes;         /* product of dim[4..ndim] (1 for 3D) */
-    uint64_t volume_bytes;    /* bytes of one 3D volume */
+    int64_t nvolumes;      /* product of dim[4..ndim] (1 for 3D) */
+    uint64_t volume_bytes; /* bytes of one 3D volume */
 } cd_nifti_header;
 
 typedef struct cd_nifti_read_options {
@@ -72,7 +72,7 @@ CD_API cd_status cd_nifti_read_header(const char *path, cd_nifti_header *hdr, cd
  * affine, spacing pixdim[1..3] and the header's scaling. opts may be NULL (defaults). hdr may be
  * NULL; when given it receives the header. The caller owns *out (cd_volume_destroy). */
 CD_API cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_volume **out,
-                        cd_nifti_header *hdr, cd_error *err);
+                               cd_nifti_header *hdr, cd_error *err);
 
 typedef struct cd_nifti_write_options {
     int compression_level; /* gzip level 1..12 (libdeflate) for .nii.gz; 0 = default (6) */
@@ -88,7 +88,7 @@ CD_API void cd_nifti_write_options_init(cd_nifti_write_options *o);
  * stored in scl_slope/scl_inter. The file is written to a temporary name and renamed, so readers
  * never see a partial file. opts may be NULL. */
 CD_API cd_status cd_nifti_write(const char *path, const cd_volume *vol, const cd_nifti_write_options *opts,
-                         cd_error *err);
+                                cd_error *err);
 
 #ifdef __cplusplus
 }

@@ -17,13 +17,12 @@ extern "C" {
 /* Writes ndim dims of dtype from data, little-endian. fortran_order says whether data is stored
  * first-axis fastest (true, as cd_volume) or last-axis fastest (false, C order). Written to a
  * temporary name and renamed. */
-CD_API cd_status cd_npy_write(const char *path, const void *data, cd_dtype dtype, int ndim,
-                       const int64_t *dims, bool fortran_order, cd_error *err);
+CD_API cd_status cd_npy_write(const char *path, const void *data, cd_dtype dtype, int ndim, const int64_t *dims,
+                              bool fortran_order, cd_error *err);
 
 /* Writes a volume as a 3D array of shape (nx, ny, nz): the raw dtype, or float32 scaled values
  * when apply_scaling is true and the volume has scaling. */
-CD_API cd_status cd_npy_write_volume(const char *path, const cd_volume *vol, bool apply_scaling,
-                              cd_error *err);
+CD_API cd_status cd_npy_write_volume(const char *path, const cd_volume *vol, bool apply_scaling, cd_error *err);
 
 #ifdef __cplusplus
 }

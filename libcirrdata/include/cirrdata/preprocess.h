@@ -22,16 +22,16 @@ extern "C" {
 
 typedef struct cd_sample {
     uint32_t channels;
-    uint32_t shape[3];      /* X, Y, Z */
-    cd_dtype dtype;         /* of image */
-    void *image;            /* C-order (channels, X, Y, Z) */
-    uint8_t *mask;          /* C-order (1, X, Y, Z), or NULL without a mask */
-    double affine[4][4];    /* voxel -> world (RAS mm) of the stored arrays */
+    uint32_t shape[3];   /* X, Y, Z */
+    cd_dtype dtype;      /* of image */
+    void *image;         /* C-order (channels, X, Y, Z) */
+    uint8_t *mask;       /* C-order (1, X, Y, Z), or NULL without a mask */
+    double affine[4][4]; /* voxel -> world (RAS mm) of the stored arrays */
     double spacing[3];
     char orientation[4];
-    bool has_bbox;          /* false when the mask is absent or empty */
-    int64_t bbox[3][2];     /* half-open box of mask > 0, stored voxels */
-    uint64_t foreground;    /* voxels with mask > 0 */
+    bool has_bbox;       /* false when the mask is absent or empty */
+    int64_t bbox[3][2];  /* half-open box of mask > 0, stored voxels */
+    uint64_t foreground; /* voxels with mask > 0 */
 } cd_sample;
 
 /* Applies recipe r. target_spacing is used by CD_RESAMPLE_MEDIAN_SPACING (the converter resolves it
@@ -80,8 +80,8 @@ CD_API cd_dtype cd_recipe_output_dtype(const cd_recipe *r, const cd_volume *imag
  * bad arguments; CD_ERR_LIMIT when a buffer exceeds what the device can bind or dispatch,
  * CD_ERR_NOMEM when the device has not the memory, CD_ERR_IO for a lost device (the context is
  * then unusable), as cd_gpu_aug_spatial. */
-CD_API cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *grid, const cd_resample_options *opts,
-                                 cd_volume **out, cd_error *err);
+CD_API cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, const cd_grid *grid,
+                                 const cd_resample_options *opts, cd_volume **out, cd_error *err);
 
 /* The normalisation step of cd_preprocess for one channel, in place: x holds n float32 voxels (any
  * order), mask is NULL or n bytes on the same voxels. Uses r->normalize, region, percentiles, range,
@@ -95,7 +95,8 @@ CD_API cd_status cd_gpu_resample(cd_gpu_context *ctx, const cd_volume *src, cons
  *   then:    (x - then_mean) / then_std.
  * x is written only when the device has finished (after an error it is intact). The caller keeps
  * ownership of x and mask. Errors as cd_gpu_resample; CD_ERR_ARG for a bad recipe field. */
-CD_API cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, size_t n, const uint8_t *mask, cd_error *err);
+CD_API cd_status cd_gpu_normalize(cd_gpu_context *ctx, const cd_recipe *r, float *x, size_t n, const uint8_t *mask,
+                                  cd_error *err);
 
 #endif /* CIRRDATA_ADVANCED_API */
 

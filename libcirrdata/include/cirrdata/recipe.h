@@ -49,29 +49,29 @@ typedef enum cd_non_finite { CD_NON_FINITE_ERROR = 0, CD_NON_FINITE_ZERO } cd_no
 
 typedef struct cd_recipe {
     char name[65];
-    bool reorient;                 /* to RAS+ */
+    bool reorient; /* to RAS+ */
     cd_resample_mode resample;
-    double spacing[3];             /* CD_RESAMPLE_SPACING */
-    int64_t shape[3];              /* CD_RESAMPLE_SHAPE; shape[2] == 0 keeps the slice count */
-    int image_order;               /* 0, 1, 3 */
-    int mask_order;                /* 0, 1 */
-    double anisotropy_threshold;   /* CD_RESAMPLE_MEDIAN_SPACING target, and separate_z AUTO */
-    cd_separate_z separate_z;      /* OFF by default; AUTO in the nnunet-3d preset */
-    int order_z;                   /* 0 or 1: images along the separate axis (nnU-Net: 0) */
+    double spacing[3];           /* CD_RESAMPLE_SPACING */
+    int64_t shape[3];            /* CD_RESAMPLE_SHAPE; shape[2] == 0 keeps the slice count */
+    int image_order;             /* 0, 1, 3 */
+    int mask_order;              /* 0, 1 */
+    double anisotropy_threshold; /* CD_RESAMPLE_MEDIAN_SPACING target, and separate_z AUTO */
+    cd_separate_z separate_z;    /* OFF by default; AUTO in the nnunet-3d preset */
+    int order_z;                 /* 0 or 1: images along the separate axis (nnU-Net: 0) */
     cd_crop_mode crop;
     int64_t margin[3];
     cd_norm_mode normalize;
     cd_norm_region region;
     double percentiles[2];
     double range[2];
-    bool has_then;                 /* then x = (x - then_mean) / then_std */
+    bool has_then; /* then x = (x - then_mean) / then_std */
     double then_mean, then_std;
-    bool slices;                   /* 2D recipe: one chunk per axial slice */
+    bool slices; /* 2D recipe: one chunk per axial slice */
     int slice_channels;
-    cd_dtype dtype;                /* CD_DTYPE_INVALID = auto */
+    cd_dtype dtype; /* CD_DTYPE_INVALID = auto */
     uint32_t chunk[3];
     int zstd_level;
-    cd_non_finite non_finite;      /* CD_NON_FINITE_ERROR by default */
+    cd_non_finite non_finite; /* CD_NON_FINITE_ERROR by default */
 } cd_recipe;
 
 /* Names of the presets, NULL-terminated. */

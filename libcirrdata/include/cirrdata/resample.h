@@ -36,11 +36,7 @@
 extern "C" {
 #endif
 
-typedef enum cd_interp {
-    CD_INTERP_NEAREST = 0,
-    CD_INTERP_LINEAR = 1,
-    CD_INTERP_CUBIC = 3
-} cd_interp;
+typedef enum cd_interp { CD_INTERP_NEAREST = 0, CD_INTERP_LINEAR = 1, CD_INTERP_CUBIC = 3 } cd_interp;
 
 typedef struct cd_grid {
     int64_t dims[3];
@@ -63,11 +59,11 @@ CD_API cd_status cd_grid_for_spacing(const cd_volume *vol, const double spacing[
 CD_API cd_status cd_grid_for_shape(const cd_volume *vol, const int64_t shape[3], cd_grid *out, cd_error *err);
 
 typedef struct cd_resample_options {
-    cd_interp interp;    /* the spline order: CD_INTERP_LINEAR (1) from cd_resample_options_init and for NULL
+    cd_interp interp;   /* the spline order: CD_INTERP_LINEAR (1) from cd_resample_options_init and for NULL
                             options; a zeroed struct asks for CD_INTERP_NEAREST (0) */
-    cd_dtype out_dtype;  /* CD_DTYPE_INVALID (0) = float32 for linear/cubic, source dtype for nearest */
-    double fill;         /* value outside the source; default 0 */
-    int threads;         /* 0 = number of online CPUs */
+    cd_dtype out_dtype; /* CD_DTYPE_INVALID (0) = float32 for linear/cubic, source dtype for nearest */
+    double fill;        /* value outside the source; default 0 */
+    int threads;        /* 0 = number of online CPUs */
 } cd_resample_options;
 
 /* The defaults: linear, float32 (source dtype for nearest), fill 0, all CPUs. */

@@ -28,7 +28,7 @@ typedef struct cd_rng {
     uint32_t key[2];
     uint32_t counter[4]; /* counter[0..1]: position in the stream; counter[2..3]: stream id */
     uint32_t block[4];
-    int used;            /* words of block already handed out (4 = none left) */
+    int used; /* words of block already handed out (4 = none left) */
 } cd_rng;
 
 /* A stream keyed by seed and identified by (stream_hi, stream_lo), e.g. (epoch, sample) or

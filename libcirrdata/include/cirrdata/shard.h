@@ -43,10 +43,10 @@ typedef struct cd_tensor_info {
     cd_dtype dtype;
     cd_codec codec;
     uint32_t channels;
-    uint32_t shape[3];       /* X, Y, Z */
-    uint32_t chunk[3];       /* chunk extents */
+    uint32_t shape[3]; /* X, Y, Z */
+    uint32_t chunk[3]; /* chunk extents */
     uint32_t chunk_count;
-    uint32_t chunk_grid[3];  /* chunks along each axis */
+    uint32_t chunk_grid[3]; /* chunks along each axis */
 } cd_tensor_info;
 
 /* ---- building records ---- */
@@ -116,8 +116,8 @@ CD_API cd_status cd_record_read_tensor(const cd_shard *s, const cd_record *r, ui
 /* Reads the box [start, start+size) of a tensor (all channels) into out, C-order
  * (C, size[0], size[1], size[2]); only the chunks the box touches are read. Parts of the box outside
  * the tensor are filled with zero bytes. */
-CD_API cd_status cd_record_read_region(const cd_shard *s, const cd_record *r, uint32_t tensor,
-                                       const int64_t start[3], const int64_t size[3], void *out, cd_error *err);
+CD_API cd_status cd_record_read_region(const cd_shard *s, const cd_record *r, uint32_t tensor, const int64_t start[3],
+                                       const int64_t size[3], void *out, cd_error *err);
 
 /* Reads every record and chunk of a shard and verifies all checksums. On failure the message names
  * the first damaged place; *bad_record receives its record number (or -1 for header/index damage). */
@@ -136,12 +136,12 @@ CD_API cd_status cd_file_xxh3_128(const char *path, char hash_hex[33], uint64_t 
 
 /* Where one chunk lives and what it covers. */
 typedef struct cd_chunk_info {
-    uint64_t offset;         /* absolute, in the shard file */
+    uint64_t offset; /* absolute, in the shard file */
     uint32_t stored_size;
     uint32_t raw_size;
     uint64_t xxh3;
-    uint32_t start[3];       /* first voxel covered */
-    uint32_t extent[3];      /* voxels covered along each axis */
+    uint32_t start[3];  /* first voxel covered */
+    uint32_t extent[3]; /* voxels covered along each axis */
 } cd_chunk_info;
 
 /* The file descriptor (for callers that schedule their own reads, e.g. io_uring). */

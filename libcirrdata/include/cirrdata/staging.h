@@ -34,15 +34,15 @@
 extern "C" {
 #endif
 
-#define CD_STAGE_SIZE 256    /* slice side after resizing */
+#define CD_STAGE_SIZE 256 /* slice side after resizing */
 #define CD_STAGE_CHANNELS 3
 
 /* Preprocessed slices of one scan. */
 typedef struct cd_stage_input {
-    int64_t n;               /* slices */
-    int64_t depth;           /* axial slices in the RAS+ volume */
-    int64_t *z;              /* (n) the RAS+ axial index of each slice, increasing */
-    float *x;                /* (n, 3, 256, 256) C-order, ready for cd_model_predict */
+    int64_t n;     /* slices */
+    int64_t depth; /* axial slices in the RAS+ volume */
+    int64_t *z;    /* (n) the RAS+ axial index of each slice, increasing */
+    float *x;      /* (n, 3, 256, 256) C-order, ready for cd_model_predict */
 } cd_stage_input;
 
 /* Preprocesses image (any orientation; mask, when not NULL, on the same voxel grid, any integer or
@@ -55,13 +55,13 @@ CD_API void cd_stage_input_destroy(cd_stage_input *in);
 
 /* Staging result of one scan. */
 typedef struct cd_stage_result {
-    int classes;             /* the model's classes (3: mild, moderate, severe) */
-    int stage;               /* argmax of probs, 0-based (0 mild, 1 moderate, 2 severe) */
-    float *probs;            /* (classes) mean of the slice probabilities; sums to 1 */
-    int64_t n;               /* slices */
-    int64_t *z;              /* (n) as cd_stage_input.z */
-    float *slice_logits;     /* (n, classes) the network's outputs */
-    float *slice_probs;      /* (n, classes) softmax of each slice's logits */
+    int classes;         /* the model's classes (3: mild, moderate, severe) */
+    int stage;           /* argmax of probs, 0-based (0 mild, 1 moderate, 2 severe) */
+    float *probs;        /* (classes) mean of the slice probabilities; sums to 1 */
+    int64_t n;           /* slices */
+    int64_t *z;          /* (n) as cd_stage_input.z */
+    float *slice_logits; /* (n, classes) the network's outputs */
+    float *slice_probs;  /* (n, classes) softmax of each slice's logits */
 } cd_stage_result;
 
 /* Runs the model on in's slices, batch slices per cd_model_predict call (0 = 16), and aggregates.

@@ -29,10 +29,10 @@ typedef enum cd_sequence { CD_SEQ_T1 = 1, CD_SEQ_T2 = 2 } cd_sequence;
 /* One synthetic abdominal MRI case: image and liver mask on the same grid. */
 typedef struct cd_synth_case_params {
     uint64_t seed;
-    uint32_t case_index;  /* selects the case's random stream */
+    uint32_t case_index; /* selects the case's random stream */
     cd_sequence sequence;
-    int stage;            /* 1 mild, 2 moderate, 3 severe; 0 = healthy */
-    int64_t dims[3];      /* 0 = drawn from the seed (in-plane 160..320, 24..64 slices); else 1..2048 */
+    int stage;       /* 1 mild, 2 moderate, 3 severe; 0 = healthy */
+    int64_t dims[3]; /* 0 = drawn from the seed (in-plane 160..320, 24..64 slices); else 1..2048 */
 } cd_synth_case_params;
 
 /* Generates one case. *image gets a stored dtype as real scanners vary (int16 mostly, uint16, float32,
@@ -40,25 +40,24 @@ typedef struct cd_synth_case_params {
  * (axis 0 towards the patient's left, 1 posterior, 2 superior; slices are axial), sometimes slightly
  * oblique in-plane. Spacing: in-plane 0.7..1.6 mm, slices 3..8 mm. A pure function of the params:
  * the same patient (seed, case_index) has the same anatomy in T1 and T2. The caller owns both. */
-CD_API cd_status cd_synth_case(const cd_synth_case_params *params, cd_volume **image, cd_volume **mask,
-                               cd_error *err);
+CD_API cd_status cd_synth_case(const cd_synth_case_params *params, cd_volume **image, cd_volume **mask, cd_error *err);
 
 /* What cd_synth_cirrmri600 wrote. Index [q] is the sequence (0 = T1, 1 = T2). */
 typedef struct cd_synth_stats {
-    uint32_t patients;           /* cirrhosis patients */
-    uint32_t healthy;            /* healthy subjects (each has a T1 and a T2 scan) */
-    uint32_t cases[2][3];        /* cirrhosis scans per sequence and split (train, valid, test) */
-    uint32_t stage_cases[2][4];  /* scans per sequence and stage (0 = healthy, 1..3) */
-    uint32_t healthy_cases[2];   /* healthy scans per sequence */
-    uint64_t files;              /* NIfTI files (images + masks) */
-    uint64_t bytes;              /* bytes written, NIfTI and metadata */
+    uint32_t patients;          /* cirrhosis patients */
+    uint32_t healthy;           /* healthy subjects (each has a T1 and a T2 scan) */
+    uint32_t cases[2][3];       /* cirrhosis scans per sequence and split (train, valid, test) */
+    uint32_t stage_cases[2][4]; /* scans per sequence and stage (0 = healthy, 1..3) */
+    uint32_t healthy_cases[2];  /* healthy scans per sequence */
+    uint64_t files;             /* NIfTI files (images + masks) */
+    uint64_t bytes;             /* bytes written, NIfTI and metadata */
 } cd_synth_stats;
 
 typedef struct cd_synth_options {
-    uint32_t cases;        /* cirrhosis patients; default 24 */
-    uint64_t seed;         /* default 0 */
-    bool healthy;          /* also write Healthy_subjects/ (default true): max(2, cases / 4) subjects */
-    int threads;           /* worker threads; 0 = online CPUs. The output does not depend on it. */
+    uint32_t cases;          /* cirrhosis patients; default 24 */
+    uint64_t seed;           /* default 0 */
+    bool healthy;            /* also write Healthy_subjects/ (default true): max(2, cases / 4) subjects */
+    int threads;             /* worker threads; 0 = online CPUs. The output does not depend on it. */
     cd_progress_fn progress; /* optional (cirrdata/progress.h): scans (image + mask) done of the total,
                               * bytes written */
     void *progress_user;
