@@ -6,7 +6,7 @@ build_pkgs=(gcc meson ninja-build pkg-config libnifti2-dev zlib1g-dev libdeflate
   libvulkan-dev libvulkan-volk-dev glslc libxxhash-dev libjansson-dev libpng-dev libcmocka-dev)
 python_pkgs=(python3 python3-numpy python3-nibabel python3-scipy python3-zstandard python3-xxhash python3-jsonschema python3-torch python3-torchvision)
 vulkan_runtime=(mesa-vulkan-drivers vulkan-validationlayers)
-check_tools=(clang libclang-rt-14-dev valgrind)   # tests/fuzz (libFuzzer) and the valgrind tests
+check_tools=(clang libclang-rt-14-dev valgrind clang-format)   # tests/fuzz (libFuzzer), valgrind and format tests
 
 case "${1:-build}" in
   build) want=("${build_pkgs[@]}") ;;
