@@ -104,203 +104,247 @@ static void group_sizes(const cd_gpu_context *ctx, const item_plan *pl, int i0, 
     }
 }
 
-/* Runs items [i0, i1) (the GPU ones among them) as one command buffer; with `intensity`, the
- * intensity stage of the image items follows the warp in it. */
-static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, const cd_gpu_spatial_item *items,
-                           const item_plan *pl, int i0, int i1, uint32_t channels, const int64_t patch[3],
-                           bool intensity, cd_error *err) {
-    const uint64_t npatch = (uint64_t)(patch[0] * patch[1] * patch[2]);
-    const uint64_t nrows = (uint64_t)(patch[0] * patch[1]);
-    VkDeviceSize sz[NRANGES];
-    group_sizes(ctx, pl, i0, i1, nrows * ROW_WORDS * 4, channels, npatch, intensity, sz);
-    uint32_t ns = 0;
-    for (int i = i0; i < i1; i++) ns += !(pl[i].cpu || pl[i].skip);
-    if (ns == 0) return CD_OK;
-    const bool stage = sz[X_META] != 0; /* some image has intensity ops */
-    const bool shared = cd_gpu_shared_memory(ctx);
-    VkDeviceSize in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6] + sz[X_META], out_bytes = sz[4] + sz[5];
-    VkDeviceSize need[CD_VK_NKINDS] = {in_bytes + out_bytes + sz[X_SCRATCH] + sz[X_STATS], shared ? 0 : in_bytes,
-                                       shared ? 0 : out_bytes};
-    cd_status st = cd_vk_arenas_reserve(ctx, need, err);
-    if (st != CD_OK) return st;
-    /* device ranges: inputs first (contiguous, copied in one region), then outputs (the scratch image
-     * right after the output image), then the statistics */
-    static const int in_order[6] = {0, 1, 2, 3, 6, X_META};
-    const int nin = stage ? 6 : 5;
+/* One command buffer's worth of items [i0, i1): sizes, ranges and the intensity job. */
+typedef struct group {
+    cd_gpu_context *ctx;
+    const cd_aug_params *params;
+    const cd_gpu_spatial_item *items;
+    const item_plan *pl;
+    int i0, i1;
+    uint32_t channels;
+    const int64_t *patch;
+    uint64_t npatch, nrows;
+    uint32_t ns; /* items the device runs */
+    bool stage;  /* some image has intensity ops: the stage follows the warp */
+    bool shared; /* host-visible device memory: no copies */
+    VkDeviceSize sz[NRANGES], in_bytes, out_bytes;
     cd_vk_range dev[NRANGES], host_in[NRANGES], host_out[NRANGES];
-    memset(dev, 0, sizeof dev);
-    for (int j = 0; j < nin; j++) dev[in_order[j]] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[in_order[j]]);
-    dev[4] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[4]);
-    if (sz[X_SCRATCH]) dev[X_SCRATCH] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[X_SCRATCH]);
-    dev[5] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[5]);
-    if (stage) dev[X_STATS] = cd_vk_alloc(ctx, CD_VK_DEVICE, sz[X_STATS]);
-    if (shared) {
-        memcpy(host_in, dev, sizeof dev);
-        memcpy(host_out, dev, sizeof dev);
-    } else {
-        for (int j = 0; j < nin; j++) host_in[in_order[j]] = cd_vk_alloc(ctx, CD_VK_UPLOAD, sz[in_order[j]]);
-        host_out[4] = cd_vk_alloc(ctx, CD_VK_READBACK, sz[4]);
-        host_out[5] = cd_vk_alloc(ctx, CD_VK_READBACK, sz[5]);
-    }
-    /* the intensity stage: one row set per image item, in output order */
     cd_gpu_ijob job;
-    memset(&job, 0, sizeof job);
-    const cd_aug_params **jp = NULL;
-    const cd_gpu_iplan **jq = NULL;
-    if (stage) {
-        jp = malloc(sizeof *jp * ns);
-        jq = malloc(sizeof *jq * ns);
-        if (!jp || !jq) {
-            free(jp);
-            free(jq);
-            return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-        }
-        for (int i = i0; i < i1; i++)
-            if (!(pl[i].cpu || pl[i].skip) && (pl[i].flags & FLAG_IMAGE)) {
-                jp[job.ns] = &params[i];
-                jq[job.ns] = &pl[i].ip;
-                job.ops |= pl[i].ip.flags;
-                job.ns++;
-            }
-        job.channels = channels;
-        memcpy(job.patch, patch, sizeof job.patch);
-        job.params = jp;
-        job.plans = jq;
-        job.meta = dev[X_META];
-        job.data = dev[4];
-        job.data.size += sz[X_SCRATCH];
-        job.stats = dev[X_STATS];
-        job.scratch = (uint32_t)(sz[4] / 4);
-        cd_gpu_ijob_pack(&job, cd_vk_host(ctx, host_in[X_META]));
-    }
-    uint32_t *smp = cd_vk_host(ctx, host_in[0]);
-    uint32_t *rows = cd_vk_host(ctx, host_in[1]);
-    float *src = cd_vk_host(ctx, host_in[2]);
-    uint8_t *mask = cd_vk_host(ctx, host_in[3]);
-    uint32_t *el = cd_vk_host(ctx, host_in[6]);
-    uint64_t o_src = 0, o_mask = 0, o_out = 0, o_omask = 0, o_el = 0, o_rows = 0;
-    uint32_t s = 0;
-    for (int i = i0; i < i1; i++) {
-        if (pl[i].cpu || pl[i].skip) continue;
-        const cd_aug_params *a = &params[i];
-        const cd_gpu_spatial_item *it = &items[i];
-        uint32_t *w = smp + (size_t)s * SAMPLE_WORDS;
-        memset(w, 0, SAMPLE_WORDS * 4);
-        w[0] = (uint32_t)o_src;
-        w[1] = (uint32_t)o_mask;
-        w[2] = (uint32_t)o_out;
-        w[3] = (uint32_t)o_omask;
-        w[4] = (uint32_t)o_rows;
-        w[5] = (uint32_t)o_el;
-        w[6] = pl[i].flags;
-        w[7] = (uint32_t)pl[i].nbox;
-        for (int k = 0; k < 3; k++) w[8 + k] = (uint32_t)it->box_shape[k];
-        const double(*m)[3] = a->matrix;
-        double c[3], h[3];
-        for (int k = 0; k < 3; k++) {
-            c[k] = a->center[k] - (double)it->box_lo[k];
-            h[k] = (double)(patch[k] - 1) * 0.5;
-        }
-        for (int k = 0; k < 3; k++) put64(w + 12 + 2 * k, fixed32(m[k][2]));
-        /* rows: the reference's base, rounded as its fast path rounds it */
-        uint32_t *r = rows + o_rows;
-        for (int64_t x = 0; x < patch[0]; x++)
-            for (int64_t y = 0; y < patch[1]; y++, r += ROW_WORDS) {
-                const double q0 = (double)x - h[0], q1 = (double)y - h[1], q2 = -h[2];
-                for (int k = 0; k < 3; k++)
-                    put64(r + 2 * k, fixed32(c[k] + m[k][0] * q0 + m[k][1] * q1 + m[k][2] * q2));
-            }
-        o_rows += nrows * ROW_WORDS;
-        if (pl[i].flags & FLAG_IMAGE) {
-            memcpy(src + o_src, it->src, (size_t)(pl[i].nbox * channels) * sizeof(float));
-            o_src += pl[i].nbox * channels;
-            o_out += npatch * channels;
-        }
-        if (pl[i].flags & FLAG_MASK) {
-            memcpy(mask + o_mask, it->mask_src, (size_t)pl[i].nbox);
-            o_mask += pad4(pl[i].nbox);
-            o_omask += pad4(npatch);
-        }
-        if (pl[i].flags & FLAG_ELASTIC) {
-            const float *f = pl[i].field;
-            uint32_t *e = el + o_el;
-            for (uint64_t o = 0; o < npatch; o++, e += EL_WORDS) {
-                const double d0 = f[o], d1 = f[npatch + o], d2 = f[2 * npatch + o];
-                for (int k = 0; k < 3; k++) put64(e + 2 * k, fixed32(m[k][0] * d0 + m[k][1] * d1 + m[k][2] * d2));
-            }
-            o_el += npatch * EL_WORDS;
-        }
-        s++;
-    }
+    const cd_aug_params **jp; /* the job's rows: parameters and plans of the image items */
+    const cd_gpu_iplan **jq;
+} group;
 
-    cd_vk_cmd *cmd = cd_vk_batch(ctx);
-    st = cd_vk_cmd_begin(cmd, false, err);
-    if (st != CD_OK) {
-        free(jp);
-        free(jq);
-        return st;
+static bool on_device(const item_plan *p) { return !(p->cpu || p->skip); }
+
+/* The arenas reserved and every range allocated: inputs first (contiguous, copied in one region),
+ * then outputs (the scratch image right after the output image), then the statistics. */
+static cd_status group_ranges(group *g, cd_error *err) {
+    const VkDeviceSize *sz = g->sz;
+    g->in_bytes = sz[0] + sz[1] + sz[2] + sz[3] + sz[6] + sz[X_META];
+    g->out_bytes = sz[4] + sz[5];
+    VkDeviceSize need[CD_VK_NKINDS] = {g->in_bytes + g->out_bytes + sz[X_SCRATCH] + sz[X_STATS],
+                                       g->shared ? 0 : g->in_bytes, g->shared ? 0 : g->out_bytes};
+    cd_status st = cd_vk_arenas_reserve(g->ctx, need, err);
+    if (st != CD_OK) return st;
+    static const int in_order[6] = {0, 1, 2, 3, 6, X_META};
+    const int nin = g->stage ? 6 : 5;
+    for (int j = 0; j < nin; j++) g->dev[in_order[j]] = cd_vk_alloc(g->ctx, CD_VK_DEVICE, sz[in_order[j]]);
+    g->dev[4] = cd_vk_alloc(g->ctx, CD_VK_DEVICE, sz[4]);
+    if (sz[X_SCRATCH]) g->dev[X_SCRATCH] = cd_vk_alloc(g->ctx, CD_VK_DEVICE, sz[X_SCRATCH]);
+    g->dev[5] = cd_vk_alloc(g->ctx, CD_VK_DEVICE, sz[5]);
+    if (g->stage) g->dev[X_STATS] = cd_vk_alloc(g->ctx, CD_VK_DEVICE, sz[X_STATS]);
+    if (g->shared) {
+        memcpy(g->host_in, g->dev, sizeof g->dev);
+        memcpy(g->host_out, g->dev, sizeof g->dev);
+        return CD_OK;
     }
-    if (!shared) {
-        VkBufferCopy region = {.srcOffset = host_in[0].offset, .dstOffset = dev[0].offset, .size = in_bytes};
+    for (int j = 0; j < nin; j++) g->host_in[in_order[j]] = cd_vk_alloc(g->ctx, CD_VK_UPLOAD, sz[in_order[j]]);
+    g->host_out[4] = cd_vk_alloc(g->ctx, CD_VK_READBACK, sz[4]);
+    g->host_out[5] = cd_vk_alloc(g->ctx, CD_VK_READBACK, sz[5]);
+    return CD_OK;
+}
+
+/* The intensity stage: one row set per image item, in output order, packed into the meta range. */
+static cd_status group_intensity_job(group *g, cd_error *err) {
+    if (!g->stage) return CD_OK;
+    g->jp = malloc(sizeof *g->jp * g->ns);
+    g->jq = malloc(sizeof *g->jq * g->ns);
+    if (!g->jp || !g->jq) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    cd_gpu_ijob *job = &g->job;
+    for (int i = g->i0; i < g->i1; i++)
+        if (on_device(&g->pl[i]) && (g->pl[i].flags & FLAG_IMAGE)) {
+            g->jp[job->ns] = &g->params[i];
+            g->jq[job->ns] = &g->pl[i].ip;
+            job->ops |= g->pl[i].ip.flags;
+            job->ns++;
+        }
+    job->channels = g->channels;
+    memcpy(job->patch, g->patch, sizeof job->patch);
+    job->params = g->jp;
+    job->plans = g->jq;
+    job->meta = g->dev[X_META];
+    job->data = g->dev[4];
+    job->data.size += g->sz[X_SCRATCH];
+    job->stats = g->dev[X_STATS];
+    job->scratch = (uint32_t)(g->sz[4] / 4);
+    cd_gpu_ijob_pack(job, cd_vk_host(g->ctx, g->host_in[X_META]));
+    return CD_OK;
+}
+
+/* Where one item's data start in each input and output range (in elements of each range). */
+typedef struct item_offsets {
+    uint64_t src, mask, out, omask, el, rows;
+} item_offsets;
+
+/* Item i's sample words, rows, source box, mask box and elastic displacements, at offsets o. */
+static void pack_item(const group *g, int i, uint32_t s, item_offsets *o) {
+    const item_plan *p = &g->pl[i];
+    const cd_aug_params *a = &g->params[i];
+    const cd_gpu_spatial_item *it = &g->items[i];
+    const int64_t *patch = g->patch;
+    uint32_t *w = (uint32_t *)cd_vk_host(g->ctx, g->host_in[0]) + (size_t)s * SAMPLE_WORDS;
+    memset(w, 0, SAMPLE_WORDS * 4);
+    w[0] = (uint32_t)o->src;
+    w[1] = (uint32_t)o->mask;
+    w[2] = (uint32_t)o->out;
+    w[3] = (uint32_t)o->omask;
+    w[4] = (uint32_t)o->rows;
+    w[5] = (uint32_t)o->el;
+    w[6] = p->flags;
+    w[7] = (uint32_t)p->nbox;
+    for (int k = 0; k < 3; k++) w[8 + k] = (uint32_t)it->box_shape[k];
+    const double(*m)[3] = a->matrix;
+    double c[3], h[3];
+    for (int k = 0; k < 3; k++) {
+        c[k] = a->center[k] - (double)it->box_lo[k];
+        h[k] = (double)(patch[k] - 1) * 0.5;
+    }
+    for (int k = 0; k < 3; k++) put64(w + 12 + 2 * k, fixed32(m[k][2]));
+    /* rows: the reference's base, rounded as its fast path rounds it */
+    uint32_t *r = (uint32_t *)cd_vk_host(g->ctx, g->host_in[1]) + o->rows;
+    for (int64_t x = 0; x < patch[0]; x++)
+        for (int64_t y = 0; y < patch[1]; y++, r += ROW_WORDS) {
+            const double q0 = (double)x - h[0], q1 = (double)y - h[1], q2 = -h[2];
+            for (int k = 0; k < 3; k++) put64(r + 2 * k, fixed32(c[k] + m[k][0] * q0 + m[k][1] * q1 + m[k][2] * q2));
+        }
+    o->rows += g->nrows * ROW_WORDS;
+    if (p->flags & FLAG_IMAGE) {
+        float *src = cd_vk_host(g->ctx, g->host_in[2]);
+        memcpy(src + o->src, it->src, (size_t)(p->nbox * g->channels) * sizeof(float));
+        o->src += p->nbox * g->channels;
+        o->out += g->npatch * g->channels;
+    }
+    if (p->flags & FLAG_MASK) {
+        uint8_t *mask = cd_vk_host(g->ctx, g->host_in[3]);
+        memcpy(mask + o->mask, it->mask_src, (size_t)p->nbox);
+        o->mask += pad4(p->nbox);
+        o->omask += pad4(g->npatch);
+    }
+    if (p->flags & FLAG_ELASTIC) {
+        const float *f = p->field;
+        uint32_t *e = (uint32_t *)cd_vk_host(g->ctx, g->host_in[6]) + o->el;
+        for (uint64_t v = 0; v < g->npatch; v++, e += EL_WORDS) {
+            const double d0 = f[v], d1 = f[g->npatch + v], d2 = f[2 * g->npatch + v];
+            for (int k = 0; k < 3; k++) put64(e + 2 * k, fixed32(m[k][0] * d0 + m[k][1] * d1 + m[k][2] * d2));
+        }
+        o->el += g->npatch * EL_WORDS;
+    }
+}
+
+/* [copy in ->] warp [-> intensity stage] [-> copy out], submitted and waited for. */
+static cd_status group_record_submit(group *g, cd_error *err) {
+    cd_gpu_context *ctx = g->ctx;
+    cd_vk_cmd *cmd = cd_vk_batch(ctx);
+    cd_status st = cd_vk_cmd_begin(cmd, false, err);
+    if (st != CD_OK) return st;
+    if (!g->shared) {
+        VkBufferCopy region = {.srcOffset = g->host_in[0].offset, .dstOffset = g->dev[0].offset, .size = g->in_bytes};
         cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_UPLOAD), cd_vk_arena_buffer(ctx, CD_VK_DEVICE), 1, &region);
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
     }
     cd_vk_kernel *warp = WARP(ctx);
-    cd_vk_kernel_bind(ctx, warp, dev);
+    cd_vk_kernel_bind(ctx, warp, g->dev);
     cd_vk_cmd_bind(cmd, warp, VK_NULL_HANDLE, VK_NULL_HANDLE);
-    const uint64_t nquads = (npatch + 3) / 4;
+    const uint64_t nquads = (g->npatch + 3) / 4;
     const uint64_t groups = (nquads + warp->local_size - 1) / warp->local_size;
     const uint32_t maxx = cd_vk_limits(ctx)->maxComputeWorkGroupCount[0];
     const uint32_t gx = (uint32_t)(groups < maxx ? groups : maxx);
     const uint32_t gy = (uint32_t)((groups + gx - 1) / gx);
-    warp_push pc = {(uint32_t)patch[2], (uint32_t)npatch, channels, (uint32_t)nquads, gx};
+    warp_push pc = {(uint32_t)g->patch[2], (uint32_t)g->npatch, g->channels, (uint32_t)nquads, gx};
     cd_vk_cmd_push(cmd, warp, &pc);
     cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0);
-    cd_vk_cmd_dispatch(cmd, gx, gy, ns);
+    cd_vk_cmd_dispatch(cmd, gx, gy, g->ns);
     uint32_t res = 0; /* float offset of the final images from dev[4] */
-    if (stage) {
+    if (g->stage) {
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-        res = cd_gpu_ijob_record(ctx, cmd, &job);
+        res = cd_gpu_ijob_record(ctx, cmd, &g->job);
     }
-    free(jp);
-    free(jq);
     cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
-    if (!shared) {
+    if (!g->shared) {
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                           VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
         VkBufferCopy regions[2] = {
-            {.srcOffset = dev[4].offset + (VkDeviceSize)res * 4, .dstOffset = host_out[4].offset, .size = sz[4]},
-            {.srcOffset = dev[5].offset, .dstOffset = host_out[5].offset, .size = sz[5]}};
+            {.srcOffset = g->dev[4].offset + (VkDeviceSize)res * 4,
+             .dstOffset = g->host_out[4].offset,
+             .size = g->sz[4]},
+            {.srcOffset = g->dev[5].offset, .dstOffset = g->host_out[5].offset, .size = g->sz[5]}};
         cd_vk_cmd_copy(cmd, cd_vk_arena_buffer(ctx, CD_VK_DEVICE), cd_vk_arena_buffer(ctx, CD_VK_READBACK), 2, regions);
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
                           VK_ACCESS_HOST_READ_BIT);
     } else {
-        host_out[4].offset += (VkDeviceSize)res * 4;
+        g->host_out[4].offset += (VkDeviceSize)res * 4;
         cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                           VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     }
     double kms = 0;
     st = cd_vk_cmd_submit_wait(cmd, "a batch", &kms, err);
-    if (st != CD_OK) return st;
-    cd_vk_count_batch(ctx, kms, in_bytes, out_bytes);
+    if (st == CD_OK) cd_vk_count_batch(ctx, kms, g->in_bytes, g->out_bytes);
+    return st;
+}
 
-    const float *out = cd_vk_host(ctx, host_out[4]);
-    const uint8_t *omask = cd_vk_host(ctx, host_out[5]);
-    o_out = o_omask = 0;
-    for (int i = i0; i < i1; i++) {
-        if (pl[i].cpu || pl[i].skip) continue;
-        if (pl[i].flags & FLAG_IMAGE) {
-            memcpy(items[i].out_img, out + o_out, (size_t)(npatch * channels) * sizeof(float));
-            o_out += npatch * channels;
+/* The warped (and intensity-augmented) images and masks into the items' outputs. */
+static void group_unpack(const group *g) {
+    const float *out = cd_vk_host(g->ctx, g->host_out[4]);
+    const uint8_t *omask = cd_vk_host(g->ctx, g->host_out[5]);
+    uint64_t o_out = 0, o_omask = 0;
+    for (int i = g->i0; i < g->i1; i++) {
+        if (!on_device(&g->pl[i])) continue;
+        if (g->pl[i].flags & FLAG_IMAGE) {
+            memcpy(g->items[i].out_img, out + o_out, (size_t)(g->npatch * g->channels) * sizeof(float));
+            o_out += g->npatch * g->channels;
         }
-        if (pl[i].flags & FLAG_MASK) {
-            memcpy(items[i].out_mask, omask + o_omask, (size_t)npatch);
-            o_omask += pad4(npatch);
+        if (g->pl[i].flags & FLAG_MASK) {
+            memcpy(g->items[i].out_mask, omask + o_omask, (size_t)g->npatch);
+            o_omask += pad4(g->npatch);
         }
     }
-    return CD_OK;
+}
+
+/* Runs items [i0, i1) (the GPU ones among them) as one command buffer; with `intensity`, the
+ * intensity stage of the image items follows the warp in it. */
+static cd_status run_group(cd_gpu_context *ctx, const cd_aug_params *params, const cd_gpu_spatial_item *items,
+                           const item_plan *pl, int i0, int i1, uint32_t channels, const int64_t patch[3],
+                           bool intensity, cd_error *err) {
+    group g = (group){.ctx = ctx,
+                      .params = params,
+                      .items = items,
+                      .pl = pl,
+                      .i0 = i0,
+                      .i1 = i1,
+                      .channels = channels,
+                      .patch = patch,
+                      .npatch = (uint64_t)(patch[0] * patch[1] * patch[2]),
+                      .nrows = (uint64_t)(patch[0] * patch[1])};
+    group_sizes(ctx, pl, i0, i1, g.nrows * ROW_WORDS * 4, channels, g.npatch, intensity, g.sz);
+    for (int i = i0; i < i1; i++) g.ns += on_device(&pl[i]);
+    if (g.ns == 0) return CD_OK;
+    g.stage = g.sz[X_META] != 0;
+    g.shared = cd_gpu_shared_memory(ctx);
+    cd_status st = group_ranges(&g, err);
+    if (st == CD_OK) st = group_intensity_job(&g, err);
+    if (st == CD_OK) {
+        item_offsets o = {0, 0, 0, 0, 0, 0};
+        uint32_t s = 0;
+        for (int i = i0; i < i1; i++)
+            if (on_device(&pl[i])) pack_item(&g, i, s++, &o);
+        st = group_record_submit(&g, err);
+    }
+    free(g.jp);
+    free(g.jq);
+    if (st == CD_OK) group_unpack(&g);
+    return st;
 }
 
 static bool finite3x3(const cd_aug_params *a) {
