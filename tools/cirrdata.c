@@ -14,7 +14,8 @@ static const cli_command commands[] = {
     {"inspect", "print a converted dataset's counts, statistics, recipe and shards", cmd_inspect},
     {"merge", "join the parts of a 'convert --part I/N' run into one dataset", cmd_merge},
     {"export-batch",
-     "write a converted dataset's records as plain .npy or .nii.gz files (with affines) for tools that read only files",
+     "write a converted dataset's records as .npy files with JSON sidecars, or .nii.gz files, for tools that read only "
+     "files",
      cmd_export_batch},
     {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)",
      cmd_resample},

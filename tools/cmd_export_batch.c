@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "cli_progress.h"
 
@@ -23,7 +24,9 @@ static const char export_batch_help[] =
     "A file that already exists in DIR is an error unless --overwrite.\n\n"
     "  --out DIR        output folder (created if missing)\n"
     "  --split NAMES    comma-separated splits (default train; * = all)\n"
-    "  --format F       npy (default): the tensor as stored, shape (C, X, Y, Z), C order, stored dtype;\n"
+    "  --format F       npy (default): the tensor as stored, shape (C, X, Y, Z), C order, stored dtype,\n"
+    "                   and a JSON sidecar per record (<...>.json: key, patient, sequence, split, label,\n"
+    "                   copy, affine, spacing, the files and tensors, the record's metadata);\n"
     "                   nifti: .nii.gz, shape (X, Y, Z), the record's affine (voxel -> RAS mm) in sform\n"
     "                   and qform; float16 images are widened to float32 (NIfTI-1 has no float16);\n"
     "                   images with C > 1 channels are written one file per channel (_image_cN)\n"
@@ -149,7 +152,7 @@ typedef struct export_job {
     cd_dataset *ds;
     json_t *used; /* base name -> record index */
     void *buf;    /* the tensor being written */
-    size_t done, files, renamed_records;
+    size_t done, files, sidecars, renamed_records;
     uint64_t bytes;
 } export_job;
 
@@ -306,6 +309,81 @@ static cd_status export_tensor(export_job *j, size_t i, const cd_shard *sh, cons
     return st;
 }
 
+/* The record's JSON sidecar (npy): what the .npy files cannot say. */
+static json_t *sidecar(size_t i, json_t *e, json_t *meta, const cd_record *rec, const char *base,
+                       const double affine[4][4], const double spacing[3]) {
+    json_t *o = json_object();
+    static const char *const fields[] = {"key", "patient_id", "sequence", "split", "label", "copy"};
+    for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
+        json_t *v = json_object_get(e, fields[f]);
+        if (v) json_object_set(o, fields[f], v);
+    }
+    json_object_set_new(o, "record_index", json_integer((json_int_t)i));
+    json_t *a = json_array();
+    for (int r = 0; r < 4; r++) {
+        json_t *row = json_array();
+        for (int k = 0; k < 4; k++) json_array_append_new(row, json_real(affine[r][k]));
+        json_array_append_new(a, row);
+    }
+    json_object_set_new(o, "affine", a);
+    json_t *sp = json_array();
+    for (int k = 0; k < 3; k++) json_array_append_new(sp, json_real(spacing[k]));
+    json_object_set_new(o, "spacing", sp);
+    json_t *tensors = json_object();
+    for (uint32_t t = 0; t < cd_record_tensor_count(rec); t++) {
+        cd_tensor_info ti;
+        cd_record_tensor_info(rec, t, &ti);
+        char tname[CD_TENSOR_NAME_MAX + 2], file[BASE_MAX + 96];
+        size_t tlen = 0;
+        append_safe(tname, sizeof tname, &tlen, ti.name);
+        snprintf(file, sizeof file, "%s_%s.npy", base, tname);
+        json_t *d = json_object();
+        json_object_set_new(d, "file", json_string(file));
+        json_object_set_new(d, "dtype", json_string(cd_dtype_name(ti.dtype)));
+        json_object_set_new(d, "shape",
+                            json_pack("[IIII]", (json_int_t)ti.channels, (json_int_t)ti.shape[0],
+                                      (json_int_t)ti.shape[1], (json_int_t)ti.shape[2]));
+        json_object_set_new(tensors, ti.name, d);
+    }
+    json_object_set_new(o, "tensors", tensors);
+    if (meta) json_object_set(o, "metadata", meta);
+    return o;
+}
+
+/* Writes the sidecar of record i to DIR/<base>.json, a file it claims. */
+static cd_status write_sidecar(export_job *j, size_t i, json_t *e, json_t *meta, const cd_record *rec, const char *base,
+                               const double affine[4][4], const double spacing[3], cd_error *err) {
+    char path[4400];
+    int len = snprintf(path, sizeof path, "%s/%s.json", j->out, base);
+    if (len < 0 || (size_t)len >= sizeof path) {
+        snprintf(err->message, sizeof err->message, "%.300s: output folder name too long", j->out);
+        return err->status = CD_ERR_ARG;
+    }
+    if (!claim(path, j->overwrite, err)) return err->status;
+    json_t *o = sidecar(i, e, meta, rec, base, affine, spacing);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    cd_status st = CD_OK;
+    if (!text) {
+        snprintf(err->message, sizeof err->message, "out of memory (the sidecar of record %zu)", i);
+        st = err->status = CD_ERR_NOMEM;
+    } else {
+        size_t n = strlen(text);
+        char *full = realloc(text, n + 2); /* ends with a newline, as text files do */
+        if (full) {
+            text = full;
+            text[n++] = '\n';
+        }
+        st = atomic_write_file(path, text, n, err);
+    }
+    free(text);
+    if (st == CD_OK)
+        j->sidecars++;
+    else
+        unlink(path);
+    return st;
+}
+
 /* Manifest entry i (record i): its files. */
 static cd_status export_record(export_job *j, size_t i, json_t *e, cd_error *err) {
     cd_record *rec = NULL;
@@ -318,6 +396,8 @@ static cd_status export_record(export_job *j, size_t i, json_t *e, cd_error *err
     record_base(j, i, e, base, sizeof base);
     for (uint32_t t = 0; st == CD_OK && t < cd_record_tensor_count(rec); t++)
         st = export_tensor(j, i, sh, rec, t, base, (const double(*)[4])affine, spacing, err);
+    if (st == CD_OK && !j->nifti)
+        st = write_sidecar(j, i, e, meta, rec, base, (const double(*)[4])affine, spacing, err);
     json_decref(meta);
     cd_record_destroy(rec);
     return st;
@@ -348,8 +428,10 @@ int cmd_export_batch(int argc, char **argv) {
     cd_folder_lock_release(lock);
     cli_progress_finish(bar);
     if (rc == CLI_OK) {
-        printf("exported %zu record%s of split(s) '%s' as %zu %s file%s into %s", j.done, j.done == 1 ? "" : "s",
-               j.splits, j.files, j.nifti ? "NIfTI" : "npy", j.files == 1 ? "" : "s", j.out);
+        printf("exported %zu record%s of split(s) '%s' as %zu %s file%s", j.done, j.done == 1 ? "" : "s", j.splits,
+               j.files, j.nifti ? "NIfTI" : "npy", j.files == 1 ? "" : "s");
+        if (!j.nifti) printf(" and %zu JSON sidecar%s", j.sidecars, j.sidecars == 1 ? "" : "s");
+        printf(" into %s", j.out);
         if (j.renamed_records)
             printf(" (%zu record%s renamed with _r<index> to keep names unique)", j.renamed_records,
                    j.renamed_records == 1 ? "" : "s");

@@ -11,7 +11,8 @@ in volume mode (nnunet pipeline), patch mode (fixed patch, foreground-centred) a
 plain conversion's; every record reads back with the independent reader (cdshard.py) and its
 augmentation metadata is complete; manifest and `inspect` carry pipeline, copies and seed; the
 affine of an augmented record maps its voxels to the world positions they were sampled from; the
-export-batch files (.npy, .nii.gz read by nibabel, affines included) equal the records. Ends with
+export-batch files (.npy with their JSON sidecars, .nii.gz read by nibabel, affines included) equal the
+records. Ends with
 `augshards: N passed, M failed`."""
 import json
 import os
@@ -291,7 +292,10 @@ def main():
                 img, msk = rec["tensors"]["image"], rec["tensors"]["mask"]
                 if fmt == "npy":
                     a_img, a_msk = np.load(stem + "_image.npy"), np.load(stem + "_mask.npy")
-                    ok = a_img.dtype == img.dtype and np.array_equal(a_img, img) and np.array_equal(a_msk, msk)
+                    with open(stem + ".json") as f:
+                        side = json.load(f)  # the sidecar: the copy and the affine of the sampled grid
+                    ok = (a_img.dtype == img.dtype and np.array_equal(a_img, img) and np.array_equal(a_msk, msk) and
+                          side["copy"] == e["copy"] and np.allclose(side["affine"], rec["metadata"]["affine"], atol=0))
                 else:
                     ni, nm = nib.load(stem + "_image.nii.gz"), nib.load(stem + "_mask.nii.gz")
                     A = np.array(rec["metadata"]["affine"])
@@ -300,7 +304,9 @@ def main():
                 n_ok += bool(ok)
             check(n_train > 0 and n_ok == n_train, f"export-batch {fmt}: {n_ok} of {n_train} train records equal")
             files = os.listdir(out) if os.path.isdir(out) else []
-            check(len(files) == 2 * n_train, f"export-batch {fmt}: {len(files)} files for {n_train} records")
+            data = [f for f in files if not f.endswith(".json")]
+            check(len(data) == 2 * n_train and len(files) - len(data) == (n_train if fmt == "npy" else 0),
+                  f"export-batch {fmt}: {len(data)} data files and {len(files) - len(data)} sidecars for {n_train} records")
         r = run([cli, "export-batch", aug, "--split", "nosuch", "--out", os.path.join(work, "e3"), "--format", "npy"])
         check(r.returncode == 1 and "nosuch" in r.stderr, f"export-batch of an empty split fails naming it: {r.stderr}")
         r = run([cli, "export-batch", aug, "--out", os.path.join(work, "e4"), "--format", "png"])

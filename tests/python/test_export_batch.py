@@ -12,7 +12,10 @@ An nnU-Net v2 tree whose case ids collide once sanitised ('a b', 'a_b' and 'a<TA
     records after the first get the documented _r<manifest index> suffix and a note on stderr naming
     their key; the 150-character id keeps its whole name;
   * a second export into the same folder fails naming an existing file and changes nothing; with
-    --overwrite it succeeds and writes the same set of files.
+    --overwrite it succeeds and writes the same set of files;
+  * npy: one JSON sidecar per record (<stem>.json) with the manifest's key, patient, sequence, split and
+    label, the record index, the affine and spacing (equal to the NIfTI export's, read by nibabel), and
+    each tensor's file, dtype and shape (equal to the .npy's).
 Prints one line per failure and ends with `export_batch: N passed, M failed`.
 """
 import json
@@ -55,10 +58,17 @@ def check_export(c, cli, ds, out, fmt, names, records):
         return None
     c.check(not harness.sanitizer_report(se), '%s: no sanitizer report' % fmt, se[:400])
     files = sorted(os.listdir(out))
+    data = [f for f in files if not f.endswith('.json')]
+    sidecars = [f for f in files if f.endswith('.json')]
     m = re.search(r'exported (\d+) records? .* as (\d+) ', so)
-    c.check(m is not None and int(m.group(1)) == len(records) and int(m.group(2)) == len(files) == 2 * len(records),
+    c.check(m is not None and int(m.group(1)) == len(records) and int(m.group(2)) == len(data) == 2 * len(records),
             '%s: the summary counts %s records and %s files; %d files on disk for %d records' %
-            (fmt, m and m.group(1), m and m.group(2), len(files), len(records)), so.strip())
+            (fmt, m and m.group(1), m and m.group(2), len(data), len(records)), so.strip())
+    want_sidecars = len(records) if fmt == 'npy' else 0
+    ms = re.search(r'and (\d+) JSON sidecars?', so)
+    c.check(len(sidecars) == want_sidecars and (fmt != 'npy' or (ms is not None and int(ms.group(1)) == len(sidecars))),
+            '%s: %d JSON sidecars on disk (want %d), the summary says %s' % (fmt, len(sidecars), want_sidecars,
+                                                                          ms and ms.group(1)), so.strip())
     ext = '.npy' if fmt == 'npy' else '.nii.gz'
     # Which file holds which record: the images hold 100 + the case's position in `names`.
     owner = {}
@@ -76,6 +86,36 @@ def check_export(c, cli, ds, out, fmt, names, records):
         c.check(os.path.exists(os.path.join(out, stem + '_mask' + ext)), '%s: record %r has its mask beside its image' %
                 (fmt, r['key'][:20]), files)
     return owner, se, files
+
+
+def check_sidecars(c, npy_out, nifti_out, records):
+    """Each npy sidecar against the manifest, the .npy files and the NIfTI export's affines (nibabel)."""
+    by_key = {r['key']: (i, r) for i, r in enumerate(records)}
+    for f in sorted(x for x in os.listdir(npy_out) if x.endswith('.json')):
+        with open(os.path.join(npy_out, f)) as fh:
+            sc = json.load(fh)
+        i, r = by_key.get(sc.get('key'), (None, {}))
+        stem = f[:-len('.json')]
+        c.check(i is not None and sc.get('record_index') == i and
+                all(sc.get(k) == r.get(k) for k in ('patient_id', 'sequence', 'split', 'label')),
+                'sidecar %s: key, patient, sequence, split, label and index are the manifest\'s' % stem[:30],
+                {k: sc.get(k) for k in ('key', 'record_index', 'split', 'label')})
+        nii = os.path.join(nifti_out, stem + '_image.nii.gz')
+        if c.check(os.path.exists(nii), 'sidecar %s: the NIfTI export has the same record name' % stem[:30], nii):
+            img = nib.load(nii)
+            c.check(np.allclose(np.array(sc['affine']), img.affine, rtol=0, atol=1e-6) and
+                    np.allclose(sc['spacing'], img.header.get_zooms()[:3], rtol=0, atol=1e-6),
+                    'sidecar %s: affine and spacing equal the NIfTI export\'s (nibabel)' % stem[:30],
+                    (sc['affine'], img.affine.tolist(), sc['spacing']))
+        for name, t in sorted(sc.get('tensors', {}).items()):
+            path = os.path.join(npy_out, t['file'])
+            ok = os.path.exists(path)
+            a = np.load(path) if ok else None
+            c.check(ok and list(a.shape) == t['shape'] and a.dtype == np.dtype(t['dtype']),
+                    'sidecar %s: tensor %s names its file, dtype and shape' % (stem[:30], name),
+                    (t, a is not None and (a.shape, str(a.dtype))))
+        c.check(sorted(sc.get('tensors', {})) == ['image', 'mask'], 'sidecar %s: both tensors listed' % stem[:30],
+                sorted(sc.get('tensors', {})))
 
 
 def main():
@@ -136,6 +176,7 @@ def main():
                                            '--overwrite'])
             c.check(rc == 0 and sorted(os.listdir(out)) == files, '%s: --overwrite writes the same files' % fmt,
                     'exit %d: %s' % (rc, se3.strip()[:300]))
+        check_sidecars(c, os.path.join(work, 'out-npy'), os.path.join(work, 'out-nifti'), records)
     except Exception as e:  # a crash is a failure, not a silent pass
         c.crashed(e)
     finally:

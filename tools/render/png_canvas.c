@@ -1,6 +1,8 @@
 /* RGB canvas and PNG writer for the CLI's pictures (see png_canvas.h). */
 #include "png_canvas.h"
 
+#include "../atomic_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -161,19 +163,6 @@ static void on_png_warning(png_structp png, png_const_charp msg) {
 /* The picture goes to "<path>.tmp-<pid>", created exclusively and never through a link planted at that
  * name, and is renamed onto path when complete: a reader never sees half a PNG, and a link at path is
  * replaced, not written through. */
-static FILE *open_temporary(const char *tmp) {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd >= 0) {
-            FILE *f = fdopen(fd, "wb");
-            if (!f) close(fd);
-            return f;
-        }
-        if (errno != EEXIST || unlink(tmp) != 0) break;
-    }
-    return NULL;
-}
-
 static cd_status write_png(const png_canvas *c, const char *path, const char *tmp, cd_error *err);
 
 cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err) {
@@ -190,7 +179,7 @@ cd_status png_canvas_write(const png_canvas *c, const char *path, cd_error *err)
 }
 
 static cd_status write_png(const png_canvas *c, const char *path, const char *tmp, cd_error *err) {
-    FILE *f = open_temporary(tmp);
+    FILE *f = atomic_open_temporary(tmp);
     if (!f) return fail(err, CD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     png_errctx ctx;
     ctx.message[0] = '\0';
