@@ -24,7 +24,8 @@ static void note_locked(cd_device_policy *p, bool giving_up, const char *what, c
     if (!p->note[0] || giving_up) snprintf(p->note, sizeof p->note, "%.120s: %.250s", what, msg);
 }
 
-void cd_device_policy_note(cd_device_policy *p, const char *what, const char *msg) {
+/* Records a reason the CPU ran (kept when it is the first). */
+static void note(cd_device_policy *p, const char *what, const char *msg) {
     pthread_mutex_lock(&p->mu);
     note_locked(p, false, what, msg);
     pthread_mutex_unlock(&p->mu);
@@ -135,7 +136,7 @@ static cd_device_next after_loss(cd_device_policy *p, cd_device_slot *s, uint32_
     s->resets++;
     s->generation++;
     atomic_fetch_add(&p->resets, 1);
-    cd_device_policy_note(p, "the Vulkan device was lost, its context was created again", msg);
+    note(p, "the Vulkan device was lost, its context was created again", msg);
     cd_error ce;
     cd_error_clear(&ce);
     cd_status cs = cd_gpu_create(&p->gpu, &s->gpu, &ce);
@@ -158,7 +159,7 @@ static cd_device_next slot_result(cd_device_policy *p, cd_device_slot *s, uint32
     case CD_ERR_NOMEM:
     case CD_ERR_LIMIT:
         snprintf(w, sizeof w, "the GPU could not %s, the CPU did (same semantics)", what);
-        cd_device_policy_note(p, w, msg);
+        note(p, w, msg);
         return CD_DEVICE_FALLBACK;
     case CD_ERR_IO: return after_loss(p, s, generation, what, msg);
     default: snprintf(w, sizeof w, "the GPU could not %s, the CPU does the rest", what); return give_up(p, w, msg);

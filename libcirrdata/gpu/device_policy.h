@@ -57,8 +57,6 @@ CD_INTERNAL cd_status cd_device_policy_init(cd_device_policy *p, cd_device reque
 CD_INTERNAL void cd_device_policy_free(cd_device_policy *p);
 /* Vulkan is resolved and not given up. */
 CD_INTERNAL bool cd_device_policy_active(const cd_device_policy *p);
-/* Records a reason the CPU ran (kept when it is the first). */
-CD_INTERNAL void cd_device_policy_note(cd_device_policy *p, const char *what, const char *msg);
 /* Copies the note and the device name (each may be NULL). */
 CD_INTERNAL void cd_device_policy_describe(cd_device_policy *p, char *note, size_t note_len, char *name,
                                            size_t name_len);

@@ -698,7 +698,6 @@ void cd_pp_device_init(cd_pp_device *d, cd_device_policy *policy, cd_device_slot
     d->policy = policy;
     d->slot = slot;
     atomic_init(&d->gpu_calls, 0);
-    atomic_init(&d->cpu_calls, 0);
 }
 
 const char *cd_pp_device_used(const cd_pp_device *d) { return d && atomic_load(&d->gpu_calls) > 0 ? "vulkan" : "cpu"; }
@@ -741,7 +740,6 @@ cd_status cd_pp_resample(cd_pp_device *d, const cd_volume *src, const cd_grid *g
                          cd_volume **out, cd_error *err) {
     pp_args a = {.src = src, .grid = grid, .o = o, .out = out};
     if (on_device(d, call_resample, &a, "resample a volume")) return CD_OK;
-    if (d) atomic_fetch_add(&d->cpu_calls, 1);
     return cd_resample(src, grid, o, out, err);
 }
 

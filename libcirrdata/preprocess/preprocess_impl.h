@@ -19,7 +19,6 @@ typedef struct cd_pp_device {
     cd_device_policy *policy; /* NULL: everything on the CPU (borrowed, as is slot) */
     cd_device_slot *slot;     /* the context the calls share */
     atomic_ullong gpu_calls;  /* volumes resampled or normalised on the device */
-    atomic_ullong cpu_calls;  /* resamplings that went to the CPU */
 } cd_pp_device;
 
 /* The preprocessing device over a policy and a slot that outlive it (policy NULL: the CPU). */
