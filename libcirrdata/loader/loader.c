@@ -16,6 +16,7 @@ static cd_loader *new_loader(const cd_loader_options *opts, int world, int rank)
     l->o.world_size = world;
     l->o.rank = rank;
     l->ring = l->o.ring ? l->o.ring : 4;
+    if (!l->o.batch_stride) l->o.batch_stride = 1;
     uint64_t budget = 0;
     if (l->o.cache_bytes > 0) {
         budget = (uint64_t)l->o.cache_bytes;
@@ -47,6 +48,7 @@ static cd_status open_dataset(cd_loader *l, cd_error *err) {
 /* Preload (the workers fill the cache before their first batch, see preload.c), the first batches
  * assigned, the workers started. */
 static cd_status start(cd_loader *l, cd_error *err) {
+    l->sched_pos = l->deliver_pos = cd_loader_epoch_start(l);
     l->preloading = l->o.preload && l->cache_enabled;
     l->pre_jobs = l->preloading ? 2 * (uint64_t)l->nrecs : 0;
     pthread_mutex_lock(&l->mu);
@@ -128,6 +130,7 @@ void cd_loader_destroy(cd_loader *l) {
 
 uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
 uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
+uint64_t cd_loader_epoch_items(const cd_loader *l) { return l->nitems; }
 uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
 uint64_t cd_loader_cache_bytes(const cd_loader *l) { return l->cache ? cd_chunk_cache_bytes(l->cache) : 0; }
 const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }

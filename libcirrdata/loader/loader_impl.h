@@ -48,6 +48,7 @@ typedef struct item {
 
 typedef struct slot {
     bool assigned;
+    bool borrowed; /* handed out by cd_loader_next, not yet released */
     uint64_t epoch, start, number;
     uint32_t size, claimed, done;
     bool *ok;
@@ -114,7 +115,10 @@ struct cd_loader {
     /* ring and scheduling */
     slot *slots;
     uint32_t ring;
-    uint64_t assign_seq, deliver_seq;    /* batch sequence numbers; slot = seq % ring */
+    uint64_t assign_seq, deliver_seq;    /* batch sequence numbers */
+    uint32_t *queue;                     /* queue[seq % ring]: the slot of batch seq, deliver_seq <= seq < assign_seq
+                                            (slots come back in any order: batches may be released in any) */
+    uint32_t borrowed;                   /* batches handed out and not released */
     uint64_t sched_epoch, sched_pos;     /* next batch to assign */
     uint64_t current_epoch;              /* epoch of the batches being delivered */
     uint64_t deliver_epoch, deliver_pos; /* where the next delivered batch starts (resume state) */
@@ -220,5 +224,7 @@ CD_INTERNAL cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err);
 CD_INTERNAL void cd_loader_ring_free(cd_loader *l);
 /* Gives free ring slots the next batches (caller holds the lock). */
 CD_INTERNAL void cd_loader_assign_batches(cd_loader *l);
+/* Position of this loader's first batch of an epoch (batch_offset x batch_size; ring.c). */
+CD_INTERNAL uint64_t cd_loader_epoch_start(const cd_loader *l);
 
 #endif

@@ -73,6 +73,12 @@ static cd_status check_scalars(const cd_loader_options *o, cd_error *err) {
     if (o->world_size < 0)
         return cd_fail(err, CD_ERR_ARG, "world_size must be in 0..%d, 0 for $WORLD_SIZE (got %d)", INT_MAX,
                        o->world_size);
+    if (o->batch_stride > CD_LOADER_MAX_STRIDE)
+        return cd_fail(err, CD_ERR_ARG, "batch_stride must be in 0..%u, 0 or 1 for every batch (got %u)",
+                       CD_LOADER_MAX_STRIDE, o->batch_stride);
+    if (o->batch_offset >= (o->batch_stride ? o->batch_stride : 1))
+        return cd_fail(err, CD_ERR_ARG, "batch_offset must be in 0..%u, below batch_stride %u (got %u)",
+                       o->batch_stride ? o->batch_stride - 1 : 0, o->batch_stride, o->batch_offset);
     const uint64_t ram = cd_loader_phys_ram();
     if (o->cache_bytes < -1 || (ram && o->cache_bytes > 0 && (uint64_t)o->cache_bytes > ram))
         return cd_fail(
@@ -118,8 +124,13 @@ cd_status cd_loader_check_options(const cd_loader_options *o, int *world, int *r
     if (st == CD_OK) st = check_patch(o, err);
     *world = o->world_size;
     *rank = o->rank;
-    if (st == CD_OK && *world == 0 && (st = env_int("WORLD_SIZE", 1, 1, world, err)) == CD_OK)
-        st = env_int("RANK", 0, 0, rank, err);
+    if (st == CD_OK && *world == 0) {
+        /* torchrun's variables first, then Slurm's (srun sets them for every task) */
+        const char *w = getenv("WORLD_SIZE");
+        const bool slurm = (!w || !*w) && getenv("SLURM_NTASKS") && *getenv("SLURM_NTASKS");
+        if ((st = env_int(slurm ? "SLURM_NTASKS" : "WORLD_SIZE", 1, 1, world, err)) == CD_OK)
+            st = env_int(slurm ? "SLURM_PROCID" : "RANK", 0, 0, rank, err);
+    }
     if (st == CD_OK && (*rank < 0 || *rank >= *world))
         st = cd_fail(err, CD_ERR_ARG, "rank must be in 0..%d (world_size %d) (got %d)", *world - 1, *world, *rank);
     return st;

@@ -78,6 +78,9 @@ cd_status cd_loader_order_plan(cd_loader *l, cd_error *err) {
         st = cd_fail(err, CD_ERR_ARG, "%s: no samples for rank %d of %d", l->o.dataset, l->o.rank, l->o.world_size);
     l->bpe = l->o.drop_last ? l->per_rank / l->o.batch_size : (l->per_rank + l->o.batch_size - 1) / l->o.batch_size;
     if (st == CD_OK && l->bpe == 0) st = cd_fail(err, CD_ERR_ARG, "fewer samples than one batch with drop_last");
+    if (st == CD_OK && l->o.batch_offset >= l->bpe)
+        st = cd_fail(err, CD_ERR_ARG, "%s: batch_offset %u: an epoch of rank %d has only %llu batch(es)", l->o.dataset,
+                     l->o.batch_offset, l->o.rank, (unsigned long long)l->bpe);
     l->order = calloc(l->per_rank ? l->per_rank : 1, sizeof *l->order);
     if (st == CD_OK && !l->order) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
     return st;

@@ -44,7 +44,8 @@ cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err) {
                        rb ? cd_format_bytes(rb, need, sizeof need) : "over 2^64 bytes",
                        cd_format_bytes(ram, have, sizeof have));
     }
-    if (!(l->slots = calloc(l->ring, sizeof *l->slots))) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    if (!(l->slots = calloc(l->ring, sizeof *l->slots)) || !(l->queue = calloc(l->ring, sizeof *l->queue)))
+        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
     for (uint32_t i = 0; i < l->ring; i++) {
         slot *s = &l->slots[i];
         s->ok = calloc(B, sizeof *s->ok);
@@ -75,15 +76,42 @@ void cd_loader_ring_free(cd_loader *l) {
     }
     free(l->slots);
     l->slots = NULL;
+    free(l->queue);
+    l->queue = NULL;
+}
+
+/* Where this loader's first batch of an epoch starts (batch number batch_offset). */
+uint64_t cd_loader_epoch_start(const cd_loader *l) { return (uint64_t)l->o.batch_offset * l->o.batch_size; }
+
+/* Whether a batch starting at pos lies past this rank's epoch (or, with drop_last, would be partial). */
+static bool past_epoch(const cd_loader *l, uint64_t pos) {
+    return pos >= l->per_rank || (l->o.drop_last && l->per_rank - pos < l->o.batch_size);
+}
+
+/* Where the batch after the one starting at start begins: batch_stride batches on. */
+static uint64_t following(const cd_loader *l, uint64_t start) {
+    return start + (uint64_t)l->o.batch_stride * l->o.batch_size;
+}
+
+/* A slot neither waiting to be delivered nor borrowed, or NULL. */
+static slot *free_slot(cd_loader *l, uint32_t *index) {
+    for (uint32_t i = 0; i < l->ring; i++)
+        if (!l->slots[i].assigned) {
+            *index = i;
+            return &l->slots[i];
+        }
+    return NULL;
 }
 
 void cd_loader_assign_batches(cd_loader *l) {
-    while (l->assign_seq < l->deliver_seq + l->ring) {
-        if (l->sched_pos >= l->per_rank || (l->o.drop_last && l->per_rank - l->sched_pos < l->o.batch_size)) {
+    uint32_t i;
+    slot *s;
+    while (l->assign_seq - l->deliver_seq < l->ring && (s = free_slot(l, &i))) {
+        if (past_epoch(l, l->sched_pos)) {
             l->sched_epoch++;
-            l->sched_pos = 0;
+            l->sched_pos = cd_loader_epoch_start(l);
         }
-        slot *s = &l->slots[l->assign_seq % l->ring];
+        l->queue[l->assign_seq % l->ring] = i;
         uint64_t left = l->per_rank - l->sched_pos;
         s->assigned = true;
         s->epoch = l->sched_epoch;
@@ -91,7 +119,7 @@ void cd_loader_assign_batches(cd_loader *l) {
         s->number = l->sched_pos / l->o.batch_size;
         s->size = (uint32_t)(left < l->o.batch_size ? left : l->o.batch_size);
         s->claimed = s->done = 0;
-        l->sched_pos += s->size;
+        l->sched_pos = following(l, l->sched_pos);
         l->assign_seq++;
     }
     pthread_cond_broadcast(&l->cv);
@@ -128,11 +156,14 @@ static cd_batch *hand_out(cd_loader *l, slot *s) {
     l->current_epoch = s->epoch;
     l->epoch_end_reported = false;
     l->deliver_epoch = s->epoch;
-    l->deliver_pos = s->start + s->size;
-    if (l->deliver_pos >= l->per_rank || (l->o.drop_last && l->per_rank - l->deliver_pos < l->o.batch_size)) {
+    l->deliver_pos = following(l, s->start);
+    if (past_epoch(l, l->deliver_pos)) {
         l->deliver_epoch++;
-        l->deliver_pos = 0;
+        l->deliver_pos = cd_loader_epoch_start(l);
     }
+    s->borrowed = true;
+    l->borrowed++;
+    l->deliver_seq++;
     const uint32_t k = compact_batch(l, s);
     s->batch = (cd_batch){.size = k,
                           .channels = l->channels,
@@ -156,7 +187,14 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
         pthread_mutex_unlock(&l->mu);
         return cd_fail(err, CD_ERR_ARG, "the loader is closed");
     }
-    slot *s = &l->slots[l->deliver_seq % l->ring];
+    if (l->deliver_seq == l->assign_seq) { /* every slot borrowed, none to fill: waiting would never end */
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG,
+                       "all %u ring slots hold batches that were not released (cd_loader_release): keep copies, "
+                       "not the borrowed batches, or raise ring",
+                       l->ring);
+    }
+    slot *s = &l->slots[l->queue[l->deliver_seq % l->ring]];
     if (s->assigned && s->epoch != l->current_epoch && !l->epoch_end_reported) {
         /* The previous epoch is over: say so once. */
         l->epoch_end_reported = true;
@@ -182,10 +220,12 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
 void cd_loader_release(cd_loader *l, cd_batch *batch) {
     if (!l || !batch) return;
     pthread_mutex_lock(&l->mu);
-    slot *s = &l->slots[l->deliver_seq % l->ring];
-    if (!l->closed && &s->batch == batch) { /* closed: the batch stays as it is until cd_loader_destroy */
-        s->assigned = false;
-        l->deliver_seq++;
+    slot *s = NULL;
+    for (uint32_t i = 0; i < l->ring && !s; i++)
+        if (&l->slots[i].batch == batch && l->slots[i].borrowed) s = &l->slots[i];
+    if (!l->closed && s) { /* closed: the batch stays as it is until cd_loader_destroy */
+        s->borrowed = s->assigned = false;
+        l->borrowed--;
         cd_loader_assign_batches(l);
     }
     pthread_mutex_unlock(&l->mu);

@@ -20,6 +20,13 @@ static cd_status check_state(const cd_loader *l, const cd_loader_state *state, c
         return cd_fail(err, CD_ERR_ARG,
                        "state position must be in 0..%llu, the samples of an epoch of this rank (got %llu)",
                        (unsigned long long)l->per_rank - 1, (unsigned long long)state->position);
+    const uint64_t B = l->o.batch_size, stride = l->o.batch_stride;
+    if (stride > 1 && (state->position % B || (state->position / B) % stride != l->o.batch_offset))
+        return cd_fail(err, CD_ERR_ARG,
+                       "state position %llu does not start one of this loader's batches (batch_size %llu, batches "
+                       "%u + k x %llu)",
+                       (unsigned long long)state->position, (unsigned long long)B, l->o.batch_offset,
+                       (unsigned long long)stride);
     return CD_OK;
 }
 
@@ -29,6 +36,11 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
     cd_status st = check_state(l, state, err);
     if (st != CD_OK) return st;
     pthread_mutex_lock(&l->mu);
+    if (l->borrowed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "%u borrowed batch(es) not released: release them before setting the state",
+                       l->borrowed);
+    }
     /* Stop handing out work, let samples in progress finish, then restart the schedule. */
     for (uint32_t i = 0; i < l->ring; i++) l->slots[i].assigned = false;
     l->deliver_seq = l->assign_seq;

@@ -106,7 +106,7 @@ static slot *claim_work(cd_loader *l, uint32_t *j, uint32_t *n) {
     *n = 1;
     while (!l->stop) {
         for (uint64_t q = l->deliver_seq; q < l->assign_seq; q++) {
-            slot *c = &l->slots[q % l->ring];
+            slot *c = &l->slots[l->queue[q % l->ring]];
             if (c->assigned && c->claimed < c->size) {
                 *j = c->claimed;
                 if (l->use_gpu) *n = c->size - *j < l->gpu_share ? c->size - *j : l->gpu_share;

@@ -44,6 +44,7 @@ typedef enum cd_loader_io { CD_IO_AUTO = 0, CD_IO_URING, CD_IO_PREAD } cd_loader
 #define CD_LOADER_MAX_RING 64u            /* ring 0..64 */
 #define CD_LOADER_CACHE_AUTO (-1)         /* cache_bytes: min(2 GiB, RAM / 8) */
 #define CD_LOADER_MAX_EPOCH 4294967295ull /* epochs 0..2^32 - 1: the sample streams take the epoch as 32 bits */
+#define CD_LOADER_MAX_STRIDE 65536u       /* batch_stride 0..65536 */
 
 typedef struct cd_loader_options {
     const char *dataset; /* dataset directory */
@@ -57,7 +58,8 @@ typedef struct cd_loader_options {
     const char *splits;   /* comma-separated split names (default "train"); "*" = all */
     const char *augment;  /* "none" (default), "nnunet", "cirrhosisstage" or a pipeline JSON path */
     int threads;          /* 0 = online CPUs, else 1..CD_LOADER_MAX_THREADS */
-    int rank, world_size; /* world_size 0 = from $WORLD_SIZE / $RANK (decimal integers; unset: 1 / 0),
+    int rank, world_size; /* world_size 0 = from $WORLD_SIZE / $RANK, else $SLURM_NTASKS / $SLURM_PROCID
+                                  (decimal integers; all unset: 1 / 0),
                                   else >= 1 with rank in 0..world_size - 1 */
     bool drop_last;       /* drop a final partial batch (default false: it is returned smaller) */
     bool skip_corrupt;    /* a corrupt record is skipped and counted instead of failing */
@@ -81,6 +83,13 @@ typedef struct cd_loader_options {
                                   the preload. A chunk that cannot be read or verified is left out and
                                   fails (or with skip_corrupt is skipped and counted) exactly as without
                                   preload, when a sample reads it. Memory: the cache's, as without it. */
+    uint32_t batch_stride;     /* deliver only every batch_stride-th batch of each epoch of this rank (0 or 1:
+                                  all): batches number batch_offset, batch_offset + batch_stride, ... So
+                                  several consumers (e.g. DataLoader worker processes, one loader each with
+                                  the same options and offsets 0..stride - 1) share a rank's batches without
+                                  changing any: each batch is the one a loader with stride 1 gives at that
+                                  number. 0..CD_LOADER_MAX_STRIDE */
+    uint32_t batch_offset;     /* 0..batch_stride - 1, and below the epoch's batch count (CD_ERR_ARG) */
 } cd_loader_options;
 
 CD_API void cd_loader_options_init(cd_loader_options *o);
@@ -119,12 +128,17 @@ typedef struct cd_batch {
 } cd_batch;
 
 /* The next batch. At the end of an epoch returns CD_OK with *batch = NULL once; the next call starts
- * the following epoch. */
+ * the following epoch. Several batches may be borrowed at once (each holds its ring slot until it is
+ * released, in any order; the others keep being filled); when all `ring` slots are borrowed there is
+ * nothing left to fill and the call fails with CD_ERR_ARG instead of waiting forever. */
 CD_API cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err);
+/* Gives a borrowed batch back: its slot is filled again. A batch not borrowed (or already released) is
+ * ignored. */
 CD_API void cd_loader_release(cd_loader *l, cd_batch *batch);
 
 /* Resume state: (seed, epoch, position = samples of this rank's epoch already handed out by
- * cd_loader_next, the batch currently borrowed included). */
+ * cd_loader_next, the batch currently borrowed included). With a batch_stride above 1 the position is
+ * where this loader's next batch starts: (its number) x batch_size. */
 typedef struct cd_loader_state {
     uint64_t seed;
     uint64_t epoch;
@@ -132,13 +146,19 @@ typedef struct cd_loader_state {
 } cd_loader_state;
 
 CD_API void cd_loader_get_state(const cd_loader *l, cd_loader_state *out);
-/* Restarts delivery at state (drops batches in flight). The seed must equal the loader's, the epoch be
- * at most CD_LOADER_MAX_EPOCH and the position below cd_loader_epoch_samples (CD_ERR_ARG otherwise). */
+/* Restarts delivery at state (drops batches in flight; CD_ERR_ARG while a batch is borrowed). The seed
+ * must equal the loader's, the epoch be at most CD_LOADER_MAX_EPOCH and the position below
+ * cd_loader_epoch_samples (CD_ERR_ARG otherwise); with a batch_stride above 1 it must start one of this
+ * loader's batches (batch_size x a number n with n mod batch_stride = batch_offset). */
 CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_error *err);
 
-/* Samples per epoch for this rank, and batches per epoch. */
+/* Samples per epoch for this rank, and batches per epoch of this rank (all of them, whatever the
+ * batch_stride: this loader delivers those numbered batch_offset + k x batch_stride). */
 CD_API uint64_t cd_loader_epoch_samples(const cd_loader *l);
 CD_API uint64_t cd_loader_epoch_batches(const cd_loader *l);
+/* Items (samples) of an epoch over all ranks together: records, or slices in slice mode. Rank r of W
+ * gets n / W of them, one more when r < n mod W. */
+CD_API uint64_t cd_loader_epoch_items(const cd_loader *l);
 /* Bytes held by the decoded-chunk cache now. */
 CD_API uint64_t cd_loader_cache_bytes(const cd_loader *l);
 /* Counters: records skipped as corrupt; "uring" or "pread". */
