@@ -8,18 +8,25 @@
             batch['mask'], batch['label'], batch['index']
         state = loader.state_dict()           # resume later with loader.load_state_dict(state)
 
-Batches are views into the loader's preallocated ring, not copies: a batch's 'image' and 'mask' keep
-their values until the next batch is requested (the ring slot is then filled again); keep data longer
-with .copy(), or pass copy=True. Ownership: every view (and every array or torch tensor made from one
-without a copy) holds a reference to the ring, so its memory is never freed under it: close() (or the
-loader's collection) stops the worker threads and frees the dataset, cache and devices at once, and
-the ring goes with the last view. Views held across close() keep the values they had. After close(),
-every iterator of the loader raises ValueError('the loader is closed') at its next step, also when
-close() runs in another thread while a step waits for its batch (the step then returns at once).
+Batches belong to the caller: every step copies the finished batch from the loader's preallocated ring
+straight into new arrays (one copy) and gives the slot back at once, so a batch may be kept as long as
+wanted (a list of batches, a prefetching trainer). views=True hands out zero-copy views of the ring
+instead: a batch's views hold its ring slot until the last of them (and every array made from one
+without a copy) is gone, so a view never changes under its holder; the slot is filled again only after
+that. Holding views of as many batches as the ring has slots (ring, default 4) leaves nothing to fill:
+the next step raises CirrdataError saying so instead of waiting forever. Ownership: every view holds a
+reference to the ring, so its memory is never freed under it: close() (or the loader's collection)
+stops the worker threads and frees the dataset, cache and devices at once, and the ring goes with the
+last view. Views held across close() keep the values they had. After close(), every iterator of the
+loader raises ValueError('the loader is closed') at its next step, also when close() runs in another
+thread while a step waits for its batch (the step then returns at once).
 Every sample is a pure function of (seed, epoch, record, op): the same seed gives the same batches
-whatever the thread count and device (device='vulkan' augments on a GPU; see Loader); ranks (rank/world_size, or $RANK/$WORLD_SIZE) see disjoint samples that
-together cover each epoch.
+whatever the thread count and device (device='vulkan' augments on a GPU; see Loader); ranks
+(rank/world_size, else $RANK/$WORLD_SIZE, else $SLURM_PROCID/$SLURM_NTASKS) see disjoint samples that
+together cover each epoch; batch_stride/batch_offset split one rank's batches between several loaders
+(e.g. DataLoader workers: see cirrdata.torch) without changing any batch.
 """
+import collections
 import ctypes
 import os
 import threading
@@ -53,7 +60,9 @@ class _Options(ctypes.Structure):
                 ('cache_bytes', ctypes.c_int64),
                 ('device', ctypes.c_int),
                 ('gpu_memory_limit', ctypes.c_uint64),
-                ('preload', ctypes.c_bool)]
+                ('preload', ctypes.c_bool),
+                ('batch_stride', ctypes.c_uint32),
+                ('batch_offset', ctypes.c_uint32)]
 
 
 class _DeviceStats(ctypes.Structure):
@@ -105,6 +114,7 @@ def _declare(lib):
         'cd_loader_set_state': ([P, ctypes.POINTER(_State), E], ctypes.c_int),
         'cd_loader_epoch_samples': ([P], ctypes.c_uint64),
         'cd_loader_epoch_batches': ([P], ctypes.c_uint64),
+        'cd_loader_epoch_items': ([P], ctypes.c_uint64),
         'cd_loader_skipped': ([P], ctypes.c_uint64),
         'cd_loader_io_name': ([P], ctypes.c_char_p),
         'cd_loader_cache_bytes': ([P], ctypes.c_uint64),
@@ -153,22 +163,38 @@ class _Ring:
             self.h = None
 
 
-class _RingView:
-    """A numpy array interface over ring memory whose base keeps the _Ring alive."""
-    __slots__ = ('__array_interface__', 'ring')
+class _Borrow:
+    """One borrowed batch handed out as views (views=True): the views' common base. When the last view
+    goes, the batch is queued for release; the consumer gives it back to the library at its next step
+    (cd_loader_release is a consumer-thread call, and a finaliser may run in any thread)."""
+    __slots__ = ('ring', 'bp', 'returned', '__weakref__')
 
-    def __init__(self, ptr, shape, typestr, ring):
+    def __init__(self, ring, bp, returned):
+        self.ring, self.bp, self.returned = ring, bp, returned
+
+    def __del__(self):
+        self.returned.append(self.bp)  # deque.append is atomic
+
+
+class _RingView:
+    """A numpy array interface over ring memory whose base keeps the borrowed batch (and so its ring
+    slot and the ring) alive."""
+    __slots__ = ('__array_interface__', 'borrow')
+
+    def __init__(self, ptr, shape, typestr, borrow):
         addr = ctypes.cast(ptr, ctypes.c_void_p).value
         self.__array_interface__ = {'data': (addr, False), 'shape': shape, 'typestr': typestr, 'version': 3}
-        self.ring = ring
+        self.borrow = borrow
 
 
-def _view(ptr, shape, typestr, ring, copy):
-    a = np.asarray(_RingView(ptr, shape, typestr, ring))
-    return a.copy() if copy else a
+def _numpy_alloc(name, shape, dtype):
+    """The default destination of an owned batch: a new numpy array (returned twice: the array to fill
+    and the object handed out)."""
+    a = np.empty(shape, dtype)
+    return a, a
 
 
-def _copy(ptr, shape):
+def _small(ptr, shape):
     return np.ctypeslib.as_array(ptr, shape=shape).copy()
 
 
@@ -180,7 +206,11 @@ class Loader(_l.Closeable):
     slices; slices_with_mask_only keeps those inside the mask's z range).
     augment: 'none', 'nnunet', 'cirrhosisstage' or the path of a pipeline JSON file.
     split: a split name, several separated by commas, or '*' for all.
-    rank/world_size: default from $RANK/$WORLD_SIZE, else 0/1.
+    rank/world_size: default from $RANK/$WORLD_SIZE, else $SLURM_PROCID/$SLURM_NTASKS, else 0/1.
+    views: False (default): batches are new arrays the caller owns. True: zero-copy views of the ring,
+    each batch holding its slot while any of its views lives (see the module docstring).
+    batch_stride/batch_offset: deliver only batches number batch_offset, batch_offset + batch_stride, ...
+    of each epoch (the others are not made); each is the batch a loader with stride 1 gives at that number.
     device: where augmentation runs. 'cpu' (default); 'vulkan': every worker thread renders its share
     of a batch with one Vulkan command buffer (warp and intensity ops fused), decoding staying on the
     CPU; the batches equal the CPU's (images within ~1e-6 of the data range, everything else exactly);
@@ -206,8 +236,8 @@ class Loader(_l.Closeable):
 
     def __init__(self, path, batch_size=2, mode='patch', patch=(96, 96, 32), augment='none', seed=0, split='train',
                  threads=0, rank=None, world_size=None, device='cpu', foreground_fraction=0.33,
-                 slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, copy=False,
-                 cache_bytes=None, gpu_memory_limit=None, preload=False):
+                 slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, views=False,
+                 cache_bytes=None, gpu_memory_limit=None, preload=False, batch_stride=1, batch_offset=0):
         from . import _LIB, _raise
         if device not in _l.DEVICES:
             raise ValueError("device must be 'cpu', 'vulkan' or 'auto', not %r" % (device,))
@@ -267,8 +297,15 @@ class Loader(_l.Closeable):
                                     'the physical memory (got %d)' % cb)
             o.cache_bytes = cb
         o.preload = bool(preload)
-        self.copy = copy
-        # _lock guards _ring and _pending and is held around every call into the handle except
+        o.batch_stride = _fit('batch_stride', batch_stride, 0, _U32_MAX, '0..65536, 0 or 1 for every batch')
+        o.batch_offset = _fit('batch_offset', batch_offset, 0, _U32_MAX, '0..batch_stride - 1')
+        self.views = bool(views)
+        self._ring_slots = int(ring) or 4
+        # Batches handed out as views and not released yet (their cd_batch pointers by address), and
+        # those whose last view went (_Borrow.__del__), to give back at the next step.
+        self._borrowed = set()
+        self._returned = collections.deque()
+        # _lock guards _ring and _borrowed and is held around every call into the handle except
         # cd_loader_next's wait, so that close() (which takes only _lock) can end a step waiting in
         # another thread; _step serialises the consumer calls (next, release, set_state), which the
         # library allows from one thread at a time. Order: _step before _lock. RLock: a signal handler
@@ -276,7 +313,6 @@ class Loader(_l.Closeable):
         self._lock = threading.RLock()
         self._step = threading.Lock()
         self._ring = None
-        self._pending = None
         h = ctypes.c_void_p()
         err = _l.CdError()
         if _LIB.cd_loader_create(ctypes.byref(o), ctypes.byref(h), ctypes.byref(err)) != 0:
@@ -304,7 +340,13 @@ class Loader(_l.Closeable):
 
     @property
     def samples_per_epoch(self):
+        """Samples of an epoch for this rank."""
         return int(self._call('cd_loader_epoch_samples'))
+
+    @property
+    def items_per_epoch(self):
+        """Samples of an epoch over all ranks (records, or slices in slice mode)."""
+        return int(self._call('cd_loader_epoch_items'))
 
     @property
     def skipped(self):
@@ -340,21 +382,34 @@ class Loader(_l.Closeable):
             out[k] = out[k].decode(errors='replace')
         return out
 
-    def _release(self):
-        """Gives the batch last handed out back to the ring (call with _lock held, the loader open)."""
-        if self._pending is not None:
-            self._lib.cd_loader_release(self._ring.h, self._pending)
-            self._pending = None
+    def _give_back(self):
+        """Releases the batches whose views are all gone (call with _lock held, the loader open)."""
+        while self._returned:
+            bp = self._returned.popleft()
+            addr = ctypes.addressof(bp.contents)
+            if addr in self._borrowed:
+                self._borrowed.discard(addr)
+                self._lib.cd_loader_release(self._ring.h, bp)
 
     def __iter__(self):
         """Yields the batches of one epoch (from the current position). Each step checks that the
         loader is open: after close() the iterator raises ValueError('the loader is closed')."""
+        return self._epoch(_numpy_alloc)
+
+    def _epoch(self, alloc):
+        """One epoch of batches; owned batches are filled into alloc(name, shape, dtype) -> (numpy
+        array to fill, object to hand out) (cirrdata.torch passes pinned or shared-memory tensors)."""
         err = _l.CdError()
         while True:
             with self._step:
                 with self._lock:
                     ring = self._live()  # a strong reference: the handle outlives this step
-                    self._release()
+                    self._give_back()
+                    if len(self._borrowed) >= self._ring_slots:
+                        raise _option_error(
+                            'all %d ring slots hold batches whose views are still referenced (views=True): drop '
+                            'them or copy what you keep (the default, views=False, hands out batches you own), '
+                            'or raise ring' % self._ring_slots)
                 bp = ctypes.POINTER(_Batch)()
                 # Without _lock: close() may run meanwhile; the library then ends this wait with "the
                 # loader is closed" (or returns the batch it had), and the ring stays until `ring` goes.
@@ -365,21 +420,37 @@ class Loader(_l.Closeable):
                         self._raise(err)
                     if not bp:
                         return  # end of the epoch
-                    self._pending = bp
-                    b = bp.contents
-                    n, c = b.size, b.channels
-                    x, y, z = b.shape
-                    batch = {
-                        'image': _view(b.image, (n, c, x, y, z), '<f4', ring, self.copy),
-                        'mask': _view(b.mask, (n, 1, x, y, z), '|u1', ring, self.copy) if b.mask else None,
-                        'label': _copy(b.label, (n,)),
-                        'index': _copy(b.index, (n,)),
-                        'slice': _copy(b.slice, (n,)),
-                        'corner': _copy(b.corner, (n, 3)),
-                        'epoch': int(b.epoch),
-                        'batch': int(b.number),
-                    }
+                    batch = self._take(ring, bp, alloc)
             yield batch
+            batch = None  # views: this frame must not hold the batch's slot past the caller
+
+    def _take(self, ring, bp, alloc):
+        """The batch dict of a borrowed batch: views (the batch stays borrowed until they go) or owned
+        arrays (copied, then the batch is released at once). Call with _lock held."""
+        b = bp.contents
+        n, c = b.size, b.channels
+        x, y, z = b.shape
+        shapes = {'image': ((n, c, x, y, z), np.float32, b.image, '<f4'),
+                  'mask': ((n, 1, x, y, z), np.uint8, b.mask, '|u1')}
+        out = {}
+        if self.views:
+            borrow = _Borrow(ring, bp, self._returned)
+            self._borrowed.add(ctypes.addressof(b))
+            for name, (shape, dtype, ptr, typestr) in shapes.items():
+                out[name] = np.asarray(_RingView(ptr, shape, typestr, borrow)) if ptr else None
+        else:
+            for name, (shape, dtype, ptr, typestr) in shapes.items():
+                if not ptr:
+                    out[name] = None
+                    continue
+                dst, handed = alloc(name, shape, dtype)
+                np.copyto(dst, np.ctypeslib.as_array(ptr, shape=shape))  # the one copy, ring -> destination
+                out[name] = handed
+        out.update({'label': _small(b.label, (n,)), 'index': _small(b.index, (n,)), 'slice': _small(b.slice, (n,)),
+                    'corner': _small(b.corner, (n, 3)), 'epoch': int(b.epoch), 'batch': int(b.number)})
+        if not self.views:
+            self._lib.cd_loader_release(ring.h, bp)
+        return out
 
     def state_dict(self):
         """Where the next batch starts: {'seed', 'epoch', 'position'}. The batch last yielded counts
@@ -400,11 +471,22 @@ class Loader(_l.Closeable):
                 n = int(self._lib.cd_loader_epoch_samples(ring.h))
                 raise _option_error('state position must be in 0..%d, the samples of an epoch of this rank (got %d)'
                                     % (n - 1, position))
-            self._release()
+            self._give_back()
+            if self._borrowed:
+                raise ValueError('load_state_dict: views of %d batch(es) are still referenced (views=True): drop '
+                                 'them first' % len(self._borrowed))
             s = _State(seed, epoch, position)
             err = _l.CdError()
             if self._lib.cd_loader_set_state(ring.h, ctypes.byref(s), ctypes.byref(err)) != 0:
                 self._raise(err)
+
+    def _forget(self):
+        """Drops the handle without any library call: for a copy of the loader inherited by a forked
+        process, whose worker threads exist only in the parent (closing it would wait for them)."""
+        ring, self._ring = getattr(self, '_ring', None), None
+        if ring is not None:
+            ring.h = None
+        self._borrowed = set()
 
     def close(self):
         """Stops the loader now (idempotent, from any thread): live iterators raise ValueError at their
@@ -415,7 +497,7 @@ class Loader(_l.Closeable):
             return  # __init__ failed before the handle existed
         with lock:
             ring, self._ring = self._ring, None
-            self._pending = None  # not released: views of it keep their values
+            self._borrowed.clear()  # not released: views keep their values
             if ring is not None and ring.h:  # h None: the _Ring was finalised first (a collected cycle)
                 self._lib.cd_loader_close(ring.h)
         # `ring` goes here: cd_loader_destroy now unless batch views still hold it.

@@ -66,10 +66,10 @@ import torch, torch.distributed as dist, torch.multiprocessing as mp
 sys.path.insert(0, sys.argv[3])
 def work(rank, path, out, port):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    from cirrdata.pytorch import TorchLoader
-    loader = TorchLoader(path, batch_size=2, mode="volume", seed=5, split="*", threads=1)
+    from cirrdata.torch import BatchDataset
+    loader = BatchDataset(path, batch_size=2, mode="volume", seed=5, split="*", threads=1)
     idx = []
-    for b in loader:
+    for b in torch.utils.data.DataLoader(loader, batch_size=None, num_workers=1):
         assert isinstance(b["image"], torch.Tensor)
         idx += [int(i) for i in b["index"]]
     with open(f"{out}.{rank}", "w") as f:

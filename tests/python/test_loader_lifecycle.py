@@ -121,7 +121,7 @@ def test_close_then_next(Loader, ds, kw):
     check(np.array_equal(b["index"], idx), "copied fields after close()")
     # A derived view alone keeps the ring; the ring goes with the last view.
     sub = b["image"][1, 0, 5:30]
-    keeper = weakref.ref(ring_of(b["image"]).ring)
+    keeper = weakref.ref(ring_of(b["image"]).borrow.ring)
     del b, it
     gc.collect()
     check(keeper() is not None and np.array_equal(sub, img[1, 0, 5:30]), "a slice of a view keeps the ring alive and valid")
@@ -156,7 +156,7 @@ def test_context_and_del(Loader, ds, kw):
     l = Loader(ds, **dict(kw, seed=4))
     b = next(iter(l))
     img = b["image"].copy()
-    keeper = weakref.ref(ring_of(b["image"]).ring)
+    keeper = weakref.ref(ring_of(b["image"]).borrow.ring)
     running = harness.fd_thread_counts()[1]
     del l
     gc.collect()
@@ -328,7 +328,7 @@ def main():
     t0 = time.monotonic()
     try:
         ds = make_dataset(work, args.cirrdata)
-        kw = dict(batch_size=2, mode="patch", patch=(48, 40, 16), split="*", seed=3, threads=2)
+        kw = dict(batch_size=2, mode="patch", patch=(48, 40, 16), split="*", seed=3, threads=2, views=True)
         # Warm the interpreter's lazily created state (numpy, ctypes, the library's) before counting threads.
         with Loader(ds, **kw) as l:
             next(iter(l))

@@ -165,15 +165,16 @@ def main():
         # The PyTorch helper passes the device through: torch tensors of the same batches. (Not under
         # AddressSanitizer: see test_loader.py on libtorch there.)
         if os.environ.get("CIRRDATA_ASAN_REEXEC"):
-            print("note: TorchLoader part skipped under AddressSanitizer (runs in the normal build)")
+            print("note: BatchDataset part skipped under AddressSanitizer (runs in the normal build)")
         else:
             import torch
-            from cirrdata.pytorch import TorchLoader
-            tl = TorchLoader(raw, **pk, threads=1, device="vulkan")
+            from cirrdata.torch import BatchDataset
+            tl = BatchDataset(raw, **pk, threads=1, augment_device="vulkan")
             try:
                 tb = next(iter(tl))
-                check(tl.device.startswith("vulkan: ") and isinstance(tb["image"], torch.Tensor)
-                      and np.array_equal(tb["image"].numpy(), vk1[0]["image"]), f"TorchLoader on {tl.device}")
+                dev = tl.augment_device_in_use
+                check(dev.startswith("vulkan: ") and isinstance(tb["image"], torch.Tensor)
+                      and np.array_equal(tb["image"].numpy(), vk1[0]["image"]), f"BatchDataset on {dev}")
             finally:
                 tl.close()
 

@@ -140,7 +140,7 @@ def main(argv):
     import torch
     import cirrdata
     from cirrdata.models import build
-    from cirrdata.pytorch import TorchLoader
+    from cirrdata.torch import BatchDataset
 
     # One core per thread: torch's OpenMP threads spin while they wait, so oversubscribing the cores
     # with the loader's workers burns CPU time for nothing (on 2 cores: 1 torch + 1 loader thread).
@@ -158,9 +158,9 @@ def main(argv):
     classes = 3 if classes < 3 else classes
 
     common = dict(mode='slice', slices_with_mask_only=True, threads=a.loader_threads, seed=a.seed)
-    train = TorchLoader(a.dataset, batch_size=a.batch, split=a.train_split, augment=a.augment, drop_last=True,
-                        **common)
-    val = TorchLoader(a.dataset, batch_size=64, split=a.val_split, augment='none', **common)
+    train = BatchDataset(a.dataset, batch_size=a.batch, split=a.train_split, augment=a.augment, drop_last=True,
+                         **common)
+    val = BatchDataset(a.dataset, batch_size=64, split=a.val_split, augment='none', **common)
     steps_per_epoch = len(train)
     if steps_per_epoch < 1:
         print('train_staging: %s: the %r split has fewer than --batch %d liver slices' % (a.dataset, a.train_split,
@@ -192,8 +192,8 @@ def main(argv):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     print('training %s (%d parameters) on %s: %d train slices (%d steps/epoch of %d), %d val slices; '
           '%d steps (%.1f epochs), at most %.0f s; %d torch threads, %d loader threads' %
-          (a.arch, sum(p.numel() for p in model.parameters()), a.dataset, train.loader.samples_per_epoch,
-           steps_per_epoch, a.batch, val.loader.samples_per_epoch, planned, planned / steps_per_epoch,
+          (a.arch, sum(p.numel() for p in model.parameters()), a.dataset, train.samples_per_epoch,
+           steps_per_epoch, a.batch, val.samples_per_epoch, planned, planned / steps_per_epoch,
            a.time_budget, torch.get_num_threads(), a.loader_threads), flush=True)
 
     t0, cpu0 = time.monotonic(), os.times()
