@@ -187,11 +187,12 @@ class _RingView:
         self.borrow = borrow
 
 
-def _numpy_alloc(name, shape, dtype):
-    """The default destination of an owned batch: a new numpy array (returned twice: the array to fill
-    and the object handed out)."""
+def _numpy_alloc(name, shape, dtype, src):
+    """The default destination of an owned batch: a new numpy array holding a copy of src (a view of
+    the ring)."""
     a = np.empty(shape, dtype)
-    return a, a
+    np.copyto(a, src)
+    return a
 
 
 def _small(ptr, shape):
@@ -397,8 +398,9 @@ class Loader(_l.Closeable):
         return self._epoch(_numpy_alloc)
 
     def _epoch(self, alloc):
-        """One epoch of batches; owned batches are filled into alloc(name, shape, dtype) -> (numpy
-        array to fill, object to hand out) (cirrdata.torch passes pinned or shared-memory tensors)."""
+        """One epoch of batches; owned arrays are alloc(name, shape, dtype, src): the object handed out,
+        holding a copy of src, a numpy view of the ring slot (cirrdata.torch makes pinned or
+        shared-memory tensors)."""
         err = _l.CdError()
         while True:
             with self._step:
@@ -443,9 +445,7 @@ class Loader(_l.Closeable):
                 if not ptr:
                     out[name] = None
                     continue
-                dst, handed = alloc(name, shape, dtype)
-                np.copyto(dst, np.ctypeslib.as_array(ptr, shape=shape))  # the one copy, ring -> destination
-                out[name] = handed
+                out[name] = alloc(name, shape, dtype, np.ctypeslib.as_array(ptr, shape=shape))  # the one copy
         out.update({'label': _small(b.label, (n,)), 'index': _small(b.index, (n,)), 'slice': _small(b.slice, (n,)),
                     'corner': _small(b.corner, (n, 3)), 'epoch': int(b.epoch), 'batch': int(b.number)})
         if not self.views:

@@ -35,10 +35,12 @@ records of different shapes by zero-padding to the largest (pad=True) or returns
 """
 import hashlib
 import json
+import mmap
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.sharedctypes
 import os
+import time
 import warnings
 
 import numpy as np
@@ -57,7 +59,7 @@ _SAMPLING = ('mode', 'patch', 'augment', 'split', 'foreground_fraction', 'slices
 _PASSED = ('io', 'ring', 'cache_bytes', 'gpu_memory_limit', 'preload')
 _STATE_VERSION = 1
 _MAX_WORKERS = 256  # shared epoch counters (one per DataLoader worker)
-_NUMPY = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8}
+_NUMPY = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8, np.dtype(np.int64): torch.int64}
 
 
 def rank_world():
@@ -80,6 +82,220 @@ def _per_rank(items, rank, world):
 
 def _batches(samples, batch_size, drop_last):
     return samples // batch_size if drop_last else -(-samples // batch_size)
+
+
+class _Packed(dict):
+    """A worker's batch: every tensor a view of ONE shared-memory storage, so that the DataLoader passes
+    one file descriptor per batch to the main process (not one per tensor, each a round trip); unpickled
+    there as a plain dict of the same views."""
+
+    def __reduce__(self):
+        storage = self['image'].storage().untyped()
+        whole = torch.empty(0, dtype=torch.uint8).set_(torch.TypedStorage(wrap_storage=storage, dtype=torch.uint8))
+        layout, plain = {}, {}
+        for k, v in self.items():
+            if torch.is_tensor(v):
+                layout[k] = (v.storage_offset() * v.element_size(), v.dtype, tuple(v.shape))
+            else:
+                plain[k] = v
+        return _unpack, (whole, layout, plain)
+
+
+def _unpack(whole, layout, plain):
+    out = dict(plain)
+    for k, (offset, dtype, shape) in layout.items():
+        n = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+        out[k] = whole[offset:offset + n].view(dtype).view(shape)
+    return out
+
+
+class _Packer:
+    """Builds a worker's batch in a memfd: each array goes in with one pwrite (no mapping is written in
+    the worker: page faults on fresh memory cost far more than the copy on some VMs, about 14 ms against
+    1 ms for a 2.4 MB batch on a Firecracker guest), then one shared storage maps it."""
+
+    def __init__(self):
+        self.fd, self.size, self.parts = None, 0, {}
+
+    def put(self, name, src):
+        if self.fd is None:
+            self.fd = os.memfd_create('cirrdata-batch', os.MFD_CLOEXEC)
+            self.size, self.parts = 0, {}
+        offset = -(-self.size // 64) * 64
+        n = src.nbytes
+        os.ftruncate(self.fd, offset + n)
+        view = memoryview(np.ascontiguousarray(src)).cast('B')
+        done = 0
+        while done < n:
+            done += os.pwrite(self.fd, view[done:], offset + done)
+        self.size = offset + n
+        self.parts[name] = (offset, src.dtype, src.shape)
+        return name
+
+    def alloc(self, name, shape, dtype, src):
+        return self.put(name, src)
+
+    def finish(self, small, plain):
+        for k, v in small.items():
+            self.put(k, v)
+        try:
+            storage = torch.UntypedStorage._new_shared_fd_cpu(self.fd, self.size)  # maps its own dup of fd
+        finally:
+            os.close(self.fd)
+            self.fd = None
+        whole = torch.empty(0, dtype=torch.uint8).set_(torch.TypedStorage(wrap_storage=storage, dtype=torch.uint8))
+        return _Packed({k: whole[o:o + int(np.prod(shape)) * dt.itemsize].view(_NUMPY[dt]).view(shape)
+                        for k, (o, dt, shape) in self.parts.items()}, **plain)
+
+
+class _Arena:
+    """A DataLoader worker's reusable shared memory for batches: SLOTS slots after a page of slot flags
+    (0 free, 1 holding a batch on its way). The worker copies a finished batch from the ring into a free
+    slot and sends only (arena, slot, layout); the main process copies it out of the slot (its own
+    memory: the caller owns the batch) and frees the slot. The arena's fd goes to the main process once,
+    with the first batch: a file descriptor per batch costs a socket round trip, and fresh shared
+    pages cost page faults, each far more than the copy (about 14 ms against 0.2 ms for a 2.4 MB batch
+    on a Firecracker guest)."""
+    SLOTS = 6  # more than the batches a DataLoader worker has in flight (prefetch_factor 2, + 1 in transit)
+    WAIT_S = 2.0  # no slot freed that long (a result the main process dropped unread): one-off batch
+
+    def __init__(self, slot_bytes):
+        self.slot_bytes = -(-slot_bytes // 4096) * 4096
+        size = 4096 + self.SLOTS * self.slot_bytes
+        fd = os.memfd_create('cirrdata-arena', os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            self.mm = mmap.mmap(fd, size)
+            storage = torch.UntypedStorage._new_shared_fd_cpu(fd, size)
+            self.id = (os.getpid(), os.fstat(fd).st_ino)
+        finally:
+            os.close(fd)
+        self.whole = torch.empty(0, dtype=torch.uint8).set_(torch.TypedStorage(wrap_storage=storage, dtype=torch.uint8))
+        self.flags = np.frombuffer(self.mm, np.int32, count=self.SLOTS)
+        self.data = np.frombuffer(self.mm, np.uint8, offset=4096)
+        self.sent = False
+        self.slot = None
+        self.parts = {}
+
+    def begin(self):
+        """Takes a free slot (False when none came free in WAIT_S)."""
+        t_end = time.monotonic() + self.WAIT_S
+        while True:
+            free = np.flatnonzero(self.flags == 0)
+            if len(free):
+                self.slot = int(free[0])
+                self.flags[self.slot] = 1
+                self.parts, self.used = {}, 0
+                return True
+            if time.monotonic() > t_end:
+                return False
+            time.sleep(0.0005)
+
+    def fits(self, nbytes):
+        return nbytes <= self.slot_bytes
+
+    def alloc(self, name, shape, dtype, src):
+        offset = -(-self.used // 64) * 64
+        base = self.slot * self.slot_bytes + offset
+        dst = self.data[base:base + src.nbytes].view(src.dtype).reshape(src.shape)
+        np.copyto(dst, src)
+        self.parts[name] = (offset, src.dtype.str, src.shape)
+        self.used = offset + src.nbytes
+        return name
+
+    def finish(self, small, plain):
+        for k, v in small.items():
+            self.alloc(k, v.shape, v.dtype, v)
+        # The slot's address travels inside the dict: DataLoader workers rebuild dicts (default_convert)
+        out = _InArena(plain, _cirrdata_arena=(self.id, None if self.sent else self.whole, self.slot_bytes, self.slot,
+                                               self.parts))
+        self.sent = True
+        return out
+
+
+class _InArena(dict):
+    """A batch in a worker's arena slot (see _Arena); pickled as the slot's address, unpickled in the
+    main process as a plain dict of tensors it owns."""
+
+    def __reduce__(self):
+        plain = dict(self)
+        return _from_arena, (plain.pop('_cirrdata_arena'), plain)
+
+
+_ARENAS = {}  # main process: arena id -> (uint8 numpy view of the whole arena, its tensor)
+
+
+def _from_arena(message, plain):
+    arena_id, whole, slot_bytes, slot, parts = message
+    arena_id = tuple(arena_id)  # default_convert made lists of the tuples
+    if whole is not None:
+        for dead in [k for k in _ARENAS if not _alive(k[0])]:
+            del _ARENAS[dead]
+        _ARENAS[arena_id] = (whole.numpy(), whole)
+    data = _ARENAS[arena_id][0]
+    flags = data[:4096].view(np.int32)
+    out = dict(plain)
+    base = 4096 + slot * slot_bytes
+    for k, (offset, dtype, shape) in parts.items():
+        dt = np.dtype(dtype)
+        shape = tuple(shape)
+        src = data[base + offset:base + offset + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
+        out[k] = torch.from_numpy(_owned_copy(src))
+    flags[slot] = 0  # the worker may fill the slot again
+    return out
+
+
+class _PooledBuffer:
+    """Memory of an owned batch array, handed back to _POOL when the last array (or tensor) using it
+    goes: the caller owns it for as long as it keeps it, and the next batch reuses warm pages."""
+    __slots__ = ('__array_interface__', 'buf', '__weakref__')
+
+    def __init__(self, buf, shape, dtype):
+        self.buf = buf
+        addr = np.frombuffer(buf, np.uint8).ctypes.data
+        self.__array_interface__ = {'data': (addr, False), 'shape': tuple(shape), 'typestr': dtype.str, 'version': 3}
+
+    def __del__(self):
+        _POOL.give_back(self.buf)
+
+
+class _BufferPool:
+    """Free buffers by size (at most KEEP each). Fresh memory costs page faults: a new 2.4 MB array is
+    filled in 0.7 ms where a reused one takes 0.03 ms on a Firecracker guest, and torch.empty maps new
+    pages every time."""
+    KEEP = 8
+
+    def __init__(self):
+        self.free = {}
+
+    def take(self, nbytes):
+        free = self.free.get(nbytes)
+        return free.pop() if free else bytearray(nbytes)
+
+    def give_back(self, buf):
+        free = self.free.setdefault(len(buf), [])
+        if len(free) < self.KEEP:
+            free.append(buf)  # list.append is atomic: finalisers may run in any thread
+
+
+_POOL = _BufferPool()
+
+
+def _owned_copy(src):
+    """A copy of src that the caller owns, in pooled memory (see _BufferPool)."""
+    a = np.asarray(_PooledBuffer(_POOL.take(src.nbytes), src.shape, src.dtype))
+    np.copyto(a, src)
+    return a
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 class _EpochCounter:
@@ -277,18 +493,15 @@ class BatchDataset(torch.utils.data.IterableDataset):
         self._loader = (pid, stride, offset, loader)
         return loader
 
-    def _alloc(self, in_worker):
-        pin = self.pin_memory and not in_worker
+    def _alloc(self):
+        pin = self.pin_memory
 
-        def alloc(name, shape, dtype):
-            tdtype = _NUMPY[np.dtype(dtype)]
-            if in_worker:  # shared memory now: the DataLoader sends it to the main process as it is
-                n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-                store = torch.TypedStorage(wrap_storage=torch.UntypedStorage._new_shared(n), dtype=tdtype)
-                t = torch.empty(0, dtype=tdtype).set_(store, 0, shape)
-            else:
-                t = torch.empty(shape, dtype=tdtype, pin_memory=pin)
-            return t.numpy(), t
+        def alloc(name, shape, dtype, src):
+            if not pin:
+                return torch.from_numpy(_owned_copy(src))
+            t = torch.empty(shape, dtype=_NUMPY[np.dtype(dtype)], pin_memory=True)
+            np.copyto(t.numpy(), src)
+            return t
         return alloc
 
     def __iter__(self):
@@ -311,18 +524,38 @@ class BatchDataset(torch.utils.data.IterableDataset):
         state = {'seed': self.seed, 'epoch': epoch, 'position': start * self.batch_size}
         if loader.state_dict() != state:
             loader.load_state_dict(state)
-        alloc = self._alloc(in_worker)
-        for b in loader._epoch(alloc):
+        arena = None
+        for b in loader._epoch(self._worker_alloc if in_worker else self._alloc()):
             if b['batch'] >= self.batches_per_epoch:  # drop_last across ranks: this rank's extra batch
                 break
-            out = {'image': b['image'], 'label': torch.from_numpy(b['label'].astype(np.int64)),
-                   'index': torch.from_numpy(b['index']), 'slice': torch.from_numpy(b['slice']),
-                   'corner': torch.from_numpy(b['corner']), 'epoch': b['epoch'], 'batch': b['batch']}
-            if b['mask'] is not None:
-                out['mask'] = b['mask']
+            small = {'label': b['label'].astype(np.int64), 'index': b['index'], 'slice': b['slice'],
+                     'corner': b['corner']}
+            plain = {'epoch': b['epoch'], 'batch': b['batch']}
+            if in_worker:
+                arena = b['image']  # the _Arena or _Packer the batch went into (_worker_alloc)
+                out = arena.finish(small, plain)
+            else:
+                out = {'image': b['image'], 'mask': b['mask']}
+                out.update({k: torch.from_numpy(v) for k, v in small.items()})
+                out.update(plain)
+                if out['mask'] is None:
+                    del out['mask']
             if self.device.type == 'cuda':
                 out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
             yield out
+
+    def _worker_alloc(self, name, shape, dtype, src):
+        """In a DataLoader worker: the batch goes into a slot of this process's arena, or when none is
+        free (or it does not fit), into a one-off shared memory of its own (_Packer). Returns the one it
+        went into."""
+        if name == 'image':
+            n = src.nbytes + int(np.prod(shape[:1] + shape[2:])) + 64 * 8 + 8 * 6 * shape[0] + 64 * 8
+            arena = self.__dict__.get('_arena')
+            if arena is None or arena.id[0] != os.getpid() or not arena.fits(n):
+                arena = self._arena = _Arena(max(n, 2 * (arena.slot_bytes if arena else 0)))
+            self._current = arena if arena.begin() else _Packer()
+        self._current.alloc(name, shape, dtype, src)
+        return self._current
 
     def close(self):
         """Closes this process's loader (a later pass opens another)."""
@@ -334,6 +567,8 @@ class BatchDataset(torch.utils.data.IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state['_loader'] = None  # never pickled: each process opens its own
+        state.pop('_arena', None)
+        state.pop('_current', None)
         return state
 
     def __repr__(self):

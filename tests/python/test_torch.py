@@ -170,6 +170,15 @@ def torch_parts(cirrdata, ds, other, work):
                dict(num_workers=3)):
         got = dl_epochs(make(), **kw)
         check(same(got, base), f'DataLoader {kw}: the same batches in the same order as num_workers=0')
+    check(len(ct._ARENAS) > 0, 'worker batches travel through the reusable shared arenas')
+    # A worker whose arena has no free slot (1 slot, 10 ms wait) sends one-off shared memory instead.
+    slots, wait = ct._Arena.SLOTS, ct._Arena.WAIT_S
+    ct._Arena.SLOTS, ct._Arena.WAIT_S = 1, 0.01
+    try:
+        got = dl_epochs(make(), num_workers=1, multiprocessing_context='fork')
+    finally:
+        ct._Arena.SLOTS, ct._Arena.WAIT_S = slots, wait
+    check(same(got, base), 'batches through the arena fallback are the same')
     # set_epoch chooses the epoch; without it, passes advance by themselves (checked above: 2 epochs).
     d = make()
     d.set_epoch(1)
