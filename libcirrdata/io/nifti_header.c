@@ -60,30 +60,33 @@ const char *cd_nifti_datatype_label(int datatype) {
 
 void cd_nifti_qform_affine(double qb, double qc, double qd, double qx, double qy, double qz, const double pixdim[4],
                            double out[4][4]) {
-    /* nibabel.quaternions.fillpositive with threshold -3 * float32 eps, then quat2mat. */
-    double w2 = 1.0 - (qb * qb + qc * qc + qd * qd);
-    double w = (w2 < 0.0) ? 0.0 : sqrt(w2);
-    double x = qb, y = qc, z = qd;
-    double nq = w * w + x * x + y * y + z * z;
-    double r[3][3];
-    if (nq < 2.220446049250313e-16) {
+    /* nibabel.quaternions.fillpositive, then quat2mat and the zooms, in nibabel's precision: its
+     * MAX_FLOAT, long double, rounded to double once at the end. Near 180-degree rotations w is the
+     * square root of a tiny difference, and computing in double there moves entries by ~1e-9. */
+    typedef long double ld;
+    ld x = qb, y = qc, z = qd;
+    ld w2 = 1.0L - (x * x + y * y + z * z);
+    ld w = (w2 < 0.0L) ? 0.0L : sqrtl(w2);
+    ld nq = w * w + x * x + y * y + z * z;
+    ld r[3][3];
+    if (nq < 2.220446049250313e-16L) {
         memset(r, 0, sizeof r);
-        r[0][0] = r[1][1] = r[2][2] = 1.0;
+        r[0][0] = r[1][1] = r[2][2] = 1.0L;
     } else {
-        double s = 2.0 / nq;
-        double X = x * s, Y = y * s, Z = z * s;
-        double wX = w * X, wY = w * Y, wZ = w * Z;
-        double xX = x * X, xY = x * Y, xZ = x * Z;
-        double yY = y * Y, yZ = y * Z, zZ = z * Z;
-        r[0][0] = 1.0 - (yY + zZ);
+        ld s = 2.0L / nq;
+        ld X = x * s, Y = y * s, Z = z * s;
+        ld wX = w * X, wY = w * Y, wZ = w * Z;
+        ld xX = x * X, xY = x * Y, xZ = x * Z;
+        ld yY = y * Y, yZ = y * Z, zZ = z * Z;
+        r[0][0] = 1.0L - (yY + zZ);
         r[0][1] = xY - wZ;
         r[0][2] = xZ + wY;
         r[1][0] = xY + wZ;
-        r[1][1] = 1.0 - (xX + zZ);
+        r[1][1] = 1.0L - (xX + zZ);
         r[1][2] = yZ - wX;
         r[2][0] = xZ - wY;
         r[2][1] = yZ + wX;
-        r[2][2] = 1.0 - (xX + yY);
+        r[2][2] = 1.0L - (xX + yY);
     }
     double qfac = (pixdim[0] == 1.0 || pixdim[0] == -1.0) ? pixdim[0] : 1.0;
     double vox[3];
@@ -94,7 +97,7 @@ void cd_nifti_qform_affine(double qb, double qc, double qd, double qx, double qy
     vox[2] *= qfac;
     memset(out, 0, sizeof(double[4][4]));
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) out[i][j] = r[i][j] * vox[j];
+        for (int j = 0; j < 3; j++) out[i][j] = (double)(r[i][j] * (ld)vox[j]);
     out[0][3] = qx;
     out[1][3] = qy;
     out[2][3] = qz;

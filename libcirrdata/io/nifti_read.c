@@ -245,6 +245,41 @@ static cd_status read_voxels(const char *data_path, source *ds, const cd_nifti_h
 
 void cd_nifti_read_options_init(cd_nifti_read_options *o) { memset(o, 0, sizeof *o); }
 
+/* The first steps of every read: the caps, the files, the header (its datatype must be one we read).
+ * On success *hs is open on the header file (for single files, also the data). */
+static cd_status open_header(const char *path, const cd_nifti_read_options *opts, cd_nifti_caps *caps, nifti_files *f,
+                             source *hs, cd_nifti_header *h, cd_error *err) {
+    cd_status st = cd_nifti_caps_resolve(opts->max_bytes, caps, err);
+    if (st != CD_OK) return st;
+    st = resolve_files(path, f, err);
+    if (st != CD_OK) return st;
+    if (f->pair && !f->data_found)
+        return cd_fail(err, CD_ERR_IO, "%s: the image file of this pair (%s) is missing", path, f->data_path);
+    st = source_open(f->header_path, caps, hs, err);
+    if (st != CD_OK) return st;
+    st = read_header_from(f, hs, caps, h, err);
+    if (st == CD_OK && h->dtype == CD_DTYPE_INVALID)
+        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s)", path, h->datatype,
+                     cd_nifti_datatype_label(h->datatype));
+    if (st != CD_OK) source_close(hs);
+    return st;
+}
+
+/* The source of the voxels: hs itself for single files; for pairs, hs is closed and ds opened. On
+ * failure nothing is left open. */
+static cd_status open_data(const nifti_files *f, const cd_nifti_caps *caps, source *hs, source *ds, source **data,
+                           cd_nifti_header *h, cd_error *err) {
+    *data = hs;
+    if (f->pair) {
+        source_close(hs);
+        cd_status st = source_open(f->data_path, caps, ds, err);
+        if (st != CD_OK) return st;
+        *data = ds;
+    }
+    h->compressed = (*data)->gz;
+    return CD_OK;
+}
+
 cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_volume **out, cd_nifti_header *hdr_out,
                         cd_error *err) {
     if (!path || !out) return cd_fail(err, CD_ERR_ARG, "cd_nifti_read: NULL argument");
@@ -253,40 +288,18 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
     cd_nifti_read_options_init(&defaults);
     if (!opts) opts = &defaults;
     cd_nifti_caps caps;
-    cd_status st = cd_nifti_caps_resolve(opts->max_bytes, &caps, err);
-    if (st != CD_OK) return st;
-
     nifti_files f;
-    st = resolve_files(path, &f, err);
-    if (st != CD_OK) return st;
-    if (f.pair && !f.data_found)
-        return cd_fail(err, CD_ERR_IO, "%s: the image file of this pair (%s) is missing", path, f.data_path);
-
-    source hs, ds;
-    st = source_open(f.header_path, &caps, &hs, err);
-    if (st != CD_OK) return st;
+    source hs, ds, *data_src;
     cd_nifti_header h;
-    st = read_header_from(&f, &hs, &caps, &h, err);
-    if (st == CD_OK && h.dtype == CD_DTYPE_INVALID)
-        st = cd_fail(err, CD_ERR_UNSUPPORTED, "%s: unsupported datatype %d (%s)", path, h.datatype,
-                     cd_nifti_datatype_label(h.datatype));
-    if (st != CD_OK) {
-        source_close(&hs);
-        return st;
-    }
+    cd_status st = open_header(path, opts, &caps, &f, &hs, &h, err);
+    if (st != CD_OK) return st;
     if (opts->volume < 0 || opts->volume >= h.nvolumes) {
         source_close(&hs);
         return cd_fail(err, CD_ERR_ARG, "%s: volume %lld does not exist (the file has %lld)", path,
                        (long long)opts->volume, (long long)h.nvolumes);
     }
-    source *data_src = &hs;
-    if (f.pair) {
-        source_close(&hs);
-        st = source_open(f.data_path, &caps, &ds, err);
-        if (st != CD_OK) return st;
-        data_src = &ds;
-    }
-    h.compressed = data_src->gz;
+    st = open_data(&f, &caps, &hs, &ds, &data_src, &h, err);
+    if (st != CD_OK) return st;
 
     void *buffer = NULL;
     size_t alloc = 0, offset = 0;
@@ -306,4 +319,77 @@ cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_
     *out = v;
     if (hdr_out) *hdr_out = h;
     return CD_OK;
+}
+
+/* cd_nifti_read_all's work on an open data source: the sizes, checked against the file and the caps,
+ * then (dst given) the voxels of every volume. */
+static cd_status read_all_voxels(const char *data_path, source *ds, const cd_nifti_header *h, const cd_nifti_caps *caps,
+                                 uint8_t *dst, size_t dst_bytes, size_t *need, size_t *data_offset, cd_error *err) {
+    char a[32], b[160];
+    uint64_t data_bytes, total; /* the voxels of all volumes; the end of them in the (inflated) data file */
+    if (__builtin_mul_overflow((uint64_t)h->nvolumes, h->volume_bytes, &data_bytes) ||
+        __builtin_add_overflow(data_bytes, (uint64_t)h->vox_offset, &total))
+        return cd_fail(err, CD_ERR_LIMIT, "%s: data size overflows", data_path);
+    /* Raw files are read from vox_offset on; gzip streams are inflated from their start, header included. */
+    const uint64_t want = ds->gz ? total : data_bytes;
+    if (want > caps->max_bytes)
+        return cd_fail(err, CD_ERR_LIMIT, "%s: reading all %lld volume%s needs %s%s, above %s", data_path,
+                       (long long)h->nvolumes, h->nvolumes == 1 ? "" : "s", cd_format_bytes(want, a, sizeof a),
+                       ds->gz ? " of inflated data" : "", cd_nifti_bytes_cap_text(caps, b, sizeof b));
+    if (!ds->gz && ds->file.size < total)
+        return cd_fail(err, CD_ERR_TRUNCATED,
+                       "%s: truncated: file has %llu bytes, the header needs %llu (%lld volume%s at offset %lld)",
+                       data_path, (unsigned long long)ds->file.size, (unsigned long long)total, (long long)h->nvolumes,
+                       h->nvolumes == 1 ? "" : "s", (long long)h->vox_offset);
+    if (ds->gz && total > cd_gzip_max_inflated(ds->len))
+        return cd_fail(err, CD_ERR_TRUNCATED,
+                       "%s: truncated or hostile: %s of compressed data cannot hold the %s the header describes",
+                       data_path, cd_format_bytes(ds->len, a, sizeof a), cd_format_bytes(total, b, sizeof b));
+    *need = (size_t)want; /* fits: max_bytes <= SIZE_MAX / 2 (cirrdata/limits.h) */
+    if (!dst) return CD_OK;
+    if (dst_bytes < *need)
+        return cd_fail(err, CD_ERR_ARG, "%s: the buffer of %zu bytes is smaller than the %zu bytes this file needs",
+                       data_path, dst_bytes, *need);
+    cd_status st;
+    size_t off = 0;
+    if (!ds->gz) {
+        st = cd_file_pread_exact(&ds->file, dst, (size_t)data_bytes, (uint64_t)h->vox_offset, err);
+    } else {
+        /* Straight into dst: no temporary buffer, no copy. The voxels stay where they are in the
+         * stream unless that address would not be aligned to their element size. */
+        st = cd_gzip_inflate(data_path, ds->bytes, ds->len, dst, (size_t)total, total, false, NULL, err);
+        off = (size_t)h->vox_offset;
+        if (st == CD_OK && off % cd_dtype_size(h->dtype) != 0) {
+            memmove(dst, dst + off, (size_t)data_bytes);
+            off = 0;
+        }
+    }
+    if (st != CD_OK) return st;
+    bool little_host = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__);
+    size_t esize = cd_dtype_size(h->dtype);
+    if (h->big_endian == little_host) byteswap_inplace(dst + off, (size_t)data_bytes / esize, esize);
+    *data_offset = off;
+    return CD_OK;
+}
+
+cd_status cd_nifti_read_all(const char *path, const cd_nifti_read_options *opts, void *dst, size_t dst_bytes,
+                            size_t *need, size_t *data_offset, cd_nifti_header *hdr_out, cd_error *err) {
+    if (!path || !need || (dst && !data_offset)) return cd_fail(err, CD_ERR_ARG, "cd_nifti_read_all: NULL argument");
+    *need = 0;
+    if (data_offset) *data_offset = 0;
+    cd_nifti_read_options defaults;
+    cd_nifti_read_options_init(&defaults);
+    if (!opts) opts = &defaults;
+    cd_nifti_caps caps;
+    nifti_files f;
+    source hs, ds, *data_src;
+    cd_nifti_header h;
+    cd_status st = open_header(path, opts, &caps, &f, &hs, &h, err);
+    if (st != CD_OK) return st;
+    st = open_data(&f, &caps, &hs, &ds, &data_src, &h, err);
+    if (st != CD_OK) return st;
+    st = read_all_voxels(f.data_path, data_src, &h, &caps, dst, dst_bytes, need, data_offset, err);
+    source_close(data_src);
+    if (st == CD_OK && hdr_out) *hdr_out = h;
+    return st;
 }

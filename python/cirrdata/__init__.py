@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _lib as _l
 
-__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version', 'limits', 'set_limits']
+__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version', 'limits', 'set_limits', 'load', 'Image']
 
 _LIB = _l.load()
 
@@ -249,3 +249,4 @@ class Dataset(_l.Closeable):
 
 from .loader import Loader  # noqa: E402  (training batches; see cirrdata/loader.py)
 from .model import Model  # noqa: E402  (inference of the staging networks; see cirrdata/model.py)
+from .nifti import Image, load  # noqa: E402  (NIfTI files into numpy; see cirrdata/nifti.py)

@@ -74,6 +74,22 @@ CD_API cd_status cd_nifti_read_header(const char *path, cd_nifti_header *hdr, cd
 CD_API cd_status cd_nifti_read(const char *path, const cd_nifti_read_options *opts, cd_volume **out,
                                cd_nifti_header *hdr, cd_error *err);
 
+/* Reads the voxels of every volume (all of a 4D+ file, in one pass: one inflate for gzip) into the
+ * caller's buffer dst of dst_bytes bytes: the stored values in file order (x fastest, then y, z and the
+ * volumes), byte-swapped to host order, unscaled. opts may be NULL; its volume is ignored, and
+ * max_bytes caps what is read (all the voxels; for gzip the whole inflated stream, header included).
+ *
+ * *need receives the bytes dst must hold: the voxels (hdr->nvolumes * hdr->volume_bytes) for an
+ * uncompressed data file; for gzip, vox_offset more, because the stream is inflated into dst from its
+ * first byte so that no temporary buffer or copy is needed. With dst NULL only the header is read and
+ * the sizes are checked (caps, truncation of raw files): call once to size dst, then with it. With dst,
+ * the voxels are at dst + *data_offset: 0 for uncompressed data, vox_offset for gzip (0 when vox_offset
+ * is not a multiple of the element size: the voxels are then moved to the start). A dst_bytes below
+ * *need is CD_ERR_ARG. data_offset may be NULL only when dst is; hdr may be NULL. dst stays the
+ * caller's; its contents are unspecified after an error. */
+CD_API cd_status cd_nifti_read_all(const char *path, const cd_nifti_read_options *opts, void *dst, size_t dst_bytes,
+                                   size_t *need, size_t *data_offset, cd_nifti_header *hdr, cd_error *err);
+
 typedef struct cd_nifti_write_options {
     int compression_level; /* gzip level 1..12 (libdeflate) for .nii.gz; 0 = default (6) */
     int qform_code;        /* NIfTI xform codes written with the affine; 0 = default (1, scanner) */
