@@ -8,7 +8,10 @@
         sample['affine']        # 4x4 numpy array, voxel -> world (mm, RAS+)
 
 The library is found through CIRRDATA_LIB (path of libcirrdata.so; when set, nothing else is
-tried), else the build tree next to this package (<repo>/build/libcirrdata/libcirrdata.so), else ctypes.util.find_library('cirrdata').
+tried), else the library installed with the package (pip install, meson install), else, in a source
+checkout, the build tree next to this package (<repo>/build/libcirrdata/libcirrdata.so), else
+ctypes.util.find_library('cirrdata') (cirrdata/_lib.py). Importing fails (ImportError) when the library's
+version or the size of a C struct the package mirrors differs from the package's (cirrdata/_abi.py).
 Every checksum is verified by the C library as data is read; failures raise CirrdataError carrying
 the library's message (which names the shard file, record and chunk).
 
@@ -22,11 +25,14 @@ import os
 
 import numpy as np
 
+from . import _abi
 from . import _lib as _l
+from ._version import __version__
 
 __all__ = ['Dataset', 'Loader', 'CirrdataError', 'version', 'limits', 'set_limits', 'load', 'Image']
 
 _LIB = _l.load()
+_abi.check(_LIB)
 
 
 class CirrdataError(Exception):

@@ -1,9 +1,15 @@
 """Loading libcirrdata.so and declaring the C functions the binding uses (ctypes).
 
-The library is the path in the environment variable CIRRDATA_LIB when that is set (and then
-nothing else is tried); otherwise the build tree next to this package
-(<repo>/build/libcirrdata/libcirrdata.so), then the system's libraries
-(ctypes.util.find_library('cirrdata')).  ImportError lists every place tried.
+Where the library is looked for, first match wins (ImportError lists every place tried and why each
+failed):
+  1. the path in the environment variable CIRRDATA_LIB, when that is set (and then nothing else);
+  2. in an installed copy of the package (pip install, meson install), the library installed with it,
+     which the generated module cirrdata/_installed.py names: inside the package directory (a wheel)
+     or PREFIX/LIBDIR/libcirrdata.so.N (meson install);
+  3. in a source checkout (no _installed.py), the build tree next to the package,
+     <repo>/build/libcirrdata/libcirrdata.so;
+  4. the system's libraries, ctypes.util.find_library('cirrdata').
+The package then checks that the library matches it (cirrdata/_abi.py).
 """
 import ctypes
 import ctypes.util
@@ -59,24 +65,40 @@ class CdLimits(ctypes.Structure):
                 ('max_csv_bytes', ctypes.c_uint64)]
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _installed_library():
+    """The library installed with this copy of the package, or None in a source checkout."""
+    try:
+        from . import _installed  # generated at install time (python/meson.build)
+    except ImportError:
+        return None
+    return os.path.join(PACKAGE_DIR, _installed.LIBRARY)  # LIBRARY may be absolute: join keeps it
+
+
 def _candidates():
+    """(how, path or None, why there is no path) in the order they are tried."""
     env = os.environ.get('CIRRDATA_LIB')
     if env:  # an explicit choice: nothing else is tried
-        return [('CIRRDATA_LIB', env)]
-    tried = []
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    tried.append(('build tree', os.path.join(repo, 'build', 'libcirrdata', 'libcirrdata.so')))
-    found = ctypes.util.find_library('cirrdata')
-    tried.append(('find_library', found))
+        return [('CIRRDATA_LIB', env, None)]
+    installed = _installed_library()
+    if installed:
+        tried = [('installed with the package', installed, None)]
+    else:
+        repo = os.path.dirname(os.path.dirname(PACKAGE_DIR))
+        tried = [('build tree', os.path.join(repo, 'build', 'libcirrdata', 'libcirrdata.so'), None)]
+    tried.append(('find_library', ctypes.util.find_library('cirrdata'),
+                  "ctypes.util.find_library('cirrdata') found nothing"))
     return tried
 
 
 def load():
     """Returns the loaded ctypes.CDLL with argtypes/restype declared, or raises ImportError."""
     errors = []
-    for how, path in _candidates():
+    for how, path, why in _candidates():
         if not path:
-            errors.append("%s: ctypes.util.find_library('cirrdata') found nothing" % how)
+            errors.append('%s: %s' % (how, why))
             continue
         if how != 'find_library' and not os.path.exists(path):
             errors.append('%s: %s does not exist' % (how, path))
@@ -104,6 +126,7 @@ def _declare(lib):
     st = ctypes.c_int
     sigs = {
         'cd_version': ([], ctypes.c_char_p),
+        'cd_abi_struct_size': ([ctypes.c_char_p], ctypes.c_size_t),
         'cd_status_name': ([ctypes.c_int], ctypes.c_char_p),
         'cd_dtype_name': ([ctypes.c_int], ctypes.c_char_p),
         'cd_dataset_open': ([ctypes.c_char_p, PP, E], st),

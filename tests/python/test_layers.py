@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The library's module layering, enforced: a module uses only modules to its left.
 
-    core -> transform -> io, shard, gpu -> augment, synth -> dataset, preprocess -> convert, loader, nn
+    core -> transform -> io, shard, gpu -> augment, synth -> dataset, preprocess -> convert, loader, nn -> abi
 
 (modules in one group may not use each other). Two kinds of edges are checked:
 
@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 LAYERS = [["core"], ["transform"], ["io", "shard", "gpu"], ["augment", "synth"], ["dataset", "preprocess"],
-          ["convert", "loader", "nn"]]
+          ["convert", "loader", "nn"], ["abi"]]
 RANK = {m: i for i, group in enumerate(LAYERS) for m in group}
 # Public headers (libcirrdata/include/cirrdata/) by the module that implements them; cirrdata.h is the
 # umbrella header for applications and may not be included inside the library.
@@ -40,6 +40,7 @@ PUBLIC = {
     "convert": "convert",
     "loader": "loader",
     "model": "nn", "staging": "nn",
+    "abi": "abi",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 # Internal headers private to their module: no other module may include them, whatever the order

@@ -26,5 +26,6 @@
 #include "cirrdata/gpu.h"
 #include "cirrdata/model.h"
 #include "cirrdata/staging.h"
+#include "cirrdata/abi.h"
 
 #endif
