@@ -12,7 +12,7 @@ subclass in the package that it lacks.
 """
 import ctypes
 
-from . import _lib, _version, loader, model
+from . import _lib, _version, loader, model, nifti
 
 MIRRORS = (
     ('cd_error', _lib.CdError),
@@ -24,6 +24,8 @@ MIRRORS = (
     ('cd_loader_state', loader._State),
     ('cd_model_options', model._Options),
     ('cd_gpu_stats', model._GpuStats),
+    ('cd_nifti_header', nifti.CdNiftiHeader),
+    ('cd_orientation', nifti.CdOrientation),
 )
 
 _FIX = ('rebuild or reinstall the package and the library from the same sources so that they match '
