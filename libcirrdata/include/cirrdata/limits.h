@@ -39,9 +39,10 @@ typedef struct cd_limits {
      * at a time). Also the output of cd_resample. Default 2^31 (8 GiB as float32).
      * Environment: CIRRDATA_MAX_VOXELS. */
     uint64_t max_voxels;
-    /* Bytes of one NIfTI read: the uncompressed volume, the inflated prefix of a .nii.gz, the compressed
-     * file held in memory; also the output of cd_resample. Default 8 GiB (CD_LIMIT_DEFAULT_MAX_BYTES).
-     * cd_nifti_read_options.max_bytes overrides it for one call. Environment: CIRRDATA_MAX_BYTES. */
+    /* Bytes of one NIfTI read: the uncompressed volume (every volume, cd_nifti_read_all), the inflated
+     * prefix of a .nii.gz, the compressed file held in memory; also the output of cd_resample. Default
+     * 8 GiB (CD_LIMIT_DEFAULT_MAX_BYTES). cd_nifti_read_options.max_bytes overrides it for one call.
+     * Environment: CIRRDATA_MAX_BYTES. */
     uint64_t max_decompressed_bytes;
     /* Bytes of a JSON text: manifest.json, recipe and augmentation pipeline files, an nnU-Net
      * dataset.json, a model's graph metadata. Default 512 MiB. Environment: CIRRDATA_MAX_JSON_BYTES. */
