@@ -1,5 +1,6 @@
 /* libFuzzer target: the NIfTI-1/NIfTI-2 reader (io/nifti_header.c, io/nifti_read.c, io/gzip_reader.c).
- * Each read goes through cd_nifti_read_header and cd_nifti_read with a 64 MiB cap.
+ * Each read goes through cd_nifti_read_header, cd_nifti_read and cd_nifti_read_all (every volume into a
+ * caller buffer, sized by its first call) with a 64 MiB cap.
  *
  * Plain input (not starting with the gzip magic 1f 8b): read as a single .nii file, gzip-wrapped (valid
  * gzip written here) as a .nii.gz, and as the .hdr of a .hdr/.img pair whose .img holds the same bytes.
@@ -12,6 +13,7 @@
  * any other trailer exercises the trailer checks. The seeds include compressed files, valid ones,
  * ones with zero trailers and damaged ones (make_seeds.py). */
 #include <stdint.h>
+#include <stdlib.h>
 #include <zlib.h>
 
 #include "cirrdata/cirrdata.h"
@@ -42,6 +44,17 @@ static void read_one(const char *path) {
             opts.volume = hdr.nvolumes - 1;
             if (cd_nifti_read(path, &opts, &vol, NULL, &err) == CD_OK) cd_volume_destroy(vol);
         }
+    }
+    /* every volume into a caller buffer: sized by the first call, filled by the second */
+    opts.volume = 0;
+    size_t need = 0, offset = 0;
+    if (cd_nifti_read_all(path, &opts, NULL, 0, &need, NULL, NULL, &err) == CD_OK && need <= FUZZ_MAX_BYTES + 64) {
+        unsigned char *buf = malloc(need ? need : 1);
+        if (buf && cd_nifti_read_all(path, &opts, buf, need, &need, &offset, NULL, &err) == CD_OK && need) {
+            volatile unsigned char sink = buf[0] ^ buf[need - 1];
+            (void)sink;
+        }
+        free(buf);
     }
 }
 
