@@ -131,6 +131,10 @@ void cd_loader_destroy(cd_loader *l) {
 uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
 uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
 uint64_t cd_loader_epoch_items(const cd_loader *l) { return l->nitems; }
+void cd_loader_rank(const cd_loader *l, int *rank, int *world_size) {
+    *rank = l->o.rank;
+    *world_size = l->o.world_size;
+}
 uint64_t cd_loader_skipped(const cd_loader *l) { return l->skipped; }
 uint64_t cd_loader_cache_bytes(const cd_loader *l) { return l->cache ? cd_chunk_cache_bytes(l->cache) : 0; }
 const char *cd_loader_io_name(const cd_loader *l) { return l->uring ? "uring" : "pread"; }

@@ -115,6 +115,7 @@ def _declare(lib):
         'cd_loader_epoch_samples': ([P], ctypes.c_uint64),
         'cd_loader_epoch_batches': ([P], ctypes.c_uint64),
         'cd_loader_epoch_items': ([P], ctypes.c_uint64),
+        'cd_loader_rank': ([P, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)], None),
         'cd_loader_skipped': ([P], ctypes.c_uint64),
         'cd_loader_io_name': ([P], ctypes.c_char_p),
         'cd_loader_cache_bytes': ([P], ctypes.c_uint64),
@@ -453,15 +454,28 @@ class Loader(_l.Closeable):
         return out
 
     def state_dict(self):
-        """Where the next batch starts: {'seed', 'epoch', 'position'}. The batch last yielded counts
-        as delivered: save the state after training on a batch, and a restored loader continues
-        with the one after it."""
+        """Where the next batch starts: {'seed', 'epoch', 'position', 'world_size'}. The batch last
+        yielded counts as delivered: save the state after training on a batch, and a restored loader
+        continues with the one after it. Any rank's state serves every rank of the same world size
+        (ranks advance together)."""
         s = _State()
         self._call('cd_loader_get_state', ctypes.byref(s))
-        return {'seed': int(s.seed), 'epoch': int(s.epoch), 'position': int(s.position)}
+        return {'seed': int(s.seed), 'epoch': int(s.epoch), 'position': int(s.position),
+                'world_size': self.rank_world[1]}
+
+    @property
+    def rank_world(self):
+        """(rank, world_size) of this loader."""
+        r, w = ctypes.c_int(), ctypes.c_int()
+        self._call('cd_loader_rank', ctypes.byref(r), ctypes.byref(w))
+        return r.value, w.value
 
     def load_state_dict(self, state):
-        """Continues from a state_dict(): the following batches equal an uninterrupted run's."""
+        """Continues from a state_dict(): the following batches equal an uninterrupted run's. A state
+        saved with another world size is refused (its positions count another share of the epoch)."""
+        if 'world_size' in state and int(state['world_size']) != self.rank_world[1]:
+            raise _option_error('state was saved with world_size %d, this loader has world_size %d'
+                                % (int(state['world_size']), self.rank_world[1]))
         seed = _fit('state seed', state['seed'], 0, _U64_MAX, '0..%d' % _U64_MAX)
         epoch = _fit('state epoch', state['epoch'], 0, _U64_MAX, '0..%d' % _MAX_EPOCH)
         position = int(state['position'])

@@ -521,7 +521,7 @@ class BatchDataset(torch.utils.data.IterableDataset):
         if start >= self.batches_per_epoch:
             return
         loader = self._process_loader(workers, start % workers)
-        state = {'seed': self.seed, 'epoch': epoch, 'position': start * self.batch_size}
+        state = {'seed': self.seed, 'epoch': epoch, 'position': start * self.batch_size, 'world_size': self.world_size}
         if loader.state_dict() != state:
             loader.load_state_dict(state)
         arena = None

@@ -98,6 +98,15 @@ def loader_parts(cirrdata, ds):
             check(False, f'{kw} must be refused')
         except cirrdata.CirrdataError as e:
             check(text in str(e), f'{kw}: {e}')
+    # A Loader state from another world size is refused (its positions count another share).
+    with Loader(ds, threads=1, rank=0, world_size=2, **OPTS) as l:
+        state = l.state_dict()
+    with Loader(ds, threads=1, rank=0, world_size=3, **OPTS) as l:
+        try:
+            l.load_state_dict(state)
+            check(False, 'a Loader state from world size 2 must be refused by world size 3')
+        except cirrdata.CirrdataError as e:
+            check('world_size 2, this loader has world_size 3' in str(e), str(e))
     with Loader(ds, threads=1, batch_stride=2, batch_offset=1, **OPTS) as l:
         try:
             l.load_state_dict({'seed': 5, 'epoch': 0, 'position': 4})  # batch 2 is not this loader's

@@ -156,6 +156,8 @@ CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state,
  * batch_stride: this loader delivers those numbered batch_offset + k x batch_stride). */
 CD_API uint64_t cd_loader_epoch_samples(const cd_loader *l);
 CD_API uint64_t cd_loader_epoch_batches(const cd_loader *l);
+/* This loader's rank and world size (as given, or from the environment: see world_size). */
+CD_API void cd_loader_rank(const cd_loader *l, int *rank, int *world_size);
 /* Items (samples) of an epoch over all ranks together: records, or slices in slice mode. Rank r of W
  * gets n / W of them, one more when r < n mod W. */
 CD_API uint64_t cd_loader_epoch_items(const cd_loader *l);
