@@ -14,6 +14,13 @@
     ... --rss [--rss-at 1000,10000]     peak/current RSS (VmHWM / VmRSS of this process, from
                                         /proc/self/status) after those batch counts
     ... --dump-corners FILE             write 'record cx cy cz' of every timed sample (the bound's input)
+    ... --views                         Loader(views=True): zero-copy views of the ring (the default hands
+                                        out batches the caller owns: one copy out of the ring)
+    ... --torch-workers W               the same batches through torch.utils.data.DataLoader(
+                                        cirrdata.torch.BatchDataset(...), batch_size=None, num_workers=W,
+                                        persistent_workers=True): W processes, each with its own C
+                                        loader of --threads / W threads (at least 1), batches filled
+                                        into shared memory (tool 'ours-torch')
 
 Throughput: a loader is created (not timed), `--warmup` batches are consumed, then batches are
 timed with time.perf_counter until at least `--min-seconds` have passed and at least `--batches`
@@ -66,13 +73,18 @@ def main():
     ap.add_argument('--rss', action='store_true')
     ap.add_argument('--rss-at', default='1000,10000')
     ap.add_argument('--dump-corners')
+    ap.add_argument('--torch-workers', type=int, default=0)
+    ap.add_argument('--views', action='store_true', help="zero-copy ring views (Loader(views=True)) instead of "
+                    "owned batches")
     a = ap.parse_args()
     from cirrdata.loader import Loader
     patch = tuple(int(v) for v in a.patch.split(','))
+    if a.torch_workers:
+        return torch_main(a, patch)
     loader = Loader(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
                     split=a.split, threads=a.threads, io=a.io, cache_bytes=a.cache_bytes, device=a.device,
-                    preload=a.preload)
-    res = {'tool': 'ours', 'augment': a.augment, 'threads': a.threads, 'batch_size': a.batch_size,
+                    preload=a.preload, views=a.views)
+    res = {'tool': 'ours', 'views': a.views, 'augment': a.augment, 'threads': a.threads, 'batch_size': a.batch_size,
            'patch': list(patch), 'io': loader.io, 'cache': 'default' if a.cache_bytes is None else a.cache_bytes,
            'preload': a.preload, 'device': loader.device}
     it = batches(loader)
@@ -128,6 +140,52 @@ def main():
         res['device_stats'] = {k: st[k] for k in ('gpu_calls', 'gpu_samples', 'gpu_reference', 'fallback_calls',
                                                   'fallback_samples', 'device_resets', 'gpu_disabled', 'note')}
     loader.close()
+    print(json.dumps(res))
+
+
+def timed(a, it):
+    """Warm-up batches, then the timed window: samples/s and CPU time of this process."""
+    for _ in range(a.warmup):
+        next(it)
+    c = time.process_time()
+    t = time.perf_counter()
+    samples = nb = 0
+    while nb < a.batches or time.perf_counter() - t < a.min_seconds:
+        b = next(it)
+        nb += 1
+        n = b['image'].shape[0]
+        for j in range(n):
+            float(b['image'][j, 0, 0, 0, 0])
+        samples += n
+    dt = time.perf_counter() - t
+    return {'batches': nb, 'samples': samples, 'seconds': dt, 'samples_per_s': samples / dt,
+            'main_cpu_seconds': time.process_time() - c, 'min_seconds': a.min_seconds}
+
+
+def torch_main(a, patch):
+    import torch
+    from cirrdata.torch import BatchDataset
+    W = a.torch_workers
+    ds = BatchDataset(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
+                      split=a.split, threads=max(1, a.threads // W), io=a.io, cache_bytes=a.cache_bytes,
+                      augment_device=a.device, preload=a.preload)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=W, persistent_workers=True)
+    res = {'tool': 'ours-torch', 'workers': W, 'augment': a.augment, 'threads': a.threads,
+           'batch_size': a.batch_size, 'patch': list(patch), 'cache': 'default' if a.cache_bytes is None else a.cache_bytes,
+           'preload': a.preload}
+
+    def endless():
+        while True:
+            for b in dl:
+                yield b
+    it = endless()
+    if a.preload:  # the first batch of every worker waits for its preload (not timed)
+        t = time.perf_counter()
+        for _ in range(W):
+            next(it)
+        res['preload_seconds'] = time.perf_counter() - t
+    res.update(timed(a, it))
+    del it, dl
     print(json.dumps(res))
 
 
