@@ -9,6 +9,7 @@
 static cd_loader *new_loader(const cd_loader_options *opts, int world, int rank) {
     cd_loader *l = calloc(1, sizeof *l);
     if (!l) return NULL;
+    l->shared_fd = -1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     l->o = *opts;
@@ -131,6 +132,11 @@ void cd_loader_destroy(cd_loader *l) {
 uint64_t cd_loader_epoch_samples(const cd_loader *l) { return l->per_rank; }
 uint64_t cd_loader_epoch_batches(const cd_loader *l) { return l->bpe; }
 uint64_t cd_loader_epoch_items(const cd_loader *l) { return l->nitems; }
+int cd_loader_ring_memory(const cd_loader *l, void **base, size_t *bytes) {
+    if (base) *base = l->shared_base;
+    if (bytes) *bytes = l->shared_bytes;
+    return l->shared_fd;
+}
 void cd_loader_rank(const cd_loader *l, int *rank, int *world_size) {
     *rank = l->o.rank;
     *world_size = l->o.world_size;

@@ -115,7 +115,10 @@ struct cd_loader {
     /* ring and scheduling */
     slot *slots;
     uint32_t ring;
-    uint64_t assign_seq, deliver_seq;    /* batch sequence numbers */
+    uint64_t assign_seq, deliver_seq; /* batch sequence numbers */
+    uint8_t *shared_base;             /* ring_shared: the memfd mapping holding every slot's image and mask */
+    size_t shared_bytes, shared_stride;
+    int shared_fd;                       /* -1 when the ring is not shared */
     uint32_t *queue;                     /* queue[seq % ring]: the slot of batch seq, deliver_seq <= seq < assign_seq
                                             (slots come back in any order: batches may be released in any) */
     uint32_t borrowed;                   /* batches handed out and not released */

@@ -1,8 +1,11 @@
 /* The batch ring: `ring` slots, each one batch's buffers, allocated at creation. Batches are assigned
  * to free slots in schedule order, filled by the workers, handed out in order by cd_loader_next and
  * given back by cd_loader_release. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "loader/loader_impl.h"
 
@@ -29,6 +32,25 @@ static size_t max_sample_voxels(const cd_loader *l) {
     return m;
 }
 
+static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+
+/* The image and mask buffers of every slot in one memfd mapping (ring_shared), after a header page
+ * left to the consumers (cirrdata/loader.h). */
+static cd_status shared_ring(cd_loader *l, size_t image_bytes, size_t mask_bytes, cd_error *err) {
+    l->shared_stride = page_round(image_bytes) + page_round(mask_bytes);
+    l->shared_bytes = CD_LOADER_SHARED_HEADER + (size_t)l->ring * l->shared_stride;
+    l->shared_fd = memfd_create("cirrdata-ring", MFD_CLOEXEC);
+    if (l->shared_fd < 0 || ftruncate(l->shared_fd, (off_t)l->shared_bytes) != 0)
+        return cd_fail(err, CD_ERR_IO, "cannot create the shared batch ring (%zu bytes): %s", l->shared_bytes,
+                       strerror(errno));
+    void *p = mmap(NULL, l->shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, l->shared_fd, 0);
+    if (p == MAP_FAILED)
+        return cd_fail(err, CD_ERR_NOMEM, "cannot map the shared batch ring (%zu bytes): %s", l->shared_bytes,
+                       strerror(errno));
+    l->shared_base = p;
+    return CD_OK;
+}
+
 cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err) {
     l->max_pvox = max_sample_voxels(l);
     const size_t pvox = l->max_pvox, B = l->o.batch_size;
@@ -46,11 +68,21 @@ cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err) {
     }
     if (!(l->slots = calloc(l->ring, sizeof *l->slots)) || !(l->queue = calloc(l->ring, sizeof *l->queue)))
         return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    const size_t image_bytes = B * l->channels * pvox * sizeof(float), mask_bytes = l->has_mask ? B * pvox : 0;
+    if (l->o.ring_shared) {
+        cd_status st = shared_ring(l, image_bytes, mask_bytes, err);
+        if (st != CD_OK) return st;
+    }
     for (uint32_t i = 0; i < l->ring; i++) {
         slot *s = &l->slots[i];
         s->ok = calloc(B, sizeof *s->ok);
-        s->image = malloc(B * l->channels * pvox * sizeof(float));
-        s->mask = l->has_mask ? malloc(B * pvox) : NULL;
+        if (l->shared_base) {
+            s->image = (float *)(l->shared_base + CD_LOADER_SHARED_HEADER + (size_t)i * l->shared_stride);
+            s->mask = l->has_mask ? (uint8_t *)s->image + page_round(image_bytes) : NULL;
+        } else {
+            s->image = malloc(image_bytes);
+            s->mask = l->has_mask ? malloc(mask_bytes) : NULL;
+        }
         s->label = calloc(B, sizeof *s->label);
         s->index = calloc(B, sizeof *s->index);
         s->slice = calloc(B, sizeof *s->slice);
@@ -67,8 +99,10 @@ void cd_loader_ring_free(cd_loader *l) {
     for (uint32_t i = 0; l->slots && i < l->ring; i++) {
         slot *s = &l->slots[i];
         free(s->ok);
-        free(s->image);
-        free(s->mask);
+        if (!l->shared_base) {
+            free(s->image);
+            free(s->mask);
+        }
         free(s->label);
         free(s->index);
         free(s->slice);
@@ -78,6 +112,10 @@ void cd_loader_ring_free(cd_loader *l) {
     l->slots = NULL;
     free(l->queue);
     l->queue = NULL;
+    if (l->shared_base) munmap(l->shared_base, l->shared_bytes);
+    l->shared_base = NULL;
+    if (l->shared_fd >= 0) close(l->shared_fd);
+    l->shared_fd = -1;
 }
 
 /* Where this loader's first batch of an epoch starts (batch number batch_offset). */

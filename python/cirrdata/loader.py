@@ -62,7 +62,8 @@ class _Options(ctypes.Structure):
                 ('gpu_memory_limit', ctypes.c_uint64),
                 ('preload', ctypes.c_bool),
                 ('batch_stride', ctypes.c_uint32),
-                ('batch_offset', ctypes.c_uint32)]
+                ('batch_offset', ctypes.c_uint32),
+                ('ring_shared', ctypes.c_bool)]
 
 
 class _DeviceStats(ctypes.Structure):
@@ -115,6 +116,7 @@ def _declare(lib):
         'cd_loader_epoch_samples': ([P], ctypes.c_uint64),
         'cd_loader_epoch_batches': ([P], ctypes.c_uint64),
         'cd_loader_epoch_items': ([P], ctypes.c_uint64),
+        'cd_loader_ring_memory': ([P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)], ctypes.c_int),
         'cd_loader_rank': ([P, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)], None),
         'cd_loader_skipped': ([P], ctypes.c_uint64),
         'cd_loader_io_name': ([P], ctypes.c_char_p),
@@ -252,6 +254,8 @@ class Loader(_l.Closeable):
     rank/world_size: default from $RANK/$WORLD_SIZE, else $SLURM_PROCID/$SLURM_NTASKS, else 0/1.
     views: False (default): batches are new arrays the caller owns. True: zero-copy views of the ring,
     each batch holding its slot while any of its views lives (see the module docstring).
+    ring_shared: the ring's images and masks in a memfd that another process may map (ring_memory());
+    cirrdata.torch's DataLoader workers hand batches to the main process that way, without a copy.
     batch_stride/batch_offset: deliver only batches number batch_offset, batch_offset + batch_stride, ...
     of each epoch (the others are not made); each is the batch a loader with stride 1 gives at that number.
     device: where augmentation runs. 'cpu' (default); 'vulkan': every worker thread renders its share
@@ -280,7 +284,8 @@ class Loader(_l.Closeable):
     def __init__(self, path, batch_size=2, mode='patch', patch=(96, 96, 32), augment='none', seed=0, split='train',
                  threads=0, rank=None, world_size=None, device='cpu', foreground_fraction=0.33,
                  slices_with_mask_only=False, drop_last=False, skip_corrupt=False, io='auto', ring=4, views=False,
-                 cache_bytes=None, gpu_memory_limit=None, preload=False, batch_stride=1, batch_offset=0):
+                 cache_bytes=None, gpu_memory_limit=None, preload=False, batch_stride=1, batch_offset=0,
+                 ring_shared=False):
         from . import _LIB, _raise
         if device not in _l.DEVICES:
             raise ValueError("device must be 'cpu', 'vulkan' or 'auto', not %r" % (device,))
@@ -342,6 +347,7 @@ class Loader(_l.Closeable):
         o.preload = bool(preload)
         o.batch_stride = _fit('batch_stride', batch_stride, 0, _U32_MAX, '0..65536, 0 or 1 for every batch')
         o.batch_offset = _fit('batch_offset', batch_offset, 0, _U32_MAX, '0..batch_stride - 1')
+        o.ring_shared = bool(ring_shared)
         self.views = bool(views)
         self._ring_slots = int(ring) or 4
         # Batches handed out as views and not released yet (their cd_batch pointers by address), and
@@ -503,6 +509,13 @@ class Loader(_l.Closeable):
         self._call('cd_loader_get_state', ctypes.byref(s))
         return {'seed': int(s.seed), 'epoch': int(s.epoch), 'position': int(s.position),
                 'world_size': self.rank_world[1]}
+
+    def ring_memory(self):
+        """ring_shared=True: (fd, address, bytes) of the shared-memory file holding the ring (the loader's;
+        valid until it is destroyed); the first 4096 bytes are left to the caller. None otherwise."""
+        base, size = ctypes.c_void_p(), ctypes.c_size_t()
+        fd = self._call('cd_loader_ring_memory', ctypes.byref(base), ctypes.byref(size))
+        return None if fd < 0 else (fd, base.value, size.value)
 
     @property
     def rank_world(self):

@@ -33,14 +33,13 @@ sampling option is refused, naming what differs.
 RecordDataset is a map-style dataset of whole records (one dict per record); collate_records stacks
 records of different shapes by zero-padding to the largest (pad=True) or returns lists.
 """
+import ctypes
 import hashlib
 import json
-import mmap
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.sharedctypes
 import os
-import time
 import warnings
 
 import numpy as np
@@ -132,9 +131,6 @@ class _Packer:
         self.parts[name] = (offset, src.dtype, src.shape)
         return name
 
-    def alloc(self, name, shape, dtype, src):
-        return self.put(name, src)
-
     def finish(self, small, plain):
         for k, v in small.items():
             self.put(k, v)
@@ -148,73 +144,53 @@ class _Packer:
                         for k, (o, dt, shape) in self.parts.items()}, **plain)
 
 
-class _Arena:
-    """A DataLoader worker's reusable shared memory for batches: SLOTS slots after a page of slot flags
-    (0 free, 1 holding a batch on its way). The worker copies a finished batch from the ring into a free
-    slot and sends only (arena, slot, layout); the main process copies it out of the slot (its own
-    memory: the caller owns the batch) and frees the slot. The arena's fd goes to the main process once,
-    with the first batch: a file descriptor per batch costs a socket round trip, and fresh shared
-    pages cost page faults, each far more than the copy (about 14 ms against 0.2 ms for a 2.4 MB batch
-    on a Firecracker guest)."""
-    SLOTS = 6  # more than the batches a DataLoader worker has in flight (prefetch_factor 2, + 1 in transit)
-    WAIT_S = 2.0  # no slot freed that long (a result the main process dropped unread): one-off batch
+class _SharedRing:
+    """A DataLoader worker's batches, handed to the main process without a copy: the worker's C loader
+    keeps its ring in a memfd (Loader(ring_shared=True, views=True)) whose fd goes to the main process
+    once, with the first batch; each batch then travels as its offsets in that file. In the main process
+    the batch's tensors are views of the ring slot that hold it (_SlotHold sets the slot's flag, in the
+    file's first page, back to 0 when the last of them goes), and the worker keeps the slot borrowed
+    until then, so the trainer's tensors never change. When the trainer holds all but SPARE slots, a
+    batch is copied into one-off shared memory instead (_Packer), so keeping batches never stalls."""
+    SPARE = 2
 
-    def __init__(self, slot_bytes):
-        self.slot_bytes = -(-slot_bytes // 4096) * 4096
-        size = 4096 + self.SLOTS * self.slot_bytes
-        fd = os.memfd_create('cirrdata-arena', os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, size)
-            self.mm = mmap.mmap(fd, size)
-            storage = torch.UntypedStorage._new_shared_fd_cpu(fd, size)
-            self.id = (os.getpid(), os.fstat(fd).st_ino)
-        finally:
-            os.close(fd)
+    def __init__(self, loader):
+        fd, self.base, self.size = loader.ring_memory()
+        self.ring = loader._ring_slots
+        self.stride = (self.size - 4096) // self.ring
+        storage = torch.UntypedStorage._new_shared_fd_cpu(fd, self.size)  # maps its own duplicate of fd
         self.whole = torch.empty(0, dtype=torch.uint8).set_(torch.TypedStorage(wrap_storage=storage, dtype=torch.uint8))
-        self.flags = np.frombuffer(self.mm, np.int32, count=self.SLOTS)
-        self.data = np.frombuffer(self.mm, np.uint8, offset=4096)
+        self.id = (os.getpid(), os.fstat(fd).st_ino)
+        self.flags = np.ctypeslib.as_array((ctypes.c_int32 * self.ring).from_address(self.base))
+        self.loader_id = id(loader)
         self.sent = False
-        self.slot = None
-        self.parts = {}
+        self.held = {}  # slot -> the worker's view batch, kept borrowed while the main process holds it
 
-    def begin(self):
-        """Takes a free slot (False when none came free in WAIT_S)."""
-        t_end = time.monotonic() + self.WAIT_S
-        while True:
-            free = np.flatnonzero(self.flags == 0)
-            if len(free):
-                self.slot = int(free[0])
-                self.flags[self.slot] = 1
-                self.parts, self.used = {}, 0
-                return True
-            if time.monotonic() > t_end:
-                return False
-            time.sleep(0.0005)
-
-    def fits(self, nbytes):
-        return nbytes <= self.slot_bytes
-
-    def alloc(self, name, shape, dtype, src):
-        offset = -(-self.used // 64) * 64
-        base = self.slot * self.slot_bytes + offset
-        dst = self.data[base:base + src.nbytes].view(src.dtype).reshape(src.shape)
-        np.copyto(dst, src)
-        self.parts[name] = (offset, src.dtype.str, src.shape)
-        self.used = offset + src.nbytes
-        return name
-
-    def finish(self, small, plain):
-        for k, v in small.items():
-            self.alloc(k, v.shape, v.dtype, v)
-        # The slot's address travels inside the dict: DataLoader workers rebuild dicts (default_convert)
-        out = _InArena(plain, _cirrdata_arena=(self.id, None if self.sent else self.whole, self.slot_bytes, self.slot,
-                                               self.parts))
+    def send(self, b, small, plain):
+        for slot in [k for k in self.held if self.flags[k] == 0]:
+            del self.held[slot]  # the trainer let go: the Loader gives the slot back at its next step
+        if len(self.held) >= self.ring - self.SPARE:
+            packer = _Packer()
+            packer.put('image', b['image'])
+            if b['mask'] is not None:
+                packer.put('mask', b['mask'])
+            return packer.finish(small, plain)
+        offset = b['image'].ctypes.data - self.base
+        slot = (offset - 4096) // self.stride
+        parts = {'image': (offset, b['image'].dtype.str, b['image'].shape)}
+        if b['mask'] is not None:
+            parts['mask'] = (b['mask'].ctypes.data - self.base, b['mask'].dtype.str, b['mask'].shape)
+        self.flags[slot] = 1
+        self.held[slot] = b
+        # small arrays as bytes: numpy arrays would become tensors (default_convert), each its own fd
+        small = {k: (v.tobytes(), v.dtype.str, v.shape) for k, v in small.items()}
+        out = _InArena(plain, _cirrdata_arena=(self.id, None if self.sent else self.whole, slot, parts, small))
         self.sent = True
         return out
 
 
 class _InArena(dict):
-    """A batch in a worker's arena slot (see _Arena); pickled as the slot's address, unpickled in the
+    """A batch in a worker's shared ring (see _SharedRing); pickled as its place in the ring, unpickled in the
     main process as a plain dict of tensors it owns."""
 
     def __reduce__(self):
@@ -222,27 +198,49 @@ class _InArena(dict):
         return _from_arena, (plain.pop('_cirrdata_arena'), plain)
 
 
-_ARENAS = {}  # main process: arena id -> (uint8 numpy view of the whole arena, its tensor)
+_ARENAS = {}  # main process: (worker pid, memfd inode) -> uint8 numpy view of a worker's shared ring
 
 
 def _from_arena(message, plain):
-    arena_id, whole, slot_bytes, slot, parts = message
+    arena_id, whole, slot, parts, small = message
     arena_id = tuple(arena_id)  # default_convert made lists of the tuples
     if whole is not None:
         for dead in [k for k in _ARENAS if not _alive(k[0])]:
             del _ARENAS[dead]
-        _ARENAS[arena_id] = (whole.numpy(), whole)
-    data = _ARENAS[arena_id][0]
-    flags = data[:4096].view(np.int32)
+        _ARENAS[arena_id] = whole.numpy()
+    data = _ARENAS[arena_id]
+    hold = _SlotHold(data, slot)
     out = dict(plain)
-    base = 4096 + slot * slot_bytes
     for k, (offset, dtype, shape) in parts.items():
-        dt = np.dtype(dtype)
-        shape = tuple(shape)
-        src = data[base + offset:base + offset + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
-        out[k] = torch.from_numpy(_owned_copy(src))
-    flags[slot] = 0  # the worker may fill the slot again
+        out[k] = torch.from_numpy(np.asarray(_SlotView(data.ctypes.data + offset, tuple(shape), np.dtype(dtype).str,
+                                                       hold)))
+    for k, (raw, dtype, shape) in small.items():
+        out[k] = torch.from_numpy(np.frombuffer(raw, np.dtype(dtype)).reshape(tuple(shape)).copy())
     return out
+
+
+class _SlotHold:
+    """Holds an arena slot for the tensors of one batch (the trainer's for as long as it keeps any of
+    them: the worker does not fill a held slot); frees it when the last goes."""
+    __slots__ = ('data', 'slot')
+
+    def __init__(self, data, slot):
+        self.data, self.slot = data, slot  # data keeps the main process's mapping of the arena
+
+    def __del__(self):
+        self.data[:4096].view(np.int32)[self.slot] = 0
+
+
+class _SlotView:
+    __slots__ = ('__array_interface__', 'hold')
+
+    def __init__(self, addr, shape, typestr, hold):
+        self.__array_interface__ = {'data': (addr, False), 'shape': shape, 'typestr': typestr, 'version': 3}
+        self.hold = hold
+
+
+def _keep_views(name, shape, dtype, src):
+    raise AssertionError('a worker loader hands out views')  # Loader(views=True) never calls alloc
 
 
 def _alive(pid):
@@ -444,9 +442,12 @@ class BatchDataset(torch.utils.data.IterableDataset):
                 loader._forget()
             self._loader = None
         threads = self.threads or max(1, (os.cpu_count() or 1) // stride)
+        options = dict(self.options)
+        if torch.utils.data.get_worker_info() is not None:  # batches go to the main process from the ring
+            options.update(views=True, ring_shared=True, ring=max(options['ring'] or 4, 6))
         loader = Loader(self.path, batch_size=self.batch_size, seed=self.seed, rank=self.rank,
                         world_size=self.world_size, threads=threads, batch_stride=stride, batch_offset=offset,
-                        **self.options)
+                        **options)
         self._loader = (pid, stride, offset, loader)
         return loader
 
@@ -481,38 +482,32 @@ class BatchDataset(torch.utils.data.IterableDataset):
         state = {'seed': self.seed, 'epoch': epoch, 'position': start * self.batch_size, 'world_size': self.world_size}
         if loader.state_dict() != state:
             loader.load_state_dict(state)
-        arena = None
-        for b in loader._epoch(self._worker_alloc if in_worker else self._alloc()):
+        shared = self._shared_ring(loader) if in_worker else None
+        for b in (loader._epoch(_keep_views) if in_worker else loader._epoch(self._alloc())):
             if b['batch'] >= self.batches_per_epoch:  # drop_last across ranks: this rank's extra batch
                 break
             small = {'label': b['label'].astype(np.int64), 'index': b['index'], 'slice': b['slice'],
                      'corner': b['corner']}
             plain = {'epoch': b['epoch'], 'batch': b['batch']}
-            if in_worker:
-                arena = b['image']  # the _Arena or _Packer the batch went into (_worker_alloc)
-                out = arena.finish(small, plain)
+            if shared:
+                out = shared.send(b, small, plain)
             else:
                 out = {'image': b['image'], 'mask': b['mask']}
                 out.update({k: torch.from_numpy(v) for k, v in small.items()})
                 out.update(plain)
                 if out['mask'] is None:
                     del out['mask']
+            b = None  # a shared batch stays borrowed only through shared.held
             if self.device.type == 'cuda':
                 out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
             yield out
 
-    def _worker_alloc(self, name, shape, dtype, src):
-        """In a DataLoader worker: the batch goes into a slot of this process's arena, or when none is
-        free (or it does not fit), into a one-off shared memory of its own (_Packer). Returns the one it
-        went into."""
-        if name == 'image':
-            n = src.nbytes + int(np.prod(shape[:1] + shape[2:])) + 64 * 8 + 8 * 6 * shape[0] + 64 * 8
-            arena = self.__dict__.get('_arena')
-            if arena is None or arena.id[0] != os.getpid() or not arena.fits(n):
-                arena = self._arena = _Arena(max(n, 2 * (arena.slot_bytes if arena else 0)))
-            self._current = arena if arena.begin() else _Packer()
-        self._current.alloc(name, shape, dtype, src)
-        return self._current
+    def _shared_ring(self, loader):
+        """The _SharedRing of this worker's loader (a new one for a new loader)."""
+        shared = self.__dict__.get('_shared')
+        if shared is None or shared.loader_id != id(loader) or shared.id[0] != os.getpid():
+            shared = self._shared = _SharedRing(loader)
+        return shared
 
     def close(self):
         """Closes this process's loader (a later pass opens another)."""
@@ -524,8 +519,7 @@ class BatchDataset(torch.utils.data.IterableDataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         state['_loader'] = None  # never pickled: each process opens its own
-        state.pop('_arena', None)
-        state.pop('_current', None)
+        state.pop('_shared', None)
         return state
 
     def __repr__(self):

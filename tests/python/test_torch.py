@@ -17,6 +17,7 @@ real torch.utils.data.DataLoaders:
 The torch parts do not run under AddressSanitizer (libtorch, see test_loader.py); the Loader parts do.
 Ends with `torch: N passed, M failed`.
 """
+import ctypes
 import json
 import os
 import shutil
@@ -78,6 +79,20 @@ def loader_parts(cirrdata, ds):
         with Loader(ds, threads=1, views=True, **OPTS) as l2:  # dropped views free their slots
             got = [b['image'].copy() for b in l2]
         check(all(np.array_equal(g, r['image']) for g, r in zip(got, ref[0])), 'views in a loop equal owned batches')
+    # A shared ring (ring_shared): the same batches, the views inside the memfd the loader names.
+    with Loader(ds, threads=2, views=True, ring_shared=True, **OPTS) as l:
+        fd, base, size = l.ring_memory()
+        st = os.fstat(fd)
+        inside, got = True, []
+        for b in l:
+            a = b['image'].ctypes.data
+            inside &= base + 4096 <= a and a + b['image'].nbytes <= base + size
+            got.append(b['image'].copy())
+        head = np.ctypeslib.as_array((ctypes.c_uint8 * 4096).from_address(base))
+        check(st.st_size == size and inside and not head.any(), f'shared ring: fd {fd} of {size} bytes holds the batches')
+        check(all(np.array_equal(g, r['image']) for g, r in zip(got, ref[0])), 'shared ring: the same batches')
+    with Loader(ds, threads=1, **OPTS) as l:
+        check(l.ring_memory() is None, 'no shared ring unless asked')
     # Stride: 3 loaders with offsets 0..2 make exactly the stride-1 batches, over 2 epochs.
     for W in (2, 3):
         got = {}
@@ -179,15 +194,15 @@ def torch_parts(cirrdata, ds, other, work):
                dict(num_workers=3)):
         got = dl_epochs(make(), **kw)
         check(same(got, base), f'DataLoader {kw}: the same batches in the same order as num_workers=0')
-    check(len(ct._ARENAS) > 0, 'worker batches travel through the reusable shared arenas')
-    # A worker whose arena has no free slot (1 slot, 10 ms wait) sends one-off shared memory instead.
-    slots, wait = ct._Arena.SLOTS, ct._Arena.WAIT_S
-    ct._Arena.SLOTS, ct._Arena.WAIT_S = 1, 0.01
+    check(len(ct._ARENAS) > 0, 'worker batches travel through the workers\' shared rings')
+    # A worker whose ring slots the trainer holds copies into one-off shared memory (here: always).
+    spare = ct._SharedRing.SPARE
+    ct._SharedRing.SPARE = 8
     try:
         got = dl_epochs(make(), num_workers=1, multiprocessing_context='fork')
     finally:
-        ct._Arena.SLOTS, ct._Arena.WAIT_S = slots, wait
-    check(same(got, base), 'batches through the arena fallback are the same')
+        ct._SharedRing.SPARE = spare
+    check(same(got, base), 'batches copied out of a held ring are the same')
     # set_epoch chooses the epoch; without it, passes advance by themselves (checked above: 2 epochs).
     d = make()
     d.set_epoch(1)

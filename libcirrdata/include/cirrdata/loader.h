@@ -90,6 +90,8 @@ typedef struct cd_loader_options {
                                   changing any: each batch is the one a loader with stride 1 gives at that
                                   number. 0..CD_LOADER_MAX_STRIDE */
     uint32_t batch_offset;     /* 0..batch_stride - 1, and below the epoch's batch count (CD_ERR_ARG) */
+    bool ring_shared;          /* the ring's images and masks in one shared-memory file (a memfd) that
+                                  another process may map: cd_loader_ring_memory. Batches are the same. */
 } cd_loader_options;
 
 CD_API void cd_loader_options_init(cd_loader_options *o);
@@ -156,6 +158,12 @@ CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state,
  * batch_stride: this loader delivers those numbered batch_offset + k x batch_stride). */
 CD_API uint64_t cd_loader_epoch_samples(const cd_loader *l);
 CD_API uint64_t cd_loader_epoch_batches(const cd_loader *l);
+/* With ring_shared: the memfd holding the ring (owned by the loader, valid until cd_loader_destroy;
+ * -1 without ring_shared), its mapping in this process and its size. The first CD_LOADER_SHARED_HEADER
+ * bytes are zero and left to the consumers (e.g. flags shared with another process); the batch arrays
+ * lie after them, so a batch's image and mask are at (pointer - *base) in the file. */
+#define CD_LOADER_SHARED_HEADER 4096u
+CD_API int cd_loader_ring_memory(const cd_loader *l, void **base, size_t *bytes);
 /* This loader's rank and world size (as given, or from the environment: see world_size). */
 CD_API void cd_loader_rank(const cd_loader *l, int *rank, int *world_size);
 /* Items (samples) of an epoch over all ranks together: records, or slices in slice mode. Rank r of W
