@@ -108,28 +108,10 @@ def main():
                                'cache_bytes': loader.cache_bytes, 'seconds': time.perf_counter() - t})
         res['samples_per_s'] = n * a.batch_size / (time.perf_counter() - t)
     else:
-        for _ in range(a.warmup):
-            next(it)
         corners = [] if a.dump_corners else None
-        c = time.process_time()  # CPU time of all threads: the A/B measure on a shared machine
-        t = time.perf_counter()
-        samples = nb = 0
-        while nb < a.batches or time.perf_counter() - t < a.min_seconds:
-            b = next(it)
-            nb += 1
-            n = b['image'].shape[0]
-            for j in range(n):
-                float(b['image'][j, 0, 0, 0, 0])
-            samples += n
-            if corners is not None:
-                for j in range(n):
-                    corners.append((int(b['index'][j]),) + tuple(int(v) for v in b['corner'][j]))
-        dt = time.perf_counter() - t
-        res['cpu_seconds'] = time.process_time() - c
-        res['cpu_ms_per_sample'] = 1e3 * res['cpu_seconds'] / max(samples, 1)
+        res.update(timed(a, it, corners))
+        res['cpu_ms_per_sample'] = 1e3 * res['cpu_seconds'] / max(res['samples'], 1)
         res['cache_held_bytes'] = loader.cache_bytes
-        res.update({'batches': nb, 'samples': samples, 'seconds': dt, 'samples_per_s': samples / dt,
-                    'min_seconds': a.min_seconds})
         if corners is not None:
             with open(a.dump_corners, 'w') as f:
                 for c in corners:
@@ -143,8 +125,10 @@ def main():
     print(json.dumps(res))
 
 
-def timed(a, it):
-    """Warm-up batches, then the timed window: samples/s and CPU time of this process."""
+def timed(a, it, corners=None):
+    """Warm-up batches, then the timed window: each batch's image touched (one float read per sample) as
+    a training step would read it; samples/s and the CPU time of this process, all threads (the A/B
+    measure on a shared machine); the timed samples' (record, corner) appended to corners when given."""
     for _ in range(a.warmup):
         next(it)
     c = time.process_time()
@@ -157,9 +141,12 @@ def timed(a, it):
         for j in range(n):
             float(b['image'][j, 0, 0, 0, 0])
         samples += n
+        if corners is not None:
+            for j in range(n):
+                corners.append((int(b['index'][j]),) + tuple(int(v) for v in b['corner'][j]))
     dt = time.perf_counter() - t
     return {'batches': nb, 'samples': samples, 'seconds': dt, 'samples_per_s': samples / dt,
-            'main_cpu_seconds': time.process_time() - c, 'min_seconds': a.min_seconds}
+            'cpu_seconds': time.process_time() - c, 'min_seconds': a.min_seconds}
 
 
 def torch_main(a, patch):
@@ -185,6 +172,7 @@ def torch_main(a, patch):
             next(it)
         res['preload_seconds'] = time.perf_counter() - t
     res.update(timed(a, it))
+    res['main_cpu_seconds'] = res.pop('cpu_seconds')  # the main process only: the workers' is their own
     del it, dl
     print(json.dumps(res))
 
