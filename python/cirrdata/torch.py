@@ -166,9 +166,15 @@ class _SharedRing:
         self.sent = False
         self.held = {}  # slot -> the worker's view batch, kept borrowed while the main process holds it
 
-    def send(self, b, small, plain):
+    def holding(self):
+        """Drops the batches the trainer let go (the Loader gives their slots back at its next step);
+        whether any is still held."""
         for slot in [k for k in self.held if self.flags[k] == 0]:
-            del self.held[slot]  # the trainer let go: the Loader gives the slot back at its next step
+            del self.held[slot]
+        return bool(self.held)
+
+    def send(self, b, small, plain):
+        self.holding()
         if len(self.held) >= self.ring - self.SPARE:
             packer = _Packer()
             packer.put('image', b['image'])
@@ -448,6 +454,7 @@ class BatchDataset(torch.utils.data.IterableDataset):
         loader = Loader(self.path, batch_size=self.batch_size, seed=self.seed, rank=self.rank,
                         world_size=self.world_size, threads=threads, batch_stride=stride, batch_offset=offset,
                         **options)
+        loader.stopped_early = False
         self._loader = (pid, stride, offset, loader)
         return loader
 
@@ -480,8 +487,16 @@ class BatchDataset(torch.utils.data.IterableDataset):
             return
         loader = self._process_loader(workers, start % workers)
         state = {'seed': self.seed, 'epoch': epoch, 'position': start * self.batch_size, 'world_size': self.world_size}
-        if loader.state_dict() != state:
+        # A pass that did not read its epoch's end (drop_last across ranks, or a trainer that stopped
+        # iterating) left the loader mid-epoch or before the end marker: reposition.
+        if (loader.state_dict() != state or loader.stopped_early) and in_worker and self._holding(loader):
+            # the trainer still holds batches of this ring (the loader cannot be repositioned under
+            # them): a new loader, the old ring staying until they go
+            self.close()
+            loader = self._process_loader(workers, start % workers)
+        if loader.state_dict() != state or loader.stopped_early:
             loader.load_state_dict(state)
+        loader.stopped_early = True  # until this pass reads its epoch's end
         shared = self._shared_ring(loader) if in_worker else None
         for b in (loader._epoch(_keep_views) if in_worker else loader._epoch(self._alloc())):
             if b['batch'] >= self.batches_per_epoch:  # drop_last across ranks: this rank's extra batch
@@ -501,6 +516,13 @@ class BatchDataset(torch.utils.data.IterableDataset):
             if self.device.type == 'cuda':
                 out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
             yield out
+        else:
+            loader.stopped_early = False  # the epoch's end was read: the loader stands at the next one
+
+    def _holding(self, loader):
+        """Whether the main process still holds batches of loader's shared ring."""
+        shared = self.__dict__.get('_shared')
+        return shared is not None and shared.loader_id == id(loader) and shared.holding()
 
     def _shared_ring(self, loader):
         """The _SharedRing of this worker's loader (a new one for a new loader)."""

@@ -250,6 +250,19 @@ def torch_parts(cirrdata, ds, other, work):
     ds3 = [make(batch_size=3, rank=r, world_size=3, drop_last=True) for r in range(3)]
     check([len(x) for x in ds3] == [2, 2, 2], f'drop_last evens ranks: {[len(x) for x in ds3]}')
     check(all(len(dl_epochs(x, epochs=1, num_workers=2)[0]) == 2 for x in ds3), 'each rank yields len() batches')
+    # A trainer that stops iterating after an epoch's last batch (zip with range(len)) gets the next
+    # epoch whole on the next pass.
+    d = make()
+    dl = torch.utils.data.DataLoader(d, batch_size=None, num_workers=0)
+    first = [b['batch'] for _, b in zip(range(len(d)), dl)]
+    second = [(b['epoch'], b['batch']) for b in dl]
+    check(first == list(range(10)) and second == [(1, k) for k in range(10)], f'a pass stopped at its end: {second}')
+    # A rank with a batch more than the others stops early each epoch (drop_last), also in one worker
+    # whose previous batch the trainer still holds when the next epoch repositions its loader.
+    d6 = make(rank=0, world_size=6, drop_last=True)
+    eps = dl_epochs(d6, epochs=3, num_workers=1, persistent_workers=True)
+    check([[(b['epoch'], b['batch']) for b in e] for e in eps] == [[(0, 0)], [(1, 0)], [(2, 0)]],
+          f'drop_last across 6 ranks, 1 worker, 3 epochs: {[[(b["epoch"], b["batch"]) for b in e] for e in eps]}')
     for kw, exc in ((dict(batch_size='x'), (TypeError, ValueError)), (dict(batch_size=0), cirrdata.CirrdataError),
                     (dict(rank=2, world_size=2), ValueError), (dict(threads=0), ValueError),
                     (dict(device='tpu'), (ValueError, RuntimeError))):
