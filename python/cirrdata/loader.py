@@ -179,26 +179,28 @@ class _Borrow:
         self.returned.append(self.bp)  # deque.append is atomic
 
 
-class _RingView:
-    """A numpy array interface over ring memory whose base keeps the borrowed batch (and so its ring
-    slot and the ring) alive."""
-    __slots__ = ('__array_interface__', 'borrow')
-
-    def __init__(self, ptr, shape, typestr, borrow):
-        addr = ctypes.cast(ptr, ctypes.c_void_p).value
-        self.__array_interface__ = {'data': (addr, False), 'shape': shape, 'typestr': typestr, 'version': 3}
-        self.borrow = borrow
+class _Memory:
+    """A numpy array interface over memory someone else owns (the ring, a pooled buffer, a worker's
+    shared ring); `keep` keeps that memory valid, and gives it back when it goes: arrays made over it
+    hold it through their base."""
+    __slots__ = ('__array_interface__', 'keep')
 
 
-class _PooledBuffer:
-    """Memory of an owned batch array, handed back to _POOL when the last array (or tensor) using it
-    goes: the caller owns it for as long as it keeps it, and the next batch reuses warm pages."""
-    __slots__ = ('__array_interface__', 'buf', '__weakref__')
+def _array_over(addr, shape, typestr, keep):
+    """A numpy array (no copy) of shape and typestr at addr, holding keep for as long as it lives."""
+    m = _Memory()
+    m.__array_interface__ = {'data': (addr, False), 'shape': tuple(shape), 'typestr': typestr, 'version': 3}
+    m.keep = keep
+    return np.asarray(m)
 
-    def __init__(self, buf, shape, dtype):
+
+class _Pooled:
+    """An owned batch array's buffer, handed back to _POOL when the last array (or tensor) using it goes:
+    the caller owns it for as long as it keeps it, and the next batch reuses warm pages."""
+    __slots__ = ('buf',)
+
+    def __init__(self, buf):
         self.buf = buf
-        addr = np.frombuffer(buf, np.uint8).ctypes.data
-        self.__array_interface__ = {'data': (addr, False), 'shape': tuple(shape), 'typestr': dtype.str, 'version': 3}
 
     def __del__(self):
         _POOL.give_back(self.buf)
@@ -228,7 +230,8 @@ _POOL = _BufferPool()
 
 def _owned_copy(src):
     """A copy of src that the caller owns, in pooled memory (see _BufferPool)."""
-    a = np.asarray(_PooledBuffer(_POOL.take(src.nbytes), src.shape, src.dtype))
+    buf = _POOL.take(src.nbytes)
+    a = _array_over(np.frombuffer(buf, np.uint8).ctypes.data, src.shape, src.dtype.str, _Pooled(buf))
     np.copyto(a, src)
     return a
 
@@ -447,8 +450,8 @@ class Loader(_l.Closeable):
 
     def _epoch(self, alloc):
         """One epoch of batches; owned arrays are alloc(name, shape, dtype, src): the object handed out,
-        holding a copy of src, a numpy view of the ring slot (cirrdata.torch makes pinned or
-        shared-memory tensors)."""
+        holding a copy of src, a numpy view of the ring slot (cirrdata.torch makes pinned tensors).
+        With views=True alloc is not used (None will do)."""
         err = _l.CdError()
         while True:
             with self._step:
@@ -487,7 +490,7 @@ class Loader(_l.Closeable):
             borrow = _Borrow(ring, bp, self._returned)
             self._borrowed.add(ctypes.addressof(b))
             for name, (shape, dtype, ptr, typestr) in shapes.items():
-                out[name] = np.asarray(_RingView(ptr, shape, typestr, borrow)) if ptr else None
+                out[name] = _array_over(ctypes.cast(ptr, ctypes.c_void_p).value, shape, typestr, borrow) if ptr else None
         else:
             for name, (shape, dtype, ptr, typestr) in shapes.items():
                 if not ptr:

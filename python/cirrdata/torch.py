@@ -47,7 +47,7 @@ import torch
 import torch.utils.data
 
 from . import Dataset
-from .loader import Loader, _owned_copy
+from .loader import Loader, _array_over, _owned_copy
 
 __all__ = ['BatchDataset', 'RecordDataset', 'collate_records', 'rank_world']
 
@@ -190,63 +190,50 @@ class _SharedRing:
         self.held[slot] = b
         # small arrays as bytes: numpy arrays would become tensors (default_convert), each its own fd
         small = {k: (v.tobytes(), v.dtype.str, v.shape) for k, v in small.items()}
-        out = _InArena(plain, _cirrdata_arena=(self.id, None if self.sent else self.whole, slot, parts, small))
+        out = _InRing(plain, _cirrdata_ring=(self.id, None if self.sent else self.whole, slot, parts, small))
         self.sent = True
         return out
 
 
-class _InArena(dict):
+class _InRing(dict):
     """A batch in a worker's shared ring (see _SharedRing); pickled as its place in the ring, unpickled in the
     main process as a plain dict of tensors it owns."""
 
     def __reduce__(self):
         plain = dict(self)
-        return _from_arena, (plain.pop('_cirrdata_arena'), plain)
+        return _from_ring, (plain.pop('_cirrdata_ring'), plain)
 
 
-_ARENAS = {}  # main process: (worker pid, memfd inode) -> uint8 numpy view of a worker's shared ring
+_RINGS = {}  # main process: (worker pid, memfd inode) -> uint8 numpy view of a worker's shared ring
 
 
-def _from_arena(message, plain):
-    arena_id, whole, slot, parts, small = message
-    arena_id = tuple(arena_id)  # default_convert made lists of the tuples
+def _from_ring(message, plain):
+    ring_id, whole, slot, parts, small = message
+    ring_id = tuple(ring_id)  # default_convert made lists of the tuples
     if whole is not None:
-        for dead in [k for k in _ARENAS if not _alive(k[0])]:
-            del _ARENAS[dead]
-        _ARENAS[arena_id] = whole.numpy()
-    data = _ARENAS[arena_id]
+        for dead in [k for k in _RINGS if not _alive(k[0])]:
+            del _RINGS[dead]
+        _RINGS[ring_id] = whole.numpy()
+    data = _RINGS[ring_id]
     hold = _SlotHold(data, slot)
     out = dict(plain)
     for k, (offset, dtype, shape) in parts.items():
-        out[k] = torch.from_numpy(np.asarray(_SlotView(data.ctypes.data + offset, tuple(shape), np.dtype(dtype).str,
-                                                       hold)))
+        out[k] = torch.from_numpy(_array_over(data.ctypes.data + offset, shape, np.dtype(dtype).str, hold))
     for k, (raw, dtype, shape) in small.items():
         out[k] = torch.from_numpy(np.frombuffer(raw, np.dtype(dtype)).reshape(tuple(shape)).copy())
     return out
 
 
 class _SlotHold:
-    """Holds an arena slot for the tensors of one batch (the trainer's for as long as it keeps any of
+    """Holds a worker's ring slot for the tensors of one batch (the trainer's for as long as it keeps any of
     them: the worker does not fill a held slot); frees it when the last goes."""
     __slots__ = ('data', 'slot')
 
     def __init__(self, data, slot):
-        self.data, self.slot = data, slot  # data keeps the main process's mapping of the arena
+        self.data, self.slot = data, slot  # data keeps the main process's mapping of the ring
 
     def __del__(self):
         self.data[:4096].view(np.int32)[self.slot] = 0
-
-
-class _SlotView:
-    __slots__ = ('__array_interface__', 'hold')
-
-    def __init__(self, addr, shape, typestr, hold):
-        self.__array_interface__ = {'data': (addr, False), 'shape': shape, 'typestr': typestr, 'version': 3}
-        self.hold = hold
-
-
-def _keep_views(name, shape, dtype, src):
-    raise AssertionError('a worker loader hands out views')  # Loader(views=True) never calls alloc
 
 
 def _alive(pid):
@@ -498,7 +485,7 @@ class BatchDataset(torch.utils.data.IterableDataset):
             loader.load_state_dict(state)
         loader.stopped_early = True  # until this pass reads its epoch's end
         shared = self._shared_ring(loader) if in_worker else None
-        for b in (loader._epoch(_keep_views) if in_worker else loader._epoch(self._alloc())):
+        for b in loader._epoch(None if in_worker else self._alloc()):  # a worker's loader hands out views
             if b['batch'] >= self.batches_per_epoch:  # drop_last across ranks: this rank's extra batch
                 break
             small = {'label': b['label'].astype(np.int64), 'index': b['index'], 'slice': b['slice'],

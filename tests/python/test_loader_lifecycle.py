@@ -121,7 +121,7 @@ def test_close_then_next(Loader, ds, kw):
     check(np.array_equal(b["index"], idx), "copied fields after close()")
     # A derived view alone keeps the ring; the ring goes with the last view.
     sub = b["image"][1, 0, 5:30]
-    keeper = weakref.ref(ring_of(b["image"]).borrow.ring)
+    keeper = weakref.ref(ring_of(b["image"]).keep.ring)
     del b, it
     gc.collect()
     check(keeper() is not None and np.array_equal(sub, img[1, 0, 5:30]), "a slice of a view keeps the ring alive and valid")
@@ -156,7 +156,7 @@ def test_context_and_del(Loader, ds, kw):
     l = Loader(ds, **dict(kw, seed=4))
     b = next(iter(l))
     img = b["image"].copy()
-    keeper = weakref.ref(ring_of(b["image"]).borrow.ring)
+    keeper = weakref.ref(ring_of(b["image"]).keep.ring)
     running = harness.fd_thread_counts()[1]
     del l
     gc.collect()

@@ -194,7 +194,7 @@ def torch_parts(cirrdata, ds, other, work):
                dict(num_workers=3)):
         got = dl_epochs(make(), **kw)
         check(same(got, base), f'DataLoader {kw}: the same batches in the same order as num_workers=0')
-    check(len(ct._ARENAS) > 0, 'worker batches travel through the workers\' shared rings')
+    check(len(ct._RINGS) > 0, 'worker batches travel through the workers\' shared rings')
     # A worker whose ring slots the trainer holds copies into one-off shared memory (here: always).
     spare = ct._SharedRing.SPARE
     ct._SharedRing.SPARE = 8
