@@ -9,6 +9,9 @@
 #   bench_source CLI CASES SEED
 #       the synthetic CirrMRI600+ set of CASES cases under benchmarks/.data, synthesised once and reused
 #       (git-ignored); sets $data (the folder) and $src (the set)
+#   bench_loader_dataset CLI CASES SEED
+#       the loader benchmarks' dataset: that set converted with the nnunet-3d recipe, made once and reused
+#       (rebuilt when it predates manifests with their own checksum); sets $ds
 
 bench_build() {
     _b=$1
@@ -38,5 +41,15 @@ bench_source() {
     if [ ! -s "$src/Metadata/labels.txt" ]; then
         rm -rf "$src"
         "$1" synth --layout cirrmri600 "$src" --cases "$2" --seed "$3" --quiet --json > "$data/synth-$2-s$3.json"
+    fi
+}
+
+# shellcheck disable=SC2154  # $data and $src are bench_source's
+bench_loader_dataset() {
+    bench_source "$1" "$2" "$3"
+    ds="$data/loader-nnunet-3d-$2-s$3"
+    if [ ! -s "$ds/manifest.json" ] || ! grep -q '"manifest_xxh3"' "$ds/manifest.json"; then
+        rm -rf "$ds"
+        "$1" convert --layout cirrmri600 "$src" --out "$ds" --recipe nnunet-3d --quiet
     fi
 }

@@ -50,13 +50,7 @@ bench_require run_loader.sh "$cli" "$bound"
 CIRRDATA_LIB=$(cd "$build" && pwd)/libcirrdata/libcirrdata.so
 export CIRRDATA_LIB
 
-bench_source "$cli" "$cases" "$seed"
-ds="$data/loader-nnunet-3d-$cases-s$seed"
-# A cached dataset from before manifests carried their own checksum (format_version 1) is rebuilt.
-if [ ! -s "$ds/manifest.json" ] || ! grep -q '"manifest_xxh3"' "$ds/manifest.json"; then
-    rm -rf "$ds"
-    "$cli" convert --layout cirrmri600 "$src" --out "$ds" --recipe nnunet-3d --quiet
-fi
+bench_loader_dataset "$cli" "$cases" "$seed"
 echo "dataset: $ds ($(du -sh "$ds" | cut -f1))"
 cat "$ds"/shards/*.cds "$cli" "$bound" "$CIRRDATA_LIB" > /dev/null
 

@@ -29,12 +29,7 @@ cli="$build/tools/cirrdata"
 CIRRDATA_LIB=$(cd "$build" && pwd)/libcirrdata/libcirrdata.so
 export CIRRDATA_LIB
 
-bench_source "$cli" "$cases" "$seed"
-ds="$data/loader-nnunet-3d-$cases-s$seed"
-if [ ! -s "$ds/manifest.json" ] || ! grep -q '"manifest_xxh3"' "$ds/manifest.json"; then
-    rm -rf "$ds"
-    "$cli" convert --layout cirrmri600 "$src" --out "$ds" --recipe nnunet-3d --quiet
-fi
+bench_loader_dataset "$cli" "$cases" "$seed"
 cat "$ds"/shards/*.cds > /dev/null
 
 results="$data/torch_loader_results.jsonl"
