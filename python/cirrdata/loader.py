@@ -448,10 +448,12 @@ class Loader(_l.Closeable):
         loader is open: after close() the iterator raises ValueError('the loader is closed')."""
         return self._epoch(_numpy_alloc)
 
-    def _epoch(self, alloc):
+    def _epoch(self, alloc, raw=False):
         """One epoch of batches; owned arrays are alloc(name, shape, dtype, src): the object handed out,
         holding a copy of src, a numpy view of the ring slot (cirrdata.torch makes pinned tensors).
-        With views=True alloc is not used (None will do)."""
+        With views=True alloc is not used (None will do). raw=True (views only) yields the borrowed
+        cd_batch pointers themselves, for a caller that tracks their slots and hands each back by
+        appending it to _returned (cirrdata.torch's shared ring: no arrays made per batch)."""
         err = _l.CdError()
         while True:
             with self._step:
@@ -473,7 +475,11 @@ class Loader(_l.Closeable):
                         self._raise(err)
                     if not bp:
                         return  # end of the epoch
-                    batch = self._take(ring, bp, alloc)
+                    if raw:
+                        self._borrowed.add(ctypes.addressof(bp.contents))
+                        batch = bp
+                    else:
+                        batch = self._take(ring, bp, alloc)
             yield batch
             batch = None  # views: this frame must not hold the batch's slot past the caller
 

@@ -151,7 +151,9 @@ class _SharedRing:
     the batch's tensors are views of the ring slot that hold it (_SlotHold sets the slot's flag, in the
     file's first page, back to 0 when the last of them goes), and the worker keeps the slot borrowed
     until then, so the trainer's tensors never change. When the trainer holds all but SPARE slots, a
-    batch is copied into one-off shared memory instead (_Packer), so keeping batches never stalls."""
+    batch is copied into one-off shared memory instead (_Packer), so keeping batches never stalls.
+    Per batch the worker makes no arrays: the message is the batch's offsets and its small fields'
+    bytes (the DataLoader's per-batch cost is what limits it on few cores)."""
     SPARE = 2
 
     def __init__(self, loader):
@@ -163,64 +165,81 @@ class _SharedRing:
         self.id = (os.getpid(), os.fstat(fd).st_ino)
         self.flags = np.ctypeslib.as_array((ctypes.c_int32 * self.ring).from_address(self.base))
         self.loader_id = id(loader)
+        self.returned = loader._returned  # the loader releases what goes in here at its next step
+        self.handle = loader._ring  # keeps the ring (and its slots) while the main process holds any
         self.sent = False
-        self.held = {}  # slot -> the worker's view batch, kept borrowed while the main process holds it
+        self.held = {}  # slot -> borrowed cd_batch pointer, kept while the main process holds the slot
 
     def holding(self):
-        """Drops the batches the trainer let go (the Loader gives their slots back at its next step);
+        """Hands back the batches the trainer let go (the Loader releases them at its next step);
         whether any is still held."""
         for slot in [k for k in self.held if self.flags[k] == 0]:
-            del self.held[slot]
+            self.returned.append(self.held.pop(slot))
         return bool(self.held)
 
-    def send(self, b, small, plain):
+    def send(self, bp):
+        b = bp.contents
+        n, c = b.size, b.channels
+        shape = (n, c) + tuple(b.shape)
+        mshape = (n, 1) + tuple(b.shape)
+        image = ctypes.cast(b.image, ctypes.c_void_p).value
+        mask = ctypes.cast(b.mask, ctypes.c_void_p).value if b.mask else None
+        small = (ctypes.string_at(b.label, 4 * n), ctypes.string_at(b.index, 8 * n), ctypes.string_at(b.slice, 8 * n),
+                 ctypes.string_at(b.corner, 24 * n))
+        plain = (int(b.epoch), int(b.number))
         self.holding()
         if len(self.held) >= self.ring - self.SPARE:
             packer = _Packer()
-            packer.put('image', b['image'])
-            if b['mask'] is not None:
-                packer.put('mask', b['mask'])
-            return packer.finish(small, plain)
-        offset = b['image'].ctypes.data - self.base
-        slot = (offset - 4096) // self.stride
-        parts = {'image': (offset, b['image'].dtype.str, b['image'].shape)}
-        if b['mask'] is not None:
-            parts['mask'] = (b['mask'].ctypes.data - self.base, b['mask'].dtype.str, b['mask'].shape)
+            packer.put('image', _array_over(image, shape, '<f4', None))
+            if mask is not None:
+                packer.put('mask', _array_over(mask, mshape, '|u1', None))
+            self.returned.append(bp)  # copied: the slot goes back at the loader's next step
+            return packer.finish(_small_arrays(small, n), {'epoch': plain[0], 'batch': plain[1]})
+        slot = (image - self.base - 4096) // self.stride
+        parts = (image - self.base, shape, None if mask is None else mask - self.base)
         self.flags[slot] = 1
-        self.held[slot] = b
-        # small arrays as bytes: numpy arrays would become tensors (default_convert), each its own fd
-        small = {k: (v.tobytes(), v.dtype.str, v.shape) for k, v in small.items()}
-        out = _InRing(plain, _cirrdata_ring=(self.id, None if self.sent else self.whole, slot, parts, small))
+        self.held[slot] = bp
+        out = _InRing((self.id, None if self.sent else self.whole, slot, parts, small, plain))
         self.sent = True
         return out
 
 
-class _InRing(dict):
+def _small_arrays(small, n):
+    """label, index, slice, corner as the batch dict has them (int64), from their bytes in the ring."""
+    label, index, slc, corner = small
+    return {'label': np.frombuffer(label, '<i4').astype(np.int64), 'index': np.frombuffer(index, '<i8').copy(),
+            'slice': np.frombuffer(slc, '<i8').copy(), 'corner': np.frombuffer(corner, '<i8').reshape(n, 3).copy()}
+
+
+class _InRing:
     """A batch in a worker's shared ring (see _SharedRing); pickled as its place in the ring, unpickled in the
-    main process as a plain dict of tensors it owns."""
+    main process as a plain dict of tensors it owns. Not a Mapping, so that the DataLoader's default_convert
+    passes it through whole instead of rebuilding it field by field in the worker."""
+    __slots__ = ('message',)
+
+    def __init__(self, message):
+        self.message = message
 
     def __reduce__(self):
-        plain = dict(self)
-        return _from_ring, (plain.pop('_cirrdata_ring'), plain)
+        return _from_ring, self.message
 
 
 _RINGS = {}  # main process: (worker pid, memfd inode) -> uint8 numpy view of a worker's shared ring
 
 
-def _from_ring(message, plain):
-    ring_id, whole, slot, parts, small = message
-    ring_id = tuple(ring_id)  # default_convert made lists of the tuples
+def _from_ring(ring_id, whole, slot, parts, small, plain):
     if whole is not None:
         for dead in [k for k in _RINGS if not _alive(k[0])]:
             del _RINGS[dead]
         _RINGS[ring_id] = whole.numpy()
     data = _RINGS[ring_id]
     hold = _SlotHold(data, slot)
-    out = dict(plain)
-    for k, (offset, dtype, shape) in parts.items():
-        out[k] = torch.from_numpy(_array_over(data.ctypes.data + offset, shape, np.dtype(dtype).str, hold))
-    for k, (raw, dtype, shape) in small.items():
-        out[k] = torch.from_numpy(np.frombuffer(raw, np.dtype(dtype)).reshape(tuple(shape)).copy())
+    image, shape, mask = parts
+    out = {'image': torch.from_numpy(_array_over(data.ctypes.data + image, shape, '<f4', hold))}
+    if mask is not None:
+        out['mask'] = torch.from_numpy(_array_over(data.ctypes.data + mask, (shape[0], 1) + shape[2:], '|u1', hold))
+    out.update((k, torch.from_numpy(v)) for k, v in _small_arrays(small, shape[0]).items())
+    out['epoch'], out['batch'] = plain
     return out
 
 
@@ -485,21 +504,21 @@ class BatchDataset(torch.utils.data.IterableDataset):
             loader.load_state_dict(state)
         loader.stopped_early = True  # until this pass reads its epoch's end
         shared = self._shared_ring(loader) if in_worker else None
-        for b in loader._epoch(None if in_worker else self._alloc()):  # a worker's loader hands out views
-            if b['batch'] >= self.batches_per_epoch:  # drop_last across ranks: this rank's extra batch
+        # a worker's loader hands out its borrowed batches themselves (raw), kept in shared.held
+        for b in loader._epoch(None if in_worker else self._alloc(), raw=in_worker):
+            if (b.contents.number if in_worker else b['batch']) >= self.batches_per_epoch:
+                if in_worker:  # drop_last across ranks: this rank's extra batch
+                    shared.returned.append(b)
                 break
-            small = {'label': b['label'].astype(np.int64), 'index': b['index'], 'slice': b['slice'],
-                     'corner': b['corner']}
-            plain = {'epoch': b['epoch'], 'batch': b['batch']}
             if shared:
-                out = shared.send(b, small, plain)
+                out = shared.send(b)
             else:
-                out = {'image': b['image'], 'mask': b['mask']}
-                out.update({k: torch.from_numpy(v) for k, v in small.items()})
-                out.update(plain)
+                out = {'image': b['image'], 'mask': b['mask'], 'label': torch.from_numpy(b['label'].astype(np.int64))}
+                out.update((k, torch.from_numpy(b[k])) for k in ('index', 'slice', 'corner'))
+                out.update(epoch=b['epoch'], batch=b['batch'])
                 if out['mask'] is None:
                     del out['mask']
-            b = None  # a shared batch stays borrowed only through shared.held
+            b = None
             if self.device.type == 'cuda':
                 out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
             yield out
