@@ -102,15 +102,26 @@ static uint64_t timeout_ns(void) {
     return (uint64_t)(s * 1e9);
 }
 
-cd_status cd_vk_cmd_submit_wait(cd_vk_cmd *c, const char *what, double *kernel_ms, cd_error *err) {
+cd_status cd_vk_cmd_submit(cd_vk_cmd *c, cd_error *err) {
     cd_gpu_context *ctx = c->ctx;
-    if (kernel_ms) *kernel_ms = 0;
     cd_status st = cd_vk_cmd_end(c, err);
     if (st != CD_OK) return st;
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &c->cb};
     VkResult r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, c->fence);
     if (r != VK_SUCCESS) return cd_vk_fail(ctx, err, r, "vkQueueSubmit");
-    r = ctx->vk.vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, timeout_ns());
+    return CD_OK;
+}
+
+cd_status cd_vk_cmd_submit_wait(cd_vk_cmd *c, const char *what, double *kernel_ms, cd_error *err) {
+    if (kernel_ms) *kernel_ms = 0;
+    cd_status st = cd_vk_cmd_submit(c, err);
+    return st == CD_OK ? cd_vk_cmd_wait(c, what, kernel_ms, err) : st;
+}
+
+cd_status cd_vk_cmd_wait(cd_vk_cmd *c, const char *what, double *kernel_ms, cd_error *err) {
+    cd_gpu_context *ctx = c->ctx;
+    if (kernel_ms) *kernel_ms = 0;
+    VkResult r = ctx->vk.vkWaitForFences(ctx->device, 1, &c->fence, VK_TRUE, timeout_ns());
     if (r == VK_TIMEOUT) {
         ctx->lost = true; /* the command buffer is still pending: nothing it uses can be reused */
         return cd_fail(err, CD_ERR_IO,

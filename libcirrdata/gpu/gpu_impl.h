@@ -199,6 +199,11 @@ CD_INTERNAL cd_status cd_vk_cmd_end(cd_vk_cmd *c, cd_error *err);
 /* Ends the recording if needed, submits, waits (CD_ERR_IO naming `what` after the timeout) and, when
  * both timestamps were recorded and kernel_ms is not NULL, gives the milliseconds between them. */
 CD_INTERNAL cd_status cd_vk_cmd_submit_wait(cd_vk_cmd *c, const char *what, double *kernel_ms, cd_error *err);
+/* The two halves of cd_vk_cmd_submit_wait, for several command objects in flight at once: each wait
+ * has the whole timeout from the moment it starts (a pass submitted in pieces and waited piece by
+ * piece fails only when one piece takes longer than the timeout after the one before it finished). */
+CD_INTERNAL cd_status cd_vk_cmd_submit(cd_vk_cmd *c, cd_error *err);
+CD_INTERNAL cd_status cd_vk_cmd_wait(cd_vk_cmd *c, const char *what, double *kernel_ms, cd_error *err);
 
 /* Recording. A global memory barrier between two stages (the only kind the families need). */
 CD_INTERNAL void cd_vk_cmd_barrier(cd_vk_cmd *c, VkPipelineStageFlags src_stage, VkAccessFlags src_access,

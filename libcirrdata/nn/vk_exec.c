@@ -17,10 +17,13 @@
  * Kernels and commands come from the runtime (gpu/gpu_impl.h): the kernels are an op family of the
  * context (their layouts at first use, the pipelines of a storage precision with its first executor,
  * the GEMM's per kernel size at record time), shared by the executors of a context and kept until it
- * goes. The executor owns one command object (cd_vk_cmd: command buffer, fence, timestamps, the
+ * goes. The executor owns command objects (cd_vk_cmd: command buffer, fence, timestamps, the
  * runtime's timeout) and a descriptor pool (one set per dispatch, allocated at record time). The
  * forward pass is recorded once per shaped graph (a hash of the plan detects a new shape) and
  * replayed; everything runs under the context's lock, shared with the other users of the context.
+ * The pass is recorded in pieces of bounded work (piece_budget), all submitted at once and waited
+ * for one by one, each wait with the runtime's timeout: a slow but working device (VGG-19 at batch 2,
+ * 256 x 256, takes minutes on lavapipe) completes, a hung one still times out.
  *
  * Barriers: a compute->compute memory barrier is recorded before a dispatch only when it reads a
  * range written since the last barrier (RAW) or writes a range read or written since then (WAR,
@@ -215,7 +218,10 @@ struct cd_nn_vk {
     int nodes;
 
     cd_vk_buffer arena, upload, readback;
-    cd_vk_cmd cmd; /* the weight upload's, then the recorded forward pass */
+    cd_vk_cmd cmd;         /* the weight upload's */
+    cd_vk_cmd *piece;      /* the recorded forward pass, in pieces of bounded work (see piece_budget) */
+    int npiece, cap_piece; /* pieces the pass uses, command objects made */
+    cd_vk_cmd *rec;        /* the piece being recorded */
     VkDescriptorPool dpool;
     bool recorded;
     uint64_t key; /* hash of the plan the command buffer was recorded for */
@@ -610,7 +616,9 @@ void cd_nn_vk_destroy(cd_nn_vk *vk) {
     free_plan_buffers(vk);
     for (int b = 0; b < vk->nwbuf; b++) cd_vk_buffer_destroy(ctx, &vk->wbuf[b]);
     cd_vk_cmd_destroy(&vk->cmd);
+    for (int p = 0; p < vk->cap_piece; p++) cd_vk_cmd_destroy(&vk->piece[p]);
     cd_vk_unlock(ctx);
+    free(vk->piece);
     if (vk->nw)
         for (int i = 0; i < vk->nodes; i++) free(vk->nw[i].blk);
     free(vk->nw);
@@ -737,7 +745,7 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
             for (int j = 0; j < vk->npend_r && !need; j++) need = overlap(&s, &vk->pend_r[j]);
     }
     if (need) {
-        cd_vk_cmd_barrier(&vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+        cd_vk_cmd_barrier(vk->rec, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
         vk->npend_r = vk->npend_w = 0;
         vk->barriers++;
@@ -754,7 +762,7 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
     VkDescriptorSet set;
     cd_status st = cd_vk_set_alloc(ctx, vk->dpool, k, info, &set, err);
     if (st != CD_OK) return st;
-    cd_vk_cmd_bind(&vk->cmd, k, pipe, set);
+    cd_vk_cmd_bind(vk->rec, k, pipe, set);
     const VkPhysicalDeviceLimits *l = cd_vk_limits(ctx);
     const uint32_t maxx = l->maxComputeWorkGroupCount[0];
     if (gy > l->maxComputeWorkGroupCount[1] || gz > l->maxComputeWorkGroupCount[2])
@@ -765,12 +773,12 @@ static cd_status dispatch(cd_nn_vk *vk, int kind, VkPipeline pipe, const bind *b
         for (uint32_t x0 = 0; x0 < gx; x0 += maxx) {
             const uint32_t n = gx - x0 < maxx ? gx - x0 : maxx;
             pc->n_base = x0 * GEMM_TILE;
-            cd_vk_cmd_push(&vk->cmd, k, pc);
-            cd_vk_cmd_dispatch(&vk->cmd, n, gy, gz);
+            cd_vk_cmd_push(vk->rec, k, pc);
+            cd_vk_cmd_dispatch(vk->rec, n, gy, gz);
         }
     } else {
-        cd_vk_cmd_push(&vk->cmd, k, push);
-        cd_vk_cmd_dispatch(&vk->cmd, gx, gy, gz);
+        cd_vk_cmd_push(vk->rec, k, push);
+        cd_vk_cmd_dispatch(vk->rec, gx, gy, gz);
     }
     vk->dispatches++;
     return CD_OK;
@@ -1083,6 +1091,72 @@ static cd_status plan(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     return CD_OK;
 }
 
+/* Work of node i in floating-point operations (a multiply-add counts two), by which the pass is cut
+ * into pieces; 0 for what is not dispatched. */
+static double node_work(const cd_nn_vk *vk, const cd_nn_graph *g, int i) {
+    const cd_nn_node *nd = &g->nodes[i];
+    if (vk->skip[i] || nd->op == CD_NN_INPUT || is_view(nd)) return 0;
+    const double out = (double)numel(&nd->shape);
+    if (nd->op == CD_NN_CONV2D || nd->op == CD_NN_LINEAR) return 2.0 * out * (double)node_k(nd);
+    double in = 0;
+    for (int k = 0; k < nd->n_in; k++) in += (double)numel(&g->nodes[nd->in[k]].shape);
+    return in + out;
+}
+
+/* The most work one piece of the pass holds (a node alone may exceed it): 2 GFLOP, well under a
+ * second on a GPU and a few seconds on a CPU Vulkan driver (lavapipe), so that each piece finishes
+ * long before CIRRDATA_VK_TIMEOUT_S on a slow but working device while a hung one still times out.
+ * CIRRDATA_NN_VK_PIECE_FLOP overrides it (tests; 1 makes every dispatched node its own piece). */
+static double piece_budget(void) {
+    const char *v = getenv("CIRRDATA_NN_VK_PIECE_FLOP");
+    const double b = v && *v ? atof(v) : 0;
+    return b > 0 ? b : 2e9;
+}
+
+/* Begins recording piece p (making its command object on first use); vk->rec is then p's. */
+static cd_status begin_piece(cd_nn_vk *vk, int p, cd_error *err) {
+    if (p == vk->cap_piece) {
+        const int cap = vk->cap_piece ? vk->cap_piece * 2 : 8;
+        cd_vk_cmd *r = realloc(vk->piece, (size_t)cap * sizeof *r);
+        if (!r) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        memset(r + vk->cap_piece, 0, (size_t)(cap - vk->cap_piece) * sizeof *r);
+        vk->piece = r;
+        for (; vk->cap_piece < cap; vk->cap_piece++) {
+            cd_status st = cd_vk_cmd_create(vk->ctx, &vk->piece[vk->cap_piece], err);
+            if (st != CD_OK) {
+                cd_vk_cmd_destroy(&vk->piece[vk->cap_piece]);
+                return st;
+            }
+        }
+    }
+    vk->rec = &vk->piece[p];
+    vk->npiece = p + 1;
+    return cd_vk_cmd_begin(vk->rec, true, err); /* submitted once per run */
+}
+
+/* Records the nodes, starting a new piece before a node that would take the current one past the
+ * budget. Barriers carry over between pieces: a barrier orders everything earlier in submission
+ * order, the previous pieces included. */
+static cd_status record_pieces(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
+    const double budget = piece_budget();
+    double work = 0;
+    cd_status st = CD_OK;
+    for (int i = 0; i < g->count && st == CD_OK; i++) {
+        const double w = node_work(vk, g, i);
+        if (work > 0 && w > 0 && work + w > budget) {
+            cd_vk_cmd_timestamp(vk->rec, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
+            st = cd_vk_cmd_end(vk->rec, err);
+            if (st == CD_OK) st = begin_piece(vk, vk->npiece, err);
+            if (st != CD_OK) break;
+            cd_vk_cmd_timestamp(vk->rec, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, 0);
+            work = 0;
+        }
+        work += w;
+        st = record_node(vk, g, i, err);
+    }
+    return st;
+}
+
 /* (Re)allocates the plan's buffers and records the forward pass for the graph's current shape. */
 static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     cd_gpu_context *ctx = vk->ctx;
@@ -1111,12 +1185,12 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     vk->counting = false;
     const uint32_t ndisp = (uint32_t)vk->dispatches + 1;
     if (st == CD_OK) st = cd_vk_sets_create(ctx, ndisp, ndisp * MAX_BIND, &vk->dpool, err);
-    if (st == CD_OK) st = cd_vk_cmd_begin(&vk->cmd, true, err); /* submitted once per run */
+    if (st == CD_OK) st = begin_piece(vk, 0, err);
     if (st != CD_OK) {
         free_plan_buffers(vk);
         return st;
     }
-    cd_vk_cmd *cmd = &vk->cmd;
+    cd_vk_cmd *cmd = vk->rec;
     /* the previous submission's accesses (the last dispatches, the readback copy) before this one's */
     cd_vk_cmd_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                       VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -1133,7 +1207,8 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, 0);
     vk->npend_r = vk->npend_w = 0;
     vk->dispatches = vk->barriers = 0;
-    for (int i = 0; i < g->count && st == CD_OK; i++) st = record_node(vk, g, i, err);
+    st = record_pieces(vk, g, err);
+    cmd = vk->rec; /* the last piece */
     if (st == CD_OK) {
         cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 1);
         const int64_t out_off = tensor_off(vk, g->output);
@@ -1156,12 +1231,33 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     }
     if (getenv("CIRRDATA_NN_VK_VERBOSE"))
         fprintf(stderr,
-                "cirrdata: Vulkan inference: recorded %d dispatches, %d barriers for %lld x %lld x %lld x %lld\n",
-                vk->dispatches, vk->barriers, (long long)g->input_shape.n, (long long)g->input_shape.c,
+                "cirrdata: Vulkan inference: recorded %d dispatches, %d barriers in %d pieces for %lld x %lld x %lld x "
+                "%lld\n",
+                vk->dispatches, vk->barriers, vk->npiece, (long long)g->input_shape.n, (long long)g->input_shape.c,
                 (long long)g->input_shape.h, (long long)g->input_shape.w);
     vk->recorded = true;
     vk->key = key;
     return CD_OK;
+}
+
+/* Submits every piece, then waits for each in turn, each wait with the whole timeout: the device runs
+ * the pieces back to back, and only a piece that does not finish within the timeout after the one
+ * before it (a hung device) fails the pass. */
+static cd_status submit_pieces(cd_nn_vk *vk, cd_error *err) {
+    int sent = 0;
+    cd_status st = CD_OK;
+    for (; sent < vk->npiece && st == CD_OK; sent++) st = cd_vk_cmd_submit(&vk->piece[sent], err);
+    if (st != CD_OK) sent--; /* the one that failed was not submitted */
+    for (int p = 0; p < sent; p++) {
+        char what[64];
+        snprintf(what, sizeof what, "piece %d of %d of the forward pass", p + 1, vk->npiece);
+        double ms = 0;
+        const cd_status ws = cd_vk_cmd_wait(&vk->piece[p], what, &ms, st == CD_OK ? err : NULL);
+        vk->last_ms += ms;
+        if (ws != CD_OK && st == CD_OK) st = ws;
+        if (ws != CD_OK) break; /* timed out or lost: the context is unusable, destroy waits for the rest */
+    }
+    return st;
 }
 
 /* ---------------------------------------------------------------- run */
@@ -1180,7 +1276,7 @@ cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, f
             to_half(input, dst, nin);
         else
             memcpy(dst, input, nin * 4);
-        st = cd_vk_cmd_submit_wait(&vk->cmd, "the forward pass", &vk->last_ms, err);
+        st = submit_pieces(vk, err);
         if (st == CD_OK) {
             const void *src = vk->shared ? (const char *)vk->arena.mapped + tensor_off(vk, g->output) * vk->esize
                                          : vk->readback.mapped;

@@ -26,6 +26,8 @@
  *   and chunks with 2-byte elements). Fallback: with CIRRDATA_NN_NO_FP16 (a device without 16-bit
  *   storage, pretended) fp16 asked for gives float32 and float32's accuracy.
  * - a pass past CIRRDATA_VK_TIMEOUT_S: an error, then a clean destroy
+ * - the pass in pieces of bounded work: one submission per piece, the same logits; a timeout with
+ *   every piece pending, then a clean destroy
  * Every run must have been computed by the device (check_fallback); no validation message, at
  * teardown neither. Exits 77 (skipped) only when there is no Vulkan device at all and none is
  * required (gpu_test_util.h). */
@@ -621,6 +623,78 @@ static void test_timeout(void **state) {
     }
 }
 
+/* The pass in pieces of bounded work (issue: VGG-19 at batch 2, 256 x 256, ran past the whole-pass
+ * timeout on lavapipe): with CIRRDATA_NN_VK_PIECE_FLOP=1 every dispatched node of small_net is a
+ * piece of its own (8: conv1, maxpool, l1c1, l1c2, l1down+add, l2c1+add2, avgpool, fc), each its own
+ * submission, and the logits still equal the reference, replayed and re-recorded; with the default
+ * budget the small pass is one piece. Then the timeout with every piece pending: the first wait
+ * fails naming the timeout, destroy waits for the rest (no validation message). */
+static uint64_t submissions(void) {
+    cd_gpu_stats s;
+    cd_gpu_process_stats(&s);
+    return s.submissions;
+}
+
+static void test_pieces(void **state) {
+    (void)state;
+    require_vulkan();
+    cd_error err;
+    for (int mode = 0; mode < 2; mode++) {
+        cd_gpu_context *ctx = make_ctx(mode ? CD_GPU_MEMORY_STAGING : CD_GPU_MEMORY_SHARED, 0);
+        cd_nn_graph *g = small_net();
+        finish(g, 3, 37, 29);
+        cd_nn_vk *vk = make_vk(ctx, g);
+        const int64_t nin = numel(&g->input_shape), nout = numel(&g->nodes[g->output].shape);
+        float *x = rand_array(nin, -1, 1), *got = malloc(sizeof(float) * (size_t)nout);
+        float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+        memcpy(arena + g->input_offset, x, sizeof(float) * (size_t)nin);
+        assert_int_equal(cd_nn_ref_run(g, arena, 1, &err), CD_OK);
+        const float *ref = arena + g->nodes[g->output].offset;
+        const double m = max_abs(ref, nout);
+        for (int run = 0; run < 4; run++) {
+            const bool pieces = run < 3; /* runs 0-2: one node per piece (1 and 2 replay), 3: re-recorded */
+            if (pieces)
+                setenv("CIRRDATA_NN_VK_PIECE_FLOP", "1", 1);
+            else
+                unsetenv("CIRRDATA_NN_VK_PIECE_FLOP");
+            if (run == 3) { /* another shape and back: recorded again with the default budget */
+                assert_int_equal(cd_nn_graph_shape(g, 1, 16, 16, 0, &err), CD_OK);
+                float *x1 = rand_array(numel(&g->input_shape), -1, 1), y1[3];
+                assert_int_equal(cd_nn_vk_run(vk, g, x1, y1, &err), CD_OK);
+                free(x1);
+                assert_int_equal(cd_nn_graph_shape(g, 3, 37, 29, 0, &err), CD_OK);
+            }
+            const uint64_t before = submissions();
+            memset(got, 0xff, sizeof(float) * (size_t)nout);
+            cd_status st = cd_nn_vk_run(vk, g, x, got, &err);
+            if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run: %s\n", err.message);
+            assert_int_equal(st, CD_OK);
+            assert_int_equal(submissions() - before, pieces ? 8 : 1);
+            assert_true(excess(got, ref, nout) <= 1e-4 * m);
+            assert_true(m > 0);
+        }
+        /* the timeout with all 8 pieces submitted: the first wait fails, the rest stay pending */
+        assert_int_equal(cd_nn_graph_shape(g, 2, 64, 64, 0, &err), CD_OK);
+        float *x2 = rand_array(numel(&g->input_shape), -1, 1), y2[6];
+        setenv("CIRRDATA_NN_VK_PIECE_FLOP", "1", 1);
+        setenv("CIRRDATA_VK_TIMEOUT_S", "0.000001", 1);
+        cd_status st = cd_nn_vk_run(vk, g, x2, y2, &err);
+        unsetenv("CIRRDATA_VK_TIMEOUT_S");
+        unsetenv("CIRRDATA_NN_VK_PIECE_FLOP");
+        fprintf(stderr, "expected failure: %s\n", err.message);
+        assert_int_equal(st, CD_ERR_IO);
+        assert_non_null(strstr(err.message, "piece 1 of 8"));
+        assert_non_null(strstr(err.message, "timeout"));
+        cd_nn_vk_destroy(vk);
+        destroy_ctx(ctx);
+        cd_nn_graph_free(g);
+        free(x);
+        free(x2);
+        free(got);
+        free(arena);
+    }
+}
+
 /* Every test above again with float16 storage (see run_and_compare16), then the fallback. */
 static void test_fp16(void **state) {
     require_vulkan();
@@ -655,6 +729,7 @@ int main(void) {
         cmocka_unit_test(test_conv_shared), cmocka_unit_test(test_conv_staging), cmocka_unit_test(test_pools),
         cmocka_unit_test(test_add),         cmocka_unit_test(test_graph),        cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_split),       cmocka_unit_test(test_fp16),         cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_pieces),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }
