@@ -12,7 +12,8 @@ static const char convert_help[] =
     "Converts a dataset into sharded, chunked, checksummed records (schemas/shard-format.md) plus\n"
     "DIR/manifest.json. Restartable: if killed, run the same command again to resume; the result is\n"
     "byte-identical to an uninterrupted run.\n\n"
-    "  --layout NAME        cirrmri600 (the published CirrMRI600+ tree) or nnunet (nnU-Net raw / MSD)\n"
+    "  --layout NAME        cirrmri600 (the published CirrMRI600+ tree) or nnunet (nnU-Net raw / MSD:\n"
+    "                       every channel of dataset.json in one record, imagesTs cases as 'test')\n"
     "  --out DIR            output dataset directory\n"
     "  --recipe NAME|FILE   raw (default), nnunet-3d, synergynet-3d, cirrhosisstage-2d, or a JSON recipe\n"
     "  --threads N          worker threads (default: all CPUs)\n"
@@ -21,6 +22,11 @@ static const char convert_help[] =
     "  --healthy            cirrmri600: include Healthy_subjects as class 3 'healthy'\n"
     "  --pair-t1t2          cirrmri600: one 2-channel record (T1, T2 resampled onto T1's grid in world\n"
     "                       space) per patient with both sequences\n"
+    "  --fold K             nnunet: fold K's validation cases get split 'valid', the other training\n"
+    "                       cases 'train' (imagesTs cases are always 'test'); the folds come from\n"
+    "                       --splits, else ROOT/splits_final.json, else nnU-Net v2's default 5-fold\n"
+    "                       split (K in 0..4)\n"
+    "  --splits FILE        nnunet: an nnU-Net splits_final.json (needs --fold)\n"
     "  --strict             a bad case stops the conversion (default: skip it and report it)\n"
     "  --non-finite P       error (default): skip a case whose image or mask has NaN or infinite\n"
     "                       voxels, naming their count; zero: set them to 0 (the recipe's non_finite)\n"
@@ -81,7 +87,9 @@ enum {
     O_FGF,
     O_NOORIG,
     O_DEVICE,
-    O_NONFINITE
+    O_NONFINITE,
+    O_FOLD,
+    O_SPLITS
 };
 
 static bool parse_xyz(const char *s, int64_t out[3]) {
@@ -199,6 +207,12 @@ static int parse_convert_option(int c, char **argv, convert_args *a) {
         if (cd_device_parse(optarg, &co->device, NULL) != CD_OK)
             return cli_usage_error("convert", "bad --device '%s' (cpu, vulkan or auto)", optarg);
         break;
+    case O_FOLD:
+        if (!cli_parse_int64(optarg, &v) || v < 0 || v > 1000000)
+            return cli_usage_error("convert", "bad --fold '%s' (0, 1, ...)", optarg);
+        co->fold = (int)v;
+        break;
+    case O_SPLITS: co->splits_file = optarg; break;
     case O_NONFINITE:
         if (strcmp(optarg, "error") && strcmp(optarg, "zero"))
             return cli_usage_error("convert", "bad --non-finite '%s' (error or zero)", optarg);
@@ -283,6 +297,8 @@ int cmd_convert(int argc, char **argv) {
                                          {"no-original", no_argument, NULL, O_NOORIG},
                                          {"device", required_argument, NULL, O_DEVICE},
                                          {"non-finite", required_argument, NULL, O_NONFINITE},
+                                         {"fold", required_argument, NULL, O_FOLD},
+                                         {"splits", required_argument, NULL, O_SPLITS},
                                          {NULL, 0, NULL, 0}};
     convert_args a = {.recipe = "raw", .non_finite = -1};
     cd_convert_options *co = &a.co;

@@ -4,7 +4,8 @@ set -euo pipefail
 
 build_pkgs=(gcc meson ninja-build pkg-config libnifti2-dev zlib1g-dev libdeflate-dev libzstd-dev liburing-dev
   libvulkan-dev libvulkan-volk-dev glslc libxxhash-dev libjansson-dev libpng-dev libcmocka-dev)
-python_pkgs=(python3 python3-numpy python3-nibabel python3-scipy python3-zstandard python3-xxhash python3-jsonschema python3-torch python3-torchvision)
+python_pkgs=(python3 python3-numpy python3-nibabel python3-scipy python3-zstandard python3-xxhash python3-jsonschema python3-torch python3-torchvision
+  python3-sklearn)  # sklearn: the nnunet_import test compares nnU-Net's default folds with KFold itself
 vulkan_runtime=(mesa-vulkan-drivers vulkan-validationlayers)
 check_tools=(clang libclang-rt-14-dev valgrind clang-format)   # tests/fuzz (libFuzzer), valgrind and format tests
 install_tools=(git python3-venv python3-pip python3-mesonpy patchelf)  # the python_install test (pip install of pyproject.toml)

@@ -86,18 +86,39 @@ static cd_status add_record(case_result *res, cd_record_builder *b, json_t *entr
     return CD_OK;
 }
 
-/* The volumes of a case: image, second image (paired sequences), mask (raw, and as uint8 when it was not). */
+/* The volumes of a case: its images (channels), mask (raw, and as uint8 when it was not). */
 typedef struct case_volumes {
-    cd_volume *img, *img2, *msk_raw, *msk;
+    cd_volume *img[CD_CASE_CHANNELS_MAX], *msk_raw, *msk;
+    int nimg;
 } case_volumes;
 
 static const cd_volume *case_mask(const case_volumes *v) { return v->msk ? v->msk : v->msk_raw; }
 
 static void case_volumes_free(case_volumes *v) {
-    cd_volume_destroy(v->img);
-    cd_volume_destroy(v->img2);
+    for (int k = 0; k < CD_CASE_CHANNELS_MAX; k++) cd_volume_destroy(v->img[k]);
     cd_volume_destroy(v->msk_raw);
     cd_volume_destroy(v->msk);
+}
+
+/* Channel k of an nnU-Net case lies on channel 0's grid (the layout checked the headers; the files may
+ * have changed since): it takes channel 0's affine and spacing, so that the recipe stacks the voxels as
+ * nnU-Net does, with no interpolation. */
+static cd_status same_grid_channel(const cd_case *c, case_volumes *v, int k, cd_error *err) {
+    int64_t a[3], b[3];
+    cd_volume_dims(v->img[0], a);
+    cd_volume_dims(v->img[k], b);
+    if (a[0] != b[0] || a[1] != b[1] || a[2] != b[2])
+        return cd_fail(err, CD_ERR_FORMAT,
+                       "case '%s': channel %d (%s) has shape %lldx%lldx%lld, channel 0 (%s) %lldx%lldx%lld; nnU-Net "
+                       "needs every channel of a case on one grid",
+                       c->patient_id, k, c->image_paths[k], (long long)b[0], (long long)b[1], (long long)b[2],
+                       c->image_paths[0], (long long)a[0], (long long)a[1], (long long)a[2]);
+    double aff[4][4], sp[3];
+    cd_volume_affine(v->img[0], aff);
+    cd_volume_spacing(v->img[0], sp);
+    cd_volume_set_affine(v->img[k], aff);
+    cd_volume_set_spacing(v->img[k], sp);
+    return CD_OK;
 }
 
 /* Reads the case's files (counting their bytes in res->bytes_read). */
@@ -105,12 +126,17 @@ static cd_status read_case(const conv_job *jb, const cd_case *c, case_volumes *v
     cd_nifti_read_options ro;
     cd_nifti_read_options_init(&ro);
     ro.max_bytes = jb->opts->max_bytes;
-    cd_status st = cd_nifti_read(c->image_path, &ro, &v->img, NULL, err);
-    res->bytes_read = file_size(c->image_path);
-    if (st == CD_OK && c->image2_path) {
-        st = cd_nifti_read(c->image2_path, &ro, &v->img2, NULL, err);
-        res->bytes_read += file_size(c->image2_path);
+    cd_status st = CD_OK;
+    res->bytes_read = 0;
+    for (int k = 0; k < c->nimages && st == CD_OK; k++) {
+        ro.volume = c->image_volumes[k];
+        st = cd_nifti_read(c->image_paths[k], &ro, &v->img[k], NULL, err);
+        /* A 4D file holding every channel is counted once. */
+        if (k == 0 || strcmp(c->image_paths[k], c->image_paths[k - 1])) res->bytes_read += file_size(c->image_paths[k]);
+        v->nimg = k + 1;
+        if (st == CD_OK && k > 0 && c->same_grid) st = same_grid_channel(c, v, k, err);
     }
+    ro.volume = 0;
     if (st == CD_OK && c->mask_path) {
         st = cd_nifti_read(c->mask_path, &ro, &v->msk_raw, NULL, err);
         res->bytes_read += file_size(c->mask_path);
@@ -128,14 +154,15 @@ static cd_status read_case(const conv_job *jb, const cd_case *c, case_volumes *v
  * raw image is chunked straight from the source volume (*view_used). */
 static cd_status preprocess_case(const conv_job *jb, const cd_case *c, const case_volumes *v, cd_image_view *view,
                                  bool *view_used, cd_sample **s, cd_error *err) {
-    const cd_volume *images[2] = {v->img, v->img2};
-    cd_status st = cd_preprocess_multi_view(&jb->opts->recipe, jb->target_spacing, images, v->img2 ? 2 : 1,
-                                            case_mask(v), 1, jb->pp, jb->aug ? NULL : view, view_used, s, err);
+    const cd_volume *images[CD_CASE_CHANNELS_MAX];
+    for (int k = 0; k < v->nimg; k++) images[k] = v->img[k];
+    cd_status st = cd_preprocess_multi_view(&jb->opts->recipe, jb->target_spacing, images, v->nimg, case_mask(v), 1,
+                                            jb->pp, jb->aug ? NULL : view, view_used, s, err);
     if (st != CD_OK) {
         /* Name the files: preprocessing messages do not know them. */
         char m[CD_ERROR_MESSAGE_MAX];
         snprintf(m, sizeof m, "%s", err->message);
-        cd_fail(err, st, "%s: %s", c->image_path, m);
+        cd_fail(err, st, "%s: %s", c->image_paths[0], m);
     }
     return st;
 }
@@ -171,7 +198,7 @@ static cd_status add_plain_record(const case_ctx *cx, const cd_sample *s, const 
 static cd_status add_copy_record(const case_ctx *cx, const cd_aug_copy *cp, uint32_t k, case_result *res,
                                  cd_error *err) {
     const conv_job *jb = cx->jb;
-    json_t *cm = cd_record_metadata_json(cx->c, jb->opts->root, cx->cls, cx->v->img, cx->v->img2, &cp->s);
+    json_t *cm = cd_record_metadata_json(cx->c, jb->opts->root, cx->cls, (const cd_volume *const *)cx->v->img, &cp->s);
     char key[600];
     snprintf(key, sizeof key, "%s:aug%u", cx->c->key, k);
     json_object_set_new(cm, "key", json_string(key));
@@ -214,9 +241,9 @@ static cd_status build_case_records(const conv_job *jb, const cd_case *c, const 
      * is known once every earlier case has succeeded or failed. */
     case_ctx cx = {.jb = jb, .c = c, .v = v};
     cx.index = jb->aug ? cd_conv_resolve_case(p, case_no, true) : 0;
-    cd_source_stats_compute(v->img, case_mask(v), &cx.stats);
+    cd_source_stats_compute(v->img[0], case_mask(v), &cx.stats);
     cx.cls = c->label >= 0 && (size_t)c->label < jb->cases->nclasses ? jb->cases->classes[c->label] : NULL;
-    json_t *meta = cd_record_metadata_json(c, jb->opts->root, cx.cls, v->img, v->img2, s);
+    json_t *meta = cd_record_metadata_json(c, jb->opts->root, cx.cls, (const cd_volume *const *)v->img, s);
     cd_status st = CD_OK;
     if (!jb->aug || !jb->aug->no_original) st = add_plain_record(&cx, s, view, meta, res, err);
     if (st == CD_OK && jb->aug) st = add_copies(&cx, s, meta, res, err);

@@ -11,6 +11,7 @@ void cd_convert_options_init(cd_convert_options *o) {
     o->layout = "cirrmri600";
     cd_recipe_preset("raw", &o->recipe, NULL);
     o->healthy = false;
+    o->fold = -1;
 }
 
 static cd_status check_options(const cd_convert_options *o, cd_error *err) {

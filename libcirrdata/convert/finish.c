@@ -18,6 +18,14 @@ static json_t *manifest_source(const convert_state *cs, const cd_case_list *l) {
     if (!strcmp(o->layout, "cirrmri600"))
         json_object_set_new(src, "healthy", json_string(o->healthy ? "class" : "skip"));
     if (o->pair_sequences) json_object_set_new(src, "pairing", json_string("T1+T2"));
+    if (l->fold >= 0) {
+        /* Which nnU-Net fold made the valid split, and from what. */
+        json_t *sp = json_object();
+        json_object_set_new(sp, "fold", json_integer(l->fold));
+        json_object_set_new(sp, "source", json_string(l->split_source ? "file" : "default"));
+        if (l->split_source) json_object_set_new(sp, "file", json_string(l->split_source));
+        json_object_set_new(src, "split", sp);
+    }
     json_object_set_new(src, "fingerprint", json_string(cs->id->fingerprint));
     json_object_set_new(src, "options", json_string(cs->id->options));
     json_t *sk = json_array();
@@ -71,14 +79,14 @@ static const char *image_dtype(const convert_state *cs) {
 }
 
 /* The manifest's "tensors": image and mask, their dtype, channels and chunk. */
-static json_t *manifest_tensors(const convert_state *cs) {
+static json_t *manifest_tensors(const convert_state *cs, const cd_case_list *l) {
     const cd_convert_options *o = cs->opts;
     json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
     json_object_set_new(ti, "dtype", json_string(image_dtype(cs)));
     json_object_set_new(ti, "channels",
-                        json_integer(o->pair_sequences  ? 2
-                                     : o->recipe.slices ? o->recipe.slice_channels
-                                                        : 1));
+                        json_integer(l->n && l->cases[0].nimages > 1 ? l->cases[0].nimages
+                                     : o->recipe.slices              ? o->recipe.slice_channels
+                                                                     : 1));
     json_t *chunk = json_array();
     for (int a = 0; a < 3; a++) json_array_append_new(chunk, json_integer(o->recipe.chunk[a]));
     json_object_set_new(ti, "chunk", chunk);
@@ -136,7 +144,7 @@ static cd_status write_manifest(const convert_state *cs, const cd_case_list *l, 
     json_object_set_new(m, "classes", classes);
     json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
     json_object_set_new(m, "statistics", manifest_statistics(cs));
-    json_object_set_new(m, "tensors", manifest_tensors(cs));
+    json_object_set_new(m, "tensors", manifest_tensors(cs, l));
     json_object_set_new(m, "shards", manifest_shards(cs));
     json_object_set(m, "records", cs->entries);
     char path[CD_CONV_PATH_CAP];

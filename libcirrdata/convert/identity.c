@@ -61,9 +61,10 @@ cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *
     for (size_t i = 0; i < l->n; i++) {
         const cd_case *c = &l->cases[i];
         json_t *files = json_array();
-        json_array_append_new(files, file_stamp(o->root, c->image_path));
+        /* Channel 0, the mask, the other channels (the order of the earlier image, mask, image2). */
+        json_array_append_new(files, file_stamp(o->root, c->image_paths[0]));
         if (c->mask_path) json_array_append_new(files, file_stamp(o->root, c->mask_path));
-        if (c->image2_path) json_array_append_new(files, file_stamp(o->root, c->image2_path));
+        for (int k = 1; k < c->nimages; k++) json_array_append_new(files, file_stamp(o->root, c->image_paths[k]));
         json_array_append_new(id->inputs, json_pack("{sssssssiso}", "key", c->key, "split", c->split, "sequence",
                                                     c->sequence, "label", c->label, "files", files));
     }
@@ -116,7 +117,7 @@ char *cd_conv_legacy_fingerprint(const cd_convert_options *o, const cd_case_list
     for (size_t i = 0; i < l->n; i++) {
         const cd_case *c = &l->cases[i];
         snprintf(buf, sizeof buf, "|%s|%s|%s|%d|%llu|%llu", c->key, c->split, c->sequence, c->label,
-                 (unsigned long long)size_or_zero(c->image_path),
+                 (unsigned long long)size_or_zero(c->image_paths[0]),
                  (unsigned long long)(c->mask_path ? size_or_zero(c->mask_path) : 0));
         XXH3_64bits_update(s, buf, strlen(buf));
     }

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cirrdata/nifti.h"
 #include "convert/layout.h"
+#include "convert/nnunet_split.h"
 #include "io/csv.h"
 #include "io/file.h"
 
@@ -30,9 +32,8 @@ static bool pathf(char *out, size_t n, const char *fmt, ...) {
 void cd_case_list_free(cd_case_list *l) {
     if (!l) return;
     for (size_t i = 0; i < l->n; i++) {
-        free(l->cases[i].image_path);
+        for (int k = 0; k < CD_CASE_CHANNELS_MAX; k++) free(l->cases[i].image_paths[k]);
         free(l->cases[i].mask_path);
-        free(l->cases[i].image2_path);
     }
     for (size_t i = 0; i < l->nskipped; i++) {
         free(l->skipped[i].path);
@@ -40,6 +41,7 @@ void cd_case_list_free(cd_case_list *l) {
     }
     for (size_t i = 0; i < l->nclasses; i++) free(l->classes[i]);
     free(l->classes);
+    free(l->split_source);
     free(l->cases);
     free(l->skipped);
     memset(l, 0, sizeof *l);
@@ -85,6 +87,7 @@ static cd_case *add_case(cd_case_list *l, cd_error *err) {
     cd_case *c = &l->cases[l->n++];
     memset(c, 0, sizeof *c);
     c->label = -1;
+    c->nimages = 1;
     c->age = NAN;
     c->gender = -1;
     return c;
@@ -129,8 +132,9 @@ static int name_cmp(const void *a, const void *b) {
     return id_cmp(sa, sb);
 }
 
-/* Sorted NIfTI file names of a directory (no directories; symlinks are not followed out). */
-static cd_status list_nifti(const char *dir, char ***names, size_t *count, cd_error *err) {
+/* Sorted NIfTI file names of a directory (no directories). links: symbolic links to files are listed
+ * too (the caller checks where they lead); otherwise they are left out. */
+static cd_status list_nifti(const char *dir, bool links, char ***names, size_t *count, cd_error *err) {
     *names = NULL;
     *count = 0;
     DIR *d = opendir(dir);
@@ -144,7 +148,8 @@ static cd_status list_nifti(const char *dir, char ***names, size_t *count, cd_er
         pathf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat sb;
         /* A FIFO or device is listed: its reader refuses it by name (the case is skipped, not lost). */
-        if (lstat(path, &sb) != 0 || S_ISDIR(sb.st_mode) || S_ISLNK(sb.st_mode)) continue;
+        if (lstat(path, &sb) != 0 || S_ISDIR(sb.st_mode) || (S_ISLNK(sb.st_mode) && !links)) continue;
+        if (S_ISLNK(sb.st_mode) && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) continue;
         if (*count == cap) {
             cap = cap ? 2 * cap : 64;
             char **n = realloc(*names, cap * sizeof *n);
@@ -279,7 +284,7 @@ static cd_status skip_masks_without_image(cd_case_list *l, const char *img_dir, 
     if (!is_dir(mask_dir)) return CD_OK;
     char **names;
     size_t n;
-    cd_status st = list_nifti(mask_dir, &names, &n, err);
+    cd_status st = list_nifti(mask_dir, false, &names, &n, err);
     char stem[256], a[PATH_CAP], b[PATH_CAP], why[PATH_CAP + 64];
     for (size_t i = 0; i < n && st == CD_OK; i++) {
         nifti_stem(names[i], stem, sizeof stem);
@@ -298,7 +303,7 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
                              const char *split, const label_table *labels, bool healthy, bool strict, cd_error *err) {
     char **names;
     size_t n;
-    cd_status st = list_nifti(img_dir, &names, &n, err);
+    cd_status st = list_nifti(img_dir, false, &names, &n, err);
     if (st != CD_OK) return st;
     char path[PATH_CAP], mpath[PATH_CAP], stem[256];
     for (size_t i = 0; i < n && st == CD_OK; i++) {
@@ -338,7 +343,7 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
         snprintf(c->sequence, sizeof c->sequence, "%s", seq);
         snprintf(c->split, sizeof c->split, "%s", split);
         memcpy(c->key, key, sizeof key);
-        c->image_path = strdup(path);
+        c->image_paths[0] = strdup(path);
         c->mask_path = strdup(mpath);
         if (lr) {
             c->age = lr->age;
@@ -351,7 +356,7 @@ static cd_status scan_folder(cd_case_list *l, const char *img_dir, const char *m
             c->stage = lr->evaluation;
             c->label = lr->evaluation - 1;
         }
-        if (!c->image_path || !c->mask_path) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        if (!c->image_paths[0] || !c->mask_path) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
     }
     free_names(names, n);
     if (st == CD_OK) st = skip_masks_without_image(l, img_dir, mask_dir, strict, err);
@@ -365,7 +370,7 @@ static int case_id_cmp(const void *a, const void *b) {
     int c = strcmp(x->sequence, y->sequence);
     if (c) return c;
     c = id_cmp(x->patient_id, y->patient_id);
-    return c ? c : strcmp(x->image_path, y->image_path);
+    return c ? c : strcmp(x->image_paths[0], y->image_paths[0]);
 }
 
 /* The cases in cmp's order (pointers into l; free the array), or NULL when out of memory. */
@@ -394,10 +399,10 @@ static cd_status check_unique_patients(const cd_case_list *l, cd_error *err) {
             st = cd_fail(err, CD_ERR_FORMAT,
                          "%s patient %s is in two splits, %s (%s) and %s (%s): the same patient in two splits leaks "
                          "between them; remove one",
-                         a->sequence, a->patient_id, a->split, a->image_path, b->split, b->image_path);
+                         a->sequence, a->patient_id, a->split, a->image_paths[0], b->split, b->image_paths[0]);
         else
             st = cd_fail(err, CD_ERR_FORMAT, "%s patient %s has two images in %s: %s and %s; remove one", a->sequence,
-                         a->patient_id, a->split, a->image_path, b->image_path);
+                         a->patient_id, a->split, a->image_paths[0], b->image_paths[0]);
     }
     free(v);
     return st;
@@ -405,6 +410,7 @@ static cd_status check_unique_patients(const cd_case_list *l, cd_error *err) {
 
 cd_status cd_layout_cirrmri600(const char *root, bool healthy_class, bool strict, cd_case_list *out, cd_error *err) {
     memset(out, 0, sizeof *out);
+    out->fold = -1;
     if (!is_dir(root)) return cd_fail(err, CD_ERR_IO, "%s: not a directory", root);
     static const char *const classes3[] = {"mild", "moderate", "severe", "healthy"};
     cd_status st = set_classes(out, classes3, healthy_class ? 4 : 3, err);
@@ -501,24 +507,21 @@ static bool safe_join(const char *root, const char *root_real, const char *rel, 
 }
 
 /* nnU-Net v2: lists, as skipped, the labels of labelsTr whose case has no image
- * imagesTr/<case>_0000 (with the dataset's ending, or .nii.gz / .nii as the image scan accepts). */
+ * imagesTr/<case>_0000<ending>. */
 static cd_status skip_labels_without_image(cd_case_list *l, const char *root, const char *ending, bool strict,
                                            cd_error *err) {
     char ldir[PATH_CAP];
     if (!pathf(ldir, sizeof ldir, "%s/labelsTr", root) || !is_dir(ldir)) return CD_OK;
     char **names;
     size_t n;
-    cd_status st = list_nifti(ldir, &names, &n, err);
+    cd_status st = list_nifti(ldir, true, &names, &n, err);
     const size_t elen = strlen(ending);
     for (size_t i = 0; i < n && st == CD_OK; i++) {
         size_t len = strlen(names[i]);
         if (len <= elen || strcmp(names[i] + len - elen, ending)) continue;
-        char c[256], a[PATH_CAP], b[PATH_CAP], e[PATH_CAP], lp[PATH_CAP], why[PATH_CAP + 64];
+        char c[256], a[PATH_CAP], lp[PATH_CAP], why[PATH_CAP + 64];
         snprintf(c, sizeof c, "%.*s", (int)(len - elen), names[i]);
-        bool fit = pathf(a, sizeof a, "%s/imagesTr/%s_0000%s", root, c, ending) &&
-                   pathf(b, sizeof b, "%s/imagesTr/%s_0000.nii.gz", root, c) &&
-                   pathf(e, sizeof e, "%s/imagesTr/%s_0000.nii", root, c);
-        if (fit && (is_file(a) || is_file(b) || is_file(e))) continue;
+        if (pathf(a, sizeof a, "%s/imagesTr/%s_0000%s", root, c, ending) && is_file(a)) continue;
         pathf(lp, sizeof lp, "%s/%s", ldir, names[i]);
         snprintf(why, sizeof why, "label without an image (no imagesTr/%s_0000%s)", c, ending);
         st = add_skip(l, lp, why, strict, err);
@@ -530,7 +533,7 @@ static cd_status skip_labels_without_image(cd_case_list *l, const char *root, co
 static int case_key_cmp(const void *a, const void *b) {
     const cd_case *x = *(const cd_case *const *)a, *y = *(const cd_case *const *)b;
     int c = strcmp(x->key, y->key);
-    return c ? c : strcmp(x->image_path, y->image_path);
+    return c ? c : strcmp(x->image_paths[0], y->image_paths[0]);
 }
 
 /* Keys are unique in a dataset: two cases with one key (case_0000.nii beside case_0000.nii.gz, an MSD
@@ -543,126 +546,440 @@ static cd_status check_unique_keys(const cd_case_list *l, cd_error *err) {
     for (size_t i = 1; i < l->n && st == CD_OK; i++)
         if (!strcmp(v[i - 1]->key, v[i]->key))
             st = cd_fail(err, CD_ERR_FORMAT, "two cases have the key '%s': %s and %s; remove one", v[i]->key,
-                         v[i - 1]->image_path, v[i]->image_path);
+                         v[i - 1]->image_paths[0], v[i]->image_paths[0]);
     free(v);
     return st;
 }
 
-cd_status cd_layout_nnunet(const char *root, bool strict, cd_case_list *out, cd_error *err) {
+/* What dataset.json says about the files of an nnU-Net dataset. */
+typedef struct nn_desc {
+    const char *root;
+    const char *json_path;
+    char root_real[PATH_MAX];
+    char ending[8]; /* ".nii.gz" or ".nii" */
+    int nch;
+    char names[CD_CASE_CHANNELS_MAX][CD_CASE_SEQUENCE_MAX]; /* channel names */
+    char sequence[CD_CASE_SEQUENCE_MAX];                    /* the names joined by '+' */
+    bool strict;
+} nn_desc;
+
+/* file_ending, regions_class_order and the channels (v2 channel_names, v1/MSD modality: keys "0".."N-1"). */
+static cd_status nn_read_desc(json_t *ds, nn_desc *d, cd_error *err) {
+    const char *path = d->json_path;
+    if (json_object_get(ds, "regions_class_order"))
+        return cd_fail(err, CD_ERR_UNSUPPORTED,
+                       "%s: regions_class_order: region-based training (overlapping label regions) is not supported; "
+                       "convert reads plain label maps",
+                       path);
+    json_t *fe = json_object_get(ds, "file_ending");
+    const char *ending = json_is_string(fe) ? json_string_value(fe) : ".nii.gz";
+    if (fe && !json_is_string(fe)) return cd_fail(err, CD_ERR_FORMAT, "%s: file_ending is not a string", path);
+    if (strchr(ending, '/') || strlen(ending) > 32)
+        return cd_fail(err, CD_ERR_FORMAT, "%s: file_ending '%.40s' is not a plain file name suffix", path, ending);
+    if (strcmp(ending, ".nii.gz") && strcmp(ending, ".nii"))
+        return cd_fail(err, CD_ERR_UNSUPPORTED,
+                       "%s: file_ending '%s' is not supported: convert reads NIfTI datasets (.nii.gz or .nii)", path,
+                       ending);
+    snprintf(d->ending, sizeof d->ending, "%s", ending);
+    json_t *ch = json_object_get(ds, "channel_names");
+    if (!ch) ch = json_object_get(ds, "modality");
+    if (!json_is_object(ch) || !json_object_size(ch)) {
+        d->nch = 1; /* no channel names: one image per case */
+        snprintf(d->names[0], sizeof d->names[0], "image");
+        snprintf(d->sequence, sizeof d->sequence, "image");
+        return CD_OK;
+    }
+    size_t n = json_object_size(ch);
+    if (n > CD_CASE_CHANNELS_MAX)
+        return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: %zu channels; at most %d are supported", path, n,
+                       CD_CASE_CHANNELS_MAX);
+    d->nch = (int)n;
+    size_t used = 0;
+    for (int k = 0; k < d->nch; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", k);
+        const char *name = json_string_value(json_object_get(ch, key));
+        if (!name)
+            return cd_fail(err, CD_ERR_FORMAT, "%s: channel_names has no channel \"%d\" (expected the keys 0..%d)",
+                           path, k, d->nch - 1);
+        size_t len = strlen(name);
+        if (len >= CD_CASE_SEQUENCE_MAX || used + len + (k > 0) >= CD_CASE_SEQUENCE_MAX)
+            return cd_fail(err, CD_ERR_FORMAT,
+                           "%s: channel name '%.40s...' (the names joined by '+') is longer than %d bytes", path, name,
+                           CD_CASE_SEQUENCE_MAX - 1);
+        memcpy(d->names[k], name, len + 1);
+        if (k) d->sequence[used++] = '+';
+        memcpy(d->sequence + used, name, len + 1);
+        used += len;
+    }
+    return CD_OK;
+}
+
+/* Within np.allclose's tolerance (rtol 1e-5, atol 1e-8), as nnU-Net compares channel geometry. */
+static bool allclose(double a, double b) { return fabs(a - b) <= 1e-8 + 1e-5 * fabs(b); }
+
+/* Every channel of c on channel 0's grid (shape exact, spacing and affine as nnU-Net's readers check
+ * them). A header that cannot be read is left to the reader (the case is skipped then, naming it). */
+static cd_status nn_check_channels(const cd_case *c, cd_error *err) {
+    if (c->nimages < 2 || !strcmp(c->image_paths[0], c->image_paths[1])) return CD_OK; /* one 4D file */
+    cd_nifti_header h0, hk;
+    cd_error e;
+    if (cd_nifti_read_header(c->image_paths[0], &h0, &e) != CD_OK) return CD_OK;
+    for (int k = 1; k < c->nimages; k++) {
+        if (cd_nifti_read_header(c->image_paths[k], &hk, &e) != CD_OK) continue;
+        bool shape = true, geom = true;
+        for (int a = 1; a <= 3; a++) shape = shape && hk.dim[a] == h0.dim[a];
+        for (int a = 1; a <= 3; a++) geom = geom && allclose(hk.pixdim[a], h0.pixdim[a]);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) geom = geom && allclose(hk.affine[i][j], h0.affine[i][j]);
+        if (!shape)
+            return cd_fail(err, CD_ERR_FORMAT,
+                           "case '%s': channel %d (%s) has shape %lldx%lldx%lld, channel 0 (%s) %lldx%lldx%lld; "
+                           "nnU-Net needs every channel of a case on one grid",
+                           c->patient_id, k, c->image_paths[k], (long long)hk.dim[1], (long long)hk.dim[2],
+                           (long long)hk.dim[3], c->image_paths[0], (long long)h0.dim[1], (long long)h0.dim[2],
+                           (long long)h0.dim[3]);
+        if (!geom)
+            return cd_fail(err, CD_ERR_FORMAT,
+                           "case '%s': channel %d (%s) has another spacing or affine than channel 0 (%s); nnU-Net "
+                           "needs every channel of a case on one grid",
+                           c->patient_id, k, c->image_paths[k], c->image_paths[0]);
+    }
+    return CD_OK;
+}
+
+/* Skips path (a case's file) when it leads out of the dataset or is missing: *ok false then. */
+static cd_status nn_check_file(cd_case_list *l, const nn_desc *d, const char *path, const char *what, bool *ok,
+                               cd_error *err) {
+    *ok = false;
+    if (!inside_root(d->root_real, path)) {
+        char real[PATH_MAX], why[PATH_MAX + 96];
+        if (!realpath(path, real)) snprintf(real, sizeof real, "?");
+        snprintf(why, sizeof why, "the %s escapes the dataset (a symbolic link leading out, to %s)", what, real);
+        return add_skip(l, path, why, d->strict, err);
+    }
+    if (!is_file(path)) {
+        char why[128];
+        snprintf(why, sizeof why, "missing %s (or a symbolic link to nothing)", what);
+        return add_skip(l, path, why, d->strict, err);
+    }
+    *ok = true;
+    return CD_OK;
+}
+
+/* A case of id with its nch channel files (owned by the case from here) and its label (NULL: none). */
+static cd_status nn_add_case(cd_case_list *l, const nn_desc *d, const char *id, const char *split, char **paths,
+                             const int64_t *volumes, const char *label, cd_error *err) {
+    cd_case *c = add_case(l, err);
+    if (!c) {
+        for (int k = 0; k < d->nch; k++) free(paths[k]);
+        return CD_ERR_NOMEM;
+    }
+    bool fit = pathf(c->patient_id, sizeof c->patient_id, "%s", id) && pathf(c->key, sizeof c->key, "%s", id);
+    snprintf(c->sequence, sizeof c->sequence, "%s", d->sequence);
+    snprintf(c->split, sizeof c->split, "%s", split);
+    c->nimages = d->nch;
+    c->same_grid = true;
+    bool mem = true;
+    for (int k = 0; k < d->nch; k++) {
+        c->image_paths[k] = paths[k];
+        c->image_volumes[k] = volumes ? volumes[k] : 0;
+        mem = mem && paths[k];
+    }
+    c->mask_path = label ? strdup(label) : NULL;
+    if (!mem || (label && !c->mask_path)) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    if (!fit) return cd_fail(err, CD_ERR_FORMAT, "%s: the case name is too long for a case key", paths[0]);
+    cd_status st = nn_check_channels(c, err);
+    return st;
+}
+
+/* One file of a v2 images folder: <id>_<kkkk><ending>. */
+typedef struct nn_file {
+    const char *name;
+    char id[CD_CASE_ID_MAX];
+    int ch;
+    bool other_ending; /* .nii beside a dataset of .nii.gz, or the other way round */
+} nn_file;
+
+/* The order of the earlier one-channel scan: by "<id>_0000", then channel. */
+static int nn_file_cmp(const void *a, const void *b) {
+    const nn_file *x = a, *y = b;
+    char sx[CD_CASE_ID_MAX + 8], sy[CD_CASE_ID_MAX + 8];
+    snprintf(sx, sizeof sx, "%s_0000", x->id);
+    snprintf(sy, sizeof sy, "%s_0000", y->id);
+    int c = strcmp(sx, sy);
+    if (!c) c = (x->ch > y->ch) - (x->ch < y->ch);
+    return c ? c : (x->other_ending > y->other_ending) - (x->other_ending < y->other_ending);
+}
+
+/* Parses a v2 image name; false when it is no <id>_<kkkk>.nii[.gz]. */
+static bool nn_parse_name(const char *name, const char *ending, nn_file *f) {
+    char stem[256];
+    if (!nifti_stem(name, stem, sizeof stem)) return false;
+    size_t len = strlen(stem);
+    if (len < 6 || stem[len - 5] != '_') return false;
+    for (size_t i = len - 4; i < len; i++)
+        if (stem[i] < '0' || stem[i] > '9') return false;
+    f->name = name;
+    f->ch = atoi(stem + len - 4);
+    stem[len - 5] = '\0';
+    snprintf(f->id, sizeof f->id, "%s", stem);
+    size_t nl = strlen(name), el = strlen(ending);
+    f->other_ending = nl < el || strcmp(name + nl - el, ending) != 0;
+    return true;
+}
+
+/* One case of a v2 folder: files[0..n) share its id (sorted by channel). */
+static cd_status nn_v2_case(cd_case_list *l, const nn_desc *d, const char *dir, const char *split, const nn_file *files,
+                            size_t n, cd_error *err) {
+    const char *id = files[0].id;
+    char path[PATH_CAP];
+    bool any = false;
+    for (size_t i = 0; i < n; i++) any = any || !files[i].other_ending;
+    if (!any) { /* only files of the other NIfTI ending: not this dataset's files */
+        cd_status st = CD_OK;
+        for (size_t i = 0; i < n && st == CD_OK; i++) {
+            char why[96];
+            pathf(path, sizeof path, "%s/%s", dir, files[i].name);
+            snprintf(why, sizeof why, "the file does not end in dataset.json's file_ending '%s'", d->ending);
+            st = add_skip(l, path, why, d->strict, err);
+        }
+        return st;
+    }
+    /* Sorted by channel, the dataset's ending first: a file of the other ending meets its twin. */
+    const char *by_ch[CD_CASE_CHANNELS_MAX] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const nn_file *f = &files[i];
+        if (f->ch >= d->nch)
+            return cd_fail(err, CD_ERR_FORMAT, "%s/%s: channel %d of case '%s', but %s names channels 0..%d", dir,
+                           f->name, f->ch, id, d->json_path, d->nch - 1);
+        if (f->other_ending && by_ch[f->ch]) {
+            char a[PATH_CAP];
+            pathf(a, sizeof a, "%s/%s", dir, by_ch[f->ch]);
+            pathf(path, sizeof path, "%s/%s", dir, f->name);
+            return cd_fail(err, CD_ERR_FORMAT, "two cases have the key '%s' (channel %d): %s and %s; remove one", id,
+                           f->ch, a, path);
+        }
+        if (!f->other_ending) by_ch[f->ch] = f->name;
+    }
+    for (int k = 0; k < d->nch; k++)
+        if (!by_ch[k])
+            return cd_fail(err, CD_ERR_FORMAT, "case '%s' has no channel %d ('%s'): %s/%s_%04d%s is missing", id, k,
+                           d->names[k], dir, id, k, d->ending);
+    char *paths[CD_CASE_CHANNELS_MAX] = {0};
+    cd_status st = CD_OK;
+    bool ok = true;
+    for (int k = 0; k < d->nch && st == CD_OK && ok; k++) {
+        pathf(path, sizeof path, "%s/%s", dir, by_ch[k]);
+        if ((st = nn_check_file(l, d, path, "image", &ok, err)) == CD_OK && ok) paths[k] = strdup(path);
+    }
+    char lp[PATH_CAP];
+    bool labelled = !strcmp(split, "train");
+    if (st == CD_OK && ok && labelled) {
+        pathf(lp, sizeof lp, "%s/labelsTr/%s%s", d->root, id, d->ending);
+        if (!inside_root(d->root_real, lp) || !is_file(lp)) {
+            pathf(path, sizeof path, "%s/%s", dir, by_ch[0]);
+            st = inside_root(d->root_real, lp)
+                     ? add_skip(l, path, "missing label file in labelsTr", d->strict, err)
+                     : add_skip(l, path, "the label escapes the dataset (a symbolic link leading out)", d->strict, err);
+            ok = false;
+        }
+    }
+    if (st != CD_OK || !ok) {
+        for (int k = 0; k < d->nch; k++) free(paths[k]);
+        return st;
+    }
+    return nn_add_case(l, d, id, split, paths, NULL, labelled ? lp : NULL, err);
+}
+
+/* nnU-Net v2: <dir>/<case>_<kkkk><ending>, one case per id, every channel present. */
+static cd_status nn_scan_v2(cd_case_list *l, const nn_desc *d, const char *folder, const char *split, cd_error *err) {
+    char dir[PATH_CAP];
+    pathf(dir, sizeof dir, "%s/%s", d->root, folder);
+    if (!strcmp(split, "test") && !is_dir(dir)) return CD_OK; /* imagesTs is optional */
+    char **names;
+    size_t n;
+    cd_status st = list_nifti(dir, true, &names, &n, err);
+    if (st != CD_OK) return st;
+    nn_file *files = calloc(n ? n : 1, sizeof *files);
+    size_t nf = 0;
+    if (!files) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n && st == CD_OK; i++)
+        if (nn_parse_name(names[i], d->ending, &files[nf])) nf++;
+    if (st == CD_OK) qsort(files, nf, sizeof *files, nn_file_cmp);
+    for (size_t i = 0; i < nf && st == CD_OK;) {
+        size_t j = i + 1;
+        while (j < nf && !strcmp(files[j].id, files[i].id)) j++;
+        st = nn_v2_case(l, d, dir, split, files + i, j - i, err);
+        i = j;
+    }
+    free(files);
+    free_names(names, n);
+    return st;
+}
+
+/* nnU-Net v1 / MSD: a listed image "./imagesTr/<case>.nii.gz" is that file (its nch 3D volumes, the MSD
+ * release's 4D files) when it exists, else the per-channel files <case>_<kkkk>.nii.gz (nnU-Net v1). */
+static cd_status nn_msd_entry(cd_case_list *l, const nn_desc *d, const char *img, const char *lab, const char *split,
+                              size_t index, cd_error *err) {
+    char ip[PATH_CAP], lp[PATH_CAP];
+    if (!safe_join(d->root, d->root_real, img, ip, sizeof ip) ||
+        (lab && !safe_join(d->root, d->root_real, lab, lp, sizeof lp)))
+        return add_skip(l, d->json_path,
+                        "an entry's path is absolute, escapes the dataset (.. or a symbolic link leading out) or is "
+                        "missing",
+                        d->strict, err);
+    if (lab && !is_file(lp)) return add_skip(l, lp, "file listed in dataset.json is missing", d->strict, err);
+    const char *base = strrchr(ip, '/') + 1;
+    char stem[CD_CASE_ID_MAX];
+    if (!nifti_stem(base, stem, sizeof stem)) snprintf(stem, sizeof stem, "%zu", index);
+    char *paths[CD_CASE_CHANNELS_MAX] = {0};
+    int64_t vols[CD_CASE_CHANNELS_MAX] = {0};
+    if (is_file(ip)) {
+        cd_nifti_header h;
+        cd_error e;
+        if (d->nch > 1 && cd_nifti_read_header(ip, &h, &e) == CD_OK && h.nvolumes != d->nch)
+            return cd_fail(err, CD_ERR_FORMAT, "%s: case '%s' holds %lld volume(s), %s names %d channels", ip, stem,
+                           (long long)h.nvolumes, d->json_path, d->nch);
+        for (int k = 0; k < d->nch; k++) {
+            paths[k] = strdup(ip);
+            vols[k] = k;
+        }
+        return nn_add_case(l, d, stem, split, paths, vols, lab ? lp : NULL, err);
+    }
+    /* <dir>/<stem>_<kkkk><ext>, ext the listed name's own NIfTI ending. */
+    size_t dirlen = (size_t)(base - ip), stemlen = strlen(stem);
+    const char *ext = base + stemlen;
+    char cp[PATH_CAP];
+    bool ok = true;
+    cd_status st = CD_OK;
+    for (int k = 0; k < d->nch && st == CD_OK && ok; k++) {
+        if (!pathf(cp, sizeof cp, "%.*s%s_%04d%s", (int)dirlen, ip, stem, k, ext) || !inside_root(d->root_real, cp)) {
+            st = add_skip(l, ip, "a channel file escapes the dataset (a symbolic link leading out)", d->strict, err);
+            ok = false;
+        } else if (!is_file(cp)) {
+            if (k == 0)
+                st = add_skip(l, ip, "file listed in dataset.json is missing", d->strict, err);
+            else
+                st = cd_fail(err, CD_ERR_FORMAT, "case '%s' has no channel %d ('%s'): %s is missing", stem, k,
+                             d->names[k], cp);
+            ok = false;
+        } else {
+            paths[k] = strdup(cp);
+        }
+    }
+    if (st != CD_OK || !ok) {
+        for (int k = 0; k < d->nch; k++) free(paths[k]);
+        return st;
+    }
+    return nn_add_case(l, d, stem, split, paths, NULL, lab ? lp : NULL, err);
+}
+
+static cd_status nn_read_msd(cd_case_list *l, const nn_desc *d, json_t *ds, cd_error *err) {
+    cd_status st = CD_OK;
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(ds, "training"), i, item) {
+        const char *img = json_string_value(json_object_get(item, "image"));
+        const char *lab = json_string_value(json_object_get(item, "label"));
+        if (!lab) lab = ""; /* refused by safe_join, as a missing label */
+        if ((st = nn_msd_entry(l, d, img, lab, "train", i, err)) != CD_OK) return st;
+    }
+    json_array_foreach(json_object_get(ds, "test"), i, item) {
+        const char *img =
+            json_is_string(item) ? json_string_value(item) : json_string_value(json_object_get(item, "image"));
+        if ((st = nn_msd_entry(l, d, img, NULL, "test", i, err)) != CD_OK) return st;
+    }
+    return st;
+}
+
+/* The fold's validation cases get split "valid"; training cases the splits file leaves out are skipped. */
+static cd_status nn_apply_fold(cd_case_list *l, const nn_desc *d, int fold, const char *splits_file, cd_error *err) {
+    char dflt[PATH_CAP];
+    if (!splits_file && pathf(dflt, sizeof dflt, "%s/splits_final.json", d->root) && is_file(dflt)) splits_file = dflt;
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++) n += !strcmp(l->cases[i].split, "train");
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    size_t *where = malloc((n ? n : 1) * sizeof *where);
+    uint8_t *role = malloc(n ? n : 1);
+    cd_status st = ids && where && role ? CD_OK : cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    for (size_t i = 0, k = 0; i < l->n && st == CD_OK; i++)
+        if (!strcmp(l->cases[i].split, "train")) {
+            ids[k] = l->cases[i].patient_id;
+            where[k++] = i;
+        }
+    if (st == CD_OK) st = cd_nnunet_split(ids, n, fold, splits_file, role, err);
+    for (size_t k = 0; k < n && st == CD_OK; k++) {
+        cd_case *c = &l->cases[where[k]];
+        if (role[k] == CD_FOLD_VAL) snprintf(c->split, sizeof c->split, "valid");
+        if (role[k] != CD_FOLD_NONE) continue;
+        char why[PATH_CAP + 64];
+        snprintf(why, sizeof why, "not in fold %d of %s (neither train nor val)", fold, splits_file);
+        if ((st = add_skip(l, c->image_paths[0], why, d->strict, err)) != CD_OK) break;
+        snprintf(c->split, sizeof c->split, "-"); /* removed below */
+    }
+    /* Drop the left-out cases, keeping the order. */
+    size_t o = 0;
+    for (size_t i = 0; i < l->n && st == CD_OK; i++) {
+        if (strcmp(l->cases[i].split, "-")) {
+            l->cases[o++] = l->cases[i];
+            continue;
+        }
+        for (int k = 0; k < CD_CASE_CHANNELS_MAX; k++) free(l->cases[i].image_paths[k]);
+        free(l->cases[i].mask_path);
+    }
+    if (st == CD_OK) {
+        l->n = o;
+        l->fold = fold;
+        l->split_source = splits_file ? strdup(splits_file) : NULL;
+        if (splits_file && !l->split_source) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+    }
+    free(ids);
+    free(where);
+    free(role);
+    return st;
+}
+
+cd_status cd_layout_nnunet(const char *root, bool strict, int fold, const char *splits_file, cd_case_list *out,
+                           cd_error *err) {
     memset(out, 0, sizeof *out);
+    out->fold = -1;
     char path[PATH_CAP];
     pathf(path, sizeof path, "%s/dataset.json", root);
-    char root_real[PATH_MAX];
-    if (!realpath(root, root_real)) return cd_fail(err, CD_ERR_IO, "%s: cannot resolve: %s", root, strerror(errno));
+    nn_desc d = {.root = root, .json_path = path, .strict = strict};
+    if (!realpath(root, d.root_real)) return cd_fail(err, CD_ERR_IO, "%s: cannot resolve: %s", root, strerror(errno));
     json_error_t jerr;
     char *text;
     size_t text_len;
-    cd_status rst = cd_read_text_file_len(path, 0, "dataset description", &text, &text_len, err);
-    if (rst != CD_OK) return rst;
+    cd_status st = cd_read_text_file_len(path, 0, "dataset description", &text, &text_len, err);
+    if (st != CD_OK) return st;
     json_t *ds = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!ds) return cd_fail(err, CD_ERR_FORMAT, "%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
-    cd_status st = CD_OK;
-    const char *modality = "image";
-    json_t *ch = json_object_get(ds, "channel_names");
-    if (!ch) ch = json_object_get(ds, "modality");
-    if (json_is_object(ch) && json_is_string(json_object_get(ch, "0")))
-        modality = json_string_value(json_object_get(ch, "0"));
-    const char *ending = json_is_string(json_object_get(ds, "file_ending"))
-                             ? json_string_value(json_object_get(ds, "file_ending"))
-                             : ".nii.gz";
-    if (strchr(ending, '/') || strlen(ending) > 32) {
-        cd_fail(err, CD_ERR_FORMAT, "%s: file_ending '%.40s' is not a plain file name suffix", path, ending);
-        json_decref(ds); /* after the message: ending points into ds */
-        return CD_ERR_FORMAT;
-    }
-    if (strlen(modality) >= CD_CASE_SEQUENCE_MAX) {
-        cd_fail(err, CD_ERR_FORMAT, "%s: channel name '%.40s...' is longer than %d bytes", path, modality,
-                CD_CASE_SEQUENCE_MAX - 1);
-        json_decref(ds);
-        return CD_ERR_FORMAT;
-    }
+    st = nn_read_desc(ds, &d, err);
     json_t *training = json_object_get(ds, "training");
-    if (json_is_array(training) && json_array_size(training) > 0) {
-        /* MSD / nnU-Net v1: explicit image/label pairs. */
-        size_t i;
-        json_t *item;
-        json_array_foreach(training, i, item) {
-            const char *img = json_string_value(json_object_get(item, "image"));
-            const char *lab = json_string_value(json_object_get(item, "label"));
-            char ip[PATH_CAP], lp[PATH_CAP];
-            if (!safe_join(root, root_real, img, ip, sizeof ip) || !safe_join(root, root_real, lab, lp, sizeof lp)) {
-                st = add_skip(out, path,
-                              "a training entry's path is absolute, escapes the dataset (.. or a symbolic link leading "
-                              "out) or is missing",
-                              strict, err);
-                if (st != CD_OK) break;
-                continue;
-            }
-            if (!is_file(ip) || !is_file(lp)) {
-                st = add_skip(out, is_file(ip) ? lp : ip, "file listed in dataset.json is missing", strict, err);
-                if (st != CD_OK) break;
-                continue;
-            }
-            const char *base = strrchr(ip, '/') + 1;
-            char stem[CD_CASE_ID_MAX];
-            if (!nifti_stem(base, stem, sizeof stem)) snprintf(stem, sizeof stem, "%zu", i);
-            cd_case *c = add_case(out, err);
-            if (!c) {
-                st = CD_ERR_NOMEM;
-                break;
-            }
-            pathf(c->patient_id, sizeof c->patient_id, "%s", stem);
-            snprintf(c->sequence, sizeof c->sequence, "%s", modality);
-            snprintf(c->split, sizeof c->split, "train");
-            pathf(c->key, sizeof c->key, "%s", stem);
-            c->image_path = strdup(ip);
-            c->mask_path = strdup(lp);
-        }
-    } else {
-        /* nnU-Net v2: imagesTr/<case>_0000<ending>, labelsTr/<case><ending>. */
-        char idir[PATH_CAP];
-        pathf(idir, sizeof idir, "%s/imagesTr", root);
-        char **names;
-        size_t n;
-        if ((st = list_nifti(idir, &names, &n, err)) == CD_OK) {
-            for (size_t i = 0; i < n && st == CD_OK; i++) {
-                char stem[256];
-                nifti_stem(names[i], stem, sizeof stem);
-                size_t len = strlen(stem);
-                if (len < 6 || strcmp(stem + len - 5, "_0000")) continue; /* other channels: first only */
-                stem[len - 5] = '\0';
-                char ip[PATH_CAP], lp[PATH_CAP];
-                pathf(ip, sizeof ip, "%s/%s", idir, names[i]);
-                pathf(lp, sizeof lp, "%s/labelsTr/%s%s", root, stem, ending);
-                if (!inside_root(root_real, ip) || !inside_root(root_real, lp)) {
-                    st = add_skip(out, ip, "the image or its label escapes the dataset (a symbolic link leading out)",
-                                  strict, err);
-                    continue;
-                }
-                if (!is_file(lp)) {
-                    st = add_skip(out, ip, "missing label file in labelsTr", strict, err);
-                    continue;
-                }
-                cd_case *c = add_case(out, err);
-                if (!c) {
-                    st = CD_ERR_NOMEM;
-                    break;
-                }
-                pathf(c->patient_id, sizeof c->patient_id, "%s", stem);
-                snprintf(c->sequence, sizeof c->sequence, "%s", modality);
-                snprintf(c->split, sizeof c->split, "train");
-                pathf(c->key, sizeof c->key, "%s", stem);
-                c->image_path = strdup(ip);
-                c->mask_path = strdup(lp);
-            }
-            free_names(names, n);
-        }
-        if (st == CD_OK) st = skip_labels_without_image(out, root, ending, strict, err);
+    if (st == CD_OK && json_is_array(training) && json_array_size(training) > 0) {
+        st = nn_read_msd(out, &d, ds, err); /* MSD / nnU-Net v1: explicit entries */
+    } else if (st == CD_OK) {
+        st = nn_scan_v2(out, &d, "imagesTr", "train", err);
+        if (st == CD_OK) st = nn_scan_v2(out, &d, "imagesTs", "test", err);
+        if (st == CD_OK) st = skip_labels_without_image(out, root, d.ending, strict, err);
     }
     json_decref(ds);
     if (st == CD_OK) st = check_unique_keys(out, err);
-    if (st == CD_OK && out->n == 0) st = cd_fail(err, CD_ERR_FORMAT, "%s: no training cases found", root);
+    size_t ntrain = 0;
+    for (size_t i = 0; i < out->n; i++) ntrain += !strcmp(out->cases[i].split, "train");
+    if (st == CD_OK && ntrain == 0)
+        st = out->nskipped
+                 ? cd_fail(err, CD_ERR_FORMAT, "%s: no training cases found (%zu file(s) skipped; the first: %s: %s)",
+                           root, out->nskipped, out->skipped[0].path, out->skipped[0].reason)
+                 : cd_fail(err, CD_ERR_FORMAT, "%s: no training cases found", root);
+    if (st == CD_OK && (fold >= 0 || splits_file)) {
+        if (fold < 0)
+            st = cd_fail(err, CD_ERR_ARG, "%s: a splits file needs a fold", splits_file);
+        else
+            st = nn_apply_fold(out, &d, fold, splits_file, err);
+    }
     if (st != CD_OK) cd_case_list_free(out);
     return st;
 }
@@ -674,6 +991,9 @@ cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b
     /* Keep the class names and the earlier skips. */
     out.classes = l->classes;
     out.nclasses = l->nclasses;
+    out.fold = l->fold;
+    out.split_source = l->split_source;
+    l->split_source = NULL;
     l->classes = NULL;
     l->nclasses = 0;
     out.skipped = l->skipped;
@@ -694,19 +1014,21 @@ cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b
         if (!partner) {
             char why[128];
             snprintf(why, sizeof why, "no %s scan of this patient to pair with (pairing %s+%s)", is_a ? b : a, a, b);
-            st = add_skip(&out, x->image_path, why, strict, err);
+            st = add_skip(&out, x->image_paths[0], why, strict, err);
             continue;
         }
         if (is_b) continue; /* the pair is made from its first sequence */
         if (partner->label != x->label) {
-            st = add_skip(&out, x->image_path, "the two sequences of this patient have different labels", strict, err);
+            st = add_skip(&out, x->image_paths[0], "the two sequences of this patient have different labels", strict,
+                          err);
             continue;
         }
         char seq[CD_CASE_SEQUENCE_MAX], key[CD_CASE_KEY_MAX];
         if (!pathf(seq, sizeof seq, "%s+%s", a, b) ||
             !pathf(key, sizeof key, "%s%s+%s/%s", strncmp(x->key, "healthy-", 8) ? "" : "healthy-", a, b,
                    x->patient_id)) {
-            st = add_skip(&out, x->image_path, "the paired sequence names are too long for a case key", strict, err);
+            st =
+                add_skip(&out, x->image_paths[0], "the paired sequence names are too long for a case key", strict, err);
             continue;
         }
         cd_case *c = add_case(&out, err);
@@ -717,11 +1039,12 @@ cd_status cd_layout_pair_sequences(cd_case_list *l, const char *a, const char *b
         *c = *x;
         memcpy(c->sequence, seq, sizeof seq);
         memcpy(c->key, key, sizeof key);
-        c->image_path = x->image_path;
+        c->nimages = 2;
+        c->image_paths[0] = x->image_paths[0];
         c->mask_path = x->mask_path;
-        c->image2_path = partner->image_path;
-        x->image_path = x->mask_path = NULL;
-        partner->image_path = NULL;
+        c->image_paths[1] = partner->image_paths[0];
+        x->image_paths[0] = x->mask_path = NULL;
+        partner->image_paths[0] = NULL;
     }
     cd_case_list_free(l);
     if (st != CD_OK) {

@@ -18,9 +18,13 @@ cd_status cd_conv_plan_cases(conversion *cv, cd_error *err) {
     if (!strcmp(o->layout, "cirrmri600"))
         st = cd_layout_cirrmri600(o->root, o->healthy, o->strict, &cv->cases, err);
     else if (!strcmp(o->layout, "nnunet"))
-        st = cd_layout_nnunet(o->root, o->strict, &cv->cases, err);
+        st = cd_layout_nnunet(o->root, o->strict, o->fold, o->splits_file, &cv->cases, err);
     else
         return cd_fail(err, CD_ERR_ARG, "unknown layout '%s' (cirrmri600 or nnunet)", o->layout);
+    if (st == CD_OK && strcmp(o->layout, "nnunet") && (o->fold >= 0 || o->splits_file)) {
+        cd_case_list_free(&cv->cases);
+        return cd_fail(err, CD_ERR_ARG, "a fold or splits file needs the nnunet layout");
+    }
     if (st == CD_OK && o->pair_sequences) {
         if (strcmp(o->layout, "cirrmri600")) {
             cd_case_list_free(&cv->cases);
@@ -125,7 +129,7 @@ static cd_status resolve_median_spacing(const cd_convert_options *o, cd_case_lis
     for (size_t i = 0; i < l->n; i++) {
         cd_nifti_header h;
         cd_error e;
-        if (cd_nifti_read_header(l->cases[i].image_path, &h, &e) != CD_OK) continue; /* reported when processed */
+        if (cd_nifti_read_header(l->cases[i].image_paths[0], &h, &e) != CD_OK) continue; /* reported when processed */
         cd_orientation ornt;
         if (cd_orientation_from_affine(h.affine, &ornt, NULL) != CD_OK || ornt.world_axis[0] < 0 ||
             ornt.world_axis[1] < 0 || ornt.world_axis[2] < 0)

@@ -200,8 +200,8 @@ static json_t *original_json(const char *path, const char *root, const cd_volume
     return orig;
 }
 
-json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name, const cd_volume *src,
-                                const cd_volume *src2, const cd_sample *s) {
+json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name, const cd_volume *const *src,
+                                const cd_sample *s) {
     json_t *o = json_object();
     json_object_set_new(o, "key", json_string(c->key));
     json_object_set_new(o, "patient_id", json_string(c->patient_id));
@@ -215,8 +215,20 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
     json_object_set_new(o, "affine", cd_json_mat4(s->affine));
     json_object_set_new(o, "spacing", cd_json_vec3(s->spacing));
     json_object_set_new(o, "orientation", json_string(s->orientation));
-    json_object_set_new(o, "original", original_json(c->image_path, root, src));
-    if (src2 && c->image2_path) json_object_set_new(o, "paired_original", original_json(c->image2_path, root, src2));
+    json_object_set_new(o, "original", original_json(c->image_paths[0], root, src[0]));
+    if (c->nimages == 2 && !c->same_grid)
+        json_object_set_new(o, "paired_original", original_json(c->image_paths[1], root, src[1]));
+    if (c->nimages > 1 && c->same_grid) {
+        /* nnU-Net channels: every channel's file (and its volume, for a 4D file). */
+        json_t *files = json_array();
+        for (int k = 0; k < c->nimages; k++) {
+            json_t *f = json_object();
+            json_object_set_new(f, "path", json_string(relative_to(c->image_paths[k], root)));
+            json_object_set_new(f, "volume", json_integer(c->image_volumes[k]));
+            json_array_append_new(files, f);
+        }
+        json_object_set_new(o, "channel_files", files);
+    }
     if (c->mask_path) json_object_set_new(o, "mask_path", json_string(relative_to(c->mask_path, root)));
     if (s->has_bbox) {
         json_t *b = json_array();
@@ -264,15 +276,19 @@ json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *
         json_object_set_new(o, "fg_locations", fg);
     }
     if (s->channels > 1) {
-        /* Channel names: the sequences of a pair ("T1+T2"), or copies of one sequence. */
+        /* Channel names: the sequences of a pair or nnU-Net's channels ("T1+T2", one name per image), or
+         * copies of one sequence (slices). */
         json_t *ch = json_array();
-        const char *plus = strchr(c->sequence, '+');
+        const char *p = c->sequence;
         for (uint32_t i = 0; i < s->channels; i++) {
-            if (plus && src2)
-                json_array_append_new(ch, i == 0 ? json_stringn(c->sequence, (size_t)(plus - c->sequence))
-                                                 : json_string(plus + 1));
-            else
+            if (c->nimages > 1) {
+                const char *plus = strchr(p, '+');
+                size_t len = plus && (int)i < c->nimages - 1 ? (size_t)(plus - p) : strlen(p);
+                json_array_append_new(ch, json_stringn(p, len));
+                p += len + (p[len] == '+');
+            } else {
                 json_array_append_new(ch, json_string(c->sequence));
+            }
         }
         json_object_set_new(o, "channels", ch);
     }

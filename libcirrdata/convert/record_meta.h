@@ -25,10 +25,10 @@ typedef struct cd_source_stats {
 /* Computes stats of image (physical values) inside mask (> 0); the mask may be NULL (whole image). */
 CD_INTERNAL void cd_source_stats_compute(const cd_volume *image, const cd_volume *mask, cd_source_stats *out);
 
-/* The record metadata object stored in the shard (schemas/shard-format.md). */
+/* The record metadata object stored in the shard (schemas/shard-format.md). src: the case's c->nimages
+ * source volumes (channels). */
 CD_INTERNAL json_t *cd_record_metadata_json(const cd_case *c, const char *root, const char *class_name,
-                                            const cd_volume *src_image, const cd_volume *src_image2,
-                                            const cd_sample *s);
+                                            const cd_volume *const *src, const cd_sample *s);
 
 /* The manifest's per-record entry (shard and index are set by the writer). */
 CD_INTERNAL json_t *cd_manifest_entry(const cd_case *c, const cd_sample *s, const cd_source_stats *st);

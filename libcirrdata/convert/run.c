@@ -228,7 +228,7 @@ static cd_status write_cases(conversion *cv, conv_pipeline *p, cd_error *err) {
             if (!r.skipped || o->strict)
                 st = cd_fail(err, r.status, "%s", r.message);
             else
-                note_skip(&cv->cs, i, cv->cases.cases[i].image_path, r.message);
+                note_skip(&cv->cs, i, cv->cases.cases[i].image_paths[0], r.message);
         } else {
             st = write_case(cv, &wr, i, &r, err);
         }

@@ -44,9 +44,15 @@ typedef struct cd_convert_options {
     bool no_original;           /* write only the copies */
     cd_device device;           /* cirrdata/device.h: where the recipe's resampling and normalisation and the copies'
                                 * spatial warp run (CD_DEVICE_CPU, the default; VULKAN; AUTO) */
+    /* nnunet layout: with fold >= 0 the fold's validation cases get split "valid" (the other training
+     * cases "train", imagesTs cases "test"), from splits_file, else <root>/splits_final.json when present,
+     * else nnU-Net v2's default 5-fold split (folds 0..4). -1 (what init sets): every training case
+     * "train". A splits file without a fold is CD_ERR_ARG. */
+    int fold;
+    const char *splits_file; /* nnU-Net's splits_final.json format; NULL: see fold */
 } cd_convert_options;
 
-/* Fills defaults: raw recipe, all threads, 256 MiB shards. */
+/* Fills defaults: raw recipe, all threads, 256 MiB shards, no fold. */
 CD_API void cd_convert_options_init(cd_convert_options *opts);
 
 typedef struct cd_convert_result {
