@@ -9,7 +9,8 @@ importing cirrdata alone does not import Dask).
 
 Each of the N parts is one Dask task that runs cirrdata.convert(..., part=(I, N)) in the worker process
 (the library in-process, no subprocess) into parts_dir/part-III-of-NNN; when all are done the client
-merges them into out (cirrdata.merge: hard links where possible) and removes the part folders. source,
+merges them into out (cirrdata.merge: hard links where possible; out must not hold a dataset yet) and
+removes the part folders. source,
 out and parts_dir must be paths every worker and the client see alike (a shared filesystem).
 
 Failures:
@@ -43,6 +44,7 @@ from distributed import as_completed, get_worker
 from distributed.scheduler import KilledWorker
 
 from . import CirrdataError, convert as _convert, merge as _merge
+from .convert import _arg_error
 
 log = logging.getLogger('cirrdata.distributed')
 
@@ -116,6 +118,10 @@ def convert(client, source, out, *, layout, recipe='raw', parts=None, threads_pe
         raise ValueError('parts must be an integer >= 1, not %r' % (parts,))
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError('retries must be an integer >= 0, not %r' % (retries,))
+    if isinstance(threads_per_part, bool) or not isinstance(threads_per_part, int) or not 0 <= threads_per_part <= 1024:
+        raise ValueError('threads_per_part must be an integer in 0..1024, not %r' % (threads_per_part,))
+    if os.path.lexists(os.path.join(out, 'manifest.json')):  # merge would refuse it: say so before any work
+        raise _arg_error('%s: already exists; convert into a new directory' % os.path.join(out, 'manifest.json'))
     parts_dir = os.fspath(parts_dir) if parts_dir is not None else out.rstrip('/') + '.parts'
     _check_parts_dir(parts_dir, out)
     created = not os.path.isdir(parts_dir)
@@ -186,7 +192,10 @@ def convert(client, source, out, *, layout, recipe='raw', parts=None, threads_pe
         client.cancel(submitted)
         raise
     finally:
-        client.unsubscribe_topic(topic)
+        try:
+            client.unsubscribe_topic(topic)
+        except Exception:  # a client already closing: nothing to unsubscribe from
+            pass
     log.info('all %d parts converted; merging into %s', n, out)
     summary = _merge(dirs, out)
     if not keep_parts:

@@ -146,6 +146,13 @@ def run_tests(cirrdata, cli, work, client, worker_pids):
               'a log line says part %d/%d is done, with MB/s: %s' % (i, PARTS, log.lines))
     check(any(re.match(r'part \d/4: \d+/\d+ cases, [\d.]+ MB read', line) for line in log.lines),
           'per-case progress arrived as Dask events: %s' % log.lines)
+    err = None
+    try:
+        cdd.convert(client, src, out, parts=PARTS, **OPTS)
+    except cirrdata.CirrdataError as e:
+        err = str(e)
+    check(err and 'already exists' in err and not os.path.exists(out + '.parts'),
+          'into a finished dataset: refused before any part runs: %s' % err)
 
     # 2. The worker converting part 2 killed mid-part: resubmitted, resumed, the same bytes.
     out = os.path.join(work, 'dask2')
