@@ -17,6 +17,8 @@ A synthetic CirrMRI600+ tree (`cirrdata synth`) is converted in 4 parts:
      are kept.
   4. a part that fails for a data reason (a truncated NIfTI file, strict): CirrdataError 'part I/4: ...'
      with the library's message naming the file, no resubmission, no dataset.
+  5. a part folder whose lock a live process holds: CirrdataError 'part 1/4: ...' naming the holder, no
+     resubmission.
 The cluster is closed on every exit path (SIGTERM included). Normal build only (tests/meson.build).
 
   /usr/bin/python3 tests/python/test_distributed.py --cirrdata build/tools/cirrdata --lib build/libcirrdata/libcirrdata.so
@@ -26,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -212,6 +215,29 @@ def run_tests(cirrdata, cli, work, client, worker_pids):
           % err)
     check(not any('submitting it again' in line for line in log.lines), 'a data error is not retried: %s' % log.lines)
     check(not os.path.exists(os.path.join(out, 'manifest.json')), 'a data error: no dataset written')
+
+    # 5. A part folder that a live process holds: refused (named), not retried.
+    out = os.path.join(work, 'dask5')
+    held = os.path.join(out + '.parts', 'part-001-of-004')
+    os.makedirs(held)
+    holder = subprocess.Popen([sys.executable, '-c', 'import fcntl, sys, time\n'
+                               'f = open(sys.argv[1], "w"); fcntl.flock(f, fcntl.LOCK_EX)\n'
+                               'f.write("pid 4242 on host elsewhere: cirrdata convert\\n"); f.flush()\n'
+                               'print("locked", flush=True); time.sleep(120)',
+                               os.path.join(held, '.cirrdata.lock')], stdout=subprocess.PIPE, text=True)
+    del log.lines[:]
+    err = None
+    try:
+        check(holder.stdout.readline().strip() == 'locked', 'the holder took the lock')
+        cdd.convert(client, src, out, parts=PARTS, retries=3, **OPTS)
+    except cirrdata.CirrdataError as e:
+        err = str(e)
+    finally:
+        holder.kill()
+        holder.wait()
+    check(err and err.startswith('part 1/4: ') and 'another cirrdata process' in err and 'pid 4242' in err,
+          'a live lock: CirrdataError naming the part and the holder: %s' % err)
+    check(not any('submitting it again' in line for line in log.lines), 'a live lock is not retried: %s' % log.lines)
 
 
 def wait_workers(client, n, timeout=30):
