@@ -77,8 +77,9 @@ static void draw_line(cli_progress *p, double t) {
     char el[16], left[16], count[64];
     format_duration(el, sizeof el, elapsed);
     if (p->total)
-        snprintf(count, sizeof count, "%llu/%llu %s (%.0f%%)", (unsigned long long)done, (unsigned long long)p->total,
-                 p->unit, 100.0 * (double)done / (double)p->total);
+        snprintf(count, sizeof count, "%llu/%llu %s (%u%%)", (unsigned long long)done, (unsigned long long)p->total,
+                 p->unit,
+                 (unsigned)(((double)done * 200.0 + (double)p->total) / (2.0 * (double)p->total))); /* half up */
     else
         snprintf(count, sizeof count, "%llu %s", (unsigned long long)done, p->unit);
     if (p->total && done == p->total)

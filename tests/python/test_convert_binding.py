@@ -14,7 +14,6 @@
 
   /usr/bin/python3 tests/python/test_convert_binding.py --cirrdata build/tools/cirrdata --lib build/libcirrdata/libcirrdata.so
 """
-import fcntl
 import json
 import os
 import shutil

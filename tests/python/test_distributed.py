@@ -242,10 +242,9 @@ def run_tests(cirrdata, cli, work, client, worker_pids):
 
 def wait_workers(client, n, timeout=30):
     """The pids of the cluster's n workers, once n are up (a killed one is restarted by its nanny)."""
-    import os as _os
     deadline = time.monotonic() + timeout
     while True:
-        pids = client.run(_os.getpid)
+        pids = client.run(os.getpid)
         if len(pids) >= n or time.monotonic() > deadline:
             return sorted(pids.values())
         time.sleep(0.1)
