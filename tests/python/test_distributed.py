@@ -268,7 +268,7 @@ def main():
         # Every worker death reaches distributed.convert's own retries (the scheduler does not rerun first).
         with dask.config.set({'distributed.scheduler.allowed-failures': 0}):
             cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                   silence_logs=logging.CRITICAL)
+                                   silence_logs=logging.CRITICAL, local_directory=os.path.join(work, 'dask'))
             client = Client(cluster)
             run_tests(cirrdata, args.cirrdata, work, client, wait_workers(client, 2))
     except Exception as e:
