@@ -1,8 +1,11 @@
-/* A progress bar on stderr for long commands (synth, convert).
+/* Progress of long commands (convert, merge, verify, export-batch, stage --dataset; synth) on stderr.
  *
- * Draws only when stderr is a terminal and quiet is false; otherwise every call is a no-op and the
- * command prints a summary instead. Thread safe: workers may call cli_progress_update concurrently;
- * redraws are limited to about 10 per second. */
+ * On a terminal: a bar redrawn in place (about 10 times a second). Off a terminal (a log file, a pipe, a
+ * batch job): a line "cirrdata LABEL: DONE/TOTAL UNIT (P%), R MB/s, elapsed T, left T" every
+ * CIRRDATA_PROGRESS_INTERVAL seconds (default 10) or every 5 % of the total, whichever comes first, but
+ * not more often than once a second (or once per interval when that is shorter), and a last line when
+ * the work ends if any line was written and the last one said less: short runs stay silent. quiet:
+ * neither. Thread safe: workers may call cli_progress_update concurrently. */
 #ifndef CD_TOOLS_CLI_PROGRESS_H
 #define CD_TOOLS_CLI_PROGRESS_H
 
@@ -11,9 +14,10 @@
 
 typedef struct cli_progress cli_progress;
 
-/* Starts a bar for total units of work (e.g. cases). Never returns NULL unless out of memory; the
- * other functions accept NULL. */
-cli_progress *cli_progress_start(const char *label, uint64_t total, bool quiet);
+/* Starts reporting total units of work (e.g. cases; 0 when not known yet); unit names them in lines
+ * ("cases", "shards"); NULL: the bar on a terminal, nothing off it. Never returns NULL unless out of
+ * memory; the other functions accept NULL. */
+cli_progress *cli_progress_start(const char *label, const char *unit, uint64_t total, bool quiet);
 
 /* Reports done units and bytes written or read so far (both cumulative; for MB/s). */
 void cli_progress_update(cli_progress *p, uint64_t done, uint64_t bytes);

@@ -31,8 +31,8 @@ static const char convert_help[] =
     "  --non-finite P       error (default): skip a case whose image or mask has NaN or infinite\n"
     "                       voxels, naming their count; zero: set them to 0 (the recipe's non_finite)\n"
     "  --max-bytes SIZE     NIfTI allocation cap (default 8G)\n"
-    "  --quiet              no progress bar\n"
-    "  --json               print the summary as JSON\n\n"
+    "  --quiet              no progress on stderr (a bar on a terminal, else a line every 10 s or 5 %)\n"
+    "  --json               print the summary as JSON (and no progress)\n\n"
     "Augmented copies (for trainers that cannot run the loader; schemas/shard-format.md):\n"
     "  --augment A          nnunet, cirrhosisstage or a pipeline JSON file: each case is followed by\n"
     "                       K augmented records; copy k of case i equals the loader's sample for\n"
@@ -54,7 +54,8 @@ static const char verify_help[] =
     "usage: cirrdata verify DIR [--quiet]\n\n"
     "Checks the manifest's own checksum (manifest_xxh3), every shard's size and XXH3-128 against the\n"
     "manifest, and every record and chunk checksum.\n"
-    "Exit 1 naming the damaged file (and record, tensor, chunk) when anything is wrong.\n";
+    "Exit 1 naming the damaged file (and record, tensor, chunk) when anything is wrong.\n"
+    "  --quiet   no progress on stderr and no summary\n";
 
 static const char inspect_help[] =
     "usage: cirrdata inspect DIR [--json]\n\n"
@@ -62,8 +63,9 @@ static const char inspect_help[] =
     "the recipe; the shards.\n";
 
 static const char merge_help[] =
-    "usage: cirrdata merge OUT PART_DIR...\n\n"
-    "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n";
+    "usage: cirrdata merge OUT PART_DIR... [--quiet]\n\n"
+    "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n"
+    "  --quiet   no progress on stderr (a bar on a terminal, else a line every 10 s)\n";
 
 enum {
     O_LAYOUT = 1000,
@@ -319,7 +321,7 @@ int cmd_convert(int argc, char **argv) {
     cd_error err;
     if (cd_recipe_load(a.recipe, &co->recipe, &err) != CD_OK) return cli_fail_error(&err);
     if (a.non_finite >= 0) co->recipe.non_finite = (cd_non_finite)a.non_finite; /* stored with the recipe */
-    cli_progress *bar = cli_progress_start("convert", 0, a.quiet || a.json);
+    cli_progress *bar = cli_progress_start("convert", "cases", 0, a.quiet || a.json);
     co->progress = on_progress;
     co->progress_user = bar;
     cd_convert_result res;
@@ -351,7 +353,7 @@ int cmd_verify(int argc, char **argv) {
         }
     }
     if (optind != argc - 1) return cli_usage_error("verify", "expected exactly one DIR");
-    cli_progress *bar = cli_progress_start("verify", 0, quiet);
+    cli_progress *bar = cli_progress_start("verify", "shards", 0, quiet);
     cd_error err;
     cd_status st = cd_dataset_verify(argv[optind], on_progress, bar, &err);
     cli_progress_finish(bar);
@@ -480,10 +482,26 @@ int cmd_merge(int argc, char **argv) {
         fputs(merge_help, stdout);
         return CLI_OK;
     }
-    if (argc < 3) return cli_usage_error("merge", "expected OUT and at least one PART_DIR");
+    /* OUT and the parts, in order; --quiet anywhere. */
+    const char **dirs = calloc((size_t)argc, sizeof *dirs);
+    if (!dirs) return CLI_FAIL;
+    int n = 0;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quiet"))
+            quiet = true;
+        else
+            dirs[n++] = argv[i];
+    }
+    if (n < 2) {
+        free(dirs);
+        return cli_usage_error("merge", "expected OUT and at least one PART_DIR");
+    }
+    cli_progress *bar = cli_progress_start("merge", "shards", 0, quiet);
     cd_error err;
-    if (cd_dataset_merge(argv[1], (const char *const *)(argv + 2), argc - 2, &err) != CD_OK)
-        return cli_fail_error(&err);
-    printf("merged %d part(s) into %s\n", argc - 2, argv[1]);
-    return CLI_OK;
+    cd_status st = cd_dataset_merge_with_progress(dirs[0], dirs + 1, n - 1, on_progress, bar, &err);
+    cli_progress_finish(bar);
+    if (st == CD_OK) printf("merged %d part(s) into %s\n", n - 1, dirs[0]);
+    free(dirs);
+    return st == CD_OK ? CLI_OK : cli_fail_error(&err);
 }

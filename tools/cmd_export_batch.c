@@ -31,7 +31,7 @@ static const char export_batch_help[] =
     "                   and qform; float16 images are widened to float32 (NIfTI-1 has no float16);\n"
     "                   images with C > 1 channels are written one file per channel (_image_cN)\n"
     "  --overwrite      replace files that exist in DIR (from an earlier export)\n"
-    "  --quiet          no progress bar\n\n"
+    "  --quiet          no progress on stderr (a bar on a terminal, else a line every 10 s or 5 %)\n\n"
     "The affine is the record's 'affine' metadata: for plain records the stored grid after\n"
     "preprocessing; for augmented copies the grid that was sampled (rotation, scaling, mirroring\n"
     "and the crop included) where that grid is affine, else the undeformed grid (see\n"
@@ -414,7 +414,7 @@ int cmd_export_batch(int argc, char **argv) {
     size_t total, i;
     cd_folder_lock *lock = NULL;
     rc = prepare_output(&j, entries, &total, &lock);
-    cli_progress *bar = rc == CLI_OK ? cli_progress_start("export", total, j.quiet) : NULL;
+    cli_progress *bar = rc == CLI_OK ? cli_progress_start("export-batch", "records", total, j.quiet) : NULL;
     j.used = json_object();
     json_t *e;
     json_array_foreach(entries, i, e) {

@@ -9,13 +9,14 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_progress.h"
 #include "render/confusion.h"
 
 static const char stage_help[] =
     "usage: cirrdata stage VOLUME.nii.gz [VOLUME ...] --model WEIGHTS [--mask MASK.nii.gz ...]\n"
     "                      [--device vulkan|cpu|auto] [--batch N] [--threads N] [--json]\n"
     "       cirrdata stage --dataset DIR [--split NAME] --model WEIGHTS [--png CONFUSION.png]\n"
-    "                      [--no-mask] [--device ...] [--batch N] [--threads N] [--json]\n\n"
+    "                      [--no-mask] [--device ...] [--batch N] [--threads N] [--json] [--quiet]\n\n"
     "Stages cirrhosis (mild, moderate, severe) with a 2D staging network exported by\n"
     "tools/scripts/export_weights.py: the scan is reoriented to RAS+, its axial slices are resized to\n"
     "256x256, mapped to [0,1] by the volume's 0.5/99.5 percentiles, given 3 channels and normalised as\n"
@@ -33,9 +34,23 @@ static const char stage_help[] =
     "                    prints the confusion matrix and the accuracy\n"
     "  --split NAME      --dataset: the split to evaluate (default test; * = all)\n"
     "  --no-mask         --dataset: use all slices, not only those with liver\n"
-    "  --png FILE        --dataset: also draw the confusion matrix as a PNG picture\n";
+    "  --png FILE        --dataset: also draw the confusion matrix as a PNG picture\n"
+    "  --quiet           --dataset: no progress on stderr (a bar on a terminal, else a line every 10 s)\n";
 
-enum { O_MODEL = 1000, O_MASK, O_DEVICE, O_BATCH, O_THREADS, O_JSON, O_DATASET, O_SPLIT, O_PNG, O_NOMASK, O_HELP };
+enum {
+    O_MODEL = 1000,
+    O_MASK,
+    O_DEVICE,
+    O_BATCH,
+    O_THREADS,
+    O_JSON,
+    O_DATASET,
+    O_SPLIT,
+    O_PNG,
+    O_NOMASK,
+    O_HELP,
+    O_QUIET
+};
 
 #define MAX_CLASSES CONFUSION_MAX_CLASSES
 
@@ -43,7 +58,7 @@ typedef struct stage_opts {
     const char *model, *dataset, *split, *png;
     const char *device;
     int batch, threads;
-    bool json, no_mask;
+    bool json, no_mask, quiet;
 } stage_opts;
 
 /* ---- the model ---- */
@@ -182,8 +197,9 @@ static int stage_files(const stage_opts *o, char **vols, int nvol, char **masks,
 /* ---- a converted dataset ---- */
 
 /* Builds a volume (x fastest) from a record's C-order (1, X, Y, Z) tensor and its affine. */
+/* *nbytes grows by the tensor's bytes read (for the progress's MB/s). */
 static cd_status record_volume(const cd_shard *sh, const cd_record *rec, const char *tensor, const double affine[4][4],
-                               cd_volume **out, cd_error *err) {
+                               cd_volume **out, uint64_t *nbytes, cd_error *err) {
     int t = cd_record_find_tensor(rec, tensor);
     if (t < 0) {
         snprintf(err->message, sizeof err->message, "the record has no tensor '%s'", tensor);
@@ -211,6 +227,7 @@ static cd_status record_volume(const cd_shard *sh, const cd_record *rec, const c
     }
     cd_volume *v = NULL;
     cd_status st = cd_record_read_tensor(sh, rec, (uint32_t)t, buf, err);
+    if (st == CD_OK) *nbytes += n * es;
     if (st == CD_OK) st = cd_volume_create(d, ti.dtype, &v, err);
     if (st == CD_OK) {
         uint8_t *dst = cd_volume_data(v);
@@ -272,7 +289,8 @@ typedef struct stage_eval {
     int64_t cm[MAX_CLASSES][MAX_CLASSES];
     int64_t seq_total[2], seq_correct[2]; /* T1, T2 */
     json_t *scans;                        /* --json: one object per scan */
-    uint64_t done;
+    uint64_t done, bytes;                 /* scans staged, tensor bytes read */
+    cli_progress *bar;
 } stage_eval;
 
 /* Staging needs the scans as acquired: a recipe that resampled, normalised or sliced them is refused. */
@@ -337,19 +355,32 @@ static int stage_record(stage_eval *ev, uint64_t i, const cd_shard *sh, const cd
     cd_volume *img = NULL, *msk = NULL;
     cd_stage_result *r = NULL;
     int rc = CLI_OK;
-    if (record_volume(sh, rec, "image", aff, &img, &err) != CD_OK ||
+    if (record_volume(sh, rec, "image", aff, &img, &ev->bytes, &err) != CD_OK ||
         (!o->no_mask && cd_record_find_tensor(rec, "mask") >= 0 &&
-         record_volume(sh, rec, "mask", aff, &msk, &err) != CD_OK) ||
+         record_volume(sh, rec, "mask", aff, &msk, &ev->bytes, &err) != CD_OK) ||
         cd_stage_volume(ev->m, img, msk, o->batch, o->threads, &r, &err) != CD_OK) {
         fprintf(stderr, "cirrdata: %s: %s\n", where, err.message);
         rc = CLI_FAIL;
     } else {
         tally(ev, i, meta, (int)json_integer_value(lab), r);
+        cli_progress_update(ev->bar, ev->done, ev->bytes);
     }
     cd_stage_result_destroy(r);
     cd_volume_destroy(img);
     cd_volume_destroy(msk);
     return rc;
+}
+
+/* The records of the chosen split, by the manifest (the progress's total). */
+static uint64_t split_records(json_t *man, const char *want) {
+    uint64_t n = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(man, "records"), i, r) {
+        const char *split = json_string_value(json_object_get(r, "split"));
+        n += split && split_matches(want, split);
+    }
+    return n;
 }
 
 /* Every record of the chosen split, in order, until one fails. */
@@ -466,7 +497,11 @@ static int stage_dataset(const stage_opts *o) {
     if (rc == CLI_OK && !o->json)
         printf("staging the '%s' split of %s with %s on %s\n", o->split, o->dataset, cd_model_arch(ev.m),
                cd_model_device_name(ev.m));
-    if (rc == CLI_OK) rc = stage_records(&ev, ds);
+    if (rc == CLI_OK) {
+        ev.bar = cli_progress_start("stage", "scans", split_records(man, o->split), o->quiet);
+        rc = stage_records(&ev, ds);
+        cli_progress_finish(ev.bar);
+    }
     if (rc == CLI_OK) rc = report(&ev);
     json_decref(ev.scans);
     json_decref(man);
@@ -487,6 +522,7 @@ int cmd_stage(int argc, char **argv) {
                                          {"split", required_argument, NULL, O_SPLIT},
                                          {"png", required_argument, NULL, O_PNG},
                                          {"no-mask", no_argument, NULL, O_NOMASK},
+                                         {"quiet", no_argument, NULL, O_QUIET},
                                          {"help", no_argument, NULL, O_HELP},
                                          {NULL, 0, NULL, 0}};
     char **masks = calloc((size_t)argc + 1, sizeof *masks);
@@ -520,6 +556,7 @@ int cmd_stage(int argc, char **argv) {
         case O_SPLIT: o.split = optarg; break;
         case O_PNG: o.png = optarg; break;
         case O_NOMASK: o.no_mask = true; break;
+        case O_QUIET: o.quiet = true; break;
         case O_HELP:
         case 'h':
             fputs(stage_help, stdout);

@@ -119,7 +119,8 @@ int cmd_synth(int argc, char **argv) {
     memset(&stats, 0, sizeof stats);
     /* The exact scan count is known only inside the library; the first callback sets it. */
     uint32_t nhealthy = so.healthy ? (so.cases / 4 > 2 ? so.cases / 4 : 2) : 0;
-    progress_ctx ctx = {cli_progress_start("synth", 2u * (so.cases + nhealthy), quiet), &stats};
+    /* No unit: a bar on a terminal, nothing off it (a summary follows either way). */
+    progress_ctx ctx = {cli_progress_start("synth", NULL, 2u * (so.cases + nhealthy), quiet), &stats};
     so.stats = &stats;
     so.progress = on_progress;
     so.progress_user = &ctx;

@@ -141,6 +141,11 @@ static cd_status cover_every_case(json_t *const *pm, const char *const *pdir, in
 }
 
 cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int nparts, cd_error *err) {
+    return cd_dataset_merge_with_progress(out_dir, parts, nparts, NULL, NULL, err);
+}
+
+cd_status cd_dataset_merge_with_progress(const char *out_dir, const char *const *parts, int nparts,
+                                         cd_progress_fn progress, void *user, cd_error *err) {
     if (!out_dir || !parts || nparts < 1)
         return cd_fail(err, CD_ERR_ARG, "merge: need an output and at least one part");
     if (strlen(out_dir) > 3800) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", out_dir);
@@ -202,6 +207,8 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
     }
     json_t *shards = json_array(), *records = json_array(), *skipped = json_array(), *seen = json_object();
     size_t shard_base = 0;
+    uint64_t linked = 0, linked_bytes = 0, nshards = 0; /* progress: shards done of all the parts' */
+    for (int i = 0; i < nparts && st == CD_OK; i++) nshards += json_array_size(json_object_get(pm[i], "shards"));
     for (int i = 0; i < nparts && st == CD_OK; i++) {
         json_t *m = pm[i];
         const char *dir = pdir[i];
@@ -214,6 +221,8 @@ cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int np
             snprintf(to, sizeof to, "%.3800s/%.255s", out_dir, rel);
             if ((st = link_or_copy(from, to, e, err)) != CD_OK) break;
             json_array_append(shards, e);
+            linked_bytes += (uint64_t)json_integer_value(json_object_get(e, "size"));
+            if (progress) progress(user, ++linked, nshards, linked_bytes);
         }
         json_array_foreach(json_object_get(m, "records"), j, e) {
             json_t *c = json_deep_copy(e);

@@ -18,6 +18,10 @@ the library's message (which names the shard file, record and chunk).
 Arrays are allocated by numpy and filled in place by the C library (one copy from the decoded chunks,
 no further copy).  ctypes releases the GIL during the C calls, so a Dataset may be read from several
 threads at once.  A Dataset can be pickled (it reopens by path), e.g. for DataLoader workers.
+
+cirrdata.convert(source, out, layout=..., recipe=...) and cirrdata.merge(parts, out) run the library's
+conversion in this process (cirrdata/convert.py); cirrdata.distributed spreads the parts of one over a
+Dask cluster (importing cirrdata does not import Dask).
 """
 import ctypes
 import json
@@ -29,7 +33,7 @@ from . import _abi
 from . import _lib as _l
 from ._version import __version__
 
-__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version', 'limits', 'set_limits', 'load', 'Image']
+__all__ = ['Dataset', 'Loader', 'CirrdataError', 'version', 'limits', 'set_limits', 'load', 'Image', 'convert', 'merge']
 
 _LIB = _l.load()
 _abi.check(_LIB)
@@ -253,6 +257,7 @@ class Dataset(_l.Closeable):
         return 'cirrdata.Dataset(%r, %d records%s)' % (self.path, self._len, '' if self._ds else ', closed')
 
 
+from .convert import convert, merge  # noqa: E402  (cd_convert and cd_dataset_merge in-process; see cirrdata/convert.py)
 from .loader import Loader  # noqa: E402  (training batches; see cirrdata/loader.py)
 from .model import Model  # noqa: E402  (inference of the staging networks; see cirrdata/model.py)
 from .nifti import Image, load  # noqa: E402  (NIfTI files into numpy; see cirrdata/nifti.py)

@@ -12,12 +12,15 @@ subclass in the package that it lacks.
 """
 import ctypes
 
-from . import _lib, _version, loader, model, nifti
+from . import _lib, _version, convert, loader, model, nifti
 
 MIRRORS = (
     ('cd_error', _lib.CdError),
     ('cd_tensor_info', _lib.CdTensorInfo),
     ('cd_limits', _lib.CdLimits),
+    ('cd_recipe', convert._Recipe),
+    ('cd_convert_options', convert._Options),
+    ('cd_convert_result', convert._Result),
     ('cd_loader_options', loader._Options),
     ('cd_loader_device_stats', loader._DeviceStats),
     ('cd_batch', loader._Batch),

@@ -284,12 +284,19 @@ def main():
         r = run([cli, 'convert', '--layout', 'cirrmri600', src, '--out', raw, '--recipe', 'raw'])
         check(r.returncode == 0, 'convert raw: %s' % r.stderr.strip())
         png = os.path.join(tmp, 'cm.png')
+        # stderr is a pipe: progress lines, one per scan with CIRRDATA_PROGRESS_INTERVAL=0 (tools/cli_progress.h).
         r = run([cli, 'stage', '--dataset', raw, '--split', 'train', '--model', model, '--device', 'cpu', '--json',
-                 '--png', png])
+                 '--png', png], env=dict(os.environ, CIRRDATA_PROGRESS_INTERVAL='0'))
         if check(r.returncode == 0, 'stage --dataset: %s' % r.stderr.strip()):
             j = json.loads(r.stdout)
             with cirrdata.Dataset(raw) as ds:
                 ntrain = sum(1 for i in range(len(ds)) if ds.metadata(i)['split'] == 'train')
+            lines = r.stderr.splitlines()
+            want = ['cirrdata stage: %d/%d scans (%d%%), ' % (k, ntrain, int(100 * k / ntrain + 0.5))
+                    for k in range(1, ntrain + 1)]
+            check(len(lines) == ntrain and all(a.startswith(w) and ' MB/s, elapsed ' in a and ', left ' in a
+                                               for a, w in zip(lines, want)),
+                  'stage --dataset: a progress line per scan: %r' % r.stderr[:600])
             cm = np.array(j['confusion'])
             right = sum(1 for s in j['scans'] if s['stage'] == s['true'])
             check(cm.sum() == ntrain == len(j['scans']), 'confusion matrix counts %d of %d records' % (cm.sum(), ntrain))
@@ -298,6 +305,10 @@ def main():
                 check(f.read(8) == b'\x89PNG\r\n\x1a\n', 'confusion matrix PNG written')
         r = run([cli, 'stage', '--dataset', ds2d, '--model', model])
         check(one_line_error(r, 1, ds2d, 'cirrhosisstage-2d', 'raw'), 'stage --dataset on a 2D dataset: %r' % r.stderr)
+        r = run([cli, 'stage', '--dataset', raw, '--split', 'test', '--model', model, '--device', 'cpu', '--quiet'],
+                env=dict(os.environ, CIRRDATA_PROGRESS_INTERVAL='0'))
+        check(r.returncode == 0 and r.stderr == '' and 'held-out accuracy' in r.stdout,
+              'stage --dataset --quiet: no progress: %r' % r.stderr[:300])
 
         # 6. Bad input: one line naming the file and the problem.
         missing = os.path.join(tmp, 'nope.safetensors')
