@@ -84,7 +84,9 @@ class _Options(ctypes.Structure):
                 ('aug_patch', ctypes.c_int64 * 3),
                 ('foreground_fraction', ctypes.c_double),
                 ('no_original', ctypes.c_bool),
-                ('device', ctypes.c_int)]
+                ('device', ctypes.c_int),
+                ('fold', ctypes.c_int),
+                ('splits_file', ctypes.c_char_p)]
 
 
 class _Result(ctypes.Structure):
@@ -184,7 +186,7 @@ def _manifest(out):
 
 # convert's options beyond the positional ones, with the CLI's names (cirrdata convert --help).
 _OPTION_NAMES = ('shard_size', 'strict', 'healthy', 'pair_t1t2', 'non_finite', 'max_bytes', 'augment', 'copies',
-                 'seed', 'mode', 'patch', 'foreground_fraction', 'no_original', 'device')
+                 'seed', 'mode', 'patch', 'foreground_fraction', 'no_original', 'device', 'fold', 'splits')
 
 
 def _options(lib, source, out, layout, recipe, part, threads, options, keep):
@@ -220,6 +222,11 @@ def _options(lib, source, out, layout, recipe, part, threads, options, keep):
     if device not in _l.DEVICES:
         raise ValueError("device must be 'cpu', 'vulkan' or 'auto', not %r" % (device,))
     o.device = _l.DEVICES[device]
+    if options.get('fold') is not None:
+        o.fold = _int('fold', options['fold'], 0, _INT_MAX, '0..%d' % _INT_MAX)  # the library checks the range
+    if options.get('splits') is not None:
+        keep.append(os.fsencode(os.fspath(options['splits'])))
+        o.splits_file = keep[-1]
     _augment_options(o, options, keep)
     return o
 
@@ -268,7 +275,9 @@ def convert(source, out, *, layout, recipe='raw', part=None, threads=0, progress
     merge()), None everything. threads: worker threads, 0 for one per online CPU. progress: a callable
     progress(done, total, bytes), cases done of this part's and source bytes read so far.
     options (the CLI's options, underscores for dashes): shard_size (bytes, or '256M'), strict, healthy,
-    pair_t1t2, non_finite ('error' or 'zero'), max_bytes, device ('cpu', 'vulkan', 'auto'), and the
+    pair_t1t2, non_finite ('error' or 'zero'), max_bytes, device ('cpu', 'vulkan', 'auto'), fold and
+    splits (nnunet: the fold's validation cases get split 'valid', from the splits_final.json file
+    splits, else <source>/splits_final.json, else nnU-Net's default 5-fold split), and the
     augmented copies: augment ('nnunet', 'cirrhosisstage' or a pipeline JSON file), copies, seed, mode
     ('volume', 'patch', 'slice'), patch, foreground_fraction, no_original.
 

@@ -271,7 +271,7 @@ def expect_error(cli, src, work, name, words, *extra):
     c.check(not os.path.exists(out), f'{name}: nothing written', os.listdir(out) if os.path.isdir(out) else out)
 
 
-def test_splits_file(cli, work):
+def test_splits_file(cirrdata, cli, work):
     src = os.path.join(work, 'sp')
     ids = ['BraTS_001', 'BraTS_002', 'BraTS_003', 'BraTS_010', 'BraTS_011', 'BraTS_012']
     make_v2(src, ids, test_ids=['BraTS_100'], shape=(4, 3, 3), nch=1, names=('FLAIR',), seed=5)
@@ -301,6 +301,18 @@ def test_splits_file(cli, work):
                 '--splits: train/valid from the file; the case it leaves out is not converted', got)
         sk = [s for s in man['source']['skipped'] if 'BraTS_001' in s['path']]
         c.check(len(sk) == 1 and 'not in fold 0' in sk[0]['reason'], 'the left-out case is listed as skipped', sk)
+        # the Python binding takes the same options (cirrdata.convert(..., fold=, splits=)): the same bytes
+        py_out = os.path.join(work, 'sp-x-py')
+        cirrdata.convert(src, py_out, layout='nnunet', fold=0, splits=other)
+        with open(os.path.join(work, 'sp-x', 'manifest.json'), 'rb') as f1, \
+                open(os.path.join(py_out, 'manifest.json'), 'rb') as f2:
+            a, b = json.load(f1), json.load(f2)
+        for m in (a, b):
+            m.pop('created', None), m.pop('out', None)
+        c.check([(e['key'], e['split']) for e in a['records']] == [(e['key'], e['split']) for e in b['records']] and
+                a['source'].get('split') == b['source'].get('split'),
+                'cirrdata.convert(fold=0, splits=FILE) splits the cases as convert --fold 0 --splits FILE',
+                (b['source'].get('split'), [(e['key'], e['split']) for e in b['records']]))
     # Bad splits: each an error naming the case (or the fold), nothing written.
     bad = [('fold-range', [{'train': ids[1:], 'val': ids[:1]}], '1', ['fold 1', 'folds 0..0']),
            ('twice', [{'train': ids[1:] + [ids[2]], 'val': ids[:1]}], '0', [ids[2], 'twice']),
@@ -468,7 +480,7 @@ def main():
         section(test_default_folds, cli, work, [f'case_{i}' for i in range(13)])
         if not ASAN:
             section(test_default_folds, cli, work, ['Z1', 'a', 'B', 'b_2', 'b_10'])
-        section(test_splits_file, cli, work)
+        section(test_splits_file, cirrdata, cli, work)
         section(test_bad_channels, cli, work)
         section(test_symlinks, cli, work)
         section(test_msd, cirrdata, cli, work)
