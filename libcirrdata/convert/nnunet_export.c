@@ -419,6 +419,14 @@ static cd_status setup(ex_run *x, const char *layout, bool *exists, cd_error *er
     if (x->level < 1 || x->level > 12) return cd_fail(err, CD_ERR_ARG, "gzip level %d is not in 1..12", x->level);
     cd_status st = cd_nn_out_check(o->out_dir, o->force, exists, err);
     if (st != CD_OK) return st;
+    /* --force deletes the old out_dir after the swap: never when the source lies in it. */
+    char rs[PATH_MAX], ro[PATH_MAX];
+    if (*exists && realpath(o->source, rs) && realpath(o->out_dir, ro)) {
+        size_t n = strlen(ro);
+        if (!strncmp(rs, ro, n) && (rs[n] == '/' || rs[n] == '\0'))
+            return cd_fail(err, CD_ERR_ARG, "%s: the source %s lies in it; replacing it would delete the source",
+                           o->out_dir, o->source);
+    }
     if ((st = cd_nn_plan_make(o, layout, &x->plan, err)) != CD_OK) return st;
     if (!o->skip_bad && x->plan.nskipped && !x->plan.paired)
         return cd_fail(err, CD_ERR_FORMAT, "%s: %s (and %zu more); --skip-bad exports the other cases",

@@ -20,7 +20,8 @@ A synthetic CirrMRI600+ tree (`cirrdata synth`, 3 patients: one train, one valid
     value are clear errors naming the file, and leave no output and no temporary folder; --force replaces
     a dataset but refuses a folder that is none;
   * an nnU-Net source of uncompressed .nii files: gzipped as they are (the decompressed bytes are the
-    source's), identifiers kept; a converted dataset (convert, raw recipe) exported from its records.
+    source's), identifiers kept, and --force onto the source itself refused; a converted dataset (convert,
+    raw recipe) exported from its records.
 Prints one line per failure and ends with `nnunet_export: N passed, M failed`.
 """
 import glob
@@ -307,6 +308,12 @@ def check_nii_source(c, exe, work):
             with open(a, 'rb') as f, gzip.open(b, 'rb') as g:
                 c.check(f.read() == g.read(), 'nii source %s: gzip of the very bytes' % os.path.basename(a))
     rc, so, _ = cli(c, exe, ['verify-raw', out, '--quiet'], 'nii verify-raw')
+    # --force onto the source itself would delete the source once swapped out: refused.
+    before = harness.tree_hashes(out)
+    rc, so, se = cli(c, exe, ['export-nnunet', out, '--layout', 'nnunet', '-o', out, '--force', '--quiet'], 'onto itself',
+                     ok=False)
+    c.check(rc == 1 and 'delete the source' in se and harness.tree_hashes(out) == before,
+            '--force onto the source itself is refused, nothing changed', se)
 
 
 def check_converted(c, exe, work):
