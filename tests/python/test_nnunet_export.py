@@ -15,7 +15,8 @@ A synthetic CirrMRI600+ tree (`cirrdata synth`, 3 patients: one train, one valid
     scipy.ndimage.map_coordinates(T2, order=1, cval=0) through both affines;
   * verify-raw passes on the exports, and on hand-broken copies fails naming the case and the rule of each
     break, all in one run (missing channel, label shape, label spacing, undeclared label value, NaN image,
-    numTraining, a hidden stray file, a missing required key);
+    numTraining, a hidden stray file, a missing required key), with a shifted label origin only a warning;
+    a missing file of dataset.json's explicit "dataset" form is named;
   * bad input: an existing output (no --force) and a source whose mask is missing or holds an undeclared
     value are clear errors naming the file, and leave no output and no temporary folder; --force replaces
     a dataset but refuses a folder that is none;
@@ -166,13 +167,13 @@ def check_broken(c, exe, pair, work):
     ids = sorted(x[:-7] for x in os.listdir(os.path.join(b, 'labelsTr')))
     extra = os.path.join(work, 'Dataset698_Extra')
     # Two training cases only in the synth tree: more cases to break are made from the first.
-    for k in range(4):
+    for k in range(5):
         for ch in range(2):
             shutil.copy(os.path.join(b, 'imagesTr', '%s_%04d.nii.gz' % (ids[0], ch)),
                         os.path.join(b, 'imagesTr', 'extra%d_%04d.nii.gz' % (k, ch)))
         shutil.copy(os.path.join(b, 'labelsTr', ids[0] + '.nii.gz'), os.path.join(b, 'labelsTr', 'extra%d.nii.gz' % k))
     ds = json.load(open(os.path.join(b, 'dataset.json')))
-    ds['numTraining'] = len(ids) + 4
+    ds['numTraining'] = len(ids) + 5
     harness.write_json(os.path.join(b, 'dataset.json'), ds)
     rc, so, _ = cli(c, exe, ['verify-raw', b, '--quiet'], 'grown copy verify-raw')
     c.check('0 failures' in so, 'grown copy (numTraining updated) passes', so[-400:])
@@ -190,6 +191,9 @@ def check_broken(c, exe, pair, work):
     f = np.asanyarray(im.dataobj).astype(np.float32)
     f[1, 2, 3] = np.nan
     save_like(os.path.join(b, 'imagesTr', 'extra3_0000.nii.gz'), f, im)                  # NaN
+    shifted = lab.affine.copy()
+    shifted[:3, 3] += 0.5                                                                # origin: a warning only
+    nib.save(nib.Nifti1Image(seg.copy(), shifted, lab.header), os.path.join(b, 'labelsTr', 'extra4.nii.gz'))
     shutil.copy(os.path.join(b, 'imagesTr', 'extra1_0000.nii.gz'), os.path.join(b, 'imagesTr', '._extra1_0000.nii.gz'))
     ds['numTraining'] = len(ids) + 7                                                     # numTraining
     harness.write_json(os.path.join(b, 'dataset.json'), ds)
@@ -201,7 +205,8 @@ def check_broken(c, exe, pair, work):
         c.check(re.search(r'^FAIL %s %s: ' % (rule, re.escape(case)), so, re.M) is not None,
                 'broken copy: FAIL %s names %s' % (rule, case), so[:1500])
     c.check(re.search(r'^FAIL label_values extra2: .*: 2$', so, re.M) is not None, 'the undeclared value is named', so)
-    c.check(re.search(r'^FAIL num_training -: numTraining is %d but imagesTr holds %d' % (len(ids) + 7, len(ids) + 4), so,
+    c.check(re.search(r'^WARN origin extra4: ', so, re.M) is not None, 'a shifted label origin is a warning', so[:1500])
+    c.check(re.search(r'^FAIL num_training -: numTraining is %d but imagesTr holds %d' % (len(ids) + 7, len(ids) + 5), so,
                       re.M) is not None, 'numTraining message gives both counts', so)
     fails = [ln for ln in so.splitlines() if ln.startswith('FAIL ')]
     c.check(len(fails) == len(want), 'exactly the breaks are listed', '\n'.join(fails))
@@ -308,6 +313,17 @@ def check_nii_source(c, exe, work):
             with open(a, 'rb') as f, gzip.open(b, 'rb') as g:
                 c.check(f.read() == g.read(), 'nii source %s: gzip of the very bytes' % os.path.basename(a))
     rc, so, _ = cli(c, exe, ['verify-raw', out, '--quiet'], 'nii verify-raw')
+    # dataset.json's explicit "dataset" form (files listed per case): a listed file that is missing is named.
+    listed = os.path.join(work, 'Dataset661_Listed')
+    shutil.copytree(out, listed)
+    ds = json.load(open(os.path.join(listed, 'dataset.json')))
+    ds['dataset'] = {n: {'images': ['imagesTr/%s_0000.nii.gz' % n], 'label': 'labelsTr/%s.nii.gz' % n} for n in names}
+    harness.write_json(os.path.join(listed, 'dataset.json'), ds)
+    rc, so, _ = cli(c, exe, ['verify-raw', listed, '--quiet'], 'listed verify-raw')
+    os.remove(os.path.join(listed, 'labelsTr', names[1] + '.nii.gz'))
+    rc, so, _ = cli(c, exe, ['verify-raw', listed, '--quiet'], 'listed, label missing', ok=False)
+    c.check(rc == 1 and re.search(r'^FAIL missing_label %s: ' % names[1], so, re.M), 'listed: the missing label is named',
+            so[:600])
     # --force onto the source itself would delete the source once swapped out: refused.
     before = harness.tree_hashes(out)
     rc, so, se = cli(c, exe, ['export-nnunet', out, '--layout', 'nnunet', '-o', out, '--force', '--quiet'], 'onto itself',
