@@ -21,7 +21,7 @@ static const char export_nnunet_help[] =
     "CirrMRI600+ (--layout cirrmri600): one nnU-Net dataset per sequence: --sequence T1 or --sequence T2\n"
     "(run twice, with two -o names, for both), or --pair-t1t2: one case per patient with both scans,\n"
     "channel 0000 the T1 file as stored and 0001 the T2 scan resampled onto T1's grid as convert\n"
-    "--pair-sequences does (trilinear interpolation in world space through both affines, 0 outside T2's\n"
+    "--pair-t1t2 does (trilinear interpolation in world space through both affines, 0 outside T2's\n"
     "field of view, float32); patients with one sequence are skipped and listed. The official split:\n"
     "train and valid go to imagesTr, test to imagesTs, and splits_final.json holds one fold,\n"
     "[{\"train\": [...], \"val\": [...]}]: copy it to $nnUNet_preprocessed/DatasetNNN_Name/ to train on it.\n\n"

@@ -31,7 +31,7 @@ typedef struct cd_nnunet_export_options {
                              NULL: the only one the source has (a source with several is CD_ERR_ARG naming them) */
     bool pair_t1t2;          /* cirrmri600: one case per patient with T1 and T2: channel 0000 T1 as stored, 0001 T2
                              resampled onto T1's grid (cirrdata/resample.h: trilinear in world space through both
-                             affines, 0 outside T2's field of view, float32), as convert --pair-sequences does.
+                             affines, 0 outside T2's field of view, float32), as convert --pair-t1t2 does.
                              dataset: the records of sequence "T1+T2" */
     bool healthy;            /* cirrmri600: also the Healthy_subjects (identifiers <prefix>_healthy<id>) */
     bool skip_bad;           /* a case the layout cannot use (image without mask, ...) is skipped and listed in
