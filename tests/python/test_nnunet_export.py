@@ -22,7 +22,7 @@ A synthetic CirrMRI600+ tree (`cirrdata synth`, 3 patients: one train, one valid
     a dataset but refuses a folder that is none;
   * an nnU-Net source of uncompressed .nii files: gzipped as they are (the decompressed bytes are the
     source's), identifiers kept, and --force onto the source itself refused; a converted dataset (convert,
-    raw recipe) exported from its records.
+    raw recipe) exported from its records, augmented copies left out.
 Prints one line per failure and ends with `nnunet_export: N passed, M failed`.
 """
 import glob
@@ -348,6 +348,14 @@ def check_converted(c, exe, work):
             c.check(np.array_equal(np.asanyarray(x.dataobj), np.asanyarray(y.dataobj)), 'converted %s: array equal' % n)
             c.check(np.allclose(x.affine, y.affine, rtol=0, atol=1e-6), 'converted %s: affine equal' % n, (x.affine, y.affine))
     rc, so, _ = cli(c, exe, ['verify-raw', out, '--quiet'], 'converted verify-raw')
+    # Augmented copies are left out: nnU-Net augments on its own.
+    aug = os.path.join(work, 'tiny_aug')
+    cli(c, exe, ['convert', '--layout', 'nnunet', src, '--out', aug, '--recipe', recipe, '--augment', 'nnunet',
+                 '--copies', '2', '--quiet'], 'convert --augment')
+    out = os.path.join(work, 'Dataset671_Aug')
+    cli(c, exe, ['export-nnunet', aug, '-o', out, '--quiet'], 'augmented source')
+    got = sorted(os.listdir(os.path.join(out, 'imagesTr'))) if os.path.isdir(os.path.join(out, 'imagesTr')) else None
+    c.check(got == ['case_case%02d_0000.nii.gz' % i for i in range(3)], 'augmented source: the plain records only', got)
 
 
 def main():
