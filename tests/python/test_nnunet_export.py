@@ -16,7 +16,8 @@ A synthetic CirrMRI600+ tree (`cirrdata synth`, 3 patients: one train, one valid
   * verify-raw passes on the exports, and on hand-broken copies fails naming the case and the rule of each
     break, all in one run (missing channel, label shape, label spacing, undeclared label value, NaN image,
     numTraining, a hidden stray file, a missing required key), with a shifted label origin only a warning;
-    a missing file of dataset.json's explicit "dataset" form is named;
+    a missing file of dataset.json's explicit "dataset" form is named; --json gives the same findings;
+  * --healthy: a healthy subject is case_healthy<id>, beside a cirrhotic patient with the same id;
   * bad input: an existing output (no --force) and a source whose mask is missing or holds an undeclared
     value are clear errors naming the file, and leave no output and no temporary folder; --force replaces
     a dataset but refuses a folder that is none;
@@ -210,6 +211,15 @@ def check_broken(c, exe, pair, work):
                       re.M) is not None, 'numTraining message gives both counts', so)
     fails = [ln for ln in so.splitlines() if ln.startswith('FAIL ')]
     c.check(len(fails) == len(want), 'exactly the breaks are listed', '\n'.join(fails))
+    rc, so, _ = cli(c, exe, ['verify-raw', b, '--json'], 'broken verify-raw --json', ok=False)
+    try:
+        rep = json.loads(so)
+    except ValueError:
+        rep = {}
+    found = sorted((f.get('rule'), f.get('case')) for f in rep.get('findings', []) if f.get('level') == 'failure')
+    c.check(rc == 1 and rep.get('ok') is False and rep.get('failures') == len(want) and rep.get('warnings') == 1,
+            'verify-raw --json: counts', so[:300])
+    c.check(found == sorted((r, '' if k == '-' else k) for r, k in want), 'verify-raw --json: rules and cases', found)
     # A missing required key, on another copy: named as dataset_json.
     shutil.copytree(pair, extra)
     ds = json.load(open(os.path.join(extra, 'dataset.json')))
@@ -284,6 +294,28 @@ def check_bad_input(c, exe, root, t1, work):
                               '--labels', '{"background": 0, "liver": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7}'],
                      'declared value')
     rc, so, se = cli(c, exe, ['verify-raw', out, '--quiet'], 'declared value verify-raw')
+
+
+def check_healthy(c, exe, root, work):
+    """--healthy: a healthy subject's scan becomes case_healthy<id> (a cirrhotic patient may have its id)."""
+    src = os.path.join(work, 'src_healthy')
+    shutil.copytree(root, src)
+    pid, (img, msk) = sorted(sources(src, 'T1')['train'].items())[0]
+    hd = os.path.join(src, 'Healthy_subjects', 'T1_W_Healthy')
+    os.makedirs(os.path.join(hd, 'T1_images'))
+    os.makedirs(os.path.join(hd, 'T1_masks'))
+    shutil.copy(img, os.path.join(hd, 'T1_images', pid + '.nii.gz'))
+    shutil.copy(msk, os.path.join(hd, 'T1_masks', pid + '.nii.gz'))
+    out = os.path.join(work, 'Dataset640_Healthy')
+    cli(c, exe, ['export-nnunet', src, '--layout', 'cirrmri600', '--sequence', 'T1', '--healthy', '-o', out, '--quiet'],
+        'healthy')
+    h = os.path.join(out, 'imagesTr', 'case_healthy%s_0000.nii.gz' % pid)
+    c.check(os.path.exists(h) and os.path.exists(os.path.join(out, 'imagesTr', 'case_%s_0000.nii.gz' % pid)),
+            'healthy: case_healthy<id> beside the cirrhotic case_<id>', sorted(os.listdir(os.path.join(out, 'imagesTr'))))
+    if os.path.exists(h):
+        same_file(c, os.path.join(hd, 'T1_images', pid + '.nii.gz'), h, 'healthy image')
+    splits = json.load(open(os.path.join(out, 'splits_final.json')))
+    c.check('case_healthy' + pid in splits[0]['train'], 'healthy: in the train fold', splits)
 
 
 def check_nii_source(c, exe, work):
@@ -371,6 +403,7 @@ def main():
         pair = check_pair(c, a.cirrdata, root, work)
         check_broken(c, a.cirrdata, pair, work)
         check_bad_input(c, a.cirrdata, root, t1, work)
+        check_healthy(c, a.cirrdata, root, work)
         check_nii_source(c, a.cirrdata, work)
         check_converted(c, a.cirrdata, work)
     except Exception as e:  # noqa: BLE001
