@@ -17,6 +17,11 @@ static const cli_command commands[] = {
      "write a converted dataset's records as .npy files with JSON sidecars, or .nii.gz files, for tools that read only "
      "files",
      cmd_export_batch},
+    {"export-nnunet",
+     "write an nnU-Net v2 raw dataset (imagesTr, labelsTr, imagesTs, dataset.json, splits) from a source",
+     cmd_export_nnunet},
+    {"verify-raw", "check an nnU-Net v2 raw dataset with nnU-Net's integrity rules; list every failure",
+     cmd_verify_raw},
     {"resample", "resample a NIfTI volume in world space onto a new grid (spacing, shape or another image)",
      cmd_resample},
     {"preview", "draw a converted sample (three planes, mask outline) or a loader batch as a PNG picture", cmd_preview},

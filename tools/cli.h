@@ -47,6 +47,8 @@ int cmd_limits(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export_batch(int argc, char **argv);
+int cmd_export_nnunet(int argc, char **argv);
+int cmd_verify_raw(int argc, char **argv);
 
 /* The monotonic clock, in seconds (timings the commands print). */
 double cli_now_s(void);

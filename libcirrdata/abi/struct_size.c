@@ -10,6 +10,7 @@
 #include "cirrdata/loader.h"
 #include "cirrdata/model.h"
 #include "cirrdata/nifti.h"
+#include "cirrdata/nnunet.h"
 #include "cirrdata/orient.h"
 #include "cirrdata/preprocess.h"
 #include "cirrdata/recipe.h"
@@ -51,6 +52,10 @@ static const struct {
     ROW(cd_sample),
     ROW(cd_convert_options),
     ROW(cd_convert_result),
+    ROW(cd_nnunet_export_options),
+    ROW(cd_nnunet_export_result),
+    ROW(cd_nnunet_finding),
+    ROW(cd_nnunet_report),
     ROW(cd_loader_options),
     ROW(cd_batch),
     ROW(cd_loader_state),

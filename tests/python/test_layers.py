@@ -37,7 +37,7 @@ PUBLIC = {
     "synth": "synth",
     "dataset": "dataset",
     "recipe": "preprocess", "preprocess": "preprocess",
-    "convert": "convert",
+    "convert": "convert", "nnunet": "convert",
     "loader": "loader",
     "model": "nn", "staging": "nn",
     "abi": "abi",

@@ -28,6 +28,10 @@ static void test_defaults(void **state) {
     memset(&nw, 0x5a, sizeof nw);
     cd_nifti_write_options_init(&nw);
     assert_true(all_zero(&nw, sizeof nw));
+    cd_nnunet_export_options ne;
+    memset(&ne, 0x5a, sizeof ne);
+    cd_nnunet_export_options_init(&ne);
+    assert_true(all_zero(&ne, sizeof ne)); /* NULL pointers, no flags, gzip level 0 = 6 */
     cd_resample_options ro;
     memset(&ro, 0x5a, sizeof ro);
     cd_resample_options_init(&ro);

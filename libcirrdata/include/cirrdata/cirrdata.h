@@ -21,6 +21,7 @@
 #include "cirrdata/preprocess.h"
 #include "cirrdata/dataset.h"
 #include "cirrdata/convert.h"
+#include "cirrdata/nnunet.h"
 #include "cirrdata/augment.h"
 #include "cirrdata/loader.h"
 #include "cirrdata/gpu.h"
