@@ -364,6 +364,50 @@ def check_nii_source(c, exe, work):
             '--force onto the source itself is refused, nothing changed', se)
 
 
+def check_channels_source(c, exe, work):
+    """An nnU-Net v2 source with two channels and an imagesTs case: every channel file copied as it is,
+    the test case in imagesTs, verify-raw passes. An MSD source whose channels are volumes of one 4D file
+    is refused naming the file (export-nnunet copies one file per channel), nothing written."""
+    src = os.path.join(work, 'ch_src')
+    for d in ('imagesTr', 'labelsTr', 'imagesTs'):
+        os.makedirs(os.path.join(src, d))
+    rng = np.random.default_rng(5)
+    aff = np.diag([1.2, 1.2, 2.5, 1])
+    for n, folder in (('pr_001', 'imagesTr'), ('pr_002', 'imagesTr'), ('pr_100', 'imagesTs')):
+        for k in range(2):
+            nib.save(nib.Nifti1Image(rng.normal(0, 50, (6, 5, 4)).astype(np.float32), aff),
+                     os.path.join(src, folder, '%s_%04d.nii.gz' % (n, k)))
+        if folder == 'imagesTr':
+            nib.save(nib.Nifti1Image((rng.random((6, 5, 4)) > 0.5).astype(np.uint8), aff),
+                     os.path.join(src, 'labelsTr', n + '.nii.gz'))
+    harness.write_json(os.path.join(src, 'dataset.json'), {'channel_names': {'0': 'T2', '1': 'ADC'},
+                                                          'labels': {'background': 0, 'lesion': 1},
+                                                          'numTraining': 2, 'file_ending': '.nii.gz'})
+    out = os.path.join(work, 'Dataset662_Channels')
+    cli(c, exe, ['export-nnunet', src, '--layout', 'nnunet', '-o', out, '--quiet'], 'two-channel source')
+    for n, folder in (('pr_001', 'imagesTr'), ('pr_002', 'imagesTr'), ('pr_100', 'imagesTs')):
+        for k in range(2):
+            f = '%s_%04d.nii.gz' % (n, k)
+            same_file(c, os.path.join(src, folder, f), os.path.join(out, folder, f), 'two channels: ' + f)
+    ds = json.load(open(os.path.join(out, 'dataset.json'))) if os.path.exists(os.path.join(out, 'dataset.json')) else {}
+    c.check(ds.get('channel_names') == {'0': 'T2', '1': 'ADC'} and ds.get('numTraining') == 2,
+            'two channels: dataset.json names both channels', ds)
+    cli(c, exe, ['verify-raw', out, '--quiet'], 'two-channel verify-raw')
+    msd = os.path.join(work, 'msd_src')
+    os.makedirs(os.path.join(msd, 'imagesTr'))
+    os.makedirs(os.path.join(msd, 'labelsTr'))
+    nib.save(nib.Nifti1Image(rng.normal(0, 1, (6, 5, 4, 2)).astype(np.float32), aff),
+             os.path.join(msd, 'imagesTr', 'pr_001.nii.gz'))
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.uint8), aff), os.path.join(msd, 'labelsTr', 'pr_001.nii.gz'))
+    harness.write_json(os.path.join(msd, 'dataset.json'), {
+        'modality': {'0': 'T2', '1': 'ADC'}, 'labels': {'0': 'background', '1': 'lesion'}, 'numTraining': 1,
+        'training': [{'image': './imagesTr/pr_001.nii.gz', 'label': './labelsTr/pr_001.nii.gz'}], 'test': []})
+    bad = os.path.join(work, 'Dataset663_Msd')
+    rc, so, se = cli(c, exe, ['export-nnunet', msd, '--layout', 'nnunet', '-o', bad, '--quiet'], 'msd 4D', ok=False)
+    c.check(rc == 1 and 'pr_001.nii.gz' in se and '4D' in se and not os.path.exists(bad) and not leftovers(work),
+            'MSD 4D channels: refused naming the file, nothing written', se)
+
+
 def check_converted(c, exe, work):
     src, recipe = harness.tiny_source(os.path.join(work, 'tiny'), ncases=3)
     conv = os.path.join(work, 'tiny_conv')
@@ -405,6 +449,7 @@ def main():
         check_bad_input(c, a.cirrdata, root, t1, work)
         check_healthy(c, a.cirrdata, root, work)
         check_nii_source(c, a.cirrdata, work)
+        check_channels_source(c, a.cirrdata, work)
         check_converted(c, a.cirrdata, work)
     except Exception as e:  # noqa: BLE001
         c.crashed(e)
