@@ -8,10 +8,11 @@ python_pkgs=(python3 python3-numpy python3-nibabel python3-scipy python3-zstanda
 vulkan_runtime=(mesa-vulkan-drivers vulkan-validationlayers)
 check_tools=(clang libclang-rt-14-dev valgrind clang-format)   # tests/fuzz (libFuzzer), valgrind and format tests
 install_tools=(git python3-venv python3-pip python3-mesonpy patchelf)  # the python_install test (pip install of pyproject.toml)
+cluster_tools=(slurm-wlm munge)  # the slurm test starts munged, slurmctld and slurmd itself
 
 case "${1:-build}" in
   build) want=("${build_pkgs[@]}") ;;
-  test) want=("${build_pkgs[@]}" "${python_pkgs[@]}" "${vulkan_runtime[@]}" "${check_tools[@]}" "${install_tools[@]}") ;;
+  test) want=("${build_pkgs[@]}" "${python_pkgs[@]}" "${vulkan_runtime[@]}" "${check_tools[@]}" "${install_tools[@]}" "${cluster_tools[@]}") ;;
   demo) want=("${build_pkgs[@]}" "${python_pkgs[@]}" "${vulkan_runtime[@]}") ;;
   *) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
 esac
