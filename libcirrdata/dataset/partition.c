@@ -30,7 +30,8 @@ static size_t cut(const uint64_t *bytes, size_t n, uint64_t total, int k, int co
         sum += (unsigned __int128)bytes[j] * (unsigned)count;
         j++;
     }
-    if (j > 0 && sum >= target && target - prev <= sum - target) return j - 1;
+    if (j > 0 && sum >= target && target - prev <= sum - target) j--;
+    while (j > 0 && bytes[j - 1] == 0) j--; /* the same prefix sum: the smallest j */
     return j;
 }
 
