@@ -27,6 +27,8 @@
 # timed (page cache warm). Results (one JSON line per
 # timed run, with the load average at its start) go to benchmarks/.data/scaling_results.jsonl; prints
 # the summary.
+# $conv and the list of part folders are split into words on purpose (paths without spaces):
+# shellcheck disable=SC2086,SC2046
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
