@@ -66,6 +66,9 @@ def main():
         out[f"n{n}"] = {k: statistics.median(x) for k, x in v.items()}
     size = [r for r in rows if r["kind"] == "size"]
     sb = {r["cases"]: r for r in rows if r["kind"] == "size_bytes"}
+    if len({r["cases"] for r in size}) < 2:
+        print("size sweep: fewer than 2 sizes, no line to fit (SIZES)")
+        return
     x = np.array([r["cases"] for r in size], dtype=float)
     yc = np.array([r["time"]["cpu_seconds"] for r in size])
     yw = np.array([r["time"]["seconds"] for r in size])
