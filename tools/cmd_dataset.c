@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_part.h"
 #include "cli_progress.h"
 
 static const char convert_help[] =
@@ -18,7 +19,10 @@ static const char convert_help[] =
     "  --recipe NAME|FILE   raw (default), nnunet-3d, synergynet-3d, cirrhosisstage-2d, or a JSON recipe\n"
     "  --threads N          worker threads (default: all CPUs)\n"
     "  --shard-size SIZE    target shard size (default 256M; K/M/G suffixes)\n"
-    "  --part I/N           convert only part I of N (then 'cirrdata merge')\n"
+    "  --part I/N           convert only part I of N (then 'cirrdata merge'): contiguous ranges of the\n"
+    "                       sorted cases, balanced by input bytes\n"
+    "  --part auto          in a Slurm array job: I/N from SLURM_ARRAY_TASK_ID, _MIN and _COUNT\n"
+    "                       (tools/slurm/convert.sbatch)\n"
     "  --healthy            cirrmri600: include Healthy_subjects as class 3 'healthy'\n"
     "  --pair-t1t2          cirrmri600: one 2-channel record (T1, T2 resampled onto T1's grid in world\n"
     "                       space) per patient with both sequences\n"
@@ -64,7 +68,9 @@ static const char inspect_help[] =
 
 static const char merge_help[] =
     "usage: cirrdata merge OUT PART_DIR... [--quiet]\n\n"
-    "Joins the outputs of 'cirrdata convert --part I/N' (all N parts) into one dataset OUT.\n"
+    "Joins the outputs of 'cirrdata convert --part I/N' (all N parts, any order) into one dataset OUT,\n"
+    "byte-identical to a one-machine conversion. Refused, naming the part: a missing or duplicated\n"
+    "part, parts of another source, options or N, parts that do not cover every case exactly once.\n"
     "  --quiet   no progress on stderr (a bar on a terminal, else a line every 10 s)\n";
 
 enum {
@@ -185,11 +191,7 @@ static int parse_convert_option(int c, char **argv, convert_args *a) {
         if (!cd_parse_bytes(optarg, &co->shard_size) || co->shard_size < 4096)
             return cli_usage_error("convert", "bad --shard-size '%s'", optarg);
         break;
-    case O_PART:
-        if (sscanf(optarg, "%d/%d", &co->part_index, &co->part_count) != 2 || co->part_count < 1 ||
-            co->part_index < 1 || co->part_index > co->part_count)
-            return cli_usage_error("convert", "bad --part '%s' (expected I/N with 1 <= I <= N)", optarg);
-        break;
+    case O_PART: return cli_parse_part(optarg, &co->part_index, &co->part_count);
     case O_HEALTHY: co->healthy = true; break;
     case O_PAIR: co->pair_sequences = true; break;
     case O_STRICT: co->strict = true; break;

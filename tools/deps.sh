@@ -10,11 +10,12 @@ vulkan_runtime=(mesa-vulkan-drivers vulkan-validationlayers)
 check_tools=(clang libclang-rt-14-dev valgrind clang-format)   # tests/fuzz (libFuzzer), valgrind and format tests
 install_tools=(git python3-venv python3-pip python3-mesonpy patchelf)  # the python_install test (pip install of pyproject.toml)
 dask_pkgs=(python3-dask python3-distributed)  # cirrdata.distributed and the distributed test
+cluster_tools=(slurm-wlm munge)  # the slurm test starts munged, slurmctld and slurmd itself
 
 case "${1:-build}" in
   build) want=("${build_pkgs[@]}") ;;
   test) want=("${build_pkgs[@]}" "${python_pkgs[@]}" "${vulkan_runtime[@]}" "${check_tools[@]}" "${install_tools[@]}"
-    "${dask_pkgs[@]}") ;;
+    "${dask_pkgs[@]}" "${cluster_tools[@]}") ;;
   demo) want=("${build_pkgs[@]}" "${python_pkgs[@]}" "${vulkan_runtime[@]}") ;;
   *) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
 esac

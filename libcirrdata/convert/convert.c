@@ -19,8 +19,9 @@ static cd_status check_options(const cd_convert_options *o, cd_error *err) {
         return cd_fail(err, CD_ERR_ARG, "cd_convert: missing root, out_dir or layout");
     if (strlen(o->out_dir) >= CD_CONV_DIR_CAP)
         return cd_fail(err, CD_ERR_ARG, "%.100s...: output path too long", o->out_dir);
-    if (o->part_count < 0 || (o->part_count > 0 && (o->part_index < 1 || o->part_index > o->part_count)))
-        return cd_fail(err, CD_ERR_ARG, "part %d/%d: I must be in 1..N", o->part_index, o->part_count);
+    if (o->part_count < 0 || o->part_count > 65536 ||
+        (o->part_count > 0 && (o->part_index < 1 || o->part_index > o->part_count)))
+        return cd_fail(err, CD_ERR_ARG, "part %d/%d: I must be in 1..N, N in 1..65536", o->part_index, o->part_count);
     return CD_OK;
 }
 

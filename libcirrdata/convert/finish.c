@@ -8,6 +8,7 @@
 #include "cirrdata/version.h"
 #include "convert/convert_impl.h"
 #include "dataset/manifest.h"
+#include "dataset/partition.h"
 
 /* The manifest's "source": layout, root, fingerprint, options, skipped files and inputs. */
 static json_t *manifest_source(const convert_state *cs, const cd_case_list *l) {
@@ -48,41 +49,11 @@ static json_t *manifest_source(const convert_state *cs, const cd_case_list *l) {
     return src;
 }
 
-/* Statistics describe the source cases: one entry per case (copies repeat the case's source). */
-static json_t *manifest_statistics(const convert_state *cs) {
-    json_t *per_case = json_array();
-    size_t i;
-    json_t *x;
-    json_array_foreach(cs->entries, i, x) {
-        json_t *cp = json_object_get(x, "copy");
-        if (!cp || json_integer_value(cp) == (json_object_get(cs->augmentation, "no_original") == json_true() ? 0 : -1))
-            json_array_append(per_case, x);
-    }
-    json_t *stats = cd_manifest_statistics(per_case);
-    json_decref(per_case);
-    return stats;
-}
-
-/* The image dtype the records really have ("auto" recipes keep each source's lossless dtype). */
-static const char *image_dtype(const convert_state *cs) {
-    const char *dt = NULL;
-    bool mixed = false;
-    json_t *x;
-    size_t i;
-    json_array_foreach(cs->entries, i, x) {
-        const char *d = json_string_value(json_object_get(x, "dtype"));
-        if (!d) continue;
-        if (dt && strcmp(dt, d)) mixed = true;
-        if (!dt) dt = d;
-    }
-    return mixed ? "mixed" : dt ? dt : "float32";
-}
-
 /* The manifest's "tensors": image and mask, their dtype, channels and chunk. */
 static json_t *manifest_tensors(const convert_state *cs, const cd_case_list *l) {
     const cd_convert_options *o = cs->opts;
     json_t *tensors = json_object(), *ti = json_object(), *tm = json_object();
-    json_object_set_new(ti, "dtype", json_string(image_dtype(cs)));
+    json_object_set_new(ti, "dtype", json_string(cd_manifest_image_dtype(cs->entries)));
     json_object_set_new(ti, "channels",
                         json_integer(l->n && l->cases[0].nimages > 1 ? l->cases[0].nimages
                                      : o->recipe.slices              ? o->recipe.slice_channels
@@ -129,21 +100,29 @@ static void manifest_head(json_t *m, const convert_state *cs) {
     if (cs->device) json_object_set_new(m, "device", json_string(cs->device));
 }
 
+/* The manifest's "part": which cases this part holds and what merge needs to lay out the shards of all
+ * the parts as one conversion would (schemas/shard-format.md, "Parts of a conversion"). */
+static json_t *manifest_part(const convert_state *cs) {
+    const cd_conv_identity *id = cs->id;
+    char keys[17];
+    cd_part_keys_hash(id->inputs, id->lo, id->hi, keys);
+    return json_pack("{sisisIsIsIsssIsssIsI}", "index", id->part_index, "count", id->part_count, "first_case",
+                     (json_int_t)id->lo, "end_case", (json_int_t)id->hi, "cases", (json_int_t)id->ncases, "split",
+                     CD_PART_SPLIT, "bytes", (json_int_t)id->part_bytes, "keys_xxh3", keys, "shard_size",
+                     (json_int_t)id->shard_size, "skipped_cases", (json_int_t)json_array_size(cs->skipped));
+}
+
 static cd_status write_manifest(const convert_state *cs, const cd_case_list *l, cd_error *err) {
     const cd_convert_options *o = cs->opts;
     json_t *m = json_object();
     manifest_head(m, cs);
     json_object_set_new(m, "source", manifest_source(cs, l));
-    if (o->part_count > 0)
-        json_object_set_new(m, "part",
-                            json_pack("{sisisIsIsI}", "index", o->part_index, "count", o->part_count, "first_case",
-                                      (json_int_t)cs->id->lo, "end_case", (json_int_t)cs->id->hi, "cases",
-                                      (json_int_t)cs->id->ncases));
+    if (o->part_count > 0) json_object_set_new(m, "part", manifest_part(cs));
     json_t *classes = json_array();
     for (size_t i = 0; i < l->nclasses; i++) json_array_append_new(classes, json_string(l->classes[i]));
     json_object_set_new(m, "classes", classes);
     json_object_set_new(m, "counts", cd_manifest_counts(cs->entries));
-    json_object_set_new(m, "statistics", manifest_statistics(cs));
+    json_object_set_new(m, "statistics", cd_manifest_case_statistics(cs->entries, cs->augmentation));
     json_object_set_new(m, "tensors", manifest_tensors(cs, l));
     json_object_set_new(m, "shards", manifest_shards(cs));
     json_object_set(m, "records", cs->entries);

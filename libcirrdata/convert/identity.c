@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include "convert/identity.h"
+#include "dataset/partition.h"
 
 static void hex64(uint64_t h, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)h); }
 
@@ -42,13 +43,12 @@ static char *options_text(const cd_convert_options *o, uint64_t shard_size, json
 }
 
 cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *o, const cd_case_list *l,
-                                uint64_t shard_size, json_t *aug, size_t lo, size_t hi, cd_error *err) {
+                                uint64_t shard_size, json_t *aug, cd_error *err) {
     memset(id, 0, sizeof *id);
     id->part_index = o->part_count > 0 ? o->part_index : 0;
     id->part_count = o->part_count > 0 ? o->part_count : 0;
-    id->lo = lo;
-    id->hi = hi;
     id->ncases = l->n;
+    id->shard_size = shard_size;
     char *opt = options_text(o, shard_size, aug);
     id->inputs = json_array();
     if (!opt || !id->inputs) {
@@ -83,7 +83,10 @@ cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *
     XXH3_freeState(s);
     free(in);
     free(opt);
-    return CD_OK;
+    cd_status st = cd_part_range_of_inputs(id->inputs, id->part_count ? id->part_index : 1,
+                                           id->part_count ? id->part_count : 1, &id->lo, &id->hi, &id->part_bytes, err);
+    if (st != CD_OK) cd_conv_identity_free(id);
+    return st;
 }
 
 void cd_conv_identity_free(cd_conv_identity *id) {

@@ -19,13 +19,16 @@ typedef struct cd_conv_identity {
     json_t *inputs;             /* every case in list order: {key, split, sequence, label, files: [[path relative
                            * to the root, size, mtime_ns], ...]} (image, then mask, then a paired image) */
     int part_index, part_count; /* 0/0: everything */
-    size_t lo, hi, ncases;      /* this part's cases [lo, hi) of ncases */
+    size_t lo, hi, ncases;      /* this part's cases [lo, hi) of ncases (dataset/partition.h) */
+    uint64_t part_bytes;        /* input bytes of the cases [lo, hi) */
+    uint64_t shard_size;        /* the shards' target size (merge lays out the parts' records by it) */
 } cd_conv_identity;
 
-/* Fills id for the case list and options (stat of every input file). aug: the manifest's augmentation
- * object without its device, or NULL. */
+/* Fills id for the case list and options (stat of every input file), with this part's cases: the
+ * range of options.part_index of part_count balanced by the input sizes just read (dataset/partition.h),
+ * or every case. aug: the manifest's augmentation object without its device, or NULL. */
 CD_INTERNAL cd_status cd_conv_identity_init(cd_conv_identity *id, const cd_convert_options *o, const cd_case_list *l,
-                                            uint64_t shard_size, json_t *aug, size_t lo, size_t hi, cd_error *err);
+                                            uint64_t shard_size, json_t *aug, cd_error *err);
 CD_INTERNAL void cd_conv_identity_free(cd_conv_identity *id);
 
 /* The fingerprint libcirrdata wrote before input modification times were part of it (manifest

@@ -1,4 +1,4 @@
-/* The conversion's plan: the case list and this part of it, the identity of the conversion (what the
+/* The conversion's plan: the case list, the identity of the conversion with this part's cases (what the
  * output folder and its journal are checked against), the output folder prepared (locked, finished,
  * resumed or new) and the dataset's target spacing. */
 #include <errno.h>
@@ -32,14 +32,7 @@ cd_status cd_conv_plan_cases(conversion *cv, cd_error *err) {
         }
         st = cd_layout_pair_sequences(&cv->cases, "T1", "T2", o->strict, err);
     }
-    if (st != CD_OK) return st;
-    cv->lo = 0;
-    cv->hi = cv->cases.n;
-    if (o->part_count > 0) {
-        cv->lo = cv->cases.n * (size_t)(o->part_index - 1) / (size_t)o->part_count;
-        cv->hi = cv->cases.n * (size_t)o->part_index / (size_t)o->part_count;
-    }
-    return CD_OK;
+    return st;
 }
 
 /* The augmented copies (their options, pipeline and device) and the identity of the conversion. What
@@ -59,10 +52,15 @@ static cd_status plan_identity(conversion *cv, cd_error *err) {
         aug_id = json_deep_copy(cv->cs.augmentation);
         json_object_del(aug_id, "device");
     }
-    cd_status st = cd_conv_identity_init(&cv->id, o, &cv->cases, cv->shard_size, aug_id, cv->lo, cv->hi, err);
-    cv->legacy = cd_conv_legacy_fingerprint(o, &cv->cases, cv->lo, cv->hi, cv->shard_size, aug_id);
+    /* The part's cases come with the identity: balanced by the input sizes it read (dataset/partition.h). */
+    cd_status st = cd_conv_identity_init(&cv->id, o, &cv->cases, cv->shard_size, aug_id, err);
+    if (st == CD_OK) {
+        cv->lo = cv->id.lo;
+        cv->hi = cv->id.hi;
+        cv->legacy = cd_conv_legacy_fingerprint(o, &cv->cases, cv->lo, cv->hi, cv->shard_size, aug_id);
+        cv->cs.id = &cv->id;
+    }
     json_decref(aug_id);
-    if (st == CD_OK) cv->cs.id = &cv->id;
     return st;
 }
 

@@ -151,6 +151,33 @@ json_t *cd_manifest_statistics(json_t *entries) {
     return out;
 }
 
+json_t *cd_manifest_case_statistics(json_t *entries, json_t *augmentation) {
+    const json_int_t plain = json_object_get(augmentation, "no_original") == json_true() ? 0 : -1;
+    json_t *per_case = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(entries, i, x) {
+        json_t *cp = json_object_get(x, "copy");
+        if (!cp || json_integer_value(cp) == plain) json_array_append(per_case, x);
+    }
+    json_t *stats = cd_manifest_statistics(per_case);
+    json_decref(per_case);
+    return stats;
+}
+
+const char *cd_manifest_image_dtype(json_t *entries) {
+    const char *dt = NULL;
+    json_t *x;
+    size_t i;
+    json_array_foreach(entries, i, x) {
+        const char *d = json_string_value(json_object_get(x, "dtype"));
+        if (!d) continue;
+        if (dt && strcmp(dt, d)) return "mixed";
+        if (!dt) dt = d;
+    }
+    return dt ? dt : "float32";
+}
+
 /* Writes len bytes of text durably beside path and renames it to path (io/file.h). */
 static cd_status write_text_atomic(const char *path, const char *text, size_t len, cd_error *err) {
     cd_write_piece piece = {text, len};

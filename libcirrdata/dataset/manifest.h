@@ -10,6 +10,13 @@
 /* counts and statistics from the record entries (an array). */
 CD_INTERNAL json_t *cd_manifest_counts(json_t *entries);
 CD_INTERNAL json_t *cd_manifest_statistics(json_t *entries);
+/* The manifest's "statistics": of one entry per case (with augmented copies, augmentation being the
+ * manifest's object: the plain record, or copy 0 when no_original). A conversion and a merge of its parts
+ * compute it alike. */
+CD_INTERNAL json_t *cd_manifest_case_statistics(json_t *entries, json_t *augmentation);
+/* The image dtype the entries have: their common "dtype", "mixed", or "float32" without any (the manifest's
+ * tensors.image.dtype). The string lives as long as entries. */
+CD_INTERNAL const char *cd_manifest_image_dtype(json_t *entries);
 
 /* Writes a JSON value to path atomically (tmp + fsync + rename). */
 CD_INTERNAL cd_status cd_json_write_atomic(const char *path, json_t *value, cd_error *err);

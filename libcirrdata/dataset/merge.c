@@ -1,4 +1,6 @@
-/* Merging the parts of a conversion (`convert --part I/N`) into one dataset. */
+/* Merging the parts of a conversion (`convert --part I/N`) into one dataset: the parts checked (one
+ * conversion, every part once, every case once), their records laid out as one conversion writes them
+ * (merge_pack.c), the manifest written last. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -12,15 +14,17 @@
 #include "cirrdata/version.h"
 #include "core/fs.h"
 #include "dataset/manifest.h"
+#include "dataset/merge_impl.h"
+#include "dataset/partition.h"
 #include "io/dir_lock.h"
 #include "io/file.h"
 
-#define PATH_CAP 4200
+#define PATH_CAP CD_MERGE_PATH_CAP
 
-/* A shard of a part into the merged folder: a hard link where possible, else a copy (temporary created
- * exclusively, fsync, rename). A target that exists already is accepted only when it is that very shard
- * (a merge killed after linking it); anything else there is refused, never overwritten. */
-static cd_status link_or_copy(const char *from, const char *to, json_t *listing, cd_error *err) {
+/* merge_impl.h. The copy: a temporary created exclusively, fsync, rename. A target that exists already is
+ * accepted only when it is that very shard (a merge killed after linking it); anything else there is
+ * refused, never overwritten. */
+cd_status cd_merge_link_or_copy(const char *from, const char *to, json_t *listing, cd_error *err) {
     struct stat a, b;
     if (lstat(to, &b) == 0) {
         char hex[33];
@@ -118,26 +122,143 @@ static cd_status same_conversion(json_t *const *pm, const char *const *pdir, int
     return CD_OK;
 }
 
-/* The parts' case ranges must tile [0, cases). pm is in part order. */
+/* Every part holds the cases a count-part conversion of this source gives it (dataset/partition.h), so
+ * together they hold every case exactly once. pm is in part order; all parts have part 1's inputs (their
+ * fingerprints are equal). */
 static cd_status cover_every_case(json_t *const *pm, const char *const *pdir, int nparts, cd_error *err) {
-    json_int_t expect = 0, total = json_integer_value(json_object_get(json_object_get(pm[0], "part"), "cases"));
+    json_t *inputs = json_object_get(json_object_get(pm[0], "source"), "inputs");
+    const json_int_t total = (json_int_t)json_array_size(inputs);
     for (int i = 0; i < nparts; i++) {
         json_t *p = json_object_get(pm[i], "part");
         json_int_t first = json_integer_value(json_object_get(p, "first_case")),
                    end = json_integer_value(json_object_get(p, "end_case"));
-        if (json_integer_value(json_object_get(p, "cases")) != total || first != expect || end < first || end > total)
+        size_t lo, hi;
+        cd_status st = cd_part_range_of_inputs(inputs, i + 1, nparts, &lo, &hi, NULL, err);
+        if (st != CD_OK) return st;
+        if (json_integer_value(json_object_get(p, "cases")) != total || first != (json_int_t)lo ||
+            end != (json_int_t)hi)
             return cd_fail(err, CD_ERR_ARG,
-                           "%s: part %d covers cases %lld..%lld of %lld, but the parts before it end at case %lld: the "
-                           "parts do not "
-                           "cover every case exactly once",
-                           pdir[i], i + 1, (long long)first, (long long)end,
-                           (long long)json_integer_value(json_object_get(p, "cases")), (long long)expect);
-        expect = end;
+                           "%s: part %d/%d holds cases %lld..%lld of %lld, but part %d of a %d-part conversion of "
+                           "this source holds cases %zu..%zu of %lld: the parts do not cover every case exactly once",
+                           pdir[i], i + 1, nparts, (long long)first, (long long)end,
+                           (long long)json_integer_value(json_object_get(p, "cases")), i + 1, nparts, lo, hi,
+                           (long long)total);
+        char keys[17];
+        cd_part_keys_hash(inputs, lo, hi, keys);
+        const char *have = json_string_value(json_object_get(p, "keys_xxh3"));
+        if (!have || strcmp(have, keys))
+            return cd_fail(err, CD_ERR_ARG,
+                           "%s: part %d/%d's case keys (keys_xxh3 %s) are not those of cases %zu..%zu of the source "
+                           "(%s)",
+                           pdir[i], i + 1, nparts, have ? have : "(none)", lo, hi, keys);
     }
-    if (expect != total)
-        return cd_fail(err, CD_ERR_ARG, "%s: the parts end at case %lld of %lld: cases are missing", pdir[nparts - 1],
-                       (long long)expect, (long long)total);
     return CD_OK;
+}
+
+/* A part's manifest: it must be a part (index, count), written by a libcirrdata that records what merge
+ * needs (which cases it holds, how they were chosen, the shard size). */
+static cd_status part_fields(const char *dir, json_t *m, int *idx, int *cnt, cd_error *err) {
+    json_t *part = json_object_get(m, "part");
+    if (!json_is_object(part))
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: not a part of a conversion (its manifest has no \"part\"): merge joins the "
+                       "outputs of 'cirrdata convert --part I/N'",
+                       dir);
+    json_t *ji = json_object_get(part, "index"), *jc = json_object_get(part, "count");
+    const char *split = json_string_value(json_object_get(part, "split"));
+    if (!json_is_integer(json_object_get(part, "first_case")) ||
+        !json_is_string(json_object_get(json_object_get(m, "source"), "options")) || !split ||
+        !json_is_integer(json_object_get(part, "shard_size")) ||
+        !json_is_integer(json_object_get(part, "skipped_cases")))
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: a part converted by an older libcirrdata (its manifest does not say which cases it holds, "
+                       "split by input bytes): convert the parts again",
+                       dir);
+    if (strcmp(split, CD_PART_SPLIT))
+        return cd_fail(err, CD_ERR_ARG,
+                       "%s: a part split by '%s' (this libcirrdata splits by %s): convert the parts "
+                       "again",
+                       dir, split, CD_PART_SPLIT);
+    if (!json_is_integer(ji) || !json_is_integer(jc) || json_integer_value(jc) < 1 || json_integer_value(jc) > 65536 ||
+        json_integer_value(ji) < 1 || json_integer_value(ji) > json_integer_value(jc))
+        return cd_fail(err, CD_ERR_ARG, "%s: part %lld/%lld: the index must be in 1..N (N at most 65536)", dir,
+                       (long long)json_integer_value(ji), (long long)json_integer_value(jc));
+    *idx = (int)json_integer_value(ji);
+    *cnt = (int)json_integer_value(jc);
+    return CD_OK;
+}
+
+/* Loads the parts and orders them by index: every part of one count, each once, none missing. On CD_OK
+ * (*pm)[i] and (*pdir)[i] are part i + 1 and *count is N. */
+static cd_status load_parts(const char *const *parts, int nparts, json_t ***pm_out, const char ***pdir_out, int *count,
+                            cd_error *err) {
+    json_t **pm = NULL;
+    const char **pdir = NULL;
+    const char *first_dir = NULL;
+    cd_status st = CD_OK;
+    int n = 0;
+    for (int i = 0; i < nparts && st == CD_OK; i++) {
+        cd_dataset *ds;
+        if ((st = cd_dataset_open(parts[i], &ds, err)) != CD_OK) break;
+        json_t *m = json_loads(cd_dataset_manifest(ds), 0, NULL);
+        cd_dataset_close(ds);
+        int idx = 0, cnt = 0;
+        if (!m) {
+            st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if ((st = part_fields(parts[i], m, &idx, &cnt, err)) == CD_OK && !pm) {
+            n = cnt;
+            first_dir = parts[i];
+            pm = calloc((size_t)n, sizeof *pm);
+            pdir = calloc((size_t)n, sizeof *pdir);
+            if (!pm || !pdir) st = cd_fail(err, CD_ERR_NOMEM, "out of memory");
+        }
+        if (st == CD_OK && cnt != n)
+            st = cd_fail(err, CD_ERR_ARG,
+                         "%s: part %d/%d of a %d-part conversion, but %s is a part of a %d-part conversion: parts of "
+                         "one --part I/N conversion only",
+                         parts[i], idx, cnt, cnt, first_dir, n);
+        else if (st == CD_OK && pm[idx - 1])
+            st = cd_fail(err, CD_ERR_ARG, "%s: part %d/%d given twice (also %s)", parts[i], idx, n, pdir[idx - 1]);
+        if (st != CD_OK) {
+            json_decref(m);
+            break;
+        }
+        pm[idx - 1] = m;
+        pdir[idx - 1] = parts[i];
+    }
+    for (int i = 0; i < n && st == CD_OK; i++)
+        if (!pm[i]) {
+            char given[512];
+            size_t at = 0;
+            given[0] = 0;
+            for (int k = 0; k < n && at < sizeof given - 16; k++)
+                if (pm[k]) at += (size_t)snprintf(given + at, sizeof given - at, "%s%d", at ? ", " : "", k + 1);
+            st = cd_fail(err, CD_ERR_ARG,
+                         "merge: part %d/%d is missing (given: part%s %s of %d): every part of the conversion is "
+                         "needed",
+                         i + 1, n, nparts > 1 ? "s" : "", given, n);
+        }
+    *pm_out = pm;
+    *pdir_out = pdir;
+    *count = n;
+    return st;
+}
+
+/* The merged "source.skipped": the cases each part skipped while reading, in part order, then the
+ * layout's own skips (the same in every part: part 1's after its own cases), as one conversion lists them. */
+static json_t *merged_skipped(json_t *const *pm, int nparts) {
+    json_t *out = json_array();
+    for (int i = 0; i < nparts; i++) {
+        json_t *sk = json_object_get(json_object_get(pm[i], "source"), "skipped");
+        size_t own = (size_t)json_integer_value(json_object_get(json_object_get(pm[i], "part"), "skipped_cases"));
+        for (size_t j = 0; j < own && j < json_array_size(sk); j++) json_array_append(out, json_array_get(sk, j));
+    }
+    json_t *sk = json_object_get(json_object_get(pm[0], "source"), "skipped");
+    size_t own = (size_t)json_integer_value(json_object_get(json_object_get(pm[0], "part"), "skipped_cases"));
+    for (size_t j = own; j < json_array_size(sk); j++) json_array_append(out, json_array_get(sk, j));
+    return out;
 }
 
 cd_status cd_dataset_merge(const char *out_dir, const char *const *parts, int nparts, cd_error *err) {
@@ -149,46 +270,14 @@ cd_status cd_dataset_merge_with_progress(const char *out_dir, const char *const 
     if (!out_dir || !parts || nparts < 1)
         return cd_fail(err, CD_ERR_ARG, "merge: need an output and at least one part");
     if (strlen(out_dir) > 3800) return cd_fail(err, CD_ERR_ARG, "%.100s...: path too long", out_dir);
-    json_t **pm = calloc((size_t)nparts, sizeof *pm);
-    const char **pdir = calloc((size_t)nparts, sizeof *pdir); /* part directory by part index */
-    if (!pm || !pdir) {
-        free(pm);
-        free(pdir);
-        return cd_fail(err, CD_ERR_NOMEM, "out of memory");
-    }
-    cd_status st = CD_OK;
+    json_t **pm = NULL;
+    const char **pdir = NULL;
+    int n = 0;
+    cd_status st = load_parts(parts, nparts, &pm, &pdir, &n, err);
     char path[PATH_CAP];
     cd_dir_lock lock = {.fd = -1};
-    /* Load, validate and order the parts by their index. */
-    for (int i = 0; i < nparts && st == CD_OK; i++) {
-        cd_dataset *ds;
-        if ((st = cd_dataset_open(parts[i], &ds, err)) != CD_OK) break;
-        json_t *m = json_loads(cd_dataset_manifest(ds), 0, NULL);
-        cd_dataset_close(ds);
-        json_t *part = json_object_get(m, "part");
-        int idx = (int)json_integer_value(json_object_get(part, "index"));
-        int cnt = (int)json_integer_value(json_object_get(part, "count"));
-        if (!part || cnt != nparts || idx < 1 || idx > nparts || pm[idx - 1]) {
-            st = cd_fail(err, CD_ERR_ARG, "%s: not part of a %d-part conversion, or a part given twice (part %d/%d)",
-                         parts[i], nparts, idx, cnt);
-            json_decref(m);
-            break;
-        }
-        if (!json_is_integer(json_object_get(part, "first_case")) ||
-            !json_is_string(json_object_get(json_object_get(m, "source"), "options"))) {
-            st = cd_fail(
-                err, CD_ERR_ARG,
-                "%s: a part converted by an older libcirrdata (its manifest does not say which cases it holds): "
-                "convert the parts again",
-                parts[i]);
-            json_decref(m);
-            break;
-        }
-        pm[idx - 1] = m;
-        pdir[idx - 1] = parts[i];
-    }
-    for (int i = 1; i < nparts && st == CD_OK; i++) st = same_conversion(pm, pdir, i, err);
-    if (st == CD_OK) st = cover_every_case(pm, pdir, nparts, err);
+    for (int i = 1; i < n && st == CD_OK; i++) st = same_conversion(pm, pdir, i, err);
+    if (st == CD_OK) st = cover_every_case(pm, pdir, n, err);
     if (st == CD_OK) {
         if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
             st = cd_fail(err, CD_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
@@ -205,54 +294,26 @@ cd_status cd_dataset_merge_with_progress(const char *out_dir, const char *const 
         if (st == CD_OK && lstat(path, &sb) == 0)
             st = cd_fail(err, CD_ERR_ARG, "%s: already exists; merge into a new directory", path);
     }
-    json_t *shards = json_array(), *records = json_array(), *skipped = json_array(), *seen = json_object();
-    size_t shard_base = 0;
-    uint64_t linked = 0, linked_bytes = 0, nshards = 0; /* progress: shards done of all the parts' */
-    for (int i = 0; i < nparts && st == CD_OK; i++) nshards += json_array_size(json_object_get(pm[i], "shards"));
-    for (int i = 0; i < nparts && st == CD_OK; i++) {
-        json_t *m = pm[i];
-        const char *dir = pdir[i];
-        size_t j;
-        json_t *e;
-        json_array_foreach(json_object_get(m, "shards"), j, e) {
-            const char *rel = json_string_value(json_object_get(e, "path"));
-            char from[PATH_CAP], to[PATH_CAP];
-            snprintf(from, sizeof from, "%.3800s/%.255s", dir, rel);
-            snprintf(to, sizeof to, "%.3800s/%.255s", out_dir, rel);
-            if ((st = link_or_copy(from, to, e, err)) != CD_OK) break;
-            json_array_append(shards, e);
-            linked_bytes += (uint64_t)json_integer_value(json_object_get(e, "size"));
-            if (progress) progress(user, ++linked, nshards, linked_bytes);
-        }
-        json_array_foreach(json_object_get(m, "records"), j, e) {
-            json_t *c = json_deep_copy(e);
-            json_object_set_new(
-                c, "shard",
-                json_integer((json_int_t)(shard_base + (size_t)json_integer_value(json_object_get(e, "shard")))));
-            json_array_append_new(records, c);
-        }
-        /* The layout's own skips are in every part: keep each once (a set, not a scan per entry). */
-        json_array_foreach(json_object_get(json_object_get(m, "source"), "skipped"), j, e) {
-            char *k = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
-            if (k && !json_object_get(seen, k)) {
-                json_object_set_new(seen, k, json_true());
-                json_array_append(skipped, e);
-            }
-            free(k);
-        }
-        shard_base += json_array_size(json_object_get(m, "shards"));
+    json_t *shards = json_array(), *records = json_array();
+    if (st == CD_OK) {
+        uint64_t shard_size =
+            (uint64_t)json_integer_value(json_object_get(json_object_get(pm[0], "part"), "shard_size"));
+        st = cd_merge_pack(out_dir, pm, pdir, n, shard_size, shards, records, progress, user, err);
     }
     if (st == CD_OK) {
+        /* One conversion's manifest: part 1's, less its part, with everything that depends on the records
+         * computed from all of them as finish.c does. */
         json_t *out = json_deep_copy(pm[0]);
         json_object_del(out, "part");
         char by[64];
         snprintf(by, sizeof by, "libcirrdata %s", cd_version());
         json_object_set_new(out, "created_by", json_string(by));
-        json_t *src = json_object_get(out, "source");
-        json_object_set_new(src, "skipped", skipped);
-        skipped = NULL;
+        json_object_set_new(json_object_get(out, "source"), "skipped", merged_skipped(pm, n));
         json_object_set_new(out, "counts", cd_manifest_counts(records));
-        json_object_set_new(out, "statistics", cd_manifest_statistics(records));
+        json_object_set_new(out, "statistics",
+                            cd_manifest_case_statistics(records, json_object_get(out, "augmentation")));
+        json_object_set_new(json_object_get(json_object_get(out, "tensors"), "image"), "dtype",
+                            json_string(cd_manifest_image_dtype(records)));
         json_object_set(out, "shards", shards);
         json_object_set(out, "records", records);
         snprintf(path, sizeof path, "%s/manifest.json", out_dir);
@@ -262,9 +323,7 @@ cd_status cd_dataset_merge_with_progress(const char *out_dir, const char *const 
     cd_dir_lock_release(&lock);
     json_decref(shards);
     json_decref(records);
-    json_decref(skipped);
-    json_decref(seen);
-    for (int i = 0; i < nparts; i++) json_decref(pm[i]);
+    for (int i = 0; i < n && pm; i++) json_decref(pm[i]);
     free(pm);
     free(pdir);
     return st;

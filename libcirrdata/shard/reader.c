@@ -11,6 +11,7 @@
 
 #include "cirrdata/shard.h"
 #include "shard/format.h"
+#include "shard/record_copy.h"
 #include "shard/record_impl.h"
 #include "core/fs.h"
 
@@ -48,6 +49,10 @@ void cd_shard_close(cd_shard *s) {
 }
 
 uint64_t cd_shard_record_count(const cd_shard *s) { return s->nrecords; }
+/* record_copy.h: the index's record_size ends at the last chunk's bytes; the writer pads it to 4 KiB. */
+uint64_t cd_shard_record_bytes(const cd_shard *s, uint64_t i) {
+    return i < s->nrecords ? cd_align4k(cd_get_u64(s->index + i * CD_SHARD_INDEX_ENTRY + 16)) : 0;
+}
 const char *cd_shard_path(const cd_shard *s) { return s->path; }
 int cd_shard_fd(const cd_shard *s) { return s->fd; }
 

@@ -167,8 +167,10 @@ def main():
             check(r.returncode == 0, f"--part {i}/3: {r.stderr.strip()}")
             pm = manifest(d).get("part", {})
             n = pm.get("cases", -1)
-            want = {"index": i, "count": 3, "first_case": n * (i - 1) // 3, "end_case": n * i // 3, "cases": n}
-            check(pm == want and n == len(ma["records"]), f"part manifest lacks part info: {pm} (want {want})")
+            # Ranges balanced by input bytes: tests/python/test_parts.py checks the cuts themselves.
+            got = {k: pm.get(k) for k in ("index", "count", "cases")}
+            check(got == {"index": i, "count": 3, "cases": n} and n == len(ma["records"])
+                  and pm.get("first_case", -1) <= pm.get("end_case", -1), f"part manifest lacks part info: {pm}")
             parts.append(d)
         merged = os.path.join(work, "merged")
         r = run([cli, "merge", merged] + parts[::-1])  # any order

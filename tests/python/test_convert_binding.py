@@ -116,7 +116,7 @@ def main():
                 ('copies without augment', lambda: cirrdata.convert(src, os.path.join(work, 'o4'), layout='nnunet',
                                                                     copies=2), E, ['copies needs augment']),
                 ('merge missing a part', lambda: cirrdata.merge(py_parts[:2], os.path.join(work, 'o5')), E,
-                 [py_parts[0], 'part']),
+                 ['part 3/3 is missing']),
                 ('merge into a finished dataset', lambda: cirrdata.merge(py_parts, os.path.join(work, 'py-merged')), E,
                  ['manifest.json', 'already exists'])):
             ok, text = raises(fn, exc, *needles)

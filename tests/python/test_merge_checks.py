@@ -89,7 +89,7 @@ def main():
         # Foreign bytes already in the output's shards/: refused, kept.
         out = os.path.join(work, "merge-foreign")
         os.makedirs(os.path.join(out, "shards"))
-        name = manifest(p1)["shards"][0]["path"]
+        name = manifest(whole)["shards"][0]["path"]  # the merged dataset's names are the one-machine conversion's
         with open(os.path.join(out, name), "wb") as f:
             f.write(b"not that shard")
         refused("a foreign file at a shard's name", [p1, p2], [name, "never overwrites"], out=out)

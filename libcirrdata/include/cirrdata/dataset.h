@@ -25,8 +25,8 @@ extern "C" {
  * and what differs. out_dir is locked as by cd_convert; shard files already there that are not the
  * parts' own are refused, never overwritten. */
 CD_API cd_status cd_dataset_merge(const char *out_dir, const char *const *part_dirs, int nparts, cd_error *err);
-/* cd_dataset_merge reporting progress (cirrdata/progress.h; may be NULL): shards linked or copied of all
- * the parts' shards, and their bytes so far. */
+/* cd_dataset_merge reporting progress (cirrdata/progress.h; may be NULL): merged shards written (linked,
+ * copied or rebuilt) of all the merged dataset's shards, and their bytes so far. */
 CD_API cd_status cd_dataset_merge_with_progress(const char *out_dir, const char *const *part_dirs, int nparts,
                                                 cd_progress_fn progress, void *user, cd_error *err);
 
