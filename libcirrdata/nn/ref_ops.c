@@ -8,7 +8,8 @@
  * register tile accumulates in float32 (like PyTorch). On x86-64 with AVX2+FMA the tile uses
  * intrinsics, chosen at run time; elsewhere plain C that the compiler vectorises. Pools follow
  * PyTorch exactly (max pool padding is -inf, ceil-mode windows starting in the right padding are
- * dropped, avg pool divisor rules, adaptive bins floor(i·H/o) .. ceil((i+1)·H/o)). */
+ * dropped, avg pool divisor rules, adaptive bins floor(i·H/o) .. ceil((i+1)·H/o)). Depthwise
+ * convolutions (groups == channels) have a direct per-plane kernel of their own (cd_nn_ref_dwconv2d). */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -407,6 +408,10 @@ static void conv_range(void *ctx, int64_t begin, int64_t end) {
 }
 
 void cd_nn_ref_conv2d(const cd_nn_node *nd, const cd_nn_shape *is, const float *in, float *out, int threads) {
+    if (cd_nn_ref_conv2d_is_depthwise(nd) && !cd_nn_dwconv_disabled()) {
+        cd_nn_ref_dwconv2d(nd, is, in, out, threads);
+        return;
+    }
     conv_job j;
     memset(&j, 0, sizeof j);
     j.node = nd;
@@ -443,6 +448,119 @@ void cd_nn_ref_conv2d(const cd_nn_node *nd, const cd_nn_shape *is, const float *
         j.bias = ap + nd->groups * j.og_pad * j.K;
     } /* else j.apack stays NULL: conv_range uses the direct loop */
     parallel_for(per * j.tiles, t, conv_range, &j);
+}
+
+/* ---- depthwise convolution: groups == in_ch (> 1), out_ch = m * in_ch (channel multiplier m), so
+ * output plane o is one kh x kw filter over input plane o / m. The GEMM above would run one group
+ * per work item with M = m rows (a 6-row strip mostly padding) and K = kh*kw: here each output plane
+ * is computed directly, row by row, as a sum of kh*kw shifted, scaled input rows (at stride 1 a
+ * contiguous multiply-add the compiler turns into vector code). Taps are added in (ky, kx) order
+ * starting from 0 and the bias last, the GEMM's order, so the two paths differ only by the GEMM's
+ * fused multiply-adds (AVX2) and the zero products it adds for padding. */
+
+typedef struct dw_job {
+    const cd_nn_node *node;
+    const float *in;
+    float *out;
+    int64_t C, H, W, O, OH, OW, m;
+} dw_job;
+
+bool cd_nn_ref_conv2d_is_depthwise(const cd_nn_node *nd) {
+    return nd->op == CD_NN_CONV2D && nd->groups > 1 && nd->groups == nd->in_ch && nd->out_ch % nd->in_ch == 0;
+}
+
+/* CIRRDATA_NN_NO_DWCONV (non-empty, not "0"): depthwise convolutions take the grouped GEMM, as
+ * before they had a kernel of their own (tests and benchmarks compare the two). */
+bool cd_nn_dwconv_disabled(void) {
+    const char *v = getenv("CIRRDATA_NN_NO_DWCONV");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* o[i] += wv * s[i] for i in [0, n): 8 lanes at a time (two SSE registers, or one AVX register in
+ * the AVX2 build of dw_planes), then the tail. */
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline __attribute__((always_inline)) void dw_axpy(float *restrict o, const float *restrict s, float wv,
+                                                          int64_t n) {
+    int64_t i = 0;
+    const v8f w8 = {wv, wv, wv, wv, wv, wv, wv, wv};
+    for (; i + 16 <= n; i += 16) {
+        v8f a0, a1, b0, b1;
+        memcpy(&a0, o + i, sizeof a0);
+        memcpy(&a1, o + i + 8, sizeof a1);
+        memcpy(&b0, s + i, sizeof b0);
+        memcpy(&b1, s + i + 8, sizeof b1);
+        a0 += w8 * b0;
+        a1 += w8 * b1;
+        memcpy(o + i, &a0, sizeof a0);
+        memcpy(o + i + 8, &a1, sizeof a1);
+    }
+    for (; i < n; i++) o[i] += wv * s[i];
+}
+
+/* Output planes [begin, end) of the batch (plane = image * O + channel). */
+static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j, int64_t begin, int64_t end) {
+    const cd_nn_node *nd = j->node;
+    const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = nd->kh, kw = nd->kw;
+    const int64_t sh = nd->sh, sw = nd->sw, ph = nd->ph, pw = nd->pw, dh = nd->dh, dw = nd->dw;
+    for (int64_t pl = begin; pl < end; pl++) {
+        const int64_t b = pl / j->O, o = pl % j->O;
+        const float *src = j->in + (b * j->C + o / j->m) * H * W;
+        const float *w = nd->weight + o * kh * kw;
+        const float bias = nd->bias ? nd->bias[o] : 0.0f;
+        float *dst = j->out + pl * OH * OW;
+        for (int64_t oy = 0; oy < OH; oy++) {
+            float *row_out = dst + oy * OW;
+            memset(row_out, 0, (size_t)OW * sizeof(float));
+            const int64_t y0 = oy * sh - ph;
+            for (int64_t ky = 0; ky < kh; ky++) {
+                const int64_t iy = y0 + ky * dh;
+                if (iy < 0 || iy >= H) continue;
+                const float *row = src + iy * W;
+                for (int64_t kx = 0; kx < kw; kx++) {
+                    /* ix = ox * sw + off lies in [0, W) for ox in [lo, hi) */
+                    const int64_t off = kx * dw - pw;
+                    int64_t lo = off < 0 ? (-off + sw - 1) / sw : 0, hi = W - off > 0 ? (W - off + sw - 1) / sw : 0;
+                    if (hi > OW) hi = OW;
+                    if (lo >= hi) continue;
+                    const float wv = w[ky * kw + kx];
+                    if (sw == 1)
+                        dw_axpy(row_out + lo, row + lo + off, wv, hi - lo);
+                    else
+                        for (int64_t ox = lo; ox < hi; ox++) row_out[ox] += wv * row[ox * sw + off];
+                }
+            }
+            for (int64_t ox = 0; ox < OW; ox++) {
+                const float v = row_out[ox] + bias;
+                row_out[ox] = nd->relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
+            }
+        }
+    }
+}
+
+static void dw_planes_generic(void *ctx, int64_t begin, int64_t end) { dw_planes_body(ctx, begin, end); }
+
+#ifdef REF_X86
+__attribute__((target("avx2"))) static void dw_planes_avx2(void *ctx, int64_t begin, int64_t end) {
+    dw_planes_body(ctx, begin, end);
+}
+#endif
+
+void cd_nn_ref_dwconv2d(const cd_nn_node *nd, const cd_nn_shape *is, const float *in, float *out, int threads) {
+    dw_job j = {nd, in, out, is->c, is->h, is->w, nd->out_ch, 0, 0, 0};
+    j.OH = out_size(is->h, nd->kh, nd->sh, nd->ph, nd->dh, false);
+    j.OW = out_size(is->w, nd->kw, nd->sw, nd->pw, nd->dw, false);
+    /* cd_nn_graph_shape rejects these; never read past the input */
+    if (j.OH < 1 || j.OW < 1 || is->n < 1 || is->c != nd->in_ch || !cd_nn_ref_conv2d_is_depthwise(nd)) return;
+    j.m = nd->out_ch / nd->in_ch;
+    range_fn fn = dw_planes_generic;
+#ifdef REF_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) fn = dw_planes_avx2;
+#endif
+    /* Small tensors are not worth a thread start (like the pools). */
+    const int64_t planes = is->n * j.O, work = planes * j.OH * j.OW * nd->kh * nd->kw;
+    parallel_for(planes, work < (1 << 16) ? 1 : threads, fn, &j);
 }
 
 /* ---- linear: out[b][o] = bias[o] + W[o] . x[b]; each weight row is read once for up to four
