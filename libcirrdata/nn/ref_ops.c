@@ -476,33 +476,39 @@ bool cd_nn_dwconv_disabled(void) {
     return v && *v && strcmp(v, "0") != 0;
 }
 
-/* o[i] += wv * s[i] for i in [0, n): 8 lanes at a time (two SSE registers, or one AVX register in
- * the AVX2 build of dw_planes), then the tail. */
+/* 8 lanes: two SSE registers, or one AVX register in the AVX2 build of dw_planes. */
 typedef float v8f __attribute__((vector_size(32)));
 
-static inline __attribute__((always_inline)) void dw_axpy(float *restrict o, const float *restrict s, float wv,
-                                                          int64_t n) {
-    int64_t i = 0;
-    const v8f w8 = {wv, wv, wv, wv, wv, wv, wv, wv};
-    for (; i + 16 <= n; i += 16) {
-        v8f a0, a1, b0, b1;
-        memcpy(&a0, o + i, sizeof a0);
-        memcpy(&a1, o + i + 8, sizeof a1);
-        memcpy(&b0, s + i, sizeof b0);
-        memcpy(&b1, s + i + 8, sizeof b1);
-        a0 += w8 * b0;
-        a1 += w8 * b1;
-        memcpy(o + i, &a0, sizeof a0);
-        memcpy(o + i + 8, &a1, sizeof a1);
+/* a macro: a function returning v8f would change the ABI between the two builds (-Wpsabi) */
+#define DW_LOAD8(v, p) memcpy(&(v), (p), sizeof(v))
+
+/* One output pixel whose window may cross the border: the taps inside, in (ky, kx) order. */
+static inline float dw_pixel(const float *src, const float *w, int64_t W, int64_t y0, int64_t x0, int64_t ky0,
+                             int64_t ky1, int64_t kw, int64_t dh, int64_t dw) {
+    float acc = 0.0f;
+    for (int64_t ky = ky0; ky < ky1; ky++) {
+        const float *row = src + (y0 + ky * dh) * W;
+        for (int64_t kx = 0; kx < kw; kx++) {
+            const int64_t ix = x0 + kx * dw;
+            if (ix >= 0 && ix < W) acc += w[ky * kw + kx] * row[ix];
+        }
     }
-    for (; i < n; i++) o[i] += wv * s[i];
+    return acc;
 }
 
-/* Output planes [begin, end) of the batch (plane = image * O + channel). */
+/* Output planes [begin, end) of the batch (plane = image * O + channel). Per output row: the window
+ * rows inside the input are ky in [ky0, ky1); the columns [xl, xh) whose whole window row is inside
+ * (no bounds checks) go 16 at a time at stride 1, every tap accumulated in registers; the border
+ * columns and other strides one pixel at a time. */
 static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j, int64_t begin, int64_t end) {
     const cd_nn_node *nd = j->node;
     const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = nd->kh, kw = nd->kw;
     const int64_t sh = nd->sh, sw = nd->sw, ph = nd->ph, pw = nd->pw, dh = nd->dh, dw = nd->dw;
+    /* interior columns: 0 <= ox*sw - pw and ox*sw - pw + (kw-1)*dw < W */
+    const int64_t reach = W - 1 - (kw - 1) * dw + pw;
+    int64_t xl = (pw + sw - 1) / sw, xh = reach >= 0 ? reach / sw + 1 : 0;
+    if (xh > OW) xh = OW;
+    if (xl > xh) xl = xh = OW; /* no interior: every column takes the checked path */
     for (int64_t pl = begin; pl < end; pl++) {
         const int64_t b = pl / j->O, o = pl % j->O;
         const float *src = j->in + (b * j->C + o / j->m) * H * W;
@@ -510,29 +516,42 @@ static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j
         const float bias = nd->bias ? nd->bias[o] : 0.0f;
         float *dst = j->out + pl * OH * OW;
         for (int64_t oy = 0; oy < OH; oy++) {
-            float *row_out = dst + oy * OW;
-            memset(row_out, 0, (size_t)OW * sizeof(float));
+            float *out = dst + oy * OW;
             const int64_t y0 = oy * sh - ph;
-            for (int64_t ky = 0; ky < kh; ky++) {
-                const int64_t iy = y0 + ky * dh;
-                if (iy < 0 || iy >= H) continue;
-                const float *row = src + iy * W;
-                for (int64_t kx = 0; kx < kw; kx++) {
-                    /* ix = ox * sw + off lies in [0, W) for ox in [lo, hi) */
-                    const int64_t off = kx * dw - pw;
-                    int64_t lo = off < 0 ? (-off + sw - 1) / sw : 0, hi = W - off > 0 ? (W - off + sw - 1) / sw : 0;
-                    if (hi > OW) hi = OW;
-                    if (lo >= hi) continue;
-                    const float wv = w[ky * kw + kx];
-                    if (sw == 1)
-                        dw_axpy(row_out + lo, row + lo + off, wv, hi - lo);
-                    else
-                        for (int64_t ox = lo; ox < hi; ox++) row_out[ox] += wv * row[ox * sw + off];
+            const int64_t ky0 = y0 < 0 ? (-y0 + dh - 1) / dh : 0, ky1r = H - y0 > 0 ? (H - y0 + dh - 1) / dh : 0;
+            const int64_t ky1 = ky1r < kh ? ky1r : kh;
+            for (int64_t ox = 0; ox < xl; ox++) out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
+            int64_t ox = xl;
+            if (sw == 1)
+                for (; ox + 16 <= xh; ox += 16) {
+                    v8f a0 = {0}, a1 = {0};
+                    for (int64_t ky = ky0; ky < ky1; ky++) {
+                        const float *row = src + (y0 + ky * dh) * W + ox - pw;
+                        for (int64_t kx = 0; kx < kw; kx++) {
+                            const float wf = w[ky * kw + kx];
+                            const v8f wv = {wf, wf, wf, wf, wf, wf, wf, wf};
+                            v8f x0, x1;
+                            DW_LOAD8(x0, row + kx * dw);
+                            DW_LOAD8(x1, row + kx * dw + 8);
+                            a0 += wv * x0;
+                            a1 += wv * x1;
+                        }
+                    }
+                    memcpy(out + ox, &a0, sizeof a0);
+                    memcpy(out + ox + 8, &a1, sizeof a1);
                 }
+            for (; ox < xh; ox++) { /* inside: no checks */
+                float acc = 0.0f;
+                for (int64_t ky = ky0; ky < ky1; ky++) {
+                    const float *row = src + (y0 + ky * dh) * W + ox * sw - pw;
+                    for (int64_t kx = 0; kx < kw; kx++) acc += w[ky * kw + kx] * row[kx * dw];
+                }
+                out[ox] = acc;
             }
-            for (int64_t ox = 0; ox < OW; ox++) {
-                const float v = row_out[ox] + bias;
-                row_out[ox] = nd->relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
+            for (ox = xh; ox < OW; ox++) out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
+            for (ox = 0; ox < OW; ox++) {
+                const float v = out[ox] + bias;
+                out[ox] = nd->relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
             }
         }
     }

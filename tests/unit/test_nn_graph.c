@@ -386,11 +386,11 @@ static void test_dwconv(void **state) {
     check_dwconv(5, 1, 3, 3, 1, 1, 1, 1, true, true, 1, 9, 2);    /* 1-pixel-high image */
     check_dwconv(4, 1, 3, 3, 1, 1, 1, 1, false, false, 11, 1, 1); /* 1-pixel-wide image */
     check_dwconv(7, 1, 3, 3, 2, 1, 1, 1, true, false, 13, 10, 3); /* stride 2 with padding */
-    check_dwconv(6, 1, 3, 3, 1, 2, 2, 2, false, true, 11, 12, 1); /* dilation 2 */
-    check_dwconv(9, 1, 5, 5, 1, 2, 2, 1, true, false, 17, 19, 2); /* 5x5 */
+    check_dwconv(6, 1, 3, 3, 1, 2, 2, 2, false, true, 11, 40, 1); /* dilation 2 */
+    check_dwconv(9, 1, 5, 5, 1, 2, 2, 1, true, false, 17, 35, 2); /* 5x5 */
     check_dwconv(10, 1, 7, 7, 1, 3, 3, 1, true, true, 20, 41, 2); /* ConvNeXt's 7x7: vector rows + tail, threads */
     check_dwconv(4, 3, 3, 3, 2, 0, 0, 1, true, false, 9, 9, 2);   /* channel multiplier 3, no padding */
-    check_dwconv(3, 2, 3, 5, 1, 1, 2, 1, true, true, 6, 7, 1);    /* 3x5 kernel, multiplier 2 */
+    check_dwconv(3, 2, 3, 5, 1, 1, 2, 1, true, true, 6, 37, 1);   /* 3x5 kernel, multiplier 2 */
     check_dwconv(3, 1, 3, 3, 2, 3, 3, 1, true, false, 5, 4, 2);   /* padding past the window: bias alone */
     check_dwconv(96, 1, 3, 3, 2, 1, 1, 1, true, true, 15, 15, 1); /* MobileNet's stride-2 block, threads */
     /* not depthwise: groups 2 of 3 channels each, and a single-channel input */
