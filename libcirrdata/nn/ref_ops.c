@@ -496,15 +496,43 @@ static inline float dw_pixel(const float *src, const float *w, int64_t W, int64_
     return acc;
 }
 
-/* Output planes [begin, end) of the batch (plane = image * O + channel). Per output row: the window
- * rows inside the input are ky in [ky0, ky1); the columns [xl, xh) whose whole window row is inside
- * (no bounds checks) go 16 at a time at stride 1, every tap accumulated in registers; the border
- * columns and other strides one pixel at a time. */
+/* 8 * nv output columns of one row, every window inside `rows` (a zero-padded copy of the input):
+ * out[i] = sum over the nky window rows (rows + r * stride, weights w + r * kw) and kw taps of w * x,
+ * in (ky, kx) order, accumulated in nv independent vector registers (one chain would wait on the
+ * adder's latency). */
+static inline __attribute__((always_inline)) void dw_cols(float *out, const float *rows, const float *w, int64_t stride,
+                                                          int64_t nky, int64_t kw, int64_t dw, int nv) {
+    v8f acc[4] = {{0}, {0}, {0}, {0}};
+    for (int64_t r = 0; r < nky; r++) {
+        const float *row = rows + r * stride;
+        for (int64_t kx = 0; kx < kw; kx++) {
+            const float wf = w[r * kw + kx];
+            const v8f wv = {wf, wf, wf, wf, wf, wf, wf, wf};
+            for (int v = 0; v < nv; v++) {
+                v8f x;
+                DW_LOAD8(x, row + kx * dw + 8 * v);
+                acc[v] += wv * x;
+            }
+        }
+    }
+    for (int v = 0; v < nv; v++) memcpy(out + 8 * v, &acc[v], sizeof acc[v]);
+}
+
+/* Output planes [begin, end) of the batch (plane = image * O + channel). Per output row the window
+ * rows inside the input are ky in [ky0, ky1). At stride 1 with rows of at least 8 outputs, the plane
+ * is first copied with its left and right zero padding (as the GEMM's patches hold it: the same
+ * products, zeros included), so that every column is 32 or 8 at a time in registers (dw_cols); the
+ * last block of 8 ends at OW and may recompute columns (the same values). Otherwise (other strides,
+ * narrow rows, no memory for the copy) one pixel at a time, with bounds checks only at the border
+ * columns. */
 static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j, int64_t begin, int64_t end) {
     const cd_nn_node *nd = j->node;
     const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = nd->kh, kw = nd->kw;
     const int64_t sh = nd->sh, sw = nd->sw, ph = nd->ph, pw = nd->pw, dh = nd->dh, dw = nd->dw;
-    /* interior columns: 0 <= ox*sw - pw and ox*sw - pw + (kw-1)*dw < W */
+    /* the padded copy: columns xp = ix + pw for every ix a window reaches, [0, OW - 1 + (kw-1)*dw] */
+    const int64_t Wp = OW + (kw - 1) * dw;
+    float *pad = sw == 1 && OW >= 8 ? malloc((size_t)(H * Wp) * sizeof(float)) : NULL;
+    /* interior columns of the unpadded path: 0 <= ox*sw - pw and ox*sw - pw + (kw-1)*dw < W */
     const int64_t reach = W - 1 - (kw - 1) * dw + pw;
     int64_t xl = (pw + sw - 1) / sw, xh = reach >= 0 ? reach / sw + 1 : 0;
     if (xh > OW) xh = OW;
@@ -515,46 +543,52 @@ static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j
         const float *w = nd->weight + o * kh * kw;
         const float bias = nd->bias ? nd->bias[o] : 0.0f;
         float *dst = j->out + pl * OH * OW;
+        if (pad) {
+            const int64_t left = pw < Wp ? pw : Wp, mid = W < Wp - left ? W : Wp - left;
+            for (int64_t y = 0; y < H; y++) {
+                float *r = pad + y * Wp;
+                memset(r, 0, (size_t)left * sizeof(float));
+                memcpy(r + left, src + y * W, (size_t)mid * sizeof(float));
+                memset(r + left + mid, 0, (size_t)(Wp - left - mid) * sizeof(float));
+            }
+        }
         for (int64_t oy = 0; oy < OH; oy++) {
             float *out = dst + oy * OW;
             const int64_t y0 = oy * sh - ph;
             const int64_t ky0 = y0 < 0 ? (-y0 + dh - 1) / dh : 0, ky1r = H - y0 > 0 ? (H - y0 + dh - 1) / dh : 0;
             const int64_t ky1 = ky1r < kh ? ky1r : kh;
-            for (int64_t ox = 0; ox < xl; ox++) out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
-            int64_t ox = xl;
-            if (sw == 1)
-                for (; ox + 16 <= xh; ox += 16) {
-                    v8f a0 = {0}, a1 = {0};
+            if (pad && ky0 >= ky1) {
+                memset(out, 0, (size_t)OW * sizeof(float));
+            } else if (pad) {
+                const float *rows = pad + (y0 + ky0 * dh) * Wp, *wr = w + ky0 * kw;
+                int64_t ox = 0;
+                for (; ox + 32 <= OW; ox += 32) dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, dw, 4);
+                while (ox < OW) {
+                    if (ox + 8 > OW) ox = OW - 8;
+                    dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, dw, 1);
+                    ox += 8;
+                }
+            } else {
+                for (int64_t ox = 0; ox < xl; ox++)
+                    out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
+                for (int64_t ox = xl; ox < xh; ox++) { /* inside: no checks */
+                    float acc = 0.0f;
                     for (int64_t ky = ky0; ky < ky1; ky++) {
-                        const float *row = src + (y0 + ky * dh) * W + ox - pw;
-                        for (int64_t kx = 0; kx < kw; kx++) {
-                            const float wf = w[ky * kw + kx];
-                            const v8f wv = {wf, wf, wf, wf, wf, wf, wf, wf};
-                            v8f x0, x1;
-                            DW_LOAD8(x0, row + kx * dw);
-                            DW_LOAD8(x1, row + kx * dw + 8);
-                            a0 += wv * x0;
-                            a1 += wv * x1;
-                        }
+                        const float *row = src + (y0 + ky * dh) * W + ox * sw - pw;
+                        for (int64_t kx = 0; kx < kw; kx++) acc += w[ky * kw + kx] * row[kx * dw];
                     }
-                    memcpy(out + ox, &a0, sizeof a0);
-                    memcpy(out + ox + 8, &a1, sizeof a1);
+                    out[ox] = acc;
                 }
-            for (; ox < xh; ox++) { /* inside: no checks */
-                float acc = 0.0f;
-                for (int64_t ky = ky0; ky < ky1; ky++) {
-                    const float *row = src + (y0 + ky * dh) * W + ox * sw - pw;
-                    for (int64_t kx = 0; kx < kw; kx++) acc += w[ky * kw + kx] * row[kx * dw];
-                }
-                out[ox] = acc;
+                for (int64_t ox = xh; ox < OW; ox++)
+                    out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
             }
-            for (ox = xh; ox < OW; ox++) out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
-            for (ox = 0; ox < OW; ox++) {
+            for (int64_t ox = 0; ox < OW; ox++) {
                 const float v = out[ox] + bias;
                 out[ox] = nd->relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
             }
         }
     }
+    free(pad);
 }
 
 static void dw_planes_generic(void *ctx, int64_t begin, int64_t end) { dw_planes_body(ctx, begin, end); }
