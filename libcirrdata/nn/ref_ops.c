@@ -496,12 +496,12 @@ static inline float dw_pixel(const float *src, const float *w, int64_t W, int64_
     return acc;
 }
 
-/* 8 * nv output columns of one row, every window inside `rows` (a zero-padded copy of the input):
- * out[i] = sum over the nky window rows (rows + r * stride, weights w + r * kw) and kw taps of w * x,
- * in (ky, kx) order, accumulated in nv independent vector registers (one chain would wait on the
- * adder's latency). */
+/* 8 * nv output columns of one row, every window inside `rows` (a zero-padded copy of the input,
+ * see dw_planes_body): out[i] = sum over the nky window rows (rows + r * stride, weights w + r * kw)
+ * and the kw taps (tap kx of column i at row[koff[kx] + i]) of w * x, in (ky, kx) order, accumulated
+ * in nv independent vector registers (one chain would wait on the adder's latency). */
 static inline __attribute__((always_inline)) void dw_cols(float *out, const float *rows, const float *w, int64_t stride,
-                                                          int64_t nky, int64_t kw, int64_t dw, int nv) {
+                                                          int64_t nky, int64_t kw, const int64_t *koff, int nv) {
     v8f acc[4] = {{0}, {0}, {0}, {0}};
     for (int64_t r = 0; r < nky; r++) {
         const float *row = rows + r * stride;
@@ -510,7 +510,7 @@ static inline __attribute__((always_inline)) void dw_cols(float *out, const floa
             const v8f wv = {wf, wf, wf, wf, wf, wf, wf, wf};
             for (int v = 0; v < nv; v++) {
                 v8f x;
-                DW_LOAD8(x, row + kx * dw + 8 * v);
+                DW_LOAD8(x, row + koff[kx] + 8 * v);
                 acc[v] += wv * x;
             }
         }
@@ -519,19 +519,27 @@ static inline __attribute__((always_inline)) void dw_cols(float *out, const floa
 }
 
 /* Output planes [begin, end) of the batch (plane = image * O + channel). Per output row the window
- * rows inside the input are ky in [ky0, ky1). At stride 1 with rows of at least 8 outputs, the plane
- * is first copied with its left and right zero padding (as the GEMM's patches hold it: the same
- * products, zeros included), so that every column is 32 or 8 at a time in registers (dw_cols); the
- * last block of 8 ends at OW and may recompute columns (the same values). Otherwise (other strides,
- * narrow rows, no memory for the copy) one pixel at a time, with bounds checks only at the border
- * columns. */
+ * rows inside the input are ky in [ky0, ky1). With rows of at least 8 outputs, the plane is first
+ * copied with its left and right zero padding (as the GEMM's patches hold it: the same products,
+ * zeros included), each padded row P split by phase at stride sw (P[0], P[sw], ..., then P[1],
+ * P[1 + sw], ...), so that the tap at P[t + sw * ox] is one contiguous run over ox and every column
+ * goes 32 or 8 at a time in registers (dw_cols); the last block of 8 ends at OW and may recompute
+ * columns (the same values). Otherwise (rows under 8 outputs, no memory for the copy) one pixel at a
+ * time, with bounds checks only at the border columns. */
 static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j, int64_t begin, int64_t end) {
     const cd_nn_node *nd = j->node;
     const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = nd->kh, kw = nd->kw;
     const int64_t sh = nd->sh, sw = nd->sw, ph = nd->ph, pw = nd->pw, dh = nd->dh, dw = nd->dw;
-    /* the padded copy: columns xp = ix + pw for every ix a window reaches, [0, OW - 1 + (kw-1)*dw] */
-    const int64_t Wp = OW + (kw - 1) * dw;
-    float *pad = sw == 1 && OW >= 8 ? malloc((size_t)(H * Wp) * sizeof(float)) : NULL;
+    /* the padded copy: columns xp = ix + pw for every ix a window reaches, [0, (OW-1)*sw + (kw-1)*dw];
+     * phase q (xp % sw == q) starts at pstart[q]; tap kx of column ox is at koff[kx] + ox */
+    const int64_t Wp = (OW - 1) * sw + (kw - 1) * dw + 1;
+    float *pad = OW >= 8 && kw <= 64 && sw <= 64 ? malloc((size_t)(H * Wp) * sizeof(float)) : NULL;
+    int64_t pstart[64], koff[64];
+    for (int64_t q = 0, at = 0; pad && q < sw; q++) {
+        pstart[q] = at;
+        at += q < Wp ? (Wp - q + sw - 1) / sw : 0;
+    }
+    for (int64_t kx = 0; pad && kx < kw; kx++) koff[kx] = pstart[kx * dw % sw] + kx * dw / sw;
     /* interior columns of the unpadded path: 0 <= ox*sw - pw and ox*sw - pw + (kw-1)*dw < W */
     const int64_t reach = W - 1 - (kw - 1) * dw + pw;
     int64_t xl = (pw + sw - 1) / sw, xh = reach >= 0 ? reach / sw + 1 : 0;
@@ -543,7 +551,7 @@ static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j
         const float *w = nd->weight + o * kh * kw;
         const float bias = nd->bias ? nd->bias[o] : 0.0f;
         float *dst = j->out + pl * OH * OW;
-        if (pad) {
+        if (pad && sw == 1) {
             const int64_t left = pw < Wp ? pw : Wp, mid = W < Wp - left ? W : Wp - left;
             for (int64_t y = 0; y < H; y++) {
                 float *r = pad + y * Wp;
@@ -551,6 +559,15 @@ static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j
                 memcpy(r + left, src + y * W, (size_t)mid * sizeof(float));
                 memset(r + left + mid, 0, (size_t)(Wp - left - mid) * sizeof(float));
             }
+        } else if (pad) {
+            for (int64_t y = 0; y < H; y++)
+                for (int64_t q = 0; q < sw && q < Wp; q++) {
+                    float *d = pad + y * Wp + pstart[q];
+                    for (int64_t xp = q; xp < Wp; xp += sw, d++) {
+                        const int64_t ix = xp - pw;
+                        *d = ix >= 0 && ix < W ? src[y * W + ix] : 0.0f;
+                    }
+                }
         }
         for (int64_t oy = 0; oy < OH; oy++) {
             float *out = dst + oy * OW;
@@ -562,10 +579,10 @@ static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j
             } else if (pad) {
                 const float *rows = pad + (y0 + ky0 * dh) * Wp, *wr = w + ky0 * kw;
                 int64_t ox = 0;
-                for (; ox + 32 <= OW; ox += 32) dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, dw, 4);
+                for (; ox + 32 <= OW; ox += 32) dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, koff, 4);
                 while (ox < OW) {
                     if (ox + 8 > OW) ox = OW - 8;
-                    dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, dw, 1);
+                    dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, koff, 1);
                     ox += 8;
                 }
             } else {

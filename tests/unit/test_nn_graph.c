@@ -393,6 +393,8 @@ static void test_dwconv(void **state) {
     check_dwconv(3, 2, 3, 5, 1, 1, 2, 1, true, true, 6, 37, 1);   /* 3x5 kernel, multiplier 2 */
     check_dwconv(3, 1, 3, 3, 2, 3, 3, 1, true, false, 5, 4, 2);   /* padding past the window: bias alone */
     check_dwconv(96, 1, 3, 3, 2, 1, 1, 1, true, true, 15, 15, 1); /* MobileNet's stride-2 block, threads */
+    check_dwconv(5, 1, 5, 5, 2, 2, 2, 1, true, true, 9, 75, 2);   /* stride 2, 38 columns: the phase-split copy */
+    check_dwconv(3, 2, 3, 3, 3, 2, 2, 2, false, false, 7, 50, 1); /* stride 3, dilation 2, multiplier 2 */
     /* not depthwise: groups 2 of 3 channels each, and a single-channel input */
     cd_nn_node nd = {.op = CD_NN_CONV2D, .groups = 2, .in_ch = 6, .out_ch = 6};
     assert_false(cd_nn_ref_conv2d_is_depthwise(&nd));
