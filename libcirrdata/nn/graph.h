@@ -108,6 +108,14 @@ CD_INTERNAL cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int thre
  * as the baseline). `out` never aliases an input. */
 CD_INTERNAL void cd_nn_ref_conv2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out,
                                   int threads);
+/* Depthwise convolution (cd_nn_ref_conv2d_is_depthwise: groups == in_ch > 1, out_ch a multiple of
+ * in_ch) by a direct per-plane kernel; cd_nn_ref_conv2d takes it for such nodes unless
+ * cd_nn_dwconv_disabled (CIRRDATA_NN_NO_DWCONV set: the grouped GEMM, for tests and benchmarks; the
+ * Vulkan executor follows the same rule). Any other node: no effect. */
+CD_INTERNAL void cd_nn_ref_dwconv2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out,
+                                    int threads);
+CD_INTERNAL bool cd_nn_ref_conv2d_is_depthwise(const cd_nn_node *node);
+CD_INTERNAL bool cd_nn_dwconv_disabled(void);
 CD_INTERNAL void cd_nn_ref_linear(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out,
                                   int threads);
 CD_INTERNAL void cd_nn_ref_maxpool2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out);

@@ -8,7 +8,8 @@
  * register tile accumulates in float32 (like PyTorch). On x86-64 with AVX2+FMA the tile uses
  * intrinsics, chosen at run time; elsewhere plain C that the compiler vectorises. Pools follow
  * PyTorch exactly (max pool padding is -inf, ceil-mode windows starting in the right padding are
- * dropped, avg pool divisor rules, adaptive bins floor(i·H/o) .. ceil((i+1)·H/o)). */
+ * dropped, avg pool divisor rules, adaptive bins floor(i·H/o) .. ceil((i+1)·H/o)). Depthwise
+ * convolutions (groups == channels) have a direct per-plane kernel of their own (cd_nn_ref_dwconv2d). */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -407,6 +408,10 @@ static void conv_range(void *ctx, int64_t begin, int64_t end) {
 }
 
 void cd_nn_ref_conv2d(const cd_nn_node *nd, const cd_nn_shape *is, const float *in, float *out, int threads) {
+    if (cd_nn_ref_conv2d_is_depthwise(nd) && !cd_nn_dwconv_disabled()) {
+        cd_nn_ref_dwconv2d(nd, is, in, out, threads);
+        return;
+    }
     conv_job j;
     memset(&j, 0, sizeof j);
     j.node = nd;
@@ -443,6 +448,189 @@ void cd_nn_ref_conv2d(const cd_nn_node *nd, const cd_nn_shape *is, const float *
         j.bias = ap + nd->groups * j.og_pad * j.K;
     } /* else j.apack stays NULL: conv_range uses the direct loop */
     parallel_for(per * j.tiles, t, conv_range, &j);
+}
+
+/* ---- depthwise convolution: groups == in_ch (> 1), out_ch = m * in_ch (channel multiplier m), so
+ * output plane o is one kh x kw filter over input plane o / m. The GEMM above would run one group
+ * per work item with M = m rows (a 6-row strip mostly padding) and K = kh*kw: here each output plane
+ * is computed directly, row by row, as a sum of kh*kw shifted, scaled input rows (at stride 1 a
+ * contiguous multiply-add the compiler turns into vector code). Taps are added in (ky, kx) order
+ * starting from 0 and the bias last, the GEMM's order, so the two paths differ only by the GEMM's
+ * fused multiply-adds (AVX2) and the zero products it adds for padding. */
+
+typedef struct dw_job {
+    const cd_nn_node *node;
+    const float *in;
+    float *out;
+    int64_t C, H, W, O, OH, OW, m;
+} dw_job;
+
+bool cd_nn_ref_conv2d_is_depthwise(const cd_nn_node *nd) {
+    return nd->op == CD_NN_CONV2D && nd->groups > 1 && nd->groups == nd->in_ch && nd->out_ch % nd->in_ch == 0;
+}
+
+/* CIRRDATA_NN_NO_DWCONV (non-empty, not "0"): depthwise convolutions take the grouped GEMM, as
+ * before they had a kernel of their own (tests and benchmarks compare the two). */
+bool cd_nn_dwconv_disabled(void) {
+    const char *v = getenv("CIRRDATA_NN_NO_DWCONV");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* 8 lanes: two SSE registers, or one AVX register in the AVX2 build of dw_planes. */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* a macro: a function returning v8f would change the ABI between the two builds (-Wpsabi) */
+#define DW_LOAD8(v, p) memcpy(&(v), (p), sizeof(v))
+
+/* One output pixel whose window may cross the border: the taps inside, in (ky, kx) order. */
+static inline float dw_pixel(const float *src, const float *w, int64_t W, int64_t y0, int64_t x0, int64_t ky0,
+                             int64_t ky1, int64_t kw, int64_t dh, int64_t dw) {
+    float acc = 0.0f;
+    for (int64_t ky = ky0; ky < ky1; ky++) {
+        const float *row = src + (y0 + ky * dh) * W;
+        for (int64_t kx = 0; kx < kw; kx++) {
+            const int64_t ix = x0 + kx * dw;
+            if (ix >= 0 && ix < W) acc += w[ky * kw + kx] * row[ix];
+        }
+    }
+    return acc;
+}
+
+/* 8 * nv output columns of one row, every window inside `rows` (a zero-padded copy of the input,
+ * see dw_planes_body): out[i] = sum over the nky window rows (rows + r * stride, weights w + r * kw)
+ * and the kw taps (tap kx of column i at row[koff[kx] + i]) of w * x, in (ky, kx) order, accumulated
+ * in nv independent vector registers (one chain would wait on the adder's latency). */
+static inline __attribute__((always_inline)) void dw_cols(float *out, const float *rows, const float *w, int64_t stride,
+                                                          int64_t nky, int64_t kw, const int64_t *koff, int nv) {
+    v8f acc[4] = {{0}, {0}, {0}, {0}};
+    for (int64_t r = 0; r < nky; r++) {
+        const float *row = rows + r * stride;
+        for (int64_t kx = 0; kx < kw; kx++) {
+            const float wf = w[r * kw + kx];
+            const v8f wv = {wf, wf, wf, wf, wf, wf, wf, wf};
+            for (int v = 0; v < nv; v++) {
+                v8f x;
+                DW_LOAD8(x, row + koff[kx] + 8 * v);
+                acc[v] += wv * x;
+            }
+        }
+    }
+    for (int v = 0; v < nv; v++) memcpy(out + 8 * v, &acc[v], sizeof acc[v]);
+}
+
+/* Output planes [begin, end) of the batch (plane = image * O + channel). Per output row the window
+ * rows inside the input are ky in [ky0, ky1). With rows of at least 8 outputs, the plane is first
+ * copied with its left and right zero padding (as the GEMM's patches hold it: the same products,
+ * zeros included), each padded row P split by phase at stride sw (P[0], P[sw], ..., then P[1],
+ * P[1 + sw], ...), so that the tap at P[t + sw * ox] is one contiguous run over ox and every column
+ * goes 32 or 8 at a time in registers (dw_cols); the last block of 8 ends at OW and may recompute
+ * columns (the same values). Otherwise (rows under 8 outputs, no memory for the copy) one pixel at a
+ * time, with bounds checks only at the border columns. */
+static inline __attribute__((always_inline)) void dw_planes_body(const dw_job *j, int64_t begin, int64_t end) {
+    const cd_nn_node *nd = j->node;
+    const int64_t H = j->H, W = j->W, OH = j->OH, OW = j->OW, kh = nd->kh, kw = nd->kw;
+    const int64_t sh = nd->sh, sw = nd->sw, ph = nd->ph, pw = nd->pw, dh = nd->dh, dw = nd->dw;
+    /* the padded copy: columns xp = ix + pw for every ix a window reaches, [0, (OW-1)*sw + (kw-1)*dw];
+     * phase q (xp % sw == q) starts at pstart[q]; tap kx of column ox is at koff[kx] + ox */
+    const int64_t Wp = (OW - 1) * sw + (kw - 1) * dw + 1;
+    float *pad = OW >= 8 && kw <= 64 && sw <= 64 ? malloc((size_t)(H * Wp) * sizeof(float)) : NULL;
+    int64_t pstart[64], koff[64];
+    for (int64_t q = 0, at = 0; pad && q < sw; q++) {
+        pstart[q] = at;
+        at += q < Wp ? (Wp - q + sw - 1) / sw : 0;
+    }
+    for (int64_t kx = 0; pad && kx < kw; kx++) koff[kx] = pstart[kx * dw % sw] + kx * dw / sw;
+    /* interior columns of the unpadded path: 0 <= ox*sw - pw and ox*sw - pw + (kw-1)*dw < W */
+    const int64_t reach = W - 1 - (kw - 1) * dw + pw;
+    int64_t xl = (pw + sw - 1) / sw, xh = reach >= 0 ? reach / sw + 1 : 0;
+    if (xh > OW) xh = OW;
+    if (xl > xh) xl = xh = OW; /* no interior: every column takes the checked path */
+    for (int64_t pl = begin; pl < end; pl++) {
+        const int64_t b = pl / j->O, o = pl % j->O;
+        const float *src = j->in + (b * j->C + o / j->m) * H * W;
+        const float *w = nd->weight + o * kh * kw;
+        const float bias = nd->bias ? nd->bias[o] : 0.0f;
+        float *dst = j->out + pl * OH * OW;
+        if (pad && sw == 1) {
+            const int64_t left = pw < Wp ? pw : Wp, mid = W < Wp - left ? W : Wp - left;
+            for (int64_t y = 0; y < H; y++) {
+                float *r = pad + y * Wp;
+                memset(r, 0, (size_t)left * sizeof(float));
+                memcpy(r + left, src + y * W, (size_t)mid * sizeof(float));
+                memset(r + left + mid, 0, (size_t)(Wp - left - mid) * sizeof(float));
+            }
+        } else if (pad) {
+            for (int64_t y = 0; y < H; y++)
+                for (int64_t q = 0; q < sw && q < Wp; q++) {
+                    float *d = pad + y * Wp + pstart[q];
+                    for (int64_t xp = q; xp < Wp; xp += sw, d++) {
+                        const int64_t ix = xp - pw;
+                        *d = ix >= 0 && ix < W ? src[y * W + ix] : 0.0f;
+                    }
+                }
+        }
+        for (int64_t oy = 0; oy < OH; oy++) {
+            float *out = dst + oy * OW;
+            const int64_t y0 = oy * sh - ph;
+            const int64_t ky0 = y0 < 0 ? (-y0 + dh - 1) / dh : 0, ky1r = H - y0 > 0 ? (H - y0 + dh - 1) / dh : 0;
+            const int64_t ky1 = ky1r < kh ? ky1r : kh;
+            if (pad && ky0 >= ky1) {
+                memset(out, 0, (size_t)OW * sizeof(float));
+            } else if (pad) {
+                const float *rows = pad + (y0 + ky0 * dh) * Wp, *wr = w + ky0 * kw;
+                int64_t ox = 0;
+                for (; ox + 32 <= OW; ox += 32) dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, koff, 4);
+                while (ox < OW) {
+                    if (ox + 8 > OW) ox = OW - 8;
+                    dw_cols(out + ox, rows + ox, wr, dh * Wp, ky1 - ky0, kw, koff, 1);
+                    ox += 8;
+                }
+            } else {
+                for (int64_t ox = 0; ox < xl; ox++)
+                    out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
+                for (int64_t ox = xl; ox < xh; ox++) { /* inside: no checks */
+                    float acc = 0.0f;
+                    for (int64_t ky = ky0; ky < ky1; ky++) {
+                        const float *row = src + (y0 + ky * dh) * W + ox * sw - pw;
+                        for (int64_t kx = 0; kx < kw; kx++) acc += w[ky * kw + kx] * row[kx * dw];
+                    }
+                    out[ox] = acc;
+                }
+                for (int64_t ox = xh; ox < OW; ox++)
+                    out[ox] = dw_pixel(src, w, W, y0, ox * sw - pw, ky0, ky1, kw, dh, dw);
+            }
+            for (int64_t ox = 0; ox < OW; ox++) {
+                const float v = out[ox] + bias;
+                out[ox] = nd->relu && v < 0.0f ? 0.0f : v; /* NaN stays NaN */
+            }
+        }
+    }
+    free(pad);
+}
+
+static void dw_planes_generic(void *ctx, int64_t begin, int64_t end) { dw_planes_body(ctx, begin, end); }
+
+#ifdef REF_X86
+__attribute__((target("avx2"))) static void dw_planes_avx2(void *ctx, int64_t begin, int64_t end) {
+    dw_planes_body(ctx, begin, end);
+}
+#endif
+
+void cd_nn_ref_dwconv2d(const cd_nn_node *nd, const cd_nn_shape *is, const float *in, float *out, int threads) {
+    dw_job j = {nd, in, out, is->c, is->h, is->w, nd->out_ch, 0, 0, 0};
+    j.OH = out_size(is->h, nd->kh, nd->sh, nd->ph, nd->dh, false);
+    j.OW = out_size(is->w, nd->kw, nd->sw, nd->pw, nd->dw, false);
+    /* cd_nn_graph_shape rejects these; never read past the input */
+    if (j.OH < 1 || j.OW < 1 || is->n < 1 || is->c != nd->in_ch || !cd_nn_ref_conv2d_is_depthwise(nd)) return;
+    j.m = nd->out_ch / nd->in_ch;
+    range_fn fn = dw_planes_generic;
+#ifdef REF_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) fn = dw_planes_avx2;
+#endif
+    /* Small tensors are not worth a thread start (like the pools). */
+    const int64_t planes = is->n * j.O, work = planes * j.OH * j.OW * nd->kh * nd->kw;
+    parallel_for(planes, work < (1 << 16) ? 1 : threads, fn, &j);
 }
 
 /* ---- linear: out[b][o] = bias[o] + W[o] . x[b]; each weight row is read once for up to four

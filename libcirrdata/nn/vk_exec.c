@@ -35,6 +35,11 @@
  * chunks of whole images (the tensors are image-major), each binding its images' sub-ranges; a node
  * where one image is too much fails with CD_ERR_LIMIT naming it.
  *
+ * Depthwise convolutions (cd_nn_ref_conv2d_is_depthwise, the C executor's rule) have a kernel of their
+ * own (shaders/nn_dwconv.comp: one invocation per output element, the GEMM's bindings and epilogue)
+ * instead of the GEMM per group, whose 64 x 64 tile would hold one output channel and K = kh*kw;
+ * CIRRDATA_NN_NO_DWCONV at create keeps them on the GEMM (tests, benchmarks).
+ *
  * Fusion at record time: a conv2d/linear whose only reader is an add, with the add's other operand
  * computed earlier, writes the sum (and the add's ReLU) straight into the add's tensor; the add is
  * not dispatched (a ResNet block's residual add costs no pass of its own).
@@ -55,7 +60,7 @@
 #include "gpu/gpu_impl.h"
 #include "nn/vk_exec.h"
 
-enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_COUNT };
+enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_DWCONV, K_COUNT };
 enum { MAX_BIND = 5, GEMM_TILE = 64, GEMM_THREADS = 256 };
 
 /* Push constants, as the shaders declare them. */
@@ -74,6 +79,10 @@ typedef struct add_push {
 typedef struct softmax_push {
     uint32_t x_off, y_off, total, groups_x, C, HW;
 } softmax_push;
+typedef struct dw_push {
+    uint32_t x_off, w_off, b_off, r_off, y_off, total, groups_x;
+    uint32_t C, H, W, O, OH, OW, m, kh, kw, sh, sw, ph, pw, dh, dw, flags;
+} dw_push;
 
 /* shader: the float32 kernel, shader16: its float16-storage variant. */
 static const struct {
@@ -86,6 +95,7 @@ static const struct {
     [K_ADAPTIVE] = {CD_SHADER_NN_ADAPTIVE_AVGPOOL, CD_SHADER_NN_ADAPTIVE_AVGPOOL_FP16, 2, 8 * sizeof(uint32_t)},
     [K_ADD] = {CD_SHADER_NN_ADD, CD_SHADER_NN_ADD_FP16, 3, sizeof(add_push)},
     [K_SOFTMAX] = {CD_SHADER_NN_SOFTMAX, CD_SHADER_NN_SOFTMAX_FP16, 2, sizeof(softmax_push)},
+    [K_DWCONV] = {CD_SHADER_NN_DWCONV, CD_SHADER_NN_DWCONV_FP16, 5, sizeof(dw_push)},
 };
 
 /* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
@@ -207,6 +217,7 @@ struct cd_nn_vk {
     VkDeviceSize align;      /* of the weight pieces */
     VkDeviceSize bind_align; /* minStorageBufferOffsetAlignment (at least 1): where a binding may start */
     bool fp16;               /* float16 storage of weights and activations (the *_fp16 kernels) */
+    bool no_dw;              /* CIRRDATA_NN_NO_DWCONV at create: depthwise convolutions take the GEMM */
     VkDeviceSize esize;      /* bytes per stored weight or activation element: 2 with fp16, else 4 */
 
     VkDeviceSize range;   /* bytes one binding may span (maxStorageBufferRange, or the test override) */
@@ -236,6 +247,7 @@ struct cd_nn_vk {
     span *pend_r, *pend_w;
     int npend_r, npend_w, cap_r, cap_w;
     int dispatches, barriers;
+    int dw_nodes;  /* nodes recorded with the depthwise kernel (cd_nn_vk_depthwise_nodes) */
     int tag;       /* the node being recorded + 1 (0: none) */
     bool counting; /* dry run: dispatch() only counts (sizes the descriptor pool) */
 };
@@ -559,6 +571,7 @@ cd_status cd_nn_vk_create(cd_gpu_context *ctx, const cd_nn_graph *g, bool fp16, 
     const char *no16 = getenv("CIRRDATA_NN_NO_FP16");
     vk->fp16 = fp16 && cd_vk_storage16(ctx) && !(no16 && *no16 && strcmp(no16, "0"));
     vk->esize = vk->fp16 ? 2 : 4;
+    vk->no_dw = cd_nn_dwconv_disabled();
     vk->nw = calloc((size_t)g->count + 1, sizeof *vk->nw);
     vk->fused_add = calloc((size_t)g->count + 1, sizeof *vk->fused_add);
     vk->off = calloc((size_t)g->count + 1, sizeof *vk->off);
@@ -891,6 +904,76 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     return st;
 }
 
+/* Whether node i runs on the depthwise kernel: the C executor's rule (cd_nn_ref_conv2d_is_depthwise,
+ * not disabled), with its weights in one piece (always, in practice: kh*kw*O elements; a layer split
+ * into blocks stays on the GEMM, which handles blocks). */
+static bool use_dw(const cd_nn_vk *vk, const cd_nn_graph *g, int i) {
+    return !vk->no_dw && cd_nn_ref_conv2d_is_depthwise(&g->nodes[i]) && vk->nw[i].whole && vk->nw[i].blk;
+}
+
+/* Depthwise conv2d (use_dw): one invocation per output element over chunks of whole images, with the
+ * GEMM's bindings (input, weights, bias, residual, output) and epilogue, fusion included. */
+static cd_status record_dwconv(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const node_w *w = &vk->nw[i];
+    const int src = nd->in[0];
+    const cd_nn_shape *is = &g->nodes[src].shape;
+    const int out_node = vk->fused_add[i] >= 0 ? vk->fused_add[i] : i;
+    const cd_nn_node *on = &g->nodes[out_node];
+    const int64_t C = is->c, O = nd->out_ch, n = nd->shape.n, K = node_k(nd);
+    if (C != nd->in_ch)
+        return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the weight %d", g->source, nd->name,
+                       (long long)C, nd->in_ch);
+    const int64_t in_img = C * is->h * is->w, out_img = O * nd->shape.h * nd->shape.w;
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
+    uint32_t flags = (nd->bias ? 1u : 0u) | (nd->relu ? 4u : 0u);
+    if (out_node != i) flags |= 2u | (on->relu ? 4u : 0u);
+    const int other = out_node != i ? (on->in[0] == i ? on->in[1] : on->in[0]) : -1;
+    if (!vk->counting) vk->dw_nodes++;
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per;
+        bind b[5];
+        st = arena_bind(vk, g, i, tensor_off(vk, src) + b0 * in_img, nimg * in_img, false, &b[0], err);
+        if (st == CD_OK && other >= 0)
+            st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
+        else
+            b[3] = dummy_bind(vk);
+        if (st == CD_OK)
+            st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
+        uint32_t gx = 0, gy = 0;
+        if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)(nimg * out_img), &gx, &gy, err);
+        if (st != CD_OK) break;
+        b[1] = weight_bind(vk, w->blk[0], (VkDeviceSize)O * K * vk->esize);
+        dw_push pc = {.x_off = b[0].elem,
+                      .r_off = b[3].elem,
+                      .y_off = b[4].elem,
+                      .total = (uint32_t)(nimg * out_img),
+                      .groups_x = gx,
+                      .C = (uint32_t)C,
+                      .H = (uint32_t)is->h,
+                      .W = (uint32_t)is->w,
+                      .O = (uint32_t)O,
+                      .OH = (uint32_t)nd->shape.h,
+                      .OW = (uint32_t)nd->shape.w,
+                      .m = (uint32_t)(O / C),
+                      .kh = (uint32_t)nd->kh,
+                      .kw = (uint32_t)nd->kw,
+                      .sh = (uint32_t)nd->sh,
+                      .sw = (uint32_t)nd->sw,
+                      .ph = (uint32_t)nd->ph,
+                      .pw = (uint32_t)nd->pw,
+                      .dh = (uint32_t)nd->dh,
+                      .dw = (uint32_t)nd->dw,
+                      .flags = flags};
+        b[2] = nd->bias ? bias_bind(vk, w->bias, 0, O, &pc.b_off) : dummy_bind(vk);
+        st = dispatch(vk, K_DWCONV, vk->K->pipe[vk->fp16][K_DWCONV], b, 5, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
 /* Pools and softmax: image-major in and out, dispatched over chunks of whole images. */
 static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
@@ -984,7 +1067,7 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_INPUT: return CD_OK;
     case CD_NN_FLATTEN:
     case CD_NN_DROPOUT: return CD_OK; /* views: tensor_off resolves them */
-    case CD_NN_CONV2D:
+    case CD_NN_CONV2D: return use_dw(vk, g, i) ? record_dwconv(vk, g, i, err) : record_gemm(vk, g, i, err);
     case CD_NN_LINEAR: return record_gemm(vk, g, i, err);
     case CD_NN_MAXPOOL2D:
     case CD_NN_AVGPOOL2D:
@@ -1092,7 +1175,8 @@ static cd_status plan(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
 }
 
 /* Work of node i in floating-point operations (a multiply-add counts two), by which the pass is cut
- * into pieces; 0 for what is not dispatched. */
+ * into pieces; 0 for what is not dispatched. A depthwise conv's K is kh*kw, the work its own kernel
+ * does (the GEMM path would spend most of its tiles on padding, but is only taken when disabled). */
 static double node_work(const cd_nn_vk *vk, const cd_nn_graph *g, int i) {
     const cd_nn_node *nd = &g->nodes[i];
     if (vk->skip[i] || nd->op == CD_NN_INPUT || is_view(nd)) return 0;
@@ -1206,7 +1290,7 @@ static cd_status record(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *err) {
     }
     cd_vk_cmd_timestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, 0);
     vk->npend_r = vk->npend_w = 0;
-    vk->dispatches = vk->barriers = 0;
+    vk->dispatches = vk->barriers = vk->dw_nodes = 0;
     st = record_pieces(vk, g, err);
     cmd = vk->rec; /* the last piece */
     if (st == CD_OK) {
@@ -1291,3 +1375,5 @@ cd_status cd_nn_vk_run(cd_nn_vk *vk, const cd_nn_graph *g, const float *input, f
 }
 
 double cd_nn_vk_last_kernel_ms(const cd_nn_vk *vk) { return vk ? vk->last_ms : 0; }
+
+int cd_nn_vk_depthwise_nodes(const cd_nn_vk *vk) { return vk && vk->recorded ? vk->dw_nodes : 0; }

@@ -32,4 +32,7 @@ CD_INTERNAL void cd_nn_vk_test_limits(uint64_t max_range, uint64_t max_buffer);
 /* Milliseconds of the last run's dispatches from GPU timestamps (0 when unavailable). */
 CD_INTERNAL double cd_nn_vk_last_kernel_ms(const cd_nn_vk *vk);
 
+/* Conv2d nodes the last recorded pass runs on the depthwise kernel (tests: the kernel was taken). */
+CD_INTERNAL int cd_nn_vk_depthwise_nodes(const cd_nn_vk *vk);
+
 #endif

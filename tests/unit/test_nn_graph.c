@@ -1,7 +1,8 @@
 /* The inference graph (nn/graph.c) and the C reference ops (nn/ref_ops.c): PyTorch's output-size
  * and pooling rules on tiny tensors against hand-computed values, batch-norm folding algebra, ReLU
  * fusion, the arena plan (no two live tensors overlap, checked for every pair), convolution against
- * a direct double-precision sum (groups, dilation, padding, edge tiles), and malformed graphs, each
+ * a direct double-precision sum (groups, dilation, padding, edge tiles), the depthwise kernel against
+ * the grouped GEMM and an exact sum (test_dwconv), and malformed graphs, each
  * refused with a message naming the node. Model files are built in memory (safetensors + the
  * "cirrdata.graph" metadata of schemas/model-graph.md). */
 #include <jansson.h>
@@ -299,6 +300,109 @@ static void test_conv_direct(void **state) {
 }
 
 /* ---- batch-norm folding and fusion ---- */
+
+/* ---- depthwise convolution: its own kernel against the grouped GEMM and an exact sum ----
+ *
+ * Tolerance: both float32 paths add the same K = kh*kw products and the bias (K + 1 terms) in the
+ * same order, but the GEMM may fuse multiply-adds (AVX2) and adds zero products for padding, so
+ * they are not bitwise equal. Each is within the classic bound of recursive summation,
+ * |fl - exact| <= gamma_{K+1} * A with gamma_n = n*u / (1 - n*u), u = 2^-24 and
+ * A = |bias| + sum |w*x| (computed in double; ReLU does not widen a difference), hence the two
+ * within 2 * gamma_{K+1} * A of each other: checked per element. */
+
+static void check_dwconv(int C, int m, int kh, int kw, int s, int ph, int pw, int d, bool bias, bool relu, int64_t h,
+                         int64_t w, int n) {
+    cd_nn_node nd;
+    memset(&nd, 0, sizeof nd);
+    nd.op = CD_NN_CONV2D;
+    snprintf(nd.name, sizeof nd.name, "dw");
+    nd.kh = kh;
+    nd.kw = kw;
+    nd.sh = nd.sw = s;
+    nd.ph = ph;
+    nd.pw = pw;
+    nd.dh = nd.dw = d;
+    nd.groups = nd.in_ch = C;
+    nd.out_ch = C * m;
+    nd.relu = relu;
+    const int O = C * m, K = kh * kw;
+    nd.weight = malloc((size_t)(O * K) * sizeof(float));
+    for (int i = 0; i < O * K; i++) nd.weight[i] = (float)(0.3 * sin(1.3 * i + 0.2));
+    if (bias) {
+        nd.bias = malloc((size_t)O * sizeof(float));
+        for (int i = 0; i < O; i++) nd.bias[i] = (float)(0.1 * cos(2.1 * i));
+    }
+    assert_true(cd_nn_ref_conv2d_is_depthwise(&nd));
+    const cd_nn_shape is = {n, C, h, w};
+    const int64_t oh = (h + 2 * ph - d * (kh - 1) - 1) / s + 1, ow = (w + 2 * pw - d * (kw - 1) - 1) / s + 1;
+    const size_t insz = (size_t)(n * C * h * w), outsz = (size_t)(n * O * oh * ow);
+    float *in = malloc(insz * sizeof(float)), *dw = malloc(outsz * sizeof(float));
+    float *gemm = malloc(outsz * sizeof(float)), *def = malloc(outsz * sizeof(float));
+    for (size_t i = 0; i < insz; i++) in[i] = (float)cos(0.37 * (double)i);
+    setenv("CIRRDATA_NN_NO_DWCONV", "1", 1);
+    cd_nn_ref_conv2d(&nd, &is, in, gemm, 2); /* the grouped GEMM */
+    unsetenv("CIRRDATA_NN_NO_DWCONV");
+    const double u = ldexp(1.0, -24), gamma = (K + 1) * u / (1 - (K + 1) * u);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        memset(dw, 0xff, outsz * sizeof(float)); /* NaN: every element must be written */
+        cd_nn_ref_dwconv2d(&nd, &is, in, dw, threads);
+        cd_nn_ref_conv2d(&nd, &is, in, def, threads); /* takes the depthwise kernel */
+        assert_memory_equal(dw, def, outsz * sizeof(float));
+        for (int bi = 0; bi < n; bi++)
+            for (int o = 0; o < O; o++)
+                for (int64_t y = 0; y < oh; y++)
+                    for (int64_t x = 0; x < ow; x++) {
+                        double acc = bias ? nd.bias[o] : 0, A = fabs(acc);
+                        for (int ky = 0; ky < kh; ky++)
+                            for (int kx = 0; kx < kw; kx++) {
+                                int64_t iy = y * s - ph + ky * d, ix = x * s - pw + kx * d;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                const double t =
+                                    (double)nd.weight[o * K + ky * kw + kx] * in[((bi * C + o / m) * h + iy) * w + ix];
+                                acc += t;
+                                A += fabs(t);
+                            }
+                        if (relu && acc < 0) acc = 0;
+                        const size_t i = (size_t)(((bi * O + o) * oh + y) * ow + x);
+                        const double e = fabs(acc - dw[i]), eg = fabs((double)gemm[i] - dw[i]);
+                        if (!(e <= gamma * A + 1e-30) || !(eg <= 2 * gamma * A + 1e-30))
+                            fail_msg("dwconv C%d m%d %dx%d s%d p%d,%d d%d %lldx%lld n%d at %zu: %g (exact %g, gemm "
+                                     "%g, bound %g)",
+                                     C, m, kh, kw, s, ph, pw, d, (long long)h, (long long)w, n, i, (double)dw[i], acc,
+                                     (double)gemm[i], gamma * A);
+                    }
+    }
+    free(in);
+    free(dw);
+    free(gemm);
+    free(def);
+    free(nd.weight);
+    free(nd.bias);
+    free(nd.packed); /* the GEMM's packed weights (cd_nn_graph_free's job in a graph) */
+}
+
+static void test_dwconv(void **state) {
+    (void)state;
+    check_dwconv(5, 1, 3, 3, 1, 1, 1, 1, true, true, 1, 9, 2);    /* 1-pixel-high image */
+    check_dwconv(4, 1, 3, 3, 1, 1, 1, 1, false, false, 11, 1, 1); /* 1-pixel-wide image */
+    check_dwconv(7, 1, 3, 3, 2, 1, 1, 1, true, false, 13, 10, 3); /* stride 2 with padding */
+    check_dwconv(6, 1, 3, 3, 1, 2, 2, 2, false, true, 11, 40, 1); /* dilation 2 */
+    check_dwconv(9, 1, 5, 5, 1, 2, 2, 1, true, false, 17, 35, 2); /* 5x5 */
+    check_dwconv(10, 1, 7, 7, 1, 3, 3, 1, true, true, 20, 41, 2); /* ConvNeXt's 7x7: vector rows + tail, threads */
+    check_dwconv(4, 3, 3, 3, 2, 0, 0, 1, true, false, 9, 9, 2);   /* channel multiplier 3, no padding */
+    check_dwconv(3, 2, 3, 5, 1, 1, 2, 1, true, true, 6, 37, 1);   /* 3x5 kernel, multiplier 2 */
+    check_dwconv(3, 1, 3, 3, 2, 3, 3, 1, true, false, 5, 4, 2);   /* padding past the window: bias alone */
+    check_dwconv(96, 1, 3, 3, 2, 1, 1, 1, true, true, 15, 15, 1); /* MobileNet's stride-2 block, threads */
+    check_dwconv(5, 1, 5, 5, 2, 2, 2, 1, true, true, 9, 75, 2);   /* stride 2, 38 columns: the phase-split copy */
+    check_dwconv(3, 2, 3, 3, 3, 2, 2, 2, false, false, 7, 50, 1); /* stride 3, dilation 2, multiplier 2 */
+    /* not depthwise: groups 2 of 3 channels each, and a single-channel input */
+    cd_nn_node nd = {.op = CD_NN_CONV2D, .groups = 2, .in_ch = 6, .out_ch = 6};
+    assert_false(cd_nn_ref_conv2d_is_depthwise(&nd));
+    nd = (cd_nn_node){.op = CD_NN_CONV2D, .groups = 1, .in_ch = 1, .out_ch = 4};
+    assert_false(cd_nn_ref_conv2d_is_depthwise(&nd));
+    nd = (cd_nn_node){.op = CD_NN_CONV2D, .groups = 4, .in_ch = 4, .out_ch = 6};
+    assert_false(cd_nn_ref_conv2d_is_depthwise(&nd));
+}
 
 static void test_bn_fold(void **state) {
     (void)state;
@@ -625,8 +729,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_maxpool_ceil),  cmocka_unit_test(test_avgpool_divisor),
         cmocka_unit_test(test_adaptive_bins), cmocka_unit_test(test_conv_direct),
-        cmocka_unit_test(test_bn_fold),       cmocka_unit_test(test_arena_plan),
-        cmocka_unit_test(test_bad_graphs),
+        cmocka_unit_test(test_dwconv),        cmocka_unit_test(test_bn_fold),
+        cmocka_unit_test(test_arena_plan),    cmocka_unit_test(test_bad_graphs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,10 @@
  *   7x7/2 stem, linear with K not a multiple of 16), in shared and in staging memory. Convolution and
  *   linear: max|diff| <= 1e-4 * max|ref| (float32 sums in another order); pools and add: 1e-6
  *   relative (the same sums in the same order); softmax 1e-5 (the reference sums in double).
+ * - depthwise convolutions on their own kernel (dwconv_cases: 1-pixel axes, stride 2 with padding,
+ *   dilation 2, 3x3/5x5/7x7, a channel multiplier, 300 channels, batch 5, bias or not, ReLU or not),
+ *   against the C depthwise kernel and the C grouped GEMM; the executor must report the kernel taken;
+ *   with CIRRDATA_NN_NO_DWCONV the node runs on the GEMM; a fused add on the depthwise kernel
  * - a conv followed by an add (fused into the conv's epilogue) and an add of two pools (not fused)
  * - a small whole graph (conv-relu-maxpool-conv-add-adaptive avgpool-flatten-linear, plus a
  *   downsample branch) against cd_nn_ref_run, with and without conv+add fusion; replayed, then
@@ -151,8 +155,10 @@ static double max_abs(const float *a, int64_t n) {
  * <= 2^-11 |ref| per element (round to nearest even; a subnormal's absolute error, <= 2^-25, is far
  * below the float32 term), on top of the float32 tolerance rel * max|ref| (the same sums in another
  * order). Graphs of several ops also round their intermediate tensors: they add rel16 * max|ref|. */
-static bool g_fp16;  /* float16 storage asked for and expected */
-static bool g_ask16; /* float16 storage asked for, float32 expected (the fallback) */
+static bool g_fp16;          /* float16 storage asked for and expected */
+static bool g_ref_gemm;      /* the reference takes the grouped GEMM for depthwise convolutions */
+static int g_dw_expect = -1; /* >= 0: nodes the executor must have run on the depthwise kernel */
+static bool g_ask16;         /* float16 storage asked for, float32 expected (the fallback) */
 
 static float round16(float v) { return cd_half_to_float(cd_float_to_half(v)); }
 
@@ -208,7 +214,9 @@ static void run_and_compare16(cd_gpu_context *ctx, cd_nn_graph *g, double rel, d
     assert_non_null(arena);
     assert_non_null(got);
     memcpy(arena + g->input_offset, x, sizeof(float) * (size_t)nin);
+    if (g_ref_gemm) setenv("CIRRDATA_NN_NO_DWCONV", "1", 1);
     st = cd_nn_ref_run(g, arena, 1, &err);
+    unsetenv("CIRRDATA_NN_NO_DWCONV");
     assert_int_equal(st, CD_OK);
     const float *ref = arena + g->nodes[g->output].offset;
     fallback_mark();
@@ -216,6 +224,7 @@ static void run_and_compare16(cd_gpu_context *ctx, cd_nn_graph *g, double rel, d
     if (st != CD_OK) fprintf(stderr, "cd_nn_vk_run (%s): %s\n", what, err.message);
     assert_int_equal(st, CD_OK);
     check_fallback(0, true); /* the device ran the pass */
+    if (g_dw_expect >= 0) assert_int_equal(cd_nn_vk_depthwise_nodes(vk), g_dw_expect);
     if (g_fp16) rel += rel16;
     const double m = max_abs(ref, nout), d = excess(got, ref, nout);
     if (!(d <= rel * fmax(m, 1e-30)) || getenv("CIRRDATA_TEST_VERBOSE"))
@@ -285,14 +294,72 @@ static void conv_cases(cd_gpu_memory_mode mode) {
     destroy_ctx(ctx);
 }
 
+/* Depthwise convolutions on their own kernel (shaders/nn_dwconv.comp), compared with the C executor's
+ * depthwise kernel and with its grouped GEMM (CIRRDATA_NN_NO_DWCONV for the reference only), 1e-4 of
+ * max|ref| as the other convolutions; the executor must report the node as run on the depthwise
+ * kernel. Then the same node kept on the GEMM (CIRRDATA_NN_NO_DWCONV at create), and a depthwise conv
+ * whose add is fused into it (the residual binding). */
+static void dwconv_cases(cd_gpu_memory_mode mode) {
+    require_vulkan();
+    cd_gpu_context *ctx = make_ctx(mode, 0);
+    static const conv_case cases[] = {
+        /* n, c, o, h, w, k, s, p, d, groups, bias, relu */
+        {2, 5, 5, 1, 9, 3, 1, 1, 1, 5, true, true},        /* 1-pixel-high image */
+        {1, 4, 4, 11, 1, 3, 1, 1, 1, 4, false, false},     /* 1-pixel-wide image */
+        {3, 7, 7, 13, 10, 3, 2, 1, 1, 7, true, false},     /* stride 2 with padding */
+        {1, 6, 6, 11, 12, 3, 1, 2, 2, 6, false, true},     /* dilation 2 */
+        {2, 9, 9, 17, 19, 5, 1, 2, 1, 9, true, false},     /* 5x5 */
+        {2, 10, 10, 20, 23, 7, 1, 3, 1, 10, true, true},   /* ConvNeXt's 7x7 */
+        {2, 4, 12, 9, 9, 3, 2, 0, 1, 4, true, false},      /* channel multiplier 3, no padding */
+        {1, 300, 300, 5, 5, 3, 1, 1, 1, 300, false, true}, /* 300 channels: not a multiple of the workgroup */
+        {5, 33, 33, 7, 6, 3, 2, 1, 1, 33, true, true},     /* batch 5, stride 2 */
+    };
+    g_dw_expect = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_case *c = &cases[i];
+        cd_nn_graph *g = new_graph(2, c->c);
+        add_conv(g, 0, c->c, c->o, c->k, c->s, c->p, c->d, c->groups, c->bias, c->relu, "dwconv");
+        finish(g, c->n, c->h, c->w);
+        char what[64];
+        for (int ref = 0; ref < 2; ref++) {
+            g_ref_gemm = ref == 1;
+            snprintf(what, sizeof what, "depthwise case %zu (reference: %s)", i, ref ? "GEMM" : "depthwise");
+            run_and_compare(ctx, g, 1e-4, what);
+        }
+        g_ref_gemm = false;
+        cd_nn_graph_free(g);
+    }
+    /* disabled: the grouped GEMM runs the node */
+    g_dw_expect = 0;
+    setenv("CIRRDATA_NN_NO_DWCONV", "1", 1);
+    cd_nn_graph *g = new_graph(2, 10);
+    add_conv(g, 0, 10, 10, 7, 1, 3, 1, 10, true, true, "dwconv");
+    finish(g, 2, 9, 8);
+    run_and_compare(ctx, g, 1e-4, "depthwise on the GEMM");
+    unsetenv("CIRRDATA_NN_NO_DWCONV");
+    cd_nn_graph_free(g);
+    /* x -> depthwise 3x3 -> add x -> relu: the add is fused into the depthwise kernel */
+    g_dw_expect = 1;
+    g = new_graph(3, 11);
+    add_conv(g, 0, 11, 11, 3, 1, 1, 1, 11, true, false, "dwconv");
+    add_node(g, CD_NN_ADD, 1, 0, "add")->relu = true;
+    finish(g, 3, 7, 9);
+    run_and_compare(ctx, g, 1e-4, "depthwise + fused add");
+    cd_nn_graph_free(g);
+    g_dw_expect = -1;
+    destroy_ctx(ctx);
+}
+
 static void test_conv_shared(void **state) {
     (void)state;
     conv_cases(CD_GPU_MEMORY_SHARED);
+    dwconv_cases(CD_GPU_MEMORY_SHARED);
 }
 
 static void test_conv_staging(void **state) {
     (void)state;
     conv_cases(CD_GPU_MEMORY_STAGING);
+    dwconv_cases(CD_GPU_MEMORY_STAGING);
 }
 
 static void test_pools(void **state) {
@@ -701,6 +768,8 @@ static void test_fp16(void **state) {
     g_fp16 = true;
     conv_cases(CD_GPU_MEMORY_SHARED);
     conv_cases(CD_GPU_MEMORY_STAGING);
+    dwconv_cases(CD_GPU_MEMORY_SHARED);
+    dwconv_cases(CD_GPU_MEMORY_STAGING);
     test_pools(state);
     test_add(state);
     test_graph(state);
