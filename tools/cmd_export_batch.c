@@ -112,34 +112,11 @@ static bool claim(const char *path, bool overwrite, cd_error *err) {
 }
 
 /* One channel of a C-order (C, X, Y, Z) tensor as a NIfTI volume (x fastest). */
-static cd_status write_nifti(const char *path, const void *data, cd_dtype dt, uint32_t c, const cd_tensor_info *ti,
+static cd_status write_nifti(const char *path, const void *data, uint32_t c, const cd_tensor_info *ti,
                              const double affine[4][4], const double spacing[3], cd_error *err) {
-    const size_t X = ti->shape[0], Y = ti->shape[1], Z = ti->shape[2], n = X * Y * Z;
-    const cd_dtype out_dt = dt == CD_DTYPE_FLOAT16 ? CD_DTYPE_FLOAT32 : dt;
-    int64_t dims[3] = {(int64_t)X, (int64_t)Y, (int64_t)Z};
     cd_volume *v;
-    cd_status st = cd_volume_create(dims, out_dt, &v, err);
+    cd_status st = cd_tensor_channel_volume(data, ti, c, affine, spacing, &v, err);
     if (st != CD_OK) return st;
-    uint8_t *dst = cd_volume_data(v);
-    const size_t es = cd_dtype_size(dt), oes = cd_dtype_size(out_dt);
-    const uint8_t *src = (const uint8_t *)data + (size_t)c * n * es;
-    for (size_t x = 0; x < X; x++)
-        for (size_t y = 0; y < Y; y++)
-            for (size_t z = 0; z < Z; z++) {
-                const uint8_t *s = src + ((x * Y + y) * Z + z) * es;
-                uint8_t *d = dst + (x + X * (y + Y * z)) * oes;
-                if (dt == CD_DTYPE_FLOAT16) {
-                    uint16_t h;
-                    float f;
-                    memcpy(&h, s, 2);
-                    cd_float16_to_float32(&h, &f, 1);
-                    memcpy(d, &f, 4);
-                } else {
-                    memcpy(d, s, es);
-                }
-            }
-    cd_volume_set_affine(v, affine);
-    cd_volume_set_spacing(v, spacing);
     st = cd_nifti_write(path, v, NULL, err);
     cd_volume_destroy(v);
     return st;
@@ -279,7 +256,7 @@ static cd_status write_file(export_job *j, const char *base, const char *tname, 
         int64_t dims[4] = {ti->channels, ti->shape[0], ti->shape[1], ti->shape[2]};
         st = cd_npy_write(path, j->buf, ti->dtype, 4, dims, false, err);
     } else {
-        st = write_nifti(path, j->buf, ti->dtype, ch, ti, affine, spacing, err);
+        st = write_nifti(path, j->buf, ch, ti, affine, spacing, err);
     }
     if (st == CD_OK)
         j->files++;

@@ -199,37 +199,6 @@ static cd_status export_layout_case(ex_run *x, const cd_nn_case *c, json_t *file
     return st;
 }
 
-/* Channel ch of a C-order (C, X, Y, Z) tensor as a NIfTI volume (x fastest); float16 widened to float32. */
-static cd_status tensor_volume(const void *data, const cd_tensor_info *ti, uint32_t ch, const double affine[4][4],
-                               const double spacing[3], cd_volume **out, cd_error *err) {
-    const size_t X = ti->shape[0], Y = ti->shape[1], Z = ti->shape[2], n = X * Y * Z;
-    const cd_dtype dt = ti->dtype, odt = dt == CD_DTYPE_FLOAT16 ? CD_DTYPE_FLOAT32 : dt;
-    int64_t dims[3] = {(int64_t)X, (int64_t)Y, (int64_t)Z};
-    cd_status st = cd_volume_create(dims, odt, out, err);
-    if (st != CD_OK) return st;
-    uint8_t *dst = cd_volume_data(*out);
-    const size_t es = cd_dtype_size(dt), oes = cd_dtype_size(odt);
-    const uint8_t *src = (const uint8_t *)data + (size_t)ch * n * es;
-    for (size_t x = 0; x < X; x++)
-        for (size_t y = 0; y < Y; y++)
-            for (size_t z = 0; z < Z; z++) {
-                const uint8_t *s = src + ((x * Y + y) * Z + z) * es;
-                uint8_t *d = dst + (x + X * (y + Y * z)) * oes;
-                if (dt == CD_DTYPE_FLOAT16) {
-                    uint16_t hv;
-                    float f;
-                    memcpy(&hv, s, 2);
-                    cd_float16_to_float32(&hv, &f, 1);
-                    memcpy(d, &f, 4);
-                } else {
-                    memcpy(d, s, es);
-                }
-            }
-    cd_volume_set_affine(*out, affine);
-    cd_volume_set_spacing(*out, spacing);
-    return CD_OK;
-}
-
 /* Reads tensor `name` of a record whole (the caller frees *data). */
 static cd_status read_tensor(const cd_shard *sh, const cd_record *rec, const char *name, cd_tensor_info *ti,
                              void **data, cd_error *err) {
@@ -280,7 +249,7 @@ static cd_status export_record(ex_run *x, const cd_nn_case *c, json_t *files, cd
         st = cd_fail(err, CD_ERR_FORMAT, "%s: the mask tensor is not one channel of the image's shape", what);
     for (uint32_t ch = 0; st == CD_OK && ch < ti.channels; ch++) {
         cd_volume *v = NULL;
-        st = tensor_volume(img, &ti, ch, (const double(*)[4])aff, sp, &v, err);
+        st = cd_tensor_channel_volume(img, &ti, ch, (const double(*)[4])aff, sp, &v, err);
         uint64_t nan = st == CD_OK ? cd_nn_count_nan(v) : 0;
         if (nan)
             st = cd_fail(err, CD_ERR_FORMAT, "%s: channel %u has %llu NaN voxels", what, ch, (unsigned long long)nan);
@@ -290,7 +259,7 @@ static cd_status export_record(ex_run *x, const cd_nn_case *c, json_t *files, cd
     }
     if (st == CD_OK) {
         cd_volume *m = NULL;
-        st = tensor_volume(msk, &tm, 0, (const double(*)[4])aff, sp, &m, err);
+        st = cd_tensor_channel_volume(msk, &tm, 0, (const double(*)[4])aff, sp, &m, err);
         if (st == CD_OK) st = check_labels(x, m, what, err);
         if (st == CD_OK) st = out_path(x, c, -1, dst, sizeof dst, err);
         if (st == CD_OK) st = put_volume(x, m, dst, "written from the record", what, files, err);

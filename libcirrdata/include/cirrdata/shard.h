@@ -26,6 +26,7 @@
 
 #include "cirrdata/dtype.h"
 #include "cirrdata/status.h"
+#include "cirrdata/volume.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,6 +113,13 @@ CD_API void cd_record_tensor_info(const cd_record *r, uint32_t tensor, cd_tensor
 /* Reads a whole tensor into out: C-order (C, X, Y, Z), C*X*Y*Z*sizeof(dtype) bytes. */
 CD_API cd_status cd_record_read_tensor(const cd_shard *s, const cd_record *r, uint32_t tensor, void *out,
                                        cd_error *err);
+
+/* Channel ch of a tensor read whole (cd_record_read_tensor: C-order (C, X, Y, Z)) as a volume in NIfTI
+ * order (x fastest), float16 widened to float32, with the given affine and spacing (what export-batch
+ * and export-nnunet write). The caller owns *out (cd_volume_destroy). */
+CD_API cd_status cd_tensor_channel_volume(const void *data, const cd_tensor_info *ti, uint32_t ch,
+                                          const double affine[4][4], const double spacing[3], cd_volume **out,
+                                          cd_error *err);
 
 /* Reads the box [start, start+size) of a tensor (all channels) into out, C-order
  * (C, size[0], size[1], size[2]); only the chunks the box touches are read. Parts of the box outside
