@@ -813,6 +813,29 @@ static cd_status grid_1d(cd_nn_vk *vk, const cd_nn_graph *g, int node, uint64_t 
     return CD_OK;
 }
 
+/* The epilogue flags of conv-like node i writing out_node's tensor (bias 1, residual add 2, ReLU 4) and
+ * the residual operand of a fused add (*other, else -1): the GEMM's and the depthwise kernel's. */
+static uint32_t epilogue(const cd_nn_node *nd, const cd_nn_node *on, int i, int out_node, int *other) {
+    uint32_t flags = (nd->bias ? 1u : 0u) | (nd->relu ? 4u : 0u);
+    if (out_node != i) flags |= 2u | (on->relu ? 4u : 0u);
+    *other = out_node != i ? (on->in[0] == i ? on->in[1] : on->in[0]) : -1;
+    return flags;
+}
+
+/* The input, residual (or a dummy) and output bindings (b[0], b[3], b[4]) of images [b0, b0 + nimg) of
+ * conv-like node i. */
+static cd_status bind_images(cd_nn_vk *vk, const cd_nn_graph *g, int i, int src, int other, int out_node, int64_t b0,
+                             int64_t nimg, int64_t in_img, int64_t out_img, bind *b, cd_error *err) {
+    cd_status st = arena_bind(vk, g, i, tensor_off(vk, src) + b0 * in_img, nimg * in_img, false, &b[0], err);
+    if (st == CD_OK && other >= 0)
+        st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
+    else
+        b[3] = dummy_bind(vk);
+    if (st == CD_OK)
+        st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
+    return st;
+}
+
 static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
     const node_w *w = &vk->nw[i];
@@ -842,20 +865,13 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     VkPipeline pipe;
     st = gemm_pipeline(vk->ctx, vk->K, vk->fp16, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe, err);
     if (st != CD_OK) return st;
-    uint32_t flags = (nd->bias ? 1u : 0u) | (nd->relu ? 4u : 0u);
-    if (out_node != i) flags |= 2u | (on->relu ? 4u : 0u);
-    const int other = out_node != i ? (on->in[0] == i ? on->in[1] : on->in[0]) : -1;
+    int other;
+    const uint32_t flags = epilogue(nd, on, i, out_node, &other);
     vk->tag = i + 1;
     for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
         const int64_t nimg = n - b0 < per ? n - b0 : per, ntotal = nimg * OH * OW;
         bind b[5];
-        st = arena_bind(vk, g, i, tensor_off(vk, src) + b0 * in_img, nimg * in_img, false, &b[0], err);
-        if (st == CD_OK && other >= 0)
-            st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
-        else
-            b[3] = dummy_bind(vk);
-        if (st == CD_OK)
-            st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
+        st = bind_images(vk, g, i, src, other, out_node, b0, nimg, in_img, out_img, b, err);
         if (st != CD_OK) break;
         gemm_push pc = {.x_off = b[0].elem,
                         .w_off = 0,
@@ -927,21 +943,14 @@ static cd_status record_dwconv(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_err
     const int64_t in_img = C * is->h * is->w, out_img = O * nd->shape.h * nd->shape.w;
     int64_t per = 0;
     cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
-    uint32_t flags = (nd->bias ? 1u : 0u) | (nd->relu ? 4u : 0u);
-    if (out_node != i) flags |= 2u | (on->relu ? 4u : 0u);
-    const int other = out_node != i ? (on->in[0] == i ? on->in[1] : on->in[0]) : -1;
+    int other;
+    const uint32_t flags = epilogue(nd, on, i, out_node, &other);
     if (!vk->counting) vk->dw_nodes++;
     vk->tag = i + 1;
     for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
         const int64_t nimg = n - b0 < per ? n - b0 : per;
         bind b[5];
-        st = arena_bind(vk, g, i, tensor_off(vk, src) + b0 * in_img, nimg * in_img, false, &b[0], err);
-        if (st == CD_OK && other >= 0)
-            st = arena_bind(vk, g, i, tensor_off(vk, other) + b0 * out_img, nimg * out_img, false, &b[3], err);
-        else
-            b[3] = dummy_bind(vk);
-        if (st == CD_OK)
-            st = arena_bind(vk, g, i, tensor_off(vk, out_node) + b0 * out_img, nimg * out_img, true, &b[4], err);
+        st = bind_images(vk, g, i, src, other, out_node, b0, nimg, in_img, out_img, b, err);
         uint32_t gx = 0, gy = 0;
         if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)(nimg * out_img), &gx, &gy, err);
         if (st != CD_OK) break;
