@@ -31,7 +31,7 @@ static const char export_nnunet_help[] =
     "The dataset appears complete or not at all: it is written into a hidden sibling folder renamed into\n"
     "place at the end. cirrdata_export.json records each case's source files and the skipped cases.\n\n"
     "  -o, --out DIR     the dataset folder, named DatasetNNN_Name (must not exist unless --force)\n"
-    "  --layout L        cirrmri600 or nnunet (first channel of its training cases); dataset (converted)\n"
+    "  --layout L        cirrmri600 or nnunet (every channel; imagesTs as the test split); dataset (converted)\n"
     "                    is recognised without it\n"
     "  --sequence NAME   the sequence to export (T1, T2; for a converted dataset a record's sequence);\n"
     "                    needed when the source has several\n"

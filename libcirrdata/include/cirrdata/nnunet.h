@@ -68,7 +68,9 @@ typedef struct cd_nnunet_export_result {
  *               = [{"train": [train ids], "val": [valid ids]}] (nnU-Net reads it from
  *               nnUNet_preprocessed/DatasetNNN_Name/); one sequence per dataset (opts->sequence) or both
  *               paired (pair_t1t2);
- *   nnunet      the training cases of an nnU-Net raw dataset (first channel, as convert reads it), its labels;
+ *   nnunet      an nnU-Net raw / MSD dataset as convert reads it: every channel file, imagesTs cases as the
+ *               test split (without labels), its labels; channels that are volumes of one 4D file (MSD)
+ *               are CD_ERR_UNSUPPORTED (the export copies one file per channel);
  *   dataset     a converted dataset's plain records (augmented copies are left out) of one sequence, split
  *               as recorded (train/valid -> imagesTr, test -> imagesTs; splits_final.json as above when it has
  *               valid records).
