@@ -32,6 +32,11 @@ static const char *const op_names[CD_NN_OP_COUNT] = {
     [CD_NN_ADD] = "add",
     [CD_NN_SOFTMAX] = "softmax",
     [CD_NN_DROPOUT] = "dropout",
+    [CD_NN_GELU] = "gelu",
+    [CD_NN_GELU_TANH] = "gelu_tanh",
+    [CD_NN_SILU] = "silu",
+    [CD_NN_HARDSWISH] = "hardswish",
+    [CD_NN_HARDSIGMOID] = "hardsigmoid",
 };
 
 const char *cd_nn_op_name(cd_nn_op op) {
@@ -411,6 +416,11 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
         break;
     }
     case CD_NN_RELU:
+    case CD_NN_GELU:
+    case CD_NN_GELU_TANH:
+    case CD_NN_SILU:
+    case CD_NN_HARDSWISH:
+    case CD_NN_HARDSIGMOID:
     case CD_NN_DROPOUT: break;
     default: return node_fail(p->err, CD_ERR_INTERNAL, g, nd, "unhandled op");
     }
@@ -727,6 +737,11 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
         break;
     }
     case CD_NN_RELU:
+    case CD_NN_GELU:
+    case CD_NN_GELU_TANH:
+    case CD_NN_SILU:
+    case CD_NN_HARDSWISH:
+    case CD_NN_HARDSIGMOID:
     case CD_NN_SOFTMAX: break;
     default: return node_fail(err, CD_ERR_INTERNAL, g, nd, "op left after simplification");
     }

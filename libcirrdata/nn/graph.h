@@ -30,6 +30,12 @@ typedef enum cd_nn_op {
     CD_NN_ADD,     /* elementwise sum of two equal-shaped tensors */
     CD_NN_SOFTMAX, /* over C */
     CD_NN_DROPOUT, /* identity at inference; removed by simplification */
+    /* elementwise activations, one input, output shape = input shape */
+    CD_NN_GELU,        /* exact: x * 0.5 * (1 + erf(x / sqrt(2))) */
+    CD_NN_GELU_TANH,   /* PyTorch approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    CD_NN_SILU,        /* x * sigmoid(x) */
+    CD_NN_HARDSWISH,   /* x * relu6(x + 3) / 6 */
+    CD_NN_HARDSIGMOID, /* relu6(x + 3) / 6 */
     CD_NN_OP_COUNT
 } cd_nn_op;
 
@@ -123,6 +129,9 @@ CD_INTERNAL void cd_nn_ref_avgpool2d(const cd_nn_node *node, const cd_nn_shape *
 CD_INTERNAL void cd_nn_ref_adaptive_avgpool2d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in,
                                               float *out);
 CD_INTERNAL void cd_nn_ref_add(const cd_nn_node *node, int64_t count, const float *a, const float *b, float *out);
+/* An elementwise activation (relu, gelu, gelu_tanh, silu, hardswish, hardsigmoid) over count floats;
+ * other ops: no effect. NaN stays NaN. */
+CD_INTERNAL void cd_nn_ref_unary(cd_nn_op op, int64_t count, const float *in, float *out);
 CD_INTERNAL void cd_nn_ref_softmax(const cd_nn_shape *shape, const float *in, float *out);
 
 #endif

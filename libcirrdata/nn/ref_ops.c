@@ -792,6 +792,48 @@ void cd_nn_ref_add(const cd_nn_node *nd, int64_t count, const float *a, const fl
         for (int64_t i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
 
+/* The activations in PyTorch's float32 order of operations (its CPU kernels), each a loop of its own
+ * so that the branch-free ones vectorise; erff/tanhf/expf come from libm. The clamps are written as
+ * comparisons (false for NaN) so that NaN stays NaN, which fminf/fmaxf would not keep. */
+void cd_nn_ref_unary(cd_nn_op op, int64_t count, const float *in, float *out) {
+    switch (op) {
+    case CD_NN_RELU:
+        for (int64_t i = 0; i < count; i++) out[i] = in[i] < 0.0f ? 0.0f : in[i];
+        break;
+    case CD_NN_GELU:
+        for (int64_t i = 0; i < count; i++) out[i] = in[i] * 0.5f * (1.0f + erff(in[i] * (float)M_SQRT1_2));
+        break;
+    case CD_NN_GELU_TANH: {
+        const float beta = (float)(M_SQRT2 * M_2_SQRTPI * 0.5), kappa = 0.044715f;
+        for (int64_t i = 0; i < count; i++) {
+            const float x = in[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(beta * (x + kappa * x * x * x)));
+        }
+        break;
+    }
+    case CD_NN_SILU:
+        for (int64_t i = 0; i < count; i++) out[i] = in[i] / (1.0f + expf(-in[i]));
+        break;
+    case CD_NN_HARDSWISH:
+        for (int64_t i = 0; i < count; i++) {
+            float r = in[i] + 3.0f;
+            r = r < 0.0f ? 0.0f : r;
+            r = r > 6.0f ? 6.0f : r;
+            out[i] = in[i] * r / 6.0f;
+        }
+        break;
+    case CD_NN_HARDSIGMOID:
+        for (int64_t i = 0; i < count; i++) {
+            float r = in[i] + 3.0f;
+            r = r < 0.0f ? 0.0f : r;
+            r = r > 6.0f ? 6.0f : r;
+            out[i] = r / 6.0f;
+        }
+        break;
+    default: break;
+    }
+}
+
 void cd_nn_ref_softmax(const cd_nn_shape *s, const float *in, float *out) {
     int64_t plane = s->h * s->w;
     for (int64_t n = 0; n < s->n; n++)
@@ -832,8 +874,11 @@ static void plane_range(void *ctx, int64_t begin, int64_t end) {
     case CD_NN_ADAPTIVE_AVGPOOL2D: cd_nn_ref_adaptive_avgpool2d(nd, &s, a, o); break;
     case CD_NN_ADD: cd_nn_ref_add(nd, s.c * j->in_plane, a, j->b + begin * j->in_plane, o); break;
     case CD_NN_RELU:
-        for (int64_t i = 0; i < s.c * j->in_plane; i++) o[i] = a[i] < 0.0f ? 0.0f : a[i]; /* NaN stays NaN */
-        break;
+    case CD_NN_GELU:
+    case CD_NN_GELU_TANH:
+    case CD_NN_SILU:
+    case CD_NN_HARDSWISH:
+    case CD_NN_HARDSIGMOID: cd_nn_ref_unary(nd->op, s.c * j->in_plane, a, o); break;
     default: break;
     }
 }
@@ -856,7 +901,12 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
         case CD_NN_AVGPOOL2D:
         case CD_NN_ADAPTIVE_AVGPOOL2D:
         case CD_NN_ADD:
-        case CD_NN_RELU: {
+        case CD_NN_RELU:
+        case CD_NN_GELU:
+        case CD_NN_GELU_TANH:
+        case CD_NN_SILU:
+        case CD_NN_HARDSWISH:
+        case CD_NN_HARDSIGMOID: {
             plane_job j = {nd,
                            *is,
                            is->h * is->w,

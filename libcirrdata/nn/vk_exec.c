@@ -60,7 +60,21 @@
 #include "gpu/gpu_impl.h"
 #include "nn/vk_exec.h"
 
-enum { K_GEMM, K_MAXPOOL, K_AVGPOOL, K_ADAPTIVE, K_ADD, K_SOFTMAX, K_DWCONV, K_COUNT };
+enum {
+    K_GEMM,
+    K_MAXPOOL,
+    K_AVGPOOL,
+    K_ADAPTIVE,
+    K_ADD,
+    K_SOFTMAX,
+    K_DWCONV,
+    K_GELU,
+    K_GELU_TANH,
+    K_SILU,
+    K_HARDSWISH,
+    K_HARDSIGMOID,
+    K_COUNT
+};
 enum { MAX_BIND = 5, GEMM_TILE = 64, GEMM_THREADS = 256 };
 
 /* Push constants, as the shaders declare them. */
@@ -76,6 +90,9 @@ typedef struct pool_push {
 typedef struct add_push {
     uint32_t a_off, b_off, y_off, total, groups_x, flags;
 } add_push;
+typedef struct unary_push {
+    uint32_t x_off, y_off, total, groups_x;
+} unary_push;
 typedef struct softmax_push {
     uint32_t x_off, y_off, total, groups_x, C, HW;
 } softmax_push;
@@ -96,6 +113,11 @@ static const struct {
     [K_ADD] = {CD_SHADER_NN_ADD, CD_SHADER_NN_ADD_FP16, 3, sizeof(add_push)},
     [K_SOFTMAX] = {CD_SHADER_NN_SOFTMAX, CD_SHADER_NN_SOFTMAX_FP16, 2, sizeof(softmax_push)},
     [K_DWCONV] = {CD_SHADER_NN_DWCONV, CD_SHADER_NN_DWCONV_FP16, 5, sizeof(dw_push)},
+    [K_GELU] = {CD_SHADER_NN_GELU, CD_SHADER_NN_GELU_FP16, 2, sizeof(unary_push)},
+    [K_GELU_TANH] = {CD_SHADER_NN_GELU_TANH, CD_SHADER_NN_GELU_TANH_FP16, 2, sizeof(unary_push)},
+    [K_SILU] = {CD_SHADER_NN_SILU, CD_SHADER_NN_SILU_FP16, 2, sizeof(unary_push)},
+    [K_HARDSWISH] = {CD_SHADER_NN_HARDSWISH, CD_SHADER_NN_HARDSWISH_FP16, 2, sizeof(unary_push)},
+    [K_HARDSIGMOID] = {CD_SHADER_NN_HARDSIGMOID, CD_SHADER_NN_HARDSIGMOID_FP16, 2, sizeof(unary_push)},
 };
 
 /* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
@@ -1069,6 +1091,37 @@ static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error 
     return st;
 }
 
+/* The activations other than ReLU: one kernel each, elementwise over chunks of whole images like add. */
+static cd_status record_unary(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    int kind;
+    switch (nd->op) {
+    case CD_NN_GELU: kind = K_GELU; break;
+    case CD_NN_GELU_TANH: kind = K_GELU_TANH; break;
+    case CD_NN_SILU: kind = K_SILU; break;
+    case CD_NN_HARDSWISH: kind = K_HARDSWISH; break;
+    case CD_NN_HARDSIGMOID: kind = K_HARDSIGMOID; break;
+    default: return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: not an activation", g->source, nd->name);
+    }
+    const int64_t n = nd->shape.n, img = nd->shape.c * nd->shape.h * nd->shape.w;
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t cnt = (n - b0 < per ? n - b0 : per) * img;
+        bind b[2];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, cnt, false, &b[0], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[1], err);
+        uint32_t gx = 0, gy = 0;
+        if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
+        if (st != CD_OK) break;
+        unary_push pc = {b[0].elem, b[1].elem, (uint32_t)cnt, gx};
+        st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, 2, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
 static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
     if (vk->skip[i]) return CD_OK;
@@ -1084,6 +1137,11 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_SOFTMAX: return record_per_image(vk, g, i, err);
     case CD_NN_ADD:
     case CD_NN_RELU: return record_add(vk, g, i, err);
+    case CD_NN_GELU:
+    case CD_NN_GELU_TANH:
+    case CD_NN_SILU:
+    case CD_NN_HARDSWISH:
+    case CD_NN_HARDSIGMOID: return record_unary(vk, g, i, err);
     default:
         return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source,
                        nd->name, (int)nd->op);

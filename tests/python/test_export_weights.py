@@ -83,6 +83,7 @@ OP_FIELDS = {
     'conv2d': {'weight', 'bias', 'stride', 'padding', 'dilation', 'groups'},
     'batch_norm': {'weight', 'bias', 'running_mean', 'running_var', 'eps'},
     'relu': set(), 'dropout': set(), 'add': set(),
+    'gelu': set(), 'gelu_tanh': set(), 'silu': set(), 'hardswish': set(), 'hardsigmoid': set(),
     'max_pool2d': {'kernel', 'stride', 'padding', 'dilation', 'ceil_mode'},
     'avg_pool2d': {'kernel', 'stride', 'padding', 'ceil_mode', 'count_include_pad'},
     'adaptive_avg_pool2d': {'output_size'},
@@ -172,6 +173,12 @@ def run_graph(g, params, x, torch):
                              training=False, eps=n['eps'])
         elif op == 'relu':
             y = F.relu(a[0])
+        elif op == 'gelu':
+            y = F.gelu(a[0])
+        elif op == 'gelu_tanh':
+            y = F.gelu(a[0], approximate='tanh')
+        elif op in ('silu', 'hardswish', 'hardsigmoid'):
+            y = getattr(F, op)(a[0])
         elif op == 'max_pool2d':
             y = F.max_pool2d(a[0], n['kernel'], n['stride'], n['padding'], n['dilation'], n['ceil_mode'])
         elif op == 'avg_pool2d':
@@ -369,6 +376,40 @@ def resnet18(c, ew, work, torch, torchvision, np):
     check_export(c, p, ref, 'resnet18', 3, torch, np, 'resnet18 random')
 
 
+def activations(c, ew, torch):
+    # GELU (both forms), SiLU, Hardswish, Hardsigmoid as modules and as functions map to their ops
+    nn, F = torch.nn, torch.nn.functional
+
+    class Acts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.mods = nn.Sequential(nn.GELU(), nn.GELU(approximate='tanh'), nn.SiLU(), nn.Hardswish(),
+                                      nn.Hardsigmoid())
+
+        def forward(self, x):
+            x = self.mods(self.conv(x))
+            x = F.gelu(x)
+            x = F.gelu(x, approximate='tanh')
+            return F.hardsigmoid(F.hardswish(F.silu(x)))
+    model = Acts().eval()
+    with torch.no_grad():
+        model.conv.weight.mul_(8)  # spread the activations' inputs past +-3
+    g, _ = ew.convert_graph(torch.fx.symbolic_trace(model), torch, 3)
+    ops = [n['op'] for n in g['nodes']]
+    want = ['conv2d', 'gelu', 'gelu_tanh', 'silu', 'hardswish', 'hardsigmoid', 'gelu', 'gelu_tanh', 'silu',
+            'hardswish', 'hardsigmoid']
+    c.check(ops == want, 'activation modules and functions map to their ops', ops)
+    params = {k: v for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    names = {n.get('weight') for n in g['nodes']} | {n.get('bias') for n in g['nodes']}
+    c.check({'conv.weight', 'conv.bias'} <= names, 'activations model: conv parameters named', names)
+    with torch.no_grad():
+        ref, got = model(x), run_graph(g, params, x, torch)
+    c.check(torch.equal(ref, got), 'activations graph run with torch.nn.functional == model(x)',
+            float((ref - got).abs().max()))
+
+
 def errors(c, ew, models, work, torch):
     out = os.path.join(work, 'bad.safetensors')
     rc, so, se = run([sys.executable, EXPORTER, '--arch', 'resnet19', '--random', '-o', out])
@@ -431,6 +472,7 @@ def main():
         checkpoint_forms(c, ew, models, work, torch, np)
         resnet18(c, ew, work, torch, torchvision, np)
         errors(c, ew, models, work, torch)
+        activations(c, ew, torch)
     except Exception as e:  # noqa: BLE001 - report, do not crash without the summary line
         c.crashed(e)
     finally:

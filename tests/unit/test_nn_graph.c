@@ -125,6 +125,86 @@ static void run_pool(const cd_nn_graph *g, const float *in, float *out) {
         cd_nn_ref_adaptive_avgpool2d(nd, &g->input_shape, in, out);
 }
 
+/* ---- activations ---- */
+
+/* Inputs and the outputs of PyTorch 1.13 (torch.nn.functional, float32 CPU) for them. */
+static const float act_x[19] = {-100.0f,        -20.0f, -6.0f, -4.0f, -3.0f, -2.5f, -1.0f, -0.5f, -0.00100000005f, 0.0f,
+                                0.00100000005f, 0.5f,   1.0f,  2.5f,  3.0f,  4.0f,  6.0f,  20.0f, 100.0f};
+static const struct {
+    const char *op;
+    float y[19];
+} act_torch[] = {
+    {"gelu", /* F.gelu(x) */
+     {0.0f, 0.0f, 0.0f, -0.000126719475f, -0.00404986739f, -0.0155241787f, -0.158655286f, -0.154268786f,
+      -0.000499601127f, 0.0f, 0.000500398921f, 0.345731199f, 0.841344714f, 2.48447585f, 2.99595022f, 3.99987316f, 6.0f,
+      20.0f, 100.0f}},
+    {"gelu_tanh", /* F.gelu(x, approximate='tanh') */
+     {-0.0f, -0.0f, -0.0f, -7.02142715e-05f, -0.00363743305f, -0.0150842965f, -0.158807993f, -0.154285997f,
+      -0.000499601068f, 0.0f, 0.000500398979f, 0.345714003f, 0.841192007f, 2.48491573f, 2.99636269f, 3.9999299f, 6.0f,
+      20.0f, 100.0f}},
+    {"silu", /* F.silu(x) */
+     {-0.0f, -4.12230747e-08f, -0.0148357386f, -0.0719448403f, -0.142277613f, -0.189645454f, -0.268941432f,
+      -0.188770339f, -0.000499750022f, 0.0f, 0.000500250026f, 0.311229676f, 0.731058598f, 2.31035447f, 2.85772252f,
+      3.92805505f, 5.98516464f, 20.0f, 100.0f}},
+    {"hardswish", /* F.hardswish(x) */
+     {-0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.208333328f, -0.333333343f, -0.208333328f, -0.000499833375f, 0.0f,
+      0.000500166672f, 0.291666657f, 0.666666687f, 2.29166675f, 3.0f, 4.0f, 6.0f, 20.0f, 100.0f}},
+    {"hardsigmoid", /* F.hardsigmoid(x) */
+     {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0833333358f, 0.333333343f, 0.416666657f, 0.499833345f, 0.5f, 0.500166655f,
+      0.583333313f, 0.666666687f, 0.916666687f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f}},
+};
+
+/* Each activation as a graph node over a 1x19 input, loaded, shaped and run by cd_nn_ref_run, against
+ * PyTorch's values. Tolerance: libm's erff/tanhf/expf and PyTorch's (vectorised) ones are each within
+ * a few ulp, so 1e-6 |y| (8 ulp); plus an absolute 1.2e-7 max(1, |x|), because GELU's 1 + erf (and
+ * 1 + tanh) cancel for negative x: the ulp of 1 there (6e-8), times |x| / 2, is all the accuracy either
+ * side has. The piecewise-linear hard ops come out exact but share the bound. Then a 1x300x300 input
+ * (past the threading threshold) run with 4 threads and with 1 must agree bit for bit, and a NaN stays
+ * NaN. */
+static void test_activations(void **state) {
+    (void)state;
+    for (size_t k = 0; k < sizeof act_torch / sizeof act_torch[0]; k++) {
+        char node[128];
+        snprintf(node, sizeof node, "{'name': 'p', 'op': '%s', 'inputs': ['x']}", act_torch[k].op);
+        cd_nn_graph *g = pool_graph(node, 1, 19);
+        const cd_nn_node *nd = &g->nodes[g->output];
+        assert_string_equal(cd_nn_op_name(nd->op), act_torch[k].op);
+        assert_true(nd->shape.n == 1 && nd->shape.c == 1 && nd->shape.h == 1 && nd->shape.w == 19);
+        float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+        assert_non_null(arena);
+        memcpy(arena + g->input_offset, act_x, sizeof act_x);
+        cd_error err;
+        assert_int_equal(cd_nn_ref_run(g, arena, 1, &err), CD_OK);
+        const float *y = arena + nd->offset;
+        for (int i = 0; i < 19; i++) {
+            const double want = act_torch[k].y[i], tol = 1e-6 * fabs(want) + 1.2e-7 * fmax(1.0, fabs(act_x[i]));
+            if (!(fabs((double)y[i] - want) <= tol))
+                fail_msg("%s(%.9g) = %.9g, torch %.9g", act_torch[k].op, act_x[i], y[i], want);
+        }
+        cd_nn_graph_free(g);
+
+        g = pool_graph(node, 300, 300);
+        nd = &g->nodes[g->output];
+        const int64_t n = 300 * 300;
+        float *a1 = calloc((size_t)g->arena_floats, sizeof(float)),
+              *a4 = calloc((size_t)g->arena_floats, sizeof(float));
+        assert_non_null(a1);
+        assert_non_null(a4);
+        for (int64_t i = 0; i < n; i++) a1[g->input_offset + i] = (float)sin(0.37 * (double)i) * 8.0f;
+        a1[g->input_offset + 12345] = NAN;
+        memcpy(a4 + g->input_offset, a1 + g->input_offset, (size_t)n * sizeof(float));
+        assert_int_equal(cd_nn_ref_run(g, a1, 1, &err), CD_OK);
+        assert_int_equal(cd_nn_ref_run(g, a4, 4, &err), CD_OK);
+        assert_memory_equal(a1 + nd->offset, a4 + nd->offset, (size_t)n * sizeof(float));
+        assert_true(isnan(a1[nd->offset + 12345]));
+        assert_false(isnan(a1[nd->offset + 12346]));
+        free(a1);
+        free(a4);
+        free(arena);
+        cd_nn_graph_free(g);
+    }
+}
+
 static void test_maxpool_ceil(void **state) {
     (void)state;
     /* k2 s2 ceil on 5x5: (5 - 2 + 1) / 2 + 1 = 3; the last window holds only column/row 4. */
@@ -595,7 +675,7 @@ static void test_bad_graphs(void **state) {
     (void)state;
     stb b;
     one_conv(&b, 2, 1, 3);
-    expect_bad(&b, HEAD "'output': 'g', 'nodes': [{'name': 'g', 'op': 'gelu', 'inputs': ['x']}]}", 2, "'g'",
+    expect_bad(&b, HEAD "'output': 'g', 'nodes': [{'name': 'g', 'op': 'mish', 'inputs': ['x']}]}", 2, "'g'",
                "unknown op");
     one_conv(&b, 2, 1, 3);
     expect_bad(&b,
@@ -720,6 +800,19 @@ static void test_bad_graphs(void **state) {
                NULL);
     one_conv(&b, 2, 1, 3);
     expect_bad(&b, HEAD "'output': 'zz', 'nodes': [{'name': 'r', 'op': 'relu', 'inputs': ['x']}]}", 1, "'zz'", NULL);
+    /* the activations take exactly one input: none or two are refused, naming the node */
+    static const char *const acts[] = {"gelu", "gelu_tanh", "silu", "hardswish", "hardsigmoid"};
+    for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+        char graph[256];
+        snprintf(graph, sizeof graph, HEAD "'output': 'act', 'nodes': [{'name': 'act', 'op': '%s', 'inputs': []}]}",
+                 acts[k]);
+        one_conv(&b, 2, 1, 3);
+        expect_bad(&b, graph, 1, "'act'", "array of 1 name");
+        snprintf(graph, sizeof graph,
+                 HEAD "'output': 'act', 'nodes': [{'name': 'act', 'op': '%s', 'inputs': ['x', 'x']}]}", acts[k]);
+        one_conv(&b, 2, 1, 3);
+        expect_bad(&b, graph, 1, "'act'", "array of 1 name");
+    }
     /* classes must match the output's channels */
     one_conv(&b, 2, 1, 3);
     expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 5, "'c'", "5 classes");
@@ -731,6 +824,7 @@ int main(void) {
         cmocka_unit_test(test_adaptive_bins), cmocka_unit_test(test_conv_direct),
         cmocka_unit_test(test_dwconv),        cmocka_unit_test(test_bn_fold),
         cmocka_unit_test(test_arena_plan),    cmocka_unit_test(test_bad_graphs),
+        cmocka_unit_test(test_activations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

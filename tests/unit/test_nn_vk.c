@@ -159,6 +159,7 @@ static bool g_fp16;          /* float16 storage asked for and expected */
 static bool g_ref_gemm;      /* the reference takes the grouped GEMM for depthwise convolutions */
 static int g_dw_expect = -1; /* >= 0: nodes the executor must have run on the depthwise kernel */
 static bool g_ask16;         /* float16 storage asked for, float32 expected (the fallback) */
+static float g_in_range = 2; /* the random input is uniform in [-g_in_range, g_in_range] */
 
 static float round16(float v) { return cd_half_to_float(cd_float_to_half(v)); }
 
@@ -207,7 +208,7 @@ static void run_and_compare16(cd_gpu_context *ctx, cd_nn_graph *g, double rel, d
     cd_nn_vk *vk = make_vk(ctx, g);
     cd_status st;
     const int64_t nin = numel(&g->input_shape), nout = numel(&g->nodes[g->output].shape);
-    float *x = rand_array(nin, -2, 2);
+    float *x = rand_array(nin, -g_in_range, g_in_range);
     if (g_fp16) round16_array(x, nin);
     float *arena = calloc((size_t)g->arena_floats, sizeof(float));
     float *got = malloc(sizeof(float) * (size_t)nout);
@@ -408,6 +409,35 @@ static void test_pools(void **state) {
     run_and_compare(ctx, g, 1e-5, "softmax");
     cd_nn_graph_free(g);
     destroy_ctx(ctx);
+}
+
+/* Each activation alone on a random input, against cd_nn_ref_unary (through cd_nn_ref_run), in the
+ * given memory mode: inputs in [-2, 2], then in [-12, 12] (past the hard ops' +-3 corners and into
+ * GELU's and SiLU's flat tails). Tolerance 1e-6 * max|ref|: the kernels compute in float32 with the
+ * device's exp (Vulkan allows 3 + 2|x| ulp) and, for GELU, A&S 7.1.26's erf (absolute error
+ * 1.5e-7, times |x| / 2 <= max|ref| / 2); lavapipe stays near 1e-7 * max|ref|. fp16: only the
+ * output's rounding, which excess() allows. */
+static void activation_cases(cd_gpu_memory_mode mode) {
+    require_vulkan();
+    cd_gpu_context *ctx = make_ctx(mode, 0);
+    static const cd_nn_op ops[] = {CD_NN_GELU, CD_NN_GELU_TANH, CD_NN_SILU, CD_NN_HARDSWISH, CD_NN_HARDSIGMOID};
+    for (int r = 0; r < 2; r++)
+        for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+            g_in_range = r ? 12.0f : 2.0f;
+            cd_nn_graph *g = new_graph(2, 5);
+            add_node(g, ops[k], 0, -1, cd_nn_op_name(ops[k]));
+            finish(g, 3, 7, 13);
+            run_and_compare16(ctx, g, 1e-6, 0, cd_nn_op_name(ops[k]));
+            cd_nn_graph_free(g);
+        }
+    g_in_range = 2;
+    destroy_ctx(ctx);
+}
+
+static void test_activations(void **state) {
+    (void)state;
+    activation_cases(CD_GPU_MEMORY_SHARED);
+    activation_cases(CD_GPU_MEMORY_STAGING);
 }
 
 static void test_add(void **state) {
@@ -772,6 +802,8 @@ static void test_fp16(void **state) {
     dwconv_cases(CD_GPU_MEMORY_STAGING);
     test_pools(state);
     test_add(state);
+    activation_cases(CD_GPU_MEMORY_SHARED);
+    activation_cases(CD_GPU_MEMORY_STAGING);
     test_graph(state);
     /* half the fp32 limits: the same blocks and chunks as test_split's, with 2-byte elements */
     cd_nn_vk_test_limits(16 << 10, 32 << 10);
@@ -798,7 +830,7 @@ int main(void) {
         cmocka_unit_test(test_conv_shared), cmocka_unit_test(test_conv_staging), cmocka_unit_test(test_pools),
         cmocka_unit_test(test_add),         cmocka_unit_test(test_graph),        cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_split),       cmocka_unit_test(test_fp16),         cmocka_unit_test(test_timeout),
-        cmocka_unit_test(test_pieces),
+        cmocka_unit_test(test_pieces),      cmocka_unit_test(test_activations),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -213,6 +213,16 @@ def convert_graph(gm, torch, in_channels):
         emit(node, 'adaptive_avg_pool2d', one_input(node), output_size=out)
 
     relu_fns = {F.relu, torch.relu, torch.relu_}
+    # activations with one input and no parameters: function -> op
+    act_fns = {F.silu: 'silu', F.hardswish: 'hardswish', F.hardsigmoid: 'hardsigmoid'}
+    act_modules = ((nn.SiLU, 'silu'), (nn.Hardswish, 'hardswish'), (nn.Hardsigmoid, 'hardsigmoid'))
+
+    def gelu(node, approximate):
+        if approximate not in ('none', 'tanh'):
+            raise ExportError("node '%s': gelu with approximate=%r (only 'none' and 'tanh' are supported)"
+                              % (node.name, approximate))
+        emit(node, 'gelu' if approximate == 'none' else 'gelu_tanh', one_input(node))
+
     add_fns = {operator.add, operator.iadd, torch.add}
     for node in gm.graph.nodes:
         if node.op == 'placeholder':
@@ -245,6 +255,10 @@ def convert_graph(gm, torch, in_channels):
                      eps=float(m.eps))
             elif isinstance(m, nn.ReLU):
                 emit(node, 'relu', one_input(node))
+            elif isinstance(m, nn.GELU):
+                gelu(node, m.approximate)
+            elif any(isinstance(m, k) for k, _ in act_modules):
+                emit(node, next(op for k, op in act_modules if isinstance(m, k)), one_input(node))
             elif isinstance(m, nn.MaxPool2d):
                 max_pool(node, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
             elif isinstance(m, nn.AvgPool2d):
@@ -272,6 +286,10 @@ def convert_graph(gm, torch, in_channels):
                 add(node, _arg(node, 0, 'input'), _arg(node, 1, 'other'), _arg(node, 2, 'alpha', 1))
             elif f in relu_fns:
                 emit(node, 'relu', one_input(node))
+            elif f is F.gelu:
+                gelu(node, _arg(node, 1, 'approximate', 'none'))
+            elif f in act_fns:
+                emit(node, act_fns[f], one_input(node))
             elif f is torch.flatten:
                 flatten(node, _arg(node, 1, 'start_dim', 0), _arg(node, 2, 'end_dim', -1))
             elif f in (torch.softmax, F.softmax):
@@ -323,6 +341,7 @@ _FIELDS = {
     'conv2d': ('weight', 'bias', 'stride', 'padding', 'dilation', 'groups'),
     'batch_norm': ('weight', 'bias', 'running_mean', 'running_var', 'eps'),
     'relu': (), 'dropout': (), 'add': (),
+    'gelu': (), 'gelu_tanh': (), 'silu': (), 'hardswish': (), 'hardsigmoid': (),
     'max_pool2d': ('kernel', 'stride', 'padding', 'dilation', 'ceil_mode'),
     'avg_pool2d': ('kernel', 'stride', 'padding', 'ceil_mode', 'count_include_pad'),
     'adaptive_avg_pool2d': ('output_size',),
