@@ -1063,9 +1063,11 @@ static cd_status record_per_image(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
     return st;
 }
 
-/* Add and ReLU: elementwise, dispatched over chunks of whole images like the rest. */
-static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+/* Elementwise nodes over chunks of whole images like the rest: add and ReLU through the add kernel
+ * (kind K_ADD), the other activations through their own kernel (one input, one output). */
+static cd_status record_elementwise(cd_nn_vk *vk, const cd_nn_graph *g, int i, int kind, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
+    const bool add = kind == K_ADD;
     const int64_t n = nd->shape.n, img = nd->shape.c * nd->shape.h * nd->shape.w;
     int64_t per = 0;
     cd_status st = chunk(vk, g, i, img, n, &per, err);
@@ -1073,53 +1075,41 @@ static cd_status record_add(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error 
     for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
         const int64_t cnt = (n - b0 < per ? n - b0 : per) * img;
         bind b[3];
+        const uint32_t nb = add ? 3 : 2;
         st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, cnt, false, &b[0], err);
-        if (st == CD_OK && nd->op == CD_NN_ADD)
+        if (add && st == CD_OK && nd->op == CD_NN_ADD)
             st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * img, cnt, false, &b[1], err);
-        else
+        else if (add)
             b[1] = dummy_bind(vk);
-        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[2], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[nb - 1], err);
         uint32_t gx = 0, gy = 0;
         if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
         if (st != CD_OK) break;
-        add_push pc = {b[0].elem, b[1].elem,
-                       b[2].elem, (uint32_t)cnt,
-                       gx,        (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
-        st = dispatch(vk, K_ADD, vk->K->pipe[vk->fp16][K_ADD], b, 3, &pc, gx, gy, 1, err);
+        if (add) {
+            add_push pc = {b[0].elem, b[1].elem,
+                           b[2].elem, (uint32_t)cnt,
+                           gx,        (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
+            st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, nb, &pc, gx, gy, 1, err);
+        } else {
+            unary_push pc = {b[0].elem, b[1].elem, (uint32_t)cnt, gx};
+            st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, nb, &pc, gx, gy, 1, err);
+        }
     }
     vk->tag = 0;
     return st;
 }
 
-/* The activations other than ReLU: one kernel each, elementwise over chunks of whole images like add. */
+/* The activations other than ReLU: one kernel each. */
 static cd_status record_unary(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
-    int kind;
     switch (nd->op) {
-    case CD_NN_GELU: kind = K_GELU; break;
-    case CD_NN_GELU_TANH: kind = K_GELU_TANH; break;
-    case CD_NN_SILU: kind = K_SILU; break;
-    case CD_NN_HARDSWISH: kind = K_HARDSWISH; break;
-    case CD_NN_HARDSIGMOID: kind = K_HARDSIGMOID; break;
+    case CD_NN_GELU: return record_elementwise(vk, g, i, K_GELU, err);
+    case CD_NN_GELU_TANH: return record_elementwise(vk, g, i, K_GELU_TANH, err);
+    case CD_NN_SILU: return record_elementwise(vk, g, i, K_SILU, err);
+    case CD_NN_HARDSWISH: return record_elementwise(vk, g, i, K_HARDSWISH, err);
+    case CD_NN_HARDSIGMOID: return record_elementwise(vk, g, i, K_HARDSIGMOID, err);
     default: return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: not an activation", g->source, nd->name);
     }
-    const int64_t n = nd->shape.n, img = nd->shape.c * nd->shape.h * nd->shape.w;
-    int64_t per = 0;
-    cd_status st = chunk(vk, g, i, img, n, &per, err);
-    vk->tag = i + 1;
-    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
-        const int64_t cnt = (n - b0 < per ? n - b0 : per) * img;
-        bind b[2];
-        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, cnt, false, &b[0], err);
-        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[1], err);
-        uint32_t gx = 0, gy = 0;
-        if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
-        if (st != CD_OK) break;
-        unary_push pc = {b[0].elem, b[1].elem, (uint32_t)cnt, gx};
-        st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, 2, &pc, gx, gy, 1, err);
-    }
-    vk->tag = 0;
-    return st;
 }
 
 static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
@@ -1136,7 +1126,7 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_ADAPTIVE_AVGPOOL2D:
     case CD_NN_SOFTMAX: return record_per_image(vk, g, i, err);
     case CD_NN_ADD:
-    case CD_NN_RELU: return record_add(vk, g, i, err);
+    case CD_NN_RELU: return record_elementwise(vk, g, i, K_ADD, err);
     case CD_NN_GELU:
     case CD_NN_GELU_TANH:
     case CD_NN_SILU:
