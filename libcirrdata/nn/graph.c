@@ -331,7 +331,7 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
     cd_nn_graph *g = p->g;
     cd_nn_node *nd = &g->nodes[idx];
     memset(nd, 0, sizeof *nd);
-    nd->in[0] = nd->in[1] = -1;
+    for (int k = 0; k < CD_NN_MAX_INPUTS; k++) nd->in[k] = -1;
     nd->last_use = -1;
     snprintf(nd->name, sizeof nd->name, "#%d", idx - 1);
     nd->op = CD_NN_INPUT; /* for messages until the op is known */
@@ -628,7 +628,7 @@ static cd_status build_nodes(const cd_st_file *f, cd_nn_graph *g, json_t *root, 
     if (!g->nodes || !*chans) return cd_fail(err, CD_ERR_NOMEM, "%s: out of memory for %d graph nodes", g->source, n);
     cd_nn_node *in0 = &g->nodes[0];
     in0->op = CD_NN_INPUT;
-    in0->in[0] = in0->in[1] = -1;
+    for (int k = 0; k < CD_NN_MAX_INPUTS; k++) in0->in[k] = -1;
     in0->out_ch = (int)in_ch;
     snprintf(in0->name, sizeof in0->name, "%s",
              json_string_value(json_object_get(json_object_get(root, "input"), "name")));

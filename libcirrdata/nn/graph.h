@@ -46,10 +46,13 @@ typedef struct cd_nn_shape {
     int64_t n, c, h, w;
 } cd_nn_shape;
 
+/* The most inputs an op takes (the selective scan: u, delta, B, C). */
+#define CD_NN_MAX_INPUTS 4
+
 typedef struct cd_nn_node {
     cd_nn_op op;
     char name[128]; /* the node's name in the JSON (used in messages) */
-    int in[2];      /* producer node indices; -1 unused */
+    int in[CD_NN_MAX_INPUTS]; /* producer node indices; -1 unused */
     int n_in;
 
     /* conv2d / pools */
