@@ -51,7 +51,7 @@ typedef struct cd_nn_shape {
 
 typedef struct cd_nn_node {
     cd_nn_op op;
-    char name[128]; /* the node's name in the JSON (used in messages) */
+    char name[128];           /* the node's name in the JSON (used in messages) */
     int in[CD_NN_MAX_INPUTS]; /* producer node indices; -1 unused */
     int n_in;
 
