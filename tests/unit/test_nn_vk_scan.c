@@ -83,8 +83,7 @@ static cd_nn_node *add_window(cd_nn_graph *g, cd_nn_op op, int in, int like, int
     return nd;
 }
 
-static void softplus_cases(cd_gpu_memory_mode mode) {
-    cd_gpu_context *ctx = make_ctx(mode, 0);
+static void softplus_cases(cd_gpu_context *ctx) {
     static const float params[][2] = {{1.0f, 20.0f}, {2.0f, 5.0f}, {0.5f, -1.0f}, {1.5f, 3.0f}};
     for (int r = 0; r < 2; r++)
         for (size_t k = 0; k < sizeof params / sizeof params[0]; k++) {
@@ -99,7 +98,6 @@ static void softplus_cases(cd_gpu_memory_mode mode) {
             cd_nn_graph_free(g);
         }
     g_in_range = 2;
-    destroy_ctx(ctx);
 }
 
 typedef struct dw1d_case {
@@ -107,8 +105,7 @@ typedef struct dw1d_case {
     bool bias;
 } dw1d_case;
 
-static void dwconv1d_cases(cd_gpu_memory_mode mode) {
-    cd_gpu_context *ctx = make_ctx(mode, 0);
+static void dwconv1d_cases(cd_gpu_context *ctx) {
     static const dw1d_case cases[] = {
         {2, 80, 14, 14, 3, 1, false}, /* MambaVision's conv1d_x / conv1d_z on a 14x14 window */
         {3, 6, 5, 7, 4, 1, true},     /* PyTorch's 'same' for an even K: [1, 2] */
@@ -127,7 +124,6 @@ static void dwconv1d_cases(cd_gpu_memory_mode mode) {
         run_and_compare16(ctx, g, 1e-6, 0, what);
         cd_nn_graph_free(g);
     }
-    destroy_ctx(ctx);
 }
 
 typedef struct scan_case {
@@ -135,8 +131,7 @@ typedef struct scan_case {
     bool softplus, skip, dbias;
 } scan_case;
 
-static void scan_cases(cd_gpu_memory_mode mode) {
-    cd_gpu_context *ctx = make_ctx(mode, 0);
+static void scan_cases(cd_gpu_context *ctx) {
     static const scan_case cases[] = {
         {2, 80, 8, 14, 14, true, true, true},  /* a 14x14 window of stage 3 */
         {3, 160, 8, 7, 7, true, false, false}, /* a 7x7 window of stage 4, no D, no delta_bias */
@@ -161,15 +156,13 @@ static void scan_cases(cd_gpu_memory_mode mode) {
         run_and_compare16(ctx, g, 1e-5, 0, what);
         cd_nn_graph_free(g);
     }
-    destroy_ctx(ctx);
 }
 
 typedef struct win_case {
     int n, c, h, w, ws;
 } win_case;
 
-static void window_cases(cd_gpu_memory_mode mode) {
-    cd_gpu_context *ctx = make_ctx(mode, 0);
+static void window_cases(cd_gpu_context *ctx) {
     static const win_case cases[] = {
         {2, 3, 16, 16, 14}, /* stage 3 at 256x256: padded to 28x28, 4 windows per sample */
         {3, 4, 8, 8, 7},    /* stage 4: padded to 14x14 */
@@ -198,7 +191,6 @@ static void window_cases(cd_gpu_memory_mode mode) {
         run_and_compare16(ctx, g, 1e-6, 0, what);
         cd_nn_graph_free(g);
     }
-    destroy_ctx(ctx);
 }
 
 /* MambaVision's mixer pattern through padded windows (padded tokens take part in the scan). */
@@ -213,8 +205,7 @@ static cd_nn_graph *mixer_graph(int c, int s, int ws) {
     return g;
 }
 
-static void mixer_cases(cd_gpu_memory_mode mode, int n) {
-    cd_gpu_context *ctx = make_ctx(mode, 0);
+static void mixer_cases(cd_gpu_context *ctx, int n) {
     static const win_case cases[] = {{0, 16, 16, 16, 14}, {0, 24, 8, 8, 7}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const win_case *t = &cases[i];
@@ -225,61 +216,52 @@ static void mixer_cases(cd_gpu_memory_mode mode, int n) {
         run_and_compare16(ctx, g, 1e-5, REL16, what);
         cd_nn_graph_free(g);
     }
-    destroy_ctx(ctx);
 }
 
-static void all_cases(cd_gpu_memory_mode mode) {
-    softplus_cases(mode);
-    dwconv1d_cases(mode);
-    scan_cases(mode);
-    window_cases(mode);
-    mixer_cases(mode, 2);
-}
-
-static void test_shared(void **state) {
-    (void)state;
-    require_vulkan();
-    all_cases(CD_GPU_MEMORY_SHARED);
-}
-
-static void test_staging(void **state) {
-    (void)state;
-    require_vulkan();
-    all_cases(CD_GPU_MEMORY_STAGING);
-}
-
-static void test_fp16(void **state) {
-    (void)state;
-    require_vulkan();
-    g_fp16 = true;
-    all_cases(CD_GPU_MEMORY_SHARED);
-    all_cases(CD_GPU_MEMORY_STAGING);
-    g_fp16 = false;
+static void all_cases(cd_gpu_context *ctx) {
+    softplus_cases(ctx);
+    dwconv1d_cases(ctx);
+    scan_cases(ctx);
+    window_cases(ctx);
+    mixer_cases(ctx, 2);
 }
 
 /* Bindings limited to 16 KiB (8 KiB with float16): the mixer at 4 channels, 16x16, window 14 has
  * 12.25 KiB of windows per sample (4 windows of 4 x 14 x 14 floats) and 49 KiB for the batch of 4, so
  * window_partition runs one sample per dispatch, and the scan, dwconv1d and the 1x1 convs a few
  * windows per dispatch: the same results as unchunked. */
-static void test_chunks(void **state) {
-    (void)state;
+static void chunk_cases(cd_gpu_context *ctx) {
+    /* float16: the same chunks with 2-byte elements at half the limits */
+    cd_nn_vk_test_limits(g_fp16 ? 8 << 10 : 16 << 10, g_fp16 ? 32 << 10 : 64 << 10);
+    cd_nn_graph *g = mixer_graph(4, 8, 14);
+    finish(g, 4, 16, 16);
+    run_and_compare16(ctx, g, 1e-5, REL16, "mixer in chunks of samples, 4x4x16x16 window 14");
+    cd_nn_graph_free(g);
+    cd_nn_vk_test_limits(0, 0);
+}
+
+/* Everything in float32, then in float16 storage, on one context of the memory mode (a context costs
+ * about a second under ASan). */
+static void mode_cases(cd_gpu_memory_mode mode) {
     require_vulkan();
+    cd_gpu_context *ctx = make_ctx(mode, 0);
     for (int half = 0; half < 2; half++) {
         g_fp16 = half;
-        /* float16: the same chunks with 2-byte elements at half the limits */
-        cd_nn_vk_test_limits(half ? 8 << 10 : 16 << 10, half ? 32 << 10 : 64 << 10);
-        for (int m = 0; m < 2; m++) {
-            cd_gpu_context *ctx = make_ctx(m ? CD_GPU_MEMORY_STAGING : CD_GPU_MEMORY_SHARED, 0);
-            /* 4 x 14 x 14 x 4 windows of 4 bytes: 12.25 KiB per sample, 49 KiB for the batch */
-            cd_nn_graph *g = mixer_graph(4, 8, 14);
-            finish(g, 4, 16, 16);
-            run_and_compare16(ctx, g, 1e-5, REL16, "mixer in chunks of samples, 4x4x16x16 window 14");
-            cd_nn_graph_free(g);
-            destroy_ctx(ctx);
-        }
-        cd_nn_vk_test_limits(0, 0);
+        all_cases(ctx);
+        chunk_cases(ctx);
     }
     g_fp16 = false;
+    destroy_ctx(ctx);
+}
+
+static void test_shared(void **state) {
+    (void)state;
+    mode_cases(CD_GPU_MEMORY_SHARED);
+}
+
+static void test_staging(void **state) {
+    (void)state;
+    mode_cases(CD_GPU_MEMORY_STAGING);
 }
 
 int main(void) {
@@ -287,8 +269,6 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared),
         cmocka_unit_test(test_staging),
-        cmocka_unit_test(test_fp16),
-        cmocka_unit_test(test_chunks),
     };
     return gpu_test_result(cmocka_run_group_tests(tests, NULL, NULL));
 }
