@@ -171,7 +171,7 @@ typedef struct node_w {
     int nblk;
     wplace *blk;
     wplace bias; /* buf < 0: no bias */
-    wplace aux;  /* dwconv1d, selective_scan: their parameters as float32 (aux_params); buf < 0: none */
+    wplace aux;  /* dwconv1d, selective_scan: their parameters as float32 (aux_floats); buf < 0: none */
 } node_w;
 
 /* Test overrides of maxStorageBufferRange and maxMemoryAllocationSize (0: the device's). */
@@ -345,7 +345,7 @@ static bool has_params(const cd_nn_node *nd) { return nd->op == CD_NN_CONV2D || 
 /* The parameters of dwconv1d and selective_scan, kept float32 in both precisions (a few KiB; the
  * scan's decay exp(dt A) is sensitive to A): dwconv1d [weight (C, K)][bias (C)], selective_scan
  * [A (D, S)][D skip (D)][delta_bias (D)], the absent ones left out. Their element count (0: none), and
- * where each starts (aux_offsets: weight/A, bias/D skip, delta_bias). */
+ * where each starts in off[]: weight or A, bias or D skip, delta_bias. */
 static int64_t aux_floats(const cd_nn_node *nd, int64_t off[3]) {
     int64_t n = 0, c = nd->out_ch;
     off[0] = off[1] = off[2] = 0;
