@@ -37,6 +37,11 @@ static const char *const op_names[CD_NN_OP_COUNT] = {
     [CD_NN_SILU] = "silu",
     [CD_NN_HARDSWISH] = "hardswish",
     [CD_NN_HARDSIGMOID] = "hardsigmoid",
+    [CD_NN_SOFTPLUS] = "softplus",
+    [CD_NN_DWCONV1D] = "dwconv1d",
+    [CD_NN_SELECTIVE_SCAN] = "selective_scan",
+    [CD_NN_WINDOW_PARTITION] = "window_partition",
+    [CD_NN_WINDOW_REVERSE] = "window_reverse",
 };
 
 const char *cd_nn_op_name(cd_nn_op op) {
@@ -50,7 +55,8 @@ static void free_node_params(cd_nn_node *nd) {
     free(nd->bn_mean);
     free(nd->bn_var);
     free(nd->packed);
-    nd->weight = nd->bias = nd->bn_mean = nd->bn_var = nd->packed = NULL;
+    free(nd->delta_bias);
+    nd->weight = nd->bias = nd->bn_mean = nd->bn_var = nd->packed = nd->delta_bias = NULL;
 }
 
 void cd_nn_graph_free(cd_nn_graph *g) {
@@ -318,13 +324,139 @@ static cd_status parse_linear(parse_ctx *p, cd_nn_node *nd, json_t *j, const cha
     return CD_OK;
 }
 
+/* ---- MambaVision's ops: softplus, dwconv1d, selective_scan, window_partition / window_reverse ---- */
+
+/* A finite number (as float32 too). */
+static cd_status get_finite(parse_ctx *p, cd_nn_node *nd, json_t *obj, const char *key, double *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field '%s'", key);
+    const double x = json_is_number(v) ? json_number_value(v) : NAN;
+    if (!isfinite(x) || !isfinite((float)x))
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s' must be a finite number", key);
+    *out = x;
+    return CD_OK;
+}
+
+static cd_status parse_softplus(parse_ctx *p, cd_nn_node *nd, json_t *j) {
+    double beta, threshold;
+    cd_status st;
+    if ((st = get_finite(p, nd, j, "beta", &beta)) || (st = get_finite(p, nd, j, "threshold", &threshold))) return st;
+    if (!(beta > 0) || (float)beta <= 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'beta' is %g, must be > 0", beta);
+    nd->beta = (float)beta;
+    nd->threshold = (float)threshold;
+    return CD_OK;
+}
+
+/* weight (C, 1, K), K 1..64, padding [left, right] summing to K - 1 (PyTorch's 'same'), bias (C) or null. */
+static cd_status parse_dwconv1d(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    cd_status st;
+    const char *wname = NULL, *bname = NULL;
+    if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) ||
+        (st = get_tensor_name(p, nd, j, "bias", true, &bname)))
+        return st;
+    if (in->flat)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "input is flattened, dwconv1d needs (N, C, H, W) tokens");
+    const cd_st_tensor *t = NULL;
+    if ((st = find_param(p, nd, "weight", wname, 3, &t))) return st;
+    const int64_t c = t->shape[0], k = t->shape[2];
+    if (t->shape[1] != 1)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "weight '%s' is (%lld, %lld, %lld), not depthwise (C, 1, K)",
+                         wname, (long long)c, (long long)t->shape[1], (long long)k);
+    if (c != in->ch)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "weight '%s' has %lld channels, its input has %lld", wname,
+                         (long long)c, (long long)in->ch);
+    if (k > 64) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "kernel size %lld is outside 1..64", (long long)k);
+    json_t *pad = json_object_get(j, "padding");
+    if (!json_is_array(pad) || json_array_size(pad) != 2 || !json_is_integer(json_array_get(pad, 0)) ||
+        !json_is_integer(json_array_get(pad, 1)))
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'padding' is not [left, right] integers");
+    const long long l = json_integer_value(json_array_get(pad, 0)), r = json_integer_value(json_array_get(pad, 1));
+    if (l < 0 || r < 0 || l + r != k - 1)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
+                         "padding [%lld, %lld] must be >= 0 and sum to kernel size - 1 = %lld (output length = input "
+                         "length)",
+                         l, r, (long long)(k - 1));
+    int64_t wshape[3] = {c, 1, k};
+    if ((st = fetch(p, nd, "weight", wname, 3, wshape, &nd->weight))) return st;
+    if (bname && (st = fetch(p, nd, "bias", bname, 1, &c, &nd->bias))) return st;
+    nd->kh = 1;
+    nd->kw = (int)k;
+    nd->pw = (int)l;
+    nd->in_ch = nd->out_ch = (int)c;
+    return CD_OK;
+}
+
+/* Inputs u, delta (D channels), B, C (S channels); A_log (D, S) with S 1..256, D (D) or null,
+ * delta_bias (D) or null, delta_softplus. The node keeps A = -exp(A_log) in float32 (mamba's
+ * -torch.exp(A_log.float())). */
+static cd_status parse_selective_scan(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *chans) {
+    cd_status st;
+    const char *aname = NULL, *dname = NULL, *bname = NULL;
+    if ((st = get_tensor_name(p, nd, j, "A_log", false, &aname)) ||
+        (st = get_tensor_name(p, nd, j, "D", true, &dname)) ||
+        (st = get_tensor_name(p, nd, j, "delta_bias", true, &bname)) ||
+        (st = get_bool(p, nd, j, "delta_softplus", &nd->delta_softplus)))
+        return st;
+    static const char *const role[4] = {"u", "delta", "B", "C"};
+    for (int k = 0; k < 4; k++)
+        if (chans[nd->in[k]].flat)
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "input %s '%s' is flattened, needs (N, C, H, W) tokens",
+                             role[k], p->g->nodes[nd->in[k]].name);
+    const cd_st_tensor *t = NULL;
+    if ((st = find_param(p, nd, "A_log", aname, 2, &t))) return st;
+    const int64_t d = t->shape[0], s = t->shape[1];
+    if (s > 256)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "A_log '%s' has %lld states, outside 1..256", aname,
+                         (long long)s);
+    const int64_t want[4] = {d, d, s, s};
+    for (int k = 0; k < 4; k++)
+        if (chans[nd->in[k]].ch != want[k])
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
+                             "input %s '%s' has %lld channels; A_log '%s' (%lld, %lld) needs %lld", role[k],
+                             p->g->nodes[nd->in[k]].name, (long long)chans[nd->in[k]].ch, aname, (long long)d,
+                             (long long)s, (long long)want[k]);
+    int64_t ashape[2] = {d, s};
+    if ((st = fetch(p, nd, "A_log", aname, 2, ashape, &nd->weight))) return st;
+    for (int64_t i = 0; i < d * s; i++) {
+        if (!isfinite(nd->weight[i]))
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "A_log '%s' holds a non-finite value at %lld", aname,
+                             (long long)i);
+        nd->weight[i] = -expf(nd->weight[i]);
+    }
+    if (dname && (st = fetch(p, nd, "D", dname, 1, &d, &nd->bias))) return st;
+    if (bname && (st = fetch(p, nd, "delta_bias", bname, 1, &d, &nd->delta_bias))) return st;
+    nd->states = (int)s;
+    nd->in_ch = nd->out_ch = (int)d;
+    return CD_OK;
+}
+
+static cd_status parse_window(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *chans) {
+    long long ws;
+    cd_status st = get_int(p, nd, j, "window", 1, 64, &ws);
+    if (st != CD_OK) return st;
+    for (int k = 0; k < nd->n_in; k++)
+        if (chans[nd->in[k]].flat)
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "input '%s' is flattened, needs (N, C, H, W)",
+                             p->g->nodes[nd->in[k]].name);
+    nd->window = (int)ws;
+    return CD_OK;
+}
+
 static int find_node(const cd_nn_graph *g, int before, const char *name) {
     for (int i = before - 1; i >= 0; i--)
         if (strcmp(g->nodes[i].name, name) == 0) return i;
     return -1;
 }
 
-static int expected_inputs(cd_nn_op op) { return op == CD_NN_ADD ? 2 : 1; }
+static int expected_inputs(cd_nn_op op) {
+    switch (op) {
+    case CD_NN_ADD:
+    case CD_NN_WINDOW_REVERSE: return 2;
+    case CD_NN_SELECTIVE_SCAN: return 4;
+    default: return 1;
+    }
+}
 
 /* Parses node `idx` from JSON object j; chans[] holds the channel info of nodes before it. */
 static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) {
@@ -422,6 +554,11 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
     case CD_NN_HARDSWISH:
     case CD_NN_HARDSIGMOID:
     case CD_NN_DROPOUT: break;
+    case CD_NN_SOFTPLUS: st = parse_softplus(p, nd, j); break;
+    case CD_NN_DWCONV1D: st = parse_dwconv1d(p, nd, j, in); break;
+    case CD_NN_SELECTIVE_SCAN: st = parse_selective_scan(p, nd, j, chans); break;
+    case CD_NN_WINDOW_PARTITION:
+    case CD_NN_WINDOW_REVERSE: st = parse_window(p, nd, j, chans); break;
     default: return node_fail(p->err, CD_ERR_INTERNAL, g, nd, "unhandled op");
     }
     return st;
@@ -742,7 +879,49 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
     case CD_NN_SILU:
     case CD_NN_HARDSWISH:
     case CD_NN_HARDSIGMOID:
+    case CD_NN_SOFTPLUS:
     case CD_NN_SOFTMAX: break;
+    case CD_NN_DWCONV1D:
+        if (a->c != nd->in_ch)
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "input has %lld channels, the weight %d", (long long)a->c,
+                             nd->in_ch);
+        break;
+    case CD_NN_SELECTIVE_SCAN: {
+        static const char *const role[4] = {"u", "delta", "B", "C"};
+        for (int k = 0; k < 4; k++) {
+            const cd_nn_shape *b = &g->nodes[nd->in[k]].shape;
+            const int64_t want = k < 2 ? nd->in_ch : nd->states;
+            if (b->n != a->n || b->h != a->h || b->w != a->w || b->c != want)
+                return node_fail(err, CD_ERR_FORMAT, g, nd,
+                                 "input %s '%s' is %lldx%lldx%lldx%lld, expected %lldx%lldx%lldx%lld", role[k],
+                                 g->nodes[nd->in[k]].name, (long long)b->n, (long long)b->c, (long long)b->h,
+                                 (long long)b->w, (long long)a->n, (long long)want, (long long)a->h, (long long)a->w);
+        }
+        break;
+    }
+    case CD_NN_WINDOW_PARTITION: {
+        const int64_t ws = nd->window, nh = (a->h + ws - 1) / ws, nw = (a->w + ws - 1) / ws;
+        if (__builtin_mul_overflow(a->n, nh * nw, &o.n)) return node_fail(err, CD_ERR_LIMIT, g, nd, "too many windows");
+        o.h = o.w = ws;
+        break;
+    }
+    case CD_NN_WINDOW_REVERSE: {
+        const cd_nn_shape *like = &g->nodes[nd->in[1]].shape;
+        const int64_t ws = nd->window, nwin = ((like->h + ws - 1) / ws) * ((like->w + ws - 1) / ws);
+        int64_t want;
+        if (__builtin_mul_overflow(like->n, nwin, &want)) want = -1;
+        if (a->h != ws || a->w != ws || a->n != want)
+            return node_fail(err, CD_ERR_FORMAT, g, nd,
+                             "windows '%s' (%lld of %lldx%lld) do not tile like '%s' (%lld of %lldx%lld: %lld "
+                             "windows of %lldx%lld)",
+                             g->nodes[nd->in[0]].name, (long long)a->n, (long long)a->h, (long long)a->w,
+                             g->nodes[nd->in[1]].name, (long long)like->n, (long long)like->h, (long long)like->w,
+                             (long long)want, (long long)ws, (long long)ws);
+        o.n = like->n;
+        o.h = like->h;
+        o.w = like->w;
+        break;
+    }
     default: return node_fail(err, CD_ERR_INTERNAL, g, nd, "op left after simplification");
     }
     if (o.h < 1 || o.w < 1)

@@ -36,6 +36,13 @@ typedef enum cd_nn_op {
     CD_NN_SILU,        /* x * sigmoid(x) */
     CD_NN_HARDSWISH,   /* x * relu6(x + 3) / 6 */
     CD_NN_HARDSIGMOID, /* relu6(x + 3) / 6 */
+    CD_NN_SOFTPLUS,    /* x * beta > threshold ? x : log1p(exp(beta * x)) / beta (PyTorch's F.softplus) */
+    /* MambaVision's mixer and windows (nn/ref_scan.c); a token sequence is an image's H*W pixels in
+     * row-major order, its features the channels */
+    CD_NN_DWCONV1D,         /* depthwise conv1d over each (n, c)'s tokens: weight (C, K), zero padding */
+    CD_NN_SELECTIVE_SCAN,   /* inputs u, delta (N, D, H, W), B, C (N, S, H, W): mamba's selective scan */
+    CD_NN_WINDOW_PARTITION, /* (N, C, H, W) zero-padded to multiples of the window, cut into windows */
+    CD_NN_WINDOW_REVERSE,   /* inputs windows, like: the windows reassembled and cropped to like's N, H, W */
     CD_NN_OP_COUNT
 } cd_nn_op;
 
@@ -68,6 +75,16 @@ typedef struct cd_nn_node {
     float *weight, *bias;
     float *bn_mean, *bn_var; /* batch norm before folding (weight/bias are gamma/beta); NULL after */
     float eps;
+
+    /* softplus */
+    float beta, threshold;
+    /* dwconv1d: weight (C, K) with kw = K, pw = left padding (the right one is K - 1 - pw), bias (C) or
+     * NULL, in_ch = out_ch = C. selective_scan: weight = A = -exp(A_log) (D, S), bias = the D skip (D)
+     * or NULL, delta_bias (D) or NULL, in_ch = out_ch = D, states = S. window_*: window. */
+    float *delta_bias;
+    bool delta_softplus;
+    int states;
+    int window;
 
     bool relu;     /* fused ReLU on the output (conv2d, linear, add) */
     float *packed; /* conv2d: nn/ref_ops.c's packed weights and padded bias, made on the first
@@ -136,5 +153,25 @@ CD_INTERNAL void cd_nn_ref_add(const cd_nn_node *node, int64_t count, const floa
  * other ops: no effect. NaN stays NaN. */
 CD_INTERNAL void cd_nn_ref_unary(cd_nn_op op, int64_t count, const float *in, float *out);
 CD_INTERNAL void cd_nn_ref_softmax(const cd_nn_shape *shape, const float *in, float *out);
+/* Splits [0, count) into contiguous ranges run by up to `threads` threads (<= 0: online CPUs; the
+ * caller runs one): nn/ref_ops.c's pool, for the reference ops in other files. */
+CD_INTERNAL void cd_nn_parallel_for(int64_t count, int threads, void (*fn)(void *ctx, int64_t begin, int64_t end),
+                                    void *ctx);
+/* softplus with the node's beta and threshold over count floats (NaN stays NaN). */
+CD_INTERNAL void cd_nn_ref_softplus(const cd_nn_node *node, int64_t count, const float *in, float *out);
+
+/* nn/ref_scan.c: MambaVision's ops. in_shape is the (first) input's; threads as cd_nn_ref_run's. */
+CD_INTERNAL void cd_nn_ref_dwconv1d(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out,
+                                    int threads);
+/* u, delta (N, D, H, W) as in_shape; b, c (N, S, H, W); out (N, D, H, W). Sequential over the tokens
+ * with a float32 state, threads over (n, d). */
+CD_INTERNAL void cd_nn_ref_selective_scan(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *u,
+                                          const float *delta, const float *b, const float *c, float *out, int threads);
+/* in_shape: the image (N, C, H, W); out: the node's shape (N * windows, C, ws, ws). */
+CD_INTERNAL void cd_nn_ref_window_partition(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in,
+                                            float *out);
+/* in_shape: the windows (N * windows, C, ws, ws); out: the node's shape (N, C, H, W). */
+CD_INTERNAL void cd_nn_ref_window_reverse(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in,
+                                          float *out);
 
 #endif

@@ -74,6 +74,8 @@ static void parallel_for(int64_t count, int threads, range_fn fn, void *ctx) {
     }
 }
 
+void cd_nn_parallel_for(int64_t count, int threads, range_fn fn, void *ctx) { parallel_for(count, threads, fn, ctx); }
+
 /* PyTorch's output size (conv and pools; see graph.c). */
 static int64_t out_size(int64_t in, int k, int s, int pad, int dil, bool ceil_mode) {
     int64_t num = in + 2 * pad - (int64_t)dil * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
@@ -879,6 +881,7 @@ static void plane_range(void *ctx, int64_t begin, int64_t end) {
     case CD_NN_SILU:
     case CD_NN_HARDSWISH:
     case CD_NN_HARDSIGMOID: cd_nn_ref_unary(nd->op, s.c * j->in_plane, a, o); break;
+    case CD_NN_SOFTPLUS: cd_nn_ref_softplus(nd, s.c * j->in_plane, a, o); break;
     default: break;
     }
 }
@@ -897,6 +900,13 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
         case CD_NN_LINEAR: cd_nn_ref_linear(nd, is, a, out, t); break;
         case CD_NN_FLATTEN: break; /* a view: same offset as its input */
         case CD_NN_SOFTMAX: cd_nn_ref_softmax(is, a, out); break;
+        case CD_NN_DWCONV1D: cd_nn_ref_dwconv1d(nd, is, a, out, t); break;
+        case CD_NN_SELECTIVE_SCAN:
+            cd_nn_ref_selective_scan(nd, is, a, arena + g->nodes[nd->in[1]].offset, arena + g->nodes[nd->in[2]].offset,
+                                     arena + g->nodes[nd->in[3]].offset, out, t);
+            break;
+        case CD_NN_WINDOW_PARTITION: cd_nn_ref_window_partition(nd, is, a, out); break;
+        case CD_NN_WINDOW_REVERSE: cd_nn_ref_window_reverse(nd, is, a, out); break;
         case CD_NN_MAXPOOL2D:
         case CD_NN_AVGPOOL2D:
         case CD_NN_ADAPTIVE_AVGPOOL2D:
@@ -906,7 +916,8 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
         case CD_NN_GELU_TANH:
         case CD_NN_SILU:
         case CD_NN_HARDSWISH:
-        case CD_NN_HARDSIGMOID: {
+        case CD_NN_HARDSIGMOID:
+        case CD_NN_SOFTPLUS: {
             plane_job j = {nd,
                            *is,
                            is->h * is->w,

@@ -40,6 +40,12 @@
  * instead of the GEMM per group, whose 64 x 64 tile would hold one output channel and K = kh*kw;
  * CIRRDATA_NN_NO_DWCONV at create keeps them on the GEMM (tests, benchmarks).
  *
+ * MambaVision's ops (softplus, dwconv1d, selective_scan, window_partition / window_reverse; C twins in
+ * nn/ref_scan.c): dwconv1d's and the scan's parameters are one float32 piece per node in both
+ * precisions (aux_floats: small, and the scan's decay is sensitive to A); the scan binds six buffers
+ * (u, delta, B, C, parameters, output). The window ops change N, a sample's windows being contiguous:
+ * they run over chunks of whole original samples.
+ *
  * Fusion at record time: a conv2d/linear whose only reader is an add, with the add's other operand
  * computed earlier, writes the sum (and the add's ReLU) straight into the add's tensor; the add is
  * not dispatched (a ResNet block's residual add costs no pass of its own).
@@ -73,9 +79,14 @@ enum {
     K_SILU,
     K_HARDSWISH,
     K_HARDSIGMOID,
+    K_SOFTPLUS,
+    K_DWCONV1D,
+    K_SCAN,
+    K_WIN_PART,
+    K_WIN_REV,
     K_COUNT
 };
-enum { MAX_BIND = 5, GEMM_TILE = 64, GEMM_THREADS = 256 };
+enum { MAX_BIND = 6, GEMM_TILE = 64, GEMM_THREADS = 256 };
 
 /* Push constants, as the shaders declare them. */
 typedef struct gemm_push {
@@ -96,6 +107,19 @@ typedef struct unary_push {
 typedef struct softmax_push {
     uint32_t x_off, y_off, total, groups_x, C, HW;
 } softmax_push;
+typedef struct softplus_push {
+    uint32_t x_off, y_off, total, groups_x;
+    float beta, threshold;
+} softplus_push;
+typedef struct dw1d_push {
+    uint32_t x_off, y_off, w_off, b_off, total, groups_x, C, L, K, pl, flags;
+} dw1d_push;
+typedef struct scan_push {
+    uint32_t u_off, d_off, b_off, c_off, y_off, a_off, dskip_off, dbias_off, channels, groups_x, D, S, L, cpw, flags;
+} scan_push;
+typedef struct window_push {
+    uint32_t x_off, y_off, total, groups_x, C, H, W, ws, nh, nw;
+} window_push;
 typedef struct dw_push {
     uint32_t x_off, w_off, b_off, r_off, y_off, total, groups_x;
     uint32_t C, H, W, O, OH, OW, m, kh, kw, sh, sw, ph, pw, dh, dw, flags;
@@ -118,6 +142,11 @@ static const struct {
     [K_SILU] = {CD_SHADER_NN_SILU, CD_SHADER_NN_SILU_FP16, 2, sizeof(unary_push)},
     [K_HARDSWISH] = {CD_SHADER_NN_HARDSWISH, CD_SHADER_NN_HARDSWISH_FP16, 2, sizeof(unary_push)},
     [K_HARDSIGMOID] = {CD_SHADER_NN_HARDSIGMOID, CD_SHADER_NN_HARDSIGMOID_FP16, 2, sizeof(unary_push)},
+    [K_SOFTPLUS] = {CD_SHADER_NN_SOFTPLUS, CD_SHADER_NN_SOFTPLUS_FP16, 2, sizeof(softplus_push)},
+    [K_DWCONV1D] = {CD_SHADER_NN_DWCONV1D, CD_SHADER_NN_DWCONV1D_FP16, 3, sizeof(dw1d_push)},
+    [K_SCAN] = {CD_SHADER_NN_SELECTIVE_SCAN, CD_SHADER_NN_SELECTIVE_SCAN_FP16, 6, sizeof(scan_push)},
+    [K_WIN_PART] = {CD_SHADER_NN_WINDOW_PARTITION, CD_SHADER_NN_WINDOW_PARTITION_FP16, 2, sizeof(window_push)},
+    [K_WIN_REV] = {CD_SHADER_NN_WINDOW_REVERSE, CD_SHADER_NN_WINDOW_REVERSE_FP16, 2, sizeof(window_push)},
 };
 
 /* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
@@ -142,6 +171,7 @@ typedef struct node_w {
     int nblk;
     wplace *blk;
     wplace bias; /* buf < 0: no bias */
+    wplace aux;  /* dwconv1d, selective_scan: their parameters as float32 (aux_floats); buf < 0: none */
 } node_w;
 
 /* Test overrides of maxStorageBufferRange and maxMemoryAllocationSize (0: the device's). */
@@ -312,6 +342,35 @@ static VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) { return (v + a - 1
 
 static bool has_params(const cd_nn_node *nd) { return nd->op == CD_NN_CONV2D || nd->op == CD_NN_LINEAR; }
 
+/* The parameters of dwconv1d and selective_scan, kept float32 in both precisions (a few KiB; the
+ * scan's decay exp(dt A) is sensitive to A): dwconv1d [weight (C, K)][bias (C)], selective_scan
+ * [A (D, S)][D skip (D)][delta_bias (D)], the absent ones left out. Their element count (0: none), and
+ * where each starts in off[]: weight or A, bias or D skip, delta_bias. */
+static int64_t aux_floats(const cd_nn_node *nd, int64_t off[3]) {
+    int64_t n = 0, c = nd->out_ch;
+    off[0] = off[1] = off[2] = 0;
+    if (nd->op == CD_NN_DWCONV1D)
+        n = c * nd->kw;
+    else if (nd->op == CD_NN_SELECTIVE_SCAN)
+        n = c * nd->states;
+    else
+        return 0;
+    off[1] = n;
+    if (nd->bias) n += c;
+    off[2] = n;
+    if (nd->delta_bias) n += c;
+    return n;
+}
+
+static void write_aux(const cd_nn_node *nd, float *dst) {
+    int64_t off[3];
+    const int64_t c = nd->out_ch;
+    aux_floats(nd, off);
+    memcpy(dst, nd->weight, (size_t)off[1] * sizeof(float));
+    if (nd->bias) memcpy(dst + off[1], nd->bias, (size_t)c * sizeof(float));
+    if (nd->delta_bias) memcpy(dst + off[2], nd->delta_bias, (size_t)c * sizeof(float));
+}
+
 /* K (the reduction length) of a conv/linear node. */
 static int64_t node_k(const cd_nn_node *nd) {
     if (nd->op == CD_NN_LINEAR) return nd->in_ch;
@@ -417,6 +476,17 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
         const cd_nn_node *nd = &g->nodes[i];
         node_w *w = &vk->nw[i];
         w->bias.buf = -1;
+        w->aux.buf = -1;
+        int64_t aoff[3];
+        const int64_t an = aux_floats(nd, aoff);
+        if (an > 0) {
+            if (!nd->weight || (VkDeviceSize)an * 4 > limit)
+                return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: the parameters (%s) are more than %s can bind",
+                               g->source, nd->name, cd_format_bytes((VkDeviceSize)an * 4, b1, sizeof b1),
+                               cd_vk_name(vk->ctx));
+            st = place(vk, (VkDeviceSize)an * 4, &w->aux, err);
+            continue;
+        }
         if (!has_params(nd)) continue;
         if (!nd->weight) return cd_fail(err, CD_ERR_ARG, "%s: node %s has no weight", g->source, nd->name);
         const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
@@ -511,6 +581,9 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
     if (!vk->wbuf[0].mapped) { /* staging: at least 64 MiB (and the largest piece) per round trip */
         for (int i = 0; i < g->count; i++) {
             const node_w *w = &vk->nw[i];
+            int64_t aoff[3];
+            const VkDeviceSize aux = (VkDeviceSize)aux_floats(&g->nodes[i], aoff) * 4;
+            if (aux > largest) largest = aux;
             if (!has_params(&g->nodes[i])) continue;
             const VkDeviceSize piece =
                 (VkDeviceSize)(w->whole ? g->nodes[i].out_ch : w->ob) * node_k(&g->nodes[i]) * vk->esize;
@@ -529,6 +602,12 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
     for (int i = 0; i < g->count && st == CD_OK; i++) {
         const cd_nn_node *nd = &g->nodes[i];
         const node_w *w = &vk->nw[i];
+        if (w->aux.buf >= 0) {
+            int64_t aoff[3];
+            st = up_piece(vk, &u, w->aux, (VkDeviceSize)aux_floats(nd, aoff) * 4, &dst, err);
+            if (st == CD_OK) write_aux(nd, dst);
+            continue;
+        }
         if (!has_params(nd)) continue;
         const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
         if (w->whole) {
@@ -1090,6 +1169,9 @@ static cd_status record_elementwise(cd_nn_vk *vk, const cd_nn_graph *g, int i, i
                            b[2].elem, (uint32_t)cnt,
                            gx,        (nd->op == CD_NN_RELU || nd->relu ? 1u : 0u) | (nd->op == CD_NN_RELU ? 2u : 0u)};
             st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, nb, &pc, gx, gy, 1, err);
+        } else if (kind == K_SOFTPLUS) {
+            softplus_push pc = {b[0].elem, b[1].elem, (uint32_t)cnt, gx, nd->beta, nd->threshold};
+            st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, nb, &pc, gx, gy, 1, err);
         } else {
             unary_push pc = {b[0].elem, b[1].elem, (uint32_t)cnt, gx};
             st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, nb, &pc, gx, gy, 1, err);
@@ -1108,8 +1190,123 @@ static cd_status record_unary(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_erro
     case CD_NN_SILU: return record_elementwise(vk, g, i, K_SILU, err);
     case CD_NN_HARDSWISH: return record_elementwise(vk, g, i, K_HARDSWISH, err);
     case CD_NN_HARDSIGMOID: return record_elementwise(vk, g, i, K_HARDSIGMOID, err);
+    case CD_NN_SOFTPLUS: return record_elementwise(vk, g, i, K_SOFTPLUS, err);
     default: return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: not an activation", g->source, nd->name);
     }
+}
+
+/* dwconv1d: one invocation per output element over chunks of whole images (a token sequence is one
+ * (n, c) plane), the parameters bound as one float32 piece. */
+static cd_status record_dwconv1d(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const node_w *w = &vk->nw[i];
+    const cd_nn_shape *s = &nd->shape;
+    const int64_t n = s->n, L = s->h * s->w, img = s->c * L;
+    int64_t off[3];
+    const int64_t an = aux_floats(nd, off);
+    if (w->aux.buf < 0 || s->c != nd->in_ch)
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no parameters on the device", g->source, nd->name);
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t cnt = (n - b0 < per ? n - b0 : per) * img;
+        bind b[3];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, cnt, false, &b[0], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, cnt, true, &b[2], err);
+        uint32_t gx = 0, gy = 0;
+        if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
+        if (st != CD_OK) break;
+        b[1] = weight_bind(vk, w->aux, (VkDeviceSize)an * 4);
+        dw1d_push pc = {b[0].elem,      b[2].elem,   (uint32_t)off[0], (uint32_t)off[1], (uint32_t)cnt,     gx,
+                        (uint32_t)s->c, (uint32_t)L, (uint32_t)nd->kw, (uint32_t)nd->pw, nd->bias ? 1u : 0u};
+        st = dispatch(vk, K_DWCONV1D, vk->K->pipe[vk->fp16][K_DWCONV1D], b, 3, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
+/* The selective scan over chunks of whole images: u, delta, B, C and the output bound per chunk, one
+ * invocation per (n, d, s), local / S channels per workgroup (shaders/nn_selective_scan.comp). */
+static cd_status record_scan(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const node_w *w = &vk->nw[i];
+    const cd_nn_shape *s = &nd->shape;
+    const int64_t n = s->n, L = s->h * s->w, D = s->c, S = nd->states;
+    int64_t off[3];
+    const int64_t an = aux_floats(nd, off);
+    if (w->aux.buf < 0 || D != nd->in_ch)
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no parameters on the device", g->source, nd->name);
+    const uint32_t local = vk->K->local;
+    if (S > (int64_t)local)
+        return cd_fail(err, CD_ERR_UNSUPPORTED,
+                       "%s: node %s: %lld states are more than the %u invocations of a workgroup the scan uses on %s",
+                       g->source, nd->name, (long long)S, local, cd_vk_name(vk->ctx));
+    const uint32_t cpw = local / (uint32_t)S;
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, (D > S ? D : S) * L, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per, du = D * L, sl = S * L;
+        bind b[6];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * du, nimg * du, false, &b[0], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * du, nimg * du, false, &b[1], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, nd->in[2]) + b0 * sl, nimg * sl, false, &b[2], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, nd->in[3]) + b0 * sl, nimg * sl, false, &b[3], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * du, nimg * du, true, &b[5], err);
+        const uint64_t channels = (uint64_t)(nimg * D), groups = (channels + cpw - 1) / cpw;
+        uint32_t gx = 0, gy = 0;
+        if (st == CD_OK) st = grid_1d(vk, g, i, groups * local, &gx, &gy, err);
+        if (st != CD_OK) break;
+        b[4] = weight_bind(vk, w->aux, (VkDeviceSize)an * 4);
+        scan_push pc = {.u_off = b[0].elem,
+                        .d_off = b[1].elem,
+                        .b_off = b[2].elem,
+                        .c_off = b[3].elem,
+                        .y_off = b[5].elem,
+                        .a_off = (uint32_t)off[0],
+                        .dskip_off = (uint32_t)off[1],
+                        .dbias_off = (uint32_t)off[2],
+                        .channels = (uint32_t)channels,
+                        .groups_x = gx,
+                        .D = (uint32_t)D,
+                        .S = (uint32_t)S,
+                        .L = (uint32_t)L,
+                        .cpw = cpw,
+                        .flags = (nd->bias ? 1u : 0u) | (nd->delta_bias ? 2u : 0u) | (nd->delta_softplus ? 4u : 0u)};
+        st = dispatch(vk, K_SCAN, vk->K->pipe[vk->fp16][K_SCAN], b, 6, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
+/* window_partition / window_reverse change N: a sample's windows are contiguous, so both run over
+ * chunks of whole original samples (image side: the partition's input, the reverse's output). */
+static cd_status record_window(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const bool part = nd->op == CD_NN_WINDOW_PARTITION;
+    const cd_nn_shape *is = part ? &g->nodes[nd->in[0]].shape : &nd->shape;
+    const int64_t ws = nd->window, nh = (is->h + ws - 1) / ws, nw = (is->w + ws - 1) / ws, n = is->n;
+    const int64_t img = is->c * is->h * is->w, wins = nh * nw * is->c * ws * ws;
+    const int64_t in_img = part ? img : wins, out_img = part ? wins : img;
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, in_img > out_img ? in_img : out_img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per, cnt = nimg * out_img;
+        bind b[2];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * in_img, nimg * in_img, false, &b[0], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * out_img, cnt, true, &b[1], err);
+        uint32_t gx = 0, gy = 0;
+        if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)cnt, &gx, &gy, err);
+        if (st != CD_OK) break;
+        window_push pc = {b[0].elem,       b[1].elem,       (uint32_t)cnt, gx,           (uint32_t)is->c,
+                          (uint32_t)is->h, (uint32_t)is->w, (uint32_t)ws,  (uint32_t)nh, (uint32_t)nw};
+        const int kind = part ? K_WIN_PART : K_WIN_REV;
+        st = dispatch(vk, kind, vk->K->pipe[vk->fp16][kind], b, 2, &pc, gx, gy, 1, err);
+    }
+    vk->tag = 0;
+    return st;
 }
 
 static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
@@ -1131,7 +1328,12 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_GELU_TANH:
     case CD_NN_SILU:
     case CD_NN_HARDSWISH:
-    case CD_NN_HARDSIGMOID: return record_unary(vk, g, i, err);
+    case CD_NN_HARDSIGMOID:
+    case CD_NN_SOFTPLUS: return record_unary(vk, g, i, err);
+    case CD_NN_DWCONV1D: return record_dwconv1d(vk, g, i, err);
+    case CD_NN_SELECTIVE_SCAN: return record_scan(vk, g, i, err);
+    case CD_NN_WINDOW_PARTITION:
+    case CD_NN_WINDOW_REVERSE: return record_window(vk, g, i, err);
     default:
         return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source,
                        nd->name, (int)nd->op);
@@ -1239,6 +1441,10 @@ static double node_work(const cd_nn_vk *vk, const cd_nn_graph *g, int i) {
     if (vk->skip[i] || nd->op == CD_NN_INPUT || is_view(nd)) return 0;
     const double out = (double)numel(&nd->shape);
     if (nd->op == CD_NN_CONV2D || nd->op == CD_NN_LINEAR) return 2.0 * out * (double)node_k(nd);
+    if (nd->op == CD_NN_DWCONV1D) return 2.0 * out * nd->kw;
+    /* per token and state: the decay's exp (~10), the state update and C h (~5); the softplus is per channel */
+    if (nd->op == CD_NN_SELECTIVE_SCAN) return 15.0 * out * nd->states;
+    if (nd->op == CD_NN_WINDOW_REVERSE) return 2.0 * out; /* `like` is not read */
     double in = 0;
     for (int k = 0; k < nd->n_in; k++) in += (double)numel(&g->nodes[nd->in[k]].shape);
     return in + out;

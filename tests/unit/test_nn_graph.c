@@ -818,13 +818,278 @@ static void test_bad_graphs(void **state) {
     expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 5, "'c'", "5 classes");
 }
 
+/* ---- MambaVision's ops: softplus, dwconv1d, selective_scan, window_partition / window_reverse ---- */
+
+/* expect_bad with in_ch input channels. */
+static void expect_bad_in(stb *b, const char *graph, int classes, int in_ch, const char *needle1, const char *needle2) {
+    cd_nn_graph *g = NULL;
+    cd_error err;
+    cd_error_clear(&err);
+    cd_status st = stb_load(b, graph, classes, in_ch, &g, &err);
+    if (st == CD_OK) fail_msg("graph accepted: %s", graph);
+    assert_null(g);
+    if (!strstr(err.message, needle1) || (needle2 && !strstr(err.message, needle2)))
+        fail_msg("message '%s' lacks '%s' / '%s'", err.message, needle1, needle2 ? needle2 : "");
+    assert_non_null(strstr(err.message, "test.safetensors"));
+}
+
+/* Loads a graph that must load, then shapes it for (n, h, w): the shaping must fail naming the node. */
+static void expect_bad_shape(stb *b, const char *graph, int in_ch, int64_t n, int64_t h, int64_t w, const char *needle1,
+                             const char *needle2) {
+    cd_nn_graph *g = NULL;
+    cd_error err;
+    cd_status st = stb_load(b, graph, in_ch, in_ch, &g, &err); /* outputs here have in_ch channels */
+    if (st != CD_OK) fail_msg("%s", err.message);
+    assert_int_equal(cd_nn_graph_shape(g, n, h, w, 0, &err), CD_ERR_FORMAT);
+    if (!strstr(err.message, needle1) || (needle2 && !strstr(err.message, needle2)))
+        fail_msg("message '%s' lacks '%s' / '%s'", err.message, needle1, needle2 ? needle2 : "");
+    cd_nn_graph_free(g);
+}
+
+#define HEAD4 "{'version': 1, 'input': {'name': 'x', 'channels': 4}, "
+#define DW1D(w, pad)                                                                                                   \
+    "{'name': 'dw', 'op': 'dwconv1d', 'inputs': ['x'], 'weight': '" w "', 'bias': null, 'padding': " pad "}"
+#define SCAN(ins, a, d, extra)                                                                                         \
+    "{'name': 'scan', 'op': 'selective_scan', 'inputs': " ins ", 'A_log': '" a "', 'D': " d ", 'delta_bias': null, "   \
+    "'delta_softplus': true" extra "}"
+#define SEL(name, w)                                                                                                   \
+    "{'name': '" name "', 'op': 'conv2d', 'inputs': ['x'], 'weight': '" w "', 'bias': null, "                          \
+    "'stride': 1, 'padding': 0, 'dilation': 1, 'groups': 1}"
+
+static const float scan_a_log[8] = {0.0f, 0.5f, -0.5f, 1.0f, 2.0f, -1.0f, 0.25f, 3.0f};
+
+/* The parameters the MambaVision graphs below use: dwconv1d weights, 1x1 convs to 2 states, A_log. */
+static void scan_tensors(stb *b) {
+    int64_t w3[3] = {4, 1, 3}, w65[3] = {4, 1, 65}, w2ch[3] = {4, 2, 3}, w3c[3] = {3, 1, 3}, sel[4] = {2, 4, 1, 1},
+            sel4[4] = {4, 4, 1, 1}, a[2] = {4, 2}, a3[2] = {3, 2}, a257[2] = {4, 257}, d4[1] = {4}, d5[1] = {5};
+    stb_init(b);
+    stb_tensor(b, "w3", 3, w3, NULL);
+    stb_tensor(b, "w65", 3, w65, NULL);
+    stb_tensor(b, "w2ch", 3, w2ch, NULL);
+    stb_tensor(b, "w3c", 3, w3c, NULL);
+    stb_tensor(b, "sel", 4, sel, NULL);
+    stb_tensor(b, "sel4", 4, sel4, NULL);
+    stb_tensor(b, "A", 2, a, scan_a_log);
+    stb_tensor(b, "A3", 2, a3, NULL);
+    stb_tensor(b, "A257", 2, a257, NULL);
+    stb_tensor(b, "d4", 1, d4, NULL);
+    stb_tensor(b, "d5", 1, d5, NULL);
+    const float nan_a[8] = {0, 1, 2, NAN, 0, 1, 2, 3};
+    stb_tensor(b, "Anan", 2, a, nan_a);
+}
+
+/* A small mixer through windows: loads, shapes (the 4-input node, N changed by the windows), plans
+ * without two live tensors overlapping, and runs; the window order and padding, dwconv1d and the scan
+ * on hand-computed values. */
+static void test_scan_ops(void **state) {
+    (void)state;
+    stb b;
+    scan_tensors(&b);
+    const char *graph =
+        HEAD4 "'output': 'rev', 'nodes': ["
+              "{'name': 'part', 'op': 'window_partition', 'inputs': ['x'], 'window': 3},"
+              "{'name': 'dw', 'op': 'dwconv1d', 'inputs': ['part'], 'weight': 'w3', 'bias': 'd4', 'padding': [1, 1]},"
+              "{'name': 'sp', 'op': 'softplus', 'inputs': ['dw'], 'beta': 1.0, 'threshold': 20},"
+              "{'name': 'B', 'op': 'conv2d', 'inputs': ['part'], 'weight': 'sel', 'bias': null, 'stride': 1,"
+              " 'padding': 0, 'dilation': 1, 'groups': 1},"
+              "{'name': 'C', 'op': 'conv2d', 'inputs': ['part'], 'weight': 'sel', 'bias': null, 'stride': 1,"
+              " 'padding': 0, 'dilation': 1, 'groups': 1},"
+              "{'name': 'scan', 'op': 'selective_scan', 'inputs': ['part', 'sp', 'B', 'C'], 'A_log': 'A', 'D': 'd4',"
+              " 'delta_bias': 'd4', 'delta_softplus': false},"
+              "{'name': 'rev', 'op': 'window_reverse', 'inputs': ['scan', 'x'], 'window': 3}]}";
+    cd_nn_graph *g = NULL;
+    cd_error err;
+    cd_status st = stb_load(&b, graph, 4, 4, &g, &err);
+    if (st != CD_OK) fail_msg("%s", err.message);
+    const cd_nn_node *scan = &g->nodes[find(g, "scan")];
+    assert_int_equal(scan->n_in, 4);
+    assert_int_equal(scan->states, 2);
+    assert_false(scan->delta_softplus);
+    /* A = -exp(A_log) */
+    for (int i = 0; i < 8; i++) assert_float_equal(scan->weight[i], -expf(scan_a_log[i]), 0);
+    assert_int_equal(cd_nn_graph_shape(g, 2, 5, 7, 0, &err), CD_OK);
+    const cd_nn_shape *ps = &g->nodes[find(g, "part")].shape, *os = &g->nodes[g->output].shape;
+    assert_true(ps->n == 2 * 2 * 3 && ps->c == 4 && ps->h == 3 && ps->w == 3);
+    assert_true(os->n == 2 && os->c == 4 && os->h == 5 && os->w == 7);
+    /* no two tensors alive at once overlap; a tensor lives until its last reader, any of 4 inputs */
+    for (int i = 0; i < g->count; i++)
+        for (int j = i + 1; j < g->count; j++) {
+            int last = i;
+            for (int r = i + 1; r < g->count; r++)
+                for (int k = 0; k < g->nodes[r].n_in; k++)
+                    if (g->nodes[r].in[k] == i) last = r;
+            if (i == g->output) last = g->count;
+            const cd_nn_shape *a = &g->nodes[i].shape, *c = &g->nodes[j].shape;
+            const int64_t asz = a->n * a->c * a->h * a->w, csz = c->n * c->c * c->h * c->w;
+            const int64_t ao = g->nodes[i].offset, co = g->nodes[j].offset;
+            if (j <= last && ao < co + csz && co < ao + asz)
+                fail_msg("'%s' and '%s' overlap while both alive", g->nodes[i].name, g->nodes[j].name);
+        }
+    float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+    for (int64_t i = 0; i < 2 * 4 * 5 * 7; i++) arena[g->input_offset + i] = (float)cos((double)i);
+    assert_int_equal(cd_nn_ref_run(g, arena, 2, &err), CD_OK);
+    for (int64_t i = 0; i < 2 * 4 * 5 * 7; i++) assert_true(isfinite(arena[g->nodes[g->output].offset + i]));
+    free(arena);
+    cd_nn_graph_free(g);
+
+    /* window order and padding: 1x1x3x3 holding 1..9, window 2: padded to 4x4, windows (row, column) */
+    cd_nn_node wn = {.op = CD_NN_WINDOW_PARTITION, .window = 2, .shape = {4, 1, 2, 2}};
+    const cd_nn_shape img = {1, 1, 3, 3};
+    const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, want[16] = {1, 2, 4, 5, 3, 0, 6, 0, 7, 8, 0, 0, 9, 0, 0, 0};
+    float win[16], back[9];
+    cd_nn_ref_window_partition(&wn, &img, x, win);
+    for (int i = 0; i < 16; i++) assert_float_equal(win[i], want[i], 0);
+    cd_nn_node rn = {.op = CD_NN_WINDOW_REVERSE, .window = 2, .shape = img};
+    cd_nn_ref_window_reverse(&rn, &wn.shape, win, back);
+    for (int i = 0; i < 9; i++) assert_float_equal(back[i], x[i], 0);
+
+    /* dwconv1d: taps [1, 10, 100] over 1, 2, 3 with padding [1, 1] and bias 0.5 */
+    float w3[3] = {1, 10, 100}, b1[1] = {0.5f}, y[3];
+    cd_nn_node dn = {
+        .op = CD_NN_DWCONV1D, .weight = w3, .bias = b1, .kh = 1, .kw = 3, .pw = 1, .in_ch = 1, .out_ch = 1};
+    const cd_nn_shape seq = {1, 1, 1, 3};
+    cd_nn_ref_dwconv1d(&dn, &seq, x, y, 1);
+    assert_float_equal(y[0], 210.5f, 0);
+    assert_float_equal(y[1], 321.5f, 0);
+    assert_float_equal(y[2], 32.5f, 0);
+    dn.pw = 2; /* [2, 0]: the window ends at t */
+    cd_nn_ref_dwconv1d(&dn, &seq, x, y, 1);
+    assert_float_equal(y[0], 100.5f, 0);
+    assert_float_equal(y[1], 210.5f, 0);
+    assert_float_equal(y[2], 321.5f, 0);
+
+    /* the scan, S = 1: A = -1, dt = delta + 1 = [1, 2], u = [1, 2], B = 1, C = [1, 2], D = 0.5:
+     * h0 = 1, y0 = 1 + 0.5; h1 = e^-2 + 4, y1 = 2 h1 + 1 */
+    float a1[1] = {-1.0f}, dskip[1] = {0.5f}, dbias[1] = {1.0f};
+    cd_nn_node sn = {.op = CD_NN_SELECTIVE_SCAN,
+                     .weight = a1,
+                     .bias = dskip,
+                     .delta_bias = dbias,
+                     .states = 1,
+                     .in_ch = 1,
+                     .out_ch = 1};
+    const float u[2] = {1, 2}, delta[2] = {0, 1}, bb[2] = {1, 1}, cc[2] = {1, 2};
+    const cd_nn_shape s2 = {1, 1, 1, 2};
+    cd_nn_ref_selective_scan(&sn, &s2, u, delta, bb, cc, y, 1);
+    assert_float_equal(y[0], 1.5f, 1e-6);
+    assert_float_equal(y[1], 2.0f * (expf(-2.0f) + 4.0f) + 1.0f, 1e-5);
+    sn.delta_softplus = true; /* dt = log1p(e^1), log1p(e^2) */
+    cd_nn_ref_selective_scan(&sn, &s2, u, delta, bb, cc, y, 1);
+    const float d0 = log1pf(expf(1.0f)), d1 = log1pf(expf(2.0f));
+    assert_float_equal(y[0], d0 + 0.5f, 1e-6);
+    assert_float_equal(y[1], 2.0f * (expf(-d1) * d0 + 2.0f * d1) + 1.0f, 1e-5);
+}
+
+static void test_scan_bad_graphs(void **state) {
+    (void)state;
+    stb b;
+    /* dwconv1d: padding, weight shape, channels, kernel bound */
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'dw', 'nodes': [" DW1D("w3", "[1, 0]") "]}", 4, 4, "'dw'", "sum to kernel");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'dw', 'nodes': [" DW1D("w3", "[-1, 3]") "]}", 4, 4, "'dw'", ">= 0");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'dw', 'nodes': [" DW1D("w3", "1") "]}", 4, 4, "'dw'", "[left, right]");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'dw', 'nodes': [" DW1D("w2ch", "[1, 1]") "]}", 4, 4, "'dw'", "not depthwise");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'dw', 'nodes': [" DW1D("w3c", "[1, 1]") "]}", 4, 4, "'dw'", "has 3 channels");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'dw', 'nodes': [" DW1D("w65", "[32, 32]") "]}", 4, 4, "'dw'", "kernel size 65");
+    /* softplus: beta > 0, finite fields */
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'sp', 'nodes': [{'name': 'sp', 'op': 'softplus', 'inputs': ['x'], 'beta': 0,"
+                        " 'threshold': 20}]}",
+                  4, 4, "'sp'", "beta");
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'sp', 'nodes': [{'name': 'sp', 'op': 'softplus', 'inputs': ['x'], 'beta': 1,"
+                        " 'threshold': 1e39}]}",
+                  4, 4, "'sp'", "'threshold' must be a finite number");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'sp', 'nodes': [{'name': 'sp', 'op': 'softplus', 'inputs': ['x'], 'beta': 1}]}",
+                  4, 4, "'sp'", "missing field 'threshold'");
+    /* selective_scan: A_log against u's channels, B / C against the states, D's shape, S bound, inputs */
+    scan_tensors(&b);
+    expect_bad_in(
+        &b,
+        HEAD4 "'output': 'scan', 'nodes': [" SEL("B", "sel") "," SCAN("['x', 'x', 'B', 'B']", "A3", "null", "") "]}", 4,
+        4, "'scan'", "input u 'x' has 4 channels; A_log 'A3' (3, 2) needs 3");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'scan', 'nodes': [" SCAN("['x', 'x', 'x', 'x']", "A", "null", "") "]}", 4, 4,
+                  "'scan'", "input B 'x' has 4 channels");
+    scan_tensors(&b);
+    expect_bad_in(
+        &b, HEAD4 "'output': 'scan', 'nodes': [" SEL("B", "sel") "," SCAN("['x', 'x', 'B', 'B']", "A", "'d5'", "") "]}",
+        4, 4, "'scan'", "field 'D'");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'scan', 'nodes': [" SCAN("['x', 'x', 'x', 'x']", "A257", "null", "") "]}", 4, 4,
+                  "'scan'", "257 states");
+    scan_tensors(&b);
+    expect_bad_in(
+        &b,
+        HEAD4 "'output': 'scan', 'nodes': [" SEL("B", "sel") "," SCAN("['x', 'x', 'B', 'B']", "Anan", "null", "") "]}",
+        4, 4, "'scan'", "non-finite");
+    scan_tensors(&b);
+    expect_bad_in(&b, HEAD4 "'output': 'scan', 'nodes': [" SCAN("['x', 'x', 'x']", "A", "null", "") "]}", 4, 4,
+                  "'scan'", "array of 4 names");
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'scan', 'nodes': [{'name': 'scan', 'op': 'selective_scan', 'inputs': ['x', 'x', "
+                        "'x', 'x'], 'A_log': 'A', 'D': null, 'delta_bias': null}]}",
+                  4, 4, "'scan'", "delta_softplus");
+    /* B of another size (a stride-2 selection): found when shaping */
+    scan_tensors(&b);
+    expect_bad_shape(&b,
+                     HEAD4 "'output': 'scan', 'nodes': [{'name': 'B', 'op': 'conv2d', 'inputs': ['x'], 'weight': "
+                           "'sel', 'bias': null, 'stride': 2, 'padding': 0, 'dilation': 1, 'groups': 1}," SCAN(
+                               "['x', 'x', 'B', 'B']", "A", "null", "") "]}",
+                     4, 1, 4, 4, "'scan'", "input B 'B' is 1x2x2x2, expected 1x2x4x4");
+    /* windows: the bound, inputs, like that does not match, a flattened input */
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'p', 'nodes': [{'name': 'p', 'op': 'window_partition', 'inputs': ['x'], "
+                        "'window': 0}]}",
+                  4, 4, "'p'", "outside 1..64");
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'p', 'nodes': [{'name': 'p', 'op': 'window_partition', 'inputs': ['x'], "
+                        "'window': 65}]}",
+                  4, 4, "'p'", "outside 1..64");
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'r', 'nodes': [{'name': 'r', 'op': 'window_reverse', 'inputs': ['x'], "
+                        "'window': 2}]}",
+                  4, 4, "'r'", "array of 2 names");
+    scan_tensors(&b);
+    expect_bad_in(&b,
+                  HEAD4 "'output': 'p', 'nodes': [{'name': 'f', 'op': 'flatten', 'inputs': ['x'], 'start_dim': 1},"
+                        "{'name': 'p', 'op': 'window_partition', 'inputs': ['f'], 'window': 2}]}",
+                  4, 4, "'p'", "flattened");
+    /* reverse with another window than the partition's, or a like of another size */
+    scan_tensors(&b);
+    expect_bad_shape(&b,
+                     HEAD4 "'output': 'r', 'nodes': [{'name': 'p', 'op': 'window_partition', 'inputs': ['x'], "
+                           "'window': 3},{'name': 'r', 'op': 'window_reverse', 'inputs': ['p', 'x'], 'window': 2}]}",
+                     4, 2, 5, 7, "'r'", "do not tile");
+    scan_tensors(&b);
+    expect_bad_shape(&b,
+                     HEAD4 "'output': 'r', 'nodes': [{'name': 'p', 'op': 'window_partition', 'inputs': ['x'], "
+                           "'window': 3},{'name': 'm', 'op': 'max_pool2d', 'inputs': ['x'], 'kernel': 2, 'stride': 2,"
+                           " 'padding': 0, 'dilation': 1, 'ceil_mode': false},"
+                           "{'name': 'r', 'op': 'window_reverse', 'inputs': ['p', 'm'], 'window': 3}]}",
+                     4, 2, 12, 12, "'r'", "do not tile like 'm'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_maxpool_ceil),  cmocka_unit_test(test_avgpool_divisor),
-        cmocka_unit_test(test_adaptive_bins), cmocka_unit_test(test_conv_direct),
-        cmocka_unit_test(test_dwconv),        cmocka_unit_test(test_bn_fold),
-        cmocka_unit_test(test_arena_plan),    cmocka_unit_test(test_bad_graphs),
-        cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_maxpool_ceil),    cmocka_unit_test(test_avgpool_divisor),
+        cmocka_unit_test(test_adaptive_bins),   cmocka_unit_test(test_conv_direct),
+        cmocka_unit_test(test_dwconv),          cmocka_unit_test(test_bn_fold),
+        cmocka_unit_test(test_arena_plan),      cmocka_unit_test(test_bad_graphs),
+        cmocka_unit_test(test_activations),     cmocka_unit_test(test_scan_ops),
+        cmocka_unit_test(test_scan_bad_graphs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
