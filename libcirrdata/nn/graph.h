@@ -26,7 +26,8 @@ typedef enum cd_nn_op {
     CD_NN_AVGPOOL2D,
     CD_NN_ADAPTIVE_AVGPOOL2D,
     CD_NN_FLATTEN, /* (N, C, H, W) -> (N, C*H*W, 1, 1): a view, no copy */
-    CD_NN_LINEAR,  /* weight (O, I), optional bias (O); input (N, I, 1, 1) */
+    CD_NN_LINEAR,  /* weight (O, I), optional bias (O); input (N, I, 1, 1), or (N, I, H, W): over C at
+                    * every (h, w), a 1x1 convolution (kh..dw set to 1 / 0 so the conv path runs it) */
     CD_NN_ADD,     /* elementwise sum of two equal-shaped tensors */
     CD_NN_SOFTMAX, /* over C */
     CD_NN_DROPOUT, /* identity at inference; removed by simplification */
@@ -36,6 +37,9 @@ typedef enum cd_nn_op {
     CD_NN_SILU,        /* x * sigmoid(x) */
     CD_NN_HARDSWISH,   /* x * relu6(x + 3) / 6 */
     CD_NN_HARDSIGMOID, /* relu6(x + 3) / 6 */
+    CD_NN_LAYER_NORM,  /* over C at each (n, h, w), biased variance; optional weight/bias (C); eps */
+    CD_NN_MUL,         /* a * b, b of a's shape or (N, C, 1, 1) broadcast over H, W */
+    CD_NN_SCALE,       /* x * weight[c] (+ bias[c]): layer scale, and a batch norm no conv takes */
     CD_NN_OP_COUNT
 } cd_nn_op;
 
@@ -61,7 +65,8 @@ typedef struct cd_nn_node {
     bool ceil_mode;         /* max/avg pool */
     bool count_include_pad; /* avg pool */
     int out_h, out_w;       /* adaptive avg pool: output size */
-    int in_ch, out_ch;      /* conv2d, linear: from the weight shapes */
+    int in_ch, out_ch;      /* conv2d, linear: from the weight shapes; layer_norm, scale: C (layer_norm
+                             * without weight or bias on an input of unknown width: 0, any C) */
 
     /* Parameters as float32, owned by the graph (malloc). After simplification a conv's weight and
      * bias include the folded batch norm (bias is then never NULL). */
@@ -136,5 +141,14 @@ CD_INTERNAL void cd_nn_ref_add(const cd_nn_node *node, int64_t count, const floa
  * other ops: no effect. NaN stays NaN. */
 CD_INTERNAL void cd_nn_ref_unary(cd_nn_op op, int64_t count, const float *in, float *out);
 CD_INTERNAL void cd_nn_ref_softmax(const cd_nn_shape *shape, const float *in, float *out);
+/* nn/ref_norm.c. Layer norm over C at every (n, h, w) of `shape` (node: weight/bias or NULL, eps,
+ * in_ch == shape->c), sums in double. */
+CD_INTERNAL void cd_nn_ref_layer_norm(const cd_nn_node *node, const cd_nn_shape *shape, const float *in, float *out,
+                                      int threads);
+/* out = a * b over a's shape; b has a's shape, or is (a.n, a.c, 1, 1) when b_shape says so. */
+CD_INTERNAL void cd_nn_ref_mul(const cd_nn_shape *a_shape, const cd_nn_shape *b_shape, const float *a, const float *b,
+                               float *out);
+/* out = in * weight[c] (+ bias[c]) (node: weight (C), bias or NULL). */
+CD_INTERNAL void cd_nn_ref_scale(const cd_nn_node *node, const cd_nn_shape *shape, const float *in, float *out);
 
 #endif
