@@ -11,7 +11,9 @@
  * - linear on (N, I, H, W): 1e-4 like the convolutions (float32 sums in another order), with K not
  *   a multiple of 16 and N*H*W not a multiple of the 64-wide tile;
  * - a ConvNeXt block (depthwise 7x7, layer norm, linear, GELU, linear, scale, residual add) as one
- *   graph: 1e-4.
+ *   graph: 1e-4;
+ * - layer norm, a broadcast mul, scale and linear on tensors of several bindings (the limit lowered
+ *   to 32 KiB through cd_nn_vk_test_limits): chunks of whole images, 1e-4.
  * float16 storage (run_and_compare16): the input rounded to binary16 for the reference too; one op
  * then differs by its output's rounding (excess()); a graph whose intermediates are rounded on the
  * device but not in the reference allows rel16 more: 2^-10 per rounded intermediate through a mul or
@@ -137,11 +139,33 @@ static void block_cases(cd_gpu_memory_mode mode) {
     destroy_ctx(ctx);
 }
 
+/* Tensors larger than one binding may hold (the limit lowered to 32 KiB): every op runs in chunks of
+ * whole images, the broadcast operand of mul in chunks of its own (N, C, 1, 1) rows. */
+static void split_cases(cd_gpu_memory_mode mode) {
+    require_vulkan();
+    cd_nn_vk_test_limits(32 << 10, 64 << 10);
+    cd_gpu_context *ctx = make_ctx(mode, 0);
+    const int c = 40; /* 40 x 13 x 11 floats: 22 KiB an image, one image per chunk */
+    cd_nn_graph *g = new_graph(8, c);
+    add_layer_norm(g, 0, c, true, true, 1e-5f, "ln");
+    add_pool(g, CD_NN_ADAPTIVE_AVGPOOL2D, 1, 1, 1, 1, 0, 1, false, false, "pool")->out_h = 1;
+    g->nodes[2].out_w = 1;
+    add_node(g, CD_NN_MUL, 1, 2, "se");
+    add_scale(g, 3, c, true, "scale");
+    add_linear(g, 4, c, 24, true, "pw");
+    finish(g, 5, 13, 11);
+    run_and_compare16(ctx, g, 1e-4, 8 * ldexp(1, -11), "chunked ln/mul/scale/linear");
+    cd_nn_graph_free(g);
+    destroy_ctx(ctx);
+    cd_nn_vk_test_limits(0, 0);
+}
+
 static void all_cases(cd_gpu_memory_mode mode) {
     layer_norm_cases(mode);
     mul_scale_cases(mode);
     linear_cases(mode);
     block_cases(mode);
+    split_cases(mode);
 }
 
 static void test_shared(void **state) {
