@@ -1,7 +1,8 @@
 /* The inference graph: parsing "cirrdata.graph" (schemas/model-graph.md), checking it against the
- * parameter tensors, simplifying it (batch norm folded into convolutions, ReLU fused, dropout and
- * dead nodes removed), shape propagation with PyTorch's output-size formulas, and the first-fit
- * arena plan. Node 0 is always the graph input (CD_NN_INPUT). */
+ * parameter tensors, simplifying it (batch norm folded into convolutions or else made a scale, scales
+ * folded into convolutions and linears, ReLU fused, dropout and dead nodes removed), shape
+ * propagation with PyTorch's output-size formulas, and the first-fit arena plan. Node 0 is always the
+ * graph input (CD_NN_INPUT). */
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>

@@ -20,7 +20,7 @@
 typedef enum cd_nn_op {
     CD_NN_INPUT = 0, /* the network input (N, C, H, W) */
     CD_NN_CONV2D,    /* weight (O, C/groups, KH, KW), optional bias (O) */
-    CD_NN_BATCHNORM, /* only before simplification: folded into the preceding conv */
+    CD_NN_BATCHNORM, /* only before simplification: folded into the preceding conv, or made a scale */
     CD_NN_RELU,      /* only before simplification where it follows a conv/linear/add */
     CD_NN_MAXPOOL2D,
     CD_NN_AVGPOOL2D,
