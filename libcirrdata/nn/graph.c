@@ -1,7 +1,8 @@
 /* The inference graph: parsing "cirrdata.graph" (schemas/model-graph.md), checking it against the
- * parameter tensors, simplifying it (batch norm folded into convolutions, ReLU fused, dropout and
- * dead nodes removed), shape propagation with PyTorch's output-size formulas, and the first-fit
- * arena plan. Node 0 is always the graph input (CD_NN_INPUT). */
+ * parameter tensors, simplifying it (batch norm folded into convolutions or else made a scale, scales
+ * folded into convolutions and linears, ReLU fused, dropout and dead nodes removed), shape
+ * propagation with PyTorch's output-size formulas, and the first-fit arena plan. Node 0 is always the
+ * graph input (CD_NN_INPUT). */
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -42,6 +43,9 @@ static const char *const op_names[CD_NN_OP_COUNT] = {
     [CD_NN_SELECTIVE_SCAN] = "selective_scan",
     [CD_NN_WINDOW_PARTITION] = "window_partition",
     [CD_NN_WINDOW_REVERSE] = "window_reverse",
+    [CD_NN_LAYER_NORM] = "layer_norm",
+    [CD_NN_MUL] = "mul",
+    [CD_NN_SCALE] = "scale",
 };
 
 const char *cd_nn_op_name(cd_nn_op op) {
@@ -189,7 +193,8 @@ static bool parse_op(const char *s, cd_nn_op *op) {
 }
 
 /* Channel bookkeeping while parsing: a tensor is 4-D (N, C, H, W) with known C, or "flat" (N, F)
- * after flatten/linear with F known only after a linear (else -1 until shaping). */
+ * after a flatten, with F known only after a linear (else -1 until shaping). A linear keeps its
+ * input's kind: on a 4-D tensor it works over C at every position. */
 typedef struct chan_info {
     int64_t ch;
     bool flat;
@@ -242,18 +247,25 @@ static cd_status parse_conv(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_
     return CD_OK;
 }
 
-static cd_status parse_bn(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
-    cd_status st;
-    const char *wn = NULL, *bn = NULL, *mn = NULL, *vn = NULL;
-    if ((st = get_tensor_name(p, nd, j, "weight", true, &wn)) || (st = get_tensor_name(p, nd, j, "bias", true, &bn)) ||
-        (st = get_tensor_name(p, nd, j, "running_mean", false, &mn)) ||
-        (st = get_tensor_name(p, nd, j, "running_var", false, &vn)))
-        return st;
+/* Field 'eps': a finite number > 0 (also as a float32). */
+static cd_status get_eps(parse_ctx *p, cd_nn_node *nd, json_t *j, double *out) {
     json_t *e = json_object_get(j, "eps");
     if (!e) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field 'eps'");
     double eps = json_is_number(e) ? json_number_value(e) : NAN;
     if (!isfinite(eps) || eps <= 0 || (float)eps <= 0)
         return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'eps' must be a finite number > 0");
+    *out = eps;
+    return CD_OK;
+}
+
+static cd_status parse_bn(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    cd_status st;
+    const char *wn = NULL, *bn = NULL, *mn = NULL, *vn = NULL;
+    double eps;
+    if ((st = get_tensor_name(p, nd, j, "weight", true, &wn)) || (st = get_tensor_name(p, nd, j, "bias", true, &bn)) ||
+        (st = get_tensor_name(p, nd, j, "running_mean", false, &mn)) ||
+        (st = get_tensor_name(p, nd, j, "running_var", false, &vn)) || (st = get_eps(p, nd, j, &eps)))
+        return st;
     if (in->flat)
         return node_fail(p->err, CD_ERR_UNSUPPORTED, p->g, nd, "batch_norm over a flattened tensor is not supported");
     int64_t c = in->ch;
@@ -307,20 +319,62 @@ static cd_status parse_linear(parse_ctx *p, cd_nn_node *nd, json_t *j, const cha
     if ((st = get_tensor_name(p, nd, j, "weight", false, &wname)) ||
         (st = get_tensor_name(p, nd, j, "bias", true, &bname)))
         return st;
-    if (!in->flat)
-        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd,
-                         "input is (N, C, H, W): linear needs a flattened input (a flatten or linear before it)");
+    /* A flattened input (N, I, 1, 1), or (N, I, H, W): over C at every position. */
     const cd_st_tensor *t = NULL;
     if ((st = find_param(p, nd, "weight", wname, 2, &t))) return st;
     int64_t o = t->shape[0], i = t->shape[1];
     if (in->ch >= 0 && in->ch != i)
-        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "weight '%s' expects %lld inputs, its input has %lld", wname,
-                         (long long)i, (long long)in->ch);
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "weight '%s' expects %lld inputs, its input has %lld%s",
+                         wname, (long long)i, (long long)in->ch, in->flat ? "" : " channels");
     int64_t wshape[2] = {o, i};
     if ((st = fetch(p, nd, "weight", wname, 2, wshape, &nd->weight))) return st;
     if (bname && (st = fetch(p, nd, "bias", bname, 1, &o, &nd->bias))) return st;
     nd->in_ch = (int)i;
     nd->out_ch = (int)o;
+    /* the (O, I) weight is an (O, I, 1, 1) kernel: the convolution path runs a per-position linear */
+    nd->kh = nd->kw = nd->sh = nd->sw = nd->dh = nd->dw = nd->groups = 1;
+    return CD_OK;
+}
+
+/* A per-channel vector field (weight or bias of layer_norm / scale): null when allowed, else a tensor
+ * of C elements shaped (C) or, when allow_c11, (C, 1, 1) (torchvision's layer_scale). *c: C, learnt
+ * here when still < 0, else checked. */
+static cd_status get_vector(parse_ctx *p, cd_nn_node *nd, json_t *j, const char *field, bool allow_null, bool allow_c11,
+                            int64_t *c, float **out) {
+    const char *name = NULL;
+    cd_status st = get_tensor_name(p, nd, j, field, allow_null, &name);
+    if (st != CD_OK || !name) return st;
+    const cd_st_tensor *t = cd_st_find(p->f, name);
+    if (!t) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': missing tensor '%s'", field, name);
+    const bool c11 = allow_c11 && t->rank == 3 && t->shape[1] == 1 && t->shape[2] == 1;
+    if (t->rank != 1 && !c11)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': tensor '%s' has rank %d, expected (C)%s", field,
+                         name, t->rank, allow_c11 ? " or (C, 1, 1)" : "");
+    if (t->shape[0] < 1 || t->shape[0] > GRAPH_MAX_PARAM_DIM)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': tensor '%s' has %lld elements", field, name,
+                         (long long)t->shape[0]);
+    if (*c >= 0 && t->shape[0] != *c)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field '%s': tensor '%s' has %lld elements, expected %lld",
+                         field, name, (long long)t->shape[0], (long long)*c);
+    *c = t->shape[0];
+    const int64_t shape[3] = {*c, 1, 1};
+    return fetch(p, nd, field, name, t->rank, shape, out);
+}
+
+/* layer_norm (weight, bias: (C) or null; eps) and scale (weight (C) or (C, 1, 1); bias (C) or null). */
+static cd_status parse_channelwise(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in) {
+    int64_t c = in->ch; /* -1: a flattened input of unknown width */
+    const bool ln = nd->op == CD_NN_LAYER_NORM;
+    double eps = 0;
+    cd_status st;
+    if ((st = get_vector(p, nd, j, "weight", ln, !ln, &c, &nd->weight)) ||
+        (st = get_vector(p, nd, j, "bias", true, false, &c, &nd->bias)))
+        return st;
+    if (ln) {
+        if ((st = get_eps(p, nd, j, &eps))) return st;
+        nd->eps = (float)eps;
+    }
+    nd->in_ch = nd->out_ch = c < 0 ? 0 : (int)c;
     return CD_OK;
 }
 
@@ -452,6 +506,7 @@ static int find_node(const cd_nn_graph *g, int before, const char *name) {
 static int expected_inputs(cd_nn_op op) {
     switch (op) {
     case CD_NN_ADD:
+    case CD_NN_MUL:
     case CD_NN_WINDOW_REVERSE: return 2;
     case CD_NN_SELECTIVE_SCAN: return 4;
     default: return 1;
@@ -528,9 +583,22 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
     }
     case CD_NN_LINEAR:
         if ((st = parse_linear(p, nd, j, in))) return st;
-        out->ch = nd->out_ch;
-        out->flat = true;
+        out->ch = nd->out_ch; /* flat as its input */
         break;
+    case CD_NN_LAYER_NORM:
+    case CD_NN_SCALE:
+        if ((st = parse_channelwise(p, nd, j, in))) return st;
+        if (nd->in_ch > 0) out->ch = nd->in_ch;
+        break;
+    case CD_NN_MUL: {
+        /* b: a's shape, or (N, C, 1, 1); channel counts must agree where known (H, W at shaping) */
+        const chan_info *b = &chans[nd->in[1]];
+        if (in->ch >= 0 && b->ch >= 0 && in->ch != b->ch)
+            return node_fail(p->err, CD_ERR_FORMAT, g, nd,
+                             "operands '%s' (%lld channels) and '%s' (%lld channels) cannot broadcast",
+                             g->nodes[nd->in[0]].name, (long long)in->ch, g->nodes[nd->in[1]].name, (long long)b->ch);
+        break;
+    }
     case CD_NN_ADD: {
         const chan_info *b = &chans[nd->in[1]];
         if (in->flat != b->flat || (in->ch >= 0 && b->ch >= 0 && in->ch != b->ch))
@@ -589,6 +657,48 @@ static cd_status fold_bn(cd_nn_node *conv, cd_nn_node *bn, cd_error *err, const 
     return CD_OK;
 }
 
+/* A batch norm no convolution takes becomes a scale in place (in double): weight = gamma / sqrt(var +
+ * eps), bias = beta - mean * weight. */
+static cd_status bn_to_scale(cd_nn_node *bn, cd_error *err, const cd_nn_graph *g) {
+    const int64_t c = bn->in_ch;
+    float *w = malloc((size_t)c * sizeof(float)), *b = malloc((size_t)c * sizeof(float));
+    if (!w || !b) {
+        free(w);
+        free(b);
+        return node_fail(err, CD_ERR_NOMEM, g, bn, "out of memory");
+    }
+    for (int64_t i = 0; i < c; i++) {
+        double gamma = bn->weight ? bn->weight[i] : 1.0, beta = bn->bias ? bn->bias[i] : 0.0;
+        double s = gamma / sqrt((double)bn->bn_var[i] + (double)bn->eps);
+        w[i] = (float)s;
+        b[i] = (float)(beta - (double)bn->bn_mean[i] * s);
+    }
+    free_node_params(bn);
+    bn->weight = w;
+    bn->bias = b;
+    bn->op = CD_NN_SCALE;
+    return CD_OK;
+}
+
+/* Folds a scale into the conv/linear before it (in double): w' = w * s per output channel, b' = b * s
+ * + beta. */
+static cd_status fold_scale(cd_nn_node *conv, cd_nn_node *sc, cd_error *err, const cd_nn_graph *g) {
+    const int64_t o = conv->out_ch;
+    const int64_t per =
+        conv->op == CD_NN_LINEAR ? conv->in_ch : (int64_t)(conv->in_ch / conv->groups) * conv->kh * conv->kw;
+    if (!conv->bias && sc->bias) {
+        conv->bias = calloc((size_t)o, sizeof(float));
+        if (!conv->bias) return node_fail(err, CD_ERR_NOMEM, g, conv, "out of memory folding '%s'", sc->name);
+    }
+    for (int64_t c = 0; c < o; c++) {
+        const double s = sc->weight[c];
+        float *w = conv->weight + c * per;
+        for (int64_t k = 0; k < per; k++) w[k] = (float)((double)w[k] * s);
+        if (conv->bias) conv->bias[c] = (float)((double)conv->bias[c] * s + (sc->bias ? (double)sc->bias[c] : 0.0));
+    }
+    return CD_OK;
+}
+
 static cd_status simplify(cd_nn_graph *g, cd_error *err) {
     int n = g->count;
     int *alias = malloc((size_t)n * sizeof(int)), *uses = calloc((size_t)n, sizeof(int)), *map = NULL;
@@ -616,13 +726,18 @@ static cd_status simplify(cd_nn_graph *g, cd_error *err) {
             uses[p] += uses[i] - 1;
         } else if (nd->op == CD_NN_BATCHNORM) {
             if (src->op != CD_NN_CONV2D || src->relu || uses[p] != 1) {
-                st =
-                    node_fail(err, CD_ERR_UNSUPPORTED, g, nd,
-                              "cannot be folded: its input '%s' (%s) is not a convolution used only by this batch norm",
-                              src->name, cd_nn_op_name(src->op));
-                goto done;
+                /* not after a convolution used only by it (MambaVision's head): a per-channel scale */
+                if ((st = bn_to_scale(nd, err, g))) goto done;
+                continue;
             }
             if ((st = fold_bn(src, nd, err, g))) goto done;
+            free_node_params(nd);
+            alias[i] = p;
+            uses[p] = uses[i];
+        } else if (nd->op == CD_NN_SCALE && !src->relu && uses[p] == 1 && p != 0 &&
+                   (src->op == CD_NN_CONV2D || src->op == CD_NN_LINEAR) && src->out_ch == nd->in_ch) {
+            /* layer scale after the block's last linear (ConvNeXt): into its weights */
+            if ((st = fold_scale(src, nd, err, g))) goto done;
             free_node_params(nd);
             alias[i] = p;
             uses[p] = uses[i];
@@ -855,15 +970,32 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
         o.c = a->c * a->h * a->w;
         o.h = o.w = 1;
         break;
-    case CD_NN_LINEAR:
-        if (a->c != nd->in_ch || a->h != 1 || a->w != 1)
+    case CD_NN_LINEAR: /* (N, I, 1, 1) after a flatten, or over C at every (h, w) */
+        if (a->c != nd->in_ch)
             return node_fail(
                 err, CD_ERR_FORMAT, g, nd,
                 "input '%s' has %lld features (%lldx%lldx%lld), the weight expects %d (input size %lldx%lld)",
-                g->nodes[nd->in[0]].name, (long long)(a->c * a->h * a->w), (long long)a->c, (long long)a->h,
-                (long long)a->w, nd->in_ch, (long long)g->input_shape.h, (long long)g->input_shape.w);
+                g->nodes[nd->in[0]].name, (long long)a->c, (long long)a->c, (long long)a->h, (long long)a->w, nd->in_ch,
+                (long long)g->input_shape.h, (long long)g->input_shape.w);
         o.c = nd->out_ch;
         break;
+    case CD_NN_LAYER_NORM:
+    case CD_NN_SCALE:
+        if (nd->in_ch > 0 && a->c != nd->in_ch)
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "input '%s' has %lld channels, the parameters %d",
+                             g->nodes[nd->in[0]].name, (long long)a->c, nd->in_ch);
+        break;
+    case CD_NN_MUL: {
+        const cd_nn_shape *b = &g->nodes[nd->in[1]].shape;
+        if (a->n != b->n || a->c != b->c || !((b->h == a->h && b->w == a->w) || (b->h == 1 && b->w == 1)))
+            return node_fail(err, CD_ERR_FORMAT, g, nd,
+                             "operands '%s' (%lldx%lldx%lld) and '%s' (%lldx%lldx%lld) cannot broadcast (the second "
+                             "must have the first's shape or be %lldx1x1)",
+                             g->nodes[nd->in[0]].name, (long long)a->c, (long long)a->h, (long long)a->w,
+                             g->nodes[nd->in[1]].name, (long long)b->c, (long long)b->h, (long long)b->w,
+                             (long long)a->c);
+        break;
+    }
     case CD_NN_ADD: {
         const cd_nn_shape *b = &g->nodes[nd->in[1]].shape;
         if (a->c != b->c || a->h != b->h || a->w != b->w)

@@ -20,13 +20,14 @@
 typedef enum cd_nn_op {
     CD_NN_INPUT = 0, /* the network input (N, C, H, W) */
     CD_NN_CONV2D,    /* weight (O, C/groups, KH, KW), optional bias (O) */
-    CD_NN_BATCHNORM, /* only before simplification: folded into the preceding conv */
+    CD_NN_BATCHNORM, /* only before simplification: folded into the preceding conv, or made a scale */
     CD_NN_RELU,      /* only before simplification where it follows a conv/linear/add */
     CD_NN_MAXPOOL2D,
     CD_NN_AVGPOOL2D,
     CD_NN_ADAPTIVE_AVGPOOL2D,
     CD_NN_FLATTEN, /* (N, C, H, W) -> (N, C*H*W, 1, 1): a view, no copy */
-    CD_NN_LINEAR,  /* weight (O, I), optional bias (O); input (N, I, 1, 1) */
+    CD_NN_LINEAR,  /* weight (O, I), optional bias (O); input (N, I, 1, 1), or (N, I, H, W): over C at
+                    * every (h, w), a 1x1 convolution (kh..dw set to 1 / 0 so the conv path runs it) */
     CD_NN_ADD,     /* elementwise sum of two equal-shaped tensors */
     CD_NN_SOFTMAX, /* over C */
     CD_NN_DROPOUT, /* identity at inference; removed by simplification */
@@ -43,6 +44,9 @@ typedef enum cd_nn_op {
     CD_NN_SELECTIVE_SCAN,   /* inputs u, delta (N, D, H, W), B, C (N, S, H, W): mamba's selective scan */
     CD_NN_WINDOW_PARTITION, /* (N, C, H, W) zero-padded to multiples of the window, cut into windows */
     CD_NN_WINDOW_REVERSE,   /* inputs windows, like: the windows reassembled and cropped to like's N, H, W */
+    CD_NN_LAYER_NORM,       /* over C at each (n, h, w), biased variance; optional weight/bias (C); eps */
+    CD_NN_MUL,              /* a * b, b of a's shape or (N, C, 1, 1) broadcast over H, W */
+    CD_NN_SCALE,            /* x * weight[c] (+ bias[c]): layer scale, and a batch norm no conv takes */
     CD_NN_OP_COUNT
 } cd_nn_op;
 
@@ -68,7 +72,8 @@ typedef struct cd_nn_node {
     bool ceil_mode;         /* max/avg pool */
     bool count_include_pad; /* avg pool */
     int out_h, out_w;       /* adaptive avg pool: output size */
-    int in_ch, out_ch;      /* conv2d, linear: from the weight shapes */
+    int in_ch, out_ch;      /* conv2d, linear: from the weight shapes; layer_norm, scale: C (layer_norm
+                             * without weight or bias on an input of unknown width: 0, any C) */
 
     /* Parameters as float32, owned by the graph (malloc). After simplification a conv's weight and
      * bias include the folded batch norm (bias is then never NULL). */
@@ -173,5 +178,14 @@ CD_INTERNAL void cd_nn_ref_window_partition(const cd_nn_node *node, const cd_nn_
 /* in_shape: the windows (N * windows, C, ws, ws); out: the node's shape (N, C, H, W). */
 CD_INTERNAL void cd_nn_ref_window_reverse(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in,
                                           float *out);
+/* nn/ref_norm.c. Layer norm over C at every (n, h, w) of `shape` (node: weight/bias or NULL, eps,
+ * in_ch == shape->c), sums in double. */
+CD_INTERNAL void cd_nn_ref_layer_norm(const cd_nn_node *node, const cd_nn_shape *shape, const float *in, float *out,
+                                      int threads);
+/* out = a * b over a's shape; b has a's shape, or is (a.n, a.c, 1, 1) when b_shape says so. */
+CD_INTERNAL void cd_nn_ref_mul(const cd_nn_shape *a_shape, const cd_nn_shape *b_shape, const float *a, const float *b,
+                               float *out);
+/* out = in * weight[c] (+ bias[c]) (node: weight (C), bias or NULL). */
+CD_INTERNAL void cd_nn_ref_scale(const cd_nn_node *node, const cd_nn_shape *shape, const float *in, float *out);
 
 #endif

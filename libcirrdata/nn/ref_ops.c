@@ -689,6 +689,10 @@ static void linear_range(void *ctx, int64_t begin, int64_t end) {
 }
 
 void cd_nn_ref_linear(const cd_nn_node *nd, const cd_nn_shape *is, const float *in, float *out, int threads) {
+    if (is->h != 1 || is->w != 1) { /* over C at every position: the 1x1 convolution (GEMM) path */
+        if (is->c == nd->in_ch && nd->kh == 1 && nd->kw == 1) cd_nn_ref_conv2d(nd, is, in, out, threads);
+        return;
+    }
     linear_job j = {nd, in, out, is->n, is->c * is->h * is->w, nd->out_ch};
     if (j.I != nd->in_ch) return; /* cd_nn_graph_shape rejects this; never read past the input */
     /* Threads only pay off when there is real work (VGG's 25088 x 4096, not ResNet's 512 x 3). */
@@ -907,6 +911,11 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
             break;
         case CD_NN_WINDOW_PARTITION: cd_nn_ref_window_partition(nd, is, a, out); break;
         case CD_NN_WINDOW_REVERSE: cd_nn_ref_window_reverse(nd, is, a, out); break;
+        case CD_NN_LAYER_NORM: cd_nn_ref_layer_norm(nd, is, a, out, t); break;
+        case CD_NN_MUL:
+            cd_nn_ref_mul(is, &g->nodes[nd->in[1]].shape, a, arena + g->nodes[nd->in[1]].offset, out);
+            break;
+        case CD_NN_SCALE: cd_nn_ref_scale(nd, is, a, out); break;
         case CD_NN_MAXPOOL2D:
         case CD_NN_AVGPOOL2D:
         case CD_NN_ADAPTIVE_AVGPOOL2D:

@@ -45,6 +45,10 @@
  * precisions (aux_floats: small, and the scan's decay is sensitive to A); the scan binds six buffers
  * (u, delta, B, C, parameters, output). The window ops change N, a sample's windows being contiguous:
  * they run over chunks of whole original samples.
+ * Layer norm, mul and scale (shaders/nn_layer_norm.comp, nn_mul.comp, nn_scale.comp) run over chunks
+ * of whole images like the elementwise ops; their per-channel weight and bias are float32 pieces of the
+ * weight buffers (fp16 too, like the biases). A linear over (N, I, H, W) is the GEMM as a 1x1
+ * convolution, as it is for (N, I, 1, 1).
  *
  * Fusion at record time: a conv2d/linear whose only reader is an add, with the add's other operand
  * computed earlier, writes the sum (and the add's ReLU) straight into the add's tensor; the add is
@@ -84,6 +88,9 @@ enum {
     K_SCAN,
     K_WIN_PART,
     K_WIN_REV,
+    K_LAYER_NORM,
+    K_MUL,
+    K_SCALE,
     K_COUNT
 };
 enum { MAX_BIND = 6, GEMM_TILE = 64, GEMM_THREADS = 256 };
@@ -120,6 +127,16 @@ typedef struct scan_push {
 typedef struct window_push {
     uint32_t x_off, y_off, total, groups_x, C, H, W, ws, nh, nw;
 } window_push;
+typedef struct ln_push {
+    uint32_t x_off, w_off, b_off, y_off, total, groups_x, C, HW, flags;
+    float eps;
+} ln_push;
+typedef struct mul_push {
+    uint32_t a_off, b_off, y_off, total, groups_x, HW;
+} mul_push;
+typedef struct scale_push {
+    uint32_t x_off, w_off, b_off, y_off, total, groups_x, C, HW, flags;
+} scale_push;
 typedef struct dw_push {
     uint32_t x_off, w_off, b_off, r_off, y_off, total, groups_x;
     uint32_t C, H, W, O, OH, OW, m, kh, kw, sh, sw, ph, pw, dh, dw, flags;
@@ -147,6 +164,9 @@ static const struct {
     [K_SCAN] = {CD_SHADER_NN_SELECTIVE_SCAN, CD_SHADER_NN_SELECTIVE_SCAN_FP16, 6, sizeof(scan_push)},
     [K_WIN_PART] = {CD_SHADER_NN_WINDOW_PARTITION, CD_SHADER_NN_WINDOW_PARTITION_FP16, 2, sizeof(window_push)},
     [K_WIN_REV] = {CD_SHADER_NN_WINDOW_REVERSE, CD_SHADER_NN_WINDOW_REVERSE_FP16, 2, sizeof(window_push)},
+    [K_LAYER_NORM] = {CD_SHADER_NN_LAYER_NORM, CD_SHADER_NN_LAYER_NORM_FP16, 4, sizeof(ln_push)},
+    [K_MUL] = {CD_SHADER_NN_MUL, CD_SHADER_NN_MUL_FP16, 3, sizeof(mul_push)},
+    [K_SCALE] = {CD_SHADER_NN_SCALE, CD_SHADER_NN_SCALE_FP16, 4, sizeof(scale_push)},
 };
 
 /* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
@@ -370,6 +390,9 @@ static void write_aux(const cd_nn_node *nd, float *dst) {
     if (nd->bias) memcpy(dst + off[1], nd->bias, (size_t)c * sizeof(float));
     if (nd->delta_bias) memcpy(dst + off[2], nd->delta_bias, (size_t)c * sizeof(float));
 }
+/* layer_norm and scale: per-channel float32 vectors (weight in blk[0] when present, bias), in_ch of
+ * each, kept float32 with fp16 storage too (like the biases). */
+static bool has_vectors(const cd_nn_node *nd) { return nd->op == CD_NN_LAYER_NORM || nd->op == CD_NN_SCALE; }
 
 /* K (the reduction length) of a conv/linear node. */
 static int64_t node_k(const cd_nn_node *nd) {
@@ -487,6 +510,20 @@ static cd_status layout_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
             st = place(vk, (VkDeviceSize)an * 4, &w->aux, err);
             continue;
         }
+        if (has_vectors(nd) && (nd->weight || nd->bias)) {
+            if ((VkDeviceSize)nd->in_ch * 4 > limit || nd->in_ch < 1)
+                return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: %d channels are more than %s can bind", g->source,
+                               nd->name, nd->in_ch, cd_vk_name(vk->ctx));
+            w->whole = true;
+            w->ob = nd->in_ch;
+            w->nblk = 1;
+            w->blk = malloc(sizeof *w->blk);
+            if (!w->blk) return cd_fail(err, CD_ERR_NOMEM, "out of memory");
+            w->blk[0].buf = -1;
+            if (nd->weight) st = place(vk, (VkDeviceSize)nd->in_ch * 4, &w->blk[0], err);
+            if (st == CD_OK && nd->bias) st = place(vk, (VkDeviceSize)nd->in_ch * 4, &w->bias, err);
+            continue;
+        }
         if (!has_params(nd)) continue;
         if (!nd->weight) return cd_fail(err, CD_ERR_ARG, "%s: node %s has no weight", g->source, nd->name);
         const int64_t groups = nd->op == CD_NN_LINEAR ? 1 : nd->groups, og = nd->out_ch / groups, K = node_k(nd);
@@ -584,6 +621,8 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
             int64_t aoff[3];
             const VkDeviceSize aux = (VkDeviceSize)aux_floats(&g->nodes[i], aoff) * 4;
             if (aux > largest) largest = aux;
+            if (has_vectors(&g->nodes[i]) && (VkDeviceSize)g->nodes[i].in_ch * 4 > largest)
+                largest = (VkDeviceSize)g->nodes[i].in_ch * 4;
             if (!has_params(&g->nodes[i])) continue;
             const VkDeviceSize piece =
                 (VkDeviceSize)(w->whole ? g->nodes[i].out_ch : w->ob) * node_k(&g->nodes[i]) * vk->esize;
@@ -606,6 +645,18 @@ static cd_status upload_weights(cd_nn_vk *vk, const cd_nn_graph *g, cd_error *er
             int64_t aoff[3];
             st = up_piece(vk, &u, w->aux, (VkDeviceSize)aux_floats(nd, aoff) * 4, &dst, err);
             if (st == CD_OK) write_aux(nd, dst);
+            continue;
+        }
+        if (has_vectors(nd)) {
+            const VkDeviceSize bytes = (VkDeviceSize)nd->in_ch * 4;
+            if (nd->weight && st == CD_OK) {
+                st = up_piece(vk, &u, w->blk[0], bytes, &dst, err);
+                if (st == CD_OK) memcpy(dst, nd->weight, bytes);
+            }
+            if (nd->bias && st == CD_OK) {
+                st = up_piece(vk, &u, w->bias, bytes, &dst, err);
+                if (st == CD_OK) memcpy(dst, nd->bias, bytes);
+            }
             continue;
         }
         if (!has_params(nd)) continue;
@@ -946,13 +997,11 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     const cd_nn_node *on = &g->nodes[out_node];
     const bool lin = nd->op == CD_NN_LINEAR;
     const int64_t groups = lin ? 1 : nd->groups;
-    const int64_t C = lin ? nd->in_ch : is->c, H = lin ? 1 : is->h, W = lin ? 1 : is->w;
-    const int64_t OH = lin ? 1 : nd->shape.h, OW = lin ? 1 : nd->shape.w, O = nd->out_ch, og = O / groups;
+    /* a linear is a 1x1 convolution: over (N, I, 1, 1) after a flatten, or over C at every (h, w) */
+    const int64_t C = is->c, H = is->h, W = is->w;
+    const int64_t OH = nd->shape.h, OW = nd->shape.w, O = nd->out_ch, og = O / groups;
     const int64_t K = node_k(nd), n = nd->shape.n;
-    if (lin && is->c * is->h * is->w != nd->in_ch)
-        return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld features, the weight %d", g->source, nd->name,
-                       (long long)(is->c * is->h * is->w), nd->in_ch);
-    if (!lin && C != nd->in_ch)
+    if (C != nd->in_ch)
         return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the weight %d", g->source, nd->name,
                        (long long)C, nd->in_ch);
     if (!w->blk) return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no weights on the device", g->source, nd->name);
@@ -1181,6 +1230,58 @@ static cd_status record_elementwise(cd_nn_vk *vk, const cd_nn_graph *g, int i, i
     return st;
 }
 
+/* Layer norm, mul and scale over chunks of whole images: bindings (input, [weight, bias,] [b,] output). */
+static cd_status record_channelwise(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const node_w *w = &vk->nw[i];
+    const cd_nn_shape *is = &g->nodes[nd->in[0]].shape;
+    const int64_t n = nd->shape.n, HW = nd->shape.h * nd->shape.w, img = nd->shape.c * HW;
+    const cd_nn_shape *bs = nd->op == CD_NN_MUL ? &g->nodes[nd->in[1]].shape : NULL;
+    const bool bcast = bs && (bs->h != is->h || bs->w != is->w);
+    const int64_t b_img = bcast ? nd->shape.c : img;
+    if (has_vectors(nd) && nd->in_ch > 0 && nd->in_ch != is->c)
+        return cd_fail(err, CD_ERR_ARG, "%s: node %s: input has %lld channels, the parameters %d", g->source, nd->name,
+                       (long long)is->c, nd->in_ch);
+    if (has_vectors(nd) && (nd->weight || nd->bias) && !w->blk)
+        return cd_fail(err, CD_ERR_INTERNAL, "%s: node %s: no parameters on the device", g->source, nd->name);
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per;
+        bind b[4];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * img, nimg * img, false, &b[0], err);
+        const int nb = nd->op == CD_NN_MUL ? 3 : 4;
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * img, nimg * img, true, &b[nb - 1], err);
+        if (st == CD_OK && bs)
+            st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * b_img, nimg * b_img, false, &b[1], err);
+        const uint64_t total = (uint64_t)(nd->op == CD_NN_LAYER_NORM ? nimg * HW : nimg * img);
+        uint32_t gx = 0, gy = 0;
+        if (st == CD_OK) st = grid_1d(vk, g, i, total, &gx, &gy, err);
+        if (st != CD_OK) break;
+        if (nd->op == CD_NN_MUL) {
+            mul_push pc = {b[0].elem, b[1].elem, b[2].elem, (uint32_t)total, gx, bcast ? (uint32_t)HW : 0u};
+            st = dispatch(vk, K_MUL, vk->K->pipe[vk->fp16][K_MUL], b, 3, &pc, gx, gy, 1, err);
+            continue;
+        }
+        uint32_t w_off = 0, b_off = 0;
+        b[1] = nd->weight ? bias_bind(vk, w->blk[0], 0, nd->in_ch, &w_off) : dummy_bind(vk);
+        b[2] = nd->bias ? bias_bind(vk, w->bias, 0, nd->in_ch, &b_off) : dummy_bind(vk);
+        const uint32_t flags = (nd->weight ? 1u : 0u) | (nd->bias ? 2u : 0u);
+        if (nd->op == CD_NN_LAYER_NORM) {
+            ln_push pc = {b[0].elem, w_off,           b_off,        b[3].elem, (uint32_t)total,
+                          gx,        (uint32_t)is->c, (uint32_t)HW, flags,     nd->eps};
+            st = dispatch(vk, K_LAYER_NORM, vk->K->pipe[vk->fp16][K_LAYER_NORM], b, 4, &pc, gx, gy, 1, err);
+        } else {
+            scale_push pc = {b[0].elem, w_off,           b_off,        b[3].elem, (uint32_t)total,
+                             gx,        (uint32_t)is->c, (uint32_t)HW, flags};
+            st = dispatch(vk, K_SCALE, vk->K->pipe[vk->fp16][K_SCALE], b, 4, &pc, gx, gy, 1, err);
+        }
+    }
+    vk->tag = 0;
+    return st;
+}
+
 /* The activations other than ReLU: one kernel each. */
 static cd_status record_unary(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
@@ -1334,6 +1435,9 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_SELECTIVE_SCAN: return record_scan(vk, g, i, err);
     case CD_NN_WINDOW_PARTITION:
     case CD_NN_WINDOW_REVERSE: return record_window(vk, g, i, err);
+    case CD_NN_LAYER_NORM:
+    case CD_NN_MUL:
+    case CD_NN_SCALE: return record_channelwise(vk, g, i, err);
     default:
         return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source,
                        nd->name, (int)nd->op);

@@ -3,9 +3,11 @@
     from cirrdata.models import build
     model = build('resnet18', classes=3)     # torchvision ResNet-18 with a 3-way fc
 
-`build(arch, classes)` knows torchvision's resnet18/34/50/101/152 and vgg11/13/16/19 (and the _bn
-variants), with the classifier replaced by a `classes`-way Linear exactly as the staging code does
-(ResNet: `fc = Linear(fc.in_features, classes)`; VGG: `classifier[6] = Linear(4096, classes)`), and
+`build(arch, classes)` knows torchvision's resnet18/34/50/101/152, vgg11/13/16/19 (and the _bn
+variants), mobilenet_v3_small and convnext_base, with the classifier replaced by a `classes`-way Linear
+exactly as the staging code does (ResNet: `fc = Linear(fc.in_features, classes)`; VGG:
+`classifier[6] = Linear(4096, classes)`; MobileNetV3-Small: `classifier[3]`; ConvNeXt-Base:
+`classifier[2]`, both `Linear(in_features, classes)`), and
 "cirrnet-small", a small torchvision-style ResNet for training on a few CPU cores (CirrNetSmall below).
 Weights are freshly initialised (torchvision's initialisation; no download).
 
@@ -18,7 +20,9 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 
 RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 VGGS = ('vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn')
-ARCHS = RESNETS + VGGS + ('cirrnet-small',)
+# torchvision model -> index of the classifier's last Linear (the staging code replaces it)
+HEADS = {'mobilenet_v3_small': 3, 'convnext_base': 2}
+ARCHS = RESNETS + VGGS + tuple(HEADS) + ('cirrnet-small',)
 
 __all__ = ['ARCHS', 'CirrNetSmall', 'build']
 
@@ -79,6 +83,11 @@ def build(arch, classes=3):
     if arch in VGGS:
         model = getattr(torchvision.models, arch)(weights=None)
         model.classifier[6] = nn.Linear(4096, classes)
+        return model
+    if arch in HEADS:
+        model = getattr(torchvision.models, arch)(weights=None)
+        i = HEADS[arch]
+        model.classifier[i] = nn.Linear(model.classifier[i].in_features, classes)
         return model
     if arch == 'cirrnet-small':
         return CirrNetSmall(classes)

@@ -534,21 +534,40 @@ static void test_bn_fold(void **state) {
     free(arena);
     cd_nn_graph_free(g);
 
-    /* A batch norm after a convolution that has another consumer cannot fold: an error naming it. */
+    /* A batch norm after a convolution that has another consumer cannot fold: it becomes a scale
+     * with weight s and bias beta - mean * s, and the graph computes bn(c) + c. */
     stb_init(&b);
     stb_tensor(&b, "w", 4, ws, w);
     stb_tensor(&b, "g", 1, cs, gamma);
     stb_tensor(&b, "be", 1, cs, beta);
     stb_tensor(&b, "m", 1, cs, mean);
     stb_tensor(&b, "v", 1, cs, var);
-    expect_bad(&b,
-               "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'a', 'nodes': ["
-               "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [1, 1],"
-               " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
-               "{'name': 'bn7', 'op': 'batch_norm', 'inputs': ['c'], 'weight': 'g', 'bias': 'be',"
-               " 'running_mean': 'm', 'running_var': 'v', 'eps': 0.25},"
-               "{'name': 'a', 'op': 'add', 'inputs': ['bn7', 'c']}]}",
-               2, "bn7", "cannot be folded");
+    st = stb_load(&b,
+                  "{'version': 1, 'input': {'name': 'x', 'channels': 1}, 'output': 'a', 'nodes': ["
+                  "{'name': 'c', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w', 'bias': null, 'stride': [1, 1],"
+                  " 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                  "{'name': 'bn7', 'op': 'batch_norm', 'inputs': ['c'], 'weight': 'g', 'bias': 'be',"
+                  " 'running_mean': 'm', 'running_var': 'v', 'eps': 0.25},"
+                  "{'name': 'a', 'op': 'add', 'inputs': ['bn7', 'c']}]}",
+                  2, 1, &g, &err);
+    if (st != CD_OK) fail_msg("%s", err.message);
+    assert_int_equal(g->count, 4);
+    const cd_nn_node *sc = &g->nodes[find(g, "bn7")];
+    assert_int_equal(sc->op, CD_NN_SCALE);
+    assert_null(sc->bn_mean);
+    assert_float_equal(sc->weight[0], s0, 1e-7);
+    assert_float_equal(sc->weight[1], s1, 1e-6);
+    assert_float_equal(sc->bias[0], 1.0 - 0.25 * s0, 1e-7);
+    assert_float_equal(sc->bias[1], -1.0 + 2.0 * s1, 1e-6);
+    assert_int_equal(cd_nn_graph_shape(g, 1, 1, 1, 0, &err), CD_OK);
+    arena = calloc((size_t)g->arena_floats, sizeof(float));
+    arena[g->input_offset] = 1.5f;
+    assert_int_equal(cd_nn_ref_run(g, arena, 1, &err), CD_OK);
+    y = arena + g->nodes[g->output].offset;
+    assert_float_equal(y[0], (3.0 - 0.25) / sqrt(4.25) * 0.5 + 1.0 + 3.0, 1e-6);
+    assert_float_equal(y[1], (-4.5 + 2.0) / sqrt(0.25) * 2.0 - 1.0 - 4.5, 1e-5);
+    free(arena);
+    cd_nn_graph_free(g);
 }
 
 /* ---- the arena plan ---- */
@@ -812,6 +831,64 @@ static void test_bad_graphs(void **state) {
                  HEAD "'output': 'act', 'nodes': [{'name': 'act', 'op': '%s', 'inputs': ['x', 'x']}]}", acts[k]);
         one_conv(&b, 2, 1, 3);
         expect_bad(&b, graph, 1, "'act'", "array of 1 name");
+    }
+    /* layer_norm / scale / mul / linear over positions: inputs, parameter shapes, eps, broadcasting */
+    {
+        static const struct {
+            const char *graph, *needle;
+        } bad[] = {
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x', 'x'], 'weight': null, 'bias': null, 'eps': 1e-5}",
+             "array of 1 name"},
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x'], 'weight': null, 'bias': null, 'eps': 0}", "'eps'"},
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x'], 'weight': null, 'bias': null, 'eps': -1e-5}", "'eps'"},
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x'], 'weight': null, 'bias': null}", "missing field 'eps'"},
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x'], 'weight': 'v3', 'bias': null, 'eps': 1e-5}",
+             "3 elements, expected 1"},
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x'], 'weight': 'm12', 'bias': null, 'eps': 1e-5}",
+             "rank 2"},
+            {"{'name': 'n', 'op': 'layer_norm', 'inputs': ['x'], 'weight': 'v1', 'bias': 'v3', 'eps': 1e-5}",
+             "3 elements, expected 1"},
+            {"{'name': 'n', 'op': 'scale', 'inputs': ['x'], 'weight': 't121', 'bias': null}", "rank 3"},
+            {"{'name': 'n', 'op': 'scale', 'inputs': ['x'], 'weight': null, 'bias': null}", "'weight'"},
+            {"{'name': 'n', 'op': 'scale', 'inputs': ['x'], 'weight': 'v3', 'bias': null}", "3 elements"},
+            {"{'name': 'n', 'op': 'mul', 'inputs': ['x']}", "array of 2 names"},
+            {"{'name': 'n', 'op': 'linear', 'inputs': ['x'], 'weight': 'm23', 'bias': null}",
+             "expects 3 inputs, its input has 1 channels"},
+        };
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            char graph[512];
+            snprintf(graph, sizeof graph, HEAD "'output': 'n', 'nodes': [%s]}", bad[k].graph);
+            int64_t s1[1] = {1}, s3[1] = {3}, s12[2] = {1, 2}, s121[3] = {1, 2, 1}, s23[2] = {2, 3};
+            stb_init(&b);
+            stb_tensor(&b, "v1", 1, s1, NULL);
+            stb_tensor(&b, "v3", 1, s3, NULL);
+            stb_tensor(&b, "m12", 2, s12, NULL);
+            stb_tensor(&b, "t121", 3, s121, NULL);
+            stb_tensor(&b, "m23", 2, s23, NULL);
+            expect_bad(&b, graph, 1, "'n'", bad[k].needle);
+        }
+        /* channels that cannot broadcast: a 2-channel conv times the 1-channel input */
+        one_conv(&b, 2, 1, 1);
+        expect_bad(&b,
+                   HEAD "'output': 'n', 'nodes': [" CONV("c", "x", "w",
+                                                         "") ","
+                                                             "{'name': 'n', 'op': 'mul', 'inputs': ['c', 'x']}]}",
+                   2, "'n'", "cannot broadcast");
+        /* sizes that cannot broadcast, found when shaping: x (4x4) times a 2x2 pool of it */
+        stb_init(&b);
+        cd_nn_graph *g = NULL;
+        cd_error err;
+        assert_int_equal(stb_load(&b,
+                                  HEAD "'output': 'n', 'nodes': [{'name': 'p', 'op': 'max_pool2d', 'inputs': ['x'],"
+                                       " 'kernel': [2, 2], 'stride': [2, 2], 'padding': [0, 0], 'dilation': [1, 1],"
+                                       " 'ceil_mode': false}, {'name': 'n', 'op': 'mul', 'inputs': ['x', 'p']}]}",
+                                  1, 1, &g, &err),
+                         CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 2, 2, 0, &err), CD_OK); /* p is 1x1: broadcast */
+        assert_int_equal(cd_nn_graph_shape(g, 1, 4, 4, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'n'"));
+        assert_non_null(strstr(err.message, "cannot broadcast"));
+        cd_nn_graph_free(g);
     }
     /* classes must match the output's channels */
     one_conv(&b, 2, 1, 3);
@@ -1082,14 +1159,80 @@ static void test_scan_bad_graphs(void **state) {
                      4, 2, 12, 12, "'r'", "do not tile like 'm'");
 }
 
+/* ---- layer_norm, mul, scale, linear over positions ---- */
+
+/* Values on tiny tensors against sums in double: a layer norm over 3 channels (weight, bias, eps
+ * 0.5), a linear over C at each of 2 positions with two scales folded into it, and a squeeze-and-
+ * excitation product (x * pool(x), the pool broadcast over H, W). */
+static void test_channelwise(void **state) {
+    (void)state;
+    stb b;
+    stb_init(&b);
+    int64_t c3[1] = {3}, c2[1] = {2}, c211[3] = {2, 1, 1}, lw[2] = {2, 3};
+    float lnw[3] = {1.0f, 2.0f, -1.0f}, lnb[3] = {0.0f, 0.5f, 1.0f}, wl[6] = {1, -1, 2, 0.5f, 0.25f, -3},
+          bl[2] = {0.5f, -1.0f}, ls[2] = {2.0f, -0.5f}, sb[2] = {1.0f, 3.0f};
+    stb_tensor(&b, "lnw", 1, c3, lnw);
+    stb_tensor(&b, "lnb", 1, c3, lnb);
+    stb_tensor(&b, "lw", 2, lw, wl);
+    stb_tensor(&b, "lb", 1, c2, bl);
+    stb_tensor(&b, "ls", 3, c211, ls);
+    stb_tensor(&b, "sb", 1, c2, sb);
+    cd_nn_graph *g;
+    cd_error err;
+    cd_status st =
+        stb_load(&b,
+                 "{'version': 1, 'input': {'name': 'x', 'channels': 3}, 'output': 'se', 'nodes': ["
+                 "{'name': 'ln', 'op': 'layer_norm', 'inputs': ['x'], 'weight': 'lnw', 'bias': 'lnb', 'eps': 0.5},"
+                 "{'name': 'fc', 'op': 'linear', 'inputs': ['ln'], 'weight': 'lw', 'bias': 'lb'},"
+                 "{'name': 'gamma', 'op': 'scale', 'inputs': ['fc'], 'weight': 'ls', 'bias': null},"
+                 "{'name': 'sc2', 'op': 'scale', 'inputs': ['gamma'], 'weight': 'ls', 'bias': 'sb'},"
+                 "{'name': 'p', 'op': 'adaptive_avg_pool2d', 'inputs': ['sc2'], 'output_size': [1, 1]},"
+                 "{'name': 'se', 'op': 'mul', 'inputs': ['sc2', 'p']}]}",
+                 2, 3, &g, &err);
+    if (st != CD_OK) fail_msg("%s", err.message);
+    /* gamma folds into fc (its only reader), then sc2 into the result (fc's only reader again) */
+    assert_int_equal(g->count, 5);
+    assert_int_equal(find(g, "gamma"), -1);
+    assert_int_equal(find(g, "sc2"), -1);
+    assert_non_null(g->nodes[find(g, "fc")].bias);
+    assert_int_equal(cd_nn_graph_shape(g, 1, 2, 1, 0, &err), CD_OK);
+    assert_int_equal(g->nodes[find(g, "fc")].shape.c, 2);
+    assert_int_equal(g->nodes[find(g, "fc")].shape.h, 2);
+    float *arena = calloc((size_t)g->arena_floats, sizeof(float));
+    const float x[3][2] = {{1.0f, -2.0f}, {2.0f, 0.5f}, {4.0f, 3.0f}}; /* [c][position] */
+    for (int c = 0; c < 3; c++)
+        for (int p = 0; p < 2; p++) arena[g->input_offset + c * 2 + p] = x[c][p];
+    assert_int_equal(cd_nn_ref_run(g, arena, 1, &err), CD_OK);
+    const float *y = arena + g->nodes[g->output].offset;
+    double v[2][2]; /* sc2's output [o][position] */
+    for (int p = 0; p < 2; p++) {
+        double mean = (x[0][p] + x[1][p] + x[2][p]) / 3.0, var = 0, ln[3];
+        for (int c = 0; c < 3; c++) var += (x[c][p] - mean) * (x[c][p] - mean) / 3.0;
+        for (int c = 0; c < 3; c++) ln[c] = (x[c][p] - mean) / sqrt(var + 0.5) * lnw[c] + lnb[c];
+        for (int o = 0; o < 2; o++) {
+            double fc = bl[o];
+            for (int c = 0; c < 3; c++) fc += wl[o * 3 + c] * ln[c];
+            v[o][p] = fc * ls[o] * ls[o] + sb[o];
+        }
+    }
+    for (int o = 0; o < 2; o++)
+        for (int p = 0; p < 2; p++) {
+            const double want = v[o][p] * (v[o][0] + v[o][1]) / 2.0;
+            if (fabs(y[o * 2 + p] - want) > 1e-5 * fmax(1.0, fabs(want)))
+                fail_msg("y[%d][%d] = %.7g, want %.7g", o, p, (double)y[o * 2 + p], want);
+        }
+    free(arena);
+    cd_nn_graph_free(g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_maxpool_ceil),    cmocka_unit_test(test_avgpool_divisor),
-        cmocka_unit_test(test_adaptive_bins),   cmocka_unit_test(test_conv_direct),
-        cmocka_unit_test(test_dwconv),          cmocka_unit_test(test_bn_fold),
-        cmocka_unit_test(test_arena_plan),      cmocka_unit_test(test_bad_graphs),
-        cmocka_unit_test(test_activations),     cmocka_unit_test(test_scan_ops),
-        cmocka_unit_test(test_scan_bad_graphs),
+        cmocka_unit_test(test_maxpool_ceil),  cmocka_unit_test(test_avgpool_divisor),
+        cmocka_unit_test(test_adaptive_bins), cmocka_unit_test(test_conv_direct),
+        cmocka_unit_test(test_dwconv),        cmocka_unit_test(test_bn_fold),
+        cmocka_unit_test(test_arena_plan),    cmocka_unit_test(test_bad_graphs),
+        cmocka_unit_test(test_activations),   cmocka_unit_test(test_channelwise),
+        cmocka_unit_test(test_scan_ops),      cmocka_unit_test(test_scan_bad_graphs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

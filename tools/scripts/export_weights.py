@@ -13,8 +13,12 @@ absent), the model is put in eval() and traced with torch.fx, and the traced gra
 have is an error naming the node.
 
 --random exports a freshly initialised model instead of a checkpoint (seeded by --seed);
---random-bn also draws every BatchNorm's weight, bias, running_mean and running_var at random, so a
-parity test exercises batch-norm folding with non-trivial statistics.
+--random-bn also draws the normalisation parameters at random: every BatchNorm's weight, bias,
+running_mean and running_var, every LayerNorm's weight and bias, and layer scales (ConvNeXt), so a
+parity test exercises batch-norm folding and the per-channel ops with non-trivial values.
+
+Channels-last code (ConvNeXt: permute to NHWC, LayerNorm / Linear over the last dimension, permute
+back) maps onto the NCHW graph without transposes: see convert_graph.
 
 Exit status: 0 on success, 1 for a bad checkpoint or a model that cannot be exported, 2 for wrong usage.
 Needs /usr/bin/python3 with torch and torchvision; safetensors is written by cirrdata/safetensors_io.py
@@ -110,6 +114,17 @@ def randomise_bn(model, torch, gen):
                 if m.weight is not None:
                     m.weight.copy_(torch.rand(c, generator=gen) * 0.4 + 0.8)
                     m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+        # the other normalisation parameters, drawn after every batch norm's (so the batch-norm-only
+        # models draw exactly what they did before): LayerNorm affine (ConvNeXt's LayerNorm2d too)
+        # like the batch norms', and layer scales (ConvNeXt initialises them to 1e-6, which would
+        # hide the blocks) in [0.1, 0.5]
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.4 + 0.8)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+        for name, p in model.named_parameters():
+            if name.split('.')[-1] == 'layer_scale':
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 + 0.1)
 
 
 # ---------------------------------------------------------------- fx graph -> cirrdata.graph
@@ -131,22 +146,53 @@ def _arg(node, pos, name, default=None):
     return default
 
 
+# Layout tags of fx values (see convert_graph): the graph's tensors are NCHW; PyTorch code that works
+# channels-last permutes them to NHWC and back. 'nhwc' is the same graph tensor seen through such a
+# permute, 'flat' the (N, F) result of a flatten. Ops that work over the last dimension (LayerNorm,
+# Linear) are over C on 'nhwc' and over F on 'flat'; on plain 'nchw' they would be over W.
+NCHW, NHWC, FLAT = 'nchw', 'nhwc', 'flat'
+
+
 def convert_graph(gm, torch, in_channels):
     """The "cirrdata.graph" document of a traced GraphModule. Raises ExportError naming the node of
-    any op the format lacks."""
+    any op the format lacks.
+
+    Every fx value carries a layout tag (NCHW, NHWC, FLAT above): x.permute(0, 2, 3, 1) of an NCHW
+    value is the same graph tensor tagged NHWC, and permute(0, 3, 1, 2) turns it back (torchvision's
+    Permute module too), so ConvNeXt's channels-last blocks need no transposes: LayerNorm and Linear
+    on NHWC become layer_norm / linear over C. A parameter read in forward() (get_attr: ConvNeXt's
+    layer_scale, LayerNorm2d's F.layer_norm weight) may be a layer_norm's weight or bias or a factor
+    of a mul (then a `scale`); anything else is refused naming the node. Values that are (N, C, 1, 1)
+    by construction (an adaptive average pool to 1x1, 1x1 convolutions and elementwise ops of it) are
+    tagged pooled, so that a mul of one with a full-size tensor puts the full-size one first (the
+    graph's broadcast operand is the second; squeeze-and-excitation writes scale * input)."""
     import torch.nn as nn
     import torch.nn.functional as F
 
     nodes = []
     names = {}     # fx node -> graph tensor name (identity ops map to their input's name)
+    layout = {}    # fx node -> NCHW / NHWC / FLAT
+    pooled = set()  # fx nodes whose value is (N, C, 1, 1) whatever the input size
+    attrs = {}     # get_attr fx node -> state_dict name
     used = set()   # parameter names the graph references
     input_name = None
     output_name = None
 
     def ref(node, v, what='input'):
+        if isinstance(v, torch.fx.Node) and v in attrs:
+            raise ExportError("node '%s': %s '%s' is a parameter used as a tensor (only a layer norm's weight/bias "
+                              "or a factor of a multiplication can be)" % (node.name, what, attrs[v]))
         if not isinstance(v, torch.fx.Node):
             raise ExportError("node '%s': %s %r is not a tensor from the graph" % (node.name, what, v))
         return names[v]
+
+    def lay(v):
+        return layout.get(v, NCHW)
+
+    def need(node, v, want, what):
+        if lay(v) not in want:
+            raise ExportError("node '%s': %s on a %s tensor (this op needs %s; a permute is missing or not "
+                              "supported)" % (node.name, what, lay(v).upper(), ' or '.join(w.upper() for w in want)))
 
     def param(prefix, attr, required=True):
         full = prefix + '.' + attr
@@ -166,6 +212,83 @@ def convert_graph(gm, torch, in_channels):
         d.update(fields)
         nodes.append(d)
         names[node] = node.name
+        # the layout and pooled tags carry over from the first input (ops that change them set them)
+        src = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        if src is not None:
+            layout[node] = lay(src)
+            if src in pooled and op not in ('flatten',):
+                pooled.add(node)
+
+    def alias(node, src, new_layout=None):
+        """node is src's tensor (an identity, or the same storage through a permute)."""
+        names[node] = ref(node, src)
+        layout[node] = new_layout or lay(src)
+        if src in pooled:
+            pooled.add(node)
+
+    def permute(node, src, dims):
+        dims = [int(d) for d in dims] if isinstance(dims, (list, tuple)) else None
+        if dims == [0, 2, 3, 1] and lay(src) == NCHW:
+            alias(node, src, NHWC)
+        elif dims == [0, 3, 1, 2] and lay(src) == NHWC:
+            alias(node, src, NCHW)
+        else:
+            raise ExportError("node '%s': permute%s of a %s tensor (only NCHW -> NHWC (0, 2, 3, 1) and back "
+                              "(0, 3, 1, 2) are supported)" % (node.name, tuple(dims) if dims else '(?)',
+                                                              lay(src).upper()))
+
+    def param_of(node, v, what):
+        """The state_dict name of a get_attr parameter, or None for None."""
+        if v is None:
+            return None
+        if not (isinstance(v, torch.fx.Node) and v in attrs):
+            raise ExportError("node '%s': %s is not a parameter of the model" % (node.name, what))
+        used.add(attrs[v])
+        return attrs[v]
+
+    def layer_norm(node, src, shape, weight, bias, eps):
+        need(node, src, (NHWC, FLAT), 'layer_norm over the last dimension')
+        shape = [shape] if isinstance(shape, int) else list(shape)
+        if len(shape) != 1:
+            raise ExportError("node '%s': layer_norm over %d dimensions (only the channels, one dimension, is "
+                              "supported)" % (node.name, len(shape)))
+        emit(node, 'layer_norm', [ref(node, src)], weight=weight, bias=bias, eps=float(eps))
+
+    def linear(node, src, weight, bias):
+        need(node, src, (NHWC, FLAT), 'linear over the last dimension')
+        emit(node, 'linear', [ref(node, src)], weight=weight, bias=bias)
+
+    def mul(node, a, b):
+        pa = isinstance(a, torch.fx.Node) and a in attrs
+        pb = isinstance(b, torch.fx.Node) and b in attrs
+        if pa and pb:
+            raise ExportError("node '%s': a product of two parameters" % node.name)
+        if pa or pb:  # layer scale: parameter * tensor
+            p, x = (a, b) if pa else (b, a)
+            name = param_of(node, p, 'the factor')
+            shape = tuple(state_shapes[name])
+            ok = (lay(x) == NCHW and len(shape) == 3 and shape[1:] == (1, 1)) or (
+                lay(x) in (NHWC, FLAT) and len(shape) == 1)
+            if not ok:
+                raise ExportError("node '%s': parameter '%s' of shape %s times a %s tensor (a per-channel factor "
+                                  "is (C, 1, 1) on NCHW or (C) on NHWC)" % (node.name, name, shape, lay(x).upper()))
+            emit(node, 'scale', [ref(node, x)], weight=name, bias=None)
+            layout[node] = lay(x)
+            return
+        if not (isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node)):
+            raise ExportError("node '%s': a product with a constant (%r) is not supported" % (
+                node.name, b if isinstance(a, torch.fx.Node) else a))
+        if lay(a) != lay(b) or lay(a) != NCHW:
+            raise ExportError("node '%s': a product of %s and %s tensors (only NCHW ones are supported)" % (
+                node.name, lay(a).upper(), lay(b).upper()))
+        if a in pooled and b not in pooled:  # the broadcast (N, C, 1, 1) operand goes second
+            a, b = b, a
+        emit(node, 'mul', [ref(node, a), ref(node, b)])
+        layout[node] = NCHW
+        if a in pooled and b in pooled:
+            pooled.add(node)
+        else:
+            pooled.discard(node)
 
     def one_input(node):
         if not node.args:
@@ -175,22 +298,30 @@ def convert_graph(gm, torch, in_channels):
     def softmax(node, dim):
         if dim != 1:
             raise ExportError("node '%s': softmax over dim %r (only dim=1 is supported)" % (node.name, dim))
+        need(node, node.args[0], (NCHW, FLAT), 'softmax over dim 1')
         emit(node, 'softmax', one_input(node), dim=1)
 
     def flatten(node, start, end):
         if start != 1 or end != -1:
             raise ExportError("node '%s': flatten(start_dim=%r, end_dim=%r) (only start_dim=1, end_dim=-1 is "
                               "supported)" % (node.name, start, end))
+        need(node, node.args[0], (NCHW, FLAT), 'flatten')
         emit(node, 'flatten', one_input(node), start_dim=1)
+        layout[node] = FLAT
 
     def add(node, a, b, alpha=1):
         if alpha != 1:
             raise ExportError("node '%s': add with alpha=%r (only 1 is supported)" % (node.name, alpha))
+        if isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and lay(a) != lay(b):
+            raise ExportError("node '%s': a sum of %s and %s tensors" % (node.name, lay(a).upper(), lay(b).upper()))
         emit(node, 'add', [ref(node, a), ref(node, b)])
+        if not (a in pooled and b in pooled):
+            pooled.discard(node)
 
     def max_pool(node, kernel, stride, padding, dilation, ceil_mode, return_indices=False):
         if return_indices:
             raise ExportError("node '%s': max_pool2d with return_indices" % node.name)
+        need(node, node.args[0], (NCHW,), 'max_pool2d')
         emit(node, 'max_pool2d', one_input(node), kernel=_pair(kernel, 'kernel', node),
              stride=_pair(stride if stride not in (None, []) else kernel, 'stride', node),
              padding=_pair(padding, 'padding', node), dilation=_pair(dilation, 'dilation', node),
@@ -199,6 +330,7 @@ def convert_graph(gm, torch, in_channels):
     def avg_pool(node, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override=None):
         if divisor_override is not None:
             raise ExportError("node '%s': avg_pool2d with divisor_override" % node.name)
+        need(node, node.args[0], (NCHW,), 'avg_pool2d')
         emit(node, 'avg_pool2d', one_input(node), kernel=_pair(kernel, 'kernel', node),
              stride=_pair(stride if stride not in (None, []) else kernel, 'stride', node),
              padding=_pair(padding, 'padding', node), ceil_mode=bool(ceil_mode),
@@ -210,7 +342,12 @@ def convert_graph(gm, torch, in_channels):
         if out is None:
             raise ExportError("node '%s': adaptive_avg_pool2d with output_size %r (None sizes are not "
                               "supported)" % (node.name, size))
+        need(node, node.args[0], (NCHW,), 'adaptive_avg_pool2d')
         emit(node, 'adaptive_avg_pool2d', one_input(node), output_size=out)
+        if out == [1, 1]:
+            pooled.add(node)
+        else:
+            pooled.discard(node)
 
     relu_fns = {F.relu, torch.relu, torch.relu_}
     # activations with one input and no parameters: function -> op
@@ -224,6 +361,14 @@ def convert_graph(gm, torch, in_channels):
         emit(node, 'gelu' if approximate == 'none' else 'gelu_tanh', one_input(node))
 
     add_fns = {operator.add, operator.iadd, torch.add}
+    mul_fns = {operator.mul, operator.imul, torch.mul}
+    try:
+        from torchvision.ops import stochastic_depth as _sd_fn
+        from torchvision.ops.misc import Permute as _PermuteModule
+    except ImportError:
+        _sd_fn, _PermuteModule = None, None
+    state_shapes = {k: tuple(v.shape) for k, v in gm.state_dict().items()}
+    spatial_ops = {'conv2d', 'batch_norm', 'max_pool2d', 'avg_pool2d', 'adaptive_avg_pool2d'}
     for node in gm.graph.nodes:
         if node.op == 'placeholder':
             if input_name is not None:
@@ -234,10 +379,14 @@ def convert_graph(gm, torch, in_channels):
             out = node.args[0]
             if not isinstance(out, torch.fx.Node):
                 raise ExportError('the model returns %s, not a single tensor' % type(out).__name__)
-            output_name = names[out]
+            if lay(out) == NHWC:
+                raise ExportError("node '%s': the model returns a channels-last (NHWC) tensor" % node.name)
+            output_name = ref(node, out)
         elif node.op == 'call_module':
             m = gm.get_submodule(node.target)
             t = node.target
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d)) and node.args:
+                need(node, node.args[0], (NCHW,), type(m).__name__)
             if isinstance(m, nn.Conv2d):
                 if isinstance(m.padding, str) or m.padding_mode != 'zeros':
                     raise ExportError("node '%s': Conv2d with padding %r, padding_mode '%s' (only explicit zero "
@@ -246,6 +395,8 @@ def convert_graph(gm, torch, in_channels):
                      bias=param(t, 'bias') if m.bias is not None else None,
                      stride=_pair(m.stride, 'stride', node), padding=_pair(m.padding, 'padding', node),
                      dilation=_pair(m.dilation, 'dilation', node), groups=int(m.groups))
+                if tuple(m.kernel_size) != (1, 1) or _pair(m.padding, 'padding', node) != [0, 0]:
+                    pooled.discard(node)
             elif isinstance(m, nn.BatchNorm2d):
                 if not m.affine or not m.track_running_stats or m.running_mean is None:
                     raise ExportError("node '%s': BatchNorm2d without affine parameters or running statistics"
@@ -267,8 +418,13 @@ def convert_graph(gm, torch, in_channels):
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 adaptive_avg(node, m.output_size)
             elif isinstance(m, nn.Linear):
-                emit(node, 'linear', one_input(node), weight=param(t, 'weight'),
-                     bias=param(t, 'bias') if m.bias is not None else None)
+                linear(node, node.args[0], param(t, 'weight'), param(t, 'bias') if m.bias is not None else None)
+            elif isinstance(m, nn.LayerNorm):
+                layer_norm(node, node.args[0], m.normalized_shape,
+                           param(t, 'weight') if m.elementwise_affine else None,
+                           param(t, 'bias') if m.elementwise_affine else None, m.eps)
+            elif _PermuteModule is not None and isinstance(m, _PermuteModule):
+                permute(node, node.args[0], m.dims)
             elif isinstance(m, (nn.Dropout, nn.Dropout2d)):
                 emit(node, 'dropout', one_input(node))
             elif isinstance(m, nn.Flatten):
@@ -276,7 +432,7 @@ def convert_graph(gm, torch, in_channels):
             elif isinstance(m, nn.Softmax):
                 softmax(node, m.dim)
             elif isinstance(m, nn.Identity):
-                names[node] = ref(node, node.args[0])
+                alias(node, node.args[0])
             else:
                 raise ExportError("node '%s': module '%s' of type %s is not supported by the cirrdata graph "
                                   "format (schemas/model-graph.md)" % (node.name, t, type(m).__name__))
@@ -284,6 +440,22 @@ def convert_graph(gm, torch, in_channels):
             f = node.target
             if f in add_fns:
                 add(node, _arg(node, 0, 'input'), _arg(node, 1, 'other'), _arg(node, 2, 'alpha', 1))
+            elif f in mul_fns:
+                mul(node, _arg(node, 0, 'input'), _arg(node, 1, 'other'))
+            elif f is torch.permute:
+                permute(node, node.args[0], _arg(node, 1, 'dims'))
+            elif f is F.layer_norm:
+                layer_norm(node, node.args[0], _arg(node, 1, 'normalized_shape'),
+                           param_of(node, _arg(node, 2, 'weight'), 'the weight'),
+                           param_of(node, _arg(node, 3, 'bias'), 'the bias'), _arg(node, 4, 'eps', 1e-5))
+            elif f is F.linear:
+                linear(node, node.args[0], param_of(node, _arg(node, 1, 'weight'), 'the weight'),
+                       param_of(node, _arg(node, 2, 'bias'), 'the bias'))
+            elif _sd_fn is not None and f is _sd_fn:
+                # StochasticDepth: the identity at inference (training=False, as traced after eval())
+                if _arg(node, 3, 'training', True):
+                    raise ExportError("node '%s': stochastic_depth in training mode" % node.name)
+                alias(node, node.args[0])
             elif f in relu_fns:
                 emit(node, 'relu', one_input(node))
             elif f is F.gelu:
@@ -313,6 +485,11 @@ def convert_graph(gm, torch, in_channels):
             mth = node.target
             if mth in ('add', 'add_'):
                 add(node, node.args[0], _arg(node, 1, 'other'), _arg(node, 2, 'alpha', 1))
+            elif mth in ('mul', 'mul_'):
+                mul(node, node.args[0], _arg(node, 1, 'other'))
+            elif mth == 'permute':
+                dims = node.args[1:] if len(node.args) > 2 else _arg(node, 1, 'dims')
+                permute(node, node.args[0], dims)
             elif mth in ('relu', 'relu_'):
                 emit(node, 'relu', one_input(node))
             elif mth == 'flatten':
@@ -320,11 +497,16 @@ def convert_graph(gm, torch, in_channels):
             elif mth == 'softmax':
                 softmax(node, _arg(node, 1, 'dim'))
             elif mth == 'contiguous':
-                names[node] = ref(node, node.args[0])
+                alias(node, node.args[0])
             else:
                 raise ExportError("node '%s': method .%s() is not supported by the cirrdata graph format "
                                   "(schemas/model-graph.md)" % (node.name, mth))
-        else:  # get_attr: a tensor used directly in forward()
+        elif node.op == 'get_attr':  # a parameter read in forward(): see the docstring
+            if node.target not in state_shapes:
+                raise ExportError("node '%s': attribute '%s' is not a tensor of the state_dict" % (
+                    node.name, node.target))
+            attrs[node] = node.target
+        else:
             raise ExportError("node '%s': op %s (%s) is not supported by the cirrdata graph format"
                               % (node.name, node.op, node.target))
     if input_name is None or output_name is None:
@@ -348,6 +530,9 @@ _FIELDS = {
     'flatten': ('start_dim',),
     'linear': ('weight', 'bias'),
     'softmax': ('dim',),
+    'layer_norm': ('weight', 'bias', 'eps'),
+    'mul': (),
+    'scale': ('weight', 'bias'),
 }
 
 
@@ -376,7 +561,7 @@ def check_graph(graph, shapes):
         name = n['name']
         if not isinstance(name, str) or not name or len(name.encode()) > MAX_NODE_NAME or name in seen:
             fail(n, 'name empty, too long or not unique')
-        k = 2 if op == 'add' else 1
+        k = 2 if op in ('add', 'mul') else 1
         if len(n['inputs']) != k or any(i not in seen for i in n['inputs']):
             fail(n, 'inputs %r must be %d earlier node(s)' % (n['inputs'], k))
         for key in ('kernel', 'stride', 'dilation'):
@@ -416,6 +601,17 @@ def check_graph(graph, shapes):
             w = shapes[n['weight']]
             if len(w) != 2 or (n['bias'] is not None and shapes[n['bias']] != (w[0],)):
                 fail(n, 'linear weight/bias shapes')
+        if op in ('layer_norm', 'scale'):
+            w = shapes[n['weight']] if n['weight'] is not None else None
+            b = shapes[n['bias']] if n['bias'] is not None else None
+            if op == 'scale' and (w is None or not (len(w) == 1 or (len(w) == 3 and w[1:] == (1, 1)))):
+                fail(n, 'scale weight shape %r (C) or (C, 1, 1)' % (w,))
+            if op == 'layer_norm' and w is not None and len(w) != 1:
+                fail(n, 'layer_norm weight shape %r' % (w,))
+            if b is not None and (len(b) != 1 or (w is not None and b[0] != w[0])):
+                fail(n, '%s bias shape %r' % (op, b))
+        if op == 'layer_norm' and not (isinstance(n['eps'], float) and math.isfinite(n['eps']) and n['eps'] > 0):
+            fail(n, 'eps must be finite and > 0')
         seen.add(name)
     if graph['output'] not in seen or graph['output'] == inp['name']:
         raise ExportError('graph: output %r is not a node' % graph['output'])
@@ -441,7 +637,8 @@ def parse_args(argv):
     p.add_argument('-o', '--output', required=True, help='output .safetensors path')
     p.add_argument('--classes', type=int, default=3, help='number of classes (default 3)')
     p.add_argument('--random', action='store_true', help='export a randomly initialised model, no checkpoint')
-    p.add_argument('--random-bn', action='store_true', help='with --random: random BatchNorm statistics too')
+    p.add_argument('--random-bn', action='store_true', help='with --random: random normalisation parameters too '
+                                                           '(BatchNorm statistics, LayerNorm affine, layer scale)')
     p.add_argument('--seed', type=int, default=0, help='seed of --random / --random-bn (default 0)')
     p.add_argument('--input-size', default='256,256', help="nominal input 'H,W' (default 256,256)")
     p.add_argument('--class-names', default=None, help='comma-separated class names (default: the staging names '
