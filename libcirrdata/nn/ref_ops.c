@@ -74,6 +74,10 @@ static void parallel_for(int64_t count, int threads, range_fn fn, void *ctx) {
     }
 }
 
+void cd_nn_parallel_for(int64_t count, int threads, cd_nn_range_fn fn, void *ctx) {
+    parallel_for(count, threads, fn, ctx);
+}
+
 /* PyTorch's output size (conv and pools; see graph.c). */
 static int64_t out_size(int64_t in, int k, int s, int pad, int dil, bool ceil_mode) {
     int64_t num = in + 2 * pad - (int64_t)dil * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
@@ -897,6 +901,17 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
         case CD_NN_LINEAR: cd_nn_ref_linear(nd, is, a, out, t); break;
         case CD_NN_FLATTEN: break; /* a view: same offset as its input */
         case CD_NN_SOFTMAX: cd_nn_ref_softmax(is, a, out); break;
+        case CD_NN_SLICE: cd_nn_ref_slice(nd, is, a, out); break;
+        case CD_NN_CONCAT:
+            cd_nn_ref_concat(is, a, &g->nodes[nd->in[1]].shape, arena + g->nodes[nd->in[1]].offset, out);
+            break;
+        case CD_NN_ATTENTION: {
+            const cd_nn_node *kn = &g->nodes[nd->in[1]], *vn = &g->nodes[nd->in[2]];
+            cd_status st =
+                cd_nn_ref_attention(nd, is, a, &kn->shape, arena + kn->offset, arena + vn->offset, out, t, err);
+            if (st != CD_OK) return st;
+            break;
+        }
         case CD_NN_MAXPOOL2D:
         case CD_NN_AVGPOOL2D:
         case CD_NN_ADAPTIVE_AVGPOOL2D:
