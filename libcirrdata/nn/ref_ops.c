@@ -12,6 +12,7 @@
  * convolutions (groups == channels) have a direct per-plane kernel of their own (cd_nn_ref_dwconv2d). */
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -909,7 +910,11 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
             const cd_nn_node *kn = &g->nodes[nd->in[1]], *vn = &g->nodes[nd->in[2]];
             cd_status st =
                 cd_nn_ref_attention(nd, is, a, &kn->shape, arena + kn->offset, arena + vn->offset, out, t, err);
-            if (st != CD_OK) return st;
+            if (st != CD_OK) {
+                char msg[CD_ERROR_MESSAGE_MAX];
+                snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+                return cd_fail(err, st, "%s: %s", g->source, msg);
+            }
             break;
         }
         case CD_NN_MAXPOOL2D:

@@ -18,12 +18,16 @@ the `linear` over tokens is another op's concern). The graph ends in a flatten s
 returns the whole attention output, compared element by element: max|ours - torch| <= 1e-5 max|torch|
 (both float32, sums in other orders: ~1e-7 here; a wrong head split, scale or key gives O(1)).
 Also: a Model run with one thread equals one with two bitwise (the split is over independent rows).
+The files and the PyTorch results are made by a child process of this script (--make DIR) that loads
+no libcirrdata: under the sanitizer build it runs without the ASan runtime, which makes torch's start
+several times slower (tests/python/asan_reexec.py); this process compares, with numpy alone.
 Ends with one line `nn_attention: N passed, M failed`.
 """
 import argparse
 import json
 import os
 import struct
+import subprocess
 import sys
 import tempfile
 
@@ -73,17 +77,29 @@ def run_model(path, x, threads):
         return m.predict(x)
 
 
-def compare(label, path, x, ref):
-    """ref: the torch result (B, L, C) -> our flatten order (B, C * L)."""
+def save_case(tmp, tag, label, x, ref, threads_check):
+    """Writes x and the torch result (B, L, C), in our flatten order (B, C * L), for compare()."""
     import numpy as np
+    np.save(os.path.join(tmp, tag + '_x.npy'), x)
+    np.save(os.path.join(tmp, tag + '_ref.npy'), ref.transpose(1, 2).reshape(ref.shape[0], -1).numpy())
+    with open(os.path.join(tmp, 'cases.txt'), 'a') as f:
+        f.write(json.dumps({'tag': tag, 'label': label, 'threads': threads_check}) + '\n')
+
+
+def compare(tmp, case):
+    import numpy as np
+    tag, label = case['tag'], case['label']
+    path = os.path.join(tmp, tag + '.safetensors')
+    x, want = np.load(os.path.join(tmp, tag + '_x.npy')), np.load(os.path.join(tmp, tag + '_ref.npy'))
     ours = run_model(path, x, 2)
-    want = ref.transpose(1, 2).reshape(ref.shape[0], -1).numpy()
     scale = float(np.abs(want).max())
     err = float(np.abs(ours - want).max()) / scale if ours.shape == want.shape else float('inf')
     if C.check(ours.shape == want.shape and err <= TOL and scale > 0, label,
                'rel err %.3g (shape %s vs %s)' % (err, ours.shape, want.shape)):
         print('ok   %s: rel err %.2g' % (label, err))
-    return ours
+    if case['threads']:
+        one = run_model(path, x, 1)
+        C.check((one == ours).all(), '%s: 1 thread equals 2 threads bitwise' % label)
 
 
 def window_case(tmp, rng, n, c, h, w, heads, tag):
@@ -118,9 +134,8 @@ def window_case(tmp, rng, n, c, h, w, heads, tag):
     y = (a @ v).transpose(1, 2).reshape(B, L, c)
     y = torch.nn.functional.linear(y, torch.from_numpy(t['proj.weight']), torch.from_numpy(t['proj.bias']))
     ref = torch.cat([y, tok], dim=2)  # concat along the features of each token
-    ours = compare('window attention %s (n %d, %d tokens, %d heads, d %d)' % (tag, n, L, heads, d), path, x, ref)
-    one = run_model(path, x, 1)
-    C.check((one == ours).all(), 'window attention %s: 1 thread equals 2 threads bitwise' % tag)
+    save_case(tmp, 'window_' + tag, 'window attention %s (n %d, %d tokens, %d heads, d %d)' % (tag, n, L, heads, d),
+              x, ref, True)
 
 
 def sr_case(tmp, rng, n, c, h, w, heads, sr, tag):
@@ -166,34 +181,52 @@ def sr_case(tmp, rng, n, c, h, w, heads, sr, tag):
     a = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
     y = (a @ v).transpose(1, 2).reshape(B, N, c)
     ref = F.linear(y, torch.from_numpy(t['proj.weight']), torch.from_numpy(t['proj.bias']))
-    compare('sr attention %s (n %d, Lq %d, Lk %d, %d heads, d %d)' % (tag, n, N, k.shape[2], heads, d), path, x,
-            ref)
+    label = 'sr attention %s (n %d, Lq %d, Lk %d, %d heads, d %d)' % (tag, n, N, k.shape[2], heads, d)
+    save_case(tmp, 'sr_' + tag, label, x, ref, False)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--lib', required=True)
-    args = ap.parse_args()
-    reexec_under_asan(args.lib)
-    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
-    sys.path.insert(0, os.path.join(REPO, 'python'))
+def make(tmp):
+    """The child: every case's model file, input and PyTorch result into tmp (no libcirrdata here)."""
     import numpy as np
     import torch
     torch.set_num_threads(2)
     rng = np.random.default_rng(20261207)
-    cases = [
-        lambda tmp: window_case(tmp, rng, 2, 64, 7, 7, 2, 'a'),     # 49 tokens, d 32 (MambaVision stage 4)
-        lambda tmp: window_case(tmp, rng, 1, 64, 14, 14, 2, 'b'),   # 196 tokens
-        lambda tmp: window_case(tmp, rng, 3, 40, 5, 9, 5, 'c'),     # odd map, 5 heads of 8, batch 3
-        lambda tmp: window_case(tmp, rng, 1, 24, 3, 3, 1, 'd'),     # one head
-        lambda tmp: sr_case(tmp, rng, 1, 64, 32, 32, 1, 8, 'a'),    # Lq 1024, Lk 16, d 64 (PVTv2 stage 1)
-        lambda tmp: sr_case(tmp, rng, 2, 40, 13, 11, 5, 4, 'b'),    # Lq 143, Lk 3x2 = 6, 5 heads
-        lambda tmp: sr_case(tmp, rng, 2, 32, 9, 7, 2, 2, 'c'),      # Lq 63, Lk 4x3 = 12, 2 heads
-    ]
+    window_case(tmp, rng, 2, 64, 7, 7, 2, 'a')    # 49 tokens, d 32 (MambaVision stage 4)
+    window_case(tmp, rng, 1, 64, 14, 14, 2, 'b')  # 196 tokens
+    window_case(tmp, rng, 3, 40, 5, 9, 5, 'c')    # odd map, 5 heads of 8, batch 3
+    window_case(tmp, rng, 1, 24, 3, 3, 1, 'd')    # one head
+    sr_case(tmp, rng, 1, 64, 32, 32, 1, 8, 'a')   # Lq 1024, Lk 16, d 64 (PVTv2 stage 1)
+    sr_case(tmp, rng, 2, 40, 13, 11, 5, 4, 'b')   # Lq 143, Lk 3x2 = 6, 5 heads
+    sr_case(tmp, rng, 2, 32, 9, 7, 2, 2, 'c')     # Lq 63, Lk 4x3 = 12, 2 heads
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--lib')
+    ap.add_argument('--make', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.make:
+        return make(args.make)
+    if not args.lib:
+        ap.error('--lib is required')
+    reexec_under_asan(args.lib)
+    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
+    sys.path.insert(0, os.path.join(REPO, 'python'))
     with tempfile.TemporaryDirectory(prefix='cd-attn-') as tmp:
+        env = dict(os.environ)
+        preload = env.get('LD_PRELOAD', '').replace(':', ' ').split()
+        env['LD_PRELOAD'] = ' '.join(p for p in preload if 'libasan' not in p)
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), '--make', tmp], capture_output=True, text=True,
+                           env=env)
+        if not C.check(r.returncode == 0, 'making the cases with PyTorch', r.stdout + r.stderr):
+            return C.summary('nn_attention')
+        with open(os.path.join(tmp, 'cases.txt')) as f:
+            cases = [json.loads(line) for line in f]
+        C.check(len(cases) == 7, 'all cases made', len(cases))
         for case in cases:
             try:
-                case(tmp)
+                compare(tmp, case)
             except Exception as e:
                 C.crashed(e)
     return C.summary('nn_attention')
