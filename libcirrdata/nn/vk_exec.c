@@ -166,7 +166,7 @@ void cd_nn_vk_test_limits(uint64_t max_range, uint64_t max_buffer) {
 /* ---------------------------------------------------------------- the kernels (an op family) */
 
 typedef struct gemm_pipe {
-    int kind; /* K_GEMM (kh, kw: the kernel size) or K_ATTN (kh: the head dimension) */
+    int kind; /* K_GEMM (kh, kw: the kernel size) or K_ATTN (kh, kw: head dimension, staged q's) */
     uint32_t kh, kw;
     VkPipeline pipe;
 } gemm_pipe;
@@ -222,7 +222,8 @@ static cd_status nn_kernels_ready(cd_gpu_context *ctx, bool fp16, nn_kernels **o
 }
 
 /* The pipeline of kind (K_GEMM or K_ATTN) for specialization constants 0, 1 = kh, kw (the GEMM's
- * kernel size; attention: kh the head dimension, kw unused), created on first use. */
+ * kernel size; attention: the head dimension and whether q is staged, see record_attention), created
+ * on first use. */
 static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, int kind, bool fp16, uint32_t kh, uint32_t kw,
                                VkPipeline *out, cd_error *err) {
     for (int i = 0; i < K->ngemm[fp16]; i++)
@@ -239,7 +240,7 @@ static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, int kind, boo
     }
     const uint32_t spec[2] = {kh, kw};
     cd_status st = cd_vk_pipeline_create(ctx, &K->k[kind], fp16 ? g_shaders[kind].shader16 : g_shaders[kind].shader,
-                                         spec, kind == K_GEMM ? 2 : 1, out, err);
+                                         spec, 2, out, err);
     if (st != CD_OK) return st;
     K->gemm[fp16][K->ngemm[fp16]++] = (gemm_pipe){kind, kh, kw, *out};
     return CD_OK;
@@ -1166,12 +1167,22 @@ static cd_status record_copy(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     return st;
 }
 
-/* The largest head dimension the attention kernel takes: its q and output rows live in registers and
- * its k and v tiles (2 x 16 x D floats) in the 16 KiB of shared memory every device offers. */
+/* The largest head dimension the attention kernel takes: each invocation keeps D of the output in
+ * registers, and its k and v tiles take 128 D bytes of shared memory (20.5 KiB in all at D = 128). */
 #define ATTN_MAX_D 128
 
-/* Attention (K_ATTN, a pipeline per head dimension): per chunk of whole images one dispatch of
- * (query blocks of 64, heads, images) workgroups. */
+/* Shared memory of shaders/nn_attention.comp for head dimension d: the k and v tiles (16 keys, v's
+ * features padded to a multiple of 4), the scores, two per-row vectors, and the staged q (64 rows)
+ * when `stage_q`. */
+static uint64_t attn_shared(int64_t d, bool stage_q) {
+    const uint64_t dp = (uint64_t)(d + 3) / 4 * 4;
+    return 64 * (uint64_t)d + 64 * dp + 4096 + 512 + 256 * (stage_q ? (uint64_t)d : 1);
+}
+
+/* Attention (K_ATTN, a pipeline per head dimension and q staging): per chunk of whole images one
+ * dispatch of (query blocks of 64, heads, images) workgroups. q is staged in shared memory where the
+ * device has room (maxComputeSharedMemorySize: 32 KiB on lavapipe, so up to D = 72); without it the
+ * kernel reads q from the buffer at every tile of keys (about half the speed on lavapipe). */
 static cd_status record_attention(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
     const cd_nn_shape *qs = &g->nodes[nd->in[0]].shape, *ks = &g->nodes[nd->in[1]].shape;
@@ -1183,6 +1194,13 @@ static cd_status record_attention(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
                        "kernel's 1..%d; run it on the CPU",
                        g->source, nd->name, (long long)d, (long long)C, nd->heads, ATTN_MAX_D);
     const VkPhysicalDeviceLimits *l = cd_vk_limits(vk->ctx);
+    const bool stage_q = attn_shared(d, true) <= l->maxComputeSharedMemorySize;
+    if (attn_shared(d, false) > l->maxComputeSharedMemorySize)
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: node %s: head dimension %lld needs %llu bytes of shared memory, %s offers %u; run it on "
+                       "the CPU",
+                       g->source, nd->name, (long long)d, (unsigned long long)attn_shared(d, false),
+                       cd_vk_name(vk->ctx), l->maxComputeSharedMemorySize);
     const uint64_t gx = ((uint64_t)Lq + 63) / 64;
     if (gx > l->maxComputeWorkGroupCount[0] || (uint64_t)nd->heads > l->maxComputeWorkGroupCount[1])
         return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: %lld query tokens in %d heads are too many for one dispatch",
@@ -1192,7 +1210,8 @@ static cd_status record_attention(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_
     cd_status st = chunk(vk, g, i, q_img > kv_img ? q_img : kv_img, n, &per, err);
     if (st == CD_OK && (uint64_t)per > l->maxComputeWorkGroupCount[2]) per = l->maxComputeWorkGroupCount[2];
     VkPipeline pipe = VK_NULL_HANDLE;
-    if (st == CD_OK) st = gemm_pipeline(vk->ctx, vk->K, K_ATTN, vk->fp16, (uint32_t)d, 0, &pipe, err);
+    if (st == CD_OK)
+        st = gemm_pipeline(vk->ctx, vk->K, K_ATTN, vk->fp16, (uint32_t)d, stage_q ? (uint32_t)d : 1, &pipe, err);
     vk->tag = i + 1;
     for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
         const int64_t nimg = n - b0 < per ? n - b0 : per;
