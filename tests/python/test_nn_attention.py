@@ -19,8 +19,9 @@ returns the whole attention output, compared element by element: max|ours - torc
 (both float32, sums in other orders: ~1e-7 here; a wrong head split, scale or key gives O(1)).
 Also: a Model run with one thread equals one with two bitwise (the split is over independent rows).
 The files and the PyTorch results are made by a child process of this script (--make DIR) that loads
-no libcirrdata: under the sanitizer build it runs without the ASan runtime, which makes torch's start
-several times slower (tests/python/asan_reexec.py); this process compares, with numpy alone.
+no libcirrdata: run against a sanitizer build (meson runs this test in the normal build only) it runs
+without the ASan runtime, which makes torch's start several times slower (tests/python/asan_reexec.py);
+this process compares, with numpy alone.
 Ends with one line `nn_attention: N passed, M failed`.
 """
 import argparse
