@@ -9,7 +9,7 @@
  *   with the input): 7x7 = 49 and 14x14 = 196 tokens (not multiples of the kernel's 16-key tiles),
  *   heads 2/3/5, head dimensions 8 and 32, C = 40 and 24 (not multiples of the 64-row workgroup), batch > 1
  * - spatial-reduction attention as PVTv2 computes it (q conv, a stride-sr conv, kv conv, two slices):
- *   Lq = 256 with Lk = 16, Lq = 143 with Lk = 6, heads 1 and 5
+ *   Lq = 256 with Lk = 16, Lq = 143 with Lk = 6, heads 1/2/5, head dimensions 8 and 64
  * - head dimensions 6 and 102 (not multiples of 4: padded), 102 (q read from the buffer, not staged
  *   in shared memory: lavapipe has no room for it)
  *   Attention: 1e-5 of max|ref| (float32, exp of the device and the sums in another order: ~1.5e-7
