@@ -46,6 +46,9 @@ static const char *const op_names[CD_NN_OP_COUNT] = {
     [CD_NN_LAYER_NORM] = "layer_norm",
     [CD_NN_MUL] = "mul",
     [CD_NN_SCALE] = "scale",
+    [CD_NN_SLICE] = "slice",
+    [CD_NN_CONCAT] = "concat",
+    [CD_NN_ATTENTION] = "attention",
 };
 
 const char *cd_nn_op_name(cd_nn_op op) {
@@ -507,10 +510,57 @@ static int expected_inputs(cd_nn_op op) {
     switch (op) {
     case CD_NN_ADD:
     case CD_NN_MUL:
-    case CD_NN_WINDOW_REVERSE: return 2;
+    case CD_NN_WINDOW_REVERSE:
+    case CD_NN_CONCAT: return 2;
+    case CD_NN_ATTENTION: return 3;
     case CD_NN_SELECTIVE_SCAN: return 4;
     default: return 1;
     }
+}
+
+/* Bounds of the slice and attention fields (schemas/model-graph.md). */
+#define GRAPH_MAX_CHANNELS (1 << 30)
+#define GRAPH_MAX_HEADS 1024
+
+static cd_status parse_slice(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *in, chan_info *out) {
+    long long start, length;
+    cd_status st;
+    if ((st = get_int(p, nd, j, "start", 0, GRAPH_MAX_CHANNELS - 1, &start)) ||
+        (st = get_int(p, nd, j, "length", 1, GRAPH_MAX_CHANNELS, &length)))
+        return st;
+    if (in->ch >= 0 && start + length > in->ch)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "channels [%lld, %lld) are outside the %lld of input '%s'",
+                         start, start + length, (long long)in->ch, p->g->nodes[nd->in[0]].name);
+    nd->slice_start = (int)start;
+    nd->slice_len = (int)length;
+    out->ch = length;
+    return CD_OK;
+}
+
+/* q, k and v have the same channels (where known), which `heads` divides; the output has q's. */
+static cd_status parse_attention(parse_ctx *p, cd_nn_node *nd, json_t *j, const chan_info *chans) {
+    long long heads;
+    cd_status st = get_int(p, nd, j, "heads", 1, GRAPH_MAX_HEADS, &heads);
+    if (st != CD_OK) return st;
+    json_t *sc = json_object_get(j, "scale");
+    if (!sc) return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "missing field 'scale'");
+    double scale = json_is_number(sc) ? json_number_value(sc) : NAN;
+    if (!isfinite(scale) || scale <= 0 || !isfinite((float)scale) || (float)scale <= 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "field 'scale' must be a finite number > 0");
+    static const char *const role[3] = {"q", "k", "v"};
+    const int64_t cq = chans[nd->in[0]].ch;
+    for (int k = 1; k < 3; k++) {
+        const int64_t c = chans[nd->in[k]].ch;
+        if (cq >= 0 && c >= 0 && c != cq)
+            return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "%s '%s' has %lld channels, q '%s' has %lld", role[k],
+                             p->g->nodes[nd->in[k]].name, (long long)c, p->g->nodes[nd->in[0]].name, (long long)cq);
+    }
+    if (cq >= 0 && cq % heads != 0)
+        return node_fail(p->err, CD_ERR_FORMAT, p->g, nd, "%lld heads do not divide the %lld channels of q '%s'", heads,
+                         (long long)cq, p->g->nodes[nd->in[0]].name);
+    nd->heads = (int)heads;
+    nd->attn_scale = (float)scale;
+    return CD_OK;
 }
 
 /* Parses node `idx` from JSON object j; chans[] holds the channel info of nodes before it. */
@@ -607,6 +657,16 @@ static cd_status parse_node(parse_ctx *p, int idx, json_t *j, chan_info *chans) 
         if (out->ch < 0) out->ch = b->ch;
         break;
     }
+    case CD_NN_SLICE: st = parse_slice(p, nd, j, in, out); break;
+    case CD_NN_CONCAT: {
+        const chan_info *b = &chans[nd->in[1]];
+        if (in->flat != b->flat)
+            return node_fail(p->err, CD_ERR_FORMAT, g, nd, "operands '%s' and '%s' have different shapes",
+                             g->nodes[nd->in[0]].name, g->nodes[nd->in[1]].name);
+        out->ch = in->ch >= 0 && b->ch >= 0 ? in->ch + b->ch : -1;
+        break;
+    }
+    case CD_NN_ATTENTION: st = parse_attention(p, nd, j, chans); break;
     case CD_NN_SOFTMAX: {
         long long dim;
         if ((st = get_int(p, nd, j, "dim", LLONG_MIN, LLONG_MAX, &dim))) return st;
@@ -1003,6 +1063,39 @@ static cd_status shape_node(cd_nn_graph *g, int i, cd_error *err) {
                              "operands '%s' (%lldx%lldx%lld) and '%s' (%lldx%lldx%lld) differ",
                              g->nodes[nd->in[0]].name, (long long)a->c, (long long)a->h, (long long)a->w,
                              g->nodes[nd->in[1]].name, (long long)b->c, (long long)b->h, (long long)b->w);
+        break;
+    }
+    case CD_NN_SLICE:
+        if ((int64_t)nd->slice_start + nd->slice_len > a->c)
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "channels [%d, %lld) are outside input '%s' (%lldx%lldx%lld)",
+                             nd->slice_start, (long long)nd->slice_start + nd->slice_len, g->nodes[nd->in[0]].name,
+                             (long long)a->c, (long long)a->h, (long long)a->w);
+        o.c = nd->slice_len;
+        break;
+    case CD_NN_CONCAT: {
+        const cd_nn_shape *b = &g->nodes[nd->in[1]].shape;
+        if (a->n != b->n || a->h != b->h || a->w != b->w)
+            return node_fail(err, CD_ERR_FORMAT, g, nd,
+                             "operands '%s' (%lldx%lldx%lldx%lld) and '%s' (%lldx%lldx%lldx%lld) differ in N, H or W",
+                             g->nodes[nd->in[0]].name, (long long)a->n, (long long)a->c, (long long)a->h,
+                             (long long)a->w, g->nodes[nd->in[1]].name, (long long)b->n, (long long)b->c,
+                             (long long)b->h, (long long)b->w);
+        o.c = a->c + b->c;
+        break;
+    }
+    case CD_NN_ATTENTION: {
+        const cd_nn_shape *k = &g->nodes[nd->in[1]].shape, *v = &g->nodes[nd->in[2]].shape;
+        if (k->n != a->n || v->n != a->n || k->c != a->c || v->c != a->c || k->h != v->h || k->w != v->w)
+            return node_fail(
+                err, CD_ERR_FORMAT, g, nd,
+                "q '%s' (%lldx%lldx%lldx%lld), k '%s' (%lldx%lldx%lldx%lld) and v '%s' (%lldx%lldx%lldx%lld) "
+                "disagree: q, k, v need equal N and C, k and v equal H and W",
+                g->nodes[nd->in[0]].name, (long long)a->n, (long long)a->c, (long long)a->h, (long long)a->w,
+                g->nodes[nd->in[1]].name, (long long)k->n, (long long)k->c, (long long)k->h, (long long)k->w,
+                g->nodes[nd->in[2]].name, (long long)v->n, (long long)v->c, (long long)v->h, (long long)v->w);
+        if (nd->heads < 1 || a->c % nd->heads != 0)
+            return node_fail(err, CD_ERR_FORMAT, g, nd, "%d heads do not divide the %lld channels of q '%s'", nd->heads,
+                             (long long)a->c, g->nodes[nd->in[0]].name);
         break;
     }
     case CD_NN_RELU:

@@ -47,6 +47,9 @@ typedef enum cd_nn_op {
     CD_NN_LAYER_NORM,       /* over C at each (n, h, w), biased variance; optional weight/bias (C); eps */
     CD_NN_MUL,              /* a * b, b of a's shape or (N, C, 1, 1) broadcast over H, W */
     CD_NN_SCALE,            /* x * weight[c] (+ bias[c]): layer scale, and a batch norm no conv takes */
+    CD_NN_SLICE,            /* channels [slice_start, slice_start + slice_len) of the input */
+    CD_NN_CONCAT,           /* two inputs along C (equal N, H, W) */
+    CD_NN_ATTENTION,        /* q, k, v: softmax(scale q.k) v per head over the tokens (schemas/model-graph.md) */
     CD_NN_OP_COUNT
 } cd_nn_op;
 
@@ -74,6 +77,12 @@ typedef struct cd_nn_node {
     int out_h, out_w;       /* adaptive avg pool: output size */
     int in_ch, out_ch;      /* conv2d, linear: from the weight shapes; layer_norm, scale: C (layer_norm
                              * without weight or bias on an input of unknown width: 0, any C) */
+
+    /* slice: channels [slice_start, slice_start + slice_len); attention: `heads` dividing C, head h on
+     * channels [h*C/heads, (h+1)*C/heads), attn_scale the factor on q.k before the softmax */
+    int slice_start, slice_len;
+    int heads;
+    float attn_scale;
 
     /* Parameters as float32, owned by the graph (malloc). After simplification a conv's weight and
      * bias include the folded batch norm (bias is then never NULL). */
@@ -158,10 +167,6 @@ CD_INTERNAL void cd_nn_ref_add(const cd_nn_node *node, int64_t count, const floa
  * other ops: no effect. NaN stays NaN. */
 CD_INTERNAL void cd_nn_ref_unary(cd_nn_op op, int64_t count, const float *in, float *out);
 CD_INTERNAL void cd_nn_ref_softmax(const cd_nn_shape *shape, const float *in, float *out);
-/* Splits [0, count) into contiguous ranges run by up to `threads` threads (<= 0: online CPUs; the
- * caller runs one): nn/ref_ops.c's pool, for the reference ops in other files. */
-CD_INTERNAL void cd_nn_parallel_for(int64_t count, int threads, void (*fn)(void *ctx, int64_t begin, int64_t end),
-                                    void *ctx);
 /* softplus with the node's beta and threshold over count floats (NaN stays NaN). */
 CD_INTERNAL void cd_nn_ref_softplus(const cd_nn_node *node, int64_t count, const float *in, float *out);
 
@@ -187,5 +192,22 @@ CD_INTERNAL void cd_nn_ref_mul(const cd_nn_shape *a_shape, const cd_nn_shape *b_
                                float *out);
 /* out = in * weight[c] (+ bias[c]) (node: weight (C), bias or NULL). */
 CD_INTERNAL void cd_nn_ref_scale(const cd_nn_node *node, const cd_nn_shape *shape, const float *in, float *out);
+
+/* Runs fn over contiguous ranges of [0, count), one per thread (threads <= 0: online CPUs), the caller
+ * taking the first; nn/ref_ops.c's pool of the reference ops. */
+typedef void (*cd_nn_range_fn)(void *ctx, int64_t begin, int64_t end);
+CD_INTERNAL void cd_nn_parallel_for(int64_t count, int threads, cd_nn_range_fn fn, void *ctx);
+
+/* nn/ref_attention.c. Slice: channels [slice_start, +slice_len) of `in` (shape in_shape) into out.
+ * Concat: a (N, Ca, H, W) then b (N, Cb, H, W) along C. Attention: q (q_shape), k and v (kv_shape,
+ * equal), out of q's shape; per (n, head) the softmax over keys with the row maximum subtracted,
+ * float32 sums; scratch is bounded per thread (a block of query rows times the keys), none over the
+ * whole batch. CD_ERR_NOMEM (naming the node) when the scratch cannot be allocated. */
+CD_INTERNAL void cd_nn_ref_slice(const cd_nn_node *node, const cd_nn_shape *in_shape, const float *in, float *out);
+CD_INTERNAL void cd_nn_ref_concat(const cd_nn_shape *a_shape, const float *a, const cd_nn_shape *b_shape,
+                                  const float *b, float *out);
+CD_INTERNAL cd_status cd_nn_ref_attention(const cd_nn_node *node, const cd_nn_shape *q_shape, const float *q,
+                                          const cd_nn_shape *kv_shape, const float *k, const float *v, float *out,
+                                          int threads, cd_error *err);
 
 #endif

@@ -12,6 +12,7 @@
  * convolutions (groups == channels) have a direct per-plane kernel of their own (cd_nn_ref_dwconv2d). */
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,7 +75,9 @@ static void parallel_for(int64_t count, int threads, range_fn fn, void *ctx) {
     }
 }
 
-void cd_nn_parallel_for(int64_t count, int threads, range_fn fn, void *ctx) { parallel_for(count, threads, fn, ctx); }
+void cd_nn_parallel_for(int64_t count, int threads, cd_nn_range_fn fn, void *ctx) {
+    parallel_for(count, threads, fn, ctx);
+}
 
 /* PyTorch's output size (conv and pools; see graph.c). */
 static int64_t out_size(int64_t in, int k, int s, int pad, int dil, bool ceil_mode) {
@@ -916,6 +919,21 @@ cd_status cd_nn_ref_run(const cd_nn_graph *g, float *arena, int threads, cd_erro
             cd_nn_ref_mul(is, &g->nodes[nd->in[1]].shape, a, arena + g->nodes[nd->in[1]].offset, out);
             break;
         case CD_NN_SCALE: cd_nn_ref_scale(nd, is, a, out); break;
+        case CD_NN_SLICE: cd_nn_ref_slice(nd, is, a, out); break;
+        case CD_NN_CONCAT:
+            cd_nn_ref_concat(is, a, &g->nodes[nd->in[1]].shape, arena + g->nodes[nd->in[1]].offset, out);
+            break;
+        case CD_NN_ATTENTION: {
+            const cd_nn_node *kn = &g->nodes[nd->in[1]], *vn = &g->nodes[nd->in[2]];
+            cd_status st =
+                cd_nn_ref_attention(nd, is, a, &kn->shape, arena + kn->offset, arena + vn->offset, out, t, err);
+            if (st != CD_OK) {
+                char msg[CD_ERROR_MESSAGE_MAX];
+                snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+                return cd_fail(err, st, "%s: %s", g->source, msg);
+            }
+            break;
+        }
         case CD_NN_MAXPOOL2D:
         case CD_NN_AVGPOOL2D:
         case CD_NN_ADAPTIVE_AVGPOOL2D:

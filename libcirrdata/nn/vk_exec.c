@@ -91,6 +91,8 @@ enum {
     K_LAYER_NORM,
     K_MUL,
     K_SCALE,
+    K_COPY, /* slice and concat: channel ranges copied */
+    K_ATTN, /* attention; a pipeline per head dimension (like the GEMM's per kernel size) */
     K_COUNT
 };
 enum { MAX_BIND = 6, GEMM_TILE = 64, GEMM_THREADS = 256 };
@@ -137,6 +139,13 @@ typedef struct mul_push {
 typedef struct scale_push {
     uint32_t x_off, w_off, b_off, y_off, total, groups_x, C, HW, flags;
 } scale_push;
+typedef struct copy_push {
+    uint32_t x_off, y_off, total, groups_x, len, x_img, x_base, y_img, y_base;
+} copy_push;
+typedef struct attn_push {
+    uint32_t q_off, k_off, v_off, y_off, C, Lq, Lk;
+    float scale;
+} attn_push;
 typedef struct dw_push {
     uint32_t x_off, w_off, b_off, r_off, y_off, total, groups_x;
     uint32_t C, H, W, O, OH, OW, m, kh, kw, sh, sw, ph, pw, dh, dw, flags;
@@ -167,6 +176,8 @@ static const struct {
     [K_LAYER_NORM] = {CD_SHADER_NN_LAYER_NORM, CD_SHADER_NN_LAYER_NORM_FP16, 4, sizeof(ln_push)},
     [K_MUL] = {CD_SHADER_NN_MUL, CD_SHADER_NN_MUL_FP16, 3, sizeof(mul_push)},
     [K_SCALE] = {CD_SHADER_NN_SCALE, CD_SHADER_NN_SCALE_FP16, 4, sizeof(scale_push)},
+    [K_COPY] = {CD_SHADER_NN_CHANNEL_COPY, CD_SHADER_NN_CHANNEL_COPY_FP16, 2, sizeof(copy_push)},
+    [K_ATTN] = {CD_SHADER_NN_ATTENTION, CD_SHADER_NN_ATTENTION_FP16, 4, sizeof(attn_push)},
 };
 
 /* A byte range of a buffer as a dispatch binds it; tag: the node whose dispatch bound it. */
@@ -205,6 +216,7 @@ void cd_nn_vk_test_limits(uint64_t max_range, uint64_t max_buffer) {
 /* ---------------------------------------------------------------- the kernels (an op family) */
 
 typedef struct gemm_pipe {
+    int kind; /* K_GEMM (kh, kw: the kernel size) or K_ATTN (kh, kw: head dimension, staged q's) */
     uint32_t kh, kw;
     VkPipeline pipe;
 } gemm_pipe;
@@ -215,8 +227,8 @@ typedef struct gemm_pipe {
  * with the kernel sizes of all its models rather than stopping at a fixed count. */
 typedef struct nn_kernels {
     cd_vk_kernel k[K_COUNT];     /* layouts */
-    VkPipeline pipe[2][K_COUNT]; /* all but K_GEMM */
-    gemm_pipe *gemm[2];
+    VkPipeline pipe[2][K_COUNT]; /* all but K_GEMM and K_ATTN */
+    gemm_pipe *gemm[2];          /* K_GEMM's and K_ATTN's, per specialization */
     int ngemm[2], capgemm[2];
     uint32_t local; /* workgroup size of the elementwise kernels */
 } nn_kernels;
@@ -252,18 +264,20 @@ static cd_status nn_kernels_ready(cd_gpu_context *ctx, bool fp16, nn_kernels **o
     if (st != CD_OK) return st;
     nn_kernels *K = state;
     for (int k = 0; k < K_COUNT && st == CD_OK; k++)
-        if (k != K_GEMM && !K->pipe[fp16][k])
+        if (k != K_GEMM && k != K_ATTN && !K->pipe[fp16][k])
             st = cd_vk_pipeline_create(ctx, &K->k[k], fp16 ? g_shaders[k].shader16 : g_shaders[k].shader, &K->local, 1,
                                        &K->pipe[fp16][k], err);
     *out = K;
     return st;
 }
 
-/* The GEMM's pipeline for a kernel size, created on first use. */
-static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, uint32_t kh, uint32_t kw, VkPipeline *out,
-                               cd_error *err) {
+/* The pipeline of kind (K_GEMM or K_ATTN) for specialization constants 0, 1 = kh, kw (the GEMM's
+ * kernel size; attention: the head dimension and whether q is staged, see record_attention), created
+ * on first use. */
+static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, int kind, bool fp16, uint32_t kh, uint32_t kw,
+                               VkPipeline *out, cd_error *err) {
     for (int i = 0; i < K->ngemm[fp16]; i++)
-        if (K->gemm[fp16][i].kh == kh && K->gemm[fp16][i].kw == kw) {
+        if (K->gemm[fp16][i].kind == kind && K->gemm[fp16][i].kh == kh && K->gemm[fp16][i].kw == kw) {
             *out = K->gemm[fp16][i].pipe;
             return CD_OK;
         }
@@ -275,10 +289,10 @@ static cd_status gemm_pipeline(cd_gpu_context *ctx, nn_kernels *K, bool fp16, ui
         K->capgemm[fp16] = c;
     }
     const uint32_t spec[2] = {kh, kw};
-    cd_status st = cd_vk_pipeline_create(
-        ctx, &K->k[K_GEMM], fp16 ? g_shaders[K_GEMM].shader16 : g_shaders[K_GEMM].shader, spec, 2, out, err);
+    cd_status st = cd_vk_pipeline_create(ctx, &K->k[kind], fp16 ? g_shaders[kind].shader16 : g_shaders[kind].shader,
+                                         spec, 2, out, err);
     if (st != CD_OK) return st;
-    K->gemm[fp16][K->ngemm[fp16]++] = (gemm_pipe){kh, kw, *out};
+    K->gemm[fp16][K->ngemm[fp16]++] = (gemm_pipe){kind, kh, kw, *out};
     return CD_OK;
 }
 
@@ -1013,7 +1027,8 @@ static cd_status record_gemm(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
         return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: too large for one dispatch; use a smaller batch", g->source,
                        nd->name);
     VkPipeline pipe;
-    st = gemm_pipeline(vk->ctx, vk->K, vk->fp16, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe, err);
+    st = gemm_pipeline(vk->ctx, vk->K, K_GEMM, vk->fp16, lin ? 1 : (uint32_t)nd->kh, lin ? 1 : (uint32_t)nd->kw, &pipe,
+                       err);
     if (st != CD_OK) return st;
     int other;
     const uint32_t flags = epilogue(nd, on, i, out_node, &other);
@@ -1410,6 +1425,110 @@ static cd_status record_window(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_err
     return st;
 }
 
+/* Slice and concat (K_COPY): per chunk of whole images, one dispatch per operand copying its
+ * channels into the output's range (concat: two disjoint ranges, no barrier between them). */
+static cd_status record_copy(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const int64_t n = nd->shape.n, plane = nd->shape.h * nd->shape.w, out_img = nd->shape.c * plane;
+    const int nops = nd->op == CD_NN_CONCAT ? 2 : 1;
+    int64_t img = out_img;
+    for (int k = 0; k < nops; k++) {
+        const cd_nn_shape *s = &g->nodes[nd->in[k]].shape;
+        if (s->c * s->h * s->w > img) img = s->c * s->h * s->w;
+    }
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, img, n, &per, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per;
+        int64_t y_base = 0;
+        for (int k = 0; k < nops && st == CD_OK; k++) {
+            const cd_nn_shape *s = &g->nodes[nd->in[k]].shape;
+            const int64_t in_img = s->c * s->h * s->w;
+            const int64_t x_base = nd->op == CD_NN_SLICE ? (int64_t)nd->slice_start * plane : 0;
+            const int64_t len = nd->op == CD_NN_SLICE ? out_img : in_img;
+            bind b[2];
+            st = arena_bind(vk, g, i, tensor_off(vk, nd->in[k]) + b0 * in_img, nimg * in_img, false, &b[0], err);
+            if (st == CD_OK)
+                st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * out_img, nimg * out_img, true, &b[1], err);
+            uint32_t gx = 0, gy = 0;
+            if (st == CD_OK) st = grid_1d(vk, g, i, (uint64_t)(nimg * len), &gx, &gy, err);
+            if (st != CD_OK) break;
+            copy_push pc = {b[0].elem,       b[1].elem,        (uint32_t)(nimg * len), gx,
+                            (uint32_t)len,   (uint32_t)in_img, (uint32_t)x_base,       (uint32_t)out_img,
+                            (uint32_t)y_base};
+            st = dispatch(vk, K_COPY, vk->K->pipe[vk->fp16][K_COPY], b, 2, &pc, gx, gy, 1, err);
+            y_base += len;
+        }
+    }
+    vk->tag = 0;
+    return st;
+}
+
+/* The largest head dimension the attention kernel takes: each invocation keeps D of the output in
+ * registers, and its k and v tiles take 128 D bytes of shared memory (20.5 KiB in all at D = 128). */
+#define ATTN_MAX_D 128
+
+/* Shared memory of shaders/nn_attention.comp for head dimension d: the k and v tiles (16 keys, v's
+ * features padded to a multiple of 4), the scores, two per-row vectors, and the staged q (64 rows)
+ * when `stage_q`. */
+static uint64_t attn_shared(int64_t d, bool stage_q) {
+    const uint64_t dp = (uint64_t)(d + 3) / 4 * 4;
+    return 64 * (uint64_t)d + 64 * dp + 4096 + 512 + 256 * (stage_q ? (uint64_t)d : 1);
+}
+
+/* Attention (K_ATTN, a pipeline per head dimension and q staging): per chunk of whole images one
+ * dispatch of (query blocks of 64, heads, images) workgroups. q is staged in shared memory where the
+ * device has room (maxComputeSharedMemorySize: 32 KiB on lavapipe, so up to D = 72); without it the
+ * kernel reads q from the buffer at every tile of keys (about half the speed on lavapipe). */
+static cd_status record_attention(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
+    const cd_nn_node *nd = &g->nodes[i];
+    const cd_nn_shape *qs = &g->nodes[nd->in[0]].shape, *ks = &g->nodes[nd->in[1]].shape;
+    const int64_t n = nd->shape.n, C = qs->c, Lq = qs->h * qs->w, Lk = ks->h * ks->w;
+    const int64_t d = nd->heads > 0 ? C / nd->heads : 0;
+    if (d < 1 || d > ATTN_MAX_D || d * nd->heads != C)
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: node %s: head dimension %lld (%lld channels, %d heads) is outside the Vulkan attention "
+                       "kernel's 1..%d; run it on the CPU",
+                       g->source, nd->name, (long long)d, (long long)C, nd->heads, ATTN_MAX_D);
+    const VkPhysicalDeviceLimits *l = cd_vk_limits(vk->ctx);
+    const bool stage_q = attn_shared(d, true) <= l->maxComputeSharedMemorySize;
+    if (attn_shared(d, false) > l->maxComputeSharedMemorySize)
+        return cd_fail(err, CD_ERR_LIMIT,
+                       "%s: node %s: head dimension %lld needs %llu bytes of shared memory, %s offers %u; run it on "
+                       "the CPU",
+                       g->source, nd->name, (long long)d, (unsigned long long)attn_shared(d, false),
+                       cd_vk_name(vk->ctx), l->maxComputeSharedMemorySize);
+    const uint64_t gx = ((uint64_t)Lq + 63) / 64;
+    if (gx > l->maxComputeWorkGroupCount[0] || (uint64_t)nd->heads > l->maxComputeWorkGroupCount[1])
+        return cd_fail(err, CD_ERR_LIMIT, "%s: node %s: %lld query tokens in %d heads are too many for one dispatch",
+                       g->source, nd->name, (long long)Lq, nd->heads);
+    const int64_t q_img = C * Lq, kv_img = C * Lk;
+    int64_t per = 0;
+    cd_status st = chunk(vk, g, i, q_img > kv_img ? q_img : kv_img, n, &per, err);
+    if (st == CD_OK && (uint64_t)per > l->maxComputeWorkGroupCount[2]) per = l->maxComputeWorkGroupCount[2];
+    VkPipeline pipe = VK_NULL_HANDLE;
+    if (st == CD_OK)
+        st = gemm_pipeline(vk->ctx, vk->K, K_ATTN, vk->fp16, (uint32_t)d, stage_q ? (uint32_t)d : 1, &pipe, err);
+    vk->tag = i + 1;
+    for (int64_t b0 = 0; b0 < n && st == CD_OK; b0 += per) {
+        const int64_t nimg = n - b0 < per ? n - b0 : per;
+        bind b[4];
+        st = arena_bind(vk, g, i, tensor_off(vk, nd->in[0]) + b0 * q_img, nimg * q_img, false, &b[0], err);
+        if (st == CD_OK)
+            st = arena_bind(vk, g, i, tensor_off(vk, nd->in[1]) + b0 * kv_img, nimg * kv_img, false, &b[1], err);
+        if (st == CD_OK)
+            st = arena_bind(vk, g, i, tensor_off(vk, nd->in[2]) + b0 * kv_img, nimg * kv_img, false, &b[2], err);
+        if (st == CD_OK) st = arena_bind(vk, g, i, tensor_off(vk, i) + b0 * q_img, nimg * q_img, true, &b[3], err);
+        if (st != CD_OK) break;
+        attn_push pc = {b[0].elem,   b[1].elem,    b[2].elem,    b[3].elem,
+                        (uint32_t)C, (uint32_t)Lq, (uint32_t)Lk, nd->attn_scale};
+        st = dispatch(vk, K_ATTN, pipe, b, 4, &pc, (uint32_t)gx, (uint32_t)nd->heads, (uint32_t)nimg, err);
+    }
+    vk->tag = 0;
+    return st;
+}
+
 static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error *err) {
     const cd_nn_node *nd = &g->nodes[i];
     if (vk->skip[i]) return CD_OK;
@@ -1438,6 +1557,9 @@ static cd_status record_node(cd_nn_vk *vk, const cd_nn_graph *g, int i, cd_error
     case CD_NN_LAYER_NORM:
     case CD_NN_MUL:
     case CD_NN_SCALE: return record_channelwise(vk, g, i, err);
+    case CD_NN_SLICE:
+    case CD_NN_CONCAT: return record_copy(vk, g, i, err);
+    case CD_NN_ATTENTION: return record_attention(vk, g, i, err);
     default:
         return cd_fail(err, CD_ERR_UNSUPPORTED, "%s: node %s: op %d is not supported by the Vulkan executor", g->source,
                        nd->name, (int)nd->op);
@@ -1545,6 +1667,10 @@ static double node_work(const cd_nn_vk *vk, const cd_nn_graph *g, int i) {
     if (vk->skip[i] || nd->op == CD_NN_INPUT || is_view(nd)) return 0;
     const double out = (double)numel(&nd->shape);
     if (nd->op == CD_NN_CONV2D || nd->op == CD_NN_LINEAR) return 2.0 * out * (double)node_k(nd);
+    if (nd->op == CD_NN_ATTENTION) { /* q.k and p.v: two multiply-adds per (n, channel, query, key) */
+        const cd_nn_shape *k = &g->nodes[nd->in[1]].shape;
+        return 4.0 * out * (double)(k->h * k->w);
+    }
     if (nd->op == CD_NN_DWCONV1D) return 2.0 * out * nd->kw;
     /* per token and state: the decay's exp (~10), the state update and C h (~5); the softplus is per channel */
     if (nd->op == CD_NN_SELECTIVE_SCAN) return 15.0 * out * nd->states;

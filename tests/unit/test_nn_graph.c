@@ -890,6 +890,137 @@ static void test_bad_graphs(void **state) {
         assert_non_null(strstr(err.message, "cannot broadcast"));
         cd_nn_graph_free(g);
     }
+    /* slice, concat and attention: bounds and shapes, each refused naming the node */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b,
+               HEAD "'output': 's', 'nodes': [" CONV(
+                   "c", "x", "w", "") ","
+                                      "{'name': 's', 'op': 'slice', 'inputs': ['c'], 'start': 1, 'length': 2}]}",
+               2, "'s'", "channels [1, 3) are outside the 2");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(
+        &b, HEAD "'output': 's', 'nodes': [{'name': 's', 'op': 'slice', 'inputs': ['x'], 'start': -1, 'length': 1}]}",
+        1, "'s'", "'start'");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b,
+               HEAD "'output': 's', 'nodes': [{'name': 's', 'op': 'slice', 'inputs': ['x'], 'start': 0, 'length': 0}]}",
+               1, "'s'", "'length'");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b, HEAD "'output': 'k', 'nodes': [{'name': 'k', 'op': 'concat', 'inputs': ['x']}]}", 2, "'k'",
+               "array of 2 names");
+    one_conv(&b, 2, 1, 3);
+    expect_bad(
+        &b,
+        HEAD
+        "'output': 'a', 'nodes': [{'name': 'a', 'op': 'attention', 'inputs': ['x', 'x'], 'heads': 1, 'scale': 1}]}",
+        1, "'a'", "array of 3 names");
+    /* heads not dividing C: 3 heads over the conv's 2 channels */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b,
+               HEAD "'output': 'a', 'nodes': [" CONV(
+                   "c", "x", "w",
+                   "") ","
+                       "{'name': 'a', 'op': 'attention', 'inputs': ['c', 'c', 'c'], 'heads': 3, 'scale': 0.5}]}",
+               2, "'a'", "3 heads do not divide the 2 channels");
+    static const char *const bad_attn[][2] = {
+        {"'heads': 0, 'scale': 0.5", "'heads'"},  {"'heads': 1025, 'scale': 0.5", "'heads'"},
+        {"'heads': 1, 'scale': 0", "'scale'"},    {"'heads': 1, 'scale': -1", "'scale'"},
+        {"'heads': 1, 'scale': 1e39", "'scale'"}, {"'heads': 1, 'scale': 'x'", "'scale'"},
+        {"'heads': 1", "missing field 'scale'"},
+    };
+    for (size_t k = 0; k < sizeof bad_attn / sizeof bad_attn[0]; k++) {
+        char graph[320];
+        snprintf(graph, sizeof graph,
+                 HEAD "'output': 'a', 'nodes': [{'name': 'a', 'op': 'attention', 'inputs': ['x', 'x', 'x'], %s}]}",
+                 bad_attn[k][0]);
+        one_conv(&b, 2, 1, 3);
+        expect_bad(&b, graph, 1, "'a'", bad_attn[k][1]);
+    }
+    /* q/k channel mismatch at parse time: q from the 2-channel conv, k and v the 1-channel input */
+    one_conv(&b, 2, 1, 3);
+    expect_bad(&b,
+               HEAD "'output': 'a', 'nodes': [" CONV(
+                   "c", "x", "w",
+                   "") ","
+                       "{'name': 'a', 'op': 'attention', 'inputs': ['c', 'x', 'x'], 'heads': 1, 'scale': 0.5}]}",
+               2, "'a'", "k 'x' has 1 channels, q 'c' has 2");
+    /* found when shaping (channels of a flatten are known only then; token counts always):
+     * k/v token mismatch, q/k channel mismatch, concat of different H/W, a slice past the channels */
+    {
+        int64_t ws[4] = {2, 1, 1, 1}, ws2[4] = {2, 1, 1, 1};
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        stb_tensor(&b, "w2", 4, ws2, NULL);
+        cd_nn_graph *g = NULL;
+        cd_error err;
+        /* k (2 x H x W) and v from a stride-2 conv (2 x H/2 x W/2) */
+        assert_int_equal(
+            stb_load(&b,
+                     HEAD "'output': 'a', 'nodes': [" CONV(
+                         "k", "x", "w",
+                         "") ","
+                             "{'name': 'v', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w2', 'bias': null,"
+                             " 'stride': [2, 2], 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                             "{'name': 'a', 'op': 'attention', 'inputs': ['k', 'k', 'v'], 'heads': 2, 'scale': 1}]}",
+                     2, 1, &g, &err),
+            CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 1, 1, 0, &err), CD_OK); /* 1x1 both ways */
+        assert_int_equal(cd_nn_graph_shape(g, 2, 4, 6, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'a'"));
+        assert_non_null(strstr(err.message, "v 'v' (2x2x2x3)"));
+        assert_non_null(strstr(err.message, "k 'k' (2x2x4x6)"));
+        cd_nn_graph_free(g);
+        /* concat of the same two tensors: H and W differ */
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        stb_tensor(&b, "w2", 4, ws2, NULL);
+        assert_int_equal(stb_load(&b,
+                                  HEAD "'output': 'j', 'nodes': [" CONV(
+                                      "k", "x", "w",
+                                      "") ","
+                                          "{'name': 'v', 'op': 'conv2d', 'inputs': ['x'], 'weight': 'w2', 'bias': null,"
+                                          " 'stride': [2, 2], 'padding': [0, 0], 'dilation': [1, 1], 'groups': 1},"
+                                          "{'name': 'j', 'op': 'concat', 'inputs': ['k', 'v']}]}",
+                                  4, 1, &g, &err),
+                         CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 1, 1, 0, &err), CD_OK);
+        assert_int_equal(g->nodes[find(g, "j")].shape.c, 4);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 5, 4, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'j'"));
+        assert_non_null(strstr(err.message, "differ in N, H or W"));
+        cd_nn_graph_free(g);
+        /* q a flatten (channels known only when shaped): 4 features against k's 2 channels; a slice
+         * of the flatten past its features */
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        assert_int_equal(
+            stb_load(&b,
+                     HEAD "'output': 'a', 'nodes': [" CONV(
+                         "k", "x", "w",
+                         "") ","
+                             "{'name': 'f', 'op': 'flatten', 'inputs': ['x'], 'start_dim': 1},"
+                             "{'name': 'a', 'op': 'attention', 'inputs': ['f', 'k', 'k'], 'heads': 1, 'scale': 1}]}",
+                     2, 1, &g, &err),
+            CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 2, 1, 0, &err), CD_OK); /* 2 features, 2 channels */
+        assert_int_equal(cd_nn_graph_shape(g, 1, 2, 2, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'a'"));
+        assert_non_null(strstr(err.message, "q 'f' (1x4x1x1)"));
+        cd_nn_graph_free(g);
+        stb_init(&b);
+        stb_tensor(&b, "w", 4, ws, NULL);
+        assert_int_equal(
+            stb_load(&b,
+                     HEAD "'output': 's', 'nodes': [{'name': 'f', 'op': 'flatten', 'inputs': ['x'], 'start_dim': 1},"
+                          "{'name': 's', 'op': 'slice', 'inputs': ['f'], 'start': 2, 'length': 3}]}",
+                     3, 1, &g, &err),
+            CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 1, 5, 0, &err), CD_OK);
+        assert_int_equal(cd_nn_graph_shape(g, 1, 1, 4, 0, &err), CD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "'s'"));
+        assert_non_null(strstr(err.message, "channels [2, 5) are outside input 'f' (4x1x1)"));
+        cd_nn_graph_free(g);
+    }
     /* classes must match the output's channels */
     one_conv(&b, 2, 1, 3);
     expect_bad(&b, HEAD "'output': 'c', 'nodes': [" CONV("c", "x", "w", "") "]}", 5, "'c'", "5 classes");
