@@ -6,7 +6,9 @@
 `build(arch, classes)` knows torchvision's resnet18/34/50/101/152 and vgg11/13/16/19 (and the _bn
 variants), with the classifier replaced by a `classes`-way Linear exactly as the staging code does
 (ResNet: `fc = Linear(fc.in_features, classes)`; VGG: `classifier[6] = Linear(4096, classes)`), and
-"cirrnet-small", a small torchvision-style ResNet for training on a few CPU cores (CirrNetSmall below).
+"cirrnet-small", a small torchvision-style ResNet for training on a few CPU cores (CirrNetSmall below),
+and the staging paper's transformers "pvt_v2_b2" (cirrdata/pvt_v2.py, timm's names) and "mambavision_t"
+(cirrdata/mambavision.py, NVlabs' names), each with a `classes`-way head.
 Weights are freshly initialised (torchvision's initialisation; no download).
 
 `import cirrdata` does not import this module, so the package keeps working without torch.
@@ -19,6 +21,7 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 VGGS = ('vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn')
 ARCHS = RESNETS + VGGS + ('cirrnet-small',)
+ARCHS = ARCHS + ('pvt_v2_b2', 'mambavision_t')  # self-contained definitions with upstream names
 
 __all__ = ['ARCHS', 'CirrNetSmall', 'build']
 
@@ -82,4 +85,10 @@ def build(arch, classes=3):
         return model
     if arch == 'cirrnet-small':
         return CirrNetSmall(classes)
+    if arch == 'pvt_v2_b2':
+        from .pvt_v2 import pvt_v2_b2
+        return pvt_v2_b2(classes)
+    if arch == 'mambavision_t':
+        from .mambavision import mambavision_t
+        return mambavision_t(classes)
     raise ValueError("unknown architecture '%s' (known: %s)" % (arch, ', '.join(ARCHS)))
