@@ -533,7 +533,7 @@ def main():
     try:
         import torch
         import torch.nn.functional as F
-        torch.set_num_threads(2)
+        torch.set_num_threads(1)  # the suite runs tests side by side: threads would only contend
         ew = importlib.import_module('export_weights')
         models, stio = ew.import_cirrdata_modules()
         pv = importlib.import_module('cirrdata.pvt_v2')
