@@ -7,8 +7,10 @@
 variants), mobilenet_v3_small and convnext_base, with the classifier replaced by a `classes`-way Linear
 exactly as the staging code does (ResNet: `fc = Linear(fc.in_features, classes)`; VGG:
 `classifier[6] = Linear(4096, classes)`; MobileNetV3-Small: `classifier[3]`; ConvNeXt-Base:
-`classifier[2]`, both `Linear(in_features, classes)`), and
-"cirrnet-small", a small torchvision-style ResNet for training on a few CPU cores (CirrNetSmall below).
+`classifier[2]`, both `Linear(in_features, classes)`), "cirrnet-small", a small torchvision-style
+ResNet for training on a few CPU cores (CirrNetSmall below), and the staging paper's transformers
+"pvt_v2_b2" (cirrdata/pvt_v2.py, timm's names) and "mambavision_t" (cirrdata/mambavision.py, NVlabs'
+names), each with a `classes`-way head.
 Weights are freshly initialised (torchvision's initialisation; no download).
 
 `import cirrdata` does not import this module, so the package keeps working without torch.
@@ -23,6 +25,7 @@ VGGS = ('vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 
 # torchvision model -> index of the classifier's last Linear (the staging code replaces it)
 HEADS = {'mobilenet_v3_small': 3, 'convnext_base': 2}
 ARCHS = RESNETS + VGGS + tuple(HEADS) + ('cirrnet-small',)
+ARCHS = ARCHS + ('pvt_v2_b2', 'mambavision_t')  # self-contained definitions with upstream names
 
 __all__ = ['ARCHS', 'CirrNetSmall', 'build']
 
@@ -91,4 +94,10 @@ def build(arch, classes=3):
         return model
     if arch == 'cirrnet-small':
         return CirrNetSmall(classes)
+    if arch == 'pvt_v2_b2':
+        from .pvt_v2 import pvt_v2_b2
+        return pvt_v2_b2(classes)
+    if arch == 'mambavision_t':
+        from .mambavision import mambavision_t
+        return mambavision_t(classes)
     raise ValueError("unknown architecture '%s' (known: %s)" % (arch, ', '.join(ARCHS)))

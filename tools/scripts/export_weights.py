@@ -11,6 +11,9 @@ DistributedDataParallel) is removed. The architecture comes from python/cirrdata
 absent), the model is put in eval() and traced with torch.fx, and the traced graph is written as the
 "cirrdata.graph" metadata JSON beside every state_dict tensor as F32. An op the graph format does not
 have is an error naming the node.
+pvt_v2_b2 and mambavision_t are not traced: their modules build the graph themselves (cirrdata/pvt_v2.py,
+cirrdata/mambavision.py); a PVTv2 checkpoint with the original PVT repository's names (patch_embed1,
+block1.0, norm1, dwconv.dwconv) is renamed to timm's first.
 
 --random exports a freshly initialised model instead of a checkpoint (seeded by --seed);
 --random-bn also draws the normalisation parameters at random: every BatchNorm's weight, bias,
@@ -103,9 +106,12 @@ def load_weights(model, sd, torch):
 def randomise_bn(model, torch, gen):
     """Draws BatchNorm statistics and affine parameters so folding them is actually exercised. The
     ranges keep every channel's scale weight/sqrt(var+eps) within about [0.6, 1.7], so deep networks
-    neither blow up nor vanish."""
+    neither blow up nor vanish. LayerNorm affines are drawn from the same ranges."""
     with torch.no_grad():
         for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.4 + 0.8)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 c = m.num_features
                 if m.running_mean is not None:
@@ -534,6 +540,14 @@ _FIELDS = {
     'mul': (),
     'scale': ('weight', 'bias'),
 }
+# The ops of the transformer networks (issue 17; cirrdata/pvt_v2.py, cirrdata/mambavision.py emit them).
+_FIELDS.update({
+    'concat': (), 'slice': ('start', 'length'), 'attention': ('heads', 'scale'), 'softplus': ('beta', 'threshold'),
+    'dwconv1d': ('weight', 'bias', 'padding'),
+    'selective_scan': ('A_log', 'D', 'delta_bias', 'delta_softplus'),
+    'window_partition': ('window',), 'window_reverse': ('window',),
+})
+_INPUTS = {'add': 2, 'mul': 2, 'concat': 2, 'window_reverse': 2, 'attention': 3, 'selective_scan': 4}
 
 
 def check_graph(graph, shapes):
@@ -561,7 +575,7 @@ def check_graph(graph, shapes):
         name = n['name']
         if not isinstance(name, str) or not name or len(name.encode()) > MAX_NODE_NAME or name in seen:
             fail(n, 'name empty, too long or not unique')
-        k = 2 if op in ('add', 'mul') else 1
+        k = _INPUTS.get(op, 1)
         if len(n['inputs']) != k or any(i not in seen for i in n['inputs']):
             fail(n, 'inputs %r must be %d earlier node(s)' % (n['inputs'], k))
         for key in ('kernel', 'stride', 'dilation'):
@@ -579,9 +593,10 @@ def check_graph(graph, shapes):
         for key in ('ceil_mode', 'count_include_pad'):
             if key in n and not isinstance(n[key], bool):
                 fail(n, '%s is not a boolean' % key)
-        for key in ('weight', 'bias', 'running_mean', 'running_var'):
+        for key in ('weight', 'bias', 'running_mean', 'running_var', 'A_log', 'D', 'delta_bias'):
             if key in n and n[key] is not None and n[key] not in shapes:
                 fail(n, '%s %r is not a tensor of the file' % (key, n[key]))
+        check_new_op(n, shapes, fail)
         if op == 'conv2d':
             w = shapes[n['weight']]
             g = n['groups']
@@ -615,6 +630,68 @@ def check_graph(graph, shapes):
         seen.add(name)
     if graph['output'] not in seen or graph['output'] == inp['name']:
         raise ExportError('graph: output %r is not a node' % graph['output'])
+
+
+def check_new_op(n, shapes, fail):
+    """Fields and tensor shapes of the issue-17 ops (the lead's op contract)."""
+    op = n['op']
+
+    def vec(key, c=None):
+        s = shapes[n[key]]
+        if len(s) != 1 or (c is not None and s[0] != c):
+            fail(n, '%s shape %r, expected (%s)' % (key, s, 'C' if c is None else c))
+        return s[0]
+
+    def positive(key, top):
+        if not (isinstance(n[key], int) and not isinstance(n[key], bool) and 1 <= n[key] <= top):
+            fail(n, '%s %r outside 1..%d' % (key, n[key], top))
+
+    if op in ('layer_norm', 'scale'):
+        c = None
+        if n['weight'] is not None:
+            s = shapes[n['weight']]
+            if op == 'scale' and len(s) == 3 and s[1:] == (1, 1):
+                s = s[:1]
+            if len(s) != 1:
+                fail(n, 'weight shape %r' % (s,))
+            c = s[0]
+        elif op == 'scale':
+            fail(n, 'scale without a weight')
+        if n['bias'] is not None:
+            vec('bias', c)
+        if op == 'layer_norm' and not (isinstance(n['eps'], float) and math.isfinite(n['eps']) and n['eps'] > 0):
+            fail(n, 'eps must be finite and > 0')
+    elif op == 'slice':
+        if not (isinstance(n['start'], int) and n['start'] >= 0):
+            fail(n, 'start %r' % (n['start'],))
+        positive('length', 1 << 20)
+    elif op == 'attention':
+        positive('heads', 4096)
+        if not (isinstance(n['scale'], float) and math.isfinite(n['scale']) and n['scale'] > 0):
+            fail(n, 'scale must be finite and > 0')
+    elif op == 'softplus':
+        if not all(isinstance(n[k], (int, float)) and math.isfinite(n[k]) for k in ('beta', 'threshold')) \
+                or n['beta'] <= 0:
+            fail(n, 'beta must be > 0, threshold finite')
+    elif op == 'dwconv1d':
+        w = shapes[n['weight']]
+        if len(w) != 3 or w[1] != 1 or not 1 <= w[2] <= 64:
+            fail(n, 'weight shape %r, expected (C, 1, K) with K 1..64' % (w,))
+        if n['bias'] is not None:
+            vec('bias', w[0])
+        if sum(n['padding']) != w[2] - 1:
+            fail(n, 'padding %r does not sum to K - 1 = %d' % (n['padding'], w[2] - 1))
+    elif op == 'selective_scan':
+        a = shapes[n['A_log']]
+        if len(a) != 2:
+            fail(n, 'A_log shape %r, expected (D, S)' % (a,))
+        for key in ('D', 'delta_bias'):
+            if n[key] is not None:
+                vec(key, a[0])
+        if not isinstance(n['delta_softplus'], bool):
+            fail(n, 'delta_softplus is not a boolean')
+    elif op in ('window_partition', 'window_reverse'):
+        positive('window', 64)
 
 
 def check_running_var(sd, graph):
@@ -683,17 +760,28 @@ def export(a, models, stio):
             raise ExportError('%s: cannot load as a PyTorch checkpoint: %s: %s' % (
                 a.checkpoint, type(e).__name__, str(e).splitlines()[0] if str(e) else ''))
         sd = strip_module_prefix(extract_state_dict(obj, torch, a.checkpoint))
+        if hasattr(model, 'remap_state_dict'):  # another upstream's names (the original PVT repository's)
+            sd = model.remap_state_dict(sd)
         load_weights(model, sd, torch)
     model.eval()
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as e:
-        raise ExportError('torch.fx cannot trace %s: %s: %s' % (a.arch, type(e).__name__, e))
+    # Networks whose reshapes torch.fx cannot express in the format's ops emit their own graph.
+    emit = getattr(model, 'cirrdata_graph', None)
+    if emit is None:
+        try:
+            gm = torch.fx.symbolic_trace(model)
+        except Exception as e:
+            raise ExportError('torch.fx cannot trace %s: %s: %s' % (a.arch, type(e).__name__, e))
 
     sd = {k: v for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
     first_conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     in_channels = first_conv.in_channels if first_conv is not None else 3
-    graph, used = convert_graph(gm, torch, in_channels)
+    if emit is None:
+        graph, used = convert_graph(gm, torch, in_channels)
+    else:
+        try:
+            graph, used = emit(in_channels)
+        except ValueError as e:
+            raise ExportError('%s: %s' % (a.arch, e))
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     check_graph(graph, shapes)
     check_running_var(sd, graph)
