@@ -43,36 +43,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from asan_reexec import reexec_under_asan  # noqa: E402
-import vk_test  # noqa: E402
+import nets_common  # noqa: E402
+from nets_common import check, compare_net, rel_err, vulkan_device  # noqa: E402
 
-PASSED = 0
-FAILED = 0
 OP_TOL = 1e-5
-TOL = 1e-4
-FP16_TOL = 1e-2  # see the module docstring
-
-
-def check(ok, name, detail=''):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print('ok   %s%s' % (name, (': ' + str(detail)) if detail != '' else ''))
-    else:
-        FAILED += 1
-        print('FAIL %s%s' % (name, (': ' + str(detail)[:600]) if detail != '' else ''))
-    return ok
-
-
-def rel_err(ours, ref):
-    import numpy as np
-    return float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
 
 
 def write_model(path, nodes, output, in_ch, classes, tensors):
@@ -279,53 +259,6 @@ def export_refusals():
               msg)
 
 
-def vulkan_device(path):
-    """The device name, or None (printed) when this machine has no Vulkan device and needs none."""
-    import cirrdata
-    try:
-        with cirrdata.Model(path, device='vulkan') as m:
-            return m.device
-    except cirrdata.CirrdataError as e:
-        if e.status == 'unsupported':
-            if check(not vk_test.vulkan_required(), 'a Vulkan device opens (required here)', str(e)):
-                print('skip vulkan: %s' % e)
-            return None
-        raise
-
-
-def compare_net(path, net, label, sizes, rng, device, fp16=False):
-    """cirrdata.Model(path, device) against net on random images of each size; returns the errors."""
-    import cirrdata
-    import numpy as np
-    import torch
-    from cirrdata.model import vulkan_stats
-    t0 = time.time()
-    with cirrdata.Model(path, device=device, threads=2, fp16=fp16) as m:
-        opened = time.time() - t0
-        if device == 'vulkan':
-            check(m.device.endswith('(fp16)' if fp16 else '(fp32)'), '%s device' % label, m.device)
-        for n, h, w in sizes:
-            x = rng.standard_normal((n, 3, h, w), dtype=np.float32)
-            before = vulkan_stats() if device == 'vulkan' else None
-            t0 = time.time()
-            ours = m.predict(x)
-            t1 = time.time()
-            if before:
-                after = vulkan_stats()
-                check(after['submissions'] > before['submissions'] and after['cpu_fallback'] == before['cpu_fallback'],
-                      '%s %dx3x%dx%d ran on the device' % (label, n, h, w))
-            with torch.no_grad():
-                ref = net(torch.from_numpy(x)).numpy()
-            e = rel_err(ours, ref)
-            tol = FP16_TOL if fp16 else TOL
-            check(ours.shape == ref.shape and e <= tol, '%s %dx3x%dx%d vs torch' % (label, n, h, w),
-                  'rel %.2e (allowed %.0e), open %.1fs, ours %.2fs, torch %.2fs' % (
-                      e, tol, opened, t1 - t0, time.time() - t1))
-    if device == 'vulkan':
-        s = vulkan_stats()
-        check(s['validation_messages'] == 0, '%s: no Vulkan validation message' % label, s['validation_first'])
-
-
 def networks(tmp, rng, asan, slow):
     vk = None
     if not asan:
@@ -376,8 +309,8 @@ def main():
                 import traceback
                 traceback.print_exc()
                 check(False, 'group', repr(e))
-    print('nets_cnn: %d passed, %d failed' % (PASSED, FAILED))
-    return 1 if FAILED else 0
+    print('nets_cnn: %d passed, %d failed' % (nets_common.PASSED, nets_common.FAILED))
+    return 1 if nets_common.FAILED else 0
 
 
 if __name__ == '__main__':

@@ -1,0 +1,80 @@
+"""Helpers shared by the whole-network parity tests (test_nets_cnn.py, test_nets_transformers.py): the
+pass/fail counter, the relative error, finding the Vulkan device, and cirrdata.Model against a torch
+module on random images (float32 within TOL = 1e-4 of max|torch|, float16 storage within FP16_TOL =
+1e-2: see test_nets_cnn.py's docstring for why)."""
+import time
+
+import vk_test
+
+PASSED = 0
+FAILED = 0
+TOL = 1e-4
+FP16_TOL = 1e-2
+
+
+def check(ok, name, detail=''):
+    global PASSED, FAILED
+    if ok:
+        PASSED += 1
+        print('ok   %s%s' % (name, (': ' + str(detail)) if detail != '' else ''))
+    else:
+        FAILED += 1
+        print('FAIL %s%s' % (name, (': ' + str(detail)[:600]) if detail != '' else ''))
+    return ok
+
+
+def rel_err(ours, ref):
+    import numpy as np
+    return float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+
+
+def vulkan_device(path):
+    """The device name, or None (printed) when this machine has no Vulkan device and needs none."""
+    import cirrdata
+    try:
+        with cirrdata.Model(path, device='vulkan') as m:
+            return m.device
+    except cirrdata.CirrdataError as e:
+        if e.status == 'unsupported':
+            if check(not vk_test.vulkan_required(), 'a Vulkan device opens (required here)', str(e)):
+                print('skip vulkan: %s' % e)
+            return None
+        raise
+
+
+def compare_net(path, net, label, sizes, rng, device, fp16=False, refs=None):
+    """cirrdata.Model(path, device) against net on random images of each size. refs: a dict keeping each
+    size's image and torch's logits for the next call on the same net (torch's pass is the slow part)."""
+    import cirrdata
+    import numpy as np
+    import torch
+    from cirrdata.model import vulkan_stats
+    t0 = time.time()
+    with cirrdata.Model(path, device=device, threads=2, fp16=fp16) as m:
+        opened = time.time() - t0
+        if device == 'vulkan':
+            check(m.device.endswith('(fp16)' if fp16 else '(fp32)'), '%s device' % label, m.device)
+        for n, h, w in sizes:
+            if refs is not None and (n, h, w) in refs:
+                x, ref = refs[(n, h, w)]
+            else:
+                x = rng.standard_normal((n, 3, h, w), dtype=np.float32)
+                with torch.no_grad():
+                    ref = net(torch.from_numpy(x)).numpy()
+                if refs is not None:
+                    refs[(n, h, w)] = x, ref
+            before = vulkan_stats() if device == 'vulkan' else None
+            t0 = time.time()
+            ours = m.predict(x)
+            t1 = time.time()
+            if before:
+                after = vulkan_stats()
+                check(after['submissions'] > before['submissions'] and after['cpu_fallback'] == before['cpu_fallback'],
+                      '%s %dx3x%dx%d ran on the device' % (label, n, h, w))
+            e = rel_err(ours, ref)
+            tol = FP16_TOL if fp16 else TOL
+            check(ours.shape == ref.shape and e <= tol, '%s %dx3x%dx%d vs torch' % (label, n, h, w),
+                  'rel %.2e (allowed %.0e), open %.1fs, ours %.2fs' % (e, tol, opened, t1 - t0))
+    if device == 'vulkan':
+        s = vulkan_stats()
+        check(s['validation_messages'] == 0, '%s: no Vulkan validation message' % label, s['validation_first'])
