@@ -52,9 +52,10 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
     Ct = C.float().transpose(1, 2)                                        # (b, l, n)
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
-    for t in range(u.shape[2]):
-        h = dA[:, :, t] * h + dBu[:, :, t]
-        ys.append((h * Ct[:, t, None, :]).sum(-1))
+    # unbind, not dA[:, :, t]: a slice's gradient is a whole zero tensor per step, unbind's one stack
+    for a_t, bu_t, c_t in zip(dA.unbind(2), dBu.unbind(2), Ct.unbind(1)):
+        h = a_t * h + bu_t
+        ys.append((h * c_t[:, None, :]).sum(-1))
     y = torch.stack(ys, dim=2)
     return y if D is None else y + u * D.float()[:, None]
 
