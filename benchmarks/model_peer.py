@@ -10,13 +10,25 @@ module python/cirrdata/models.py builds (torchvision's definition); torch.set_nu
 torch.no_grad(). Input: uniform in [-2, 2), batch x 3 x size x size float32. `--warmup` untimed
 calls, then `--iters` calls, each timed with time.perf_counter (the clock bench_model's
 CLOCK_MONOTONIC is on Linux); imports, model building and weight loading are not timed. Prints one
-JSON object: every timed call, best, median, images/s = batch / median.
+JSON object: every timed call, best, median, images/s = batch / median, and `blas`: the BLAS library
+torch has loaded (nn.Linear and matmul run on it; Debian's torch links libblas.so.3, which is
+whichever BLAS the system or LD_LIBRARY_PATH provides).
 """
 import argparse
 import json
 import os
 import sys
 import time
+
+
+def blas_loaded():
+    """The file names of the BLAS libraries mapped into this process (read from /proc/self/maps)."""
+    try:
+        with open('/proc/self/maps') as f:
+            names = {line.split()[-1] for line in f if 'blas' in line.lower() and '/' in line}
+    except OSError:
+        return 'unknown'
+    return ', '.join(sorted(os.path.realpath(n) for n in names)) or 'none'
 
 
 def main():
@@ -51,7 +63,7 @@ def main():
     print(json.dumps({'tool': 'torch', 'model': a.arch, 'device': 'torch %s CPU' % torch.__version__,
                       'threads': torch.get_num_threads(), 'batch': a.batch, 'size': [a.size, a.size],
                       'warmup': a.warmup, 'times_s': [round(t, 6) for t in times], 'best_s': min(times),
-                      'median_s': med, 'images_per_s': a.batch / med}))
+                      'median_s': med, 'images_per_s': a.batch / med, 'blas': blas_loaded()}))
 
 
 if __name__ == '__main__':

@@ -19,7 +19,10 @@
 # ITERS timed calls. The ratio ours / torch is taken per round (torch's median time / ours, adjacent
 # in time, so both see about the same machine load) and summarised as the median (min-max) over the
 # rounds: the decode benchmark's method. Every result goes to benchmarks/.data/model_results.jsonl
-# with the load average at its start.
+# with the load average at its start. The summary names the BLAS library torch loaded (model_peer.py
+# reads it from /proc/self/maps): Debian's torch runs nn.Linear and matmul on libblas.so.3, the
+# reference BLAS unless another is installed or put first on LD_LIBRARY_PATH (benchmarks/README.md,
+# "Model inference").
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -130,6 +133,8 @@ print(f"\n  {'ours / torch (per round)':<22}" + "".join(f"{'r' + str(i):>8}" for
 for arch in archs:
     v = [get("torch", arch, i)["median_s"] / get("ours", arch, i)["median_s"] for i in rounds]
     print(f"  {arch:<22}" + "".join(f"{x:>8.2f}" for x in v) + f"{med(v):>9.2f}{min(v):>8.2f}{max(v):>8.2f}")
+blas = sorted({r["result"].get("blas", "not recorded") for r in rows if r["result"]["tool"] == "torch"})
+print(f"\n  torch's BLAS (nn.Linear, matmul): {'; '.join(blas)}")
 loads = [r["load"] for r in rows]
 print(f"\n  load average (1 min) at the start of the runs: {min(loads):.2f}-{max(loads):.2f}")
 vk = [r["result"] for r in rows if r["round"] == 0]
