@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Inference benchmark: ResNet-18 and ResNet-50 (random weights and random batch-norm statistics,
+# Inference benchmark: ResNet-18, ResNet-50 and the staging paper's MobileNetV3-Small, ConvNeXt-Base,
+# PVTv2-b2 and MambaVision-T (random weights and random normalisation statistics,
 # exported by tools/scripts/export_weights.py) at batch 32, 3x256x256, through cd_model on Vulkan
 # (bench_model) in float32 and with float16 storage (--fp16), against PyTorch eager float32 and
 # autocast float16 on the same card (torch_model.py), with the parity of the logits against PyTorch
@@ -8,7 +9,8 @@
 #
 #   benchmarks/gpu/run_model.sh [BUILD_DIR]     (default BUILD_DIR: build-gpu, else build)
 #
-# Environment: MODEL_ARCHS ("resnet18 resnet50"), MODEL_PRECISIONS ("fp32 fp16"), MODEL_BATCH (32), MODEL_SIZE (256), MODEL_ITERS (20),
+# Environment: MODEL_ARCHS ("resnet18 resnet50 mobilenet_v3_small convnext_base pvt_v2_b2 mambavision_t";
+# with the tv_shim stand-in the two torchvision-only ones are skipped, saying so), MODEL_PRECISIONS ("fp32 fp16"), MODEL_BATCH (32), MODEL_SIZE (256), MODEL_ITERS (20),
 # MODEL_WARMUP (3), MODEL_CPU_CHECK (2 images against the C executor; 0: off), RESULTS_DIR (default
 # $OUT, else a temporary folder: model_<arch>[_fp16]_vk.json, model_<arch>_torch_{cuda,cpu}.json,
 # model_summary.txt), PYTHON (a python3 with torch; torchvision too, else benchmarks/gpu/tv_shim
@@ -23,7 +25,7 @@ root=$(cd "$here/../.." && pwd)
 cd "$root"
 . "$here/gpu_lib.sh"
 gpu_build_dir bench_model "${1:-}"
-archs=${MODEL_ARCHS:-resnet18 resnet50}
+archs=${MODEL_ARCHS:-resnet18 resnet50 mobilenet_v3_small convnext_base pvt_v2_b2 mambavision_t}
 precisions=${MODEL_PRECISIONS:-fp32 fp16}
 batch=${MODEL_BATCH:-32}
 size=${MODEL_SIZE:-256}
@@ -38,7 +40,9 @@ gpu_require bench_model
 gpu_vulkan_env
 
 # Python with torch; without torchvision (the lent GPU machines ship torch alone) the ResNets come
-# from benchmarks/gpu/tv_shim, a minimal torchvision stand-in (MODEL_TV_SHIM=1 forces it).
+# from benchmarks/gpu/tv_shim, a minimal torchvision stand-in (MODEL_TV_SHIM=1 forces it), and
+# MobileNetV3-Small and ConvNeXt-Base, which only the real torchvision defines, are skipped. PVTv2-b2 and
+# MambaVision-T are the project's own definitions (python/cirrdata): they need torch alone.
 gpu_torch_python
 if [ -z "$py" ]; then
   echo "error: no python3 with torch (needed to export the weights and for the comparison)" >&2
@@ -47,6 +51,14 @@ fi
 if [ "${MODEL_TV_SHIM:-0}" = 1 ] || ! "$py" -c 'import torchvision' 2>/dev/null; then
   echo "== no torchvision: using the ResNet stand-in benchmarks/gpu/tv_shim"
   export PYTHONPATH="$here/tv_shim${PYTHONPATH:+:$PYTHONPATH}"
+  kept=
+  for arch in $archs; do
+    case $arch in
+    mobilenet_v3_small | convnext_base) echo "== $arch: skipped (torchvision defines it; this python has none)" ;;
+    *) kept="$kept $arch" ;;
+    esac
+  done
+  archs=$kept
 fi
 cuda=0
 "$py" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && cuda=1

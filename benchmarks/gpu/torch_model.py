@@ -29,23 +29,27 @@ is compared with the same architecture's PyTorch run (model_<arch>_torch_*.json)
 """
 FP16_TOL = 1e-2
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import statistics
 import sys
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PKG = os.path.join(os.path.dirname(os.path.dirname(HERE)), 'python', 'cirrdata')
 
 
 def load_module(name):
-    """cirrdata.<name> without importing the package (which loads libcirrdata through ctypes)."""
-    spec = importlib.util.spec_from_file_location('cirrdata_' + name, os.path.join(PKG, name + '.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """cirrdata.<name> without running the package's __init__ (which loads libcirrdata through ctypes):
+    an empty `cirrdata` package over python/cirrdata, so that the modules' relative imports (models.py
+    -> pvt_v2.py -> graph_emit.py) resolve."""
+    if 'cirrdata' not in sys.modules:
+        pkg = types.ModuleType('cirrdata')
+        pkg.__path__ = [PKG]
+        sys.modules['cirrdata'] = pkg
+    return importlib.import_module('cirrdata.' + name)
 
 
 def build_model(path, torch):
