@@ -15,7 +15,7 @@ may be absent.
 """
 import torch
 
-__all__ = ['load_checkpoint', 'state_dict_of', 'strip_module_prefix']
+__all__ = ['load_checkpoint', 'state_dict_of', 'strip_module_prefix', 'strip_wrapper_prefix']
 
 
 def state_dict_of(obj, where='checkpoint'):
@@ -39,9 +39,23 @@ def strip_module_prefix(sd):
     return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()}
 
 
+def strip_wrapper_prefix(sd, own_keys):
+    """A network saved inside a wrapper (a trainer's `model.`, `encoder.` or `backbone.` attribute):
+    when no key of sd is one of the model's (own_keys) and every key starts with the same first name
+    P, the keys without "P." (repeatedly, for nested wrappers); else sd unchanged."""
+    own = set(own_keys)
+    while sd and not any(k in own for k in sd):
+        first = {k.split('.', 1)[0] for k in sd}
+        if len(first) != 1 or any('.' not in k for k in sd):
+            break
+        cut = len(first.pop()) + 1
+        sd = {k[cut:]: v for k, v in sd.items()}
+    return sd
+
+
 def load_checkpoint(model, obj, where='checkpoint'):
     """Loads obj (see the module docstring) into model strictly; returns model."""
-    sd = strip_module_prefix(state_dict_of(obj, where))
+    sd = strip_wrapper_prefix(strip_module_prefix(state_dict_of(obj, where)), model.state_dict().keys())
     remap = getattr(model, 'remap_state_dict', None)
     if remap is not None:
         sd = remap(sd)

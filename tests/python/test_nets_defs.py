@@ -18,7 +18,8 @@ Checks:
       block 0 of each stage with its shape, written here from reading timm's pvt_v2.py and NVlabs'
       mamba_vision.py) and the parameter counts derived from those formulas: PVTv2-b2 25,362,856 and
       MambaVision-T 31,794,248 with a 1000-class head;
-  (c) loading: a bare state_dict, {'state_dict'}, {'model'}, {'model_state_dict'} with 'module.', an
+  (c) loading: a bare state_dict, {'state_dict'}, {'model'}, {'model_state_dict'} with 'module.', a
+      wrapper's prefix (encoder., module.model.backbone.), an
       nn.Module and (PVTv2) the original PVT repository's names all give identical logits; a head of
       another class count and a missing tensor fail naming the tensor; export_weights.py exports an
       original-names checkpoint whose file graph reproduces the logits, and --random --random-bn
@@ -374,6 +375,9 @@ def loading(c, ck, gi, ew, stio, work, torch, pvt3, mv3):
         sd = {k: v.clone() for k, v in src.state_dict().items()}
         forms = [('bare', sd), ("{'state_dict'}", {'state_dict': sd, 'epoch': 3}), ("{'model'}", {'model': sd}),
                  ("{'model_state_dict'} + module.", {'model_state_dict': {'module.' + k: v for k, v in sd.items()}}),
+                 ("a wrapper's encoder. prefix", {'model': {'encoder.' + k: v for k, v in sd.items()}}),
+                 ("nested wrappers' module.model.backbone.",
+                  {'module.model.backbone.' + k: v for k, v in sd.items()}),
                  ('nn.Module', src), ('without num_batches_tracked',
                                       {k: v for k, v in sd.items() if not k.endswith('num_batches_tracked')})]
         if label == 'pvt_v2_b2':
@@ -383,7 +387,8 @@ def loading(c, ck, gi, ew, stio, work, torch, pvt3, mv3):
             c.check(all(k in orig for k in names), 'the original PVT names are spelt as upstream',
                     [k for k in names if k not in orig])
             forms += [('original PVT names', orig), ('original names + module.',
-                                                      {'state_dict': {'module.' + k: v for k, v in orig.items()}})]
+                                                      {'state_dict': {'module.' + k: v for k, v in orig.items()}}),
+                      ('original names + backbone.', {'backbone.' + k: v for k, v in orig.items()})]
         dst = copy.deepcopy(src)
         for form, obj in forms:
             with torch.no_grad():

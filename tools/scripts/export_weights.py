@@ -6,7 +6,8 @@
 
 CHECKPOINT may be a state_dict, a dict holding one under 'state_dict', 'model' or 'model_state_dict'
 (as training scripts save them), or a whole pickled nn.Module; a 'module.' prefix (DataParallel /
-DistributedDataParallel) is removed. The architecture comes from python/cirrdata/models.py
+DistributedDataParallel) is removed, and so is a wrapper's prefix shared by every key (a trainer that
+holds the network as `model.`, `encoder.` or `backbone.`) when no key fits the network without it. The architecture comes from python/cirrdata/models.py
 (build(arch, classes)); the weights are loaded strictly (only BatchNorm's num_batches_tracked may be
 absent), the model is put in eval() and traced with torch.fx, and the traced graph is written as the
 "cirrdata.graph" metadata JSON beside every state_dict tensor as F32. An op the graph format does not
@@ -61,28 +62,13 @@ def import_cirrdata_modules():
 
 # ---------------------------------------------------------------- checkpoint loading
 
-def extract_state_dict(obj, torch, where):
-    """The state_dict inside a loaded checkpoint object (see the module docstring)."""
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, dict):
-        for key in ('state_dict', 'model_state_dict', 'model'):
-            if key in obj and isinstance(obj[key], (dict, torch.nn.Module)):
-                return extract_state_dict(obj[key], torch, where + "['%s']" % key)
-        bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-        if not obj or bad:
-            raise ExportError('%s is not a state_dict: %s' % (
-                where, 'it is empty' if not obj else "entry '%s' is a %s, not a tensor" % (bad[0], type(obj[bad[0]]).__name__)))
-        return obj
-    raise ExportError('%s holds a %s, not a state_dict, a dict with one, or an nn.Module' % (where, type(obj).__name__))
-
-
-def strip_module_prefix(sd):
-    """Removes DataParallel's 'module.' prefix (from every key that has it)."""
-    out = type(sd)() if isinstance(sd, dict) else {}
-    for k, v in sd.items():
-        out[k[len('module.'):] if k.startswith('module.') else k] = v
-    return out
+def extract_state_dict(obj, where):
+    """The state_dict inside a loaded checkpoint object (see the module docstring), 'module.' removed."""
+    checkpoint = importlib.import_module('cirrdata.checkpoint')
+    try:
+        return checkpoint.strip_module_prefix(checkpoint.state_dict_of(obj, where))
+    except ValueError as e:
+        raise ExportError(str(e))
 
 
 def load_weights(model, sd, torch):
@@ -374,7 +360,6 @@ def convert_graph(gm, torch, in_channels):
     except ImportError:
         _sd_fn, _PermuteModule = None, None
     state_shapes = {k: tuple(v.shape) for k, v in gm.state_dict().items()}
-    spatial_ops = {'conv2d', 'batch_norm', 'max_pool2d', 'avg_pool2d', 'adaptive_avg_pool2d'}
     for node in gm.graph.nodes:
         if node.op == 'placeholder':
             if input_name is not None:
@@ -759,7 +744,9 @@ def export(a, models, stio):
         except Exception as e:  # pickle, zip and torch errors all mean the same to the user
             raise ExportError('%s: cannot load as a PyTorch checkpoint: %s: %s' % (
                 a.checkpoint, type(e).__name__, str(e).splitlines()[0] if str(e) else ''))
-        sd = strip_module_prefix(extract_state_dict(obj, torch, a.checkpoint))
+        sd = extract_state_dict(obj, a.checkpoint)
+        # a network saved as an attribute of a trainer's wrapper (model., encoder., backbone.)
+        sd = importlib.import_module('cirrdata.checkpoint').strip_wrapper_prefix(sd, model.state_dict().keys())
         if hasattr(model, 'remap_state_dict'):  # another upstream's names (the original PVT repository's)
             sd = model.remap_state_dict(sd)
         load_weights(model, sd, torch)
