@@ -53,6 +53,16 @@ def strip_wrapper_prefix(sd, own_keys):
     return sd
 
 
+def mismatch(missing, unexpected):
+    """'N missing tensor(s): a, b; M unexpected tensor(s): c' (the first five of each)."""
+    parts = []
+    if missing:
+        parts.append('%d missing tensor(s): %s' % (len(missing), ', '.join(missing[:5])))
+    if unexpected:
+        parts.append('%d unexpected tensor(s): %s' % (len(unexpected), ', '.join(unexpected[:5])))
+    return '; '.join(parts)
+
+
 def load_checkpoint(model, obj, where='checkpoint'):
     """Loads obj (see the module docstring) into model strictly; returns model."""
     sd = strip_wrapper_prefix(strip_module_prefix(state_dict_of(obj, where)), model.state_dict().keys())
@@ -68,11 +78,6 @@ def load_checkpoint(model, obj, where='checkpoint'):
     missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append('%d missing tensor(s): %s' % (len(missing), ', '.join(missing[:5])))
-        if unexpected:
-            parts.append('%d unexpected tensor(s): %s' % (len(unexpected), ', '.join(unexpected[:5])))
-        raise ValueError('%s does not fit %s: %s' % (where, type(model).__name__, '; '.join(parts)))
+        raise ValueError('%s does not fit %s: %s' % (where, type(model).__name__, mismatch(missing, unexpected)))
     model.load_state_dict(sd, strict=False)
     return model

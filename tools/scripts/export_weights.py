@@ -81,12 +81,8 @@ def load_weights(model, sd, torch):
             '; '.join(lines[:3]) or str(e).splitlines()[0], ' (are --arch and --classes right?)' if lines else ''))
     missing = [k for k in missing if not k.endswith('num_batches_tracked')]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append('%d missing tensor(s): %s' % (len(missing), ', '.join(missing[:5])))
-        if unexpected:
-            parts.append('%d unexpected tensor(s): %s' % (len(unexpected), ', '.join(unexpected[:5])))
-        raise ExportError('checkpoint does not fit the architecture: ' + '; '.join(parts))
+        raise ExportError('checkpoint does not fit the architecture: ' +
+                          importlib.import_module('cirrdata.checkpoint').mismatch(missing, unexpected))
 
 
 def randomise_bn(model, torch, gen):
