@@ -2,9 +2,12 @@
 pass/fail counter, the relative error, finding the Vulkan device, and cirrdata.Model against a torch
 module on random images (float32 within TOL = 1e-4 of max|torch|, float16 storage within FP16_TOL =
 1e-2: see test_nets_cnn.py's docstring for why)."""
+import os
+import sys
 import time
 
 import vk_test
+from asan_reexec import reexec_under_asan
 
 PASSED = 0
 FAILED = 0
@@ -78,3 +81,21 @@ def compare_net(path, net, label, sizes, rng, device, fp16=False, refs=None):
     if device == 'vulkan':
         s = vulkan_stats()
         check(s['validation_messages'] == 0, '%s: no Vulkan validation message' % label, s['validation_first'])
+
+
+def start(repo):
+    """The tests' common start: --lib parsed, validation on, re-run under ASan where the library is
+    instrumented, the package on the path, torch on 2 threads. Returns the seeded numpy generator and
+    whether CIRRDATA_SLOW_TESTS=1 asks for the slow cases."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--lib', required=True)
+    args = ap.parse_args()
+    os.environ['CIRRDATA_VK_VALIDATION'] = '1'
+    reexec_under_asan(args.lib)
+    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
+    sys.path.insert(0, os.path.join(repo, 'python'))
+    import numpy as np
+    import torch
+    torch.set_num_threads(2)
+    return np.random.default_rng(20261207), os.environ.get('CIRRDATA_SLOW_TESTS') == '1'

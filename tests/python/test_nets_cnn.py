@@ -37,7 +37,6 @@ sanitizer build does not register this test (tests/meson.build): its C code runs
 and nn_vk_norm. Run by hand against an ASan library, only the small ConvNeXt runs, on C.
 Ends with one line `nets_cnn: N passed, M failed`.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -48,7 +47,6 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from asan_reexec import reexec_under_asan  # noqa: E402
 import nets_common  # noqa: E402
 from nets_common import check, compare_net, rel_err, vulkan_device  # noqa: E402
 
@@ -288,18 +286,7 @@ def networks(tmp, rng, asan, slow):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--lib', required=True)
-    args = ap.parse_args()
-    os.environ['CIRRDATA_VK_VALIDATION'] = '1'
-    reexec_under_asan(args.lib)
-    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
-    sys.path.insert(0, os.path.join(REPO, 'python'))
-    import numpy as np
-    import torch
-    torch.set_num_threads(2)
-    rng = np.random.default_rng(20261207)
-    slow = os.environ.get('CIRRDATA_SLOW_TESTS') == '1'
+    rng, slow = nets_common.start(REPO)
     asan = bool(os.environ.get('CIRRDATA_ASAN_REEXEC'))
     with tempfile.TemporaryDirectory(prefix='cd-nets-') as tmp:
         for group in (lambda: op_cases(tmp, rng), export_refusals, lambda: networks(tmp, rng, asan, slow)):

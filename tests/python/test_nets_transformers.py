@@ -26,7 +26,6 @@ The sanitizer build does not register this test (torch's start dominates an inst
 C ops run under the sanitizers in nn_graph, nn_vk_norm, nn_vk_attn and nn_vk_scan.
 Ends with one line `nets_transformers: N passed, M failed`.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -36,7 +35,6 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from asan_reexec import reexec_under_asan  # noqa: E402
 import nets_common  # noqa: E402
 from nets_common import check, compare_net, vulkan_device  # noqa: E402
 
@@ -82,18 +80,7 @@ def export(arch, net, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--lib', required=True)
-    args = ap.parse_args()
-    os.environ['CIRRDATA_VK_VALIDATION'] = '1'
-    reexec_under_asan(args.lib)
-    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
-    sys.path.insert(0, os.path.join(REPO, 'python'))
-    import numpy as np
-    import torch
-    torch.set_num_threads(2)
-    rng = np.random.default_rng(20261207)
-    slow = os.environ.get('CIRRDATA_SLOW_TESTS') == '1'
+    rng, slow = nets_common.start(REPO)
     with tempfile.TemporaryDirectory(prefix='cd-nets-tf-') as tmp:
         for k, arch in enumerate(ARCHS):
             try:
