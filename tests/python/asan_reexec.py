@@ -28,6 +28,15 @@ def child_env(cmd, env=None):
     return base
 
 
+def env_without_asan(env=None):
+    """A copy of the environment (default os.environ) without the ASan runtime in LD_PRELOAD: for a
+    pure-Python child (torch, the exporter) that loads no libcirrdata, whose start the runtime slows
+    several times."""
+    out = dict(os.environ if env is None else env)
+    out['LD_PRELOAD'] = ' '.join(p for p in out.get('LD_PRELOAD', '').replace(':', ' ').split() if 'libasan' not in p)
+    return out
+
+
 def reexec_under_asan(lib):
     """Call first thing in main(): returns when no re-execution is needed (or it already happened)."""
     if os.environ.get(_FLAG):

@@ -3,27 +3,15 @@ pass/fail counter, the relative error, finding the Vulkan device, and cirrdata.M
 module on random images (float32 within TOL = 1e-4 of max|torch|, float16 storage within FP16_TOL =
 1e-2: see test_nets_cnn.py's docstring for why)."""
 import os
-import sys
 import time
 
+import harness
 import vk_test
-from asan_reexec import reexec_under_asan
 
-PASSED = 0
-FAILED = 0
 TOL = 1e-4
 FP16_TOL = 1e-2
-
-
-def check(ok, name, detail=''):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print('ok   %s%s' % (name, (': ' + str(detail)) if detail != '' else ''))
-    else:
-        FAILED += 1
-        print('FAIL %s%s' % (name, (': ' + str(detail)[:600]) if detail != '' else ''))
-    return ok
+CHECKS = harness.Checks()
+check = CHECKS.check
 
 
 def rel_err(ours, ref):
@@ -76,25 +64,22 @@ def compare_net(path, net, label, sizes, rng, device, fp16=False, refs=None):
                       '%s %dx3x%dx%d ran on the device' % (label, n, h, w))
             e = rel_err(ours, ref)
             tol = FP16_TOL if fp16 else TOL
-            check(ours.shape == ref.shape and e <= tol, '%s %dx3x%dx%d vs torch' % (label, n, h, w),
-                  'rel %.2e (allowed %.0e), open %.1fs, ours %.2fs' % (e, tol, opened, t1 - t0))
+            what = '%s %dx3x%dx%d vs torch' % (label, n, h, w)
+            detail = 'rel %.2e (allowed %.0e), open %.1fs, ours %.2fs' % (e, tol, opened, t1 - t0)
+            print('%s: %s' % (what, detail))
+            check(ours.shape == ref.shape and e <= tol, what, detail)
     if device == 'vulkan':
         s = vulkan_stats()
         check(s['validation_messages'] == 0, '%s: no Vulkan validation message' % label, s['validation_first'])
 
 
-def start(repo):
-    """The tests' common start: --lib parsed, validation on, re-run under ASan where the library is
-    instrumented, the package on the path, torch on 2 threads. Returns the seeded numpy generator and
-    whether CIRRDATA_SLOW_TESTS=1 asks for the slow cases."""
-    import argparse
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--lib', required=True)
-    args = ap.parse_args()
+def start():
+    """The tests' common start: --lib parsed, validation on, the binding loaded (re-run under ASan where
+    the library is instrumented), torch on 2 threads. Returns the seeded numpy generator and whether
+    CIRRDATA_SLOW_TESTS=1 asks for the slow cases."""
+    args = harness.parser(cli=False).parse_args()
     os.environ['CIRRDATA_VK_VALIDATION'] = '1'
-    reexec_under_asan(args.lib)
-    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
-    sys.path.insert(0, os.path.join(repo, 'python'))
+    harness.load_binding(args.lib)
     import numpy as np
     import torch
     torch.set_num_threads(2)

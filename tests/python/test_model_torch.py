@@ -62,7 +62,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from asan_reexec import reexec_under_asan  # noqa: E402
+from asan_reexec import env_without_asan, reexec_under_asan  # noqa: E402
 import vk_test  # noqa: E402
 
 PASSED = 0
@@ -87,9 +87,7 @@ def export(arch, path, seed):
            '--seed', str(seed), '-o', path]
     # Pure Python and torch, no libcirrdata: without the ASan runtime the sanitizer build preloads
     # (asan_reexec.py), which makes torch's start and a 560 MB export several times slower.
-    env = dict(os.environ)
-    env['LD_PRELOAD'] = ' '.join(p for p in env.get('LD_PRELOAD', '').replace(':', ' ').split() if 'libasan' not in p)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env_without_asan())
     if r.returncode != 0:
         raise RuntimeError('export failed: %s\n%s%s' % (' '.join(cmd), r.stdout, r.stderr))
 

@@ -47,6 +47,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+from asan_reexec import env_without_asan  # noqa: E402
 import nets_common  # noqa: E402
 from nets_common import check, compare_net, rel_err, vulkan_device  # noqa: E402
 
@@ -151,9 +152,8 @@ def op_cases(tmp, rng):
 def export_cli(arch, path, seed):
     cmd = [sys.executable, os.path.join(REPO, 'tools', 'scripts', 'export_weights.py'), '--arch', arch, '--random',
            '--random-bn', '--seed', str(seed), '-o', path, '--quiet']
-    env = dict(os.environ)  # pure Python: without the ASan runtime (see test_model_torch.py)
-    env['LD_PRELOAD'] = ' '.join(p for p in env.get('LD_PRELOAD', '').replace(':', ' ').split() if 'libasan' not in p)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # pure Python: without the ASan runtime (see test_model_torch.py)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env_without_asan())
     if r.returncode != 0:
         raise RuntimeError('export failed: %s\n%s%s' % (' '.join(cmd), r.stdout, r.stderr))
 
@@ -286,7 +286,7 @@ def networks(tmp, rng, asan, slow):
 
 
 def main():
-    rng, slow = nets_common.start(REPO)
+    rng, slow = nets_common.start()
     asan = bool(os.environ.get('CIRRDATA_ASAN_REEXEC'))
     with tempfile.TemporaryDirectory(prefix='cd-nets-') as tmp:
         for group in (lambda: op_cases(tmp, rng), export_refusals, lambda: networks(tmp, rng, asan, slow)):
@@ -296,8 +296,7 @@ def main():
                 import traceback
                 traceback.print_exc()
                 check(False, 'group', repr(e))
-    print('nets_cnn: %d passed, %d failed' % (nets_common.PASSED, nets_common.FAILED))
-    return 1 if nets_common.FAILED else 0
+    return nets_common.CHECKS.summary('nets_cnn')
 
 
 if __name__ == '__main__':

@@ -35,6 +35,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+from asan_reexec import env_without_asan  # noqa: E402
 import nets_common  # noqa: E402
 from nets_common import check, compare_net, vulkan_device  # noqa: E402
 
@@ -71,16 +72,15 @@ def export(arch, net, tmp):
     out = os.path.join(tmp, arch + '.safetensors')
     cmd = [sys.executable, os.path.join(REPO, 'tools', 'scripts', 'export_weights.py'), '--arch', arch, ckpt, '-o', out,
            '--quiet']
-    env = dict(os.environ)  # pure Python: without the ASan runtime (see test_model_torch.py)
-    env['LD_PRELOAD'] = ' '.join(p for p in env.get('LD_PRELOAD', '').replace(':', ' ').split() if 'libasan' not in p)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # pure Python: without the ASan runtime (see test_model_torch.py)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env_without_asan())
     if not check(r.returncode == 0, '%s: export_weights.py from a wrapped checkpoint' % arch, r.stderr.strip()):
         raise RuntimeError('export failed')
     return out
 
 
 def main():
-    rng, slow = nets_common.start(REPO)
+    rng, slow = nets_common.start()
     with tempfile.TemporaryDirectory(prefix='cd-nets-tf-') as tmp:
         for k, arch in enumerate(ARCHS):
             try:
@@ -96,8 +96,7 @@ def main():
                 import traceback
                 traceback.print_exc()
                 check(False, arch, repr(e))
-    print('nets_transformers: %d passed, %d failed' % (nets_common.PASSED, nets_common.FAILED))
-    return 1 if nets_common.FAILED else 0
+    return nets_common.CHECKS.summary('nets_transformers')
 
 
 if __name__ == '__main__':

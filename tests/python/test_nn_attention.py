@@ -36,7 +36,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from asan_reexec import reexec_under_asan  # noqa: E402
+from asan_reexec import env_without_asan, reexec_under_asan  # noqa: E402
 from harness import Checks  # noqa: E402
 
 C = Checks()
@@ -215,11 +215,8 @@ def main():
     os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
     sys.path.insert(0, os.path.join(REPO, 'python'))
     with tempfile.TemporaryDirectory(prefix='cd-attn-') as tmp:
-        env = dict(os.environ)
-        preload = env.get('LD_PRELOAD', '').replace(':', ' ').split()
-        env['LD_PRELOAD'] = ' '.join(p for p in preload if 'libasan' not in p)
         r = subprocess.run([sys.executable, os.path.abspath(__file__), '--make', tmp], capture_output=True, text=True,
-                           env=env)
+                           env=env_without_asan())
         if not C.check(r.returncode == 0, 'making the cases with PyTorch', r.stdout + r.stderr):
             return C.summary('nn_attention')
         with open(os.path.join(tmp, 'cases.txt')) as f:

@@ -25,7 +25,6 @@ steps it stays ~1e-6 of the output's scale here, while a wrong token order, padd
 update is O(1). The window copies themselves are exact (checked as such where the op stands alone).
 Ends with one line `scan_ops_torch: N passed, M failed`.
 """
-import argparse
 import json
 import os
 import sys
@@ -33,24 +32,12 @@ import tempfile
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from asan_reexec import reexec_under_asan  # noqa: E402
+import harness  # noqa: E402
 
-PASSED = 0
-FAILED = 0
 TOL = 1e-5  # see the module docstring
-
-
-def check(ok, name, detail=''):
-    global PASSED, FAILED
-    if ok:
-        PASSED += 1
-        print('ok   %s%s' % (name, (': ' + str(detail)) if detail != '' else ''))
-    else:
-        FAILED += 1
-        print('FAIL %s%s' % (name, (': ' + str(detail)) if detail != '' else ''))
-    return ok
+CHECKS = harness.Checks(detail_limit=0)
+check = CHECKS.check
 
 
 class Graph:
@@ -337,12 +324,7 @@ def test_windows(tmp, rng):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--lib', required=True)
-    args = ap.parse_args()
-    reexec_under_asan(args.lib)
-    os.environ['CIRRDATA_LIB'] = os.path.abspath(args.lib)
-    sys.path.insert(0, os.path.join(REPO, 'python'))
+    harness.load_binding(harness.parser(cli=False).parse_args().lib)
     import numpy as np
     import torch
     torch.set_num_threads(2)
@@ -355,8 +337,7 @@ def main():
                 import traceback
                 traceback.print_exc()
                 check(False, fn.__name__, repr(e))
-    print('scan_ops_torch: %d passed, %d failed' % (PASSED, FAILED))
-    return 1 if FAILED else 0
+    return CHECKS.summary('scan_ops_torch')
 
 
 if __name__ == '__main__':
