@@ -2,6 +2,7 @@
  * pieces of loader_impl.h (records, order, ring, workers, device, preload, state). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "loader/loader_impl.h"
 
@@ -11,7 +12,12 @@ static cd_loader *new_loader(const cd_loader_options *opts, int world, int rank)
     if (!l) return NULL;
     l->shared_fd = -1;
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
+    pthread_condattr_t cva; /* monotonic: the workers' timed waits for lent slots (ring.c) */
+    pthread_condattr_init(&cva);
+    pthread_condattr_setclock(&cva, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &cva);
+    pthread_condattr_destroy(&cva);
+    l->lend_poll_ns = CD_LOADER_LEND_POLL_MIN_NS;
     l->o = *opts;
     if (!l->o.splits) l->o.splits = "train";
     l->o.world_size = world;

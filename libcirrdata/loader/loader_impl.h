@@ -49,6 +49,7 @@ typedef struct item {
 typedef struct slot {
     bool assigned;
     bool borrowed; /* handed out by cd_loader_next, not yet released */
+    bool lent;     /* handed over by cd_loader_lend: back when its shared flag is 0 again */
     uint64_t epoch, start, number;
     uint32_t size, claimed, done;
     bool *ok;
@@ -122,6 +123,10 @@ struct cd_loader {
     uint32_t *queue;                     /* queue[seq % ring]: the slot of batch seq, deliver_seq <= seq < assign_seq
                                             (slots come back in any order: batches may be released in any) */
     uint32_t borrowed;                   /* batches handed out and not released */
+    uint32_t lent;                       /* slots lent (cd_loader_lend) whose flag is still 1 */
+    bool resetting;                      /* cd_loader_set_state is waiting for the workers */
+    bool lend_polling;                   /* a worker is waiting on a timer to look at the lend flags */
+    long lend_poll_ns;                   /* its interval: doubles while nothing comes back */
     uint64_t sched_epoch, sched_pos;     /* next batch to assign */
     uint64_t current_epoch;              /* epoch of the batches being delivered */
     uint64_t deliver_epoch, deliver_pos; /* where the next delivered batch starts (resume state) */
@@ -227,6 +232,12 @@ CD_INTERNAL cd_status cd_loader_ring_alloc(cd_loader *l, cd_error *err);
 CD_INTERNAL void cd_loader_ring_free(cd_loader *l);
 /* Gives free ring slots the next batches (caller holds the lock). */
 CD_INTERNAL void cd_loader_assign_batches(cd_loader *l);
+/* While slots are lent, an idle worker looks at their flags after a wait that starts at MIN and doubles
+ * up to MAX while nothing comes back (nothing signals the flags: they live in shared memory). */
+#define CD_LOADER_LEND_POLL_MIN_NS 100000L
+#define CD_LOADER_LEND_POLL_MAX_NS 2000000L
+/* Takes back the lent slots whose shared flag is 0 and assigns them (caller holds mu); how many. */
+CD_INTERNAL uint32_t cd_loader_reclaim_lent(cd_loader *l);
 /* Position of this loader's first batch of an epoch (batch_offset x batch_size; ring.c). */
 CD_INTERNAL uint64_t cd_loader_epoch_start(const cd_loader *l);
 

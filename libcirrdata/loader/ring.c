@@ -131,7 +131,7 @@ static uint64_t following(const cd_loader *l, uint64_t start) {
     return start + (uint64_t)l->o.batch_stride * l->o.batch_size;
 }
 
-/* A slot neither waiting to be delivered nor borrowed, or NULL. */
+/* A slot neither waiting to be delivered, borrowed nor lent, or NULL. */
 static slot *free_slot(cd_loader *l, uint32_t *index) {
     for (uint32_t i = 0; i < l->ring; i++)
         if (!l->slots[i].assigned) {
@@ -225,12 +225,14 @@ cd_status cd_loader_next(cd_loader *l, cd_batch **batch, cd_error *err) {
         pthread_mutex_unlock(&l->mu);
         return cd_fail(err, CD_ERR_ARG, "the loader is closed");
     }
-    if (l->deliver_seq == l->assign_seq) { /* every slot borrowed, none to fill: waiting would never end */
+    cd_loader_reclaim_lent(l);
+    if (l->deliver_seq == l->assign_seq) { /* every slot borrowed or lent, none to fill: waiting would never end */
+        const uint32_t borrowed = l->borrowed, lent = l->lent;
         pthread_mutex_unlock(&l->mu);
         return cd_fail(err, CD_ERR_ARG,
-                       "all %u ring slots hold batches that were not released (cd_loader_release): keep copies, "
-                       "not the borrowed batches, or raise ring",
-                       l->ring);
+                       "all %u ring slots hold batches that were not released (%u borrowed: cd_loader_release; %u "
+                       "lent: their flags are still 1): keep copies, not the borrowed batches, or raise ring",
+                       l->ring, borrowed, lent);
     }
     slot *s = &l->slots[l->queue[l->deliver_seq % l->ring]];
     if (s->assigned && s->epoch != l->current_epoch && !l->epoch_end_reported) {
@@ -267,4 +269,61 @@ void cd_loader_release(cd_loader *l, cd_batch *batch) {
         cd_loader_assign_batches(l);
     }
     pthread_mutex_unlock(&l->mu);
+}
+
+/* ---- lending (ring_shared) ---- */
+
+static uint32_t *lend_flags(const cd_loader *l) { return (uint32_t *)l->shared_base; }
+
+uint32_t cd_loader_reclaim_lent(cd_loader *l) {
+    if (!l->lent || l->closed || l->resetting) return 0;
+    uint32_t back = 0;
+    for (uint32_t i = 0; i < l->ring; i++) {
+        slot *s = &l->slots[i];
+        /* acquire: the mapper's last reads of the slot come before the worker's next writes */
+        if (s->lent && __atomic_load_n(&lend_flags(l)[i], __ATOMIC_ACQUIRE) == 0) {
+            s->lent = s->assigned = false;
+            l->lent--;
+            back++;
+        }
+    }
+    if (back) {
+        l->lend_poll_ns = CD_LOADER_LEND_POLL_MIN_NS;
+        cd_loader_assign_batches(l);
+    }
+    return back;
+}
+
+cd_status cd_loader_lend(cd_loader *l, cd_batch *batch, uint32_t *slot_index, cd_error *err) {
+    if (!l || !batch || !slot_index) return cd_fail(err, CD_ERR_ARG, "cd_loader_lend: NULL argument");
+    if (!l->shared_base) return cd_fail(err, CD_ERR_ARG, "cd_loader_lend: the ring is not shared (ring_shared)");
+    pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "the loader is closed");
+    }
+    uint32_t i = 0;
+    while (i < l->ring && !(&l->slots[i].batch == batch && l->slots[i].borrowed)) i++;
+    if (i == l->ring) {
+        pthread_mutex_unlock(&l->mu);
+        return cd_fail(err, CD_ERR_ARG, "cd_loader_lend: the batch is not borrowed from this loader");
+    }
+    slot *s = &l->slots[i];
+    s->borrowed = false;
+    s->lent = true;
+    l->borrowed--;
+    l->lent++;
+    __atomic_store_n(&lend_flags(l)[i], 1u, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&l->mu);
+    *slot_index = i;
+    return CD_OK;
+}
+
+uint32_t cd_loader_lent(cd_loader *l) {
+    if (!l) return 0;
+    pthread_mutex_lock(&l->mu);
+    cd_loader_reclaim_lent(l);
+    const uint32_t n = l->lent;
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }

@@ -41,10 +41,14 @@ cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state, cd_err
         return cd_fail(err, CD_ERR_ARG, "%u borrowed batch(es) not released: release them before setting the state",
                        l->borrowed);
     }
-    /* Stop handing out work, let samples in progress finish, then restart the schedule. */
-    for (uint32_t i = 0; i < l->ring; i++) l->slots[i].assigned = false;
+    /* Stop handing out work, let samples in progress finish, then restart the schedule (lent slots stay
+     * out until their flags say they are back). */
+    for (uint32_t i = 0; i < l->ring; i++)
+        if (!l->slots[i].lent) l->slots[i].assigned = false;
     l->deliver_seq = l->assign_seq;
+    l->resetting = true; /* no lent slot is assigned from the old schedule meanwhile (ring.c) */
     while (l->busy > 0) pthread_cond_wait(&l->cv, &l->mu);
+    l->resetting = false;
     if (l->closed) {
         pthread_mutex_unlock(&l->mu);
         return cd_fail(err, CD_ERR_ARG, "the loader is closed");

@@ -1,10 +1,12 @@
 /* The loader's worker threads: each claims samples of the batches in the ring (or, on the device
  * path, a share of a batch), makes them and reports them. One sample on the CPU: its item, its plan
  * (placement, drawn parameters, source box), the voxels read from the chunks, then rendered. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "loader/loader_impl.h"
 
@@ -105,6 +107,7 @@ typedef struct worker_arg {
 static slot *claim_work(cd_loader *l, uint32_t *j, uint32_t *n) {
     *n = 1;
     while (!l->stop) {
+        cd_loader_reclaim_lent(l);
         for (uint64_t q = l->deliver_seq; q < l->assign_seq; q++) {
             slot *c = &l->slots[l->queue[q % l->ring]];
             if (c->assigned && c->claimed < c->size) {
@@ -114,7 +117,24 @@ static slot *claim_work(cd_loader *l, uint32_t *j, uint32_t *n) {
                 return c;
             }
         }
-        pthread_cond_wait(&l->cv, &l->mu);
+        if (l->lent && !l->lend_polling) {
+            /* Lent slots come back by a flag in shared memory that nothing signals: one idle worker
+             * looks again after a while. */
+            l->lend_polling = true;
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += l->lend_poll_ns;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&l->cv, &l->mu, &until) == ETIMEDOUT &&
+                l->lend_poll_ns < CD_LOADER_LEND_POLL_MAX_NS)
+                l->lend_poll_ns *= 2;
+            l->lend_polling = false;
+        } else {
+            pthread_cond_wait(&l->cv, &l->mu);
+        }
     }
     return NULL;
 }

@@ -117,6 +117,8 @@ def _declare(lib):
         'cd_loader_epoch_batches': ([P], ctypes.c_uint64),
         'cd_loader_epoch_items': ([P], ctypes.c_uint64),
         'cd_loader_ring_memory': ([P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)], ctypes.c_int),
+        'cd_loader_lend': ([P, ctypes.POINTER(_Batch), ctypes.POINTER(ctypes.c_uint32), E], ctypes.c_int),
+        'cd_loader_lent': ([P], ctypes.c_uint32),
         'cd_loader_rank': ([P, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)], None),
         'cd_loader_skipped': ([P], ctypes.c_uint64),
         'cd_loader_io_name': ([P], ctypes.c_char_p),
@@ -521,10 +523,29 @@ class Loader(_l.Closeable):
 
     def ring_memory(self):
         """ring_shared=True: (fd, address, bytes) of the shared-memory file holding the ring (the loader's;
-        valid until it is destroyed); the first 4096 bytes are left to the caller. None otherwise."""
+        valid until it is destroyed). Its first 4096 bytes are a header whose first `ring` int32 words are
+        the lend flags (_lend). None otherwise."""
         base, size = ctypes.c_void_p(), ctypes.c_size_t()
         fd = self._call('cd_loader_ring_memory', ctypes.byref(base), ctypes.byref(size))
         return None if fd < 0 else (fd, base.value, size.value)
+
+    def _lend(self, bp):
+        """ring_shared, a batch borrowed through _epoch(raw=True): hands it to whoever maps the ring
+        (cd_loader_lend). It stops being borrowed here; its slot's int32 flag in the header is 1 until
+        the mapper sets it to 0, and then the loader's threads fill the slot again by themselves. Returns
+        the slot's index."""
+        slot, err = ctypes.c_uint32(), _l.CdError()
+        with self._lock:
+            ring = self._live()
+            if self._lib.cd_loader_lend(ring.h, bp, ctypes.byref(slot), ctypes.byref(err)) != 0:
+                self._raise(err)
+            self._borrowed.discard(ctypes.addressof(bp.contents))
+        return slot.value
+
+    @property
+    def _lent(self):
+        """Slots lent (_lend) and not given back yet."""
+        return int(self._call('cd_loader_lent'))
 
     @property
     def rank_world(self):

@@ -147,35 +147,25 @@ class _Packer:
 class _SharedRing:
     """A DataLoader worker's batches, handed to the main process without a copy: the worker's C loader
     keeps its ring in a memfd (Loader(ring_shared=True, views=True)) whose fd goes to the main process
-    once, with the first batch; each batch then travels as its offsets in that file. In the main process
-    the batch's tensors are views of the ring slot that hold it (_SlotHold sets the slot's flag, in the
-    file's first page, back to 0 when the last of them goes), and the worker keeps the slot borrowed
-    until then, so the trainer's tensors never change. When the trainer holds all but SPARE slots, a
-    batch is copied into one-off shared memory instead (_Packer), so keeping batches never stalls.
-    Per batch the worker makes no arrays: the message is the batch's offsets and its small fields'
-    bytes (the DataLoader's per-batch cost is what limits it on few cores)."""
+    once, with the first batch; each batch then travels as its offsets in that file. The worker lends the
+    batch's slot (cd_loader_lend: its flag in the file's first page is 1); in the main process the
+    batch's tensors are views of the slot, and _SlotHold sets the flag back to 0 when the last of them
+    goes, which the C loader's own threads see and fill the slot again: the trainer's tensors never
+    change, and a slot comes back without waiting for this worker's Python thread (which sits idle
+    between epochs). When the trainer holds all but SPARE slots, a batch is copied into one-off shared
+    memory instead (_Packer), so keeping batches never stalls. Per batch the worker makes no arrays: the
+    message is the batch's offsets and its small fields' bytes (the DataLoader's per-batch cost is what
+    limits it on few cores)."""
     SPARE = 2
 
     def __init__(self, loader):
         fd, self.base, self.size = loader.ring_memory()
         self.ring = loader._ring_slots
-        self.stride = (self.size - 4096) // self.ring
         storage = torch.UntypedStorage._new_shared_fd_cpu(fd, self.size)  # maps its own duplicate of fd
         self.whole = torch.empty(0, dtype=torch.uint8).set_(torch.TypedStorage(wrap_storage=storage, dtype=torch.uint8))
         self.id = (os.getpid(), os.fstat(fd).st_ino)
-        self.flags = np.ctypeslib.as_array((ctypes.c_int32 * self.ring).from_address(self.base))
-        self.loader_id = id(loader)
-        self.returned = loader._returned  # the loader releases what goes in here at its next step
-        self.handle = loader._ring  # keeps the ring (and its slots) while the main process holds any
+        self.loader = loader
         self.sent = False
-        self.held = {}  # slot -> borrowed cd_batch pointer, kept while the main process holds the slot
-
-    def holding(self):
-        """Hands back the batches the trainer let go (the Loader releases them at its next step);
-        whether any is still held."""
-        for slot in [k for k in self.held if self.flags[k] == 0]:
-            self.returned.append(self.held.pop(slot))
-        return bool(self.held)
 
     def send(self, bp):
         b = bp.contents
@@ -187,18 +177,15 @@ class _SharedRing:
         small = (ctypes.string_at(b.label, 4 * n), ctypes.string_at(b.index, 8 * n), ctypes.string_at(b.slice, 8 * n),
                  ctypes.string_at(b.corner, 24 * n))
         plain = (int(b.epoch), int(b.number))
-        self.holding()
-        if len(self.held) >= self.ring - self.SPARE:
+        if self.loader._lent >= self.ring - self.SPARE:
             packer = _Packer()
             packer.put('image', _array_over(image, shape, '<f4', None))
             if mask is not None:
                 packer.put('mask', _array_over(mask, mshape, '|u1', None))
-            self.returned.append(bp)  # copied: the slot goes back at the loader's next step
+            self.loader._returned.append(bp)  # copied: the slot goes back at the loader's next step
             return packer.finish(_small_arrays(small, n), {'epoch': plain[0], 'batch': plain[1]})
-        slot = (image - self.base - 4096) // self.stride
+        slot = self.loader._lend(bp)
         parts = (image - self.base, shape, None if mask is None else mask - self.base)
-        self.flags[slot] = 1
-        self.held[slot] = bp
         out = _InRing((self.id, None if self.sent else self.whole, slot, parts, small, plain))
         self.sent = True
         return out
@@ -495,20 +482,16 @@ class BatchDataset(torch.utils.data.IterableDataset):
         state = {'seed': self.seed, 'epoch': epoch, 'position': start * self.batch_size, 'world_size': self.world_size}
         # A pass that did not read its epoch's end (drop_last across ranks, or a trainer that stopped
         # iterating) left the loader mid-epoch or before the end marker: reposition.
-        if (loader.state_dict() != state or loader.stopped_early) and in_worker and self._holding(loader):
-            # the trainer still holds batches of this ring (the loader cannot be repositioned under
-            # them): a new loader, the old ring staying until they go
-            self.close()
-            loader = self._process_loader(workers, start % workers)
+        # (batches lent to the main process stay intact: their slots stay out of the ring until it lets them go)
         if loader.state_dict() != state or loader.stopped_early:
             loader.load_state_dict(state)
         loader.stopped_early = True  # until this pass reads its epoch's end
         shared = self._shared_ring(loader) if in_worker else None
-        # a worker's loader hands out its borrowed batches themselves (raw), kept in shared.held
+        # a worker's loader hands out its borrowed batches themselves (raw), lent to the main process by shared
         for b in loader._epoch(None if in_worker else self._alloc(), raw=in_worker):
             if (b.contents.number if in_worker else b['batch']) >= self.batches_per_epoch:
                 if in_worker:  # drop_last across ranks: this rank's extra batch
-                    shared.returned.append(b)
+                    loader._returned.append(b)
                 break
             if shared:
                 out = shared.send(b)
@@ -525,15 +508,10 @@ class BatchDataset(torch.utils.data.IterableDataset):
         else:
             loader.stopped_early = False  # the epoch's end was read: the loader stands at the next one
 
-    def _holding(self, loader):
-        """Whether the main process still holds batches of loader's shared ring."""
-        shared = self.__dict__.get('_shared')
-        return shared is not None and shared.loader_id == id(loader) and shared.holding()
-
     def _shared_ring(self, loader):
         """The _SharedRing of this worker's loader (a new one for a new loader)."""
         shared = self.__dict__.get('_shared')
-        if shared is None or shared.loader_id != id(loader) or shared.id[0] != os.getpid():
+        if shared is None or shared.loader is not loader or shared.id[0] != os.getpid():
             shared = self._shared = _SharedRing(loader)
         return shared
 

@@ -43,6 +43,59 @@ def loader_epochs(ds, opts, epochs=2):
         return [list(l) for _ in range(epochs)]
 
 
+def lending_parts(cirrdata, ds, ref, Loader):
+    """cd_loader_lend, as DataLoader workers use it: a lent batch stays intact and out of the ring until its
+    flag in the shared file goes back to 0 (written here through a mapping of its own, as the main process
+    writes it), then the loader fills the slot again; set_state leaves lent slots lent."""
+    import mmap
+    with Loader(ds, threads=1, views=True, ring_shared=True, ring=4, **LOPTS) as l:
+        fd, base, size = l.ring_memory()
+        other = mmap.mmap(fd, size)  # the "main process" side
+        flags = np.frombuffer(other, dtype=np.int32, count=4)
+        it = l._epoch(None, raw=True)
+        lent = [next(it), next(it)]
+        slots = [l._lend(bp) for bp in lent]
+        check(sorted(flags[slots].tolist()) == [1, 1] and l._lent == 2 and len(set(slots)) == 2,
+              f'two lent batches: slots {slots}, flags {flags.tolist()}')
+        try:
+            l._lend(lent[0])
+            check(False, 'lending a batch twice must raise')
+        except cirrdata.CirrdataError as e:
+            check('not borrowed' in str(e), f'lend twice: {e}')
+        images = [np.frombuffer(other, np.float32, count=ref[0][k]['image'].size,
+                                offset=ctypes.cast(bp.contents.image, ctypes.c_void_p).value - base)
+                  for k, bp in enumerate(lent)]
+        for k in range(2, 8):  # the other two slots go round while the lent ones stay out
+            bp = next(it)
+            got = np.ctypeslib.as_array(bp.contents.image, shape=ref[0][k]['image'].shape).copy()
+            check(bp.contents.number == k and np.array_equal(got, ref[0][k]['image']), f'batch {k} beside two lent')
+            l._returned.append(bp)
+        check(all(np.array_equal(im.reshape(ref[0][k]['image'].shape), ref[0][k]['image'])
+                  for k, im in enumerate(images)), 'lent batches stay intact while later ones are made')
+        held = [next(it), next(it)]
+        try:
+            next(it)
+            check(False, 'two lent and two borrowed of 4 slots must raise')
+        except cirrdata.CirrdataError as e:
+            check('all 4 ring slots' in str(e) and '2 lent' in str(e), f'all slots lent or borrowed: {e}')
+        l._returned.extend(held)
+        del held, images
+        it = l._epoch(None, raw=True)  # the error ended the last one
+        flags[slots[0]] = 0
+        check(l._lent == 1, f'one flag back to 0: {l._lent} lent')
+        # a new position while one batch is still lent: it stays lent, the rest starts over
+        l.load_state_dict({'seed': LOPTS['seed'], 'epoch': 1, 'position': 0})
+        check(l._lent == 1 and flags[slots[1]] == 1, 'set_state leaves a lent slot lent')
+        got = [(b.contents.number, np.ctypeslib.as_array(b.contents.image, shape=ref[1][0]['image'].shape).copy())
+               for b in (next(it), next(it))]
+        check(all(k == j and np.array_equal(g, ref[1][j]['image']) for j, (k, g) in enumerate(got)),
+              'after set_state: epoch 1 from its start')
+        flags[slots[1]] = 0
+        check(l._lent == 0, 'both lent slots back')
+        del flags
+        other.close()
+
+
 def loader_parts(cirrdata, ds):
     from cirrdata.loader import Loader
     OPTS = LOPTS
@@ -93,6 +146,12 @@ def loader_parts(cirrdata, ds):
         check(all(np.array_equal(g, r['image']) for g, r in zip(got, ref[0])), 'shared ring: the same batches')
     with Loader(ds, threads=1, **OPTS) as l:
         check(l.ring_memory() is None, 'no shared ring unless asked')
+        try:
+            l._lend(next(l._epoch(None, raw=True)))
+            check(False, 'lending from a ring that is not shared must raise')
+        except cirrdata.CirrdataError as e:
+            check('not shared' in str(e), f'lend without ring_shared: {e}')
+    lending_parts(cirrdata, ds, ref, Loader)
     # Stride: 3 loaders with offsets 0..2 make exactly the stride-1 batches, over 2 epochs.
     for W in (2, 3):
         got = {}

@@ -159,11 +159,24 @@ CD_API cd_status cd_loader_set_state(cd_loader *l, const cd_loader_state *state,
 CD_API uint64_t cd_loader_epoch_samples(const cd_loader *l);
 CD_API uint64_t cd_loader_epoch_batches(const cd_loader *l);
 /* With ring_shared: the memfd holding the ring (owned by the loader, valid until cd_loader_destroy;
- * -1 without ring_shared), its mapping in this process and its size. The first CD_LOADER_SHARED_HEADER
- * bytes are zero and left to the consumers (e.g. flags shared with another process); the batch arrays
- * lie after them, so a batch's image and mask are at (pointer - *base) in the file. */
+ * -1 without ring_shared), its mapping in this process and its size. The file starts with a header of
+ * CD_LOADER_SHARED_HEADER bytes: its first `ring` 32-bit words are the lend flags (cd_loader_lend), the
+ * rest is zero and left to the consumers; the batch arrays lie after it, so a batch's image and mask are
+ * at (pointer - *base) in the file. */
 #define CD_LOADER_SHARED_HEADER 4096u
 CD_API int cd_loader_ring_memory(const cd_loader *l, void **base, size_t *bytes);
+/* With ring_shared: hands a borrowed batch over to whoever maps the ring (e.g. another process), so that
+ * its slot comes back without a call on this loader. The batch stops counting as borrowed (as after
+ * cd_loader_release) and its slot's lend flag, the 32-bit word number *slot of the header, is set to 1;
+ * the mapper reads the batch's arrays at their offsets in the file (cd_batch's small arrays are not in
+ * it: copy them before lending) and stores 0 in the word when done. The loader's worker threads see the
+ * 0 (they look whenever they claim work, and while idle every 0.1 to 2 ms) and fill the slot again; until
+ * then the slot is out of the ring, which cd_loader_next counts like a borrowed one (it fails when every
+ * slot is borrowed or lent). cd_loader_set_state leaves lent slots lent. CD_ERR_ARG without ring_shared,
+ * for a batch that is not borrowed, or after cd_loader_close. */
+CD_API cd_status cd_loader_lend(cd_loader *l, cd_batch *batch, uint32_t *slot, cd_error *err);
+/* Slots lent and not yet given back (their flag still 1). */
+CD_API uint32_t cd_loader_lent(cd_loader *l);
 /* This loader's rank and world size (as given, or from the environment: see world_size). */
 CD_API void cd_loader_rank(const cd_loader *l, int *rank, int *world_size);
 /* Items (samples) of an epoch over all ranks together: records, or slices in slice mode. Rank r of W
