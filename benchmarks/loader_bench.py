@@ -21,6 +21,14 @@
                                         persistent_workers=True): W processes, each with its own C
                                         loader of --threads / W threads (at least 1), batches filled
                                         into shared memory (tool 'ours-torch')
+    ... --torch-workers W --alternate N  the native Loader (--threads threads, owned batches) and that
+                                        DataLoader both open in this process and timed in turn, N cycles
+                                        of one window each (--min-seconds per window, the order swapped
+                                        every cycle; after each switch --warmup batches are drained
+                                        untimed: what the idle side made ahead while the other ran). The
+                                        ratio is taken per cycle, windows seconds apart, so the slow swings
+                                        of a shared machine (tens of seconds, up to a third of its speed)
+                                        fall on both sides alike (tool 'ours-alternate')
 
 Throughput: a loader is created (not timed), `--warmup` batches are consumed, then batches are
 timed with time.perf_counter until at least `--min-seconds` have passed and at least `--batches`
@@ -74,11 +82,15 @@ def main():
     ap.add_argument('--rss-at', default='1000,10000')
     ap.add_argument('--dump-corners')
     ap.add_argument('--torch-workers', type=int, default=0)
+    ap.add_argument('--alternate', type=int, default=0, help='cycles of native and DataLoader windows in turn '
+                    '(with --torch-workers)')
     ap.add_argument('--views', action='store_true', help="zero-copy ring views (Loader(views=True)) instead of "
                     "owned batches")
     a = ap.parse_args()
     from cirrdata.loader import Loader
     patch = tuple(int(v) for v in a.patch.split(','))
+    if a.torch_workers and a.alternate:
+        return alternate_main(a, patch)
     if a.torch_workers:
         return torch_main(a, patch)
     loader = Loader(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
@@ -149,23 +161,55 @@ def timed(a, it, corners=None):
             'cpu_seconds': time.process_time() - c, 'min_seconds': a.min_seconds}
 
 
-def torch_main(a, patch):
+def torch_loader(a, patch):
+    """DataLoader(BatchDataset(...), batch_size=None, num_workers=--torch-workers, persistent_workers=True)."""
     import torch
     from cirrdata.torch import BatchDataset
     W = a.torch_workers
     ds = BatchDataset(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
                       split=a.split, threads=max(1, a.threads // W), io=a.io, cache_bytes=a.cache_bytes,
                       augment_device=a.device, preload=a.preload)
-    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=W, persistent_workers=True)
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=W, persistent_workers=True)
+
+
+def alternate_main(a, patch):
+    from cirrdata.loader import Loader
+    import statistics
+    W = a.torch_workers
+    native = Loader(a.dataset, batch_size=a.batch_size, mode='patch', patch=patch, augment=a.augment, seed=a.seed,
+                    split=a.split, threads=a.threads, io=a.io, cache_bytes=a.cache_bytes, device=a.device,
+                    preload=a.preload)
+    dl = torch_loader(a, patch)
+    sides = {'native': batches(native), 'torch': batches(dl)}
+    for _ in range(W):  # every worker's first batch waits for its preload, as the native one does
+        next(sides['torch'])
+    next(sides['native'])
+    cycles = []
+    for c in range(a.alternate):
+        row = {}
+        for side in (('native', 'torch') if c % 2 == 0 else ('torch', 'native')):
+            row[side] = timed(a, sides[side])['samples_per_s']
+        row['ratio'] = row['torch'] / row['native']
+        cycles.append(row)
+    ratios = [r['ratio'] for r in cycles]
+    res = {'tool': 'ours-alternate', 'workers': W, 'threads': a.threads, 'augment': a.augment,
+           'batch_size': a.batch_size, 'patch': list(patch), 'preload': a.preload, 'window_seconds': a.min_seconds,
+           'drain_batches': a.warmup, 'cycles': cycles,
+           'native_samples_per_s': statistics.median(r['native'] for r in cycles),
+           'torch_samples_per_s': statistics.median(r['torch'] for r in cycles),
+           'ratio_median': statistics.median(ratios), 'ratio_min': min(ratios), 'ratio_max': max(ratios)}
+    del sides
+    native.close()
+    print(json.dumps(res))
+
+
+def torch_main(a, patch):
+    W = a.torch_workers
+    dl = torch_loader(a, patch)
     res = {'tool': 'ours-torch', 'workers': W, 'augment': a.augment, 'threads': a.threads,
            'batch_size': a.batch_size, 'patch': list(patch), 'cache': 'default' if a.cache_bytes is None else a.cache_bytes,
            'preload': a.preload}
-
-    def endless():
-        while True:
-            for b in dl:
-                yield b
-    it = endless()
+    it = batches(dl)
     if a.preload:  # the first batch of every worker waits for its preload (not timed)
         t = time.perf_counter()
         for _ in range(W):
