@@ -94,6 +94,29 @@ def lending_parts(cirrdata, ds, ref, Loader):
         check(l._lent == 0, 'both lent slots back')
         del flags
         other.close()
+    # The worker threads take a slot back by themselves (no call on the loader): once the flags are 0,
+    # the lent slots fill with later batches.
+    import time
+    with Loader(ds, threads=1, views=True, ring_shared=True, ring=4, **LOPTS) as l:
+        fd, base, size = l.ring_memory()
+        other = mmap.mmap(fd, size)
+        flags = np.frombuffer(other, dtype=np.int32, count=4)
+        it = l._epoch(None, raw=True)
+        lent = [next(it) for _ in range(3)]
+        offsets = [ctypes.cast(bp.contents.image, ctypes.c_void_p).value - base for bp in lent]
+        slots = [l._lend(bp) for bp in lent]
+        shape = ref[0][0]['image'].shape
+        views = [np.frombuffer(other, np.float32, count=ref[0][0]['image'].size, offset=o).reshape(shape)
+                 for o in offsets]
+        later = [b['image'] for e in ref for b in e[3:] if b['image'].shape == shape]
+        flags[slots] = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(any(np.array_equal(v, x) for x in later) for v in views):
+            time.sleep(0.01)
+        check(all(any(np.array_equal(v, x) for x in later) for v in views),
+              'slots whose flags went to 0 are filled again by the loader\'s threads, with no call on the loader')
+        del views, flags, lent
+        other.close()
 
 
 def loader_parts(cirrdata, ds):
