@@ -54,18 +54,11 @@ def compare_net(path, net, label, sizes, rng, device, fp16=False, refs=None):
                     ref = net(torch.from_numpy(x)).numpy()
                 if refs is not None:
                     refs[(n, h, w)] = x, ref
-            before = vulkan_stats() if device == 'vulkan' else None
-            t0 = time.time()
-            ours = m.predict(x)
-            t1 = time.time()
-            if before:
-                after = vulkan_stats()
-                check(after['submissions'] > before['submissions'] and after['cpu_fallback'] == before['cpu_fallback'],
-                      '%s %dx3x%dx%d ran on the device' % (label, n, h, w))
+            ours, seconds = vk_test.predict_checked(m, x, check, '%s %dx3x%dx%d' % (label, n, h, w))
             e = rel_err(ours, ref)
             tol = FP16_TOL if fp16 else TOL
             what = '%s %dx3x%dx%d vs torch' % (label, n, h, w)
-            detail = 'rel %.2e (allowed %.0e), open %.1fs, ours %.2fs' % (e, tol, opened, t1 - t0)
+            detail = 'rel %.2e (allowed %.0e), open %.1fs, ours %.2fs' % (e, tol, opened, seconds)
             print('%s: %s' % (what, detail))
             check(ours.shape == ref.shape and e <= tol, what, detail)
     if device == 'vulkan':

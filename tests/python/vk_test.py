@@ -45,3 +45,19 @@ def cli_stats(stderr):
     if not m:
         return None
     return dict(zip(('contexts', 'submissions', 'cpu_fallback', 'validation_messages'), map(int, m.groups())))
+
+
+def predict_checked(model, x, check, what):
+    """model.predict(x) and its seconds; for a Vulkan model (a cirrdata.Model) also check(ok, what, detail)
+    that it ran on the device: this process's submissions grew and nothing fell back to the CPU."""
+    import time
+    from cirrdata.model import vulkan_stats
+    before = vulkan_stats() if model.device_type == 'vulkan' else None
+    t0 = time.time()
+    out = model.predict(x)
+    seconds = time.time() - t0
+    if before:
+        after = vulkan_stats()
+        check(after['submissions'] > before['submissions'] and after['cpu_fallback'] == before['cpu_fallback'],
+              '%s ran on the device' % what, '%s -> %s' % (before, after))
+    return out, seconds
